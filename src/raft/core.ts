@@ -1,0 +1,729 @@
+import { assert, assertIndex, unreachable } from './assert.ts';
+import { assertRaftConfig, OUTBOX_MESSAGES_MAX, type RaftConfig } from './config.ts';
+import { ok, rejected, type RaftResult } from './errors.ts';
+import { RaftLog } from './log.ts';
+import type { Prng } from './prng.ts';
+import { Progress } from './progress.ts';
+import { allMembers, isVoter, jointAckedIndex, jointVoteResult, validateConfig } from './quorum.ts';
+import {
+  NODE_NONE,
+  type AppendRequest,
+  type AppendResponse,
+  type Entry,
+  type HardState,
+  type Heartbeat,
+  type HeartbeatResponse,
+  type MembershipConfig,
+  type Message,
+  type NodeId,
+  type PersistedState,
+  type ReadFailure,
+  type ReadState,
+  type Ready,
+  type Role,
+  type VoteRequest,
+  type VoteResponse,
+} from './types.ts';
+
+interface PendingRead {
+  readonly requestId: number;
+  readonly round: number;
+  /** Commit index when the read arrived, or 0 when the leader had not yet committed in its term. */
+  readonly index: number;
+}
+
+export interface ProposeAccepted {
+  readonly index: number;
+  readonly term: number;
+}
+
+export interface PeerStatus {
+  readonly id: NodeId;
+  readonly matchIndex: number;
+  readonly nextIndex: number;
+  readonly state: 'probe' | 'replicate';
+}
+
+export interface RaftStatus {
+  readonly id: NodeId;
+  readonly role: Role;
+  readonly term: number;
+  readonly vote: NodeId;
+  readonly leaderId: NodeId;
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+  readonly lastTerm: number;
+  readonly stableIndex: number;
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+  readonly membership: MembershipConfig | null;
+  readonly peers: readonly PeerStatus[];
+  readonly messagesDropped: number;
+}
+
+/**
+ * The pure Raft state machine (after etcd-io/raft): no I/O, no clock, no global randomness.
+ * The driver calls `tick()` on a timer and `step()` on receipt, then drains `ready()` and calls
+ * `advance()`. Between `ready()` and `advance()` the driver must not call anything else.
+ */
+export class RaftCore {
+  readonly id: NodeId;
+  private readonly config: RaftConfig;
+  private readonly prng: Prng;
+  readonly log = new RaftLog();
+
+  private term = 0;
+  private vote: NodeId = NODE_NONE;
+  private role: Role = 'follower';
+  private leaderId: NodeId = NODE_NONE;
+  private membership: MembershipConfig | null = null;
+  /** Index and term of the config entry in effect (0/0 while uninitialized). */
+  private membershipIndex = 0;
+  private membershipTerm = 0;
+
+  private readonly progress = new Map<NodeId, Progress>();
+  private readonly votes = new Map<NodeId, boolean>();
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTicks: number;
+
+  private outbox: Message[] = [];
+  private messagesDropped = 0;
+  private appendBroadcastPending = false;
+
+  private pendingReads: PendingRead[] = [];
+  private readRound = 0;
+  private readBroadcastPending = false;
+  private readStates: ReadState[] = [];
+  private readFailures: ReadFailure[] = [];
+
+  private persistedHardState: HardState;
+  private readyOutstanding = false;
+
+  constructor(config: RaftConfig, prng: Prng, persisted: PersistedState) {
+    assertRaftConfig(config);
+    this.id = config.id;
+    this.config = config;
+    this.prng = prng;
+    const hardState = persisted.hardState;
+    assertIndex(hardState.term, 'persisted term');
+    assertIndex(hardState.vote, 'persisted vote');
+    this.log.restore(persisted.entries, hardState.commit);
+    this.term = hardState.term;
+    this.vote = hardState.vote;
+    this.persistedHardState = hardState;
+    this.refreshMembership();
+    this.randomizedElectionTicks = this.drawElectionTicks();
+  }
+
+  // ---------------------------------------------------------------- inputs
+
+  /**
+   * Bootstrap a brand-new cluster with `config` from this node (the seed's /init). Only a node with
+   * an empty log and no term can do it; it then campaigns at once.
+   */
+  init(config: MembershipConfig): RaftResult<null> {
+    this.assertNoReadyOutstanding();
+    if (this.log.lastIndex() !== 0 || this.term !== 0) return rejected({ code: 'already_initialized' });
+    const problem = validateConfig(config);
+    if (problem !== null) return rejected({ code: 'invalid_config', message: problem });
+    if (config.votersOutgoing.length > 0) return rejected({ code: 'invalid_config', message: 'init takes no joint config' });
+    if (!config.voters.includes(this.id)) {
+      return rejected({ code: 'invalid_config', message: `node ${this.id} must be one of the initial voters` });
+    }
+    this.term = 1;
+    this.log.append([{ kind: 'config', term: 1, index: 1, config }]);
+    this.refreshMembership();
+    this.campaign();
+    return ok(null);
+  }
+
+  tick(): void {
+    this.assertNoReadyOutstanding();
+    if (this.role === 'leader') {
+      this.tickLeader();
+      return;
+    }
+    this.electionElapsed += 1;
+    if (this.isPromotable() && this.electionElapsed >= this.randomizedElectionTicks) {
+      this.electionElapsed = 0;
+      this.campaign();
+    }
+  }
+
+  /** Append a command to the leader's log. The caller learns the outcome when (index, term) is applied. */
+  propose(data: Uint8Array): RaftResult<ProposeAccepted> {
+    this.assertNoReadyOutstanding();
+    if (this.membership === null) return rejected({ code: 'not_initialized' });
+    if (this.role !== 'leader') return rejected({ code: 'not_leader', leaderId: this.leaderId });
+    if (this.log.lastIndex() - this.log.committed >= this.config.uncommittedEntriesMax) {
+      return rejected({ code: 'overloaded', what: 'uncommitted_entries' });
+    }
+    const index = this.log.lastIndex() + 1;
+    this.log.append([{ kind: 'command', term: this.term, index, data }]);
+    this.appendBroadcastPending = true;
+    return ok({ index, term: this.term });
+  }
+
+  /**
+   * Queue a linearizable read. Reads queued between two `ready()` calls share one heartbeat round;
+   * each comes back as a ReadState (serve after applying its index) or a ReadFailure.
+   */
+  readIndex(requestId: number): RaftResult<null> {
+    this.assertNoReadyOutstanding();
+    assertIndex(requestId, 'read request id');
+    if (this.membership === null) return rejected({ code: 'not_initialized' });
+    if (this.role !== 'leader') return rejected({ code: 'not_leader', leaderId: this.leaderId });
+    if (this.pendingReads.length >= this.config.pendingReadsMax) {
+      return rejected({ code: 'overloaded', what: 'pending_reads' });
+    }
+    const index = this.committedInCurrentTerm() ? this.log.committed : 0;
+    this.pendingReads.push({ requestId, round: this.readRound + 1, index });
+    this.readBroadcastPending = true;
+    return ok(null);
+  }
+
+  step(message: Message): void {
+    this.assertNoReadyOutstanding();
+    assert(message.to === this.id, `message for ${message.to} delivered to ${this.id}`);
+    assertIndex(message.term, 'message term');
+    if (message.term > this.term) {
+      if (!this.stepHigherTerm(message)) return;
+    } else if (message.term < this.term) {
+      this.stepLowerTerm(message);
+      return;
+    }
+    if (message.type === 'pre_vote' || message.type === 'vote') {
+      this.handleVoteRequest(message);
+      return;
+    }
+    switch (this.role) {
+      case 'leader':
+        this.stepLeader(message);
+        return;
+      case 'candidate':
+      case 'pre_candidate':
+        this.stepCandidate(message);
+        return;
+      case 'follower':
+        this.stepFollower(message);
+        return;
+      default:
+        unreachable(this.role, 'role');
+    }
+  }
+
+  // ---------------------------------------------------------------- ready / advance
+
+  hasReady(): boolean {
+    return (
+      this.outbox.length > 0 ||
+      this.appendBroadcastPending ||
+      this.readBroadcastPending ||
+      this.log.stableIndex < this.log.lastIndex() ||
+      this.log.hasNextCommittedEntries() ||
+      this.readStates.length > 0 ||
+      this.readFailures.length > 0 ||
+      this.hardStateChanged()
+    );
+  }
+
+  ready(): Ready {
+    this.assertNoReadyOutstanding();
+    if (this.appendBroadcastPending) {
+      this.appendBroadcastPending = false;
+      if (this.role === 'leader') this.broadcastAppend(false);
+    }
+    if (this.readBroadcastPending) {
+      this.readBroadcastPending = false;
+      if (this.role === 'leader') this.broadcastHeartbeat();
+    }
+    if (this.role === 'leader') this.releaseConfirmedReads();
+    const hardState = this.hardStateChanged() ? this.currentHardState() : null;
+    const ready: Ready = {
+      softState: { role: this.role, leaderId: this.leaderId, term: this.term },
+      hardState,
+      entries: this.log.unstableEntries(),
+      messages: this.outbox,
+      committedEntries: this.log.nextCommittedEntries(this.config.applyEntriesMax),
+      readStates: this.readStates,
+      readFailures: this.readFailures,
+    };
+    this.outbox = [];
+    this.readStates = [];
+    this.readFailures = [];
+    this.readyOutstanding = true;
+    return ready;
+  }
+
+  advance(ready: Ready): void {
+    assert(this.readyOutstanding, 'advance without an outstanding ready');
+    this.readyOutstanding = false;
+    if (ready.hardState !== null) this.persistedHardState = ready.hardState;
+    const lastEntry = ready.entries.at(-1);
+    const stableAdvanced = lastEntry !== undefined && this.log.stableTo(lastEntry.index, lastEntry.term);
+    const lastApplied = ready.committedEntries.at(-1);
+    if (lastApplied !== undefined) {
+      assert(lastApplied.index === this.log.applied + ready.committedEntries.length, 'applied entries are contiguous');
+      this.log.appliedTo(lastApplied.index);
+    }
+    // The leader counts itself only for entries on its own disk, so commit may move now.
+    if (stableAdvanced && this.role === 'leader' && this.maybeCommit()) this.broadcastAppend(true);
+    this.log.check();
+  }
+
+  status(): RaftStatus {
+    const peers: PeerStatus[] = [];
+    for (const [id, progress] of this.progress) {
+      peers.push({ id, matchIndex: progress.match, nextIndex: progress.next, state: progress.state });
+    }
+    return {
+      id: this.id,
+      role: this.role,
+      term: this.term,
+      vote: this.vote,
+      leaderId: this.leaderId,
+      firstIndex: this.log.firstIndex(),
+      lastIndex: this.log.lastIndex(),
+      lastTerm: this.log.lastTerm(),
+      stableIndex: this.log.stableIndex,
+      commitIndex: this.log.committed,
+      appliedIndex: this.log.applied,
+      membership: this.membership,
+      peers,
+      messagesDropped: this.messagesDropped,
+    };
+  }
+
+  // ---------------------------------------------------------------- term handling
+
+  /** A message from a higher term. Returns false when the message is to be ignored. */
+  private stepHigherTerm(message: Message): boolean {
+    if (message.type === 'pre_vote' || message.type === 'vote') {
+      // CheckQuorum lease: while we hear from a leader, a disruptive candidate gets no answer.
+      const inLease = this.config.checkQuorum && this.leaderId !== NODE_NONE && this.electionElapsed < this.config.electionTicksMin;
+      if (inLease) return false;
+    }
+    if (message.type === 'pre_vote') return true;
+    if (message.type === 'pre_vote_response' && message.granted) return true;
+    const leader = message.type === 'append' || message.type === 'heartbeat' ? message.from : NODE_NONE;
+    this.becomeFollower(message.term, leader);
+    return true;
+  }
+
+  private stepLowerTerm(message: Message): void {
+    if (message.type === 'append' || message.type === 'heartbeat') {
+      // A stale leader learns our term and steps down (needed with PreVote/CheckQuorum, where
+      // a partitioned node's higher term would otherwise never reach it).
+      this.send({ type: 'append_response', from: this.id, to: message.from, term: this.term, success: false, index: 0, hintIndex: 0, hintTerm: 0 });
+    } else if (message.type === 'pre_vote') {
+      this.send({ type: 'pre_vote_response', from: this.id, to: message.from, term: this.term, granted: false });
+    }
+  }
+
+  private handleVoteRequest(message: VoteRequest): void {
+    const isPreVote = message.type === 'pre_vote';
+    const canVote =
+      this.vote === message.from ||
+      (this.vote === NODE_NONE && this.leaderId === NODE_NONE) ||
+      (isPreVote && message.term > this.term);
+    const responseType = isPreVote ? 'pre_vote_response' : 'vote_response';
+    if (canVote && this.log.isUpToDate(message.lastLogIndex, message.lastLogTerm)) {
+      // A granted pre-vote answers in the candidate's future term; a real vote is recorded.
+      this.send({ type: responseType, from: this.id, to: message.from, term: message.term, granted: true });
+      if (!isPreVote) {
+        assert(message.term === this.term, 'a vote is granted only in the current term');
+        this.electionElapsed = 0;
+        this.vote = message.from;
+      }
+      return;
+    }
+    this.send({ type: responseType, from: this.id, to: message.from, term: this.term, granted: false });
+  }
+
+  // ---------------------------------------------------------------- roles
+
+  private becomeFollower(term: number, leaderId: NodeId): void {
+    assert(term >= this.term, `term moves backwards: ${term} < ${this.term}`);
+    if (this.role === 'leader') this.failPendingReads(leaderId);
+    if (term !== this.term) {
+      this.term = term;
+      this.vote = NODE_NONE;
+    }
+    this.role = 'follower';
+    this.leaderId = leaderId;
+    this.resetTimers();
+    this.progress.clear();
+    this.votes.clear();
+  }
+
+  private becomePreCandidate(): void {
+    assert(this.role !== 'leader', 'a leader never becomes a pre-candidate');
+    this.role = 'pre_candidate';
+    this.leaderId = NODE_NONE;
+    this.votes.clear();
+    this.resetTimers();
+  }
+
+  private becomeCandidate(): void {
+    assert(this.role !== 'leader', 'a leader never becomes a candidate');
+    this.term += 1;
+    this.vote = this.id;
+    this.role = 'candidate';
+    this.leaderId = NODE_NONE;
+    this.votes.clear();
+    this.resetTimers();
+  }
+
+  private becomeLeader(): void {
+    assert(this.role === 'candidate', 'only a candidate becomes leader');
+    assert(this.membership !== null, 'a leader has a configuration');
+    this.role = 'leader';
+    this.leaderId = this.id;
+    this.resetTimers();
+    this.progress.clear();
+    const next = this.log.lastIndex() + 1;
+    for (const id of allMembers(this.membership)) {
+      if (id !== this.id) this.progress.set(id, new Progress(next, this.config.inflightAppendsMax));
+    }
+    this.pendingReads = [];
+    this.readRound = 0;
+    // A blank entry of the new term lets the leader commit (and learn) everything before it.
+    this.log.append([{ kind: 'blank', term: this.term, index: next }]);
+    this.broadcastAppend(true);
+  }
+
+  private resetTimers(): void {
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTicks = this.drawElectionTicks();
+  }
+
+  private drawElectionTicks(): number {
+    return this.prng.nextIntInclusive(this.config.electionTicksMin, this.config.electionTicksMax);
+  }
+
+  private isPromotable(): boolean {
+    return this.membership !== null && isVoter(this.membership, this.id);
+  }
+
+  // ---------------------------------------------------------------- elections
+
+  private campaign(): void {
+    assert(this.membership !== null, 'campaign needs a configuration');
+    if (this.config.preVote) {
+      this.becomePreCandidate();
+      this.requestVotes('pre_vote', this.term + 1);
+    } else {
+      this.becomeCandidate();
+      this.requestVotes('vote', this.term);
+    }
+  }
+
+  private requestVotes(type: 'pre_vote' | 'vote', term: number): void {
+    assert(this.membership !== null, 'requestVotes needs a configuration');
+    this.votes.set(this.id, true);
+    if (this.tallyVotes()) return;
+    for (const id of allMembers(this.membership)) {
+      if (id === this.id || !isVoter(this.membership, id)) continue;
+      this.send({ type, from: this.id, to: id, term, lastLogIndex: this.log.lastIndex(), lastLogTerm: this.log.lastTerm() });
+    }
+  }
+
+  /** Count the votes; on a decision change role. Returns true when the election is decided. */
+  private tallyVotes(): boolean {
+    assert(this.membership !== null, 'tally needs a configuration');
+    const result = jointVoteResult(this.membership, this.votes);
+    if (result === 'pending') return false;
+    if (result === 'lost') {
+      this.becomeFollower(this.term, NODE_NONE);
+      return true;
+    }
+    if (this.role === 'pre_candidate') {
+      this.becomeCandidate();
+      this.requestVotes('vote', this.term);
+    } else {
+      this.becomeLeader();
+    }
+    return true;
+  }
+
+  private stepCandidate(message: Message): void {
+    switch (message.type) {
+      case 'append':
+      case 'heartbeat':
+        // Someone won this term: follow them.
+        this.becomeFollower(this.term, message.from);
+        this.stepFollower(message);
+        return;
+      case 'pre_vote_response':
+      case 'vote_response':
+        this.handleVoteResponse(message);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleVoteResponse(message: VoteResponse): void {
+    const expected = this.role === 'pre_candidate' ? 'pre_vote_response' : 'vote_response';
+    if (message.type !== expected) return;
+    if (this.membership === null || !isVoter(this.membership, message.from)) return;
+    if (this.votes.has(message.from)) return;
+    // A grant counts only for the term we campaign for (a stale pre-vote grant names an older one).
+    if (message.granted && message.term !== (this.role === 'pre_candidate' ? this.term + 1 : this.term)) return;
+    this.votes.set(message.from, message.granted);
+    this.tallyVotes();
+  }
+
+  // ---------------------------------------------------------------- follower
+
+  private stepFollower(message: Message): void {
+    if (message.type === 'append') {
+      this.electionElapsed = 0;
+      this.leaderId = message.from;
+      this.handleAppend(message);
+    } else if (message.type === 'heartbeat') {
+      this.electionElapsed = 0;
+      this.leaderId = message.from;
+      this.handleHeartbeat(message);
+    }
+  }
+
+  private handleAppend(message: AppendRequest): void {
+    const reply = { type: 'append_response', from: this.id, to: message.from, term: this.term } as const;
+    if (message.prevLogIndex < this.log.committed) {
+      this.send({ ...reply, success: true, index: this.log.committed, hintIndex: 0, hintTerm: 0 });
+      return;
+    }
+    const lastNewIndex = this.log.maybeAppend(message.prevLogIndex, message.prevLogTerm, message.commitIndex, message.entries);
+    if (lastNewIndex !== null) {
+      this.refreshMembershipAfterAppend(message.entries);
+      this.send({ ...reply, success: true, index: lastNewIndex, hintIndex: 0, hintTerm: 0 });
+      return;
+    }
+    const hintIndex = this.log.findConflictByTerm(Math.min(message.prevLogIndex, this.log.lastIndex()), message.prevLogTerm);
+    const hintTerm = this.log.term(hintIndex);
+    assert(hintTerm !== null, 'hint index lies inside the log');
+    this.send({ ...reply, success: false, index: message.prevLogIndex, hintIndex, hintTerm });
+  }
+
+  private handleHeartbeat(message: Heartbeat): void {
+    // The leader sends min(match, commit), so our log agrees with its up to that index.
+    this.log.commitTo(Math.min(message.commitIndex, this.log.lastIndex()));
+    this.send({ type: 'heartbeat_response', from: this.id, to: message.from, term: this.term, readRound: message.readRound });
+  }
+
+  /**
+   * The newest config entry in the log is the active configuration (Raft thesis section 4.1), so a
+   * config entry arriving or the active one being truncated away changes it.
+   */
+  private refreshMembershipAfterAppend(entries: readonly Entry[]): void {
+    const activeReplaced = this.membershipIndex > 0 && !this.log.matchTerm(this.membershipIndex, this.membershipTerm);
+    if (activeReplaced || entries.some((entry) => entry.kind === 'config')) this.refreshMembership();
+  }
+
+  private refreshMembership(): void {
+    const entry = this.log.lastConfigEntry();
+    if (entry === null || entry.kind !== 'config') {
+      this.membership = null;
+      this.membershipIndex = 0;
+      this.membershipTerm = 0;
+      return;
+    }
+    this.membership = entry.config;
+    this.membershipIndex = entry.index;
+    this.membershipTerm = entry.term;
+  }
+
+  // ---------------------------------------------------------------- leader
+
+  private tickLeader(): void {
+    this.heartbeatElapsed += 1;
+    this.electionElapsed += 1;
+    if (this.electionElapsed >= this.config.electionTicksMin) {
+      this.electionElapsed = 0;
+      if (this.config.checkQuorum && !this.quorumActive()) {
+        this.becomeFollower(this.term, NODE_NONE);
+        return;
+      }
+    }
+    if (this.heartbeatElapsed >= this.config.heartbeatTicks) {
+      this.heartbeatElapsed = 0;
+      this.broadcastHeartbeat();
+    }
+  }
+
+  /** CheckQuorum: did a quorum talk to us since the last check? Resets the activity marks. */
+  private quorumActive(): boolean {
+    assert(this.membership !== null, 'leader has a configuration');
+    const active = new Map<NodeId, boolean>();
+    for (const id of allMembers(this.membership)) {
+      const progress = this.progress.get(id);
+      active.set(id, id === this.id || (progress?.recentActive ?? false));
+      if (progress !== undefined) progress.recentActive = false;
+    }
+    return jointVoteResult(this.membership, active) === 'won';
+  }
+
+  private stepLeader(message: Message): void {
+    switch (message.type) {
+      case 'append_response':
+        this.handleAppendResponse(message);
+        return;
+      case 'heartbeat_response':
+        this.handleHeartbeatResponse(message);
+        return;
+      case 'append':
+      case 'heartbeat':
+        assert(false, `two leaders in term ${this.term}: ${this.id} and ${message.from}`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleAppendResponse(message: AppendResponse): void {
+    const progress = this.progress.get(message.from);
+    if (progress === undefined) return;
+    progress.recentActive = true;
+    if (!message.success) {
+      let matchHint = message.hintIndex;
+      if (message.hintTerm > 0) matchHint = this.log.findConflictByTerm(message.hintIndex, message.hintTerm);
+      if (progress.maybeDecreaseTo(message.index, matchHint)) {
+        if (progress.state === 'replicate') progress.becomeProbe();
+        this.sendAppend(message.from, progress, false);
+      }
+      return;
+    }
+    assert(message.index <= this.log.lastIndex(), `follower ${message.from} acks ${message.index} beyond our log`);
+    const wasPaused = progress.isPaused();
+    if (!progress.maybeUpdate(message.index)) return;
+    if (progress.state === 'probe') progress.becomeReplicate();
+    else progress.inflights.freeLE(message.index);
+    if (this.maybeCommit()) {
+      this.broadcastAppend(true);
+    } else if (wasPaused || progress.state === 'replicate') {
+      this.sendAppendsTo(message.from, progress);
+    }
+  }
+
+  private handleHeartbeatResponse(message: HeartbeatResponse): void {
+    const progress = this.progress.get(message.from);
+    if (progress === undefined) return;
+    progress.recentActive = true;
+    progress.probeSent = false;
+    progress.readRoundAcked = Math.max(progress.readRoundAcked, message.readRound);
+    if (progress.match < this.log.lastIndex()) {
+      // Appends may have been lost: free a slot and probe with an (possibly empty) append.
+      if (progress.state === 'replicate' && progress.inflights.full()) progress.inflights.freeFirstOne();
+      this.sendAppend(message.from, progress, true);
+    }
+  }
+
+  private maybeCommit(): boolean {
+    assert(this.membership !== null, 'leader has a configuration');
+    const acked = jointAckedIndex(this.membership, (id) => this.matchIndexOf(id));
+    // Raft section 5.4.2: only an entry of the current term is committed by counting replicas.
+    if (acked <= this.log.committed || this.log.term(acked) !== this.term) return false;
+    return this.log.commitTo(acked);
+  }
+
+  private matchIndexOf(id: NodeId): number {
+    if (id === this.id) return this.log.stableIndex;
+    return this.progress.get(id)?.match ?? 0;
+  }
+
+  private committedInCurrentTerm(): boolean {
+    return this.log.term(this.log.committed) === this.term;
+  }
+
+  private broadcastAppend(sendIfEmpty: boolean): void {
+    for (const [id, progress] of this.progress) {
+      if (sendIfEmpty) this.sendAppend(id, progress, true);
+      this.sendAppendsTo(id, progress);
+    }
+  }
+
+  /** Fill the follower's in-flight window (bounded by inflightAppendsMax). */
+  private sendAppendsTo(id: NodeId, progress: Progress): void {
+    for (let sent = 0; sent < this.config.inflightAppendsMax; sent += 1) {
+      if (!this.sendAppend(id, progress, false)) return;
+    }
+  }
+
+  /** Send one AppendEntries to `id` if its window allows; returns whether something was sent. */
+  private sendAppend(id: NodeId, progress: Progress, sendIfEmpty: boolean): boolean {
+    if (progress.isPaused()) return false;
+    const prevLogIndex = progress.next - 1;
+    const prevLogTerm = this.log.term(prevLogIndex);
+    assert(prevLogTerm !== null, `leader lacks entry ${prevLogIndex} (snapshots come with the membership issue)`);
+    const entries = this.log.slice(progress.next, this.log.lastIndex(), this.config.appendEntriesMax, this.config.appendBytesMax);
+    if (entries.length === 0 && !sendIfEmpty) return false;
+    this.send({ type: 'append', from: this.id, to: id, term: this.term, prevLogIndex, prevLogTerm, entries, commitIndex: this.log.committed });
+    const last = entries.at(-1);
+    if (progress.state === 'replicate' && last !== undefined) {
+      progress.next = last.index + 1;
+      progress.inflights.add(last.index);
+    } else if (progress.state === 'probe') {
+      progress.probeSent = true;
+    }
+    return true;
+  }
+
+  private broadcastHeartbeat(): void {
+    this.readRound += 1;
+    for (const [id, progress] of this.progress) {
+      const commitIndex = Math.min(progress.match, this.log.committed);
+      this.send({ type: 'heartbeat', from: this.id, to: id, term: this.term, commitIndex, readRound: this.readRound });
+    }
+  }
+
+  /** Release reads whose round a quorum has acknowledged, once the leader committed in its term. */
+  private releaseConfirmedReads(): void {
+    if (this.pendingReads.length === 0 || !this.committedInCurrentTerm()) return;
+    assert(this.membership !== null, 'leader has a configuration');
+    const confirmedRound = jointAckedIndex(this.membership, (id) =>
+      id === this.id ? this.readRound : (this.progress.get(id)?.readRoundAcked ?? 0),
+    );
+    let released = 0;
+    for (const read of this.pendingReads) {
+      if (read.round > confirmedRound) break;
+      this.readStates.push({ requestId: read.requestId, index: read.index === 0 ? this.log.committed : read.index });
+      released += 1;
+    }
+    if (released > 0) this.pendingReads = this.pendingReads.slice(released);
+  }
+
+  private failPendingReads(leaderId: NodeId): void {
+    for (const read of this.pendingReads) {
+      this.readFailures.push({ requestId: read.requestId, reason: 'not_leader', leaderId });
+    }
+    this.pendingReads = [];
+    this.readBroadcastPending = false;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private send(message: Message): void {
+    assert(message.to !== this.id, 'a node never messages itself');
+    if (this.outbox.length >= OUTBOX_MESSAGES_MAX) {
+      this.messagesDropped += 1;
+      return;
+    }
+    this.outbox.push(message);
+  }
+
+  private currentHardState(): HardState {
+    return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  private hardStateChanged(): boolean {
+    const persisted = this.persistedHardState;
+    return persisted.term !== this.term || persisted.vote !== this.vote || persisted.commit !== this.log.committed;
+  }
+
+  private assertNoReadyOutstanding(): void {
+    assert(!this.readyOutstanding, 'the core is not stepped between ready() and advance()');
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * Wire and state types of the pure Raft core. Terms, indexes and node ids are safe integers;
+ * node id 0 means "none" (no vote, no known leader).
+ */
+export type NodeId = number;
+export const NODE_NONE: NodeId = 0;
+
+/**
+ * A cluster configuration. `voters` is C_new (or the only configuration); while a joint change is in
+ * flight `votersOutgoing` holds C_old and both majorities are required. Learners replicate but never
+ * vote and are never counted.
+ */
+export interface MembershipConfig {
+  readonly voters: readonly NodeId[];
+  readonly votersOutgoing: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+}
+
+export type Entry =
+  | { readonly kind: 'blank'; readonly term: number; readonly index: number }
+  | { readonly kind: 'command'; readonly term: number; readonly index: number; readonly data: Uint8Array }
+  | { readonly kind: 'config'; readonly term: number; readonly index: number; readonly config: MembershipConfig };
+
+export interface HardState {
+  readonly term: number;
+  readonly vote: NodeId;
+  readonly commit: number;
+}
+
+interface MessageBase {
+  readonly from: NodeId;
+  readonly to: NodeId;
+  readonly term: number;
+}
+
+export interface VoteRequest extends MessageBase {
+  readonly type: 'pre_vote' | 'vote';
+  readonly lastLogIndex: number;
+  readonly lastLogTerm: number;
+}
+
+export interface VoteResponse extends MessageBase {
+  readonly type: 'pre_vote_response' | 'vote_response';
+  readonly granted: boolean;
+}
+
+export interface AppendRequest extends MessageBase {
+  readonly type: 'append';
+  readonly prevLogIndex: number;
+  readonly prevLogTerm: number;
+  readonly entries: readonly Entry[];
+  readonly commitIndex: number;
+}
+
+/**
+ * On success `index` is the follower's new match index. On rejection `index` is the rejected
+ * prevLogIndex and (hintIndex, hintTerm) point the leader at the follower's last possible match.
+ */
+export interface AppendResponse extends MessageBase {
+  readonly type: 'append_response';
+  readonly success: boolean;
+  readonly index: number;
+  readonly hintIndex: number;
+  readonly hintTerm: number;
+}
+
+/** Heartbeats carry a read round: a quorum of acks for round r confirms all reads queued before r. */
+export interface Heartbeat extends MessageBase {
+  readonly type: 'heartbeat';
+  readonly commitIndex: number;
+  readonly readRound: number;
+}
+
+export interface HeartbeatResponse extends MessageBase {
+  readonly type: 'heartbeat_response';
+  readonly readRound: number;
+}
+
+export type Message = VoteRequest | VoteResponse | AppendRequest | AppendResponse | Heartbeat | HeartbeatResponse;
+export type MessageType = Message['type'];
+
+export const ROLES = ['follower', 'pre_candidate', 'candidate', 'leader'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface ReadState {
+  readonly requestId: number;
+  /** Serve the read once the state machine has applied at least this index. */
+  readonly index: number;
+}
+
+export interface ReadFailure {
+  readonly requestId: number;
+  readonly reason: 'not_leader';
+  readonly leaderId: NodeId;
+}
+
+export interface SoftState {
+  readonly role: Role;
+  readonly leaderId: NodeId;
+  readonly term: number;
+}
+
+/**
+ * What the driver must do, in this order: persist `hardState` and `entries` (one synced write;
+ * the log store drops any stored suffix from `entries[0].index` first), then send `messages`, then
+ * apply `committedEntries`, answer `readStates` / `readFailures`, then call `advance(ready)`.
+ */
+export interface Ready {
+  readonly softState: SoftState;
+  readonly hardState: HardState | null;
+  readonly entries: readonly Entry[];
+  readonly messages: readonly Message[];
+  readonly committedEntries: readonly Entry[];
+  readonly readStates: readonly ReadState[];
+  readonly readFailures: readonly ReadFailure[];
+}
+
+/** What a node has on disk when it starts. */
+export interface PersistedState {
+  readonly hardState: HardState;
+  readonly entries: readonly Entry[];
+}
+
+export const EMPTY_HARD_STATE: HardState = { term: 0, vote: NODE_NONE, commit: 0 };
