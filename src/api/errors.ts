@@ -1,0 +1,54 @@
+import type { NodeId } from '../raft/types.ts';
+
+/** Stable error codes of the API, each with its HTTP status (DESIGN.md section 6). */
+export const ERROR_STATUS = {
+  INVALID_INPUT: 400,
+  KEY_TOO_LARGE: 400,
+  VALUE_TOO_LARGE: 400,
+  BATCH_TOO_LARGE: 400,
+  KEY_NOT_FOUND: 404,
+  ALREADY_INITIALIZED: 409,
+  MEMBERSHIP_CHANGE_IN_PROGRESS: 409,
+  BODY_TOO_LARGE: 413,
+  NOT_LEADER: 503,
+  NOT_INITIALIZED: 503,
+  NO_LEADER: 503,
+  NO_QUORUM: 503,
+  OVERLOADED: 503,
+  SHUTTING_DOWN: 503,
+  TIMEOUT: 504,
+} as const;
+
+export type AspenErrorCode = keyof typeof ERROR_STATUS;
+
+/**
+ * The one error type of the API layer. `definite` tells whether a failed write certainly did not
+ * take effect (true) or may still be applied (false: timeouts, lost leadership after proposing).
+ */
+export class AspenError extends Error {
+  override readonly name = 'AspenError';
+  readonly code: AspenErrorCode;
+  readonly leaderId: NodeId | null;
+  readonly definite: boolean;
+
+  constructor(code: AspenErrorCode, message: string, options: { leaderId?: NodeId | null; definite?: boolean; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.leaderId = options.leaderId ?? null;
+    this.definite = options.definite ?? true;
+  }
+
+  get httpStatus(): number {
+    return ERROR_STATUS[this.code];
+  }
+
+  toJSON(): { error: { code: AspenErrorCode; message: string; leader_id?: NodeId } } {
+    const body: { code: AspenErrorCode; message: string; leader_id?: NodeId } = { code: this.code, message: this.message };
+    if (this.leaderId !== null) body.leader_id = this.leaderId;
+    return { error: body };
+  }
+}
+
+export function isAspenError(value: unknown): value is AspenError {
+  return value instanceof AspenError;
+}

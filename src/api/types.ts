@@ -1,0 +1,66 @@
+import type { NodeId } from '../raft/types.ts';
+
+/** Wire formats of the control-plane API, in the seed's JSON shapes (DESIGN.md section 6). */
+export interface ClusterNode {
+  readonly id: NodeId;
+  readonly addr: string;
+  readonly raft_addr: string;
+}
+
+export interface ClusterState {
+  readonly nodes: readonly ClusterNode[];
+  readonly members: readonly NodeId[];
+  readonly learners: readonly ClusterNode[];
+  readonly leader: NodeId | null;
+}
+
+export type WriteCommand =
+  | { readonly Set: { readonly key: string; readonly value: string } }
+  | { readonly SetMulti: { readonly pairs: readonly (readonly [string, string])[] } }
+  | { readonly Delete: { readonly key: string } }
+  | { readonly DeleteMulti: { readonly keys: readonly string[] } };
+
+export interface WriteRequest {
+  readonly command: WriteCommand;
+}
+
+export interface WriteResult {
+  readonly command: WriteCommand;
+  readonly log_index: number;
+}
+
+export interface ReadRequest {
+  readonly key: string;
+}
+
+export interface ReadResult {
+  readonly key: string;
+  readonly value: string;
+  readonly create_index: number;
+  readonly mod_index: number;
+  readonly version: number;
+}
+
+export interface InitRequest {
+  readonly initial_members: readonly ClusterNode[];
+}
+
+export interface ReplicationStatus {
+  readonly node_id: NodeId;
+  readonly matched_index: number;
+}
+
+export interface RaftMetrics {
+  readonly node_id: NodeId;
+  readonly state: 'Follower' | 'Candidate' | 'Leader' | 'Learner';
+  readonly current_leader: NodeId | null;
+  readonly current_term: number;
+  readonly vote: NodeId | null;
+  readonly last_log_index: number;
+  readonly commit_index: number;
+  readonly last_applied: number;
+  readonly snapshot: null;
+  readonly membership_config: { readonly voters: readonly NodeId[]; readonly voters_outgoing: readonly NodeId[]; readonly learners: readonly NodeId[] } | null;
+  readonly replication: readonly ReplicationStatus[] | null;
+  readonly millis_since_quorum_ack: number | null;
+}
