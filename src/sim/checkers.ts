@@ -1,0 +1,166 @@
+import type { PersistBatch } from '../node/interfaces.ts';
+import type { RaftNode } from '../node/raft-node.ts';
+import { jointVoteResult } from '../raft/quorum.ts';
+import type { Entry, NodeId, Ready } from '../raft/types.ts';
+import type { SimDisk } from './disk.ts';
+
+export type ViolationKind = 'safety' | 'liveness' | 'linearizability';
+
+/** A broken invariant found by a checker: the run stops and prints its seed. */
+export class SimViolation extends Error {
+  override readonly name = 'SimViolation';
+  readonly kind: ViolationKind;
+
+  constructor(kind: ViolationKind, message: string) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+function violation(message: string): never {
+  throw new SimViolation('safety', message);
+}
+
+export function sameEntry(a: Entry, b: Entry): boolean {
+  if (a === b) return true;
+  if (a.index !== b.index || a.term !== b.term || a.kind !== b.kind) return false;
+  if (a.kind === 'command' && b.kind === 'command') {
+    return a.data.byteLength === b.data.byteLength && a.data.every((byte, position) => byte === b.data[position]);
+  }
+  if (a.kind === 'config' && b.kind === 'config') return JSON.stringify(a.config) === JSON.stringify(b.config);
+  return true;
+}
+
+interface NodeView {
+  readonly node: RaftNode;
+  readonly disk: SimDisk;
+}
+
+/**
+ * Raft's safety properties (paper Figure 3), checked incrementally on every persisted batch,
+ * every Ready and every applied entry:
+ * election safety, log matching, leader completeness, state machine safety, vote durability,
+ * and "committed means durable on a quorum" (committed entries are never lost).
+ */
+export class SafetyChecker {
+  private readonly leaderOfTerm = new Map<number, NodeId>();
+  /** The one committed chain every node must agree with (index 1 at position 0). */
+  private readonly committed: Entry[] = [];
+  /** For each (index, term) ever persisted: the entry and the term of the entry before it. */
+  private readonly entryOrigin = new Map<string, { readonly entry: Entry; readonly previousTerm: number }>();
+  private readonly votes = new Map<string, NodeId>();
+  private readonly durableTerm = new Map<NodeId, number>();
+  private readonly commitSeen = new Map<NodeId, number>();
+  private readonly views: ReadonlyMap<NodeId, NodeView>;
+  checks = 0;
+
+  constructor(views: ReadonlyMap<NodeId, NodeView>) {
+    this.views = views;
+  }
+
+  get committedChain(): readonly Entry[] {
+    return this.committed;
+  }
+
+  /** Vote durability and log matching, on what just became durable on `nodeId`'s disk. */
+  onPersisted(nodeId: NodeId, batch: PersistBatch, disk: SimDisk): void {
+    this.checks += 1;
+    const hardState = batch.hardState;
+    if (hardState !== null) {
+      const previousTerm = this.durableTerm.get(nodeId) ?? 0;
+      if (hardState.term < previousTerm) violation(`node ${nodeId} durable term went back from ${previousTerm} to ${hardState.term}`);
+      this.durableTerm.set(nodeId, hardState.term);
+      if (hardState.vote !== 0) {
+        const key = `${nodeId}@${hardState.term}`;
+        const earlier = this.votes.get(key);
+        if (earlier !== undefined && earlier !== hardState.vote) {
+          violation(`node ${nodeId} voted for ${earlier} and ${hardState.vote} in term ${hardState.term}`);
+        }
+        this.votes.set(key, hardState.vote);
+      }
+    }
+    for (const entry of batch.entries) {
+      const previous = entry.index === 1 ? 0 : (disk.durableEntry(entry.index - 1)?.term ?? -1);
+      this.checkLogMatching(nodeId, entry, previous);
+    }
+  }
+
+  /** Log matching by induction: one entry per (index, term), always preceded by the same term. */
+  private checkLogMatching(nodeId: NodeId, entry: Entry, previousTerm: number): void {
+    const key = `${entry.index}:${entry.term}`;
+    const origin = this.entryOrigin.get(key);
+    if (origin === undefined) {
+      this.entryOrigin.set(key, { entry, previousTerm });
+      return;
+    }
+    if (!sameEntry(origin.entry, entry)) violation(`log matching: node ${nodeId} holds a different entry at ${key}`);
+    if (origin.previousTerm !== previousTerm) {
+      violation(`log matching: node ${nodeId} has term ${previousTerm} before ${key}, first seen after term ${origin.previousTerm}`);
+    }
+  }
+
+  /** Election safety, leader completeness, and the committed chain, on every Ready. */
+  onReady(nodeId: NodeId, ready: Ready): void {
+    this.checks += 1;
+    const view = this.views.get(nodeId);
+    if (view === undefined) violation(`ready from unknown node ${nodeId}`);
+    if (ready.softState.role === 'leader') this.checkLeader(nodeId, ready.softState.term, view.node);
+    const commit = ready.hardState?.commit;
+    if (commit !== undefined) this.observeCommit(nodeId, commit, view.node);
+  }
+
+  private checkLeader(nodeId: NodeId, term: number, node: RaftNode): void {
+    const known = this.leaderOfTerm.get(term);
+    if (known === nodeId) return;
+    if (known !== undefined) violation(`election safety: nodes ${known} and ${nodeId} both lead term ${term}`);
+    this.leaderOfTerm.set(term, nodeId);
+    // Leader completeness: every entry committed in an earlier term is in the new leader's log.
+    for (const entry of this.committed) {
+      if (entry.term >= term) continue;
+      const ours = node.logEntry(entry.index);
+      if (ours === undefined || !sameEntry(ours, entry)) {
+        violation(`leader completeness: leader ${nodeId} of term ${term} lacks committed entry ${entry.index}:${entry.term}`);
+      }
+    }
+  }
+
+  private observeCommit(nodeId: NodeId, commit: number, node: RaftNode): void {
+    const seen = this.commitSeen.get(nodeId) ?? 0;
+    if (commit <= seen) return;
+    this.commitSeen.set(nodeId, commit);
+    for (let index = seen + 1; index <= commit; index += 1) {
+      const entry = node.logEntry(index);
+      if (entry === undefined) violation(`node ${nodeId} commits ${index} but does not hold it`);
+      const canonical = this.committed[index - 1];
+      if (canonical === undefined) {
+        if (index !== this.committed.length + 1) violation(`committed chain gap at ${index}`);
+        this.checkDurableOnQuorum(nodeId, entry, node);
+        this.committed.push(entry);
+      } else if (!sameEntry(canonical, entry)) {
+        violation(`state machine safety: node ${nodeId} commits ${index}:${entry.term}, chain has ${index}:${canonical.term}`);
+      }
+    }
+  }
+
+  /** A committed entry is on the disks of a quorum of voters: no crash of a minority can lose it. */
+  private checkDurableOnQuorum(nodeId: NodeId, entry: Entry, node: RaftNode): void {
+    const membership = node.status().membership;
+    if (membership === null) violation(`node ${nodeId} commits without a configuration`);
+    const durable = new Map<NodeId, boolean>();
+    for (const [id, view] of this.views) {
+      const stored = view.disk.durableEntry(entry.index);
+      durable.set(id, stored !== undefined && stored.term === entry.term);
+    }
+    if (jointVoteResult(membership, durable) !== 'won') {
+      violation(`durability: entry ${entry.index}:${entry.term} committed before a quorum synced it`);
+    }
+  }
+
+  /** State machine safety: a node applies exactly the committed chain, in order. */
+  onApplied(nodeId: NodeId, entry: Entry): void {
+    this.checks += 1;
+    const canonical = this.committed[entry.index - 1];
+    if (canonical === undefined) violation(`node ${nodeId} applied ${entry.index} before anyone committed it`);
+    if (!sameEntry(canonical, entry)) violation(`state machine safety: node ${nodeId} applied ${entry.index}:${entry.term}, chain has ${canonical.term}`);
+  }
+}

@@ -1,0 +1,76 @@
+import { parseArgs } from 'node:util';
+import { runSeed, type SimResult, type SimStatus } from './simulation.ts';
+
+/** Exit codes tell failures apart (TigerBeetle's VOPR does the same). */
+export const EXIT_CODES: Readonly<Record<SimStatus, number>> = { ok: 0, crash: 1, liveness: 2, correctness: 3 };
+const SEEDS_MAX = 10_000_000;
+
+function parsePositiveInteger(text: string | undefined, fallback: number, what: string): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 0) {
+    process.stderr.write(`sim: --${what} must be a non-negative integer, got ${text}\n`);
+    process.exit(64);
+  }
+  return value;
+}
+
+function printFailure(result: SimResult): void {
+  const out = process.stderr;
+  out.write(`\nSEED ${result.seed} FAILED: ${result.status}\n${result.message}\n`);
+  out.write(`settings: ${JSON.stringify(result.settings)}\n`);
+  out.write(`stats: ${JSON.stringify(result.stats)}\n`);
+  out.write(`last events:\n${result.trace.map((line) => `  ${line}`).join('\n')}\n`);
+  out.write(`replay: npm run sim -- --seed ${result.seed}\n`);
+}
+
+function main(): void {
+  const { values } = parseArgs({
+    options: {
+      seed: { type: 'string' },
+      seeds: { type: 'string' },
+      'first-seed': { type: 'string' },
+      verbose: { type: 'boolean', default: false },
+      'keep-going': { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  const single = values.seed !== undefined;
+  const firstSeed = single ? parsePositiveInteger(values.seed, 0, 'seed') : parsePositiveInteger(values['first-seed'], 1, 'first-seed');
+  const count = single ? 1 : parsePositiveInteger(values.seeds, 100, 'seeds');
+  if (count < 1 || count > SEEDS_MAX) {
+    process.stderr.write(`sim: --seeds must be in [1, ${SEEDS_MAX}]\n`);
+    process.exit(64);
+  }
+  const started = performance.now();
+  const failures: SimResult[] = [];
+  const totals = { events: 0, committed: 0, ops: 0, crashes: 0, partitions: 0 };
+  for (let seed = firstSeed; seed < firstSeed + count; seed += 1) {
+    const result = runSeed(seed);
+    totals.events += result.stats.events;
+    totals.committed += result.stats.committedEntries;
+    totals.ops += result.stats.opsOk;
+    totals.crashes += result.stats.crashes;
+    totals.partitions += result.stats.partitions;
+    if (single || values.verbose) {
+      process.stdout.write(`seed ${seed}: ${result.status} ${JSON.stringify(result.stats)}\n`);
+      if (single) process.stdout.write(`settings: ${JSON.stringify(result.settings)}\n`);
+    }
+    if (result.status !== 'ok') {
+      printFailure(result);
+      failures.push(result);
+      if (!values['keep-going']) break;
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const ran = failures.length > 0 && !values['keep-going'] ? (failures[0]?.seed ?? firstSeed) - firstSeed + 1 : count;
+  process.stdout.write(
+    `sim: ${ran} seeds from ${firstSeed}, ${failures.length} failed, ${seconds.toFixed(1)} s, ` +
+      `${(ran / seconds).toFixed(1)} seeds/s, ${totals.events} events, ${totals.committed} committed entries, ` +
+      `${totals.ops} acknowledged client ops, ${totals.crashes} crashes, ${totals.partitions} partitions\n`,
+  );
+  const first = failures[0];
+  process.exit(first === undefined ? 0 : EXIT_CODES[first.status]);
+}
+
+main();

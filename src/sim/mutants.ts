@@ -1,0 +1,97 @@
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+
+/**
+ * Mutation checks for the simulator: each mutant is a deliberate bug applied to a copy of src/.
+ * The simulator must fail on it within the seed budget, or the simulator is too weak.
+ */
+export interface Mutant {
+  readonly name: string;
+  readonly file: string;
+  readonly original: string;
+  readonly replacement: string;
+}
+
+export const MUTANTS: readonly Mutant[] = [
+  {
+    name: 'vote granted without the log up-to-date check',
+    file: 'src/raft/core.ts',
+    original: 'if (canVote && this.log.isUpToDate(message.lastLogIndex, message.lastLogTerm)) {',
+    replacement: 'if (canVote) {',
+  },
+  {
+    name: 'messages sent before the batch they depend on is synced',
+    file: 'src/node/raft-node.ts',
+    original: '    const batch = { hardState: ready.hardState, entries: ready.entries };\n',
+    replacement:
+      '    const batch = { hardState: ready.hardState, entries: ready.entries };\n' +
+      '    for (const message of ready.messages) this.options.transport.send(message);\n' +
+      '    (ready as { messages: unknown[] }).messages = [];\n',
+  },
+  {
+    name: 'ReadIndex served without confirming leadership',
+    file: 'src/raft/core.ts',
+    original: '      if (read.round > confirmedRound) break;',
+    replacement: '      if (read.round > confirmedRound + 1_000_000) break;',
+  },
+  {
+    name: 'heartbeat carries the leader commit index instead of min(match, commit)',
+    file: 'src/raft/core.ts',
+    original: '      const commitIndex = Math.min(progress.match, this.log.committed);',
+    replacement: '      const commitIndex = this.log.committed;',
+  },
+];
+
+export interface MutantResult {
+  readonly mutant: Mutant;
+  readonly caught: boolean;
+  readonly exitCode: number | null;
+  readonly firstFailure: string;
+}
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+export const MUTANT_TIMEOUT_MS = 300_000;
+
+export function runMutant(mutant: Mutant, seeds: number): MutantResult {
+  const workspace = mkdtempSync(join(tmpdir(), 'aspen-mutant-'));
+  try {
+    cpSync(join(ROOT, 'src'), join(workspace, 'src'), { recursive: true });
+    cpSync(join(ROOT, 'package.json'), join(workspace, 'package.json'));
+    symlinkSync(join(ROOT, 'node_modules'), join(workspace, 'node_modules'), 'dir');
+    const path = join(workspace, mutant.file);
+    const source = readFileSync(path, 'utf8');
+    const occurrences = source.split(mutant.original).length - 1;
+    if (occurrences !== 1) throw new Error(`mutant "${mutant.name}": expected its target once in ${mutant.file}, found ${occurrences}`);
+    writeFileSync(path, source.replace(mutant.original, mutant.replacement));
+    const run = spawnSync(process.execPath, [join(workspace, 'src/sim/cli.ts'), '--seeds', String(seeds)], {
+      encoding: 'utf8',
+      timeout: MUTANT_TIMEOUT_MS,
+    });
+    const failure = /SEED (\d+) FAILED: (\w+)\n(.*)/.exec(run.stderr);
+    return {
+      mutant,
+      caught: run.status !== 0 && failure !== null,
+      exitCode: run.status,
+      firstFailure: failure === null ? (run.stderr.split('\n')[0] ?? '') : `seed ${failure[1]} (${failure[2]}): ${failure[3]}`,
+    };
+  } finally {
+    rmSync(workspace, { recursive: true, force: true });
+  }
+}
+
+function main(): void {
+  const { values } = parseArgs({ options: { seeds: { type: 'string', default: '1000' } } });
+  const seeds = Number(values.seeds);
+  let missed = 0;
+  for (const mutant of MUTANTS) {
+    const result = runMutant(mutant, seeds);
+    if (!result.caught) missed += 1;
+    process.stdout.write(`${result.caught ? 'caught' : 'MISSED'}  ${mutant.name}: ${result.firstFailure}\n`);
+  }
+  process.exit(missed === 0 ? 0 : 1);
+}
+
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === resolve(import.meta.filename)) main();

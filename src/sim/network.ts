@@ -1,0 +1,101 @@
+import { assert } from '../raft/assert.ts';
+import type { SeededPrng } from '../raft/prng.ts';
+import type { Message, NodeId } from '../raft/types.ts';
+import type { EventQueue } from './event-queue.ts';
+
+export interface NetworkSettings {
+  delayMsMin: number;
+  delayMsMax: number;
+  lossProbability: number;
+  duplicateProbability: number;
+}
+
+/**
+ * A simulated network: every message gets a seeded delay (so messages reorder), may be lost or
+ * duplicated, and is dropped when a link is cut at send or at delivery time. Links are one-way,
+ * so a symmetric partition cuts both directions.
+ */
+export class SimNetwork {
+  private readonly events: EventQueue;
+  private readonly prng: SeededPrng;
+  private readonly blocked = new Set<string>();
+  settings: NetworkSettings;
+  private readonly receivers = new Map<NodeId, (message: Message) => void>();
+  sent = 0;
+  delivered = 0;
+  dropped = 0;
+
+  constructor(events: EventQueue, prng: SeededPrng, settings: NetworkSettings) {
+    this.events = events;
+    this.prng = prng;
+    this.settings = settings;
+  }
+
+  attach(id: NodeId, receive: (message: Message) => void): void {
+    this.receivers.set(id, receive);
+  }
+
+  detach(id: NodeId): void {
+    this.receivers.delete(id);
+  }
+
+  send(message: Message): void {
+    this.sent += 1;
+    if (this.isBlocked(message.from, message.to) || this.prng.chance(this.settings.lossProbability)) {
+      this.dropped += 1;
+      return;
+    }
+    this.schedule(message);
+    if (this.prng.chance(this.settings.duplicateProbability)) this.schedule(message);
+  }
+
+  private schedule(message: Message): void {
+    const delayMs = this.prng.nextIntInclusive(this.settings.delayMsMin, this.settings.delayMsMax);
+    this.events.after(delayMs, () => {
+      const receive = this.receivers.get(message.to);
+      if (receive === undefined || this.isBlocked(message.from, message.to)) {
+        this.dropped += 1;
+        return;
+      }
+      this.delivered += 1;
+      receive(message);
+    });
+  }
+
+  isBlocked(from: NodeId, to: NodeId): boolean {
+    return this.blocked.size > 0 && this.blocked.has(`${from}>${to}`);
+  }
+
+  blockOneWay(from: NodeId, to: NodeId): void {
+    assert(from !== to, 'a node is never cut from itself');
+    this.blocked.add(`${from}>${to}`);
+  }
+
+  /** Cut every link between the two sides (both directions). */
+  partition(sideA: readonly NodeId[], sideB: readonly NodeId[]): void {
+    for (const a of sideA) {
+      for (const b of sideB) {
+        this.blockOneWay(a, b);
+        this.blockOneWay(b, a);
+      }
+    }
+  }
+
+  /** Restore every link between the two sides (both directions). */
+  heal(sideA: readonly NodeId[], sideB: readonly NodeId[]): void {
+    for (const a of sideA) {
+      for (const b of sideB) {
+        this.blocked.delete(`${a}>${b}`);
+        this.blocked.delete(`${b}>${a}`);
+      }
+    }
+  }
+
+  healAll(): void {
+    this.blocked.clear();
+  }
+
+  get cutLinks(): number {
+    return this.blocked.size;
+  }
+}

@@ -1,0 +1,159 @@
+import type { AspenError } from '../api/errors.ts';
+import type { Outcome, RaftNode } from '../node/raft-node.ts';
+import { assert } from '../raft/assert.ts';
+import type { SeededPrng } from '../raft/prng.ts';
+import type { NodeId } from '../raft/types.ts';
+import type { EventQueue } from './event-queue.ts';
+import type { HistoryOperation, KvOperation, KvOutcome } from './linearizability.ts';
+
+export interface WorkloadSettings {
+  readonly clientCount: number;
+  readonly keyCount: number;
+  readonly readFraction: number;
+  readonly deleteFraction: number;
+  readonly opTimeoutMs: number;
+  readonly thinkMsMax: number;
+  readonly opsPerClientMax: number;
+  /** Probability that a client sends an operation to a random node instead of the leader it knows. */
+  readonly wanderProbability: number;
+}
+
+/** How the workload reaches nodes: the simulation knows which are up. */
+export interface NodeDirectory {
+  liveNode(id: NodeId): RaftNode | undefined;
+  randomLiveNodeId(): NodeId | undefined;
+}
+
+interface ClientState {
+  readonly id: number;
+  preferredNode: NodeId;
+  opsIssued: number;
+}
+
+interface InFlight {
+  readonly clientId: number;
+  readonly operation: KvOperation;
+  readonly invokeTimeMs: number;
+  done: boolean;
+}
+
+/**
+ * Closed-loop clients: each issues one operation at a time to some node (the leader it last heard
+ * of, else a random live one), records invocation and completion in virtual time, and times out.
+ * A timed-out or interrupted operation is 'unknown'; a definite error is 'failed'.
+ */
+export class Workload {
+  readonly history: HistoryOperation[] = [];
+  private readonly inFlight = new Set<InFlight>();
+  private readonly clients: ClientState[] = [];
+  private readonly events: EventQueue;
+  private readonly prng: SeededPrng;
+  private readonly settings: WorkloadSettings;
+  private readonly directory: NodeDirectory;
+  private running = false;
+  private valueSequence = 0;
+  opsOk = 0;
+  opsFailed = 0;
+  opsUnknown = 0;
+
+  constructor(events: EventQueue, prng: SeededPrng, settings: WorkloadSettings, directory: NodeDirectory) {
+    this.events = events;
+    this.prng = prng;
+    this.settings = settings;
+    this.directory = directory;
+  }
+
+  start(): void {
+    this.running = true;
+    for (let id = 1; id <= this.settings.clientCount; id += 1) {
+      const client: ClientState = { id, preferredNode: 0, opsIssued: 0 };
+      this.clients.push(client);
+      this.events.after(this.prng.nextIntInclusive(0, this.settings.thinkMsMax), () => { this.issue(client); });
+    }
+  }
+
+  /** Stop issuing new operations; those in flight still complete or time out. */
+  pause(): void {
+    this.running = false;
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  /** Stop issuing; whatever is still in flight may or may not have happened. */
+  stop(): void {
+    this.running = false;
+    for (const flight of this.inFlight) this.finish(flight, { status: 'unknown' });
+  }
+
+  private issue(client: ClientState): void {
+    if (!this.running || client.opsIssued >= this.settings.opsPerClientMax) return;
+    const nodeId = this.pickNode(client);
+    const node = nodeId === undefined ? undefined : this.directory.liveNode(nodeId);
+    if (node === undefined) {
+      this.events.after(10, () => { this.issue(client); });
+      return;
+    }
+    client.opsIssued += 1;
+    const operation = this.nextOperation();
+    const flight: InFlight = { clientId: client.id, operation, invokeTimeMs: this.events.nowMs, done: false };
+    this.inFlight.add(flight);
+    this.events.after(this.settings.opTimeoutMs, () => { this.finish(flight, { status: 'unknown' }); });
+    const onError = (error: AspenError): void => {
+      if (error.leaderId !== null) client.preferredNode = error.leaderId;
+      else client.preferredNode = 0;
+      this.finish(flight, error.definite ? { status: 'failed' } : { status: 'unknown' });
+    };
+    if (operation.kind === 'read') {
+      node.read(operation.key, (outcome) => {
+        if (outcome.ok) this.finish(flight, { status: 'ok', value: outcome.value.record?.value ?? null });
+        else onError(outcome.error);
+      });
+      return;
+    }
+    const command = operation.kind === 'write' ? { Set: { key: operation.key, value: operation.value } } : { Delete: { key: operation.key } };
+    node.write(command, (outcome: Outcome<unknown>) => {
+      if (outcome.ok) this.finish(flight, { status: 'ok', value: null });
+      else onError(outcome.error);
+    });
+  }
+
+  private pickNode(client: ClientState): NodeId | undefined {
+    // Mostly the leader we heard of; sometimes any node, so that old and new leaders both see traffic.
+    const wander = this.prng.chance(this.settings.wanderProbability);
+    if (!wander && client.preferredNode !== 0 && this.directory.liveNode(client.preferredNode) !== undefined) return client.preferredNode;
+    const nodeId = this.directory.randomLiveNodeId();
+    if (nodeId !== undefined) client.preferredNode = nodeId;
+    return nodeId;
+  }
+
+  private nextOperation(): KvOperation {
+    const key = `k${this.prng.nextIntInclusive(1, this.settings.keyCount)}`;
+    const draw = this.prng.nextFloat();
+    if (draw < this.settings.readFraction) return { kind: 'read', key };
+    if (draw < this.settings.readFraction + this.settings.deleteFraction) return { kind: 'delete', key };
+    this.valueSequence += 1;
+    return { kind: 'write', key, value: `v${this.valueSequence}` };
+  }
+
+  private finish(flight: InFlight, outcome: KvOutcome): void {
+    if (flight.done) return;
+    flight.done = true;
+    this.inFlight.delete(flight);
+    const unknown = outcome.status === 'unknown';
+    this.history.push({
+      clientId: flight.clientId,
+      operation: flight.operation,
+      invokeTimeMs: flight.invokeTimeMs,
+      completeTimeMs: unknown ? Number.POSITIVE_INFINITY : this.events.nowMs,
+      outcome,
+    });
+    if (outcome.status === 'ok') this.opsOk += 1;
+    else if (outcome.status === 'failed') this.opsFailed += 1;
+    else this.opsUnknown += 1;
+    const client = this.clients[flight.clientId - 1];
+    assert(client !== undefined, `client ${flight.clientId} exists`);
+    if (this.running) this.events.after(this.prng.nextIntInclusive(0, this.settings.thinkMsMax), () => { this.issue(client); });
+  }
+}

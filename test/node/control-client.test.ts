@@ -1,0 +1,124 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { AspenError } from '../../src/api/errors.ts';
+import { BATCH_KEYS_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../../src/api/limits.ts';
+import { RaftControlClient } from '../../src/node/control-client.ts';
+import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
+import { systemClock } from '../../src/node/local-runtime.ts';
+import { RaftNode } from '../../src/node/raft-node.ts';
+import { defaultRaftConfig } from '../../src/raft/config.ts';
+import { SeededPrng } from '../../src/raft/prng.ts';
+import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
+
+const stops: (() => void)[] = [];
+
+afterEach(() => {
+  for (const stop of stops.splice(0)) stop();
+});
+
+function singleNode(requestTimeoutMs = 2_000): { client: RaftControlClient; node: RaftNode } {
+  const logStore = new MemoryLogStore();
+  const node = new RaftNode({
+    config: defaultRaftConfig(1),
+    prng: new SeededPrng(1),
+    persisted: logStore.load(),
+    logStore,
+    stateMachine: new MemoryKvStateMachine(),
+    transport: { send: () => undefined },
+    clock: systemClock,
+    tickMs: 5,
+  });
+  node.start();
+  stops.push(() => { node.stop(); });
+  return { client: new RaftControlClient(node, { requestTimeoutMs }), node };
+}
+
+const members = (ids: number[]) => ids.map((id) => ({ id, addr: `node-${id}`, raft_addr: `127.0.0.1:${26000 + id}` }));
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<AspenError> {
+  const error: unknown = await promise.then(() => null, (reason: unknown) => reason);
+  expect(error).toBeInstanceOf(AspenError);
+  expect((error as AspenError).code).toBe(code);
+  return error as AspenError;
+}
+
+describe('RaftControlClient on a single in-process node', () => {
+  it('initializes, writes and reads back with revisions', async () => {
+    const { client } = singleNode();
+    const state = await client.init({ initial_members: members([1]) });
+    expect(state.members).toEqual([1]);
+    expect(state.nodes[0]?.raft_addr).toBe('127.0.0.1:26001');
+    const first = await client.write({ command: { Set: { key: 'greeting', value: 'hello' } } });
+    const second = await client.write({ command: { Set: { key: 'greeting', value: 'hello world' } } });
+    expect(second.log_index).toBeGreaterThan(first.log_index);
+    const read = await client.read({ key: 'greeting' });
+    expect(read).toEqual({ key: 'greeting', value: 'hello world', create_index: first.log_index, mod_index: second.log_index, version: 2 });
+    const metrics = await client.getMetrics();
+    expect(metrics.state).toBe('Leader');
+    expect(metrics.current_leader).toBe(1);
+    expect(metrics.last_applied).toBeGreaterThanOrEqual(second.log_index);
+  });
+
+  it('applies SetMulti, Delete and DeleteMulti', async () => {
+    const { client } = singleNode();
+    await client.init({ initial_members: members([1]) });
+    await client.write({ command: { SetMulti: { pairs: [['a', '1'], ['b', '2'], ['c', '3']] } } });
+    await client.write({ command: { Delete: { key: 'a' } } });
+    await client.write({ command: { DeleteMulti: { keys: ['b', 'zzz'] } } });
+    await expectCode(client.read({ key: 'a' }), 'KEY_NOT_FOUND');
+    await expectCode(client.read({ key: 'b' }), 'KEY_NOT_FOUND');
+    expect((await client.read({ key: 'c' })).value).toBe('3');
+  });
+
+  it('rejects writes and reads before init with NOT_INITIALIZED', async () => {
+    const { client } = singleNode();
+    await expectCode(client.write({ command: { Set: { key: 'k', value: 'v' } } }), 'NOT_INITIALIZED');
+    await expectCode(client.read({ key: 'k' }), 'NOT_INITIALIZED');
+  });
+
+  it('rejects a second init with ALREADY_INITIALIZED and a bad member list with INVALID_INPUT', async () => {
+    const { client } = singleNode();
+    await expectCode(client.init({ initial_members: [] }), 'INVALID_INPUT');
+    await expectCode(client.init({ initial_members: members([2]) }), 'INVALID_INPUT');
+    await client.init({ initial_members: members([1]) });
+    await expectCode(client.init({ initial_members: members([1]) }), 'ALREADY_INITIALIZED');
+  });
+
+  it('checks every size limit before proposing anything', async () => {
+    const { client, node } = singleNode();
+    await client.init({ initial_members: members([1]) });
+    const before = node.status().lastIndex;
+    await expectCode(client.write({ command: { Set: { key: 'k'.repeat(KEY_BYTES_MAX + 1), value: 'v' } } }), 'KEY_TOO_LARGE');
+    await expectCode(client.write({ command: { Set: { key: 'k', value: 'v'.repeat(VALUE_BYTES_MAX + 1) } } }), 'VALUE_TOO_LARGE');
+    const pairs = Array.from({ length: BATCH_KEYS_MAX + 1 }, (_, index): [string, string] => [`k${index}`, 'v']);
+    await expectCode(client.write({ command: { SetMulti: { pairs } } }), 'BATCH_TOO_LARGE');
+    await expectCode(client.write({ command: { Set: { key: '', value: 'v' } } }), 'INVALID_INPUT');
+    await expectCode(client.write({ command: { Nope: {} } as never }), 'INVALID_INPUT');
+    await expectCode(client.read({ key: 'é'.repeat(KEY_BYTES_MAX) }), 'KEY_TOO_LARGE');
+    expect(node.status().lastIndex).toBe(before);
+  });
+
+  it('accepts a key of exactly the limit in UTF-8 bytes', async () => {
+    const { client } = singleNode();
+    await client.init({ initial_members: members([1]) });
+    const key = 'é'.repeat(KEY_BYTES_MAX / 2);
+    await client.write({ command: { Set: { key, value: 'v' } } });
+    expect((await client.read({ key })).value).toBe('v');
+  });
+
+  it('rejects a write when no quorum can elect a leader (NO_LEADER, 503)', async () => {
+    const { client } = singleNode(300);
+    // Node 1 bootstraps a 3-voter cluster whose other members never answer: no leader can be elected.
+    await client.init({ initial_members: members([1, 2, 3]) });
+    const error = await expectCode(client.write({ command: { Set: { key: 'k', value: 'v' } } }), 'NO_LEADER');
+    expect(error.httpStatus).toBe(503);
+  });
+
+  it('fails waiting requests with SHUTTING_DOWN on stop', async () => {
+    const { client, node } = singleNode();
+    await client.init({ initial_members: members([1]) });
+    const pending = client.write({ command: { Set: { key: 'k', value: 'v' } } });
+    node.stop();
+    await expectCode(pending, 'SHUTTING_DOWN');
+    await expectCode(client.write({ command: { Set: { key: 'k', value: 'v' } } }), 'SHUTTING_DOWN');
+  });
+});

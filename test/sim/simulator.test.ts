@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { runSeed, type SimResult } from '../../src/sim/simulation.ts';
+
+/** The fixed seed set CI runs on every change (the closing notes report far larger runs). */
+export const CI_SEED_COUNT = 300;
+const CHUNK_SEEDS = 50;
+
+function describeFailure(result: SimResult): string {
+  return `seed ${result.seed} ${result.status}: ${result.message}\nreplay: npm run sim -- --seed ${result.seed}\n${result.trace.join('\n')}`;
+}
+
+describe('deterministic simulator', () => {
+  for (let first = 1; first <= CI_SEED_COUNT; first += CHUNK_SEEDS) {
+    const last = first + CHUNK_SEEDS - 1;
+    it(`seeds ${first}..${last}: no safety, liveness or linearizability violation`, () => {
+      for (let seed = first; seed <= last; seed += 1) {
+        const result = runSeed(seed);
+        if (result.status !== 'ok') expect.fail(describeFailure(result));
+        expect(result.stats.convergedAfterMs).toBeGreaterThanOrEqual(0);
+      }
+    });
+  }
+
+  it('replays a seed exactly', () => {
+    const first = runSeed(4242);
+    const second = runSeed(4242);
+    expect(second.stats).toEqual(first.stats);
+    expect(second.trace).toEqual(first.trace);
+    expect(first.stats.events).toBeGreaterThan(1_000);
+  });
+
+  it('different seeds explore different schedules', () => {
+    const a = runSeed(11);
+    const b = runSeed(12);
+    expect(a.stats).not.toEqual(b.stats);
+  });
+
+  it('runs do real work: commits, elections, faults and client operations', () => {
+    let committed = 0;
+    let crashes = 0;
+    let partitions = 0;
+    let ops = 0;
+    for (let seed = 1; seed <= 20; seed += 1) {
+      const result = runSeed(seed);
+      committed += result.stats.committedEntries;
+      crashes += result.stats.crashes;
+      partitions += result.stats.partitions;
+      ops += result.stats.opsOk;
+    }
+    expect(committed).toBeGreaterThan(1_000);
+    expect(crashes).toBeGreaterThan(10);
+    expect(partitions).toBeGreaterThan(10);
+    expect(ops).toBeGreaterThan(1_000);
+  });
+});
