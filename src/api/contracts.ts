@@ -1,11 +1,27 @@
-import type { ClusterState, InitRequest, RaftMetrics, ReadRequest, ReadResult, WriteRequest, WriteResult } from './types.ts';
+import type {
+  AddLearnerRequest,
+  ChangeMembershipRequest,
+  ClusterState,
+  InitRequest,
+  RaftMetrics,
+  ReadRequest,
+  ReadResult,
+  SnapshotResult,
+  WriteRequest,
+  WriteResult,
+} from './types.ts';
 
 /**
- * What the HTTP layer sees of cluster management. The membership issue adds addLearner and
- * changeMembership; any engine (the RaftNode, a single-node stub) can slot in behind it.
+ * What the HTTP layer sees of cluster management; any engine (the RaftNode, a single-node stub)
+ * can slot in behind it.
  */
 export interface ClusterController {
   init(request: InitRequest): Promise<ClusterState>;
+  /** Add a learner and wait until it has caught up with the leader (bounded wait). */
+  addLearner(request: AddLearnerRequest): Promise<ClusterState>;
+  /** Make `members` the voters (joint consensus); learners not named stay learners. */
+  changeMembership(request: ChangeMembershipRequest): Promise<ClusterState>;
+  triggerSnapshot(): Promise<SnapshotResult>;
   currentState(): Promise<ClusterState>;
   getMetrics(): Promise<RaftMetrics>;
 }

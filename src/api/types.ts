@@ -45,6 +45,18 @@ export interface InitRequest {
   readonly initial_members: readonly ClusterNode[];
 }
 
+export interface AddLearnerRequest {
+  readonly learner: ClusterNode;
+}
+
+export interface ChangeMembershipRequest {
+  readonly members: readonly NodeId[];
+}
+
+export interface SnapshotResult {
+  readonly snapshot: { readonly index: number; readonly term: number };
+}
+
 export interface ReplicationStatus {
   readonly node_id: NodeId;
   readonly matched_index: number;
@@ -59,7 +71,7 @@ export interface RaftMetrics {
   readonly last_log_index: number;
   readonly commit_index: number;
   readonly last_applied: number;
-  readonly snapshot: null;
+  readonly snapshot: { readonly index: number; readonly term: number } | null;
   readonly membership_config: { readonly voters: readonly NodeId[]; readonly voters_outgoing: readonly NodeId[]; readonly learners: readonly NodeId[] } | null;
   readonly replication: readonly ReplicationStatus[] | null;
   readonly millis_since_quorum_ack: number | null;

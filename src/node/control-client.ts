@@ -1,17 +1,39 @@
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import { validateWriteCommand, validateKey } from '../api/limits.ts';
-import type { ClusterNode, ClusterState, InitRequest, RaftMetrics, ReadRequest, ReadResult, WriteRequest, WriteResult } from '../api/types.ts';
+import type {
+  AddLearnerRequest,
+  ChangeMembershipRequest,
+  ClusterNode,
+  ClusterState,
+  InitRequest,
+  RaftMetrics,
+  ReadRequest,
+  ReadResult,
+  SnapshotResult,
+  WriteRequest,
+  WriteResult,
+} from '../api/types.ts';
+import type { RaftStatus } from '../raft/core.ts';
+import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
+import type { Snapshot } from './interfaces.ts';
 import type { Callback, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
 
 /** How long a request may wait for the cluster (DESIGN.md section 3). */
 export const REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
 export const REQUEST_TIMEOUT_MS_MAX = 60_000;
+/** A learner counts as caught up within this many entries of the leader's log. */
+export const LEARNER_LAG_ENTRIES_MAX = 64;
+/** How often a waiting add-learner looks at the learner's progress. */
+export const LEARNER_POLL_MS = 20;
+/** How long add-learner waits for the learner to catch up. */
+export const LEARNER_CATCH_UP_TIMEOUT_MS_DEFAULT = 30_000;
 
 export interface RaftControlClientOptions {
   readonly requestTimeoutMs?: number;
+  readonly learnerCatchUpTimeoutMs?: number;
 }
 
 /**
@@ -21,6 +43,7 @@ export interface RaftControlClientOptions {
 export class RaftControlClient implements ClusterController, KeyValueStore {
   private readonly node: RaftNode;
   private readonly requestTimeoutMs: number;
+  private readonly learnerCatchUpTimeoutMs: number;
   /** Addresses of known nodes; the membership issue replicates them inside config entries. */
   private readonly nodes = new Map<NodeId, ClusterNode>();
 
@@ -31,6 +54,81 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     }
     this.node = node;
     this.requestTimeoutMs = timeout;
+    this.learnerCatchUpTimeoutMs = options.learnerCatchUpTimeoutMs ?? LEARNER_CATCH_UP_TIMEOUT_MS_DEFAULT;
+  }
+
+  async addLearner(request: AddLearnerRequest): Promise<ClusterState> {
+    const learner = validateClusterNode((request as { learner?: unknown } | null)?.learner, 'learner');
+    const { status, membership } = this.leaderStatus();
+    if (membership.voters.includes(learner.id) || membership.votersOutgoing.includes(learner.id)) {
+      throw new AspenError('INVALID_INPUT', `node ${learner.id} is already a voter`);
+    }
+    this.nodes.set(learner.id, learner);
+    if (!membership.learners.includes(learner.id)) {
+      const target = { voters: membership.voters, learners: [...membership.learners, learner.id] };
+      await this.call<MembershipConfig>('add-learner', (callback) => { this.node.changeMembership(target, callback); });
+    }
+    await this.waitCaughtUp(learner.id, status.lastIndex);
+    return this.currentState();
+  }
+
+  async changeMembership(request: ChangeMembershipRequest): Promise<ClusterState> {
+    const members = validateMembers((request as { members?: unknown } | null)?.members);
+    const { status, membership } = this.leaderStatus();
+    for (const id of members) {
+      const isVoter = membership.voters.includes(id) || membership.votersOutgoing.includes(id);
+      if (isVoter) continue;
+      if (!membership.learners.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} must be added as a learner first`);
+      const match = status.peers.find((peer) => peer.id === id)?.matchIndex ?? 0;
+      if (status.lastIndex - match > LEARNER_LAG_ENTRIES_MAX) {
+        throw new AspenError('INVALID_INPUT', `learner ${id} has not caught up (${status.lastIndex - match} entries behind)`);
+      }
+    }
+    const target = { voters: members, learners: membership.learners.filter((id) => !members.includes(id)) };
+    await this.call<MembershipConfig>('change-membership', (callback) => { this.node.changeMembership(target, callback); });
+    return this.currentState();
+  }
+
+  async triggerSnapshot(): Promise<SnapshotResult> {
+    const snapshot = await this.call<Snapshot>('trigger-snapshot', (callback) => { this.node.triggerSnapshot(callback); });
+    return { snapshot: { index: snapshot.meta.index, term: snapshot.meta.term } };
+  }
+
+  /** Membership changes go to the leader; elsewhere the caller learns who leads. */
+  private leaderStatus(): { status: RaftStatus; membership: MembershipConfig } {
+    const status = this.node.status();
+    if (status.membership === null) throw new AspenError('NOT_INITIALIZED', 'the cluster is not initialized: POST /init first');
+    if (status.role !== 'leader') {
+      if (status.leaderId === 0) throw new AspenError('NO_LEADER', 'no leader is known; an election may be in progress');
+      throw new AspenError('NOT_LEADER', `node ${status.leaderId} is the leader`, { leaderId: status.leaderId });
+    }
+    return { status, membership: status.membership };
+  }
+
+  /** Poll the learner's match index until it is within LEARNER_LAG_ENTRIES_MAX of `targetIndex`. */
+  private waitCaughtUp(learnerId: number, targetIndex: number): Promise<void> {
+    const clock = this.node.clock;
+    const deadlineMs = clock.nowMs() + this.learnerCatchUpTimeoutMs;
+    return new Promise<void>((resolve, reject) => {
+      const poll = (): void => {
+        const status = this.node.status();
+        const match = status.peers.find((peer) => peer.id === learnerId)?.matchIndex ?? 0;
+        if (status.role === 'leader' && targetIndex - match <= LEARNER_LAG_ENTRIES_MAX) {
+          resolve();
+          return;
+        }
+        if (status.role !== 'leader') {
+          reject(new AspenError('NOT_LEADER', 'leadership changed while the learner caught up', { leaderId: status.leaderId || null, definite: false }));
+          return;
+        }
+        if (clock.nowMs() >= deadlineMs) {
+          reject(new AspenError('TIMEOUT', `learner ${learnerId} did not catch up within ${this.learnerCatchUpTimeoutMs} ms (match ${match} of ${targetIndex})`, { definite: false }));
+          return;
+        }
+        clock.setTimer(LEARNER_POLL_MS, poll);
+      };
+      poll();
+    });
   }
 
   async init(request: InitRequest): Promise<ClusterState> {
@@ -70,7 +168,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
       last_log_index: status.lastIndex,
       commit_index: status.commitIndex,
       last_applied: status.appliedIndex,
-      snapshot: null,
+      snapshot: status.snapshot,
       membership_config:
         membership === null ? null : { voters: membership.voters, voters_outgoing: membership.votersOutgoing, learners: membership.learners },
       replication: status.role === 'leader' ? status.peers.map((peer) => ({ node_id: peer.id, matched_index: peer.matchIndex })) : null,
@@ -122,6 +220,35 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   }
 }
 
+function validateClusterNode(value: unknown, what: string): ClusterNode {
+  const candidate = value as Partial<ClusterNode> | null | undefined;
+  if (typeof candidate?.id !== 'number' || !Number.isSafeInteger(candidate.id) || candidate.id < 1) {
+    throw new AspenError('INVALID_INPUT', `${what} needs a positive integer id`);
+  }
+  if (typeof candidate.addr !== 'string' || typeof candidate.raft_addr !== 'string') {
+    throw new AspenError('INVALID_INPUT', `${what} ${candidate.id} needs string addr and raft_addr`);
+  }
+  if (candidate.addr.length > ADDRESS_LENGTH_MAX || candidate.raft_addr.length > ADDRESS_LENGTH_MAX) {
+    throw new AspenError('INVALID_INPUT', `${what} ${candidate.id}: addresses are at most ${ADDRESS_LENGTH_MAX} characters`);
+  }
+  return { id: candidate.id, addr: candidate.addr, raft_addr: candidate.raft_addr };
+}
+
+function validateMembers(value: unknown): number[] {
+  if (!Array.isArray(value) || value.length === 0) throw new AspenError('INVALID_INPUT', 'members must be a non-empty array of node ids');
+  if (value.length > CLUSTER_NODES_MAX) throw new AspenError('INVALID_INPUT', `a cluster has at most ${CLUSTER_NODES_MAX} nodes`);
+  const members: number[] = [];
+  for (const id of value as unknown[]) {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) throw new AspenError('INVALID_INPUT', 'member ids are positive integers');
+    if (members.includes(id)) throw new AspenError('INVALID_INPUT', `member ${id} is listed twice`);
+    members.push(id);
+  }
+  return members.sort((a, b) => a - b);
+}
+
+/** Longest accepted address string. */
+export const ADDRESS_LENGTH_MAX = 256;
+
 function validateInitRequest(request: InitRequest): ClusterNode[] {
   const members: unknown = (request as { initial_members?: unknown } | null)?.initial_members;
   if (!Array.isArray(members) || members.length === 0) {
@@ -129,16 +256,12 @@ function validateInitRequest(request: InitRequest): ClusterNode[] {
   }
   if (members.length > CLUSTER_NODES_MAX) throw new AspenError('INVALID_INPUT', `a cluster has at most ${CLUSTER_NODES_MAX} nodes`);
   const seen = new Set<number>();
+  const nodes: ClusterNode[] = [];
   for (const member of members as unknown[]) {
-    const candidate = member as Partial<ClusterNode> | null;
-    if (typeof candidate?.id !== 'number' || !Number.isSafeInteger(candidate.id) || candidate.id < 1) {
-      throw new AspenError('INVALID_INPUT', 'each initial member needs a positive integer id');
-    }
-    if (typeof candidate.addr !== 'string' || typeof candidate.raft_addr !== 'string') {
-      throw new AspenError('INVALID_INPUT', `member ${candidate.id} needs string addr and raft_addr`);
-    }
-    if (seen.has(candidate.id)) throw new AspenError('INVALID_INPUT', `member ${candidate.id} is listed twice`);
-    seen.add(candidate.id);
+    const node = validateClusterNode(member, 'initial member');
+    if (seen.has(node.id)) throw new AspenError('INVALID_INPUT', `member ${node.id} is listed twice`);
+    seen.add(node.id);
+    nodes.push(node);
   }
-  return members as ClusterNode[];
+  return nodes;
 }

@@ -1,11 +1,34 @@
-import type { Entry, HardState, Message, Ready } from '../raft/types.ts';
+import type { Entry, HardState, Message, Ready, SnapshotMeta } from '../raft/types.ts';
+
+/** One piece of a snapshot streamed from the leader (data bounded by the chunk size). */
+export interface SnapshotChunk {
+  readonly type: 'snapshot_chunk';
+  readonly from: number;
+  readonly to: number;
+  readonly term: number;
+  readonly snapshot: SnapshotMeta;
+  readonly offsetBytes: number;
+  readonly totalBytes: number;
+  readonly data: Uint8Array;
+}
+
+/** What travels between nodes: core messages and snapshot chunks. */
+export type WireMessage = Message | SnapshotChunk;
 
 /** Unreliable, unordered datagram-style delivery of Raft messages (the simulator or libp2p). */
 export interface Transport {
-  send(message: Message): void;
+  send(message: WireMessage): void;
+}
+
+/** A snapshot with its data: what the state machine held after applying `meta.index`. */
+export interface Snapshot {
+  readonly meta: SnapshotMeta;
+  readonly data: Uint8Array;
 }
 
 export interface PersistBatch {
+  /** A snapshot to keep (taken locally or received); the store drops every entry it covers. */
+  readonly snapshot: Snapshot | null;
   readonly hardState: HardState | null;
   /** Entries to append; every stored entry at or after `entries[0].index` is dropped first. */
   readonly entries: readonly Entry[];
@@ -34,6 +57,8 @@ export interface RaftNodeObserver {
   /** Called with every Ready after its batch is durable, before messages are sent. */
   ready?(nodeId: number, ready: Ready): void;
   persisted?(nodeId: number, batch: PersistBatch): void;
+  /** The state machine was replaced by a snapshot (received, or loaded at start). */
+  snapshotInstalled?(nodeId: number, snapshot: Snapshot): void;
   applied?(nodeId: number, entry: Entry): void;
   readServed?(nodeId: number, readIndex: number, appliedIndex: number): void;
 }

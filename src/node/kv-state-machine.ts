@@ -1,5 +1,8 @@
+import { Packr } from 'msgpackr';
 import type { WriteCommand } from '../api/types.ts';
 import { assert } from '../raft/assert.ts';
+
+const snapshotPackr = new Packr({ useRecords: false, moreTypes: false });
 
 /** A stored value with etcd-style revisions: Raft index of creation and of the last change, and a per-key version. */
 export interface KvRecord {
@@ -22,6 +25,15 @@ export interface StateMachine {
   /** Blank and configuration entries advance the applied index without touching data. */
   applyNoop(index: number): void;
   get(key: string): KvRecord | undefined;
+  /** The whole state after `appliedIndex`, as bytes. */
+  snapshot(): Uint8Array;
+  /** Replace the whole state with a snapshot taken at `index`. */
+  restore(data: Uint8Array, index: number): void;
+}
+
+interface SnapshotBody {
+  readonly appliedIndex: number;
+  readonly records: readonly (readonly [string, KvRecord])[];
 }
 
 /** The in-memory KV state machine (the simulator's and `--storage memory`'s). */
@@ -54,6 +66,19 @@ export class MemoryKvStateMachine implements StateMachine {
 
   get size(): number {
     return this.records.size;
+  }
+
+  snapshot(): Uint8Array {
+    const body: SnapshotBody = { appliedIndex: this.appliedIndex, records: [...this.records.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)) };
+    return snapshotPackr.pack(body);
+  }
+
+  restore(data: Uint8Array, index: number): void {
+    const body = snapshotPackr.unpack(data) as SnapshotBody;
+    assert(body.appliedIndex === index, `snapshot data is at ${body.appliedIndex}, metadata says ${index}`);
+    this.records.clear();
+    for (const [key, record] of body.records) this.records.set(key, record);
+    this.appliedIndex = index;
   }
 
   private advanceTo(index: number): void {

@@ -5,10 +5,11 @@ import type { RaftConfig } from '../raft/config.ts';
 import { RaftCore, type RaftStatus } from '../raft/core.ts';
 import type { RaftRejection } from '../raft/errors.ts';
 import type { Prng } from '../raft/prng.ts';
-import type { Entry, MembershipConfig, Message, PersistedState, Ready } from '../raft/types.ts';
+import type { Entry, MembershipConfig, Message, NodeId, PersistedState, Ready } from '../raft/types.ts';
 import { BoundedQueue } from './bounded-queue.ts';
 import { decodeCommand, encodeCommand } from './codec.ts';
-import type { Clock, LogStore, RaftNodeObserver, Transport } from './interfaces.ts';
+import type { Clock, LogStore, PersistBatch, RaftNodeObserver, Snapshot, SnapshotChunk, Transport, WireMessage } from './interfaces.ts';
+import { SNAPSHOT_CHUNK_BYTES_MAX, SnapshotAssembler, snapshotChunks } from './snapshot-transfer.ts';
 import type { ApplyOutcome, KvRecord, StateMachine } from './kv-state-machine.ts';
 
 /** Mailbox bound (DESIGN.md section 9) and how much of it one turn drains before yielding. */
@@ -20,6 +21,8 @@ export const PENDING_READS_MAX = 10_000;
 /** Tick length bounds; the core counts time in ticks only. */
 export const TICK_MS_MIN = 1;
 export const TICK_MS_MAX = 1_000;
+/** Take a snapshot (and compact the log) once this many entries were applied since the last one. */
+export const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT = 10_000;
 
 export type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: AspenError };
 export type Callback<T> = (outcome: Outcome<T>) => void;
@@ -40,7 +43,25 @@ type MailboxItem =
   | { readonly kind: 'tick' }
   | { readonly kind: 'write'; readonly command: WriteCommand; readonly callback: Callback<WriteApplied> }
   | { readonly kind: 'read'; readonly key: string; readonly callback: Callback<ReadServed> }
-  | { readonly kind: 'init'; readonly config: MembershipConfig; readonly callback: Callback<null> };
+  | { readonly kind: 'init'; readonly config: MembershipConfig; readonly callback: Callback<null> }
+  | { readonly kind: 'chunk'; readonly chunk: SnapshotChunk }
+  | { readonly kind: 'membership'; readonly target: MembershipTarget; readonly callback: Callback<MembershipConfig> }
+  | { readonly kind: 'transfer'; readonly target: NodeId; readonly callback: Callback<null> }
+  | { readonly kind: 'snapshot'; readonly callback: Callback<Snapshot> };
+
+export interface MembershipTarget {
+  readonly voters: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+}
+
+/** A membership change waiting to take effect: its entry, then (for a joint change) C_new. */
+interface PendingMembership {
+  readonly index: number;
+  readonly term: number;
+  readonly callback: Callback<MembershipConfig>;
+  /** The joint entry applied; now waiting for the C_new that follows it. */
+  awaitingLeave: boolean;
+}
 
 interface PendingWrite {
   readonly term: number;
@@ -66,6 +87,10 @@ export interface RaftNodeOptions {
   readonly tickMs: number;
   readonly observer?: RaftNodeObserver;
   readonly mailboxMessagesMax?: number;
+  /** The durable snapshot (with data) that `persisted` starts after, if any. */
+  readonly snapshot?: Snapshot | null;
+  readonly snapshotThresholdEntries?: number;
+  readonly snapshotChunkBytes?: number;
 }
 
 /**
@@ -81,6 +106,14 @@ export class RaftNode {
   private readonly mailbox: BoundedQueue<MailboxItem>;
   private readonly pendingWrites = new Map<number, PendingWrite>();
   private readonly pendingReads = new Map<number, PendingRead>();
+  private pendingMembership: PendingMembership | null = null;
+  private readonly snapshotAssembler = new SnapshotAssembler();
+  /** The newest snapshot this node holds (sent to followers that need compacted entries). */
+  private latestSnapshot: Snapshot | null;
+  /** A snapshot fully received from the leader, waiting for the core to accept it. */
+  private receivedSnapshot: Snapshot | null = null;
+  private readonly snapshotThresholdEntries: number;
+  private readonly snapshotChunkBytes: number;
   private nextReadId = 1;
   private turnScheduled = false;
   private persisting = false;
@@ -95,6 +128,17 @@ export class RaftNode {
     }
     this.options = options;
     this.id = options.config.id;
+    this.snapshotThresholdEntries = options.snapshotThresholdEntries ?? SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT;
+    this.snapshotChunkBytes = options.snapshotChunkBytes ?? SNAPSHOT_CHUNK_BYTES_MAX;
+    assert(this.snapshotThresholdEntries >= 1, 'snapshot threshold is at least one entry');
+    assert(this.snapshotChunkBytes >= 1 && this.snapshotChunkBytes <= SNAPSHOT_CHUNK_BYTES_MAX, 'snapshot chunk size in range');
+    this.latestSnapshot = options.snapshot ?? null;
+    const persistedMeta = options.persisted.snapshot ?? null;
+    assert((persistedMeta?.index ?? 0) === (this.latestSnapshot?.meta.index ?? 0), 'snapshot data matches the persisted metadata');
+    if (this.latestSnapshot !== null && options.stateMachine.appliedIndex < this.latestSnapshot.meta.index) {
+      options.stateMachine.restore(this.latestSnapshot.data, this.latestSnapshot.meta.index);
+      options.observer?.snapshotInstalled?.(this.id, this.latestSnapshot);
+    }
     this.core = new RaftCore(options.config, options.prng, options.persisted);
     this.mailbox = new BoundedQueue(options.mailboxMessagesMax ?? MAILBOX_MESSAGES_MAX);
   }
@@ -116,10 +160,11 @@ export class RaftNode {
 
   // ---------------------------------------------------------------- inputs (any time)
 
-  /** A Raft message from the network. Dropped (and counted) when the mailbox is full. */
-  deliver(message: Message): void {
+  /** A Raft message or snapshot chunk from the network. Dropped (and counted) when the mailbox is full. */
+  deliver(message: WireMessage): void {
     if (this.stopped) return;
-    if (!this.enqueue({ kind: 'message', message })) this.messagesDropped += 1;
+    const item: MailboxItem = message.type === 'snapshot_chunk' ? { kind: 'chunk', chunk: message } : { kind: 'message', message };
+    if (!this.enqueue(item)) this.messagesDropped += 1;
   }
 
   tick(): void {
@@ -139,6 +184,21 @@ export class RaftNode {
     this.enqueueRequest({ kind: 'init', config, callback }, callback);
   }
 
+  /** Move to `target` voters and learners; answers once the final configuration is applied here. */
+  changeMembership(target: MembershipTarget, callback: Callback<MembershipConfig>): void {
+    this.enqueueRequest({ kind: 'membership', target, callback }, callback);
+  }
+
+  /** Hand leadership to `target`; answers when the request is sent (watch the status for the outcome). */
+  transferLeadership(target: NodeId, callback: Callback<null>): void {
+    this.enqueueRequest({ kind: 'transfer', target, callback }, callback);
+  }
+
+  /** Take a snapshot now (the seed's /trigger-snapshot). */
+  triggerSnapshot(callback: Callback<Snapshot>): void {
+    this.enqueueRequest({ kind: 'snapshot', callback }, callback);
+  }
+
   status(): RaftStatus {
     return this.core.status();
   }
@@ -146,6 +206,11 @@ export class RaftNode {
   /** The entry at `index` in this node's in-memory log (for checkers and diagnostics). */
   logEntry(index: number): Entry | undefined {
     return this.core.log.entry(index);
+  }
+
+  /** Term of the entry at `index`, including the snapshot point; null when not held. */
+  logTerm(index: number): number | null {
+    return this.core.log.term(index);
   }
 
   get clock(): Clock {
@@ -164,10 +229,12 @@ export class RaftNode {
     const error = new AspenError('SHUTTING_DOWN', `node ${this.id} is shutting down`, { definite: false });
     for (const pending of this.pendingWrites.values()) pending.callback({ ok: false, error });
     for (const pending of this.pendingReads.values()) pending.callback({ ok: false, error });
+    this.pendingMembership?.callback({ ok: false, error });
     this.pendingWrites.clear();
     this.pendingReads.clear();
+    this.pendingMembership = null;
     for (let item = this.mailbox.shift(); item !== undefined; item = this.mailbox.shift()) {
-      if (item.kind === 'write' || item.kind === 'read' || item.kind === 'init') item.callback({ ok: false, error });
+      if ('callback' in item) item.callback({ ok: false, error });
     }
   }
 
@@ -201,11 +268,16 @@ export class RaftNode {
   private runTurn(): void {
     if (this.stopped || this.persisting) return;
     for (let drained = 0; drained < MAILBOX_DRAIN_MAX; drained += 1) {
-      const item = this.mailbox.shift();
+      const item = this.mailbox.peek();
       if (item === undefined) break;
+      // A snapshot is taken between Ready cycles; it waits for the one in progress.
+      if (item.kind === 'snapshot' && this.core.hasReady()) break;
+      this.mailbox.shift();
       this.handle(item);
+      if (this.snapshotInProgress()) return; // handle() started writing a snapshot
     }
     if (this.core.hasReady()) this.startReady();
+    else if (this.snapshotDue()) this.takeSnapshot(null);
     else if (this.mailbox.length > 0) this.scheduleTurn();
   }
 
@@ -228,7 +300,80 @@ export class RaftNode {
         item.callback(result.ok ? { ok: true, value: null } : { ok: false, error: toAspenError(result.error) });
         return;
       }
+      case 'chunk':
+        this.handleChunk(item.chunk);
+        return;
+      case 'membership':
+        this.handleMembership(item.target, item.callback);
+        return;
+      case 'transfer': {
+        const result = this.core.transferLeadership(item.target);
+        item.callback(result.ok ? { ok: true, value: null } : { ok: false, error: toAspenError(result.error) });
+        return;
+      }
+      case 'snapshot':
+        this.takeSnapshot(item.callback);
+        return;
     }
+  }
+
+  private handleChunk(chunk: SnapshotChunk): void {
+    if (chunk.to !== this.id) return;
+    const snapshot = this.snapshotAssembler.accept(chunk);
+    if (snapshot === null) return;
+    this.receivedSnapshot = snapshot;
+    this.core.step({ type: 'snapshot', from: chunk.from, to: chunk.to, term: chunk.term, snapshot: snapshot.meta });
+  }
+
+  private handleMembership(target: MembershipTarget, callback: Callback<MembershipConfig>): void {
+    if (target.voters.length === 0) {
+      callback({ ok: false, error: new AspenError('INVALID_INPUT', 'a configuration needs at least one voter') });
+      return;
+    }
+    if (this.pendingMembership !== null) {
+      callback({ ok: false, error: toAspenError({ code: 'membership_change_in_progress' }) });
+      return;
+    }
+    const result = this.core.proposeMembership(target);
+    if (!result.ok) {
+      callback({ ok: false, error: toAspenError(result.error) });
+      return;
+    }
+    this.pendingMembership = { index: result.value.index, term: result.value.term, callback, awaitingLeave: false };
+  }
+
+  private snapshotInProgress(): boolean {
+    return this.persisting;
+  }
+
+  private snapshotDue(): boolean {
+    const applied = this.options.stateMachine.appliedIndex;
+    return applied - (this.latestSnapshot?.meta.index ?? 0) >= this.snapshotThresholdEntries;
+  }
+
+  /** Snapshot the state machine at its applied index, compact the core's log, and persist both. */
+  private takeSnapshot(callback: Callback<Snapshot> | null): void {
+    assert(!this.persisting && !this.core.hasReady(), 'snapshots are taken between Ready cycles');
+    const index = this.options.stateMachine.appliedIndex;
+    const latest = this.latestSnapshot;
+    if (index <= (latest?.meta.index ?? 0)) {
+      if (latest === null) callback?.({ ok: false, error: new AspenError('NOT_INITIALIZED', 'nothing has been applied yet') });
+      else callback?.({ ok: true, value: latest });
+      if (this.mailbox.length > 0) this.scheduleTurn();
+      return;
+    }
+    const snapshot: Snapshot = { meta: this.core.compact(index), data: this.options.stateMachine.snapshot() };
+    this.latestSnapshot = snapshot;
+    this.persisting = true;
+    const batch: PersistBatch = { snapshot, hardState: null, entries: [] };
+    this.options.logStore.persist(batch, (error) => {
+      if (this.stopped) return;
+      if (error !== null) throw new Error(`node ${this.id}: log store failed to persist a snapshot`, { cause: error });
+      this.options.observer?.persisted?.(this.id, batch);
+      this.persisting = false;
+      callback?.({ ok: true, value: snapshot });
+      this.scheduleTurn();
+    });
   }
 
   private handleWrite(command: WriteCommand, callback: Callback<WriteApplied>): void {
@@ -270,25 +415,65 @@ export class RaftNode {
   private startReady(): void {
     const ready = this.core.ready();
     this.persisting = true;
-    if (ready.hardState === null && ready.entries.length === 0) {
+    const snapshot = this.snapshotFor(ready);
+    if (ready.hardState === null && ready.entries.length === 0 && snapshot === null) {
       this.finishReady(ready);
       return;
     }
-    const batch = { hardState: ready.hardState, entries: ready.entries };
+    const batch: PersistBatch = { snapshot, hardState: ready.hardState, entries: ready.entries };
     this.options.logStore.persist(batch, (error) => {
       if (this.stopped) return;
       // A failed sync leaves us unsure what is on disk: stop loudly rather than acknowledge.
       if (error !== null) throw new Error(`node ${this.id}: log store failed to persist`, { cause: error });
       this.options.observer?.persisted?.(this.id, batch);
+      if (snapshot !== null) this.installSnapshot(snapshot);
       this.finishReady(ready);
     });
+  }
+
+  /** The received snapshot data the core accepted in this Ready, if it accepted one. */
+  private snapshotFor(ready: Ready): Snapshot | null {
+    if (ready.snapshot === null) return null;
+    const received = this.receivedSnapshot;
+    assert(received !== null, 'the core accepts only a snapshot the node received');
+    assert(received.meta.index === ready.snapshot.index && received.meta.term === ready.snapshot.term, 'accepted snapshot is the received one');
+    this.receivedSnapshot = null;
+    return received;
+  }
+
+  private installSnapshot(snapshot: Snapshot): void {
+    this.options.stateMachine.restore(snapshot.data, snapshot.meta.index);
+    this.latestSnapshot = snapshot;
+    this.options.observer?.snapshotInstalled?.(this.id, snapshot);
+    // Proposals the snapshot covers can no longer be matched to their entries: outcome unknown.
+    const error = new AspenError('NOT_LEADER', 'replaced by a snapshot before the write was seen applied', { definite: false });
+    for (const [index, pending] of this.pendingWrites) {
+      if (index > snapshot.meta.index) continue;
+      this.pendingWrites.delete(index);
+      pending.callback({ ok: false, error });
+    }
+    if (this.pendingMembership !== null && this.pendingMembership.index <= snapshot.meta.index) {
+      this.pendingMembership.callback({ ok: false, error });
+      this.pendingMembership = null;
+    }
+  }
+
+  private sendMessage(message: Message): void {
+    if (message.type !== 'snapshot') {
+      this.options.transport.send(message);
+      return;
+    }
+    const snapshot = this.latestSnapshot;
+    assert(snapshot !== null && snapshot.meta.index === message.snapshot.index, 'the core sends the snapshot the node holds');
+    const route = { from: message.from, to: message.to, term: message.term };
+    for (const chunk of snapshotChunks(snapshot, route, this.snapshotChunkBytes)) this.options.transport.send(chunk);
   }
 
   /** After persisting: send, apply, answer, advance — the order etcd's Ready contract requires. */
   private finishReady(ready: Ready): void {
     assert(this.persisting, 'finishReady only after startReady');
     this.options.observer?.ready?.(this.id, ready);
-    for (const message of ready.messages) this.options.transport.send(message);
+    for (const message of ready.messages) this.sendMessage(message);
     for (const entry of ready.committedEntries) this.applyEntry(entry);
     for (const failure of ready.readFailures) {
       this.resolveRead(failure.requestId, { ok: false, error: new AspenError('NOT_LEADER', 'leadership lost before the read was confirmed', { leaderId: failure.leaderId || null }) });
@@ -311,6 +496,7 @@ export class RaftNode {
     if (entry.kind === 'command') outcome = machine.apply(entry.index, decodeCommand(entry.data));
     else machine.applyNoop(entry.index);
     this.options.observer?.applied?.(this.id, entry);
+    if (entry.kind === 'config') this.resolveMembership(entry);
     const pending = this.pendingWrites.get(entry.index);
     if (pending === undefined) return;
     this.pendingWrites.delete(entry.index);
@@ -321,6 +507,23 @@ export class RaftNode {
       const error = new AspenError('NOT_LEADER', 'leadership changed before the write committed', { leaderId: this.core.status().leaderId || null });
       pending.callback({ ok: false, error });
     }
+  }
+
+  /** A config entry applied: the pending change took effect, or lost to another leader's entry. */
+  private resolveMembership(entry: Entry & { readonly kind: 'config' }): void {
+    const pending = this.pendingMembership;
+    if (pending === null || entry.index < pending.index) return;
+    if (!pending.awaitingLeave && (entry.index !== pending.index || entry.term !== pending.term)) {
+      this.pendingMembership = null;
+      pending.callback({ ok: false, error: new AspenError('NOT_LEADER', 'leadership changed before the membership change committed') });
+      return;
+    }
+    if (entry.config.votersOutgoing.length > 0) {
+      pending.awaitingLeave = true;
+      return;
+    }
+    this.pendingMembership = null;
+    pending.callback({ ok: true, value: entry.config });
   }
 
   private serveReads(): void {
@@ -354,5 +557,7 @@ export function toAspenError(rejection: RaftRejection): AspenError {
       return new AspenError('OVERLOADED', `too many ${rejection.what.replace('_', ' ')}; retry later`);
     case 'invalid_config':
       return new AspenError('INVALID_INPUT', rejection.message);
+    case 'membership_change_in_progress':
+      return new AspenError('MEMBERSHIP_CHANGE_IN_PROGRESS', 'another membership change is still in progress; retry when it completes');
   }
 }

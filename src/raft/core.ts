@@ -1,6 +1,6 @@
 import { assert, assertIndex, unreachable } from './assert.ts';
 import { assertRaftConfig, OUTBOX_MESSAGES_MAX, type RaftConfig } from './config.ts';
-import { ok, rejected, type RaftResult } from './errors.ts';
+import { ok, rejected, type RaftRejection, type RaftResult } from './errors.ts';
 import { RaftLog } from './log.ts';
 import type { Prng } from './prng.ts';
 import { Progress } from './progress.ts';
@@ -13,6 +13,7 @@ import {
   type HardState,
   type Heartbeat,
   type HeartbeatResponse,
+  type InstallSnapshot,
   type MembershipConfig,
   type Message,
   type NodeId,
@@ -21,6 +22,8 @@ import {
   type ReadState,
   type Ready,
   type Role,
+  type SnapshotMeta,
+  type TimeoutNow,
   type VoteRequest,
   type VoteResponse,
 } from './types.ts';
@@ -41,7 +44,7 @@ export interface PeerStatus {
   readonly id: NodeId;
   readonly matchIndex: number;
   readonly nextIndex: number;
-  readonly state: 'probe' | 'replicate';
+  readonly state: 'probe' | 'replicate' | 'snapshot';
 }
 
 export interface RaftStatus {
@@ -51,6 +54,7 @@ export interface RaftStatus {
   readonly vote: NodeId;
   readonly leaderId: NodeId;
   readonly firstIndex: number;
+  readonly snapshot: { readonly index: number; readonly term: number } | null;
   readonly lastIndex: number;
   readonly lastTerm: number;
   readonly stableIndex: number;
@@ -66,6 +70,17 @@ export interface RaftStatus {
  * The driver calls `tick()` on a timer and `step()` on receipt, then drains `ready()` and calls
  * `advance()`. Between `ready()` and `advance()` the driver must not call anything else.
  */
+/** A snapshot not acknowledged within this many election timeouts is sent again. */
+export const SNAPSHOT_RETRY_ELECTIONS = 3;
+
+function isFromLeader(message: Message): message is AppendRequest | Heartbeat | InstallSnapshot | TimeoutNow {
+  return message.type === 'append' || message.type === 'heartbeat' || message.type === 'snapshot' || message.type === 'timeout_now';
+}
+
+function sameMembers(a: readonly NodeId[], b: readonly NodeId[]): boolean {
+  return a.length === b.length && a.every((id) => b.includes(id));
+}
+
 export class RaftCore {
   readonly id: NodeId;
   private readonly config: RaftConfig;
@@ -99,6 +114,12 @@ export class RaftCore {
 
   private persistedHardState: HardState;
   private readyOutstanding = false;
+  /** A snapshot from the leader the driver must install with the next Ready. */
+  private snapshotToInstall: SnapshotMeta | null = null;
+  /** Leadership transfer in progress: the target and the ticks it has taken so far. */
+  private transferTarget: NodeId = NODE_NONE;
+  private transferElapsed = 0;
+  private committedConfigCache: { readonly commit: number; readonly config: MembershipConfig | null } | null = null;
 
   constructor(config: RaftConfig, prng: Prng, persisted: PersistedState) {
     assertRaftConfig(config);
@@ -108,7 +129,7 @@ export class RaftCore {
     const hardState = persisted.hardState;
     assertIndex(hardState.term, 'persisted term');
     assertIndex(hardState.vote, 'persisted vote');
-    this.log.restore(persisted.entries, hardState.commit);
+    this.log.restore(persisted.snapshot ?? null, persisted.entries, hardState.commit);
     this.term = hardState.term;
     this.vote = hardState.vote;
     this.persistedHardState = hardState;
@@ -155,14 +176,98 @@ export class RaftCore {
   propose(data: Uint8Array): RaftResult<ProposeAccepted> {
     this.assertNoReadyOutstanding();
     if (this.membership === null) return rejected({ code: 'not_initialized' });
-    if (this.role !== 'leader') return rejected({ code: 'not_leader', leaderId: this.leaderId });
-    if (this.log.lastIndex() - this.log.committed >= this.config.uncommittedEntriesMax) {
-      return rejected({ code: 'overloaded', what: 'uncommitted_entries' });
-    }
+    const refusal = this.proposalRefusal();
+    if (refusal !== null) return rejected(refusal);
     const index = this.log.lastIndex() + 1;
     this.log.append([{ kind: 'command', term: this.term, index, data }]);
     this.appendBroadcastPending = true;
     return ok({ index, term: this.term });
+  }
+
+  private proposalRefusal(): RaftRejection | null {
+    if (this.role !== 'leader') return { code: 'not_leader', leaderId: this.leaderId };
+    // During a transfer new entries would only delay the target from catching up (etcd drops them too).
+    if (this.transferTarget !== NODE_NONE) return { code: 'not_leader', leaderId: NODE_NONE };
+    if (this.log.lastIndex() - this.log.committed >= this.config.uncommittedEntriesMax) {
+      return { code: 'overloaded', what: 'uncommitted_entries' };
+    }
+    return null;
+  }
+
+  /**
+   * Change the configuration to `target` voters and learners. A change of voters goes through
+   * joint consensus (C_old,new, then C_new once that commits); a change of learners only is one
+   * entry. One change at a time: the previous one must be committed and not joint.
+   */
+  proposeMembership(target: { readonly voters: readonly NodeId[]; readonly learners: readonly NodeId[] }): RaftResult<ProposeAccepted> {
+    this.assertNoReadyOutstanding();
+    if (this.membership === null) return rejected({ code: 'not_initialized' });
+    const refusal = this.proposalRefusal();
+    if (refusal !== null) return rejected(refusal);
+    const current = this.membership;
+    const voters = [...target.voters].sort((a, b) => a - b);
+    const learners = [...target.learners].sort((a, b) => a - b);
+    const problem = validateConfig({ voters, votersOutgoing: [], learners });
+    if (problem !== null) return rejected({ code: 'invalid_config', message: problem });
+    if (this.membershipIndex > this.log.committed || current.votersOutgoing.length > 0) {
+      return rejected({ code: 'membership_change_in_progress' });
+    }
+    for (const id of voters) {
+      if (!isVoter(current, id) && !current.learners.includes(id)) {
+        return rejected({ code: 'invalid_config', message: `node ${id} must join as a learner before it can vote` });
+      }
+    }
+    const votersChange = !sameMembers(voters, current.voters);
+    const config: MembershipConfig = { voters, votersOutgoing: votersChange ? [...current.voters] : [], learners };
+    return ok(this.appendConfig(config));
+  }
+
+  private appendConfig(config: MembershipConfig): ProposeAccepted {
+    assert(this.role === 'leader', 'only a leader appends configurations');
+    const index = this.log.lastIndex() + 1;
+    this.log.append([{ kind: 'config', term: this.term, index, config }]);
+    this.refreshMembership();
+    this.appendBroadcastPending = true;
+    return { index, term: this.term };
+  }
+
+  /**
+   * Hand leadership to `target`, a voter: once its log matches ours it gets TimeoutNow and
+   * campaigns at once. Proposals are refused meanwhile; the transfer gives up after an election timeout.
+   */
+  transferLeadership(target: NodeId): RaftResult<null> {
+    this.assertNoReadyOutstanding();
+    if (this.membership === null) return rejected({ code: 'not_initialized' });
+    if (this.role !== 'leader') return rejected({ code: 'not_leader', leaderId: this.leaderId });
+    if (target === this.id) return ok(null);
+    const progress = this.progress.get(target);
+    if (progress === undefined || !isVoter(this.membership, target)) {
+      return rejected({ code: 'invalid_config', message: `node ${target} is not a voter` });
+    }
+    this.transferTarget = target;
+    this.transferElapsed = 0;
+    if (progress.match === this.log.lastIndex()) this.sendTimeoutNow(target);
+    else this.sendAppend(target, progress, false);
+    return ok(null);
+  }
+
+  private sendTimeoutNow(target: NodeId): void {
+    this.send({ type: 'timeout_now', from: this.id, to: target, term: this.term });
+  }
+
+  /**
+   * After the state machine took a snapshot at `index` (applied and durable), drop the log
+   * before it. Returns the snapshot's metadata, which the driver stores with the data.
+   */
+  compact(index: number): SnapshotMeta {
+    this.assertNoReadyOutstanding();
+    const term = this.log.term(index);
+    assert(term !== null, `compact at ${index}: no such entry`);
+    const config = this.log.configAt(index);
+    assert(config !== null, 'a snapshot carries a configuration');
+    const snapshot: SnapshotMeta = { index, term, config };
+    this.log.compact(snapshot);
+    return snapshot;
   }
 
   /**
@@ -222,6 +327,7 @@ export class RaftCore {
       this.readBroadcastPending ||
       this.log.stableIndex < this.log.lastIndex() ||
       this.log.hasNextCommittedEntries() ||
+      this.snapshotToInstall !== null ||
       this.readStates.length > 0 ||
       this.readFailures.length > 0 ||
       this.hardStateChanged()
@@ -242,6 +348,7 @@ export class RaftCore {
     const hardState = this.hardStateChanged() ? this.currentHardState() : null;
     const ready: Ready = {
       softState: { role: this.role, leaderId: this.leaderId, term: this.term },
+      snapshot: this.snapshotToInstall,
       hardState,
       entries: this.log.unstableEntries(),
       messages: this.outbox,
@@ -250,6 +357,7 @@ export class RaftCore {
       readFailures: this.readFailures,
     };
     this.outbox = [];
+    this.snapshotToInstall = null;
     this.readStates = [];
     this.readFailures = [];
     this.readyOutstanding = true;
@@ -262,6 +370,7 @@ export class RaftCore {
     if (ready.hardState !== null) this.persistedHardState = ready.hardState;
     const lastEntry = ready.entries.at(-1);
     const stableAdvanced = lastEntry !== undefined && this.log.stableTo(lastEntry.index, lastEntry.term);
+    if (ready.snapshot !== null && ready.snapshot.index > this.log.applied) this.log.appliedTo(ready.snapshot.index);
     const lastApplied = ready.committedEntries.at(-1);
     if (lastApplied !== undefined) {
       assert(lastApplied.index === this.log.applied + ready.committedEntries.length, 'applied entries are contiguous');
@@ -284,6 +393,7 @@ export class RaftCore {
       vote: this.vote,
       leaderId: this.leaderId,
       firstIndex: this.log.firstIndex(),
+      snapshot: this.log.snapshot === null ? null : { index: this.log.snapshot.index, term: this.log.snapshot.term },
       lastIndex: this.log.lastIndex(),
       lastTerm: this.log.lastTerm(),
       stableIndex: this.log.stableIndex,
@@ -301,18 +411,18 @@ export class RaftCore {
   private stepHigherTerm(message: Message): boolean {
     if (message.type === 'pre_vote' || message.type === 'vote') {
       // CheckQuorum lease: while we hear from a leader, a disruptive candidate gets no answer.
-      const inLease = this.config.checkQuorum && this.leaderId !== NODE_NONE && this.electionElapsed < this.config.electionTicksMin;
+      const inLease =
+        this.config.checkQuorum && !message.transfer && this.leaderId !== NODE_NONE && this.electionElapsed < this.config.electionTicksMin;
       if (inLease) return false;
     }
     if (message.type === 'pre_vote') return true;
     if (message.type === 'pre_vote_response' && message.granted) return true;
-    const leader = message.type === 'append' || message.type === 'heartbeat' ? message.from : NODE_NONE;
-    this.becomeFollower(message.term, leader);
+    this.becomeFollower(message.term, isFromLeader(message) ? message.from : NODE_NONE);
     return true;
   }
 
   private stepLowerTerm(message: Message): void {
-    if (message.type === 'append' || message.type === 'heartbeat') {
+    if (isFromLeader(message)) {
       // A stale leader learns our term and steps down (needed with PreVote/CheckQuorum, where
       // a partitioned node's higher term would otherwise never reach it).
       this.send({ type: 'append_response', from: this.id, to: message.from, term: this.term, success: false, index: 0, hintIndex: 0, hintTerm: 0 });
@@ -355,6 +465,7 @@ export class RaftCore {
     this.resetTimers();
     this.progress.clear();
     this.votes.clear();
+    this.transferTarget = NODE_NONE;
   }
 
   private becomePreCandidate(): void {
@@ -382,15 +493,26 @@ export class RaftCore {
     this.leaderId = this.id;
     this.resetTimers();
     this.progress.clear();
-    const next = this.log.lastIndex() + 1;
-    for (const id of allMembers(this.membership)) {
-      if (id !== this.id) this.progress.set(id, new Progress(next, this.config.inflightAppendsMax));
-    }
+    this.reconcileProgress();
     this.pendingReads = [];
     this.readRound = 0;
     // A blank entry of the new term lets the leader commit (and learn) everything before it.
-    this.log.append([{ kind: 'blank', term: this.term, index: next }]);
+    this.log.append([{ kind: 'blank', term: this.term, index: this.log.lastIndex() + 1 }]);
     this.broadcastAppend(true);
+  }
+
+  /** The leader tracks exactly the members of its configuration (voters of both halves and learners). */
+  private reconcileProgress(): void {
+    assert(this.membership !== null, 'a leader has a configuration');
+    const members = allMembers(this.membership);
+    for (const id of [...this.progress.keys()]) {
+      if (!members.includes(id)) this.progress.delete(id);
+    }
+    for (const id of members) {
+      if (id !== this.id && !this.progress.has(id)) {
+        this.progress.set(id, new Progress(this.log.lastIndex() + 1, this.config.inflightAppendsMax));
+      }
+    }
   }
 
   private resetTimers(): void {
@@ -403,30 +525,49 @@ export class RaftCore {
     return this.prng.nextIntInclusive(this.config.electionTicksMin, this.config.electionTicksMax);
   }
 
+  /**
+   * May this node campaign? A voter of its newest configuration may; so may a voter of the last
+   * committed one while the newest is not committed yet. Without the second rule a leader that
+   * appended "demote me" and lost its quorum before committing it could never be replaced: the
+   * joint configuration still needs its vote, and its log may be the only one that is up to date.
+   */
   private isPromotable(): boolean {
-    return this.membership !== null && isVoter(this.membership, this.id);
+    if (this.membership === null) return false;
+    if (isVoter(this.membership, this.id)) return true;
+    if (this.membershipIndex <= this.log.committed) return false;
+    const committedConfig = this.committedConfig();
+    return committedConfig !== null && isVoter(committedConfig, this.id);
+  }
+
+  /** The configuration in effect at the commit index, cached per commit index (rarely needed). */
+  private committedConfig(): MembershipConfig | null {
+    if (this.committedConfigCache === null || this.committedConfigCache.commit !== this.log.committed) {
+      this.committedConfigCache = { commit: this.log.committed, config: this.log.configAt(this.log.committed) };
+    }
+    return this.committedConfigCache.config;
   }
 
   // ---------------------------------------------------------------- elections
 
-  private campaign(): void {
+  /** Start an election; a transfer (TimeoutNow) skips PreVote and the voters' leases. */
+  private campaign(transfer = false): void {
     assert(this.membership !== null, 'campaign needs a configuration');
-    if (this.config.preVote) {
+    if (this.config.preVote && !transfer) {
       this.becomePreCandidate();
-      this.requestVotes('pre_vote', this.term + 1);
+      this.requestVotes('pre_vote', this.term + 1, false);
     } else {
       this.becomeCandidate();
-      this.requestVotes('vote', this.term);
+      this.requestVotes('vote', this.term, transfer);
     }
   }
 
-  private requestVotes(type: 'pre_vote' | 'vote', term: number): void {
+  private requestVotes(type: 'pre_vote' | 'vote', term: number, transfer: boolean): void {
     assert(this.membership !== null, 'requestVotes needs a configuration');
     this.votes.set(this.id, true);
     if (this.tallyVotes()) return;
     for (const id of allMembers(this.membership)) {
       if (id === this.id || !isVoter(this.membership, id)) continue;
-      this.send({ type, from: this.id, to: id, term, lastLogIndex: this.log.lastIndex(), lastLogTerm: this.log.lastTerm() });
+      this.send({ type, from: this.id, to: id, term, lastLogIndex: this.log.lastIndex(), lastLogTerm: this.log.lastTerm(), transfer });
     }
   }
 
@@ -441,7 +582,7 @@ export class RaftCore {
     }
     if (this.role === 'pre_candidate') {
       this.becomeCandidate();
-      this.requestVotes('vote', this.term);
+      this.requestVotes('vote', this.term, false);
     } else {
       this.becomeLeader();
     }
@@ -452,6 +593,7 @@ export class RaftCore {
     switch (message.type) {
       case 'append':
       case 'heartbeat':
+      case 'snapshot':
         // Someone won this term: follow them.
         this.becomeFollower(this.term, message.from);
         this.stepFollower(message);
@@ -487,7 +629,33 @@ export class RaftCore {
       this.electionElapsed = 0;
       this.leaderId = message.from;
       this.handleHeartbeat(message);
+    } else if (message.type === 'snapshot') {
+      this.electionElapsed = 0;
+      this.leaderId = message.from;
+      this.handleSnapshot(message);
+    } else if (message.type === 'timeout_now' && this.isPromotable()) {
+      this.campaign(true);
     }
+  }
+
+  /** Install the leader's snapshot unless our log already holds (and has committed) what it covers. */
+  private handleSnapshot(message: InstallSnapshot): void {
+    const snapshot = message.snapshot;
+    const reply = { type: 'append_response', from: this.id, to: message.from, term: this.term, success: true, hintIndex: 0, hintTerm: 0 } as const;
+    if (snapshot.index <= this.log.committed) {
+      this.send({ ...reply, index: this.log.committed });
+      return;
+    }
+    if (this.log.matchTerm(snapshot.index, snapshot.term)) {
+      // We hold the entry the snapshot ends with, so the log prefix matches: just commit it (etcd does the same).
+      this.log.commitTo(snapshot.index);
+      this.send({ ...reply, index: this.log.committed });
+      return;
+    }
+    this.log.installSnapshot(snapshot);
+    this.snapshotToInstall = snapshot;
+    this.refreshMembership();
+    this.send({ ...reply, index: snapshot.index });
   }
 
   private handleAppend(message: AppendRequest): void {
@@ -525,15 +693,21 @@ export class RaftCore {
 
   private refreshMembership(): void {
     const entry = this.log.lastConfigEntry();
-    if (entry === null || entry.kind !== 'config') {
+    const snapshot = this.log.snapshot;
+    if (entry !== null && entry.kind === 'config') {
+      this.membership = entry.config;
+      this.membershipIndex = entry.index;
+      this.membershipTerm = entry.term;
+    } else if (snapshot !== null) {
+      this.membership = snapshot.config;
+      this.membershipIndex = snapshot.index;
+      this.membershipTerm = snapshot.term;
+    } else {
       this.membership = null;
       this.membershipIndex = 0;
       this.membershipTerm = 0;
-      return;
     }
-    this.membership = entry.config;
-    this.membershipIndex = entry.index;
-    this.membershipTerm = entry.term;
+    if (this.role === 'leader') this.reconcileProgress();
   }
 
   // ---------------------------------------------------------------- leader
@@ -541,6 +715,8 @@ export class RaftCore {
   private tickLeader(): void {
     this.heartbeatElapsed += 1;
     this.electionElapsed += 1;
+    this.tickTransfer();
+    this.tickSnapshots();
     if (this.electionElapsed >= this.config.electionTicksMin) {
       this.electionElapsed = 0;
       if (this.config.checkQuorum && !this.quorumActive()) {
@@ -551,6 +727,23 @@ export class RaftCore {
     if (this.heartbeatElapsed >= this.config.heartbeatTicks) {
       this.heartbeatElapsed = 0;
       this.broadcastHeartbeat();
+    }
+  }
+
+  private tickTransfer(): void {
+    if (this.transferTarget === NODE_NONE) return;
+    this.transferElapsed += 1;
+    if (this.transferElapsed >= this.config.electionTicksMin) this.transferTarget = NODE_NONE; // gave up
+  }
+
+  /** A snapshot that is not acknowledged within a few election timeouts is sent again (it may have been lost). */
+  private tickSnapshots(): void {
+    for (const [id, progress] of this.progress) {
+      if (progress.state !== 'snapshot') continue;
+      progress.snapshotTicks += 1;
+      if (progress.snapshotTicks < SNAPSHOT_RETRY_ELECTIONS * this.config.electionTicksMax) continue;
+      progress.becomeProbe();
+      this.sendAppend(id, progress, true);
     }
   }
 
@@ -576,6 +769,7 @@ export class RaftCore {
         return;
       case 'append':
       case 'heartbeat':
+      case 'snapshot':
         assert(false, `two leaders in term ${this.term}: ${this.id} and ${message.from}`);
         return;
       default:
@@ -599,6 +793,7 @@ export class RaftCore {
     assert(message.index <= this.log.lastIndex(), `follower ${message.from} acks ${message.index} beyond our log`);
     const wasPaused = progress.isPaused();
     if (!progress.maybeUpdate(message.index)) return;
+    if (progress.state === 'snapshot' && progress.match >= progress.pendingSnapshotIndex) progress.becomeProbe();
     if (progress.state === 'probe') progress.becomeReplicate();
     else progress.inflights.freeLE(message.index);
     if (this.maybeCommit()) {
@@ -606,6 +801,7 @@ export class RaftCore {
     } else if (wasPaused || progress.state === 'replicate') {
       this.sendAppendsTo(message.from, progress);
     }
+    if (message.from === this.transferTarget && progress.match === this.log.lastIndex()) this.sendTimeoutNow(message.from);
   }
 
   private handleHeartbeatResponse(message: HeartbeatResponse): void {
@@ -614,6 +810,7 @@ export class RaftCore {
     progress.recentActive = true;
     progress.probeSent = false;
     progress.readRoundAcked = Math.max(progress.readRoundAcked, message.readRound);
+    this.releaseConfirmedReads();
     if (progress.match < this.log.lastIndex()) {
       // Appends may have been lost: free a slot and probe with an (possibly empty) append.
       if (progress.state === 'replicate' && progress.inflights.full()) progress.inflights.freeFirstOne();
@@ -626,7 +823,35 @@ export class RaftCore {
     const acked = jointAckedIndex(this.membership, (id) => this.matchIndexOf(id));
     // Raft section 5.4.2: only an entry of the current term is committed by counting replicas.
     if (acked <= this.log.committed || this.log.term(acked) !== this.term) return false;
-    return this.log.commitTo(acked);
+    this.log.commitTo(acked);
+    this.afterConfigCommitted();
+    return true;
+  }
+
+  /**
+   * Once the configuration in effect is committed: a joint one is followed by C_new at once, and
+   * a leader that C_new leaves out hands over to its most caught-up voter and steps down.
+   */
+  private afterConfigCommitted(): void {
+    const membership = this.membership;
+    assert(membership !== null, 'leader has a configuration');
+    if (this.role !== 'leader' || this.membershipIndex > this.log.committed) return;
+    if (membership.votersOutgoing.length > 0) {
+      this.appendConfig({ voters: membership.voters, votersOutgoing: [], learners: membership.learners });
+      return;
+    }
+    if (membership.voters.includes(this.id)) return;
+    let successor: NodeId = NODE_NONE;
+    let successorMatch = -1;
+    for (const id of membership.voters) {
+      const match = this.progress.get(id)?.match ?? 0;
+      if (match > successorMatch) {
+        successor = id;
+        successorMatch = match;
+      }
+    }
+    if (successor !== NODE_NONE && successorMatch === this.log.lastIndex()) this.sendTimeoutNow(successor);
+    this.becomeFollower(this.term, NODE_NONE);
   }
 
   private matchIndexOf(id: NodeId): number {
@@ -657,7 +882,7 @@ export class RaftCore {
     if (progress.isPaused()) return false;
     const prevLogIndex = progress.next - 1;
     const prevLogTerm = this.log.term(prevLogIndex);
-    assert(prevLogTerm !== null, `leader lacks entry ${prevLogIndex} (snapshots come with the membership issue)`);
+    if (prevLogTerm === null) return this.sendSnapshot(id, progress);
     const entries = this.log.slice(progress.next, this.log.lastIndex(), this.config.appendEntriesMax, this.config.appendBytesMax);
     if (entries.length === 0 && !sendIfEmpty) return false;
     this.send({ type: 'append', from: this.id, to: id, term: this.term, prevLogIndex, prevLogTerm, entries, commitIndex: this.log.committed });
@@ -668,6 +893,15 @@ export class RaftCore {
     } else if (progress.state === 'probe') {
       progress.probeSent = true;
     }
+    return true;
+  }
+
+  /** The follower needs entries we compacted: send our snapshot (its data follows from the driver). */
+  private sendSnapshot(id: NodeId, progress: Progress): boolean {
+    const snapshot = this.log.snapshot;
+    assert(snapshot !== null, `leader lacks entry ${progress.next - 1} and has no snapshot`);
+    progress.becomeSnapshot(snapshot.index);
+    this.send({ type: 'snapshot', from: this.id, to: id, term: this.term, snapshot });
     return true;
   }
 

@@ -5,6 +5,7 @@ export type RaftRejection =
   | { readonly code: 'not_leader'; readonly leaderId: NodeId }
   | { readonly code: 'not_initialized' }
   | { readonly code: 'already_initialized' }
+  | { readonly code: 'membership_change_in_progress' }
   | { readonly code: 'overloaded'; readonly what: 'uncommitted_entries' | 'pending_reads' }
   | { readonly code: 'invalid_config'; readonly message: string };
 

@@ -1,5 +1,5 @@
 import { assert, assertIndex } from './assert.ts';
-import type { Entry } from './types.ts';
+import type { Entry, MembershipConfig, SnapshotMeta } from './types.ts';
 
 /** Size of an entry for batching bounds: its payload plus a fixed header estimate. */
 export const ENTRY_OVERHEAD_BYTES = 32;
@@ -27,14 +27,60 @@ export class RaftLog {
   stableIndex = 0;
   committed = 0;
   applied = 0;
+  /** The snapshot the log starts after (null before the first compaction). */
+  snapshot: SnapshotMeta | null = null;
 
-  /** Load durable entries at startup: they are stable by definition. */
-  restore(entries: readonly Entry[], committed: number): void {
+  /** Load the durable snapshot and entries at startup: they are stable by definition. */
+  restore(snapshot: SnapshotMeta | null, entries: readonly Entry[], committed: number): void {
     assert(this.entries.length === 0 && this.offsetIndex === 0, 'restore only into an empty log');
+    if (snapshot !== null) {
+      this.setOffset(snapshot);
+      this.applied = snapshot.index;
+    }
     this.appendContiguous(entries);
     this.stableIndex = this.lastIndex();
     assert(committed <= this.lastIndex(), `restored commit ${committed} beyond last index ${this.lastIndex()}`);
-    this.committed = committed;
+    this.committed = Math.max(committed, this.offsetIndex);
+  }
+
+  private setOffset(snapshot: SnapshotMeta): void {
+    assertIndex(snapshot.index, 'snapshot index');
+    assertIndex(snapshot.term, 'snapshot term');
+    this.snapshot = snapshot;
+    this.offsetIndex = snapshot.index;
+    this.offsetTerm = snapshot.term;
+  }
+
+  /** Drop the entries a local snapshot covers (the state machine already holds them). */
+  compact(snapshot: SnapshotMeta): void {
+    assert(snapshot.index > this.offsetIndex, `compaction must move forward: ${snapshot.index} <= ${this.offsetIndex}`);
+    assert(snapshot.index <= this.applied, `compact ${snapshot.index} beyond applied ${this.applied}`);
+    assert(snapshot.index <= this.stableIndex, `compact ${snapshot.index} beyond stable ${this.stableIndex}`);
+    assert(this.matchTerm(snapshot.index, snapshot.term), `snapshot ${snapshot.index}:${snapshot.term} does not match the log`);
+    this.entries = this.entries.slice(snapshot.index - this.offsetIndex);
+    this.setOffset(snapshot);
+  }
+
+  /**
+   * Replace the whole log by a snapshot from the leader. Everything the snapshot covers is
+   * committed by definition; the state machine catches up when the driver installs it.
+   */
+  installSnapshot(snapshot: SnapshotMeta): void {
+    assert(snapshot.index > this.committed, `installing snapshot ${snapshot.index} at or below commit ${this.committed}`);
+    this.entries = [];
+    this.setOffset(snapshot);
+    this.committed = snapshot.index;
+    this.stableIndex = snapshot.index;
+  }
+
+  /** The configuration in effect at `index`: the newest config entry at or before it, else the snapshot's. */
+  configAt(index: number): MembershipConfig | null {
+    assert(index >= this.offsetIndex && index <= this.lastIndex(), `configAt ${index} outside the log`);
+    for (let position = index - this.offsetIndex - 1; position >= 0; position -= 1) {
+      const entry = this.entries[position];
+      if (entry !== undefined && entry.kind === 'config') return entry.config;
+    }
+    return this.snapshot?.config ?? null;
   }
 
   firstIndex(): number {
@@ -173,15 +219,19 @@ export class RaftLog {
     return true;
   }
 
-  /** Committed entries that are durable locally and not yet applied, at most `countMax`. */
+  /**
+   * Committed entries that are durable locally and not yet applied, at most `countMax`. After a
+   * snapshot install the state machine jumps to the snapshot, so applying resumes after it.
+   */
   nextCommittedEntries(countMax: number): Entry[] {
     const hi = Math.min(this.committed, this.stableIndex);
-    if (hi <= this.applied) return [];
-    return this.slice(this.applied + 1, hi, countMax, Number.MAX_SAFE_INTEGER);
+    const lo = Math.max(this.applied, this.offsetIndex) + 1;
+    if (hi < lo) return [];
+    return this.slice(lo, hi, countMax, Number.MAX_SAFE_INTEGER);
   }
 
   hasNextCommittedEntries(): boolean {
-    return Math.min(this.committed, this.stableIndex) > this.applied;
+    return Math.min(this.committed, this.stableIndex) > Math.max(this.applied, this.offsetIndex);
   }
 
   appliedTo(index: number): void {
@@ -200,6 +250,7 @@ export class RaftLog {
   }
 
   check(): void {
+    assert(this.offsetIndex <= this.committed, `snapshot ${this.offsetIndex} beyond committed ${this.committed}`);
     assert(this.applied <= this.committed, `applied ${this.applied} > committed ${this.committed}`);
     assert(this.committed <= this.lastIndex(), `committed ${this.committed} > last ${this.lastIndex()}`);
     assert(this.stableIndex <= this.lastIndex(), `stable ${this.stableIndex} > last ${this.lastIndex()}`);

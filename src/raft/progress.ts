@@ -54,7 +54,7 @@ export class Inflights {
   }
 }
 
-export type ProgressState = 'probe' | 'replicate';
+export type ProgressState = 'probe' | 'replicate' | 'snapshot';
 
 /** The leader's view of one follower or learner (etcd's Progress). */
 export class Progress {
@@ -67,6 +67,9 @@ export class Progress {
   recentActive = false;
   /** Highest read round this peer acknowledged in the current term. */
   readRoundAcked = 0;
+  /** In snapshot state: the index of the snapshot sent, and ticks since it was sent. */
+  pendingSnapshotIndex = 0;
+  snapshotTicks = 0;
   readonly inflights: Inflights;
 
   constructor(next: number, inflightsMax: number) {
@@ -88,7 +91,17 @@ export class Progress {
     this.inflights.reset();
   }
 
+  /** Waiting for a snapshot to arrive: nothing else is sent until it is acknowledged or retried. */
+  becomeSnapshot(snapshotIndex: number): void {
+    this.state = 'snapshot';
+    this.pendingSnapshotIndex = snapshotIndex;
+    this.snapshotTicks = 0;
+    this.probeSent = false;
+    this.inflights.reset();
+  }
+
   isPaused(): boolean {
+    if (this.state === 'snapshot') return true;
     return this.state === 'probe' ? this.probeSent : this.inflights.full();
   }
 
@@ -109,6 +122,7 @@ export class Progress {
    * Returns false for a stale rejection (one that no longer concerns the current `next`).
    */
   maybeDecreaseTo(rejected: number, matchHint: number): boolean {
+    if (this.state === 'snapshot') return false;
     if (this.state === 'replicate') {
       if (rejected <= this.match) return false;
       this.next = this.match + 1;

@@ -21,6 +21,13 @@ export type Entry =
   | { readonly kind: 'command'; readonly term: number; readonly index: number; readonly data: Uint8Array }
   | { readonly kind: 'config'; readonly term: number; readonly index: number; readonly config: MembershipConfig };
 
+/** What a snapshot covers: the log prefix up to (index, term) and the configuration in effect there. */
+export interface SnapshotMeta {
+  readonly index: number;
+  readonly term: number;
+  readonly config: MembershipConfig;
+}
+
 export interface HardState {
   readonly term: number;
   readonly vote: NodeId;
@@ -37,6 +44,8 @@ export interface VoteRequest extends MessageBase {
   readonly type: 'pre_vote' | 'vote';
   readonly lastLogIndex: number;
   readonly lastLogTerm: number;
+  /** A campaign started by TimeoutNow (leadership transfer): voters ignore their leader lease. */
+  readonly transfer: boolean;
 }
 
 export interface VoteResponse extends MessageBase {
@@ -76,7 +85,30 @@ export interface HeartbeatResponse extends MessageBase {
   readonly readRound: number;
 }
 
-export type Message = VoteRequest | VoteResponse | AppendRequest | AppendResponse | Heartbeat | HeartbeatResponse;
+/**
+ * The leader's snapshot, for a follower whose next entry was compacted away. The core carries only
+ * the metadata; the node layer streams the data in bounded chunks and steps this message into the
+ * follower's core once all of it has arrived.
+ */
+export interface InstallSnapshot extends MessageBase {
+  readonly type: 'snapshot';
+  readonly snapshot: SnapshotMeta;
+}
+
+/** Leadership transfer: the leader tells a caught-up voter to campaign at once. */
+export interface TimeoutNow extends MessageBase {
+  readonly type: 'timeout_now';
+}
+
+export type Message =
+  | VoteRequest
+  | VoteResponse
+  | AppendRequest
+  | AppendResponse
+  | Heartbeat
+  | HeartbeatResponse
+  | InstallSnapshot
+  | TimeoutNow;
 export type MessageType = Message['type'];
 
 export const ROLES = ['follower', 'pre_candidate', 'candidate', 'leader'] as const;
@@ -101,12 +133,15 @@ export interface SoftState {
 }
 
 /**
- * What the driver must do, in this order: persist `hardState` and `entries` (one synced write;
- * the log store drops any stored suffix from `entries[0].index` first), then send `messages`, then
+ * What the driver must do, in this order: install `snapshot` into the state machine and persist
+ * it with `hardState` and `entries` (one synced write; the log store drops any stored suffix from
+ * `entries[0].index` first, and every entry the snapshot covers), then send `messages`, then
  * apply `committedEntries`, answer `readStates` / `readFailures`, then call `advance(ready)`.
  */
 export interface Ready {
   readonly softState: SoftState;
+  /** A snapshot received from the leader that replaces our log prefix and state machine. */
+  readonly snapshot: SnapshotMeta | null;
   readonly hardState: HardState | null;
   readonly entries: readonly Entry[];
   readonly messages: readonly Message[];
@@ -118,6 +153,8 @@ export interface Ready {
 /** What a node has on disk when it starts. */
 export interface PersistedState {
   readonly hardState: HardState;
+  /** The newest durable snapshot; `entries` continue right after it. */
+  readonly snapshot?: SnapshotMeta | null;
   readonly entries: readonly Entry[];
 }
 

@@ -1,7 +1,8 @@
-import type { PersistBatch } from '../node/interfaces.ts';
+import type { PersistBatch, Snapshot } from '../node/interfaces.ts';
+import { MemoryKvStateMachine } from '../node/kv-state-machine.ts';
+import { decodeCommand } from '../node/codec.ts';
 import type { RaftNode } from '../node/raft-node.ts';
-import { jointVoteResult } from '../raft/quorum.ts';
-import type { Entry, NodeId, Ready } from '../raft/types.ts';
+import type { Entry, MembershipConfig, NodeId, Ready } from '../raft/types.ts';
 import type { SimDisk } from './disk.ts';
 
 export type ViolationKind = 'safety' | 'liveness' | 'linearizability';
@@ -19,6 +20,25 @@ export class SimViolation extends Error {
 
 function violation(message: string): never {
   throw new SimViolation('safety', message);
+}
+
+/**
+ * The checker's own quorum rule, written independently of src/raft/quorum.ts so that a bug there
+ * cannot hide itself: a set is a quorum when it holds a strict majority of C_new and, while
+ * joint, of C_old too.
+ */
+export function isQuorum(config: MembershipConfig, members: ReadonlySet<NodeId>): boolean {
+  const majority = (voters: readonly NodeId[]): boolean => {
+    if (voters.length === 0) return true;
+    let count = 0;
+    for (const id of voters) if (members.has(id)) count += 1;
+    return count * 2 > voters.length;
+  };
+  return majority(config.voters) && majority(config.votersOutgoing);
+}
+
+function sameVoters(a: readonly NodeId[], b: readonly NodeId[]): boolean {
+  return a.length === b.length && a.every((id) => b.includes(id));
 }
 
 export function sameEntry(a: Entry, b: Entry): boolean {
@@ -52,6 +72,10 @@ export class SafetyChecker {
   private readonly durableTerm = new Map<NodeId, number>();
   private readonly commitSeen = new Map<NodeId, number>();
   private readonly views: ReadonlyMap<NodeId, NodeView>;
+  /** Replays the committed chain: its snapshot bytes after each index (for snapshot checks). */
+  private readonly reference = new MemoryKvStateMachine();
+  private readonly referenceStates = new Map<number, string>();
+  private lastCommittedConfig: MembershipConfig | null = null;
   checks = 0;
 
   constructor(views: ReadonlyMap<NodeId, NodeView>) {
@@ -79,9 +103,20 @@ export class SafetyChecker {
         this.votes.set(key, hardState.vote);
       }
     }
-    for (const entry of batch.entries) {
-      const previous = entry.index === 1 ? 0 : (disk.durableEntry(entry.index - 1)?.term ?? -1);
-      this.checkLogMatching(nodeId, entry, previous);
+    if (batch.snapshot !== null) this.checkSnapshot(nodeId, batch.snapshot);
+    for (const entry of batch.entries) this.checkLogMatching(nodeId, entry, disk.termAt(entry.index - 1));
+  }
+
+  /** A snapshot holds exactly the state the committed chain has after its index. */
+  checkSnapshot(nodeId: NodeId, snapshot: Snapshot): void {
+    this.checks += 1;
+    const meta = snapshot.meta;
+    const canonical = this.committed[meta.index - 1];
+    if (canonical === undefined || canonical.term !== meta.term) violation(`node ${nodeId} holds a snapshot at ${meta.index}:${meta.term} off the committed chain`);
+    const expected = this.referenceStates.get(meta.index);
+    if (expected === undefined) violation(`no reference state at ${meta.index}`);
+    if (Buffer.from(snapshot.data).toString('base64') !== expected) {
+      violation(`node ${nodeId}: snapshot at ${meta.index} differs from the state of the log prefix it replaces`);
     }
   }
 
@@ -114,9 +149,12 @@ export class SafetyChecker {
     if (known === nodeId) return;
     if (known !== undefined) violation(`election safety: nodes ${known} and ${nodeId} both lead term ${term}`);
     this.leaderOfTerm.set(term, nodeId);
-    // Leader completeness: every entry committed in an earlier term is in the new leader's log.
+    this.checkElectedByQuorum(nodeId, term, node);
+    // Leader completeness: every entry committed in an earlier term is in the new leader's log
+    // (entries its snapshot covers are checked when the snapshot is).
+    const firstIndex = node.status().firstIndex;
     for (const entry of this.committed) {
-      if (entry.term >= term) continue;
+      if (entry.term >= term || entry.index < firstIndex) continue;
       const ours = node.logEntry(entry.index);
       if (ours === undefined || !sameEntry(ours, entry)) {
         violation(`leader completeness: leader ${nodeId} of term ${term} lacks committed entry ${entry.index}:${entry.term}`);
@@ -124,11 +162,29 @@ export class SafetyChecker {
     }
   }
 
+  /**
+   * A leader won the durable votes of a quorum of its configuration's voters: learners and
+   * non-members never count.
+   */
+  private checkElectedByQuorum(nodeId: NodeId, term: number, node: RaftNode): void {
+    const membership = node.status().membership;
+    if (membership === null) violation(`node ${nodeId} leads term ${term} without a configuration`);
+    const voted = new Set<NodeId>();
+    for (const id of this.views.keys()) {
+      if (this.votes.get(`${id}@${term}`) === nodeId) voted.add(id);
+    }
+    if (!isQuorum(membership, voted)) {
+      violation(`node ${nodeId} leads term ${term} with votes from [${[...voted].join(',')}], not a quorum of ${JSON.stringify(membership)}`);
+    }
+  }
+
   private observeCommit(nodeId: NodeId, commit: number, node: RaftNode): void {
     const seen = this.commitSeen.get(nodeId) ?? 0;
     if (commit <= seen) return;
     this.commitSeen.set(nodeId, commit);
-    for (let index = seen + 1; index <= commit; index += 1) {
+    // Entries a received snapshot covers are not in the log; the snapshot itself is checked.
+    const firstIndex = node.status().firstIndex;
+    for (let index = Math.max(seen + 1, firstIndex); index <= commit; index += 1) {
       const entry = node.logEntry(index);
       if (entry === undefined) violation(`node ${nodeId} commits ${index} but does not hold it`);
       const canonical = this.committed[index - 1];
@@ -136,24 +192,53 @@ export class SafetyChecker {
         if (index !== this.committed.length + 1) violation(`committed chain gap at ${index}`);
         this.checkDurableOnQuorum(nodeId, entry, node);
         this.committed.push(entry);
+        this.extendReference(entry);
       } else if (!sameEntry(canonical, entry)) {
         violation(`state machine safety: node ${nodeId} commits ${index}:${entry.term}, chain has ${index}:${canonical.term}`);
       }
     }
   }
 
-  /** A committed entry is on the disks of a quorum of voters: no crash of a minority can lose it. */
+  /**
+   * A committed entry is on the disks of a quorum of voters (of the configuration the observer
+   * runs, or of the last committed one): no crash of a minority can lose it.
+   */
   private checkDurableOnQuorum(nodeId: NodeId, entry: Entry, node: RaftNode): void {
     const membership = node.status().membership;
     if (membership === null) violation(`node ${nodeId} commits without a configuration`);
-    const durable = new Map<NodeId, boolean>();
+    const durable = new Set<NodeId>();
     for (const [id, view] of this.views) {
-      const stored = view.disk.durableEntry(entry.index);
-      durable.set(id, stored !== undefined && stored.term === entry.term);
+      if (view.disk.holds(entry.index, entry.term)) durable.add(id);
     }
-    if (jointVoteResult(membership, durable) !== 'won') {
+    const previous = this.lastCommittedConfig;
+    if (!isQuorum(membership, durable) && (previous === null || !isQuorum(previous, durable))) {
       violation(`durability: entry ${entry.index}:${entry.term} committed before a quorum synced it`);
     }
+  }
+
+  /** Apply a newly committed entry to the reference machine; check configuration transitions. */
+  private extendReference(entry: Entry): void {
+    if (entry.kind === 'command') this.reference.apply(entry.index, decodeCommand(entry.data));
+    else this.reference.applyNoop(entry.index);
+    this.referenceStates.set(entry.index, Buffer.from(this.reference.snapshot()).toString('base64'));
+    if (entry.kind === 'config') this.checkConfigTransition(entry.config, entry.index);
+  }
+
+  /**
+   * Never two disjoint quorums: consecutive committed configurations are C -> C (learners only),
+   * C_old -> C_old,new, or C_old,new -> C_new.
+   */
+  private checkConfigTransition(next: MembershipConfig, index: number): void {
+    const previous = this.lastCommittedConfig;
+    this.lastCommittedConfig = next;
+    if (previous === null) return;
+    const previousJoint = previous.votersOutgoing.length > 0;
+    const nextJoint = next.votersOutgoing.length > 0;
+    let allowed: boolean;
+    if (previousJoint) allowed = !nextJoint && sameVoters(next.voters, previous.voters);
+    else if (nextJoint) allowed = sameVoters(next.votersOutgoing, previous.voters);
+    else allowed = sameVoters(next.voters, previous.voters);
+    if (!allowed) violation(`configuration at ${index} ${JSON.stringify(next)} may not follow ${JSON.stringify(previous)}`);
   }
 
   /** State machine safety: a node applies exactly the committed chain, in order. */

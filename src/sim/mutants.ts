@@ -25,10 +25,10 @@ export const MUTANTS: readonly Mutant[] = [
   {
     name: 'messages sent before the batch they depend on is synced',
     file: 'src/node/raft-node.ts',
-    original: '    const batch = { hardState: ready.hardState, entries: ready.entries };\n',
+    original: '    const batch: PersistBatch = { snapshot, hardState: ready.hardState, entries: ready.entries };\n',
     replacement:
-      '    const batch = { hardState: ready.hardState, entries: ready.entries };\n' +
-      '    for (const message of ready.messages) this.options.transport.send(message);\n' +
+      '    const batch: PersistBatch = { snapshot, hardState: ready.hardState, entries: ready.entries };\n' +
+      '    for (const message of ready.messages) this.sendMessage(message);\n' +
       '    (ready as { messages: unknown[] }).messages = [];\n',
   },
   {
@@ -42,6 +42,12 @@ export const MUTANTS: readonly Mutant[] = [
     file: 'src/raft/core.ts',
     original: '      const commitIndex = Math.min(progress.match, this.log.committed);',
     replacement: '      const commitIndex = this.log.committed;',
+  },
+  {
+    name: 'joint quorum counts only the new majority',
+    file: 'src/raft/quorum.ts',
+    original: '  return Math.min(majorityAckedIndex(config.voters, acked), majorityAckedIndex(config.votersOutgoing, acked));',
+    replacement: '  return majorityAckedIndex(config.voters, acked);',
   },
 ];
 

@@ -1,6 +1,7 @@
 import { assert } from '../raft/assert.ts';
 import type { SeededPrng } from '../raft/prng.ts';
-import type { Message, NodeId } from '../raft/types.ts';
+import type { WireMessage } from '../node/interfaces.ts';
+import type { NodeId } from '../raft/types.ts';
 import type { EventQueue } from './event-queue.ts';
 
 export interface NetworkSettings {
@@ -20,7 +21,7 @@ export class SimNetwork {
   private readonly prng: SeededPrng;
   private readonly blocked = new Set<string>();
   settings: NetworkSettings;
-  private readonly receivers = new Map<NodeId, (message: Message) => void>();
+  private readonly receivers = new Map<NodeId, (message: WireMessage) => void>();
   sent = 0;
   delivered = 0;
   dropped = 0;
@@ -31,7 +32,7 @@ export class SimNetwork {
     this.settings = settings;
   }
 
-  attach(id: NodeId, receive: (message: Message) => void): void {
+  attach(id: NodeId, receive: (message: WireMessage) => void): void {
     this.receivers.set(id, receive);
   }
 
@@ -39,7 +40,7 @@ export class SimNetwork {
     this.receivers.delete(id);
   }
 
-  send(message: Message): void {
+  send(message: WireMessage): void {
     this.sent += 1;
     if (this.isBlocked(message.from, message.to) || this.prng.chance(this.settings.lossProbability)) {
       this.dropped += 1;
@@ -49,7 +50,7 @@ export class SimNetwork {
     if (this.prng.chance(this.settings.duplicateProbability)) this.schedule(message);
   }
 
-  private schedule(message: Message): void {
+  private schedule(message: WireMessage): void {
     const delayMs = this.prng.nextIntInclusive(this.settings.delayMsMin, this.settings.delayMsMax);
     this.events.after(delayMs, () => {
       const receive = this.receivers.get(message.to);

@@ -4,7 +4,7 @@ import { RaftNode } from '../node/raft-node.ts';
 import { AssertionError, assert } from '../raft/assert.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
-import type { NodeId, Ready } from '../raft/types.ts';
+import type { MembershipConfig, NodeId, Ready } from '../raft/types.ts';
 import { SafetyChecker, SimViolation } from './checkers.ts';
 import { SimDisk } from './disk.ts';
 import { EventQueue } from './event-queue.ts';
@@ -19,6 +19,7 @@ export const CONVERGENCE_POLL_MS = 50;
 /** After healing, clients keep going this long (the healed cluster must serve them), then pause. */
 export const LIVENESS_CLIENT_MS = 1_000;
 export const PROBE_RETRY_MS = 100;
+export const INIT_RETRY_MS = 100;
 export const PARTITION_MS_MIN = 100;
 export const DOWNTIME_MS_MIN = 10;
 export const DOWNTIME_MS_MAX = 2_000;
@@ -27,7 +28,11 @@ export const PARTITION_MS_MAX = 2_000;
 /** Every knob of a run, drawn from the seed and printed first so that a failure can be read and replayed. */
 export interface SimSettings {
   readonly seed: number;
+  /** Nodes that exist; the first `initialVoters` form the cluster, the rest join by membership changes. */
   readonly nodeCount: number;
+  readonly initialVoters: number;
+  readonly snapshotThresholdEntries: number;
+  readonly snapshotChunkBytes: number;
   readonly tickMs: number;
   readonly tickSkew: readonly number[];
   readonly electionTicksMin: number;
@@ -51,6 +56,8 @@ export interface SimSettings {
     readonly lossChange: number;
     /** A node's timers run 1.5-4x slow (a starved or paused process). */
     readonly slow: number;
+    /** The leader is asked to add, promote, demote or remove a node. */
+    readonly membership: number;
   };
   readonly workload: WorkloadSettings;
 }
@@ -78,12 +85,15 @@ export interface SimResult {
     readonly checks: number;
     readonly convergedAfterMs: number;
     readonly readsDuringNewerLeader: number;
+    readonly snapshotsInstalled: number;
+    readonly membershipChanges: number;
   };
 }
 
 export function drawSettings(seed: number): SimSettings {
   const prng = new SeededPrng(seed);
-  const nodeCount = [1, 3, 3, 3, 5, 5][prng.nextIntInclusive(0, 5)] ?? 3;
+  const initialVoters = [1, 3, 3, 3, 5, 5][prng.nextIntInclusive(0, 5)] ?? 3;
+  const nodeCount = Math.min(initialVoters + prng.nextIntInclusive(0, 2), 6);
   const heartbeatTicks = prng.nextIntInclusive(1, 3);
   const electionTicksMin = prng.nextIntInclusive(heartbeatTicks * 2 + 4, 20);
   const delayMsMin = prng.nextIntInclusive(0, 3);
@@ -92,6 +102,9 @@ export function drawSettings(seed: number): SimSettings {
   return {
     seed,
     nodeCount,
+    initialVoters,
+    snapshotThresholdEntries: prng.chance(0.2) ? 10_000 : prng.nextIntInclusive(3, 60),
+    snapshotChunkBytes: prng.nextIntInclusive(16, 512),
     tickMs: 10,
     tickSkew,
     electionTicksMin,
@@ -119,6 +132,7 @@ export function drawSettings(seed: number): SimSettings {
       restart: prng.nextIntInclusive(1, 4),
       lossChange: prng.nextIntInclusive(0, 1),
       slow: prng.nextIntInclusive(1, 3),
+      membership: prng.nextIntInclusive(0, 3),
     },
     workload: {
       clientCount: prng.nextIntInclusive(1, 6),
@@ -175,7 +189,7 @@ export class Simulation {
   private probeAcked = false;
   /** Extra slowdown of each node's timers (1 = normal), set by the slow-node fault. */
   private readonly slowdown = new Map<NodeId, number>();
-  private stats = { leadersElected: 0, crashes: 0, partitions: 0, readsDuringNewerLeader: 0 };
+  private stats = { leadersElected: 0, crashes: 0, partitions: 0, readsDuringNewerLeader: 0, snapshotsInstalled: 0, membershipChanges: 0 };
 
   private readonly scripted: boolean;
 
@@ -198,7 +212,9 @@ export class Simulation {
       this.runUntil(this.settings.safetyPhaseMs);
       this.startLivenessPhase();
       this.runUntil(this.settings.safetyPhaseMs + this.settings.livenessLimitMs);
-      if (this.convergedAtMs < 0) throw new SimViolation('liveness', `no convergence within ${this.settings.livenessLimitMs} ms after healing`);
+      if (this.convergedAtMs < 0) {
+        throw new SimViolation('liveness', `no convergence within ${this.settings.livenessLimitMs} ms after healing; probe acked: ${this.probeAcked}\n${this.describeNodes()}`);
+      }
       this.workload.stop();
       this.checkFinalState();
       return this.result('ok', 'ok');
@@ -216,15 +232,27 @@ export class Simulation {
       this.nodes.set(id, { id, disk, node: null, lastRole: 'follower' });
       this.startNode(id);
     }
-    const voters = [...this.nodes.keys()];
-    this.events.after(1, () => {
-      this.nodes.get(1)?.node?.init({ voters, votersOutgoing: [], learners: [] }, (outcome) => {
-        if (!outcome.ok) throw new SimViolation('safety', `init failed: ${outcome.error.message}`);
-      });
-    });
+    this.events.after(1, () => { this.ensureInitialized(); });
     if (this.scripted) return;
     this.workload.start();
     this.scheduleFault();
+  }
+
+  /**
+   * The operator's /init on node 1, repeated until some node holds a configuration (a crash can
+   * lose an init whose entry was not yet synced, as it would in production).
+   */
+  private ensureInitialized(): void {
+    for (const simNode of this.nodes.values()) {
+      if (simNode.node?.status().membership != null) return;
+    }
+    const voters = [...this.nodes.keys()].filter((id) => id <= this.settings.initialVoters);
+    this.nodes.get(1)?.node?.init({ voters, votersOutgoing: [], learners: [] }, (outcome) => {
+      if (!outcome.ok && outcome.error.code !== 'ALREADY_INITIALIZED' && outcome.error.code !== 'SHUTTING_DOWN') {
+        throw new SimViolation('safety', `init failed: ${outcome.error.message}`);
+      }
+    });
+    this.events.after(INIT_RETRY_MS, () => { this.ensureInitialized(); });
   }
 
   // ---------------------------------------------------------------- scripted control (scenario tests)
@@ -300,6 +328,40 @@ export class Simulation {
     return handle;
   }
 
+  changeMembership(nodeId: NodeId, target: { voters: NodeId[]; learners: NodeId[] }): RequestHandle<MembershipConfig> {
+    const handle: RequestHandle<MembershipConfig> = { done: false, ok: false, value: null, errorCode: null };
+    const node = this.nodes.get(nodeId)?.node;
+    assert(node !== null && node !== undefined, `membership change on live node ${nodeId}`);
+    node.changeMembership(target, (outcome) => {
+      handle.done = true;
+      handle.ok = outcome.ok;
+      if (outcome.ok) handle.value = outcome.value;
+      else handle.errorCode = outcome.error.code;
+    });
+    return handle;
+  }
+
+  transferLeadership(nodeId: NodeId, target: NodeId): void {
+    this.nodes.get(nodeId)?.node?.transferLeadership(target, () => undefined);
+  }
+
+  /** Writes issued back to back (the node batches them); returns how many were acknowledged. */
+  writeMany(nodeId: NodeId, count: number, keyCount: number): { acknowledged: number } {
+    const node = this.nodes.get(nodeId)?.node;
+    assert(node !== null && node !== undefined, `writes to live node ${nodeId}`);
+    const result = { acknowledged: 0 };
+    for (let index = 0; index < count; index += 1) {
+      node.write({ Set: { key: `bulk-${index % keyCount}`, value: String(index) } }, (outcome) => {
+        if (outcome.ok) result.acknowledged += 1;
+      });
+    }
+    return result;
+  }
+
+  get snapshotsInstalled(): number {
+    return this.stats.snapshotsInstalled;
+  }
+
   /** Committed entries on the canonical chain (checked on every step). */
   get committedCount(): number {
     return this.checker.committedChain.length;
@@ -320,10 +382,14 @@ export class Simulation {
   private startNode(id: NodeId): void {
     const simNode = this.nodes.get(id);
     assert(simNode !== undefined && simNode.node === null, `start node ${id} once`);
+    const { persisted, snapshot } = simNode.disk.load();
     const node = new RaftNode({
       config: this.raftConfig(id),
       prng: this.prng.fork(),
-      persisted: simNode.disk.load(),
+      persisted,
+      snapshot,
+      snapshotThresholdEntries: this.settings.snapshotThresholdEntries,
+      snapshotChunkBytes: this.settings.snapshotChunkBytes,
       logStore: simNode.disk,
       stateMachine: new MemoryKvStateMachine(),
       transport: { send: (message) => { this.network.send(message); } },
@@ -334,6 +400,10 @@ export class Simulation {
         ready: (nodeId, ready) => { this.onReady(simNode, nodeId, ready); },
         applied: (nodeId, entry) => { this.checker.onApplied(nodeId, entry); },
         readServed: (nodeId) => { this.onReadServed(nodeId); },
+        snapshotInstalled: (nodeId, installed) => {
+          this.stats.snapshotsInstalled += 1;
+          this.checker.checkSnapshot(nodeId, installed);
+        },
       },
     });
     simNode.node = node;
@@ -412,7 +482,7 @@ export class Simulation {
 
   private injectFault(): void {
     const weights = this.settings.faults;
-    const total = weights.partition + weights.oneWay + weights.crash + weights.heal + weights.restart + weights.lossChange + weights.slow;
+    const total = weights.partition + weights.oneWay + weights.crash + weights.heal + weights.restart + weights.lossChange + weights.slow + weights.membership;
     let draw = this.prng.nextIntInclusive(1, total);
     const ids = [...this.nodes.keys()];
     if ((draw -= weights.partition) <= 0) {
@@ -450,6 +520,8 @@ export class Simulation {
       this.network.healAll();
       this.slowdown.clear();
       this.note('heal network and slow nodes');
+    } else if ((draw -= weights.membership) <= 0) {
+      this.injectMembershipChange(ids);
     } else if ((draw -= weights.slow) <= 0) {
       const id = (this.prng.chance(0.5) ? this.currentLeaderId() : undefined) ?? this.pick(ids);
       const factor = this.prng.nextIntInclusive(15, 40) / 10;
@@ -462,6 +534,37 @@ export class Simulation {
       this.network.settings.lossProbability = this.prng.nextIntInclusive(0, 20) / 100;
       this.note(`loss ${this.network.settings.lossProbability}`);
     }
+  }
+
+  /** Ask the leader for a random membership change: add a learner, promote, demote or remove. */
+  private injectMembershipChange(ids: readonly NodeId[]): void {
+    const leaderId = this.currentLeaderId();
+    const leader = leaderId === undefined ? undefined : this.nodes.get(leaderId)?.node;
+    const membership = leader?.status().membership;
+    if (leader === undefined || leader === null || membership === null || membership === undefined) return;
+    const voters = new Set(membership.voters);
+    const learners = new Set(membership.learners);
+    const id = this.pick(ids);
+    const action = this.prng.nextIntInclusive(1, 4);
+    if (action === 1 && !voters.has(id)) learners.add(id); // add a learner (or keep one)
+    else if (action === 2 && learners.has(id)) {
+      learners.delete(id); // promote
+      voters.add(id);
+    } else if (action === 3 && voters.has(id) && voters.size > 1) {
+      voters.delete(id); // demote
+      learners.add(id);
+    } else if (action === 4 && (learners.has(id) || (voters.has(id) && voters.size > 1))) {
+      voters.delete(id); // remove, possibly the leader itself
+      learners.delete(id);
+    } else {
+      return;
+    }
+    const target = { voters: [...voters].sort((a, b) => a - b), learners: [...learners].sort((a, b) => a - b) };
+    this.note(`membership change at leader ${leaderId}: voters [${target.voters.join(',')}] learners [${target.learners.join(',')}]`);
+    this.stats.membershipChanges += 1;
+    leader.changeMembership(target, (outcome) => {
+      this.note(outcome.ok ? `membership now ${JSON.stringify(outcome.value)}` : `membership change failed: ${outcome.error.code}`);
+    });
   }
 
   /** `leaderId` plus random others, fewer than half of all nodes in total. */
@@ -540,28 +643,39 @@ export class Simulation {
     });
   }
 
+  /** Nodes of the leader's (non-joint) configuration; nodes removed from the cluster may lag forever. */
+  private convergedMembers(): NodeId[] | null {
+    const leaderId = this.currentLeaderId();
+    const status = leaderId === undefined ? undefined : this.nodes.get(leaderId)?.node?.status();
+    const membership = status?.membership;
+    if (status === undefined || membership === null || membership === undefined || membership.votersOutgoing.length > 0) return null;
+    if (status.commitIndex === 0 || status.commitIndex !== status.lastIndex) return null;
+    return [...membership.voters, ...membership.learners];
+  }
+
   private isConverged(): boolean {
     if (!this.probeAcked || this.workload.inFlightCount > 0 || this.events.nowMs < this.settings.safetyPhaseMs + LIVENESS_CLIENT_MS) return false;
-    let leaderId = -1;
+    const members = this.convergedMembers();
+    const leaderId = this.currentLeaderId();
+    if (members === null || leaderId === undefined) return false;
     let applied = -1;
-    for (const simNode of this.nodes.values()) {
-      if (simNode.node === null) return false;
-      const status = simNode.node.status();
-      if (leaderId === -1) leaderId = status.leaderId;
+    for (const id of members) {
+      const status = this.nodes.get(id)?.node?.status();
+      if (status === undefined) return false;
       if (applied === -1) applied = status.appliedIndex;
-      if (status.leaderId === 0 || status.leaderId !== leaderId || status.appliedIndex !== applied) return false;
-      if (status.commitIndex !== status.lastIndex) return false;
+      if (status.leaderId !== leaderId || status.appliedIndex !== applied || status.commitIndex !== status.lastIndex) return false;
     }
     const leader = this.nodes.get(leaderId)?.node;
-    if (leader === undefined || leader === null) return false;
-    const status = leader.status();
-    return status.role === 'leader' && status.commitIndex > 0 && leader.logEntry(status.commitIndex)?.term === status.term;
+    const status = leader?.status();
+    return status !== undefined && leader !== null && leader !== undefined && leader.logTerm(status.commitIndex) === status.term;
   }
 
   /** After convergence: identical state machines, and a linearizable client history. */
   private checkFinalState(): void {
     let reference: MemoryKvStateMachine | null = null;
+    const members = this.convergedMembers() ?? [];
     for (const simNode of this.nodes.values()) {
+      if (!members.includes(simNode.id)) continue;
       const machine = simNode.node?.stateMachine;
       assert(machine instanceof MemoryKvStateMachine, 'sim nodes use the memory state machine');
       if (reference === null) reference = machine;
@@ -573,6 +687,24 @@ export class Simulation {
     if (result.status === 'violation') {
       throw new SimViolation('linearizability', `history not linearizable on key ${result.key}: ${result.message}`);
     }
+  }
+
+  /** One line per node: what a liveness failure needs to be read. */
+  private describeNodes(): string {
+    const lines: string[] = [];
+    for (const simNode of this.nodes.values()) {
+      const status = simNode.node?.status();
+      if (status === undefined) {
+        lines.push(`  node ${simNode.id}: down`);
+        continue;
+      }
+      const peers = status.peers.map((peer) => `${peer.id}:${peer.state}/m${peer.matchIndex}/n${peer.nextIndex}`).join(' ');
+      lines.push(
+        `  node ${simNode.id}: ${status.role} term ${status.term} leader ${status.leaderId} log [${status.firstIndex}, ${status.lastIndex}] ` +
+          `commit ${status.commitIndex} applied ${status.appliedIndex} config ${JSON.stringify(status.membership)} ${peers}`,
+      );
+    }
+    return lines.join('\n');
   }
 
   private note(text: string): void {
@@ -602,6 +734,8 @@ export class Simulation {
         checks: this.checker.checks,
         convergedAfterMs: this.convergedAtMs,
         readsDuringNewerLeader: this.stats.readsDuringNewerLeader,
+        snapshotsInstalled: this.stats.snapshotsInstalled,
+        membershipChanges: this.stats.membershipChanges,
       },
     };
   }

@@ -1,24 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { drawSettings, Simulation, type SimSettings } from '../../src/sim/simulation.ts';
-
-/** A healthy cluster of `nodeCount` nodes, scripted by the test; every checker still runs on every step. */
-function scripted(nodeCount: number, seed = 7, tickSkew: readonly number[] = new Array<number>(nodeCount).fill(0)): Simulation {
-  const base = drawSettings(seed);
-  const settings: SimSettings = {
-    ...base,
-    nodeCount,
-    tickSkew,
-    electionTicksMin: 10,
-    electionTicksMax: 20,
-    heartbeatTicks: 2,
-    network: { delayMsMin: 1, delayMsMax: 5, lossProbability: 0, duplicateProbability: 0 },
-    diskLatencyMsMin: 1,
-    diskLatencyMsMax: 3,
-  };
-  const simulation = new Simulation(settings, {}, { scripted: true });
-  simulation.start();
-  return simulation;
-}
+import type { Simulation } from '../../src/sim/simulation.ts';
+import { scripted } from './scripted.ts';
 
 function electedLeader(simulation: Simulation): number {
   simulation.runFor(1_000);
