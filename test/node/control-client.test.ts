@@ -15,12 +15,13 @@ afterEach(() => {
   for (const stop of stops.splice(0)) stop();
 });
 
-function singleNode(requestTimeoutMs = 2_000): { client: RaftControlClient; node: RaftNode } {
-  const logStore = new MemoryLogStore();
+function singleNode(requestTimeoutMs = 2_000, logStore = new MemoryLogStore()): { client: RaftControlClient; node: RaftNode } {
+  const { persisted, snapshot } = logStore.load();
   const node = new RaftNode({
     config: defaultRaftConfig(1),
     prng: new SeededPrng(1),
-    persisted: logStore.load(),
+    persisted,
+    snapshot,
     logStore,
     stateMachine: new MemoryKvStateMachine(),
     transport: { send: () => undefined },
@@ -111,6 +112,52 @@ describe('RaftControlClient on a single in-process node', () => {
     await client.init({ initial_members: members([1, 2, 3]) });
     const error = await expectCode(client.write({ command: { Set: { key: 'k', value: 'v' } } }), 'NO_LEADER');
     expect(error.httpStatus).toBe(503);
+  });
+
+  it('takes a snapshot on demand and restarts from it with the data intact', async () => {
+    const logStore = new MemoryLogStore();
+    const first = singleNode(2_000, logStore);
+    await first.client.init({ initial_members: members([1]) });
+    for (let index = 0; index < 20; index += 1) await first.client.write({ command: { Set: { key: `k${index % 5}`, value: `v${index}` } } });
+    const { snapshot } = await first.client.triggerSnapshot();
+    expect(snapshot.index).toBeGreaterThanOrEqual(21);
+    await first.client.write({ command: { Set: { key: 'after', value: 'snapshot' } } });
+    expect((await first.client.getMetrics()).snapshot?.index).toBe(snapshot.index);
+    expect(first.node.status().firstIndex).toBe(snapshot.index + 1);
+    first.node.stop();
+    const second = singleNode(2_000, logStore);
+    for (let attempt = 0; attempt < 100 && second.node.status().role !== 'leader'; attempt += 1) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect((await second.client.read({ key: 'k4' })).value).toBe('v19');
+    expect((await second.client.read({ key: 'after' })).value).toBe('snapshot');
+  });
+
+  it('manages learners and voters only on the leader, with typed errors', async () => {
+    const { client } = singleNode();
+    await expectCode(client.addLearner({ learner: { id: 2, addr: 'node-2', raft_addr: '127.0.0.1:26002' } }), 'NOT_INITIALIZED');
+    await client.init({ initial_members: members([1]) });
+    await expectCode(client.changeMembership({ members: [] }), 'INVALID_INPUT');
+    await expectCode(client.changeMembership({ members: [1, 2] }), 'INVALID_INPUT'); // 2 is not a learner
+    await expectCode(client.addLearner({ learner: { id: 1, addr: 'node-1', raft_addr: 'x' } }), 'INVALID_INPUT'); // already a voter
+    await expectCode(client.addLearner({ learner: { id: 0 } } as never), 'INVALID_INPUT');
+    const state = await client.changeMembership({ members: [1] });
+    expect(state.members).toEqual([1]);
+  });
+
+  it('times out adding a learner that never catches up', async () => {
+    const logStore = new MemoryLogStore();
+    const { persisted } = logStore.load();
+    const node = new RaftNode({
+      config: defaultRaftConfig(1), prng: new SeededPrng(1), persisted, logStore,
+      stateMachine: new MemoryKvStateMachine(), transport: { send: () => undefined }, clock: systemClock, tickMs: 5,
+    });
+    node.start();
+    stops.push(() => { node.stop(); });
+    const client = new RaftControlClient(node, { learnerCatchUpTimeoutMs: 200 });
+    await client.init({ initial_members: members([1]) });
+    for (let index = 0; index < 100; index += 1) await client.write({ command: { Set: { key: 'k', value: String(index) } } });
+    const error = await expectCode(client.addLearner({ learner: { id: 2, addr: 'node-2', raft_addr: '127.0.0.1:26002' } }), 'TIMEOUT');
+    expect(error.definite).toBe(false);
+    expect((await client.currentState()).learners.map((learner) => learner.id)).toEqual([2]);
   });
 
   it('fails waiting requests with SHUTTING_DOWN on stop', async () => {
