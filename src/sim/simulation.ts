@@ -203,6 +203,7 @@ export class Simulation {
     this.workload = new Workload(this.events, this.prng.fork(), settings.workload, {
       liveNode: (id) => this.nodes.get(id)?.node ?? undefined,
       randomLiveNodeId: () => this.randomLiveNodeId(),
+      committedCount: () => this.checker.committedChain.length,
     });
   }
 

@@ -3,6 +3,7 @@ import type { Outcome, RaftNode } from '../node/raft-node.ts';
 import { assert } from '../raft/assert.ts';
 import type { SeededPrng } from '../raft/prng.ts';
 import type { NodeId } from '../raft/types.ts';
+import { SimViolation } from './checkers.ts';
 import type { EventQueue } from './event-queue.ts';
 import type { HistoryOperation, KvOperation, KvOutcome } from './linearizability.ts';
 
@@ -22,6 +23,8 @@ export interface WorkloadSettings {
 export interface NodeDirectory {
   liveNode(id: NodeId): RaftNode | undefined;
   randomLiveNodeId(): NodeId | undefined;
+  /** Length of the committed chain the checkers have seen so far. */
+  committedCount(): number;
 }
 
 interface ClientState {
@@ -106,9 +109,18 @@ export class Workload {
       this.finish(flight, error.definite ? { status: 'failed' } : { status: 'unknown' });
     };
     if (operation.kind === 'read') {
+      const committedAtInvoke = this.directory.committedCount();
       node.read(operation.key, (outcome) => {
-        if (outcome.ok) this.finish(flight, { status: 'ok', value: outcome.value.record?.value ?? null });
-        else onError(outcome.error);
+        if (!outcome.ok) {
+          onError(outcome.error);
+          return;
+        }
+        // Read freshness (stronger than linearizability, and what ReadIndex promises): a read
+        // reflects every entry committed anywhere before it was invoked.
+        if (outcome.value.appliedIndex < committedAtInvoke && !flight.done) {
+          throw new SimViolation('linearizability', `stale read of ${operation.key} on node ${nodeId ?? 0}: served at index ${outcome.value.appliedIndex}, but ${committedAtInvoke} entries were committed before it started`);
+        }
+        this.finish(flight, { status: 'ok', value: outcome.value.record?.value ?? null });
       });
       return;
     }
