@@ -83,6 +83,23 @@ describe('membership changes, snapshots and leadership transfer in the simulator
     expect(simulation.nodeStatus(leader)?.role).toBe('follower');
   });
 
+  it('a node removed while cut off does not disrupt the cluster when it comes back (PreVote, CheckQuorum)', () => {
+    const simulation = scripted(3);
+    simulation.runFor(1_000);
+    const leader = simulation.leaderId() ?? 0;
+    const outcast = [1, 2, 3].find((id) => id !== leader) ?? 0;
+    const rest = [1, 2, 3].filter((id) => id !== outcast);
+    simulation.partition([outcast], rest);
+    change(simulation, leader, rest, []);
+    const term = simulation.nodeStatus(leader)?.term;
+    simulation.runFor(3_000); // the outcast times out again and again, but only pre-votes
+    simulation.healNetwork();
+    simulation.runFor(3_000);
+    expect(simulation.leaderId()).toBe(leader);
+    expect(simulation.nodeStatus(leader)?.term).toBe(term);
+    write(simulation, leader, 'still', 'undisturbed');
+  });
+
   it('leadership transfer to a caught-up voter', () => {
     const simulation = scripted(3);
     simulation.runFor(1_000);
