@@ -353,7 +353,7 @@ export class RaftNode {
 
   /** Snapshot the state machine at its applied index, compact the core's log, and persist both. */
   private takeSnapshot(callback: Callback<Snapshot> | null): void {
-    assert(!this.persisting && !this.core.hasReady(), 'snapshots are taken between Ready cycles');
+    assert(!this.persisting, 'snapshots are taken between Ready cycles');
     const index = this.options.stateMachine.appliedIndex;
     const latest = this.latestSnapshot;
     if (index <= (latest?.meta.index ?? 0)) {
@@ -485,7 +485,9 @@ export class RaftNode {
     this.serveReads();
     this.core.advance(ready);
     this.persisting = false;
-    if (this.core.hasReady() || this.mailbox.length > 0) this.scheduleTurn();
+    // Checked here, not only when idle: under steady load every turn has a Ready.
+    if (this.snapshotDue()) this.takeSnapshot(null);
+    else if (this.core.hasReady() || this.mailbox.length > 0) this.scheduleTurn();
   }
 
   private applyEntry(entry: Entry): void {
