@@ -31,9 +31,48 @@ export interface StateMachine {
   restore(data: Uint8Array, index: number): void;
 }
 
+/** Where records live: a Map in memory, an LMDB database inside a write transaction. */
+export interface RecordStore {
+  get(key: string): KvRecord | undefined;
+  set(key: string, record: KvRecord): void;
+  delete(key: string): boolean;
+}
+
+/** The KV semantics, shared by every state machine: set with revisions, delete. */
+export function applyCommand(store: RecordStore, index: number, command: WriteCommand): ApplyOutcome {
+  const deleted: boolean[] = [];
+  const set = (key: string, value: string): void => {
+    const previous = store.get(key);
+    store.set(key, { value, createIndex: previous?.createIndex ?? index, modIndex: index, version: (previous?.version ?? 0) + 1 });
+  };
+  if ('Set' in command) {
+    set(command.Set.key, command.Set.value);
+  } else if ('SetMulti' in command) {
+    for (const [key, value] of command.SetMulti.pairs) set(key, value);
+  } else if ('Delete' in command) {
+    deleted.push(store.delete(command.Delete.key));
+  } else {
+    for (const key of command.DeleteMulti.keys) deleted.push(store.delete(key));
+  }
+  return { index, deleted };
+}
+
 interface SnapshotBody {
   readonly appliedIndex: number;
   readonly records: readonly (readonly [string, KvRecord])[];
+}
+
+/** Snapshot bytes: the applied index and every record, sorted by key (so equal states give equal bytes). */
+export function encodeSnapshot(appliedIndex: number, records: Iterable<readonly [string, KvRecord]>): Uint8Array {
+  const sorted = [...records].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const body: SnapshotBody = { appliedIndex, records: sorted };
+  return snapshotPackr.pack(body);
+}
+
+export function decodeSnapshot(data: Uint8Array, index: number): readonly (readonly [string, KvRecord])[] {
+  const body = snapshotPackr.unpack(data) as SnapshotBody;
+  assert(body.appliedIndex === index, `snapshot data is at ${body.appliedIndex}, metadata says ${index}`);
+  return body.records;
 }
 
 /** The in-memory KV state machine (the simulator's and `--storage memory`'s). */
@@ -43,17 +82,7 @@ export class MemoryKvStateMachine implements StateMachine {
 
   apply(index: number, command: WriteCommand): ApplyOutcome {
     this.advanceTo(index);
-    const deleted: boolean[] = [];
-    if ('Set' in command) {
-      this.set(index, command.Set.key, command.Set.value);
-    } else if ('SetMulti' in command) {
-      for (const [key, value] of command.SetMulti.pairs) this.set(index, key, value);
-    } else if ('Delete' in command) {
-      deleted.push(this.records.delete(command.Delete.key));
-    } else {
-      for (const key of command.DeleteMulti.keys) deleted.push(this.records.delete(key));
-    }
-    return { index, deleted };
+    return applyCommand(this.records, index, command);
   }
 
   applyNoop(index: number): void {
@@ -69,30 +98,18 @@ export class MemoryKvStateMachine implements StateMachine {
   }
 
   snapshot(): Uint8Array {
-    const body: SnapshotBody = { appliedIndex: this.appliedIndex, records: [...this.records.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)) };
-    return snapshotPackr.pack(body);
+    return encodeSnapshot(this.appliedIndex, this.records.entries());
   }
 
   restore(data: Uint8Array, index: number): void {
-    const body = snapshotPackr.unpack(data) as SnapshotBody;
-    assert(body.appliedIndex === index, `snapshot data is at ${body.appliedIndex}, metadata says ${index}`);
+    const records = decodeSnapshot(data, index);
     this.records.clear();
-    for (const [key, record] of body.records) this.records.set(key, record);
+    for (const [key, record] of records) this.records.set(key, record);
     this.appliedIndex = index;
   }
 
   private advanceTo(index: number): void {
     assert(index === this.appliedIndex + 1, `apply out of order: ${index} after ${this.appliedIndex}`);
     this.appliedIndex = index;
-  }
-
-  private set(index: number, key: string, value: string): void {
-    const previous = this.records.get(key);
-    this.records.set(key, {
-      value,
-      createIndex: previous?.createIndex ?? index,
-      modIndex: index,
-      version: (previous?.version ?? 0) + 1,
-    });
   }
 }
