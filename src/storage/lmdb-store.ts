@@ -1,0 +1,223 @@
+import { mkdirSync } from 'node:fs';
+import { open, TransactionFlags, type Database, type RootDatabase } from 'lmdb';
+import type { WriteCommand } from '../api/types.ts';
+import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
+import { applyCommand, decodeSnapshot, encodeSnapshot, type ApplyOutcome, type KvRecord, type RecordStore, type StateMachine } from '../node/kv-state-machine.ts';
+import { assert } from '../raft/assert.ts';
+import { EMPTY_HARD_STATE, type Entry, type HardState, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
+
+/** On-disk format of this release; a data dir of another version is refused, never guessed at. */
+export const STORAGE_FORMAT_VERSION = 1;
+/** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
+export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
+/** Entries removed per truncation or compaction pass are bounded by the log itself; this caps one pass. */
+export const LOG_REMOVE_PER_BATCH_MAX = 10_000_000;
+
+/** A data dir that cannot be used: wrong version, corruption, unreadable. Stops the node with a clear message. */
+export class StorageError extends Error {
+  override readonly name = 'StorageError';
+}
+
+const META_FORMAT = 'format';
+const META_HARD_STATE = 'hard_state';
+const META_SNAPSHOT = 'snapshot';
+const META_APPLIED = 'applied';
+const SNAPSHOT_DATA = 'data';
+
+/** Events of the durability pipeline, for tests that prove nothing is acknowledged before its flush. */
+export type DurabilityEvent = { readonly kind: 'committed' | 'flushed'; readonly batch: number; readonly lastIndex: number };
+
+/**
+ * One LMDB environment per node (`<data-dir>/aspen.mdb`) with named databases: `log` (entries by
+ * index), `meta` (format version, hard state, snapshot metadata, applied index), `snapshot`
+ * (the newest snapshot's bytes), `kv` (the state machine) and `nodes` (the node registry).
+ */
+export class LmdbStorage {
+  readonly env: RootDatabase;
+  readonly log: Database<Entry, number>;
+  readonly meta: Database<unknown, string>;
+  readonly snapshots: Database<Uint8Array, string>;
+  readonly kv: Database<KvRecord, string>;
+  readonly nodes: Database<unknown, number>;
+
+  private constructor(path: string) {
+    this.env = open({ path, mapSize: LMDB_MAP_SIZE_BYTES, compression: false });
+    this.log = this.env.openDB<Entry, number>({ name: 'log' });
+    this.meta = this.env.openDB<unknown, string>({ name: 'meta' });
+    this.snapshots = this.env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
+    this.kv = this.env.openDB<KvRecord, string>({ name: 'kv' });
+    this.nodes = this.env.openDB<unknown, number>({ name: 'nodes' });
+  }
+
+  /** Open (or create) the data dir; refuses a different format version with a clear message. */
+  static open(dataDir: string): LmdbStorage {
+    let storage: LmdbStorage;
+    try {
+      mkdirSync(dataDir, { recursive: true });
+      storage = new LmdbStorage(`${dataDir}/aspen.mdb`);
+    } catch (error) {
+      throw new StorageError(`cannot open data dir ${dataDir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+    const format = storage.meta.get(META_FORMAT);
+    if (format === undefined) {
+      storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
+    } else if (format !== STORAGE_FORMAT_VERSION) {
+      void storage.env.close();
+      throw new StorageError(`data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION}`);
+    }
+    return storage;
+  }
+
+  async close(): Promise<void> {
+    await this.env.flushed;
+    await this.env.close();
+  }
+}
+
+/**
+ * The durable Raft log: one LMDB transaction per Ready batch (group commit), acknowledged only
+ * after `env.flushed` — lmdb-js resolves a transaction when it is committed (visible), which is not
+ * yet on disk with its default overlapping sync.
+ */
+export class LmdbLogStore implements LogStore {
+  private readonly storage: LmdbStorage;
+  private batches = 0;
+  /** Test hook: sees each batch committed, then flushed. */
+  onDurabilityEvent: ((event: DurabilityEvent) => void) | null = null;
+
+  constructor(storage: LmdbStorage) {
+    this.storage = storage;
+  }
+
+  persist(batch: PersistBatch, done: (error: Error | null) => void): void {
+    this.batches += 1;
+    const batchNumber = this.batches;
+    const lastIndex = batch.entries.at(-1)?.index ?? 0;
+    const storage = this.storage;
+    storage.env
+      .transaction(() => {
+        if (batch.snapshot !== null) this.writeSnapshot(batch.snapshot);
+        const first = batch.entries[0];
+        if (first !== undefined) this.removeFrom(first.index);
+        for (const entry of batch.entries) void storage.log.put(entry.index, entry);
+        if (batch.hardState !== null) void storage.meta.put(META_HARD_STATE, batch.hardState);
+      })
+      .then(() => {
+        this.onDurabilityEvent?.({ kind: 'committed', batch: batchNumber, lastIndex });
+        return storage.env.flushed;
+      })
+      .then(
+        () => {
+          this.onDurabilityEvent?.({ kind: 'flushed', batch: batchNumber, lastIndex });
+          done(null);
+        },
+        (error: unknown) => { done(error instanceof Error ? error : new Error(String(error))); },
+      );
+  }
+
+  /** Keep the snapshot; drop the entries it covers (all of them when the log does not continue it). */
+  private writeSnapshot(snapshot: Snapshot): void {
+    const meta = snapshot.meta;
+    const covered = this.storage.log.get(meta.index);
+    const keep = covered !== undefined && covered.term === meta.term;
+    this.removeRange(0, keep ? meta.index + 1 : Number.MAX_SAFE_INTEGER);
+    void this.storage.meta.put(META_SNAPSHOT, meta);
+    void this.storage.snapshots.put(SNAPSHOT_DATA, snapshot.data);
+  }
+
+  private removeFrom(index: number): void {
+    this.removeRange(index, Number.MAX_SAFE_INTEGER);
+  }
+
+  private removeRange(start: number, end: number): void {
+    let removed = 0;
+    for (const key of this.storage.log.getKeys({ start, end })) {
+      assert(removed < LOG_REMOVE_PER_BATCH_MAX, 'log removal bound');
+      void this.storage.log.remove(key);
+      removed += 1;
+    }
+  }
+
+  /** What a restarting node needs: hard state, snapshot (with data), and the entries after it. */
+  load(): { persisted: PersistedState; snapshot: Snapshot | null } {
+    const storage = this.storage;
+    const hardState = (storage.meta.get(META_HARD_STATE) as HardState | undefined) ?? EMPTY_HARD_STATE;
+    const meta = (storage.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
+    const data = storage.snapshots.get(SNAPSHOT_DATA);
+    if (meta !== null && data === undefined) throw new StorageError('data dir is corrupt: snapshot metadata without snapshot data');
+    const entries: Entry[] = [];
+    let expected = (meta?.index ?? 0) + 1;
+    for (const { key, value } of storage.log.getRange({ start: expected })) {
+      if (key !== expected || value.index !== key) throw new StorageError(`data dir is corrupt: log entry ${key} where ${expected} was expected`);
+      entries.push(value);
+      expected += 1;
+    }
+    const snapshot = meta === null || data === undefined ? null : { meta, data };
+    return { persisted: { hardState, snapshot: meta, entries }, snapshot };
+  }
+}
+
+/**
+ * The KV state machine in LMDB: each apply is one transaction that changes the records and the
+ * applied index together, so a restart never applies an entry twice. Applies are not flushed one
+ * by one: the log is the durable record; after a crash the machine replays from its applied index.
+ */
+export class LmdbKvStateMachine implements StateMachine {
+  private readonly storage: LmdbStorage;
+  appliedIndex: number;
+
+  constructor(storage: LmdbStorage) {
+    this.storage = storage;
+    this.appliedIndex = (storage.meta.get(META_APPLIED) as number | undefined) ?? 0;
+  }
+
+  apply(index: number, command: WriteCommand): ApplyOutcome {
+    this.assertNext(index);
+    const kv = this.storage.kv;
+    const store: RecordStore = {
+      get: (key) => kv.get(key),
+      set: (key, record) => { kv.putSync(key, record); },
+      delete: (key) => kv.removeSync(key),
+    };
+    const outcome = this.storage.env.transactionSync(() => {
+      const result = applyCommand(store, index, command);
+      this.storage.meta.putSync(META_APPLIED, index);
+      return result;
+    }, TRANSACTION_NO_SYNC_FLUSH);
+    this.appliedIndex = index;
+    return outcome;
+  }
+
+  applyNoop(index: number): void {
+    this.assertNext(index);
+    this.storage.env.transactionSync(() => { this.storage.meta.putSync(META_APPLIED, index); }, TRANSACTION_NO_SYNC_FLUSH);
+    this.appliedIndex = index;
+  }
+
+  get(key: string): KvRecord | undefined {
+    return this.storage.kv.get(key);
+  }
+
+  snapshot(): Uint8Array {
+    const records: [string, KvRecord][] = [];
+    for (const { key, value } of this.storage.kv.getRange({})) records.push([key, value]);
+    return encodeSnapshot(this.appliedIndex, records);
+  }
+
+  restore(data: Uint8Array, index: number): void {
+    const records = decodeSnapshot(data, index);
+    this.storage.env.transactionSync(() => {
+      for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
+      for (const [key, record] of records) this.storage.kv.putSync(key, record);
+      this.storage.meta.putSync(META_APPLIED, index);
+    });
+    this.appliedIndex = index;
+  }
+
+  private assertNext(index: number): void {
+    assert(index === this.appliedIndex + 1, `apply out of order: ${index} after ${this.appliedIndex}`);
+  }
+}
+
+/** Commit now without waiting for the disk (the log is the durable record). */
+const TRANSACTION_NO_SYNC_FLUSH = (TransactionFlags.ABORTABLE | TransactionFlags.SYNCHRONOUS_COMMIT | TransactionFlags.NO_SYNC_FLUSH) as TransactionFlags;

@@ -1,0 +1,153 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { systemClock } from '../../src/node/local-runtime.ts';
+import { RaftNode, type Outcome, type WriteApplied } from '../../src/node/raft-node.ts';
+import { defaultRaftConfig } from '../../src/raft/config.ts';
+import { SeededPrng } from '../../src/raft/prng.ts';
+import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage, StorageError, type DurabilityEvent } from '../../src/storage/lmdb-store.ts';
+
+const directories: string[] = [];
+afterAll(() => {
+  for (const directory of directories) rmSync(directory, { recursive: true, force: true });
+});
+
+function dataDir(): string {
+  const directory = mkdtempSync(join(tmpdir(), 'aspen-lmdb-'));
+  directories.push(directory);
+  return directory;
+}
+
+function startNode(storage: LmdbStorage, logStore: LmdbLogStore): RaftNode {
+  const { persisted, snapshot } = logStore.load();
+  const node = new RaftNode({
+    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
+    prng: new SeededPrng(1),
+    persisted,
+    snapshot,
+    logStore,
+    stateMachine: new LmdbKvStateMachine(storage),
+    transport: { send: () => undefined },
+    clock: systemClock,
+    tickMs: 5,
+    snapshotThresholdEntries: 25,
+  });
+  node.start();
+  return node;
+}
+
+function write(node: RaftNode, key: string, value: string): Promise<Outcome<WriteApplied>> {
+  return new Promise((resolve) => { node.write({ Set: { key, value } }, resolve); });
+}
+
+async function leader(node: RaftNode): Promise<void> {
+  for (let attempt = 0; attempt < 400 && node.status().role !== 'leader'; attempt += 1) await new Promise((resolve) => setTimeout(resolve, 5));
+  expect(node.status().role).toBe('leader');
+}
+
+describe('RaftNode on LMDB', () => {
+  it('a single-node leader acknowledges a write only after the batch holding it is flushed', async () => {
+    const storage = LmdbStorage.open(dataDir());
+    const logStore = new LmdbLogStore(storage);
+    const events: string[] = [];
+    let lastFlushed = 0;
+    let flushedIndex = 0;
+    logStore.onDurabilityEvent = (event: DurabilityEvent) => {
+      events.push(`${event.kind}#${event.batch}`);
+      if (event.kind === 'flushed') {
+        lastFlushed = event.batch;
+        flushedIndex = Math.max(flushedIndex, event.lastIndex);
+      }
+    };
+    const node = startNode(storage, logStore);
+    await new Promise((resolve) => { node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve); });
+    await leader(node);
+    const acknowledgedAfterFlush: boolean[] = [];
+    // The write callback runs synchronously inside the node's Ready cycle: check the flush there.
+    const writes = Array.from({ length: 40 }, (_, index) =>
+      new Promise<void>((resolve) => {
+        node.write({ Set: { key: `k${index}`, value: `v${index}` } }, (outcome) => {
+          acknowledgedAfterFlush.push(outcome.ok && outcome.value.index <= flushedIndex);
+          resolve();
+        });
+      }),
+    );
+    await Promise.all(writes);
+    expect(acknowledgedAfterFlush.every(Boolean)).toBe(true);
+    // Every batch is committed before it is flushed, in order.
+    for (let batch = 1; batch <= lastFlushed; batch += 1) {
+      expect(events.indexOf(`committed#${batch}`)).toBeLessThan(events.indexOf(`flushed#${batch}`));
+    }
+    node.stop();
+    await storage.close();
+  });
+
+  it('a follower acknowledges appended entries only after they are flushed (the lmdb-js trap)', async () => {
+    const storage = LmdbStorage.open(dataDir());
+    const logStore = new LmdbLogStore(storage);
+    let flushedIndex = 0;
+    logStore.onDurabilityEvent = (event: DurabilityEvent) => {
+      if (event.kind === 'flushed') flushedIndex = Math.max(flushedIndex, event.lastIndex);
+    };
+    const acknowledgements: { index: number; flushedIndex: number }[] = [];
+    const { persisted } = logStore.load();
+    const follower = new RaftNode({
+      config: defaultRaftConfig(2), prng: new SeededPrng(2), persisted, logStore, stateMachine: new LmdbKvStateMachine(storage),
+      clock: systemClock, tickMs: 50,
+      transport: {
+        send: (message) => {
+          // Runs synchronously when the node sends: compare with what is on disk right now.
+          if (message.type === 'append_response' && message.success) acknowledgements.push({ index: message.index, flushedIndex });
+        },
+      },
+    });
+    follower.start();
+    const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [] };
+    const data = new TextEncoder().encode('x');
+    let last = 0;
+    for (let round = 0; round < 20; round += 1) {
+      const entries = round === 0
+        ? [{ kind: 'config' as const, term: 1, index: 1, config }]
+        : Array.from({ length: 5 }, (_, offset) => ({ kind: 'command' as const, term: 2, index: last + offset + 1, data }));
+      follower.deliver({ type: 'append', from: 1, to: 2, term: 2, prevLogIndex: last, prevLogTerm: last === 0 ? 0 : last === 1 ? 1 : 2, entries, commitIndex: 0 });
+      last += entries.length;
+      for (let wait = 0; wait < 200 && (acknowledgements.at(-1)?.index ?? 0) < last; wait += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect(acknowledgements.length).toBeGreaterThanOrEqual(20);
+    for (const ack of acknowledgements) expect(ack.index).toBeLessThanOrEqual(ack.flushedIndex);
+    follower.stop();
+    await storage.close();
+  });
+
+  it('restarts with term, vote, log, snapshot and state machine intact, never applying twice', async () => {
+    const directory = dataDir();
+    let storage = LmdbStorage.open(directory);
+    let node = startNode(storage, new LmdbLogStore(storage));
+    await new Promise((resolve) => { node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve); });
+    await leader(node);
+    for (let index = 0; index < 60; index += 1) expect((await write(node, `k${index % 7}`, `v${index}`)).ok).toBe(true);
+    const before = node.status();
+    const versionBefore = node.stateMachine.get('k6')?.version;
+    node.stop();
+    await storage.close();
+    storage = LmdbStorage.open(directory);
+    node = startNode(storage, new LmdbLogStore(storage));
+    expect(node.status().term).toBe(before.term);
+    expect(node.status().snapshot?.index ?? 0).toBeGreaterThanOrEqual(25); // compacted at least once
+    await leader(node);
+    expect(node.stateMachine.get('k6')?.version).toBe(versionBefore); // no entry applied twice
+    expect(node.stateMachine.get('k4')?.value).toBe('v53');
+    node.stop();
+    await storage.close();
+  });
+
+  it('refuses a data dir of another format version with a clear error', async () => {
+    const directory = dataDir();
+    const storage = LmdbStorage.open(directory);
+    storage.meta.putSync('format', 999);
+    await storage.close();
+    expect(() => LmdbStorage.open(directory)).toThrow(StorageError);
+    expect(() => LmdbStorage.open(directory)).toThrow(/format 999; this release reads format 1/);
+  });
+});

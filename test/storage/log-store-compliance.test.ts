@@ -1,0 +1,108 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { LogStore, PersistBatch, Snapshot } from '../../src/node/interfaces.ts';
+import type { Entry, PersistedState } from '../../src/raft/types.ts';
+import { LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
+
+/** A store under test and how to get it back as a restarted node would (reopened from disk for LMDB). */
+interface Subject {
+  store: LogStore;
+  reopen(): Promise<{ persisted: PersistedState; snapshot: Snapshot | null }>;
+  close(): Promise<void>;
+}
+
+const directories: string[] = [];
+afterAll(() => {
+  for (const directory of directories) rmSync(directory, { recursive: true, force: true });
+});
+
+const factories: Record<string, () => Subject> = {
+  memory: () => {
+    const store = new MemoryLogStore();
+    return { store, reopen: () => Promise.resolve(store.load()), close: () => Promise.resolve() };
+  },
+  lmdb: () => {
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-store-'));
+    directories.push(directory);
+    let storage = LmdbStorage.open(directory);
+    const subject: Subject = {
+      store: new LmdbLogStore(storage),
+      reopen: async () => {
+        await storage.close();
+        storage = LmdbStorage.open(directory);
+        const reopened = new LmdbLogStore(storage);
+        subject.store = reopened;
+        return reopened.load();
+      },
+      close: () => storage.close(),
+    };
+    return subject;
+  },
+};
+
+const blank = (index: number, term: number): Entry => ({ kind: 'blank', index, term });
+const command = (index: number, term: number, text: string): Entry => ({ kind: 'command', index, term, data: new TextEncoder().encode(text) });
+const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [4] };
+const snapshotAt = (index: number, term: number): Snapshot => ({ meta: { index, term, config }, data: new Uint8Array([1, 2, index]) });
+
+/** LMDB hands back Buffers (a Uint8Array subclass): compare bytes, not classes. */
+function plain(entries: readonly Entry[]): unknown[] {
+  return entries.map((entry) => (entry.kind === 'command' ? { ...entry, data: [...entry.data] } : entry));
+}
+
+function persist(store: LogStore, batch: Partial<PersistBatch>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    store.persist({ snapshot: null, hardState: null, entries: [], ...batch }, (error) => {
+      if (error === null) resolve();
+      else reject(error);
+    });
+  });
+}
+
+/** One compliance suite for every LogStore implementation (as js-libp2p does for transports). */
+for (const [name, create] of Object.entries(factories)) {
+  describe(`LogStore compliance: ${name}`, () => {
+    it('keeps entries and hard state across a restart', async () => {
+      const subject = create();
+      await persist(subject.store, { hardState: { term: 2, vote: 1, commit: 2 }, entries: [blank(1, 1), command(2, 2, 'a'), command(3, 2, 'b')] });
+      const { persisted, snapshot } = await subject.reopen();
+      expect(persisted.hardState).toEqual({ term: 2, vote: 1, commit: 2 });
+      expect(plain(persisted.entries)).toEqual(plain([blank(1, 1), command(2, 2, 'a'), command(3, 2, 'b')]));
+      expect(snapshot).toBeNull();
+      await subject.close();
+    });
+
+    it('replaces a conflicting suffix', async () => {
+      const subject = create();
+      await persist(subject.store, { entries: [blank(1, 1), blank(2, 1), blank(3, 1), blank(4, 1)] });
+      await persist(subject.store, { entries: [command(3, 2, 'new')] });
+      expect(plain((await subject.reopen()).persisted.entries)).toEqual(plain([blank(1, 1), blank(2, 1), command(3, 2, 'new')]));
+      await subject.close();
+    });
+
+    it('a snapshot drops the entries it covers and keeps the suffix that continues it', async () => {
+      const subject = create();
+      await persist(subject.store, { entries: [blank(1, 1), blank(2, 1), blank(3, 2), blank(4, 2)] });
+      await persist(subject.store, { snapshot: snapshotAt(3, 2) });
+      const { persisted, snapshot } = await subject.reopen();
+      expect(persisted.snapshot).toEqual({ index: 3, term: 2, config });
+      expect([...(snapshot?.data ?? [])]).toEqual([1, 2, 3]);
+      expect(persisted.entries).toEqual([blank(4, 2)]);
+      await subject.close();
+    });
+
+    it('a received snapshot that the log does not continue replaces the whole log', async () => {
+      const subject = create();
+      await persist(subject.store, { entries: [blank(1, 1), blank(2, 1)] });
+      await persist(subject.store, { snapshot: snapshotAt(7, 3), hardState: { term: 3, vote: 0, commit: 7 }, entries: [blank(8, 3)] });
+      const { persisted } = await subject.reopen();
+      expect(persisted.snapshot?.index).toBe(7);
+      expect(persisted.entries).toEqual([blank(8, 3)]);
+      expect(persisted.hardState.commit).toBe(7);
+      await subject.close();
+    });
+  });
+}
