@@ -1,0 +1,51 @@
+/**
+ * Crash-test target: one RaftNode on LMDB in the data dir given as argv[2]. It prints every
+ * stored key as `KEY <key> <value>` and then `READY`; afterwards each stdin line `W <key> <value>`
+ * is written and acknowledged with `ACK <key>` once committed. The parent kills it with SIGKILL.
+ */
+import { createInterface } from 'node:readline';
+import { systemClock } from '../../src/node/local-runtime.ts';
+import { RaftNode } from '../../src/node/raft-node.ts';
+import { defaultRaftConfig } from '../../src/raft/config.ts';
+import { SeededPrng } from '../../src/raft/prng.ts';
+import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+
+const dataDir = process.argv[2];
+if (dataDir === undefined) throw new Error('usage: crash-child <data-dir>');
+const storage = LmdbStorage.open(dataDir);
+const logStore = new LmdbLogStore(storage);
+const { persisted, snapshot } = logStore.load();
+const node = new RaftNode({
+  config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
+  prng: new SeededPrng(Number(process.env.CRASH_SEED ?? 1)),
+  persisted,
+  snapshot,
+  logStore,
+  stateMachine: new LmdbKvStateMachine(storage),
+  transport: { send: () => undefined },
+  clock: systemClock,
+  tickMs: 5,
+  snapshotThresholdEntries: Number(process.env.CRASH_SNAPSHOT_EVERY ?? 50),
+});
+node.start();
+const out = (line: string): void => { process.stdout.write(`${line}\n`); };
+
+function whenLeader(then: () => void): void {
+  if (node.status().role === 'leader') then();
+  else setTimeout(() => { whenLeader(then); }, 5);
+}
+
+node.init({ voters: [1], votersOutgoing: [], learners: [] }, () => {
+  whenLeader(() => {
+    // A read confirms leadership and that everything committed before it is applied.
+    node.read('__probe__', () => {
+      for (const { key, value } of storage.kv.getRange({})) out(`KEY ${key} ${value.value}`);
+      out('READY');
+      createInterface({ input: process.stdin }).on('line', (line) => {
+        const [verb, key, value] = line.split(' ');
+        if (verb !== 'W' || key === undefined || value === undefined) return;
+        node.write({ Set: { key, value } }, (outcome) => { if (outcome.ok) out(`ACK ${key}`); });
+      });
+    });
+  });
+});
