@@ -130,8 +130,10 @@ export class RaftCore {
     assertIndex(hardState.term, 'persisted term');
     assertIndex(hardState.vote, 'persisted vote');
     this.log.restore(persisted.snapshot ?? null, persisted.entries, hardState.commit);
-    this.term = hardState.term;
-    this.vote = hardState.vote;
+    // A torn write can leave entries of a term whose hard state never reached the disk. Moving to
+    // that term is safe: no vote in it was ever sent (votes go out only after their sync).
+    this.term = Math.max(hardState.term, this.log.lastTerm());
+    this.vote = this.term === hardState.term ? hardState.vote : NODE_NONE;
     this.persistedHardState = hardState;
     this.refreshMembership();
     this.randomizedElectionTicks = this.drawElectionTicks();

@@ -44,7 +44,7 @@ function main(): void {
   }
   const started = performance.now();
   const failures: SimResult[] = [];
-  const totals = { events: 0, committed: 0, ops: 0, crashes: 0, partitions: 0, membershipChanges: 0, snapshotsInstalled: 0, readsDuringNewerLeader: 0 };
+  const totals = { events: 0, committed: 0, ops: 0, crashes: 0, partitions: 0, membershipChanges: 0, snapshotsInstalled: 0, readsDuringNewerLeader: 0, tornWrites: 0 };
   for (let seed = firstSeed; seed < firstSeed + count; seed += 1) {
     const result = runSeed(seed);
     totals.events += result.stats.events;
@@ -55,6 +55,7 @@ function main(): void {
     totals.membershipChanges += result.stats.membershipChanges;
     totals.snapshotsInstalled += result.stats.snapshotsInstalled;
     totals.readsDuringNewerLeader += result.stats.readsDuringNewerLeader;
+    totals.tornWrites += result.stats.tornWrites;
     if (single || values.verbose) {
       process.stdout.write(`seed ${seed}: ${result.status} ${JSON.stringify(result.stats)}\n`);
       if (single) process.stdout.write(`settings: ${JSON.stringify(result.settings)}\n`);
@@ -72,7 +73,7 @@ function main(): void {
       `${(ran / seconds).toFixed(1)} seeds/s, ${totals.events} events, ${totals.committed} committed entries, ` +
       `${totals.ops} acknowledged client ops, ${totals.crashes} crashes, ${totals.partitions} partitions, ` +
       `${totals.membershipChanges} membership changes, ${totals.snapshotsInstalled} snapshots installed, ` +
-      `${totals.readsDuringNewerLeader} reads served while a newer leader existed\n`,
+      `${totals.readsDuringNewerLeader} reads served while a newer leader existed, ${totals.tornWrites} torn writes\n`,
   );
   const first = failures[0];
   process.exit(first === undefined ? 0 : EXIT_CODES[first.status]);

@@ -12,26 +12,45 @@ export class SimDisk implements LogStore {
   private generation = 0;
   private readonly events: EventQueue;
   private readonly latencyMs: () => number;
+  /** On a crash, how many entries of the batch in flight reached the disk anyway (a torn write). */
+  private readonly tornEntries: (batchEntries: number) => number;
+  private inFlight: PersistBatch | null = null;
   syncs = 0;
+  tornWrites = 0;
 
-  constructor(events: EventQueue, latencyMs: () => number) {
+  constructor(events: EventQueue, latencyMs: () => number, tornEntries: (batchEntries: number) => number = () => 0) {
     this.events = events;
     this.latencyMs = latencyMs;
+    this.tornEntries = tornEntries;
   }
 
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
     const generation = this.generation;
+    this.inFlight = batch;
     this.events.after(this.latencyMs(), () => {
       if (generation !== this.generation) return; // crashed before the sync completed: lost
+      this.inFlight = null;
       this.durable.apply(batch);
       this.syncs += 1;
       done(null);
     });
   }
 
-  /** Power loss: every sync in flight is lost. */
-  crash(): void {
+  /**
+   * Power loss: the sync in flight is lost, except that a prefix of its entries may have reached
+   * the disk (a torn last write; the hard state and any snapshot in it did not).
+   */
+  crash(): PersistBatch | null {
     this.generation += 1;
+    const batch = this.inFlight;
+    this.inFlight = null;
+    if (batch === null || batch.entries.length === 0) return null;
+    const count = this.tornEntries(batch.entries.length);
+    if (count <= 0) return null;
+    const torn: PersistBatch = { snapshot: null, hardState: null, entries: batch.entries.slice(0, count) };
+    this.durable.apply(torn);
+    this.tornWrites += 1;
+    return torn;
   }
 
   load(): { persisted: PersistedState; snapshot: Snapshot | null } {

@@ -43,6 +43,8 @@ export interface SimSettings {
   readonly network: NetworkSettings;
   readonly diskLatencyMsMin: number;
   readonly diskLatencyMsMax: number;
+  /** Probability that a crash leaves a prefix of the batch in flight on disk (a torn last write). */
+  readonly tornWriteProbability: number;
   readonly safetyPhaseMs: number;
   readonly livenessLimitMs: number;
   readonly faultIntervalMsMin: number;
@@ -87,6 +89,7 @@ export interface SimResult {
     readonly readsDuringNewerLeader: number;
     readonly snapshotsInstalled: number;
     readonly membershipChanges: number;
+    readonly tornWrites: number;
   };
 }
 
@@ -120,6 +123,7 @@ export function drawSettings(seed: number): SimSettings {
     },
     diskLatencyMsMin: 1,
     diskLatencyMsMax: prng.nextIntInclusive(1, 12),
+    tornWriteProbability: prng.nextIntInclusive(0, 50) / 100,
     safetyPhaseMs: prng.nextIntInclusive(2_000, 6_000),
     livenessLimitMs: 20_000,
     faultIntervalMsMin: 10,
@@ -189,7 +193,7 @@ export class Simulation {
   private probeAcked = false;
   /** Extra slowdown of each node's timers (1 = normal), set by the slow-node fault. */
   private readonly slowdown = new Map<NodeId, number>();
-  private stats = { leadersElected: 0, crashes: 0, partitions: 0, readsDuringNewerLeader: 0, snapshotsInstalled: 0, membershipChanges: 0 };
+  private stats = { leadersElected: 0, crashes: 0, partitions: 0, readsDuringNewerLeader: 0, snapshotsInstalled: 0, membershipChanges: 0, tornWrites: 0 };
 
   private readonly scripted: boolean;
 
@@ -229,7 +233,11 @@ export class Simulation {
   private setUp(): void {
     for (let id = 1; id <= this.settings.nodeCount; id += 1) {
       const latency = this.prng.fork();
-      const disk = new SimDisk(this.events, () => latency.nextIntInclusive(this.settings.diskLatencyMsMin, this.settings.diskLatencyMsMax));
+      const disk = new SimDisk(
+        this.events,
+        () => latency.nextIntInclusive(this.settings.diskLatencyMsMin, this.settings.diskLatencyMsMax),
+        (batchEntries) => (latency.chance(this.settings.tornWriteProbability) ? latency.nextIntInclusive(1, batchEntries) : 0),
+      );
       this.nodes.set(id, { id, disk, node: null, lastRole: 'follower' });
       this.startNode(id);
     }
@@ -457,7 +465,11 @@ export class Simulation {
     if (simNode?.node === null || simNode === undefined) return;
     simNode.node.stop();
     simNode.node = null;
-    simNode.disk.crash();
+    const torn = simNode.disk.crash();
+    if (torn !== null) {
+      this.stats.tornWrites += 1;
+      this.checker.onPersisted(id, torn, simNode.disk); // what reached the disk must still match the logs
+    }
     this.network.detach(id);
     this.stats.crashes += 1;
     this.note(`crash node ${id}`);
@@ -737,6 +749,7 @@ export class Simulation {
         readsDuringNewerLeader: this.stats.readsDuringNewerLeader,
         snapshotsInstalled: this.stats.snapshotsInstalled,
         membershipChanges: this.stats.membershipChanges,
+        tornWrites: this.stats.tornWrites,
       },
     };
   }

@@ -295,6 +295,17 @@ describe('core behaviours', () => {
     expect(cluster.core(2).status().membership).toEqual({ voters: [2, 3], votersOutgoing: [], learners: [1] });
   });
 
+  it('after a torn write left entries of a newer term, a restarted node moves to that term with no vote', () => {
+    const core = new RaftCore(defaultRaftConfig(1), new SeededPrng(1), {
+      hardState: { term: 2, vote: 3, commit: 1 },
+      entries: [{ kind: 'blank', term: 1, index: 1 }, { kind: 'blank', term: 4, index: 2 }],
+    });
+    expect(core.status().term).toBe(4);
+    expect(core.status().vote).toBe(0);
+    expect(core.hasReady()).toBe(true); // the new term is persisted before anything else happens
+    expect(core.ready().hardState).toEqual({ term: 4, vote: 0, commit: 1 });
+  });
+
   it('the log asserts instead of truncating a committed entry', () => {
     const log = new RaftLog();
     log.restore(null, [{ kind: 'blank', term: 1, index: 1 }, { kind: 'blank', term: 2, index: 2 }], 2);
