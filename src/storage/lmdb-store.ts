@@ -68,10 +68,39 @@ export class LmdbStorage {
     return storage;
   }
 
+  /**
+   * The node registry (the seed's metadata store): record that `node` was seen now, keeping the
+   * first time it was seen. Advisory metadata, not Raft state.
+   */
+  recordNode(node: { readonly id: number; readonly addrs: readonly string[] }, nowMs: number): NodeRecord {
+    assert(Number.isSafeInteger(node.id) && node.id >= 1, `node id ${node.id}`);
+    assert(node.addrs.length <= NODE_ADDRESSES_MAX, `at most ${NODE_ADDRESSES_MAX} addresses per node`);
+    const previous = this.nodes.get(node.id) as NodeRecord | undefined;
+    const record: NodeRecord = { id: node.id, addrs: [...node.addrs], firstSeenMs: previous?.firstSeenMs ?? nowMs, lastSeenMs: nowMs };
+    this.nodes.putSync(node.id, record);
+    return record;
+  }
+
+  listNodes(): NodeRecord[] {
+    const records: NodeRecord[] = [];
+    for (const { value } of this.nodes.getRange({})) records.push(value as NodeRecord);
+    return records;
+  }
+
   async close(): Promise<void> {
     await this.env.flushed;
     await this.env.close();
   }
+}
+
+/** Addresses kept per node in the registry. */
+export const NODE_ADDRESSES_MAX = 16;
+
+export interface NodeRecord {
+  readonly id: number;
+  readonly addrs: readonly string[];
+  readonly firstSeenMs: number;
+  readonly lastSeenMs: number;
 }
 
 /**

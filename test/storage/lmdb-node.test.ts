@@ -142,6 +142,21 @@ describe('RaftNode on LMDB', () => {
     await storage.close();
   });
 
+  it('keeps a node registry with first and last seen times across a reopen', async () => {
+    const directory = dataDir();
+    let storage = LmdbStorage.open(directory);
+    storage.recordNode({ id: 2, addrs: ['/ip4/127.0.0.1/tcp/26002'] }, 1_000);
+    storage.recordNode({ id: 2, addrs: ['/ip4/127.0.0.1/udp/26002/quic-v1'] }, 5_000);
+    storage.recordNode({ id: 3, addrs: [] }, 2_000);
+    await storage.close();
+    storage = LmdbStorage.open(directory);
+    expect(storage.listNodes()).toEqual([
+      { id: 2, addrs: ['/ip4/127.0.0.1/udp/26002/quic-v1'], firstSeenMs: 1_000, lastSeenMs: 5_000 },
+      { id: 3, addrs: [], firstSeenMs: 2_000, lastSeenMs: 2_000 },
+    ]);
+    await storage.close();
+  });
+
   it('refuses a data dir of another format version with a clear error', async () => {
     const directory = dataDir();
     const storage = LmdbStorage.open(directory);
