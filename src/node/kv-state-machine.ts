@@ -1,6 +1,7 @@
 import { Packr } from 'msgpackr';
 import type { WriteCommand } from '../api/types.ts';
 import { assert } from '../raft/assert.ts';
+import type { MembershipConfig } from '../raft/types.ts';
 
 const snapshotPackr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -22,13 +23,18 @@ export interface ApplyOutcome {
 export interface StateMachine {
   readonly appliedIndex: number;
   apply(index: number, command: WriteCommand): ApplyOutcome;
-  /** Blank and configuration entries advance the applied index without touching data. */
-  applyNoop(index: number): void;
+  /**
+   * Blank and configuration entries advance the applied index without touching data; a
+   * configuration is recorded as the membership in effect at `index`.
+   */
+  applyNoop(index: number, config?: MembershipConfig): void;
+  /** The membership applied last (null before any configuration entry). */
+  readonly appliedMembership: MembershipConfig | null;
   get(key: string): KvRecord | undefined;
   /** The whole state after `appliedIndex`, as bytes. */
   snapshot(): Uint8Array;
-  /** Replace the whole state with a snapshot taken at `index`. */
-  restore(data: Uint8Array, index: number): void;
+  /** Replace the whole state with a snapshot taken at `index` (with the membership in effect there). */
+  restore(data: Uint8Array, index: number, config: MembershipConfig): void;
 }
 
 /** Where records live: a Map in memory, an LMDB database inside a write transaction. */
@@ -79,14 +85,16 @@ export function decodeSnapshot(data: Uint8Array, index: number): readonly (reado
 export class MemoryKvStateMachine implements StateMachine {
   private readonly records = new Map<string, KvRecord>();
   appliedIndex = 0;
+  appliedMembership: MembershipConfig | null = null;
 
   apply(index: number, command: WriteCommand): ApplyOutcome {
     this.advanceTo(index);
     return applyCommand(this.records, index, command);
   }
 
-  applyNoop(index: number): void {
+  applyNoop(index: number, config?: MembershipConfig): void {
     this.advanceTo(index);
+    if (config !== undefined) this.appliedMembership = config;
   }
 
   get(key: string): KvRecord | undefined {
@@ -101,11 +109,12 @@ export class MemoryKvStateMachine implements StateMachine {
     return encodeSnapshot(this.appliedIndex, this.records.entries());
   }
 
-  restore(data: Uint8Array, index: number): void {
+  restore(data: Uint8Array, index: number, config: MembershipConfig): void {
     const records = decodeSnapshot(data, index);
     this.records.clear();
     for (const [key, record] of records) this.records.set(key, record);
     this.appliedIndex = index;
+    this.appliedMembership = config;
   }
 
   private advanceTo(index: number): void {

@@ -136,7 +136,7 @@ export class RaftNode {
     const persistedMeta = options.persisted.snapshot ?? null;
     assert((persistedMeta?.index ?? 0) === (this.latestSnapshot?.meta.index ?? 0), 'snapshot data matches the persisted metadata');
     if (this.latestSnapshot !== null && options.stateMachine.appliedIndex < this.latestSnapshot.meta.index) {
-      options.stateMachine.restore(this.latestSnapshot.data, this.latestSnapshot.meta.index);
+      options.stateMachine.restore(this.latestSnapshot.data, this.latestSnapshot.meta.index, this.latestSnapshot.meta.config);
       options.observer?.snapshotInstalled?.(this.id, this.latestSnapshot);
     }
     this.core = new RaftCore(options.config, options.prng, options.persisted);
@@ -442,7 +442,7 @@ export class RaftNode {
   }
 
   private installSnapshot(snapshot: Snapshot): void {
-    this.options.stateMachine.restore(snapshot.data, snapshot.meta.index);
+    this.options.stateMachine.restore(snapshot.data, snapshot.meta.index, snapshot.meta.config);
     this.latestSnapshot = snapshot;
     this.options.observer?.snapshotInstalled?.(this.id, snapshot);
     // Proposals the snapshot covers can no longer be matched to their entries: outcome unknown.
@@ -496,7 +496,7 @@ export class RaftNode {
     if (entry.index <= machine.appliedIndex) return;
     let outcome: ApplyOutcome | null = null;
     if (entry.kind === 'command') outcome = machine.apply(entry.index, decodeCommand(entry.data));
-    else machine.applyNoop(entry.index);
+    else machine.applyNoop(entry.index, entry.kind === 'config' ? entry.config : undefined);
     this.options.observer?.applied?.(this.id, entry);
     if (entry.kind === 'config') this.resolveMembership(entry);
     const pending = this.pendingWrites.get(entry.index);

@@ -4,7 +4,7 @@ import type { WriteCommand } from '../api/types.ts';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
 import { applyCommand, decodeSnapshot, encodeSnapshot, type ApplyOutcome, type KvRecord, type RecordStore, type StateMachine } from '../node/kv-state-machine.ts';
 import { assert } from '../raft/assert.ts';
-import { EMPTY_HARD_STATE, type Entry, type HardState, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
+import { EMPTY_HARD_STATE, type Entry, type HardState, type MembershipConfig, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
 
 /** On-disk format of this release; a data dir of another version is refused, never guessed at. */
 export const STORAGE_FORMAT_VERSION = 1;
@@ -22,6 +22,7 @@ const META_FORMAT = 'format';
 const META_HARD_STATE = 'hard_state';
 const META_SNAPSHOT = 'snapshot';
 const META_APPLIED = 'applied';
+const META_MEMBERSHIP = 'membership';
 const SNAPSHOT_DATA = 'data';
 
 /** Events of the durability pipeline, for tests that prove nothing is acknowledged before its flush. */
@@ -194,10 +195,12 @@ export class LmdbLogStore implements LogStore {
 export class LmdbKvStateMachine implements StateMachine {
   private readonly storage: LmdbStorage;
   appliedIndex: number;
+  appliedMembership: MembershipConfig | null;
 
   constructor(storage: LmdbStorage) {
     this.storage = storage;
     this.appliedIndex = (storage.meta.get(META_APPLIED) as number | undefined) ?? 0;
+    this.appliedMembership = (storage.meta.get(META_MEMBERSHIP) as MembershipConfig | undefined) ?? null;
   }
 
   apply(index: number, command: WriteCommand): ApplyOutcome {
@@ -217,10 +220,15 @@ export class LmdbKvStateMachine implements StateMachine {
     return outcome;
   }
 
-  applyNoop(index: number): void {
+  /** The applied index and, for a configuration entry, the membership change together in one transaction. */
+  applyNoop(index: number, config?: MembershipConfig): void {
     this.assertNext(index);
-    this.storage.env.transactionSync(() => { this.storage.meta.putSync(META_APPLIED, index); }, TRANSACTION_NO_SYNC_FLUSH);
+    this.storage.env.transactionSync(() => {
+      this.storage.meta.putSync(META_APPLIED, index);
+      if (config !== undefined) this.storage.meta.putSync(META_MEMBERSHIP, config);
+    }, TRANSACTION_NO_SYNC_FLUSH);
     this.appliedIndex = index;
+    if (config !== undefined) this.appliedMembership = config;
   }
 
   get(key: string): KvRecord | undefined {
@@ -233,14 +241,17 @@ export class LmdbKvStateMachine implements StateMachine {
     return encodeSnapshot(this.appliedIndex, records);
   }
 
-  restore(data: Uint8Array, index: number): void {
+  /** Replace records, applied index and membership in one transaction: a crash leaves the old state or the new. */
+  restore(data: Uint8Array, index: number, config: MembershipConfig): void {
     const records = decodeSnapshot(data, index);
     this.storage.env.transactionSync(() => {
       for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
       for (const [key, record] of records) this.storage.kv.putSync(key, record);
       this.storage.meta.putSync(META_APPLIED, index);
+      this.storage.meta.putSync(META_MEMBERSHIP, config);
     });
     this.appliedIndex = index;
+    this.appliedMembership = config;
   }
 
   private assertNext(index: number): void {

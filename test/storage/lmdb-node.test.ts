@@ -137,6 +137,7 @@ describe('RaftNode on LMDB', () => {
     expect(node.status().snapshot?.index ?? 0).toBeGreaterThanOrEqual(25); // compacted at least once
     await leader(node);
     expect(node.stateMachine.get('k6')?.version).toBe(versionBefore); // no entry applied twice
+    expect(node.stateMachine.appliedMembership).toEqual({ voters: [1], votersOutgoing: [], learners: [] });
     expect(node.stateMachine.get('k4')?.value).toBe('v53');
     node.stop();
     await storage.close();
