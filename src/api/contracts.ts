@@ -2,6 +2,8 @@ import type {
   AddLearnerRequest,
   ChangeMembershipRequest,
   ClusterState,
+  DeleteRequest,
+  DeleteResult,
   InitRequest,
   RaftMetrics,
   ReadRequest,
@@ -30,4 +32,6 @@ export interface ClusterController {
 export interface KeyValueStore {
   write(request: WriteRequest): Promise<WriteResult>;
   read(request: ReadRequest): Promise<ReadResult>;
+  /** Delete one key; `deleted` tells whether it existed. */
+  delete(request: DeleteRequest): Promise<DeleteResult>;
 }

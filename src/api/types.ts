@@ -41,6 +41,15 @@ export interface ReadResult {
   readonly version: number;
 }
 
+export interface DeleteRequest {
+  readonly key: string;
+}
+
+export interface DeleteResult {
+  readonly key: string;
+  readonly deleted: boolean;
+}
+
 export interface InitRequest {
   readonly initial_members: readonly ClusterNode[];
 }

@@ -6,6 +6,8 @@ import type {
   ChangeMembershipRequest,
   ClusterNode,
   ClusterState,
+  DeleteRequest,
+  DeleteResult,
   InitRequest,
   RaftMetrics,
   ReadRequest,
@@ -183,6 +185,15 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
       this.node.write(request.command, callback);
     });
     return { command: request.command, log_index: applied.index };
+  }
+
+  async delete(request: DeleteRequest): Promise<DeleteResult> {
+    const problem = validateKey((request as { key?: unknown } | null)?.key);
+    if (problem !== null) throw problem;
+    const applied = await this.call<WriteApplied>('delete', (callback) => {
+      this.node.write({ Delete: { key: request.key } }, callback);
+    });
+    return { key: request.key, deleted: applied.outcome.deleted[0] ?? false };
   }
 
   async read(request: ReadRequest): Promise<ReadResult> {

@@ -1,0 +1,107 @@
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
+import { AspenError } from '../api/errors.ts';
+import { KEY_BYTES_MAX } from '../api/limits.ts';
+
+/** Request body bound (DESIGN.md section 9); a larger body gets 413 BODY_TOO_LARGE. */
+export const REQUEST_BODY_BYTES_MAX = 2 * 1024 * 1024;
+
+export interface NodeIdentity {
+  readonly nodeId: number;
+  /** The transport's endpoint id (libp2p PeerId); empty until the network layer exists. */
+  readonly endpointId: string;
+  readonly startedAtMs: number;
+  readonly nowMs: () => number;
+}
+
+export interface HttpServerOptions {
+  readonly controller: ClusterController;
+  readonly store: KeyValueStore;
+  readonly identity: NodeIdentity;
+  readonly logger?: boolean;
+}
+
+const clusterNode = {
+  type: 'object',
+  required: ['id', 'addr', 'raft_addr'],
+  additionalProperties: false,
+  properties: {
+    id: { type: 'integer', minimum: 1 },
+    addr: { type: 'string', maxLength: 256 },
+    raft_addr: { type: 'string', maxLength: 256 },
+  },
+} as const;
+
+const keyBody = {
+  type: 'object',
+  required: ['key'],
+  additionalProperties: false,
+  properties: { key: { type: 'string', minLength: 1, maxLength: KEY_BYTES_MAX } },
+} as const;
+
+/** The one place where failures become HTTP: AspenError by code, schema failures as INVALID_INPUT. */
+function sendError(reply: FastifyReply, error: unknown): FastifyReply {
+  if (error instanceof AspenError) return reply.code(error.httpStatus).send(error.toJSON());
+  const fastifyError = error as Partial<FastifyError>;
+  if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    return reply.code(413).send(new AspenError('BODY_TOO_LARGE', `request body exceeds ${REQUEST_BODY_BYTES_MAX} bytes`).toJSON());
+  }
+  if (fastifyError.validation !== undefined || fastifyError.statusCode === 400) {
+    return reply.code(400).send(new AspenError('INVALID_INPUT', fastifyError.message ?? 'invalid request').toJSON());
+  }
+  if (fastifyError.statusCode === 415) return reply.code(415).send({ error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send application/json' } });
+  return reply.code(500).send({ error: { code: 'INTERNAL', message: 'internal error' } });
+}
+
+/**
+ * The seed's control-plane API over the ClusterController and KeyValueStore contracts only, so any
+ * engine can stand behind it. Every body is validated by a JSON schema and bounded in size.
+ */
+export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
+  const { controller, store, identity } = options;
+  const app = Fastify({ logger: options.logger ?? false, bodyLimit: REQUEST_BODY_BYTES_MAX });
+  app.setErrorHandler((error, _request, reply) => sendError(reply, error));
+  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } }));
+
+  app.post('/init', {
+    schema: { body: { type: 'object', required: ['initial_members'], additionalProperties: false, properties: { initial_members: { type: 'array', minItems: 1, maxItems: 64, items: clusterNode } } } },
+  }, (request) => controller.init(request.body as Parameters<ClusterController['init']>[0]));
+
+  app.post('/add-learner', {
+    schema: { body: { type: 'object', required: ['learner'], additionalProperties: false, properties: { learner: clusterNode } } },
+  }, (request) => controller.addLearner(request.body as Parameters<ClusterController['addLearner']>[0]));
+
+  app.post('/change-membership', {
+    schema: { body: { type: 'object', required: ['members'], additionalProperties: false, properties: { members: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'integer', minimum: 1 } } } } },
+  }, (request) => controller.changeMembership(request.body as Parameters<ClusterController['changeMembership']>[0]));
+
+  // The command's shape and size limits are checked by validateWriteCommand (typed error codes).
+  app.post('/write', {
+    schema: { body: { type: 'object', required: ['command'], additionalProperties: false, properties: { command: { type: 'object' } } } },
+  }, (request) => store.write(request.body as Parameters<KeyValueStore['write']>[0]));
+
+  app.get('/read', { schema: { querystring: keyBody } }, (request) => store.read(request.query as { key: string }));
+  app.post('/read', { schema: { body: keyBody } }, (request) => store.read(request.body as { key: string }));
+  app.post('/delete', { schema: { body: keyBody } }, (request) => store.delete(request.body as { key: string }));
+
+  app.get('/state', () => controller.currentState());
+  app.get('/metrics', () => controller.getMetrics());
+  app.get('/leader', async () => ({ leader: (await controller.currentState()).leader }));
+  app.post('/trigger-snapshot', () => controller.triggerSnapshot());
+
+  app.get('/health', async (_request, reply) => {
+    const metrics = await controller.getMetrics();
+    const initialized = metrics.membership_config !== null;
+    const hasLeader = metrics.current_leader !== null;
+    const status = hasLeader ? 'healthy' : 'degraded';
+    return reply.code(200).send({
+      status,
+      checks: { initialized, leader: hasLeader, raft_state: metrics.state },
+      node_id: identity.nodeId,
+      raft_node_id: metrics.node_id,
+      endpoint_id: identity.endpointId,
+      uptime_seconds: Math.floor((identity.nowMs() - identity.startedAtMs) / 1000),
+    });
+  });
+  return app;
+}
