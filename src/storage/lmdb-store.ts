@@ -3,6 +3,7 @@ import { open, TransactionFlags, type Database, type RootDatabase } from 'lmdb';
 import type { WriteCommand } from '../api/types.ts';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
 import { applyCommand, decodeSnapshot, encodeSnapshot, type ApplyOutcome, type KvRecord, type RecordStore, type StateMachine } from '../node/kv-state-machine.ts';
+import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
 import { assert } from '../raft/assert.ts';
 import { EMPTY_HARD_STATE, type Entry, type HardState, type MembershipConfig, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
 
@@ -10,6 +11,8 @@ import { EMPTY_HARD_STATE, type Entry, type HardState, type MembershipConfig, ty
 export const STORAGE_FORMAT_VERSION = 1;
 /** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
 export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
+/** Per-record size estimate beyond key and value, for the snapshot size bound. */
+const SNAPSHOT_RECORD_OVERHEAD_BYTES = 32;
 /** Entries removed per truncation or compaction pass are bounded by the log itself; this caps one pass. */
 export const LOG_REMOVE_PER_BATCH_MAX = 10_000_000;
 
@@ -235,10 +238,26 @@ export class LmdbKvStateMachine implements StateMachine {
     return this.storage.kv.get(key);
   }
 
+  /**
+   * The state at the applied index, read from one LMDB read transaction (a consistent view even if
+   * writes land meanwhile), bounded by SNAPSHOT_BYTES_MAX. The node sends it in bounded chunks.
+   */
   snapshot(): Uint8Array {
-    const records: [string, KvRecord][] = [];
-    for (const { key, value } of this.storage.kv.getRange({})) records.push([key, value]);
-    return encodeSnapshot(this.appliedIndex, records);
+    const transaction = this.storage.env.useReadTransaction();
+    try {
+      const appliedIndex = (this.storage.meta.get(META_APPLIED, { transaction }) as number | undefined) ?? 0;
+      assert(appliedIndex === this.appliedIndex, `read transaction sees applied ${appliedIndex}, machine ${this.appliedIndex}`);
+      const records: [string, KvRecord][] = [];
+      let bytes = 0;
+      for (const { key, value } of this.storage.kv.getRange({ transaction })) {
+        bytes += key.length + value.value.length + SNAPSHOT_RECORD_OVERHEAD_BYTES;
+        if (bytes > SNAPSHOT_BYTES_MAX) throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
+        records.push([key, value]);
+      }
+      return encodeSnapshot(appliedIndex, records);
+    } finally {
+      transaction.done();
+    }
   }
 
   /** Replace records, applied index and membership in one transaction: a crash leaves the old state or the new. */

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/node/local-runtime.ts';
+import { encodeSnapshot } from '../../src/node/kv-state-machine.ts';
 import { RaftNode, type Outcome, type WriteApplied } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
@@ -139,6 +140,39 @@ describe('RaftNode on LMDB', () => {
     expect(node.stateMachine.get('k6')?.version).toBe(versionBefore); // no entry applied twice
     expect(node.stateMachine.appliedMembership).toEqual({ voters: [1], votersOutgoing: [], learners: [] });
     expect(node.stateMachine.get('k4')?.value).toBe('v53');
+    node.stop();
+    await storage.close();
+  });
+
+  it('a crash between storing a received snapshot and installing it recovers the snapshot state on restart', async () => {
+    const directory = dataDir();
+    let storage = LmdbStorage.open(directory);
+    const machine = new LmdbKvStateMachine(storage);
+    machine.applyNoop(1, { voters: [1], votersOutgoing: [], learners: [] });
+    machine.apply(2, { Set: { key: 'old', value: 'state' } });
+    const logStore = new LmdbLogStore(storage);
+    await new Promise((resolve) => { logStore.persist({ snapshot: null, hardState: { term: 1, vote: 1, commit: 2 }, entries: [
+      { kind: 'config', term: 1, index: 1, config: { voters: [1], votersOutgoing: [], learners: [] } },
+      { kind: 'blank', term: 1, index: 2 },
+    ] }, resolve); });
+    // The leader's snapshot at 10 is stored (one transaction) and the process dies before the state machine takes it.
+    const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [] };
+    const data = encodeSnapshot(10, [['new', { value: 'snapshot', createIndex: 9, modIndex: 10, version: 2 }]]);
+    await new Promise((resolve) => { logStore.persist({ snapshot: { meta: { index: 10, term: 2, config }, data }, hardState: { term: 2, vote: 0, commit: 10 }, entries: [] }, resolve); });
+    await storage.close();
+    storage = LmdbStorage.open(directory);
+    const reopened = new LmdbLogStore(storage);
+    const { persisted, snapshot } = reopened.load();
+    expect(persisted.entries).toEqual([]);
+    const node = new RaftNode({
+      config: defaultRaftConfig(1), prng: new SeededPrng(1), persisted, snapshot, logStore: reopened,
+      stateMachine: new LmdbKvStateMachine(storage), transport: { send: () => undefined }, clock: systemClock, tickMs: 50,
+    });
+    expect(node.stateMachine.appliedIndex).toBe(10);
+    expect(node.stateMachine.get('new')?.value).toBe('snapshot');
+    expect(node.stateMachine.get('old')).toBeUndefined();
+    expect(node.stateMachine.appliedMembership).toEqual(config);
+    expect(node.status().commitIndex).toBe(10);
     node.stop();
     await storage.close();
   });
