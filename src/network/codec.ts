@@ -1,0 +1,133 @@
+import { Packr } from 'msgpackr';
+import type { SnapshotChunk, WireMessage } from '../node/interfaces.ts';
+import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
+import { APPEND_ENTRIES_MAX } from '../raft/config.ts';
+import { CLUSTER_NODES_MAX, validateConfig } from '../raft/quorum.ts';
+import type { Entry, MembershipConfig, Message, SnapshotMeta } from '../raft/types.ts';
+
+/**
+ * Raft messages on the wire: msgpack, decoded from untrusted bytes into a checked WireMessage.
+ * Anything malformed is refused with a WireFormatError, never passed to the core.
+ */
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+export class WireFormatError extends Error {
+  override readonly name = 'WireFormatError';
+}
+
+export function encodeWireMessage(message: WireMessage): Uint8Array {
+  return packr.pack(message);
+}
+
+type Fields = Record<string, unknown>;
+
+function fail(message: string): never {
+  throw new WireFormatError(message);
+}
+
+function isObject(value: unknown): value is Fields {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function integer(fields: Fields, name: string, min = 0): number {
+  const value = fields[name];
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) fail(`${name} must be an integer >= ${min}`);
+  return value;
+}
+
+function boolean(fields: Fields, name: string): boolean {
+  const value = fields[name];
+  if (typeof value !== 'boolean') fail(`${name} must be a boolean`);
+  return value;
+}
+
+function bytes(value: unknown, name: string, max: number): Uint8Array {
+  if (!(value instanceof Uint8Array)) fail(`${name} must be bytes`);
+  if (value.byteLength > max) fail(`${name} exceeds ${max} bytes`);
+  return value;
+}
+
+function idList(value: unknown, name: string): number[] {
+  if (!Array.isArray(value) || value.length > CLUSTER_NODES_MAX) fail(`${name} must be a list of at most ${CLUSTER_NODES_MAX} ids`);
+  return value.map((id: unknown) => {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) fail(`${name} holds a bad node id`);
+    return id;
+  });
+}
+
+function membership(value: unknown): MembershipConfig {
+  if (!isObject(value)) fail('config must be an object');
+  const config = { voters: idList(value.voters, 'voters'), votersOutgoing: idList(value.votersOutgoing, 'votersOutgoing'), learners: idList(value.learners, 'learners') };
+  const problem = validateConfig(config);
+  if (problem !== null) fail(`bad config: ${problem}`);
+  return config;
+}
+
+function entry(value: unknown): Entry {
+  if (!isObject(value)) fail('entry must be an object');
+  const base = { term: integer(value, 'term'), index: integer(value, 'index', 1) };
+  switch (value.kind) {
+    case 'blank':
+      return { kind: 'blank', ...base };
+    case 'command':
+      return { kind: 'command', ...base, data: bytes(value.data, 'entry data', SNAPSHOT_CHUNK_BYTES_MAX * 4) };
+    case 'config':
+      return { kind: 'config', ...base, config: membership(value.config) };
+    default:
+      return fail('unknown entry kind');
+  }
+}
+
+function snapshotMeta(value: unknown): SnapshotMeta {
+  if (!isObject(value)) fail('snapshot must be an object');
+  return { index: integer(value, 'index', 1), term: integer(value, 'term'), config: membership(value.config) };
+}
+
+function coreMessage(fields: Fields, base: { from: number; to: number; term: number }): Message {
+  switch (fields.type) {
+    case 'pre_vote':
+    case 'vote':
+      return { type: fields.type, ...base, lastLogIndex: integer(fields, 'lastLogIndex'), lastLogTerm: integer(fields, 'lastLogTerm'), transfer: boolean(fields, 'transfer') };
+    case 'pre_vote_response':
+    case 'vote_response':
+      return { type: fields.type, ...base, granted: boolean(fields, 'granted') };
+    case 'append': {
+      const entries = fields.entries;
+      if (!Array.isArray(entries) || entries.length > APPEND_ENTRIES_MAX) fail(`entries must be a list of at most ${APPEND_ENTRIES_MAX}`);
+      return { type: 'append', ...base, prevLogIndex: integer(fields, 'prevLogIndex'), prevLogTerm: integer(fields, 'prevLogTerm'), entries: entries.map(entry), commitIndex: integer(fields, 'commitIndex') };
+    }
+    case 'append_response':
+      return { type: 'append_response', ...base, success: boolean(fields, 'success'), index: integer(fields, 'index'), hintIndex: integer(fields, 'hintIndex'), hintTerm: integer(fields, 'hintTerm') };
+    case 'heartbeat':
+      return { type: 'heartbeat', ...base, commitIndex: integer(fields, 'commitIndex'), readRound: integer(fields, 'readRound') };
+    case 'heartbeat_response':
+      return { type: 'heartbeat_response', ...base, readRound: integer(fields, 'readRound') };
+    case 'snapshot':
+      return { type: 'snapshot', ...base, snapshot: snapshotMeta(fields.snapshot) };
+    case 'timeout_now':
+      return { type: 'timeout_now', ...base };
+    default:
+      return fail('unknown message type');
+  }
+}
+
+function snapshotChunk(fields: Fields, base: { from: number; to: number; term: number }): SnapshotChunk {
+  const data = bytes(fields.data, 'chunk data', SNAPSHOT_CHUNK_BYTES_MAX);
+  const offsetBytes = integer(fields, 'offsetBytes');
+  const totalBytes = integer(fields, 'totalBytes');
+  if (offsetBytes + data.byteLength > totalBytes) fail('chunk runs past the snapshot end');
+  return { type: 'snapshot_chunk', ...base, snapshot: snapshotMeta(fields.snapshot), offsetBytes, totalBytes, data };
+}
+
+/** Decode and check one frame's payload. */
+export function decodeWireMessage(payload: Uint8Array): WireMessage {
+  let decoded: unknown;
+  try {
+    decoded = packr.unpack(payload);
+  } catch (error) {
+    throw new WireFormatError(`not msgpack: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (!isObject(decoded)) fail('a message must be an object');
+  const base = { from: integer(decoded, 'from', 1), to: integer(decoded, 'to', 1), term: integer(decoded, 'term') };
+  return decoded.type === 'snapshot_chunk' ? snapshotChunk(decoded, base) : coreMessage(decoded, base);
+}

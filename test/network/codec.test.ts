@@ -1,0 +1,69 @@
+import fc from 'fast-check';
+import { Packr } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import type { WireMessage } from '../../src/node/interfaces.ts';
+import { decodeWireMessage, encodeWireMessage, WireFormatError } from '../../src/network/codec.ts';
+
+const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [4] };
+const samples: WireMessage[] = [
+  { type: 'pre_vote', from: 1, to: 2, term: 3, lastLogIndex: 10, lastLogTerm: 2, transfer: false },
+  { type: 'vote_response', from: 2, to: 1, term: 3, granted: true },
+  { type: 'append', from: 1, to: 2, term: 3, prevLogIndex: 9, prevLogTerm: 2, commitIndex: 8, entries: [
+    { kind: 'blank', term: 3, index: 10 },
+    { kind: 'command', term: 3, index: 11, data: new Uint8Array([1, 2, 3]) },
+    { kind: 'config', term: 3, index: 12, config },
+  ] },
+  { type: 'append_response', from: 2, to: 1, term: 3, success: false, index: 9, hintIndex: 7, hintTerm: 2 },
+  { type: 'heartbeat', from: 1, to: 2, term: 3, commitIndex: 8, readRound: 4 },
+  { type: 'heartbeat_response', from: 2, to: 1, term: 3, readRound: 4 },
+  { type: 'snapshot', from: 1, to: 2, term: 3, snapshot: { index: 40, term: 3, config } },
+  { type: 'timeout_now', from: 1, to: 2, term: 3 },
+  { type: 'snapshot_chunk', from: 1, to: 2, term: 3, snapshot: { index: 40, term: 3, config }, offsetBytes: 0, totalBytes: 3, data: new Uint8Array([7, 8, 9]) },
+];
+
+/** Compare bytes, not classes (msgpack decodes to Buffer, whose toJSON runs before any replacer). */
+const plain = (value: unknown): unknown =>
+  JSON.parse(
+    JSON.stringify(value, (_key, item: unknown) => {
+      if (item instanceof Uint8Array) return [...item];
+      const buffer = item as { type?: unknown; data?: unknown } | null;
+      return buffer?.type === 'Buffer' && Array.isArray(buffer.data) ? buffer.data : item;
+    }),
+  );
+
+describe('wire codec', () => {
+  it('round-trips every message type', () => {
+    for (const message of samples) expect(plain(decodeWireMessage(encodeWireMessage(message)))).toEqual(plain(message));
+  });
+
+  it('refuses malformed messages with WireFormatError (never a crash)', () => {
+    const packr = new Packr({ useRecords: false });
+    const bad: unknown[] = [
+      null, 42, 'text', [], {},
+      { type: 'append', from: 1, to: 2, term: 3, prevLogIndex: 0, prevLogTerm: 0, commitIndex: 0, entries: 'nope' },
+      { type: 'append', from: 1, to: 2, term: 3, prevLogIndex: 0, prevLogTerm: 0, commitIndex: 0, entries: [{ kind: 'weird', term: 1, index: 1 }] },
+      { type: 'vote', from: 0, to: 2, term: 3, lastLogIndex: 0, lastLogTerm: 0, transfer: false },
+      { type: 'vote', from: 1, to: 2, term: -1, lastLogIndex: 0, lastLogTerm: 0, transfer: false },
+      { type: 'heartbeat', from: 1, to: 2, term: 2 ** 60, commitIndex: 0, readRound: 0 },
+      { type: 'snapshot', from: 1, to: 2, term: 3, snapshot: { index: 4, term: 1, config: { voters: [], votersOutgoing: [], learners: [] } } },
+      { type: 'snapshot_chunk', from: 1, to: 2, term: 3, snapshot: { index: 4, term: 1, config }, offsetBytes: 2, totalBytes: 3, data: new Uint8Array(5) },
+      { type: 'mystery', from: 1, to: 2, term: 3 },
+    ];
+    for (const value of bad) expect(() => decodeWireMessage(packr.pack(value))).toThrow(WireFormatError);
+    expect(() => decodeWireMessage(new Uint8Array([0xc1]))).toThrow(WireFormatError);
+  });
+
+  it('never throws anything but WireFormatError on random bytes (property)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (payload) => {
+        try {
+          decodeWireMessage(payload);
+        } catch (error) {
+          return error instanceof WireFormatError;
+        }
+        return true;
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+});
