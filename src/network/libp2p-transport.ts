@@ -1,0 +1,205 @@
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import type { Connection, PrivateKey, Stream } from '@libp2p/interface';
+import { tcp } from '@libp2p/tcp';
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
+import { createLibp2p, type Libp2p } from 'libp2p';
+import type { Transport, WireMessage } from '../node/interfaces.ts';
+import { assert } from '../raft/assert.ts';
+import type { NodeId } from '../raft/types.ts';
+import { decodeWireMessage, encodeWireMessage } from './codec.ts';
+import { encodeFrame, FrameDecoder } from './frame.ts';
+
+/** The Raft protocol: length-prefixed msgpack frames on one long-lived stream per peer and direction. */
+export const RAFT_PROTOCOL = '/aspen/raft/1.0.0';
+/** Frames waiting for a stream to open or drain; past it frames are dropped (Raft tolerates loss) and counted. */
+export const OUTBOUND_FRAMES_QUEUED_MAX = 4_096;
+export const DIAL_TIMEOUT_MS = 5_000;
+/** After a failed dial, wait this long before trying the peer again. */
+export const REDIAL_BACKOFF_MS = 500;
+
+export interface Libp2pTransportOptions {
+  readonly nodeId: NodeId;
+  /** Listen address, e.g. /ip4/127.0.0.1/tcp/26001 (port 0 picks one). */
+  readonly listen: string;
+  readonly privateKey?: PrivateKey;
+  /** Called for every well-formed message addressed to this node. */
+  readonly onMessage: (message: WireMessage) => void;
+}
+
+interface Outbound {
+  readonly address: Multiaddr;
+  stream: Stream | null;
+  /** The stream's send buffer is full: queue until it drains. */
+  blocked: boolean;
+  opening: boolean;
+  queue: Uint8Array[];
+  retryAtMs: number;
+}
+
+/** "127.0.0.1:26002" (the seed's raft_addr) or a multiaddr string, as a multiaddr. */
+export function toMultiaddr(address: string): Multiaddr {
+  if (address.startsWith('/')) return multiaddr(address);
+  const match = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(address);
+  if (match === null) throw new RangeError(`not host:port or a multiaddr: ${address}`);
+  return multiaddr(`/ip4/${match[1] ?? ''}/tcp/${match[2] ?? ''}`);
+}
+
+/**
+ * Raft over libp2p (TCP + Noise + Yamux): outbound frames to a peer share one long-lived stream
+ * (opening one costs ~1.5 ms, so never one per RPC); inbound streams are decoded frame by frame and
+ * every malformed or misaddressed frame is dropped and counted. Peers are found by the address map,
+ * which discovery will keep current (addPeer/removePeer).
+ */
+export class Libp2pTransport implements Transport {
+  readonly nodeId: NodeId;
+  private readonly libp2p: Libp2p;
+  private readonly onMessage: (message: WireMessage) => void;
+  private readonly peers = new Map<NodeId, Outbound>();
+  framesDropped = 0;
+  framesRejected = 0;
+
+  private constructor(nodeId: NodeId, libp2p: Libp2p, onMessage: (message: WireMessage) => void) {
+    this.nodeId = nodeId;
+    this.libp2p = libp2p;
+    this.onMessage = onMessage;
+  }
+
+  static async create(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
+    const libp2p = await createLibp2p({
+      ...(options.privateKey === undefined ? {} : { privateKey: options.privateKey }),
+      addresses: { listen: [options.listen] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+    });
+    const transport = new Libp2pTransport(options.nodeId, libp2p, options.onMessage);
+    await libp2p.handle(RAFT_PROTOCOL, (stream: Stream) => { transport.acceptStream(stream); });
+    return transport;
+  }
+
+  get listenAddresses(): string[] {
+    return this.libp2p.getMultiaddrs().map((address) => address.toString());
+  }
+
+  get peerId(): string {
+    return this.libp2p.peerId.toString();
+  }
+
+  addPeer(id: NodeId, address: string): void {
+    assert(id !== this.nodeId, 'a node is not its own peer');
+    const existing = this.peers.get(id);
+    const target = toMultiaddr(address);
+    if (existing !== undefined && existing.address.equals(target)) return;
+    this.removePeer(id);
+    this.peers.set(id, { address: target, stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0 });
+  }
+
+  removePeer(id: NodeId): void {
+    const peer = this.peers.get(id);
+    if (peer === undefined) return;
+    this.peers.delete(id);
+    peer.stream?.abort(new Error('peer removed'));
+  }
+
+  send(message: WireMessage): void {
+    const peer = this.peers.get(message.to);
+    if (peer === undefined) {
+      this.framesDropped += 1;
+      return;
+    }
+    const frame = encodeFrame(encodeWireMessage(message));
+    if (peer.stream !== null && !peer.blocked && peer.queue.length === 0) {
+      // send() accepts the bytes; false means the buffer is now full and later frames must wait.
+      if (!peer.stream.send(frame)) peer.blocked = true;
+      return;
+    }
+    if (peer.queue.length >= OUTBOUND_FRAMES_QUEUED_MAX) {
+      this.framesDropped += 1;
+      return;
+    }
+    peer.queue.push(frame);
+    if (peer.stream === null) this.open(message.to, peer);
+  }
+
+  private open(id: NodeId, peer: Outbound): void {
+    if (peer.opening || Date.now() < peer.retryAtMs) return;
+    peer.opening = true;
+    this.libp2p
+      .dialProtocol(peer.address, RAFT_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
+      .then((stream) => {
+        peer.opening = false;
+        if (this.peers.get(id) !== peer) {
+          stream.abort(new Error('peer removed while dialing'));
+          return;
+        }
+        peer.stream = stream;
+        peer.blocked = false;
+        stream.addEventListener('close', () => { if (peer.stream === stream) peer.stream = null; });
+        stream.addEventListener('drain', () => {
+          peer.blocked = false;
+          this.flush(peer);
+        });
+        this.flush(peer);
+      })
+      .catch(() => {
+        peer.opening = false;
+        peer.retryAtMs = Date.now() + REDIAL_BACKOFF_MS;
+        this.framesDropped += peer.queue.length;
+        peer.queue = [];
+      });
+  }
+
+  private flush(peer: Outbound): void {
+    const stream = peer.stream;
+    if (stream === null) return;
+    let sent = 0;
+    for (const frame of peer.queue) {
+      if (peer.blocked) break;
+      sent += 1;
+      if (!stream.send(frame)) peer.blocked = true; // accepted, but wait for 'drain' before more
+    }
+    peer.queue = peer.queue.slice(sent);
+  }
+
+  private acceptStream(stream: Stream): void {
+    const decoder = new FrameDecoder();
+    stream.addEventListener('message', (event) => {
+      const data = event.data instanceof Uint8Array ? event.data : event.data.subarray();
+      let frames: Uint8Array[];
+      try {
+        frames = decoder.push(data);
+      } catch {
+        this.framesRejected += 1;
+        stream.abort(new Error('oversized frame'));
+        return;
+      }
+      for (const frame of frames) this.deliver(frame);
+    });
+  }
+
+  private deliver(frame: Uint8Array): void {
+    let message: WireMessage;
+    try {
+      message = decodeWireMessage(frame);
+    } catch {
+      this.framesRejected += 1;
+      return;
+    }
+    if (message.to !== this.nodeId) {
+      this.framesRejected += 1;
+      return;
+    }
+    this.onMessage(message);
+  }
+
+  async stop(): Promise<void> {
+    for (const id of [...this.peers.keys()]) this.removePeer(id);
+    await this.libp2p.stop();
+  }
+
+  /** Open connections (for tests and metrics). */
+  connections(): Connection[] {
+    return this.libp2p.getConnections();
+  }
+}

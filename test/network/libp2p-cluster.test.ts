@@ -1,0 +1,77 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { WireMessage } from '../../src/node/interfaces.ts';
+import { RaftControlClient } from '../../src/node/control-client.ts';
+import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
+import { systemClock } from '../../src/node/local-runtime.ts';
+import { RaftNode } from '../../src/node/raft-node.ts';
+import { Libp2pTransport, toMultiaddr } from '../../src/network/libp2p-transport.ts';
+import { defaultRaftConfig } from '../../src/raft/config.ts';
+import { SeededPrng } from '../../src/raft/prng.ts';
+import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function transport(nodeId: number, onMessage: (message: WireMessage) => void): Promise<Libp2pTransport> {
+  const created = await Libp2pTransport.create({ nodeId, listen: '/ip4/127.0.0.1/tcp/0', onMessage });
+  cleanups.push(() => created.stop());
+  return created;
+}
+
+async function eventually(check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  expect(check()).toBe(true);
+}
+
+describe('Raft over libp2p on loopback (TCP + Noise + Yamux)', () => {
+  it('delivers frames between two transports and drops misaddressed or malformed ones', async () => {
+    const received: WireMessage[] = [];
+    const a = await transport(1, () => undefined);
+    const b = await transport(2, (message) => received.push(message));
+    a.addPeer(2, b.listenAddresses[0] ?? '');
+    for (let round = 1; round <= 100; round += 1) a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: round, readRound: round });
+    await eventually(() => received.length === 100, 5_000);
+    expect(received.map((message) => (message.type === 'heartbeat' ? message.readRound : 0))).toEqual(Array.from({ length: 100 }, (_, index) => index + 1));
+    expect(a.connections()).toHaveLength(1); // one connection, one long-lived stream
+    a.send({ type: 'heartbeat', from: 1, to: 3, term: 1, commitIndex: 0, readRound: 0 }); // no such peer
+    expect(a.framesDropped).toBe(1);
+  });
+
+  it('parses the seed raft_addr form', () => {
+    expect(toMultiaddr('127.0.0.1:26001').toString()).toBe('/ip4/127.0.0.1/tcp/26001');
+    expect(() => toMultiaddr('not an address')).toThrow(RangeError);
+  });
+
+  it('three RaftNodes elect a leader, replicate a write and serve a linearizable read over libp2p', async () => {
+    const nodes = new Map<number, RaftNode>();
+    const transports = new Map<number, Libp2pTransport>();
+    for (const id of [1, 2, 3]) {
+      const created = await transport(id, (message) => { nodes.get(id)?.deliver(message); });
+      transports.set(id, created);
+    }
+    for (const [id, created] of transports) {
+      for (const [peerId, peer] of transports) if (peerId !== id) created.addPeer(peerId, peer.listenAddresses[0] ?? '');
+      const logStore = new MemoryLogStore();
+      const node = new RaftNode({
+        config: { ...defaultRaftConfig(id), electionTicksMin: 10, electionTicksMax: 20, heartbeatTicks: 2 },
+        prng: new SeededPrng(id), persisted: logStore.load().persisted, logStore, stateMachine: new MemoryKvStateMachine(),
+        transport: created, clock: systemClock, tickMs: 10,
+      });
+      node.start();
+      nodes.set(id, node);
+      cleanups.push(() => { node.stop(); });
+    }
+    const first = new RaftControlClient(nodes.get(1) as RaftNode);
+    await first.init({ initial_members: [1, 2, 3].map((id) => ({ id, addr: `node-${id}`, raft_addr: transports.get(id)?.listenAddresses[0] ?? '' })) });
+    await eventually(() => [...nodes.values()].some((node) => node.status().role === 'leader'), 5_000);
+    const leader = [...nodes.values()].find((node) => node.status().role === 'leader') as RaftNode;
+    const client = new RaftControlClient(leader);
+    const written = await client.write({ command: { Set: { key: 'greeting', value: 'hello world' } } });
+    await eventually(() => [...nodes.values()].every((node) => node.status().appliedIndex >= written.log_index), 5_000);
+    expect((await client.read({ key: 'greeting' })).value).toBe('hello world');
+    for (const node of nodes.values()) expect(node.stateMachine.get('greeting')?.value).toBe('hello world');
+  });
+});
