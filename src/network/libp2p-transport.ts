@@ -1,12 +1,13 @@
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
-import type { Connection, PrivateKey, Stream } from '@libp2p/interface';
+import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import type { Transport, WireMessage } from '../node/interfaces.ts';
 import { assert } from '../raft/assert.ts';
 import type { NodeId } from '../raft/types.ts';
+import { AUTH_PROTOCOL, authenticateAsDialer, authenticateAsListener, deriveAuthKey } from './auth.ts';
 import { decodeWireMessage, encodeWireMessage } from './codec.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 
@@ -23,12 +24,17 @@ export interface Libp2pTransportOptions {
   /** Listen address, e.g. /ip4/127.0.0.1/tcp/26001 (port 0 picks one). */
   readonly listen: string;
   readonly privateKey?: PrivateKey;
+  /** The shared cluster cookie: only peers that prove it are served. */
+  readonly cookie: string;
   /** Called for every well-formed message addressed to this node. */
   readonly onMessage: (message: WireMessage) => void;
+  /** One line per notable event (authentication refusals on both sides). */
+  readonly log?: (line: string) => void;
 }
 
 interface Outbound {
-  readonly address: Multiaddr;
+  /** Where to reach the peer: an address, or the peer id learned from its own connection. */
+  readonly address: Multiaddr | PeerId;
   stream: Stream | null;
   /** The stream's send buffer is full: queue until it drains. */
   blocked: boolean;
@@ -56,13 +62,20 @@ export class Libp2pTransport implements Transport {
   private readonly libp2p: Libp2p;
   private readonly onMessage: (message: WireMessage) => void;
   private readonly peers = new Map<NodeId, Outbound>();
+  /** Connections whose peer proved the cookie (authentication is per connection). */
+  private readonly authenticated = new Set<string>();
+  private readonly authKey: Buffer;
+  private readonly log: (line: string) => void;
   framesDropped = 0;
   framesRejected = 0;
+  authRefusals = 0;
 
-  private constructor(nodeId: NodeId, libp2p: Libp2p, onMessage: (message: WireMessage) => void) {
-    this.nodeId = nodeId;
+  private constructor(options: Libp2pTransportOptions, libp2p: Libp2p) {
+    this.nodeId = options.nodeId;
     this.libp2p = libp2p;
-    this.onMessage = onMessage;
+    this.onMessage = options.onMessage;
+    this.authKey = deriveAuthKey(options.cookie);
+    this.log = options.log ?? (() => undefined);
   }
 
   static async create(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
@@ -73,8 +86,10 @@ export class Libp2pTransport implements Transport {
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
     });
-    const transport = new Libp2pTransport(options.nodeId, libp2p, options.onMessage);
-    await libp2p.handle(RAFT_PROTOCOL, (stream: Stream) => { transport.acceptStream(stream); });
+    const transport = new Libp2pTransport(options, libp2p);
+    await libp2p.handle(AUTH_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptAuth(stream, connection); });
+    await libp2p.handle(RAFT_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptStream(stream, connection); });
+    libp2p.addEventListener('connection:close', (event) => { transport.authenticated.delete(event.detail.id); });
     return transport;
   }
 
@@ -90,7 +105,7 @@ export class Libp2pTransport implements Transport {
     assert(id !== this.nodeId, 'a node is not its own peer');
     const existing = this.peers.get(id);
     const target = toMultiaddr(address);
-    if (existing !== undefined && existing.address.equals(target)) return;
+    if (existing !== undefined && existing.address.toString() === target.toString()) return;
     this.removePeer(id);
     this.peers.set(id, { address: target, stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0 });
   }
@@ -122,11 +137,30 @@ export class Libp2pTransport implements Transport {
     if (peer.stream === null) this.open(message.to, peer);
   }
 
+  /** Dial (or reuse) a connection, authenticate it once, then open the long-lived Raft stream. */
+  private async dialRaft(peer: Outbound): Promise<Stream> {
+    const connection = await this.libp2p.dial(peer.address, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
+    if (!this.authenticated.has(connection.id)) {
+      const stream = await connection.newStream(AUTH_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
+      try {
+        await authenticateAsDialer(stream, this.authKey, this.peerId, connection.remotePeer.toString());
+      } catch (error) {
+        this.authRefusals += 1;
+        this.log(`auth: refused connection to ${connection.remotePeer.toString()} at ${connection.remoteAddr.toString()}: ${error instanceof Error ? error.message : String(error)}`);
+        stream.abort(error instanceof Error ? error : new Error(String(error)));
+        await connection.close();
+        throw error;
+      }
+      this.authenticated.add(connection.id);
+      await stream.close();
+    }
+    return connection.newStream(RAFT_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
+  }
+
   private open(id: NodeId, peer: Outbound): void {
     if (peer.opening || Date.now() < peer.retryAtMs) return;
     peer.opening = true;
-    this.libp2p
-      .dialProtocol(peer.address, RAFT_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
+    this.dialRaft(peer)
       .then((stream) => {
         peer.opening = false;
         if (this.peers.get(id) !== peer) {
@@ -162,7 +196,25 @@ export class Libp2pTransport implements Transport {
     peer.queue = peer.queue.slice(sent);
   }
 
-  private acceptStream(stream: Stream): void {
+  private acceptAuth(stream: Stream, connection: Connection): void {
+    const remote = connection.remotePeer.toString();
+    authenticateAsListener(stream, this.authKey, remote, this.peerId)
+      .then(() => { this.authenticated.add(connection.id); })
+      .catch((error: unknown) => {
+        this.authRefusals += 1;
+        this.log(`auth: refused connection from ${remote} at ${connection.remoteAddr.toString()}: ${error instanceof Error ? error.message : String(error)}`);
+        stream.abort(error instanceof Error ? error : new Error(String(error)));
+        void connection.close();
+      });
+  }
+
+  private acceptStream(stream: Stream, connection: Connection): void {
+    if (!this.authenticated.has(connection.id)) {
+      this.authRefusals += 1;
+      this.log(`auth: refused a Raft stream from unauthenticated ${connection.remotePeer.toString()}`);
+      stream.abort(new Error('authenticate first'));
+      return;
+    }
     const decoder = new FrameDecoder();
     stream.addEventListener('message', (event) => {
       const data = event.data instanceof Uint8Array ? event.data : event.data.subarray();
@@ -174,11 +226,11 @@ export class Libp2pTransport implements Transport {
         stream.abort(new Error('oversized frame'));
         return;
       }
-      for (const frame of frames) this.deliver(frame);
+      for (const frame of frames) this.deliver(frame, connection.remotePeer);
     });
   }
 
-  private deliver(frame: Uint8Array): void {
+  private deliver(frame: Uint8Array, remotePeer: PeerId): void {
     let message: WireMessage;
     try {
       message = decodeWireMessage(frame);
@@ -189,6 +241,10 @@ export class Libp2pTransport implements Transport {
     if (message.to !== this.nodeId) {
       this.framesRejected += 1;
       return;
+    }
+    // A node that reached us can be answered over its own connection even before discovery knows it.
+    if (message.from !== this.nodeId && !this.peers.has(message.from)) {
+      this.peers.set(message.from, { address: remotePeer, stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0 });
     }
     this.onMessage(message);
   }

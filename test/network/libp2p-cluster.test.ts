@@ -4,7 +4,13 @@ import { RaftControlClient } from '../../src/node/control-client.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
-import { Libp2pTransport, toMultiaddr } from '../../src/network/libp2p-transport.ts';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { tcp } from '@libp2p/tcp';
+import { createLibp2p } from 'libp2p';
+import { encodeWireMessage } from '../../src/network/codec.ts';
+import { encodeFrame } from '../../src/network/frame.ts';
+import { Libp2pTransport, RAFT_PROTOCOL, toMultiaddr } from '../../src/network/libp2p-transport.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
@@ -14,8 +20,8 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function transport(nodeId: number, onMessage: (message: WireMessage) => void): Promise<Libp2pTransport> {
-  const created = await Libp2pTransport.create({ nodeId, listen: '/ip4/127.0.0.1/tcp/0', onMessage });
+async function transport(nodeId: number, onMessage: (message: WireMessage) => void, cookie = 'test-cluster', log?: (line: string) => void): Promise<Libp2pTransport> {
+  const created = await Libp2pTransport.create({ nodeId, listen: '/ip4/127.0.0.1/tcp/0', onMessage, cookie, ...(log === undefined ? {} : { log }) });
   cleanups.push(() => created.stop());
   return created;
 }
@@ -38,6 +44,49 @@ describe('Raft over libp2p on loopback (TCP + Noise + Yamux)', () => {
     expect(a.connections()).toHaveLength(1); // one connection, one long-lived stream
     a.send({ type: 'heartbeat', from: 1, to: 3, term: 1, commitIndex: 0, readRound: 0 }); // no such peer
     expect(a.framesDropped).toBe(1);
+  });
+
+  it('answers a node it only heard from, over that node\'s own connection', async () => {
+    const received: WireMessage[] = [];
+    let b: Libp2pTransport | null = null;
+    const a = await transport(1, (message) => received.push(message));
+    b = await transport(2, (message) => { b?.send({ type: 'heartbeat_response', from: 2, to: message.from, term: 1, readRound: 7 }); });
+    a.addPeer(2, b.listenAddresses[0] ?? ''); // b never learns a's address
+    a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 7 });
+    await eventually(() => received.length === 1, 5_000);
+    expect(received[0]).toMatchObject({ type: 'heartbeat_response', from: 2, readRound: 7 });
+  });
+
+  it('a node with another cookie can neither send nor receive, and both sides log the refusal', async () => {
+    const logsA: string[] = [];
+    const logsB: string[] = [];
+    const received: WireMessage[] = [];
+    const a = await transport(1, () => undefined, 'cluster-one', (line) => logsA.push(line));
+    const b = await transport(2, (message) => received.push(message), 'cluster-two', (line) => logsB.push(line));
+    a.addPeer(2, b.listenAddresses[0] ?? '');
+    a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 1 });
+    await eventually(() => logsA.length > 0 && logsB.length > 0, 5_000);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(received).toEqual([]);
+    expect(logsA.join('\n')).toMatch(/refused connection to/);
+    expect(logsB.join('\n')).toMatch(/refused connection from/);
+    expect(a.authRefusals + b.authRefusals).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a peer that skips authentication gets no Raft stream served', async () => {
+    const logs: string[] = [];
+    const received: WireMessage[] = [];
+    const b = await transport(2, (message) => received.push(message), 'test-cluster', (line) => logs.push(line));
+    const intruder = await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] });
+    cleanups.push(() => intruder.stop());
+    const stream = await intruder.dialProtocol(toMultiaddr(b.listenAddresses[0] ?? ''), RAFT_PROTOCOL);
+    try {
+      stream.send(encodeFrame(encodeWireMessage({ type: 'heartbeat', from: 1, to: 2, term: 9, commitIndex: 0, readRound: 0 })));
+    } catch {
+      // The listener may already have reset the stream: that is the refusal.
+    }
+    await eventually(() => logs.some((line) => line.includes('unauthenticated')), 5_000);
+    expect(received).toEqual([]);
   });
 
   it('parses the seed raft_addr form', () => {
