@@ -96,3 +96,12 @@ export function commandKeys(command: WriteCommand): string[] {
   if ('SetMulti' in command) return command.SetMulti.pairs.map((pair) => pair[0]);
   return [...command.DeleteMulti.keys];
 }
+
+/** A raft_addr is "ipv4:port" (the seed's form) or a multiaddr ("/ip4/…/tcp/…"). */
+export function isRaftAddress(text: string): boolean {
+  if (text.startsWith('/')) return text.length <= 256 && !/\s/.test(text);
+  const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/.exec(text);
+  if (match === null) return false;
+  const octets = match.slice(1, 5).map(Number);
+  return octets.every((octet) => octet <= 255) && Number(match[5]) <= 65_535;
+}

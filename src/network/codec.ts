@@ -3,7 +3,7 @@ import type { SnapshotChunk, WireMessage } from '../node/interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
 import { APPEND_ENTRIES_MAX } from '../raft/config.ts';
 import { CLUSTER_NODES_MAX, validateConfig } from '../raft/quorum.ts';
-import type { Entry, MembershipConfig, Message, SnapshotMeta } from '../raft/types.ts';
+import type { Entry, MembershipConfig, Message, NodeAddress, SnapshotMeta } from '../raft/types.ts';
 
 /**
  * Raft messages on the wire: msgpack, decoded from untrusted bytes into a checked WireMessage.
@@ -55,9 +55,27 @@ function idList(value: unknown, name: string): number[] {
   });
 }
 
+/** Longest accepted address or name string in a configuration. */
+const ADDRESS_CHARS_MAX = 256;
+
+function text(fields: Fields, name: string): string {
+  const value = fields[name];
+  if (typeof value !== 'string' || value.length > ADDRESS_CHARS_MAX) fail(`${name} must be a string of at most ${ADDRESS_CHARS_MAX} characters`);
+  return value;
+}
+
+function nodeAddresses(value: unknown): NodeAddress[] {
+  if (!Array.isArray(value) || value.length > CLUSTER_NODES_MAX) fail(`nodes must be a list of at most ${CLUSTER_NODES_MAX}`);
+  return value.map((node: unknown) => {
+    if (!isObject(node)) fail('a node address must be an object');
+    return { id: integer(node, 'id', 1), addr: text(node, 'addr'), raftAddr: text(node, 'raftAddr') };
+  });
+}
+
 function membership(value: unknown): MembershipConfig {
   if (!isObject(value)) fail('config must be an object');
-  const config = { voters: idList(value.voters, 'voters'), votersOutgoing: idList(value.votersOutgoing, 'votersOutgoing'), learners: idList(value.learners, 'learners') };
+  const base = { voters: idList(value.voters, 'voters'), votersOutgoing: idList(value.votersOutgoing, 'votersOutgoing'), learners: idList(value.learners, 'learners') };
+  const config: MembershipConfig = value.nodes === undefined ? base : { ...base, nodes: nodeAddresses(value.nodes) };
   const problem = validateConfig(config);
   if (problem !== null) fail(`bad config: ${problem}`);
   return config;

@@ -1,6 +1,6 @@
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { validateWriteCommand, validateKey } from '../api/limits.ts';
+import { isRaftAddress, validateKey, validateWriteCommand } from '../api/limits.ts';
 import type {
   AddLearnerRequest,
   ChangeMembershipRequest,
@@ -46,8 +46,6 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   private readonly node: RaftNode;
   private readonly requestTimeoutMs: number;
   private readonly learnerCatchUpTimeoutMs: number;
-  /** Addresses of known nodes; the membership issue replicates them inside config entries. */
-  private readonly nodes = new Map<NodeId, ClusterNode>();
 
   constructor(node: RaftNode, options: RaftControlClientOptions = {}) {
     const timeout = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
@@ -65,9 +63,9 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     if (membership.voters.includes(learner.id) || membership.votersOutgoing.includes(learner.id)) {
       throw new AspenError('INVALID_INPUT', `node ${learner.id} is already a voter`);
     }
-    this.nodes.set(learner.id, learner);
     if (!membership.learners.includes(learner.id)) {
-      const target = { voters: membership.voters, learners: [...membership.learners, learner.id] };
+      const nodes = [{ id: learner.id, addr: learner.addr, raftAddr: learner.raft_addr }];
+      const target = { voters: membership.voters, learners: [...membership.learners, learner.id], nodes };
       await this.call<MembershipConfig>('add-learner', (callback) => { this.node.changeMembership(target, callback); });
     }
     await this.waitCaughtUp(learner.id, status.lastIndex);
@@ -135,17 +133,20 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
 
   async init(request: InitRequest): Promise<ClusterState> {
     const members = validateInitRequest(request);
+    const nodes = members.map((member) => ({ id: member.id, addr: member.addr, raftAddr: member.raft_addr }));
     await this.call<null>('init', (callback) => {
-      this.node.init({ voters: members.map((member) => member.id), votersOutgoing: [], learners: [] }, callback);
+      this.node.init({ voters: members.map((member) => member.id), votersOutgoing: [], learners: [], nodes }, callback);
     });
-    for (const member of members) this.nodes.set(member.id, member);
     return this.currentState();
   }
 
   currentState(): Promise<ClusterState> {
     const status = this.node.status();
     const membership = status.membership;
-    const describe = (id: NodeId): ClusterNode => this.nodes.get(id) ?? { id, addr: `node-${id}`, raft_addr: '' };
+    const describe = (id: NodeId): ClusterNode => {
+      const known = membership?.nodes?.find((node) => node.id === id);
+      return known === undefined ? { id, addr: `node-${id}`, raft_addr: '' } : { id, addr: known.addr, raft_addr: known.raftAddr };
+    };
     const voters = membership === null ? [] : [...new Set([...membership.voters, ...membership.votersOutgoing])].sort((a, b) => a - b);
     const learners = membership === null ? [] : [...membership.learners].sort((a, b) => a - b);
     return Promise.resolve({
@@ -241,6 +242,9 @@ function validateClusterNode(value: unknown, what: string): ClusterNode {
   }
   if (candidate.addr.length > ADDRESS_LENGTH_MAX || candidate.raft_addr.length > ADDRESS_LENGTH_MAX) {
     throw new AspenError('INVALID_INPUT', `${what} ${candidate.id}: addresses are at most ${ADDRESS_LENGTH_MAX} characters`);
+  }
+  if (!isRaftAddress(candidate.raft_addr)) {
+    throw new AspenError('INVALID_INPUT', `${what} ${candidate.id}: raft_addr must be ip:port or a multiaddr, got "${candidate.raft_addr}"`);
   }
   return { id: candidate.id, addr: candidate.addr, raft_addr: candidate.raft_addr };
 }

@@ -5,7 +5,7 @@ import type { RaftConfig } from '../raft/config.ts';
 import { RaftCore, type RaftStatus } from '../raft/core.ts';
 import type { RaftRejection } from '../raft/errors.ts';
 import type { Prng } from '../raft/prng.ts';
-import type { Entry, MembershipConfig, Message, NodeId, PersistedState, Ready } from '../raft/types.ts';
+import type { Entry, MembershipConfig, Message, NodeAddress, NodeId, PersistedState, Ready } from '../raft/types.ts';
 import { BoundedQueue } from './bounded-queue.ts';
 import { decodeCommand, encodeCommand } from './codec.ts';
 import type { Clock, LogStore, PersistBatch, RaftNodeObserver, Snapshot, SnapshotChunk, Transport, WireMessage } from './interfaces.ts';
@@ -52,6 +52,7 @@ type MailboxItem =
 export interface MembershipTarget {
   readonly voters: readonly NodeId[];
   readonly learners: readonly NodeId[];
+  readonly nodes?: readonly NodeAddress[];
 }
 
 /** A membership change waiting to take effect: its entry, then (for a joint change) C_new. */
@@ -91,6 +92,8 @@ export interface RaftNodeOptions {
   readonly snapshot?: Snapshot | null;
   readonly snapshotThresholdEntries?: number;
   readonly snapshotChunkBytes?: number;
+  /** Told the configuration in effect at start and whenever it changes (to keep the transport's peers current). */
+  readonly onMembership?: (config: MembershipConfig) => void;
 }
 
 /**
@@ -114,6 +117,7 @@ export class RaftNode {
   private receivedSnapshot: Snapshot | null = null;
   private readonly snapshotThresholdEntries: number;
   private readonly snapshotChunkBytes: number;
+  private announcedMembership: MembershipConfig | null = null;
   private nextReadId = 1;
   private turnScheduled = false;
   private persisting = false;
@@ -147,7 +151,16 @@ export class RaftNode {
   start(): void {
     assert(!this.started, 'start a node once');
     this.started = true;
+    this.announceMembership();
     this.scheduleTick();
+  }
+
+  /** Tell the owner about a new configuration (compared by identity: the core replaces, never mutates). */
+  private announceMembership(): void {
+    const config = this.core.membershipConfig;
+    if (config === null || config === this.announcedMembership) return;
+    this.announcedMembership = config;
+    this.options.onMembership?.(config);
   }
 
   private scheduleTick(): void {
@@ -276,6 +289,7 @@ export class RaftNode {
       this.handle(item);
       if (this.snapshotInProgress()) return; // handle() started writing a snapshot
     }
+    this.announceMembership();
     if (this.core.hasReady()) this.startReady();
     else if (this.snapshotDue()) this.takeSnapshot(null);
     else if (this.mailbox.length > 0) this.scheduleTurn();

@@ -16,6 +16,7 @@ import {
   type InstallSnapshot,
   type MembershipConfig,
   type Message,
+  type NodeAddress,
   type NodeId,
   type PersistedState,
   type ReadFailure,
@@ -201,7 +202,11 @@ export class RaftCore {
    * joint consensus (C_old,new, then C_new once that commits); a change of learners only is one
    * entry. One change at a time: the previous one must be committed and not joint.
    */
-  proposeMembership(target: { readonly voters: readonly NodeId[]; readonly learners: readonly NodeId[] }): RaftResult<ProposeAccepted> {
+  proposeMembership(target: {
+    readonly voters: readonly NodeId[];
+    readonly learners: readonly NodeId[];
+    readonly nodes?: readonly NodeAddress[];
+  }): RaftResult<ProposeAccepted> {
     this.assertNoReadyOutstanding();
     if (this.membership === null) return rejected({ code: 'not_initialized' });
     const refusal = this.proposalRefusal();
@@ -220,7 +225,12 @@ export class RaftCore {
       }
     }
     const votersChange = !sameMembers(voters, current.voters);
-    const config: MembershipConfig = { voters, votersOutgoing: votersChange ? [...current.voters] : [], learners };
+    const members = [...voters, ...learners, ...(votersChange ? current.voters : [])];
+    // Addresses travel with the configuration; members keep theirs unless the change brings new ones.
+    const known = new Map((current.nodes ?? []).map((node) => [node.id, node]));
+    for (const node of target.nodes ?? []) known.set(node.id, node);
+    const nodes = [...known.values()].filter((node) => members.includes(node.id)).sort((a, b) => a.id - b.id);
+    const config: MembershipConfig = { voters, votersOutgoing: votersChange ? [...current.voters] : [], learners, nodes };
     return ok(this.appendConfig(config));
   }
 
@@ -381,6 +391,11 @@ export class RaftCore {
     // The leader counts itself only for entries on its own disk, so commit may move now.
     if (stableAdvanced && this.role === 'leader' && this.maybeCommit()) this.broadcastAppend(true);
     this.log.check();
+  }
+
+  /** The configuration in effect (newest in the log), without building a full status. */
+  get membershipConfig(): MembershipConfig | null {
+    return this.membership;
   }
 
   status(): RaftStatus {
@@ -839,7 +854,9 @@ export class RaftCore {
     assert(membership !== null, 'leader has a configuration');
     if (this.role !== 'leader' || this.membershipIndex > this.log.committed) return;
     if (membership.votersOutgoing.length > 0) {
-      this.appendConfig({ voters: membership.voters, votersOutgoing: [], learners: membership.learners });
+      const members = [...membership.voters, ...membership.learners];
+      const nodes = (membership.nodes ?? []).filter((node) => members.includes(node.id));
+      this.appendConfig({ voters: membership.voters, votersOutgoing: [], learners: membership.learners, nodes });
       return;
     }
     if (membership.voters.includes(this.id)) return;

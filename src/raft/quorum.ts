@@ -74,5 +74,6 @@ export function validateConfig(config: MembershipConfig): string | null {
   for (const id of all) {
     if (!Number.isSafeInteger(id) || id < 1) return `node ids are positive integers, got ${id}`;
   }
+  if ((config.nodes?.length ?? 0) > CLUSTER_NODES_MAX) return `at most ${CLUSTER_NODES_MAX} node addresses`;
   return null;
 }

@@ -14,6 +14,15 @@ export interface MembershipConfig {
   readonly voters: readonly NodeId[];
   readonly votersOutgoing: readonly NodeId[];
   readonly learners: readonly NodeId[];
+  /** Where members can be reached, replicated with the configuration (opaque to the core). */
+  readonly nodes?: readonly NodeAddress[];
+}
+
+/** A member's addresses: `addr` is its name (the seed's "node-1"), `raftAddr` its transport address. */
+export interface NodeAddress {
+  readonly id: NodeId;
+  readonly addr: string;
+  readonly raftAddr: string;
 }
 
 export type Entry =

@@ -292,7 +292,7 @@ describe('core behaviours', () => {
     cluster.tickAll(60);
     expect(cluster.leaders().length).toBe(1);
     expect([2, 3]).toContain(cluster.leaders()[0]);
-    expect(cluster.core(2).status().membership).toEqual({ voters: [2, 3], votersOutgoing: [], learners: [1] });
+    expect(cluster.core(2).status().membership).toMatchObject({ voters: [2, 3], votersOutgoing: [], learners: [1] });
   });
 
   it('after a torn write left entries of a newer term, a restarted node moves to that term with no vote', () => {

@@ -43,7 +43,7 @@ describe('membership changes, snapshots and leadership transfer in the simulator
       runUntil(simulation, () => read.done, 1_000);
       expect(read.ok).toBe(true);
     }
-    expect(simulation.nodeStatus(3)?.membership).toEqual({ voters: [3], votersOutgoing: [], learners: [] });
+    expect(simulation.nodeStatus(3)?.membership).toMatchObject({ voters: [3], votersOutgoing: [], learners: [] });
   });
 
   it('a learner that joins after 10,000 entries catches up through a snapshot', () => {

@@ -1,0 +1,111 @@
+import { Command, CommanderError, Option } from 'commander';
+
+/**
+ * aspen-node configuration (DESIGN.md section 7): defaults < ASPEN_* environment < flags. Bad
+ * configuration fails at start with one clear line. (The TOML config file, gossip, mDNS, DNS and
+ * tickets arrive with the discovery milestone; their flags are not accepted until they work.)
+ */
+export interface NodeConfig {
+  readonly nodeId: number;
+  readonly host: string;
+  readonly port: number;
+  readonly httpHost: string;
+  readonly httpPort: number;
+  readonly cookie: string;
+  readonly cookieIsDefault: boolean;
+  readonly dataDir: string;
+  readonly storage: 'lmdb' | 'memory';
+  readonly peers: readonly { readonly id: number; readonly address: string }[];
+  readonly heartbeatIntervalMs: number;
+  readonly electionTimeoutMinMs: number;
+  readonly electionTimeoutMaxMs: number;
+  readonly logLevel: 'error' | 'warn' | 'info' | 'debug';
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export const DEFAULT_COOKIE = 'aspen-cookie';
+export const PEERS_MAX = 64;
+
+function integerIn(text: string, what: string, min: number, max: number): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${what} must be an integer in [${min}, ${max}], got "${text}"`);
+  }
+  return value;
+}
+
+function hostPort(text: string, what: string): { host: string; port: number } {
+  const match = /^([0-9A-Za-z.\-:[\]]+):(\d{1,5})$/.exec(text);
+  if (match === null) throw new ConfigError(`${what} must be host:port, got "${text}"`);
+  return { host: match[1] ?? '', port: integerIn(match[2] ?? '', `${what} port`, 0, 65_535) };
+}
+
+function peer(text: string): { id: number; address: string } {
+  const at = text.indexOf('@');
+  if (at < 1) throw new ConfigError(`--peers takes ID@ADDRESS (multiaddr or host:port), got "${text}"`);
+  return { id: integerIn(text.slice(0, at), '--peers node id', 1, Number.MAX_SAFE_INTEGER), address: text.slice(at + 1) };
+}
+
+function command(): Command {
+  return new Command('aspen-node')
+    .description('Run one Aspen node: Raft over libp2p with the HTTP control-plane API')
+    .exitOverride()
+    .configureOutput({ writeErr: () => undefined, writeOut: (text) => { process.stdout.write(text); } })
+    .addOption(new Option('--node-id <id>', 'this node\'s Raft id (>= 1)').env('ASPEN_NODE_ID').makeOptionMandatory())
+    .addOption(new Option('--port <port>', 'Raft transport port (TCP)').env('ASPEN_PORT').default('26000'))
+    .addOption(new Option('--host <host>', 'Raft transport listen host').env('ASPEN_HOST').default('127.0.0.1'))
+    .addOption(new Option('--http-addr <host:port>', 'HTTP API address').env('ASPEN_HTTP_ADDR').default('127.0.0.1:8080'))
+    .addOption(new Option('--cookie <cookie>', 'shared cluster secret').env('ASPEN_COOKIE').default(DEFAULT_COOKIE))
+    .addOption(new Option('--data-dir <dir>', 'data directory (default ./data/node-<id>)').env('ASPEN_DATA_DIR'))
+    .addOption(new Option('--storage <kind>', 'lmdb or memory').env('ASPEN_STORAGE').choices(['lmdb', 'memory']).default('lmdb'))
+    .addOption(new Option('--peers <ID@ADDRESS...>', 'static peers (repeatable)').env('ASPEN_PEERS'))
+    .addOption(new Option('--heartbeat-interval-ms <ms>').env('ASPEN_HEARTBEAT_INTERVAL_MS').default('100'))
+    .addOption(new Option('--election-timeout-min-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MIN_MS').default('1000'))
+    .addOption(new Option('--election-timeout-max-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MAX_MS').default('2000'))
+    .addOption(new Option('--log-level <level>').env('ASPEN_LOG_LEVEL').choices(['error', 'warn', 'info', 'debug']).default('info'));
+}
+
+/** Parse argv (without the node and script entries) and the environment into a checked NodeConfig. */
+export function parseNodeConfig(argv: readonly string[]): NodeConfig {
+  const program = command();
+  try {
+    program.parse([...argv], { from: 'user' });
+  } catch (error) {
+    if (error instanceof CommanderError) throw new ConfigError(error.message.replace(/^error: /, ''));
+    throw error;
+  }
+  const options = program.opts<Record<string, string | string[] | undefined>>();
+  const text = (name: string): string => {
+    const value = options[name];
+    if (typeof value !== 'string') throw new ConfigError(`--${name} is required`);
+    return value;
+  };
+  const nodeId = integerIn(text('nodeId'), '--node-id', 1, Number.MAX_SAFE_INTEGER);
+  const http = hostPort(text('httpAddr'), '--http-addr');
+  const peersOption = options.peers;
+  const peerTexts = peersOption === undefined ? [] : Array.isArray(peersOption) ? peersOption : peersOption.split(',');
+  if (peerTexts.length > PEERS_MAX) throw new ConfigError(`at most ${PEERS_MAX} --peers`);
+  const config: NodeConfig = {
+    nodeId,
+    host: text('host'),
+    port: integerIn(text('port'), '--port', 0, 65_535),
+    httpHost: http.host,
+    httpPort: http.port,
+    cookie: text('cookie'),
+    cookieIsDefault: text('cookie') === DEFAULT_COOKIE,
+    dataDir: options.dataDir === undefined ? `./data/node-${nodeId}` : text('dataDir'),
+    storage: text('storage') === 'memory' ? 'memory' : 'lmdb',
+    peers: peerTexts.map(peer),
+    heartbeatIntervalMs: integerIn(text('heartbeatIntervalMs'), '--heartbeat-interval-ms', 2, 60_000),
+    electionTimeoutMinMs: integerIn(text('electionTimeoutMinMs'), '--election-timeout-min-ms', 10, 600_000),
+    electionTimeoutMaxMs: integerIn(text('electionTimeoutMaxMs'), '--election-timeout-max-ms', 10, 600_000),
+    logLevel: text('logLevel') as NodeConfig['logLevel'],
+  };
+  if (config.cookie.length === 0) throw new ConfigError('--cookie must not be empty');
+  if (config.electionTimeoutMinMs > config.electionTimeoutMaxMs) throw new ConfigError('--election-timeout-min-ms must be <= --election-timeout-max-ms');
+  if (config.heartbeatIntervalMs * 2 >= config.electionTimeoutMinMs) throw new ConfigError('--heartbeat-interval-ms must be less than half of --election-timeout-min-ms');
+  return config;
+}

@@ -1,0 +1,106 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { startNode, type RunningNode } from '../../src/cluster/bootstrap.ts';
+import { ConfigError, parseNodeConfig } from '../../src/cluster/config.ts';
+
+const directories: string[] = [];
+afterAll(() => {
+  for (const directory of directories) rmSync(directory, { recursive: true, force: true });
+});
+
+async function post(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+}
+
+async function get(url: string): Promise<Record<string, unknown>> {
+  return (await (await fetch(url)).json()) as Record<string, unknown>;
+}
+
+async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  expect(await check()).toBe(true);
+}
+
+function configFor(id: number, raftPort: number, dataDir: string) {
+  return parseNodeConfig([
+    '--node-id', String(id), '--port', String(raftPort), '--http-addr', '127.0.0.1:0', '--cookie', 'node-test',
+    '--data-dir', join(dataDir, `node-${id}`), '--heartbeat-interval-ms', '20', '--election-timeout-min-ms', '150', '--election-timeout-max-ms', '300',
+  ]);
+}
+
+describe('aspen-node configuration', () => {
+  it('applies defaults, then environment, then flags', () => {
+    const config = parseNodeConfig(['--node-id', '3']);
+    expect(config).toMatchObject({ nodeId: 3, port: 26000, host: '127.0.0.1', httpHost: '127.0.0.1', httpPort: 8080, storage: 'lmdb', dataDir: './data/node-3', cookieIsDefault: true });
+    process.env.ASPEN_PORT = '27000';
+    try {
+      expect(parseNodeConfig(['--node-id', '3']).port).toBe(27000);
+      expect(parseNodeConfig(['--node-id', '3', '--port', '28000']).port).toBe(28000);
+    } finally {
+      delete process.env.ASPEN_PORT;
+    }
+    expect(parseNodeConfig(['--node-id', '1', '--peers', '2@127.0.0.1:26002', '--peers', '3@/ip4/127.0.0.1/tcp/26003']).peers).toEqual([
+      { id: 2, address: '127.0.0.1:26002' },
+      { id: 3, address: '/ip4/127.0.0.1/tcp/26003' },
+    ]);
+  });
+
+  it('refuses bad configuration with one clear line', () => {
+    const cases: [string[], RegExp][] = [
+      [[], /node-id/],
+      [['--node-id', '0'], /--node-id must be an integer/],
+      [['--node-id', '1', '--port', '70000'], /--port must be an integer/],
+      [['--node-id', '1', '--http-addr', 'localhost'], /--http-addr must be host:port/],
+      [['--node-id', '1', '--storage', 'floppy'], /floppy/],
+      [['--node-id', '1', '--unknown'], /unknown option/],
+      [['--node-id', '1', '--election-timeout-min-ms', '500', '--election-timeout-max-ms', '400'], /min-ms must be <=/],
+      [['--node-id', '1', '--heartbeat-interval-ms', '600'], /less than half/],
+      [['--node-id', '1', '--peers', 'nobody'], /ID@ADDRESS/],
+    ];
+    for (const [argv, message] of cases) {
+      expect(() => parseNodeConfig(argv)).toThrow(ConfigError);
+      expect(() => parseNodeConfig(argv)).toThrow(message);
+    }
+  });
+});
+
+describe('aspen-node: three nodes over libp2p with the HTTP API', () => {
+  it("runs the seed's walkthrough, then survives a full restart from LMDB with addresses replicated", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'aspen-nodes-'));
+    directories.push(dataDir);
+    const basePort = 31_000 + Math.floor(Math.random() * 2_000) * 3;
+    const ports = [basePort, basePort + 1, basePort + 2];
+    const log = (): void => undefined;
+    let nodes: RunningNode[] = [];
+    for (const [index, port] of ports.entries()) nodes.push(await startNode(configFor(index + 1, port, dataDir), log));
+    const http = (id: number): string => nodes[id - 1]?.httpUrl ?? '';
+    const member = (id: number) => ({ id, addr: `node-${id}`, raft_addr: `127.0.0.1:${ports[id - 1] ?? 0}` });
+    expect((await post(`${http(1)}/init`, { initial_members: [member(1)] })).status).toBe(200);
+    await eventually(async () => (await get(`${http(1)}/leader`)).leader === 1, 5_000);
+    expect((await post(`${http(1)}/add-learner`, { learner: member(2) })).status).toBe(200);
+    expect((await post(`${http(1)}/add-learner`, { learner: member(3) })).status).toBe(200);
+    const changed = await post(`${http(1)}/change-membership`, { members: [1, 2, 3] });
+    expect(changed.json).toMatchObject({ members: [1, 2, 3], nodes: [member(1), member(2), member(3)] });
+    const written = await post(`${http(1)}/write`, { command: { Set: { key: 'greeting', value: 'hello world' } } });
+    expect(written.status).toBe(200);
+    // Every node knows every address: they are replicated with the configuration.
+    await eventually(async () => JSON.stringify((await get(`${http(3)}/state`)).nodes) === JSON.stringify([member(1), member(2), member(3)]), 5_000);
+    const follower = await post(`${http(2)}/write`, { command: { Set: { key: 'x', value: 'y' } } });
+    expect(follower.status).toBe(503);
+    expect(follower.json).toMatchObject({ error: { code: 'NOT_LEADER', leader_id: 1 } });
+    for (const running of nodes) await running.stop();
+    nodes = [];
+    for (const [index, port] of ports.entries()) nodes.push(await startNode(configFor(index + 1, port, dataDir), log));
+    await eventually(async () => {
+      const leader = (await get(`${http(2)}/leader`)).leader;
+      return typeof leader === 'number';
+    }, 10_000);
+    const leader = (await get(`${http(2)}/leader`)).leader as number;
+    expect(await get(`${http(leader)}/read?key=greeting`)).toMatchObject({ value: 'hello world' });
+    for (const running of nodes) await running.stop();
+  }, 60_000);
+});
