@@ -20,8 +20,9 @@ async function main(): Promise<void> {
     config = parseNodeConfig(process.argv.slice(2));
   } catch (error) {
     if (error instanceof ConfigError) {
+      if (error.helpShown) process.exit(0);
       process.stderr.write(`aspen-node: ${error.message}\n`);
-      process.exit(error.message.includes('(outputHelp)') ? 0 : EXIT_CONFIG);
+      process.exit(EXIT_CONFIG);
     }
     throw error;
   }

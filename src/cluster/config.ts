@@ -24,6 +24,13 @@ export interface NodeConfig {
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
+  /** --help was asked for and printed: not an error for the process. */
+  readonly helpShown: boolean;
+
+  constructor(message: string, helpShown = false) {
+    super(message);
+    this.helpShown = helpShown;
+  }
 }
 
 export const DEFAULT_COOKIE = 'aspen-cookie';
@@ -74,7 +81,7 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
   try {
     program.parse([...argv], { from: 'user' });
   } catch (error) {
-    if (error instanceof CommanderError) throw new ConfigError(error.message.replace(/^error: /, ''));
+    if (error instanceof CommanderError) throw new ConfigError(error.message.replace(/^error: /, ''), error.code === 'commander.helpDisplayed');
     throw error;
   }
   const options = program.opts<Record<string, string | string[] | undefined>>();
