@@ -15,6 +15,7 @@ import type { PersistedState } from '../raft/types.ts';
 import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
 import { MemoryLogStore } from '../storage/memory-log-store.ts';
 import type { NodeConfig } from './config.ts';
+import { ForwardingStore } from './forwarding.ts';
 
 /** Heartbeats are two ticks: the core counts time in ticks, the node knows how long one is. */
 export const HEARTBEAT_TICKS = 2;
@@ -77,12 +78,17 @@ function openStores(config: NodeConfig): Stores {
 export async function startNode(config: NodeConfig, log: (line: string) => void): Promise<RunningNode> {
   const stores = openStores(config);
   let node: RaftNode | null = null;
+  let forwarding: ForwardingStore | null = null;
   const transport = await Libp2pTransport.create({
     nodeId: config.nodeId,
     listen: `/ip4/${config.host}/tcp/${config.port}`,
     privateKey: await loadIdentity(config),
     cookie: config.cookie,
-    onMessage: (message) => { node?.deliver(message); },
+    onMessage: (message) => {
+      if (message.type === 'client_request') forwarding?.handleRequest(message);
+      else if (message.type === 'client_response') forwarding?.handleResponse(message);
+      else node?.deliver(message);
+    },
     log,
   });
   for (const peer of config.peers) transport.addPeer(peer.id, peer.address);
@@ -112,9 +118,10 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
   node = raftNode;
   raftNode.start();
   const client = new RaftControlClient(raftNode);
+  forwarding = new ForwardingStore({ local: client, transport, nodeId: config.nodeId, clock: systemClock });
   const app = buildHttpServer({
     controller: client,
-    store: client,
+    store: forwarding,
     identity: { nodeId: config.nodeId, endpointId: transport.peerId, startedAtMs: Date.now(), nowMs: () => Date.now() },
   });
   try {

@@ -1,5 +1,7 @@
 import { Packr } from 'msgpackr';
-import type { SnapshotChunk, WireMessage } from '../node/interfaces.ts';
+import { validateKey, validateWriteCommand } from '../api/limits.ts';
+import type { WriteCommand } from '../api/types.ts';
+import type { ClientRequest, ClientResponse, SnapshotChunk, WireMessage } from '../node/interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
 import { APPEND_ENTRIES_MAX } from '../raft/config.ts';
 import { CLUSTER_NODES_MAX, validateConfig } from '../raft/quorum.ts';
@@ -137,6 +139,30 @@ function snapshotChunk(fields: Fields, base: { from: number; to: number; term: n
   return { type: 'snapshot_chunk', ...base, snapshot: snapshotMeta(fields.snapshot), offsetBytes, totalBytes, data };
 }
 
+function clientRequest(fields: Fields, base: { from: number; to: number; term: number }): ClientRequest {
+  const operation = fields.operation;
+  if (!isObject(operation)) fail('operation must be an object');
+  const requestId = integer(fields, 'requestId');
+  if (operation.kind === 'write') {
+    const problem = validateWriteCommand(operation.command);
+    if (problem !== null) fail(`bad command: ${problem.message}`);
+    return { type: 'client_request', ...base, requestId, operation: { kind: 'write', command: operation.command as WriteCommand } };
+  }
+  if (operation.kind !== 'read' && operation.kind !== 'delete') fail('unknown operation');
+  const problem = validateKey(operation.key);
+  if (problem !== null) fail(`bad key: ${problem.message}`);
+  return { type: 'client_request', ...base, requestId, operation: { kind: operation.kind, key: operation.key as string } };
+}
+
+function clientResponse(fields: Fields, base: { from: number; to: number; term: number }): ClientResponse {
+  const requestId = integer(fields, 'requestId');
+  const error = fields.error;
+  if (error === null || error === undefined) return { type: 'client_response', ...base, requestId, result: fields.result, error: null };
+  if (!isObject(error) || typeof error.code !== 'string' || typeof error.message !== 'string' || typeof error.definite !== 'boolean') fail('bad error');
+  const leaderId = error.leaderId === null || error.leaderId === undefined ? null : integer(error, 'leaderId', 1);
+  return { type: 'client_response', ...base, requestId, result: null, error: { code: error.code, message: error.message.slice(0, ADDRESS_CHARS_MAX * 4), leaderId, definite: error.definite } };
+}
+
 /** Decode and check one frame's payload. */
 export function decodeWireMessage(payload: Uint8Array): WireMessage {
   let decoded: unknown;
@@ -147,5 +173,8 @@ export function decodeWireMessage(payload: Uint8Array): WireMessage {
   }
   if (!isObject(decoded)) fail('a message must be an object');
   const base = { from: integer(decoded, 'from', 1), to: integer(decoded, 'to', 1), term: integer(decoded, 'term') };
-  return decoded.type === 'snapshot_chunk' ? snapshotChunk(decoded, base) : coreMessage(decoded, base);
+  if (decoded.type === 'snapshot_chunk') return snapshotChunk(decoded, base);
+  if (decoded.type === 'client_request') return clientRequest(decoded, base);
+  if (decoded.type === 'client_response') return clientResponse(decoded, base);
+  return coreMessage(decoded, base);
 }

@@ -1,3 +1,4 @@
+import type { WriteCommand } from '../api/types.ts';
 import type { Entry, HardState, Message, Ready, SnapshotMeta } from '../raft/types.ts';
 
 /** One piece of a snapshot streamed from the leader (data bounded by the chunk size). */
@@ -12,8 +13,32 @@ export interface SnapshotChunk {
   readonly data: Uint8Array;
 }
 
-/** What travels between nodes: core messages and snapshot chunks. */
-export type WireMessage = Message | SnapshotChunk;
+/** A client request a follower forwards to the leader over the cluster transport. */
+export interface ClientRequest {
+  readonly type: 'client_request';
+  readonly from: number;
+  readonly to: number;
+  readonly term: number;
+  readonly requestId: number;
+  readonly operation:
+    | { readonly kind: 'write'; readonly command: WriteCommand }
+    | { readonly kind: 'read'; readonly key: string }
+    | { readonly kind: 'delete'; readonly key: string };
+}
+
+/** The leader's answer: a JSON-shaped result, or an error with its code. */
+export interface ClientResponse {
+  readonly type: 'client_response';
+  readonly from: number;
+  readonly to: number;
+  readonly term: number;
+  readonly requestId: number;
+  readonly result: unknown;
+  readonly error: { readonly code: string; readonly message: string; readonly leaderId: number | null; readonly definite: boolean } | null;
+}
+
+/** What travels between nodes: core messages, snapshot chunks, forwarded client requests. */
+export type WireMessage = Message | SnapshotChunk | ClientRequest | ClientResponse;
 
 /** Unreliable, unordered datagram-style delivery of Raft messages (the simulator or libp2p). */
 export interface Transport {

@@ -176,6 +176,7 @@ export class RaftNode {
   /** A Raft message or snapshot chunk from the network. Dropped (and counted) when the mailbox is full. */
   deliver(message: WireMessage): void {
     if (this.stopped) return;
+    if (message.type === 'client_request' || message.type === 'client_response') return; // not Raft: routed by the owner
     const item: MailboxItem = message.type === 'snapshot_chunk' ? { kind: 'chunk', chunk: message } : { kind: 'message', message };
     if (!this.enqueue(item)) this.messagesDropped += 1;
   }

@@ -89,9 +89,13 @@ describe('aspen-node: three nodes over libp2p with the HTTP API', () => {
     expect(written.status).toBe(200);
     // Every node knows every address: they are replicated with the configuration.
     await eventually(async () => JSON.stringify((await get(`${http(3)}/state`)).nodes) === JSON.stringify([member(1), member(2), member(3)]), 5_000);
-    const follower = await post(`${http(2)}/write`, { command: { Set: { key: 'x', value: 'y' } } });
-    expect(follower.status).toBe(503);
-    expect(follower.json).toMatchObject({ error: { code: 'NOT_LEADER', leader_id: 1 } });
+    // Any node serves clients: followers forward writes and linearizable reads to the leader.
+    const viaFollower = await post(`${http(2)}/write`, { command: { Set: { key: 'greeting', value: 'hello from 2' } } });
+    expect(viaFollower.status).toBe(200);
+    expect(await get(`${http(3)}/read?key=greeting`)).toMatchObject({ key: 'greeting', value: 'hello from 2' });
+    expect((await post(`${http(3)}/delete`, { key: 'nothing-here' })).json).toEqual({ key: 'nothing-here', deleted: false });
+    const missing = await fetch(`${http(2)}/read?key=nope`);
+    expect(missing.status).toBe(404);
     for (const running of nodes) await running.stop();
     nodes = [];
     for (const [index, port] of ports.entries()) nodes.push(await startNode(configFor(index + 1, port, dataDir), log));
@@ -100,7 +104,7 @@ describe('aspen-node: three nodes over libp2p with the HTTP API', () => {
       return typeof leader === 'number';
     }, 10_000);
     const leader = (await get(`${http(2)}/leader`)).leader as number;
-    expect(await get(`${http(leader)}/read?key=greeting`)).toMatchObject({ value: 'hello world' });
+    expect(await get(`${http(leader)}/read?key=greeting`)).toMatchObject({ value: 'hello from 2' });
     for (const running of nodes) await running.stop();
   }, 60_000);
 });

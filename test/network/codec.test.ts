@@ -19,6 +19,10 @@ const samples: WireMessage[] = [
   { type: 'snapshot', from: 1, to: 2, term: 3, snapshot: { index: 40, term: 3, config } },
   { type: 'timeout_now', from: 1, to: 2, term: 3 },
   { type: 'snapshot_chunk', from: 1, to: 2, term: 3, snapshot: { index: 40, term: 3, config }, offsetBytes: 0, totalBytes: 3, data: new Uint8Array([7, 8, 9]) },
+  { type: 'client_request', from: 2, to: 1, term: 0, requestId: 5, operation: { kind: 'write', command: { Set: { key: 'k', value: 'v' } } } },
+  { type: 'client_request', from: 2, to: 1, term: 0, requestId: 6, operation: { kind: 'read', key: 'k' } },
+  { type: 'client_response', from: 1, to: 2, term: 0, requestId: 5, result: { command: { Set: { key: 'k', value: 'v' } }, log_index: 9 }, error: null },
+  { type: 'client_response', from: 1, to: 2, term: 0, requestId: 6, result: null, error: { code: 'KEY_NOT_FOUND', message: 'no', leaderId: null, definite: true } },
 ];
 
 /** Compare bytes, not classes (msgpack decodes to Buffer, whose toJSON runs before any replacer). */
@@ -48,6 +52,9 @@ describe('wire codec', () => {
       { type: 'snapshot', from: 1, to: 2, term: 3, snapshot: { index: 4, term: 1, config: { voters: [], votersOutgoing: [], learners: [] } } },
       { type: 'snapshot_chunk', from: 1, to: 2, term: 3, snapshot: { index: 4, term: 1, config }, offsetBytes: 2, totalBytes: 3, data: new Uint8Array(5) },
       { type: 'mystery', from: 1, to: 2, term: 3 },
+      { type: 'client_request', from: 2, to: 1, term: 0, requestId: 1, operation: { kind: 'write', command: { Set: { key: 'k'.repeat(2_000), value: 'v' } } } },
+      { type: 'client_request', from: 2, to: 1, term: 0, requestId: 1, operation: { kind: 'drop-table' } },
+      { type: 'client_response', from: 1, to: 2, term: 0, requestId: 1, error: { code: 5 } },
     ];
     for (const value of bad) expect(() => decodeWireMessage(packr.pack(value))).toThrow(WireFormatError);
     expect(() => decodeWireMessage(new Uint8Array([0xc1]))).toThrow(WireFormatError);
