@@ -68,6 +68,22 @@ describe('aspen-node configuration', () => {
   });
 });
 
+describe('aspen as a library', () => {
+  it('starts an in-memory node from the package entry and serves the API', async () => {
+    const aspen = await import('../../src/index.ts');
+    const running = await aspen.startNode(aspen.parseNodeConfig(['--node-id', '1', '--port', '0', '--http-addr', '127.0.0.1:0', '--storage', 'memory', '--cookie', 'library']), () => undefined);
+    try {
+      const raftAddress = running.transport.listenAddresses[0]?.split('/p2p/')[0] ?? '';
+      expect((await post(`${running.httpUrl}/init`, { initial_members: [{ id: 1, addr: 'node-1', raft_addr: raftAddress }] })).status).toBe(200);
+      await eventually(async () => (await get(`${running.httpUrl}/leader`)).leader === 1, 5_000);
+      expect((await post(`${running.httpUrl}/write`, { command: { Set: { key: 'lib', value: 'ok' } } })).status).toBe(200);
+      expect(await get(`${running.httpUrl}/read?key=lib`)).toMatchObject({ value: 'ok' });
+    } finally {
+      await running.stop();
+    }
+  });
+});
+
 describe('aspen-node: three nodes over libp2p with the HTTP API', () => {
   it("runs the seed's walkthrough, then survives a full restart from LMDB with addresses replicated", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'aspen-nodes-'));

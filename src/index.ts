@@ -1,0 +1,9 @@
+/**
+ * Aspen as a library: start a node inside another Node.js process with the same options as
+ * aspen-node, e.g. `const node = await startNode(parseNodeConfig(['--node-id', '1']), console.error)`.
+ */
+export { startNode, type RunningNode } from './cluster/bootstrap.ts';
+export { ConfigError, parseNodeConfig, type NodeConfig } from './cluster/config.ts';
+export type { ClusterController, KeyValueStore } from './api/contracts.ts';
+export { AspenError, type AspenErrorCode } from './api/errors.ts';
+export type * from './api/types.ts';
