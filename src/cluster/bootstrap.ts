@@ -81,7 +81,7 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
   let forwarding: ForwardingStore | null = null;
   const transport = await Libp2pTransport.create({
     nodeId: config.nodeId,
-    listen: `/ip4/${config.host}/tcp/${config.port}`,
+    listen: [`/ip4/${config.host}/udp/${config.port}/quic-v1`, `/ip4/${config.host}/tcp/${config.port}`],
     privateKey: await loadIdentity(config),
     cookie: config.cookie,
     onMessage: (message) => {

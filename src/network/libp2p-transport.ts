@@ -1,4 +1,5 @@
 import { noise } from '@chainsafe/libp2p-noise';
+import { quic } from '@chainsafe/libp2p-quic';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
@@ -21,8 +22,8 @@ export const REDIAL_BACKOFF_MS = 500;
 
 export interface Libp2pTransportOptions {
   readonly nodeId: NodeId;
-  /** Listen address, e.g. /ip4/127.0.0.1/tcp/26001 (port 0 picks one). */
-  readonly listen: string;
+  /** Listen multiaddrs, e.g. /ip4/127.0.0.1/udp/26001/quic-v1 and /ip4/127.0.0.1/tcp/26001 (port 0 picks one). */
+  readonly listen: readonly string[];
   readonly privateKey?: PrivateKey;
   /** The shared cluster cookie: only peers that prove it are served. */
   readonly cookie: string;
@@ -33,8 +34,8 @@ export interface Libp2pTransportOptions {
 }
 
 interface Outbound {
-  /** Where to reach the peer: an address, or the peer id learned from its own connection. */
-  readonly address: Multiaddr | PeerId;
+  /** Where to reach the peer, in order of preference (QUIC first), or the peer id learned from its own connection. */
+  readonly addresses: readonly (Multiaddr | PeerId)[];
   stream: Stream | null;
   /** The stream's send buffer is full: queue until it drains. */
   blocked: boolean;
@@ -43,16 +44,23 @@ interface Outbound {
   retryAtMs: number;
 }
 
-/** "127.0.0.1:26002" (the seed's raft_addr) or a multiaddr string, as a multiaddr. */
+/** "127.0.0.1:26002" (the seed's raft_addr) or a multiaddr string, as a multiaddr (TCP for host:port). */
 export function toMultiaddr(address: string): Multiaddr {
-  if (address.startsWith('/')) return multiaddr(address);
+  return toMultiaddrs(address).at(-1) ?? multiaddr(address);
+}
+
+/** Where to dial a raft_addr: for host:port QUIC on that UDP port first, then TCP on the same number. */
+export function toMultiaddrs(address: string): Multiaddr[] {
+  if (address.startsWith('/')) return [multiaddr(address)];
   const match = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(address);
   if (match === null) throw new RangeError(`not host:port or a multiaddr: ${address}`);
-  return multiaddr(`/ip4/${match[1] ?? ''}/tcp/${match[2] ?? ''}`);
+  const host = match[1] ?? '';
+  const port = match[2] ?? '';
+  return [multiaddr(`/ip4/${host}/udp/${port}/quic-v1`), multiaddr(`/ip4/${host}/tcp/${port}`)];
 }
 
 /**
- * Raft over libp2p (TCP + Noise + Yamux): outbound frames to a peer share one long-lived stream
+ * Raft over libp2p (QUIC preferred; TCP + Noise + Yamux as fallback): outbound frames to a peer share one long-lived stream
  * (opening one costs ~1.5 ms, so never one per RPC); inbound streams are decoded frame by frame and
  * every malformed or misaddressed frame is dropped and counted. Peers are found by the address map,
  * which discovery will keep current (addPeer/removePeer).
@@ -81,8 +89,8 @@ export class Libp2pTransport implements Transport {
   static async create(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
     const libp2p = await createLibp2p({
       ...(options.privateKey === undefined ? {} : { privateKey: options.privateKey }),
-      addresses: { listen: [options.listen] },
-      transports: [tcp()],
+      addresses: { listen: [...options.listen] },
+      transports: [quic(), tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
     });
@@ -104,10 +112,10 @@ export class Libp2pTransport implements Transport {
   addPeer(id: NodeId, address: string): void {
     assert(id !== this.nodeId, 'a node is not its own peer');
     const existing = this.peers.get(id);
-    const target = toMultiaddr(address);
-    if (existing !== undefined && existing.address.toString() === target.toString()) return;
+    const targets = toMultiaddrs(address);
+    if (existing !== undefined && existing.addresses.map(String).join(' ') === targets.map(String).join(' ')) return;
     this.removePeer(id);
-    this.peers.set(id, { address: target, stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0 });
+    this.peers.set(id, { addresses: targets, stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0 });
   }
 
   removePeer(id: NodeId): void {
@@ -138,8 +146,20 @@ export class Libp2pTransport implements Transport {
   }
 
   /** Dial (or reuse) a connection, authenticate it once, then open the long-lived Raft stream. */
+  private async dial(peer: Outbound): Promise<Connection> {
+    let lastError: unknown = new Error('no address');
+    for (const address of peer.addresses) {
+      try {
+        return await this.libp2p.dial(address, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
+      } catch (error) {
+        lastError = error; // try the next transport (TCP after QUIC)
+      }
+    }
+    throw lastError;
+  }
+
   private async dialRaft(peer: Outbound): Promise<Stream> {
-    const connection = await this.libp2p.dial(peer.address, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
+    const connection = await this.dial(peer);
     if (!this.authenticated.has(connection.id)) {
       const stream = await connection.newStream(AUTH_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
       try {
@@ -244,7 +264,7 @@ export class Libp2pTransport implements Transport {
     }
     // A node that reached us can be answered over its own connection even before discovery knows it.
     if (message.from !== this.nodeId && !this.peers.has(message.from)) {
-      this.peers.set(message.from, { address: remotePeer, stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0 });
+      this.peers.set(message.from, { addresses: [remotePeer], stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0 });
     }
     this.onMessage(message);
   }

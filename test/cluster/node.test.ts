@@ -105,6 +105,8 @@ describe('aspen-node: three nodes over libp2p with the HTTP API', () => {
     expect(written.status).toBe(200);
     // Every node knows every address: they are replicated with the configuration.
     await eventually(async () => JSON.stringify((await get(`${http(3)}/state`)).nodes) === JSON.stringify([member(1), member(2), member(3)]), 5_000);
+    // raft_addr host:port is dialed over QUIC first.
+    expect(nodes[0]?.transport.connections().some((connection) => connection.remoteAddr.toString().includes('/quic-v1'))).toBe(true);
     // Any node serves clients: followers forward writes and linearizable reads to the leader.
     const viaFollower = await post(`${http(2)}/write`, { command: { Set: { key: 'greeting', value: 'hello from 2' } } });
     expect(viaFollower.status).toBe(200);

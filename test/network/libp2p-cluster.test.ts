@@ -10,7 +10,7 @@ import { tcp } from '@libp2p/tcp';
 import { createLibp2p } from 'libp2p';
 import { encodeWireMessage } from '../../src/network/codec.ts';
 import { encodeFrame } from '../../src/network/frame.ts';
-import { Libp2pTransport, RAFT_PROTOCOL, toMultiaddr } from '../../src/network/libp2p-transport.ts';
+import { Libp2pTransport, RAFT_PROTOCOL, toMultiaddr, toMultiaddrs } from '../../src/network/libp2p-transport.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 
 async function transport(nodeId: number, onMessage: (message: WireMessage) => void, cookie = 'test-cluster', log?: (line: string) => void): Promise<Libp2pTransport> {
-  const created = await Libp2pTransport.create({ nodeId, listen: '/ip4/127.0.0.1/tcp/0', onMessage, cookie, ...(log === undefined ? {} : { log }) });
+  const created = await Libp2pTransport.create({ nodeId, listen: ['/ip4/127.0.0.1/udp/0/quic-v1', '/ip4/127.0.0.1/tcp/0'], onMessage, cookie, ...(log === undefined ? {} : { log }) });
   cleanups.push(() => created.stop());
   return created;
 }
@@ -32,7 +32,7 @@ async function eventually(check: () => boolean, timeoutMs: number): Promise<void
   expect(check()).toBe(true);
 }
 
-describe('Raft over libp2p on loopback (TCP + Noise + Yamux)', () => {
+describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
   it('delivers frames between two transports and drops misaddressed or malformed ones', async () => {
     const received: WireMessage[] = [];
     const a = await transport(1, () => undefined);
@@ -42,6 +42,7 @@ describe('Raft over libp2p on loopback (TCP + Noise + Yamux)', () => {
     await eventually(() => received.length === 100, 5_000);
     expect(received.map((message) => (message.type === 'heartbeat' ? message.readRound : 0))).toEqual(Array.from({ length: 100 }, (_, index) => index + 1));
     expect(a.connections()).toHaveLength(1); // one connection, one long-lived stream
+    expect(a.connections()[0]?.remoteAddr.toString()).toContain('/quic-v1');
     a.send({ type: 'heartbeat', from: 1, to: 3, term: 1, commitIndex: 0, readRound: 0 }); // no such peer
     expect(a.framesDropped).toBe(1);
   });
@@ -79,7 +80,8 @@ describe('Raft over libp2p on loopback (TCP + Noise + Yamux)', () => {
     const b = await transport(2, (message) => received.push(message), 'test-cluster', (line) => logs.push(line));
     const intruder = await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] });
     cleanups.push(() => intruder.stop());
-    const stream = await intruder.dialProtocol(toMultiaddr(b.listenAddresses[0] ?? ''), RAFT_PROTOCOL);
+    const tcpAddress = b.listenAddresses.find((address) => address.includes('/tcp/')) ?? '';
+    const stream = await intruder.dialProtocol(toMultiaddr(tcpAddress), RAFT_PROTOCOL);
     try {
       stream.send(encodeFrame(encodeWireMessage({ type: 'heartbeat', from: 1, to: 2, term: 9, commitIndex: 0, readRound: 0 })));
     } catch {
@@ -89,7 +91,8 @@ describe('Raft over libp2p on loopback (TCP + Noise + Yamux)', () => {
     expect(received).toEqual([]);
   });
 
-  it('parses the seed raft_addr form', () => {
+  it('parses the seed raft_addr form, QUIC first', () => {
+    expect(toMultiaddrs('127.0.0.1:26001').map(String)).toEqual(['/ip4/127.0.0.1/udp/26001/quic-v1', '/ip4/127.0.0.1/tcp/26001']);
     expect(toMultiaddr('127.0.0.1:26001').toString()).toBe('/ip4/127.0.0.1/tcp/26001');
     expect(() => toMultiaddr('not an address')).toThrow(RangeError);
   });
