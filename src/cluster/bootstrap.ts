@@ -123,6 +123,8 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
     controller: client,
     store: forwarding,
     identity: { nodeId: config.nodeId, endpointId: transport.peerId, startedAtMs: Date.now(), nowMs: () => Date.now() },
+    network: { addresses: () => transport.listenAddresses, addPeer: (nodeId, address) => { transport.addPeer(nodeId, address); } },
+    httpAddress: `${config.httpHost}:${config.httpPort}`,
   });
   try {
     await app.listen({ host: config.httpHost, port: config.httpPort });

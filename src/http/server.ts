@@ -1,7 +1,8 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { KEY_BYTES_MAX } from '../api/limits.ts';
+import { isRaftAddress, KEY_BYTES_MAX } from '../api/limits.ts';
+import { PrometheusMetrics } from './prometheus.ts';
 
 /** Request body bound (DESIGN.md section 9); a larger body gets 413 BODY_TOO_LARGE. */
 export const REQUEST_BODY_BYTES_MAX = 2 * 1024 * 1024;
@@ -14,10 +15,20 @@ export interface NodeIdentity {
   readonly nowMs: () => number;
 }
 
+/** What the HTTP layer may ask of the network layer (absent for an engine without one). */
+export interface NetworkInfo {
+  /** The node's own transport addresses (multiaddrs). */
+  addresses(): readonly string[];
+  /** Add a peer by hand: its Raft node id and a multiaddr or host:port. */
+  addPeer(nodeId: number, address: string): void;
+}
+
 export interface HttpServerOptions {
   readonly controller: ClusterController;
   readonly store: KeyValueStore;
   readonly identity: NodeIdentity;
+  readonly network?: NetworkInfo;
+  readonly httpAddress?: string;
   readonly logger?: boolean;
 }
 
@@ -40,17 +51,28 @@ const keyBody = {
 } as const;
 
 /** The one place where failures become HTTP: AspenError by code, schema failures as INVALID_INPUT. */
-function sendError(reply: FastifyReply, error: unknown): FastifyReply {
-  if (error instanceof AspenError) return reply.code(error.httpStatus).send(error.toJSON());
+function sendError(reply: FastifyReply, error: unknown, metrics: PrometheusMetrics): FastifyReply {
+  let status: number;
+  let body: { error: { code: string; message: string } };
   const fastifyError = error as Partial<FastifyError>;
-  if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-    return reply.code(413).send(new AspenError('BODY_TOO_LARGE', `request body exceeds ${REQUEST_BODY_BYTES_MAX} bytes`).toJSON());
+  if (error instanceof AspenError) {
+    status = error.httpStatus;
+    body = error.toJSON();
+  } else if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    status = 413;
+    body = new AspenError('BODY_TOO_LARGE', `request body exceeds ${REQUEST_BODY_BYTES_MAX} bytes`).toJSON();
+  } else if (fastifyError.validation !== undefined || fastifyError.statusCode === 400) {
+    status = 400;
+    body = new AspenError('INVALID_INPUT', fastifyError.message ?? 'invalid request').toJSON();
+  } else if (fastifyError.statusCode === 415) {
+    status = 415;
+    body = { error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send application/json' } };
+  } else {
+    status = 500;
+    body = { error: { code: 'INTERNAL', message: 'internal error' } };
   }
-  if (fastifyError.validation !== undefined || fastifyError.statusCode === 400) {
-    return reply.code(400).send(new AspenError('INVALID_INPUT', fastifyError.message ?? 'invalid request').toJSON());
-  }
-  if (fastifyError.statusCode === 415) return reply.code(415).send({ error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send application/json' } });
-  return reply.code(500).send({ error: { code: 'INTERNAL', message: 'internal error' } });
+  metrics.errors.inc({ code: body.error.code });
+  return reply.code(status).send(body);
 }
 
 /**
@@ -60,7 +82,14 @@ function sendError(reply: FastifyReply, error: unknown): FastifyReply {
 export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   const { controller, store, identity } = options;
   const app = Fastify({ logger: options.logger ?? false, bodyLimit: REQUEST_BODY_BYTES_MAX });
-  app.setErrorHandler((error, _request, reply) => sendError(reply, error));
+  const metrics = new PrometheusMetrics();
+  app.setErrorHandler((error, _request, reply) => sendError(reply, error, metrics));
+  app.addHook('onResponse', (request, reply, done) => {
+    const seconds = reply.elapsedTime / 1000;
+    if (request.routeOptions.url === '/write') metrics.writeLatency.observe(seconds);
+    else if (request.routeOptions.url === '/read') metrics.readLatency.observe(seconds);
+    done();
+  });
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } }));
 
   app.post('/init', {
@@ -86,6 +115,30 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
 
   app.get('/state', () => controller.currentState());
   app.get('/metrics', () => controller.getMetrics());
+  app.get('/metrics/prometheus', async (_request, reply) => {
+    const text = await metrics.render(await controller.getMetrics());
+    return reply.type(metrics.registry.contentType).send(text);
+  });
+  app.get('/node-info', () => ({
+    node_id: identity.nodeId,
+    endpoint_id: identity.endpointId,
+    addrs: options.network?.addresses() ?? [],
+    http_addr: options.httpAddress ?? null,
+  }));
+  app.post('/add-peer', {
+    schema: { body: { type: 'object', required: ['node_id', 'addr'], additionalProperties: false, properties: { node_id: { type: 'integer', minimum: 1 }, addr: { type: 'string', minLength: 1, maxLength: 256 } } } },
+  }, (request) => {
+    const { node_id: nodeId, addr } = request.body as { node_id: number; addr: string };
+    if (options.network === undefined) throw new AspenError('INVALID_INPUT', 'this node has no network layer');
+    if (nodeId === identity.nodeId) throw new AspenError('INVALID_INPUT', 'a node is not its own peer');
+    if (!isRaftAddress(addr)) throw new AspenError('INVALID_INPUT', `addr must be a multiaddr or ip:port, got "${addr}"`);
+    try {
+      options.network.addPeer(nodeId, addr);
+    } catch (error) {
+      throw new AspenError('INVALID_INPUT', `cannot use ${addr}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    return { node_id: nodeId, addr };
+  });
   app.get('/leader', async () => ({ leader: (await controller.currentState()).leader }));
   app.post('/trigger-snapshot', () => controller.triggerSnapshot());
 

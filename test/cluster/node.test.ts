@@ -78,6 +78,11 @@ describe('aspen as a library', () => {
       await eventually(async () => (await get(`${running.httpUrl}/leader`)).leader === 1, 5_000);
       expect((await post(`${running.httpUrl}/write`, { command: { Set: { key: 'lib', value: 'ok' } } })).status).toBe(200);
       expect(await get(`${running.httpUrl}/read?key=lib`)).toMatchObject({ value: 'ok' });
+      const info = await get(`${running.httpUrl}/node-info`);
+      expect(info).toMatchObject({ node_id: 1, endpoint_id: running.transport.peerId });
+      expect((info.addrs as string[]).some((address) => address.includes('/quic-v1'))).toBe(true);
+      expect((await post(`${running.httpUrl}/add-peer`, { node_id: 9, addr: '127.0.0.1:26009' })).json).toEqual({ node_id: 9, addr: '127.0.0.1:26009' });
+      expect((await post(`${running.httpUrl}/add-peer`, { node_id: 9, addr: 'not an address' })).status).toBe(400);
     } finally {
       await running.stop();
     }

@@ -54,6 +54,12 @@ describe('HTTP control-plane API (the seed formats)', () => {
     expect(health.statusCode).toBe(200);
     expect(health.json()).toMatchObject({ status: 'healthy', node_id: 1, raft_node_id: 1, uptime_seconds: 5 });
     expect((await app.inject(json('POST', '/trigger-snapshot'))).json()).toMatchObject({ snapshot: { term: 2 } });
+    const prometheus = await app.inject(json('GET', '/metrics/prometheus'));
+    expect(prometheus.headers['content-type']).toContain('text/plain');
+    expect(prometheus.body).toMatch(/^aspen_current_leader 1$/m);
+    expect(prometheus.body).toMatch(/^aspen_state 2$/m);
+    expect(prometheus.body).toMatch(/^aspen_write_latency_seconds_count [1-9]/m);
+    expect((await app.inject(json('GET', '/node-info'))).json()).toEqual({ node_id: 1, endpoint_id: '', addrs: [], http_addr: null });
   });
 
   it('maps every failure to a status and a JSON error body', async () => {
@@ -83,5 +89,7 @@ describe('HTTP control-plane API (the seed formats)', () => {
     const strangerVoter = await app.inject(json('POST', '/change-membership', { members: [1, 9] }));
     expect(strangerVoter.json()).toMatchObject({ error: { code: 'INVALID_INPUT' } });
     expect((await app.inject(json('GET', '/nope'))).statusCode).toBe(404);
+    expect((await app.inject(json('POST', '/add-peer', { node_id: 2, addr: '127.0.0.1:26002' }))).json()).toMatchObject({ error: { code: 'INVALID_INPUT' } });
+    expect((await app.inject(json('GET', '/metrics/prometheus'))).body).toMatch(/^aspen_errors_total\{code="KEY_NOT_FOUND"\} 1$/m);
   });
 });
