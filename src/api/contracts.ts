@@ -8,6 +8,8 @@ import type {
   RaftMetrics,
   ReadRequest,
   ReadResult,
+  ScanRequest,
+  ScanResult,
   SnapshotResult,
   WriteRequest,
   WriteResult,
@@ -34,4 +36,6 @@ export interface KeyValueStore {
   read(request: ReadRequest): Promise<ReadResult>;
   /** Delete one key; `deleted` tells whether it existed. */
   delete(request: DeleteRequest): Promise<DeleteResult>;
+  /** Keys with a prefix in key order, linearizable, at most `limit` per page. */
+  scan(request: ScanRequest): Promise<ScanResult>;
 }

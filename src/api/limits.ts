@@ -5,6 +5,9 @@ import type { WriteCommand } from './types.ts';
 export const KEY_BYTES_MAX = 1024;
 export const VALUE_BYTES_MAX = 1024 * 1024;
 export const BATCH_KEYS_MAX = 100;
+/** Scan page size: default and bound (DESIGN.md section 9). */
+export const SCAN_LIMIT_DEFAULT = 1_000;
+export const SCAN_LIMIT_MAX = 10_000;
 
 const encoder = new TextEncoder();
 

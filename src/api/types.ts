@@ -50,6 +50,19 @@ export interface DeleteResult {
   readonly deleted: boolean;
 }
 
+export interface ScanRequest {
+  readonly prefix?: string;
+  readonly limit?: number;
+  readonly continuation_token?: string | null;
+}
+
+export interface ScanResult {
+  readonly entries: readonly { readonly key: string; readonly value: string }[];
+  readonly count: number;
+  readonly is_truncated: boolean;
+  readonly continuation_token: string | null;
+}
+
 export interface InitRequest {
   readonly initial_members: readonly ClusterNode[];
 }

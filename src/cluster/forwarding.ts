@@ -1,6 +1,6 @@
 import type { KeyValueStore } from '../api/contracts.ts';
 import { AspenError, ERROR_STATUS, type AspenErrorCode } from '../api/errors.ts';
-import type { DeleteRequest, DeleteResult, ReadRequest, ReadResult, WriteRequest, WriteResult } from '../api/types.ts';
+import type { DeleteRequest, DeleteResult, ReadRequest, ReadResult, ScanRequest, ScanResult, WriteRequest, WriteResult } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, Clock, Transport } from '../node/interfaces.ts';
 import type { NodeId } from '../raft/types.ts';
 
@@ -50,6 +50,11 @@ export class ForwardingStore implements KeyValueStore {
     return this.withForwarding(() => this.local.delete(request), { kind: 'delete', key: request.key }) as Promise<DeleteResult>;
   }
 
+  scan(request: ScanRequest): Promise<ScanResult> {
+    const operation = { kind: 'scan', prefix: request.prefix ?? '', limit: request.limit ?? null, continuationToken: request.continuation_token ?? null } as const;
+    return this.withForwarding(() => this.local.scan(request), operation) as Promise<ScanResult>;
+  }
+
   private async withForwarding(runLocally: () => Promise<unknown>, operation: Operation): Promise<unknown> {
     try {
       return await runLocally();
@@ -78,9 +83,7 @@ export class ForwardingStore implements KeyValueStore {
   /** On the leader: run a forwarded request locally and answer it. */
   handleRequest(request: ClientRequest): void {
     const operation = request.operation;
-    const run = operation.kind === 'write'
-      ? this.local.write({ command: operation.command })
-      : operation.kind === 'read' ? this.local.read({ key: operation.key }) : this.local.delete({ key: operation.key });
+    const run = this.runLocally(operation);
     const reply = { type: 'client_response', from: this.nodeId, to: request.from, term: 0, requestId: request.requestId } as const;
     run.then(
       (result) => { this.transport.send({ ...reply, result, error: null }); },
@@ -89,6 +92,19 @@ export class ForwardingStore implements KeyValueStore {
         this.transport.send({ ...reply, result: null, error: { code: aspen.code, message: aspen.message, leaderId: aspen.leaderId, definite: aspen.definite } });
       },
     );
+  }
+
+  private runLocally(operation: Operation): Promise<unknown> {
+    switch (operation.kind) {
+      case 'write':
+        return this.local.write({ command: operation.command });
+      case 'read':
+        return this.local.read({ key: operation.key });
+      case 'delete':
+        return this.local.delete({ key: operation.key });
+      case 'scan':
+        return this.local.scan({ prefix: operation.prefix, ...(operation.limit === null ? {} : { limit: operation.limit }), continuation_token: operation.continuationToken });
+    }
   }
 
   /** On the follower: the leader's answer to one of our forwarded requests. */

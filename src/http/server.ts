@@ -1,7 +1,7 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { isRaftAddress, KEY_BYTES_MAX } from '../api/limits.ts';
+import { isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_MAX } from '../api/limits.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 
 /** Request body bound (DESIGN.md section 9); a larger body gets 413 BODY_TOO_LARGE. */
@@ -112,6 +112,19 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   app.get('/read', { schema: { querystring: keyBody } }, (request) => store.read(request.query as { key: string }));
   app.post('/read', { schema: { body: keyBody } }, (request) => store.read(request.body as { key: string }));
   app.post('/delete', { schema: { body: keyBody } }, (request) => store.delete(request.body as { key: string }));
+  app.post('/scan', {
+    schema: {
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          prefix: { type: 'string', maxLength: KEY_BYTES_MAX },
+          limit: { type: 'integer', minimum: 1, maximum: SCAN_LIMIT_MAX },
+          continuation_token: { type: ['string', 'null'], maxLength: 4 * KEY_BYTES_MAX },
+        },
+      },
+    },
+  }, (request) => store.scan(request.body as Parameters<KeyValueStore['scan']>[0]));
 
   app.get('/state', () => controller.currentState());
   app.get('/metrics', () => controller.getMetrics());

@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { validateKey, validateWriteCommand } from '../api/limits.ts';
+import { SCAN_LIMIT_MAX, validateKey, validateWriteCommand } from '../api/limits.ts';
 import type { WriteCommand } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, SnapshotChunk, WireMessage } from '../node/interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
@@ -147,6 +147,15 @@ function clientRequest(fields: Fields, base: { from: number; to: number; term: n
     const problem = validateWriteCommand(operation.command);
     if (problem !== null) fail(`bad command: ${problem.message}`);
     return { type: 'client_request', ...base, requestId, operation: { kind: 'write', command: operation.command as WriteCommand } };
+  }
+  if (operation.kind === 'scan') {
+    const prefix = operation.prefix;
+    const limit = operation.limit;
+    const token = operation.continuationToken;
+    if (typeof prefix !== 'string' || prefix.length > ADDRESS_CHARS_MAX * 4) fail('bad scan prefix');
+    if (limit !== null && (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > SCAN_LIMIT_MAX)) fail('bad scan limit');
+    if (token !== null && (typeof token !== 'string' || token.length > ADDRESS_CHARS_MAX * 8)) fail('bad continuation token');
+    return { type: 'client_request', ...base, requestId, operation: { kind: 'scan', prefix, limit, continuationToken: token } };
   }
   if (operation.kind !== 'read' && operation.kind !== 'delete') fail('unknown operation');
   const problem = validateKey(operation.key);

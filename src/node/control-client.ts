@@ -1,6 +1,6 @@
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { isRaftAddress, validateKey, validateWriteCommand } from '../api/limits.ts';
+import { isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX, validateKey, validateWriteCommand } from '../api/limits.ts';
 import type {
   AddLearnerRequest,
   ChangeMembershipRequest,
@@ -12,6 +12,8 @@ import type {
   RaftMetrics,
   ReadRequest,
   ReadResult,
+  ScanRequest,
+  ScanResult,
   SnapshotResult,
   WriteRequest,
   WriteResult,
@@ -195,6 +197,29 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
       this.node.write({ Delete: { key: request.key } }, callback);
     });
     return { key: request.key, deleted: applied.outcome.deleted[0] ?? false };
+  }
+
+  /**
+   * Keys with a prefix, in key order, after a ReadIndex barrier (linearizable). The continuation
+   * token is the last key of the page, base64url-encoded.
+   */
+  async scan(request: ScanRequest): Promise<ScanResult> {
+    const prefix = request.prefix ?? '';
+    const limit = request.limit ?? SCAN_LIMIT_DEFAULT;
+    if (typeof prefix !== 'string' || prefix.length > KEY_BYTES_MAX) throw new AspenError('INVALID_INPUT', `prefix must be a string of at most ${KEY_BYTES_MAX} characters`);
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > SCAN_LIMIT_MAX) throw new AspenError('INVALID_INPUT', `limit must be an integer in [1, ${SCAN_LIMIT_MAX}]`);
+    const token = request.continuation_token ?? null;
+    const afterKey = token === null ? null : Buffer.from(token, 'base64url').toString('utf8');
+    if (afterKey !== null && (afterKey.length === 0 || afterKey.length > KEY_BYTES_MAX)) throw new AspenError('INVALID_INPUT', 'bad continuation_token');
+    await this.call<ReadServed>('scan', (callback) => { this.node.barrier(callback); });
+    const page = this.node.stateMachine.scan(prefix, afterKey, limit);
+    const last = page.records.at(-1);
+    return {
+      entries: page.records.map(([key, record]) => ({ key, value: record.value })),
+      count: page.records.length,
+      is_truncated: page.more,
+      continuation_token: page.more && last !== undefined ? Buffer.from(last[0], 'utf8').toString('base64url') : null,
+    };
   }
 
   async read(request: ReadRequest): Promise<ReadResult> {

@@ -23,7 +23,8 @@ export interface ClientRequest {
   readonly operation:
     | { readonly kind: 'write'; readonly command: WriteCommand }
     | { readonly kind: 'read'; readonly key: string }
-    | { readonly kind: 'delete'; readonly key: string };
+    | { readonly kind: 'delete'; readonly key: string }
+    | { readonly kind: 'scan'; readonly prefix: string; readonly limit: number | null; readonly continuationToken: string | null };
 }
 
 /** The leader's answer: a JSON-shaped result, or an error with its code. */

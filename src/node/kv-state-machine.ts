@@ -31,10 +31,18 @@ export interface StateMachine {
   /** The membership applied last (null before any configuration entry). */
   readonly appliedMembership: MembershipConfig | null;
   get(key: string): KvRecord | undefined;
+  /** Up to `limit` records whose key starts with `prefix`, in key order, after `afterKey` (exclusive). */
+  scan(prefix: string, afterKey: string | null, limit: number): ScanPage;
   /** The whole state after `appliedIndex`, as bytes. */
   snapshot(): Uint8Array;
   /** Replace the whole state with a snapshot taken at `index` (with the membership in effect there). */
   restore(data: Uint8Array, index: number, config: MembershipConfig): void;
+}
+
+export interface ScanPage {
+  readonly records: readonly (readonly [string, KvRecord])[];
+  /** More records match after the last one returned. */
+  readonly more: boolean;
 }
 
 /** Where records live: a Map in memory, an LMDB database inside a write transaction. */
@@ -103,6 +111,17 @@ export class MemoryKvStateMachine implements StateMachine {
 
   get size(): number {
     return this.records.size;
+  }
+
+  /** Sorts the matching keys on every call: fine at control-plane sizes (LMDB scans in order natively). */
+  scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
+    const keys = [...this.records.keys()].filter((key) => key.startsWith(prefix) && (afterKey === null || key > afterKey)).sort();
+    const page = keys.slice(0, limit).map((key): [string, KvRecord] => {
+      const record = this.records.get(key);
+      assert(record !== undefined, 'scanned key exists');
+      return [key, record];
+    });
+    return { records: page, more: keys.length > limit };
   }
 
   snapshot(): Uint8Array {

@@ -42,7 +42,7 @@ type MailboxItem =
   | { readonly kind: 'message'; readonly message: Message }
   | { readonly kind: 'tick' }
   | { readonly kind: 'write'; readonly command: WriteCommand; readonly callback: Callback<WriteApplied> }
-  | { readonly kind: 'read'; readonly key: string; readonly callback: Callback<ReadServed> }
+  | { readonly kind: 'read'; readonly key: string | null; readonly callback: Callback<ReadServed> }
   | { readonly kind: 'init'; readonly config: MembershipConfig; readonly callback: Callback<null> }
   | { readonly kind: 'chunk'; readonly chunk: SnapshotChunk }
   | { readonly kind: 'membership'; readonly target: MembershipTarget; readonly callback: Callback<MembershipConfig> }
@@ -70,7 +70,8 @@ interface PendingWrite {
 }
 
 interface PendingRead {
-  readonly key: string;
+  /** The key to read, or null for a plain linearizability barrier (scans). */
+  readonly key: string | null;
   readonly callback: Callback<ReadServed>;
   /** Set once the core released the read: serve after applying this index. */
   index: number;
@@ -192,6 +193,14 @@ export class RaftNode {
 
   read(key: string, callback: Callback<ReadServed>): void {
     this.enqueueRequest({ kind: 'read', key, callback }, callback);
+  }
+
+  /**
+   * A ReadIndex barrier: answers once this node's state machine reflects everything committed
+   * before the call, so reading it afterwards (scans) is linearizable.
+   */
+  barrier(callback: Callback<ReadServed>): void {
+    this.enqueueRequest({ kind: 'read', key: null, callback }, callback);
   }
 
   init(config: MembershipConfig, callback: Callback<null>): void {
@@ -412,7 +421,7 @@ export class RaftNode {
     this.pendingWrites.set(result.value.index, { term: result.value.term, callback });
   }
 
-  private handleRead(key: string, callback: Callback<ReadServed>): void {
+  private handleRead(key: string | null, callback: Callback<ReadServed>): void {
     if (this.pendingReads.size >= PENDING_READS_MAX) {
       callback({ ok: false, error: new AspenError('OVERLOADED', `${PENDING_READS_MAX} reads are already waiting; retry later`) });
       return;
@@ -548,7 +557,8 @@ export class RaftNode {
     for (const [requestId, pending] of this.pendingReads) {
       if (pending.index === 0 || pending.index > appliedIndex) continue;
       this.options.observer?.readServed?.(this.id, pending.index, appliedIndex);
-      this.resolveRead(requestId, { ok: true, value: { record: this.options.stateMachine.get(pending.key), appliedIndex } });
+      const record = pending.key === null ? undefined : this.options.stateMachine.get(pending.key);
+      this.resolveRead(requestId, { ok: true, value: { record, appliedIndex } });
     }
   }
 

@@ -117,6 +117,7 @@ describe('aspen-node: three nodes over libp2p with the HTTP API', () => {
     expect(viaFollower.status).toBe(200);
     expect(await get(`${http(3)}/read?key=greeting`)).toMatchObject({ key: 'greeting', value: 'hello from 2' });
     expect((await post(`${http(3)}/delete`, { key: 'nothing-here' })).json).toEqual({ key: 'nothing-here', deleted: false });
+    expect((await post(`${http(3)}/scan`, { prefix: 'greet' })).json).toEqual({ entries: [{ key: 'greeting', value: 'hello from 2' }], count: 1, is_truncated: false, continuation_token: null });
     const missing = await fetch(`${http(2)}/read?key=nope`);
     expect(missing.status).toBe(404);
     for (const running of nodes) await running.stop();

@@ -53,6 +53,12 @@ describe('HTTP control-plane API (the seed formats)', () => {
     const health = await app.inject(json('GET', '/health'));
     expect(health.statusCode).toBe(200);
     expect(health.json()).toMatchObject({ status: 'healthy', node_id: 1, raft_node_id: 1, uptime_seconds: 5 });
+    await app.inject(json('POST', '/write', { command: { SetMulti: { pairs: [['app/1', 'x'], ['app/2', 'y'], ['app/3', 'z'], ['apq', 'no']] } } }));
+    const page1 = (await app.inject(json('POST', '/scan', { prefix: 'app/', limit: 2 }))).json<{ entries: unknown[]; is_truncated: boolean; continuation_token: string | null; count: number }>();
+    expect(page1).toMatchObject({ entries: [{ key: 'app/1', value: 'x' }, { key: 'app/2', value: 'y' }], count: 2, is_truncated: true });
+    const page2 = (await app.inject(json('POST', '/scan', { prefix: 'app/', limit: 2, continuation_token: page1.continuation_token }))).json<unknown>();
+    expect(page2).toEqual({ entries: [{ key: 'app/3', value: 'z' }], count: 1, is_truncated: false, continuation_token: null });
+    expect((await app.inject(json('POST', '/scan', { limit: 20_000 }))).statusCode).toBe(400);
     expect((await app.inject(json('POST', '/trigger-snapshot'))).json()).toMatchObject({ snapshot: { term: 2 } });
     const prometheus = await app.inject(json('GET', '/metrics/prometheus'));
     expect(prometheus.headers['content-type']).toContain('text/plain');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/node/local-runtime.ts';
-import { encodeSnapshot } from '../../src/node/kv-state-machine.ts';
+import { encodeSnapshot, MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import { RaftNode, type Outcome, type WriteApplied } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
@@ -175,6 +175,22 @@ describe('RaftNode on LMDB', () => {
     expect(node.status().commitIndex).toBe(10);
     node.stop();
     await storage.close();
+  });
+
+  it('scans in key order by prefix, after a key, bounded, the same as the memory state machine', () => {
+    const storage = LmdbStorage.open(dataDir());
+    const machines = [new LmdbKvStateMachine(storage), new MemoryKvStateMachine()];
+    for (const machine of machines) {
+      machine.apply(1, { SetMulti: { pairs: [['b/2', '2'], ['a', 'x'], ['b/1', '1'], ['b/3', '3'], ['c', 'y']] } });
+      const first = machine.scan('b/', null, 2);
+      expect(first.records.map(([key]) => key)).toEqual(['b/1', 'b/2']);
+      expect(first.more).toBe(true);
+      const rest = machine.scan('b/', 'b/2', 2);
+      expect(rest.records.map(([key]) => key)).toEqual(['b/3']);
+      expect(rest.more).toBe(false);
+      expect(machine.scan('', null, 10).records.map(([key]) => key)).toEqual(['a', 'b/1', 'b/2', 'b/3', 'c']);
+    }
+    void storage.close();
   });
 
   it('keeps a node registry with first and last seen times across a reopen', async () => {
