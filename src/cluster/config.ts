@@ -1,9 +1,11 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
+import { parse as parseToml } from 'smol-toml';
 
 /**
- * aspen-node configuration (DESIGN.md section 7): defaults < ASPEN_* environment < flags. Bad
- * configuration fails at start with one clear line. (The TOML config file, gossip, mDNS, DNS and
- * tickets arrive with the discovery milestone; their flags are not accepted until they work.)
+ * aspen-node configuration (DESIGN.md section 7): defaults < ASPEN_* environment < TOML config
+ * file (--config) < flags. Bad configuration fails at start with one clear line. (Gossip, mDNS, DNS
+ * and tickets arrive with the discovery milestone; their flags are not accepted until they work.)
  */
 export interface NodeConfig {
   readonly nodeId: number;
@@ -61,7 +63,7 @@ function command(): Command {
     .description('Run one Aspen node: Raft over libp2p with the HTTP control-plane API')
     .exitOverride()
     .configureOutput({ writeErr: () => undefined, writeOut: (text) => { process.stdout.write(text); } })
-    .addOption(new Option('--node-id <id>', 'this node\'s Raft id (>= 1)').env('ASPEN_NODE_ID').makeOptionMandatory())
+    .addOption(new Option('--node-id <id>', 'this node\'s Raft id (>= 1), required').env('ASPEN_NODE_ID'))
     .addOption(new Option('--port <port>', 'Raft transport port (TCP)').env('ASPEN_PORT').default('26000'))
     .addOption(new Option('--host <host>', 'Raft transport listen host').env('ASPEN_HOST').default('127.0.0.1'))
     .addOption(new Option('--http-addr <host:port>', 'HTTP API address').env('ASPEN_HTTP_ADDR').default('127.0.0.1:8080'))
@@ -72,7 +74,37 @@ function command(): Command {
     .addOption(new Option('--heartbeat-interval-ms <ms>').env('ASPEN_HEARTBEAT_INTERVAL_MS').default('100'))
     .addOption(new Option('--election-timeout-min-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MIN_MS').default('1000'))
     .addOption(new Option('--election-timeout-max-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MAX_MS').default('2000'))
-    .addOption(new Option('--log-level <level>').env('ASPEN_LOG_LEVEL').choices(['error', 'warn', 'info', 'debug']).default('info'));
+    .addOption(new Option('--log-level <level>').env('ASPEN_LOG_LEVEL').choices(['error', 'warn', 'info', 'debug']).default('info'))
+    .addOption(new Option('--config <file>', 'TOML file with the same settings (keys like node-id or node_id)').env('ASPEN_CONFIG'));
+}
+
+/** Largest config file read. */
+export const CONFIG_FILE_BYTES_MAX = 64 * 1024;
+
+/** Apply a TOML config file under the flags: it overrides defaults and environment, never the command line. */
+function applyConfigFile(program: Command, path: string): void {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (text.length > CONFIG_FILE_BYTES_MAX) throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+  let table: Record<string, unknown>;
+  try {
+    table = parseToml(text);
+  } catch (error) {
+    throw new ConfigError(`--config ${path} is not valid TOML: ${error instanceof Error ? error.message.split('\n')[0] ?? '' : String(error)}`);
+  }
+  const names = new Map(program.options.map((option) => [option.attributeName(), option]));
+  for (const [key, value] of Object.entries(table)) {
+    const attribute = key.replace(/[-_]([a-z])/g, (_match, letter: string) => letter.toUpperCase());
+    const option = names.get(attribute);
+    if (option === undefined || attribute === 'config') throw new ConfigError(`--config ${path}: unknown setting "${key}"`);
+    if (program.getOptionValueSource(attribute) === 'cli') continue;
+    const values = Array.isArray(value) ? value.map(String) : [String(value)];
+    program.setOptionValueWithSource(attribute, option.variadic ? values : values[0], 'config');
+  }
 }
 
 /** Parse argv (without the node and script entries) and the environment into a checked NodeConfig. */
@@ -84,10 +116,12 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     if (error instanceof CommanderError) throw new ConfigError(error.message.replace(/^error: /, ''), error.code === 'commander.helpDisplayed');
     throw error;
   }
+  const configPath = program.opts<{ config?: string }>().config;
+  if (configPath !== undefined) applyConfigFile(program, configPath);
   const options = program.opts<Record<string, string | string[] | undefined>>();
   const text = (name: string): string => {
     const value = options[name];
-    if (typeof value !== 'string') throw new ConfigError(`--${name} is required`);
+    if (typeof value !== 'string') throw new ConfigError(`--${name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`)} is required`);
     return value;
   };
   const nodeId = integerIn(text('nodeId'), '--node-id', 1, Number.MAX_SAFE_INTEGER);

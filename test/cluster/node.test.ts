@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -47,6 +47,25 @@ describe('aspen-node configuration', () => {
       { id: 2, address: '127.0.0.1:26002' },
       { id: 3, address: '/ip4/127.0.0.1/tcp/26003' },
     ]);
+  });
+
+  it('reads a TOML config file under the flags and over the environment', () => {
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-config-'));
+    directories.push(directory);
+    const file = join(directory, 'aspen.toml');
+    writeFileSync(file, 'node-id = 7\nport = 27007\ncookie = "from-file"\npeers = ["2@127.0.0.1:26002"]\nstorage = "memory"\n');
+    process.env.ASPEN_PORT = '27000';
+    try {
+      expect(parseNodeConfig(['--config', file])).toMatchObject({ nodeId: 7, port: 27007, cookie: 'from-file', storage: 'memory', peers: [{ id: 2, address: '127.0.0.1:26002' }] });
+      expect(parseNodeConfig(['--config', file, '--port', '27100']).port).toBe(27100);
+    } finally {
+      delete process.env.ASPEN_PORT;
+    }
+    writeFileSync(file, 'nodeid_typo = 1\n');
+    expect(() => parseNodeConfig(['--config', file])).toThrow(/unknown setting "nodeid_typo"/);
+    writeFileSync(file, 'node-id = = 1\n');
+    expect(() => parseNodeConfig(['--config', file])).toThrow(/not valid TOML/);
+    expect(() => parseNodeConfig(['--config', join(directory, 'missing.toml')])).toThrow(/cannot read --config/);
   });
 
   it('refuses bad configuration with one clear line', () => {
