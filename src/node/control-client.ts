@@ -177,7 +177,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
       membership_config:
         membership === null ? null : { voters: membership.voters, voters_outgoing: membership.votersOutgoing, learners: membership.learners },
       replication: status.role === 'leader' ? status.peers.map((peer) => ({ node_id: peer.id, matched_index: peer.matchIndex })) : null,
-      millis_since_quorum_ack: null,
+      millis_since_quorum_ack: status.ticksSinceQuorumAck === null ? null : status.ticksSinceQuorumAck * this.node.tickMs,
     });
   }
 

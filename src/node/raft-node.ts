@@ -222,6 +222,11 @@ export class RaftNode {
     this.enqueueRequest({ kind: 'snapshot', callback }, callback);
   }
 
+  /** Length of one core tick in clock milliseconds. */
+  get tickMs(): number {
+    return this.options.tickMs;
+  }
+
   status(): RaftStatus {
     return this.core.status();
   }

@@ -64,6 +64,8 @@ export interface RaftStatus {
   readonly membership: MembershipConfig | null;
   readonly peers: readonly PeerStatus[];
   readonly messagesDropped: number;
+  /** Leader only: ticks since a quorum of voters last acknowledged it (null on followers). */
+  readonly ticksSinceQuorumAck: number | null;
 }
 
 /**
@@ -101,6 +103,8 @@ export class RaftCore {
   private readonly votes = new Map<NodeId, boolean>();
   private electionElapsed = 0;
   private heartbeatElapsed = 0;
+  /** Ticks since this node became leader: the clock for acknowledgement ages. */
+  private leaderTicks = 0;
   private randomizedElectionTicks: number;
 
   private outbox: Message[] = [];
@@ -419,7 +423,15 @@ export class RaftCore {
       membership: this.membership,
       peers,
       messagesDropped: this.messagesDropped,
+      ticksSinceQuorumAck: this.ticksSinceQuorumAck(),
     };
+  }
+
+  /** The age of the newest tick a quorum of voters (joint: both) acknowledged; a leader acks itself now. */
+  private ticksSinceQuorumAck(): number | null {
+    if (this.role !== 'leader' || this.membership === null) return null;
+    const ackTick = jointAckedIndex(this.membership, (id) => (id === this.id ? this.leaderTicks : (this.progress.get(id)?.lastAckTick ?? -1)));
+    return ackTick < 0 ? null : this.leaderTicks - ackTick;
   }
 
   // ---------------------------------------------------------------- term handling
@@ -511,6 +523,12 @@ export class RaftCore {
     this.resetTimers();
     this.progress.clear();
     this.reconcileProgress();
+    this.leaderTicks = 0;
+    // The votes that elected us are the first quorum acknowledgement.
+    for (const [id, granted] of this.votes) {
+      const progress = this.progress.get(id);
+      if (granted && progress !== undefined) progress.lastAckTick = 0;
+    }
     this.pendingReads = [];
     this.readRound = 0;
     // A blank entry of the new term lets the leader commit (and learn) everything before it.
@@ -730,6 +748,7 @@ export class RaftCore {
   // ---------------------------------------------------------------- leader
 
   private tickLeader(): void {
+    this.leaderTicks += 1;
     this.heartbeatElapsed += 1;
     this.electionElapsed += 1;
     this.tickTransfer();
@@ -798,6 +817,7 @@ export class RaftCore {
     const progress = this.progress.get(message.from);
     if (progress === undefined) return;
     progress.recentActive = true;
+    progress.lastAckTick = this.leaderTicks;
     if (!message.success) {
       let matchHint = message.hintIndex;
       if (message.hintTerm > 0) matchHint = this.log.findConflictByTerm(message.hintIndex, message.hintTerm);
@@ -825,6 +845,7 @@ export class RaftCore {
     const progress = this.progress.get(message.from);
     if (progress === undefined) return;
     progress.recentActive = true;
+    progress.lastAckTick = this.leaderTicks;
     progress.probeSent = false;
     progress.readRoundAcked = Math.max(progress.readRoundAcked, message.readRound);
     this.releaseConfirmedReads();

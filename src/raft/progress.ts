@@ -65,6 +65,8 @@ export class Progress {
   probeSent = false;
   /** Heard from since the last CheckQuorum round. */
   recentActive = false;
+  /** The leader tick of this peer's latest response (-1: none in this term). */
+  lastAckTick = -1;
   /** Highest read round this peer acknowledged in the current term. */
   readRoundAcked = 0;
   /** In snapshot state: the index of the snapshot sent, and ticks since it was sent. */

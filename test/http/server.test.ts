@@ -48,7 +48,7 @@ describe('HTTP control-plane API (the seed formats)', () => {
     expect((await app.inject(json('POST', '/delete', { key: 'a' }))).json()).toEqual({ key: 'a', deleted: true });
     expect((await app.inject(json('POST', '/delete', { key: 'a' }))).json()).toEqual({ key: 'a', deleted: false });
     expect((await app.inject(json('GET', '/state'))).json()).toMatchObject({ members: [1], leader: 1 });
-    expect((await app.inject(json('GET', '/metrics'))).json()).toMatchObject({ node_id: 1, state: 'Leader', current_leader: 1 });
+    expect((await app.inject(json('GET', '/metrics'))).json()).toMatchObject({ node_id: 1, state: 'Leader', current_leader: 1, millis_since_quorum_ack: 0 });
     expect((await app.inject(json('GET', '/leader'))).json()).toEqual({ leader: 1 });
     const health = await app.inject(json('GET', '/health'));
     expect(health.statusCode).toBe(200);
@@ -64,6 +64,7 @@ describe('HTTP control-plane API (the seed formats)', () => {
     expect(prometheus.headers['content-type']).toContain('text/plain');
     expect(prometheus.body).toMatch(/^aspen_current_leader 1$/m);
     expect(prometheus.body).toMatch(/^aspen_state 2$/m);
+    expect(prometheus.body).toMatch(/^aspen_quorum_ack_age_seconds 0$/m);
     expect(prometheus.body).toMatch(/^aspen_write_latency_seconds_count [1-9]/m);
     expect((await app.inject(json('GET', '/node-info'))).json()).toEqual({ node_id: 1, endpoint_id: '', addrs: [], http_addr: null });
   });

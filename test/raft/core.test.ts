@@ -187,6 +187,23 @@ describe('core behaviours', () => {
     expect(cluster.core(leader).status().role).toBe('follower');
   });
 
+  it('the leader reports how long ago a quorum acknowledged it; followers report nothing', () => {
+    const cluster = new Cluster([1, 2, 3]);
+    cluster.bootstrap(1, [1, 2, 3]);
+    const leader = cluster.leaders()[0] ?? 0;
+    const follower = [1, 2, 3].find((id) => id !== leader) ?? 0;
+    expect(cluster.core(leader).status().ticksSinceQuorumAck).toBe(0);
+    expect(cluster.core(follower).status().ticksSinceQuorumAck).toBeNull();
+    cluster.isolate(leader);
+    const ticks = defaultRaftConfig(1).electionTicksMin - 1;
+    cluster.tick(leader, ticks);
+    expect(cluster.core(leader).status().ticksSinceQuorumAck).toBe(ticks);
+    cluster.heal();
+    cluster.tick(leader, defaultRaftConfig(1).heartbeatTicks);
+    cluster.stabilize();
+    expect(cluster.core(leader).status().ticksSinceQuorumAck).toBe(0);
+  });
+
   it('an uninitialized node and a learner never campaign', () => {
     const cluster = new Cluster([1, 2]);
     cluster.tickAll(100);
