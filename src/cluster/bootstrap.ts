@@ -91,6 +91,7 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
     },
     log,
   });
+  transport.onPeerEvent((event) => { log(`peers: node ${event.id} ${event.kind} at ${event.address}`); });
   for (const peer of config.peers) transport.addPeer(peer.id, peer.address);
   const { raft, tickMs } = raftConfigFor(config);
   const raftNode = new RaftNode({

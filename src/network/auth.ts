@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Stream } from '@libp2p/interface';
 import { encodeFrame, FrameDecoder } from './frame.ts';
+import { AUTH_TIMEOUT_MS } from './timeouts.ts';
 
 /**
  * Cookie authentication on every new connection (`/aspen/auth/1.0.0`): a challenge–response with
@@ -9,7 +10,6 @@ import { encodeFrame, FrameDecoder } from './frame.ts';
  * peers that passed it.
  */
 export const AUTH_PROTOCOL = '/aspen/auth/1.0.0';
-export const AUTH_TIMEOUT_MS = 5_000;
 export const NONCE_BYTES = 32;
 const MAC_BYTES = 32;
 const AUTH_FRAME_BYTES_MAX = 1_024;

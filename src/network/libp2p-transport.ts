@@ -5,20 +5,22 @@ import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
-import type { Transport, WireMessage } from '../node/interfaces.ts';
+import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
 import { assert } from '../raft/assert.ts';
 import type { NodeId } from '../raft/types.ts';
+import { AddressBook, type PeerEvent } from './address-book.ts';
 import { AUTH_PROTOCOL, authenticateAsDialer, authenticateAsListener, deriveAuthKey } from './auth.ts';
 import { decodeWireMessage, encodeWireMessage } from './codec.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
+import {
+  ADDRESS_DIAL_TIMEOUT_MS, CONNECTION_CLOSE_TIMEOUT_MS, CONNECTION_PING_INTERVAL_MS, CONNECTIONS_MAX, DIAL_TIMEOUT_MS,
+  INBOUND_UPGRADE_TIMEOUT_MS, REDIAL_BACKOFF_MS, STREAM_OPEN_TIMEOUT_MS,
+} from './timeouts.ts';
 
 /** The Raft protocol: length-prefixed msgpack frames on one long-lived stream per peer and direction. */
 export const RAFT_PROTOCOL = '/aspen/raft/1.0.0';
 /** Frames waiting for a stream to open or drain; past it frames are dropped (Raft tolerates loss) and counted. */
 export const OUTBOUND_FRAMES_QUEUED_MAX = 4_096;
-export const DIAL_TIMEOUT_MS = 5_000;
-/** After a failed dial, wait this long before trying the peer again. */
-export const REDIAL_BACKOFF_MS = 500;
 
 export interface Libp2pTransportOptions {
   readonly nodeId: NodeId;
@@ -65,16 +67,18 @@ export function toMultiaddrs(address: string): Multiaddr[] {
  * every malformed or misaddressed frame is dropped and counted. Peers are found by the address map,
  * which discovery will keep current (addPeer/removePeer).
  */
-export class Libp2pTransport implements Transport {
+export class Libp2pTransport implements ClusterTransport {
   readonly nodeId: NodeId;
   private readonly libp2p: Libp2p;
   private readonly onMessage: (message: WireMessage) => void;
   private readonly peers = new Map<NodeId, Outbound>();
+  private readonly addressBook = new AddressBook();
   /** Connections whose peer proved the cookie (authentication is per connection). */
   private readonly authenticated = new Set<string>();
   private readonly authKey: Buffer;
   private readonly log: (line: string) => void;
   framesDropped = 0;
+  private stopped = false;
   framesRejected = 0;
   authRefusals = 0;
 
@@ -93,6 +97,16 @@ export class Libp2pTransport implements Transport {
       transports: [quic(), tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
+      connectionManager: {
+        dialTimeout: DIAL_TIMEOUT_MS,
+        addressDialTimeout: ADDRESS_DIAL_TIMEOUT_MS,
+        inboundUpgradeTimeout: INBOUND_UPGRADE_TIMEOUT_MS,
+        outboundStreamProtocolNegotiationTimeout: STREAM_OPEN_TIMEOUT_MS,
+        inboundStreamProtocolNegotiationTimeout: STREAM_OPEN_TIMEOUT_MS,
+        connectionCloseTimeout: CONNECTION_CLOSE_TIMEOUT_MS,
+        maxConnections: CONNECTIONS_MAX,
+      },
+      connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
     });
     const transport = new Libp2pTransport(options, libp2p);
     await libp2p.handle(AUTH_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptAuth(stream, connection); });
@@ -111,23 +125,40 @@ export class Libp2pTransport implements Transport {
 
   addPeer(id: NodeId, address: string): void {
     assert(id !== this.nodeId, 'a node is not its own peer');
-    const existing = this.peers.get(id);
-    const targets = toMultiaddrs(address);
-    if (existing !== undefined && existing.addresses.map(String).join(' ') === targets.map(String).join(' ')) return;
-    this.removePeer(id);
+    const targets = toMultiaddrs(address); // throws RangeError before anything changes
+    if (this.addressBook.get(id) === address && this.peers.has(id)) return;
+    this.dropOutbound(id);
     this.peers.set(id, { addresses: targets, stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0 });
+    this.addressBook.set(id, address);
   }
 
   removePeer(id: NodeId): void {
+    this.dropOutbound(id);
+    this.addressBook.delete(id);
+  }
+
+  private dropOutbound(id: NodeId): void {
     const peer = this.peers.get(id);
     if (peer === undefined) return;
     this.peers.delete(id);
     peer.stream?.abort(new Error('peer removed'));
   }
 
+  peerAddresses(): ReadonlyMap<NodeId, string> {
+    return this.addressBook.entries();
+  }
+
+  onPeerEvent(listener: (event: PeerEvent) => void): () => void {
+    return this.addressBook.subscribe(listener);
+  }
+
+  get messagesDropped(): number {
+    return this.framesDropped;
+  }
+
   send(message: WireMessage): void {
     const peer = this.peers.get(message.to);
-    if (peer === undefined) {
+    if (peer === undefined || this.stopped) {
       this.framesDropped += 1;
       return;
     }
@@ -150,7 +181,7 @@ export class Libp2pTransport implements Transport {
     let lastError: unknown = new Error('no address');
     for (const address of peer.addresses) {
       try {
-        return await this.libp2p.dial(address, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
+        return await this.libp2p.dial(address, { signal: AbortSignal.timeout(ADDRESS_DIAL_TIMEOUT_MS) });
       } catch (error) {
         lastError = error; // try the next transport (TCP after QUIC)
       }
@@ -161,7 +192,7 @@ export class Libp2pTransport implements Transport {
   private async dialRaft(peer: Outbound): Promise<Stream> {
     const connection = await this.dial(peer);
     if (!this.authenticated.has(connection.id)) {
-      const stream = await connection.newStream(AUTH_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
+      const stream = await connection.newStream(AUTH_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) });
       try {
         await authenticateAsDialer(stream, this.authKey, this.peerId, connection.remotePeer.toString());
       } catch (error) {
@@ -174,7 +205,7 @@ export class Libp2pTransport implements Transport {
       this.authenticated.add(connection.id);
       await stream.close();
     }
-    return connection.newStream(RAFT_PROTOCOL, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) });
+    return connection.newStream(RAFT_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) });
   }
 
   private open(id: NodeId, peer: Outbound): void {
@@ -270,6 +301,7 @@ export class Libp2pTransport implements Transport {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const id of [...this.peers.keys()]) this.removePeer(id);
     await this.libp2p.stop();
   }

@@ -1,5 +1,6 @@
 import type { WriteCommand } from '../api/types.ts';
-import type { Entry, HardState, Message, Ready, SnapshotMeta } from '../raft/types.ts';
+import type { PeerEvent } from '../network/address-book.ts';
+import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta } from '../raft/types.ts';
 
 /** One piece of a snapshot streamed from the leader (data bounded by the chunk size). */
 export interface SnapshotChunk {
@@ -44,6 +45,26 @@ export type WireMessage = Message | SnapshotChunk | ClientRequest | ClientRespon
 /** Unreliable, unordered datagram-style delivery of Raft messages (the simulator or libp2p). */
 export interface Transport {
   send(message: WireMessage): void;
+}
+
+/**
+ * A node's endpoint in the cluster network: the simulated one and libp2p implement it and share one
+ * compliance suite (test/network/transport-compliance.ts). Messages go only to peers in the address
+ * map (or, for libp2p, back to a node that reached us); anything else is dropped and counted.
+ */
+export interface ClusterTransport extends Transport {
+  readonly nodeId: NodeId;
+  /** Add a peer or change its address; an unusable address throws RangeError. */
+  addPeer(id: NodeId, address: string): void;
+  removePeer(id: NodeId): void;
+  /** The address map as it is now. */
+  peerAddresses(): ReadonlyMap<NodeId, string>;
+  /** Address map changes (added, changed, removed); returns an unsubscribe function. */
+  onPeerEvent(listener: (event: PeerEvent) => void): () => void;
+  /** Messages dropped on send: unknown peer, full queue, failed dial, stopped transport. */
+  readonly messagesDropped: number;
+  /** Stop sending and receiving; later sends are dropped. */
+  stop(): Promise<void>;
 }
 
 /** A snapshot with its data: what the state machine held after applying `meta.index`. */

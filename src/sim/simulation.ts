@@ -9,6 +9,7 @@ import { SafetyChecker, SimViolation } from './checkers.ts';
 import { SimDisk } from './disk.ts';
 import { EventQueue } from './event-queue.ts';
 import { checkLinearizability } from './linearizability.ts';
+import { SimTransport } from './sim-transport.ts';
 import { SimNetwork, type NetworkSettings } from './network.ts';
 import { Workload, type WorkloadSettings } from './workload.ts';
 
@@ -173,6 +174,7 @@ interface SimNode {
   readonly id: NodeId;
   readonly disk: SimDisk;
   node: RaftNode | null;
+  transport: SimTransport | null;
   lastRole: string;
 }
 
@@ -238,7 +240,7 @@ export class Simulation {
         () => latency.nextIntInclusive(this.settings.diskLatencyMsMin, this.settings.diskLatencyMsMax),
         (batchEntries) => (latency.chance(this.settings.tornWriteProbability) ? latency.nextIntInclusive(1, batchEntries) : 0),
       );
-      this.nodes.set(id, { id, disk, node: null, lastRole: 'follower' });
+      this.nodes.set(id, { id, disk, node: null, transport: null, lastRole: 'follower' });
       this.startNode(id);
     }
     this.events.after(1, () => { this.ensureInitialized(); });
@@ -392,7 +394,10 @@ export class Simulation {
     const simNode = this.nodes.get(id);
     assert(simNode !== undefined && simNode.node === null, `start node ${id} once`);
     const { persisted, snapshot } = simNode.disk.load();
-    const node = new RaftNode({
+    let node: RaftNode | null = null;
+    const transport = new SimTransport(this.network, id, (message) => { node?.deliver(message); });
+    for (let peer = 1; peer <= this.settings.nodeCount; peer += 1) if (peer !== id) transport.addPeer(peer, `sim-node-${peer}`);
+    node = new RaftNode({
       config: this.raftConfig(id),
       prng: this.prng.fork(),
       persisted,
@@ -401,7 +406,7 @@ export class Simulation {
       snapshotChunkBytes: this.settings.snapshotChunkBytes,
       logStore: simNode.disk,
       stateMachine: new MemoryKvStateMachine(),
-      transport: { send: (message) => { this.network.send(message); } },
+      transport,
       clock: this.nodeClock(id),
       tickMs: this.settings.tickMs,
       observer: {
@@ -416,9 +421,9 @@ export class Simulation {
       },
     });
     simNode.node = node;
+    simNode.transport = transport;
     simNode.lastRole = 'follower';
     this.views.set(id, { node, disk: simNode.disk });
-    this.network.attach(id, (message) => { node.deliver(message); });
     node.start();
   }
 
@@ -470,7 +475,8 @@ export class Simulation {
       this.stats.tornWrites += 1;
       this.checker.onPersisted(id, torn, simNode.disk); // what reached the disk must still match the logs
     }
-    this.network.detach(id);
+    void simNode.transport?.stop();
+    simNode.transport = null;
     this.stats.crashes += 1;
     this.note(`crash node ${id}`);
   }
