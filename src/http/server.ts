@@ -47,7 +47,8 @@ const keyBody = {
   type: 'object',
   required: ['key'],
   additionalProperties: false,
-  properties: { key: { type: 'string', minLength: 1, maxLength: KEY_BYTES_MAX } },
+  // The key's byte bound is checked by the store (KEY_TOO_LARGE, as for writes), before any forwarding.
+  properties: { key: { type: 'string', minLength: 1 } },
 } as const;
 
 /** The one place where failures become HTTP: AspenError by code, schema failures as INVALID_INPUT. */

@@ -1,4 +1,6 @@
+import type { InjectOptions } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
+import { BATCH_KEYS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX } from '../../src/api/limits.ts';
 import { buildHttpServer, REQUEST_BODY_BYTES_MAX } from '../../src/http/server.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
@@ -98,5 +100,49 @@ describe('HTTP control-plane API (the seed formats)', () => {
     expect((await app.inject(json('GET', '/nope'))).statusCode).toBe(404);
     expect((await app.inject(json('POST', '/add-peer', { node_id: 2, addr: '127.0.0.1:26002' }))).json()).toMatchObject({ error: { code: 'INVALID_INPUT' } });
     expect((await app.inject(json('GET', '/metrics/prometheus'))).body).toMatch(/^aspen_errors_total\{code="KEY_NOT_FOUND"\} 1$/m);
+  });
+
+  it('refuses a table of malformed and oversized requests with the documented status and code; nothing is written', async () => {
+    const app = server();
+    await app.inject(json('POST', '/init', { initial_members: [member] }));
+    await expect.poll(async () => (await app.inject(json('POST', '/write', { command: { Set: { key: 'seed', value: '1' } } }))).statusCode, { timeout: 5_000 }).toBe(200);
+    const before = (await app.inject(json('GET', '/metrics'))).json<{ last_log_index: number }>().last_log_index;
+    const raw = (url: string, payload: string, contentType = 'application/json') => ({ method: 'POST' as const, url, headers: { 'content-type': contentType }, payload });
+    const key = 'k'.repeat(KEY_BYTES_MAX + 1);
+    const cases: [string, InjectOptions, number, string][] = [
+      ['bad JSON', raw('/write', '{"command":'), 400, 'INVALID_INPUT'],
+      ['not JSON at all', raw('/write', 'Set greeting hello', 'text/plain'), 400, 'INVALID_INPUT'],
+      ['no command', json('POST', '/write', {}), 400, 'INVALID_INPUT'],
+      ['command of the wrong type', json('POST', '/write', { command: 'Set' }), 400, 'INVALID_INPUT'],
+      ['unknown command', json('POST', '/write', { command: { Drop: { key: 'k' } } }), 400, 'INVALID_INPUT'],
+      ['two commands in one', json('POST', '/write', { command: { Set: { key: 'a', value: '1' }, Delete: { key: 'a' } } }), 400, 'INVALID_INPUT'],
+      ['value of the wrong type', json('POST', '/write', { command: { Set: { key: 'k', value: 5 } } }), 400, 'INVALID_INPUT'],
+      ['missing value', json('POST', '/write', { command: { Set: { key: 'k' } } }), 400, 'INVALID_INPUT'],
+      ['key over the limit', json('POST', '/write', { command: { Set: { key, value: 'v' } } }), 400, 'KEY_TOO_LARGE'],
+      ['empty key', json('POST', '/write', { command: { Set: { key: '', value: 'v' } } }), 400, 'INVALID_INPUT'],
+      ['value over the limit', json('POST', '/write', { command: { Set: { key: 'k', value: 'v'.repeat(VALUE_BYTES_MAX + 1) } } }), 400, 'VALUE_TOO_LARGE'],
+      ['too many pairs', json('POST', '/write', { command: { SetMulti: { pairs: Array.from({ length: BATCH_KEYS_MAX + 1 }, (_, index) => [`k${index}`, 'v']) } } }), 400, 'BATCH_TOO_LARGE'],
+      ['body over the limit', json('POST', '/write', { command: { Set: { key: 'k', value: 'x'.repeat(REQUEST_BODY_BYTES_MAX) } } }), 413, 'BODY_TOO_LARGE'],
+      ['delete without key', json('POST', '/delete', {}), 400, 'INVALID_INPUT'],
+      ['read without key', json('GET', '/read'), 400, 'INVALID_INPUT'],
+      ['read key over the limit', json('GET', `/read?key=${key}`), 400, 'KEY_TOO_LARGE'],
+      ['scan limit over the bound', json('POST', '/scan', { prefix: '', limit: SCAN_LIMIT_MAX + 1 }), 400, 'INVALID_INPUT'],
+      ['membership without voters', json('POST', '/change-membership', { members: [] }), 400, 'INVALID_INPUT'],
+      ['membership naming an unknown node', json('POST', '/change-membership', { members: [1, 9] }), 400, 'INVALID_INPUT'],
+      ['membership with a negative id', json('POST', '/change-membership', { members: [-1] }), 400, 'INVALID_INPUT'],
+      ['learner without raft_addr', json('POST', '/add-learner', { learner: { id: 2, addr: 'node-2' } }), 400, 'INVALID_INPUT'],
+      ['learner with id 0', json('POST', '/add-learner', { learner: { id: 0, addr: 'node-0', raft_addr: '127.0.0.1:1' } }), 400, 'INVALID_INPUT'],
+      ['init a second time', json('POST', '/init', { initial_members: [member] }), 409, 'ALREADY_INITIALIZED'],
+      ['init with no members', json('POST', '/init', { initial_members: [] }), 400, 'INVALID_INPUT'],
+    ];
+    for (const [name, request, status, code] of cases) {
+      const response = await app.inject(request);
+      expect({ name, status: response.statusCode, code: response.json<{ error?: { code?: string } }>().error?.code }).toEqual({ name, status, code });
+      expect(response.json<{ error: { message: string } }>().error.message.length, name).toBeGreaterThan(0);
+    }
+    const after = (await app.inject(json('GET', '/metrics'))).json<{ last_log_index: number }>().last_log_index;
+    expect(after).toBe(before); // not one entry was proposed
+    expect((await app.inject(json('GET', '/health'))).statusCode).toBe(200);
+    expect((await app.inject(json('POST', '/write', { command: { Set: { key: 'still', value: 'serving' } } }))).statusCode).toBe(200);
   });
 });
