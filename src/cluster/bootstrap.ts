@@ -104,6 +104,11 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
     transport,
     clock: systemClock,
     tickMs,
+    observer: {
+      snapshotInstalled: (_id, snapshot) => {
+        log(`raft: installed snapshot at index ${snapshot.meta.index} term ${snapshot.meta.term} (${snapshot.data.byteLength} bytes)`);
+      },
+    },
     // Members' addresses are replicated in the configuration: every node can reach every other.
     onMembership: (membership) => {
       for (const member of membership.nodes ?? []) {

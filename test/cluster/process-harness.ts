@@ -1,0 +1,107 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { expect } from 'vitest';
+
+const BIN = resolve(import.meta.dirname, '../../src/bin/aspen-node.ts');
+const STARTUP_TIMEOUT_MS = 20_000;
+/** Every HTTP call of a test is bounded. */
+export const REQUEST_TIMEOUT_MS = 15_000;
+/** Polling interval of eventually(). */
+const POLL_MS = 50;
+
+export interface NodeProcess {
+  readonly id: number;
+  readonly child: ChildProcess;
+  readonly http: string;
+  readonly raftAddr: string;
+  readonly log: string[];
+}
+
+export interface StartOptions {
+  readonly cookie?: string;
+  /** A data directory for LMDB storage; in-memory storage without one. */
+  readonly dataDir?: string;
+}
+
+/** Real aspen-node processes on loopback, all killed (and temp dirs removed) by cleanup(). */
+export class ProcessCluster {
+  /** A block of 16 ports below Linux's ephemeral range: raft base+id, HTTP base+8+id (ids 1..7). */
+  readonly base = 20_000 + Math.floor(Math.random() * 600) * 16;
+  private readonly children: ChildProcess[] = [];
+  private readonly dirs: string[] = [];
+
+  tempDir(): string {
+    const dir = mkdtempSync(join(tmpdir(), 'aspen-proc-'));
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  member(node: NodeProcess): { id: number; addr: string; raft_addr: string } {
+    return { id: node.id, addr: `node-${node.id}`, raft_addr: node.raftAddr };
+  }
+
+  /** Start node `id` (ports derive from it) and wait for its "up" line. */
+  start(id: number, options: StartOptions = {}): Promise<NodeProcess> {
+    if (id < 1 || id > 7) throw new RangeError(`test node ids are 1..7, got ${id}`);
+    const raftPort = this.base + id;
+    const httpPort = this.base + 8 + id;
+    const storage = options.dataDir === undefined ? ['--storage', 'memory'] : ['--storage', 'lmdb', '--data-dir', options.dataDir];
+    const child = spawn(process.execPath, [BIN, '--node-id', String(id), '--port', String(raftPort), '--cookie', options.cookie ?? 'my-cluster',
+      '--http-addr', `127.0.0.1:${httpPort}`, ...storage, '--heartbeat-interval-ms', '50',
+      '--election-timeout-min-ms', '300', '--election-timeout-max-ms', '600'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.children.push(child);
+    const log: string[] = [];
+    return new Promise((resolvePromise, reject) => {
+      const timer = setTimeout(() => { reject(new Error(`node ${id} did not start: ${log.join('\n')}`)); }, STARTUP_TIMEOUT_MS);
+      child.stderr.setEncoding('utf8').on('data', (text: string) => {
+        log.push(...text.split('\n').filter((line) => line.length > 0));
+        if (text.includes(' up: ')) {
+          clearTimeout(timer);
+          resolvePromise({ id, child, http: `http://127.0.0.1:${httpPort}`, raftAddr: `127.0.0.1:${raftPort}`, log });
+        }
+      });
+      child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`node ${id} exited with ${code}: ${log.join('\n')}`)); });
+    });
+  }
+
+  /** SIGKILL: no shutdown path runs, as in a power cut of the process. */
+  async kill(node: NodeProcess): Promise<void> {
+    if (node.child.exitCode !== null || node.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolvePromise) => { node.child.once('exit', () => { resolvePromise(); }); });
+    node.child.kill('SIGKILL');
+    await exited;
+  }
+
+  cleanup(): void {
+    for (const child of this.children) child.kill('SIGKILL');
+    for (const dir of this.dirs) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function post(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+}
+
+export async function get(url: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+}
+
+/** Poll `check` until it holds or `timeoutMs` passes; then assert it. */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check()) && Date.now() < deadline) await new Promise((resolvePromise) => setTimeout(resolvePromise, POLL_MS));
+  expect(await check()).toBe(true);
+}
+
+/** Form the README's cluster: init on the first node, add the others as learners, promote all. */
+export async function formCluster(cluster: ProcessCluster, nodes: readonly NodeProcess[]): Promise<void> {
+  const [first, ...rest] = nodes;
+  if (first === undefined) throw new Error('no nodes');
+  expect((await post(`${first.http}/init`, { initial_members: [cluster.member(first)] })).status).toBe(200);
+  for (const node of rest) expect((await post(`${first.http}/add-learner`, { learner: cluster.member(node) })).status).toBe(200);
+  expect((await post(`${first.http}/change-membership`, { members: nodes.map((node) => node.id) })).json).toMatchObject({ members: nodes.map((node) => node.id) });
+}
