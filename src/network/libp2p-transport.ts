@@ -302,7 +302,7 @@ export class Libp2pTransport implements ClusterTransport {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const id of [...this.peers.keys()]) this.removePeer(id);
+    for (const id of [...this.peers.keys()]) this.dropOutbound(id); // the address book stays: no removal events
     await this.libp2p.stop();
   }
 
