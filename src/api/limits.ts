@@ -101,8 +101,11 @@ export function commandKeys(command: WriteCommand): string[] {
 }
 
 /** A raft_addr is "ipv4:port" (the seed's form) or a multiaddr ("/ip4/…/tcp/…"). */
+/** Longest raft_addr or addr accepted: host:port, a multiaddr, or a comma-separated few (as discovery finds them). */
+export const ADDRESS_CHARS_MAX = 1_024;
+
 export function isRaftAddress(text: string): boolean {
-  if (text.startsWith('/')) return text.length <= 256 && !/\s/.test(text);
+  if (text.startsWith('/')) return text.length <= ADDRESS_CHARS_MAX && !/\s/.test(text);
   const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/.exec(text);
   if (match === null) return false;
   const octets = match.slice(1, 5).map(Number);

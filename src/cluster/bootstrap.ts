@@ -15,6 +15,7 @@ import type { PersistedState } from '../raft/types.ts';
 import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
 import { MemoryLogStore } from '../storage/memory-log-store.ts';
 import type { NodeConfig } from './config.ts';
+import { mdnsServiceTag, startDiscovery, type Discovery } from './discovery/index.ts';
 import { ForwardingStore } from './forwarding.ts';
 
 /** Heartbeats are two ticks: the core counts time in ticks, the node knows how long one is. */
@@ -25,6 +26,7 @@ export const SHUTDOWN_TRANSFER_WAIT_MS = 1_000;
 export interface RunningNode {
   readonly node: RaftNode;
   readonly transport: Libp2pTransport;
+  readonly discovery: Discovery;
   readonly httpUrl: string;
   stop(): Promise<void>;
 }
@@ -84,6 +86,8 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
     listen: [`/ip4/${config.host}/udp/${config.port}/quic-v1`, `/ip4/${config.host}/tcp/${config.port}`],
     privateKey: await loadIdentity(config),
     cookie: config.cookie,
+    gossip: config.gossip,
+    mdnsServiceTag: config.mdns ? mdnsServiceTag(config.cookie) : null,
     onMessage: (message) => {
       if (message.type === 'client_request') forwarding?.handleRequest(message);
       else if (message.type === 'client_response') forwarding?.handleResponse(message);
@@ -92,7 +96,8 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
     log,
   });
   transport.onPeerEvent((event) => { log(`peers: node ${event.id} ${event.kind} at ${event.address}`); });
-  for (const peer of config.peers) transport.addPeer(peer.id, peer.address);
+  const httpAddress = `${config.httpHost}:${config.httpPort}`;
+  const discovery = startDiscovery(config, transport, config.httpPort === 0 ? null : httpAddress, log);
   const { raft, tickMs } = raftConfigFor(config);
   const raftNode = new RaftNode({
     config: raft,
@@ -110,16 +115,7 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
       },
     },
     // Members' addresses are replicated in the configuration: every node can reach every other.
-    onMembership: (membership) => {
-      for (const member of membership.nodes ?? []) {
-        if (member.id === config.nodeId) continue;
-        try {
-          transport.addPeer(member.id, member.raftAddr);
-        } catch (error) {
-          log(`membership: cannot reach node ${member.id} at "${member.raftAddr}": ${error instanceof Error ? error.message : String(error)}`);
-        }
-      }
-    },
+    onMembership: (membership) => { discovery.directory.onMembership(membership.nodes ?? []); },
   });
   node = raftNode;
   raftNode.start();
@@ -129,12 +125,21 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
     controller: client,
     store: forwarding,
     identity: { nodeId: config.nodeId, endpointId: transport.peerId, startedAtMs: Date.now(), nowMs: () => Date.now() },
-    network: { addresses: () => transport.listenAddresses, addPeer: (nodeId, address) => { transport.addPeer(nodeId, address); } },
-    httpAddress: `${config.httpHost}:${config.httpPort}`,
+    network: {
+      addresses: () => transport.listenAddresses,
+      addPeer: (nodeId, address) => { discovery.directory.configure(nodeId, address); },
+      resolve: (nodeId) => discovery.resolve(nodeId),
+      peers: () => discovery.directory.peers().map((peer) => ({
+        node_id: peer.nodeId, peer_id: peer.peerId, addrs: peer.addrs, http_addr: peer.httpAddr, last_seen_ms_ago: Date.now() - peer.lastSeenMs,
+      })),
+      clusterTicket: () => discovery.ticket(),
+    },
+    httpAddress,
   });
   try {
     await app.listen({ host: config.httpHost, port: config.httpPort });
   } catch (error) {
+    discovery.stop();
     raftNode.stop();
     await transport.stop();
     await stores.close();
@@ -145,10 +150,12 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
   return {
     node: raftNode,
     transport,
+    discovery,
     httpUrl,
     stop: async () => {
       await app.close();
       await handOverLeadership(raftNode);
+      discovery.stop();
       raftNode.stop();
       await transport.stop();
       await stores.close();

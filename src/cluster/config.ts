@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
+import { toMultiaddrs } from '../network/libp2p-transport.ts';
+import { decodeTicket, TicketError, type ClusterTicket } from './discovery/ticket.ts';
 
 /**
  * aspen-node configuration (DESIGN.md section 7): defaults < ASPEN_* environment < TOML config
- * file (--config) < flags. Bad configuration fails at start with one clear line. (Gossip, mDNS, DNS
- * and tickets arrive with the discovery milestone; their flags are not accepted until they work.)
+ * file (--config) < flags. Bad configuration fails at start with one clear line.
  */
 export interface NodeConfig {
   readonly nodeId: number;
@@ -22,6 +23,14 @@ export interface NodeConfig {
   readonly electionTimeoutMinMs: number;
   readonly electionTimeoutMaxMs: number;
   readonly logLevel: 'error' | 'warn' | 'info' | 'debug';
+  /** Gossip discovery on the cookie's topic (on by default; --disable-gossip). */
+  readonly gossip: boolean;
+  /** mDNS on the LAN (on by default; --disable-mdns). */
+  readonly mdns: boolean;
+  /** `/dnsaddr` TXT discovery domain (--enable-dns-discovery --dns-discovery-domain D), or null. */
+  readonly dnsDiscoveryDomain: string | null;
+  /** A cluster ticket to join with (its cookie and bootstrap addresses), or null. */
+  readonly ticket: ClusterTicket | null;
 }
 
 export class ConfigError extends Error {
@@ -75,6 +84,11 @@ function command(): Command {
     .addOption(new Option('--election-timeout-min-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MIN_MS').default('1000'))
     .addOption(new Option('--election-timeout-max-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MAX_MS').default('2000'))
     .addOption(new Option('--log-level <level>').env('ASPEN_LOG_LEVEL').choices(['error', 'warn', 'info', 'debug']).default('info'))
+    .addOption(new Option('--ticket <ticket>', 'join the cluster of this ticket (GET /cluster-ticket): its cookie and bootstrap peers').env('ASPEN_TICKET'))
+    .addOption(new Option('--disable-gossip', 'no gossip discovery: static peers and member addresses only').env('ASPEN_DISABLE_GOSSIP'))
+    .addOption(new Option('--disable-mdns', 'no mDNS discovery on the LAN').env('ASPEN_DISABLE_MDNS'))
+    .addOption(new Option('--enable-dns-discovery', 'find bootstrap peers in /dnsaddr TXT records of --dns-discovery-domain').env('ASPEN_ENABLE_DNS_DISCOVERY'))
+    .addOption(new Option('--dns-discovery-domain <domain>', 'domain whose _dnsaddr TXT records list bootstrap peers').env('ASPEN_DNS_DISCOVERY_DOMAIN'))
     .addOption(new Option('--config <file>', 'TOML file with the same settings (keys like node-id or node_id)').env('ASPEN_CONFIG'));
 }
 
@@ -118,7 +132,12 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
   }
   const configPath = program.opts<{ config?: string }>().config;
   if (configPath !== undefined) applyConfigFile(program, configPath);
-  const options = program.opts<Record<string, string | string[] | undefined>>();
+  const options = program.opts<Record<string, string | string[] | boolean | undefined>>();
+  // Commander turns a boolean flag on whenever its variable is set; read the variable's value instead.
+  for (const option of program.options) {
+    const name = option.attributeName();
+    if (option.isBoolean() && option.envVar !== undefined && program.getOptionValueSource(name) === 'env') options[name] = process.env[option.envVar];
+  }
   const text = (name: string): string => {
     const value = options[name];
     if (typeof value !== 'string') throw new ConfigError(`--${name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`)} is required`);
@@ -127,7 +146,7 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
   const nodeId = integerIn(text('nodeId'), '--node-id', 1, Number.MAX_SAFE_INTEGER);
   const http = hostPort(text('httpAddr'), '--http-addr');
   const peersOption = options.peers;
-  const peerTexts = peersOption === undefined ? [] : Array.isArray(peersOption) ? peersOption : peersOption.split(',');
+  const peerTexts = typeof peersOption === 'string' ? peersOption.split(',') : Array.isArray(peersOption) ? peersOption : [];
   if (peerTexts.length > PEERS_MAX) throw new ConfigError(`at most ${PEERS_MAX} --peers`);
   const config: NodeConfig = {
     nodeId,
@@ -144,9 +163,55 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     electionTimeoutMinMs: integerIn(text('electionTimeoutMinMs'), '--election-timeout-min-ms', 10, 600_000),
     electionTimeoutMaxMs: integerIn(text('electionTimeoutMaxMs'), '--election-timeout-max-ms', 10, 600_000),
     logLevel: text('logLevel') as NodeConfig['logLevel'],
+    gossip: !flag(options.disableGossip),
+    mdns: !flag(options.disableMdns),
+    dnsDiscoveryDomain: dnsDomain(flag(options.enableDnsDiscovery), options.dnsDiscoveryDomain),
+    ticket: null,
   };
+  return withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
+}
+
+/** A ticket brings its cookie; a cookie given as well must be the same one. */
+function withTicket(config: NodeConfig, text: string | string[] | boolean | undefined, cookieIsDefaulted: boolean): NodeConfig {
+  checkConfig(config);
+  if (typeof text !== 'string') return config;
+  let ticket: ClusterTicket;
+  try {
+    ticket = decodeTicket(text.trim());
+  } catch (error) {
+    throw new ConfigError(`--ticket: ${error instanceof TicketError ? error.message : String(error)}`);
+  }
+  if (!cookieIsDefaulted && ticket.clusterId !== config.cookie) throw new ConfigError('--ticket belongs to another cluster than --cookie (drop --cookie: the ticket carries it)');
+  return { ...config, cookie: ticket.clusterId, cookieIsDefault: ticket.clusterId === DEFAULT_COOKIE, ticket };
+}
+
+/** Boolean flags arrive as true from the command line and as text from the environment or TOML. */
+function flag(value: string | string[] | boolean | undefined): boolean {
+  if (value === undefined || value === false) return false;
+  if (value === true) return true;
+  const text = Array.isArray(value) ? (value[0] ?? '') : value;
+  if (/^(1|true|yes|on)$/i.test(text)) return true;
+  if (/^(0|false|no|off|)$/i.test(text)) return false;
+  throw new ConfigError(`a boolean setting must be true or false, got "${text}"`);
+}
+
+function dnsDomain(enabled: boolean, domain: string | string[] | boolean | undefined): string | null {
+  if (!enabled) return null;
+  if (typeof domain !== 'string' || !/^[A-Za-z0-9.-]{1,253}$/.test(domain)) {
+    throw new ConfigError('--enable-dns-discovery needs --dns-discovery-domain DOMAIN (letters, digits, dots, dashes)');
+  }
+  return domain;
+}
+
+function checkConfig(config: NodeConfig): void {
   if (config.cookie.length === 0) throw new ConfigError('--cookie must not be empty');
+  for (const entry of config.peers) {
+    try {
+      toMultiaddrs(entry.address);
+    } catch {
+      throw new ConfigError(`--peers ${entry.id}@${entry.address}: the address is not host:port or a multiaddr`);
+    }
+  }
   if (config.electionTimeoutMinMs > config.electionTimeoutMaxMs) throw new ConfigError('--election-timeout-min-ms must be <= --election-timeout-max-ms');
   if (config.heartbeatIntervalMs * 2 >= config.electionTimeoutMinMs) throw new ConfigError('--heartbeat-interval-ms must be less than half of --election-timeout-min-ms');
-  return config;
 }

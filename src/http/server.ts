@@ -1,7 +1,7 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_MAX } from '../api/limits.ts';
+import { ADDRESS_CHARS_MAX, isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_MAX } from '../api/limits.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 
 /** Request body bound (DESIGN.md section 9); a larger body gets 413 BODY_TOO_LARGE. */
@@ -21,6 +21,33 @@ export interface NetworkInfo {
   addresses(): readonly string[];
   /** Add a peer by hand: its Raft node id and a multiaddr or host:port. */
   addPeer(nodeId: number, address: string): void;
+  /** Where a node can be reached, as discovery or configuration knows it (this node included). */
+  resolve?(nodeId: number): string | undefined;
+  /** Peers found by discovery, for GET /peers. */
+  peers?(): readonly DiscoveredPeerView[];
+  /** A ticket for joining this cluster, for GET /cluster-ticket. */
+  clusterTicket?(): string;
+}
+
+export interface DiscoveredPeerView {
+  readonly node_id: number;
+  readonly peer_id: string;
+  readonly addrs: readonly string[];
+  readonly http_addr: string | null;
+  readonly last_seen_ms_ago: number;
+}
+
+/** A member as given to /init or /add-learner: addr defaults to node-<id>, raft_addr to what discovery found. */
+interface PartialNode {
+  readonly id: number;
+  readonly addr?: string;
+  readonly raft_addr?: string;
+}
+
+function completeNode(node: PartialNode, network: NetworkInfo | undefined): { id: number; addr: string; raft_addr: string } {
+  const raftAddr = node.raft_addr ?? network?.resolve?.(node.id);
+  if (raftAddr === undefined) throw new AspenError('INVALID_INPUT', `node ${node.id}: no raft_addr given and discovery has not found that node`);
+  return { id: node.id, addr: node.addr ?? `node-${node.id}`, raft_addr: raftAddr };
 }
 
 export interface HttpServerOptions {
@@ -34,12 +61,12 @@ export interface HttpServerOptions {
 
 const clusterNode = {
   type: 'object',
-  required: ['id', 'addr', 'raft_addr'],
+  required: ['id'],
   additionalProperties: false,
   properties: {
     id: { type: 'integer', minimum: 1 },
-    addr: { type: 'string', maxLength: 256 },
-    raft_addr: { type: 'string', maxLength: 256 },
+    addr: { type: 'string', maxLength: ADDRESS_CHARS_MAX },
+    raft_addr: { type: 'string', maxLength: ADDRESS_CHARS_MAX },
   },
 } as const;
 
@@ -95,11 +122,14 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
 
   app.post('/init', {
     schema: { body: { type: 'object', required: ['initial_members'], additionalProperties: false, properties: { initial_members: { type: 'array', minItems: 1, maxItems: 64, items: clusterNode } } } },
-  }, (request) => controller.init(request.body as Parameters<ClusterController['init']>[0]));
+  }, (request) => {
+    const members = (request.body as { initial_members: PartialNode[] }).initial_members;
+    return controller.init({ initial_members: members.map((member) => completeNode(member, options.network)) });
+  });
 
   app.post('/add-learner', {
     schema: { body: { type: 'object', required: ['learner'], additionalProperties: false, properties: { learner: clusterNode } } },
-  }, (request) => controller.addLearner(request.body as Parameters<ClusterController['addLearner']>[0]));
+  }, (request) => controller.addLearner({ learner: completeNode((request.body as { learner: PartialNode }).learner, options.network) }));
 
   app.post('/change-membership', {
     schema: { body: { type: 'object', required: ['members'], additionalProperties: false, properties: { members: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'integer', minimum: 1 } } } } },
@@ -140,7 +170,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
     http_addr: options.httpAddress ?? null,
   }));
   app.post('/add-peer', {
-    schema: { body: { type: 'object', required: ['node_id', 'addr'], additionalProperties: false, properties: { node_id: { type: 'integer', minimum: 1 }, addr: { type: 'string', minLength: 1, maxLength: 256 } } } },
+    schema: { body: { type: 'object', required: ['node_id', 'addr'], additionalProperties: false, properties: { node_id: { type: 'integer', minimum: 1 }, addr: { type: 'string', minLength: 1, maxLength: ADDRESS_CHARS_MAX } } } },
   }, (request) => {
     const { node_id: nodeId, addr } = request.body as { node_id: number; addr: string };
     if (options.network === undefined) throw new AspenError('INVALID_INPUT', 'this node has no network layer');
@@ -152,6 +182,12 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
       throw new AspenError('INVALID_INPUT', `cannot use ${addr}: ${error instanceof Error ? error.message : String(error)}`);
     }
     return { node_id: nodeId, addr };
+  });
+  app.get('/peers', () => ({ peers: options.network?.peers?.() ?? [] }));
+  app.get('/cluster-ticket', () => {
+    const ticket = options.network?.clusterTicket?.();
+    if (ticket === undefined) throw new AspenError('INVALID_INPUT', 'this node has no network layer to make a ticket from');
+    return { ticket };
   });
   app.get('/leader', async () => ({ leader: (await controller.currentState()).leader }));
   app.post('/trigger-snapshot', () => controller.triggerSnapshot());

@@ -1,5 +1,5 @@
 import { Packr } from 'msgpackr';
-import { SCAN_LIMIT_MAX, validateKey, validateWriteCommand } from '../api/limits.ts';
+import { ADDRESS_CHARS_MAX, SCAN_LIMIT_MAX, validateKey, validateWriteCommand } from '../api/limits.ts';
 import type { WriteCommand } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, SnapshotChunk, WireMessage } from '../node/interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
@@ -57,8 +57,6 @@ function idList(value: unknown, name: string): number[] {
   });
 }
 
-/** Longest accepted address or name string in a configuration. */
-const ADDRESS_CHARS_MAX = 256;
 
 function text(fields: Fields, name: string): string {
   const value = fields[name];

@@ -4,7 +4,10 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
-import { createLibp2p, type Libp2p } from 'libp2p';
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
+import { identify } from '@libp2p/identify';
+import { mdns } from '@libp2p/mdns';
+import { createLibp2p, type Libp2p, type ServiceFactoryMap } from 'libp2p';
 import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
 import { assert } from '../raft/assert.ts';
 import type { NodeId } from '../raft/types.ts';
@@ -33,7 +36,16 @@ export interface Libp2pTransportOptions {
   readonly onMessage: (message: WireMessage) => void;
   /** One line per notable event (authentication refusals on both sides). */
   readonly log?: (line: string) => void;
+  /** Run gossipsub (with identify, which tells peers' protocols) for discovery. */
+  readonly gossip?: boolean;
+  /** Announce and look for this mDNS service tag on the LAN (null: mDNS off). */
+  readonly mdnsServiceTag?: string | null;
 }
+
+/** How often mDNS queries the LAN. */
+export const MDNS_QUERY_INTERVAL_MS = 2_000;
+/** Largest gossip RPC accepted from a peer (announcements are at most 4 KiB). */
+export const GOSSIP_RPC_BYTES_MAX = 64 * 1_024;
 
 interface Outbound {
   /** Where to reach the peer, in order of preference (QUIC first), or the peer id learned from its own connection. */
@@ -51,14 +63,36 @@ export function toMultiaddr(address: string): Multiaddr {
   return toMultiaddrs(address).at(-1) ?? multiaddr(address);
 }
 
-/** Where to dial a raft_addr: for host:port QUIC on that UDP port first, then TCP on the same number. */
+/** Addresses one peer entry may list (a node announces a few: QUIC and TCP, per interface). */
+export const PEER_ADDRESSES_MAX = 16;
+
+/**
+ * Where to dial a peer: "host:port" (the seed's raft_addr) means QUIC on that UDP port first, then
+ * TCP on the same number; otherwise one multiaddr, or several separated by commas, tried in order.
+ */
 export function toMultiaddrs(address: string): Multiaddr[] {
-  if (address.startsWith('/')) return [multiaddr(address)];
+  if (address.startsWith('/')) {
+    const parts = address.split(',');
+    if (parts.length > PEER_ADDRESSES_MAX) throw new RangeError(`at most ${PEER_ADDRESSES_MAX} addresses per peer`);
+    return parts.map((part) => {
+      try {
+        return multiaddr(part.trim());
+      } catch {
+        throw new RangeError(`not a multiaddr: ${part.slice(0, 80)}`);
+      }
+    });
+  }
   const match = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(address);
-  if (match === null) throw new RangeError(`not host:port or a multiaddr: ${address}`);
+  if (match === null) throw new RangeError(`not host:port or a multiaddr: ${address.slice(0, 80)}`);
   const host = match[1] ?? '';
   const port = match[2] ?? '';
   return [multiaddr(`/ip4/${host}/udp/${port}/quic-v1`), multiaddr(`/ip4/${host}/tcp/${port}`)];
+}
+
+/** Gossipsub (and identify, which tells peers' protocols) when gossip discovery is on; nothing otherwise. */
+function discoveryServices(gossip: boolean): ServiceFactoryMap {
+  if (!gossip) return {};
+  return { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, maxInboundDataLength: GOSSIP_RPC_BYTES_MAX }) };
 }
 
 /**
@@ -107,6 +141,10 @@ export class Libp2pTransport implements ClusterTransport {
         maxConnections: CONNECTIONS_MAX,
       },
       connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
+      services: discoveryServices(options.gossip === true),
+      peerDiscovery: options.mdnsServiceTag === undefined || options.mdnsServiceTag === null
+        ? []
+        : [mdns({ serviceTag: options.mdnsServiceTag, interval: MDNS_QUERY_INTERVAL_MS })],
     });
     const transport = new Libp2pTransport(options, libp2p);
     await libp2p.handle(AUTH_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptAuth(stream, connection); });
@@ -121,6 +159,30 @@ export class Libp2pTransport implements ClusterTransport {
 
   get peerId(): string {
     return this.libp2p.peerId.toString();
+  }
+
+  /** The gossipsub service, when created with `gossip`. */
+  get pubsub(): GossipSub | null {
+    const services = this.libp2p.services as { pubsub?: GossipSub };
+    return services.pubsub ?? null;
+  }
+
+  /** Peers found on the LAN by mDNS (or any libp2p peer discovery); returns an unsubscribe function. */
+  onPeerDiscovered(listener: (peerId: PeerId, addresses: readonly Multiaddr[]) => void): () => void {
+    const handler = (event: CustomEvent<{ id: PeerId; multiaddrs: Multiaddr[] }>): void => { listener(event.detail.id, event.detail.multiaddrs); };
+    this.libp2p.addEventListener('peer:discovery', handler);
+    return () => { this.libp2p.removeEventListener('peer:discovery', handler); };
+  }
+
+  /** Whether an open connection to this libp2p peer exists. */
+  isConnected(peerId: string): boolean {
+    return this.libp2p.getConnections().some((connection) => connection.remotePeer.toString() === peerId);
+  }
+
+  /** Open (or reuse) an authenticated connection without sending anything: a first contact for gossip. */
+  async connect(addresses: readonly (Multiaddr | PeerId)[]): Promise<string> {
+    const connection = await this.dialAuthenticated(addresses);
+    return connection.remotePeer.toString();
   }
 
   addPeer(id: NodeId, address: string): void {
@@ -176,10 +238,10 @@ export class Libp2pTransport implements ClusterTransport {
     if (peer.stream === null) this.open(message.to, peer);
   }
 
-  /** Dial (or reuse) a connection, authenticate it once, then open the long-lived Raft stream. */
-  private async dial(peer: Outbound): Promise<Connection> {
+  /** Dial (or reuse) a connection to the first address that answers, trying them in order. */
+  private async dial(addresses: readonly (Multiaddr | PeerId)[]): Promise<Connection> {
     let lastError: unknown = new Error('no address');
-    for (const address of peer.addresses) {
+    for (const address of addresses) {
       try {
         return await this.libp2p.dial(address, { signal: AbortSignal.timeout(ADDRESS_DIAL_TIMEOUT_MS) });
       } catch (error) {
@@ -189,22 +251,28 @@ export class Libp2pTransport implements ClusterTransport {
     throw lastError;
   }
 
-  private async dialRaft(peer: Outbound): Promise<Stream> {
-    const connection = await this.dial(peer);
-    if (!this.authenticated.has(connection.id)) {
-      const stream = await connection.newStream(AUTH_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) });
-      try {
-        await authenticateAsDialer(stream, this.authKey, this.peerId, connection.remotePeer.toString());
-      } catch (error) {
-        this.authRefusals += 1;
-        this.log(`auth: refused connection to ${connection.remotePeer.toString()} at ${connection.remoteAddr.toString()}: ${error instanceof Error ? error.message : String(error)}`);
-        stream.abort(error instanceof Error ? error : new Error(String(error)));
-        await connection.close();
-        throw error;
-      }
-      this.authenticated.add(connection.id);
-      await stream.close();
+  /** A connection whose peer proved the cookie (authentication is once per connection). */
+  private async dialAuthenticated(addresses: readonly (Multiaddr | PeerId)[]): Promise<Connection> {
+    const connection = await this.dial(addresses);
+    if (this.authenticated.has(connection.id)) return connection;
+    const stream = await connection.newStream(AUTH_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) });
+    try {
+      await authenticateAsDialer(stream, this.authKey, this.peerId, connection.remotePeer.toString());
+    } catch (error) {
+      this.authRefusals += 1;
+      this.log(`auth: refused connection to ${connection.remotePeer.toString()} at ${connection.remoteAddr.toString()}: ${error instanceof Error ? error.message : String(error)}`);
+      stream.abort(error instanceof Error ? error : new Error(String(error)));
+      await connection.close();
+      throw error;
     }
+    this.authenticated.add(connection.id);
+    await stream.close();
+    return connection;
+  }
+
+  /** The long-lived Raft stream to a peer, on an authenticated connection. */
+  private async dialRaft(peer: Outbound): Promise<Stream> {
+    const connection = await this.dialAuthenticated(peer.addresses);
     return connection.newStream(RAFT_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) });
   }
 

@@ -1,6 +1,6 @@
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX, validateKey, validateWriteCommand } from '../api/limits.ts';
+import { ADDRESS_CHARS_MAX, isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX, validateKey, validateWriteCommand } from '../api/limits.ts';
 import type {
   AddLearnerRequest,
   ChangeMembershipRequest,
@@ -115,7 +115,8 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
       const poll = (): void => {
         const status = this.node.status();
         const match = status.peers.find((peer) => peer.id === learnerId)?.matchIndex ?? 0;
-        if (status.role === 'leader' && targetIndex - match <= LEARNER_LAG_ENTRIES_MAX) {
+        // Within the lag bound of the target, and holding at least the log's start (so it knows the cluster).
+        if (status.role === 'leader' && match >= Math.max(1, targetIndex - LEARNER_LAG_ENTRIES_MAX)) {
           resolve();
           return;
         }
@@ -287,7 +288,7 @@ function validateMembers(value: unknown): number[] {
 }
 
 /** Longest accepted address string. */
-export const ADDRESS_LENGTH_MAX = 256;
+export const ADDRESS_LENGTH_MAX = ADDRESS_CHARS_MAX;
 
 function validateInitRequest(request: InitRequest): ClusterNode[] {
   const members: unknown = (request as { initial_members?: unknown } | null)?.initial_members;

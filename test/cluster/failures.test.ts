@@ -14,7 +14,13 @@ async function write(node: NodeProcess, key: string, value: string): Promise<boo
   return result.status === 200;
 }
 
-/** Write `count` keys through `nodes` in turn, LOAD_CONCURRENCY at a time; returns the acknowledged ones. */
+/** Attempts per key: a busy CI machine may see a leader change mid-load (NOT_LEADER, TIMEOUT); a client retries. */
+const WRITE_ATTEMPTS_MAX = 5;
+
+/**
+ * Write `count` keys through `nodes` in turn, LOAD_CONCURRENCY at a time, each retried a bounded number
+ * of times (the value is the same, so a retry of a write that did apply is harmless here); returns the acknowledged ones.
+ */
 async function load(nodes: readonly NodeProcess[], prefix: string, count: number): Promise<Map<string, string>> {
   const acked = new Map<string, string>();
   let next = 0;
@@ -25,7 +31,12 @@ async function load(nodes: readonly NodeProcess[], prefix: string, count: number
       const node = nodes[index % nodes.length];
       if (node === undefined) throw new Error('no node');
       const key = `${prefix}/${index}`;
-      if (await write(node, key, `v${index}`)) acked.set(key, `v${index}`);
+      for (let attempt = 1; attempt <= WRITE_ATTEMPTS_MAX; attempt += 1) {
+        if (await write(nodes[(index + attempt - 1) % nodes.length] ?? node, key, `v${index}`)) {
+          acked.set(key, `v${index}`);
+          break;
+        }
+      }
     }
   };
   await Promise.all(Array.from({ length: LOAD_CONCURRENCY }, worker));

@@ -4,7 +4,6 @@ import { parseNodeConfig } from '../../src/cluster/config.ts';
 
 describe('graceful shutdown of a leader', () => {
   it('hands leadership to a caught-up voter before it exits, faster than an election timeout', async () => {
-    const base = 36_000 + Math.floor(Math.random() * 1_000) * 3;
     const electionTimeoutMinMs = 1_000;
     const nodes: RunningNode[] = [];
     const stopped = new Set<RunningNode>();
@@ -14,11 +13,11 @@ describe('graceful shutdown of a leader', () => {
       await running.stop();
     };
     for (const id of [1, 2, 3]) {
-      nodes.push(await startNode(parseNodeConfig(['--node-id', String(id), '--port', String(base + id), '--http-addr', '127.0.0.1:0', '--storage', 'memory',
+      nodes.push(await startNode(parseNodeConfig(['--node-id', String(id), '--port', '0', '--http-addr', '127.0.0.1:0', '--storage', 'memory',
         '--cookie', 'handover', '--heartbeat-interval-ms', '50', '--election-timeout-min-ms', String(electionTimeoutMinMs), '--election-timeout-max-ms', '2000']), () => undefined));
     }
     try {
-      const members = [1, 2, 3].map((id) => ({ id, addr: `node-${id}`, raft_addr: `127.0.0.1:${base + id}` }));
+      const members = [1, 2, 3].map((id) => ({ id, addr: `node-${id}`, raft_addr: nodes[id - 1]?.transport.listenAddresses.join(',') ?? '' }));
       const init = await fetch(`${nodes[0]?.httpUrl ?? ''}/init`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_members: members }) });
       expect(init.status).toBe(200);
       const leaderOf = (): number => nodes.find((running) => running.node.status().role === 'leader')?.node.id ?? 0;

@@ -20,15 +20,20 @@ export interface NodeProcess {
 }
 
 export interface StartOptions {
-  readonly cookie?: string;
+  /** The cluster cookie (default: this cluster's); null passes no --cookie at all. */
+  readonly cookie?: string | null;
   /** A data directory for LMDB storage; in-memory storage without one. */
   readonly dataDir?: string;
+  /** More flags (discovery ones, --peers, --ticket). */
+  readonly flags?: readonly string[];
 }
 
 /** Real aspen-node processes on loopback, all killed (and temp dirs removed) by cleanup(). */
 export class ProcessCluster {
   /** A block of 16 ports below Linux's ephemeral range: raft base+id, HTTP base+8+id (ids 1..7). */
   readonly base = 20_000 + Math.floor(Math.random() * 600) * 16;
+  /** Unique per test file: mDNS and gossip never mix clusters of files running side by side. */
+  readonly cookie = `my-cluster-${Math.random().toString(16).slice(2, 10)}`;
   private readonly children: ChildProcess[] = [];
   private readonly dirs: string[] = [];
 
@@ -48,9 +53,10 @@ export class ProcessCluster {
     const raftPort = this.base + id;
     const httpPort = this.base + 8 + id;
     const storage = options.dataDir === undefined ? ['--storage', 'memory'] : ['--storage', 'lmdb', '--data-dir', options.dataDir];
-    const child = spawn(process.execPath, [BIN, '--node-id', String(id), '--port', String(raftPort), '--cookie', options.cookie ?? 'my-cluster',
-      '--http-addr', `127.0.0.1:${httpPort}`, ...storage, '--heartbeat-interval-ms', '50',
-      '--election-timeout-min-ms', '300', '--election-timeout-max-ms', '600'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const cookie = options.cookie === null ? [] : ['--cookie', options.cookie ?? this.cookie];
+    const child = spawn(process.execPath, [BIN, '--node-id', String(id), '--port', String(raftPort), ...cookie,
+      '--http-addr', `127.0.0.1:${httpPort}`, ...storage, '--heartbeat-interval-ms', '100',
+      '--election-timeout-min-ms', '800', '--election-timeout-max-ms', '1600', ...(options.flags ?? [])], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.children.push(child);
     const log: string[] = [];
     return new Promise((resolvePromise, reject) => {

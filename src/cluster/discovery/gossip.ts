@@ -1,0 +1,116 @@
+import type { GossipSub, Message } from '@libp2p/gossipsub';
+import { deriveAuthKey } from '../../network/auth.ts';
+import { PEER_ADDRESSES_MAX, type Libp2pTransport } from '../../network/libp2p-transport.ts';
+import type { NodeId } from '../../raft/types.ts';
+import { decodeAnnouncement, encodeAnnouncement } from './announcement.ts';
+import { ANNOUNCE_INTERVAL_MS, type PeerDirectory } from './peer-directory.ts';
+import { clusterTopic } from './topic.ts';
+
+/** An extra announcement (a peer joined the topic, or news arrived) waits at least this long after the last. */
+export const ANNOUNCE_GAP_MS_MIN = 1_000;
+/** Peers whose refused announcements are logged (once each); later ones are only counted. */
+const REFUSALS_LOGGED_MAX = 64;
+
+export interface GossipDiscoveryOptions {
+  readonly transport: Libp2pTransport;
+  readonly directory: PeerDirectory;
+  readonly nodeId: NodeId;
+  readonly cookie: string;
+  readonly httpAddr: string | null;
+  readonly log: (line: string) => void;
+}
+
+/**
+ * Gossip discovery as in the seed: every node announces {node_id, peer_id, addrs, http_addr,
+ * timestamp} on the cookie's topic every 10 s (and soon after a peer joins the topic); received
+ * announcements that carry the cookie's MAC and match their signer update the peer directory.
+ */
+export class GossipDiscovery {
+  readonly topic: string;
+  private readonly options: GossipDiscoveryOptions;
+  private readonly pubsub: GossipSub;
+  private readonly authKey: Buffer;
+  private readonly refusalsLogged = new Set<string>();
+  private interval: NodeJS.Timeout | null = null;
+  private soon: NodeJS.Timeout | null = null;
+  private lastAnnounceMs = 0;
+  announcementsReceived = 0;
+  announcementsRefused = 0;
+
+  constructor(options: GossipDiscoveryOptions) {
+    const pubsub = options.transport.pubsub;
+    if (pubsub === null) throw new Error('gossip discovery needs a transport created with gossip');
+    this.options = options;
+    this.pubsub = pubsub;
+    this.topic = clusterTopic(options.cookie);
+    this.authKey = deriveAuthKey(options.cookie);
+  }
+
+  start(): void {
+    this.pubsub.subscribe(this.topic);
+    this.pubsub.addEventListener('message', (event) => { this.receive(event.detail); });
+    this.pubsub.addEventListener('subscription-change', (event) => {
+      if (event.detail.subscriptions.some((subscription) => subscription.topic === this.topic && subscription.subscribe)) this.announceSoon();
+    });
+    this.interval = setInterval(() => {
+      this.announce();
+      this.options.directory.expire(Date.now());
+    }, ANNOUNCE_INTERVAL_MS);
+    this.announce();
+  }
+
+  stop(): void {
+    if (this.interval !== null) clearInterval(this.interval);
+    if (this.soon !== null) clearTimeout(this.soon);
+    this.interval = null;
+    this.soon = null;
+    this.pubsub.unsubscribe(this.topic);
+  }
+
+  /** Announce now, unless an announcement went out within ANNOUNCE_GAP_MS_MIN (then once after it). */
+  announceSoon(): void {
+    if (this.soon !== null) return;
+    const waitMs = Math.max(0, this.lastAnnounceMs + ANNOUNCE_GAP_MS_MIN - Date.now());
+    this.soon = setTimeout(() => {
+      this.soon = null;
+      this.announce();
+    }, waitMs);
+  }
+
+  private announce(): void {
+    this.lastAnnounceMs = Date.now();
+    const { transport, nodeId, httpAddr } = this.options;
+    const addrs = transport.listenAddresses.slice(0, PEER_ADDRESSES_MAX);
+    if (addrs.length === 0) return;
+    const bytes = encodeAnnouncement({ node_id: nodeId, peer_id: transport.peerId, addrs, http_addr: httpAddr, timestamp: Date.now() }, this.authKey);
+    this.pubsub.publish(this.topic, bytes).catch((error: unknown) => {
+      this.options.log(`gossip: announce failed: ${error instanceof Error ? error.message : String(error)}`);
+    });
+  }
+
+  private receive(message: Message): void {
+    if (message.topic !== this.topic) return;
+    if (message.type !== 'signed') {
+      this.refuse('an unsigned sender', 'unsigned message');
+      return;
+    }
+    const from = message.from.toString();
+    try {
+      const announcement = decodeAnnouncement(message.data, this.authKey, from, Date.now());
+      this.announcementsReceived += 1;
+      if (this.options.directory.onAnnouncement(announcement, Date.now())) {
+        this.options.log(`gossip: node ${announcement.node_id} at ${announcement.addrs[0] ?? ''} (peer ${from})`);
+        this.announceSoon(); // let a newcomer learn about us without waiting a full interval
+      }
+    } catch (error) {
+      this.refuse(from, error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  private refuse(from: string, reason: string): void {
+    this.announcementsRefused += 1;
+    if (this.refusalsLogged.has(from) || this.refusalsLogged.size >= REFUSALS_LOGGED_MAX) return;
+    this.refusalsLogged.add(from);
+    this.options.log(`gossip: refused an announcement from ${from}: ${reason}`);
+  }
+}

@@ -1,0 +1,81 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { eventually, get, post, ProcessCluster, type NodeProcess } from './process-harness.ts';
+
+/** Discovery on loopback takes well under a second here; this bounds a slow CI machine. */
+const DISCOVERY_TIMEOUT_MS = 20_000;
+/** How long a node with another cookie is given to (wrongly) show up. */
+const STRANGER_WAIT_MS = 3_000;
+
+const clusters: ProcessCluster[] = [];
+afterAll(() => { for (const cluster of clusters) cluster.cleanup(); });
+
+async function peerIds(node: NodeProcess): Promise<number[]> {
+  const { json } = await get(`${node.http}/peers`);
+  return (json.peers as { node_id: number }[]).map((peer) => peer.node_id);
+}
+
+async function discoversAll(nodes: readonly NodeProcess[]): Promise<void> {
+  await eventually(async () => {
+    const views = await Promise.all(nodes.map(peerIds));
+    return views.every((view, index) => nodes.every((node) => node.id === nodes[index]?.id || view.includes(node.id)));
+  }, DISCOVERY_TIMEOUT_MS);
+}
+
+/** /init, /add-learner and /change-membership naming nodes by id only: discovery supplies raft_addr. */
+async function formById(nodes: readonly NodeProcess[]): Promise<void> {
+  const [first, ...rest] = nodes;
+  if (first === undefined) throw new Error('no nodes');
+  expect((await post(`${first.http}/init`, { initial_members: [{ id: first.id }] })).status).toBe(200);
+  for (const node of rest) {
+    const added = await post(`${first.http}/add-learner`, { learner: { id: node.id } });
+    expect(added.status, JSON.stringify(added.json)).toBe(200);
+  }
+  expect((await post(`${first.http}/change-membership`, { members: nodes.map((node) => node.id) })).json).toMatchObject({ members: nodes.map((node) => node.id) });
+}
+
+describe('discovery across aspen-node processes', () => {
+  it('three nodes with only --cookie find each other by mDNS and form a cluster by ids; another cookie never enters', async () => {
+    const cluster = new ProcessCluster();
+    clusters.push(cluster);
+    const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id)));
+    await discoversAll(nodes);
+    await formById(nodes);
+    const [one, two, three] = nodes as [NodeProcess, NodeProcess, NodeProcess];
+    expect((await post(`${two.http}/write`, { command: { Set: { key: 'found', value: 'by mdns' } } })).status).toBe(200);
+    expect((await get(`${three.http}/read?key=found`)).json).toMatchObject({ value: 'by mdns' });
+
+    // Same LAN, another cookie, even pointed at node 1: it never enters a peer map, nor do they enter its.
+    const stranger = await cluster.start(5, { cookie: `${cluster.cookie}-other`, flags: ['--peers', `1@${one.raftAddr}`] });
+    await new Promise((resolve) => setTimeout(resolve, STRANGER_WAIT_MS));
+    for (const node of nodes) expect(await peerIds(node)).not.toContain(5);
+    expect(await peerIds(stranger)).toEqual([]);
+  }, 90_000);
+
+  it('with mDNS off, one --peers each is enough: gossip names everyone; a fourth joins with only --ticket', async () => {
+    const cluster = new ProcessCluster();
+    clusters.push(cluster);
+    const off = ['--disable-mdns'];
+    const address = (id: number) => `127.0.0.1:${cluster.base + id}`;
+    // A line 1 - 2 - 3: node 3 hears of node 1 only through node 2's gossip.
+    const nodes = await Promise.all([
+      cluster.start(1, { flags: [...off, '--peers', `2@${address(2)}`] }),
+      cluster.start(2, { flags: [...off, '--peers', `1@${address(1)}`] }),
+      cluster.start(3, { flags: [...off, '--peers', `2@${address(2)}`] }),
+    ]);
+    await discoversAll(nodes);
+    await formById(nodes);
+    const [one] = nodes;
+    const { json } = await get(`${one.http}/cluster-ticket`);
+    const ticket = String(json.ticket);
+    expect(ticket).toMatch(/^aspen[a-z2-7]+$/);
+
+    const fourth = await cluster.start(4, { cookie: null, flags: [...off, '--ticket', ticket] });
+    await discoversAll([...nodes, fourth]);
+    expect((await post(`${one.http}/add-learner`, { learner: { id: 4 } })).status).toBe(200);
+    const joined = await post(`${fourth.http}/write`, { command: { Set: { key: 'joined', value: 'by ticket' } } });
+    expect(joined.status, JSON.stringify(joined.json)).toBe(200);
+    expect((await get(`${fourth.http}/read?key=joined`)).json).toMatchObject({ value: 'by ticket' });
+    const bad = await get(`${one.http}/peers`);
+    expect(bad.status).toBe(200);
+  }, 90_000);
+});
