@@ -78,4 +78,27 @@ describe('discovery across aspen-node processes', () => {
     const bad = await get(`${one.http}/peers`);
     expect(bad.status).toBe(200);
   }, 90_000);
+
+  it('a member that comes back on another port is found again by gossip and catches up', async () => {
+    const cluster = new ProcessCluster();
+    clusters.push(cluster);
+    const dirs = [1, 2, 3].map(() => cluster.tempDir());
+    const flags = (id: number) => ['--disable-mdns', '--peers', `${id === 1 ? 2 : 1}@127.0.0.1:${cluster.base + (id === 1 ? 2 : 1)}`];
+    const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id, { dataDir: dirs[id - 1] ?? '', flags: flags(id) })));
+    await discoversAll(nodes);
+    await formById(nodes);
+    const [one, two, three] = nodes as [NodeProcess, NodeProcess, NodeProcess];
+    await cluster.kill(three);
+    // Same data dir (same identity and log), another port: the configured raft_addr is now wrong.
+    const moved = await cluster.start(3, { dataDir: dirs[2] ?? '', raftPort: cluster.base + 7, flags: flags(3) });
+    expect((await post(`${two.http}/write`, { command: { Set: { key: 'after-move', value: 'found' } } })).status).toBe(200);
+    await eventually(async () => {
+      const { status, json } = await get(`${moved.http}/metrics`);
+      const leaderCommit = Number((await get(`${one.http}/metrics`)).json.commit_index);
+      return status === 200 && Number(json.last_applied) >= leaderCommit;
+    }, DISCOVERY_TIMEOUT_MS);
+    const peers = (await get(`${one.http}/peers`)).json.peers as { node_id: number; addrs: string[] }[];
+    expect(peers.find((peer) => peer.node_id === 3)?.addrs.join(',')).toContain(`/udp/${cluster.base + 7}/`);
+    expect((await get(`${moved.http}/read?key=after-move`)).json).toMatchObject({ value: 'found' });
+  }, 90_000);
 });

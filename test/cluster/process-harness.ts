@@ -24,6 +24,8 @@ export interface StartOptions {
   readonly cookie?: string | null;
   /** A data directory for LMDB storage; in-memory storage without one. */
   readonly dataDir?: string;
+  /** Listen for Raft on this port instead of base+id (a node that moved). */
+  readonly raftPort?: number;
   /** More flags (discovery ones, --peers, --ticket). */
   readonly flags?: readonly string[];
 }
@@ -50,7 +52,7 @@ export class ProcessCluster {
   /** Start node `id` (ports derive from it) and wait for its "up" line. */
   start(id: number, options: StartOptions = {}): Promise<NodeProcess> {
     if (id < 1 || id > 7) throw new RangeError(`test node ids are 1..7, got ${id}`);
-    const raftPort = this.base + id;
+    const raftPort = options.raftPort ?? this.base + id;
     const httpPort = this.base + 8 + id;
     const storage = options.dataDir === undefined ? ['--storage', 'memory'] : ['--storage', 'lmdb', '--data-dir', options.dataDir];
     const cookie = options.cookie === null ? [] : ['--cookie', options.cookie ?? this.cookie];
