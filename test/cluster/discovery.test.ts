@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { eventually, get, post, ProcessCluster, type NodeProcess } from './process-harness.ts';
+import { KvClient } from '../../src/client/index.ts';
+import { eventually, freePort, get, post, ProcessCluster, type NodeProcess } from './process-harness.ts';
 
 /** Discovery on loopback takes well under a second here; this bounds a slow CI machine. */
 const DISCOVERY_TIMEOUT_MS = 20_000;
@@ -55,7 +56,9 @@ describe('discovery across aspen-node processes', () => {
     const cluster = new ProcessCluster();
     clusters.push(cluster);
     const off = ['--disable-mdns'];
-    const address = (id: number) => `127.0.0.1:${cluster.base + id}`;
+    const ports = new Map<number, number>();
+    for (const id of [1, 2, 3]) ports.set(id, await cluster.raftPort(id));
+    const address = (id: number) => `127.0.0.1:${ports.get(id) ?? 0}`;
     // A line 1 - 2 - 3: node 3 hears of node 1 only through node 2's gossip.
     const nodes = await Promise.all([
       cluster.start(1, { flags: [...off, '--peers', `2@${address(2)}`] }),
@@ -83,22 +86,31 @@ describe('discovery across aspen-node processes', () => {
     const cluster = new ProcessCluster();
     clusters.push(cluster);
     const dirs = [1, 2, 3].map(() => cluster.tempDir());
-    const flags = (id: number) => ['--disable-mdns', '--peers', `${id === 1 ? 2 : 1}@127.0.0.1:${cluster.base + (id === 1 ? 2 : 1)}`];
+    const ports = new Map<number, number>();
+    for (const id of [1, 2]) ports.set(id, await cluster.raftPort(id));
+    const flags = (id: number) => ['--disable-mdns', '--peers', `${id === 1 ? 2 : 1}@127.0.0.1:${ports.get(id === 1 ? 2 : 1) ?? 0}`];
     const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id, { dataDir: dirs[id - 1] ?? '', flags: flags(id) })));
     await discoversAll(nodes);
     await formById(nodes);
-    const [one, two, three] = nodes as [NodeProcess, NodeProcess, NodeProcess];
-    await cluster.kill(three);
+    // Move a follower (the leader may change under load: ask, and let KvClient ride out elections).
+    const kv = new KvClient({ endpoints: nodes.map((node) => node.http) });
+    const leaderId = await kv.leader();
+    const mover = nodes.find((node) => node.id !== leaderId && node.id !== 1);
+    const observer = nodes.find((node) => node !== mover && node.id === leaderId) ?? nodes.find((node) => node !== mover);
+    if (mover === undefined || observer === undefined) throw new Error(`no follower to move (leader ${String(leaderId)})`);
+    await cluster.kill(mover);
     // Same data dir (same identity and log), another port: the configured raft_addr is now wrong.
-    const moved = await cluster.start(3, { dataDir: dirs[2] ?? '', raftPort: cluster.base + 7, flags: flags(3) });
-    expect((await post(`${two.http}/write`, { command: { Set: { key: 'after-move', value: 'found' } } })).status).toBe(200);
+    const newPort = await freePort();
+    const moved = await cluster.start(mover.id, { dataDir: dirs[mover.id - 1] ?? '', raftPort: newPort, flags: flags(mover.id) });
+    await kv.put('after-move', 'found');
     await eventually(async () => {
       const { status, json } = await get(`${moved.http}/metrics`);
-      const leaderCommit = Number((await get(`${one.http}/metrics`)).json.commit_index);
-      return status === 200 && Number(json.last_applied) >= leaderCommit;
+      const commit = Number((await get(`${observer.http}/metrics`)).json.commit_index);
+      return status === 200 && Number(json.last_applied) >= commit;
     }, DISCOVERY_TIMEOUT_MS);
-    const peers = (await get(`${one.http}/peers`)).json.peers as { node_id: number; addrs: string[] }[];
-    expect(peers.find((peer) => peer.node_id === 3)?.addrs.join(',')).toContain(`/udp/${cluster.base + 7}/`);
+    const peers = (await get(`${observer.http}/peers`)).json.peers as { node_id: number; addrs: string[] }[];
+    expect(peers.find((peer) => peer.node_id === mover.id)?.addrs.join(',')).toContain(`/udp/${newPort}/`);
     expect((await get(`${moved.http}/read?key=after-move`)).json).toMatchObject({ value: 'found' });
+    kv.close();
   }, 90_000);
 });

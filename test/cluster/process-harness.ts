@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -10,6 +12,26 @@ const STARTUP_TIMEOUT_MS = 20_000;
 export const REQUEST_TIMEOUT_MS = 15_000;
 /** Polling interval of eventually(). */
 const POLL_MS = 50;
+/** Tries to find a port free for both TCP and UDP (QUIC) before giving up. */
+const FREE_PORT_ATTEMPTS_MAX = 50;
+
+/** A loopback port the OS just handed out for TCP that is also free for UDP (the node uses both). */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < FREE_PORT_ATTEMPTS_MAX; attempt += 1) {
+    const server = net.createServer();
+    await new Promise<void>((resolvePromise) => server.listen(0, '127.0.0.1', resolvePromise));
+    const port = (server.address() as net.AddressInfo).port;
+    const socket = dgram.createSocket('udp4');
+    const udpFree = await new Promise<boolean>((resolvePromise) => {
+      socket.once('error', () => { resolvePromise(false); });
+      socket.bind(port, '127.0.0.1', () => { resolvePromise(true); });
+    });
+    socket.close();
+    await new Promise<void>((resolvePromise) => { server.close(() => { resolvePromise(); }); });
+    if (udpFree) return port;
+  }
+  throw new Error('no port free for both TCP and UDP');
+}
 
 export interface NodeProcess {
   readonly id: number;
@@ -32,8 +54,8 @@ export interface StartOptions {
 
 /** Real aspen-node processes on loopback, all killed (and temp dirs removed) by cleanup(). */
 export class ProcessCluster {
-  /** A block of 16 ports below Linux's ephemeral range: raft base+id, HTTP base+8+id (ids 1..7). */
-  readonly base = 20_000 + Math.floor(Math.random() * 600) * 16;
+  private readonly raftPorts = new Map<number, number>();
+  private readonly httpPorts = new Map<number, number>();
   /** Unique per test file: mDNS and gossip never mix clusters of files running side by side. */
   readonly cookie = `my-cluster-${Math.random().toString(16).slice(2, 10)}`;
   private readonly children: ChildProcess[] = [];
@@ -49,11 +71,23 @@ export class ProcessCluster {
     return { id: node.id, addr: `node-${node.id}`, raft_addr: node.raftAddr };
   }
 
-  /** Start node `id` (ports derive from it) and wait for its "up" line. */
-  start(id: number, options: StartOptions = {}): Promise<NodeProcess> {
-    if (id < 1 || id > 7) throw new RangeError(`test node ids are 1..7, got ${id}`);
-    const raftPort = options.raftPort ?? this.base + id;
-    const httpPort = this.base + 8 + id;
+  /** Node `id`'s Raft port (QUIC and TCP), chosen free once and kept across restarts. */
+  async raftPort(id: number): Promise<number> {
+    const known = this.raftPorts.get(id) ?? await freePort();
+    this.raftPorts.set(id, known);
+    return known;
+  }
+
+  private async httpPort(id: number): Promise<number> {
+    const known = this.httpPorts.get(id) ?? await freePort();
+    this.httpPorts.set(id, known);
+    return known;
+  }
+
+  /** Start node `id` and wait for its "up" line. */
+  async start(id: number, options: StartOptions = {}): Promise<NodeProcess> {
+    const raftPort = options.raftPort ?? await this.raftPort(id);
+    const httpPort = await this.httpPort(id);
     const storage = options.dataDir === undefined ? ['--storage', 'memory'] : ['--storage', 'lmdb', '--data-dir', options.dataDir];
     const cookie = options.cookie === null ? [] : ['--cookie', options.cookie ?? this.cookie];
     const child = spawn(process.execPath, [BIN, '--node-id', String(id), '--port', String(raftPort), ...cookie,
@@ -61,7 +95,7 @@ export class ProcessCluster {
       '--election-timeout-min-ms', '800', '--election-timeout-max-ms', '1600', ...(options.flags ?? [])], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.children.push(child);
     const log: string[] = [];
-    return new Promise((resolvePromise, reject) => {
+    return new Promise<NodeProcess>((resolvePromise, reject) => {
       const timer = setTimeout(() => { reject(new Error(`node ${id} did not start: ${log.join('\n')}`)); }, STARTUP_TIMEOUT_MS);
       child.stderr.setEncoding('utf8').on('data', (text: string) => {
         log.push(...text.split('\n').filter((line) => line.length > 0));
