@@ -42,8 +42,9 @@ export class AspenError extends Error {
     return ERROR_STATUS[this.code];
   }
 
-  toJSON(): { error: { code: AspenErrorCode; message: string; leader_id?: NodeId } } {
-    const body: { code: AspenErrorCode; message: string; leader_id?: NodeId } = { code: this.code, message: this.message };
+  /** The seed's `{code, message}`, plus `leader_id` for NOT_LEADER and `definite` (false: a write may still apply). */
+  toJSON(): { error: { code: AspenErrorCode; message: string; leader_id?: NodeId; definite: boolean } } {
+    const body: { code: AspenErrorCode; message: string; leader_id?: NodeId; definite: boolean } = { code: this.code, message: this.message, definite: this.definite };
     if (this.leaderId !== null) body.leader_id = this.leaderId;
     return { error: body };
   }

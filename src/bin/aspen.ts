@@ -1,25 +1,30 @@
 #!/usr/bin/env node
 /**
  * aspen: the command-line client. `aspen put greeting hello`, `aspen get greeting`, `aspen status`.
- * Endpoints from --endpoints or ASPEN_ENDPOINTS; tables by default, --json for scripts.
+ * Endpoints from --endpoints or ASPEN_ENDPOINTS; tables by default, --json for scripts (docs/cli.md).
  */
 import { Command, CommanderError, Option } from 'commander';
-import { KvClient, type MemberSpec } from '../client/kv-client.ts';
+import type { ClusterState, RaftMetrics } from '../api/types.ts';
+import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, KvClient, type MemberSpec } from '../client/kv-client.ts';
 import { KvError } from '../client/errors.ts';
 
 export const EXIT_OK = 0;
 /** The cluster answered with an error (bad input, already initialized, …). */
 export const EXIT_FAILED = 1;
+/** Unknown command, missing or malformed argument. */
 export const EXIT_USAGE = 2;
 /** `get` of a key that does not exist. */
 export const EXIT_NOT_FOUND = 3;
 /** No endpoint reachable, no leader, or no answer in time: try again later. */
 export const EXIT_UNAVAILABLE = 4;
 
-const DEFAULT_ENDPOINTS = 'http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003';
-const UNAVAILABLE_CODES = new Set(['CONNECTION', 'NO_LEADER', 'NO_QUORUM', 'TIMEOUT', 'SHUTTING_DOWN', 'OVERLOADED']);
+export const DEFAULT_ENDPOINTS = 'http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003';
+const TIMEOUT_MS_DEFAULT = 10_000;
+const UNAVAILABLE_CODES = new Set(['CONNECTION', 'NO_LEADER', 'NOT_LEADER', 'NO_QUORUM', 'TIMEOUT', 'SHUTTING_DOWN', 'OVERLOADED', 'ABORTED']);
 /** How often the progress line of a long call is redrawn on a terminal. */
-const SPINNER_INTERVAL_MS = 200;
+const SPINNER_INTERVAL_MS = 1_000;
+/** Commands that change the cluster: a failure that is not definite may still take effect. */
+const MUTATING_COMMANDS = new Set(['put', 'delete', 'init', 'add-learner', 'change-membership']);
 
 class UsageError extends Error {}
 
@@ -29,6 +34,13 @@ interface Globals {
   readonly timeoutMs: string;
 }
 
+interface Context {
+  readonly kv: KvClient;
+  readonly json: boolean;
+  /** --timeout-ms when given explicitly, else null. */
+  readonly explicitTimeoutMs: number | null;
+}
+
 function print(text: string): void {
   process.stdout.write(`${text}\n`);
 }
@@ -36,24 +48,30 @@ function print(text: string): void {
 /** Columns padded to their widest cell. */
 function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
-  const line = (cells: readonly string[]) => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
+  const line = (cells: readonly string[]): string => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
 }
 
+function positiveInteger(text: string, what: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < 1) throw new UsageError(`${what} must be a positive integer, got "${text}"`);
+  return value;
+}
+
 function nodeId(text: string): number {
-  const id = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(id) || id < 1) throw new UsageError(`node ids are positive integers, got "${text}"`);
-  return id;
+  return positiveInteger(text, 'a node id');
 }
 
 /** `ID` or `ID=RAFT_ADDR`. */
 function member(text: string): MemberSpec {
   const at = text.indexOf('=');
   if (at < 0) return { id: nodeId(text) };
-  return { id: nodeId(text.slice(0, at)), raft_addr: text.slice(at + 1) };
+  const raftAddr = text.slice(at + 1);
+  if (raftAddr.length === 0) throw new UsageError(`"${text}": give ID or ID=RAFT_ADDR`);
+  return { id: nodeId(text.slice(0, at)), raft_addr: raftAddr };
 }
 
-/** A progress line on a terminal while `work` runs (nothing when stderr is not a TTY). */
+/** A progress line on stderr every SPINNER_INTERVAL_MS while `work` runs, only when stderr is a terminal. */
 async function withSpinner<T>(label: string, work: Promise<T>): Promise<T> {
   if (!process.stderr.isTTY) return work;
   const frames = ['|', '/', '-', '\\'];
@@ -61,7 +79,7 @@ async function withSpinner<T>(label: string, work: Promise<T>): Promise<T> {
   let frame = 0;
   const timer = setInterval(() => {
     frame += 1;
-    process.stderr.write(`\r${frames[frame % frames.length] ?? ''} ${label} (${Math.floor((Date.now() - startedMs) / 1_000)} s)`);
+    process.stderr.write(`\r${frames[frame % frames.length] ?? ''} ${label} (${Math.round((Date.now() - startedMs) / 1_000)} s)`);
   }, SPINNER_INTERVAL_MS);
   try {
     return await work;
@@ -71,90 +89,103 @@ async function withSpinner<T>(label: string, work: Promise<T>): Promise<T> {
   }
 }
 
-function client(globals: Globals): KvClient {
-  const endpoints = globals.endpoints.split(',').map((endpoint) => endpoint.trim()).filter((endpoint) => endpoint.length > 0);
-  const timeoutMs = Number(globals.timeoutMs);
-  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`--timeout-ms must be a positive integer, got "${globals.timeoutMs}"`);
-  try {
-    return new KvClient({ endpoints, timeoutMs, retry: { totalMsMax: timeoutMs } });
-  } catch (error) {
-    throw new UsageError(`--endpoints: ${error instanceof Error ? error.message : String(error)}`);
-  }
-}
+type Action = (context: Context, args: readonly string[], options: Readonly<Record<string, string | undefined>>) => Promise<void>;
 
-type Action = (kv: KvClient, globals: Globals, args: readonly string[], options: Record<string, string | undefined>) => Promise<void>;
-
-const actions: Record<string, Action> = {
-  put: async (kv, globals, [key = '', value = '']) => {
+const actions: Readonly<Record<string, Action>> = {
+  put: async ({ kv, json }, [key = '', value = '']) => {
     const result = await kv.put(key, value);
-    print(globals.json ? JSON.stringify(result) : `OK (log index ${result.log_index})`);
+    print(json ? JSON.stringify(result) : `OK (log index ${result.log_index})`);
   },
-  get: async (kv, globals, [key = '']) => {
+  get: async ({ kv, json }, [key = '']) => {
     const result = await kv.read(key);
-    print(globals.json ? JSON.stringify(result) : result.value);
+    print(json ? JSON.stringify(result) : result.value);
   },
-  delete: async (kv, globals, [key = '']) => {
+  delete: async ({ kv, json }, [key = '']) => {
     const result = await kv.delete(key);
-    print(globals.json ? JSON.stringify(result) : result.deleted ? 'deleted' : 'not found (nothing deleted)');
+    print(json ? JSON.stringify(result) : result.deleted ? 'deleted' : 'not found (nothing deleted)');
   },
-  scan: async (kv, globals, [prefix = ''], options) => {
-    const limit = options.limit === undefined ? undefined : Number(options.limit);
-    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) throw new UsageError(`--limit must be a positive integer, got "${options.limit ?? ''}"`);
-    const result = await kv.scan({ prefix, ...(limit === undefined ? {} : { limit }) });
-    if (globals.json) print(JSON.stringify(result));
-    else print(table(['KEY', 'VALUE'], result.entries.map((entry) => [entry.key, entry.value])) + (result.is_truncated ? `\n… more (continuation_token ${result.continuation_token ?? ''})` : ''));
-  },
-  status: (kv, globals) => status(kv, globals),
-  members: async (kv, globals) => {
+  scan: (context, [prefix = ''], options) => scan(context, prefix, options),
+  status: (context) => status(context),
+  members: async ({ kv, json }) => {
     const state = await kv.state();
-    if (globals.json) {
-      print(JSON.stringify(state));
-      return;
-    }
-    const rows = [
-      ...state.nodes.map((node) => [String(node.id), node.id === state.leader ? 'leader' : 'voter', node.addr, node.raft_addr]),
-      ...state.learners.map((node) => [String(node.id), 'learner', node.addr, node.raft_addr]),
-    ];
-    print(table(['ID', 'ROLE', 'ADDR', 'RAFT_ADDR'], rows));
+    print(json ? JSON.stringify(state) : membersTable(state));
   },
-  init: async (kv, globals, members) => {
+  init: async ({ kv, json }, members) => {
     if (members.length === 0) throw new UsageError('init needs at least one member: ID or ID=RAFT_ADDR');
     const state = await kv.init(members.map(member));
-    print(globals.json ? JSON.stringify(state) : `initialized: voters ${state.members.join(', ')}`);
+    print(json ? JSON.stringify(state) : `initialized: voters ${state.members.join(', ')}`);
   },
-  'add-learner': async (kv, globals, [id = '', raftAddr]) => {
+  'add-learner': async ({ kv, json, explicitTimeoutMs }, [id = '', raftAddr]) => {
     const spec: MemberSpec = raftAddr === undefined ? { id: nodeId(id) } : { id: nodeId(id), raft_addr: raftAddr };
-    const state = await withSpinner(`waiting for learner ${id} to catch up`, kv.addLearner(spec));
-    print(globals.json ? JSON.stringify(state) : `learner ${id} caught up; learners ${state.learners.map((node) => node.id).join(', ')}`);
+    const timeoutMs = explicitTimeoutMs ?? ADD_LEARNER_TIMEOUT_MS_DEFAULT;
+    const state = await withSpinner(`waiting for learner ${id} to catch up`, kv.addLearner(spec, { timeoutMs, retry: { totalMsMax: timeoutMs } }));
+    print(json ? JSON.stringify(state) : `learner ${id} caught up; learners ${state.learners.map((node) => node.id).join(', ')}`);
   },
-  'change-membership': async (kv, globals, ids) => {
+  'change-membership': async ({ kv, json }, ids) => {
     if (ids.length === 0) throw new UsageError('change-membership needs the voter ids');
     const state = await kv.changeMembership(ids.map(nodeId));
-    print(globals.json ? JSON.stringify(state) : `voters ${state.members.join(', ')}`);
+    print(json ? JSON.stringify(state) : `voters ${state.members.join(', ')}`);
   },
-  ticket: async (kv, globals) => {
+  ticket: async ({ kv, json }) => {
     const { ticket } = await kv.clusterTicket();
-    print(globals.json ? JSON.stringify({ ticket }) : ticket);
+    print(json ? JSON.stringify({ ticket }) : ticket);
   },
 };
 
-async function status(kv: KvClient, globals: Globals): Promise<void> {
-  const rows = await Promise.all(kv.endpointList.map(async (endpoint) => {
-    try {
-      return { endpoint, metrics: await kv.metrics(endpoint), error: null };
-    } catch (error) {
-      return { endpoint, metrics: null, error: error instanceof KvError ? error.code : String(error) };
-    }
-  }));
-  if (globals.json) {
-    print(JSON.stringify(rows));
+async function scan({ kv, json }: Context, prefix: string, options: Readonly<Record<string, string | undefined>>): Promise<void> {
+  const limit = options.limit === undefined ? undefined : positiveInteger(options.limit, '--limit');
+  const token = options.continuationToken ?? null;
+  const result = await kv.scan({ prefix, continuation_token: token, ...(limit === undefined ? {} : { limit }) });
+  if (json) {
+    print(JSON.stringify(result));
+    return;
+  }
+  const more = result.is_truncated ? `\n… more: --continuation-token ${result.continuation_token ?? ''}` : '';
+  print(table(['KEY', 'VALUE'], result.entries.map((entry) => [entry.key, entry.value])) + more);
+}
+
+function membersTable(state: ClusterState): string {
+  const rows = [
+    ...state.nodes.map((node) => [String(node.id), node.id === state.leader ? 'leader' : 'voter', node.addr, node.raft_addr]),
+    ...state.learners.map((node) => [String(node.id), 'learner', node.addr, node.raft_addr]),
+  ];
+  return table(['ID', 'ROLE', 'ADDR', 'RAFT_ADDR'], rows);
+}
+
+interface EndpointStatus {
+  readonly endpoint: string;
+  readonly metrics: RaftMetrics | null;
+  readonly error: string | null;
+}
+
+/** The cluster's membership (from any node) and every endpoint's metrics; exit 4 when none answers. */
+async function status({ kv, json }: Context): Promise<void> {
+  const once = { retry: { attemptsMax: 1 } };
+  const [cluster, rows] = await Promise.all([
+    kv.state().catch(() => null),
+    Promise.all(kv.endpointList.map(async (endpoint): Promise<EndpointStatus> => {
+      try {
+        return { endpoint, metrics: await kv.metrics(endpoint, once), error: null };
+      } catch (error) {
+        return { endpoint, metrics: null, error: error instanceof KvError ? error.code : String(error) };
+      }
+    })),
+  ]);
+  if (json) {
+    print(JSON.stringify({ cluster, endpoints: rows }));
   } else {
-    print(table(['ENDPOINT', 'NODE', 'STATE', 'TERM', 'LEADER', 'LAST_LOG', 'COMMIT', 'APPLIED'], rows.map(({ endpoint, metrics, error }) => (metrics === null
-      ? [endpoint, '-', `unreachable (${error})`, '', '', '', '', '']
-      : [endpoint, String(metrics.node_id), metrics.state, String(metrics.current_term), String(metrics.current_leader ?? '-'),
-        String(metrics.last_log_index), String(metrics.commit_index), String(metrics.last_applied)]))));
+    const summary = cluster === null
+      ? 'cluster: no answer'
+      : `leader ${cluster.leader ?? 'none'}; voters ${cluster.members.join(', ') || 'none'}; learners ${cluster.learners.map((node) => node.id).join(', ') || 'none'}`;
+    print(`${summary}\n\n${table(['ENDPOINT', 'NODE', 'STATE', 'TERM', 'LEADER', 'LAST_LOG', 'COMMIT', 'APPLIED'], rows.map(statusRow))}`);
   }
   if (rows.every((row) => row.metrics === null)) throw new KvError('CONNECTION', 'no endpoint answered', { definite: true });
+}
+
+function statusRow({ endpoint, metrics, error }: EndpointStatus): string[] {
+  if (metrics === null) return [endpoint, '-', `unreachable (${error ?? '?'})`];
+  return [endpoint, String(metrics.node_id), metrics.state, String(metrics.current_term), String(metrics.current_leader ?? '-'),
+    String(metrics.last_log_index), String(metrics.commit_index), String(metrics.last_applied)];
 }
 
 interface Chosen {
@@ -165,12 +196,13 @@ interface Chosen {
 
 function program(choose: (chosen: Chosen) => void): Command {
   const root = new Command('aspen')
-    .description('Command-line client of an Aspen cluster')
+    .description('Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable)')
     .exitOverride()
-    .configureOutput({ writeErr: () => undefined, writeOut: (text) => { process.stdout.write(text); } })
+    // Help goes out as commander writes it; its error messages are printed by parse() in our one-line form.
+    .configureOutput({ writeOut: (text) => { process.stdout.write(text); }, writeErr: (text) => { process.stderr.write(text); }, outputError: () => undefined })
     .addOption(new Option('--endpoints <urls>', 'HTTP endpoints, comma-separated').env('ASPEN_ENDPOINTS').default(DEFAULT_ENDPOINTS))
     .addOption(new Option('--json', 'one JSON document on stdout, for scripts').default(false))
-    .addOption(new Option('--timeout-ms <ms>', 'bound on each command, retries included').default('10000'));
+    .addOption(new Option('--timeout-ms <ms>', 'bound on the command, retries included').default(String(TIMEOUT_MS_DEFAULT)));
   const add = (spec: string, description: string, extra?: (command: Command) => Command): void => {
     const name = spec.split(' ')[0] ?? spec;
     let command = root.command(spec).description(description);
@@ -184,8 +216,10 @@ function program(choose: (chosen: Chosen) => void): Command {
   add('put <key> <value>', 'write a key (linearizable, through the leader)');
   add('get <key>', 'read a key (linearizable); exit 3 when it does not exist');
   add('delete <key>', 'delete a key');
-  add('scan [prefix]', 'list keys under a prefix, in order', (command) => command.option('--limit <n>', 'at most this many (1..10000)'));
-  add('status', 'role, term, leader and log positions of every endpoint');
+  add('scan [prefix]', 'list keys under a prefix, in order, one page', (command) => command
+    .option('--limit <n>', 'at most this many (1..10000, default 1000)')
+    .option('--continuation-token <token>', 'the next page, as printed by the previous one'));
+  add('status', 'membership, then role, term, leader and log positions of every endpoint');
   add('members', 'voters and learners with their addresses');
   add('init <members...>', 'initialize the cluster: ID or ID=RAFT_ADDR for each initial voter');
   add('add-learner <id> [raft_addr]', 'add a learner and wait until it caught up (raft_addr from discovery when left out)');
@@ -201,35 +235,59 @@ function exitCodeOf(error: unknown): number {
   return UNAVAILABLE_CODES.has(error.code) ? EXIT_UNAVAILABLE : EXIT_FAILED;
 }
 
-/** Run the CLI on `argv` (without node and script); resolves to the exit code. */
-export async function main(argv: readonly string[]): Promise<number> {
+function context(root: Command): Context {
+  const globals = root.opts<Globals>();
+  const endpoints = globals.endpoints.split(',').map((endpoint) => endpoint.trim()).filter((endpoint) => endpoint.length > 0);
+  const timeoutMs = positiveInteger(globals.timeoutMs, '--timeout-ms');
+  const explicit = root.getOptionValueSource('timeoutMs') !== 'default';
+  try {
+    // One bound for the whole command: each attempt and the retrying both end by --timeout-ms.
+    const kv = new KvClient({ endpoints, timeoutMs, retry: { totalMsMax: timeoutMs } });
+    return { kv, json: globals.json, explicitTimeoutMs: explicit ? timeoutMs : null };
+  } catch (error) {
+    throw new UsageError(`--endpoints: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+/** Parse argv; the chosen command, or the exit code when there is nothing to run (help, usage error). */
+function parse(argv: readonly string[]): { root: Command; chosen: Chosen } | number {
   let chosen: Chosen | null = null;
   const root = program((picked) => { chosen = picked; });
   try {
     root.parse([...argv], { from: 'user' });
   } catch (error) {
-    if (error instanceof CommanderError) {
-      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return EXIT_OK;
-      process.stderr.write(`aspen: ${error.message.replace(/^error: /, '')} (aspen --help)\n`);
-      return EXIT_USAGE;
-    }
-    throw error;
+    if (!(error instanceof CommanderError)) throw error;
+    // --help exits 0; help shown for a missing command (on stderr) is a usage error.
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT_OK;
+    if (error.code === 'commander.help') return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    process.stderr.write(`aspen: USAGE: ${error.message.replace(/^error: /, '')} (aspen --help)\n`);
+    return EXIT_USAGE;
   }
   const picked = chosen as Chosen | null;
   if (picked === null) {
-    process.stderr.write('aspen: a command is required (aspen --help)\n');
+    process.stderr.write('aspen: USAGE: a command is required (aspen --help)\n');
     return EXIT_USAGE;
   }
-  const action = actions[picked.name];
-  if (action === undefined) return EXIT_USAGE;
+  return { root, chosen: picked };
+}
+
+/** Run the CLI on `argv` (without node and script); resolves to the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const parsed = parse(argv);
+  if (typeof parsed === 'number') return parsed;
+  const { root, chosen } = parsed;
+  const action = actions[chosen.name];
+  if (action === undefined) throw new Error(`no action for command ${chosen.name}`);
   let kv: KvClient | null = null;
   try {
-    kv = client(root.opts<Globals>());
-    await action(kv, root.opts<Globals>(), picked.args, picked.options);
+    const ctx = context(root);
+    kv = ctx.kv;
+    await action(ctx, chosen.args, chosen.options);
     return EXIT_OK;
   } catch (error) {
     const code = error instanceof KvError ? error.code : error instanceof UsageError ? 'USAGE' : 'ERROR';
-    process.stderr.write(`aspen: ${code}: ${error instanceof Error ? error.message : String(error)}\n`);
+    const inDoubt = error instanceof KvError && !error.definite && MUTATING_COMMANDS.has(chosen.name) ? ' (it may still take effect)' : '';
+    process.stderr.write(`aspen: ${code}: ${(error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ')}${inDoubt}\n`);
     return exitCodeOf(error);
   } finally {
     kv?.close();

@@ -1,22 +1,44 @@
-/** Codes a KvError carries: the server's (docs/api.md) and the client's own. */
+import { ERROR_STATUS, type AspenErrorCode } from '../api/errors.ts';
+
+/** Codes a KvError carries: the server's (src/api/errors.ts, docs/api.md) and the client's own. */
 export type KvErrorCode =
-  | 'INVALID_INPUT' | 'KEY_TOO_LARGE' | 'VALUE_TOO_LARGE' | 'BATCH_TOO_LARGE' | 'KEY_NOT_FOUND' | 'ALREADY_INITIALIZED'
-  | 'MEMBERSHIP_CHANGE_IN_PROGRESS' | 'BODY_TOO_LARGE' | 'NOT_LEADER' | 'NOT_INITIALIZED' | 'NO_LEADER' | 'NO_QUORUM'
-  | 'OVERLOADED' | 'SHUTTING_DOWN' | 'TIMEOUT' | 'NOT_FOUND' | 'BAD_RESPONSE'
-  /** The endpoint could not be reached (definite when the connection was refused before sending). */
+  | AspenErrorCode
+  /** The server has no such route (an older node, e.g. without /cluster-ticket). */
+  | 'NOT_FOUND'
+  /** Other answers of src/http/server.ts: a non-JSON body, an unexpected server failure. */
+  | 'UNSUPPORTED_MEDIA_TYPE' | 'INTERNAL'
+  /** The answer was not the JSON the API promises (or carried an unknown error code). */
+  | 'BAD_RESPONSE'
+  /** The endpoint could not be reached or the connection broke (definite only when never connected). */
   | 'CONNECTION'
   /** The caller's AbortSignal fired. */
   | 'ABORTED';
 
-/** Server answers that prove a write did not take effect. */
+/** Every code an answer of src/http/server.ts may carry; anything else is a BAD_RESPONSE. */
+const SERVER_CODES = new Set<string>([...Object.keys(ERROR_STATUS), 'NOT_FOUND', 'UNSUPPORTED_MEDIA_TYPE', 'INTERNAL']);
+
+/** Server answers that prove the request had no effect (it was refused before anything was proposed). */
 const DEFINITE_CODES = new Set<string>([
   'INVALID_INPUT', 'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BATCH_TOO_LARGE', 'KEY_NOT_FOUND', 'ALREADY_INITIALIZED',
-  'MEMBERSHIP_CHANGE_IN_PROGRESS', 'BODY_TOO_LARGE', 'NOT_LEADER', 'NOT_INITIALIZED', 'NO_LEADER', 'OVERLOADED', 'SHUTTING_DOWN', 'NOT_FOUND',
+  'MEMBERSHIP_CHANGE_IN_PROGRESS', 'BODY_TOO_LARGE', 'NOT_INITIALIZED', 'NO_LEADER', 'OVERLOADED', 'NOT_FOUND', 'UNSUPPORTED_MEDIA_TYPE',
 ]);
 
 /**
+ * Whether an error answer proves that nothing was applied. The wire format drops the server's own
+ * `definite` flag (it is honoured when present), so two codes are judged by shape:
+ * - NOT_LEADER names the leader (`leader_id`) when the node refused before proposing; the answers a
+ *   proposal gets after losing leadership or being displaced carry no leader_id and may still apply.
+ * - SHUTTING_DOWN is also what writes waiting inside a stopping node get, so it proves nothing.
+ */
+function isDefinite(code: string, leaderId: number | null, explicit: unknown): boolean {
+  if (typeof explicit === 'boolean') return explicit;
+  if (code === 'NOT_LEADER') return leaderId !== null;
+  return DEFINITE_CODES.has(code);
+}
+
+/**
  * Every failure of a KvClient call. `definite` is true when the operation certainly did not take
- * effect (safe to retry a write); false after a timeout or a connection lost mid-request.
+ * effect (safe to send a write again); false after a timeout or a connection lost mid-request.
  */
 export class KvError extends Error {
   override readonly name = 'KvError';
@@ -25,6 +47,7 @@ export class KvError extends Error {
   readonly status: number | null;
   readonly leaderId: number | null;
   readonly definite: boolean;
+  /** The endpoint that failed (null for failures not tied to one). */
   readonly endpoint: string | null;
 
   constructor(code: KvErrorCode, message: string, options: { status?: number | null; leaderId?: number | null; definite: boolean; endpoint?: string | null }) {
@@ -38,10 +61,17 @@ export class KvError extends Error {
 
   /** The error an HTTP error answer stands for. */
   static fromAnswer(status: number, body: unknown, endpoint: string): KvError {
-    const error = (body as { error?: { code?: unknown; message?: unknown; leader_id?: unknown } } | null)?.error;
-    const code = typeof error?.code === 'string' ? error.code : 'BAD_RESPONSE';
-    const message = typeof error?.message === 'string' ? error.message : `HTTP ${status}`;
+    const error = (body as { error?: { code?: unknown; message?: unknown; leader_id?: unknown; definite?: unknown } } | null)?.error;
+    const given = typeof error?.code === 'string' ? error.code : null;
+    const code = given !== null && SERVER_CODES.has(given) ? given : 'BAD_RESPONSE';
+    const text = typeof error?.message === 'string' ? error.message : `HTTP ${status}`;
+    const message = given === null || given === code ? text : `${given}: ${text}`;
     const leaderId = typeof error?.leader_id === 'number' ? error.leader_id : null;
-    return new KvError(code as KvErrorCode, message, { status, leaderId, definite: DEFINITE_CODES.has(code), endpoint });
+    const definite = isDefinite(code, leaderId, error?.definite);
+    return new KvError(code as KvErrorCode, message, { status, leaderId, definite, endpoint });
   }
+}
+
+export function isKvError(value: unknown): value is KvError {
+  return value instanceof KvError;
 }

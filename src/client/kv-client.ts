@@ -5,6 +5,7 @@ import { KvError } from './errors.ts';
 import { HttpPool } from './http-transport.ts';
 
 export const ENDPOINTS_MAX = 64;
+/** Default bound on one attempt of a call. */
 export const CALL_TIMEOUT_MS_DEFAULT = 10_000;
 /** add-learner waits for the learner to catch up (the server allows 30 s). */
 export const ADD_LEARNER_TIMEOUT_MS_DEFAULT = 40_000;
@@ -12,6 +13,10 @@ export const RETRY_ATTEMPTS_MAX_DEFAULT = 8;
 export const RETRY_TOTAL_MS_MAX_DEFAULT = 20_000;
 export const BACKOFF_MS_MIN_DEFAULT = 20;
 export const BACKOFF_MS_MAX_DEFAULT = 1_000;
+/** Leader discovery (GET /leader and /node-info of every endpoint) runs at most this often. */
+export const DISCOVERY_INTERVAL_MS_MIN = 1_000;
+/** Bound on each discovery request, so a hung endpoint cannot stall a call for long. */
+export const DISCOVERY_TIMEOUT_MS_MAX = 1_000;
 /** Pages scanAll reads at most (each up to the scan limit). */
 export const SCAN_PAGES_MAX = 1_000;
 
@@ -25,13 +30,17 @@ export interface RetryPolicy {
 export interface KvClientOptions {
   /** Base URLs of the nodes' HTTP APIs, e.g. http://127.0.0.1:8001. */
   readonly endpoints: readonly string[];
+  /** Bound on each attempt (default CALL_TIMEOUT_MS_DEFAULT). */
   readonly timeoutMs?: number;
   readonly retry?: Partial<RetryPolicy>;
 }
 
 export interface CallOptions {
+  /** Bound on each attempt of this call. */
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
+  /** Overrides of the client's retry policy for this call. */
+  readonly retry?: Partial<RetryPolicy>;
 }
 
 export interface NodeInfo {
@@ -45,32 +54,59 @@ export interface HealthResult {
   readonly status: 'healthy' | 'degraded';
   readonly checks: { readonly initialized: boolean; readonly leader: boolean; readonly raft_state: string };
   readonly node_id: number;
+  readonly raft_node_id: number;
+  readonly endpoint_id: string;
   readonly uptime_seconds: number;
+}
+
+export interface DiscoveredPeer {
+  readonly node_id: number;
+  readonly peer_id: string;
+  readonly addrs: readonly string[];
+  readonly http_addr: string | null;
+  readonly last_seen_ms_ago: number;
 }
 
 /** A member given by id alone lets discovery supply its address (see docs/api.md). */
 export type MemberSpec = Pick<ClusterNode, 'id'> & Partial<Pick<ClusterNode, 'addr' | 'raft_addr'>>;
 
-/** Whether an operation may run twice without harm: reads yes; writes and membership changes no. */
-type Idempotence = 'idempotent' | 'once';
+/** Where a call goes: to the leader only, the leader when known, any node, or one given node. */
+type Route = { readonly to: 'leader' | 'prefer-leader' | 'any' } | { readonly to: 'node'; readonly endpoint: string };
 
 interface Call {
   readonly method: 'GET' | 'POST';
   readonly path: string;
   readonly body?: unknown;
-  readonly idempotence: Idempotence;
-  /** Must reach the leader (membership calls are not forwarded by followers). */
-  readonly leaderOnly: boolean;
+  /** Whether the call may run twice without harm: reads yes; writes and membership changes no. */
+  readonly idempotent: boolean;
+  readonly route: Route;
+  /** The answer is text (Prometheus), not a JSON object. */
+  readonly text?: boolean;
 }
 
 /** Failures worth another attempt: a leader change, overload, an endpoint down or slow. */
 const TRANSIENT_CODES = new Set(['NOT_LEADER', 'NO_LEADER', 'OVERLOADED', 'SHUTTING_DOWN', 'CONNECTION', 'TIMEOUT', 'NO_QUORUM']);
 
+const LEADER: Route = { to: 'leader' };
+const PREFER_LEADER: Route = { to: 'prefer-leader' };
+const ANY: Route = { to: 'any' };
+
+function assert(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new Error(`KvClient invariant: ${message}`);
+}
+
+function checkPolicy(policy: RetryPolicy): RetryPolicy {
+  const { attemptsMax, totalMsMax, backoffMsMin, backoffMsMax } = policy;
+  const ok = Number.isSafeInteger(attemptsMax) && attemptsMax >= 1 && totalMsMax >= 0 && backoffMsMin >= 0 && backoffMsMin <= backoffMsMax;
+  if (!ok) throw new RangeError(`bad retry policy ${JSON.stringify(policy)}`);
+  return policy;
+}
+
 /**
- * A typed client of the HTTP API: keep-alive pool, leader discovery and caching, bounded retries
- * with full-jitter backoff. A write is retried only when it certainly did not apply (a NOT_LEADER,
- * NO_LEADER, OVERLOADED or SHUTTING_DOWN answer, or a connection refused before sending); after a
- * timeout it fails with `definite: false`, since it may still apply.
+ * A typed client of the HTTP API (docs/api.md): keep-alive pool, leader discovery and caching,
+ * bounded retries with full-jitter backoff. A write is sent again only when it certainly did not
+ * apply (a NOT_LEADER naming the leader, NO_LEADER or OVERLOADED answer, or a connection that never
+ * connected); otherwise it fails with `definite: false`, since it may still apply.
  */
 export class KvClient {
   private readonly endpoints: readonly string[];
@@ -81,38 +117,40 @@ export class KvClient {
   private leaderEndpoint: string | null = null;
   /** A leader named by a NOT_LEADER answer whose endpoint is still to be found. */
   private pendingLeaderId: number | null = null;
+  private discoveredAtMs = -Infinity;
   private next = 0;
 
   constructor(options: KvClientOptions) {
-    if (options.endpoints.length === 0 || options.endpoints.length > ENDPOINTS_MAX) throw new RangeError(`1..${ENDPOINTS_MAX} endpoints`);
-    this.endpoints = options.endpoints.map((endpoint) => new URL(endpoint).origin);
+    if (options.endpoints.length === 0 || options.endpoints.length > ENDPOINTS_MAX) throw new RangeError(`give 1..${ENDPOINTS_MAX} endpoints`);
+    this.endpoints = [...new Set(options.endpoints.map((endpoint) => new URL(endpoint).origin))];
     this.timeoutMs = options.timeoutMs ?? CALL_TIMEOUT_MS_DEFAULT;
-    this.retry = {
+    if (!(this.timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${this.timeoutMs}`);
+    this.retry = checkPolicy({
       attemptsMax: options.retry?.attemptsMax ?? RETRY_ATTEMPTS_MAX_DEFAULT,
       totalMsMax: options.retry?.totalMsMax ?? RETRY_TOTAL_MS_MAX_DEFAULT,
       backoffMsMin: options.retry?.backoffMsMin ?? BACKOFF_MS_MIN_DEFAULT,
       backoffMsMax: options.retry?.backoffMsMax ?? BACKOFF_MS_MAX_DEFAULT,
-    };
-    if (this.retry.attemptsMax < 1 || this.retry.backoffMsMin > this.retry.backoffMsMax) throw new RangeError('bad retry policy');
+    });
   }
 
   // ------------------------------------------------------------------ key-value
 
   write(command: WriteCommand, options?: CallOptions): Promise<WriteResult> {
-    return this.call<WriteResult>({ method: 'POST', path: '/write', body: { command }, idempotence: 'once', leaderOnly: false }, options);
+    return this.call({ method: 'POST', path: '/write', body: { command }, idempotent: false, route: PREFER_LEADER }, options);
   }
 
   put(key: string, value: string, options?: CallOptions): Promise<WriteResult> {
     return this.write({ Set: { key, value } }, options);
   }
 
+  /** Delete one key; `deleted` tells whether it existed. */
   delete(key: string, options?: CallOptions): Promise<DeleteResult> {
-    return this.call<DeleteResult>({ method: 'POST', path: '/delete', body: { key }, idempotence: 'once', leaderOnly: false }, options);
+    return this.call({ method: 'POST', path: '/delete', body: { key }, idempotent: false, route: PREFER_LEADER }, options);
   }
 
   /** Linearizable read; rejects with KEY_NOT_FOUND for a missing key. */
   read(key: string, options?: CallOptions): Promise<ReadResult> {
-    return this.call<ReadResult>({ method: 'POST', path: '/read', body: { key }, idempotence: 'idempotent', leaderOnly: false }, options);
+    return this.call({ method: 'POST', path: '/read', body: { key }, idempotent: true, route: PREFER_LEADER }, options);
   }
 
   /** Linearizable read; null for a missing key. */
@@ -125,16 +163,18 @@ export class KvClient {
     }
   }
 
+  /** One page; pass `continuation_token` back for the next. */
   scan(request: ScanRequest = {}, options?: CallOptions): Promise<ScanResult> {
-    return this.call<ScanResult>({ method: 'POST', path: '/scan', body: request, idempotence: 'idempotent', leaderOnly: false }, options);
+    return this.call({ method: 'POST', path: '/scan', body: request, idempotent: true, route: PREFER_LEADER }, options);
   }
 
-  /** Every entry under a prefix, page by page (at most SCAN_PAGES_MAX pages). */
-  async scanAll(prefix: string, options?: CallOptions): Promise<{ key: string; value: string }[]> {
+  /** Every entry under a prefix, following continuation tokens (at most SCAN_PAGES_MAX pages). */
+  async scanAll(prefix: string, options?: CallOptions & { readonly pageLimit?: number }): Promise<{ key: string; value: string }[]> {
     const entries: { key: string; value: string }[] = [];
     let token: string | null = null;
     for (let page = 0; page < SCAN_PAGES_MAX; page += 1) {
-      const result: ScanResult = await this.scan({ prefix, continuation_token: token }, options);
+      const request: ScanRequest = { prefix, continuation_token: token, ...(options?.pageLimit === undefined ? {} : { limit: options.pageLimit }) };
+      const result: ScanResult = await this.scan(request, options);
       entries.push(...result.entries);
       token = result.continuation_token;
       if (token === null) return entries;
@@ -145,49 +185,63 @@ export class KvClient {
   // ------------------------------------------------------------------ cluster
 
   init(members: readonly MemberSpec[], options?: CallOptions): Promise<ClusterState> {
-    return this.call<ClusterState>({ method: 'POST', path: '/init', body: { initial_members: members }, idempotence: 'once', leaderOnly: false }, options);
+    return this.call({ method: 'POST', path: '/init', body: { initial_members: members }, idempotent: false, route: ANY }, options);
   }
 
+  /** Answers once the learner has caught up (default timeout ADD_LEARNER_TIMEOUT_MS_DEFAULT). */
   addLearner(learner: MemberSpec, options?: CallOptions): Promise<ClusterState> {
-    const call: Call = { method: 'POST', path: '/add-learner', body: { learner }, idempotence: 'once', leaderOnly: true };
-    return this.call<ClusterState>(call, { timeoutMs: ADD_LEARNER_TIMEOUT_MS_DEFAULT, ...options });
+    const call: Call = { method: 'POST', path: '/add-learner', body: { learner }, idempotent: false, route: LEADER };
+    return this.call(call, { timeoutMs: ADD_LEARNER_TIMEOUT_MS_DEFAULT, ...options });
   }
 
   changeMembership(members: readonly number[], options?: CallOptions): Promise<ClusterState> {
-    return this.call<ClusterState>({ method: 'POST', path: '/change-membership', body: { members }, idempotence: 'once', leaderOnly: true }, options);
+    return this.call({ method: 'POST', path: '/change-membership', body: { members }, idempotent: false, route: LEADER }, options);
   }
 
   triggerSnapshot(options?: CallOptions): Promise<SnapshotResult> {
-    return this.call<SnapshotResult>({ method: 'POST', path: '/trigger-snapshot', idempotence: 'once', leaderOnly: true }, options);
-  }
-
-  addPeer(nodeId: number, addr: string, options?: CallOptions): Promise<{ node_id: number; addr: string }> {
-    return this.call({ method: 'POST', path: '/add-peer', body: { node_id: nodeId, addr }, idempotence: 'idempotent', leaderOnly: false }, options);
+    return this.call({ method: 'POST', path: '/trigger-snapshot', idempotent: false, route: LEADER }, options);
   }
 
   state(options?: CallOptions): Promise<ClusterState> {
-    return this.call<ClusterState>({ method: 'GET', path: '/state', idempotence: 'idempotent', leaderOnly: false }, options);
+    return this.call({ method: 'GET', path: '/state', idempotent: true, route: ANY }, options);
   }
 
+  /** The leader's node id as some node knows it (null during an election). */
   async leader(options?: CallOptions): Promise<number | null> {
-    return (await this.call<{ leader: number | null }>({ method: 'GET', path: '/leader', idempotence: 'idempotent', leaderOnly: false }, options)).leader;
+    return (await this.call<{ leader: number | null }>({ method: 'GET', path: '/leader', idempotent: true, route: ANY }, options)).leader;
   }
 
+  /** A ticket for `aspen-node --ticket` (GET /cluster-ticket). */
   clusterTicket(options?: CallOptions): Promise<{ ticket: string }> {
-    return this.call({ method: 'GET', path: '/cluster-ticket', idempotence: 'idempotent', leaderOnly: false }, options);
+    return this.call({ method: 'GET', path: '/cluster-ticket', idempotent: true, route: ANY }, options);
   }
 
-  /** Per-node calls: these ask one endpoint and never retry elsewhere. */
+  // ------------------------------------------------------------------ one node each (retried on that node only)
+
   metrics(endpoint: string, options?: CallOptions): Promise<RaftMetrics> {
-    return this.once<RaftMetrics>(endpoint, 'GET', '/metrics', undefined, options);
+    return this.call({ method: 'GET', path: '/metrics', idempotent: true, route: this.node(endpoint) }, options);
+  }
+
+  /** GET /metrics/prometheus: the exposition text. */
+  prometheusMetrics(endpoint: string, options?: CallOptions): Promise<string> {
+    return this.call({ method: 'GET', path: '/metrics/prometheus', idempotent: true, route: this.node(endpoint), text: true }, options);
   }
 
   health(endpoint: string, options?: CallOptions): Promise<HealthResult> {
-    return this.once<HealthResult>(endpoint, 'GET', '/health', undefined, options, true);
+    return this.call({ method: 'GET', path: '/health', idempotent: true, route: this.node(endpoint) }, options);
   }
 
   nodeInfo(endpoint: string, options?: CallOptions): Promise<NodeInfo> {
-    return this.once<NodeInfo>(endpoint, 'GET', '/node-info', undefined, options);
+    return this.call({ method: 'GET', path: '/node-info', idempotent: true, route: this.node(endpoint) }, options);
+  }
+
+  peers(endpoint: string, options?: CallOptions): Promise<{ peers: DiscoveredPeer[] }> {
+    return this.call({ method: 'GET', path: '/peers', idempotent: true, route: this.node(endpoint) }, options);
+  }
+
+  /** Tell one node where another node's transport listens (POST /add-peer). */
+  addPeer(endpoint: string, nodeId: number, addr: string, options?: CallOptions): Promise<{ node_id: number; addr: string }> {
+    return this.call({ method: 'POST', path: '/add-peer', body: { node_id: nodeId, addr }, idempotent: true, route: this.node(endpoint) }, options);
   }
 
   get endpointList(): readonly string[] {
@@ -199,48 +253,67 @@ export class KvClient {
     return this.leaderEndpoint;
   }
 
+  /** Close the pooled connections; calls after this open new ones. */
   close(): void {
     this.pool.close();
   }
 
   // ------------------------------------------------------------------ machinery
 
-  /** One request to one endpoint; an error answer (or, unless `anyStatus`, a non-2xx) rejects. */
-  private async once<T>(endpoint: string, method: 'GET' | 'POST', path: string, body: unknown, options: CallOptions | undefined, anyStatus = false): Promise<T> {
-    const timeout = AbortSignal.timeout(options?.timeoutMs ?? this.timeoutMs);
-    const signal = options?.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
-    const answer = await this.pool.request(endpoint, method, path, body, signal);
-    if (answer.status >= 200 && answer.status < 300) return answer.body as T;
-    if (anyStatus && (answer.body as { error?: unknown } | null)?.error === undefined) return answer.body as T;
-    throw KvError.fromAnswer(answer.status, answer.body, endpoint);
+  private node(endpoint: string): Route {
+    return { to: 'node', endpoint: new URL(endpoint).origin };
   }
 
-  /** Run a call with leader routing and bounded, jittered retries. */
+  /**
+   * Run a call with leader routing and retries bounded by attempts and by time: no attempt starts
+   * after retry.totalMsMax, and none runs past max(totalMsMax, timeoutMs) from the start.
+   */
   private async call<T>(call: Call, options?: CallOptions): Promise<T> {
+    const retry = options?.retry === undefined ? this.retry : checkPolicy({ ...this.retry, ...options.retry });
+    const attemptMs = options?.timeoutMs ?? this.timeoutMs;
     const startedMs = Date.now();
+    const deadlineMs = startedMs + Math.max(retry.totalMsMax, attemptMs);
+    /** No attempt starts at or after this instant. */
+    const retryEndMs = Math.min(deadlineMs, startedMs + retry.totalMsMax);
+    const caller = options?.signal;
     let lastError: KvError | null = null;
-    for (let attempt = 1; attempt <= this.retry.attemptsMax; attempt += 1) {
-      if (options?.signal?.aborted === true) throw new KvError('ABORTED', 'aborted by the caller', { definite: lastError?.definite ?? true });
-      const endpoint = await this.pickEndpoint(call, lastError, options);
+    for (let attempt = 1; attempt <= retry.attemptsMax; attempt += 1) {
+      if (isAborted(caller)) throw new KvError('ABORTED', 'aborted by the caller', { definite: lastError?.definite ?? true });
+      const timeout = AbortSignal.timeout(Math.max(1, Math.min(attemptMs, deadlineMs - Date.now())));
+      const signal = caller === undefined ? timeout : AbortSignal.any([caller, timeout]);
+      const endpoint = await this.pickEndpoint(call.route, signal);
       try {
-        const result = await this.once<T>(endpoint, call.method, call.path, call.body, options);
-        if (call.leaderOnly) this.leaderEndpoint = endpoint;
+        const result = await this.attempt<T>(endpoint, call, signal);
+        if (call.route.to === 'leader') this.leaderEndpoint = endpoint;
         return result;
       } catch (error) {
         if (!(error instanceof KvError)) throw error;
+        if (isAborted(caller) && error.status === null) {
+          throw new KvError('ABORTED', `aborted by the caller: ${error.message}`, { definite: error.definite, endpoint });
+        }
         lastError = error;
-        if (!this.shouldRetry(call, error) || Date.now() - startedMs >= this.retry.totalMsMax) throw error;
+        if (!this.shouldRetry(call, error) || attempt === retry.attemptsMax || Date.now() >= retryEndMs) throw error;
         this.forget(endpoint, error);
         const immediate = error.code === 'NOT_LEADER' && error.leaderId !== null && attempt === 1;
-        if (!immediate) await this.backoff(attempt, startedMs, options?.signal);
+        if (!immediate) await backoff(retry, attempt, retryEndMs, caller);
+        if (Date.now() >= retryEndMs) throw error;
       }
     }
-    throw lastError ?? new KvError('TIMEOUT', 'no attempt was made', { definite: true });
+    assert(false, 'the retry loop returns or throws');
+  }
+
+  /** One request to one endpoint; an error answer rejects with its KvError. */
+  private async attempt<T>(endpoint: string, call: Call, signal: AbortSignal): Promise<T> {
+    const answer = await this.pool.request(endpoint, call.method, call.path, call.body, signal);
+    if (answer.status < 200 || answer.status >= 300) throw KvError.fromAnswer(answer.status, answer.body, endpoint);
+    const shapeOk = call.text === true ? typeof answer.body === 'string' : typeof answer.body === 'object' && answer.body !== null;
+    if (!shapeOk) throw new KvError('BAD_RESPONSE', `${call.path}: unexpected answer from ${endpoint}`, { status: answer.status, endpoint, definite: false });
+    return answer.body as T;
   }
 
   private shouldRetry(call: Call, error: KvError): boolean {
     if (!TRANSIENT_CODES.has(error.code)) return false;
-    if (call.idempotence === 'idempotent') return true;
+    if (call.idempotent) return true;
     return error.definite; // a write that may have applied is never sent again
   }
 
@@ -248,53 +321,85 @@ export class KvClient {
   private forget(endpoint: string, error: KvError): void {
     if (error.code === 'NOT_LEADER' && error.leaderId !== null) {
       this.leaderEndpoint = this.endpointOfNode.get(error.leaderId) ?? null;
-      if (this.leaderEndpoint === null) this.pendingLeaderId = error.leaderId;
+      if (this.leaderEndpoint === null || this.leaderEndpoint === endpoint) {
+        this.leaderEndpoint = null;
+        this.pendingLeaderId = error.leaderId;
+      }
       return;
     }
     if (this.leaderEndpoint === endpoint) this.leaderEndpoint = null;
-    this.next += 1; // the next attempt goes elsewhere
+    const index = this.endpoints.indexOf(endpoint);
+    this.next = (index < 0 ? this.next : index) + 1; // the next attempt goes elsewhere
   }
 
-  /** The leader's endpoint when known or learnable; otherwise the endpoints in turn. */
-  private async pickEndpoint(call: Call, lastError: KvError | null, options: CallOptions | undefined): Promise<string> {
+  /** The leader's endpoint when known or learnable (unless any node will do); otherwise the endpoints in turn. */
+  private async pickEndpoint(route: Route, signal: AbortSignal): Promise<string> {
+    if (route.to === 'node') return route.endpoint;
     if (this.pendingLeaderId !== null) {
       const id = this.pendingLeaderId;
       this.pendingLeaderId = null;
-      this.leaderEndpoint = await this.endpointOf(id, options);
+      this.leaderEndpoint = await this.endpointOf(id, signal);
     }
-    if (this.leaderEndpoint !== null) return this.leaderEndpoint;
-    if (call.leaderOnly && lastError === null) {
-      const leader = await this.leader(options).catch(() => null);
-      if (leader !== null) this.leaderEndpoint = await this.endpointOf(leader, options);
+    if (route.to !== 'any') {
+      if (this.leaderEndpoint === null) await this.discoverLeader(signal);
       if (this.leaderEndpoint !== null) return this.leaderEndpoint;
     }
     const endpoint = this.endpoints[this.next % this.endpoints.length];
-    if (endpoint === undefined) throw new Error('no endpoints');
+    assert(endpoint !== undefined, 'there is at least one endpoint');
     return endpoint;
   }
 
-  /** Map a node id to one of our endpoints by asking each endpoint who it is (cached). */
-  private async endpointOf(nodeId: number, options: CallOptions | undefined): Promise<string | null> {
+  /** Ask every endpoint who it is and whom it follows (at most once per DISCOVERY_INTERVAL_MS_MIN). */
+  private async discoverLeader(signal: AbortSignal): Promise<void> {
+    if (Date.now() - this.discoveredAtMs < DISCOVERY_INTERVAL_MS_MIN) return;
+    this.discoveredAtMs = Date.now();
+    const leaders = await Promise.all(this.endpoints.map(async (endpoint) => {
+      const [, leader] = await Promise.all([this.learnNodeId(endpoint, signal), this.probe<{ leader: unknown }>(endpoint, '/leader', signal)]);
+      return typeof leader?.leader === 'number' ? leader.leader : null;
+    }));
+    const leaderId = leaders.find((id) => id !== null) ?? null;
+    if (leaderId !== null) this.leaderEndpoint = this.endpointOfNode.get(leaderId) ?? null;
+  }
+
+  /** Map a node id to one of our endpoints by asking each endpoint its /node-info (cached). */
+  private async endpointOf(nodeId: number, signal: AbortSignal): Promise<string | null> {
     const known = this.endpointOfNode.get(nodeId);
     if (known !== undefined) return known;
-    await Promise.all(this.endpoints.map(async (endpoint) => {
-      try {
-        const info = await this.nodeInfo(endpoint, { timeoutMs: Math.min(this.timeoutMs, 2_000), ...(options?.signal === undefined ? {} : { signal: options.signal }) });
-        this.endpointOfNode.set(info.node_id, endpoint);
-      } catch {
-        // that endpoint is down; another attempt will ask again
-      }
-    }));
+    await Promise.all(this.endpoints.map((endpoint) => this.learnNodeId(endpoint, signal)));
     return this.endpointOfNode.get(nodeId) ?? null;
   }
 
-  private async backoff(attempt: number, startedMs: number, signal: AbortSignal | undefined): Promise<void> {
-    const ceilingMs = Math.min(this.retry.backoffMsMax, this.retry.backoffMsMin * 2 ** (attempt - 1));
-    const remainingMs = Math.max(0, this.retry.totalMsMax - (Date.now() - startedMs));
-    const delayMs = Math.min(remainingMs, Math.floor(Math.random() * ceilingMs)); // full jitter
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, delayMs);
-      signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-    });
+  private async learnNodeId(endpoint: string, signal: AbortSignal): Promise<void> {
+    const info = await this.probe<{ node_id: unknown }>(endpoint, '/node-info', signal);
+    if (typeof info?.node_id === 'number') this.endpointOfNode.set(info.node_id, endpoint);
   }
+
+  /** One short discovery GET; null when the endpoint does not answer it (discovery is best effort). */
+  private async probe<T>(endpoint: string, path: string, signal: AbortSignal): Promise<Partial<T> | null> {
+    const bounded = AbortSignal.any([signal, AbortSignal.timeout(DISCOVERY_TIMEOUT_MS_MAX)]);
+    try {
+      return await this.attempt<Partial<T>>(endpoint, { method: 'GET', path, idempotent: true, route: this.node(endpoint) }, bounded);
+    } catch {
+      return null;
+    }
+  }
+}
+
+function isAborted(signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true;
+}
+
+/** Full-jitter exponential backoff, never past `endMs`; an abort ends it early. */
+async function backoff(retry: RetryPolicy, attempt: number, endMs: number, signal: AbortSignal | undefined): Promise<void> {
+  const ceilingMs = Math.min(retry.backoffMsMax, retry.backoffMsMin * 2 ** (attempt - 1));
+  const delayMs = Math.max(0, Math.min(endMs - Date.now(), Math.floor(Math.random() * ceilingMs)));
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, delayMs);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
