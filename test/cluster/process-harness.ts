@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
-import net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { expect } from 'vitest';
+import { freePort } from '../../src/bench/ports.ts';
+
+export { freePort };
 
 const BIN = resolve(import.meta.dirname, '../../src/bin/aspen-node.ts');
 const STARTUP_TIMEOUT_MS = 20_000;
@@ -12,26 +13,6 @@ const STARTUP_TIMEOUT_MS = 20_000;
 export const REQUEST_TIMEOUT_MS = 15_000;
 /** Polling interval of eventually(). */
 const POLL_MS = 50;
-/** Tries to find a port free for both TCP and UDP (QUIC) before giving up. */
-const FREE_PORT_ATTEMPTS_MAX = 50;
-
-/** A loopback port the OS just handed out for TCP that is also free for UDP (the node uses both). */
-export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < FREE_PORT_ATTEMPTS_MAX; attempt += 1) {
-    const server = net.createServer();
-    await new Promise<void>((resolvePromise) => server.listen(0, '127.0.0.1', resolvePromise));
-    const port = (server.address() as net.AddressInfo).port;
-    const socket = dgram.createSocket('udp4');
-    const udpFree = await new Promise<boolean>((resolvePromise) => {
-      socket.once('error', () => { resolvePromise(false); });
-      socket.bind(port, '127.0.0.1', () => { resolvePromise(true); });
-    });
-    socket.close();
-    await new Promise<void>((resolvePromise) => { server.close(() => { resolvePromise(); }); });
-    if (udpFree) return port;
-  }
-  throw new Error('no port free for both TCP and UDP');
-}
 
 export interface NodeProcess {
   readonly id: number;
