@@ -8,7 +8,7 @@ import { assert } from '../raft/assert.ts';
 import { EMPTY_HARD_STATE, type Entry, type HardState, type MembershipConfig, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
 
 /** On-disk format of this release; a data dir of another version is refused, never guessed at. */
-export const STORAGE_FORMAT_VERSION = 1;
+export const STORAGE_FORMAT_VERSION = 2;
 /** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
 export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
 /** Per-record size estimate beyond key and value, for the snapshot size bound. */
@@ -41,16 +41,26 @@ export class LmdbStorage {
   readonly log: Database<Entry, number>;
   readonly meta: Database<unknown, string>;
   readonly snapshots: Database<Uint8Array, string>;
-  readonly kv: Database<KvRecord, string>;
   readonly nodes: Database<unknown, number>;
+  /**
+   * The state machine lives in its own environment (format 2), opened without fsync: the per-
+   * transaction no-sync flag was not honoured (strace: one fdatasync per apply, on the event loop).
+   * The log is the durable record; a machine that an OS crash rolls back replays from the log, or
+   * restores the durable snapshot when its applied index fell below it (RaftNode does both at start).
+   */
+  readonly stateEnv: RootDatabase;
+  readonly kv: Database<KvRecord, string>;
+  readonly stateMeta: Database<unknown, string>;
 
-  private constructor(path: string) {
+  private constructor(path: string, statePath: string) {
     this.env = open({ path, mapSize: LMDB_MAP_SIZE_BYTES, compression: false });
     this.log = this.env.openDB<Entry, number>({ name: 'log' });
     this.meta = this.env.openDB<unknown, string>({ name: 'meta' });
     this.snapshots = this.env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
-    this.kv = this.env.openDB<KvRecord, string>({ name: 'kv' });
     this.nodes = this.env.openDB<unknown, number>({ name: 'nodes' });
+    this.stateEnv = open({ path: statePath, mapSize: LMDB_MAP_SIZE_BYTES, compression: false, noSync: true });
+    this.kv = this.stateEnv.openDB<KvRecord, string>({ name: 'kv' });
+    this.stateMeta = this.stateEnv.openDB<unknown, string>({ name: 'meta' });
   }
 
   /** Open (or create) the data dir; refuses a different format version with a clear message. */
@@ -58,7 +68,7 @@ export class LmdbStorage {
     let storage: LmdbStorage;
     try {
       mkdirSync(dataDir, { recursive: true });
-      storage = new LmdbStorage(`${dataDir}/aspen.mdb`);
+      storage = new LmdbStorage(`${dataDir}/aspen.mdb`, `${dataDir}/state.mdb`);
     } catch (error) {
       throw new StorageError(`cannot open data dir ${dataDir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     }
@@ -67,7 +77,8 @@ export class LmdbStorage {
       storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
     } else if (format !== STORAGE_FORMAT_VERSION) {
       void storage.env.close();
-      throw new StorageError(`data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION}`);
+      void storage.stateEnv.close();
+      throw new StorageError(`data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} (there is no migration yet: move the directory aside to start this node empty, and let it catch up from the cluster)`);
     }
     return storage;
   }
@@ -92,8 +103,8 @@ export class LmdbStorage {
   }
 
   async close(): Promise<void> {
-    await this.env.flushed;
-    await this.env.close();
+    await Promise.all([this.env.flushed, this.stateEnv.flushed]);
+    await Promise.all([this.env.close(), this.stateEnv.close()]);
   }
 }
 
@@ -202,8 +213,8 @@ export class LmdbKvStateMachine implements StateMachine {
 
   constructor(storage: LmdbStorage) {
     this.storage = storage;
-    this.appliedIndex = (storage.meta.get(META_APPLIED) as number | undefined) ?? 0;
-    this.appliedMembership = (storage.meta.get(META_MEMBERSHIP) as MembershipConfig | undefined) ?? null;
+    this.appliedIndex = (storage.stateMeta.get(META_APPLIED) as number | undefined) ?? 0;
+    this.appliedMembership = (storage.stateMeta.get(META_MEMBERSHIP) as MembershipConfig | undefined) ?? null;
   }
 
   apply(index: number, command: WriteCommand): ApplyOutcome {
@@ -214,9 +225,9 @@ export class LmdbKvStateMachine implements StateMachine {
       set: (key, record) => { kv.putSync(key, record); },
       delete: (key) => kv.removeSync(key),
     };
-    const outcome = this.storage.env.transactionSync(() => {
+    const outcome = this.storage.stateEnv.transactionSync(() => {
       const result = applyCommand(store, index, command);
-      this.storage.meta.putSync(META_APPLIED, index);
+      this.storage.stateMeta.putSync(META_APPLIED, index);
       return result;
     }, TRANSACTION_NO_SYNC_FLUSH);
     this.appliedIndex = index;
@@ -226,9 +237,9 @@ export class LmdbKvStateMachine implements StateMachine {
   /** The applied index and, for a configuration entry, the membership change together in one transaction. */
   applyNoop(index: number, config?: MembershipConfig): void {
     this.assertNext(index);
-    this.storage.env.transactionSync(() => {
-      this.storage.meta.putSync(META_APPLIED, index);
-      if (config !== undefined) this.storage.meta.putSync(META_MEMBERSHIP, config);
+    this.storage.stateEnv.transactionSync(() => {
+      this.storage.stateMeta.putSync(META_APPLIED, index);
+      if (config !== undefined) this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
     }, TRANSACTION_NO_SYNC_FLUSH);
     this.appliedIndex = index;
     if (config !== undefined) this.appliedMembership = config;
@@ -259,9 +270,9 @@ export class LmdbKvStateMachine implements StateMachine {
    * writes land meanwhile), bounded by SNAPSHOT_BYTES_MAX. The node sends it in bounded chunks.
    */
   snapshot(): Uint8Array {
-    const transaction = this.storage.env.useReadTransaction();
+    const transaction = this.storage.stateEnv.useReadTransaction();
     try {
-      const appliedIndex = (this.storage.meta.get(META_APPLIED, { transaction }) as number | undefined) ?? 0;
+      const appliedIndex = (this.storage.stateMeta.get(META_APPLIED, { transaction }) as number | undefined) ?? 0;
       assert(appliedIndex === this.appliedIndex, `read transaction sees applied ${appliedIndex}, machine ${this.appliedIndex}`);
       const records: [string, KvRecord][] = [];
       let bytes = 0;
@@ -279,11 +290,11 @@ export class LmdbKvStateMachine implements StateMachine {
   /** Replace records, applied index and membership in one transaction: a crash leaves the old state or the new. */
   restore(data: Uint8Array, index: number, config: MembershipConfig): void {
     const records = decodeSnapshot(data, index);
-    this.storage.env.transactionSync(() => {
+    this.storage.stateEnv.transactionSync(() => {
       for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
       for (const [key, record] of records) this.storage.kv.putSync(key, record);
-      this.storage.meta.putSync(META_APPLIED, index);
-      this.storage.meta.putSync(META_MEMBERSHIP, config);
+      this.storage.stateMeta.putSync(META_APPLIED, index);
+      this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
     });
     this.appliedIndex = index;
     this.appliedMembership = config;

@@ -7,7 +7,7 @@ import { encodeSnapshot, MemoryKvStateMachine } from '../../src/node/kv-state-ma
 import { RaftNode, type Outcome, type WriteApplied } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
-import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage, StorageError, type DurabilityEvent } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage, STORAGE_FORMAT_VERSION, StorageError, type DurabilityEvent } from '../../src/storage/lmdb-store.ts';
 
 const directories: string[] = [];
 afterAll(() => {
@@ -214,6 +214,6 @@ describe('RaftNode on LMDB', () => {
     storage.meta.putSync('format', 999);
     await storage.close();
     expect(() => LmdbStorage.open(directory)).toThrow(StorageError);
-    expect(() => LmdbStorage.open(directory)).toThrow(/format 999; this release reads format 1/);
+    expect(() => LmdbStorage.open(directory)).toThrow(new RegExp(`format 999; this release reads format ${STORAGE_FORMAT_VERSION}`));
   });
 });
