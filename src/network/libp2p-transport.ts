@@ -42,6 +42,21 @@ export interface Libp2pTransportOptions {
   readonly mdnsServiceTag?: string | null;
 }
 
+/** Largest single stream write made of queued frames (frames themselves are bounded by the frame limit). */
+export const COALESCED_WRITE_BYTES_MAX = 1024 * 1024;
+
+function concatFrames(frames: readonly Uint8Array[], start: number, end: number, bytes: number): Uint8Array {
+  const joined = new Uint8Array(bytes);
+  let offset = 0;
+  for (let index = start; index < end; index += 1) {
+    const frame = frames[index];
+    if (frame === undefined) continue;
+    joined.set(frame, offset);
+    offset += frame.length;
+  }
+  return joined;
+}
+
 /** How often mDNS queries the LAN. */
 export const MDNS_QUERY_INTERVAL_MS = 2_000;
 /** Largest gossip RPC accepted from a peer (announcements are at most 4 KiB). */
@@ -303,14 +318,25 @@ export class Libp2pTransport implements ClusterTransport {
       });
   }
 
+  /**
+   * Send what queued while the stream was busy, coalesced into writes of up to COALESCED_WRITE_BYTES_MAX:
+   * each stream write is a native call and a drain round trip (the top frame of the leader's profile
+   * under load when every frame was its own write); the receiver splits frames from any chunking.
+   */
   private flush(peer: Outbound): void {
     const stream = peer.stream;
     if (stream === null) return;
     let sent = 0;
-    for (const frame of peer.queue) {
-      if (peer.blocked) break;
-      sent += 1;
-      if (!stream.send(frame)) peer.blocked = true; // accepted, but wait for 'drain' before more
+    while (sent < peer.queue.length && !peer.blocked) {
+      let bytes = 0;
+      let end = sent;
+      while (end < peer.queue.length && (end === sent || bytes + (peer.queue[end]?.length ?? 0) <= COALESCED_WRITE_BYTES_MAX)) {
+        bytes += peer.queue[end]?.length ?? 0;
+        end += 1;
+      }
+      const write = end - sent === 1 ? (peer.queue[sent] ?? new Uint8Array(0)) : concatFrames(peer.queue, sent, end, bytes);
+      sent = end;
+      if (!stream.send(write)) peer.blocked = true; // accepted, but wait for 'drain' before more
     }
     peer.queue = peer.queue.slice(sent);
   }
