@@ -393,7 +393,7 @@ export class RaftCore {
       this.log.appliedTo(lastApplied.index);
     }
     // The leader counts itself only for entries on its own disk, so commit may move now.
-    if (stableAdvanced && this.role === 'leader' && this.maybeCommit()) this.broadcastAppend(true);
+    if (stableAdvanced && this.role === 'leader' && this.maybeCommit()) this.broadcastAppend(false);
     this.log.check();
   }
 
@@ -833,8 +833,11 @@ export class RaftCore {
     if (progress.state === 'snapshot' && progress.match >= progress.pendingSnapshotIndex) progress.becomeProbe();
     if (progress.state === 'probe') progress.becomeReplicate();
     else progress.inflights.freeLE(message.index);
+    // A new commit index alone is not sent at once: it rides on the next append or heartbeat (at most
+    // one heartbeat interval later). Clients are answered by the leader, so nothing waits on it, and
+    // an empty append per follower per commit was half of all Raft messages with one client.
     if (this.maybeCommit()) {
-      this.broadcastAppend(true);
+      this.broadcastAppend(false);
     } else if (wasPaused || progress.state === 'replicate') {
       this.sendAppendsTo(message.from, progress);
     }
@@ -905,7 +908,8 @@ export class RaftCore {
 
   private broadcastAppend(sendIfEmpty: boolean): void {
     for (const [id, progress] of this.progress) {
-      if (sendIfEmpty) this.sendAppend(id, progress, true);
+      // A follower in probe (new, or after a rejection) is probed even with nothing new to send.
+      if (sendIfEmpty || progress.state === 'probe') this.sendAppend(id, progress, true);
       this.sendAppendsTo(id, progress);
     }
   }

@@ -249,6 +249,23 @@ describe('core behaviours', () => {
     expect(appends.length).toBe(inflight);
   });
 
+  it('a new commit index alone sends no message: followers learn it with the next heartbeat', () => {
+    const cluster = new Cluster([1, 2, 3]);
+    cluster.bootstrap(1, [1, 2, 3]);
+    const leader = cluster.leaders()[0] ?? 0;
+    const followers = [1, 2, 3].filter((id) => id !== leader);
+    const sentBefore = cluster.sent.length;
+    cluster.propose(leader, 'x');
+    cluster.stabilize();
+    const appendSizes = cluster.sent.slice(sentBefore).flatMap((message) => (message.type === 'append' ? [message.entries.length] : []));
+    expect(appendSizes).toEqual([1, 1]);
+    const committed = cluster.core(leader).status().commitIndex;
+    for (const id of followers) expect(cluster.core(id).status().commitIndex).toBeLessThan(committed);
+    cluster.tick(leader, 1); // heartbeatTicks is 1
+    cluster.stabilize();
+    for (const id of followers) expect(cluster.core(id).status().commitIndex).toBe(committed);
+  });
+
   it('rejects proposals on a follower with the leader id, and past the uncommitted bound with overloaded', () => {
     const cluster = new Cluster([1, 2, 3], { uncommittedEntriesMax: 5 });
     cluster.bootstrap(1, [1, 2, 3]);
