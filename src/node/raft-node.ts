@@ -5,7 +5,7 @@ import type { RaftConfig } from '../raft/config.ts';
 import { RaftCore, type RaftStatus } from '../raft/core.ts';
 import type { RaftRejection } from '../raft/errors.ts';
 import type { Prng } from '../raft/prng.ts';
-import type { Entry, MembershipConfig, Message, NodeAddress, NodeId, PersistedState, Ready } from '../raft/types.ts';
+import type { Entry, HardState, MembershipConfig, Message, NodeAddress, NodeId, PersistedState, Ready } from '../raft/types.ts';
 import { BoundedQueue } from './bounded-queue.ts';
 import { decodeCommand, encodeCommand } from './codec.ts';
 import type { Clock, LogStore, PersistBatch, RaftNodeObserver, Snapshot, SnapshotChunk, Transport, WireMessage } from './interfaces.ts';
@@ -100,8 +100,9 @@ export interface RaftNodeOptions {
 /**
  * The seed's RaftActor: one owner of one RaftCore behind a bounded mailbox. A turn drains the
  * mailbox into the core, then runs one Ready cycle in the asserted order: persist (one synced write
- * for the whole batch: group commit), send, apply, answer, advance. Nothing steps the core while a
- * batch is being persisted; what arrives meanwhile waits in the mailbox and joins the next batch.
+ * for the whole batch: group commit), send, apply, answer, advance. A leader sends its appends
+ * while it persists; a Ready that only moves the commit index is not synced. Nothing steps the core
+ * while a batch is being persisted; what arrives meanwhile waits in the mailbox and joins the next batch.
  */
 export class RaftNode {
   readonly id: number;
@@ -119,6 +120,10 @@ export class RaftNode {
   private readonly snapshotThresholdEntries: number;
   private readonly snapshotChunkBytes: number;
   private announcedMembership: MembershipConfig | null = null;
+  /** The newest hard state: its term and vote are synced; its commit index may not be yet. */
+  private storedHardState: HardState;
+  /** storedHardState carries a commit index not yet written: it goes with the next synced batch. */
+  private commitDeferred = false;
   private nextReadId = 1;
   private turnScheduled = false;
   private persisting = false;
@@ -144,7 +149,8 @@ export class RaftNode {
       options.stateMachine.restore(this.latestSnapshot.data, this.latestSnapshot.meta.index, this.latestSnapshot.meta.config);
       options.observer?.snapshotInstalled?.(this.id, this.latestSnapshot);
     }
-    this.core = new RaftCore(options.config, options.prng, options.persisted);
+    this.core = new RaftCore(options.config, options.prng, withAppliedCommit(options.persisted, options.stateMachine.appliedIndex));
+    this.storedHardState = options.persisted.hardState;
     this.mailbox = new BoundedQueue(options.mailboxMessagesMax ?? MAILBOX_MESSAGES_MAX);
   }
 
@@ -449,14 +455,32 @@ export class RaftNode {
       this.finishReady(ready);
       return;
     }
-    const batch: PersistBatch = { snapshot, hardState: ready.hardState, entries: ready.entries };
+    const stored = this.storedHardState;
+    const hardState = ready.hardState ?? (this.commitDeferred ? stored : null);
+    const termOrVoteMoved = ready.hardState !== null && (ready.hardState.term !== stored.term || ready.hardState.vote !== stored.vote);
+    if (ready.hardState !== null) this.storedHardState = ready.hardState;
+    if (snapshot === null && ready.entries.length === 0 && !termOrVoteMoved) {
+      // Only the commit index moved: no sync to wait for (etcd's MustSync rule). It is written with
+      // the next synced batch; a crash may lose it, and a restarted node re-learns it from the leader.
+      this.commitDeferred = true;
+      this.finishReady(ready);
+      return;
+    }
+    this.commitDeferred = false;
+    // A leader sends its appends while its own disk syncs (thesis 10.2.1): followers sync in
+    // parallel, and the leader counts itself toward a quorum only once its sync is done (advance).
+    // Everything else waits: a vote or an acknowledgement is a promise about what is on disk, and
+    // so is a new term or vote (a leader of one voter elects itself in the Ready that stores it).
+    const sendEarly = ready.softState.role === 'leader' && !termOrVoteMoved;
+    if (sendEarly) this.sendMessages(ready);
+    const batch: PersistBatch = { snapshot, hardState, entries: ready.entries };
     this.options.logStore.persist(batch, (error) => {
       if (this.stopped) return;
       // A failed sync leaves us unsure what is on disk: stop loudly rather than acknowledge.
       if (error !== null) throw new Error(`node ${this.id}: log store failed to persist`, { cause: error });
       this.options.observer?.persisted?.(this.id, batch);
       if (snapshot !== null) this.installSnapshot(snapshot);
-      this.finishReady(ready);
+      this.finishReady(ready, sendEarly);
     });
   }
 
@@ -498,11 +522,15 @@ export class RaftNode {
     for (const chunk of snapshotChunks(snapshot, route, this.snapshotChunkBytes)) this.options.transport.send(chunk);
   }
 
-  /** After persisting: send, apply, answer, advance — the order etcd's Ready contract requires. */
-  private finishReady(ready: Ready): void {
-    assert(this.persisting, 'finishReady only after startReady');
+  private sendMessages(ready: Ready): void {
     this.options.observer?.ready?.(this.id, ready);
     for (const message of ready.messages) this.sendMessage(message);
+  }
+
+  /** After persisting: send, apply, answer, advance — the order etcd's Ready contract requires. */
+  private finishReady(ready: Ready, messagesSent = false): void {
+    assert(this.persisting, 'finishReady only after startReady');
+    if (!messagesSent) this.sendMessages(ready);
     for (const entry of ready.committedEntries) this.applyEntry(entry);
     for (const failure of ready.readFailures) {
       this.resolveRead(failure.requestId, { ok: false, error: new AspenError('NOT_LEADER', 'leadership lost before the read was confirmed', { leaderId: failure.leaderId || null }) });
@@ -573,6 +601,18 @@ export class RaftNode {
     this.pendingReads.delete(requestId);
     pending.callback(outcome);
   }
+}
+
+/**
+ * The state machine may have applied entries whose commit index was never synced (it is written
+ * only with the next synced batch). Only committed, locally durable entries are applied, so the
+ * core starts with its commit index at least there, never behind what the machine shows.
+ */
+function withAppliedCommit(persisted: PersistedState, appliedIndex: number): PersistedState {
+  if (appliedIndex <= persisted.hardState.commit) return persisted;
+  const lastIndex = persisted.entries.at(-1)?.index ?? persisted.snapshot?.index ?? 0;
+  assert(appliedIndex <= lastIndex, `state machine applied ${appliedIndex} beyond the durable log (${lastIndex})`);
+  return { ...persisted, hardState: { ...persisted.hardState, commit: appliedIndex } };
 }
 
 export function toAspenError(rejection: RaftRejection): AspenError {

@@ -25,11 +25,14 @@ export const MUTANTS: readonly Mutant[] = [
   {
     name: 'messages sent before the batch they depend on is synced',
     file: 'src/node/raft-node.ts',
-    original: '    const batch: PersistBatch = { snapshot, hardState: ready.hardState, entries: ready.entries };\n',
-    replacement:
-      '    const batch: PersistBatch = { snapshot, hardState: ready.hardState, entries: ready.entries };\n' +
-      '    for (const message of ready.messages) this.sendMessage(message);\n' +
-      '    (ready as { messages: unknown[] }).messages = [];\n',
+    original: "const sendEarly = ready.softState.role === 'leader' && !termOrVoteMoved;",
+    replacement: 'const sendEarly = true;',
+  },
+  {
+    name: 'a leader sends before its new term and vote are synced',
+    file: 'src/node/raft-node.ts',
+    original: "const sendEarly = ready.softState.role === 'leader' && !termOrVoteMoved;",
+    replacement: "const sendEarly = ready.softState.role === 'leader';",
   },
   {
     name: 'ReadIndex served without confirming leadership',

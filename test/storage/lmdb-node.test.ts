@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/node/local-runtime.ts';
+import { encodeCommand } from '../../src/node/codec.ts';
 import { encodeSnapshot, MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import { RaftNode, type Outcome, type WriteApplied } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
@@ -117,6 +118,44 @@ describe('RaftNode on LMDB', () => {
     }
     expect(acknowledgements.length).toBeGreaterThanOrEqual(20);
     for (const ack of acknowledgements) expect(ack.index).toBeLessThanOrEqual(ack.flushedIndex);
+    follower.stop();
+    await storage.close();
+  });
+
+  it('does not sync a batch that only moves the commit index, and restarts from the applied index when that was lost', async () => {
+    const directory = dataDir();
+    let storage = LmdbStorage.open(directory);
+    let logStore = new LmdbLogStore(storage);
+    let flushes = 0;
+    logStore.onDurabilityEvent = (event: DurabilityEvent) => { if (event.kind === 'flushed') flushes += 1; };
+    const options = { config: defaultRaftConfig(2), prng: new SeededPrng(2), clock: systemClock, tickMs: 50, transport: { send: () => undefined } };
+    let follower = new RaftNode({ ...options, persisted: logStore.load().persisted, logStore, stateMachine: new LmdbKvStateMachine(storage) });
+    follower.start();
+    const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [] };
+    const entries = [
+      { kind: 'config' as const, term: 1, index: 1, config },
+      ...Array.from({ length: 5 }, (_, offset) => ({ kind: 'command' as const, term: 1, index: offset + 2, data: encodeCommand({ Set: { key: `k${offset}`, value: 'v' } }) })),
+    ];
+    follower.deliver({ type: 'append', from: 1, to: 2, term: 1, prevLogIndex: 0, prevLogTerm: 0, entries, commitIndex: 0 });
+    for (let wait = 0; wait < 500 && flushes === 0; wait += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+    expect(flushes).toBe(1);
+    // The leader's next heartbeat carries only a commit index: applied without any synced write.
+    follower.deliver({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 6, readRound: 0 });
+    for (let wait = 0; wait < 500 && follower.stateMachine.appliedIndex < 6; wait += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+    expect(follower.stateMachine.appliedIndex).toBe(6);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(flushes).toBe(1);
+    follower.stop();
+    await storage.close();
+    storage = LmdbStorage.open(directory);
+    logStore = new LmdbLogStore(storage);
+    const { persisted } = logStore.load();
+    expect(persisted.hardState.commit).toBe(0); // never synced
+    follower = new RaftNode({ ...options, persisted, logStore, stateMachine: new LmdbKvStateMachine(storage) });
+    expect(follower.status().commitIndex).toBe(6); // what the state machine applied was committed
+    follower.start();
+    const snapshot = await new Promise<Outcome<unknown>>((resolve) => { follower.triggerSnapshot(resolve); });
+    expect(snapshot.ok).toBe(true);
     follower.stop();
     await storage.close();
   });
