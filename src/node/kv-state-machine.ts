@@ -28,6 +28,11 @@ export interface StateMachine {
    * configuration is recorded as the membership in effect at `index`.
    */
   applyNoop(index: number, config?: MembershipConfig): void;
+  /**
+   * Run several applies as one unit of storage work (one LMDB transaction for all the entries of a
+   * Ready). Not nested; `run` must not answer clients (an exception inside aborts the whole unit).
+   */
+  batch(run: () => void): void;
   /** The membership applied last (null before any configuration entry). */
   readonly appliedMembership: MembershipConfig | null;
   get(key: string): KvRecord | undefined;
@@ -103,6 +108,10 @@ export class MemoryKvStateMachine implements StateMachine {
   applyNoop(index: number, config?: MembershipConfig): void {
     this.advanceTo(index);
     if (config !== undefined) this.appliedMembership = config;
+  }
+
+  batch(run: () => void): void {
+    run();
   }
 
   get(key: string): KvRecord | undefined {

@@ -1,7 +1,7 @@
 import { AspenError } from '../api/errors.ts';
 import type { WriteCommand } from '../api/types.ts';
 import { assert } from '../raft/assert.ts';
-import type { RaftConfig } from '../raft/config.ts';
+import { APPLY_ENTRIES_MAX, type RaftConfig } from '../raft/config.ts';
 import { RaftCore, type RaftStatus } from '../raft/core.ts';
 import type { RaftRejection } from '../raft/errors.ts';
 import type { Prng } from '../raft/prng.ts';
@@ -235,6 +235,11 @@ export class RaftNode {
 
   status(): RaftStatus {
     return this.core.status();
+  }
+
+  /** The leader this node knows of (0 when unknown): cheap enough to ask on every client request. */
+  knownLeader(): NodeId {
+    return this.core.knownLeader;
   }
 
   /** The entry at `index` in this node's in-memory log (for checkers and diagnostics). */
@@ -531,7 +536,7 @@ export class RaftNode {
   private finishReady(ready: Ready, messagesSent = false): void {
     assert(this.persisting, 'finishReady only after startReady');
     if (!messagesSent) this.sendMessages(ready);
-    for (const entry of ready.committedEntries) this.applyEntry(entry);
+    this.applyEntries(ready.committedEntries);
     for (const failure of ready.readFailures) {
       this.resolveRead(failure.requestId, { ok: false, error: new AspenError('NOT_LEADER', 'leadership lost before the read was confirmed', { leaderId: failure.leaderId || null }) });
     }
@@ -547,13 +552,33 @@ export class RaftNode {
     else if (this.core.hasReady() || this.mailbox.length > 0) this.scheduleTurn();
   }
 
-  private applyEntry(entry: Entry): void {
+  /** Apply the entries in one state-machine batch, then answer their clients (never inside the batch). */
+  private applyEntries(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    assert(entries.length <= APPLY_ENTRIES_MAX, `apply batch of ${entries.length} entries exceeds ${APPLY_ENTRIES_MAX}`);
     const machine = this.options.stateMachine;
-    // Applying is idempotent by index: a state machine that already holds the entry skips it.
-    if (entry.index <= machine.appliedIndex) return;
-    let outcome: ApplyOutcome | null = null;
-    if (entry.kind === 'command') outcome = machine.apply(entry.index, decodeCommand(entry.data));
-    else machine.applyNoop(entry.index, entry.kind === 'config' ? entry.config : undefined);
+    const outcomes: (ApplyOutcome | null | undefined)[] = [];
+    machine.batch(() => {
+      for (const entry of entries) {
+        // Applying is idempotent by index: a state machine that already holds the entry skips it.
+        if (entry.index <= machine.appliedIndex) {
+          outcomes.push(undefined);
+          continue;
+        }
+        if (entry.kind === 'command') outcomes.push(machine.apply(entry.index, decodeCommand(entry.data)));
+        else {
+          machine.applyNoop(entry.index, entry.kind === 'config' ? entry.config : undefined);
+          outcomes.push(null);
+        }
+      }
+    });
+    for (const [position, entry] of entries.entries()) {
+      const outcome = outcomes[position];
+      if (outcome !== undefined) this.answerApplied(entry, outcome);
+    }
+  }
+
+  private answerApplied(entry: Entry, outcome: ApplyOutcome | null): void {
     this.options.observer?.applied?.(this.id, entry);
     if (entry.kind === 'config') this.resolveMembership(entry);
     const pending = this.pendingWrites.get(entry.index);

@@ -208,6 +208,7 @@ export class LmdbLogStore implements LogStore {
  */
 export class LmdbKvStateMachine implements StateMachine {
   private readonly storage: LmdbStorage;
+  private batching = false;
   appliedIndex: number;
   appliedMembership: MembershipConfig | null;
 
@@ -225,11 +226,11 @@ export class LmdbKvStateMachine implements StateMachine {
       set: (key, record) => { kv.putSync(key, record); },
       delete: (key) => kv.removeSync(key),
     };
-    const outcome = this.storage.stateEnv.transactionSync(() => {
+    const outcome = this.inTransaction(() => {
       const result = applyCommand(store, index, command);
       this.storage.stateMeta.putSync(META_APPLIED, index);
       return result;
-    }, TRANSACTION_NO_SYNC_FLUSH);
+    });
     this.appliedIndex = index;
     return outcome;
   }
@@ -237,12 +238,37 @@ export class LmdbKvStateMachine implements StateMachine {
   /** The applied index and, for a configuration entry, the membership change together in one transaction. */
   applyNoop(index: number, config?: MembershipConfig): void {
     this.assertNext(index);
-    this.storage.stateEnv.transactionSync(() => {
+    this.inTransaction(() => {
       this.storage.stateMeta.putSync(META_APPLIED, index);
       if (config !== undefined) this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
-    }, TRANSACTION_NO_SYNC_FLUSH);
+    });
     this.appliedIndex = index;
     if (config !== undefined) this.appliedMembership = config;
+  }
+
+  /**
+   * One transaction for every apply inside `run` (a transaction per entry was the top LMDB frame of
+   * all three nodes' profiles under 64 clients). The applied index moves with the records, so a
+   * crash keeps all of the batch or none of it.
+   */
+  batch(run: () => void): void {
+    assert(!this.batching, 'state machine batches do not nest');
+    const appliedBefore = this.appliedIndex;
+    const membershipBefore = this.appliedMembership;
+    this.batching = true;
+    try {
+      this.storage.stateEnv.transactionSync(run, TRANSACTION_NO_SYNC_FLUSH);
+    } catch (error) {
+      this.appliedIndex = appliedBefore; // the transaction was aborted: nothing of it is stored
+      this.appliedMembership = membershipBefore;
+      throw error;
+    } finally {
+      this.batching = false;
+    }
+  }
+
+  private inTransaction<T>(run: () => T): T {
+    return this.batching ? run() : this.storage.stateEnv.transactionSync(run, TRANSACTION_NO_SYNC_FLUSH);
   }
 
   get(key: string): KvRecord | undefined {

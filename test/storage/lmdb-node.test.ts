@@ -216,6 +216,30 @@ describe('RaftNode on LMDB', () => {
     await storage.close();
   });
 
+  it('applies a batch of entries in one transaction: all of it survives a reopen, an aborted batch leaves nothing', async () => {
+    const directory = dataDir();
+    let storage = LmdbStorage.open(directory);
+    let machine = new LmdbKvStateMachine(storage);
+    machine.batch(() => {
+      for (let index = 1; index <= 3; index += 1) machine.apply(index, { Set: { key: `k${index}`, value: `v${index}` } });
+    });
+    expect(machine.appliedIndex).toBe(3);
+    expect(() => {
+      machine.batch(() => {
+        machine.apply(4, { Set: { key: 'k4', value: 'v4' } });
+        throw new Error('disk on fire');
+      });
+    }).toThrow('disk on fire');
+    expect(machine.appliedIndex).toBe(3);
+    expect(machine.get('k4')).toBeUndefined();
+    await storage.close();
+    storage = LmdbStorage.open(directory);
+    machine = new LmdbKvStateMachine(storage);
+    expect(machine.appliedIndex).toBe(3);
+    expect([1, 2, 3, 4].map((index) => machine.get(`k${index}`)?.value)).toEqual(['v1', 'v2', 'v3', undefined]);
+    await storage.close();
+  });
+
   it('scans in key order by prefix, after a key, bounded, the same as the memory state machine', () => {
     const storage = LmdbStorage.open(dataDir());
     const machines = [new LmdbKvStateMachine(storage), new MemoryKvStateMachine()];
