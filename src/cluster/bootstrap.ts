@@ -120,7 +120,7 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
   node = raftNode;
   raftNode.start();
   const client = new RaftControlClient(raftNode);
-  forwarding = new ForwardingStore({ local: client, transport, nodeId: config.nodeId, clock: systemClock });
+  forwarding = new ForwardingStore({ local: client, transport, nodeId: config.nodeId, clock: systemClock, knownLeader: () => raftNode.knownLeader() });
   const app = buildHttpServer({
     controller: client,
     store: forwarding,

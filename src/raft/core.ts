@@ -397,6 +397,11 @@ export class RaftCore {
     this.log.check();
   }
 
+  /** The leader this node knows of (itself when leading; NODE_NONE when unknown), without building a full status. */
+  get knownLeader(): NodeId {
+    return this.leaderId;
+  }
+
   /** The configuration in effect (newest in the log), without building a full status. */
   get membershipConfig(): MembershipConfig | null {
     return this.membership;
