@@ -47,6 +47,20 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
     expect(a.framesDropped).toBe(1);
   });
 
+  it('frames sent in one event-loop turn leave in one stream write, in order', async () => {
+    const received: WireMessage[] = [];
+    const a = await transport(1, () => undefined);
+    const b = await transport(2, (message) => received.push(message));
+    a.addPeer(2, b.listenAddresses[0] ?? '');
+    a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 0 }); // opens the stream
+    await eventually(() => received.length === 1, 5_000);
+    const writesBefore = a.streamWritesTotal;
+    for (let round = 1; round <= 200; round += 1) a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: round, readRound: round });
+    await eventually(() => received.length === 201, 5_000);
+    expect(a.streamWritesTotal - writesBefore).toBe(1);
+    expect(received.slice(1).map((message) => (message.type === 'heartbeat' ? message.readRound : 0))).toEqual(Array.from({ length: 200 }, (_, index) => index + 1));
+  });
+
   it('answers a node it only heard from, over that node\'s own connection', async () => {
     const received: WireMessage[] = [];
     let b: Libp2pTransport | null = null;
