@@ -100,8 +100,9 @@ export interface RaftNodeOptions {
 /**
  * The seed's RaftActor: one owner of one RaftCore behind a bounded mailbox. A turn drains the
  * mailbox into the core, then runs one Ready cycle in the asserted order: persist (one synced write
- * for the whole batch: group commit), send, apply, answer, advance. A leader sends its appends
- * while it persists; a Ready that only moves the commit index is not synced. Nothing steps the core
+ * for the whole batch: group commit), send, apply, answer, advance. A leader sends its appends and
+ * applies already-durable committed entries while it persists; a Ready that only moves the commit
+ * index is not synced. Nothing steps the core
  * while a batch is being persisted; what arrives meanwhile waits in the mailbox and joins the next batch.
  */
 export class RaftNode {
@@ -478,6 +479,11 @@ export class RaftNode {
     // so is a new term or vote (a leader of one voter elects itself in the Ready that stores it).
     const sendEarly = ready.softState.role === 'leader' && !termOrVoteMoved;
     if (sendEarly) this.sendMessages(ready);
+    // The committed entries handed out are durable here already (the core releases only stable
+    // ones) and on a quorum: a leader applies them and answers their clients while this Ready's
+    // own entries sync, as etcd's server does (followers answer no one; they keep the plain order).
+    const appliedEarly = sendEarly && snapshot === null;
+    if (appliedEarly) this.applyEntries(ready.committedEntries);
     const batch: PersistBatch = { snapshot, hardState, entries: ready.entries };
     this.options.logStore.persist(batch, (error) => {
       if (this.stopped) return;
@@ -485,7 +491,7 @@ export class RaftNode {
       if (error !== null) throw new Error(`node ${this.id}: log store failed to persist`, { cause: error });
       this.options.observer?.persisted?.(this.id, batch);
       if (snapshot !== null) this.installSnapshot(snapshot);
-      this.finishReady(ready, sendEarly);
+      this.finishReady(ready, sendEarly, appliedEarly);
     });
   }
 
@@ -533,10 +539,10 @@ export class RaftNode {
   }
 
   /** After persisting: send, apply, answer, advance — the order etcd's Ready contract requires. */
-  private finishReady(ready: Ready, messagesSent = false): void {
+  private finishReady(ready: Ready, messagesSent = false, entriesApplied = false): void {
     assert(this.persisting, 'finishReady only after startReady');
     if (!messagesSent) this.sendMessages(ready);
-    this.applyEntries(ready.committedEntries);
+    if (!entriesApplied) this.applyEntries(ready.committedEntries);
     for (const failure of ready.readFailures) {
       this.resolveRead(failure.requestId, { ok: false, error: new AspenError('NOT_LEADER', 'leadership lost before the read was confirmed', { leaderId: failure.leaderId || null }) });
     }
