@@ -63,12 +63,13 @@ interface Stores {
   close(): Promise<void>;
 }
 
-function openStores(config: NodeConfig): Stores {
+function openStores(config: NodeConfig, log: (line: string) => void): Stores {
   if (config.storage === 'memory') {
     const logStore = new MemoryLogStore();
     return { logStore, stateMachine: new MemoryKvStateMachine(), ...logStore.load(), close: () => Promise.resolve() };
   }
   const storage = LmdbStorage.open(config.dataDir);
+  if (storage.stateRebuilt) log(`storage: the last stop was not clean; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`);
   const logStore = new LmdbLogStore(storage);
   return { logStore, stateMachine: new LmdbKvStateMachine(storage), ...logStore.load(), close: () => storage.close() };
 }
@@ -78,7 +79,7 @@ function openStores(config: NodeConfig): Stores {
  * whose stop() shuts down in reverse (a leader first hands over to a caught-up voter).
  */
 export async function startNode(config: NodeConfig, log: (line: string) => void): Promise<RunningNode> {
-  const stores = openStores(config);
+  const stores = openStores(config, log);
   let node: RaftNode | null = null;
   let forwarding: ForwardingStore | null = null;
   const transport = await Libp2pTransport.create({

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { open, TransactionFlags, type Database, type RootDatabase } from 'lmdb';
 import type { WriteCommand } from '../api/types.ts';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
@@ -26,6 +26,8 @@ const META_HARD_STATE = 'hard_state';
 const META_SNAPSHOT = 'snapshot';
 const META_APPLIED = 'applied';
 const META_MEMBERSHIP = 'membership';
+/** In the log environment: false while the state machine may hold unsynced writes. */
+const META_STATE_CLEAN = 'state_clean';
 const SNAPSHOT_DATA = 'data';
 
 /** Events of the durability pipeline, for tests that prove nothing is acknowledged before its flush. */
@@ -45,41 +47,59 @@ export class LmdbStorage {
   /**
    * The state machine lives in its own environment (format 2), opened without fsync: the per-
    * transaction no-sync flag was not honoured (strace: one fdatasync per apply, on the event loop).
-   * The log is the durable record; a machine that an OS crash rolls back replays from the log, or
-   * restores the durable snapshot when its applied index fell below it (RaftNode does both at start).
+   * Without syncs LMDB promises neither durability nor integrity after a crash, so the machine is
+   * trusted only after a clean close (which syncs it and records that in the synced log
+   * environment); after any other stop it is discarded and rebuilt from the durable snapshot and
+   * the log (RaftNode restores the snapshot and the core replays the committed entries after it).
    */
   readonly stateEnv: RootDatabase;
   readonly kv: Database<KvRecord, string>;
   readonly stateMeta: Database<unknown, string>;
+  private readonly statePath: string;
+  /** The state machine was discarded at open (the last stop was not a clean close). */
+  readonly stateRebuilt: boolean;
 
-  private constructor(path: string, statePath: string) {
-    this.env = open({ path, mapSize: LMDB_MAP_SIZE_BYTES, compression: false });
-    this.log = this.env.openDB<Entry, number>({ name: 'log' });
-    this.meta = this.env.openDB<unknown, string>({ name: 'meta' });
-    this.snapshots = this.env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
-    this.nodes = this.env.openDB<unknown, number>({ name: 'nodes' });
+  private constructor(env: RootDatabase, statePath: string) {
+    this.env = env;
+    this.log = env.openDB<Entry, number>({ name: 'log' });
+    this.meta = env.openDB<unknown, string>({ name: 'meta' });
+    this.snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
+    this.nodes = env.openDB<unknown, number>({ name: 'nodes' });
+    this.statePath = statePath;
+    this.stateRebuilt = this.meta.get(META_STATE_CLEAN) !== true && existsSync(statePath);
+    if (this.stateRebuilt) {
+      rmSync(statePath, { force: true });
+      rmSync(`${statePath}-lock`, { force: true });
+    }
     this.stateEnv = open({ path: statePath, mapSize: LMDB_MAP_SIZE_BYTES, compression: false, noSync: true });
     this.kv = this.stateEnv.openDB<KvRecord, string>({ name: 'kv' });
     this.stateMeta = this.stateEnv.openDB<unknown, string>({ name: 'meta' });
+    this.meta.putSync(META_STATE_CLEAN, false); // synced before the first apply can touch the machine
   }
 
   /** Open (or create) the data dir; refuses a different format version with a clear message. */
   static open(dataDir: string): LmdbStorage {
-    let storage: LmdbStorage;
+    let env: RootDatabase;
     try {
       mkdirSync(dataDir, { recursive: true });
-      storage = new LmdbStorage(`${dataDir}/aspen.mdb`, `${dataDir}/state.mdb`);
+      env = open({ path: `${dataDir}/aspen.mdb`, mapSize: LMDB_MAP_SIZE_BYTES, compression: false });
     } catch (error) {
       throw new StorageError(`cannot open data dir ${dataDir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     }
-    const format = storage.meta.get(META_FORMAT);
-    if (format === undefined) {
-      storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
-    } else if (format !== STORAGE_FORMAT_VERSION) {
-      void storage.env.close();
-      void storage.stateEnv.close();
+    // The format is checked before anything in the directory is touched.
+    const format = env.openDB<unknown, string>({ name: 'meta' }).get(META_FORMAT);
+    if (format !== undefined && format !== STORAGE_FORMAT_VERSION) {
+      void env.close();
       throw new StorageError(`data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} (there is no migration yet: move the directory aside to start this node empty, and let it catch up from the cluster)`);
     }
+    let storage: LmdbStorage;
+    try {
+      storage = new LmdbStorage(env, `${dataDir}/state.mdb`);
+    } catch (error) {
+      void env.close();
+      throw new StorageError(`cannot open data dir ${dataDir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+    if (format === undefined) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
     return storage;
   }
 
@@ -102,9 +122,18 @@ export class LmdbStorage {
     return records;
   }
 
+  /** Close both environments; the state machine is synced first and then marked clean (synced). */
   async close(): Promise<void> {
     await Promise.all([this.env.flushed, this.stateEnv.flushed]);
-    await Promise.all([this.env.close(), this.stateEnv.close()]);
+    await this.stateEnv.close();
+    const descriptor = openSync(this.statePath, 'r+');
+    try {
+      fsyncSync(descriptor);
+    } finally {
+      closeSync(descriptor);
+    }
+    this.meta.putSync(META_STATE_CLEAN, true);
+    await this.env.close();
   }
 }
 
