@@ -102,8 +102,8 @@ export interface RaftNodeOptions {
  * mailbox into the core, then runs one Ready cycle in the asserted order: persist (one synced write
  * for the whole batch: group commit), send, apply, answer, advance. A leader sends its appends and
  * applies already-durable committed entries while it persists; a Ready that only moves the commit
- * index is not synced. Nothing steps the core
- * while a batch is being persisted; what arrives meanwhile waits in the mailbox and joins the next batch.
+ * index is not synced. Nothing steps the core while a batch is being persisted; what arrives
+ * meanwhile waits in the mailbox and joins the next batch.
  */
 export class RaftNode {
   readonly id: number;
@@ -457,18 +457,15 @@ export class RaftNode {
     const ready = this.core.ready();
     this.persisting = true;
     const snapshot = this.snapshotFor(ready);
-    if (ready.hardState === null && ready.entries.length === 0 && snapshot === null) {
-      this.finishReady(ready);
-      return;
-    }
     const stored = this.storedHardState;
     const hardState = ready.hardState ?? (this.commitDeferred ? stored : null);
     const termOrVoteMoved = ready.hardState !== null && (ready.hardState.term !== stored.term || ready.hardState.vote !== stored.vote);
     if (ready.hardState !== null) this.storedHardState = ready.hardState;
     if (snapshot === null && ready.entries.length === 0 && !termOrVoteMoved) {
-      // Only the commit index moved: no sync to wait for (etcd's MustSync rule). It is written with
-      // the next synced batch; a crash may lose it, and a restarted node re-learns it from the leader.
-      this.commitDeferred = true;
+      // Nothing to store, or only the commit index moved: no sync to wait for (etcd's MustSync rule).
+      // A new commit index is written with the next synced batch; a crash may lose it, and a
+      // restarted node re-learns it from the leader.
+      if (ready.hardState !== null) this.commitDeferred = true;
       this.finishReady(ready);
       return;
     }
