@@ -53,6 +53,8 @@ export interface MembershipTarget {
   readonly voters: readonly NodeId[];
   readonly learners: readonly NodeId[];
   readonly nodes?: readonly NodeAddress[];
+  /** Learners promoted to voters must have acknowledged this index (see RaftCore.proposeMembership). */
+  readonly catchUpIndex?: number;
 }
 
 /** A membership change waiting to take effect: its entry, then (for a joint change) C_new. */
@@ -659,5 +661,11 @@ export function toAspenError(rejection: RaftRejection): AspenError {
       return new AspenError('INVALID_INPUT', rejection.message);
     case 'membership_change_in_progress':
       return new AspenError('MEMBERSHIP_CHANGE_IN_PROGRESS', 'another membership change is still in progress; retry when it completes');
+    case 'learner_not_caught_up':
+      return new AspenError(
+        'LEARNER_NOT_CAUGHT_UP',
+        `learner ${rejection.nodeId} has not caught up (it acknowledged index ${rejection.matchIndex} of ${rejection.requiredIndex}, or not within an election timeout); ` +
+          `wait for it to catch up, or remove it with POST /remove-learner`,
+      );
   }
 }

@@ -36,6 +36,15 @@ interface PendingRead {
   readonly index: number;
 }
 
+/** A membership change: the voters and learners wanted, new members' addresses, and the promotion bar. */
+export interface MembershipProposal {
+  readonly voters: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+  readonly nodes?: readonly NodeAddress[];
+  /** A learner promoted to voter must have acknowledged this index (default and cap: the commit index now). */
+  readonly catchUpIndex?: number;
+}
+
 export interface ProposeAccepted {
   readonly index: number;
   readonly term: number;
@@ -206,11 +215,7 @@ export class RaftCore {
    * joint consensus (C_old,new, then C_new once that commits); a change of learners only is one
    * entry. One change at a time: the previous one must be committed and not joint.
    */
-  proposeMembership(target: {
-    readonly voters: readonly NodeId[];
-    readonly learners: readonly NodeId[];
-    readonly nodes?: readonly NodeAddress[];
-  }): RaftResult<ProposeAccepted> {
+  proposeMembership(target: MembershipProposal): RaftResult<ProposeAccepted> {
     this.assertNoReadyOutstanding();
     if (this.membership === null) return rejected({ code: 'not_initialized' });
     const refusal = this.proposalRefusal();
@@ -228,6 +233,8 @@ export class RaftCore {
         return rejected({ code: 'invalid_config', message: `node ${id} must join as a learner before it can vote` });
       }
     }
+    const lagging = this.laggingLearner(current, voters, Math.min(target.catchUpIndex ?? this.log.committed, this.log.committed));
+    if (lagging !== null) return rejected(lagging);
     const votersChange = !sameMembers(voters, current.voters);
     const members = [...voters, ...learners, ...(votersChange ? current.voters : [])];
     // Addresses travel with the configuration; members keep theirs unless the change brings new ones.
@@ -236,6 +243,24 @@ export class RaftCore {
     const nodes = [...known.values()].filter((node) => members.includes(node.id)).sort((a, b) => a.id - b.id);
     const config: MembershipConfig = { voters, votersOutgoing: votersChange ? [...current.voters] : [], learners, nodes };
     return ok(this.appendConfig(config));
+  }
+
+  /**
+   * A learner becomes a voter only once it has acknowledged `catchUpIndex` and answered within an
+   * election timeout: a voter that cannot be reached (or is far behind) would count against the new
+   * quorum at once, and a joint configuration that cannot commit can never be left.
+   */
+  private laggingLearner(current: MembershipConfig, voters: readonly NodeId[], catchUpIndex: number): RaftRejection | null {
+    for (const id of voters) {
+      if (isVoter(current, id)) continue;
+      const progress = this.progress.get(id);
+      assert(progress !== undefined, `the leader tracks learner ${id}`);
+      const silentTicks = progress.lastAckTick < 0 ? null : this.leaderTicks - progress.lastAckTick;
+      if (progress.match < catchUpIndex || silentTicks === null || silentTicks > this.config.electionTicksMin) {
+        return { code: 'learner_not_caught_up', nodeId: id, matchIndex: progress.match, requiredIndex: catchUpIndex };
+      }
+    }
+    return null;
   }
 
   private appendConfig(config: MembershipConfig): ProposeAccepted {

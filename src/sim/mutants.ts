@@ -47,6 +47,12 @@ export const MUTANTS: readonly Mutant[] = [
     replacement: '      const commitIndex = this.log.committed;',
   },
   {
+    name: 'a learner promoted without having caught up (or ever answered)',
+    file: 'src/raft/core.ts',
+    original: '    if (lagging !== null) return rejected(lagging);',
+    replacement: '    if (lagging !== null && lagging.nodeId < 0) return rejected(lagging);',
+  },
+  {
     name: 'joint quorum counts only the new majority',
     file: 'src/raft/quorum.ts',
     original: '  return Math.min(majorityAckedIndex(config.voters, acked), majorityAckedIndex(config.votersOutgoing, acked));',

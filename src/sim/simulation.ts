@@ -4,7 +4,7 @@ import { RaftNode } from '../node/raft-node.ts';
 import { AssertionError, assert } from '../raft/assert.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
-import type { MembershipConfig, NodeId, Ready } from '../raft/types.ts';
+import type { Entry, MembershipConfig, NodeId, Ready } from '../raft/types.ts';
 import { SafetyChecker, SimViolation } from './checkers.ts';
 import { SimDisk } from './disk.ts';
 import { EventQueue } from './event-queue.ts';
@@ -412,7 +412,10 @@ export class Simulation {
       observer: {
         persisted: (nodeId, batch) => { this.checker.onPersisted(nodeId, batch, simNode.disk); },
         ready: (nodeId, ready) => { this.onReady(simNode, nodeId, ready); },
-        applied: (nodeId, entry) => { this.checker.onApplied(nodeId, entry); },
+        applied: (nodeId, entry) => {
+          this.checker.onApplied(nodeId, entry);
+          this.checkConfigEntry(nodeId, entry);
+        },
         readServed: (nodeId) => { this.onReadServed(nodeId); },
         snapshotInstalled: (nodeId, installed) => {
           this.stats.snapshotsInstalled += 1;
@@ -555,7 +558,11 @@ export class Simulation {
     }
   }
 
-  /** Ask the leader for a random membership change: add a learner, promote, demote or remove. */
+  /**
+   * Ask the leader for a random membership change: add a learner, promote, demote or remove. The node
+   * may be the ghost, a node that never runs (an operator's typo): it may be added and removed as a
+   * learner, and the leader must refuse to promote it, as any learner that has not caught up.
+   */
   private injectMembershipChange(ids: readonly NodeId[]): void {
     const leaderId = this.currentLeaderId();
     const leader = leaderId === undefined ? undefined : this.nodes.get(leaderId)?.node;
@@ -563,7 +570,7 @@ export class Simulation {
     if (leader === undefined || leader === null || membership === null || membership === undefined) return;
     const voters = new Set(membership.voters);
     const learners = new Set(membership.learners);
-    const id = this.pick(ids);
+    const id = this.pick([...ids, this.ghostId]);
     const action = this.prng.nextIntInclusive(1, 4);
     if (action === 1 && !voters.has(id)) learners.add(id); // add a learner (or keep one)
     else if (action === 2 && learners.has(id)) {
@@ -662,14 +669,31 @@ export class Simulation {
     });
   }
 
-  /** Nodes of the leader's (non-joint) configuration; nodes removed from the cluster may lag forever. */
+  /**
+   * Nodes of the leader's (non-joint) configuration that exist; nodes removed from the cluster may lag
+   * forever, and the ghost (a learner that never runs) never converges.
+   */
   private convergedMembers(): NodeId[] | null {
     const leaderId = this.currentLeaderId();
     const status = leaderId === undefined ? undefined : this.nodes.get(leaderId)?.node?.status();
     const membership = status?.membership;
     if (status === undefined || membership === null || membership === undefined || membership.votersOutgoing.length > 0) return null;
     if (status.commitIndex === 0 || status.commitIndex !== status.lastIndex) return null;
-    return [...membership.voters, ...membership.learners];
+    return [...membership.voters, ...membership.learners].filter((id) => this.nodes.has(id));
+  }
+
+  /** The id of a node that is never started (see injectMembershipChange). */
+  private get ghostId(): NodeId {
+    return this.settings.nodeCount + 1;
+  }
+
+  /** A learner is promoted only after it acknowledged the leader: the ghost never does, so it never votes. */
+  private checkConfigEntry(nodeId: NodeId, entry: Entry): void {
+    if (entry.kind !== 'config') return;
+    const voters = [...entry.config.voters, ...entry.config.votersOutgoing];
+    if (voters.includes(this.ghostId)) {
+      throw new SimViolation('safety', `node ${this.ghostId}, which never ran, is a voter in the configuration node ${nodeId} applied at index ${entry.index}`);
+    }
   }
 
   private isConverged(): boolean {

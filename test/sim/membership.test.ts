@@ -32,6 +32,9 @@ describe('membership changes, snapshots and leadership transfer in the simulator
     expect([1, 2, 3]).toContain(leader);
     change(simulation, leader, [1, 2, 3], [4]);
     change(simulation, leader, [1, 2, 3], [4, 5]);
+    // As /add-learner does: wait until both learners acknowledged the commit index, then promote.
+    const caughtUp = () => [4, 5].every((id) => (simulation.nodeStatus(leader)?.peers.find((peer) => peer.id === id)?.matchIndex ?? 0) >= (simulation.nodeStatus(leader)?.commitIndex ?? 1));
+    runUntil(simulation, caughtUp, 2_000);
     change(simulation, leader, [1, 2, 3, 4, 5], []);
     write(simulation, simulation.leaderId() ?? 0, 'greeting', 'hello world');
     change(simulation, simulation.leaderId() ?? 0, [3], []);
@@ -44,6 +47,29 @@ describe('membership changes, snapshots and leadership transfer in the simulator
       expect(read.ok).toBe(true);
     }
     expect(simulation.nodeStatus(3)?.membership).toMatchObject({ voters: [3], votersOutgoing: [], learners: [] });
+  });
+
+  it('never promotes a learner that has not caught up; such a learner can be removed, and the cluster stays live', () => {
+    const simulation = scripted(5, 11, [0, 0, 0, 0, 0], { initialVoters: 3 });
+    simulation.runFor(1_000);
+    const leader = simulation.leaderId() ?? 0;
+    simulation.crash(4); // a learner added by mistake: it never answers
+    change(simulation, leader, [1, 2, 3], [4, 5]);
+    write(simulation, leader, 'before', 'promotion');
+    runUntil(simulation, () => (simulation.nodeStatus(leader)?.peers.find((peer) => peer.id === 5)?.matchIndex ?? 0) >= (simulation.nodeStatus(leader)?.commitIndex ?? 1), 2_000);
+    const refused = simulation.changeMembership(leader, { voters: [1, 2, 3, 4, 5], learners: [] });
+    runUntil(simulation, () => refused.done, 1_000);
+    expect(refused.errorCode).toBe('LEARNER_NOT_CAUGHT_UP');
+    expect(simulation.nodeStatus(leader)?.membership).toMatchObject({ voters: [1, 2, 3], votersOutgoing: [], learners: [4, 5] });
+    change(simulation, leader, [1, 2, 3, 5], []); // the caught-up learner is promoted; the silent one is removed
+    write(simulation, simulation.leaderId() ?? 0, 'after', 'promotion');
+    // A learner that answered once but fell silent for longer than an election timeout is refused too.
+    change(simulation, simulation.leaderId() ?? 0, [1, 2, 3], [5]);
+    simulation.crash(5);
+    simulation.runFor(500);
+    const stale = simulation.changeMembership(simulation.leaderId() ?? 0, { voters: [1, 2, 3, 5], learners: [] });
+    runUntil(simulation, () => stale.done, 1_000);
+    expect(stale.errorCode).toBe('LEARNER_NOT_CAUGHT_UP');
   });
 
   it('a learner that joins after 10,000 entries catches up through a snapshot', () => {
