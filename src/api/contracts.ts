@@ -8,6 +8,7 @@ import type {
   RaftMetrics,
   ReadRequest,
   ReadResult,
+  RemoveLearnerRequest,
   ScanRequest,
   ScanResult,
   SnapshotResult,
@@ -23,8 +24,14 @@ export interface ClusterController {
   init(request: InitRequest): Promise<ClusterState>;
   /** Add a learner and wait until it has caught up with the leader (bounded wait). */
   addLearner(request: AddLearnerRequest): Promise<ClusterState>;
-  /** Make `members` the voters (joint consensus); learners not named stay learners. */
+  /**
+   * Make `members` the voters (joint consensus) and, when given, `learners` the learners (learners not
+   * named in either are removed); without `learners`, learners not named stay learners. A learner is
+   * promoted only once it has caught up (else LEARNER_NOT_CAUGHT_UP).
+   */
   changeMembership(request: ChangeMembershipRequest): Promise<ClusterState>;
+  /** Take a learner out of the cluster (one configuration entry). */
+  removeLearner(request: RemoveLearnerRequest): Promise<ClusterState>;
   triggerSnapshot(): Promise<SnapshotResult>;
   currentState(): Promise<ClusterState>;
   getMetrics(): Promise<RaftMetrics>;

@@ -1,5 +1,9 @@
+import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import { AspenError } from './errors.ts';
 import type { WriteCommand } from './types.ts';
+
+/** Cluster size bound (DESIGN.md section 9), as the API sees it. */
+export { CLUSTER_NODES_MAX };
 
 /** Size limits of DESIGN.md section 9, checked before anything is proposed. */
 export const KEY_BYTES_MAX = 1024;
@@ -8,29 +12,54 @@ export const BATCH_KEYS_MAX = 100;
 /** Scan page size: default and bound (DESIGN.md section 9). */
 export const SCAN_LIMIT_DEFAULT = 1_000;
 export const SCAN_LIMIT_MAX = 10_000;
+/**
+ * A scan page carries at most this many key and value bytes (then `is_truncated` and a token), so a
+ * page forwarded from the leader always fits one cluster frame (5 MiB) and a reply never grows with
+ * the values it happens to meet. One record (≤ 1 KiB key + 1 MiB value) always fits.
+ */
+export const SCAN_PAGE_BYTES_MAX = 4 * 1024 * 1024;
+/**
+ * Nesting of any JSON body: the deepest request today is five levels ({"command":{"SetMulti":
+ * {"pairs":[["k","v"]]}}}); the bound leaves room for transactions and refuses pathological nesting
+ * before anything walks it recursively (msgpackr, Ajv).
+ */
+export const JSON_DEPTH_MAX = 16;
+/** Values (strings, numbers, containers) in one JSON body; a 2 MiB body holds fewer than this. */
+export const JSON_VALUES_MAX = 2 * 1024 * 1024;
 
 const encoder = new TextEncoder();
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-function utf8Length(text: string): number {
-  // Fast path: every UTF-16 unit is at most 3 UTF-8 bytes.
-  if (text.length * 3 <= KEY_BYTES_MAX) return text.length;
+/** UTF-8 length, measured exactly only when the cheap bound (3 bytes per UTF-16 unit) could exceed `limit`. */
+function utf8LengthNear(text: string, limit: number): number {
+  if (text.length * 3 <= limit) return text.length;
   return encoder.encode(text).byteLength;
 }
 
-function checkKey(key: unknown): AspenError | null {
-  if (typeof key !== 'string') return new AspenError('INVALID_INPUT', 'key must be a string');
-  if (key.length === 0) return new AspenError('INVALID_INPUT', 'key must not be empty');
-  const bytes = utf8Length(key);
-  if (bytes > KEY_BYTES_MAX) return new AspenError('KEY_TOO_LARGE', `key is ${bytes} bytes; the limit is ${KEY_BYTES_MAX}`);
+/** Exact UTF-8 length of well-formed text. */
+export function utf8Length(text: string): number {
+  return Buffer.byteLength(text, 'utf8');
+}
+
+function checkText(text: string, what: string): AspenError | null {
+  // A lone surrogate cannot be stored as UTF-8: it would become U+FFFD and collide with other keys.
+  if (!text.isWellFormed()) return new AspenError('INVALID_INPUT', `${what} is not well-formed Unicode (a lone UTF-16 surrogate)`);
   return null;
+}
+
+function checkKey(key: unknown, what = 'key'): AspenError | null {
+  if (typeof key !== 'string') return new AspenError('INVALID_INPUT', `${what} must be a string`);
+  if (key.length === 0) return new AspenError('INVALID_INPUT', `${what} must not be empty`);
+  const bytes = utf8LengthNear(key, KEY_BYTES_MAX);
+  if (bytes > KEY_BYTES_MAX) return new AspenError('KEY_TOO_LARGE', `${what} is ${bytes} bytes; the limit is ${KEY_BYTES_MAX}`);
+  return checkText(key, what);
 }
 
 function checkValue(value: unknown): AspenError | null {
   if (typeof value !== 'string') return new AspenError('INVALID_INPUT', 'value must be a string');
-  // Each UTF-16 unit is at most 3 UTF-8 bytes; measure exactly only near the limit.
-  const bytes = value.length * 3 <= VALUE_BYTES_MAX ? value.length : encoder.encode(value).byteLength;
+  const bytes = utf8LengthNear(value, VALUE_BYTES_MAX);
   if (bytes > VALUE_BYTES_MAX) return new AspenError('VALUE_TOO_LARGE', `value is ${bytes} bytes; the limit is ${VALUE_BYTES_MAX}`);
-  return null;
+  return checkText(value, 'value');
 }
 
 function checkBatchSize(count: number): AspenError | null {
@@ -43,14 +72,44 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Validate an untrusted write command; returns the first problem or null. */
+/** The fields each command takes, exactly: anything else is refused, never carried into the log. */
+const COMMAND_FIELDS = {
+  Set: ['key', 'value'],
+  Delete: ['key'],
+  SetMulti: ['pairs'],
+  DeleteMulti: ['keys'],
+} as const satisfies Record<string, readonly string[]>;
+
+type CommandKind = keyof typeof COMMAND_FIELDS;
+
+function isCommandKind(kind: string): kind is CommandKind {
+  return Object.hasOwn(COMMAND_FIELDS, kind);
+}
+
+/** Exactly the named fields, all present: the shape check every command body passes first. */
+function checkFields(body: Record<string, unknown>, kind: CommandKind): AspenError | null {
+  const fields: readonly string[] = COMMAND_FIELDS[kind];
+  for (const name of Object.keys(body)) {
+    if (!fields.includes(name)) return new AspenError('INVALID_INPUT', `${kind} takes only ${fields.join(' and ')}; unknown field "${name.slice(0, 64)}"`);
+  }
+  for (const name of fields) {
+    if (!Object.hasOwn(body, name)) return new AspenError('INVALID_INPUT', `${kind} needs ${name}`);
+  }
+  return null;
+}
+
+/** Validate an untrusted write command: exact shape, sizes, well-formed text. Returns the first problem or null. */
 export function validateWriteCommand(command: unknown): AspenError | null {
   if (!isRecord(command)) return new AspenError('INVALID_INPUT', 'command must be an object');
   const kinds = Object.keys(command);
+  const kind = kinds[0] ?? '';
   if (kinds.length !== 1) return new AspenError('INVALID_INPUT', 'command must have exactly one of Set, SetMulti, Delete, DeleteMulti');
-  const body = command[kinds[0] ?? ''];
+  if (!isCommandKind(kind)) return new AspenError('INVALID_INPUT', `unknown command ${kind.slice(0, 64)}`);
+  const body = command[kind];
   if (!isRecord(body)) return new AspenError('INVALID_INPUT', 'command body must be an object');
-  switch (kinds[0]) {
+  const shape = checkFields(body, kind);
+  if (shape !== null) return shape;
+  switch (kind) {
     case 'Set':
       return checkKey(body.key) ?? checkValue(body.value);
     case 'Delete':
@@ -59,8 +118,6 @@ export function validateWriteCommand(command: unknown): AspenError | null {
       return checkPairs(body.pairs);
     case 'DeleteMulti':
       return checkKeys(body.keys);
-    default:
-      return new AspenError('INVALID_INPUT', `unknown command ${kinds[0] ?? ''}`);
   }
 }
 
@@ -92,6 +149,85 @@ export function validateKey(key: unknown): AspenError | null {
   return checkKey(key);
 }
 
+/** A scan as the store runs it: checked prefix and limit, and the key the page starts after. */
+export interface ScanBounds {
+  readonly prefix: string;
+  readonly limit: number;
+  readonly afterKey: string | null;
+}
+
+/** The continuation token of a page: the page's last key, base64url (no padding). */
+export function encodeContinuationToken(lastKey: string): string {
+  return Buffer.from(lastKey, 'utf8').toString('base64url');
+}
+
+/**
+ * Decode a token this API handed out, or explain why it cannot be one: canonical base64url of a
+ * well-formed UTF-8 key of the same prefix. A garbage token is an error, never an empty page.
+ */
+function decodeContinuationToken(token: string, prefix: string): string | AspenError {
+  const refused = new AspenError('INVALID_INPUT', 'continuation_token is not one this API returned for this prefix (pass it back unchanged)');
+  if (token.length === 0 || token.length > Math.ceil((KEY_BYTES_MAX * 4) / 3) || !/^[A-Za-z0-9_-]+$/.test(token)) return refused;
+  const bytes = Buffer.from(token, 'base64url');
+  if (bytes.toString('base64url') !== token) return refused;
+  let key: string;
+  try {
+    key = strictUtf8.decode(bytes);
+  } catch {
+    return refused;
+  }
+  if (checkKey(key) !== null || !key.startsWith(prefix)) return refused;
+  return key;
+}
+
+/** Validate an untrusted scan request (the fields of POST /scan or of a forwarded scan). */
+export function validateScan(request: { readonly prefix?: unknown; readonly limit?: unknown; readonly continuation_token?: unknown }): ScanBounds | AspenError {
+  const prefix = request.prefix ?? '';
+  const limit = request.limit ?? SCAN_LIMIT_DEFAULT;
+  const token = request.continuation_token ?? null;
+  if (typeof prefix !== 'string') return new AspenError('INVALID_INPUT', 'prefix must be a string');
+  const prefixBytes = utf8LengthNear(prefix, KEY_BYTES_MAX);
+  if (prefixBytes > KEY_BYTES_MAX) return new AspenError('KEY_TOO_LARGE', `prefix is ${prefixBytes} bytes; the limit is ${KEY_BYTES_MAX}`);
+  const prefixProblem = checkText(prefix, 'prefix');
+  if (prefixProblem !== null) return prefixProblem;
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > SCAN_LIMIT_MAX) {
+    return new AspenError('INVALID_INPUT', `limit must be an integer in [1, ${SCAN_LIMIT_MAX}]`);
+  }
+  if (token === null) return { prefix, limit, afterKey: null };
+  if (typeof token !== 'string') return new AspenError('INVALID_INPUT', 'continuation_token must be a string or null');
+  const afterKey = decodeContinuationToken(token, prefix);
+  return afterKey instanceof AspenError ? afterKey : { prefix, limit, afterKey };
+}
+
+/**
+ * Bound the shape of any parsed JSON body: nesting depth, number of values, and well-formed Unicode
+ * in every string and property name. Iterative (no recursion), so depth cannot overflow the stack.
+ */
+export function checkJsonBody(root: unknown): AspenError | null {
+  const stack: { readonly value: unknown; readonly depth: number }[] = [{ value: root, depth: 1 }];
+  let values = 0;
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    values += 1;
+    if (values > JSON_VALUES_MAX) return new AspenError('INVALID_INPUT', `a body holds at most ${JSON_VALUES_MAX} JSON values`);
+    const { value, depth } = item;
+    if (typeof value === 'string') {
+      if (!value.isWellFormed()) return new AspenError('INVALID_INPUT', 'a string is not well-formed Unicode (a lone UTF-16 surrogate)');
+      continue;
+    }
+    if (typeof value !== 'object' || value === null) continue;
+    if (depth > JSON_DEPTH_MAX) return new AspenError('INVALID_INPUT', `JSON nested deeper than ${JSON_DEPTH_MAX} levels`);
+    if (Array.isArray(value)) {
+      for (const element of value as unknown[]) stack.push({ value: element, depth: depth + 1 });
+      continue;
+    }
+    for (const [name, element] of Object.entries(value)) {
+      if (!name.isWellFormed()) return new AspenError('INVALID_INPUT', 'a property name is not well-formed Unicode');
+      stack.push({ value: element, depth: depth + 1 });
+    }
+  }
+  return null;
+}
+
 /** Keys a command touches (for routing and history partitioning). */
 export function commandKeys(command: WriteCommand): string[] {
   if ('Set' in command) return [command.Set.key];
@@ -100,12 +236,12 @@ export function commandKeys(command: WriteCommand): string[] {
   return [...command.DeleteMulti.keys];
 }
 
-/** A raft_addr is "ipv4:port" (the seed's form) or a multiaddr ("/ip4/…/tcp/…"). */
 /** Longest raft_addr or addr accepted: host:port, a multiaddr, or a comma-separated few (as discovery finds them). */
 export const ADDRESS_CHARS_MAX = 1_024;
 
+/** A raft_addr is "ipv4:port" (the seed's form) or a multiaddr ("/ip4/…/tcp/…"). */
 export function isRaftAddress(text: string): boolean {
-  if (text.startsWith('/')) return text.length <= ADDRESS_CHARS_MAX && !/\s/.test(text);
+  if (text.startsWith('/')) return text.length <= ADDRESS_CHARS_MAX && !/\s/.test(text) && text.isWellFormed();
   const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/.exec(text);
   if (match === null) return false;
   const octets = match.slice(1, 5).map(Number);

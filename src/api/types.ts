@@ -73,6 +73,12 @@ export interface AddLearnerRequest {
 
 export interface ChangeMembershipRequest {
   readonly members: readonly NodeId[];
+  /** The learners wanted afterwards; absent: today's learners that are not named in `members`. */
+  readonly learners?: readonly NodeId[];
+}
+
+export interface RemoveLearnerRequest {
+  readonly learner_id: NodeId;
 }
 
 export interface SnapshotResult {

@@ -24,7 +24,7 @@ const UNAVAILABLE_CODES = new Set(['CONNECTION', 'NO_LEADER', 'NOT_LEADER', 'NO_
 /** How often the progress line of a long call is redrawn on a terminal. */
 const SPINNER_INTERVAL_MS = 1_000;
 /** Commands that change the cluster: a failure that is not definite may still take effect. */
-const MUTATING_COMMANDS = new Set(['put', 'delete', 'init', 'add-learner', 'change-membership']);
+const MUTATING_COMMANDS = new Set(['put', 'delete', 'init', 'add-learner', 'change-membership', 'member']);
 
 class UsageError extends Error {}
 
@@ -60,6 +60,12 @@ function positiveInteger(text: string, what: string): number {
 
 function nodeId(text: string): number {
   return positiveInteger(text, 'a node id');
+}
+
+/** "4,5" (possibly empty: no learners at all). */
+function idList(text: string, what: string): number[] {
+  if (text.trim().length === 0) return [];
+  return text.split(',').map((part) => positiveInteger(part.trim(), `${what}: a node id`));
 }
 
 /** `ID` or `ID=RAFT_ADDR`. */
@@ -121,10 +127,16 @@ const actions: Readonly<Record<string, Action>> = {
     const state = await withSpinner(`waiting for learner ${id} to catch up`, kv.addLearner(spec, { timeoutMs, retry: { totalMsMax: timeoutMs } }));
     print(json ? JSON.stringify(state) : `learner ${id} caught up; learners ${state.learners.map((node) => node.id).join(', ')}`);
   },
-  'change-membership': async ({ kv, json }, ids) => {
+  'change-membership': async ({ kv, json }, ids, options) => {
     if (ids.length === 0) throw new UsageError('change-membership needs the voter ids');
-    const state = await kv.changeMembership(ids.map(nodeId));
-    print(json ? JSON.stringify(state) : `voters ${state.members.join(', ')}`);
+    const learners = options.learners === undefined ? undefined : idList(options.learners, '--learners');
+    const state = await kv.changeMembership(ids.map(nodeId), learners === undefined ? {} : { learners });
+    print(json ? JSON.stringify(state) : `voters ${state.members.join(', ')}; learners ${state.learners.map((node) => node.id).join(', ') || 'none'}`);
+  },
+  member: async ({ kv, json }, [action = '', id = '']) => {
+    if (action !== 'remove') throw new UsageError(`member takes "remove ID", got "${action}"`);
+    const state = await kv.removeLearner(nodeId(id));
+    print(json ? JSON.stringify(state) : `learner ${id} removed; learners ${state.learners.map((node) => node.id).join(', ') || 'none'}`);
   },
   ticket: async ({ kv, json }) => {
     const { ticket } = await kv.clusterTicket();
@@ -223,7 +235,9 @@ function program(choose: (chosen: Chosen) => void): Command {
   add('members', 'voters and learners with their addresses');
   add('init <members...>', 'initialize the cluster: ID or ID=RAFT_ADDR for each initial voter');
   add('add-learner <id> [raft_addr]', 'add a learner and wait until it caught up (raft_addr from discovery when left out)');
-  add('change-membership <ids...>', 'make exactly these nodes the voters');
+  add('change-membership <ids...>', 'make exactly these nodes the voters (a learner must have caught up)', (command) => command
+    .option('--learners <ids>', 'and exactly these the learners, comma-separated ("" for none); others are removed'));
+  add('member <action> <id>', '"member remove ID": take a learner out of the cluster');
   add('ticket', 'print a cluster ticket for aspen-node --ticket');
   return root;
 }

@@ -43,6 +43,11 @@ export interface CallOptions {
   readonly retry?: Partial<RetryPolicy>;
 }
 
+export interface MembershipOptions extends CallOptions {
+  /** The learners wanted after the change (see changeMembership). */
+  readonly learners?: readonly number[];
+}
+
 export interface NodeInfo {
   readonly node_id: number;
   readonly endpoint_id: string;
@@ -194,8 +199,19 @@ export class KvClient {
     return this.call(call, { timeoutMs: ADD_LEARNER_TIMEOUT_MS_DEFAULT, ...options });
   }
 
-  changeMembership(members: readonly number[], options?: CallOptions): Promise<ClusterState> {
-    return this.call({ method: 'POST', path: '/change-membership', body: { members }, idempotent: false, route: LEADER }, options);
+  /**
+   * Make `members` the voters. With `learners`, exactly those stay learners (others are removed);
+   * without, learners not named stay learners. Fails with LEARNER_NOT_CAUGHT_UP when a learner to
+   * promote has not caught up.
+   */
+  changeMembership(members: readonly number[], options?: MembershipOptions): Promise<ClusterState> {
+    const body = options?.learners === undefined ? { members } : { members, learners: options.learners };
+    return this.call({ method: 'POST', path: '/change-membership', body, idempotent: false, route: LEADER }, options);
+  }
+
+  /** Take a learner out of the cluster (a learner added by mistake, or one that will never catch up). */
+  removeLearner(learnerId: number, options?: CallOptions): Promise<ClusterState> {
+    return this.call({ method: 'POST', path: '/remove-learner', body: { learner_id: learnerId }, idempotent: false, route: LEADER }, options);
   }
 
   triggerSnapshot(options?: CallOptions): Promise<SnapshotResult> {

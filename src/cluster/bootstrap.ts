@@ -121,7 +121,7 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
   node = raftNode;
   raftNode.start();
   const client = new RaftControlClient(raftNode);
-  forwarding = new ForwardingStore({ local: client, transport, nodeId: config.nodeId, clock: systemClock, knownLeader: () => raftNode.knownLeader() });
+  forwarding = new ForwardingStore({ local: client, transport, nodeId: config.nodeId, clock: systemClock, knownLeader: () => raftNode.knownLeader(), log });
   const app = buildHttpServer({
     controller: client,
     store: forwarding,
@@ -136,6 +136,7 @@ export async function startNode(config: NodeConfig, log: (line: string) => void)
       clusterTicket: () => discovery.ticket(),
     },
     httpAddress,
+    log,
   });
   try {
     await app.listen({ host: config.httpHost, port: config.httpPort });

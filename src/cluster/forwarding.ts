@@ -1,7 +1,9 @@
 import type { KeyValueStore } from '../api/contracts.ts';
 import { AspenError, ERROR_STATUS, type AspenErrorCode } from '../api/errors.ts';
+import { validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
 import type { DeleteRequest, DeleteResult, ReadRequest, ReadResult, ScanRequest, ScanResult, WriteRequest, WriteResult } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, Clock, Transport } from '../node/interfaces.ts';
+import { WireFormatError } from '../network/codec.ts';
 import type { NodeId } from '../raft/types.ts';
 
 /** Forwarded requests waiting for the leader's answer at once; more get OVERLOADED. */
@@ -28,6 +30,7 @@ export class ForwardingStore implements KeyValueStore {
   private readonly clock: Clock;
   private readonly timeoutMs: number;
   private readonly knownLeader: () => NodeId;
+  private readonly log: (line: string) => void;
   private readonly pending = new Map<number, Pending>();
   private nextRequestId = 1;
 
@@ -35,29 +38,42 @@ export class ForwardingStore implements KeyValueStore {
    * `knownLeader` (0 when unknown) lets a follower forward at once; without it, or when it names
    * this node, the request goes to the local node first and is forwarded on its NOT_LEADER.
    */
-  constructor(options: { local: KeyValueStore; transport: Transport; nodeId: NodeId; clock: Clock; timeoutMs?: number; knownLeader?: () => NodeId }) {
+  constructor(options: {
+    local: KeyValueStore; transport: Transport; nodeId: NodeId; clock: Clock; timeoutMs?: number; knownLeader?: () => NodeId; log?: (line: string) => void;
+  }) {
     this.local = options.local;
     this.transport = options.transport;
     this.nodeId = options.nodeId;
     this.clock = options.clock;
     this.timeoutMs = options.timeoutMs ?? FORWARD_TIMEOUT_MS_DEFAULT;
     this.knownLeader = options.knownLeader ?? (() => 0);
+    this.log = options.log ?? (() => undefined);
   }
 
+  // Every request is checked here, before it may be forwarded: a follower answers bad input at once
+  // with the same error the leader would give (the leader checks again when it decodes the frame).
   write(request: WriteRequest): Promise<WriteResult> {
+    const problem = validateWriteCommand((request as { command?: unknown } | null)?.command);
+    if (problem !== null) return Promise.reject(problem);
     return this.withForwarding(() => this.local.write(request), { kind: 'write', command: request.command }) as Promise<WriteResult>;
   }
 
   read(request: ReadRequest): Promise<ReadResult> {
+    const problem = validateKey((request as { key?: unknown } | null)?.key);
+    if (problem !== null) return Promise.reject(problem);
     return this.withForwarding(() => this.local.read(request), { kind: 'read', key: request.key }) as Promise<ReadResult>;
   }
 
   delete(request: DeleteRequest): Promise<DeleteResult> {
+    const problem = validateKey((request as { key?: unknown } | null)?.key);
+    if (problem !== null) return Promise.reject(problem);
     return this.withForwarding(() => this.local.delete(request), { kind: 'delete', key: request.key }) as Promise<DeleteResult>;
   }
 
   scan(request: ScanRequest): Promise<ScanResult> {
-    const operation = { kind: 'scan', prefix: request.prefix ?? '', limit: request.limit ?? null, continuationToken: request.continuation_token ?? null } as const;
+    const bounds = validateScan(request);
+    if (bounds instanceof AspenError) return Promise.reject(bounds);
+    const operation = { kind: 'scan', prefix: bounds.prefix, limit: bounds.limit, continuationToken: request.continuation_token ?? null } as const;
     return this.withForwarding(() => this.local.scan(request), operation) as Promise<ScanResult>;
   }
 
@@ -90,16 +106,39 @@ export class ForwardingStore implements KeyValueStore {
     });
   }
 
-  /** On the leader: run a forwarded request locally and answer it. */
+  /**
+   * On the leader: run a forwarded request locally and answer it. Whatever happens, the follower gets
+   * one answer: an invalid request its error, an unexpected failure INTERNAL (logged), a result too
+   * large for a frame an error in its place. Nothing here may throw into the transport.
+   */
   handleRequest(request: ClientRequest): void {
-    const operation = request.operation;
-    const run = this.runLocally(operation);
     const reply = { type: 'client_response', from: this.nodeId, to: request.from, term: 0, requestId: request.requestId } as const;
+    const fail = (error: AspenError): void => {
+      this.transport.send({ ...reply, result: null, error: { code: error.code, message: error.message, leaderId: error.leaderId, definite: error.definite } });
+    };
+    let run: Promise<unknown>;
+    try {
+      run = this.runLocally(request.operation);
+    } catch (error) {
+      run = Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
     run.then(
-      (result) => { this.transport.send({ ...reply, result, error: null }); },
+      (result) => {
+        try {
+          this.transport.send({ ...reply, result, error: null });
+        } catch (error) {
+          if (!(error instanceof WireFormatError)) throw error;
+          this.log(`forwarding: the answer to a ${request.operation.kind} from node ${request.from} cannot be sent: ${error.message}`);
+          fail(new AspenError('INTERNAL', `the leader's answer cannot be sent back: ${error.message}`, { definite: request.operation.kind !== 'write' && request.operation.kind !== 'delete' }));
+        }
+      },
       (error: unknown) => {
-        const aspen = error instanceof AspenError ? error : new AspenError('TIMEOUT', 'the leader failed the request', { definite: false });
-        this.transport.send({ ...reply, result: null, error: { code: aspen.code, message: aspen.message, leaderId: aspen.leaderId, definite: aspen.definite } });
+        if (error instanceof AspenError) {
+          fail(error);
+          return;
+        }
+        this.log(`forwarding: a ${request.operation.kind} from node ${request.from} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+        fail(new AspenError('INTERNAL', 'the leader failed the request unexpectedly (see its log)', { definite: false }));
       },
     );
   }
@@ -114,6 +153,8 @@ export class ForwardingStore implements KeyValueStore {
         return this.local.delete({ key: operation.key });
       case 'scan':
         return this.local.scan({ prefix: operation.prefix, ...(operation.limit === null ? {} : { limit: operation.limit }), continuation_token: operation.continuationToken });
+      case 'invalid':
+        return Promise.reject(new AspenError(operation.code, operation.message));
     }
   }
 

@@ -1,7 +1,9 @@
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
-import { AspenError } from '../api/errors.ts';
-import { ADDRESS_CHARS_MAX, isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_MAX } from '../api/limits.ts';
+import { AspenError, ERROR_STATUS } from '../api/errors.ts';
+import { ADDRESS_CHARS_MAX, CLUSTER_NODES_MAX, isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_MAX } from '../api/limits.ts';
+import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
+import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 
 /** Request body bound (DESIGN.md section 9); a larger body gets 413 BODY_TOO_LARGE. */
@@ -57,18 +59,28 @@ export interface HttpServerOptions {
   readonly network?: NetworkInfo;
   readonly httpAddress?: string;
   readonly logger?: boolean;
+  /** Host names served besides IP literals and localhost (DNS rebinding protection). */
+  readonly allowedHostNames?: readonly string[];
+  /** One line per unexpected failure (a 500): what failed, for the operator. */
+  readonly log?: (line: string) => void;
+  readonly connectionLimits?: ConnectionLimits;
 }
+
+/** A node id in a body: a positive safe integer (a larger JSON number would silently round). */
+const nodeIdSchema = { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } as const;
 
 const clusterNode = {
   type: 'object',
   required: ['id'],
   additionalProperties: false,
   properties: {
-    id: { type: 'integer', minimum: 1 },
+    id: nodeIdSchema,
     addr: { type: 'string', maxLength: ADDRESS_CHARS_MAX },
     raft_addr: { type: 'string', maxLength: ADDRESS_CHARS_MAX },
   },
 } as const;
+
+const nodeIdList = (countMin: number) => ({ type: 'array', minItems: countMin, maxItems: CLUSTER_NODES_MAX, items: nodeIdSchema }) as const;
 
 const keyBody = {
   type: 'object',
@@ -78,29 +90,42 @@ const keyBody = {
   properties: { key: { type: 'string', minLength: 1 } },
 } as const;
 
-/** The one place where failures become HTTP: AspenError by code, schema failures as INVALID_INPUT. */
-function sendError(reply: FastifyReply, error: unknown, metrics: PrometheusMetrics): FastifyReply {
-  let status: number;
-  let body: { error: { code: string; message: string } };
-  const fastifyError = error as Partial<FastifyError>;
-  if (error instanceof AspenError) {
-    status = error.httpStatus;
-    body = error.toJSON();
-  } else if (fastifyError.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-    status = 413;
-    body = new AspenError('BODY_TOO_LARGE', `request body exceeds ${REQUEST_BODY_BYTES_MAX} bytes`).toJSON();
-  } else if (fastifyError.validation !== undefined || fastifyError.statusCode === 400) {
-    status = 400;
-    body = new AspenError('INVALID_INPUT', fastifyError.message ?? 'invalid request').toJSON();
-  } else if (fastifyError.statusCode === 415) {
-    status = 415;
-    body = { error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send application/json' } };
+type ErrorBody = ReturnType<AspenError['toJSON']>;
+
+/** The query or body of an endpoint that takes none. */
+const NO_PARAMETERS = { type: 'object', additionalProperties: false, properties: {} } as const;
+
+function refuseBody(request: FastifyRequest, _reply: FastifyReply, done: (error?: AspenError) => void): void {
+  const body: unknown = request.body;
+  const empty = body === undefined || body === null || (typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 0);
+  done(empty ? undefined : new AspenError('INVALID_INPUT', `${request.url.split('?')[0] ?? ''} takes no body`));
+}
+
+/** Fastify's own failures (body, schema, content type) as the API's errors. */
+function fromFastifyError(error: Partial<FastifyError>): AspenError | null {
+  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new AspenError('BODY_TOO_LARGE', `request body exceeds ${REQUEST_BODY_BYTES_MAX} bytes`);
+  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || error.statusCode === 415) return new AspenError('UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
+  if (error.validation !== undefined || error.statusCode === 400) return new AspenError('INVALID_INPUT', error.message ?? 'invalid request');
+  return null;
+}
+
+/**
+ * The one place where failures become HTTP: AspenError by code, Fastify's refusals by kind, and
+ * anything else a 500 INTERNAL with a log line (the process carries on). Every body has `definite`.
+ */
+function sendError(reply: FastifyReply, error: unknown, metrics: PrometheusMetrics, log: (line: string) => void): FastifyReply {
+  const known = error instanceof AspenError ? error : fromFastifyError(error as Partial<FastifyError>);
+  let body: ErrorBody;
+  if (known === null) {
+    const request = reply.request;
+    log(`http: ${request.method} ${request.url.slice(0, 200)} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    // A write that failed this way may or may not have been proposed.
+    body = new AspenError('INTERNAL', 'internal error (see the node log)', { definite: false }).toJSON();
   } else {
-    status = 500;
-    body = { error: { code: 'INTERNAL', message: 'internal error' } };
+    body = known.toJSON();
   }
   metrics.errors.inc({ code: body.error.code });
-  return reply.code(status).send(body);
+  return reply.code(ERROR_STATUS[body.error.code]).send(body);
 }
 
 /**
@@ -109,19 +134,50 @@ function sendError(reply: FastifyReply, error: unknown, metrics: PrometheusMetri
  */
 export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   const { controller, store, identity } = options;
-  const app = Fastify({ logger: options.logger ?? false, bodyLimit: REQUEST_BODY_BYTES_MAX });
+  const log = options.log ?? (() => undefined);
+  const allowedHostNames = (options.allowedHostNames ?? []).map((name) => name.toLowerCase());
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: REQUEST_BODY_BYTES_MAX,
+    // Exact schemas: no type coercion ("5" stays a string, ["a"] stays an array), no silent removal
+    // of unknown properties (additionalProperties: false refuses them), no defaults filled in.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    routerOptions: { querystringParser: parseQueryStrict },
+    // Node re-arms an answered keep-alive socket with this; the guard closes sockets idle for as long.
+    keepAliveTimeout: (options.connectionLimits ?? DEFAULT_CONNECTION_LIMITS).idleTimeoutMs,
+  });
+  installJsonParser(app, REQUEST_BODY_BYTES_MAX);
+  const connections = new ConnectionGuard(app.server, options.connectionLimits);
   const metrics = new PrometheusMetrics();
-  app.setErrorHandler((error, _request, reply) => sendError(reply, error, metrics));
+  app.setErrorHandler((error, _request, reply) => sendError(reply, error, metrics, log));
+  app.addHook('onRequest', (request, reply, done) => {
+    const socket = request.raw.socket;
+    connections.requestStarted(socket);
+    reply.raw.once('close', () => { connections.requestEnded(socket); }); // answered, or the client left
+    done(checkHost(request.headers.host, allowedHostNames) ?? undefined);
+  });
+  app.addHook('preValidation', (request, _reply, done) => { done(checkQuery(request.query) ?? undefined); });
   app.addHook('onResponse', (request, reply, done) => {
     const seconds = reply.elapsedTime / 1000;
     if (request.routeOptions.url === '/write') metrics.writeLatency.observe(seconds);
     else if (request.routeOptions.url === '/read') metrics.readLatency.observe(seconds);
     done();
   });
-  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } }));
+  app.setNotFoundHandler((request) => {
+    throw new AspenError('NOT_FOUND', `no route ${request.method} ${request.url.slice(0, 200)}`);
+  });
+
+  // Exact per endpoint: a route that takes no query string refuses one, a POST that takes no body
+  // (trigger-snapshot) accepts none or {} only.
+  app.addHook('onRoute', (route) => {
+    const schema = route.schema ?? {};
+    route.schema = schema.querystring === undefined ? { ...schema, querystring: NO_PARAMETERS } : schema;
+    const methods = [route.method].flat();
+    if (methods.includes('POST') && schema.body === undefined) route.preValidation = [refuseBody];
+  });
 
   app.post('/init', {
-    schema: { body: { type: 'object', required: ['initial_members'], additionalProperties: false, properties: { initial_members: { type: 'array', minItems: 1, maxItems: 64, items: clusterNode } } } },
+    schema: { body: { type: 'object', required: ['initial_members'], additionalProperties: false, properties: { initial_members: { type: 'array', minItems: 1, maxItems: CLUSTER_NODES_MAX, items: clusterNode } } } },
   }, (request) => {
     const members = (request.body as { initial_members: PartialNode[] }).initial_members;
     return controller.init({ initial_members: members.map((member) => completeNode(member, options.network)) });
@@ -132,8 +188,12 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   }, (request) => controller.addLearner({ learner: completeNode((request.body as { learner: PartialNode }).learner, options.network) }));
 
   app.post('/change-membership', {
-    schema: { body: { type: 'object', required: ['members'], additionalProperties: false, properties: { members: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'integer', minimum: 1 } } } } },
+    schema: { body: { type: 'object', required: ['members'], additionalProperties: false, properties: { members: nodeIdList(1), learners: nodeIdList(0) } } },
   }, (request) => controller.changeMembership(request.body as Parameters<ClusterController['changeMembership']>[0]));
+
+  app.post('/remove-learner', {
+    schema: { body: { type: 'object', required: ['learner_id'], additionalProperties: false, properties: { learner_id: nodeIdSchema } } },
+  }, (request) => controller.removeLearner(request.body as Parameters<ClusterController['removeLearner']>[0]));
 
   // The command's shape and size limits are checked by validateWriteCommand (typed error codes).
   app.post('/write', {
@@ -151,7 +211,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
         properties: {
           prefix: { type: 'string', maxLength: KEY_BYTES_MAX },
           limit: { type: 'integer', minimum: 1, maximum: SCAN_LIMIT_MAX },
-          continuation_token: { type: ['string', 'null'], maxLength: 4 * KEY_BYTES_MAX },
+          continuation_token: { type: ['string', 'null'], maxLength: 2 * KEY_BYTES_MAX },
         },
       },
     },
@@ -170,7 +230,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
     http_addr: options.httpAddress ?? null,
   }));
   app.post('/add-peer', {
-    schema: { body: { type: 'object', required: ['node_id', 'addr'], additionalProperties: false, properties: { node_id: { type: 'integer', minimum: 1 }, addr: { type: 'string', minLength: 1, maxLength: ADDRESS_CHARS_MAX } } } },
+    schema: { body: { type: 'object', required: ['node_id', 'addr'], additionalProperties: false, properties: { node_id: nodeIdSchema, addr: { type: 'string', minLength: 1, maxLength: ADDRESS_CHARS_MAX } } } },
   }, (request) => {
     const { node_id: nodeId, addr } = request.body as { node_id: number; addr: string };
     if (options.network === undefined) throw new AspenError('INVALID_INPUT', 'this node has no network layer');

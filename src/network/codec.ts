@@ -1,8 +1,10 @@
 import { Packr } from 'msgpackr';
-import { ADDRESS_CHARS_MAX, SCAN_LIMIT_MAX, validateKey, validateWriteCommand } from '../api/limits.ts';
+import { AspenError } from '../api/errors.ts';
+import { ADDRESS_CHARS_MAX, validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
 import type { WriteCommand } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, SnapshotChunk, WireMessage } from '../node/interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
+import { FRAME_BYTES_MAX } from './frame.ts';
 import { APPEND_ENTRIES_MAX } from '../raft/config.ts';
 import { CLUSTER_NODES_MAX, validateConfig } from '../raft/quorum.ts';
 import type { Entry, MembershipConfig, Message, NodeAddress, SnapshotMeta } from '../raft/types.ts';
@@ -17,8 +19,20 @@ export class WireFormatError extends Error {
   override readonly name = 'WireFormatError';
 }
 
+/**
+ * Encode one message for a frame. A message that cannot be encoded or would not fit a frame is a
+ * WireFormatError for the sender to handle (a forwarded reply is answered with an error instead);
+ * the core never builds one (appends are bounded well below the frame size).
+ */
 export function encodeWireMessage(message: WireMessage): Uint8Array {
-  return packr.pack(message);
+  let payload: Uint8Array;
+  try {
+    payload = packr.pack(message);
+  } catch (error) {
+    throw new WireFormatError(`cannot encode a ${message.type} message: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (payload.byteLength > FRAME_BYTES_MAX) throw new WireFormatError(`a ${message.type} message of ${payload.byteLength} bytes exceeds the ${FRAME_BYTES_MAX}-byte frame`);
+  return payload;
 }
 
 type Fields = Record<string, unknown>;
@@ -137,28 +151,45 @@ function snapshotChunk(fields: Fields, base: { from: number; to: number; term: n
   return { type: 'snapshot_chunk', ...base, snapshot: snapshotMeta(fields.snapshot), offsetBytes, totalBytes, data };
 }
 
+/** Error codes a refused forwarded operation may carry (the validators' codes). */
+const INVALID_CODES = ['INVALID_INPUT', 'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BATCH_TOO_LARGE'] as const;
+
+function invalidOperation(problem: AspenError): ClientRequest['operation'] {
+  const code = INVALID_CODES.find((known) => known === problem.code) ?? 'INVALID_INPUT';
+  return { kind: 'invalid', code, message: problem.message };
+}
+
+/**
+ * A forwarded request: the envelope (ids) must be sound or the frame is dropped; an operation that
+ * fails the API's own validation still decodes, as 'invalid', so the leader answers with the error
+ * at once instead of leaving the follower to time out.
+ */
 function clientRequest(fields: Fields, base: { from: number; to: number; term: number }): ClientRequest {
-  const operation = fields.operation;
-  if (!isObject(operation)) fail('operation must be an object');
   const requestId = integer(fields, 'requestId');
-  if (operation.kind === 'write') {
-    const problem = validateWriteCommand(operation.command);
-    if (problem !== null) fail(`bad command: ${problem.message}`);
-    return { type: 'client_request', ...base, requestId, operation: { kind: 'write', command: operation.command as WriteCommand } };
+  return { type: 'client_request', ...base, requestId, operation: clientOperation(fields.operation) };
+}
+
+function clientOperation(operation: unknown): ClientRequest['operation'] {
+  if (!isObject(operation)) return invalidOperation(new AspenError('INVALID_INPUT', 'operation must be an object'));
+  switch (operation.kind) {
+    case 'write': {
+      const problem = validateWriteCommand(operation.command);
+      return problem === null ? { kind: 'write', command: operation.command as WriteCommand } : invalidOperation(problem);
+    }
+    case 'scan': {
+      const { prefix, limit, continuationToken } = operation;
+      const bounds = validateScan({ prefix, limit: limit ?? undefined, continuation_token: continuationToken });
+      if (bounds instanceof AspenError) return invalidOperation(bounds);
+      return { kind: 'scan', prefix: bounds.prefix, limit: bounds.limit, continuationToken: continuationToken as string | null };
+    }
+    case 'read':
+    case 'delete': {
+      const problem = validateKey(operation.key);
+      return problem === null ? { kind: operation.kind, key: operation.key as string } : invalidOperation(problem);
+    }
+    default:
+      return invalidOperation(new AspenError('INVALID_INPUT', 'unknown operation'));
   }
-  if (operation.kind === 'scan') {
-    const prefix = operation.prefix;
-    const limit = operation.limit;
-    const token = operation.continuationToken;
-    if (typeof prefix !== 'string' || prefix.length > ADDRESS_CHARS_MAX * 4) fail('bad scan prefix');
-    if (limit !== null && (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > SCAN_LIMIT_MAX)) fail('bad scan limit');
-    if (token !== null && (typeof token !== 'string' || token.length > ADDRESS_CHARS_MAX * 8)) fail('bad continuation token');
-    return { type: 'client_request', ...base, requestId, operation: { kind: 'scan', prefix, limit, continuationToken: token } };
-  }
-  if (operation.kind !== 'read' && operation.kind !== 'delete') fail('unknown operation');
-  const problem = validateKey(operation.key);
-  if (problem !== null) fail(`bad key: ${problem.message}`);
-  return { type: 'client_request', ...base, requestId, operation: { kind: operation.kind, key: operation.key as string } };
 }
 
 function clientResponse(fields: Fields, base: { from: number; to: number; term: number }): ClientResponse {

@@ -1,6 +1,6 @@
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { ADDRESS_CHARS_MAX, isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX, validateKey, validateWriteCommand } from '../api/limits.ts';
+import { ADDRESS_CHARS_MAX, encodeContinuationToken, isRaftAddress, validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
 import type {
   AddLearnerRequest,
   ChangeMembershipRequest,
@@ -12,18 +12,20 @@ import type {
   RaftMetrics,
   ReadRequest,
   ReadResult,
+  RemoveLearnerRequest,
   ScanRequest,
   ScanResult,
   SnapshotResult,
   WriteRequest,
   WriteResult,
 } from '../api/types.ts';
+import { assert } from '../raft/assert.ts';
 import type { RaftStatus } from '../raft/core.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
-import type { Callback, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
+import type { Callback, MembershipTarget, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
 
 /** How long a request may wait for the cluster (DESIGN.md section 3). */
 export const REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
@@ -34,6 +36,8 @@ export const LEARNER_LAG_ENTRIES_MAX = 64;
 export const LEARNER_POLL_MS = 20;
 /** How long add-learner waits for the learner to catch up. */
 export const LEARNER_CATCH_UP_TIMEOUT_MS_DEFAULT = 30_000;
+/** How long change-membership waits for a learner it promotes to acknowledge the commit index. */
+export const LEARNER_PROMOTE_WAIT_MS = 2_000;
 
 export interface RaftControlClientOptions {
   readonly requestTimeoutMs?: number;
@@ -65,30 +69,94 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     if (membership.voters.includes(learner.id) || membership.votersOutgoing.includes(learner.id)) {
       throw new AspenError('INVALID_INPUT', `node ${learner.id} is already a voter`);
     }
-    if (!membership.learners.includes(learner.id)) {
+    const added = !membership.learners.includes(learner.id);
+    if (added) {
       const nodes = [{ id: learner.id, addr: learner.addr, raftAddr: learner.raft_addr }];
       const target = { voters: membership.voters, learners: [...membership.learners, learner.id], nodes };
       await this.call<MembershipConfig>('add-learner', (callback) => { this.node.changeMembership(target, callback); });
     }
-    await this.waitCaughtUp(learner.id, status.lastIndex);
+    try {
+      await this.waitCaughtUp(learner.id, status.lastIndex);
+    } catch (error) {
+      if (!(error instanceof AspenError) || error.code !== 'TIMEOUT') throw error;
+      throw await this.rollBackLearner(learner.id, added, error);
+    }
     return this.currentState();
   }
 
+  /**
+   * add-learner timed out. A learner this call added that never acknowledged an entry (unreachable,
+   * wrong address, not running) is taken out again; one that is catching up stays. Either way the
+   * error says which, and how to remove it by hand.
+   */
+  private async rollBackLearner(learnerId: NodeId, added: boolean, timeout: AspenError): Promise<AspenError> {
+    const match = this.node.status().peers.find((peer) => peer.id === learnerId)?.matchIndex ?? 0;
+    const removeHint = `remove it with POST /remove-learner {"learner_id":${learnerId}} or \`aspen member remove ${learnerId}\``;
+    if (!added || match > 0) {
+      return new AspenError('TIMEOUT', `${timeout.message}; it stays a learner and keeps catching up (promote it later, or ${removeHint})`, { definite: false });
+    }
+    try {
+      await this.removeLearner({ learner_id: learnerId });
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return new AspenError('TIMEOUT', `${timeout.message}; it never answered and could not be removed again (${reason}): ${removeHint}`, { definite: false });
+    }
+    return new AspenError('TIMEOUT', `${timeout.message}; it never answered, so it was removed again (is it running, and is its raft_addr reachable from the leader?)`);
+  }
+
   async changeMembership(request: ChangeMembershipRequest): Promise<ClusterState> {
-    const members = validateMembers((request as { members?: unknown } | null)?.members);
+    const fields = request as { members?: unknown; learners?: unknown } | null;
+    const members = validateMembers(fields?.members, 'members');
+    const wantedLearners = fields?.learners === undefined ? null : validateMembers(fields.learners, 'learners', 0);
     const { status, membership } = this.leaderStatus();
     for (const id of members) {
       const isVoter = membership.voters.includes(id) || membership.votersOutgoing.includes(id);
-      if (isVoter) continue;
-      if (!membership.learners.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} must be added as a learner first`);
-      const match = status.peers.find((peer) => peer.id === id)?.matchIndex ?? 0;
-      if (status.lastIndex - match > LEARNER_LAG_ENTRIES_MAX) {
-        throw new AspenError('INVALID_INPUT', `learner ${id} has not caught up (${status.lastIndex - match} entries behind)`);
+      if (!isVoter && !membership.learners.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} must be added as a learner first`);
+    }
+    for (const id of wantedLearners ?? []) {
+      if (members.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} is named as both a member and a learner`);
+      if (!membership.voters.includes(id) && !membership.learners.includes(id)) {
+        throw new AspenError('INVALID_INPUT', `node ${id} is not in the cluster: add it with /add-learner`);
       }
     }
-    const target = { voters: members, learners: membership.learners.filter((id) => !members.includes(id)) };
-    await this.call<MembershipConfig>('change-membership', (callback) => { this.node.changeMembership(target, callback); });
+    const learners = wantedLearners ?? membership.learners.filter((id) => !members.includes(id));
+    // A promoted learner must have acknowledged what was committed when the call arrived.
+    const target = { voters: members, learners, catchUpIndex: status.commitIndex };
+    await this.proposeMembership(target);
     return this.currentState();
+  }
+
+  async removeLearner(request: RemoveLearnerRequest): Promise<ClusterState> {
+    const learnerId = (request as { learner_id?: unknown } | null)?.learner_id;
+    if (typeof learnerId !== 'number' || !Number.isSafeInteger(learnerId) || learnerId < 1) throw new AspenError('INVALID_INPUT', 'learner_id must be a positive integer');
+    const { membership } = this.leaderStatus();
+    if (!membership.learners.includes(learnerId)) {
+      const what = membership.voters.includes(learnerId) ? 'a voter (demote it first: /change-membership with it under "learners")' : 'not in the cluster';
+      throw new AspenError('INVALID_INPUT', `node ${learnerId} is not a learner: it is ${what}`);
+    }
+    const target = { voters: membership.voters, learners: membership.learners.filter((id) => id !== learnerId) };
+    await this.call<MembershipConfig>('remove-learner', (callback) => { this.node.changeMembership(target, callback); });
+    return this.currentState();
+  }
+
+  /**
+   * Propose a change; while the core refuses it because a learner to promote has not caught up yet,
+   * ask again every LEARNER_POLL_MS for up to LEARNER_PROMOTE_WAIT_MS (a healthy learner catches up
+   * within a round trip; an unreachable one never does, and the last refusal is the answer).
+   */
+  private async proposeMembership(target: MembershipTarget): Promise<void> {
+    const clock = this.node.clock;
+    const deadlineMs = clock.nowMs() + LEARNER_PROMOTE_WAIT_MS;
+    for (let attempt = 1; ; attempt += 1) {
+      assert(attempt <= LEARNER_PROMOTE_WAIT_MS / LEARNER_POLL_MS + 1, 'promotion attempts are bounded by the wait');
+      try {
+        await this.call<MembershipConfig>('change-membership', (callback) => { this.node.changeMembership(target, callback); });
+        return;
+      } catch (error) {
+        if (!(error instanceof AspenError) || error.code !== 'LEARNER_NOT_CAUGHT_UP' || clock.nowMs() + LEARNER_POLL_MS > deadlineMs) throw error;
+      }
+      await new Promise<void>((resolve) => { clock.setTimer(LEARNER_POLL_MS, resolve); });
+    }
   }
 
   async triggerSnapshot(): Promise<SnapshotResult> {
@@ -205,21 +273,16 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
    * token is the last key of the page, base64url-encoded.
    */
   async scan(request: ScanRequest): Promise<ScanResult> {
-    const prefix = request.prefix ?? '';
-    const limit = request.limit ?? SCAN_LIMIT_DEFAULT;
-    if (typeof prefix !== 'string' || prefix.length > KEY_BYTES_MAX) throw new AspenError('INVALID_INPUT', `prefix must be a string of at most ${KEY_BYTES_MAX} characters`);
-    if (!Number.isSafeInteger(limit) || limit < 1 || limit > SCAN_LIMIT_MAX) throw new AspenError('INVALID_INPUT', `limit must be an integer in [1, ${SCAN_LIMIT_MAX}]`);
-    const token = request.continuation_token ?? null;
-    const afterKey = token === null ? null : Buffer.from(token, 'base64url').toString('utf8');
-    if (afterKey !== null && (afterKey.length === 0 || afterKey.length > KEY_BYTES_MAX)) throw new AspenError('INVALID_INPUT', 'bad continuation_token');
+    const bounds = validateScan(request);
+    if (bounds instanceof AspenError) throw bounds;
     await this.call<ReadServed>('scan', (callback) => { this.node.barrier(callback); });
-    const page = this.node.stateMachine.scan(prefix, afterKey, limit);
+    const page = this.node.stateMachine.scan(bounds.prefix, bounds.afterKey, bounds.limit);
     const last = page.records.at(-1);
     return {
       entries: page.records.map(([key, record]) => ({ key, value: record.value })),
       count: page.records.length,
       is_truncated: page.more,
-      continuation_token: page.more && last !== undefined ? Buffer.from(last[0], 'utf8').toString('base64url') : null,
+      continuation_token: page.more && last !== undefined ? encodeContinuationToken(last[0]) : null,
     };
   }
 
@@ -275,13 +338,13 @@ function validateClusterNode(value: unknown, what: string): ClusterNode {
   return { id: candidate.id, addr: candidate.addr, raft_addr: candidate.raft_addr };
 }
 
-function validateMembers(value: unknown): number[] {
-  if (!Array.isArray(value) || value.length === 0) throw new AspenError('INVALID_INPUT', 'members must be a non-empty array of node ids');
+function validateMembers(value: unknown, what: string, countMin = 1): number[] {
+  if (!Array.isArray(value) || value.length < countMin) throw new AspenError('INVALID_INPUT', `${what} must be an array of at least ${countMin} node ids`);
   if (value.length > CLUSTER_NODES_MAX) throw new AspenError('INVALID_INPUT', `a cluster has at most ${CLUSTER_NODES_MAX} nodes`);
   const members: number[] = [];
   for (const id of value as unknown[]) {
-    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) throw new AspenError('INVALID_INPUT', 'member ids are positive integers');
-    if (members.includes(id)) throw new AspenError('INVALID_INPUT', `member ${id} is listed twice`);
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) throw new AspenError('INVALID_INPUT', `${what}: node ids are positive integers`);
+    if (members.includes(id)) throw new AspenError('INVALID_INPUT', `${what}: node ${id} is listed twice`);
     members.push(id);
   }
   return members.sort((a, b) => a - b);

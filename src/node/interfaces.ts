@@ -25,7 +25,9 @@ export interface ClientRequest {
     | { readonly kind: 'write'; readonly command: WriteCommand }
     | { readonly kind: 'read'; readonly key: string }
     | { readonly kind: 'delete'; readonly key: string }
-    | { readonly kind: 'scan'; readonly prefix: string; readonly limit: number | null; readonly continuationToken: string | null };
+    | { readonly kind: 'scan'; readonly prefix: string; readonly limit: number | null; readonly continuationToken: string | null }
+    /** Decoded from a frame whose operation failed validation: answered with this error, never run. */
+    | { readonly kind: 'invalid'; readonly code: 'INVALID_INPUT' | 'KEY_TOO_LARGE' | 'VALUE_TOO_LARGE' | 'BATCH_TOO_LARGE'; readonly message: string };
 }
 
 /** The leader's answer: a JSON-shaped result, or an error with its code. */

@@ -1,4 +1,5 @@
 import { Packr } from 'msgpackr';
+import { SCAN_PAGE_BYTES_MAX, utf8Length } from '../api/limits.ts';
 import type { WriteCommand } from '../api/types.ts';
 import { assert } from '../raft/assert.ts';
 import type { MembershipConfig } from '../raft/types.ts';
@@ -36,7 +37,10 @@ export interface StateMachine {
   /** The membership applied last (null before any configuration entry). */
   readonly appliedMembership: MembershipConfig | null;
   get(key: string): KvRecord | undefined;
-  /** Up to `limit` records whose key starts with `prefix`, in key order, after `afterKey` (exclusive). */
+  /**
+   * Up to `limit` records whose key starts with `prefix`, in key order, after `afterKey` (exclusive),
+   * and at most SCAN_PAGE_BYTES_MAX of keys and values (at least one record).
+   */
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage;
   /** The whole state after `appliedIndex`, as bytes. */
   snapshot(): Uint8Array;
@@ -48,6 +52,25 @@ export interface ScanPage {
   readonly records: readonly (readonly [string, KvRecord])[];
   /** More records match after the last one returned. */
   readonly more: boolean;
+}
+
+/**
+ * One scan page from records in key order starting at the page's first candidate: it ends at the
+ * first key outside `prefix`, after `limit` records, or before the record that would take the page
+ * past SCAN_PAGE_BYTES_MAX (a page always holds at least one record; one record is far below it).
+ */
+export function collectScanPage(ordered: Iterable<readonly [string, KvRecord]>, prefix: string, limit: number): ScanPage {
+  const records: (readonly [string, KvRecord])[] = [];
+  let bytes = 0;
+  for (const entry of ordered) {
+    const [key, record] = entry;
+    if (!key.startsWith(prefix)) break;
+    const size = utf8Length(key) + utf8Length(record.value);
+    if (records.length === limit || (records.length > 0 && bytes + size > SCAN_PAGE_BYTES_MAX)) return { records, more: true };
+    records.push(entry);
+    bytes += size;
+  }
+  return { records, more: false };
 }
 
 /** Where records live: a Map in memory, an LMDB database inside a write transaction. */
@@ -125,12 +148,15 @@ export class MemoryKvStateMachine implements StateMachine {
   /** Sorts the matching keys on every call: fine at control-plane sizes (LMDB scans in order natively). */
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
     const keys = [...this.records.keys()].filter((key) => key.startsWith(prefix) && (afterKey === null || key > afterKey)).sort();
-    const page = keys.slice(0, limit).map((key): [string, KvRecord] => {
-      const record = this.records.get(key);
-      assert(record !== undefined, 'scanned key exists');
-      return [key, record];
-    });
-    return { records: page, more: keys.length > limit };
+    const records = this.records;
+    function* ordered(): Generator<[string, KvRecord]> {
+      for (const key of keys) {
+        const record = records.get(key);
+        assert(record !== undefined, 'scanned key exists');
+        yield [key, record];
+      }
+    }
+    return collectScanPage(ordered(), prefix, limit);
   }
 
   snapshot(): Uint8Array {

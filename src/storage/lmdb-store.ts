@@ -2,7 +2,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync } from 'n
 import { open, TransactionFlags, type Database, type RootDatabase } from 'lmdb';
 import type { WriteCommand } from '../api/types.ts';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
-import { applyCommand, decodeSnapshot, encodeSnapshot, type ApplyOutcome, type KvRecord, type RecordStore, type ScanPage, type StateMachine } from '../node/kv-state-machine.ts';
+import { applyCommand, collectScanPage, decodeSnapshot, encodeSnapshot, type ApplyOutcome, type KvRecord, type RecordStore, type ScanPage, type StateMachine } from '../node/kv-state-machine.ts';
 import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
 import { assert } from '../raft/assert.ts';
 import { EMPTY_HARD_STATE, type Entry, type HardState, type MembershipConfig, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
@@ -306,18 +306,8 @@ export class LmdbKvStateMachine implements StateMachine {
 
   /** An ordered range read from the first key after `afterKey` (or the prefix) while keys keep the prefix. */
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
-    const records: [string, KvRecord][] = [];
     const start = afterKey !== null && afterKey >= prefix ? `${afterKey}\u0000` : prefix;
-    let more = false;
-    for (const { key, value } of this.storage.kv.getRange({ start })) {
-      if (!key.startsWith(prefix)) break;
-      if (records.length === limit) {
-        more = true;
-        break;
-      }
-      records.push([key, value]);
-    }
-    return { records, more };
+    return collectScanPage(this.storage.kv.getRange({ start }).map(({ key, value }): [string, KvRecord] => [key, value]), prefix, limit);
   }
 
   /**

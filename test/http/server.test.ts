@@ -1,6 +1,7 @@
 import type { InjectOptions } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BATCH_KEYS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX } from '../../src/api/limits.ts';
+import type { ClusterController, KeyValueStore } from '../../src/api/contracts.ts';
+import { BATCH_KEYS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, SCAN_PAGE_BYTES_MAX, VALUE_BYTES_MAX } from '../../src/api/limits.ts';
 import { buildHttpServer, REQUEST_BODY_BYTES_MAX } from '../../src/http/server.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
@@ -111,7 +112,7 @@ describe('HTTP control-plane API (the seed formats)', () => {
     const key = 'k'.repeat(KEY_BYTES_MAX + 1);
     const cases: [string, InjectOptions, number, string][] = [
       ['bad JSON', raw('/write', '{"command":'), 400, 'INVALID_INPUT'],
-      ['not JSON at all', raw('/write', 'Set greeting hello', 'text/plain'), 400, 'INVALID_INPUT'],
+      ['not JSON at all', raw('/write', 'Set greeting hello', 'text/plain'), 415, 'UNSUPPORTED_MEDIA_TYPE'],
       ['no command', json('POST', '/write', {}), 400, 'INVALID_INPUT'],
       ['command of the wrong type', json('POST', '/write', { command: 'Set' }), 400, 'INVALID_INPUT'],
       ['unknown command', json('POST', '/write', { command: { Drop: { key: 'k' } } }), 400, 'INVALID_INPUT'],
@@ -146,3 +147,115 @@ describe('HTTP control-plane API (the seed formats)', () => {
     expect((await app.inject(json('POST', '/write', { command: { Set: { key: 'still', value: 'serving' } } }))).statusCode).toBe(200);
   });
 });
+
+describe('the request boundary: every input is data, checked before anything is proposed', () => {
+  const raw = (method: 'GET' | 'POST', url: string, payload?: string | Buffer, headers: Record<string, string> = { 'content-type': 'application/json' }): InjectOptions =>
+    ({ method, url, headers, ...(payload === undefined ? {} : { payload }) });
+
+  it('refuses extra fields, coerced types, deep nesting, lone surrogates and bad encodings; nothing is written', async () => {
+    const app = server();
+    await app.inject(json('POST', '/init', { initial_members: [member] }));
+    await expect.poll(async () => (await app.inject(json('POST', '/write', { command: { SetMulti: { pairs: [['a', '1'], ['p/x', '2']] } } }))).statusCode, { timeout: 5_000 }).toBe(200);
+    const before = (await app.inject(json('GET', '/metrics'))).json<{ last_log_index: number }>().last_log_index;
+    const nested = `${'['.repeat(5_000)}${']'.repeat(5_000)}`;
+    const page = (await app.inject(json('POST', '/scan', { prefix: 'p/', limit: 1 }))).json<{ continuation_token: string | null }>();
+    expect(page.continuation_token).toBeNull();
+    const cases: [string, InjectOptions, number, string][] = [
+      ['an extra field nested 5,000 deep in Set', raw('POST', '/write', `{"command":{"Set":{"key":"k","value":"v","x":${nested}}}}`), 400, 'INVALID_INPUT'],
+      ['an extra field in Set', json('POST', '/write', { command: { Set: { key: 'k', value: 'v', junk: 'x'.repeat(10_000) } } }), 400, 'INVALID_INPUT'],
+      ['an extra field in Delete', json('POST', '/write', { command: { Delete: { key: 'k', also: 'a' } } }), 400, 'INVALID_INPUT'],
+      ['an extra top-level field', json('POST', '/write', { command: { Set: { key: 'k', value: 'v' } }, x: 1 }), 400, 'INVALID_INPUT'],
+      ['JSON deeper than the bound', raw('POST', '/read', `{"key":"k","x":${'{"a":'.repeat(40)}1${'}'.repeat(40)}}`), 400, 'INVALID_INPUT'],
+      ['a key as an array (no coercion)', json('POST', '/delete', { key: ['a'] }), 400, 'INVALID_INPUT'],
+      ['a limit as a string (no coercion)', json('POST', '/scan', { prefix: 'p/', limit: '5' }), 400, 'INVALID_INPUT'],
+      ['an unknown scan field', json('POST', '/scan', { prefix: 'p/', start: 'a' }), 400, 'INVALID_INPUT'],
+      ['a key given twice in the query', json('GET', '/read?key=a&key=b'), 400, 'INVALID_INPUT'],
+      ['an unknown query parameter', json('GET', '/read?key=a&debug=1'), 400, 'INVALID_INPUT'],
+      ['a query that is not UTF-8', json('GET', '/read?key=%FF'), 400, 'INVALID_INPUT'],
+      ['a query with a stray %', json('GET', '/read?key=50%'), 400, 'INVALID_INPUT'],
+      ['a lone high surrogate key', raw('POST', '/write', '{"command":{"Set":{"key":"\\ud800","value":"v"}}}'), 400, 'INVALID_INPUT'],
+      ['a lone low surrogate key', raw('POST', '/write', '{"command":{"Set":{"key":"\\udfff","value":"v"}}}'), 400, 'INVALID_INPUT'],
+      ['a lone surrogate value', raw('POST', '/write', '{"command":{"Set":{"key":"k","value":"a\\udc00"}}}'), 400, 'INVALID_INPUT'],
+      ['a lone surrogate read', raw('POST', '/read', '{"key":"\\ud800"}'), 400, 'INVALID_INPUT'],
+      ['a body that is not UTF-8', raw('POST', '/write', Buffer.concat([Buffer.from('{"command":{"Set":{"key":"'), Buffer.from([0xff, 0xfe]), Buffer.from('","value":"v"}}}')])), 400, 'INVALID_INPUT'],
+      ['a prototype key', raw('POST', '/write', '{"command":{"Set":{"key":"k","value":"v"}},"__proto__":{"x":1}}'), 400, 'INVALID_INPUT'],
+      ['a garbage continuation token', json('POST', '/scan', { prefix: 'p/', continuation_token: 'garbage!' }), 400, 'INVALID_INPUT'],
+      ['a token of another prefix', json('POST', '/scan', { prefix: 'p/', continuation_token: Buffer.from('q/1').toString('base64url') }), 400, 'INVALID_INPUT'],
+      ['a token that is not canonical base64url', json('POST', '/scan', { prefix: '', continuation_token: 'YR' }), 400, 'INVALID_INPUT'],
+      ['a node id past 2^53', raw('POST', '/add-peer', '{"node_id":9007199254740993,"addr":"127.0.0.1:26002"}'), 400, 'INVALID_INPUT'],
+      ['a member id past 2^53', raw('POST', '/change-membership', '{"members":[1,9007199254740993]}'), 400, 'INVALID_INPUT'],
+      ['a form post', raw('POST', '/write', 'command=x', { 'content-type': 'application/x-www-form-urlencoded' }), 415, 'UNSUPPORTED_MEDIA_TYPE'],
+      ['an unknown route', json('GET', '/admin'), 404, 'NOT_FOUND'],
+      ['a query on a route that takes none', json('GET', '/metrics?verbose=1'), 400, 'INVALID_INPUT'],
+      ['a query on a POST route', json('POST', '/write?sync=1', { command: { Set: { key: 'k', value: 'v' } } }), 400, 'INVALID_INPUT'],
+      ['a body for trigger-snapshot', json('POST', '/trigger-snapshot', { index: 5 }), 400, 'INVALID_INPUT'],
+    ];
+    for (const [name, request, status, code] of cases) {
+      const response = await app.inject(request);
+      const body = response.json<{ error?: { code?: string; message?: string; definite?: boolean } }>();
+      expect({ name, status: response.statusCode, code: body.error?.code, definite: body.error?.definite }).toEqual({ name, status, code, definite: true });
+      expect(body.error?.message?.length ?? 0, name).toBeGreaterThan(0);
+    }
+    const after = (await app.inject(json('GET', '/metrics'))).json<{ last_log_index: number }>().last_log_index;
+    expect(after).toBe(before);
+    expect((await app.inject(json('GET', '/read?key=a'))).json()).toMatchObject({ value: '1' });
+    expect((await app.inject(json('GET', '/read?key=a%20b'))).statusCode).toBe(404); // well-formed percent-encoding is read as usual
+  });
+
+  it('serves only Host names that are this node (DNS rebinding)', async () => {
+    const app = buildHttpServer({ controller: failingController(), store: unusedStore, identity, allowedHostNames: ['aspen.internal'] });
+    stops.push(() => app.close());
+    const host = async (value: string) => (await app.inject({ method: 'GET', url: '/node-info', headers: { host: value } })).statusCode;
+    for (const allowed of ['127.0.0.1:8001', 'localhost:8001', 'LOCALHOST', '[::1]:8001', '10.1.2.3', 'aspen.internal:8001', 'Aspen.Internal']) expect({ allowed, status: await host(allowed) }).toEqual({ allowed, status: 200 });
+    const refused = await app.inject({ method: 'GET', url: '/node-info', headers: { host: 'evil.example:8001' } });
+    expect(refused.statusCode).toBe(421);
+    expect(refused.json()).toMatchObject({ error: { code: 'HOST_NOT_ALLOWED', definite: true } });
+    expect(await host('127.0.0.1.evil.example')).toBe(421);
+  });
+
+  it('turns an unexpected failure into a 500 INTERNAL for that request and a log line, and keeps serving', async () => {
+    const lines: string[] = [];
+    const app = buildHttpServer({ controller: failingController(), store: unusedStore, identity, log: (line) => { lines.push(line); } });
+    stops.push(() => app.close());
+    const failed = await app.inject(json('GET', '/metrics'));
+    expect(failed.statusCode).toBe(500);
+    expect(failed.json()).toEqual({ error: { code: 'INTERNAL', message: 'internal error (see the node log)', definite: false } });
+    expect(lines.join('\n')).toMatch(/GET \/metrics failed unexpectedly: TypeError: metrics exploded/);
+    expect((await app.inject(json('GET', '/node-info'))).statusCode).toBe(200);
+  });
+
+  it('cuts scan pages by bytes as well as by count (each page fits a cluster frame)', async () => {
+    const app = server();
+    await app.inject(json('POST', '/init', { initial_members: [member] }));
+    const value = 'v'.repeat(VALUE_BYTES_MAX);
+    for (let index = 0; index < 6; index += 1) {
+      await expect.poll(async () => (await app.inject(json('POST', '/write', { command: { Set: { key: `big/${index}`, value } } }))).statusCode, { timeout: 5_000 }).toBe(200);
+    }
+    const keys: string[] = [];
+    let token: string | null = null;
+    for (let pages = 0; pages < 6; pages += 1) {
+      const page: { entries: { key: string; value: string }[]; is_truncated: boolean; continuation_token: string | null } =
+        (await app.inject(json('POST', '/scan', { prefix: 'big/', continuation_token: token }))).json();
+      const bytes = page.entries.reduce((sum, entry) => sum + entry.key.length + entry.value.length, 0);
+      expect(bytes).toBeLessThanOrEqual(SCAN_PAGE_BYTES_MAX);
+      expect(page.entries.length).toBeGreaterThan(0);
+      keys.push(...page.entries.map((entry) => entry.key));
+      token = page.continuation_token;
+      expect(token === null).toBe(!page.is_truncated);
+      if (token === null) break;
+    }
+    expect(keys).toEqual(['big/0', 'big/1', 'big/2', 'big/3', 'big/4', 'big/5']);
+  });
+});
+
+const identity = { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 };
+const unusedStore: KeyValueStore = {
+  write: () => Promise.reject(new Error('unused')), read: () => Promise.reject(new Error('unused')),
+  delete: () => Promise.reject(new Error('unused')), scan: () => Promise.reject(new Error('unused')),
+};
+
+/** A controller whose metrics call fails the way a bug would (a TypeError, not an AspenError). */
+function failingController(): ClusterController {
+  const fail = () => Promise.reject(new TypeError('metrics exploded'));
+  return { init: fail, addLearner: fail, changeMembership: fail, removeLearner: fail, triggerSnapshot: fail, currentState: fail, getMetrics: fail };
+}

@@ -156,8 +156,13 @@ describe('RaftControlClient on a single in-process node', () => {
     await client.init({ initial_members: members([1]) });
     for (let index = 0; index < 100; index += 1) await client.write({ command: { Set: { key: 'k', value: String(index) } } });
     const error = await expectCode(client.addLearner({ learner: { id: 2, addr: 'node-2', raft_addr: '127.0.0.1:26002' } }), 'TIMEOUT');
-    expect(error.definite).toBe(false);
-    expect((await client.currentState()).learners.map((learner) => learner.id)).toEqual([2]);
+    // It never answered: the call takes it out again and says so (the outcome is definite).
+    expect(error.definite).toBe(true);
+    expect(error.message).toMatch(/removed again/);
+    expect((await client.currentState()).learners).toEqual([]);
+    expect((await client.getMetrics()).membership_config).toMatchObject({ voters: [1], learners: [] });
+    const changes = await expectCode(client.changeMembership({ members: [1, 3] }), 'INVALID_INPUT');
+    expect(changes.message).toMatch(/added as a learner first/);
   });
 
   it('fails waiting requests with SHUTTING_DOWN on stop', async () => {

@@ -1,0 +1,83 @@
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
+
+/** HTTP connections a node keeps open at once; past it new ones are closed at once. */
+export const HTTP_CONNECTIONS_MAX = 1_024;
+/** Connections from one remote address: one client cannot take every slot. */
+export const HTTP_CONNECTIONS_PER_ADDRESS_MAX = 256;
+/**
+ * A connection with no request in flight and no bytes for this long is closed (an idle keep-alive
+ * connection, or one that never sends a request). A request in flight is bounded by its own
+ * timeouts (the longest, add-learner, by LEARNER_CATCH_UP_TIMEOUT_MS), never by this.
+ */
+export const HTTP_IDLE_TIMEOUT_MS = 10_000;
+
+export interface ConnectionLimits {
+  readonly connectionsMax: number;
+  readonly perAddressMax: number;
+  readonly idleTimeoutMs: number;
+}
+
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
+  connectionsMax: HTTP_CONNECTIONS_MAX,
+  perAddressMax: HTTP_CONNECTIONS_PER_ADDRESS_MAX,
+  idleTimeoutMs: HTTP_IDLE_TIMEOUT_MS,
+};
+
+/**
+ * Connection hygiene for a node's HTTP server: a cap in total and per remote address, and idle
+ * connections closed. Requests in flight are counted per socket so a slow answer is never cut.
+ */
+export class ConnectionGuard {
+  private readonly limits: ConnectionLimits;
+  private readonly perAddress = new Map<string, number>();
+  private readonly inFlight = new WeakMap<Socket, number>();
+  private open = 0;
+  refused = 0;
+  closedIdle = 0;
+
+  constructor(server: Server, limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS) {
+    this.limits = limits;
+    server.on('connection', (socket: Socket) => { this.accept(socket); });
+    // With a listener here Node leaves a socket's inactivity to us (else it destroys the socket on
+    // any timeout, a request in flight included); the socket's own 'timeout' handler below decides.
+    server.on('timeout', () => undefined);
+  }
+
+  private accept(socket: Socket): void {
+    const address = socket.remoteAddress ?? '';
+    const fromAddress = this.perAddress.get(address) ?? 0;
+    if (this.open >= this.limits.connectionsMax || fromAddress >= this.limits.perAddressMax) {
+      this.refused += 1;
+      socket.destroy();
+      return;
+    }
+    this.open += 1;
+    this.perAddress.set(address, fromAddress + 1);
+    socket.once('close', () => {
+      this.open -= 1;
+      const left = (this.perAddress.get(address) ?? 1) - 1;
+      if (left === 0) this.perAddress.delete(address);
+      else this.perAddress.set(address, left);
+    });
+    socket.setTimeout(this.limits.idleTimeoutMs);
+    socket.on('timeout', () => {
+      if ((this.inFlight.get(socket) ?? 0) > 0) return; // waiting for the cluster: the request's own timeout applies
+      this.closedIdle += 1;
+      socket.destroy();
+    });
+  }
+
+  /** A request arrived on `socket`; call `requestEnded` once when its response is done or it is aborted. */
+  requestStarted(socket: Socket): void {
+    this.inFlight.set(socket, (this.inFlight.get(socket) ?? 0) + 1);
+  }
+
+  requestEnded(socket: Socket): void {
+    this.inFlight.set(socket, Math.max(0, (this.inFlight.get(socket) ?? 0) - 1));
+  }
+
+  get openConnections(): number {
+    return this.open;
+  }
+}
