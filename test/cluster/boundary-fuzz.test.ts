@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_STATUS } from '../../src/api/errors.ts';
 import { BATCH_KEYS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX } from '../../src/api/limits.ts';
 import { REQUEST_BODY_BYTES_MAX } from '../../src/http/server.ts';
-import { formCluster, get, ProcessCluster, REQUEST_TIMEOUT_MS, type NodeProcess } from './process-harness.ts';
+import { get, ProcessCluster, REQUEST_TIMEOUT_MS, startFormedCluster, type NodeProcess } from './process-harness.ts';
 
 /**
  * Every endpoint of real aspen-node processes, on the leader and on a follower: a table of malformed
@@ -15,16 +15,12 @@ const FUZZ_TIME_MS_MAX = 30_000;
 const FUZZ_RUNS_MAX = 20_000;
 
 const cluster = new ProcessCluster();
-let nodes: NodeProcess[] = [];
+let nodes: readonly NodeProcess[] = [];
 let leader: NodeProcess;
 let follower: NodeProcess;
 
 beforeAll(async () => {
-  nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id)));
-  await formCluster(cluster, nodes);
-  const leaderId = (await get(`${nodes[0]?.http ?? ''}/leader`)).json.leader;
-  leader = nodes.find((node) => node.id === leaderId) ?? (nodes[0] as NodeProcess);
-  follower = nodes.find((node) => node !== leader) ?? (nodes[1] as NodeProcess);
+  ({ nodes, leader, follower } = await startFormedCluster(cluster));
 }, 60_000);
 afterAll(() => { cluster.cleanup(); });
 

@@ -1,23 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VALUE_BYTES_MAX } from '../../src/api/limits.ts';
 import { main as aspen } from '../../src/bin/aspen.ts';
-import { eventually, formCluster, get, post, ProcessCluster, type NodeProcess } from './process-harness.ts';
+import { eventually, get, post, ProcessCluster, REQUEST_TIMEOUT_MS, startFormedCluster, type NodeProcess } from './process-harness.ts';
 
 /**
  * Regressions for the findings of the hardening review, on real aspen-node processes (LMDB): each
  * one used to crash a node, hang a request or strand the cluster.
  */
 const cluster = new ProcessCluster();
-let nodes: NodeProcess[] = [];
+let nodes: readonly NodeProcess[] = [];
 let leader: NodeProcess;
 let follower: NodeProcess;
 
 beforeAll(async () => {
-  nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id, { dataDir: cluster.tempDir() })));
-  await formCluster(cluster, nodes);
-  const leaderId = (await get(`${nodes[0]?.http ?? ''}/leader`)).json.leader;
-  leader = nodes.find((node) => node.id === leaderId) ?? (nodes[0] as NodeProcess);
-  follower = nodes.find((node) => node !== leader) ?? (nodes[1] as NodeProcess);
+  ({ nodes, leader, follower } = await startFormedCluster(cluster, { lmdb: true }));
 }, 60_000);
 afterAll(() => { cluster.cleanup(); });
 
@@ -26,7 +22,7 @@ function alive(node: NodeProcess): boolean {
 }
 
 async function rawPost(url: string, body: string): Promise<{ status: number; json: { error?: { code?: string; definite?: boolean } } }> {
-  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(15_000) });
+  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   return { status: response.status, json: (await response.json()) as { error?: { code?: string } } };
 }
 

@@ -128,3 +128,21 @@ export async function formCluster(cluster: ProcessCluster, nodes: readonly NodeP
   for (const node of rest) expect((await post(`${first.http}/add-learner`, { learner: cluster.member(node) })).status).toBe(200);
   expect((await post(`${first.http}/change-membership`, { members: nodes.map((node) => node.id) })).json).toMatchObject({ members: nodes.map((node) => node.id) });
 }
+
+export interface FormedCluster {
+  readonly nodes: readonly NodeProcess[];
+  readonly leader: NodeProcess;
+  /** A node that is not the leader (when the cluster formed). */
+  readonly follower: NodeProcess;
+}
+
+/** Start nodes 1, 2 and 3, form the README's cluster, and say which one leads. */
+export async function startFormedCluster(cluster: ProcessCluster, options: { readonly lmdb?: boolean } = {}): Promise<FormedCluster> {
+  const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id, options.lmdb === true ? { dataDir: cluster.tempDir() } : {})));
+  await formCluster(cluster, nodes);
+  const leaderId = (await get(`${nodes[0]?.http ?? ''}/leader`)).json.leader;
+  const leader = nodes.find((node) => node.id === leaderId);
+  const follower = nodes.find((node) => node.id !== leaderId);
+  if (leader === undefined || follower === undefined) throw new Error(`no leader among the formed nodes (leader ${String(leaderId)})`);
+  return { nodes, leader, follower };
+}
