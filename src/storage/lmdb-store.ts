@@ -4,7 +4,9 @@ import type { WriteCommand } from '../api/types.ts';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
 import { applyCommand, decodeSnapshot, encodeSnapshot, type ApplyOutcome, type KvRecord, type RecordStore, type ScanPage, type StateMachine } from '../node/kv-state-machine.ts';
 import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
-import { assert } from '../raft/assert.ts';
+import { assert, AssertionError } from '../raft/assert.ts';
+import { DataDirLock } from './data-dir-lock.ts';
+import { firstLine, StorageError } from './errors.ts';
 import { EMPTY_HARD_STATE, type Entry, type HardState, type MembershipConfig, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
 
 /** On-disk format of this release; a data dir of another version is refused, never guessed at. */
@@ -16,10 +18,7 @@ const SNAPSHOT_RECORD_OVERHEAD_BYTES = 32;
 /** Entries removed per truncation or compaction pass are bounded by the log itself; this caps one pass. */
 export const LOG_REMOVE_PER_BATCH_MAX = 10_000_000;
 
-/** A data dir that cannot be used: wrong version, corruption, unreadable. Stops the node with a clear message. */
-export class StorageError extends Error {
-  override readonly name = 'StorageError';
-}
+export { StorageError };
 
 const META_FORMAT = 'format';
 const META_HARD_STATE = 'hard_state';
@@ -58,33 +57,62 @@ export class LmdbStorage {
   private readonly statePath: string;
   /** The state machine was discarded at open (the last stop was not a clean close). */
   readonly stateRebuilt: boolean;
+  readonly dataDir: string;
+  private readonly lock: DataDirLock;
+  private closed = false;
 
-  private constructor(env: RootDatabase, statePath: string) {
+  private constructor(env: RootDatabase, dataDir: string, lock: DataDirLock) {
+    assert(lock.held && lock.dataDir === dataDir, 'the data dir is locked before it is opened');
     this.env = env;
+    this.dataDir = dataDir;
+    this.lock = lock;
     this.log = env.openDB<Entry, number>({ name: 'log' });
     this.meta = env.openDB<unknown, string>({ name: 'meta' });
     this.snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
     this.nodes = env.openDB<unknown, number>({ name: 'nodes' });
-    this.statePath = statePath;
-    this.stateRebuilt = this.meta.get(META_STATE_CLEAN) !== true && existsSync(statePath);
+    this.statePath = `${dataDir}/state.mdb`;
+    this.stateRebuilt = this.meta.get(META_STATE_CLEAN) !== true && existsSync(this.statePath);
     if (this.stateRebuilt) {
-      rmSync(statePath, { force: true });
-      rmSync(`${statePath}-lock`, { force: true });
+      rmSync(this.statePath, { force: true });
+      rmSync(`${this.statePath}-lock`, { force: true });
     }
-    this.stateEnv = open({ path: statePath, mapSize: LMDB_MAP_SIZE_BYTES, compression: false, noSync: true });
+    this.stateEnv = open({ path: this.statePath, mapSize: LMDB_MAP_SIZE_BYTES, compression: false, noSync: true });
     this.kv = this.stateEnv.openDB<KvRecord, string>({ name: 'kv' });
     this.stateMeta = this.stateEnv.openDB<unknown, string>({ name: 'meta' });
-    this.meta.putSync(META_STATE_CLEAN, false); // synced before the first apply can touch the machine
+    try {
+      this.meta.putSync(META_STATE_CLEAN, false); // synced before the first apply can touch the machine
+    } catch (error) {
+      void this.stateEnv.close();
+      throw error;
+    }
   }
 
-  /** Open (or create) the data dir; refuses a different format version with a clear message. */
+  /**
+   * Open (or create) the data dir, locked to this process first (a second process gets
+   * DataDirInUseError naming the holder, before anything in the directory is opened or deleted);
+   * refuses a different format version with a clear message.
+   */
   static open(dataDir: string): LmdbStorage {
-    let env: RootDatabase;
     try {
       mkdirSync(dataDir, { recursive: true });
+    } catch (error) {
+      throw new StorageError(`cannot create data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
+    }
+    const lock = DataDirLock.acquire(dataDir);
+    try {
+      return LmdbStorage.openLocked(dataDir, lock);
+    } catch (error) {
+      lock.release();
+      throw error;
+    }
+  }
+
+  private static openLocked(dataDir: string, lock: DataDirLock): LmdbStorage {
+    let env: RootDatabase;
+    try {
       env = open({ path: `${dataDir}/aspen.mdb`, mapSize: LMDB_MAP_SIZE_BYTES, compression: false });
     } catch (error) {
-      throw new StorageError(`cannot open data dir ${dataDir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new StorageError(`cannot open data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
     }
     // The format is checked before anything in the directory is touched.
     const format = env.openDB<unknown, string>({ name: 'meta' }).get(META_FORMAT);
@@ -94,12 +122,13 @@ export class LmdbStorage {
     }
     let storage: LmdbStorage;
     try {
-      storage = new LmdbStorage(env, `${dataDir}/state.mdb`);
+      storage = new LmdbStorage(env, dataDir, lock);
+      if (format === undefined) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
     } catch (error) {
+      if (error instanceof AssertionError) throw error;
       void env.close();
-      throw new StorageError(`cannot open data dir ${dataDir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new StorageError(`cannot open data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
     }
-    if (format === undefined) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
     return storage;
   }
 
@@ -122,18 +151,27 @@ export class LmdbStorage {
     return records;
   }
 
-  /** Close both environments; the state machine is synced first and then marked clean (synced). */
+  /**
+   * Close both environments (the state machine synced first, then marked clean in the synced log
+   * environment), then let go of the data dir. Once; a second call does nothing.
+   */
   async close(): Promise<void> {
-    await Promise.all([this.env.flushed, this.stateEnv.flushed]);
-    await this.stateEnv.close();
-    const descriptor = openSync(this.statePath, 'r+');
+    if (this.closed) return;
+    this.closed = true;
     try {
-      fsyncSync(descriptor);
+      await Promise.all([this.env.flushed, this.stateEnv.flushed]);
+      await this.stateEnv.close();
+      const descriptor = openSync(this.statePath, 'r+');
+      try {
+        fsyncSync(descriptor);
+      } finally {
+        closeSync(descriptor);
+      }
+      this.meta.putSync(META_STATE_CLEAN, true);
+      await this.env.close();
     } finally {
-      closeSync(descriptor);
+      this.lock.release();
     }
-    this.meta.putSync(META_STATE_CLEAN, true);
-    await this.env.close();
   }
 }
 
