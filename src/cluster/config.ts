@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
 import { toMultiaddrs } from '../network/libp2p-transport.ts';
@@ -94,19 +94,80 @@ function command(): Command {
 
 /** Largest config file read. */
 export const CONFIG_FILE_BYTES_MAX = 64 * 1024;
+/** Deepest nesting of arrays and tables in a config file (settings are flat; `peers` is one array). */
+export const CONFIG_TOML_DEPTH_MAX = 2;
 
-/** Apply a TOML config file under the flags: it overrides defaults and environment, never the command line. */
-function applyConfigFile(program: Command, path: string): void {
-  let text: string;
+/**
+ * Read at most CONFIG_FILE_BYTES_MAX + 1 bytes of a regular file: /dev/zero, a FIFO (opened without
+ * blocking) or a directory is refused before anything is read, a larger file after the bound.
+ */
+export function readConfigFile(path: string): string {
+  let descriptor: number;
   try {
-    text = readFileSync(path, 'utf8');
+    descriptor = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (error) {
     throw new ConfigError(`cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`);
   }
-  if (text.length > CONFIG_FILE_BYTES_MAX) throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+  try {
+    const stats = fstatSync(descriptor);
+    if (!stats.isFile()) throw new ConfigError(`--config ${path} is not a regular file`);
+    if (stats.size > CONFIG_FILE_BYTES_MAX) throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+    const buffer = Buffer.alloc(CONFIG_FILE_BYTES_MAX + 1);
+    let length = 0;
+    // Each read moves forward or ends the loop; the buffer bounds the total (a file may grow meanwhile).
+    while (length < buffer.length) {
+      const read = readSync(descriptor, buffer, length, buffer.length - length, length);
+      if (read === 0) break;
+      length += read;
+    }
+    if (length > CONFIG_FILE_BYTES_MAX) throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+    return new TextDecoder('utf-8', { fatal: true }).decode(buffer.subarray(0, length));
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(`cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`);
+  } finally {
+    closeSync(descriptor);
+  }
+}
+
+/** Settings that take a whole number (TOML integers, never floats or strings). */
+const INTEGER_SETTINGS: ReadonlySet<string> = new Set(['nodeId', 'port', 'heartbeatIntervalMs', 'electionTimeoutMinMs', 'electionTimeoutMaxMs']);
+
+/** A TOML value as the option takes it (text, texts or a boolean), or a one-line error naming the key. */
+function tomlValue(path: string, key: string, option: Option, value: unknown): string | string[] | boolean {
+  const attribute = option.attributeName();
+  const wrong = (expected: string): ConfigError => new ConfigError(`--config ${path}: "${key}" must be ${expected}, got ${describeToml(value)}`);
+  if (option.isBoolean()) {
+    if (typeof value !== 'boolean') throw wrong('true or false');
+    return value;
+  }
+  if (option.variadic) {
+    if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) throw wrong('an array of strings');
+    return value;
+  }
+  if (INTEGER_SETTINGS.has(attribute)) {
+    if (typeof value !== 'bigint') throw wrong('an integer');
+    return value.toString();
+  }
+  if (typeof value !== 'string') throw wrong('a string');
+  return value;
+}
+
+function describeToml(value: unknown): string {
+  if (typeof value === 'bigint') return `the integer ${value.toString()}`;
+  if (typeof value === 'number') return `the number ${value}`;
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.slice(0, 64))}`;
+  if (typeof value === 'boolean') return `the boolean ${value}`;
+  if (Array.isArray(value)) return 'an array';
+  return value instanceof Date ? 'a date' : 'a table';
+}
+
+/** Apply a TOML config file under the flags: it overrides defaults and environment, never the command line. */
+function applyConfigFile(program: Command, path: string): void {
+  const text = readConfigFile(path);
   let table: Record<string, unknown>;
   try {
-    table = parseToml(text);
+    table = parseToml(text, { integersAsBigInt: true, unsafeKeyBehaviour: 'throw', maxDepth: CONFIG_TOML_DEPTH_MAX });
   } catch (error) {
     throw new ConfigError(`--config ${path} is not valid TOML: ${error instanceof Error ? error.message.split('\n')[0] ?? '' : String(error)}`);
   }
@@ -115,9 +176,9 @@ function applyConfigFile(program: Command, path: string): void {
     const attribute = key.replace(/[-_]([a-z])/g, (_match, letter: string) => letter.toUpperCase());
     const option = names.get(attribute);
     if (option === undefined || attribute === 'config') throw new ConfigError(`--config ${path}: unknown setting "${key}"`);
+    const typed = tomlValue(path, key, option, value);
     if (program.getOptionValueSource(attribute) === 'cli') continue;
-    const values = Array.isArray(value) ? value.map(String) : [String(value)];
-    program.setOptionValueWithSource(attribute, option.variadic ? values : values[0], 'config');
+    program.setOptionValueWithSource(attribute, typed, 'config');
   }
 }
 

@@ -1,9 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startNode, type RunningNode } from '../../src/cluster/bootstrap.ts';
-import { ConfigError, parseNodeConfig } from '../../src/cluster/config.ts';
+import { CONFIG_FILE_BYTES_MAX, ConfigError, parseNodeConfig } from '../../src/cluster/config.ts';
 
 const directories: string[] = [];
 afterAll(() => {
@@ -66,6 +67,48 @@ describe('aspen-node configuration', () => {
     writeFileSync(file, 'node-id = = 1\n');
     expect(() => parseNodeConfig(['--config', file])).toThrow(/not valid TOML/);
     expect(() => parseNodeConfig(['--config', join(directory, 'missing.toml')])).toThrow(/cannot read --config/);
+  });
+
+  it('reads the config file with a bound: a device, a FIFO or a large file is refused before it is read', () => {
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-config-'));
+    directories.push(directory);
+    expect(() => parseNodeConfig(['--config', '/dev/zero'])).toThrow(new ConfigError('--config /dev/zero is not a regular file'));
+    const fifo = join(directory, 'fifo.toml');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => parseNodeConfig(['--config', fifo])).toThrow(new ConfigError(`--config ${fifo} is not a regular file`)); // no writer: it must not block
+    expect(() => parseNodeConfig(['--config', directory])).toThrow(new ConfigError(`--config ${directory} is not a regular file`));
+    const large = join(directory, 'large.toml');
+    const comment = '#'.repeat(99) + '\n';
+    writeFileSync(large, `node-id = 5\n${comment.repeat(Math.ceil(CONFIG_FILE_BYTES_MAX / comment.length))}`);
+    expect(() => parseNodeConfig(['--config', large])).toThrow(new ConfigError(`--config ${large} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`));
+    const exact = 'node-id = 5\n';
+    writeFileSync(large, exact + '#'.repeat(CONFIG_FILE_BYTES_MAX - exact.length - 1) + '\n');
+    expect(parseNodeConfig(['--config', large]).nodeId).toBe(5); // exactly the bound is fine
+    writeFileSync(large, Buffer.from([0x6e, 0x6f, 0xff, 0x0a]));
+    expect(() => parseNodeConfig(['--config', large])).toThrow(/cannot read --config .*large\.toml/);
+  });
+
+  it('type-checks each TOML value against its setting, naming the key', () => {
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-config-'));
+    directories.push(directory);
+    const file = join(directory, 'aspen.toml');
+    const cases: [string, string][] = [
+      ['cookie = true', '"cookie" must be a string, got the boolean true'],
+      ['port = "27007"', '"port" must be an integer, got the string "27007"'],
+      ['port = 27007.5', '"port" must be an integer, got the number 27007.5'],
+      ['node_id = 1.0', '"node_id" must be an integer, got the number 1'],
+      ['disable-mdns = "yes"', '"disable-mdns" must be true or false, got the string "yes"'],
+      ['disable_gossip = 1', '"disable_gossip" must be true or false, got the integer 1'],
+      ['peers = "2@127.0.0.1:26002"', '"peers" must be an array of strings, got the string "2@127.0.0.1:26002"'],
+      ['peers = [2]', '"peers" must be an array of strings, got an array'],
+      ['host = { name = "a" }', '"host" must be a string, got a table'],
+    ];
+    for (const [line, message] of cases) {
+      writeFileSync(file, `${line}\n`);
+      expect(() => parseNodeConfig(['--node-id', '1', '--config', file]), line).toThrow(new ConfigError(`--config ${file}: ${message}`));
+    }
+    writeFileSync(file, 'node-id = 7\ndisable-mdns = true\ncookie = "short"\npeers = ["2@127.0.0.1:26002", "3@127.0.0.1:26003"]\n');
+    expect(parseNodeConfig(['--config', file])).toMatchObject({ nodeId: 7, mdns: false, cookie: 'short', peers: [{ id: 2 }, { id: 3 }] });
   });
 
   it('refuses bad configuration with one clear line', () => {
