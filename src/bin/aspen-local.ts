@@ -10,6 +10,8 @@ const NODE_IDS = [1, 2, 3] as const;
 const RAFT_PORT_BASE = 26_000;
 const HTTP_PORT_BASE = 8_000;
 const INIT_ATTEMPTS_MAX = 50;
+/** The local cluster's cookie: loopback only, but as long as any cookie must be. */
+const LOCAL_COOKIE = 'aspen-local-cluster';
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -30,7 +32,7 @@ async function initialize(httpUrl: string): Promise<void> {
 const nodes: RunningNode[] = [];
 try {
   for (const id of NODE_IDS) {
-    const config = parseNodeConfig(['--node-id', String(id), '--port', String(RAFT_PORT_BASE + id), '--http-addr', `127.0.0.1:${HTTP_PORT_BASE + id}`, '--cookie', 'aspen-local']);
+    const config = parseNodeConfig(['--node-id', String(id), '--port', String(RAFT_PORT_BASE + id), '--http-addr', `127.0.0.1:${HTTP_PORT_BASE + id}`, '--cookie', LOCAL_COOKIE]);
     nodes.push(await startNode(config, log));
   }
   await initialize(nodes[0]?.httpUrl ?? '');

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 /**
- * aspen-node: one Aspen node. `aspen-node --node-id 1 --port 26001 --cookie my-cluster --http-addr 127.0.0.1:8001`
+ * aspen-node: one Aspen node. `aspen-node --node-id 1 --port 26001 --cookie my-cluster-secret --http-addr 127.0.0.1:8001`
  * Bad configuration exits with one line and code 2; SIGINT/SIGTERM shut down in reverse order.
  */
 import { startNode } from '../cluster/bootstrap.ts';
-import { ConfigError, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
+import { ConfigError, isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
 import { StorageError } from '../storage/lmdb-store.ts';
 
 const EXIT_CONFIG = 2;
@@ -26,8 +26,8 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  if (config.cookieIsDefault && config.host !== '127.0.0.1' && config.host !== '::1') {
-    log(`warning: the default cookie is in use on ${config.host}; set --cookie to a secret`);
+  if (config.cookieIsDefault && !isLoopbackHost(config.host)) {
+    log(`warning: the default cookie is in use on ${config.host} (--insecure); set --cookie to a secret`);
   }
   let running;
   try {

@@ -31,6 +31,8 @@ export interface NodeConfig {
   readonly dnsDiscoveryDomain: string | null;
   /** A cluster ticket to join with (its cookie and bootstrap addresses), or null. */
   readonly ticket: ClusterTicket | null;
+  /** --insecure: a cookie shorter than COOKIE_CHARS_MIN, or the default cookie off loopback, is accepted (with a warning). */
+  readonly insecure: boolean;
 }
 
 export class ConfigError extends Error {
@@ -45,6 +47,8 @@ export class ConfigError extends Error {
 }
 
 export const DEFAULT_COOKIE = 'aspen-cookie';
+/** Shortest cookie accepted without --insecure: the cookie is the cluster's only secret. */
+export const COOKIE_CHARS_MIN = 16;
 export const PEERS_MAX = 64;
 
 function integerIn(text: string, what: string, min: number, max: number): number {
@@ -89,6 +93,7 @@ function command(): Command {
     .addOption(new Option('--disable-mdns', 'no mDNS discovery on the LAN').env('ASPEN_DISABLE_MDNS'))
     .addOption(new Option('--enable-dns-discovery', 'find bootstrap peers in /dnsaddr TXT records of --dns-discovery-domain').env('ASPEN_ENABLE_DNS_DISCOVERY'))
     .addOption(new Option('--dns-discovery-domain <domain>', 'domain whose _dnsaddr TXT records list bootstrap peers').env('ASPEN_DNS_DISCOVERY_DOMAIN'))
+    .addOption(new Option('--insecure', `accept a cookie shorter than ${COOKIE_CHARS_MIN} characters, or the default cookie off loopback`).env('ASPEN_INSECURE'))
     .addOption(new Option('--config <file>', 'TOML file with the same settings (keys like node-id or node_id)').env('ASPEN_CONFIG'));
 }
 
@@ -228,6 +233,7 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     mdns: !flag(options.disableMdns),
     dnsDiscoveryDomain: dnsDomain(flag(options.enableDnsDiscovery), options.dnsDiscoveryDomain),
     ticket: null,
+    insecure: flag(options.insecure),
   };
   return withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
 }
@@ -235,7 +241,10 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
 /** A ticket brings its cookie; a cookie given as well must be the same one. */
 function withTicket(config: NodeConfig, text: string | string[] | boolean | undefined, cookieIsDefaulted: boolean): NodeConfig {
   checkConfig(config);
-  if (typeof text !== 'string') return config;
+  if (typeof text !== 'string') {
+    checkCookie(config);
+    return config;
+  }
   let ticket: ClusterTicket;
   try {
     ticket = decodeTicket(text.trim());
@@ -243,7 +252,31 @@ function withTicket(config: NodeConfig, text: string | string[] | boolean | unde
     throw new ConfigError(`--ticket: ${error instanceof TicketError ? error.message : String(error)}`);
   }
   if (!cookieIsDefaulted && ticket.clusterId !== config.cookie) throw new ConfigError('--ticket belongs to another cluster than --cookie (drop --cookie: the ticket carries it)');
-  return { ...config, cookie: ticket.clusterId, cookieIsDefault: ticket.clusterId === DEFAULT_COOKIE, ticket };
+  const joined = { ...config, cookie: ticket.clusterId, cookieIsDefault: ticket.clusterId === DEFAULT_COOKIE, ticket };
+  checkCookie(joined);
+  return joined;
+}
+
+/** Loopback hosts: nothing off this machine reaches a node listening there. */
+export function isLoopbackHost(host: string): boolean {
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === '::1' || host === 'localhost';
+}
+
+/**
+ * The cookie is the cluster's only secret: at least COOKIE_CHARS_MIN characters unless --insecure.
+ * The default cookie is public, so it is accepted only where nothing else can reach the node.
+ */
+function checkCookie(config: NodeConfig): void {
+  if (config.insecure) return;
+  if (config.cookieIsDefault) {
+    if (isLoopbackHost(config.host)) return;
+    throw new ConfigError(`the default cookie is public and cannot protect a node on ${config.host}: set --cookie to a secret of at least ${COOKIE_CHARS_MIN} characters (or pass --insecure)`);
+  }
+  const characters = config.cookie.length;
+  if (characters < COOKIE_CHARS_MIN) {
+    const counted = `${characters} character${characters === 1 ? '' : 's'}`;
+    throw new ConfigError(`--cookie is too short: ${counted}; the cookie is the cluster's only secret and needs at least ${COOKIE_CHARS_MIN} (or pass --insecure)`);
+  }
 }
 
 /** Boolean flags arrive as true from the command line and as text from the environment or TOML. */
