@@ -6,7 +6,7 @@ import { applyCommand, decodeSnapshot, encodeSnapshot, type ApplyOutcome, type K
 import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
 import { assert, AssertionError } from '../raft/assert.ts';
 import { DataDirLock } from './data-dir-lock.ts';
-import { firstLine, StorageError } from './errors.ts';
+import { firstLine, isStorageFault, StorageError, storageFailure } from './errors.ts';
 import { EMPTY_HARD_STATE, type Entry, type HardState, type MembershipConfig, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
 
 /** On-disk format of this release; a data dir of another version is refused, never guessed at. */
@@ -169,11 +169,37 @@ export class LmdbStorage {
       }
       this.meta.putSync(META_STATE_CLEAN, true);
       await this.env.close();
+    } catch (error) {
+      throw isStorageFault(error) ? storageFailure(error, this.dataDir, 'closing the data dir') : error;
     } finally {
       this.lock.release();
     }
   }
+
+  /**
+   * After a storage failure: close without marking the state machine clean, so the next start
+   * rebuilds it from the snapshot and the log; wait at most CLOSE_AFTER_FAILURE_WAIT_MS (lmdb-js
+   * does not settle close() after a failed commit), then let go of the data dir.
+   */
+  async abandon(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => { timer = setTimeout(resolve, CLOSE_AFTER_FAILURE_WAIT_MS); });
+    const closing = Promise.allSettled([this.stateEnv.close(), this.env.close()]);
+    try {
+      await Promise.race([closing, waited]);
+    } finally {
+      clearTimeout(timer);
+      this.lock.release();
+    }
+  }
 }
+
+/** How long a failed commit's report waits for lmdb-js to name the cause (it is settled by then in practice). */
+const COMMIT_ERROR_WAIT_MS = 1_000;
+/** How long abandon() waits for LMDB to close after a storage failure. */
+export const CLOSE_AFTER_FAILURE_WAIT_MS = 1_000;
 
 /** Addresses kept per node in the registry. */
 export const NODE_ADDRESSES_MAX = 16;
@@ -222,8 +248,30 @@ export class LmdbLogStore implements LogStore {
           this.onDurabilityEvent?.({ kind: 'flushed', batch: batchNumber, lastIndex });
           done(null);
         },
-        (error: unknown) => { done(error instanceof Error ? error : new Error(String(error))); },
+        (error: unknown) => { this.failed(error, done); },
       );
+  }
+
+  /**
+   * A batch that did not reach the disk: find the cause and report it as one StorageError. lmdb-js
+   * rejects a failed asynchronous commit with "Commit failed" and puts the cause (ENOSPC, EIO) in
+   * the promise `commitError`; it also leaves its own commit promise for the batch rejected with no
+   * handler (the process would die of an unhandled rejection), which is handled here.
+   */
+  private failed(error: unknown, done: (error: Error | null) => void): void {
+    const storage = this.storage;
+    void storage.env.committed.then(undefined, () => undefined);
+    const commitError: unknown = error instanceof Error && 'commitError' in error ? error.commitError : null;
+    if (!(commitError instanceof Promise)) {
+      done(storageFailure(error, storage.dataDir, 'writing the log'));
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<unknown>((resolve) => { timer = setTimeout(() => { resolve(error); }, COMMIT_ERROR_WAIT_MS); });
+    void Promise.race([commitError.then(() => error, (cause: unknown) => cause), waited]).then((cause) => {
+      clearTimeout(timer);
+      done(storageFailure(cause, storage.dataDir, 'writing the log'));
+    });
   }
 
   /** Keep the snapshot; drop the entries it covers (all of them when the log does not continue it). */
@@ -324,7 +372,7 @@ export class LmdbKvStateMachine implements StateMachine {
     const membershipBefore = this.appliedMembership;
     this.batching = true;
     try {
-      this.storage.stateEnv.transactionSync(run, TRANSACTION_NO_SYNC_FLUSH);
+      this.write('applying to the state machine', run);
     } catch (error) {
       this.appliedIndex = appliedBefore; // the transaction was aborted: nothing of it is stored
       this.appliedMembership = membershipBefore;
@@ -335,7 +383,19 @@ export class LmdbKvStateMachine implements StateMachine {
   }
 
   private inTransaction<T>(run: () => T): T {
-    return this.batching ? run() : this.storage.stateEnv.transactionSync(run, TRANSACTION_NO_SYNC_FLUSH);
+    return this.batching ? run() : this.write('applying to the state machine', run);
+  }
+
+  /**
+   * One transaction of the machine. A failure of LMDB or of the disk (ENOSPC, EIO) becomes one
+   * StorageError, which fail-stops the node; anything else (a broken assertion) stays what it is.
+   */
+  private write<T>(doing: string, run: () => T, flags = TRANSACTION_NO_SYNC_FLUSH): T {
+    try {
+      return this.storage.stateEnv.transactionSync(run, flags);
+    } catch (error) {
+      throw isStorageFault(error) ? storageFailure(error, this.storage.dataDir, doing) : error;
+    }
   }
 
   get(key: string): KvRecord | undefined {
@@ -383,12 +443,12 @@ export class LmdbKvStateMachine implements StateMachine {
   /** Replace records, applied index and membership in one transaction: a crash leaves the old state or the new. */
   restore(data: Uint8Array, index: number, config: MembershipConfig): void {
     const records = decodeSnapshot(data, index);
-    this.storage.stateEnv.transactionSync(() => {
+    this.write('restoring a snapshot into the state machine', () => {
       for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
       for (const [key, record] of records) this.storage.kv.putSync(key, record);
       this.storage.stateMeta.putSync(META_APPLIED, index);
       this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
-    });
+    }, TRANSACTION_SYNC_COMMIT);
     this.appliedIndex = index;
     this.appliedMembership = config;
   }
@@ -398,5 +458,7 @@ export class LmdbKvStateMachine implements StateMachine {
   }
 }
 
+/** lmdb-js's default for transactionSync: commit now and flush. */
+const TRANSACTION_SYNC_COMMIT = (TransactionFlags.ABORTABLE | TransactionFlags.SYNCHRONOUS_COMMIT) as TransactionFlags;
 /** Commit now without waiting for the disk (the log is the durable record). */
 const TRANSACTION_NO_SYNC_FLUSH = (TransactionFlags.ABORTABLE | TransactionFlags.SYNCHRONOUS_COMMIT | TransactionFlags.NO_SYNC_FLUSH) as TransactionFlags;
