@@ -32,15 +32,21 @@ async function initialize(httpUrl: string): Promise<void> {
 
 const nodes: RunningNode[] = [];
 
-/** Stop every node that is up, in reverse. */
+/** Stop every node that is up, in reverse; a node that already stopped itself reports its own failure. */
 async function stopAll(): Promise<void> {
   for (const node of [...nodes].reverse()) await node.stop().catch(() => undefined);
+}
+
+/** A node's storage failed: it stopped itself; say so in one line, stop the others, exit 1. */
+function onFatal(id: number, error: StorageError): void {
+  process.stderr.write(`aspen: node ${id} stopped: ${error.message}\n`);
+  void stopAll().then(() => process.exit(1));
 }
 
 try {
   for (const id of NODE_IDS) {
     const config = parseNodeConfig(['--node-id', String(id), '--port', String(RAFT_PORT_BASE + id), '--http-addr', `127.0.0.1:${HTTP_PORT_BASE + id}`, '--cookie', LOCAL_COOKIE]);
-    nodes.push(await startNode(config, log));
+    nodes.push(await startNode(config, log, { onFatal: (error) => { onFatal(id, error); } }));
   }
   await initialize(nodes[0]?.httpUrl ?? '');
 } catch (error) {

@@ -27,6 +27,8 @@ import { ForwardingStore } from './forwarding.ts';
 export const HEARTBEAT_TICKS = 2;
 /** On shutdown a leader waits this long for a successor to take over. */
 export const SHUTDOWN_TRANSFER_WAIT_MS = 1_000;
+/** After a storage failure, the longest wait for HTTP, discovery and the endpoint to stop before the failure is reported. */
+export const FATAL_STOP_WAIT_MS = 5_000;
 
 /**
  * The components of a node in the seed's start order: metadata store (the data dir, locked), endpoint
@@ -47,6 +49,12 @@ export interface StoreParts {
 }
 
 export interface StartOptions {
+  /**
+   * Storage failed while running: the node stopped itself (Raft, HTTP, RPC, discovery, endpoint; the
+   * store let go without marking its state machine clean, so the next start rebuilds it). The owner
+   * says so in one line and ends the process. Without it the failure is logged.
+   */
+  readonly onFatal?: (error: StorageError) => void;
   /** Test hook: called before each start step; a throw there fails that step. */
   readonly beforeStep?: (step: StartStep) => void;
   /** Test hook: wraps the log store and state machine (to inject storage failures). */
@@ -60,7 +68,7 @@ export interface RunningNode {
   readonly transport: Libp2pTransport;
   readonly discovery: Discovery;
   readonly httpUrl: string;
-  /** Shut down in reverse start order (a leader first hands over). */
+  /** Shut down in reverse start order (a leader first hands over); rejects with the StorageError if storage failed. */
   stop(): Promise<void>;
 }
 
@@ -77,7 +85,7 @@ export function raftConfigFor(config: NodeConfig): { raft: RaftConfig; tickMs: n
   };
 }
 
-type StopMode = 'graceful' | 'unwind';
+type StopMode = 'graceful' | 'unwind' | 'fatal';
 
 interface Component {
   readonly step: StartStep;
@@ -89,37 +97,57 @@ interface Started<T> {
   stop(mode: StopMode): Promise<void>;
 }
 
-/** What has started, and the one way to stop it: in reverse, each component once, exactly those that started. */
+/**
+ * What has started, and the one way to stop it: in reverse, each component once, exactly those that
+ * started. A storage failure reported by Raft (fail()) stops the node the same way, leaving the
+ * store unclean on purpose.
+ */
 class Lifecycle {
   private readonly started: Component[] = [];
   private readonly log: (line: string) => void;
   private readonly options: StartOptions;
+  private readonly nodeId: number;
   private starting = true;
   private stopping: Promise<void> | null = null;
+  /** The storage failure that stopped (or is stopping) the node. */
+  failure: StorageError | null = null;
 
-  constructor(log: (line: string) => void, options: StartOptions) {
+  constructor(nodeId: number, log: (line: string) => void, options: StartOptions) {
+    this.nodeId = nodeId;
     this.log = log;
     this.options = options;
   }
 
-  /** Run one start step. */
+  /** Run one start step; a storage failure reported meanwhile fails the start before the next step. */
   async step<T>(step: StartStep, start: () => Promise<Started<T>> | Started<T>): Promise<T> {
     assert(this.starting && this.started.length < START_STEPS.length, `start step ${step} out of order`);
+    if (this.failure !== null) throw this.failure;
     this.options.beforeStep?.(step);
     const started = await start();
     this.started.push({ step, stop: (mode) => started.stop(mode) });
     return started.value;
   }
 
-  /** The start completed. */
+  /** The start completed: from now on a storage failure stops the node at once. */
   running(): void {
+    if (this.failure !== null) throw this.failure;
     this.starting = false;
   }
 
+  /** Raft's fatal hook: storage failed. */
+  fail(error: StorageError): void {
+    if (this.failure !== null) return;
+    this.failure = error;
+    if (this.starting || this.stopping !== null) return; // the start unwinds, or the stop under way finishes
+    const report = this.options.onFatal ?? ((failure: StorageError) => { this.log(`node ${this.nodeId} stopped: ${failure.message}`); });
+    this.stopping = withinMs(this.stopAll('fatal'), FATAL_STOP_WAIT_MS, this.log).then(() => { report(error); });
+  }
+
   /** Stop what started (graceful after a start, unwind after a failed one). */
-  async stop(mode: StopMode): Promise<void> {
-    this.stopping ??= this.stopAll(mode);
+  async stop(mode: 'graceful' | 'unwind'): Promise<void> {
+    this.stopping ??= this.stopAll(this.failure === null ? mode : 'fatal');
     await this.stopping;
+    if (this.failure !== null) throw this.failure;
   }
 
   /** Every started component gets its stop, in reverse, even after one failed; the first failure is thrown at the end. */
@@ -129,7 +157,7 @@ class Lifecycle {
       const component = this.started[index];
       assert(component !== undefined, 'started components are dense');
       try {
-        await component.stop(mode);
+        await component.stop(this.failure === null ? mode : 'fatal');
         this.options.onStopped?.(component.step);
       } catch (error) {
         if (error instanceof AssertionError) throw error;
@@ -142,6 +170,19 @@ class Lifecycle {
   }
 }
 
+/** Wait for `work` at most `limitMs`; a failure or an overrun is logged, never thrown (the caller reports the cause). */
+async function withinMs(work: Promise<void>, limitMs: number, log: (line: string) => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const overrun = new Promise<void>((resolve) => {
+    timer = setTimeout(() => { log(`stopping took longer than ${limitMs} ms; reporting anyway`); resolve(); }, limitMs);
+  });
+  try {
+    await Promise.race([work.catch((error: unknown) => { if (error instanceof AssertionError) throw error; }), overrun]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * Start a node in the seed's order and return a handle whose stop() shuts down in reverse (a leader
  * first hands over to a caught-up voter). If a step fails, exactly the steps before it are stopped,
@@ -149,7 +190,7 @@ class Lifecycle {
  * StartError for operating errors (one line), anything else is a bug.
  */
 export async function startNode(config: NodeConfig, log: (line: string) => void, options: StartOptions = {}): Promise<RunningNode> {
-  const lifecycle = new Lifecycle(log, options);
+  const lifecycle = new Lifecycle(config.nodeId, log, options);
   try {
     return await startSteps(config, log, options, lifecycle);
   } catch (error) {
@@ -172,14 +213,14 @@ interface Routes {
 
 async function startSteps(config: NodeConfig, log: (line: string) => void, options: StartOptions, lifecycle: Lifecycle): Promise<RunningNode> {
   const routes: Routes = { node: null, forwarding: null };
-  const stores = await lifecycle.step('storage', () => startStorage(config, log, options));
+  const stores = await lifecycle.step('storage', () => startStorage(config, log, options, lifecycle));
   const transport = await lifecycle.step('endpoint', () => startEndpoint(config, log, routes));
   const httpAddress = `${config.httpHost}:${config.httpPort}`;
   const discovery = await lifecycle.step('discovery', () => {
     const started = startDiscovery(config, transport, config.httpPort === 0 ? null : httpAddress, log);
     return { value: started, stop: () => { started.stop(); return Promise.resolve(); } };
   });
-  const node = await lifecycle.step('raft', () => startRaft(config, log, { stores, transport, discovery, routes }));
+  const node = await lifecycle.step('raft', () => startRaft(config, log, { stores, transport, discovery, routes, lifecycle }));
   const forwarding = await lifecycle.step('rpc', () => {
     const client = new RaftControlClient(node);
     routes.forwarding = new ForwardingStore({ local: client, transport, nodeId: config.nodeId, clock: systemClock, knownLeader: () => node.knownLeader() });
@@ -198,7 +239,7 @@ interface Stores extends StoreParts {
 }
 
 /** The data dir, locked to this process (LmdbStorage.open), or memory. */
-async function startStorage(config: NodeConfig, log: (line: string) => void, options: StartOptions): Promise<Started<Stores>> {
+async function startStorage(config: NodeConfig, log: (line: string) => void, options: StartOptions, lifecycle: Lifecycle): Promise<Started<Stores>> {
   const wrap = options.wrapStores ?? ((parts: StoreParts) => parts);
   if (config.storage === 'memory') {
     const logStore = new MemoryLogStore();
@@ -206,7 +247,7 @@ async function startStorage(config: NodeConfig, log: (line: string) => void, opt
   }
   const storage = LmdbStorage.open(config.dataDir);
   if (storage.stateRebuilt) log(`storage: the last stop was not clean; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`);
-  const stop = (): Promise<void> => storage.close();
+  const stop = (mode: StopMode): Promise<void> => (mode === 'fatal' || lifecycle.failure !== null ? storage.abandon() : storage.close());
   try {
     const logStore = new LmdbLogStore(storage);
     return { value: { ...wrap({ logStore, stateMachine: new LmdbKvStateMachine(storage) }), ...logStore.load() }, stop };
@@ -264,11 +305,12 @@ interface RaftParts {
   readonly transport: Libp2pTransport;
   readonly discovery: Discovery;
   readonly routes: Routes;
+  readonly lifecycle: Lifecycle;
 }
 
 function startRaft(config: NodeConfig, log: (line: string) => void, parts: RaftParts): Started<RaftNode> {
   const { raft, tickMs } = raftConfigFor(config);
-  const { stores, discovery } = parts;
+  const { stores, discovery, lifecycle } = parts;
   const node = new RaftNode({
     config: raft,
     prng: new SeededPrng(randomInt(2 ** 31)), // election jitter only; the simulator injects its own
@@ -286,6 +328,7 @@ function startRaft(config: NodeConfig, log: (line: string) => void, parts: RaftP
     },
     // Members' addresses are replicated in the configuration: every node can reach every other.
     onMembership: (membership) => { discovery.directory.onMembership(membership.nodes ?? []); },
+    onFatal: (error) => { lifecycle.fail(error); },
   });
   parts.routes.node = node;
   node.start();
