@@ -71,7 +71,7 @@ export async function startAspen(): Promise<ServerCluster> {
   const dirs = ids.map(() => mkdtempSync(join(tmpdir(), 'aspen-bench-')));
   const raftPorts = await Promise.all(ids.map(() => freePort()));
   const httpPorts = await Promise.all(ids.map(() => freePort()));
-  const cookie = `bench-${process.pid}`;
+  const cookie = `aspen-bench-cluster-${process.pid}`;
   // ASPEN_BENCH_CPU_PROF_DIR=dir: every node writes a V8 CPU profile there when it stops (node --cpu-prof).
   const profileDir = process.env.ASPEN_BENCH_CPU_PROF_DIR;
   const profile = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];

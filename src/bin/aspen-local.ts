@@ -3,13 +3,16 @@
  * `npm start`: a local three-node Aspen cluster on loopback in one process, data under ./data,
  * initialized on first start, printing its endpoints and a curl to try. Ctrl-C stops it.
  */
-import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
-import { parseNodeConfig } from '../cluster/config.ts';
+import { startNode, StartError, type RunningNode } from '../cluster/bootstrap.ts';
+import { ConfigError, parseNodeConfig } from '../cluster/config.ts';
+import { StorageError } from '../storage/errors.ts';
 
 const NODE_IDS = [1, 2, 3] as const;
 const RAFT_PORT_BASE = 26_000;
 const HTTP_PORT_BASE = 8_000;
 const INIT_ATTEMPTS_MAX = 50;
+/** The local cluster's cookie: loopback only, but as long as any cookie must be. */
+const LOCAL_COOKIE = 'aspen-local-cluster';
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -24,19 +27,32 @@ async function initialize(httpUrl: string): Promise<void> {
     if (body.error?.code === 'ALREADY_INITIALIZED') return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  throw new Error('the cluster did not initialize');
+  throw new StartError('the cluster did not initialize');
 }
 
 const nodes: RunningNode[] = [];
+
+/** Stop every node that is up, in reverse; a node that already stopped itself reports its own failure. */
+async function stopAll(): Promise<void> {
+  for (const node of [...nodes].reverse()) await node.stop().catch(() => undefined);
+}
+
+/** A node's storage failed: it stopped itself; say so in one line, stop the others, exit 1. */
+function onFatal(id: number, error: StorageError): void {
+  process.stderr.write(`aspen: node ${id} stopped: ${error.message}\n`);
+  void stopAll().then(() => process.exit(1));
+}
+
 try {
   for (const id of NODE_IDS) {
-    const config = parseNodeConfig(['--node-id', String(id), '--port', String(RAFT_PORT_BASE + id), '--http-addr', `127.0.0.1:${HTTP_PORT_BASE + id}`, '--cookie', 'aspen-local']);
-    nodes.push(await startNode(config, log));
+    const config = parseNodeConfig(['--node-id', String(id), '--port', String(RAFT_PORT_BASE + id), '--http-addr', `127.0.0.1:${HTTP_PORT_BASE + id}`, '--cookie', LOCAL_COOKIE]);
+    nodes.push(await startNode(config, log, { onFatal: (error) => { onFatal(id, error); } }));
   }
   await initialize(nodes[0]?.httpUrl ?? '');
 } catch (error) {
-  process.stderr.write(`aspen: cannot start the local cluster: ${error instanceof Error ? error.message : String(error)}\n`);
-  for (const node of nodes) await node.stop();
+  if (!(error instanceof StorageError || error instanceof StartError || error instanceof ConfigError)) throw error; // a bug: loudly
+  process.stderr.write(`aspen: cannot start the local cluster: ${error.message}\n`);
+  await stopAll();
   process.exit(1);
 }
 process.stdout.write(`Aspen is running: 3 nodes on loopback, data in ./data
@@ -52,10 +68,7 @@ let stopping = false;
 const shutdown = (): void => {
   if (stopping) return;
   stopping = true;
-  void (async () => {
-    for (const node of [...nodes].reverse()) await node.stop();
-    process.exit(0);
-  })();
+  void stopAll().then(() => process.exit(0));
 };
 process.on('SIGINT', shutdown);
 process.on('SIGTERM', shutdown);

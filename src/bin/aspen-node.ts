@@ -1,41 +1,68 @@
 #!/usr/bin/env node
 /**
- * aspen-node: one Aspen node. `aspen-node --node-id 1 --port 26001 --cookie my-cluster --http-addr 127.0.0.1:8001`
- * Bad configuration exits with one line and code 2; SIGINT/SIGTERM shut down in reverse order.
+ * aspen-node: one Aspen node. `aspen-node --node-id 1 --port 26001 --cookie my-cluster-secret --http-addr 127.0.0.1:8001`
+ * Bad configuration exits with one line and code 2; a start refused for an operating reason (data
+ * directory in use, port in use, storage) with one line and code 1; a storage failure while running
+ * stops the node with one line and code 1; SIGINT/SIGTERM shut down in reverse order (code 0).
+ * A broken invariant is not an operating error: it crashes loudly, with its stack.
  */
-import { startNode } from '../cluster/bootstrap.ts';
-import { ConfigError, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
-import { StorageError } from '../storage/lmdb-store.ts';
+import { startNode, StartError, type RunningNode } from '../cluster/bootstrap.ts';
+import { ConfigError, isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
+import { StorageError } from '../storage/errors.ts';
 
 const EXIT_CONFIG = 2;
-const EXIT_START = 1;
+const EXIT_FAILED = 1;
+/** Longest dependency console message kept on its one line. */
+const DEPENDENCY_LINE_CHARS_MAX = 500;
 
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 }
 
+/** One line to stderr, and exit. */
+function fail(line: string, code: number): never {
+  process.stderr.write(`aspen-node: ${line}\n`);
+  process.exit(code);
+}
+
+/**
+ * Dependencies that print to the console (lmdb-js prints a failed commit with its stack before it
+ * rejects the write) get one log line per call, never a stack trace: the node reports the failure
+ * itself, in one line.
+ */
+function consoleOnOneLine(): void {
+  const write = (...items: unknown[]): void => {
+    const text = items.map((item) => (item instanceof Error ? `${item.name}: ${item.message}` : String(item))).join(' ');
+    log(`dependency: ${text.replace(/\s*\n\s*/g, ' ').slice(0, DEPENDENCY_LINE_CHARS_MAX)}`);
+  };
+  console.error = write;
+  console.warn = write;
+}
+
+function configure(): NodeConfig {
+  try {
+    return parseNodeConfig(process.argv.slice(2));
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    if (error.helpShown) process.exit(0);
+    return fail(error.message, EXIT_CONFIG);
+  }
+}
+
 async function main(): Promise<void> {
-  let config: NodeConfig;
+  const config = configure();
+  if (config.cookieIsDefault && !isLoopbackHost(config.host)) {
+    log(`warning: the default cookie is in use on ${config.host} (--insecure); set --cookie to a secret`);
+  }
+  consoleOnOneLine();
+  let running: RunningNode;
   try {
-    config = parseNodeConfig(process.argv.slice(2));
+    running = await startNode(config, log, {
+      onFatal: (error) => { fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED); },
+    });
   } catch (error) {
-    if (error instanceof ConfigError) {
-      if (error.helpShown) process.exit(0);
-      process.stderr.write(`aspen-node: ${error.message}\n`);
-      process.exit(EXIT_CONFIG);
-    }
+    if (error instanceof StorageError || error instanceof StartError) fail(`cannot start node ${config.nodeId}: ${error.message}`, EXIT_FAILED);
     throw error;
-  }
-  if (config.cookieIsDefault && config.host !== '127.0.0.1' && config.host !== '::1') {
-    log(`warning: the default cookie is in use on ${config.host}; set --cookie to a secret`);
-  }
-  let running;
-  try {
-    running = await startNode(config, log);
-  } catch (error) {
-    const reason = error instanceof StorageError || error instanceof Error ? error.message : String(error);
-    process.stderr.write(`aspen-node: cannot start node ${config.nodeId}: ${reason}\n`);
-    process.exit(EXIT_START);
   }
   log(`node ${config.nodeId} up: raft ${running.transport.listenAddresses.join(' ')} (peer ${running.transport.peerId}), http ${running.httpUrl}, storage ${config.storage} in ${config.dataDir}`);
   let stopping = false;
@@ -44,8 +71,9 @@ async function main(): Promise<void> {
     stopping = true;
     log(`${signal}: shutting down node ${config.nodeId}`);
     running.stop().then(() => process.exit(0), (error: unknown) => {
+      if (error instanceof StorageError) fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED);
       log(`shutdown failed: ${error instanceof Error ? error.message : String(error)}`);
-      process.exit(EXIT_START);
+      process.exit(EXIT_FAILED);
     });
   };
   process.on('SIGINT', () => { shutdown('SIGINT'); });

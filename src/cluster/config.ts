@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
 import { toMultiaddrs } from '../network/libp2p-transport.ts';
@@ -31,6 +31,8 @@ export interface NodeConfig {
   readonly dnsDiscoveryDomain: string | null;
   /** A cluster ticket to join with (its cookie and bootstrap addresses), or null. */
   readonly ticket: ClusterTicket | null;
+  /** --insecure: a cookie shorter than COOKIE_CHARS_MIN, or the default cookie off loopback, is accepted (with a warning). */
+  readonly insecure: boolean;
 }
 
 export class ConfigError extends Error {
@@ -45,6 +47,8 @@ export class ConfigError extends Error {
 }
 
 export const DEFAULT_COOKIE = 'aspen-cookie';
+/** Shortest cookie accepted without --insecure: the cookie is the cluster's only secret. */
+export const COOKIE_CHARS_MIN = 16;
 export const PEERS_MAX = 64;
 
 function integerIn(text: string, what: string, min: number, max: number): number {
@@ -89,24 +93,86 @@ function command(): Command {
     .addOption(new Option('--disable-mdns', 'no mDNS discovery on the LAN').env('ASPEN_DISABLE_MDNS'))
     .addOption(new Option('--enable-dns-discovery', 'find bootstrap peers in /dnsaddr TXT records of --dns-discovery-domain').env('ASPEN_ENABLE_DNS_DISCOVERY'))
     .addOption(new Option('--dns-discovery-domain <domain>', 'domain whose _dnsaddr TXT records list bootstrap peers').env('ASPEN_DNS_DISCOVERY_DOMAIN'))
+    .addOption(new Option('--insecure', `accept a cookie shorter than ${COOKIE_CHARS_MIN} characters, or the default cookie off loopback`).env('ASPEN_INSECURE'))
     .addOption(new Option('--config <file>', 'TOML file with the same settings (keys like node-id or node_id)').env('ASPEN_CONFIG'));
 }
 
 /** Largest config file read. */
 export const CONFIG_FILE_BYTES_MAX = 64 * 1024;
+/** Deepest nesting of arrays and tables in a config file (settings are flat; `peers` is one array). */
+export const CONFIG_TOML_DEPTH_MAX = 2;
 
-/** Apply a TOML config file under the flags: it overrides defaults and environment, never the command line. */
-function applyConfigFile(program: Command, path: string): void {
-  let text: string;
+/**
+ * Read at most CONFIG_FILE_BYTES_MAX + 1 bytes of a regular file: /dev/zero, a FIFO (opened without
+ * blocking) or a directory is refused before anything is read, a larger file after the bound.
+ */
+export function readConfigFile(path: string): string {
+  let descriptor: number;
   try {
-    text = readFileSync(path, 'utf8');
+    descriptor = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (error) {
     throw new ConfigError(`cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`);
   }
-  if (text.length > CONFIG_FILE_BYTES_MAX) throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+  try {
+    const stats = fstatSync(descriptor);
+    if (!stats.isFile()) throw new ConfigError(`--config ${path} is not a regular file`);
+    if (stats.size > CONFIG_FILE_BYTES_MAX) throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+    const buffer = Buffer.alloc(CONFIG_FILE_BYTES_MAX + 1);
+    let length = 0;
+    // Each read moves forward or ends the loop; the buffer bounds the total (a file may grow meanwhile).
+    while (length < buffer.length) {
+      const read = readSync(descriptor, buffer, length, buffer.length - length, length);
+      if (read === 0) break;
+      length += read;
+    }
+    if (length > CONFIG_FILE_BYTES_MAX) throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+    return new TextDecoder('utf-8', { fatal: true }).decode(buffer.subarray(0, length));
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(`cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`);
+  } finally {
+    closeSync(descriptor);
+  }
+}
+
+/** Settings that take a whole number (TOML integers, never floats or strings). */
+const INTEGER_SETTINGS: ReadonlySet<string> = new Set(['nodeId', 'port', 'heartbeatIntervalMs', 'electionTimeoutMinMs', 'electionTimeoutMaxMs']);
+
+/** A TOML value as the option takes it (text, texts or a boolean), or a one-line error naming the key. */
+function tomlValue(path: string, key: string, option: Option, value: unknown): string | string[] | boolean {
+  const attribute = option.attributeName();
+  const wrong = (expected: string): ConfigError => new ConfigError(`--config ${path}: "${key}" must be ${expected}, got ${describeToml(value)}`);
+  if (option.isBoolean()) {
+    if (typeof value !== 'boolean') throw wrong('true or false');
+    return value;
+  }
+  if (option.variadic) {
+    if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) throw wrong('an array of strings');
+    return value;
+  }
+  if (INTEGER_SETTINGS.has(attribute)) {
+    if (typeof value !== 'bigint') throw wrong('an integer');
+    return value.toString();
+  }
+  if (typeof value !== 'string') throw wrong('a string');
+  return value;
+}
+
+function describeToml(value: unknown): string {
+  if (typeof value === 'bigint') return `the integer ${value.toString()}`;
+  if (typeof value === 'number') return `the number ${value}`;
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.slice(0, 64))}`;
+  if (typeof value === 'boolean') return `the boolean ${value}`;
+  if (Array.isArray(value)) return 'an array';
+  return value instanceof Date ? 'a date' : 'a table';
+}
+
+/** Apply a TOML config file under the flags: it overrides defaults and environment, never the command line. */
+function applyConfigFile(program: Command, path: string): void {
+  const text = readConfigFile(path);
   let table: Record<string, unknown>;
   try {
-    table = parseToml(text);
+    table = parseToml(text, { integersAsBigInt: true, unsafeKeyBehaviour: 'throw', maxDepth: CONFIG_TOML_DEPTH_MAX });
   } catch (error) {
     throw new ConfigError(`--config ${path} is not valid TOML: ${error instanceof Error ? error.message.split('\n')[0] ?? '' : String(error)}`);
   }
@@ -115,9 +181,9 @@ function applyConfigFile(program: Command, path: string): void {
     const attribute = key.replace(/[-_]([a-z])/g, (_match, letter: string) => letter.toUpperCase());
     const option = names.get(attribute);
     if (option === undefined || attribute === 'config') throw new ConfigError(`--config ${path}: unknown setting "${key}"`);
+    const typed = tomlValue(path, key, option, value);
     if (program.getOptionValueSource(attribute) === 'cli') continue;
-    const values = Array.isArray(value) ? value.map(String) : [String(value)];
-    program.setOptionValueWithSource(attribute, option.variadic ? values : values[0], 'config');
+    program.setOptionValueWithSource(attribute, typed, 'config');
   }
 }
 
@@ -167,6 +233,7 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     mdns: !flag(options.disableMdns),
     dnsDiscoveryDomain: dnsDomain(flag(options.enableDnsDiscovery), options.dnsDiscoveryDomain),
     ticket: null,
+    insecure: flag(options.insecure),
   };
   return withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
 }
@@ -174,7 +241,10 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
 /** A ticket brings its cookie; a cookie given as well must be the same one. */
 function withTicket(config: NodeConfig, text: string | string[] | boolean | undefined, cookieIsDefaulted: boolean): NodeConfig {
   checkConfig(config);
-  if (typeof text !== 'string') return config;
+  if (typeof text !== 'string') {
+    checkCookie(config);
+    return config;
+  }
   let ticket: ClusterTicket;
   try {
     ticket = decodeTicket(text.trim());
@@ -182,7 +252,31 @@ function withTicket(config: NodeConfig, text: string | string[] | boolean | unde
     throw new ConfigError(`--ticket: ${error instanceof TicketError ? error.message : String(error)}`);
   }
   if (!cookieIsDefaulted && ticket.clusterId !== config.cookie) throw new ConfigError('--ticket belongs to another cluster than --cookie (drop --cookie: the ticket carries it)');
-  return { ...config, cookie: ticket.clusterId, cookieIsDefault: ticket.clusterId === DEFAULT_COOKIE, ticket };
+  const joined = { ...config, cookie: ticket.clusterId, cookieIsDefault: ticket.clusterId === DEFAULT_COOKIE, ticket };
+  checkCookie(joined);
+  return joined;
+}
+
+/** Loopback hosts: nothing off this machine reaches a node listening there. */
+export function isLoopbackHost(host: string): boolean {
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === '::1' || host === 'localhost';
+}
+
+/**
+ * The cookie is the cluster's only secret: at least COOKIE_CHARS_MIN characters unless --insecure.
+ * The default cookie is public, so it is accepted only where nothing else can reach the node.
+ */
+function checkCookie(config: NodeConfig): void {
+  if (config.insecure) return;
+  if (config.cookieIsDefault) {
+    if (isLoopbackHost(config.host)) return;
+    throw new ConfigError(`the default cookie is public and cannot protect a node on ${config.host}: set --cookie to a secret of at least ${COOKIE_CHARS_MIN} characters (or pass --insecure)`);
+  }
+  const characters = config.cookie.length;
+  if (characters < COOKIE_CHARS_MIN) {
+    const counted = `${characters} character${characters === 1 ? '' : 's'}`;
+    throw new ConfigError(`--cookie is too short: ${counted}; the cookie is the cluster's only secret and needs at least ${COOKIE_CHARS_MIN} (or pass --insecure)`);
+  }
 }
 
 /** Boolean flags arrive as true from the command line and as text from the environment or TOML. */

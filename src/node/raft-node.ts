@@ -1,6 +1,7 @@
 import { AspenError } from '../api/errors.ts';
 import type { WriteCommand } from '../api/types.ts';
 import { assert } from '../raft/assert.ts';
+import { StorageError } from '../storage/errors.ts';
 import { APPLY_ENTRIES_MAX, type RaftConfig } from '../raft/config.ts';
 import { RaftCore, type RaftStatus } from '../raft/core.ts';
 import type { RaftRejection } from '../raft/errors.ts';
@@ -97,6 +98,12 @@ export interface RaftNodeOptions {
   readonly snapshotChunkBytes?: number;
   /** Told the configuration in effect at start and whenever it changes (to keep the transport's peers current). */
   readonly onMembership?: (config: MembershipConfig) => void;
+  /**
+   * Storage failed (a persist, or a state-machine write): the node has stopped, failed every
+   * waiting request as indeterminate, and acknowledges nothing more; the owner stops the process.
+   * Called once. Without it the error is thrown (the process dies loudly, as on a broken invariant).
+   */
+  readonly onFatal?: (error: StorageError) => void;
 }
 
 /**
@@ -265,10 +272,26 @@ export class RaftNode {
 
   /** Stop taking work and fail everything that waits (the caller treats writes as indeterminate). */
   stop(): void {
+    this.halt(new AspenError('SHUTTING_DOWN', `node ${this.id} is shutting down`, { definite: false }));
+  }
+
+  /**
+   * Storage failed: stop at once, so nothing after the failure is acknowledged, fail what waits as
+   * indeterminate, and tell the owner (once). A broken assertion never comes here: it is thrown.
+   */
+  private failStop(cause: unknown): void {
+    if (this.stopped) return;
+    const error = cause instanceof StorageError ? cause : new StorageError(`storage failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.halt(new AspenError('SHUTTING_DOWN', `node ${this.id} stopped: ${error.message}`, { definite: false }));
+    const onFatal = this.options.onFatal;
+    if (onFatal === undefined) throw error;
+    onFatal(error);
+  }
+
+  private halt(error: AspenError): void {
     if (this.stopped) return;
     this.stopped = true;
     this.cancelTick();
-    const error = new AspenError('SHUTTING_DOWN', `node ${this.id} is shutting down`, { definite: false });
     for (const pending of this.pendingWrites.values()) pending.callback({ ok: false, error });
     for (const pending of this.pendingReads.values()) pending.callback({ ok: false, error });
     this.pendingMembership?.callback({ ok: false, error });
@@ -411,7 +434,10 @@ export class RaftNode {
     const batch: PersistBatch = { snapshot, hardState: null, entries: [] };
     this.options.logStore.persist(batch, (error) => {
       if (this.stopped) return;
-      if (error !== null) throw new Error(`node ${this.id}: log store failed to persist a snapshot`, { cause: error });
+      if (error !== null) {
+        this.failStop(error);
+        return;
+      }
       this.options.observer?.persisted?.(this.id, batch);
       this.persisting = false;
       callback?.({ ok: true, value: snapshot });
@@ -483,13 +509,17 @@ export class RaftNode {
     // own entries sync, as etcd's server does (followers answer no one; they keep the plain order).
     const appliedEarly = sendEarly && snapshot === null;
     if (appliedEarly) this.applyEntries(ready.committedEntries);
+    if (this.stopped) return; // applying failed: storage fail-stop
     const batch: PersistBatch = { snapshot, hardState, entries: ready.entries };
     this.options.logStore.persist(batch, (error) => {
       if (this.stopped) return;
-      // A failed sync leaves us unsure what is on disk: stop loudly rather than acknowledge.
-      if (error !== null) throw new Error(`node ${this.id}: log store failed to persist`, { cause: error });
+      // A failed sync leaves us unsure what is on disk: fail-stop rather than acknowledge.
+      if (error !== null) {
+        this.failStop(error);
+        return;
+      }
       this.options.observer?.persisted?.(this.id, batch);
-      if (snapshot !== null) this.installSnapshot(snapshot);
+      if (snapshot !== null && !this.installSnapshot(snapshot)) return; // installing failed: storage fail-stop
       this.finishReady(ready, sendEarly, appliedEarly);
     });
   }
@@ -504,8 +534,15 @@ export class RaftNode {
     return received;
   }
 
-  private installSnapshot(snapshot: Snapshot): void {
-    this.options.stateMachine.restore(snapshot.data, snapshot.meta.index, snapshot.meta.config);
+  /** Restore the state machine from `snapshot`; false when storage failed (the node fail-stopped). */
+  private installSnapshot(snapshot: Snapshot): boolean {
+    try {
+      this.options.stateMachine.restore(snapshot.data, snapshot.meta.index, snapshot.meta.config);
+    } catch (error) {
+      if (!(error instanceof StorageError)) throw error;
+      this.failStop(error);
+      return false;
+    }
     this.latestSnapshot = snapshot;
     this.options.observer?.snapshotInstalled?.(this.id, snapshot);
     // Proposals the snapshot covers can no longer be matched to their entries: outcome unknown.
@@ -519,6 +556,7 @@ export class RaftNode {
       this.pendingMembership.callback({ ok: false, error });
       this.pendingMembership = null;
     }
+    return true;
   }
 
   private sendMessage(message: Message): void {
@@ -542,6 +580,7 @@ export class RaftNode {
     assert(this.persisting, 'finishReady only after startReady');
     if (!messagesSent) this.sendMessages(ready);
     if (!entriesApplied) this.applyEntries(ready.committedEntries);
+    if (this.stopped) return; // applying failed: storage fail-stop
     for (const failure of ready.readFailures) {
       this.resolveRead(failure.requestId, { ok: false, error: new AspenError('NOT_LEADER', 'leadership lost before the read was confirmed', { leaderId: failure.leaderId || null }) });
     }
@@ -561,8 +600,23 @@ export class RaftNode {
   private applyEntries(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
     assert(entries.length <= APPLY_ENTRIES_MAX, `apply batch of ${entries.length} entries exceeds ${APPLY_ENTRIES_MAX}`);
-    const machine = this.options.stateMachine;
     const outcomes: (ApplyOutcome | null | undefined)[] = [];
+    try {
+      this.applyBatch(entries, outcomes);
+    } catch (error) {
+      // The batch was one transaction and it was aborted: none of it is applied or answered.
+      if (!(error instanceof StorageError)) throw error;
+      this.failStop(error);
+      return;
+    }
+    for (const [position, entry] of entries.entries()) {
+      const outcome = outcomes[position];
+      if (outcome !== undefined) this.answerApplied(entry, outcome);
+    }
+  }
+
+  private applyBatch(entries: readonly Entry[], outcomes: (ApplyOutcome | null | undefined)[]): void {
+    const machine = this.options.stateMachine;
     machine.batch(() => {
       for (const entry of entries) {
         // Applying is idempotent by index: a state machine that already holds the entry skips it.
@@ -577,10 +631,6 @@ export class RaftNode {
         }
       }
     });
-    for (const [position, entry] of entries.entries()) {
-      const outcome = outcomes[position];
-      if (outcome !== undefined) this.answerApplied(entry, outcome);
-    }
   }
 
   private answerApplied(entry: Entry, outcome: ApplyOutcome | null): void {

@@ -4,7 +4,9 @@ import type { WriteCommand } from '../api/types.ts';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
 import { applyCommand, collectScanPage, decodeSnapshot, encodeSnapshot, type ApplyOutcome, type KvRecord, type RecordStore, type ScanPage, type StateMachine } from '../node/kv-state-machine.ts';
 import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
-import { assert } from '../raft/assert.ts';
+import { assert, AssertionError } from '../raft/assert.ts';
+import { DataDirLock } from './data-dir-lock.ts';
+import { firstLine, isStorageFault, StorageError, storageFailure } from './errors.ts';
 import { EMPTY_HARD_STATE, type Entry, type HardState, type MembershipConfig, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
 
 /** On-disk format of this release; a data dir of another version is refused, never guessed at. */
@@ -16,10 +18,7 @@ const SNAPSHOT_RECORD_OVERHEAD_BYTES = 32;
 /** Entries removed per truncation or compaction pass are bounded by the log itself; this caps one pass. */
 export const LOG_REMOVE_PER_BATCH_MAX = 10_000_000;
 
-/** A data dir that cannot be used: wrong version, corruption, unreadable. Stops the node with a clear message. */
-export class StorageError extends Error {
-  override readonly name = 'StorageError';
-}
+export { StorageError };
 
 const META_FORMAT = 'format';
 const META_HARD_STATE = 'hard_state';
@@ -58,33 +57,62 @@ export class LmdbStorage {
   private readonly statePath: string;
   /** The state machine was discarded at open (the last stop was not a clean close). */
   readonly stateRebuilt: boolean;
+  readonly dataDir: string;
+  private readonly lock: DataDirLock;
+  private closed = false;
 
-  private constructor(env: RootDatabase, statePath: string) {
+  private constructor(env: RootDatabase, dataDir: string, lock: DataDirLock) {
+    assert(lock.held && lock.dataDir === dataDir, 'the data dir is locked before it is opened');
     this.env = env;
+    this.dataDir = dataDir;
+    this.lock = lock;
     this.log = env.openDB<Entry, number>({ name: 'log' });
     this.meta = env.openDB<unknown, string>({ name: 'meta' });
     this.snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
     this.nodes = env.openDB<unknown, number>({ name: 'nodes' });
-    this.statePath = statePath;
-    this.stateRebuilt = this.meta.get(META_STATE_CLEAN) !== true && existsSync(statePath);
+    this.statePath = `${dataDir}/state.mdb`;
+    this.stateRebuilt = this.meta.get(META_STATE_CLEAN) !== true && existsSync(this.statePath);
     if (this.stateRebuilt) {
-      rmSync(statePath, { force: true });
-      rmSync(`${statePath}-lock`, { force: true });
+      rmSync(this.statePath, { force: true });
+      rmSync(`${this.statePath}-lock`, { force: true });
     }
-    this.stateEnv = open({ path: statePath, mapSize: LMDB_MAP_SIZE_BYTES, compression: false, noSync: true });
+    this.stateEnv = open({ path: this.statePath, mapSize: LMDB_MAP_SIZE_BYTES, compression: false, noSync: true });
     this.kv = this.stateEnv.openDB<KvRecord, string>({ name: 'kv' });
     this.stateMeta = this.stateEnv.openDB<unknown, string>({ name: 'meta' });
-    this.meta.putSync(META_STATE_CLEAN, false); // synced before the first apply can touch the machine
+    try {
+      this.meta.putSync(META_STATE_CLEAN, false); // synced before the first apply can touch the machine
+    } catch (error) {
+      void this.stateEnv.close();
+      throw error;
+    }
   }
 
-  /** Open (or create) the data dir; refuses a different format version with a clear message. */
+  /**
+   * Open (or create) the data dir, locked to this process first (a second process gets
+   * DataDirInUseError naming the holder, before anything in the directory is opened or deleted);
+   * refuses a different format version with a clear message.
+   */
   static open(dataDir: string): LmdbStorage {
-    let env: RootDatabase;
     try {
       mkdirSync(dataDir, { recursive: true });
+    } catch (error) {
+      throw new StorageError(`cannot create data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
+    }
+    const lock = DataDirLock.acquire(dataDir);
+    try {
+      return LmdbStorage.openLocked(dataDir, lock);
+    } catch (error) {
+      lock.release();
+      throw error;
+    }
+  }
+
+  private static openLocked(dataDir: string, lock: DataDirLock): LmdbStorage {
+    let env: RootDatabase;
+    try {
       env = open({ path: `${dataDir}/aspen.mdb`, mapSize: LMDB_MAP_SIZE_BYTES, compression: false });
     } catch (error) {
-      throw new StorageError(`cannot open data dir ${dataDir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new StorageError(`cannot open data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
     }
     // The format is checked before anything in the directory is touched.
     const format = env.openDB<unknown, string>({ name: 'meta' }).get(META_FORMAT);
@@ -94,12 +122,13 @@ export class LmdbStorage {
     }
     let storage: LmdbStorage;
     try {
-      storage = new LmdbStorage(env, `${dataDir}/state.mdb`);
+      storage = new LmdbStorage(env, dataDir, lock);
+      if (format === undefined) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
     } catch (error) {
+      if (error instanceof AssertionError) throw error;
       void env.close();
-      throw new StorageError(`cannot open data dir ${dataDir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new StorageError(`cannot open data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
     }
-    if (format === undefined) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
     return storage;
   }
 
@@ -122,20 +151,55 @@ export class LmdbStorage {
     return records;
   }
 
-  /** Close both environments; the state machine is synced first and then marked clean (synced). */
+  /**
+   * Close both environments (the state machine synced first, then marked clean in the synced log
+   * environment), then let go of the data dir. Once; a second call does nothing.
+   */
   async close(): Promise<void> {
-    await Promise.all([this.env.flushed, this.stateEnv.flushed]);
-    await this.stateEnv.close();
-    const descriptor = openSync(this.statePath, 'r+');
+    if (this.closed) return;
+    this.closed = true;
     try {
-      fsyncSync(descriptor);
+      await Promise.all([this.env.flushed, this.stateEnv.flushed]);
+      await this.stateEnv.close();
+      const descriptor = openSync(this.statePath, 'r+');
+      try {
+        fsyncSync(descriptor);
+      } finally {
+        closeSync(descriptor);
+      }
+      this.meta.putSync(META_STATE_CLEAN, true);
+      await this.env.close();
+    } catch (error) {
+      throw isStorageFault(error) ? storageFailure(error, this.dataDir, 'closing the data dir') : error;
     } finally {
-      closeSync(descriptor);
+      this.lock.release();
     }
-    this.meta.putSync(META_STATE_CLEAN, true);
-    await this.env.close();
+  }
+
+  /**
+   * After a storage failure: close without marking the state machine clean, so the next start
+   * rebuilds it from the snapshot and the log; wait at most CLOSE_AFTER_FAILURE_WAIT_MS (lmdb-js
+   * does not settle close() after a failed commit), then let go of the data dir.
+   */
+  async abandon(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => { timer = setTimeout(resolve, CLOSE_AFTER_FAILURE_WAIT_MS); });
+    const closing = Promise.allSettled([this.stateEnv.close(), this.env.close()]);
+    try {
+      await Promise.race([closing, waited]);
+    } finally {
+      clearTimeout(timer);
+      this.lock.release();
+    }
   }
 }
+
+/** How long a failed commit's report waits for lmdb-js to name the cause (it is settled by then in practice). */
+const COMMIT_ERROR_WAIT_MS = 1_000;
+/** How long abandon() waits for LMDB to close after a storage failure. */
+export const CLOSE_AFTER_FAILURE_WAIT_MS = 1_000;
 
 /** Addresses kept per node in the registry. */
 export const NODE_ADDRESSES_MAX = 16;
@@ -184,8 +248,30 @@ export class LmdbLogStore implements LogStore {
           this.onDurabilityEvent?.({ kind: 'flushed', batch: batchNumber, lastIndex });
           done(null);
         },
-        (error: unknown) => { done(error instanceof Error ? error : new Error(String(error))); },
+        (error: unknown) => { this.failed(error, done); },
       );
+  }
+
+  /**
+   * A batch that did not reach the disk: find the cause and report it as one StorageError. lmdb-js
+   * rejects a failed asynchronous commit with "Commit failed" and puts the cause (ENOSPC, EIO) in
+   * the promise `commitError`; it also leaves its own commit promise for the batch rejected with no
+   * handler (the process would die of an unhandled rejection), which is handled here.
+   */
+  private failed(error: unknown, done: (error: Error | null) => void): void {
+    const storage = this.storage;
+    void storage.env.committed.then(undefined, () => undefined);
+    const commitError: unknown = error instanceof Error && 'commitError' in error ? error.commitError : null;
+    if (!(commitError instanceof Promise)) {
+      done(storageFailure(error, storage.dataDir, 'writing the log'));
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<unknown>((resolve) => { timer = setTimeout(() => { resolve(error); }, COMMIT_ERROR_WAIT_MS); });
+    void Promise.race([commitError.then(() => error, (cause: unknown) => cause), waited]).then((cause) => {
+      clearTimeout(timer);
+      done(storageFailure(cause, storage.dataDir, 'writing the log'));
+    });
   }
 
   /** Keep the snapshot; drop the entries it covers (all of them when the log does not continue it). */
@@ -286,7 +372,7 @@ export class LmdbKvStateMachine implements StateMachine {
     const membershipBefore = this.appliedMembership;
     this.batching = true;
     try {
-      this.storage.stateEnv.transactionSync(run, TRANSACTION_NO_SYNC_FLUSH);
+      this.write('applying to the state machine', run);
     } catch (error) {
       this.appliedIndex = appliedBefore; // the transaction was aborted: nothing of it is stored
       this.appliedMembership = membershipBefore;
@@ -297,7 +383,19 @@ export class LmdbKvStateMachine implements StateMachine {
   }
 
   private inTransaction<T>(run: () => T): T {
-    return this.batching ? run() : this.storage.stateEnv.transactionSync(run, TRANSACTION_NO_SYNC_FLUSH);
+    return this.batching ? run() : this.write('applying to the state machine', run);
+  }
+
+  /**
+   * One transaction of the machine. A failure of LMDB or of the disk (ENOSPC, EIO) becomes one
+   * StorageError, which fail-stops the node; anything else (a broken assertion) stays what it is.
+   */
+  private write<T>(doing: string, run: () => T, flags = TRANSACTION_NO_SYNC_FLUSH): T {
+    try {
+      return this.storage.stateEnv.transactionSync(run, flags);
+    } catch (error) {
+      throw isStorageFault(error) ? storageFailure(error, this.storage.dataDir, doing) : error;
+    }
   }
 
   get(key: string): KvRecord | undefined {
@@ -335,12 +433,12 @@ export class LmdbKvStateMachine implements StateMachine {
   /** Replace records, applied index and membership in one transaction: a crash leaves the old state or the new. */
   restore(data: Uint8Array, index: number, config: MembershipConfig): void {
     const records = decodeSnapshot(data, index);
-    this.storage.stateEnv.transactionSync(() => {
+    this.write('restoring a snapshot into the state machine', () => {
       for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
       for (const [key, record] of records) this.storage.kv.putSync(key, record);
       this.storage.stateMeta.putSync(META_APPLIED, index);
       this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
-    });
+    }, TRANSACTION_SYNC_COMMIT);
     this.appliedIndex = index;
     this.appliedMembership = config;
   }
@@ -350,5 +448,7 @@ export class LmdbKvStateMachine implements StateMachine {
   }
 }
 
+/** lmdb-js's default for transactionSync: commit now and flush. */
+const TRANSACTION_SYNC_COMMIT = (TransactionFlags.ABORTABLE | TransactionFlags.SYNCHRONOUS_COMMIT) as TransactionFlags;
 /** Commit now without waiting for the disk (the log is the durable record). */
 const TRANSACTION_NO_SYNC_FLUSH = (TransactionFlags.ABORTABLE | TransactionFlags.SYNCHRONOUS_COMMIT | TransactionFlags.NO_SYNC_FLUSH) as TransactionFlags;

@@ -117,9 +117,9 @@ describe('DNS discovery and discovery flags', () => {
         delete process.env.ASPEN_DISABLE_MDNS;
       }
     }
-    const ticket = encodeTicket({ topic: clusterTopic('secret-cookie'), clusterId: 'secret-cookie', bootstrap: addrs(26001) });
-    expect(parseNodeConfig(['--node-id', '4', '--ticket', ticket])).toMatchObject({ cookie: 'secret-cookie', ticket: { bootstrap: addrs(26001) } });
-    expect(parseNodeConfig(['--node-id', '4', '--ticket', ticket, '--cookie', 'secret-cookie']).cookie).toBe('secret-cookie');
+    const ticket = encodeTicket({ topic: clusterTopic('secret-cookie-of-the-test'), clusterId: 'secret-cookie-of-the-test', bootstrap: addrs(26001) });
+    expect(parseNodeConfig(['--node-id', '4', '--ticket', ticket])).toMatchObject({ cookie: 'secret-cookie-of-the-test', ticket: { bootstrap: addrs(26001) } });
+    expect(parseNodeConfig(['--node-id', '4', '--ticket', ticket, '--cookie', 'secret-cookie-of-the-test']).cookie).toBe('secret-cookie-of-the-test');
     expect(() => parseNodeConfig(['--node-id', '4', '--ticket', ticket, '--cookie', 'other'])).toThrow(ConfigError);
     expect(() => parseNodeConfig(['--node-id', '4', '--ticket', `${ticket}x`])).toThrow(/--ticket/);
     expect(() => parseNodeConfig(['--node-id', '4', '--peers', '2@nowhere'])).toThrow(/--peers 2@nowhere/);

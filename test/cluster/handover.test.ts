@@ -14,7 +14,7 @@ describe('graceful shutdown of a leader', () => {
     };
     for (const id of [1, 2, 3]) {
       nodes.push(await startNode(parseNodeConfig(['--node-id', String(id), '--port', '0', '--http-addr', '127.0.0.1:0', '--storage', 'memory',
-        '--cookie', 'handover', '--heartbeat-interval-ms', '50', '--election-timeout-min-ms', String(electionTimeoutMinMs), '--election-timeout-max-ms', '2000']), () => undefined));
+        '--cookie', 'handover-test-cookie', '--heartbeat-interval-ms', '50', '--election-timeout-min-ms', String(electionTimeoutMinMs), '--election-timeout-max-ms', '2000']), () => undefined));
     }
     try {
       const members = [1, 2, 3].map((id) => ({ id, addr: `node-${id}`, raft_addr: nodes[id - 1]?.transport.listenAddresses.join(',') ?? '' }));

@@ -1,9 +1,12 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startNode, type RunningNode } from '../../src/cluster/bootstrap.ts';
-import { ConfigError, parseNodeConfig } from '../../src/cluster/config.ts';
+import { CONFIG_FILE_BYTES_MAX, ConfigError, COOKIE_CHARS_MIN, DEFAULT_COOKIE, parseNodeConfig } from '../../src/cluster/config.ts';
+import { encodeTicket } from '../../src/cluster/discovery/ticket.ts';
+import { clusterTopic } from '../../src/cluster/discovery/topic.ts';
 
 const directories: string[] = [];
 afterAll(() => {
@@ -27,7 +30,7 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number): Pro
 
 function configFor(id: number, raftPort: number, dataDir: string) {
   return parseNodeConfig([
-    '--node-id', String(id), '--port', String(raftPort), '--http-addr', '127.0.0.1:0', '--cookie', 'node-test',
+    '--node-id', String(id), '--port', String(raftPort), '--http-addr', '127.0.0.1:0', '--cookie', 'node-test-cluster-cookie',
     '--data-dir', join(dataDir, `node-${id}`), '--heartbeat-interval-ms', '20', '--election-timeout-min-ms', '150', '--election-timeout-max-ms', '300',
   ]);
 }
@@ -53,10 +56,10 @@ describe('aspen-node configuration', () => {
     const directory = mkdtempSync(join(tmpdir(), 'aspen-config-'));
     directories.push(directory);
     const file = join(directory, 'aspen.toml');
-    writeFileSync(file, 'node-id = 7\nport = 27007\ncookie = "from-file"\npeers = ["2@127.0.0.1:26002"]\nstorage = "memory"\n');
+    writeFileSync(file, 'node-id = 7\nport = 27007\ncookie = "from-the-config-file"\npeers = ["2@127.0.0.1:26002"]\nstorage = "memory"\n');
     process.env.ASPEN_PORT = '27000';
     try {
-      expect(parseNodeConfig(['--config', file])).toMatchObject({ nodeId: 7, port: 27007, cookie: 'from-file', storage: 'memory', peers: [{ id: 2, address: '127.0.0.1:26002' }] });
+      expect(parseNodeConfig(['--config', file])).toMatchObject({ nodeId: 7, port: 27007, cookie: 'from-the-config-file', storage: 'memory', peers: [{ id: 2, address: '127.0.0.1:26002' }] });
       expect(parseNodeConfig(['--config', file, '--port', '27100']).port).toBe(27100);
     } finally {
       delete process.env.ASPEN_PORT;
@@ -66,6 +69,70 @@ describe('aspen-node configuration', () => {
     writeFileSync(file, 'node-id = = 1\n');
     expect(() => parseNodeConfig(['--config', file])).toThrow(/not valid TOML/);
     expect(() => parseNodeConfig(['--config', join(directory, 'missing.toml')])).toThrow(/cannot read --config/);
+  });
+
+  it('reads the config file with a bound: a device, a FIFO or a large file is refused before it is read', () => {
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-config-'));
+    directories.push(directory);
+    expect(() => parseNodeConfig(['--config', '/dev/zero'])).toThrow(new ConfigError('--config /dev/zero is not a regular file'));
+    const fifo = join(directory, 'fifo.toml');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => parseNodeConfig(['--config', fifo])).toThrow(new ConfigError(`--config ${fifo} is not a regular file`)); // no writer: it must not block
+    expect(() => parseNodeConfig(['--config', directory])).toThrow(new ConfigError(`--config ${directory} is not a regular file`));
+    const large = join(directory, 'large.toml');
+    const comment = '#'.repeat(99) + '\n';
+    writeFileSync(large, `node-id = 5\n${comment.repeat(Math.ceil(CONFIG_FILE_BYTES_MAX / comment.length))}`);
+    expect(() => parseNodeConfig(['--config', large])).toThrow(new ConfigError(`--config ${large} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`));
+    const exact = 'node-id = 5\n';
+    writeFileSync(large, exact + '#'.repeat(CONFIG_FILE_BYTES_MAX - exact.length - 1) + '\n');
+    expect(parseNodeConfig(['--config', large]).nodeId).toBe(5); // exactly the bound is fine
+    writeFileSync(large, Buffer.from([0x6e, 0x6f, 0xff, 0x0a]));
+    expect(() => parseNodeConfig(['--config', large])).toThrow(/cannot read --config .*large\.toml/);
+  });
+
+  it('type-checks each TOML value against its setting, naming the key', () => {
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-config-'));
+    directories.push(directory);
+    const file = join(directory, 'aspen.toml');
+    const cases: [string, string][] = [
+      ['cookie = true', '"cookie" must be a string, got the boolean true'],
+      ['port = "27007"', '"port" must be an integer, got the string "27007"'],
+      ['port = 27007.5', '"port" must be an integer, got the number 27007.5'],
+      ['node_id = 1.0', '"node_id" must be an integer, got the number 1'],
+      ['disable-mdns = "yes"', '"disable-mdns" must be true or false, got the string "yes"'],
+      ['insecure = 1', '"insecure" must be true or false, got the integer 1'],
+      ['peers = "2@127.0.0.1:26002"', '"peers" must be an array of strings, got the string "2@127.0.0.1:26002"'],
+      ['peers = [2]', '"peers" must be an array of strings, got an array'],
+      ['host = { name = "a" }', '"host" must be a string, got a table'],
+    ];
+    for (const [line, message] of cases) {
+      writeFileSync(file, `${line}\n`);
+      expect(() => parseNodeConfig(['--node-id', '1', '--config', file]), line).toThrow(new ConfigError(`--config ${file}: ${message}`));
+    }
+    writeFileSync(file, 'node-id = 7\ndisable-mdns = true\ninsecure = true\ncookie = "short"\npeers = ["2@127.0.0.1:26002", "3@127.0.0.1:26003"]\n');
+    expect(parseNodeConfig(['--config', file])).toMatchObject({ nodeId: 7, mdns: false, insecure: true, cookie: 'short', peers: [{ id: 2 }, { id: 3 }] });
+  });
+
+  it(`refuses a cookie shorter than ${COOKIE_CHARS_MIN} characters, with the reason, unless --insecure`, () => {
+    const reason = (count: number): ConfigError => new ConfigError(`--cookie is too short: ${count} character${count === 1 ? '' : 's'}; the cookie is the cluster's only secret and needs at least ${COOKIE_CHARS_MIN} (or pass --insecure)`);
+    expect(() => parseNodeConfig(['--node-id', '1', '--cookie', 'x'])).toThrow(reason(1));
+    expect(() => parseNodeConfig(['--node-id', '1', '--cookie', 'x'.repeat(COOKIE_CHARS_MIN - 1)])).toThrow(reason(COOKIE_CHARS_MIN - 1));
+    expect(parseNodeConfig(['--node-id', '1', '--cookie', 'x'.repeat(COOKIE_CHARS_MIN)]).cookie).toHaveLength(COOKIE_CHARS_MIN);
+    expect(parseNodeConfig(['--node-id', '1', '--cookie', 'x', '--insecure'])).toMatchObject({ cookie: 'x', insecure: true });
+    process.env.ASPEN_INSECURE = 'true';
+    try {
+      expect(parseNodeConfig(['--node-id', '1', '--cookie', 'x']).insecure).toBe(true);
+    } finally {
+      delete process.env.ASPEN_INSECURE;
+    }
+    // The default cookie is public: fine where only this machine can connect, refused elsewhere.
+    expect(parseNodeConfig(['--node-id', '1'])).toMatchObject({ cookie: DEFAULT_COOKIE, cookieIsDefault: true, insecure: false });
+    expect(() => parseNodeConfig(['--node-id', '1', '--host', '0.0.0.0'])).toThrow(/^the default cookie is public and cannot protect a node on 0\.0\.0\.0: .* \(or pass --insecure\)$/);
+    expect(parseNodeConfig(['--node-id', '1', '--host', '0.0.0.0', '--insecure']).cookieIsDefault).toBe(true);
+    // A ticket's cookie is held to the same rule.
+    const ticket = encodeTicket({ topic: clusterTopic('tiny'), clusterId: 'tiny', bootstrap: ['/ip4/127.0.0.1/tcp/26001'] });
+    expect(() => parseNodeConfig(['--node-id', '4', '--ticket', ticket])).toThrow(reason(4));
+    expect(parseNodeConfig(['--node-id', '4', '--ticket', ticket, '--insecure']).cookie).toBe('tiny');
   });
 
   it('refuses bad configuration with one clear line', () => {
@@ -90,7 +157,7 @@ describe('aspen-node configuration', () => {
 describe('aspen as a library', () => {
   it('starts an in-memory node from the package entry and serves the API', async () => {
     const aspen = await import('../../src/index.ts');
-    const running = await aspen.startNode(aspen.parseNodeConfig(['--node-id', '1', '--port', '0', '--http-addr', '127.0.0.1:0', '--storage', 'memory', '--cookie', 'library']), () => undefined);
+    const running = await aspen.startNode(aspen.parseNodeConfig(['--node-id', '1', '--port', '0', '--http-addr', '127.0.0.1:0', '--storage', 'memory', '--cookie', 'library-test-cookie']), () => undefined);
     try {
       const raftAddress = running.transport.listenAddresses[0]?.split('/p2p/')[0] ?? '';
       expect((await post(`${running.httpUrl}/init`, { initial_members: [{ id: 1, addr: 'node-1', raft_addr: raftAddress }] })).status).toBe(200);

@@ -14,7 +14,7 @@ describe('aspen-node processes', () => {
     expect(await read.json()).toMatchObject({ key: 'greeting', value: 'hello world' });
 
     // A node with another cookie that believes node 1 is its peer: it can neither win a vote nor write.
-    const stranger = await cluster.start(4, { cookie: 'another-cluster' });
+    const stranger = await cluster.start(4, { cookie: 'another-cluster-cookie' });
     expect((await post(`${stranger.http}/init`, { initial_members: [cluster.member(stranger), cluster.member(one)] })).status).toBe(200);
     await eventually(() => stranger.log.some((line) => line.includes('refused connection')) && one.log.some((line) => line.includes('refused connection')), 15_000);
     const strangerWrite = await post(`${stranger.http}/write`, { command: { Set: { key: 'greeting', value: 'intruder' } } });
