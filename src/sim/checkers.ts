@@ -201,7 +201,9 @@ export class SafetyChecker {
 
   /**
    * A committed entry is on the disks of a quorum of voters (of the configuration the observer
-   * runs, or of the last committed one): no crash of a minority can lose it.
+   * runs, of the last committed one, or, for a configuration entry, of its own): no crash of a
+   * minority can lose it. A configuration takes effect when appended, so a leader may commit one
+   * under its own voters and append the next change in the same turn, before this check sees it.
    */
   private checkDurableOnQuorum(nodeId: NodeId, entry: Entry, node: RaftNode): void {
     const membership = node.status().membership;
@@ -211,7 +213,8 @@ export class SafetyChecker {
       if (view.disk.holds(entry.index, entry.term)) durable.add(id);
     }
     const previous = this.lastCommittedConfig;
-    if (!isQuorum(membership, durable) && (previous === null || !isQuorum(previous, durable))) {
+    const own = entry.kind === 'config' ? entry.config : null;
+    if (!isQuorum(membership, durable) && (previous === null || !isQuorum(previous, durable)) && (own === null || !isQuorum(own, durable))) {
       violation(`durability: entry ${entry.index}:${entry.term} committed before a quorum synced it`);
     }
   }
