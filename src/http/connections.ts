@@ -3,8 +3,12 @@ import type { Socket } from 'node:net';
 
 /** HTTP connections a node keeps open at once; past it new ones are closed at once. */
 export const HTTP_CONNECTIONS_MAX = 1_024;
-/** Connections from one remote address: one client cannot take every slot. */
-export const HTTP_CONNECTIONS_PER_ADDRESS_MAX = 256;
+/**
+ * Connections from one remote address. Clients on one host (or behind one proxy) share an address
+ * and HTTP/1.1 needs a connection per concurrent request, so the default leaves the total as the
+ * only bound; a deployment may set it lower.
+ */
+export const HTTP_CONNECTIONS_PER_ADDRESS_MAX = HTTP_CONNECTIONS_MAX;
 /**
  * A connection with no request in flight and no bytes for this long is closed (an idle keep-alive
  * connection, or one that never sends a request). A request in flight is bounded by its own
