@@ -362,6 +362,7 @@ async function startHttp(config: NodeConfig, log: (line: string) => void, parts:
       clusterTicket: () => discovery.ticket(),
     },
     httpAddress: parts.httpAddress,
+    allowedHostNames: config.httpAllowedHosts,
     log,
   });
   try {

@@ -31,6 +31,8 @@ export interface NodeConfig {
   readonly dnsDiscoveryDomain: string | null;
   /** A cluster ticket to join with (its cookie and bootstrap addresses), or null. */
   readonly ticket: ClusterTicket | null;
+  /** Host names (lower case) the HTTP API serves besides IP literals and localhost (--http-allowed-hosts). */
+  readonly httpAllowedHosts: readonly string[];
   /** --insecure: a cookie shorter than COOKIE_CHARS_MIN, or the default cookie off loopback, is accepted (with a warning). */
   readonly insecure: boolean;
 }
@@ -93,6 +95,7 @@ function command(): Command {
     .addOption(new Option('--disable-mdns', 'no mDNS discovery on the LAN').env('ASPEN_DISABLE_MDNS'))
     .addOption(new Option('--enable-dns-discovery', 'find bootstrap peers in /dnsaddr TXT records of --dns-discovery-domain').env('ASPEN_ENABLE_DNS_DISCOVERY'))
     .addOption(new Option('--dns-discovery-domain <domain>', 'domain whose _dnsaddr TXT records list bootstrap peers').env('ASPEN_DNS_DISCOVERY_DOMAIN'))
+    .addOption(new Option('--http-allowed-hosts <names...>', 'host names the HTTP API answers to besides IP addresses and localhost (DNS rebinding protection)').env('ASPEN_HTTP_ALLOWED_HOSTS'))
     .addOption(new Option('--insecure', `accept a cookie shorter than ${COOKIE_CHARS_MIN} characters, or the default cookie off loopback`).env('ASPEN_INSECURE'))
     .addOption(new Option('--config <file>', 'TOML file with the same settings (keys like node-id or node_id)').env('ASPEN_CONFIG'));
 }
@@ -234,6 +237,7 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     dnsDiscoveryDomain: dnsDomain(flag(options.enableDnsDiscovery), options.dnsDiscoveryDomain),
     ticket: null,
     insecure: flag(options.insecure),
+    httpAllowedHosts: allowedHosts(options.httpAllowedHosts),
   };
   return withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
 }
@@ -287,6 +291,19 @@ function flag(value: string | string[] | boolean | undefined): boolean {
   if (/^(1|true|yes|on)$/i.test(text)) return true;
   if (/^(0|false|no|off|)$/i.test(text)) return false;
   throw new ConfigError(`a boolean setting must be true or false, got "${text}"`);
+}
+
+/** Names for --http-allowed-hosts: comma-separated or repeated, each a DNS name. */
+export const HTTP_ALLOWED_HOSTS_MAX = 32;
+
+function allowedHosts(value: string | string[] | boolean | undefined): string[] {
+  const texts = typeof value === 'string' ? [value] : Array.isArray(value) ? value : [];
+  const names = texts.flatMap((text) => text.split(',')).map((name) => name.trim().toLowerCase()).filter((name) => name.length > 0);
+  if (names.length > HTTP_ALLOWED_HOSTS_MAX) throw new ConfigError(`at most ${HTTP_ALLOWED_HOSTS_MAX} --http-allowed-hosts`);
+  for (const name of names) {
+    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(name)) throw new ConfigError(`--http-allowed-hosts: "${name.slice(0, 64)}" is not a host name`);
+  }
+  return names;
 }
 
 function dnsDomain(enabled: boolean, domain: string | string[] | boolean | undefined): string | null {

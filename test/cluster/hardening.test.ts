@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VALUE_BYTES_MAX } from '../../src/api/limits.ts';
 import { main as aspen } from '../../src/bin/aspen.ts';
@@ -87,6 +88,21 @@ describe('hardening: no request may crash a node, hang, or strand the cluster', 
     for (const node of nodes) expect(alive(node)).toBe(true);
     expect((await get(`${follower.http}/read?key=big/5`)).status).toBe(200);
   }, 60_000);
+
+  it('answers only requests whose Host is this node (DNS rebinding): 421 for another name', async () => {
+    const status = (host: string) => new Promise<number>((resolve, reject) => {
+      const url = new URL(`${follower.http}/read?key=after-nesting`);
+      const request = httpRequest({ host: url.hostname, port: url.port, path: `${url.pathname}${url.search}`, headers: { host }, timeout: REQUEST_TIMEOUT_MS }, (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      request.on('error', reject);
+      request.end();
+    });
+    expect(await status('evil.example:8080')).toBe(421);
+    expect(await status(`127.0.0.1:${new URL(follower.http).port}`)).toBe(200);
+    expect(await status('localhost')).toBe(200);
+  });
 
   it('a learner that stops answering is never promoted (409 LEARNER_NOT_CAUGHT_UP), and can be removed', async () => {
     const learner = await cluster.start(4);

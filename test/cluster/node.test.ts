@@ -46,6 +46,9 @@ describe('aspen-node configuration', () => {
     } finally {
       delete process.env.ASPEN_PORT;
     }
+    expect(config.httpAllowedHosts).toEqual([]);
+    expect(parseNodeConfig(['--node-id', '3', '--http-allowed-hosts', 'Aspen.Internal,node3.example', '--http-allowed-hosts', 'lb.example']).httpAllowedHosts)
+      .toEqual(['aspen.internal', 'node3.example', 'lb.example']);
     expect(parseNodeConfig(['--node-id', '1', '--peers', '2@127.0.0.1:26002', '--peers', '3@/ip4/127.0.0.1/tcp/26003']).peers).toEqual([
       { id: 2, address: '127.0.0.1:26002' },
       { id: 3, address: '/ip4/127.0.0.1/tcp/26003' },
@@ -146,6 +149,7 @@ describe('aspen-node configuration', () => {
       [['--node-id', '1', '--election-timeout-min-ms', '500', '--election-timeout-max-ms', '400'], /min-ms must be <=/],
       [['--node-id', '1', '--heartbeat-interval-ms', '600'], /less than half/],
       [['--node-id', '1', '--peers', 'nobody'], /ID@ADDRESS/],
+      [['--node-id', '1', '--http-allowed-hosts', 'evil example'], /--http-allowed-hosts: "evil example" is not a host name/],
     ];
     for (const [argv, message] of cases) {
       expect(() => parseNodeConfig(argv)).toThrow(ConfigError);
