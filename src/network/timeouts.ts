@@ -20,5 +20,7 @@ export const REDIAL_BACKOFF_MS = 500;
 export const CONNECTION_CLOSE_TIMEOUT_MS = 1_000;
 /** libp2p pings every connection this often and aborts one that stops answering. */
 export const CONNECTION_PING_INTERVAL_MS = 10_000;
+/** Running identify on a freshly authenticated connection (it tells gossipsub the peer's protocols). */
+export const IDENTIFY_TIMEOUT_MS = 5_000;
 /** Open connections a node keeps (a cluster has at most 64 members, plus clients dialing in). */
 export const CONNECTIONS_MAX = 256;
