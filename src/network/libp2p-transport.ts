@@ -17,8 +17,9 @@ import { decodeWireMessage, encodeWireMessage } from './codec.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 import { Gatekeeper, type GatekeeperStats } from './gatekeeper.ts';
 import {
-  ADDRESS_DIAL_TIMEOUT_MS, CONNECTION_CLOSE_TIMEOUT_MS, CONNECTION_PING_INTERVAL_MS, CONNECTIONS_MAX, DIAL_TIMEOUT_MS,
-  IDENTIFY_TIMEOUT_MS, INBOUND_UPGRADE_TIMEOUT_MS, REDIAL_BACKOFF_MS, STREAM_OPEN_TIMEOUT_MS,
+  ADDRESS_DIAL_TIMEOUT_MS, AUTH_DEADLINE_MS, AUTH_STREAMS_PER_CONNECTION_MAX, CONNECTION_CLOSE_TIMEOUT_MS, CONNECTION_PING_INTERVAL_MS,
+  CONNECTIONS_MAX, DIAL_TIMEOUT_MS, IDENTIFY_TIMEOUT_MS, INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND, INBOUND_UPGRADE_TIMEOUT_MS,
+  INBOUND_UPGRADES_PENDING_MAX, REDIAL_BACKOFF_MS, STREAM_OPEN_TIMEOUT_MS,
 } from './timeouts.ts';
 
 /** The Raft protocol: length-prefixed msgpack frames on one long-lived stream per peer and direction. */
@@ -41,6 +42,8 @@ export interface Libp2pTransportOptions {
   readonly gossip?: boolean;
   /** Announce and look for this mDNS service tag on the LAN (null: mDNS off). */
   readonly mdnsServiceTag?: string | null;
+  /** Close connections not authenticated this long after they were accepted or opened (default AUTH_DEADLINE_MS; tests shorten it). */
+  readonly authDeadlineMs?: number;
 }
 
 /** Largest single stream write made of queued frames (frames themselves are bounded by the frame limit). */
@@ -164,7 +167,7 @@ export class Libp2pTransport implements ClusterTransport {
   private readonly onMessage: (message: WireMessage) => void;
   private readonly peers = new Map<NodeId, Outbound>();
   private readonly addressBook = new AddressBook();
-  /** Per-connection authentication state: nothing is served before the cookie handshake. */
+  /** Admission, deadline and per-connection authentication state: nothing is served before the cookie handshake. */
   private readonly gatekeeper: Gatekeeper;
   private readonly authKey: Buffer;
   framesDropped = 0;
@@ -186,6 +189,7 @@ export class Libp2pTransport implements ClusterTransport {
     deriveAuthKey(options.cookie); // the slow KDF runs once, before anything listens
     let created: Libp2pTransport | null = null;
     const gatekeeper = new Gatekeeper({
+      deadlineMs: options.authDeadlineMs ?? AUTH_DEADLINE_MS,
       log: options.log ?? (() => undefined),
       onAuthenticated: (connection) => { created?.identifyAfterAuth(connection); },
     });
@@ -196,6 +200,7 @@ export class Libp2pTransport implements ClusterTransport {
       transports: [quic(), tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
+      connectionGater: gatekeeper.connectionGater(),
       connectionManager: {
         dialTimeout: DIAL_TIMEOUT_MS,
         addressDialTimeout: ADDRESS_DIAL_TIMEOUT_MS,
@@ -204,6 +209,8 @@ export class Libp2pTransport implements ClusterTransport {
         inboundStreamProtocolNegotiationTimeout: STREAM_OPEN_TIMEOUT_MS,
         connectionCloseTimeout: CONNECTION_CLOSE_TIMEOUT_MS,
         maxConnections: CONNECTIONS_MAX,
+        maxIncomingPendingConnections: INBOUND_UPGRADES_PENDING_MAX,
+        inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND,
       },
       connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
       services: discoveryServices(options.gossip === true, gatekeeper),
@@ -213,8 +220,9 @@ export class Libp2pTransport implements ClusterTransport {
     });
     const transport = new Libp2pTransport(options, libp2p, gatekeeper);
     created = transport;
+    libp2p.addEventListener('connection:open', (event) => { gatekeeper.opened(event.detail); });
     libp2p.addEventListener('connection:close', (event) => { gatekeeper.closed(event.detail); });
-    await libp2p.handle(AUTH_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptAuth(stream, connection); });
+    await libp2p.handle(AUTH_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptAuth(stream, connection); }, { maxInboundStreams: AUTH_STREAMS_PER_CONNECTION_MAX });
     await libp2p.handle(RAFT_PROTOCOL, gatekeeper.serveAuthenticated(RAFT_PROTOCOL, (stream, connection) => { transport.acceptStream(stream, connection); }));
     await libp2p.start();
     for (const protocol of libp2p.getProtocols()) {
@@ -489,7 +497,7 @@ export class Libp2pTransport implements ClusterTransport {
     this.gatekeeper.stop();
   }
 
-  /** What the gate refused (for tests and metrics). */
+  /** Unauthenticated connections and what admission did about them (for tests and metrics). */
   get admission(): GatekeeperStats {
     return this.gatekeeper.stats;
   }

@@ -16,6 +16,8 @@ const COOKIE = 'test-cluster';
 const ANNOUNCE_INTERVAL_MS = 100;
 /** How long the stranger listens: 15 announce intervals. */
 const STRANGER_LISTEN_MS = 15 * ANNOUNCE_INTERVAL_MS;
+/** The deadline for these tests (5 s in production); the stranger's observations all happen before it. */
+const AUTH_DEADLINE_MS = 3_000;
 /** Loopback settles in milliseconds; this bounds a loaded machine. */
 const SETTLE_MS = 5_000;
 const MESHSUB = '/meshsub/1.1.0';
@@ -27,7 +29,7 @@ afterEach(async () => {
 
 /** A member running gossip discovery as aspen-node does, with a short announce interval. */
 async function gossipMember(nodeId: number): Promise<{ transport: Libp2pTransport; directory: PeerDirectory; logs: string[] }> {
-  const { transport, logs } = await aspenNode(cleanups, { nodeId, cookie: COOKIE, gossip: true });
+  const { transport, logs } = await aspenNode(cleanups, { nodeId, cookie: COOKIE, gossip: true, authDeadlineMs: AUTH_DEADLINE_MS });
   const directory = new PeerDirectory({ transport, selfId: nodeId, selfPeerId: transport.peerId, log: (line) => logs.push(line) });
   const gossip = new GossipDiscovery({
     transport, directory, nodeId, cookie: COOKIE, httpAddr: `127.0.0.1:${8000 + nodeId}`, log: (line) => logs.push(line), announceIntervalMs: ANNOUNCE_INTERVAL_MS,
@@ -71,8 +73,8 @@ describe('a libp2p peer without the cookie', () => {
     expect(one.transport.admission.streamsRefused).toBeGreaterThanOrEqual(1);
   });
 
-  it('gets its Raft stream reset unread', async () => {
-    const { transport, received, logs } = await aspenNode(cleanups, { nodeId: 2, cookie: COOKIE });
+  it('gets its Raft stream reset unread, and its connection closed at the authentication deadline', async () => {
+    const { transport, received, logs } = await aspenNode(cleanups, { nodeId: 2, cookie: COOKIE, authDeadlineMs: AUTH_DEADLINE_MS });
     const stranger = await rawClient(cleanups);
     const connection = await stranger.dial(multiaddr(tcpAddressOf(transport)));
     const stream = await connection.newStream(RAFT_PROTOCOL);
@@ -84,8 +86,11 @@ describe('a libp2p peer without the cookie', () => {
     }
     await eventually(() => collector.closed, SETTLE_MS, 'the Raft stream is reset');
     expect(received).toEqual([]);
-    expect(transport.admission.streamsRefused).toBe(1);
+    expect(logs.join('\n')).toMatch(/refused a \S+ stream from unauthenticated/);
+    await eventually(() => stranger.getConnections().length === 0, AUTH_DEADLINE_MS + SETTLE_MS, 'the stranger is cut off');
+    expect(transport.admission).toMatchObject({ expired: 1, unauthenticated: 0, streamsRefused: 1 });
     expect(logs.join('\n')).toMatch(/refused a \/aspen\/raft\/1\.0\.0 stream from unauthenticated/);
+    expect(transport.connections()).toEqual([]);
   });
 
   it('dialing in, gets a bare nonce to attack (no MAC), then a refusal, and the connection closed', async () => {
