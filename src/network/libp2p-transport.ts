@@ -457,18 +457,29 @@ export class Libp2pTransport implements ClusterTransport {
   private acceptStream(stream: Stream, connection: Connection): void {
     assert(this.gatekeeper.isAuthenticated(connection), 'Raft streams are served on authenticated connections only');
     const decoder = new FrameDecoder();
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      if (decoder.pendingBytes > 0) this.framesRejected += 1; // a frame cut short by the end of the stream
+      void stream.close().catch(() => undefined);
+    };
     stream.addEventListener('message', (event) => {
+      if (ended) return;
       const data = event.data instanceof Uint8Array ? event.data : event.data.subarray();
       let frames: Uint8Array[];
       try {
         frames = decoder.push(data);
       } catch {
         this.framesRejected += 1;
+        ended = true;
         stream.abort(new Error('oversized frame'));
         return;
       }
       for (const frame of frames) this.deliver(frame, connection.remotePeer);
     });
+    stream.addEventListener('remoteCloseWrite', end);
+    stream.addEventListener('close', end);
   }
 
   private deliver(frame: Uint8Array, remotePeer: PeerId): void {
