@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { noise } from '@chainsafe/libp2p-noise';
+import { quic } from '@chainsafe/libp2p-quic';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
 import { identify, type Identify } from '@libp2p/identify';
@@ -63,6 +64,13 @@ export async function rawClient(cleanups: (() => Promise<void> | void)[], source
     streamMuxers: [yamux()],
     services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }) },
   });
+  cleanups.push(() => node.stop());
+  return node;
+}
+
+/** A plain libp2p peer without the cookie that speaks QUIC only (QUIC connections reach the gater after their TLS handshake). */
+export async function rawQuicClient(cleanups: (() => Promise<void> | void)[]): Promise<Libp2p> {
+  const node = await createLibp2p({ transports: [quic()] });
   cleanups.push(() => node.stop());
   return node;
 }

@@ -9,7 +9,7 @@ import { encodeWireMessage } from '../../src/network/codec.ts';
 import { AUTH_PROTOCOL, NONCE_BYTES } from '../../src/network/auth.ts';
 import { encodeFrame } from '../../src/network/frame.ts';
 import { RAFT_PROTOCOL, type Libp2pTransport } from '../../src/network/libp2p-transport.ts';
-import { aspenNode, eventually, FrameCollector, rawClient, sleep, tcpAddressOf } from './intruders.ts';
+import { aspenNode, eventually, FrameCollector, rawClient, rawQuicClient, sleep, tcpAddressOf } from './intruders.ts';
 
 const COOKIE = 'test-cluster';
 /** Announcements every 100 ms here (10 s in production), so the stranger's wait spans many. */
@@ -73,9 +73,11 @@ describe('a libp2p peer without the cookie', () => {
     expect(one.transport.admission.streamsRefused).toBeGreaterThanOrEqual(1);
   });
 
-  it('gets its Raft stream reset unread, and its connection closed at the authentication deadline', async () => {
+  it('gets its Raft stream reset unread, and its connection closed at the authentication deadline, over TCP or QUIC', async () => {
     const { transport, received, logs } = await aspenNode(cleanups, { nodeId: 2, cookie: COOKIE, authDeadlineMs: AUTH_DEADLINE_MS });
     const stranger = await rawClient(cleanups);
+    const quicStranger = await rawQuicClient(cleanups);
+    await quicStranger.dial(multiaddr(transport.listenAddresses.find((address) => address.includes('/quic-v1')) ?? ''));
     const connection = await stranger.dial(multiaddr(tcpAddressOf(transport)));
     const stream = await connection.newStream(RAFT_PROTOCOL);
     const collector = new FrameCollector(stream);
@@ -87,8 +89,9 @@ describe('a libp2p peer without the cookie', () => {
     await eventually(() => collector.closed, SETTLE_MS, 'the Raft stream is reset');
     expect(received).toEqual([]);
     expect(logs.join('\n')).toMatch(/refused a \S+ stream from unauthenticated/);
-    await eventually(() => stranger.getConnections().length === 0, AUTH_DEADLINE_MS + SETTLE_MS, 'the stranger is cut off');
-    expect(transport.admission).toMatchObject({ expired: 1, unauthenticated: 0, streamsRefused: 1 });
+    expect(transport.admission.unauthenticated).toBe(2);
+    await eventually(() => stranger.getConnections().length === 0 && quicStranger.getConnections().length === 0, AUTH_DEADLINE_MS + SETTLE_MS, 'both strangers are cut off');
+    expect(transport.admission).toMatchObject({ expired: 2, unauthenticated: 0, streamsRefused: 1 });
     expect(logs.join('\n')).toMatch(/refused a \/aspen\/raft\/1\.0\.0 stream from unauthenticated/);
     expect(transport.connections()).toEqual([]);
   });
