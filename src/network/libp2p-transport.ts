@@ -19,11 +19,13 @@ import { Gatekeeper, type GatekeeperStats } from './gatekeeper.ts';
 import {
   ADDRESS_DIAL_TIMEOUT_MS, AUTH_DEADLINE_MS, AUTH_STREAMS_PER_CONNECTION_MAX, CONNECTION_CLOSE_TIMEOUT_MS, CONNECTION_PING_INTERVAL_MS,
   CONNECTIONS_MAX, DIAL_TIMEOUT_MS, IDENTIFY_TIMEOUT_MS, INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND, INBOUND_UPGRADE_TIMEOUT_MS,
-  INBOUND_UPGRADES_PENDING_MAX, REDIAL_BACKOFF_MS, STREAM_OPEN_TIMEOUT_MS,
+  INBOUND_UPGRADES_PENDING_MAX, PEER_CONNECTIONS_PROBED_MAX, REDIAL_BACKOFF_MS, STALE_CONNECTION_PROBE_TIMEOUT_MS, STREAM_OPEN_TIMEOUT_MS,
 } from './timeouts.ts';
 
 /** The Raft protocol: length-prefixed msgpack frames on one long-lived stream per peer and direction. */
 export const RAFT_PROTOCOL = '/aspen/raft/1.0.0';
+/** Never handled by anyone: a live peer answers "na" at once, a dead connection not at all. */
+const PROBE_PROTOCOL = '/aspen/probe/1.0.0';
 /** Frames waiting for a stream to open or drain; past it frames are dropped (Raft tolerates loss) and counted. */
 export const OUTBOUND_FRAMES_QUEUED_MAX = 4_096;
 
@@ -176,6 +178,8 @@ export class Libp2pTransport implements ClusterTransport {
   framesRejected = 0;
   authRefusals = 0;
   identifyFailures = 0;
+  /** Older connections of a peer closed because they stopped answering once it connected again. */
+  staleConnectionsClosed = 0;
 
   private constructor(options: Libp2pTransportOptions, libp2p: Libp2p, gatekeeper: Gatekeeper) {
     this.nodeId = options.nodeId;
@@ -191,7 +195,7 @@ export class Libp2pTransport implements ClusterTransport {
     const gatekeeper = new Gatekeeper({
       deadlineMs: options.authDeadlineMs ?? AUTH_DEADLINE_MS,
       log: options.log ?? (() => undefined),
-      onAuthenticated: (connection) => { created?.identifyAfterAuth(connection); },
+      onAuthenticated: (connection) => { created?.onAuthenticated(connection); },
     });
     const libp2p = await createLibp2p({
       ...(options.privateKey === undefined ? {} : { privateKey: options.privateKey }),
@@ -227,6 +231,7 @@ export class Libp2pTransport implements ClusterTransport {
     await libp2p.start();
     for (const protocol of libp2p.getProtocols()) {
       assert(protocol === AUTH_PROTOCOL || gatekeeper.gates(protocol), `${protocol} would be served before authentication`);
+      assert(protocol !== PROBE_PROTOCOL, 'the probe protocol is never handled');
     }
     return transport;
   }
@@ -373,11 +378,31 @@ export class Libp2pTransport implements ClusterTransport {
     this.gatekeeper.note(`auth: refused connection ${direction} at ${connection.remoteAddr.toString()}: ${asError(error).message}`);
   }
 
-  /** Identify runs only now (not when the connection opened), so gossipsub learns an authenticated peer's protocols. */
-  private identifyAfterAuth(connection: Connection): void {
+  /**
+   * A connection just proved the cookie: close the peer's older connections that no longer answer
+   * (it may have restarted), then run identify, only now rather than when the connection opened, so
+   * gossipsub learns the peer's protocols and opens its stream on a live connection.
+   */
+  private onAuthenticated(connection: Connection): void {
     const service = (this.libp2p.services as { identify?: Identify }).identify;
-    if (service === undefined) return;
-    service.identify(connection, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) }).catch(() => { this.identifyFailures += 1; });
+    this.closeDeadConnections(connection)
+      .then(() => service?.identify(connection, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) }))
+      .catch(() => { this.identifyFailures += 1; });
+  }
+
+  private async closeDeadConnections(fresh: Connection): Promise<void> {
+    const older = this.libp2p.getConnections(fresh.remotePeer).filter((other) => other.id !== fresh.id).slice(0, PEER_CONNECTIONS_PROBED_MAX);
+    await Promise.all(older.map(async (other) => {
+      const signal = AbortSignal.timeout(STALE_CONNECTION_PROBE_TIMEOUT_MS);
+      try {
+        const stream = await other.newStream(PROBE_PROTOCOL, { signal });
+        stream.abort(new Error('probe done')); // not expected: nobody handles the probe protocol
+      } catch {
+        if (!signal.aborted || other.status !== 'open') return; // "na", or already closing: not ours to close
+        this.staleConnectionsClosed += 1;
+        other.abort(new Error(`no answer within ${STALE_CONNECTION_PROBE_TIMEOUT_MS} ms after the peer connected again`));
+      }
+    }));
   }
 
   /** The long-lived Raft stream to a peer, on an authenticated connection. */

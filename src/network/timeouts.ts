@@ -28,6 +28,14 @@ export const CONNECTION_CLOSE_TIMEOUT_MS = 1_000;
 export const CONNECTION_PING_INTERVAL_MS = 10_000;
 /** Running identify on a freshly authenticated connection (it tells gossipsub the peer's protocols). */
 export const IDENTIFY_TIMEOUT_MS = 5_000;
+/**
+ * When a peer authenticates a new connection, its older ones must answer a probe within this or be
+ * closed: a peer that restarted leaves a dead QUIC connection behind for its 10 s idle timeout, and
+ * libp2p would keep picking it for Raft, gossipsub would keep its stream to the dead process.
+ */
+export const STALE_CONNECTION_PROBE_TIMEOUT_MS = 2_000;
+/** Older connections of one peer probed at once (two nodes dialing each other make two). */
+export const PEER_CONNECTIONS_PROBED_MAX = 8;
 
 /**
  * Connection limits. Unauthenticated means accepted but not yet past the cookie handshake,
