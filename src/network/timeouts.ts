@@ -1,3 +1,5 @@
+import { assert } from '../raft/assert.ts';
+
 /**
  * Every connect and stream timeout of the cluster transport, in one place. A dial tries QUIC, then
  * TCP on the same port number, each within ADDRESS_DIAL_TIMEOUT_MS, so a whole dial stays under
@@ -20,6 +22,7 @@ export const AUTH_TIMEOUT_MS = 3_000;
  * the slot of a peer that connects and then stays silent.
  */
 export const AUTH_DEADLINE_MS = 5_000;
+assert(INBOUND_UPGRADE_TIMEOUT_MS < AUTH_DEADLINE_MS && AUTH_TIMEOUT_MS < AUTH_DEADLINE_MS, 'each handshake phase fits in the authentication deadline');
 /** After a failed dial or authentication, wait this long before dialing that peer again. */
 export const REDIAL_BACKOFF_MS = 500;
 /** How long closing a connection may wait for its streams before aborting them. */
