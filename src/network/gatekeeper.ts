@@ -2,7 +2,7 @@ import type { Connection, ConnectionGater, MultiaddrConnection, StreamHandler } 
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { assert } from '../raft/assert.ts';
 import { AuthError } from './auth.ts';
-import { CONNECTIONS_MAX, UNAUTHENTICATED_CONNECTIONS_MAX, UNAUTHENTICATED_PER_ADDRESS_MAX } from './timeouts.ts';
+import { UNAUTHENTICATED_CONNECTIONS_MAX, UNAUTHENTICATED_PER_ADDRESS_MAX } from './timeouts.ts';
 
 /** Protocols one node serves behind authentication (Raft, identify, gossipsub's few versions). */
 const GATED_PROTOCOLS_MAX = 16;
@@ -96,11 +96,16 @@ export class Gatekeeper {
   private admitInbound(maConn: MultiaddrConnection): void {
     if (this.stopped) return;
     const address = remoteHost(maConn.remoteAddr);
-    if ((this.perAddress.get(address) ?? 0) >= UNAUTHENTICATED_PER_ADDRESS_MAX) this.evict(this.oldestInbound(address), `more than ${UNAUTHENTICATED_PER_ADDRESS_MAX} from ${address}`);
-    if (this.inbound >= UNAUTHENTICATED_CONNECTIONS_MAX) this.evict(this.oldestInbound(null), `more than ${UNAUTHENTICATED_CONNECTIONS_MAX} in all`);
+    this.makeRoom(address);
     const key = maConn.timeline;
     this.track(key, address, true, (error) => { maConn.abort(error); });
     maConn.addEventListener('close', () => { this.release(key); }, { once: true });
+  }
+
+  /** Close the oldest unauthenticated inbound connection of `address`, then the oldest of all, where a cap is reached. */
+  private makeRoom(address: string): void {
+    if ((this.perAddress.get(address) ?? 0) >= UNAUTHENTICATED_PER_ADDRESS_MAX) this.evict(this.oldestInbound(address), `more than ${UNAUTHENTICATED_PER_ADDRESS_MAX} from ${address}`);
+    if (this.inbound >= UNAUTHENTICATED_CONNECTIONS_MAX) this.evict(this.oldestInbound(null), `more than ${UNAUTHENTICATED_CONNECTIONS_MAX} in all`);
   }
 
   /** libp2p's connection:open: an inbound one takes over its admission entry; an outbound one starts its deadline. */
@@ -111,8 +116,11 @@ export class Gatekeeper {
       entry.abort = (error) => { connection.abort(error); };
       return;
     }
-    // Inbound without an entry: a transport that skipped the gater, or one already evicted that survived.
-    this.track(connection.timeline, remoteHost(connection.remoteAddr), connection.direction === 'inbound', (error) => { connection.abort(error); });
+    // Outbound, or inbound without an entry (a transport that skipped the gater, or one evicted mid-upgrade that survived).
+    const inbound = connection.direction === 'inbound';
+    const address = remoteHost(connection.remoteAddr);
+    if (inbound) this.makeRoom(address);
+    this.track(connection.timeline, address, inbound, (error) => { connection.abort(error); });
   }
 
   closed(connection: Connection): void {
@@ -133,7 +141,7 @@ export class Gatekeeper {
     }
     assert(this.inbound <= UNAUTHENTICATED_CONNECTIONS_MAX, 'unauthenticated connections within their cap');
     assert((this.perAddress.get(address) ?? 0) <= UNAUTHENTICATED_PER_ADDRESS_MAX, 'unauthenticated connections per address within their cap');
-    assert(this.admitted.size <= UNAUTHENTICATED_CONNECTIONS_MAX + CONNECTIONS_MAX, 'admission entries bounded');
+    // Outbound entries are bounded by our own dials, which libp2p prunes past CONNECTIONS_MAX open connections.
   }
 
   private release(key: object): Admitted | null {
