@@ -1,27 +1,31 @@
 import { noise } from '@chainsafe/libp2p-noise';
 import { quic } from '@chainsafe/libp2p-quic';
 import { yamux } from '@chainsafe/libp2p-yamux';
-import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface';
+import type { Connection, PeerId, PrivateKey, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
-import { identify } from '@libp2p/identify';
+import { identify, type Identify } from '@libp2p/identify';
 import { mdns } from '@libp2p/mdns';
 import { createLibp2p, type Libp2p, type ServiceFactoryMap } from 'libp2p';
 import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
 import { assert } from '../raft/assert.ts';
 import type { NodeId } from '../raft/types.ts';
 import { AddressBook, type PeerEvent } from './address-book.ts';
-import { AUTH_PROTOCOL, authenticateAsDialer, authenticateAsListener, deriveAuthKey } from './auth.ts';
+import { AUTH_PROTOCOL, AuthError, authenticateAsDialer, authenticateAsListener, deriveAuthKey } from './auth.ts';
 import { decodeWireMessage, encodeWireMessage } from './codec.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
+import { Gatekeeper, type GatekeeperStats } from './gatekeeper.ts';
 import {
-  ADDRESS_DIAL_TIMEOUT_MS, CONNECTION_CLOSE_TIMEOUT_MS, CONNECTION_PING_INTERVAL_MS, CONNECTIONS_MAX, DIAL_TIMEOUT_MS,
-  INBOUND_UPGRADE_TIMEOUT_MS, REDIAL_BACKOFF_MS, STREAM_OPEN_TIMEOUT_MS,
+  ADDRESS_DIAL_TIMEOUT_MS, AUTH_DEADLINE_MS, AUTH_STREAMS_PER_CONNECTION_MAX, CONNECTION_CLOSE_TIMEOUT_MS, CONNECTION_PING_INTERVAL_MS,
+  CONNECTIONS_MAX, DIAL_TIMEOUT_MS, IDENTIFY_TIMEOUT_MS, INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND, INBOUND_UPGRADE_TIMEOUT_MS,
+  INBOUND_UPGRADES_PENDING_MAX, PEER_CONNECTIONS_PROBED_MAX, REDIAL_BACKOFF_MS, STALE_CONNECTION_PROBE_TIMEOUT_MS, STREAM_OPEN_TIMEOUT_MS,
 } from './timeouts.ts';
 
 /** The Raft protocol: length-prefixed msgpack frames on one long-lived stream per peer and direction. */
 export const RAFT_PROTOCOL = '/aspen/raft/1.0.0';
+/** Never handled by anyone: a live peer answers "na" at once, a dead connection not at all. */
+const PROBE_PROTOCOL = '/aspen/probe/1.0.0';
 /** Frames waiting for a stream to open or drain; past it frames are dropped (Raft tolerates loss) and counted. */
 export const OUTBOUND_FRAMES_QUEUED_MAX = 4_096;
 
@@ -40,6 +44,8 @@ export interface Libp2pTransportOptions {
   readonly gossip?: boolean;
   /** Announce and look for this mDNS service tag on the LAN (null: mDNS off). */
   readonly mdnsServiceTag?: string | null;
+  /** Close connections not authenticated this long after they were accepted or opened (default AUTH_DEADLINE_MS; tests shorten it). */
+  readonly authDeadlineMs?: number;
 }
 
 /** Largest single stream write made of queued frames (frames themselves are bounded by the frame limit). */
@@ -106,10 +112,49 @@ export function toMultiaddrs(address: string): Multiaddr[] {
   return [multiaddr(`/ip4/${host}/udp/${port}/quic-v1`), multiaddr(`/ip4/${host}/tcp/${port}`)];
 }
 
-/** Gossipsub (and identify, which tells peers' protocols) when gossip discovery is on; nothing otherwise. */
-function discoveryServices(gossip: boolean): ServiceFactoryMap {
+/** What a libp2p service registers its protocol handlers with (the registrar, as services see it). */
+interface HandlerRegistry {
+  handle(protocol: string, handler: StreamHandler, options?: StreamHandlerOptions): Promise<void>;
+}
+
+/**
+ * A service's components with a registrar that serves each of its protocol handlers only on
+ * authenticated connections. (libp2p 3.3's stream middleware cannot do this: with a middleware
+ * registered, every inbound stream appends its handler to the shared middleware list, so the nth
+ * stream runs the handler n times.)
+ */
+function withGatedHandlers<C extends { readonly registrar: HandlerRegistry }>(components: C, gatekeeper: Gatekeeper): C {
+  const registrar = new Proxy(components.registrar, {
+    get(target, property): unknown {
+      if (property === 'handle') {
+        return (protocol: string, handler: StreamHandler, options?: StreamHandlerOptions) => target.handle(protocol, gatekeeper.serveAuthenticated(protocol, handler), options);
+      }
+      const value: unknown = Reflect.get(target, property);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return new Proxy(components, {
+    get: (target, property, receiver): unknown => (property === 'registrar' ? registrar : Reflect.get(target, property, receiver)),
+  });
+}
+
+/**
+ * Gossipsub and identify (which tells gossipsub a peer's protocols) when gossip discovery is on,
+ * nothing otherwise. Both serve only authenticated connections, and identify does not run when a
+ * connection opens: the transport runs it once the connection has proved the cookie, on both sides.
+ */
+function discoveryServices(gossip: boolean, gatekeeper: Gatekeeper): ServiceFactoryMap {
   if (!gossip) return {};
-  return { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, maxInboundDataLength: GOSSIP_RPC_BYTES_MAX }) };
+  const identifyService = identify({ runOnConnectionOpen: false, timeout: IDENTIFY_TIMEOUT_MS });
+  const pubsubService = gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, maxInboundDataLength: GOSSIP_RPC_BYTES_MAX });
+  return {
+    identify: (components: Parameters<typeof identifyService>[0]) => identifyService(withGatedHandlers(components, gatekeeper)),
+    pubsub: (components: Parameters<typeof pubsubService>[0]) => pubsubService(withGatedHandlers(components, gatekeeper)),
+  };
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 /**
@@ -124,31 +169,42 @@ export class Libp2pTransport implements ClusterTransport {
   private readonly onMessage: (message: WireMessage) => void;
   private readonly peers = new Map<NodeId, Outbound>();
   private readonly addressBook = new AddressBook();
-  /** Connections whose peer proved the cookie (authentication is per connection). */
-  private readonly authenticated = new Set<string>();
+  /** Admission, deadline and per-connection authentication state: nothing is served before the cookie handshake. */
+  private readonly gatekeeper: Gatekeeper;
   private readonly authKey: Buffer;
-  private readonly log: (line: string) => void;
   framesDropped = 0;
   private streamWrites = 0;
   private stopped = false;
   framesRejected = 0;
   authRefusals = 0;
+  identifyFailures = 0;
+  /** Older connections of a peer closed because they stopped answering once it connected again. */
+  staleConnectionsClosed = 0;
 
-  private constructor(options: Libp2pTransportOptions, libp2p: Libp2p) {
+  private constructor(options: Libp2pTransportOptions, libp2p: Libp2p, gatekeeper: Gatekeeper) {
     this.nodeId = options.nodeId;
     this.libp2p = libp2p;
+    this.gatekeeper = gatekeeper;
     this.onMessage = options.onMessage;
     this.authKey = deriveAuthKey(options.cookie);
-    this.log = options.log ?? (() => undefined);
   }
 
   static async create(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
+    deriveAuthKey(options.cookie); // the slow KDF runs once, before anything listens
+    let created: Libp2pTransport | null = null;
+    const gatekeeper = new Gatekeeper({
+      deadlineMs: options.authDeadlineMs ?? AUTH_DEADLINE_MS,
+      log: options.log ?? (() => undefined),
+      onAuthenticated: (connection) => { created?.onAuthenticated(connection); },
+    });
     const libp2p = await createLibp2p({
       ...(options.privateKey === undefined ? {} : { privateKey: options.privateKey }),
+      start: false, // handlers and connection hooks first: no connection may arrive before them
       addresses: { listen: [...options.listen] },
       transports: [quic(), tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
+      connectionGater: gatekeeper.connectionGater(),
       connectionManager: {
         dialTimeout: DIAL_TIMEOUT_MS,
         addressDialTimeout: ADDRESS_DIAL_TIMEOUT_MS,
@@ -157,17 +213,26 @@ export class Libp2pTransport implements ClusterTransport {
         inboundStreamProtocolNegotiationTimeout: STREAM_OPEN_TIMEOUT_MS,
         connectionCloseTimeout: CONNECTION_CLOSE_TIMEOUT_MS,
         maxConnections: CONNECTIONS_MAX,
+        maxIncomingPendingConnections: INBOUND_UPGRADES_PENDING_MAX,
+        inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND,
       },
       connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
-      services: discoveryServices(options.gossip === true),
+      services: discoveryServices(options.gossip === true, gatekeeper),
       peerDiscovery: options.mdnsServiceTag === undefined || options.mdnsServiceTag === null
         ? []
         : [mdns({ serviceTag: options.mdnsServiceTag, interval: MDNS_QUERY_INTERVAL_MS })],
     });
-    const transport = new Libp2pTransport(options, libp2p);
-    await libp2p.handle(AUTH_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptAuth(stream, connection); });
-    await libp2p.handle(RAFT_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptStream(stream, connection); });
-    libp2p.addEventListener('connection:close', (event) => { transport.authenticated.delete(event.detail.id); });
+    const transport = new Libp2pTransport(options, libp2p, gatekeeper);
+    created = transport;
+    libp2p.addEventListener('connection:open', (event) => { gatekeeper.opened(event.detail); });
+    libp2p.addEventListener('connection:close', (event) => { gatekeeper.closed(event.detail); });
+    await libp2p.handle(AUTH_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptAuth(stream, connection); }, { maxInboundStreams: AUTH_STREAMS_PER_CONNECTION_MAX });
+    await libp2p.handle(RAFT_PROTOCOL, gatekeeper.serveAuthenticated(RAFT_PROTOCOL, (stream, connection) => { transport.acceptStream(stream, connection); }));
+    await libp2p.start();
+    for (const protocol of libp2p.getProtocols()) {
+      assert(protocol === AUTH_PROTOCOL || gatekeeper.gates(protocol), `${protocol} would be served before authentication`);
+      assert(protocol !== PROBE_PROTOCOL, 'the probe protocol is never handled');
+    }
     return transport;
   }
 
@@ -192,9 +257,9 @@ export class Libp2pTransport implements ClusterTransport {
     return () => { this.libp2p.removeEventListener('peer:discovery', handler); };
   }
 
-  /** Whether an open connection to this libp2p peer exists. */
+  /** Whether an authenticated connection to this libp2p peer exists. */
   isConnected(peerId: string): boolean {
-    return this.libp2p.getConnections().some((connection) => connection.remotePeer.toString() === peerId);
+    return this.libp2p.getConnections().some((connection) => connection.remotePeer.toString() === peerId && this.gatekeeper.isAuthenticated(connection));
   }
 
   /** Open (or reuse) an authenticated connection without sending anything: a first contact for gossip. */
@@ -283,23 +348,61 @@ export class Libp2pTransport implements ClusterTransport {
     throw lastError;
   }
 
-  /** A connection whose peer proved the cookie (authentication is once per connection). */
+  /** A connection whose peer proved the cookie (authentication is once per connection; a running one is joined). */
   private async dialAuthenticated(addresses: readonly (Multiaddr | PeerId)[]): Promise<Connection> {
     const connection = await this.dial(addresses);
-    if (this.authenticated.has(connection.id)) return connection;
-    const stream = await connection.newStream(AUTH_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) });
+    if (!await this.gatekeeper.authenticateOnce(connection, () => this.proveCookie(connection))) {
+      throw new AuthError(`connection to ${connection.remotePeer.toString()} did not authenticate`);
+    }
+    return connection;
+  }
+
+  /** Dialer side of the handshake; on refusal, log it and close the connection. Never rejects. */
+  private async proveCookie(connection: Connection): Promise<boolean> {
+    let stream: Stream | null = null;
     try {
+      stream = await connection.newStream(AUTH_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) });
       await authenticateAsDialer(stream, this.authKey, this.peerId, connection.remotePeer.toString());
     } catch (error) {
-      this.authRefusals += 1;
-      this.log(`auth: refused connection to ${connection.remotePeer.toString()} at ${connection.remoteAddr.toString()}: ${error instanceof Error ? error.message : String(error)}`);
-      stream.abort(error instanceof Error ? error : new Error(String(error)));
-      await connection.close();
-      throw error;
+      this.refused(`to ${connection.remotePeer.toString()}`, connection, error);
+      stream?.abort(asError(error));
+      await connection.close().catch(() => undefined);
+      return false;
     }
-    this.authenticated.add(connection.id);
-    await stream.close();
-    return connection;
+    void stream.close().catch(() => undefined); // the handshake is done: never wait on the close
+    return true;
+  }
+
+  private refused(direction: string, connection: Connection, error: unknown): void {
+    this.authRefusals += 1;
+    this.gatekeeper.note(`auth: refused connection ${direction} at ${connection.remoteAddr.toString()}: ${asError(error).message}`);
+  }
+
+  /**
+   * A connection just proved the cookie: close the peer's older connections that no longer answer
+   * (it may have restarted), then run identify, only now rather than when the connection opened, so
+   * gossipsub learns the peer's protocols and opens its stream on a live connection.
+   */
+  private onAuthenticated(connection: Connection): void {
+    const service = (this.libp2p.services as { identify?: Identify }).identify;
+    this.closeDeadConnections(connection)
+      .then(() => service?.identify(connection, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) }))
+      .catch(() => { this.identifyFailures += 1; });
+  }
+
+  private async closeDeadConnections(fresh: Connection): Promise<void> {
+    const older = this.libp2p.getConnections(fresh.remotePeer).filter((other) => other.id !== fresh.id).slice(0, PEER_CONNECTIONS_PROBED_MAX);
+    await Promise.all(older.map(async (other) => {
+      const signal = AbortSignal.timeout(STALE_CONNECTION_PROBE_TIMEOUT_MS);
+      try {
+        const stream = await other.newStream(PROBE_PROTOCOL, { signal });
+        stream.abort(new Error('probe done')); // not expected: nobody handles the probe protocol
+      } catch {
+        if (!signal.aborted || other.status !== 'open') return; // "na", or already closing: not ours to close
+        this.staleConnectionsClosed += 1;
+        other.abort(new Error(`no answer within ${STALE_CONNECTION_PROBE_TIMEOUT_MS} ms after the peer connected again`));
+      }
+    }));
   }
 
   /** The long-lived Raft stream to a peer, on an authenticated connection. */
@@ -361,36 +464,47 @@ export class Libp2pTransport implements ClusterTransport {
 
   private acceptAuth(stream: Stream, connection: Connection): void {
     const remote = connection.remotePeer.toString();
-    authenticateAsListener(stream, this.authKey, remote, this.peerId)
-      .then(() => { this.authenticated.add(connection.id); })
-      .catch((error: unknown) => {
-        this.authRefusals += 1;
-        this.log(`auth: refused connection from ${remote} at ${connection.remoteAddr.toString()}: ${error instanceof Error ? error.message : String(error)}`);
-        stream.abort(error instanceof Error ? error : new Error(String(error)));
-        void connection.close();
-      });
+    void this.gatekeeper.authenticate(connection, async () => {
+      try {
+        await authenticateAsListener(stream, this.authKey, remote, this.peerId);
+      } catch (error) {
+        this.refused(`from ${remote}`, connection, error);
+        stream.abort(asError(error));
+        await connection.close().catch(() => undefined);
+        return false;
+      }
+      void stream.close().catch(() => undefined); // the handshake is done: never wait on the close
+      return true;
+    });
   }
 
+  /** An inbound Raft stream (only ever reached on an authenticated connection: see serveAuthenticated). */
   private acceptStream(stream: Stream, connection: Connection): void {
-    if (!this.authenticated.has(connection.id)) {
-      this.authRefusals += 1;
-      this.log(`auth: refused a Raft stream from unauthenticated ${connection.remotePeer.toString()}`);
-      stream.abort(new Error('authenticate first'));
-      return;
-    }
+    assert(this.gatekeeper.isAuthenticated(connection), 'Raft streams are served on authenticated connections only');
     const decoder = new FrameDecoder();
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      if (decoder.pendingBytes > 0) this.framesRejected += 1; // a frame cut short by the end of the stream
+      void stream.close().catch(() => undefined);
+    };
     stream.addEventListener('message', (event) => {
+      if (ended) return;
       const data = event.data instanceof Uint8Array ? event.data : event.data.subarray();
       let frames: Uint8Array[];
       try {
         frames = decoder.push(data);
       } catch {
         this.framesRejected += 1;
+        ended = true;
         stream.abort(new Error('oversized frame'));
         return;
       }
       for (const frame of frames) this.deliver(frame, connection.remotePeer);
     });
+    stream.addEventListener('remoteCloseWrite', end);
+    stream.addEventListener('close', end);
   }
 
   private deliver(frame: Uint8Array, remotePeer: PeerId): void {
@@ -416,6 +530,12 @@ export class Libp2pTransport implements ClusterTransport {
     this.stopped = true;
     for (const id of [...this.peers.keys()]) this.dropOutbound(id); // the address book stays: no removal events
     await this.libp2p.stop();
+    this.gatekeeper.stop();
+  }
+
+  /** Unauthenticated connections and what admission did about them (for tests and metrics). */
+  get admission(): GatekeeperStats {
+    return this.gatekeeper.stats;
   }
 
   /** Open connections (for tests and metrics). */

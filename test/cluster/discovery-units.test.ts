@@ -1,4 +1,8 @@
+import { createHmac } from 'node:crypto';
 import fc from 'fast-check';
+import { blake3 } from '@noble/hashes/blake3.js';
+import { bytesToHex } from '@noble/hashes/utils.js';
+import { base32 } from 'multiformats/bases/base32';
 import { describe, expect, it } from 'vitest';
 import { ANNOUNCEMENT_AGE_MS_MAX, decodeAnnouncement, encodeAnnouncement, type Announcement } from '../../src/cluster/discovery/announcement.ts';
 import { resolveDnsaddr } from '../../src/cluster/discovery/contacts.ts';
@@ -19,12 +23,24 @@ const announcement = (nodeId: number, port: number, timestamp: number): Announce
 describe('cluster tickets', () => {
   const ticket = { topic: clusterTopic('my-cluster'), clusterId: 'my-cluster', bootstrap: addrs(26001) };
 
-  it('round-trips and starts with "aspen"; the topic is hex BLAKE3 of the cookie', () => {
+  it('round-trips and starts with "aspen"; the topic and mDNS tag come from the scrypt key, not a fast hash of the cookie', () => {
     const text = encodeTicket(ticket);
     expect(text.startsWith('aspen')).toBe(true);
     expect(decodeTicket(text)).toEqual(ticket);
-    expect(clusterTopic('my-cluster')).toMatch(/^[0-9a-f]{64}$/);
+    const key = deriveAuthKey('my-cluster');
+    expect(clusterTopic('my-cluster')).toBe(createHmac('sha256', key).update('aspen-gossip-topic-v1').digest('hex'));
+    expect(clusterTopic('my-cluster')).not.toBe(bytesToHex(blake3(new TextEncoder().encode('my-cluster'))));
+    const tag = mdnsServiceTag('my-cluster');
+    expect(tag).toBe(`_aspen-${createHmac('sha256', key).update('aspen-mdns-tag-v1').digest('hex').slice(0, 16)}._udp.local`);
+    expect(clusterTopic('my-cluster').startsWith(tag.slice('_aspen-'.length, '_aspen-'.length + 16))).toBe(false); // the tag tells nothing of the topic
     expect(mdnsServiceTag('my-cluster')).not.toBe(mdnsServiceTag('other'));
+  });
+
+  it('refuses a version 1 ticket (BLAKE3 topic) with a clear message', () => {
+    const json = new TextEncoder().encode(JSON.stringify({ topic: bytesToHex(blake3(new TextEncoder().encode('my-cluster'))), cluster_id: 'my-cluster', bootstrap: addrs(26001) }));
+    const body = new Uint8Array([1, ...json]);
+    const old = `aspen${base32.baseEncode(new Uint8Array([...body, ...blake3(body).subarray(0, 4)]))}`;
+    expect(() => decodeTicket(old)).toThrow(/version 1 is not supported \(this node reads version 2\)/);
   });
 
   it('refuses any single-character change, a cut, another version, or a topic of another cookie (property)', () => {

@@ -18,12 +18,17 @@ export interface GossipDiscoveryOptions {
   readonly cookie: string;
   readonly httpAddr: string | null;
   readonly log: (line: string) => void;
+  /** How often to announce (default ANNOUNCE_INTERVAL_MS; tests shorten it). */
+  readonly announceIntervalMs?: number;
 }
 
 /**
  * Gossip discovery as in the seed: every node announces {node_id, peer_id, addrs, http_addr,
  * timestamp} on the cookie's topic every 10 s (and soon after a peer joins the topic); received
  * announcements that carry the cookie's MAC and match their signer update the peer directory.
+ * The transport serves gossipsub only on connections that proved the cookie, so a stranger never
+ * sees the topic, a subscription or an announcement; the topic name and the MAC key both come from
+ * the cookie's scrypt-derived key.
  */
 export class GossipDiscovery {
   readonly topic: string;
@@ -55,7 +60,7 @@ export class GossipDiscovery {
     this.interval = setInterval(() => {
       this.announce();
       this.options.directory.expire(Date.now());
-    }, ANNOUNCE_INTERVAL_MS);
+    }, this.options.announceIntervalMs ?? ANNOUNCE_INTERVAL_MS);
     this.announce();
   }
 

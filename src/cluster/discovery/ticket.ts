@@ -5,7 +5,8 @@ import { clusterTopic } from './topic.ts';
 
 /** Every ticket starts with this; the rest is lowercase base32 (RFC 4648, no padding). */
 export const TICKET_PREFIX = 'aspen';
-export const TICKET_VERSION = 1;
+/** 2: the topic is derived from the scrypt key of the cookie (version 1 carried BLAKE3 of the cookie). */
+export const TICKET_VERSION = 2;
 /** Bootstrap addresses a ticket carries (the seed's bound). */
 export const TICKET_ADDRESSES_MAX = 16;
 export const TICKET_ADDRESS_CHARS_MAX = 256;
