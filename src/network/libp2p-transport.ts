@@ -17,7 +17,7 @@ import { decodeWireMessage, encodeWireMessage } from './codec.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 import { Gatekeeper, type GatekeeperStats } from './gatekeeper.ts';
 import {
-  ADDRESS_DIAL_TIMEOUT_MS, AUTH_DEADLINE_MS, AUTH_STREAMS_PER_CONNECTION_MAX, CONNECTION_CLOSE_TIMEOUT_MS, CONNECTION_PING_INTERVAL_MS,
+  ADDRESS_DIAL_TIMEOUT_MS, assertHandshakeTimeouts, AUTH_DEADLINE_MS, AUTH_STREAMS_PER_CONNECTION_MAX, CONNECTION_CLOSE_TIMEOUT_MS, CONNECTION_PING_INTERVAL_MS,
   CONNECTIONS_MAX, DIAL_TIMEOUT_MS, IDENTIFY_TIMEOUT_MS, INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND, INBOUND_UPGRADE_TIMEOUT_MS,
   INBOUND_UPGRADES_PENDING_MAX, PEER_CONNECTIONS_PROBED_MAX, REDIAL_BACKOFF_MS, STALE_CONNECTION_PROBE_TIMEOUT_MS, STREAM_OPEN_TIMEOUT_MS,
 } from './timeouts.ts';
@@ -190,6 +190,7 @@ export class Libp2pTransport implements ClusterTransport {
   }
 
   static async create(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
+    assertHandshakeTimeouts();
     deriveAuthKey(options.cookie); // the slow KDF runs once, before anything listens
     let created: Libp2pTransport | null = null;
     const gatekeeper = new Gatekeeper({

@@ -22,7 +22,6 @@ export const AUTH_TIMEOUT_MS = 3_000;
  * the slot of a peer that connects and then stays silent.
  */
 export const AUTH_DEADLINE_MS = 5_000;
-assert(INBOUND_UPGRADE_TIMEOUT_MS < AUTH_DEADLINE_MS && AUTH_TIMEOUT_MS < AUTH_DEADLINE_MS, 'each handshake phase fits in the authentication deadline');
 /** After a failed dial or authentication, wait this long before dialing that peer again. */
 export const REDIAL_BACKOFF_MS = 500;
 /** How long closing a connection may wait for its streams before aborting them. */
@@ -58,3 +57,9 @@ export const INBOUND_UPGRADES_PENDING_MAX = 2 * UNAUTHENTICATED_CONNECTIONS_MAX;
 export const INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND = 5;
 /** Auth streams one connection may have open at once (each side opens at most one). */
 export const AUTH_STREAMS_PER_CONNECTION_MAX = 2;
+
+/** Each handshake phase fits in the authentication deadline (checked once, when a transport is created). */
+export function assertHandshakeTimeouts(timeouts = { upgradeMs: INBOUND_UPGRADE_TIMEOUT_MS, authMs: AUTH_TIMEOUT_MS, deadlineMs: AUTH_DEADLINE_MS }): void {
+  assert(timeouts.upgradeMs < timeouts.deadlineMs, 'the inbound upgrade fits in the authentication deadline');
+  assert(timeouts.authMs < timeouts.deadlineMs, 'the cookie handshake fits in the authentication deadline');
+}
