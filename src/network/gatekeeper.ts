@@ -1,5 +1,6 @@
 import type { Connection, ConnectionGater, MultiaddrConnection, StreamHandler } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
+import { escalateBrokenInvariant } from '../api/errors.ts';
 import { assert } from '../raft/assert.ts';
 import { AuthError } from './auth.ts';
 import { UNAUTHENTICATED_CONNECTIONS_MAX, UNAUTHENTICATED_PER_ADDRESS_MAX } from './timeouts.ts';
@@ -195,12 +196,10 @@ export class Gatekeeper {
   authenticate(connection: Connection, run: () => Promise<boolean>): Promise<boolean> {
     const id = connection.id;
     if (this.authenticated.has(id)) return Promise.resolve(true);
-    const attempt = run().then((ok) => {
-      if (ok) this.markAuthenticated(connection);
-      return ok;
-    });
+    // A handshake counts only if the connection is marked (it may have closed, or we stopped, meanwhile).
+    const attempt = run().then((ok) => ok && this.markAuthenticated(connection));
     const previous = this.pending.get(id);
-    const combined = previous === undefined ? attempt : Promise.all([previous, attempt]).then(([first, second]) => first || second);
+    const combined = previous === undefined ? attempt : firstSuccess(previous, attempt);
     this.pending.set(id, combined);
     void combined.then(() => { if (this.pending.get(id) === combined) this.pending.delete(id); });
     return attempt;
@@ -219,11 +218,13 @@ export class Gatekeeper {
     return pending === undefined ? false : pending;
   }
 
-  private markAuthenticated(connection: Connection): void {
-    if (this.stopped || connection.status !== 'open') return;
+  /** Record a proved connection; false when it is no longer open or the gatekeeper stopped. */
+  private markAuthenticated(connection: Connection): boolean {
+    if (this.stopped || connection.status !== 'open') return false;
     this.authenticated.add(connection.id);
     this.release(connection.timeline);
     this.options.onAuthenticated(connection);
+    return true;
   }
 
   /** `handler`, served only on connections that proved the cookie; any other stream is reset unread. */
@@ -232,7 +233,12 @@ export class Gatekeeper {
     this.gated.add(protocol);
     return async (stream, connection) => {
       if (await this.authorized(connection)) {
-        await handler(stream, connection);
+        try {
+          await handler(stream, connection);
+        } catch (error) {
+          // libp2p would only abort the stream: a broken invariant must stop the process instead.
+          if (!escalateBrokenInvariant(error)) throw error;
+        }
         return;
       }
       this.streamsRefusedTotal += 1;
@@ -273,4 +279,17 @@ export class Gatekeeper {
     this.perAddress.clear();
     this.inbound = 0;
   }
+}
+
+/** True as soon as either handshake succeeds; false once both have failed. Neither rejects. */
+function firstSuccess(first: Promise<boolean>, second: Promise<boolean>): Promise<boolean> {
+  return new Promise((resolve) => {
+    let failures = 0;
+    const settle = (ok: boolean): void => {
+      if (ok) resolve(true);
+      else if ((failures += 1) === 2) resolve(false);
+    };
+    void first.then(settle);
+    void second.then(settle);
+  });
 }
