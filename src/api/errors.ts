@@ -1,3 +1,4 @@
+import { AssertionError } from '../raft/assert.ts';
 import type { NodeId } from '../raft/types.ts';
 
 /** Stable error codes of the API, each with its HTTP status (DESIGN.md section 6). */
@@ -57,4 +58,15 @@ export class AspenError extends Error {
 
 export function isAspenError(value: unknown): value is AspenError {
   return value instanceof AspenError;
+}
+
+/**
+ * A broken invariant met where the caller would swallow it (an HTTP error handler, a forwarded
+ * request, a libp2p stream handler): it is thrown again outside that caller, so the process stops
+ * loudly. Returns whether `error` was one; any other error is the caller's to answer.
+ */
+export function escalateBrokenInvariant(error: unknown): boolean {
+  if (!(error instanceof AssertionError)) return false;
+  process.nextTick(() => { throw error; });
+  return true;
 }

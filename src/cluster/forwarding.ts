@@ -1,5 +1,5 @@
 import type { KeyValueStore } from '../api/contracts.ts';
-import { AspenError, ERROR_STATUS, type AspenErrorCode } from '../api/errors.ts';
+import { AspenError, ERROR_STATUS, escalateBrokenInvariant, type AspenErrorCode } from '../api/errors.ts';
 import { validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
 import type { DeleteRequest, DeleteResult, ReadRequest, ReadResult, ScanRequest, ScanResult, WriteRequest, WriteResult } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, Clock, Transport } from '../node/interfaces.ts';
@@ -137,6 +137,7 @@ export class ForwardingStore implements KeyValueStore {
           fail(error);
           return;
         }
+        escalateBrokenInvariant(error);
         this.log(`forwarding: a ${request.operation.kind} from node ${request.from} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
         fail(new AspenError('INTERNAL', 'the leader failed the request unexpectedly (see its log)', { definite: false }));
       },

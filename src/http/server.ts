@@ -1,6 +1,6 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
-import { AspenError, ERROR_STATUS } from '../api/errors.ts';
+import { AspenError, ERROR_STATUS, escalateBrokenInvariant } from '../api/errors.ts';
 import { ADDRESS_CHARS_MAX, CLUSTER_NODES_MAX, isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_MAX } from '../api/limits.ts';
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
@@ -114,6 +114,7 @@ function fromFastifyError(error: Partial<FastifyError>): AspenError | null {
  * anything else a 500 INTERNAL with a log line (the process carries on). Every body has `definite`.
  */
 function sendError(reply: FastifyReply, error: unknown, metrics: PrometheusMetrics, log: (line: string) => void): FastifyReply {
+  escalateBrokenInvariant(error); // the process stops; the reply below may or may not leave first
   const known = error instanceof AspenError ? error : fromFastifyError(error as Partial<FastifyError>);
   let body: ErrorBody;
   if (known === null) {

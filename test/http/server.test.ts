@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import type { InjectOptions } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ClusterController, KeyValueStore } from '../../src/api/contracts.ts';
@@ -259,3 +260,23 @@ function failingController(): ClusterController {
   const fail = () => Promise.reject(new TypeError('metrics exploded'));
   return { init: fail, addLearner: fail, changeMembership: fail, removeLearner: fail, triggerSnapshot: fail, currentState: fail, getMetrics: fail };
 }
+
+describe('a broken invariant inside a request', () => {
+  it('stops the process loudly instead of becoming a 500 (an assertion is never swallowed)', () => {
+    const server = new URL('../../src/http/server.ts', import.meta.url).href;
+    const assertModule = new URL('../../src/raft/assert.ts', import.meta.url).href;
+    const script = `
+      const { buildHttpServer } = await import(${JSON.stringify(server)});
+      const { AssertionError } = await import(${JSON.stringify(assertModule)});
+      const broken = () => Promise.reject(new AssertionError('invariant broken on purpose'));
+      const controller = { init: broken, addLearner: broken, changeMembership: broken, removeLearner: broken, triggerSnapshot: broken, currentState: broken, getMetrics: broken };
+      const app = buildHttpServer({ controller, store: {}, identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 } });
+      await app.inject({ method: 'GET', url: '/metrics' });
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      console.log('still running');`;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect(run.stdout).not.toContain('still running');
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toContain('AssertionError: invariant broken on purpose');
+  });
+});
