@@ -1,6 +1,6 @@
 import { closeSync, openSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
 import { assert } from '../raft/assert.ts';
 import { firstLine, StorageError } from './errors.ts';
 
@@ -17,6 +17,23 @@ export const LOCK_PID_FILE = 'LOCK.pid';
 const PID_FILE_BYTES_MAX = 32;
 /** SQLite's "database is locked": another connection holds the exclusive lock. */
 const SQLITE_BUSY = 5;
+
+/**
+ * node:sqlite, loaded when a lock is first taken: the module needs Node 22.13 or later, and an older
+ * runtime must still run everything that takes no lock (--storage memory, the CLI).
+ */
+function loadSqlite(): typeof import('node:sqlite') {
+  let sqlite: typeof import('node:sqlite') | undefined;
+  try {
+    sqlite = process.getBuiltinModule('node:sqlite');
+  } catch {
+    sqlite = undefined;
+  }
+  if (sqlite === undefined) {
+    throw new StorageError(`this Node.js (${process.version}) has no node:sqlite for the data directory lock: run Node 22.13 or later (npm scripts and npx run the pinned Node 24)`);
+  }
+  return sqlite;
+}
 
 /** Another process holds the data directory. */
 export class DataDirInUseError extends StorageError {
@@ -60,9 +77,10 @@ export class DataDirLock {
 
   /** Lock `dataDir` (it must exist), or throw DataDirInUseError naming the holder's pid. */
   static acquire(dataDir: string): DataDirLock {
+    const sqlite = loadSqlite();
     let database: DatabaseSync;
     try {
-      database = new DatabaseSync(join(dataDir, LOCK_FILE), { timeout: 0 });
+      database = new sqlite.DatabaseSync(join(dataDir, LOCK_FILE), { timeout: 0 });
     } catch (error) {
       throw new StorageError(`cannot lock data directory ${dataDir}: ${firstLine(error)}`, { cause: error });
     }
@@ -97,8 +115,11 @@ export class DataDirLock {
     const database = this.database;
     if (database === null) return;
     this.database = null;
-    rmSync(join(this.dataDir, LOCK_PID_FILE), { force: true });
-    database.close();
+    try {
+      rmSync(join(this.dataDir, LOCK_PID_FILE), { force: true });
+    } finally {
+      database.close();
+    }
     assert(!database.isOpen, 'the lock database is closed');
   }
 }

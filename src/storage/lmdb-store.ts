@@ -170,10 +170,10 @@ export class LmdbStorage {
       this.meta.putSync(META_STATE_CLEAN, true);
       await this.env.close();
     } catch (error) {
+      // The environments may still be open: keep the lock (the process is about to stop anyway).
       throw isStorageFault(error) ? storageFailure(error, this.dataDir, 'closing the data dir') : error;
-    } finally {
-      this.lock.release();
     }
+    this.lock.release();
   }
 
   /**
@@ -186,13 +186,11 @@ export class LmdbStorage {
     this.closed = true;
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<void>((resolve) => { timer = setTimeout(resolve, CLOSE_AFTER_FAILURE_WAIT_MS); });
-    const closing = Promise.allSettled([this.stateEnv.close(), this.env.close()]);
-    try {
-      await Promise.race([closing, waited]);
-    } finally {
-      clearTimeout(timer);
-      this.lock.release();
-    }
+    const closing = Promise.allSettled([Promise.resolve().then(() => this.stateEnv.close()), Promise.resolve().then(() => this.env.close())]).then(() => true);
+    const closed = await Promise.race([closing, waited.then(() => false)]);
+    clearTimeout(timer);
+    // Let go of the data dir only once LMDB has closed it; otherwise the process ends holding it.
+    if (closed) this.lock.release();
   }
 }
 

@@ -1,3 +1,4 @@
+import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { PersistBatch } from '../../src/node/interfaces.ts';
@@ -38,8 +39,13 @@ describe('LMDB on a full disk', () => {
     expect(index).toBeGreaterThan(10); // it did write until the disk was full
     await new Promise((resolve) => setTimeout(resolve, 50)); // an unhandled rejection would surface here and fail the run
     await storage.abandon(); // after a failed commit lmdb-js never settles close(): abandon() is bounded
+    // LMDB never closed, so this process still holds the data dir (it would exit now); what is on
+    // the disk is read from a copy, as a restart would find it.
+    expect(() => LmdbStorage.open(directory)).toThrow(/data directory in use by pid/);
     tmpfs.grow(TMPFS_BYTES * 4);
-    const reopened = LmdbStorage.open(directory);
+    const copy = join(tmpfs.path, 'copy');
+    cpSync(directory, copy, { recursive: true });
+    const reopened = LmdbStorage.open(copy);
     const { persisted } = new LmdbLogStore(reopened).load();
     expect(persisted.entries.length).toBe(index - 2); // every batch reported durable is there, the failed one is not
     await reopened.close();
