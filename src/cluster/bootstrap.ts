@@ -25,6 +25,8 @@ import { ForwardingStore } from './forwarding.ts';
 
 /** Heartbeats are two ticks: the core counts time in ticks, the node knows how long one is. */
 export const HEARTBEAT_TICKS = 2;
+/** On stop, HTTP requests in flight get this long to finish before their connections are closed. */
+export const HTTP_STOP_GRACE_MS = 2_000;
 /** On shutdown a leader waits this long for a successor to take over. */
 export const SHUTDOWN_TRANSFER_WAIT_MS = 1_000;
 /** After a storage failure, the longest wait for HTTP, discovery and the endpoint to stop before the failure is reported. */
@@ -224,7 +226,13 @@ async function startSteps(config: NodeConfig, log: (line: string) => void, optio
   const forwarding = await lifecycle.step('rpc', () => {
     const client = new RaftControlClient(node);
     routes.forwarding = new ForwardingStore({ local: client, transport, nodeId: config.nodeId, clock: systemClock, knownLeader: () => node.knownLeader(), log });
-    return { value: { client, store: routes.forwarding }, stop: () => { routes.forwarding = null; return Promise.resolve(); } };
+    const store = routes.forwarding;
+    const stop = (): Promise<void> => {
+      routes.forwarding = null;
+      store.stop();
+      return Promise.resolve();
+    };
+    return { value: { client, store }, stop };
   });
   const app = await lifecycle.step('http', () => startHttp(config, log, { transport, discovery, forwarding, httpAddress }));
   lifecycle.running();
@@ -371,7 +379,21 @@ async function startHttp(config: NodeConfig, log: (line: string) => void, parts:
     await app.close().catch((closeError: unknown) => { log(`http: ${firstLine(closeError)}`); });
     throw listenError(error, config.httpHost, config.httpPort, 'http', 'TCP');
   }
-  return { value: app, stop: () => app.close() };
+  return { value: app, stop: () => closeHttp(app) };
+}
+
+/**
+ * Stop listening and let requests in flight finish for up to HTTP_STOP_GRACE_MS, then close their
+ * connections: a request waiting on the cluster (an add-learner waits up to 30 s) never holds a stop.
+ */
+async function closeHttp(app: FastifyInstance): Promise<void> {
+  const closing = app.close();
+  const timer = setTimeout(() => { app.server.closeAllConnections(); }, HTTP_STOP_GRACE_MS);
+  try {
+    await closing;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** A leader that is shutting down asks its most caught-up voter to take over, and waits a little. */

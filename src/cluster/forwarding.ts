@@ -33,6 +33,7 @@ export class ForwardingStore implements KeyValueStore {
   private readonly log: (line: string) => void;
   private readonly pending = new Map<number, Pending>();
   private nextRequestId = 1;
+  private stopped = false;
 
   /**
    * `knownLeader` (0 when unknown) lets a follower forward at once; without it, or when it names
@@ -90,7 +91,22 @@ export class ForwardingStore implements KeyValueStore {
     }
   }
 
+  /**
+   * Stop forwarding: every request still waiting for the leader's answer fails now (its outcome is
+   * unknown), instead of holding its HTTP request open until its timeout.
+   */
+  stop(): void {
+    this.stopped = true;
+    const error = new AspenError('SHUTTING_DOWN', `node ${this.nodeId} is shutting down; a forwarded request may still take effect`, { definite: false });
+    for (const pending of this.pending.values()) {
+      pending.cancelTimer();
+      pending.reject(error);
+    }
+    this.pending.clear();
+  }
+
   private forward(leaderId: NodeId, operation: Operation): Promise<unknown> {
+    if (this.stopped) return Promise.reject(new AspenError('SHUTTING_DOWN', `node ${this.nodeId} is shutting down`));
     if (this.pending.size >= FORWARDS_PENDING_MAX) {
       return Promise.reject(new AspenError('OVERLOADED', `${FORWARDS_PENDING_MAX} forwarded requests are already waiting`));
     }

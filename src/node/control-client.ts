@@ -188,6 +188,10 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
           resolve();
           return;
         }
+        if (this.node.isStopped) {
+          reject(new AspenError('SHUTTING_DOWN', `node ${this.node.id} stopped while learner ${learnerId} caught up`, { definite: false }));
+          return;
+        }
         if (status.role !== 'leader') {
           reject(new AspenError('NOT_LEADER', 'leadership changed while the learner caught up', { leaderId: status.leaderId || null, definite: false }));
           return;

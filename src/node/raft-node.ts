@@ -238,6 +238,11 @@ export class RaftNode {
     this.enqueueRequest({ kind: 'snapshot', callback }, callback);
   }
 
+  /** Stopped (shut down, or fail-stopped on a storage failure): it takes no more work. */
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
   /** Length of one core tick in clock milliseconds. */
   get tickMs(): number {
     return this.options.tickMs;

@@ -3,6 +3,7 @@ import type { KeyValueStore } from '../../src/api/contracts.ts';
 import { AspenError } from '../../src/api/errors.ts';
 import type { WriteResult } from '../../src/api/types.ts';
 import { ForwardingStore } from '../../src/cluster/forwarding.ts';
+import { WireFormatError } from '../../src/network/codec.ts';
 import type { ClientRequest, WireMessage } from '../../src/node/interfaces.ts';
 
 /** A local store that is never the leader: every call is counted and refused with NOT_LEADER (leader 1). */
@@ -54,5 +55,57 @@ describe('ForwardingStore', () => {
     store.handleResponse({ type: 'client_response', from: 1, to: 2, term: 0, requestId: request?.requestId ?? 0, result: null,
       error: { code: 'NOT_LEADER', message: 'node 3 is the leader', leaderId: 3, definite: true } });
     await expect(result).rejects.toMatchObject({ code: 'NOT_LEADER', leaderId: 3 });
+  });
+
+  it('a follower refuses bad input itself: nothing is forwarded', async () => {
+    const calls = { count: 0 };
+    const sent: WireMessage[] = [];
+    const store = forwardingOn(1, calls, sent);
+    await expect(store.write({ command: { Set: { key: 'k', value: 'v', extra: 1 } } } as never)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(store.read({ key: 'k'.repeat(2_000) })).rejects.toMatchObject({ code: 'KEY_TOO_LARGE' });
+    await expect(store.delete({ key: '' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(store.scan({ prefix: 'a', continuation_token: 'not a token' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(sent).toEqual([]);
+    expect(calls.count).toBe(0);
+  });
+
+  it('the leader answers an invalid forwarded request with its error, and a reply that cannot be framed with an error', async () => {
+    const sent: WireMessage[] = [];
+    let refuseFirst = true;
+    const huge = { entries: [{ key: 'k', value: 'x' }], count: 1, is_truncated: false, continuation_token: null };
+    const local: KeyValueStore = { write: () => Promise.reject(new Error('unused')), read: () => Promise.reject(new Error('unused')), delete: () => Promise.reject(new Error('unused')), scan: () => Promise.resolve(huge) };
+    const lines: string[] = [];
+    const leader = new ForwardingStore({
+      local, nodeId: 1, clock: { nowMs: () => 0, setTimer: () => () => undefined }, log: (line) => { lines.push(line); },
+      transport: {
+        send: (message) => {
+          if (message.type === 'client_response' && message.error === null && refuseFirst) {
+            refuseFirst = false;
+            throw new WireFormatError('a client_response message of 6291456 bytes exceeds the 5242880-byte frame');
+          }
+          sent.push(message);
+        },
+      },
+    });
+    leader.handleRequest({ type: 'client_request', from: 2, to: 1, term: 0, requestId: 4, operation: { kind: 'invalid', code: 'KEY_TOO_LARGE', message: 'key is 2000 bytes' } });
+    leader.handleRequest({ type: 'client_request', from: 2, to: 1, term: 0, requestId: 5, operation: { kind: 'scan', prefix: '', limit: 10, continuationToken: null } });
+    await flush();
+    expect(sent).toMatchObject([
+      { type: 'client_response', to: 2, requestId: 4, result: null, error: { code: 'KEY_TOO_LARGE', definite: true } },
+      { type: 'client_response', to: 2, requestId: 5, result: null, error: { code: 'INTERNAL', definite: true } },
+    ]);
+    expect(lines.join('\n')).toMatch(/cannot be sent/);
+  });
+
+  it('stop() fails every forward still waiting, as indeterminate, and refuses new ones', async () => {
+    const calls = { count: 0 };
+    const sent: WireMessage[] = [];
+    const store = forwardingOn(1, calls, sent);
+    const waiting = store.write({ command: { Set: { key: 'k', value: 'v' } } });
+    expect(sent).toHaveLength(1);
+    store.stop();
+    await expect(waiting).rejects.toMatchObject({ code: 'SHUTTING_DOWN', definite: false });
+    await expect(store.read({ key: 'k' })).rejects.toMatchObject({ code: 'SHUTTING_DOWN' });
+    expect(sent).toHaveLength(1);
   });
 });

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startNode, type RunningNode } from '../../src/cluster/bootstrap.ts';
+import { HTTP_STOP_GRACE_MS, startNode, type RunningNode } from '../../src/cluster/bootstrap.ts';
 import { CONFIG_FILE_BYTES_MAX, ConfigError, COOKIE_CHARS_MIN, DEFAULT_COOKIE, parseNodeConfig } from '../../src/cluster/config.ts';
 import { encodeTicket } from '../../src/cluster/discovery/ticket.ts';
 import { clusterTopic } from '../../src/cluster/discovery/topic.ts';
@@ -176,6 +176,23 @@ describe('aspen as a library', () => {
     } finally {
       await running.stop();
     }
+  });
+
+  it('stops within the HTTP grace while an add-learner still waits for an unreachable learner', async () => {
+    const aspen = await import('../../src/index.ts');
+    const running = await aspen.startNode(aspen.parseNodeConfig(['--node-id', '1', '--port', '0', '--http-addr', '127.0.0.1:0', '--storage', 'memory', '--cookie', 'library-test-cookie', '--disable-mdns']), () => undefined);
+    const raftAddress = running.transport.listenAddresses[0]?.split('/p2p/')[0] ?? '';
+    expect((await post(`${running.httpUrl}/init`, { initial_members: [{ id: 1, addr: 'node-1', raft_addr: raftAddress }] })).status).toBe(200);
+    await eventually(async () => (await get(`${running.httpUrl}/leader`)).leader === 1, 5_000);
+    // Waits up to 30 s for a learner that does not exist.
+    const waiting = fetch(`${running.httpUrl}/add-learner`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ learner: { id: 7, raft_addr: '127.0.0.1:9' } }),
+    }).then((response) => response.status, () => 'connection closed');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const started = Date.now();
+    await running.stop();
+    expect(Date.now() - started).toBeLessThan(HTTP_STOP_GRACE_MS + 5_000); // far below the learner's 30 s
+    expect(['connection closed', 503]).toContain(await waiting);
   });
 });
 

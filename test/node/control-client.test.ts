@@ -165,6 +165,16 @@ describe('RaftControlClient on a single in-process node', () => {
     expect(changes.message).toMatch(/added as a learner first/);
   });
 
+  it('an add-learner waiting for its learner ends with SHUTTING_DOWN when the node stops, not at its timeout', async () => {
+    const { client, node } = singleNode();
+    await client.init({ initial_members: members([1]) });
+    const waiting = client.addLearner({ learner: { id: 2, addr: 'node-2', raft_addr: '127.0.0.1:26002' } });
+    await new Promise((resolve) => setTimeout(resolve, 100)); // the learner is in the configuration; the call polls
+    node.stop();
+    const error = await expectCode(waiting, 'SHUTTING_DOWN');
+    expect(error.definite).toBe(false);
+  });
+
   it('fails waiting requests with SHUTTING_DOWN on stop', async () => {
     const { client, node } = singleNode();
     await client.init({ initial_members: members([1]) });
