@@ -229,7 +229,14 @@ export class Libp2pTransport implements ClusterTransport {
     libp2p.addEventListener('connection:close', (event) => { gatekeeper.closed(event.detail); });
     await libp2p.handle(AUTH_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptAuth(stream, connection); }, { maxInboundStreams: AUTH_STREAMS_PER_CONNECTION_MAX });
     await libp2p.handle(RAFT_PROTOCOL, gatekeeper.serveAuthenticated(RAFT_PROTOCOL, (stream, connection) => { transport.acceptStream(stream, connection); }));
-    await libp2p.start();
+    try {
+      await libp2p.start();
+    } catch (error) {
+      // A listen that fails half-way (a port taken between the check and the bind) leaves part of
+      // libp2p running: stop it, so a failed start leaks no socket or timer.
+      await transport.stop().catch(() => undefined);
+      throw error;
+    }
     for (const protocol of libp2p.getProtocols()) {
       assert(protocol === AUTH_PROTOCOL || gatekeeper.gates(protocol), `${protocol} would be served before authentication`);
       assert(protocol !== PROBE_PROTOCOL, 'the probe protocol is never handled');

@@ -19,7 +19,7 @@ import type {
   WriteRequest,
   WriteResult,
 } from '../api/types.ts';
-import { assert } from '../raft/assert.ts';
+import { AssertionError } from '../raft/assert.ts';
 import type { RaftStatus } from '../raft/core.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
@@ -38,6 +38,8 @@ export const LEARNER_POLL_MS = 20;
 export const LEARNER_CATCH_UP_TIMEOUT_MS_DEFAULT = 30_000;
 /** How long change-membership waits for a learner it promotes to acknowledge the commit index. */
 export const LEARNER_PROMOTE_WAIT_MS = 2_000;
+/** Proposals a change-membership makes at most while it waits (one per poll). */
+export const LEARNER_PROMOTE_ATTEMPTS_MAX = LEARNER_PROMOTE_WAIT_MS / LEARNER_POLL_MS + 1;
 
 export interface RaftControlClientOptions {
   readonly requestTimeoutMs?: number;
@@ -108,21 +110,14 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     const fields = request as { members?: unknown; learners?: unknown } | null;
     const members = validateMembers(fields?.members, 'members');
     const wantedLearners = fields?.learners === undefined ? null : validateMembers(fields.learners, 'learners', 0);
-    const { status, membership } = this.leaderStatus();
-    for (const id of members) {
-      const isVoter = membership.voters.includes(id) || membership.votersOutgoing.includes(id);
-      if (!isVoter && !membership.learners.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} must be added as a learner first`);
-    }
-    for (const id of wantedLearners ?? []) {
-      if (members.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} is named as both a member and a learner`);
-      if (!membership.voters.includes(id) && !membership.learners.includes(id)) {
-        throw new AspenError('INVALID_INPUT', `node ${id} is not in the cluster: add it with /add-learner`);
-      }
-    }
-    const learners = wantedLearners ?? membership.learners.filter((id) => !members.includes(id));
     // A promoted learner must have acknowledged what was committed when the call arrived.
-    const target = { voters: members, learners, catchUpIndex: status.commitIndex };
-    await this.proposeMembership(target);
+    const catchUpIndex = this.leaderStatus().status.commitIndex;
+    await this.proposeMembership(() => {
+      const { membership } = this.leaderStatus(); // as it is now: another change may have committed meanwhile
+      checkMembershipTarget(membership, members, wantedLearners);
+      const learners = wantedLearners ?? membership.learners.filter((id) => !members.includes(id));
+      return { voters: members, learners, catchUpIndex };
+    });
     return this.currentState();
   }
 
@@ -142,21 +137,24 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   /**
    * Propose a change; while the core refuses it because a learner to promote has not caught up yet,
    * ask again every LEARNER_POLL_MS for up to LEARNER_PROMOTE_WAIT_MS (a healthy learner catches up
-   * within a round trip; an unreachable one never does, and the last refusal is the answer).
+   * within a round trip; an unreachable one never does, and the last refusal is the answer). The
+   * target is built afresh for each attempt from the configuration in effect then.
    */
-  private async proposeMembership(target: MembershipTarget): Promise<void> {
+  private async proposeMembership(build: () => MembershipTarget): Promise<void> {
     const clock = this.node.clock;
     const deadlineMs = clock.nowMs() + LEARNER_PROMOTE_WAIT_MS;
-    for (let attempt = 1; ; attempt += 1) {
-      assert(attempt <= LEARNER_PROMOTE_WAIT_MS / LEARNER_POLL_MS + 1, 'promotion attempts are bounded by the wait');
+    for (let attempt = 1; attempt <= LEARNER_PROMOTE_ATTEMPTS_MAX; attempt += 1) {
+      const target = build();
       try {
         await this.call<MembershipConfig>('change-membership', (callback) => { this.node.changeMembership(target, callback); });
         return;
       } catch (error) {
-        if (!(error instanceof AspenError) || error.code !== 'LEARNER_NOT_CAUGHT_UP' || clock.nowMs() + LEARNER_POLL_MS > deadlineMs) throw error;
+        const last = attempt === LEARNER_PROMOTE_ATTEMPTS_MAX || clock.nowMs() + LEARNER_POLL_MS > deadlineMs;
+        if (!(error instanceof AspenError) || error.code !== 'LEARNER_NOT_CAUGHT_UP' || last) throw error;
       }
       await new Promise<void>((resolve) => { clock.setTimer(LEARNER_POLL_MS, resolve); });
     }
+    throw new AssertionError('the last promotion attempt answers or throws');
   }
 
   async triggerSnapshot(): Promise<SnapshotResult> {
@@ -340,6 +338,20 @@ function validateClusterNode(value: unknown, what: string): ClusterNode {
     throw new AspenError('INVALID_INPUT', `${what} ${candidate.id}: raft_addr must be ip:port or a multiaddr, got "${candidate.raft_addr}"`);
   }
   return { id: candidate.id, addr: candidate.addr, raft_addr: candidate.raft_addr };
+}
+
+/** The voters and learners asked for must be nodes of the cluster, each in one role. */
+function checkMembershipTarget(membership: MembershipConfig, members: readonly NodeId[], learners: readonly NodeId[] | null): void {
+  for (const id of members) {
+    const isVoter = membership.voters.includes(id) || membership.votersOutgoing.includes(id);
+    if (!isVoter && !membership.learners.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} must be added as a learner first`);
+  }
+  for (const id of learners ?? []) {
+    if (members.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} is named as both a member and a learner`);
+    if (!membership.voters.includes(id) && !membership.learners.includes(id)) {
+      throw new AspenError('INVALID_INPUT', `node ${id} is not in the cluster: add it with /add-learner`);
+    }
+  }
 }
 
 function validateMembers(value: unknown, what: string, countMin = 1): number[] {
