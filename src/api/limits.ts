@@ -27,13 +27,12 @@ export const JSON_DEPTH_MAX = 16;
 /** Values (strings, numbers, containers) in one JSON body; a 2 MiB body holds fewer than this. */
 export const JSON_VALUES_MAX = 2 * 1024 * 1024;
 
-const encoder = new TextEncoder();
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** UTF-8 length, measured exactly only when the cheap bound (3 bytes per UTF-16 unit) could exceed `limit`. */
+/** UTF-8 length, measured exactly (without a copy) only when the cheap bound (3 bytes per UTF-16 unit) could exceed `limit`. */
 function utf8LengthNear(text: string, limit: number): number {
   if (text.length * 3 <= limit) return text.length;
-  return encoder.encode(text).byteLength;
+  return Buffer.byteLength(text, 'utf8');
 }
 
 /** Exact UTF-8 length of well-formed text. */

@@ -51,43 +51,49 @@ export class ForwardingStore implements KeyValueStore {
     this.log = options.log ?? (() => undefined);
   }
 
-  // Every request is checked here, before it may be forwarded: a follower answers bad input at once
-  // with the same error the leader would give (the leader checks again when it decodes the frame).
+  // A request is checked before it is forwarded: a follower answers bad input at once with the error
+  // the leader would give (the leader checks again when it decodes the frame). Run locally, the local
+  // store checks it.
   write(request: WriteRequest): Promise<WriteResult> {
-    const problem = validateWriteCommand((request as { command?: unknown } | null)?.command);
-    if (problem !== null) return Promise.reject(problem);
-    return this.withForwarding(() => this.local.write(request), { kind: 'write', command: request.command }) as Promise<WriteResult>;
+    return this.withForwarding(() => this.local.write(request), () => {
+      throwIf(validateWriteCommand((request as { command?: unknown } | null)?.command));
+      return { kind: 'write', command: request.command };
+    }) as Promise<WriteResult>;
   }
 
   read(request: ReadRequest): Promise<ReadResult> {
-    const problem = validateKey((request as { key?: unknown } | null)?.key);
-    if (problem !== null) return Promise.reject(problem);
-    return this.withForwarding(() => this.local.read(request), { kind: 'read', key: request.key }) as Promise<ReadResult>;
+    return this.withForwarding(() => this.local.read(request), () => {
+      throwIf(validateKey((request as { key?: unknown } | null)?.key));
+      return { kind: 'read', key: request.key };
+    }) as Promise<ReadResult>;
   }
 
   delete(request: DeleteRequest): Promise<DeleteResult> {
-    const problem = validateKey((request as { key?: unknown } | null)?.key);
-    if (problem !== null) return Promise.reject(problem);
-    return this.withForwarding(() => this.local.delete(request), { kind: 'delete', key: request.key }) as Promise<DeleteResult>;
+    return this.withForwarding(() => this.local.delete(request), () => {
+      throwIf(validateKey((request as { key?: unknown } | null)?.key));
+      return { kind: 'delete', key: request.key };
+    }) as Promise<DeleteResult>;
   }
 
   scan(request: ScanRequest): Promise<ScanResult> {
-    const bounds = validateScan(request);
-    if (bounds instanceof AspenError) return Promise.reject(bounds);
-    const operation = { kind: 'scan', prefix: bounds.prefix, limit: bounds.limit, continuationToken: request.continuation_token ?? null } as const;
-    return this.withForwarding(() => this.local.scan(request), operation) as Promise<ScanResult>;
+    return this.withForwarding(() => this.local.scan(request), () => {
+      const bounds = validateScan(request);
+      throwIf(bounds instanceof AspenError ? bounds : null);
+      return { kind: 'scan', prefix: request.prefix ?? '', limit: request.limit ?? null, continuationToken: request.continuation_token ?? null };
+    }) as Promise<ScanResult>;
   }
 
-  private async withForwarding(runLocally: () => Promise<unknown>, operation: Operation): Promise<unknown> {
+  /** `toForward` checks the request (throwing its AspenError) and says what to send the leader. */
+  private async withForwarding(runLocally: () => Promise<unknown>, toForward: () => Operation): Promise<unknown> {
     // A follower that knows its leader forwards at once: asking the local node first would cost a
     // mailbox turn and a NOT_LEADER error per request (both in the followers' profiles under load).
     const leader = this.knownLeader();
-    if (leader !== 0 && leader !== this.nodeId) return this.forward(leader, operation);
+    if (leader !== 0 && leader !== this.nodeId) return this.forward(leader, toForward());
     try {
       return await runLocally();
     } catch (error) {
       if (!(error instanceof AspenError) || error.code !== 'NOT_LEADER' || error.leaderId === null || error.leaderId === this.nodeId) throw error;
-      return this.forward(error.leaderId, operation);
+      return this.forward(error.leaderId, toForward());
     }
   }
 
@@ -189,4 +195,8 @@ export class ForwardingStore implements KeyValueStore {
     const code: AspenErrorCode = error.code in ERROR_STATUS ? (error.code as AspenErrorCode) : 'TIMEOUT';
     pending.reject(new AspenError(code, error.message, { leaderId: error.leaderId, definite: error.definite }));
   }
+}
+
+function throwIf(problem: AspenError | null): void {
+  if (problem !== null) throw problem;
 }
