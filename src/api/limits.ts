@@ -155,6 +155,9 @@ export interface ScanBounds {
   readonly afterKey: string | null;
 }
 
+/** Longest continuation token: base64url (no padding) of the longest key. */
+export const CONTINUATION_TOKEN_CHARS_MAX = Math.ceil((KEY_BYTES_MAX * 4) / 3);
+
 /** The continuation token of a page: the page's last key, base64url (no padding). */
 export function encodeContinuationToken(lastKey: string): string {
   return Buffer.from(lastKey, 'utf8').toString('base64url');
@@ -166,7 +169,7 @@ export function encodeContinuationToken(lastKey: string): string {
  */
 function decodeContinuationToken(token: string, prefix: string): string | AspenError {
   const refused = new AspenError('INVALID_INPUT', 'continuation_token is not one this API returned for this prefix (pass it back unchanged)');
-  if (token.length === 0 || token.length > Math.ceil((KEY_BYTES_MAX * 4) / 3) || !/^[A-Za-z0-9_-]+$/.test(token)) return refused;
+  if (token.length === 0 || token.length > CONTINUATION_TOKEN_CHARS_MAX || !/^[A-Za-z0-9_-]+$/.test(token)) return refused;
   const bytes = Buffer.from(token, 'base64url');
   if (bytes.toString('base64url') !== token) return refused;
   let key: string;
@@ -185,9 +188,7 @@ export function validateScan(request: { readonly prefix?: unknown; readonly limi
   const limit = request.limit ?? SCAN_LIMIT_DEFAULT;
   const token = request.continuation_token ?? null;
   if (typeof prefix !== 'string') return new AspenError('INVALID_INPUT', 'prefix must be a string');
-  const prefixBytes = utf8LengthNear(prefix, KEY_BYTES_MAX);
-  if (prefixBytes > KEY_BYTES_MAX) return new AspenError('KEY_TOO_LARGE', `prefix is ${prefixBytes} bytes; the limit is ${KEY_BYTES_MAX}`);
-  const prefixProblem = checkText(prefix, 'prefix');
+  const prefixProblem = prefix === '' ? null : checkKey(prefix, 'prefix');
   if (prefixProblem !== null) return prefixProblem;
   if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > SCAN_LIMIT_MAX) {
     return new AspenError('INVALID_INPUT', `limit must be an integer in [1, ${SCAN_LIMIT_MAX}]`);

@@ -1,7 +1,7 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant } from '../api/errors.ts';
-import { ADDRESS_CHARS_MAX, CLUSTER_NODES_MAX, isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_MAX } from '../api/limits.ts';
+import { ADDRESS_CHARS_MAX, CLUSTER_NODES_MAX, CONTINUATION_TOKEN_CHARS_MAX, isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_MAX } from '../api/limits.ts';
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { PrometheusMetrics } from './prometheus.ts';
@@ -212,7 +212,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
         properties: {
           prefix: { type: 'string', maxLength: KEY_BYTES_MAX },
           limit: { type: 'integer', minimum: 1, maximum: SCAN_LIMIT_MAX },
-          continuation_token: { type: ['string', 'null'], maxLength: 2 * KEY_BYTES_MAX },
+          continuation_token: { type: ['string', 'null'], maxLength: CONTINUATION_TOKEN_CHARS_MAX },
         },
       },
     },

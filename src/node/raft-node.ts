@@ -3,10 +3,10 @@ import type { WriteCommand } from '../api/types.ts';
 import { assert } from '../raft/assert.ts';
 import { StorageError } from '../storage/errors.ts';
 import { APPLY_ENTRIES_MAX, type RaftConfig } from '../raft/config.ts';
-import { RaftCore, type RaftStatus } from '../raft/core.ts';
+import { RaftCore, type MembershipProposal, type RaftStatus } from '../raft/core.ts';
 import type { RaftRejection } from '../raft/errors.ts';
 import type { Prng } from '../raft/prng.ts';
-import type { Entry, HardState, MembershipConfig, Message, NodeAddress, NodeId, PersistedState, Ready } from '../raft/types.ts';
+import type { Entry, HardState, MembershipConfig, Message, NodeId, PersistedState, Ready } from '../raft/types.ts';
 import { BoundedQueue } from './bounded-queue.ts';
 import { decodeCommand, encodeCommand } from './codec.ts';
 import type { Clock, LogStore, PersistBatch, RaftNodeObserver, Snapshot, SnapshotChunk, Transport, WireMessage } from './interfaces.ts';
@@ -50,13 +50,8 @@ type MailboxItem =
   | { readonly kind: 'transfer'; readonly target: NodeId; readonly callback: Callback<null> }
   | { readonly kind: 'snapshot'; readonly callback: Callback<Snapshot> };
 
-export interface MembershipTarget {
-  readonly voters: readonly NodeId[];
-  readonly learners: readonly NodeId[];
-  readonly nodes?: readonly NodeAddress[];
-  /** Learners promoted to voters must have acknowledged this index (see RaftCore.proposeMembership). */
-  readonly catchUpIndex?: number;
-}
+/** A membership change as the core takes it (voters, learners, new addresses, the promotion bar). */
+export type MembershipTarget = MembershipProposal;
 
 /** A membership change waiting to take effect: its entry, then (for a joint change) C_new. */
 interface PendingMembership {
