@@ -134,9 +134,6 @@ function sendError(reply: FastifyReply, error: unknown, metrics: PrometheusMetri
  * engine can stand behind it. Every body is validated by a JSON schema and bounded in size.
  */
 export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
-  const { controller, store, identity } = options;
-  const log = options.log ?? (() => undefined);
-  const allowedHostNames = (options.allowedHostNames ?? []).map((name) => name.toLowerCase());
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: REQUEST_BODY_BYTES_MAX,
@@ -147,9 +144,23 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
     // Node re-arms an answered keep-alive socket with this; the guard closes sockets idle for as long.
     keepAliveTimeout: (options.connectionLimits ?? DEFAULT_CONNECTION_LIMITS).idleTimeoutMs,
   });
+  const metrics = new PrometheusMetrics();
+  installBoundary(app, options, metrics);
+  addMembershipRoutes(app, options);
+  addKeyValueRoutes(app, options.store);
+  addNodeRoutes(app, options, metrics);
+  return app;
+}
+
+/**
+ * What every request passes before a route sees it: the body parser, Host and query checks,
+ * connection accounting, exact parameters per route, and the one error mapping.
+ */
+function installBoundary(app: FastifyInstance, options: HttpServerOptions, metrics: PrometheusMetrics): void {
+  const log = options.log ?? (() => undefined);
+  const allowedHostNames = (options.allowedHostNames ?? []).map((name) => name.toLowerCase());
   installJsonParser(app, REQUEST_BODY_BYTES_MAX);
   const connections = new ConnectionGuard(app.server, options.connectionLimits);
-  const metrics = new PrometheusMetrics();
   app.setErrorHandler((error, _request, reply) => sendError(reply, error, metrics, log));
   app.addHook('onRequest', (request, reply, done) => {
     const socket = request.raw.socket;
@@ -167,7 +178,6 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   app.setNotFoundHandler((request) => {
     throw new AspenError('NOT_FOUND', `no route ${request.method} ${request.url.slice(0, 200)}`);
   });
-
   // Exact per endpoint: a route that takes no query string refuses one, a POST that takes no body
   // (trigger-snapshot) accepts none or {} only.
   app.addHook('onRoute', (route) => {
@@ -176,31 +186,35 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
     const methods = [route.method].flat();
     if (methods.includes('POST') && schema.body === undefined) route.preValidation = [refuseBody];
   });
+}
 
+function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): void {
+  const { controller } = options;
   app.post('/init', {
     schema: { body: { type: 'object', required: ['initial_members'], additionalProperties: false, properties: { initial_members: { type: 'array', minItems: 1, maxItems: CLUSTER_NODES_MAX, items: clusterNode } } } },
   }, (request) => {
     const members = (request.body as { initial_members: PartialNode[] }).initial_members;
     return controller.init({ initial_members: members.map((member) => completeNode(member, options.network)) });
   });
-
   app.post('/add-learner', {
     schema: { body: { type: 'object', required: ['learner'], additionalProperties: false, properties: { learner: clusterNode } } },
   }, (request) => controller.addLearner({ learner: completeNode((request.body as { learner: PartialNode }).learner, options.network) }));
-
   app.post('/change-membership', {
     schema: { body: { type: 'object', required: ['members'], additionalProperties: false, properties: { members: nodeIdList(1), learners: nodeIdList(0) } } },
   }, (request) => controller.changeMembership(request.body as Parameters<ClusterController['changeMembership']>[0]));
-
   app.post('/remove-learner', {
     schema: { body: { type: 'object', required: ['learner_id'], additionalProperties: false, properties: { learner_id: nodeIdSchema } } },
   }, (request) => controller.removeLearner(request.body as Parameters<ClusterController['removeLearner']>[0]));
+  app.post('/trigger-snapshot', () => controller.triggerSnapshot());
+  app.get('/state', () => controller.currentState());
+  app.get('/leader', async () => ({ leader: (await controller.currentState()).leader }));
+}
 
+function addKeyValueRoutes(app: FastifyInstance, store: KeyValueStore): void {
   // The command's shape and size limits are checked by validateWriteCommand (typed error codes).
   app.post('/write', {
     schema: { body: { type: 'object', required: ['command'], additionalProperties: false, properties: { command: { type: 'object' } } } },
   }, (request) => store.write(request.body as Parameters<KeyValueStore['write']>[0]));
-
   app.get('/read', { schema: { querystring: keyBody } }, (request) => store.read(request.query as { key: string }));
   app.post('/read', { schema: { body: keyBody } }, (request) => store.read(request.body as { key: string }));
   app.post('/delete', { schema: { body: keyBody } }, (request) => store.delete(request.body as { key: string }));
@@ -217,8 +231,11 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
       },
     },
   }, (request) => store.scan(request.body as Parameters<KeyValueStore['scan']>[0]));
+}
 
-  app.get('/state', () => controller.currentState());
+/** Metrics, health, identity and the network layer's routes (peers, tickets). */
+function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics: PrometheusMetrics): void {
+  const { controller, identity } = options;
   app.get('/metrics', () => controller.getMetrics());
   app.get('/metrics/prometheus', async (_request, reply) => {
     const text = await metrics.render(await controller.getMetrics());
@@ -232,40 +249,36 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   }));
   app.post('/add-peer', {
     schema: { body: { type: 'object', required: ['node_id', 'addr'], additionalProperties: false, properties: { node_id: nodeIdSchema, addr: { type: 'string', minLength: 1, maxLength: ADDRESS_CHARS_MAX } } } },
-  }, (request) => {
-    const { node_id: nodeId, addr } = request.body as { node_id: number; addr: string };
-    if (options.network === undefined) throw new AspenError('INVALID_INPUT', 'this node has no network layer');
-    if (nodeId === identity.nodeId) throw new AspenError('INVALID_INPUT', 'a node is not its own peer');
-    if (!isRaftAddress(addr)) throw new AspenError('INVALID_INPUT', `addr must be a multiaddr or ip:port, got "${addr}"`);
-    try {
-      options.network.addPeer(nodeId, addr);
-    } catch (error) {
-      throw new AspenError('INVALID_INPUT', `cannot use ${addr}: ${error instanceof Error ? error.message : String(error)}`);
-    }
-    return { node_id: nodeId, addr };
-  });
+  }, (request) => addPeer(options, request.body as { node_id: number; addr: string }));
   app.get('/peers', () => ({ peers: options.network?.peers?.() ?? [] }));
   app.get('/cluster-ticket', () => {
     const ticket = options.network?.clusterTicket?.();
     if (ticket === undefined) throw new AspenError('INVALID_INPUT', 'this node has no network layer to make a ticket from');
     return { ticket };
   });
-  app.get('/leader', async () => ({ leader: (await controller.currentState()).leader }));
-  app.post('/trigger-snapshot', () => controller.triggerSnapshot());
-
-  app.get('/health', async (_request, reply) => {
-    const metrics = await controller.getMetrics();
-    const initialized = metrics.membership_config !== null;
-    const hasLeader = metrics.current_leader !== null;
-    const status = hasLeader ? 'healthy' : 'degraded';
-    return reply.code(200).send({
-      status,
-      checks: { initialized, leader: hasLeader, raft_state: metrics.state },
+  app.get('/health', async () => {
+    const raft = await controller.getMetrics();
+    const hasLeader = raft.current_leader !== null;
+    return {
+      status: hasLeader ? 'healthy' : 'degraded',
+      checks: { initialized: raft.membership_config !== null, leader: hasLeader, raft_state: raft.state },
       node_id: identity.nodeId,
-      raft_node_id: metrics.node_id,
+      raft_node_id: raft.node_id,
       endpoint_id: identity.endpointId,
       uptime_seconds: Math.floor((identity.nowMs() - identity.startedAtMs) / 1000),
-    });
+    };
   });
-  return app;
+}
+
+function addPeer(options: HttpServerOptions, body: { node_id: number; addr: string }): { node_id: number; addr: string } {
+  const { node_id: nodeId, addr } = body;
+  if (options.network === undefined) throw new AspenError('INVALID_INPUT', 'this node has no network layer');
+  if (nodeId === options.identity.nodeId) throw new AspenError('INVALID_INPUT', 'a node is not its own peer');
+  if (!isRaftAddress(addr)) throw new AspenError('INVALID_INPUT', `addr must be a multiaddr or ip:port, got "${addr}"`);
+  try {
+    options.network.addPeer(nodeId, addr);
+  } catch (error) {
+    throw new AspenError('INVALID_INPUT', `cannot use ${addr}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return { node_id: nodeId, addr };
 }
