@@ -215,7 +215,7 @@ interface Routes {
 
 async function startSteps(config: NodeConfig, log: (line: string) => void, options: StartOptions, lifecycle: Lifecycle): Promise<RunningNode> {
   const routes: Routes = { node: null, forwarding: null };
-  const stores = await lifecycle.step('storage', () => startStorage(config, log, options, lifecycle));
+  const stores = await lifecycle.step('storage', () => startStorage(config, log, options));
   const transport = await lifecycle.step('endpoint', () => startEndpoint(config, log, routes));
   const httpAddress = `${config.httpHost}:${config.httpPort}`;
   const discovery = await lifecycle.step('discovery', () => {
@@ -247,7 +247,7 @@ interface Stores extends StoreParts {
 }
 
 /** The data dir, locked to this process (LmdbStorage.open), or memory. */
-async function startStorage(config: NodeConfig, log: (line: string) => void, options: StartOptions, lifecycle: Lifecycle): Promise<Started<Stores>> {
+async function startStorage(config: NodeConfig, log: (line: string) => void, options: StartOptions): Promise<Started<Stores>> {
   const wrap = options.wrapStores ?? ((parts: StoreParts) => parts);
   if (config.storage === 'memory') {
     const logStore = new MemoryLogStore();
@@ -255,7 +255,8 @@ async function startStorage(config: NodeConfig, log: (line: string) => void, opt
   }
   const storage = LmdbStorage.open(config.dataDir);
   if (storage.stateRebuilt) log(`storage: the last stop was not clean; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`);
-  const stop = (mode: StopMode): Promise<void> => (mode === 'fatal' || lifecycle.failure !== null ? storage.abandon() : storage.close());
+  // After a storage failure every component is stopped in 'fatal' mode: the store is left unclean.
+  const stop = (mode: StopMode): Promise<void> => (mode === 'fatal' ? storage.abandon() : storage.close());
   try {
     const logStore = new LmdbLogStore(storage);
     return { value: { ...wrap({ logStore, stateMachine: new LmdbKvStateMachine(storage) }), ...logStore.load() }, stop };
