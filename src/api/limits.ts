@@ -29,15 +29,14 @@ export const JSON_VALUES_MAX = 2 * 1024 * 1024;
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** UTF-8 length, measured exactly (without a copy) only when the cheap bound (3 bytes per UTF-16 unit) could exceed `limit`. */
-function utf8LengthNear(text: string, limit: number): number {
-  if (text.length * 3 <= limit) return text.length;
+/** Exact UTF-8 length of well-formed text, counted without a copy. */
+export function utf8Length(text: string): number {
   return Buffer.byteLength(text, 'utf8');
 }
 
-/** Exact UTF-8 length of well-formed text. */
-export function utf8Length(text: string): number {
-  return Buffer.byteLength(text, 'utf8');
+/** UTF-8 length, measured exactly only when the cheap bound (3 bytes per UTF-16 unit) could exceed `limit`. */
+function utf8LengthNear(text: string, limit: number): number {
+  return text.length * 3 <= limit ? text.length : utf8Length(text);
 }
 
 function checkText(text: string, what: string): AspenError | null {
