@@ -6,9 +6,22 @@ import tseslint from 'typescript-eslint';
 const pureCoreRules = {
   'no-restricted-globals': [
     'error',
-    ...['Date', 'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval',
-      'clearImmediate', 'queueMicrotask', 'performance', 'process', 'Buffer', 'require', 'fetch',
-      'Promise'].map((name) => ({ name, message: 'src/raft is a pure state machine: inject it instead.' })),
+    ...[
+      'Date',
+      'setTimeout',
+      'setInterval',
+      'setImmediate',
+      'clearTimeout',
+      'clearInterval',
+      'clearImmediate',
+      'queueMicrotask',
+      'performance',
+      'process',
+      'Buffer',
+      'require',
+      'fetch',
+      'Promise',
+    ].map((name) => ({ name, message: 'src/raft is a pure state machine: inject it instead.' })),
   ],
   'no-restricted-properties': [
     'error',
@@ -43,7 +56,10 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': 'error',
-      '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true, allowBoolean: true }],
+      '@typescript-eslint/restrict-template-expressions': [
+        'error',
+        { allowNumber: true, allowBoolean: true },
+      ],
       '@typescript-eslint/no-unnecessary-condition': ['error', { allowConstantLoopConditions: true }],
       'no-constant-condition': ['error', { checkLoops: false }],
     },

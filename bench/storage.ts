@@ -14,7 +14,9 @@ import { LmdbLogStore, LmdbStorage } from '../src/storage/lmdb-store.ts';
 
 const VALUE_BYTES = 128;
 const BATCH_SIZES = [1, 16, 256] as const;
-const { values } = parseArgs({ options: { seconds: { type: 'string', default: '3' }, dir: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { seconds: { type: 'string', default: '3' }, dir: { type: 'string' } },
+});
 const durationMs = Number(values.seconds) * 1000;
 const ENTRIES_MAX = 2_000_000;
 const baseDir = values.dir ?? tmpdir();
@@ -28,7 +30,9 @@ function persist(store: LogStore, batch: PersistBatch): Promise<void> {
   });
 }
 
-async function lmdbAppends(batchSize: number): Promise<{ entriesPerSecond: number; batchesPerSecond: number }> {
+async function lmdbAppends(
+  batchSize: number,
+): Promise<{ entriesPerSecond: number; batchesPerSecond: number }> {
   const directory = mkdtempSync(join(baseDir, 'aspen-bench-'));
   const storage = LmdbStorage.open(directory);
   const store = new LmdbLogStore(storage);
@@ -69,9 +73,13 @@ function fsyncBaseline(): { writesPerSecond: number } {
 }
 
 const baseline = fsyncBaseline();
-process.stdout.write(`${JSON.stringify({ bench: 'fsync-per-write baseline', valueBytes: VALUE_BYTES, ...baseline })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ bench: 'fsync-per-write baseline', valueBytes: VALUE_BYTES, ...baseline })}\n`,
+);
 for (const batchSize of BATCH_SIZES) {
   const result = await lmdbAppends(batchSize);
   const ratio = (result.batchesPerSecond / baseline.writesPerSecond).toFixed(2);
-  process.stdout.write(`${JSON.stringify({ bench: 'lmdb durable appends', batchSize, valueBytes: VALUE_BYTES, ...result, syncsVsBaseline: Number(ratio) })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ bench: 'lmdb durable appends', batchSize, valueBytes: VALUE_BYTES, ...result, syncsVsBaseline: Number(ratio) })}\n`,
+  );
 }

@@ -7,4 +7,11 @@ export { ConfigError, parseNodeConfig, type NodeConfig } from './cluster/config.
 export type { ClusterController, KeyValueStore } from './api/contracts.ts';
 export { AspenError, type AspenErrorCode } from './api/errors.ts';
 export type * from './api/types.ts';
-export { KvClient, KvError, type CallOptions, type KvClientOptions, type KvErrorCode, type MemberSpec } from './client/index.ts';
+export {
+  KvClient,
+  KvError,
+  type CallOptions,
+  type KvClientOptions,
+  type KvErrorCode,
+  type MemberSpec,
+} from './client/index.ts';

@@ -37,7 +37,11 @@ export class AspenError extends Error {
   readonly leaderId: NodeId | null;
   readonly definite: boolean;
 
-  constructor(code: AspenErrorCode, message: string, options: { leaderId?: NodeId | null; definite?: boolean; cause?: unknown } = {}) {
+  constructor(
+    code: AspenErrorCode,
+    message: string,
+    options: { leaderId?: NodeId | null; definite?: boolean; cause?: unknown } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.leaderId = options.leaderId ?? null;
@@ -50,7 +54,11 @@ export class AspenError extends Error {
 
   /** The seed's `{code, message}`, plus `leader_id` for NOT_LEADER and `definite` (false: a write may still apply). */
   toJSON(): { error: { code: AspenErrorCode; message: string; leader_id?: NodeId; definite: boolean } } {
-    const body: { code: AspenErrorCode; message: string; leader_id?: NodeId; definite: boolean } = { code: this.code, message: this.message, definite: this.definite };
+    const body: { code: AspenErrorCode; message: string; leader_id?: NodeId; definite: boolean } = {
+      code: this.code,
+      message: this.message,
+      definite: this.definite,
+    };
     if (this.leaderId !== null) body.leader_id = this.leaderId;
     return { error: body };
   }
@@ -67,6 +75,8 @@ export function isAspenError(value: unknown): value is AspenError {
  */
 export function escalateBrokenInvariant(error: unknown): boolean {
   if (!(error instanceof AssertionError)) return false;
-  process.nextTick(() => { throw error; });
+  process.nextTick(() => {
+    throw error;
+  });
   return true;
 }

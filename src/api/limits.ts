@@ -41,7 +41,8 @@ function utf8LengthNear(text: string, limit: number): number {
 
 function checkText(text: string, what: string): AspenError | null {
   // A lone surrogate cannot be stored as UTF-8: it would become U+FFFD and collide with other keys.
-  if (!text.isWellFormed()) return new AspenError('INVALID_INPUT', `${what} is not well-formed Unicode (a lone UTF-16 surrogate)`);
+  if (!text.isWellFormed())
+    return new AspenError('INVALID_INPUT', `${what} is not well-formed Unicode (a lone UTF-16 surrogate)`);
   return null;
 }
 
@@ -49,20 +50,23 @@ function checkKey(key: unknown, what = 'key'): AspenError | null {
   if (typeof key !== 'string') return new AspenError('INVALID_INPUT', `${what} must be a string`);
   if (key.length === 0) return new AspenError('INVALID_INPUT', `${what} must not be empty`);
   const bytes = utf8LengthNear(key, KEY_BYTES_MAX);
-  if (bytes > KEY_BYTES_MAX) return new AspenError('KEY_TOO_LARGE', `${what} is ${bytes} bytes; the limit is ${KEY_BYTES_MAX}`);
+  if (bytes > KEY_BYTES_MAX)
+    return new AspenError('KEY_TOO_LARGE', `${what} is ${bytes} bytes; the limit is ${KEY_BYTES_MAX}`);
   return checkText(key, what);
 }
 
 function checkValue(value: unknown): AspenError | null {
   if (typeof value !== 'string') return new AspenError('INVALID_INPUT', 'value must be a string');
   const bytes = utf8LengthNear(value, VALUE_BYTES_MAX);
-  if (bytes > VALUE_BYTES_MAX) return new AspenError('VALUE_TOO_LARGE', `value is ${bytes} bytes; the limit is ${VALUE_BYTES_MAX}`);
+  if (bytes > VALUE_BYTES_MAX)
+    return new AspenError('VALUE_TOO_LARGE', `value is ${bytes} bytes; the limit is ${VALUE_BYTES_MAX}`);
   return checkText(value, 'value');
 }
 
 function checkBatchSize(count: number): AspenError | null {
   if (count === 0) return new AspenError('INVALID_INPUT', 'a batch needs at least one key');
-  if (count > BATCH_KEYS_MAX) return new AspenError('BATCH_TOO_LARGE', `a batch has ${count} keys; the limit is ${BATCH_KEYS_MAX}`);
+  if (count > BATCH_KEYS_MAX)
+    return new AspenError('BATCH_TOO_LARGE', `a batch has ${count} keys; the limit is ${BATCH_KEYS_MAX}`);
   return null;
 }
 
@@ -88,7 +92,11 @@ function isCommandKind(kind: string): kind is CommandKind {
 function checkFields(body: Record<string, unknown>, kind: CommandKind): AspenError | null {
   const fields: readonly string[] = COMMAND_FIELDS[kind];
   for (const name of Object.keys(body)) {
-    if (!fields.includes(name)) return new AspenError('INVALID_INPUT', `${kind} takes only ${fields.join(' and ')}; unknown field "${name.slice(0, 64)}"`);
+    if (!fields.includes(name))
+      return new AspenError(
+        'INVALID_INPUT',
+        `${kind} takes only ${fields.join(' and ')}; unknown field "${name.slice(0, 64)}"`,
+      );
   }
   for (const name of fields) {
     if (!Object.hasOwn(body, name)) return new AspenError('INVALID_INPUT', `${kind} needs ${name}`);
@@ -101,7 +109,11 @@ export function validateWriteCommand(command: unknown): AspenError | null {
   if (!isRecord(command)) return new AspenError('INVALID_INPUT', 'command must be an object');
   const kinds = Object.keys(command);
   const kind = kinds[0] ?? '';
-  if (kinds.length !== 1) return new AspenError('INVALID_INPUT', 'command must have exactly one of Set, SetMulti, Delete, DeleteMulti');
+  if (kinds.length !== 1)
+    return new AspenError(
+      'INVALID_INPUT',
+      'command must have exactly one of Set, SetMulti, Delete, DeleteMulti',
+    );
   if (!isCommandKind(kind)) return new AspenError('INVALID_INPUT', `unknown command ${kind.slice(0, 64)}`);
   const body = command[kind];
   if (!isRecord(body)) return new AspenError('INVALID_INPUT', 'command body must be an object');
@@ -124,7 +136,8 @@ function checkPairs(pairs: unknown): AspenError | null {
   const sizeProblem = checkBatchSize(pairs.length);
   if (sizeProblem !== null) return sizeProblem;
   for (const pair of pairs as unknown[]) {
-    if (!Array.isArray(pair) || pair.length !== 2) return new AspenError('INVALID_INPUT', 'each pair must be [key, value]');
+    if (!Array.isArray(pair) || pair.length !== 2)
+      return new AspenError('INVALID_INPUT', 'each pair must be [key, value]');
     const problem = checkKey(pair[0]) ?? checkValue(pair[1]);
     if (problem !== null) return problem;
   }
@@ -167,8 +180,12 @@ export function encodeContinuationToken(lastKey: string): string {
  * well-formed UTF-8 key of the same prefix. A garbage token is an error, never an empty page.
  */
 function decodeContinuationToken(token: string, prefix: string): string | AspenError {
-  const refused = new AspenError('INVALID_INPUT', 'continuation_token is not one this API returned for this prefix (pass it back unchanged)');
-  if (token.length === 0 || token.length > CONTINUATION_TOKEN_CHARS_MAX || !/^[A-Za-z0-9_-]+$/.test(token)) return refused;
+  const refused = new AspenError(
+    'INVALID_INPUT',
+    'continuation_token is not one this API returned for this prefix (pass it back unchanged)',
+  );
+  if (token.length === 0 || token.length > CONTINUATION_TOKEN_CHARS_MAX || !/^[A-Za-z0-9_-]+$/.test(token))
+    return refused;
   const bytes = Buffer.from(token, 'base64url');
   if (bytes.toString('base64url') !== token) return refused;
   let key: string;
@@ -182,7 +199,11 @@ function decodeContinuationToken(token: string, prefix: string): string | AspenE
 }
 
 /** Validate an untrusted scan request (the fields of POST /scan or of a forwarded scan). */
-export function validateScan(request: { readonly prefix?: unknown; readonly limit?: unknown; readonly continuation_token?: unknown }): ScanBounds | AspenError {
+export function validateScan(request: {
+  readonly prefix?: unknown;
+  readonly limit?: unknown;
+  readonly continuation_token?: unknown;
+}): ScanBounds | AspenError {
   const prefix = request.prefix ?? '';
   const limit = request.limit ?? SCAN_LIMIT_DEFAULT;
   const token = request.continuation_token ?? null;
@@ -193,7 +214,8 @@ export function validateScan(request: { readonly prefix?: unknown; readonly limi
     return new AspenError('INVALID_INPUT', `limit must be an integer in [1, ${SCAN_LIMIT_MAX}]`);
   }
   if (token === null) return { prefix, limit, afterKey: null };
-  if (typeof token !== 'string') return new AspenError('INVALID_INPUT', 'continuation_token must be a string or null');
+  if (typeof token !== 'string')
+    return new AspenError('INVALID_INPUT', 'continuation_token must be a string or null');
   const afterKey = decodeContinuationToken(token, prefix);
   return afterKey instanceof AspenError ? afterKey : { prefix, limit, afterKey };
 }
@@ -207,20 +229,27 @@ export function checkJsonBody(root: unknown): AspenError | null {
   let values = 0;
   for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
     values += 1;
-    if (values > JSON_VALUES_MAX) return new AspenError('INVALID_INPUT', `a body holds at most ${JSON_VALUES_MAX} JSON values`);
+    if (values > JSON_VALUES_MAX)
+      return new AspenError('INVALID_INPUT', `a body holds at most ${JSON_VALUES_MAX} JSON values`);
     const { value, depth } = item;
     if (typeof value === 'string') {
-      if (!value.isWellFormed()) return new AspenError('INVALID_INPUT', 'a string is not well-formed Unicode (a lone UTF-16 surrogate)');
+      if (!value.isWellFormed())
+        return new AspenError(
+          'INVALID_INPUT',
+          'a string is not well-formed Unicode (a lone UTF-16 surrogate)',
+        );
       continue;
     }
     if (typeof value !== 'object' || value === null) continue;
-    if (depth > JSON_DEPTH_MAX) return new AspenError('INVALID_INPUT', `JSON nested deeper than ${JSON_DEPTH_MAX} levels`);
+    if (depth > JSON_DEPTH_MAX)
+      return new AspenError('INVALID_INPUT', `JSON nested deeper than ${JSON_DEPTH_MAX} levels`);
     if (Array.isArray(value)) {
       for (const element of value as unknown[]) stack.push({ value: element, depth: depth + 1 });
       continue;
     }
     for (const [name, element] of Object.entries(value)) {
-      if (!name.isWellFormed()) return new AspenError('INVALID_INPUT', 'a property name is not well-formed Unicode');
+      if (!name.isWellFormed())
+        return new AspenError('INVALID_INPUT', 'a property name is not well-formed Unicode');
       stack.push({ value: element, depth: depth + 1 });
     }
   }
@@ -240,7 +269,8 @@ export const ADDRESS_CHARS_MAX = 1_024;
 
 /** A raft_addr is "ipv4:port" (the seed's form) or a multiaddr ("/ip4/…/tcp/…"). */
 export function isRaftAddress(text: string): boolean {
-  if (text.startsWith('/')) return text.length <= ADDRESS_CHARS_MAX && !/\s/.test(text) && text.isWellFormed();
+  if (text.startsWith('/'))
+    return text.length <= ADDRESS_CHARS_MAX && !/\s/.test(text) && text.isWellFormed();
   const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/.exec(text);
   if (match === null) return false;
   const octets = match.slice(1, 5).map(Number);

@@ -100,7 +100,11 @@ export interface RaftMetrics {
   readonly commit_index: number;
   readonly last_applied: number;
   readonly snapshot: { readonly index: number; readonly term: number } | null;
-  readonly membership_config: { readonly voters: readonly NodeId[]; readonly voters_outgoing: readonly NodeId[]; readonly learners: readonly NodeId[] } | null;
+  readonly membership_config: {
+    readonly voters: readonly NodeId[];
+    readonly voters_outgoing: readonly NodeId[];
+    readonly learners: readonly NodeId[];
+  } | null;
   readonly replication: readonly ReplicationStatus[] | null;
   readonly millis_since_quorum_ack: number | null;
 }

@@ -11,7 +11,13 @@ import { chartSvg } from './chart.ts';
 import { KEY_SPACE, keyOf, runLoad, VALUE, type LoadTarget, type Operation, type RunResult } from './load.ts';
 import { ensureEtcd, startAspen, startEtcd, type ServerCluster } from './servers.ts';
 
-const RUNS: readonly (readonly [Operation, number])[] = [['write', 1], ['write', 16], ['write', 64], ['read', 1], ['read', 64]];
+const RUNS: readonly (readonly [Operation, number])[] = [
+  ['write', 1],
+  ['write', 16],
+  ['write', 64],
+  ['read', 1],
+  ['read', 64],
+];
 const DURATION_MS_DEFAULT = 10_000;
 const DURATION_MS_MAX = 600_000;
 const WARMUP_MS = 3_000;
@@ -25,9 +31,10 @@ function aspenTarget(endpoints: readonly string[]): LoadTarget {
   return {
     name: 'aspen',
     endpoints,
-    request: (operation, key, value) => (operation === 'write'
-      ? { method: 'POST', path: '/write', body: JSON.stringify({ command: { Set: { key, value } } }) }
-      : { method: 'GET', path: `/read?key=${key}`, body: null }),
+    request: (operation, key, value) =>
+      operation === 'write'
+        ? { method: 'POST', path: '/write', body: JSON.stringify({ command: { Set: { key, value } } }) }
+        : { method: 'GET', path: `/read?key=${key}`, body: null },
     ok: (status) => status === 200 || status === 404,
   };
 }
@@ -37,9 +44,10 @@ function etcdTarget(endpoints: readonly string[]): LoadTarget {
     name: 'etcd',
     endpoints,
     // The JSON gateway of etcd 3.4; a range without serializable:true is linearizable.
-    request: (operation, key, value) => (operation === 'write'
-      ? { method: 'POST', path: '/v3/kv/put', body: JSON.stringify({ key: b64(key), value: b64(value) }) }
-      : { method: 'POST', path: '/v3/kv/range', body: JSON.stringify({ key: b64(key) }) }),
+    request: (operation, key, value) =>
+      operation === 'write'
+        ? { method: 'POST', path: '/v3/kv/put', body: JSON.stringify({ key: b64(key), value: b64(value) }) }
+        : { method: 'POST', path: '/v3/kv/range', body: JSON.stringify({ key: b64(key) }) },
     ok: (status) => status === 200,
   };
 }
@@ -53,13 +61,22 @@ async function populate(target: LoadTarget): Promise<void> {
       next += 1;
       const request = target.request('write', key, VALUE);
       const endpoint = target.endpoints[next % target.endpoints.length] ?? '';
-      await fetch(`${endpoint}${request.path}`, { method: request.method, headers: { 'content-type': 'application/json' }, body: request.body, signal: AbortSignal.timeout(10_000) }).catch(() => undefined);
+      await fetch(`${endpoint}${request.path}`, {
+        method: request.method,
+        headers: { 'content-type': 'application/json' },
+        body: request.body,
+        signal: AbortSignal.timeout(10_000),
+      }).catch(() => undefined);
     }
   };
   await Promise.all(Array.from({ length: POPULATE_CLIENTS }, worker));
 }
 
-async function benchmark(cluster: ServerCluster, target: LoadTarget, durationMs: number): Promise<RunResult[]> {
+async function benchmark(
+  cluster: ServerCluster,
+  target: LoadTarget,
+  durationMs: number,
+): Promise<RunResult[]> {
   await populate(target);
   await runLoad(target, 'write', 16, WARMUP_MS, () => cluster.cpuMicros());
   const results: RunResult[] = [];
@@ -72,27 +89,91 @@ async function benchmark(cluster: ServerCluster, target: LoadTarget, durationMs:
 }
 
 function table(results: readonly RunResult[]): string {
-  const header = ['system', 'op', 'clients', 'ops/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'errors', 'cpu µs/op'];
-  const rows = results.map((result) => [result.system, result.operation, String(result.clients), String(result.opsPerSecond), String(result.p50Ms),
-    String(result.p90Ms), String(result.p99Ms), String(result.p999Ms), String(result.maxMs), String(result.errors), String(result.serverCpuUsPerOp)]);
-  return [header, ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n').replace(/\n/, `\n|${header.map(() => '---').join('|')}|\n`);
+  const header = [
+    'system',
+    'op',
+    'clients',
+    'ops/s',
+    'p50 ms',
+    'p90 ms',
+    'p99 ms',
+    'p99.9 ms',
+    'max ms',
+    'errors',
+    'cpu µs/op',
+  ];
+  const rows = results.map((result) => [
+    result.system,
+    result.operation,
+    String(result.clients),
+    String(result.opsPerSecond),
+    String(result.p50Ms),
+    String(result.p90Ms),
+    String(result.p99Ms),
+    String(result.p999Ms),
+    String(result.maxMs),
+    String(result.errors),
+    String(result.serverCpuUsPerOp),
+  ]);
+  return [header, ...rows]
+    .map((row) => `| ${row.join(' | ')} |`)
+    .join('\n')
+    .replace(/\n/, `\n|${header.map(() => '---').join('|')}|\n`);
 }
 
 function sideBySide(results: readonly RunResult[]): string {
-  const header = ['op', 'clients', 'aspen ops/s', 'etcd ops/s', 'ratio', 'aspen p50', 'etcd p50', 'aspen p99', 'etcd p99', 'aspen cpu µs/op', 'etcd cpu µs/op'];
+  const header = [
+    'op',
+    'clients',
+    'aspen ops/s',
+    'etcd ops/s',
+    'ratio',
+    'aspen p50',
+    'etcd p50',
+    'aspen p99',
+    'etcd p99',
+    'aspen cpu µs/op',
+    'etcd cpu µs/op',
+  ];
   const rows = RUNS.flatMap(([operation, clients]) => {
-    const aspen = results.find((result) => result.system === 'aspen' && result.operation === operation && result.clients === clients);
-    const etcd = results.find((result) => result.system === 'etcd' && result.operation === operation && result.clients === clients);
+    const aspen = results.find(
+      (result) => result.system === 'aspen' && result.operation === operation && result.clients === clients,
+    );
+    const etcd = results.find(
+      (result) => result.system === 'etcd' && result.operation === operation && result.clients === clients,
+    );
     if (aspen === undefined || etcd === undefined) return [];
-    return [[operation, String(clients), String(aspen.opsPerSecond), String(etcd.opsPerSecond), (aspen.opsPerSecond / Math.max(1, etcd.opsPerSecond)).toFixed(2),
-      String(aspen.p50Ms), String(etcd.p50Ms), String(aspen.p99Ms), String(etcd.p99Ms), String(aspen.serverCpuUsPerOp), String(etcd.serverCpuUsPerOp)]];
+    return [
+      [
+        operation,
+        String(clients),
+        String(aspen.opsPerSecond),
+        String(etcd.opsPerSecond),
+        (aspen.opsPerSecond / Math.max(1, etcd.opsPerSecond)).toFixed(2),
+        String(aspen.p50Ms),
+        String(etcd.p50Ms),
+        String(aspen.p99Ms),
+        String(etcd.p99Ms),
+        String(aspen.serverCpuUsPerOp),
+        String(etcd.serverCpuUsPerOp),
+      ],
+    ];
   });
-  return [header, ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n').replace(/\n/, `\n|${header.map(() => '---').join('|')}|\n`);
+  return [header, ...rows]
+    .map((row) => `| ${row.join(' | ')} |`)
+    .join('\n')
+    .replace(/\n/, `\n|${header.map(() => '---').join('|')}|\n`);
 }
 
-async function runSystem(start: () => Promise<ServerCluster>, makeTarget: (endpoints: readonly string[]) => LoadTarget, durationMs: number): Promise<RunResult[]> {
+async function runSystem(
+  start: () => Promise<ServerCluster>,
+  makeTarget: (endpoints: readonly string[]) => LoadTarget,
+  durationMs: number,
+): Promise<RunResult[]> {
   const cluster = await start();
-  const stop = (): void => { void cluster.stop().then(() => process.exit(130)); };
+  const stop = (): void => {
+    void cluster.stop().then(() => process.exit(130));
+  };
   process.once('SIGINT', stop);
   try {
     return await benchmark(cluster, makeTarget(cluster.endpoints), durationMs);
@@ -106,13 +187,14 @@ async function main(argv: readonly string[]): Promise<void> {
   const withEtcd = argv.includes('--etcd');
   const durationIndex = argv.indexOf('--duration-ms');
   const durationMs = durationIndex < 0 ? DURATION_MS_DEFAULT : Number(argv[durationIndex + 1]);
-  if (!Number.isSafeInteger(durationMs) || durationMs < 1_000 || durationMs > DURATION_MS_MAX) throw new RangeError(`--duration-ms must be in [1000, ${DURATION_MS_MAX}]`);
+  if (!Number.isSafeInteger(durationMs) || durationMs < 1_000 || durationMs > DURATION_MS_MAX)
+    throw new RangeError(`--duration-ms must be in [1000, ${DURATION_MS_MAX}]`);
   const machine = `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
   console.error(`bench: ${machine}; ${durationMs} ms per run`);
   const results = await runSystem(startAspen, aspenTarget, durationMs);
   if (withEtcd) {
     const binary = ensureEtcd();
-    results.push(...await runSystem(() => startEtcd(binary), etcdTarget, durationMs));
+    results.push(...(await runSystem(() => startEtcd(binary), etcdTarget, durationMs)));
   }
   console.log(`\n${table(results)}`);
   if (!withEtcd) return;
@@ -120,8 +202,14 @@ async function main(argv: readonly string[]): Promise<void> {
   const directory = resolve(import.meta.dirname, '../../docs/bench');
   mkdirSync(directory, { recursive: true });
   const stamp = new Date().toISOString();
-  writeFileSync(resolve(directory, 'aspen-vs-etcd.json'), `${JSON.stringify({ date: stamp, machine, durationMs, results }, null, 2)}\n`);
-  writeFileSync(resolve(directory, 'aspen-vs-etcd.svg'), chartSvg(results, `Aspen vs etcd, 3 members on loopback, fsync on every member (${stamp.slice(0, 10)})`));
+  writeFileSync(
+    resolve(directory, 'aspen-vs-etcd.json'),
+    `${JSON.stringify({ date: stamp, machine, durationMs, results }, null, 2)}\n`,
+  );
+  writeFileSync(
+    resolve(directory, 'aspen-vs-etcd.svg'),
+    chartSvg(results, `Aspen vs etcd, 3 members on loopback, fsync on every member (${stamp.slice(0, 10)})`),
+  );
   console.error(`bench: wrote docs/bench/aspen-vs-etcd.json and .svg`);
 }
 

@@ -16,7 +16,11 @@ export type Operation = 'write' | 'read';
 export interface LoadTarget {
   readonly name: string;
   readonly endpoints: readonly string[];
-  request(operation: Operation, key: string, value: string): { method: 'GET' | 'POST'; path: string; body: string | null };
+  request(
+    operation: Operation,
+    key: string,
+    value: string,
+  ): { method: 'GET' | 'POST'; path: string; body: string | null };
   ok(status: number, body: string): boolean;
 }
 
@@ -43,19 +47,40 @@ export function keyOf(index: number): string {
 
 export const VALUE = 'v'.repeat(VALUE_BYTES);
 
-function send(agent: http.Agent, endpoint: URL, request: { method: 'GET' | 'POST'; path: string; body: string | null }): Promise<{ status: number; body: string }> {
+function send(
+  agent: http.Agent,
+  endpoint: URL,
+  request: { method: 'GET' | 'POST'; path: string; body: string | null },
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const outgoing = http.request({
-      host: endpoint.hostname, port: endpoint.port, method: request.method, path: request.path, agent, timeout: REQUEST_TIMEOUT_MS,
-      headers: request.body === null ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(request.body) },
-    }, (response) => {
-      let body = '';
-      response.setEncoding('utf8');
-      response.on('data', (chunk: string) => { body += chunk; });
-      response.on('end', () => { resolve({ status: response.statusCode ?? 0, body }); });
-      response.on('error', reject);
+    const outgoing = http.request(
+      {
+        host: endpoint.hostname,
+        port: endpoint.port,
+        method: request.method,
+        path: request.path,
+        agent,
+        timeout: REQUEST_TIMEOUT_MS,
+        headers:
+          request.body === null
+            ? {}
+            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(request.body) },
+      },
+      (response) => {
+        let body = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          body += chunk;
+        });
+        response.on('end', () => {
+          resolve({ status: response.statusCode ?? 0, body });
+        });
+        response.on('error', reject);
+      },
+    );
+    outgoing.on('timeout', () => {
+      outgoing.destroy(new Error('timeout'));
     });
-    outgoing.on('timeout', () => { outgoing.destroy(new Error('timeout')); });
     outgoing.on('error', reject);
     outgoing.end(request.body ?? undefined);
   });
@@ -71,7 +96,13 @@ function percentile(sorted: Float64Array, fraction: number): number {
  * `clients` closed-loop clients, spread over the endpoints, each issuing one operation at a time on
  * random keys for `durationMs`. Errors are counted, never retried.
  */
-export async function runLoad(target: LoadTarget, operation: Operation, clients: number, durationMs: number, cpuMicros: () => number): Promise<RunResult> {
+export async function runLoad(
+  target: LoadTarget,
+  operation: Operation,
+  clients: number,
+  durationMs: number,
+  cpuMicros: () => number,
+): Promise<RunResult> {
   if (clients < 1 || clients > CLIENTS_MAX) throw new RangeError(`1..${CLIENTS_MAX} clients`);
   const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
   const endpoints = target.endpoints.map((endpoint) => new URL(endpoint));
@@ -89,7 +120,8 @@ export async function runLoad(target: LoadTarget, operation: Operation, clients:
       const sentNs = process.hrtime.bigint();
       try {
         const answer = await send(agent, endpoint, request);
-        if (target.ok(answer.status, answer.body)) latencies[samples++] = Number(process.hrtime.bigint() - sentNs) / 1e6;
+        if (target.ok(answer.status, answer.body))
+          latencies[samples++] = Number(process.hrtime.bigint() - sentNs) / 1e6;
         else errors += 1;
       } catch {
         errors += 1;
@@ -103,10 +135,18 @@ export async function runLoad(target: LoadTarget, operation: Operation, clients:
   const sorted = latencies.slice(0, samples).sort();
   const round = (value: number) => Math.round(value * 1_000) / 1_000;
   return {
-    system: target.name, operation, clients, durationMs: Math.round(elapsedMs), ops: samples, errors,
+    system: target.name,
+    operation,
+    clients,
+    durationMs: Math.round(elapsedMs),
+    ops: samples,
+    errors,
     opsPerSecond: Math.round(samples / (elapsedMs / 1_000)),
-    p50Ms: round(percentile(sorted, 0.5)), p90Ms: round(percentile(sorted, 0.9)), p99Ms: round(percentile(sorted, 0.99)),
-    p999Ms: round(percentile(sorted, 0.999)), maxMs: round(sorted[sorted.length - 1] ?? 0),
+    p50Ms: round(percentile(sorted, 0.5)),
+    p90Ms: round(percentile(sorted, 0.9)),
+    p99Ms: round(percentile(sorted, 0.99)),
+    p999Ms: round(percentile(sorted, 0.999)),
+    maxMs: round(sorted[sorted.length - 1] ?? 0),
     serverCpuUsPerOp: samples === 0 ? 0 : Math.round(cpuUs / samples),
   };
 }

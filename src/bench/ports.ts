@@ -12,11 +12,19 @@ export async function freePort(): Promise<number> {
     const port = (server.address() as net.AddressInfo).port;
     const socket = dgram.createSocket('udp4');
     const udpFree = await new Promise<boolean>((resolve) => {
-      socket.once('error', () => { resolve(false); });
-      socket.bind(port, '127.0.0.1', () => { resolve(true); });
+      socket.once('error', () => {
+        resolve(false);
+      });
+      socket.bind(port, '127.0.0.1', () => {
+        resolve(true);
+      });
     });
     socket.close();
-    await new Promise<void>((resolve) => { server.close(() => { resolve(); }); });
+    await new Promise<void>((resolve) => {
+      server.close(() => {
+        resolve();
+      });
+    });
     if (udpFree) return port;
   }
   throw new Error('no port free for both TCP and UDP');

@@ -33,7 +33,9 @@ function cpuMicrosOf(pid: number | undefined): number {
 function waitForLine(child: ChildProcess, pattern: RegExp, what: string): Promise<void> {
   return new Promise((resolvePromise, reject) => {
     let seen = '';
-    const timer = setTimeout(() => { reject(new Error(`${what} did not start: ${seen.slice(-2_000)}`)); }, STARTUP_TIMEOUT_MS);
+    const timer = setTimeout(() => {
+      reject(new Error(`${what} did not start: ${seen.slice(-2_000)}`));
+    }, STARTUP_TIMEOUT_MS);
     const onData = (text: string): void => {
       seen = (seen + text).slice(-20_000);
       if (pattern.test(seen)) {
@@ -43,25 +45,43 @@ function waitForLine(child: ChildProcess, pattern: RegExp, what: string): Promis
     };
     child.stderr?.setEncoding('utf8').on('data', onData);
     child.stdout?.setEncoding('utf8').on('data', onData);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${what} exited with ${String(code)}: ${seen.slice(-2_000)}`)); });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${String(code)}: ${seen.slice(-2_000)}`));
+    });
   });
 }
 
 async function stopAll(children: readonly ChildProcess[], dirs: readonly string[]): Promise<void> {
-  await Promise.all(children.map((child) => new Promise<void>((resolvePromise) => {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      resolvePromise();
-      return;
-    }
-    const timer = setTimeout(() => { child.kill('SIGKILL'); }, 5_000);
-    child.once('exit', () => { clearTimeout(timer); resolvePromise(); });
-    child.kill('SIGTERM');
-  })));
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolvePromise) => {
+          if (child.exitCode !== null || child.signalCode !== null) {
+            resolvePromise();
+            return;
+          }
+          const timer = setTimeout(() => {
+            child.kill('SIGKILL');
+          }, 5_000);
+          child.once('exit', () => {
+            clearTimeout(timer);
+            resolvePromise();
+          });
+          child.kill('SIGTERM');
+        }),
+    ),
+  );
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 }
 
 async function post(url: string, body: unknown): Promise<void> {
-  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(60_000),
+  });
   if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
 }
 
@@ -75,13 +95,37 @@ export async function startAspen(): Promise<ServerCluster> {
   // ASPEN_BENCH_CPU_PROF_DIR=dir: every node writes a V8 CPU profile there when it stops (node --cpu-prof).
   const profileDir = process.env.ASPEN_BENCH_CPU_PROF_DIR;
   const profile = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
-  const children = ids.map((id, index) => spawn(process.execPath, [...profile, ASPEN_NODE, '--node-id', String(id), '--port', String(raftPorts[index]),
-    '--http-addr', `127.0.0.1:${httpPorts[index] ?? 0}`, '--cookie', cookie, '--data-dir', dirs[index] ?? '', '--storage', 'lmdb', '--disable-mdns'],
-  { stdio: ['ignore', 'ignore', 'pipe'] }));
+  const children = ids.map((id, index) =>
+    spawn(
+      process.execPath,
+      [
+        ...profile,
+        ASPEN_NODE,
+        '--node-id',
+        String(id),
+        '--port',
+        String(raftPorts[index]),
+        '--http-addr',
+        `127.0.0.1:${httpPorts[index] ?? 0}`,
+        '--cookie',
+        cookie,
+        '--data-dir',
+        dirs[index] ?? '',
+        '--storage',
+        'lmdb',
+        '--disable-mdns',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    ),
+  );
   const endpoints = httpPorts.map((port) => `http://127.0.0.1:${port}`);
   try {
     await Promise.all(children.map((child, index) => waitForLine(child, / up: /, `aspen-node ${index + 1}`)));
-    const member = (index: number) => ({ id: index + 1, addr: `node-${index + 1}`, raft_addr: `127.0.0.1:${raftPorts[index] ?? 0}` });
+    const member = (index: number) => ({
+      id: index + 1,
+      addr: `node-${index + 1}`,
+      raft_addr: `127.0.0.1:${raftPorts[index] ?? 0}`,
+    });
     const first = endpoints[0] ?? '';
     await post(`${first}/init`, { initial_members: [member(0)] });
     await post(`${first}/add-learner`, { learner: member(1) });
@@ -91,17 +135,27 @@ export async function startAspen(): Promise<ServerCluster> {
     await stopAll(children, dirs);
     throw error;
   }
-  return { name: 'aspen', endpoints, cpuMicros: () => children.reduce((sum, child) => sum + cpuMicrosOf(child.pid), 0), stop: () => stopAll(children, dirs) };
+  return {
+    name: 'aspen',
+    endpoints,
+    cpuMicros: () => children.reduce((sum, child) => sum + cpuMicrosOf(child.pid), 0),
+    stop: () => stopAll(children, dirs),
+  };
 }
 
 /** The etcd binary, installed from Debian's etcd-server package when missing (as root, with apt). */
 export function ensureEtcd(): string {
   const found = spawnSync('sh', ['-c', 'command -v etcd'], { encoding: 'utf8' });
   if (found.status === 0 && found.stdout.trim().length > 0) return found.stdout.trim();
-  console.error('bench: etcd not found; installing Debian\'s etcd-server (apt-get)');
-  const installed = spawnSync('sh', ['-c', 'apt-get install -y etcd-server || (apt-get update && apt-get install -y etcd-server)'], { stdio: 'inherit' });
+  console.error("bench: etcd not found; installing Debian's etcd-server (apt-get)");
+  const installed = spawnSync(
+    'sh',
+    ['-c', 'apt-get install -y etcd-server || (apt-get update && apt-get install -y etcd-server)'],
+    { stdio: 'inherit' },
+  );
   const again = spawnSync('sh', ['-c', 'command -v etcd'], { encoding: 'utf8' });
-  if (installed.status !== 0 || again.status !== 0) throw new Error('cannot install etcd-server: run `apt-get install etcd-server` as root');
+  if (installed.status !== 0 || again.status !== 0)
+    throw new Error('cannot install etcd-server: run `apt-get install etcd-server` as root');
   return again.stdout.trim();
 }
 
@@ -111,12 +165,40 @@ export async function startEtcd(binary: string): Promise<ServerCluster> {
   const dirs = names.map(() => mkdtempSync(join(tmpdir(), 'etcd-bench-')));
   const clientPorts = await Promise.all(names.map(() => freePort()));
   const peerPorts = await Promise.all(names.map(() => freePort()));
-  const initialCluster = names.map((name, index) => `${name}=http://127.0.0.1:${peerPorts[index] ?? 0}`).join(',');
-  const children = names.map((name, index) => spawn(binary, ['--name', name, '--data-dir', dirs[index] ?? '',
-    '--listen-client-urls', `http://127.0.0.1:${clientPorts[index] ?? 0}`, '--advertise-client-urls', `http://127.0.0.1:${clientPorts[index] ?? 0}`,
-    '--listen-peer-urls', `http://127.0.0.1:${peerPorts[index] ?? 0}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPorts[index] ?? 0}`,
-    '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', `bench-${process.pid}`, '--log-level', 'warn'],
-  { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.arch === 'x64' ? '' : process.arch } }));
+  const initialCluster = names
+    .map((name, index) => `${name}=http://127.0.0.1:${peerPorts[index] ?? 0}`)
+    .join(',');
+  const children = names.map((name, index) =>
+    spawn(
+      binary,
+      [
+        '--name',
+        name,
+        '--data-dir',
+        dirs[index] ?? '',
+        '--listen-client-urls',
+        `http://127.0.0.1:${clientPorts[index] ?? 0}`,
+        '--advertise-client-urls',
+        `http://127.0.0.1:${clientPorts[index] ?? 0}`,
+        '--listen-peer-urls',
+        `http://127.0.0.1:${peerPorts[index] ?? 0}`,
+        '--initial-advertise-peer-urls',
+        `http://127.0.0.1:${peerPorts[index] ?? 0}`,
+        '--initial-cluster',
+        initialCluster,
+        '--initial-cluster-state',
+        'new',
+        '--initial-cluster-token',
+        `bench-${process.pid}`,
+        '--log-level',
+        'warn',
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.arch === 'x64' ? '' : process.arch },
+      },
+    ),
+  );
   const endpoints = clientPorts.map((port) => `http://127.0.0.1:${port}`);
   try {
     await Promise.all(endpoints.map((endpoint) => waitForHealthy(endpoint)));
@@ -124,7 +206,12 @@ export async function startEtcd(binary: string): Promise<ServerCluster> {
     await stopAll(children, dirs);
     throw error;
   }
-  return { name: 'etcd', endpoints, cpuMicros: () => children.reduce((sum, child) => sum + cpuMicrosOf(child.pid), 0), stop: () => stopAll(children, dirs) };
+  return {
+    name: 'etcd',
+    endpoints,
+    cpuMicros: () => children.reduce((sum, child) => sum + cpuMicrosOf(child.pid), 0),
+    stop: () => stopAll(children, dirs),
+  };
 }
 
 async function waitForHealthy(endpoint: string): Promise<void> {

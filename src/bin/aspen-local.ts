@@ -19,9 +19,17 @@ function log(line: string): void {
 }
 
 async function initialize(httpUrl: string): Promise<void> {
-  const initialMembers = NODE_IDS.map((id) => ({ id, addr: `node-${id}`, raft_addr: `127.0.0.1:${RAFT_PORT_BASE + id}` }));
+  const initialMembers = NODE_IDS.map((id) => ({
+    id,
+    addr: `node-${id}`,
+    raft_addr: `127.0.0.1:${RAFT_PORT_BASE + id}`,
+  }));
   for (let attempt = 0; attempt < INIT_ATTEMPTS_MAX; attempt += 1) {
-    const response = await fetch(`${httpUrl}/init`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_members: initialMembers }) });
+    const response = await fetch(`${httpUrl}/init`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ initial_members: initialMembers }),
+    });
     if (response.ok) return;
     const body = (await response.json()) as { error?: { code?: string } };
     if (body.error?.code === 'ALREADY_INITIALIZED') return;
@@ -45,12 +53,28 @@ function onFatal(id: number, error: StorageError): void {
 
 try {
   for (const id of NODE_IDS) {
-    const config = parseNodeConfig(['--node-id', String(id), '--port', String(RAFT_PORT_BASE + id), '--http-addr', `127.0.0.1:${HTTP_PORT_BASE + id}`, '--cookie', LOCAL_COOKIE]);
-    nodes.push(await startNode(config, log, { onFatal: (error) => { onFatal(id, error); } }));
+    const config = parseNodeConfig([
+      '--node-id',
+      String(id),
+      '--port',
+      String(RAFT_PORT_BASE + id),
+      '--http-addr',
+      `127.0.0.1:${HTTP_PORT_BASE + id}`,
+      '--cookie',
+      LOCAL_COOKIE,
+    ]);
+    nodes.push(
+      await startNode(config, log, {
+        onFatal: (error) => {
+          onFatal(id, error);
+        },
+      }),
+    );
   }
   await initialize(nodes[0]?.httpUrl ?? '');
 } catch (error) {
-  if (!(error instanceof StorageError || error instanceof StartError || error instanceof ConfigError)) throw error; // a bug: loudly
+  if (!(error instanceof StorageError || error instanceof StartError || error instanceof ConfigError))
+    throw error; // a bug: loudly
   process.stderr.write(`aspen: cannot start the local cluster: ${error.message}\n`);
   await stopAll();
   process.exit(1);

@@ -32,7 +32,9 @@ function fail(line: string, code: number): never {
  */
 function consoleOnOneLine(): void {
   const write = (...items: unknown[]): void => {
-    const text = items.map((item) => (item instanceof Error ? `${item.name}: ${item.message}` : String(item))).join(' ');
+    const text = items
+      .map((item) => (item instanceof Error ? `${item.name}: ${item.message}` : String(item)))
+      .join(' ');
     log(`dependency: ${text.replace(/\s*\n\s*/g, ' ').slice(0, DEPENDENCY_LINE_CHARS_MAX)}`);
   };
   console.error = write;
@@ -58,26 +60,39 @@ async function main(): Promise<void> {
   let running: RunningNode;
   try {
     running = await startNode(config, log, {
-      onFatal: (error) => { fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED); },
+      onFatal: (error) => {
+        fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED);
+      },
     });
   } catch (error) {
-    if (error instanceof StorageError || error instanceof StartError) fail(`cannot start node ${config.nodeId}: ${error.message}`, EXIT_FAILED);
+    if (error instanceof StorageError || error instanceof StartError)
+      fail(`cannot start node ${config.nodeId}: ${error.message}`, EXIT_FAILED);
     throw error;
   }
-  log(`node ${config.nodeId} up: raft ${running.transport.listenAddresses.join(' ')} (peer ${running.transport.peerId}), http ${running.httpUrl}, storage ${config.storage} in ${config.dataDir}`);
+  log(
+    `node ${config.nodeId} up: raft ${running.transport.listenAddresses.join(' ')} (peer ${running.transport.peerId}), http ${running.httpUrl}, storage ${config.storage} in ${config.dataDir}`,
+  );
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log(`${signal}: shutting down node ${config.nodeId}`);
-    running.stop().then(() => process.exit(0), (error: unknown) => {
-      if (error instanceof StorageError) fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED);
-      log(`shutdown failed: ${error instanceof Error ? error.message : String(error)}`);
-      process.exit(EXIT_FAILED);
-    });
+    running.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        if (error instanceof StorageError)
+          fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED);
+        log(`shutdown failed: ${error instanceof Error ? error.message : String(error)}`);
+        process.exit(EXIT_FAILED);
+      },
+    );
   };
-  process.on('SIGINT', () => { shutdown('SIGINT'); });
-  process.on('SIGTERM', () => { shutdown('SIGTERM'); });
+  process.on('SIGINT', () => {
+    shutdown('SIGINT');
+  });
+  process.on('SIGTERM', () => {
+    shutdown('SIGTERM');
+  });
 }
 
 await main();

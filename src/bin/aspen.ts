@@ -20,7 +20,16 @@ export const EXIT_UNAVAILABLE = 4;
 
 export const DEFAULT_ENDPOINTS = 'http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003';
 const TIMEOUT_MS_DEFAULT = 10_000;
-const UNAVAILABLE_CODES = new Set(['CONNECTION', 'NO_LEADER', 'NOT_LEADER', 'NO_QUORUM', 'TIMEOUT', 'SHUTTING_DOWN', 'OVERLOADED', 'ABORTED']);
+const UNAVAILABLE_CODES = new Set([
+  'CONNECTION',
+  'NO_LEADER',
+  'NOT_LEADER',
+  'NO_QUORUM',
+  'TIMEOUT',
+  'SHUTTING_DOWN',
+  'OVERLOADED',
+  'ABORTED',
+]);
 /** How often the progress line of a long call is redrawn on a terminal. */
 const SPINNER_INTERVAL_MS = 1_000;
 /** Commands that change the cluster: a failure that is not definite may still take effect. */
@@ -47,14 +56,21 @@ function print(text: string): void {
 
 /** Columns padded to their widest cell. */
 function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
-  const line = (cells: readonly string[]): string => cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)),
+  );
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
 }
 
 function positiveInteger(text: string, what: string): number {
   const value = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < 1) throw new UsageError(`${what} must be a positive integer, got "${text}"`);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < 1)
+    throw new UsageError(`${what} must be a positive integer, got "${text}"`);
   return value;
 }
 
@@ -85,7 +101,9 @@ async function withSpinner<T>(label: string, work: Promise<T>): Promise<T> {
   let frame = 0;
   const timer = setInterval(() => {
     frame += 1;
-    process.stderr.write(`\r${frames[frame % frames.length] ?? ''} ${label} (${Math.round((Date.now() - startedMs) / 1_000)} s)`);
+    process.stderr.write(
+      `\r${frames[frame % frames.length] ?? ''} ${label} (${Math.round((Date.now() - startedMs) / 1_000)} s)`,
+    );
   }, SPINNER_INTERVAL_MS);
   try {
     return await work;
@@ -95,7 +113,11 @@ async function withSpinner<T>(label: string, work: Promise<T>): Promise<T> {
   }
 }
 
-type Action = (context: Context, args: readonly string[], options: Readonly<Record<string, string | undefined>>) => Promise<void>;
+type Action = (
+  context: Context,
+  args: readonly string[],
+  options: Readonly<Record<string, string | undefined>>,
+) => Promise<void>;
 
 const actions: Readonly<Record<string, Action>> = {
   put: async ({ kv, json }, [key = '', value = '']) => {
@@ -122,21 +144,37 @@ const actions: Readonly<Record<string, Action>> = {
     print(json ? JSON.stringify(state) : `initialized: voters ${state.members.join(', ')}`);
   },
   'add-learner': async ({ kv, json, explicitTimeoutMs }, [id = '', raftAddr]) => {
-    const spec: MemberSpec = raftAddr === undefined ? { id: nodeId(id) } : { id: nodeId(id), raft_addr: raftAddr };
+    const spec: MemberSpec =
+      raftAddr === undefined ? { id: nodeId(id) } : { id: nodeId(id), raft_addr: raftAddr };
     const timeoutMs = explicitTimeoutMs ?? ADD_LEARNER_TIMEOUT_MS_DEFAULT;
-    const state = await withSpinner(`waiting for learner ${id} to catch up`, kv.addLearner(spec, { timeoutMs, retry: { totalMsMax: timeoutMs } }));
-    print(json ? JSON.stringify(state) : `learner ${id} caught up; learners ${state.learners.map((node) => node.id).join(', ')}`);
+    const state = await withSpinner(
+      `waiting for learner ${id} to catch up`,
+      kv.addLearner(spec, { timeoutMs, retry: { totalMsMax: timeoutMs } }),
+    );
+    print(
+      json
+        ? JSON.stringify(state)
+        : `learner ${id} caught up; learners ${state.learners.map((node) => node.id).join(', ')}`,
+    );
   },
   'change-membership': async ({ kv, json }, ids, options) => {
     if (ids.length === 0) throw new UsageError('change-membership needs the voter ids');
     const learners = options.learners === undefined ? undefined : idList(options.learners, '--learners');
     const state = await kv.changeMembership(ids.map(nodeId), learners === undefined ? {} : { learners });
-    print(json ? JSON.stringify(state) : `voters ${state.members.join(', ')}; learners ${state.learners.map((node) => node.id).join(', ') || 'none'}`);
+    print(
+      json
+        ? JSON.stringify(state)
+        : `voters ${state.members.join(', ')}; learners ${state.learners.map((node) => node.id).join(', ') || 'none'}`,
+    );
   },
   member: async ({ kv, json }, [action = '', id = '']) => {
     if (action !== 'remove') throw new UsageError(`member takes "remove ID", got "${action}"`);
     const state = await kv.removeLearner(nodeId(id));
-    print(json ? JSON.stringify(state) : `learner ${id} removed; learners ${state.learners.map((node) => node.id).join(', ') || 'none'}`);
+    print(
+      json
+        ? JSON.stringify(state)
+        : `learner ${id} removed; learners ${state.learners.map((node) => node.id).join(', ') || 'none'}`,
+    );
   },
   ticket: async ({ kv, json }) => {
     const { ticket } = await kv.clusterTicket();
@@ -144,21 +182,39 @@ const actions: Readonly<Record<string, Action>> = {
   },
 };
 
-async function scan({ kv, json }: Context, prefix: string, options: Readonly<Record<string, string | undefined>>): Promise<void> {
+async function scan(
+  { kv, json }: Context,
+  prefix: string,
+  options: Readonly<Record<string, string | undefined>>,
+): Promise<void> {
   const limit = options.limit === undefined ? undefined : positiveInteger(options.limit, '--limit');
   const token = options.continuationToken ?? null;
-  const result = await kv.scan({ prefix, continuation_token: token, ...(limit === undefined ? {} : { limit }) });
+  const result = await kv.scan({
+    prefix,
+    continuation_token: token,
+    ...(limit === undefined ? {} : { limit }),
+  });
   if (json) {
     print(JSON.stringify(result));
     return;
   }
   const more = result.is_truncated ? `\n… more: --continuation-token ${result.continuation_token ?? ''}` : '';
-  print(table(['KEY', 'VALUE'], result.entries.map((entry) => [entry.key, entry.value])) + more);
+  print(
+    table(
+      ['KEY', 'VALUE'],
+      result.entries.map((entry) => [entry.key, entry.value]),
+    ) + more,
+  );
 }
 
 function membersTable(state: ClusterState): string {
   const rows = [
-    ...state.nodes.map((node) => [String(node.id), node.id === state.leader ? 'leader' : 'voter', node.addr, node.raft_addr]),
+    ...state.nodes.map((node) => [
+      String(node.id),
+      node.id === state.leader ? 'leader' : 'voter',
+      node.addr,
+      node.raft_addr,
+    ]),
     ...state.learners.map((node) => [String(node.id), 'learner', node.addr, node.raft_addr]),
   ];
   return table(['ID', 'ROLE', 'ADDR', 'RAFT_ADDR'], rows);
@@ -175,29 +231,43 @@ async function status({ kv, json }: Context): Promise<void> {
   const once = { retry: { attemptsMax: 1 } };
   const [cluster, rows] = await Promise.all([
     kv.state().catch(() => null),
-    Promise.all(kv.endpointList.map(async (endpoint): Promise<EndpointStatus> => {
-      try {
-        return { endpoint, metrics: await kv.metrics(endpoint, once), error: null };
-      } catch (error) {
-        return { endpoint, metrics: null, error: error instanceof KvError ? error.code : String(error) };
-      }
-    })),
+    Promise.all(
+      kv.endpointList.map(async (endpoint): Promise<EndpointStatus> => {
+        try {
+          return { endpoint, metrics: await kv.metrics(endpoint, once), error: null };
+        } catch (error) {
+          return { endpoint, metrics: null, error: error instanceof KvError ? error.code : String(error) };
+        }
+      }),
+    ),
   ]);
   if (json) {
     print(JSON.stringify({ cluster, endpoints: rows }));
   } else {
-    const summary = cluster === null
-      ? 'cluster: no answer'
-      : `leader ${cluster.leader ?? 'none'}; voters ${cluster.members.join(', ') || 'none'}; learners ${cluster.learners.map((node) => node.id).join(', ') || 'none'}`;
-    print(`${summary}\n\n${table(['ENDPOINT', 'NODE', 'STATE', 'TERM', 'LEADER', 'LAST_LOG', 'COMMIT', 'APPLIED'], rows.map(statusRow))}`);
+    const summary =
+      cluster === null
+        ? 'cluster: no answer'
+        : `leader ${cluster.leader ?? 'none'}; voters ${cluster.members.join(', ') || 'none'}; learners ${cluster.learners.map((node) => node.id).join(', ') || 'none'}`;
+    print(
+      `${summary}\n\n${table(['ENDPOINT', 'NODE', 'STATE', 'TERM', 'LEADER', 'LAST_LOG', 'COMMIT', 'APPLIED'], rows.map(statusRow))}`,
+    );
   }
-  if (rows.every((row) => row.metrics === null)) throw new KvError('CONNECTION', 'no endpoint answered', { definite: true });
+  if (rows.every((row) => row.metrics === null))
+    throw new KvError('CONNECTION', 'no endpoint answered', { definite: true });
 }
 
 function statusRow({ endpoint, metrics, error }: EndpointStatus): string[] {
   if (metrics === null) return [endpoint, '-', `unreachable (${error ?? '?'})`];
-  return [endpoint, String(metrics.node_id), metrics.state, String(metrics.current_term), String(metrics.current_leader ?? '-'),
-    String(metrics.last_log_index), String(metrics.commit_index), String(metrics.last_applied)];
+  return [
+    endpoint,
+    String(metrics.node_id),
+    metrics.state,
+    String(metrics.current_term),
+    String(metrics.current_leader ?? '-'),
+    String(metrics.last_log_index),
+    String(metrics.commit_index),
+    String(metrics.last_applied),
+  ];
 }
 
 interface Chosen {
@@ -208,35 +278,69 @@ interface Chosen {
 
 function program(choose: (chosen: Chosen) => void): Command {
   const root = new Command('aspen')
-    .description('Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable)')
+    .description(
+      'Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable)',
+    )
     .exitOverride()
     // Help goes out as commander writes it; its error messages are printed by parse() in our one-line form.
-    .configureOutput({ writeOut: (text) => { process.stdout.write(text); }, writeErr: (text) => { process.stderr.write(text); }, outputError: () => undefined })
-    .addOption(new Option('--endpoints <urls>', 'HTTP endpoints, comma-separated').env('ASPEN_ENDPOINTS').default(DEFAULT_ENDPOINTS))
+    .configureOutput({
+      writeOut: (text) => {
+        process.stdout.write(text);
+      },
+      writeErr: (text) => {
+        process.stderr.write(text);
+      },
+      outputError: () => undefined,
+    })
+    .addOption(
+      new Option('--endpoints <urls>', 'HTTP endpoints, comma-separated')
+        .env('ASPEN_ENDPOINTS')
+        .default(DEFAULT_ENDPOINTS),
+    )
     .addOption(new Option('--json', 'one JSON document on stdout, for scripts').default(false))
-    .addOption(new Option('--timeout-ms <ms>', 'bound on the command, retries included').default(String(TIMEOUT_MS_DEFAULT)));
+    .addOption(
+      new Option('--timeout-ms <ms>', 'bound on the command, retries included').default(
+        String(TIMEOUT_MS_DEFAULT),
+      ),
+    );
   const add = (spec: string, description: string, extra?: (command: Command) => Command): void => {
     const name = spec.split(' ')[0] ?? spec;
     let command = root.command(spec).description(description);
     if (extra !== undefined) command = extra(command);
     command.action((...parameters: unknown[]) => {
       const options = parameters.at(-2) as Record<string, string | undefined>;
-      const args = parameters.slice(0, -2).flatMap((value) => (Array.isArray(value) ? (value as string[]) : typeof value === 'string' ? [value] : []));
+      const args = parameters
+        .slice(0, -2)
+        .flatMap((value) =>
+          Array.isArray(value) ? (value as string[]) : typeof value === 'string' ? [value] : [],
+        );
       choose({ name, args, options });
     });
   };
   add('put <key> <value>', 'write a key (linearizable, through the leader)');
   add('get <key>', 'read a key (linearizable); exit 3 when it does not exist');
   add('delete <key>', 'delete a key');
-  add('scan [prefix]', 'list keys under a prefix, in order, one page', (command) => command
-    .option('--limit <n>', 'at most this many (1..10000, default 1000)')
-    .option('--continuation-token <token>', 'the next page, as printed by the previous one'));
+  add('scan [prefix]', 'list keys under a prefix, in order, one page', (command) =>
+    command
+      .option('--limit <n>', 'at most this many (1..10000, default 1000)')
+      .option('--continuation-token <token>', 'the next page, as printed by the previous one'),
+  );
   add('status', 'membership, then role, term, leader and log positions of every endpoint');
   add('members', 'voters and learners with their addresses');
   add('init <members...>', 'initialize the cluster: ID or ID=RAFT_ADDR for each initial voter');
-  add('add-learner <id> [raft_addr]', 'add a learner and wait until it caught up (raft_addr from discovery when left out)');
-  add('change-membership <ids...>', 'make exactly these nodes the voters (a learner must have caught up)', (command) => command
-    .option('--learners <ids>', 'and exactly these the learners, comma-separated ("" for none); others are removed'));
+  add(
+    'add-learner <id> [raft_addr]',
+    'add a learner and wait until it caught up (raft_addr from discovery when left out)',
+  );
+  add(
+    'change-membership <ids...>',
+    'make exactly these nodes the voters (a learner must have caught up)',
+    (command) =>
+      command.option(
+        '--learners <ids>',
+        'and exactly these the learners, comma-separated ("" for none); others are removed',
+      ),
+  );
   add('member <action> <id>', '"member remove ID": take a learner out of the cluster');
   add('ticket', 'print a cluster ticket for aspen-node --ticket');
   return root;
@@ -251,7 +355,10 @@ function exitCodeOf(error: unknown): number {
 
 function context(root: Command): Context {
   const globals = root.opts<Globals>();
-  const endpoints = globals.endpoints.split(',').map((endpoint) => endpoint.trim()).filter((endpoint) => endpoint.length > 0);
+  const endpoints = globals.endpoints
+    .split(',')
+    .map((endpoint) => endpoint.trim())
+    .filter((endpoint) => endpoint.length > 0);
   const timeoutMs = positiveInteger(globals.timeoutMs, '--timeout-ms');
   const explicit = root.getOptionValueSource('timeoutMs') !== 'default';
   try {
@@ -266,7 +373,9 @@ function context(root: Command): Context {
 /** Parse argv; the chosen command, or the exit code when there is nothing to run (help, usage error). */
 function parse(argv: readonly string[]): { root: Command; chosen: Chosen } | number {
   let chosen: Chosen | null = null;
-  const root = program((picked) => { chosen = picked; });
+  const root = program((picked) => {
+    chosen = picked;
+  });
   try {
     root.parse([...argv], { from: 'user' });
   } catch (error) {
@@ -300,8 +409,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     return EXIT_OK;
   } catch (error) {
     const code = error instanceof KvError ? error.code : error instanceof UsageError ? 'USAGE' : 'ERROR';
-    const inDoubt = error instanceof KvError && !error.definite && MUTATING_COMMANDS.has(chosen.name) ? ' (it may still take effect)' : '';
-    process.stderr.write(`aspen: ${code}: ${(error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ')}${inDoubt}\n`);
+    const inDoubt =
+      error instanceof KvError && !error.definite && MUTATING_COMMANDS.has(chosen.name)
+        ? ' (it may still take effect)'
+        : '';
+    process.stderr.write(
+      `aspen: ${code}: ${(error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ')}${inDoubt}\n`,
+    );
     return exitCodeOf(error);
   } finally {
     kv?.close();

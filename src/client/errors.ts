@@ -6,7 +6,8 @@ export type KvErrorCode =
   /** The server has no such route (an older node, e.g. without /cluster-ticket). */
   | 'NOT_FOUND'
   /** Other answers of src/http/server.ts: a non-JSON body, an unexpected server failure. */
-  | 'UNSUPPORTED_MEDIA_TYPE' | 'INTERNAL'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'INTERNAL'
   /** The answer was not the JSON the API promises (or carried an unknown error code). */
   | 'BAD_RESPONSE'
   /** The endpoint could not be reached or the connection broke (definite only when never connected). */
@@ -15,12 +16,28 @@ export type KvErrorCode =
   | 'ABORTED';
 
 /** Every code an answer of src/http/server.ts may carry; anything else is a BAD_RESPONSE. */
-const SERVER_CODES = new Set<string>([...Object.keys(ERROR_STATUS), 'NOT_FOUND', 'UNSUPPORTED_MEDIA_TYPE', 'INTERNAL']);
+const SERVER_CODES = new Set<string>([
+  ...Object.keys(ERROR_STATUS),
+  'NOT_FOUND',
+  'UNSUPPORTED_MEDIA_TYPE',
+  'INTERNAL',
+]);
 
 /** Server answers that prove the request had no effect (it was refused before anything was proposed). */
 const DEFINITE_CODES = new Set<string>([
-  'INVALID_INPUT', 'KEY_TOO_LARGE', 'VALUE_TOO_LARGE', 'BATCH_TOO_LARGE', 'KEY_NOT_FOUND', 'ALREADY_INITIALIZED',
-  'MEMBERSHIP_CHANGE_IN_PROGRESS', 'BODY_TOO_LARGE', 'NOT_INITIALIZED', 'NO_LEADER', 'OVERLOADED', 'NOT_FOUND', 'UNSUPPORTED_MEDIA_TYPE',
+  'INVALID_INPUT',
+  'KEY_TOO_LARGE',
+  'VALUE_TOO_LARGE',
+  'BATCH_TOO_LARGE',
+  'KEY_NOT_FOUND',
+  'ALREADY_INITIALIZED',
+  'MEMBERSHIP_CHANGE_IN_PROGRESS',
+  'BODY_TOO_LARGE',
+  'NOT_INITIALIZED',
+  'NO_LEADER',
+  'OVERLOADED',
+  'NOT_FOUND',
+  'UNSUPPORTED_MEDIA_TYPE',
 ]);
 
 /**
@@ -50,7 +67,16 @@ export class KvError extends Error {
   /** The endpoint that failed (null for failures not tied to one). */
   readonly endpoint: string | null;
 
-  constructor(code: KvErrorCode, message: string, options: { status?: number | null; leaderId?: number | null; definite: boolean; endpoint?: string | null }) {
+  constructor(
+    code: KvErrorCode,
+    message: string,
+    options: {
+      status?: number | null;
+      leaderId?: number | null;
+      definite: boolean;
+      endpoint?: string | null;
+    },
+  ) {
     super(message);
     this.code = code;
     this.status = options.status ?? null;
@@ -61,7 +87,11 @@ export class KvError extends Error {
 
   /** The error an HTTP error answer stands for. */
   static fromAnswer(status: number, body: unknown, endpoint: string): KvError {
-    const error = (body as { error?: { code?: unknown; message?: unknown; leader_id?: unknown; definite?: unknown } } | null)?.error;
+    const error = (
+      body as {
+        error?: { code?: unknown; message?: unknown; leader_id?: unknown; definite?: unknown };
+      } | null
+    )?.error;
     const given = typeof error?.code === 'string' ? error.code : null;
     const code = given !== null && SERVER_CODES.has(given) ? given : 'BAD_RESPONSE';
     const text = typeof error?.message === 'string' ? error.message : `HTTP ${status}`;

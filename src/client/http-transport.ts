@@ -23,36 +23,64 @@ export interface HttpAnswer {
 export class HttpPool {
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: SOCKETS_PER_ENDPOINT_MAX });
 
-  request(endpoint: string, method: 'GET' | 'POST', path: string, body: unknown, signal: AbortSignal): Promise<HttpAnswer> {
+  request(
+    endpoint: string,
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    signal: AbortSignal,
+  ): Promise<HttpAnswer> {
     const url = new URL(path, endpoint);
     const payload = body === undefined ? null : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
       let connected = false;
-      const request = http.request(url, {
-        method,
-        agent: this.agent,
-        signal,
-        headers: payload === null ? { accept: 'application/json' } : { 'content-type': 'application/json', 'content-length': payload.length, accept: 'application/json' },
-      }, (response) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        response.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > RESPONSE_BYTES_MAX) response.destroy(new Error(`response over ${RESPONSE_BYTES_MAX} bytes`));
-          else chunks.push(chunk);
-        });
-        response.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          resolve({ status: response.statusCode ?? 0, body: decode(text, response.headers['content-type'] ?? '') });
-        });
-        response.on('error', (error) => { reject(failure(error, endpoint, true, signal)); });
-      });
+      const request = http.request(
+        url,
+        {
+          method,
+          agent: this.agent,
+          signal,
+          headers:
+            payload === null
+              ? { accept: 'application/json' }
+              : {
+                  'content-type': 'application/json',
+                  'content-length': payload.length,
+                  accept: 'application/json',
+                },
+        },
+        (response) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          response.on('data', (chunk: Buffer) => {
+            size += chunk.length;
+            if (size > RESPONSE_BYTES_MAX)
+              response.destroy(new Error(`response over ${RESPONSE_BYTES_MAX} bytes`));
+            else chunks.push(chunk);
+          });
+          response.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            resolve({
+              status: response.statusCode ?? 0,
+              body: decode(text, response.headers['content-type'] ?? ''),
+            });
+          });
+          response.on('error', (error) => {
+            reject(failure(error, endpoint, true, signal));
+          });
+        },
+      );
       request.on('socket', (socket: Socket) => {
         // A pooled socket is connected already; a new one connects first.
-        if (socket.connecting) socket.once('connect', () => { connected = true; });
+        if (socket.connecting)
+          socket.once('connect', () => {
+            connected = true;
+          });
         else connected = true;
       });
-      request.on('error', (error) => { reject(failure(error, endpoint, connected, signal)); });
+      request.on('error', (error) => {
+        reject(failure(error, endpoint, connected, signal));
+      });
       request.end(payload ?? undefined);
     });
   }
@@ -67,10 +95,17 @@ function failure(error: Error, endpoint: string, connected: boolean, signal: Abo
   if (signal.aborted) {
     const timedOut = signal.reason instanceof DOMException && signal.reason.name === 'TimeoutError';
     const what = timedOut ? 'timed out' : 'aborted';
-    return new KvError(timedOut ? 'TIMEOUT' : 'ABORTED', `${what} ${connected ? 'waiting for' : 'connecting to'} ${endpoint}`, { endpoint, definite: !connected });
+    return new KvError(
+      timedOut ? 'TIMEOUT' : 'ABORTED',
+      `${what} ${connected ? 'waiting for' : 'connecting to'} ${endpoint}`,
+      { endpoint, definite: !connected },
+    );
   }
   const code = (error as NodeJS.ErrnoException).code ?? '';
-  return new KvError('CONNECTION', `${endpoint}: ${code === '' ? error.message : code}`, { endpoint, definite: !connected });
+  return new KvError('CONNECTION', `${endpoint}: ${code === '' ? error.message : code}`, {
+    endpoint,
+    definite: !connected,
+  });
 }
 
 function decode(text: string, contentType: string): unknown {

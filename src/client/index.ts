@@ -1,8 +1,20 @@
 /** The Aspen client library: `new KvClient({ endpoints: ['http://127.0.0.1:8001'] })`. See docs/cli.md. */
 export {
   KvClient,
-  ADD_LEARNER_TIMEOUT_MS_DEFAULT, BACKOFF_MS_MAX_DEFAULT, BACKOFF_MS_MIN_DEFAULT, CALL_TIMEOUT_MS_DEFAULT, ENDPOINTS_MAX,
-  RETRY_ATTEMPTS_MAX_DEFAULT, RETRY_TOTAL_MS_MAX_DEFAULT, SCAN_PAGES_MAX,
-  type CallOptions, type DiscoveredPeer, type HealthResult, type KvClientOptions, type MemberSpec, type NodeInfo, type RetryPolicy,
+  ADD_LEARNER_TIMEOUT_MS_DEFAULT,
+  BACKOFF_MS_MAX_DEFAULT,
+  BACKOFF_MS_MIN_DEFAULT,
+  CALL_TIMEOUT_MS_DEFAULT,
+  ENDPOINTS_MAX,
+  RETRY_ATTEMPTS_MAX_DEFAULT,
+  RETRY_TOTAL_MS_MAX_DEFAULT,
+  SCAN_PAGES_MAX,
+  type CallOptions,
+  type DiscoveredPeer,
+  type HealthResult,
+  type KvClientOptions,
+  type MemberSpec,
+  type NodeInfo,
+  type RetryPolicy,
 } from './kv-client.ts';
 export { KvError, isKvError, type KvErrorCode } from './errors.ts';

@@ -1,5 +1,14 @@
 import type {
-  ClusterNode, ClusterState, DeleteResult, RaftMetrics, ReadResult, ScanRequest, ScanResult, SnapshotResult, WriteCommand, WriteResult,
+  ClusterNode,
+  ClusterState,
+  DeleteResult,
+  RaftMetrics,
+  ReadResult,
+  ScanRequest,
+  ScanResult,
+  SnapshotResult,
+  WriteCommand,
+  WriteResult,
 } from '../api/types.ts';
 import { KvError } from './errors.ts';
 import { HttpPool } from './http-transport.ts';
@@ -76,7 +85,8 @@ export interface DiscoveredPeer {
 export type MemberSpec = Pick<ClusterNode, 'id'> & Partial<Pick<ClusterNode, 'addr' | 'raft_addr'>>;
 
 /** Where a call goes: to the leader only, the leader when known, any node, or one given node. */
-type Route = { readonly to: 'leader' | 'prefer-leader' | 'any' } | { readonly to: 'node'; readonly endpoint: string };
+type Route =
+  { readonly to: 'leader' | 'prefer-leader' | 'any' } | { readonly to: 'node'; readonly endpoint: string };
 
 interface Call {
   readonly method: 'GET' | 'POST';
@@ -90,7 +100,15 @@ interface Call {
 }
 
 /** Failures worth another attempt: a leader change, overload, an endpoint down or slow. */
-const TRANSIENT_CODES = new Set(['NOT_LEADER', 'NO_LEADER', 'OVERLOADED', 'SHUTTING_DOWN', 'CONNECTION', 'TIMEOUT', 'NO_QUORUM']);
+const TRANSIENT_CODES = new Set([
+  'NOT_LEADER',
+  'NO_LEADER',
+  'OVERLOADED',
+  'SHUTTING_DOWN',
+  'CONNECTION',
+  'TIMEOUT',
+  'NO_QUORUM',
+]);
 
 const LEADER: Route = { to: 'leader' };
 const PREFER_LEADER: Route = { to: 'prefer-leader' };
@@ -102,7 +120,12 @@ function assert(condition: boolean, message: string): asserts condition {
 
 function checkPolicy(policy: RetryPolicy): RetryPolicy {
   const { attemptsMax, totalMsMax, backoffMsMin, backoffMsMax } = policy;
-  const ok = Number.isSafeInteger(attemptsMax) && attemptsMax >= 1 && totalMsMax >= 0 && backoffMsMin >= 0 && backoffMsMin <= backoffMsMax;
+  const ok =
+    Number.isSafeInteger(attemptsMax) &&
+    attemptsMax >= 1 &&
+    totalMsMax >= 0 &&
+    backoffMsMin >= 0 &&
+    backoffMsMin <= backoffMsMax;
   if (!ok) throw new RangeError(`bad retry policy ${JSON.stringify(policy)}`);
   return policy;
 }
@@ -126,7 +149,8 @@ export class KvClient {
   private next = 0;
 
   constructor(options: KvClientOptions) {
-    if (options.endpoints.length === 0 || options.endpoints.length > ENDPOINTS_MAX) throw new RangeError(`give 1..${ENDPOINTS_MAX} endpoints`);
+    if (options.endpoints.length === 0 || options.endpoints.length > ENDPOINTS_MAX)
+      throw new RangeError(`give 1..${ENDPOINTS_MAX} endpoints`);
     this.endpoints = [...new Set(options.endpoints.map((endpoint) => new URL(endpoint).origin))];
     this.timeoutMs = options.timeoutMs ?? CALL_TIMEOUT_MS_DEFAULT;
     if (!(this.timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${this.timeoutMs}`);
@@ -141,7 +165,10 @@ export class KvClient {
   // ------------------------------------------------------------------ key-value
 
   write(command: WriteCommand, options?: CallOptions): Promise<WriteResult> {
-    return this.call({ method: 'POST', path: '/write', body: { command }, idempotent: false, route: PREFER_LEADER }, options);
+    return this.call(
+      { method: 'POST', path: '/write', body: { command }, idempotent: false, route: PREFER_LEADER },
+      options,
+    );
   }
 
   put(key: string, value: string, options?: CallOptions): Promise<WriteResult> {
@@ -150,12 +177,18 @@ export class KvClient {
 
   /** Delete one key; `deleted` tells whether it existed. */
   delete(key: string, options?: CallOptions): Promise<DeleteResult> {
-    return this.call({ method: 'POST', path: '/delete', body: { key }, idempotent: false, route: PREFER_LEADER }, options);
+    return this.call(
+      { method: 'POST', path: '/delete', body: { key }, idempotent: false, route: PREFER_LEADER },
+      options,
+    );
   }
 
   /** Linearizable read; rejects with KEY_NOT_FOUND for a missing key. */
   read(key: string, options?: CallOptions): Promise<ReadResult> {
-    return this.call({ method: 'POST', path: '/read', body: { key }, idempotent: true, route: PREFER_LEADER }, options);
+    return this.call(
+      { method: 'POST', path: '/read', body: { key }, idempotent: true, route: PREFER_LEADER },
+      options,
+    );
   }
 
   /** Linearizable read; null for a missing key. */
@@ -170,32 +203,53 @@ export class KvClient {
 
   /** One page; pass `continuation_token` back for the next. */
   scan(request: ScanRequest = {}, options?: CallOptions): Promise<ScanResult> {
-    return this.call({ method: 'POST', path: '/scan', body: request, idempotent: true, route: PREFER_LEADER }, options);
+    return this.call(
+      { method: 'POST', path: '/scan', body: request, idempotent: true, route: PREFER_LEADER },
+      options,
+    );
   }
 
   /** Every entry under a prefix, following continuation tokens (at most SCAN_PAGES_MAX pages). */
-  async scanAll(prefix: string, options?: CallOptions & { readonly pageLimit?: number }): Promise<{ key: string; value: string }[]> {
+  async scanAll(
+    prefix: string,
+    options?: CallOptions & { readonly pageLimit?: number },
+  ): Promise<{ key: string; value: string }[]> {
     const entries: { key: string; value: string }[] = [];
     let token: string | null = null;
     for (let page = 0; page < SCAN_PAGES_MAX; page += 1) {
-      const request: ScanRequest = { prefix, continuation_token: token, ...(options?.pageLimit === undefined ? {} : { limit: options.pageLimit }) };
+      const request: ScanRequest = {
+        prefix,
+        continuation_token: token,
+        ...(options?.pageLimit === undefined ? {} : { limit: options.pageLimit }),
+      };
       const result: ScanResult = await this.scan(request, options);
       entries.push(...result.entries);
       token = result.continuation_token;
       if (token === null) return entries;
     }
-    throw new KvError('INVALID_INPUT', `more than ${SCAN_PAGES_MAX} pages under "${prefix}"`, { definite: true });
+    throw new KvError('INVALID_INPUT', `more than ${SCAN_PAGES_MAX} pages under "${prefix}"`, {
+      definite: true,
+    });
   }
 
   // ------------------------------------------------------------------ cluster
 
   init(members: readonly MemberSpec[], options?: CallOptions): Promise<ClusterState> {
-    return this.call({ method: 'POST', path: '/init', body: { initial_members: members }, idempotent: false, route: ANY }, options);
+    return this.call(
+      { method: 'POST', path: '/init', body: { initial_members: members }, idempotent: false, route: ANY },
+      options,
+    );
   }
 
   /** Answers once the learner has caught up (default timeout ADD_LEARNER_TIMEOUT_MS_DEFAULT). */
   addLearner(learner: MemberSpec, options?: CallOptions): Promise<ClusterState> {
-    const call: Call = { method: 'POST', path: '/add-learner', body: { learner }, idempotent: false, route: LEADER };
+    const call: Call = {
+      method: 'POST',
+      path: '/add-learner',
+      body: { learner },
+      idempotent: false,
+      route: LEADER,
+    };
     return this.call(call, { timeoutMs: ADD_LEARNER_TIMEOUT_MS_DEFAULT, ...options });
   }
 
@@ -206,16 +260,31 @@ export class KvClient {
    */
   changeMembership(members: readonly number[], options?: MembershipOptions): Promise<ClusterState> {
     const body = options?.learners === undefined ? { members } : { members, learners: options.learners };
-    return this.call({ method: 'POST', path: '/change-membership', body, idempotent: false, route: LEADER }, options);
+    return this.call(
+      { method: 'POST', path: '/change-membership', body, idempotent: false, route: LEADER },
+      options,
+    );
   }
 
   /** Take a learner out of the cluster (a learner added by mistake, or one that will never catch up). */
   removeLearner(learnerId: number, options?: CallOptions): Promise<ClusterState> {
-    return this.call({ method: 'POST', path: '/remove-learner', body: { learner_id: learnerId }, idempotent: false, route: LEADER }, options);
+    return this.call(
+      {
+        method: 'POST',
+        path: '/remove-learner',
+        body: { learner_id: learnerId },
+        idempotent: false,
+        route: LEADER,
+      },
+      options,
+    );
   }
 
   triggerSnapshot(options?: CallOptions): Promise<SnapshotResult> {
-    return this.call({ method: 'POST', path: '/trigger-snapshot', idempotent: false, route: LEADER }, options);
+    return this.call(
+      { method: 'POST', path: '/trigger-snapshot', idempotent: false, route: LEADER },
+      options,
+    );
   }
 
   state(options?: CallOptions): Promise<ClusterState> {
@@ -224,7 +293,12 @@ export class KvClient {
 
   /** The leader's node id as some node knows it (null during an election). */
   async leader(options?: CallOptions): Promise<number | null> {
-    return (await this.call<{ leader: number | null }>({ method: 'GET', path: '/leader', idempotent: true, route: ANY }, options)).leader;
+    return (
+      await this.call<{ leader: number | null }>(
+        { method: 'GET', path: '/leader', idempotent: true, route: ANY },
+        options,
+      )
+    ).leader;
   }
 
   /** A ticket for `aspen-node --ticket` (GET /cluster-ticket). */
@@ -235,29 +309,64 @@ export class KvClient {
   // ------------------------------------------------------------------ one node each (retried on that node only)
 
   metrics(endpoint: string, options?: CallOptions): Promise<RaftMetrics> {
-    return this.call({ method: 'GET', path: '/metrics', idempotent: true, route: this.node(endpoint) }, options);
+    return this.call(
+      { method: 'GET', path: '/metrics', idempotent: true, route: this.node(endpoint) },
+      options,
+    );
   }
 
   /** GET /metrics/prometheus: the exposition text. */
   prometheusMetrics(endpoint: string, options?: CallOptions): Promise<string> {
-    return this.call({ method: 'GET', path: '/metrics/prometheus', idempotent: true, route: this.node(endpoint), text: true }, options);
+    return this.call(
+      {
+        method: 'GET',
+        path: '/metrics/prometheus',
+        idempotent: true,
+        route: this.node(endpoint),
+        text: true,
+      },
+      options,
+    );
   }
 
   health(endpoint: string, options?: CallOptions): Promise<HealthResult> {
-    return this.call({ method: 'GET', path: '/health', idempotent: true, route: this.node(endpoint) }, options);
+    return this.call(
+      { method: 'GET', path: '/health', idempotent: true, route: this.node(endpoint) },
+      options,
+    );
   }
 
   nodeInfo(endpoint: string, options?: CallOptions): Promise<NodeInfo> {
-    return this.call({ method: 'GET', path: '/node-info', idempotent: true, route: this.node(endpoint) }, options);
+    return this.call(
+      { method: 'GET', path: '/node-info', idempotent: true, route: this.node(endpoint) },
+      options,
+    );
   }
 
   peers(endpoint: string, options?: CallOptions): Promise<{ peers: DiscoveredPeer[] }> {
-    return this.call({ method: 'GET', path: '/peers', idempotent: true, route: this.node(endpoint) }, options);
+    return this.call(
+      { method: 'GET', path: '/peers', idempotent: true, route: this.node(endpoint) },
+      options,
+    );
   }
 
   /** Tell one node where another node's transport listens (POST /add-peer). */
-  addPeer(endpoint: string, nodeId: number, addr: string, options?: CallOptions): Promise<{ node_id: number; addr: string }> {
-    return this.call({ method: 'POST', path: '/add-peer', body: { node_id: nodeId, addr }, idempotent: true, route: this.node(endpoint) }, options);
+  addPeer(
+    endpoint: string,
+    nodeId: number,
+    addr: string,
+    options?: CallOptions,
+  ): Promise<{ node_id: number; addr: string }> {
+    return this.call(
+      {
+        method: 'POST',
+        path: '/add-peer',
+        body: { node_id: nodeId, addr },
+        idempotent: true,
+        route: this.node(endpoint),
+      },
+      options,
+    );
   }
 
   get endpointList(): readonly string[] {
@@ -285,7 +394,8 @@ export class KvClient {
    * after retry.totalMsMax, and none runs past max(totalMsMax, timeoutMs) from the start.
    */
   private async call<T>(call: Call, options?: CallOptions): Promise<T> {
-    const retry = options?.retry === undefined ? this.retry : checkPolicy({ ...this.retry, ...options.retry });
+    const retry =
+      options?.retry === undefined ? this.retry : checkPolicy({ ...this.retry, ...options.retry });
     const attemptMs = options?.timeoutMs ?? this.timeoutMs;
     const startedMs = Date.now();
     const deadlineMs = startedMs + Math.max(retry.totalMsMax, attemptMs);
@@ -294,7 +404,8 @@ export class KvClient {
     const caller = options?.signal;
     let lastError: KvError | null = null;
     for (let attempt = 1; attempt <= retry.attemptsMax; attempt += 1) {
-      if (isAborted(caller)) throw new KvError('ABORTED', 'aborted by the caller', { definite: lastError?.definite ?? true });
+      if (isAborted(caller))
+        throw new KvError('ABORTED', 'aborted by the caller', { definite: lastError?.definite ?? true });
       const timeout = AbortSignal.timeout(Math.max(1, Math.min(attemptMs, deadlineMs - Date.now())));
       const signal = caller === undefined ? timeout : AbortSignal.any([caller, timeout]);
       const endpoint = await this.pickEndpoint(call.route, signal);
@@ -305,10 +416,14 @@ export class KvClient {
       } catch (error) {
         if (!(error instanceof KvError)) throw error;
         if (isAborted(caller) && error.status === null) {
-          throw new KvError('ABORTED', `aborted by the caller: ${error.message}`, { definite: error.definite, endpoint });
+          throw new KvError('ABORTED', `aborted by the caller: ${error.message}`, {
+            definite: error.definite,
+            endpoint,
+          });
         }
         lastError = error;
-        if (!this.shouldRetry(call, error) || attempt === retry.attemptsMax || Date.now() >= retryEndMs) throw error;
+        if (!this.shouldRetry(call, error) || attempt === retry.attemptsMax || Date.now() >= retryEndMs)
+          throw error;
         this.forget(endpoint, error);
         const immediate = error.code === 'NOT_LEADER' && error.leaderId !== null && attempt === 1;
         if (!immediate) await backoff(retry, attempt, retryEndMs, caller);
@@ -321,9 +436,18 @@ export class KvClient {
   /** One request to one endpoint; an error answer rejects with its KvError. */
   private async attempt<T>(endpoint: string, call: Call, signal: AbortSignal): Promise<T> {
     const answer = await this.pool.request(endpoint, call.method, call.path, call.body, signal);
-    if (answer.status < 200 || answer.status >= 300) throw KvError.fromAnswer(answer.status, answer.body, endpoint);
-    const shapeOk = call.text === true ? typeof answer.body === 'string' : typeof answer.body === 'object' && answer.body !== null;
-    if (!shapeOk) throw new KvError('BAD_RESPONSE', `${call.path}: unexpected answer from ${endpoint}`, { status: answer.status, endpoint, definite: false });
+    if (answer.status < 200 || answer.status >= 300)
+      throw KvError.fromAnswer(answer.status, answer.body, endpoint);
+    const shapeOk =
+      call.text === true
+        ? typeof answer.body === 'string'
+        : typeof answer.body === 'object' && answer.body !== null;
+    if (!shapeOk)
+      throw new KvError('BAD_RESPONSE', `${call.path}: unexpected answer from ${endpoint}`, {
+        status: answer.status,
+        endpoint,
+        definite: false,
+      });
     return answer.body as T;
   }
 
@@ -369,10 +493,15 @@ export class KvClient {
   private async discoverLeader(signal: AbortSignal): Promise<void> {
     if (Date.now() - this.discoveredAtMs < DISCOVERY_INTERVAL_MS_MIN) return;
     this.discoveredAtMs = Date.now();
-    const leaders = await Promise.all(this.endpoints.map(async (endpoint) => {
-      const [, leader] = await Promise.all([this.learnNodeId(endpoint, signal), this.probe<{ leader: unknown }>(endpoint, '/leader', signal)]);
-      return typeof leader?.leader === 'number' ? leader.leader : null;
-    }));
+    const leaders = await Promise.all(
+      this.endpoints.map(async (endpoint) => {
+        const [, leader] = await Promise.all([
+          this.learnNodeId(endpoint, signal),
+          this.probe<{ leader: unknown }>(endpoint, '/leader', signal),
+        ]);
+        return typeof leader?.leader === 'number' ? leader.leader : null;
+      }),
+    );
     const leaderId = leaders.find((id) => id !== null) ?? null;
     if (leaderId !== null) this.leaderEndpoint = this.endpointOfNode.get(leaderId) ?? null;
   }
@@ -394,7 +523,11 @@ export class KvClient {
   private async probe<T>(endpoint: string, path: string, signal: AbortSignal): Promise<Partial<T> | null> {
     const bounded = AbortSignal.any([signal, AbortSignal.timeout(DISCOVERY_TIMEOUT_MS_MAX)]);
     try {
-      return await this.attempt<Partial<T>>(endpoint, { method: 'GET', path, idempotent: true, route: this.node(endpoint) }, bounded);
+      return await this.attempt<Partial<T>>(
+        endpoint,
+        { method: 'GET', path, idempotent: true, route: this.node(endpoint) },
+        bounded,
+      );
     } catch {
       return null;
     }
@@ -406,7 +539,12 @@ function isAborted(signal: AbortSignal | undefined): boolean {
 }
 
 /** Full-jitter exponential backoff, never past `endMs`; an abort ends it early. */
-async function backoff(retry: RetryPolicy, attempt: number, endMs: number, signal: AbortSignal | undefined): Promise<void> {
+async function backoff(
+  retry: RetryPolicy,
+  attempt: number,
+  endMs: number,
+  signal: AbortSignal | undefined,
+): Promise<void> {
   const ceilingMs = Math.min(retry.backoffMsMax, retry.backoffMsMin * 2 ** (attempt - 1));
   const delayMs = Math.max(0, Math.min(endMs - Date.now(), Math.floor(Math.random() * ceilingMs)));
   await new Promise<void>((resolve) => {

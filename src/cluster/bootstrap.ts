@@ -141,8 +141,14 @@ class Lifecycle {
     if (this.failure !== null) return;
     this.failure = error;
     if (this.starting || this.stopping !== null) return; // the start unwinds, or the stop under way finishes
-    const report = this.options.onFatal ?? ((failure: StorageError) => { this.log(`node ${this.nodeId} stopped: ${failure.message}`); });
-    this.stopping = withinMs(this.stopAll('fatal'), FATAL_STOP_WAIT_MS, this.log).then(() => { report(error); });
+    const report =
+      this.options.onFatal ??
+      ((failure: StorageError) => {
+        this.log(`node ${this.nodeId} stopped: ${failure.message}`);
+      });
+    this.stopping = withinMs(this.stopAll('fatal'), FATAL_STOP_WAIT_MS, this.log).then(() => {
+      report(error);
+    });
   }
 
   /** Stop what started (graceful after a start, unwind after a failed one). */
@@ -176,10 +182,18 @@ class Lifecycle {
 async function withinMs(work: Promise<void>, limitMs: number, log: (line: string) => void): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const overrun = new Promise<void>((resolve) => {
-    timer = setTimeout(() => { log(`stopping took longer than ${limitMs} ms; reporting anyway`); resolve(); }, limitMs);
+    timer = setTimeout(() => {
+      log(`stopping took longer than ${limitMs} ms; reporting anyway`);
+      resolve();
+    }, limitMs);
   });
   try {
-    await Promise.race([work.catch((error: unknown) => { if (error instanceof AssertionError) throw error; }), overrun]);
+    await Promise.race([
+      work.catch((error: unknown) => {
+        if (error instanceof AssertionError) throw error;
+      }),
+      overrun,
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -191,7 +205,11 @@ async function withinMs(work: Promise<void>, limitMs: number, log: (line: string
  * in reverse (the store closed cleanly, its lock released), and the error is thrown: StorageError or
  * StartError for operating errors (one line), anything else is a bug.
  */
-export async function startNode(config: NodeConfig, log: (line: string) => void, options: StartOptions = {}): Promise<RunningNode> {
+export async function startNode(
+  config: NodeConfig,
+  log: (line: string) => void,
+  options: StartOptions = {},
+): Promise<RunningNode> {
   const lifecycle = new Lifecycle(config.nodeId, log, options);
   try {
     return await startSteps(config, log, options, lifecycle);
@@ -213,19 +231,39 @@ interface Routes {
   forwarding: ForwardingStore | null;
 }
 
-async function startSteps(config: NodeConfig, log: (line: string) => void, options: StartOptions, lifecycle: Lifecycle): Promise<RunningNode> {
+async function startSteps(
+  config: NodeConfig,
+  log: (line: string) => void,
+  options: StartOptions,
+  lifecycle: Lifecycle,
+): Promise<RunningNode> {
   const routes: Routes = { node: null, forwarding: null };
   const stores = await lifecycle.step('storage', () => startStorage(config, log, options));
   const transport = await lifecycle.step('endpoint', () => startEndpoint(config, log, routes));
   const httpAddress = `${config.httpHost}:${config.httpPort}`;
   const discovery = await lifecycle.step('discovery', () => {
     const started = startDiscovery(config, transport, config.httpPort === 0 ? null : httpAddress, log);
-    return { value: started, stop: () => { started.stop(); return Promise.resolve(); } };
+    return {
+      value: started,
+      stop: () => {
+        started.stop();
+        return Promise.resolve();
+      },
+    };
   });
-  const node = await lifecycle.step('raft', () => startRaft(config, log, { stores, transport, discovery, routes, lifecycle }));
+  const node = await lifecycle.step('raft', () =>
+    startRaft(config, log, { stores, transport, discovery, routes, lifecycle }),
+  );
   const forwarding = await lifecycle.step('rpc', () => {
     const client = new RaftControlClient(node);
-    routes.forwarding = new ForwardingStore({ local: client, transport, nodeId: config.nodeId, clock: systemClock, knownLeader: () => node.knownLeader(), log });
+    routes.forwarding = new ForwardingStore({
+      local: client,
+      transport,
+      nodeId: config.nodeId,
+      clock: systemClock,
+      knownLeader: () => node.knownLeader(),
+      log,
+    });
     const store = routes.forwarding;
     const stop = (): Promise<void> => {
       routes.forwarding = null;
@@ -234,10 +272,15 @@ async function startSteps(config: NodeConfig, log: (line: string) => void, optio
     };
     return { value: { client, store }, stop };
   });
-  const app = await lifecycle.step('http', () => startHttp(config, log, { transport, discovery, forwarding, httpAddress }));
+  const app = await lifecycle.step('http', () =>
+    startHttp(config, log, { transport, discovery, forwarding, httpAddress }),
+  );
   lifecycle.running();
   const address = app.server.address();
-  const httpUrl = typeof address === 'object' && address !== null ? `http://${config.httpHost}:${address.port}` : `http://${httpAddress}`;
+  const httpUrl =
+    typeof address === 'object' && address !== null
+      ? `http://${config.httpHost}:${address.port}`
+      : `http://${httpAddress}`;
   return { node, transport, discovery, httpUrl, stop: () => lifecycle.stop('graceful') };
 }
 
@@ -247,21 +290,36 @@ interface Stores extends StoreParts {
 }
 
 /** The data dir, locked to this process (LmdbStorage.open), or memory. */
-async function startStorage(config: NodeConfig, log: (line: string) => void, options: StartOptions): Promise<Started<Stores>> {
+async function startStorage(
+  config: NodeConfig,
+  log: (line: string) => void,
+  options: StartOptions,
+): Promise<Started<Stores>> {
   const wrap = options.wrapStores ?? ((parts: StoreParts) => parts);
   if (config.storage === 'memory') {
     const logStore = new MemoryLogStore();
-    return { value: { ...wrap({ logStore, stateMachine: new MemoryKvStateMachine() }), ...logStore.load() }, stop: () => Promise.resolve() };
+    return {
+      value: { ...wrap({ logStore, stateMachine: new MemoryKvStateMachine() }), ...logStore.load() },
+      stop: () => Promise.resolve(),
+    };
   }
   const storage = LmdbStorage.open(config.dataDir);
-  if (storage.stateRebuilt) log(`storage: the last stop was not clean; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`);
+  if (storage.stateRebuilt)
+    log(
+      `storage: the last stop was not clean; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`,
+    );
   // After a storage failure every component is stopped in 'fatal' mode: the store is left unclean.
   const stop = (mode: StopMode): Promise<void> => (mode === 'fatal' ? storage.abandon() : storage.close());
   try {
     const logStore = new LmdbLogStore(storage);
-    return { value: { ...wrap({ logStore, stateMachine: new LmdbKvStateMachine(storage) }), ...logStore.load() }, stop };
+    return {
+      value: { ...wrap({ logStore, stateMachine: new LmdbKvStateMachine(storage) }), ...logStore.load() },
+      stop,
+    };
   } catch (error) {
-    await storage.close().catch((closeError: unknown) => { log(`storage: ${firstLine(closeError)}`); });
+    await storage.close().catch((closeError: unknown) => {
+      log(`storage: ${firstLine(closeError)}`);
+    });
     throw error;
   }
 }
@@ -282,7 +340,11 @@ async function loadIdentity(config: NodeConfig): Promise<PrivateKey> {
 }
 
 /** The Raft endpoint: QUIC on the UDP port and TCP on the TCP port of one number. */
-async function startEndpoint(config: NodeConfig, log: (line: string) => void, routes: Routes): Promise<Started<Libp2pTransport>> {
+async function startEndpoint(
+  config: NodeConfig,
+  log: (line: string) => void,
+  routes: Routes,
+): Promise<Started<Libp2pTransport>> {
   await probePort(config.host, config.port, 'raft', 'TCP');
   await probePort(config.host, config.port, 'raft', 'UDP');
   const privateKey = await loadIdentity(config);
@@ -305,7 +367,9 @@ async function startEndpoint(config: NodeConfig, log: (line: string) => void, ro
   } catch (error) {
     throw endpointError(error, config);
   }
-  transport.onPeerEvent((event) => { log(`peers: node ${event.id} ${event.kind} at ${event.address}`); });
+  transport.onPeerEvent((event) => {
+    log(`peers: node ${event.id} ${event.kind} at ${event.address}`);
+  });
   return { value: transport, stop: () => transport.stop() };
 }
 
@@ -332,12 +396,18 @@ function startRaft(config: NodeConfig, log: (line: string) => void, parts: RaftP
     tickMs,
     observer: {
       snapshotInstalled: (_id, snapshot) => {
-        log(`raft: installed snapshot at index ${snapshot.meta.index} term ${snapshot.meta.term} (${snapshot.data.byteLength} bytes)`);
+        log(
+          `raft: installed snapshot at index ${snapshot.meta.index} term ${snapshot.meta.term} (${snapshot.data.byteLength} bytes)`,
+        );
       },
     },
     // Members' addresses are replicated in the configuration: every node can reach every other.
-    onMembership: (membership) => { discovery.directory.onMembership(membership.nodes ?? []); },
-    onFatal: (error) => { lifecycle.fail(error); },
+    onMembership: (membership) => {
+      discovery.directory.onMembership(membership.nodes ?? []);
+    },
+    onFatal: (error) => {
+      lifecycle.fail(error);
+    },
   });
   parts.routes.node = node;
   node.start();
@@ -355,19 +425,35 @@ interface HttpParts {
   readonly httpAddress: string;
 }
 
-async function startHttp(config: NodeConfig, log: (line: string) => void, parts: HttpParts): Promise<Started<FastifyInstance>> {
+async function startHttp(
+  config: NodeConfig,
+  log: (line: string) => void,
+  parts: HttpParts,
+): Promise<Started<FastifyInstance>> {
   const { transport, discovery } = parts;
   const app = buildHttpServer({
     controller: parts.forwarding.client,
     store: parts.forwarding.store,
-    identity: { nodeId: config.nodeId, endpointId: transport.peerId, startedAtMs: Date.now(), nowMs: () => Date.now() },
+    identity: {
+      nodeId: config.nodeId,
+      endpointId: transport.peerId,
+      startedAtMs: Date.now(),
+      nowMs: () => Date.now(),
+    },
     network: {
       addresses: () => transport.listenAddresses,
-      addPeer: (nodeId, address) => { discovery.directory.configure(nodeId, address); },
+      addPeer: (nodeId, address) => {
+        discovery.directory.configure(nodeId, address);
+      },
       resolve: (nodeId) => discovery.resolve(nodeId),
-      peers: () => discovery.directory.peers().map((peer) => ({
-        node_id: peer.nodeId, peer_id: peer.peerId, addrs: peer.addrs, http_addr: peer.httpAddr, last_seen_ms_ago: Date.now() - peer.lastSeenMs,
-      })),
+      peers: () =>
+        discovery.directory.peers().map((peer) => ({
+          node_id: peer.nodeId,
+          peer_id: peer.peerId,
+          addrs: peer.addrs,
+          http_addr: peer.httpAddr,
+          last_seen_ms_ago: Date.now() - peer.lastSeenMs,
+        })),
       clusterTicket: () => discovery.ticket(),
     },
     httpAddress: parts.httpAddress,
@@ -377,7 +463,9 @@ async function startHttp(config: NodeConfig, log: (line: string) => void, parts:
   try {
     await app.listen({ host: config.httpHost, port: config.httpPort });
   } catch (error) {
-    await app.close().catch((closeError: unknown) => { log(`http: ${firstLine(closeError)}`); });
+    await app.close().catch((closeError: unknown) => {
+      log(`http: ${firstLine(closeError)}`);
+    });
     throw listenError(error, config.httpHost, config.httpPort, 'http', 'TCP');
   }
   return { value: app, stop: () => closeHttp(app) };
@@ -389,7 +477,9 @@ async function startHttp(config: NodeConfig, log: (line: string) => void, parts:
  */
 async function closeHttp(app: FastifyInstance): Promise<void> {
   const closing = app.close();
-  const timer = setTimeout(() => { app.server.closeAllConnections(); }, HTTP_STOP_GRACE_MS);
+  const timer = setTimeout(() => {
+    app.server.closeAllConnections();
+  }, HTTP_STOP_GRACE_MS);
   try {
     await closing;
   } finally {
@@ -402,11 +492,14 @@ async function handOverLeadership(node: RaftNode): Promise<void> {
   const status = node.status();
   if (status.role !== 'leader' || status.membership === null) return;
   const voters = status.membership.voters.filter((id) => id !== status.id);
-  const best = status.peers.filter((peer) => voters.includes(peer.id)).sort((a, b) => b.matchIndex - a.matchIndex)[0];
+  const best = status.peers
+    .filter((peer) => voters.includes(peer.id))
+    .sort((a, b) => b.matchIndex - a.matchIndex)[0];
   if (best === undefined) return;
   node.transferLeadership(best.id, () => undefined);
   const deadline = Date.now() + SHUTDOWN_TRANSFER_WAIT_MS;
-  while (node.status().role === 'leader' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  while (node.status().role === 'leader' && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 10));
 }
 
 // ---------------------------------------------------------------- ports
@@ -415,14 +508,22 @@ type Role = 'raft' | 'http';
 type Protocol = 'TCP' | 'UDP';
 
 /** One line for a listen that failed: "port 26001 is already in use (raft, TCP)". */
-export function listenError(error: unknown, host: string, port: number, role: Role, protocol: Protocol): StartError {
+export function listenError(
+  error: unknown,
+  host: string,
+  port: number,
+  role: Role,
+  protocol: Protocol,
+): StartError {
   const code = error instanceof Error && 'code' in error ? error.code : undefined;
   const where = `cannot listen on ${host}:${port} (${role}, ${protocol})`;
   switch (code) {
     case 'EADDRINUSE':
       return new StartError(`port ${port} is already in use (${role}, ${protocol})`, { cause: error });
     case 'EADDRNOTAVAIL':
-      return new StartError(`${where}: ${host} is not an address of this machine (EADDRNOTAVAIL)`, { cause: error });
+      return new StartError(`${where}: ${host} is not an address of this machine (EADDRNOTAVAIL)`, {
+        cause: error,
+      });
     case 'EACCES':
       return new StartError(`${where}: permission denied (EACCES)`, { cause: error });
     default:
@@ -440,8 +541,14 @@ async function probePort(host: string, port: number, role: Role, protocol: Proto
 function tryTcp(host: string, port: number): Promise<Error | null> {
   return new Promise((resolve) => {
     const server = net.createServer();
-    server.once('error', (error) => { resolve(error); });
-    server.listen({ host, port, exclusive: true }, () => { server.close(() => { resolve(null); }); });
+    server.once('error', (error) => {
+      resolve(error);
+    });
+    server.listen({ host, port, exclusive: true }, () => {
+      server.close(() => {
+        resolve(null);
+      });
+    });
   });
 }
 
@@ -452,7 +559,11 @@ function tryUdp(host: string, port: number): Promise<Error | null> {
       socket.removeAllListeners();
       resolve(error);
     });
-    socket.bind({ address: host, port, exclusive: true }, () => { socket.close(() => { resolve(null); }); });
+    socket.bind({ address: host, port, exclusive: true }, () => {
+      socket.close(() => {
+        resolve(null);
+      });
+    });
   });
 }
 
@@ -460,8 +571,14 @@ function tryUdp(host: string, port: number): Promise<Error | null> {
 export function endpointError(error: unknown, config: NodeConfig): StartError {
   const text = error instanceof Error ? error.message : String(error);
   const inUse = /\/(tcp|udp)\/(\d+)[^\n:]*: [^\n]*(EADDRINUSE|Address already in use)/.exec(text);
-  if (inUse !== null) return new StartError(`port ${inUse[2] ?? config.port} is already in use (raft, ${inUse[1] === 'udp' ? 'UDP' : 'TCP'})`, { cause: error });
+  if (inUse !== null)
+    return new StartError(
+      `port ${inUse[2] ?? config.port} is already in use (raft, ${inUse[1] === 'udp' ? 'UDP' : 'TCP'})`,
+      { cause: error },
+    );
   const failed = /^\s*(\/\S+): (.+)$/m.exec(text);
   const reason = failed === null ? firstLine(error) : `${failed[1] ?? ''}: ${failed[2] ?? ''}`;
-  return new StartError(`cannot start the raft endpoint on ${config.host}:${config.port}: ${reason}`, { cause: error });
+  return new StartError(`cannot start the raft endpoint on ${config.host}:${config.port}: ${reason}`, {
+    cause: error,
+  });
 }

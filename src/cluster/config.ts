@@ -70,34 +70,99 @@ function hostPort(text: string, what: string): { host: string; port: number } {
 function peer(text: string): { id: number; address: string } {
   const at = text.indexOf('@');
   if (at < 1) throw new ConfigError(`--peers takes ID@ADDRESS (multiaddr or host:port), got "${text}"`);
-  return { id: integerIn(text.slice(0, at), '--peers node id', 1, Number.MAX_SAFE_INTEGER), address: text.slice(at + 1) };
+  return {
+    id: integerIn(text.slice(0, at), '--peers node id', 1, Number.MAX_SAFE_INTEGER),
+    address: text.slice(at + 1),
+  };
 }
 
 function command(): Command {
   return new Command('aspen-node')
     .description('Run one Aspen node: Raft over libp2p with the HTTP control-plane API')
     .exitOverride()
-    .configureOutput({ writeErr: () => undefined, writeOut: (text) => { process.stdout.write(text); } })
-    .addOption(new Option('--node-id <id>', 'this node\'s Raft id (>= 1), required').env('ASPEN_NODE_ID'))
+    .configureOutput({
+      writeErr: () => undefined,
+      writeOut: (text) => {
+        process.stdout.write(text);
+      },
+    })
+    .addOption(new Option('--node-id <id>', "this node's Raft id (>= 1), required").env('ASPEN_NODE_ID'))
     .addOption(new Option('--port <port>', 'Raft transport port (TCP)').env('ASPEN_PORT').default('26000'))
-    .addOption(new Option('--host <host>', 'Raft transport listen host').env('ASPEN_HOST').default('127.0.0.1'))
-    .addOption(new Option('--http-addr <host:port>', 'HTTP API address').env('ASPEN_HTTP_ADDR').default('127.0.0.1:8080'))
-    .addOption(new Option('--cookie <cookie>', 'shared cluster secret').env('ASPEN_COOKIE').default(DEFAULT_COOKIE))
-    .addOption(new Option('--data-dir <dir>', 'data directory (default ./data/node-<id>)').env('ASPEN_DATA_DIR'))
-    .addOption(new Option('--storage <kind>', 'lmdb or memory').env('ASPEN_STORAGE').choices(['lmdb', 'memory']).default('lmdb'))
+    .addOption(
+      new Option('--host <host>', 'Raft transport listen host').env('ASPEN_HOST').default('127.0.0.1'),
+    )
+    .addOption(
+      new Option('--http-addr <host:port>', 'HTTP API address')
+        .env('ASPEN_HTTP_ADDR')
+        .default('127.0.0.1:8080'),
+    )
+    .addOption(
+      new Option('--cookie <cookie>', 'shared cluster secret').env('ASPEN_COOKIE').default(DEFAULT_COOKIE),
+    )
+    .addOption(
+      new Option('--data-dir <dir>', 'data directory (default ./data/node-<id>)').env('ASPEN_DATA_DIR'),
+    )
+    .addOption(
+      new Option('--storage <kind>', 'lmdb or memory')
+        .env('ASPEN_STORAGE')
+        .choices(['lmdb', 'memory'])
+        .default('lmdb'),
+    )
     .addOption(new Option('--peers <ID@ADDRESS...>', 'static peers (repeatable)').env('ASPEN_PEERS'))
     .addOption(new Option('--heartbeat-interval-ms <ms>').env('ASPEN_HEARTBEAT_INTERVAL_MS').default('100'))
-    .addOption(new Option('--election-timeout-min-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MIN_MS').default('1000'))
-    .addOption(new Option('--election-timeout-max-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MAX_MS').default('2000'))
-    .addOption(new Option('--log-level <level>').env('ASPEN_LOG_LEVEL').choices(['error', 'warn', 'info', 'debug']).default('info'))
-    .addOption(new Option('--ticket <ticket>', 'join the cluster of this ticket (GET /cluster-ticket): its cookie and bootstrap peers').env('ASPEN_TICKET'))
-    .addOption(new Option('--disable-gossip', 'no gossip discovery: static peers and member addresses only').env('ASPEN_DISABLE_GOSSIP'))
+    .addOption(
+      new Option('--election-timeout-min-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MIN_MS').default('1000'),
+    )
+    .addOption(
+      new Option('--election-timeout-max-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MAX_MS').default('2000'),
+    )
+    .addOption(
+      new Option('--log-level <level>')
+        .env('ASPEN_LOG_LEVEL')
+        .choices(['error', 'warn', 'info', 'debug'])
+        .default('info'),
+    )
+    .addOption(
+      new Option(
+        '--ticket <ticket>',
+        'join the cluster of this ticket (GET /cluster-ticket): its cookie and bootstrap peers',
+      ).env('ASPEN_TICKET'),
+    )
+    .addOption(
+      new Option('--disable-gossip', 'no gossip discovery: static peers and member addresses only').env(
+        'ASPEN_DISABLE_GOSSIP',
+      ),
+    )
     .addOption(new Option('--disable-mdns', 'no mDNS discovery on the LAN').env('ASPEN_DISABLE_MDNS'))
-    .addOption(new Option('--enable-dns-discovery', 'find bootstrap peers in /dnsaddr TXT records of --dns-discovery-domain').env('ASPEN_ENABLE_DNS_DISCOVERY'))
-    .addOption(new Option('--dns-discovery-domain <domain>', 'domain whose _dnsaddr TXT records list bootstrap peers').env('ASPEN_DNS_DISCOVERY_DOMAIN'))
-    .addOption(new Option('--http-allowed-hosts <names...>', 'host names the HTTP API answers to besides IP addresses and localhost (DNS rebinding protection)').env('ASPEN_HTTP_ALLOWED_HOSTS'))
-    .addOption(new Option('--insecure', `accept a cookie shorter than ${COOKIE_CHARS_MIN} characters, or the default cookie off loopback`).env('ASPEN_INSECURE'))
-    .addOption(new Option('--config <file>', 'TOML file with the same settings (keys like node-id or node_id)').env('ASPEN_CONFIG'));
+    .addOption(
+      new Option(
+        '--enable-dns-discovery',
+        'find bootstrap peers in /dnsaddr TXT records of --dns-discovery-domain',
+      ).env('ASPEN_ENABLE_DNS_DISCOVERY'),
+    )
+    .addOption(
+      new Option(
+        '--dns-discovery-domain <domain>',
+        'domain whose _dnsaddr TXT records list bootstrap peers',
+      ).env('ASPEN_DNS_DISCOVERY_DOMAIN'),
+    )
+    .addOption(
+      new Option(
+        '--http-allowed-hosts <names...>',
+        'host names the HTTP API answers to besides IP addresses and localhost (DNS rebinding protection)',
+      ).env('ASPEN_HTTP_ALLOWED_HOSTS'),
+    )
+    .addOption(
+      new Option(
+        '--insecure',
+        `accept a cookie shorter than ${COOKIE_CHARS_MIN} characters, or the default cookie off loopback`,
+      ).env('ASPEN_INSECURE'),
+    )
+    .addOption(
+      new Option('--config <file>', 'TOML file with the same settings (keys like node-id or node_id)').env(
+        'ASPEN_CONFIG',
+      ),
+    );
 }
 
 /** Largest config file read. */
@@ -114,12 +179,15 @@ export function readConfigFile(path: string): string {
   try {
     descriptor = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (error) {
-    throw new ConfigError(`cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`);
+    throw new ConfigError(
+      `cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
   try {
     const stats = fstatSync(descriptor);
     if (!stats.isFile()) throw new ConfigError(`--config ${path} is not a regular file`);
-    if (stats.size > CONFIG_FILE_BYTES_MAX) throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+    if (stats.size > CONFIG_FILE_BYTES_MAX)
+      throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
     const buffer = Buffer.alloc(CONFIG_FILE_BYTES_MAX + 1);
     let length = 0;
     // Each read moves forward or ends the loop; the buffer bounds the total (a file may grow meanwhile).
@@ -128,29 +196,40 @@ export function readConfigFile(path: string): string {
       if (read === 0) break;
       length += read;
     }
-    if (length > CONFIG_FILE_BYTES_MAX) throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+    if (length > CONFIG_FILE_BYTES_MAX)
+      throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
     return new TextDecoder('utf-8', { fatal: true }).decode(buffer.subarray(0, length));
   } catch (error) {
     if (error instanceof ConfigError) throw error;
-    throw new ConfigError(`cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`);
+    throw new ConfigError(
+      `cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`,
+    );
   } finally {
     closeSync(descriptor);
   }
 }
 
 /** Settings that take a whole number (TOML integers, never floats or strings). */
-const INTEGER_SETTINGS: ReadonlySet<string> = new Set(['nodeId', 'port', 'heartbeatIntervalMs', 'electionTimeoutMinMs', 'electionTimeoutMaxMs']);
+const INTEGER_SETTINGS: ReadonlySet<string> = new Set([
+  'nodeId',
+  'port',
+  'heartbeatIntervalMs',
+  'electionTimeoutMinMs',
+  'electionTimeoutMaxMs',
+]);
 
 /** A TOML value as the option takes it (text, texts or a boolean), or a one-line error naming the key. */
 function tomlValue(path: string, key: string, option: Option, value: unknown): string | string[] | boolean {
   const attribute = option.attributeName();
-  const wrong = (expected: string): ConfigError => new ConfigError(`--config ${path}: "${key}" must be ${expected}, got ${describeToml(value)}`);
+  const wrong = (expected: string): ConfigError =>
+    new ConfigError(`--config ${path}: "${key}" must be ${expected}, got ${describeToml(value)}`);
   if (option.isBoolean()) {
     if (typeof value !== 'boolean') throw wrong('true or false');
     return value;
   }
   if (option.variadic) {
-    if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) throw wrong('an array of strings');
+    if (!Array.isArray(value) || !value.every((item) => typeof item === 'string'))
+      throw wrong('an array of strings');
     return value;
   }
   if (INTEGER_SETTINGS.has(attribute)) {
@@ -175,15 +254,22 @@ function applyConfigFile(program: Command, path: string): void {
   const text = readConfigFile(path);
   let table: Record<string, unknown>;
   try {
-    table = parseToml(text, { integersAsBigInt: true, unsafeKeyBehaviour: 'throw', maxDepth: CONFIG_TOML_DEPTH_MAX });
+    table = parseToml(text, {
+      integersAsBigInt: true,
+      unsafeKeyBehaviour: 'throw',
+      maxDepth: CONFIG_TOML_DEPTH_MAX,
+    });
   } catch (error) {
-    throw new ConfigError(`--config ${path} is not valid TOML: ${error instanceof Error ? error.message.split('\n')[0] ?? '' : String(error)}`);
+    throw new ConfigError(
+      `--config ${path} is not valid TOML: ${error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error)}`,
+    );
   }
   const names = new Map(program.options.map((option) => [option.attributeName(), option]));
   for (const [key, value] of Object.entries(table)) {
     const attribute = key.replace(/[-_]([a-z])/g, (_match, letter: string) => letter.toUpperCase());
     const option = names.get(attribute);
-    if (option === undefined || attribute === 'config') throw new ConfigError(`--config ${path}: unknown setting "${key}"`);
+    if (option === undefined || attribute === 'config')
+      throw new ConfigError(`--config ${path}: unknown setting "${key}"`);
     const typed = tomlValue(path, key, option, value);
     if (program.getOptionValueSource(attribute) === 'cli') continue;
     program.setOptionValueWithSource(attribute, typed, 'config');
@@ -196,7 +282,8 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
   try {
     program.parse([...argv], { from: 'user' });
   } catch (error) {
-    if (error instanceof CommanderError) throw new ConfigError(error.message.replace(/^error: /, ''), error.code === 'commander.helpDisplayed');
+    if (error instanceof CommanderError)
+      throw new ConfigError(error.message.replace(/^error: /, ''), error.code === 'commander.helpDisplayed');
     throw error;
   }
   const configPath = program.opts<{ config?: string }>().config;
@@ -205,17 +292,22 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
   // Commander turns a boolean flag on whenever its variable is set; read the variable's value instead.
   for (const option of program.options) {
     const name = option.attributeName();
-    if (option.isBoolean() && option.envVar !== undefined && program.getOptionValueSource(name) === 'env') options[name] = process.env[option.envVar];
+    if (option.isBoolean() && option.envVar !== undefined && program.getOptionValueSource(name) === 'env')
+      options[name] = process.env[option.envVar];
   }
   const text = (name: string): string => {
     const value = options[name];
-    if (typeof value !== 'string') throw new ConfigError(`--${name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`)} is required`);
+    if (typeof value !== 'string')
+      throw new ConfigError(
+        `--${name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`)} is required`,
+      );
     return value;
   };
   const nodeId = integerIn(text('nodeId'), '--node-id', 1, Number.MAX_SAFE_INTEGER);
   const http = hostPort(text('httpAddr'), '--http-addr');
   const peersOption = options.peers;
-  const peerTexts = typeof peersOption === 'string' ? peersOption.split(',') : Array.isArray(peersOption) ? peersOption : [];
+  const peerTexts =
+    typeof peersOption === 'string' ? peersOption.split(',') : Array.isArray(peersOption) ? peersOption : [];
   if (peerTexts.length > PEERS_MAX) throw new ConfigError(`at most ${PEERS_MAX} --peers`);
   const config: NodeConfig = {
     nodeId,
@@ -243,7 +335,11 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
 }
 
 /** A ticket brings its cookie; a cookie given as well must be the same one. */
-function withTicket(config: NodeConfig, text: string | string[] | boolean | undefined, cookieIsDefaulted: boolean): NodeConfig {
+function withTicket(
+  config: NodeConfig,
+  text: string | string[] | boolean | undefined,
+  cookieIsDefaulted: boolean,
+): NodeConfig {
   checkConfig(config);
   if (typeof text !== 'string') {
     checkCookie(config);
@@ -255,8 +351,16 @@ function withTicket(config: NodeConfig, text: string | string[] | boolean | unde
   } catch (error) {
     throw new ConfigError(`--ticket: ${error instanceof TicketError ? error.message : String(error)}`);
   }
-  if (!cookieIsDefaulted && ticket.clusterId !== config.cookie) throw new ConfigError('--ticket belongs to another cluster than --cookie (drop --cookie: the ticket carries it)');
-  const joined = { ...config, cookie: ticket.clusterId, cookieIsDefault: ticket.clusterId === DEFAULT_COOKIE, ticket };
+  if (!cookieIsDefaulted && ticket.clusterId !== config.cookie)
+    throw new ConfigError(
+      '--ticket belongs to another cluster than --cookie (drop --cookie: the ticket carries it)',
+    );
+  const joined = {
+    ...config,
+    cookie: ticket.clusterId,
+    cookieIsDefault: ticket.clusterId === DEFAULT_COOKIE,
+    ticket,
+  };
   checkCookie(joined);
   return joined;
 }
@@ -274,12 +378,16 @@ function checkCookie(config: NodeConfig): void {
   if (config.insecure) return;
   if (config.cookieIsDefault) {
     if (isLoopbackHost(config.host)) return;
-    throw new ConfigError(`the default cookie is public and cannot protect a node on ${config.host}: set --cookie to a secret of at least ${COOKIE_CHARS_MIN} characters (or pass --insecure)`);
+    throw new ConfigError(
+      `the default cookie is public and cannot protect a node on ${config.host}: set --cookie to a secret of at least ${COOKIE_CHARS_MIN} characters (or pass --insecure)`,
+    );
   }
   const characters = config.cookie.length;
   if (characters < COOKIE_CHARS_MIN) {
     const counted = `${characters} character${characters === 1 ? '' : 's'}`;
-    throw new ConfigError(`--cookie is too short: ${counted}; the cookie is the cluster's only secret and needs at least ${COOKIE_CHARS_MIN} (or pass --insecure)`);
+    throw new ConfigError(
+      `--cookie is too short: ${counted}; the cookie is the cluster's only secret and needs at least ${COOKIE_CHARS_MIN} (or pass --insecure)`,
+    );
   }
 }
 
@@ -298,10 +406,15 @@ export const HTTP_ALLOWED_HOSTS_MAX = 32;
 
 function allowedHosts(value: string | string[] | boolean | undefined): string[] {
   const texts = typeof value === 'string' ? [value] : Array.isArray(value) ? value : [];
-  const names = texts.flatMap((text) => text.split(',')).map((name) => name.trim().toLowerCase()).filter((name) => name.length > 0);
-  if (names.length > HTTP_ALLOWED_HOSTS_MAX) throw new ConfigError(`at most ${HTTP_ALLOWED_HOSTS_MAX} --http-allowed-hosts`);
+  const names = texts
+    .flatMap((text) => text.split(','))
+    .map((name) => name.trim().toLowerCase())
+    .filter((name) => name.length > 0);
+  if (names.length > HTTP_ALLOWED_HOSTS_MAX)
+    throw new ConfigError(`at most ${HTTP_ALLOWED_HOSTS_MAX} --http-allowed-hosts`);
   for (const name of names) {
-    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(name)) throw new ConfigError(`--http-allowed-hosts: "${name.slice(0, 64)}" is not a host name`);
+    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(name))
+      throw new ConfigError(`--http-allowed-hosts: "${name.slice(0, 64)}" is not a host name`);
   }
   return names;
 }
@@ -309,7 +422,9 @@ function allowedHosts(value: string | string[] | boolean | undefined): string[] 
 function dnsDomain(enabled: boolean, domain: string | string[] | boolean | undefined): string | null {
   if (!enabled) return null;
   if (typeof domain !== 'string' || !/^[A-Za-z0-9.-]{1,253}$/.test(domain)) {
-    throw new ConfigError('--enable-dns-discovery needs --dns-discovery-domain DOMAIN (letters, digits, dots, dashes)');
+    throw new ConfigError(
+      '--enable-dns-discovery needs --dns-discovery-domain DOMAIN (letters, digits, dots, dashes)',
+    );
   }
   return domain;
 }
@@ -320,9 +435,13 @@ function checkConfig(config: NodeConfig): void {
     try {
       toMultiaddrs(entry.address);
     } catch {
-      throw new ConfigError(`--peers ${entry.id}@${entry.address}: the address is not host:port or a multiaddr`);
+      throw new ConfigError(
+        `--peers ${entry.id}@${entry.address}: the address is not host:port or a multiaddr`,
+      );
     }
   }
-  if (config.electionTimeoutMinMs > config.electionTimeoutMaxMs) throw new ConfigError('--election-timeout-min-ms must be <= --election-timeout-max-ms');
-  if (config.heartbeatIntervalMs * 2 >= config.electionTimeoutMinMs) throw new ConfigError('--heartbeat-interval-ms must be less than half of --election-timeout-min-ms');
+  if (config.electionTimeoutMinMs > config.electionTimeoutMaxMs)
+    throw new ConfigError('--election-timeout-min-ms must be <= --election-timeout-max-ms');
+  if (config.heartbeatIntervalMs * 2 >= config.electionTimeoutMinMs)
+    throw new ConfigError('--heartbeat-interval-ms must be less than half of --election-timeout-min-ms');
 }

@@ -1,7 +1,16 @@
 import type { KeyValueStore } from '../api/contracts.ts';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant, type AspenErrorCode } from '../api/errors.ts';
 import { validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
-import type { DeleteRequest, DeleteResult, ReadRequest, ReadResult, ScanRequest, ScanResult, WriteRequest, WriteResult } from '../api/types.ts';
+import type {
+  DeleteRequest,
+  DeleteResult,
+  ReadRequest,
+  ReadResult,
+  ScanRequest,
+  ScanResult,
+  WriteRequest,
+  WriteResult,
+} from '../api/types.ts';
 import type { ClientRequest, ClientResponse, Clock, Transport } from '../node/interfaces.ts';
 import { WireFormatError } from '../network/codec.ts';
 import type { NodeId } from '../raft/types.ts';
@@ -40,7 +49,13 @@ export class ForwardingStore implements KeyValueStore {
    * this node, the request goes to the local node first and is forwarded on its NOT_LEADER.
    */
   constructor(options: {
-    local: KeyValueStore; transport: Transport; nodeId: NodeId; clock: Clock; timeoutMs?: number; knownLeader?: () => NodeId; log?: (line: string) => void;
+    local: KeyValueStore;
+    transport: Transport;
+    nodeId: NodeId;
+    clock: Clock;
+    timeoutMs?: number;
+    knownLeader?: () => NodeId;
+    log?: (line: string) => void;
   }) {
     this.local = options.local;
     this.transport = options.transport;
@@ -55,36 +70,56 @@ export class ForwardingStore implements KeyValueStore {
   // the leader would give (the leader checks again when it decodes the frame). Run locally, the local
   // store checks it.
   write(request: WriteRequest): Promise<WriteResult> {
-    return this.withForwarding(() => this.local.write(request), () => {
-      throwIf(validateWriteCommand((request as { command?: unknown } | null)?.command));
-      return { kind: 'write', command: request.command };
-    }) as Promise<WriteResult>;
+    return this.withForwarding(
+      () => this.local.write(request),
+      () => {
+        throwIf(validateWriteCommand((request as { command?: unknown } | null)?.command));
+        return { kind: 'write', command: request.command };
+      },
+    ) as Promise<WriteResult>;
   }
 
   read(request: ReadRequest): Promise<ReadResult> {
-    return this.withForwarding(() => this.local.read(request), () => {
-      throwIf(validateKey((request as { key?: unknown } | null)?.key));
-      return { kind: 'read', key: request.key };
-    }) as Promise<ReadResult>;
+    return this.withForwarding(
+      () => this.local.read(request),
+      () => {
+        throwIf(validateKey((request as { key?: unknown } | null)?.key));
+        return { kind: 'read', key: request.key };
+      },
+    ) as Promise<ReadResult>;
   }
 
   delete(request: DeleteRequest): Promise<DeleteResult> {
-    return this.withForwarding(() => this.local.delete(request), () => {
-      throwIf(validateKey((request as { key?: unknown } | null)?.key));
-      return { kind: 'delete', key: request.key };
-    }) as Promise<DeleteResult>;
+    return this.withForwarding(
+      () => this.local.delete(request),
+      () => {
+        throwIf(validateKey((request as { key?: unknown } | null)?.key));
+        return { kind: 'delete', key: request.key };
+      },
+    ) as Promise<DeleteResult>;
   }
 
   scan(request: ScanRequest): Promise<ScanResult> {
-    return this.withForwarding(() => this.local.scan(request), () => {
-      const bounds = validateScan(request);
-      throwIf(bounds instanceof AspenError ? bounds : null);
-      return { kind: 'scan', prefix: request.prefix ?? '', limit: request.limit ?? null, continuationToken: request.continuation_token ?? null };
-    }) as Promise<ScanResult>;
+    return this.withForwarding(
+      () => this.local.scan(request),
+      () => {
+        const bounds = validateScan(request);
+        throwIf(bounds instanceof AspenError ? bounds : null);
+        return {
+          kind: 'scan',
+          prefix: request.prefix ?? '',
+          limit: request.limit ?? null,
+          continuationToken: request.continuation_token ?? null,
+        };
+      },
+    ) as Promise<ScanResult>;
   }
 
   /** `toForward` checks the request (throwing its AspenError) and says what to send the leader. */
-  private async withForwarding(runLocally: () => Promise<unknown>, toForward: () => Operation): Promise<unknown> {
+  private async withForwarding(
+    runLocally: () => Promise<unknown>,
+    toForward: () => Operation,
+  ): Promise<unknown> {
     // A follower that knows its leader forwards at once: asking the local node first would cost a
     // mailbox turn and a NOT_LEADER error per request (both in the followers' profiles under load).
     const leader = this.knownLeader();
@@ -92,7 +127,13 @@ export class ForwardingStore implements KeyValueStore {
     try {
       return await runLocally();
     } catch (error) {
-      if (!(error instanceof AspenError) || error.code !== 'NOT_LEADER' || error.leaderId === null || error.leaderId === this.nodeId) throw error;
+      if (
+        !(error instanceof AspenError) ||
+        error.code !== 'NOT_LEADER' ||
+        error.leaderId === null ||
+        error.leaderId === this.nodeId
+      )
+        throw error;
       return this.forward(error.leaderId, toForward());
     }
   }
@@ -103,7 +144,11 @@ export class ForwardingStore implements KeyValueStore {
    */
   stop(): void {
     this.stopped = true;
-    const error = new AspenError('SHUTTING_DOWN', `node ${this.nodeId} is shutting down; a forwarded request may still take effect`, { definite: false });
+    const error = new AspenError(
+      'SHUTTING_DOWN',
+      `node ${this.nodeId} is shutting down; a forwarded request may still take effect`,
+      { definite: false },
+    );
     for (const pending of this.pending.values()) {
       pending.cancelTimer();
       pending.reject(error);
@@ -112,19 +157,35 @@ export class ForwardingStore implements KeyValueStore {
   }
 
   private forward(leaderId: NodeId, operation: Operation): Promise<unknown> {
-    if (this.stopped) return Promise.reject(new AspenError('SHUTTING_DOWN', `node ${this.nodeId} is shutting down`));
+    if (this.stopped)
+      return Promise.reject(new AspenError('SHUTTING_DOWN', `node ${this.nodeId} is shutting down`));
     if (this.pending.size >= FORWARDS_PENDING_MAX) {
-      return Promise.reject(new AspenError('OVERLOADED', `${FORWARDS_PENDING_MAX} forwarded requests are already waiting`));
+      return Promise.reject(
+        new AspenError('OVERLOADED', `${FORWARDS_PENDING_MAX} forwarded requests are already waiting`),
+      );
     }
     const requestId = this.nextRequestId;
     this.nextRequestId += 1;
     return new Promise((resolve, reject) => {
       const cancelTimer = this.clock.setTimer(this.timeoutMs, () => {
         if (!this.pending.delete(requestId)) return;
-        reject(new AspenError('TIMEOUT', `the leader (node ${leaderId}) did not answer within ${this.timeoutMs} ms`, { leaderId, definite: false }));
+        reject(
+          new AspenError(
+            'TIMEOUT',
+            `the leader (node ${leaderId}) did not answer within ${this.timeoutMs} ms`,
+            { leaderId, definite: false },
+          ),
+        );
       });
       this.pending.set(requestId, { resolve, reject, cancelTimer });
-      this.transport.send({ type: 'client_request', from: this.nodeId, to: leaderId, term: 0, requestId, operation });
+      this.transport.send({
+        type: 'client_request',
+        from: this.nodeId,
+        to: leaderId,
+        term: 0,
+        requestId,
+        operation,
+      });
     });
   }
 
@@ -134,9 +195,24 @@ export class ForwardingStore implements KeyValueStore {
    * large for a frame an error in its place. Nothing here may throw into the transport.
    */
   handleRequest(request: ClientRequest): void {
-    const reply = { type: 'client_response', from: this.nodeId, to: request.from, term: 0, requestId: request.requestId } as const;
+    const reply = {
+      type: 'client_response',
+      from: this.nodeId,
+      to: request.from,
+      term: 0,
+      requestId: request.requestId,
+    } as const;
     const fail = (error: AspenError): void => {
-      this.transport.send({ ...reply, result: null, error: { code: error.code, message: error.message, leaderId: error.leaderId, definite: error.definite } });
+      this.transport.send({
+        ...reply,
+        result: null,
+        error: {
+          code: error.code,
+          message: error.message,
+          leaderId: error.leaderId,
+          definite: error.definite,
+        },
+      });
     };
     let run: Promise<unknown>;
     try {
@@ -150,8 +226,14 @@ export class ForwardingStore implements KeyValueStore {
           this.transport.send({ ...reply, result, error: null });
         } catch (error) {
           if (!(error instanceof WireFormatError)) throw error;
-          this.log(`forwarding: the answer to a ${request.operation.kind} from node ${request.from} cannot be sent: ${error.message}`);
-          fail(new AspenError('INTERNAL', `the leader's answer cannot be sent back: ${error.message}`, { definite: request.operation.kind !== 'write' && request.operation.kind !== 'delete' }));
+          this.log(
+            `forwarding: the answer to a ${request.operation.kind} from node ${request.from} cannot be sent: ${error.message}`,
+          );
+          fail(
+            new AspenError('INTERNAL', `the leader's answer cannot be sent back: ${error.message}`, {
+              definite: request.operation.kind !== 'write' && request.operation.kind !== 'delete',
+            }),
+          );
         }
       },
       (error: unknown) => {
@@ -160,8 +242,14 @@ export class ForwardingStore implements KeyValueStore {
           return;
         }
         escalateBrokenInvariant(error);
-        this.log(`forwarding: a ${request.operation.kind} from node ${request.from} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-        fail(new AspenError('INTERNAL', 'the leader failed the request unexpectedly (see its log)', { definite: false }));
+        this.log(
+          `forwarding: a ${request.operation.kind} from node ${request.from} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+        );
+        fail(
+          new AspenError('INTERNAL', 'the leader failed the request unexpectedly (see its log)', {
+            definite: false,
+          }),
+        );
       },
     );
   }
@@ -175,7 +263,11 @@ export class ForwardingStore implements KeyValueStore {
       case 'delete':
         return this.local.delete({ key: operation.key });
       case 'scan':
-        return this.local.scan({ prefix: operation.prefix, ...(operation.limit === null ? {} : { limit: operation.limit }), continuation_token: operation.continuationToken });
+        return this.local.scan({
+          prefix: operation.prefix,
+          ...(operation.limit === null ? {} : { limit: operation.limit }),
+          continuation_token: operation.continuationToken,
+        });
       case 'invalid':
         return Promise.reject(new AspenError(operation.code, operation.message));
     }
@@ -193,7 +285,9 @@ export class ForwardingStore implements KeyValueStore {
       return;
     }
     const code: AspenErrorCode = error.code in ERROR_STATUS ? (error.code as AspenErrorCode) : 'TIMEOUT';
-    pending.reject(new AspenError(code, error.message, { leaderId: error.leaderId, definite: error.definite }));
+    pending.reject(
+      new AspenError(code, error.message, { leaderId: error.leaderId, definite: error.definite }),
+    );
   }
 }
 

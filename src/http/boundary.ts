@@ -41,7 +41,8 @@ export function parseQueryStrict(text: string): Record<string, string | string[]
       continue;
     }
     const previous = query[name];
-    query[name] = previous === undefined ? value : [...(Array.isArray(previous) ? previous : [previous]), value];
+    query[name] =
+      previous === undefined ? value : [...(Array.isArray(previous) ? previous : [previous]), value];
   }
   return query;
 }
@@ -49,7 +50,10 @@ export function parseQueryStrict(text: string): Record<string, string | string[]
 /** Refuse a query string `parseQueryStrict` could not decode. */
 export function checkQuery(query: unknown): AspenError | null {
   if (typeof query === 'object' && query !== null && malformedQueries.has(query)) {
-    return new AspenError('INVALID_INPUT', `the query string must be percent-encoded UTF-8 with at most ${QUERY_PARAMETERS_MAX} parameters`);
+    return new AspenError(
+      'INVALID_INPUT',
+      `the query string must be percent-encoded UTF-8 with at most ${QUERY_PARAMETERS_MAX} parameters`,
+    );
   }
   return null;
 }
@@ -62,24 +66,28 @@ export function checkQuery(query: unknown): AspenError | null {
 export function installJsonParser(app: FastifyInstance, bodyLimitBytes: number): void {
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: bodyLimitBytes }, (request, body, done) => {
-    let text: string;
-    try {
-      text = strictUtf8.decode(body as Buffer);
-    } catch {
-      done(new AspenError('INVALID_INPUT', 'the body is not valid UTF-8'), undefined);
-      return;
-    }
-    void parseJson(request, text, (error, value) => {
-      if (error !== null) {
-        done(error, undefined);
+  app.addContentTypeParser(
+    'application/json',
+    { parseAs: 'buffer', bodyLimit: bodyLimitBytes },
+    (request, body, done) => {
+      let text: string;
+      try {
+        text = strictUtf8.decode(body as Buffer);
+      } catch {
+        done(new AspenError('INVALID_INPUT', 'the body is not valid UTF-8'), undefined);
         return;
       }
-      const problem = checkJsonBody(value);
-      if (problem === null) done(null, value);
-      else done(problem, undefined);
-    });
-  });
+      void parseJson(request, text, (error, value) => {
+        if (error !== null) {
+          done(error, undefined);
+          return;
+        }
+        const problem = checkJsonBody(value);
+        if (problem === null) done(null, value);
+        else done(problem, undefined);
+      });
+    },
+  );
 }
 
 /** Host names always accepted besides IP literals: what a local client sends. */
@@ -90,11 +98,17 @@ const LOCAL_HOST_NAMES = ['localhost'];
  * "Host: evil.example". A request is served only when its Host is an IP literal, localhost, or a
  * name the operator configured; no Host at all (HTTP/1.0) is let through.
  */
-export function checkHost(hostHeader: string | undefined, allowedNames: readonly string[]): AspenError | null {
+export function checkHost(
+  hostHeader: string | undefined,
+  allowedNames: readonly string[],
+): AspenError | null {
   if (hostHeader === undefined) return null;
   const host = hostHeader.toLowerCase();
   const bracketed = /^\[([0-9a-f:.]+)\](?::\d{1,5})?$/.exec(host);
   const name = bracketed?.[1] ?? host.replace(/:\d{1,5}$/, '');
   if (isIP(name) !== 0 || LOCAL_HOST_NAMES.includes(name) || allowedNames.includes(name)) return null;
-  return new AspenError('HOST_NOT_ALLOWED', `Host "${hostHeader.slice(0, 255)}" is not an address of this node; allow a name with --http-allowed-hosts`);
+  return new AspenError(
+    'HOST_NOT_ALLOWED',
+    `Host "${hostHeader.slice(0, 255)}" is not an address of this node; allow a name with --http-allowed-hosts`,
+  );
 }

@@ -42,7 +42,9 @@ export class ConnectionGuard {
 
   constructor(server: Server, limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS) {
     this.limits = limits;
-    server.on('connection', (socket: Socket) => { this.accept(socket); });
+    server.on('connection', (socket: Socket) => {
+      this.accept(socket);
+    });
     // With a listener here Node leaves a socket's inactivity to us (else it destroys the socket on
     // any timeout, a request in flight included); the socket's own 'timeout' handler below decides.
     server.on('timeout', () => undefined);

@@ -1,7 +1,19 @@
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant } from '../api/errors.ts';
-import { ADDRESS_CHARS_MAX, CLUSTER_NODES_MAX, CONTINUATION_TOKEN_CHARS_MAX, isRaftAddress, KEY_BYTES_MAX, SCAN_LIMIT_MAX } from '../api/limits.ts';
+import {
+  ADDRESS_CHARS_MAX,
+  CLUSTER_NODES_MAX,
+  CONTINUATION_TOKEN_CHARS_MAX,
+  isRaftAddress,
+  KEY_BYTES_MAX,
+  SCAN_LIMIT_MAX,
+} from '../api/limits.ts';
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { PrometheusMetrics } from './prometheus.ts';
@@ -46,9 +58,16 @@ interface PartialNode {
   readonly raft_addr?: string;
 }
 
-function completeNode(node: PartialNode, network: NetworkInfo | undefined): { id: number; addr: string; raft_addr: string } {
+function completeNode(
+  node: PartialNode,
+  network: NetworkInfo | undefined,
+): { id: number; addr: string; raft_addr: string } {
   const raftAddr = node.raft_addr ?? network?.resolve?.(node.id);
-  if (raftAddr === undefined) throw new AspenError('INVALID_INPUT', `node ${node.id}: no raft_addr given and discovery has not found that node`);
+  if (raftAddr === undefined)
+    throw new AspenError(
+      'INVALID_INPUT',
+      `node ${node.id}: no raft_addr given and discovery has not found that node`,
+    );
   return { id: node.id, addr: node.addr ?? `node-${node.id}`, raft_addr: raftAddr };
 }
 
@@ -80,7 +99,8 @@ const clusterNode = {
   },
 } as const;
 
-const nodeIdList = (countMin: number) => ({ type: 'array', minItems: countMin, maxItems: CLUSTER_NODES_MAX, items: nodeIdSchema }) as const;
+const nodeIdList = (countMin: number) =>
+  ({ type: 'array', minItems: countMin, maxItems: CLUSTER_NODES_MAX, items: nodeIdSchema }) as const;
 
 const keyBody = {
   type: 'object',
@@ -97,15 +117,23 @@ const NO_PARAMETERS = { type: 'object', additionalProperties: false, properties:
 
 function refuseBody(request: FastifyRequest, _reply: FastifyReply, done: (error?: AspenError) => void): void {
   const body: unknown = request.body;
-  const empty = body === undefined || body === null || (typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 0);
-  done(empty ? undefined : new AspenError('INVALID_INPUT', `${request.url.split('?')[0] ?? ''} takes no body`));
+  const empty =
+    body === undefined ||
+    body === null ||
+    (typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 0);
+  done(
+    empty ? undefined : new AspenError('INVALID_INPUT', `${request.url.split('?')[0] ?? ''} takes no body`),
+  );
 }
 
 /** Fastify's own failures (body, schema, content type) as the API's errors. */
 function fromFastifyError(error: Partial<FastifyError>): AspenError | null {
-  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new AspenError('BODY_TOO_LARGE', `request body exceeds ${REQUEST_BODY_BYTES_MAX} bytes`);
-  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || error.statusCode === 415) return new AspenError('UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
-  if (error.validation !== undefined || error.statusCode === 400) return new AspenError('INVALID_INPUT', error.message ?? 'invalid request');
+  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+    return new AspenError('BODY_TOO_LARGE', `request body exceeds ${REQUEST_BODY_BYTES_MAX} bytes`);
+  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || error.statusCode === 415)
+    return new AspenError('UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
+  if (error.validation !== undefined || error.statusCode === 400)
+    return new AspenError('INVALID_INPUT', error.message ?? 'invalid request');
   return null;
 }
 
@@ -113,13 +141,20 @@ function fromFastifyError(error: Partial<FastifyError>): AspenError | null {
  * The one place where failures become HTTP: AspenError by code, Fastify's refusals by kind, and
  * anything else a 500 INTERNAL with a log line (the process carries on). Every body has `definite`.
  */
-function sendError(reply: FastifyReply, error: unknown, metrics: PrometheusMetrics, log: (line: string) => void): FastifyReply {
+function sendError(
+  reply: FastifyReply,
+  error: unknown,
+  metrics: PrometheusMetrics,
+  log: (line: string) => void,
+): FastifyReply {
   escalateBrokenInvariant(error); // the process stops; the reply below may or may not leave first
   const known = error instanceof AspenError ? error : fromFastifyError(error as Partial<FastifyError>);
   let body: ErrorBody;
   if (known === null) {
     const request = reply.request;
-    log(`http: ${request.method} ${request.url.slice(0, 200)} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    log(
+      `http: ${request.method} ${request.url.slice(0, 200)} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+    );
     // A write that failed this way may or may not have been proposed.
     body = new AspenError('INTERNAL', 'internal error (see the node log)', { definite: false }).toJSON();
   } else {
@@ -139,7 +174,9 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
     bodyLimit: REQUEST_BODY_BYTES_MAX,
     // Exact schemas: no type coercion ("5" stays a string, ["a"] stays an array), no silent removal
     // of unknown properties (additionalProperties: false refuses them), no defaults filled in.
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    ajv: {
+      customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false },
+    },
     routerOptions: { querystringParser: parseQueryStrict },
     // Node re-arms an answered keep-alive socket with this; the guard closes sockets idle for as long.
     keepAliveTimeout: (options.connectionLimits ?? DEFAULT_CONNECTION_LIMITS).idleTimeoutMs,
@@ -165,10 +202,14 @@ function installBoundary(app: FastifyInstance, options: HttpServerOptions, metri
   app.addHook('onRequest', (request, reply, done) => {
     const socket = request.raw.socket;
     connections.requestStarted(socket);
-    reply.raw.once('close', () => { connections.requestEnded(socket); }); // answered, or the client left
+    reply.raw.once('close', () => {
+      connections.requestEnded(socket);
+    }); // answered, or the client left
     done(checkHost(request.headers.host, allowedHostNames) ?? undefined);
   });
-  app.addHook('preValidation', (request, _reply, done) => { done(checkQuery(request.query) ?? undefined); });
+  app.addHook('preValidation', (request, _reply, done) => {
+    done(checkQuery(request.query) ?? undefined);
+  });
   app.addHook('onResponse', (request, reply, done) => {
     const seconds = reply.elapsedTime / 1000;
     if (request.routeOptions.url === '/write') metrics.writeLatency.observe(seconds);
@@ -190,21 +231,73 @@ function installBoundary(app: FastifyInstance, options: HttpServerOptions, metri
 
 function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): void {
   const { controller } = options;
-  app.post('/init', {
-    schema: { body: { type: 'object', required: ['initial_members'], additionalProperties: false, properties: { initial_members: { type: 'array', minItems: 1, maxItems: CLUSTER_NODES_MAX, items: clusterNode } } } },
-  }, (request) => {
-    const members = (request.body as { initial_members: PartialNode[] }).initial_members;
-    return controller.init({ initial_members: members.map((member) => completeNode(member, options.network)) });
-  });
-  app.post('/add-learner', {
-    schema: { body: { type: 'object', required: ['learner'], additionalProperties: false, properties: { learner: clusterNode } } },
-  }, (request) => controller.addLearner({ learner: completeNode((request.body as { learner: PartialNode }).learner, options.network) }));
-  app.post('/change-membership', {
-    schema: { body: { type: 'object', required: ['members'], additionalProperties: false, properties: { members: nodeIdList(1), learners: nodeIdList(0) } } },
-  }, (request) => controller.changeMembership(request.body as Parameters<ClusterController['changeMembership']>[0]));
-  app.post('/remove-learner', {
-    schema: { body: { type: 'object', required: ['learner_id'], additionalProperties: false, properties: { learner_id: nodeIdSchema } } },
-  }, (request) => controller.removeLearner(request.body as Parameters<ClusterController['removeLearner']>[0]));
+  app.post(
+    '/init',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['initial_members'],
+          additionalProperties: false,
+          properties: {
+            initial_members: { type: 'array', minItems: 1, maxItems: CLUSTER_NODES_MAX, items: clusterNode },
+          },
+        },
+      },
+    },
+    (request) => {
+      const members = (request.body as { initial_members: PartialNode[] }).initial_members;
+      return controller.init({
+        initial_members: members.map((member) => completeNode(member, options.network)),
+      });
+    },
+  );
+  app.post(
+    '/add-learner',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['learner'],
+          additionalProperties: false,
+          properties: { learner: clusterNode },
+        },
+      },
+    },
+    (request) =>
+      controller.addLearner({
+        learner: completeNode((request.body as { learner: PartialNode }).learner, options.network),
+      }),
+  );
+  app.post(
+    '/change-membership',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['members'],
+          additionalProperties: false,
+          properties: { members: nodeIdList(1), learners: nodeIdList(0) },
+        },
+      },
+    },
+    (request) =>
+      controller.changeMembership(request.body as Parameters<ClusterController['changeMembership']>[0]),
+  );
+  app.post(
+    '/remove-learner',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['learner_id'],
+          additionalProperties: false,
+          properties: { learner_id: nodeIdSchema },
+        },
+      },
+    },
+    (request) => controller.removeLearner(request.body as Parameters<ClusterController['removeLearner']>[0]),
+  );
   app.post('/trigger-snapshot', () => controller.triggerSnapshot());
   app.get('/state', () => controller.currentState());
   app.get('/leader', async () => ({ leader: (await controller.currentState()).leader }));
@@ -212,25 +305,44 @@ function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): 
 
 function addKeyValueRoutes(app: FastifyInstance, store: KeyValueStore): void {
   // The command's shape and size limits are checked by validateWriteCommand (typed error codes).
-  app.post('/write', {
-    schema: { body: { type: 'object', required: ['command'], additionalProperties: false, properties: { command: { type: 'object' } } } },
-  }, (request) => store.write(request.body as Parameters<KeyValueStore['write']>[0]));
-  app.get('/read', { schema: { querystring: keyBody } }, (request) => store.read(request.query as { key: string }));
-  app.post('/read', { schema: { body: keyBody } }, (request) => store.read(request.body as { key: string }));
-  app.post('/delete', { schema: { body: keyBody } }, (request) => store.delete(request.body as { key: string }));
-  app.post('/scan', {
-    schema: {
-      body: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          prefix: { type: 'string', maxLength: KEY_BYTES_MAX },
-          limit: { type: 'integer', minimum: 1, maximum: SCAN_LIMIT_MAX },
-          continuation_token: { type: ['string', 'null'], maxLength: CONTINUATION_TOKEN_CHARS_MAX },
+  app.post(
+    '/write',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['command'],
+          additionalProperties: false,
+          properties: { command: { type: 'object' } },
         },
       },
     },
-  }, (request) => store.scan(request.body as Parameters<KeyValueStore['scan']>[0]));
+    (request) => store.write(request.body as Parameters<KeyValueStore['write']>[0]),
+  );
+  app.get('/read', { schema: { querystring: keyBody } }, (request) =>
+    store.read(request.query as { key: string }),
+  );
+  app.post('/read', { schema: { body: keyBody } }, (request) => store.read(request.body as { key: string }));
+  app.post('/delete', { schema: { body: keyBody } }, (request) =>
+    store.delete(request.body as { key: string }),
+  );
+  app.post(
+    '/scan',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            prefix: { type: 'string', maxLength: KEY_BYTES_MAX },
+            limit: { type: 'integer', minimum: 1, maximum: SCAN_LIMIT_MAX },
+            continuation_token: { type: ['string', 'null'], maxLength: CONTINUATION_TOKEN_CHARS_MAX },
+          },
+        },
+      },
+    },
+    (request) => store.scan(request.body as Parameters<KeyValueStore['scan']>[0]),
+  );
 }
 
 /** Metrics, health, identity and the network layer's routes (peers, tickets). */
@@ -247,13 +359,28 @@ function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics
     addrs: options.network?.addresses() ?? [],
     http_addr: options.httpAddress ?? null,
   }));
-  app.post('/add-peer', {
-    schema: { body: { type: 'object', required: ['node_id', 'addr'], additionalProperties: false, properties: { node_id: nodeIdSchema, addr: { type: 'string', minLength: 1, maxLength: ADDRESS_CHARS_MAX } } } },
-  }, (request) => addPeer(options, request.body as { node_id: number; addr: string }));
+  app.post(
+    '/add-peer',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['node_id', 'addr'],
+          additionalProperties: false,
+          properties: {
+            node_id: nodeIdSchema,
+            addr: { type: 'string', minLength: 1, maxLength: ADDRESS_CHARS_MAX },
+          },
+        },
+      },
+    },
+    (request) => addPeer(options, request.body as { node_id: number; addr: string }),
+  );
   app.get('/peers', () => ({ peers: options.network?.peers?.() ?? [] }));
   app.get('/cluster-ticket', () => {
     const ticket = options.network?.clusterTicket?.();
-    if (ticket === undefined) throw new AspenError('INVALID_INPUT', 'this node has no network layer to make a ticket from');
+    if (ticket === undefined)
+      throw new AspenError('INVALID_INPUT', 'this node has no network layer to make a ticket from');
     return { ticket };
   });
   app.get('/health', async () => {
@@ -270,15 +397,22 @@ function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics
   });
 }
 
-function addPeer(options: HttpServerOptions, body: { node_id: number; addr: string }): { node_id: number; addr: string } {
+function addPeer(
+  options: HttpServerOptions,
+  body: { node_id: number; addr: string },
+): { node_id: number; addr: string } {
   const { node_id: nodeId, addr } = body;
   if (options.network === undefined) throw new AspenError('INVALID_INPUT', 'this node has no network layer');
   if (nodeId === options.identity.nodeId) throw new AspenError('INVALID_INPUT', 'a node is not its own peer');
-  if (!isRaftAddress(addr)) throw new AspenError('INVALID_INPUT', `addr must be a multiaddr or ip:port, got "${addr}"`);
+  if (!isRaftAddress(addr))
+    throw new AspenError('INVALID_INPUT', `addr must be a multiaddr or ip:port, got "${addr}"`);
   try {
     options.network.addPeer(nodeId, addr);
   } catch (error) {
-    throw new AspenError('INVALID_INPUT', `cannot use ${addr}: ${error instanceof Error ? error.message : String(error)}`);
+    throw new AspenError(
+      'INVALID_INPUT',
+      `cannot use ${addr}: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
   return { node_id: nodeId, addr };
 }

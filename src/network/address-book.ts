@@ -51,9 +51,12 @@ export class AddressBook {
 
   /** Subscribe to changes; the returned function unsubscribes. */
   subscribe(listener: (event: PeerEvent) => void): () => void {
-    if (this.listeners.size >= ADDRESS_BOOK_LISTENERS_MAX) throw new RangeError(`at most ${ADDRESS_BOOK_LISTENERS_MAX} address listeners`);
+    if (this.listeners.size >= ADDRESS_BOOK_LISTENERS_MAX)
+      throw new RangeError(`at most ${ADDRESS_BOOK_LISTENERS_MAX} address listeners`);
     this.listeners.add(listener);
-    return () => { this.listeners.delete(listener); };
+    return () => {
+      this.listeners.delete(listener);
+    };
   }
 
   private emit(event: PeerEvent): PeerEvent {

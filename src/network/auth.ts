@@ -57,7 +57,10 @@ export function deriveAuthKey(cookie: string): Buffer {
   const cached = derivedKeys.get(cookie);
   if (cached !== undefined) return cached;
   const key = scryptSync(cookie, AUTH_KDF_SALT, AUTH_KEY_BYTES, {
-    N: AUTH_KDF_COST, r: AUTH_KDF_BLOCK_SIZE, p: AUTH_KDF_PARALLELISM, maxmem: AUTH_KDF_MEMORY_BYTES_MAX,
+    N: AUTH_KDF_COST,
+    r: AUTH_KDF_BLOCK_SIZE,
+    p: AUTH_KDF_PARALLELISM,
+    maxmem: AUTH_KDF_MEMORY_BYTES_MAX,
   });
   if (derivedKeys.size >= AUTH_KEYS_CACHED_MAX) {
     const oldest = derivedKeys.keys().next();
@@ -72,7 +75,14 @@ export function deriveLabel(key: Buffer, label: string): string {
   return createHmac('sha256', key).update(label).digest('hex');
 }
 
-function proof(key: Buffer, role: 'dialer' | 'listener', dialerPeer: string, listenerPeer: string, dialerNonce: Uint8Array, listenerNonce: Uint8Array): Buffer {
+function proof(
+  key: Buffer,
+  role: 'dialer' | 'listener',
+  dialerPeer: string,
+  listenerPeer: string,
+  dialerNonce: Uint8Array,
+  listenerNonce: Uint8Array,
+): Buffer {
   return createHmac('sha256', key)
     .update(`aspen-auth-v2-${role}\u0000${dialerPeer}\u0000${listenerPeer}\u0000`)
     .update(dialerNonce)
@@ -96,9 +106,15 @@ class FrameReader {
   private waiter: { resolve: (frame: Uint8Array) => void; reject: (error: Error) => void } | null = null;
 
   constructor(stream: Stream) {
-    stream.addEventListener('message', (event) => { this.receive(event.data instanceof Uint8Array ? event.data : event.data.subarray()); });
-    stream.addEventListener('remoteCloseWrite', () => { this.fail(new AuthError('the peer closed the stream during authentication')); });
-    stream.addEventListener('close', () => { this.fail(new AuthError('stream closed during authentication')); });
+    stream.addEventListener('message', (event) => {
+      this.receive(event.data instanceof Uint8Array ? event.data : event.data.subarray());
+    });
+    stream.addEventListener('remoteCloseWrite', () => {
+      this.fail(new AuthError('the peer closed the stream during authentication'));
+    });
+    stream.addEventListener('close', () => {
+      this.fail(new AuthError('stream closed during authentication'));
+    });
   }
 
   private receive(data: Uint8Array): void {
@@ -139,9 +155,22 @@ class FrameReader {
   next(signal: AbortSignal): Promise<Uint8Array> {
     assert(this.waiter === null, 'one frame read at a time');
     return new Promise((resolve, reject) => {
-      const onAbort = (): void => { this.fail(new AuthError('authentication timed out')); };
-      const done = (): void => { signal.removeEventListener('abort', onAbort); };
-      this.waiter = { resolve: (frame) => { done(); resolve(frame); }, reject: (error) => { done(); reject(error); } };
+      const onAbort = (): void => {
+        this.fail(new AuthError('authentication timed out'));
+      };
+      const done = (): void => {
+        signal.removeEventListener('abort', onAbort);
+      };
+      this.waiter = {
+        resolve: (frame) => {
+          done();
+          resolve(frame);
+        },
+        reject: (error) => {
+          done();
+          reject(error);
+        },
+      };
       signal.addEventListener('abort', onAbort, { once: true });
       if (signal.aborted) onAbort();
       else this.settle();
@@ -150,7 +179,12 @@ class FrameReader {
 }
 
 /** Dialer side: prove the cookie first, then check the listener's proof. Throws AuthError on refusal. */
-export async function authenticateAsDialer(stream: Stream, key: Buffer, dialerPeer: string, listenerPeer: string): Promise<void> {
+export async function authenticateAsDialer(
+  stream: Stream,
+  key: Buffer,
+  dialerPeer: string,
+  listenerPeer: string,
+): Promise<void> {
   const signal = AbortSignal.timeout(AUTH_TIMEOUT_MS);
   const reader = new FrameReader(stream);
   const dialerNonce = randomBytes(NONCE_BYTES);
@@ -166,7 +200,12 @@ export async function authenticateAsDialer(stream: Stream, key: Buffer, dialerPe
 }
 
 /** Listener side: a bare nonce, then check the dialer's proof before proving anything. Throws AuthError on refusal. */
-export async function authenticateAsListener(stream: Stream, key: Buffer, dialerPeer: string, listenerPeer: string): Promise<void> {
+export async function authenticateAsListener(
+  stream: Stream,
+  key: Buffer,
+  dialerPeer: string,
+  listenerPeer: string,
+): Promise<void> {
   const signal = AbortSignal.timeout(AUTH_TIMEOUT_MS);
   const reader = new FrameReader(stream);
   const dialerNonce = await reader.next(signal);

@@ -29,9 +29,14 @@ export function encodeWireMessage(message: WireMessage): Uint8Array {
   try {
     payload = packr.pack(message);
   } catch (error) {
-    throw new WireFormatError(`cannot encode a ${message.type} message: ${error instanceof Error ? error.message : String(error)}`);
+    throw new WireFormatError(
+      `cannot encode a ${message.type} message: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
-  if (payload.byteLength > FRAME_BYTES_MAX) throw new WireFormatError(`a ${message.type} message of ${payload.byteLength} bytes exceeds the ${FRAME_BYTES_MAX}-byte frame`);
+  if (payload.byteLength > FRAME_BYTES_MAX)
+    throw new WireFormatError(
+      `a ${message.type} message of ${payload.byteLength} bytes exceeds the ${FRAME_BYTES_MAX}-byte frame`,
+    );
   return payload;
 }
 
@@ -47,7 +52,8 @@ function isObject(value: unknown): value is Fields {
 
 function integer(fields: Fields, name: string, min = 0): number {
   const value = fields[name];
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) fail(`${name} must be an integer >= ${min}`);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min)
+    fail(`${name} must be an integer >= ${min}`);
   return value;
 }
 
@@ -64,22 +70,24 @@ function bytes(value: unknown, name: string, max: number): Uint8Array {
 }
 
 function idList(value: unknown, name: string): number[] {
-  if (!Array.isArray(value) || value.length > CLUSTER_NODES_MAX) fail(`${name} must be a list of at most ${CLUSTER_NODES_MAX} ids`);
+  if (!Array.isArray(value) || value.length > CLUSTER_NODES_MAX)
+    fail(`${name} must be a list of at most ${CLUSTER_NODES_MAX} ids`);
   return value.map((id: unknown) => {
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) fail(`${name} holds a bad node id`);
     return id;
   });
 }
 
-
 function text(fields: Fields, name: string): string {
   const value = fields[name];
-  if (typeof value !== 'string' || value.length > ADDRESS_CHARS_MAX) fail(`${name} must be a string of at most ${ADDRESS_CHARS_MAX} characters`);
+  if (typeof value !== 'string' || value.length > ADDRESS_CHARS_MAX)
+    fail(`${name} must be a string of at most ${ADDRESS_CHARS_MAX} characters`);
   return value;
 }
 
 function nodeAddresses(value: unknown): NodeAddress[] {
-  if (!Array.isArray(value) || value.length > CLUSTER_NODES_MAX) fail(`nodes must be a list of at most ${CLUSTER_NODES_MAX}`);
+  if (!Array.isArray(value) || value.length > CLUSTER_NODES_MAX)
+    fail(`nodes must be a list of at most ${CLUSTER_NODES_MAX}`);
   return value.map((node: unknown) => {
     if (!isObject(node)) fail('a node address must be an object');
     return { id: integer(node, 'id', 1), addr: text(node, 'addr'), raftAddr: text(node, 'raftAddr') };
@@ -88,8 +96,13 @@ function nodeAddresses(value: unknown): NodeAddress[] {
 
 function membership(value: unknown): MembershipConfig {
   if (!isObject(value)) fail('config must be an object');
-  const base = { voters: idList(value.voters, 'voters'), votersOutgoing: idList(value.votersOutgoing, 'votersOutgoing'), learners: idList(value.learners, 'learners') };
-  const config: MembershipConfig = value.nodes === undefined ? base : { ...base, nodes: nodeAddresses(value.nodes) };
+  const base = {
+    voters: idList(value.voters, 'voters'),
+    votersOutgoing: idList(value.votersOutgoing, 'votersOutgoing'),
+    learners: idList(value.learners, 'learners'),
+  };
+  const config: MembershipConfig =
+    value.nodes === undefined ? base : { ...base, nodes: nodeAddresses(value.nodes) };
   const problem = validateConfig(config);
   if (problem !== null) fail(`bad config: ${problem}`);
   return config;
@@ -102,7 +115,11 @@ function entry(value: unknown): Entry {
     case 'blank':
       return { kind: 'blank', ...base };
     case 'command':
-      return { kind: 'command', ...base, data: bytes(value.data, 'entry data', SNAPSHOT_CHUNK_BYTES_MAX * 4) };
+      return {
+        kind: 'command',
+        ...base,
+        data: bytes(value.data, 'entry data', SNAPSHOT_CHUNK_BYTES_MAX * 4),
+      };
     case 'config':
       return { kind: 'config', ...base, config: membership(value.config) };
     default:
@@ -112,26 +129,56 @@ function entry(value: unknown): Entry {
 
 function snapshotMeta(value: unknown): SnapshotMeta {
   if (!isObject(value)) fail('snapshot must be an object');
-  return { index: integer(value, 'index', 1), term: integer(value, 'term'), config: membership(value.config) };
+  return {
+    index: integer(value, 'index', 1),
+    term: integer(value, 'term'),
+    config: membership(value.config),
+  };
 }
 
 function coreMessage(fields: Fields, base: { from: number; to: number; term: number }): Message {
   switch (fields.type) {
     case 'pre_vote':
     case 'vote':
-      return { type: fields.type, ...base, lastLogIndex: integer(fields, 'lastLogIndex'), lastLogTerm: integer(fields, 'lastLogTerm'), transfer: boolean(fields, 'transfer') };
+      return {
+        type: fields.type,
+        ...base,
+        lastLogIndex: integer(fields, 'lastLogIndex'),
+        lastLogTerm: integer(fields, 'lastLogTerm'),
+        transfer: boolean(fields, 'transfer'),
+      };
     case 'pre_vote_response':
     case 'vote_response':
       return { type: fields.type, ...base, granted: boolean(fields, 'granted') };
     case 'append': {
       const entries = fields.entries;
-      if (!Array.isArray(entries) || entries.length > APPEND_ENTRIES_MAX) fail(`entries must be a list of at most ${APPEND_ENTRIES_MAX}`);
-      return { type: 'append', ...base, prevLogIndex: integer(fields, 'prevLogIndex'), prevLogTerm: integer(fields, 'prevLogTerm'), entries: entries.map(entry), commitIndex: integer(fields, 'commitIndex') };
+      if (!Array.isArray(entries) || entries.length > APPEND_ENTRIES_MAX)
+        fail(`entries must be a list of at most ${APPEND_ENTRIES_MAX}`);
+      return {
+        type: 'append',
+        ...base,
+        prevLogIndex: integer(fields, 'prevLogIndex'),
+        prevLogTerm: integer(fields, 'prevLogTerm'),
+        entries: entries.map(entry),
+        commitIndex: integer(fields, 'commitIndex'),
+      };
     }
     case 'append_response':
-      return { type: 'append_response', ...base, success: boolean(fields, 'success'), index: integer(fields, 'index'), hintIndex: integer(fields, 'hintIndex'), hintTerm: integer(fields, 'hintTerm') };
+      return {
+        type: 'append_response',
+        ...base,
+        success: boolean(fields, 'success'),
+        index: integer(fields, 'index'),
+        hintIndex: integer(fields, 'hintIndex'),
+        hintTerm: integer(fields, 'hintTerm'),
+      };
     case 'heartbeat':
-      return { type: 'heartbeat', ...base, commitIndex: integer(fields, 'commitIndex'), readRound: integer(fields, 'readRound') };
+      return {
+        type: 'heartbeat',
+        ...base,
+        commitIndex: integer(fields, 'commitIndex'),
+        readRound: integer(fields, 'readRound'),
+      };
     case 'heartbeat_response':
       return { type: 'heartbeat_response', ...base, readRound: integer(fields, 'readRound') };
     case 'snapshot':
@@ -148,7 +195,14 @@ function snapshotChunk(fields: Fields, base: { from: number; to: number; term: n
   const offsetBytes = integer(fields, 'offsetBytes');
   const totalBytes = integer(fields, 'totalBytes');
   if (offsetBytes + data.byteLength > totalBytes) fail('chunk runs past the snapshot end');
-  return { type: 'snapshot_chunk', ...base, snapshot: snapshotMeta(fields.snapshot), offsetBytes, totalBytes, data };
+  return {
+    type: 'snapshot_chunk',
+    ...base,
+    snapshot: snapshotMeta(fields.snapshot),
+    offsetBytes,
+    totalBytes,
+    data,
+  };
 }
 
 /** Error codes a refused forwarded operation may carry (the validators' codes). */
@@ -170,22 +224,36 @@ function clientRequest(fields: Fields, base: { from: number; to: number; term: n
 }
 
 function clientOperation(operation: unknown): ClientRequest['operation'] {
-  if (!isObject(operation)) return invalidOperation(new AspenError('INVALID_INPUT', 'operation must be an object'));
+  if (!isObject(operation))
+    return invalidOperation(new AspenError('INVALID_INPUT', 'operation must be an object'));
   switch (operation.kind) {
     case 'write': {
       const problem = validateWriteCommand(operation.command);
-      return problem === null ? { kind: 'write', command: operation.command as WriteCommand } : invalidOperation(problem);
+      return problem === null
+        ? { kind: 'write', command: operation.command as WriteCommand }
+        : invalidOperation(problem);
     }
     case 'scan': {
       const { prefix, limit, continuationToken } = operation;
-      const bounds = validateScan({ prefix, limit: limit ?? undefined, continuation_token: continuationToken });
+      const bounds = validateScan({
+        prefix,
+        limit: limit ?? undefined,
+        continuation_token: continuationToken,
+      });
       if (bounds instanceof AspenError) return invalidOperation(bounds);
-      return { kind: 'scan', prefix: bounds.prefix, limit: bounds.limit, continuationToken: continuationToken as string | null };
+      return {
+        kind: 'scan',
+        prefix: bounds.prefix,
+        limit: bounds.limit,
+        continuationToken: continuationToken as string | null,
+      };
     }
     case 'read':
     case 'delete': {
       const problem = validateKey(operation.key);
-      return problem === null ? { kind: operation.kind, key: operation.key as string } : invalidOperation(problem);
+      return problem === null
+        ? { kind: operation.kind, key: operation.key as string }
+        : invalidOperation(problem);
     }
     default:
       return invalidOperation(new AspenError('INVALID_INPUT', 'unknown operation'));
@@ -195,10 +263,29 @@ function clientOperation(operation: unknown): ClientRequest['operation'] {
 function clientResponse(fields: Fields, base: { from: number; to: number; term: number }): ClientResponse {
   const requestId = integer(fields, 'requestId');
   const error = fields.error;
-  if (error === null || error === undefined) return { type: 'client_response', ...base, requestId, result: fields.result, error: null };
-  if (!isObject(error) || typeof error.code !== 'string' || typeof error.message !== 'string' || typeof error.definite !== 'boolean') fail('bad error');
-  const leaderId = error.leaderId === null || error.leaderId === undefined ? null : integer(error, 'leaderId', 1);
-  return { type: 'client_response', ...base, requestId, result: null, error: { code: error.code, message: error.message.slice(0, ADDRESS_CHARS_MAX * 4), leaderId, definite: error.definite } };
+  if (error === null || error === undefined)
+    return { type: 'client_response', ...base, requestId, result: fields.result, error: null };
+  if (
+    !isObject(error) ||
+    typeof error.code !== 'string' ||
+    typeof error.message !== 'string' ||
+    typeof error.definite !== 'boolean'
+  )
+    fail('bad error');
+  const leaderId =
+    error.leaderId === null || error.leaderId === undefined ? null : integer(error, 'leaderId', 1);
+  return {
+    type: 'client_response',
+    ...base,
+    requestId,
+    result: null,
+    error: {
+      code: error.code,
+      message: error.message.slice(0, ADDRESS_CHARS_MAX * 4),
+      leaderId,
+      definite: error.definite,
+    },
+  };
 }
 
 /** Decode and check one frame's payload. */
@@ -210,7 +297,11 @@ export function decodeWireMessage(payload: Uint8Array): WireMessage {
     throw new WireFormatError(`not msgpack: ${error instanceof Error ? error.message : String(error)}`);
   }
   if (!isObject(decoded)) fail('a message must be an object');
-  const base = { from: integer(decoded, 'from', 1), to: integer(decoded, 'to', 1), term: integer(decoded, 'term') };
+  const base = {
+    from: integer(decoded, 'from', 1),
+    to: integer(decoded, 'to', 1),
+    term: integer(decoded, 'term'),
+  };
   if (decoded.type === 'snapshot_chunk') return snapshotChunk(decoded, base);
   if (decoded.type === 'client_request') return clientRequest(decoded, base);
   if (decoded.type === 'client_response') return clientResponse(decoded, base);

@@ -12,7 +12,10 @@ export class FrameTooLargeError extends Error {
 }
 
 export function encodeFrame(payload: Uint8Array): Uint8Array {
-  assert(payload.byteLength <= FRAME_BYTES_MAX, `frame of ${payload.byteLength} bytes exceeds ${FRAME_BYTES_MAX}`);
+  assert(
+    payload.byteLength <= FRAME_BYTES_MAX,
+    `frame of ${payload.byteLength} bytes exceeds ${FRAME_BYTES_MAX}`,
+  );
   const frame = new Uint8Array(FRAME_HEADER_BYTES + payload.byteLength);
   new DataView(frame.buffer).setUint32(0, payload.byteLength, false);
   frame.set(payload, FRAME_HEADER_BYTES);
@@ -47,7 +50,8 @@ export class FrameDecoder {
         offset += take;
         if (this.headerFilled < FRAME_HEADER_BYTES) break;
         const length = new DataView(this.header.buffer).getUint32(0, false);
-        if (length > this.frameBytesMax) throw new FrameTooLargeError(`frame of ${length} bytes exceeds ${this.frameBytesMax}`);
+        if (length > this.frameBytesMax)
+          throw new FrameTooLargeError(`frame of ${length} bytes exceeds ${this.frameBytesMax}`);
         this.body = new Uint8Array(length);
         this.bodyFilled = 0;
         this.headerFilled = 0;

@@ -42,7 +42,9 @@ export interface GatekeeperStats {
 
 /** The IP address of a multiaddr (the whole multiaddr for anything else). */
 export function remoteHost(address: Multiaddr): string {
-  const host = address.getComponents().find((component) => component.name === 'ip4' || component.name === 'ip6');
+  const host = address
+    .getComponents()
+    .find((component) => component.name === 'ip4' || component.name === 'ip6');
   return host?.value ?? address.toString();
 }
 
@@ -82,15 +84,23 @@ export class Gatekeeper {
 
   /** The hooks libp2p calls: every inbound socket (TCP) or QUIC connection is admitted here first. */
   connectionGater(): ConnectionGater {
-    return { denyInboundConnection: (maConn) => { this.admitInbound(maConn); return false; } };
+    return {
+      denyInboundConnection: (maConn) => {
+        this.admitInbound(maConn);
+        return false;
+      },
+    };
   }
 
   get stats(): GatekeeperStats {
     let perAddressMax = 0;
     for (const count of this.perAddress.values()) perAddressMax = Math.max(perAddressMax, count);
     return {
-      unauthenticated: this.inbound, unauthenticatedPerAddressMax: perAddressMax,
-      evicted: this.evictedTotal, expired: this.expiredTotal, streamsRefused: this.streamsRefusedTotal,
+      unauthenticated: this.inbound,
+      unauthenticatedPerAddressMax: perAddressMax,
+      evicted: this.evictedTotal,
+      expired: this.expiredTotal,
+      streamsRefused: this.streamsRefusedTotal,
     };
   }
 
@@ -99,14 +109,24 @@ export class Gatekeeper {
     const address = remoteHost(maConn.remoteAddr);
     this.makeRoom(address);
     const key = maConn.timeline;
-    this.track(key, address, true, (error) => { maConn.abort(error); });
-    maConn.addEventListener('close', () => { this.release(key); }, { once: true });
+    this.track(key, address, true, (error) => {
+      maConn.abort(error);
+    });
+    maConn.addEventListener(
+      'close',
+      () => {
+        this.release(key);
+      },
+      { once: true },
+    );
   }
 
   /** Close the oldest unauthenticated inbound connection of `address`, then the oldest of all, where a cap is reached. */
   private makeRoom(address: string): void {
-    if ((this.perAddress.get(address) ?? 0) >= UNAUTHENTICATED_PER_ADDRESS_MAX) this.evict(this.oldestInbound(address), `more than ${UNAUTHENTICATED_PER_ADDRESS_MAX} from ${address}`);
-    if (this.inbound >= UNAUTHENTICATED_CONNECTIONS_MAX) this.evict(this.oldestInbound(null), `more than ${UNAUTHENTICATED_CONNECTIONS_MAX} in all`);
+    if ((this.perAddress.get(address) ?? 0) >= UNAUTHENTICATED_PER_ADDRESS_MAX)
+      this.evict(this.oldestInbound(address), `more than ${UNAUTHENTICATED_PER_ADDRESS_MAX} from ${address}`);
+    if (this.inbound >= UNAUTHENTICATED_CONNECTIONS_MAX)
+      this.evict(this.oldestInbound(null), `more than ${UNAUTHENTICATED_CONNECTIONS_MAX} in all`);
   }
 
   /** libp2p's connection:open: an inbound one takes over its admission entry; an outbound one starts its deadline. */
@@ -114,14 +134,18 @@ export class Gatekeeper {
     if (this.stopped || this.authenticated.has(connection.id)) return;
     const entry = this.admitted.get(connection.timeline);
     if (entry !== undefined) {
-      entry.abort = (error) => { connection.abort(error); };
+      entry.abort = (error) => {
+        connection.abort(error);
+      };
       return;
     }
     // Outbound, or inbound without an entry (a transport that skipped the gater, or one evicted mid-upgrade that survived).
     const inbound = connection.direction === 'inbound';
     const address = remoteHost(connection.remoteAddr);
     if (inbound) this.makeRoom(address);
-    this.track(connection.timeline, address, inbound, (error) => { connection.abort(error); });
+    this.track(connection.timeline, address, inbound, (error) => {
+      connection.abort(error);
+    });
   }
 
   closed(connection: Connection): void {
@@ -133,7 +157,9 @@ export class Gatekeeper {
 
   private track(key: object, address: string, inbound: boolean, abort: (error: Error) => void): void {
     if (this.admitted.has(key)) return;
-    const timer = setTimeout(() => { this.expire(key); }, this.options.deadlineMs);
+    const timer = setTimeout(() => {
+      this.expire(key);
+    }, this.options.deadlineMs);
     timer.unref();
     this.admitted.set(key, { address, inbound, abort, timer });
     if (inbound) {
@@ -141,7 +167,10 @@ export class Gatekeeper {
       this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
     }
     assert(this.inbound <= UNAUTHENTICATED_CONNECTIONS_MAX, 'unauthenticated connections within their cap');
-    assert((this.perAddress.get(address) ?? 0) <= UNAUTHENTICATED_PER_ADDRESS_MAX, 'unauthenticated connections per address within their cap');
+    assert(
+      (this.perAddress.get(address) ?? 0) <= UNAUTHENTICATED_PER_ADDRESS_MAX,
+      'unauthenticated connections per address within their cap',
+    );
     // Outbound entries are bounded by our own dials, which libp2p prunes past CONNECTIONS_MAX open connections.
   }
 
@@ -172,7 +201,9 @@ export class Gatekeeper {
     const entry = this.release(key);
     if (entry === null) return;
     this.evictedTotal += 1;
-    this.note(`admission: closed an unauthenticated connection from ${entry.address} to admit a newer one (${reason})`);
+    this.note(
+      `admission: closed an unauthenticated connection from ${entry.address} to admit a newer one (${reason})`,
+    );
     entry.abort(new AuthError(`closed unauthenticated: ${reason}`));
   }
 
@@ -180,7 +211,9 @@ export class Gatekeeper {
     const entry = this.release(key);
     if (entry === null) return;
     this.expiredTotal += 1;
-    this.note(`admission: closed a connection ${entry.inbound ? 'from' : 'to'} ${entry.address} not authenticated within ${this.options.deadlineMs} ms`);
+    this.note(
+      `admission: closed a connection ${entry.inbound ? 'from' : 'to'} ${entry.address} not authenticated within ${this.options.deadlineMs} ms`,
+    );
     entry.abort(new AuthError(`not authenticated within ${this.options.deadlineMs} ms`));
   }
 
@@ -201,7 +234,9 @@ export class Gatekeeper {
     const previous = this.pending.get(id);
     const combined = previous === undefined ? attempt : firstSuccess(previous, attempt);
     this.pending.set(id, combined);
-    void combined.then(() => { if (this.pending.get(id) === combined) this.pending.delete(id); });
+    void combined.then(() => {
+      if (this.pending.get(id) === combined) this.pending.delete(id);
+    });
     return attempt;
   }
 
@@ -244,7 +279,9 @@ export class Gatekeeper {
       this.streamsRefusedTotal += 1;
       if (!this.refusalLogged.has(connection.id) && connection.status === 'open') {
         this.refusalLogged.add(connection.id);
-        this.note(`auth: refused a ${protocol} stream from unauthenticated ${connection.remotePeer.toString()} at ${connection.remoteAddr.toString()}`);
+        this.note(
+          `auth: refused a ${protocol} stream from unauthenticated ${connection.remotePeer.toString()} at ${connection.remoteAddr.toString()}`,
+        );
       }
       stream.abort(new AuthError('authenticate first'));
     };
@@ -259,7 +296,10 @@ export class Gatekeeper {
   note(line: string): void {
     const nowMs = Date.now();
     if (nowMs - this.windowStartMs >= LOG_WINDOW_MS) {
-      if (this.linesSuppressed > 0) this.options.log(`admission: ${this.linesSuppressed} more admission or auth lines were not logged in the last window`);
+      if (this.linesSuppressed > 0)
+        this.options.log(
+          `admission: ${this.linesSuppressed} more admission or auth lines were not logged in the last window`,
+        );
       this.windowStartMs = nowMs;
       this.linesInWindow = 0;
       this.linesSuppressed = 0;

@@ -1,7 +1,14 @@
 import { noise } from '@chainsafe/libp2p-noise';
 import { quic } from '@chainsafe/libp2p-quic';
 import { yamux } from '@chainsafe/libp2p-yamux';
-import type { Connection, PeerId, PrivateKey, Stream, StreamHandler, StreamHandlerOptions } from '@libp2p/interface';
+import type {
+  Connection,
+  PeerId,
+  PrivateKey,
+  Stream,
+  StreamHandler,
+  StreamHandlerOptions,
+} from '@libp2p/interface';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
@@ -12,14 +19,33 @@ import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
 import { assert } from '../raft/assert.ts';
 import type { NodeId } from '../raft/types.ts';
 import { AddressBook, type PeerEvent } from './address-book.ts';
-import { AUTH_PROTOCOL, AuthError, authenticateAsDialer, authenticateAsListener, deriveAuthKey } from './auth.ts';
+import {
+  AUTH_PROTOCOL,
+  AuthError,
+  authenticateAsDialer,
+  authenticateAsListener,
+  deriveAuthKey,
+} from './auth.ts';
 import { decodeWireMessage, encodeWireMessage } from './codec.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 import { Gatekeeper, type GatekeeperStats } from './gatekeeper.ts';
 import {
-  ADDRESS_DIAL_TIMEOUT_MS, assertHandshakeTimeouts, AUTH_DEADLINE_MS, AUTH_STREAMS_PER_CONNECTION_MAX, CONNECTION_CLOSE_TIMEOUT_MS, CONNECTION_PING_INTERVAL_MS,
-  CONNECTIONS_MAX, DIAL_TIMEOUT_MS, IDENTIFY_TIMEOUT_MS, INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND, INBOUND_UPGRADE_TIMEOUT_MS,
-  INBOUND_UPGRADES_PENDING_MAX, PEER_CONNECTIONS_PROBED_MAX, REDIAL_BACKOFF_MS, STALE_CONNECTION_PROBE_TIMEOUT_MS, STREAM_OPEN_TIMEOUT_MS,
+  ADDRESS_DIAL_TIMEOUT_MS,
+  assertHandshakeTimeouts,
+  AUTH_DEADLINE_MS,
+  AUTH_STREAMS_PER_CONNECTION_MAX,
+  CONNECTION_CLOSE_TIMEOUT_MS,
+  CONNECTION_PING_INTERVAL_MS,
+  CONNECTIONS_MAX,
+  DIAL_TIMEOUT_MS,
+  IDENTIFY_TIMEOUT_MS,
+  INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND,
+  INBOUND_UPGRADE_TIMEOUT_MS,
+  INBOUND_UPGRADES_PENDING_MAX,
+  PEER_CONNECTIONS_PROBED_MAX,
+  REDIAL_BACKOFF_MS,
+  STALE_CONNECTION_PROBE_TIMEOUT_MS,
+  STREAM_OPEN_TIMEOUT_MS,
 } from './timeouts.ts';
 
 /** The Raft protocol: length-prefixed msgpack frames on one long-lived stream per peer and direction. */
@@ -96,7 +122,8 @@ export const PEER_ADDRESSES_MAX = 16;
 export function toMultiaddrs(address: string): Multiaddr[] {
   if (address.startsWith('/')) {
     const parts = address.split(',');
-    if (parts.length > PEER_ADDRESSES_MAX) throw new RangeError(`at most ${PEER_ADDRESSES_MAX} addresses per peer`);
+    if (parts.length > PEER_ADDRESSES_MAX)
+      throw new RangeError(`at most ${PEER_ADDRESSES_MAX} addresses per peer`);
     return parts.map((part) => {
       try {
         return multiaddr(part.trim());
@@ -123,18 +150,23 @@ interface HandlerRegistry {
  * registered, every inbound stream appends its handler to the shared middleware list, so the nth
  * stream runs the handler n times.)
  */
-function withGatedHandlers<C extends { readonly registrar: HandlerRegistry }>(components: C, gatekeeper: Gatekeeper): C {
+function withGatedHandlers<C extends { readonly registrar: HandlerRegistry }>(
+  components: C,
+  gatekeeper: Gatekeeper,
+): C {
   const registrar = new Proxy(components.registrar, {
     get(target, property): unknown {
       if (property === 'handle') {
-        return (protocol: string, handler: StreamHandler, options?: StreamHandlerOptions) => target.handle(protocol, gatekeeper.serveAuthenticated(protocol, handler), options);
+        return (protocol: string, handler: StreamHandler, options?: StreamHandlerOptions) =>
+          target.handle(protocol, gatekeeper.serveAuthenticated(protocol, handler), options);
       }
       const value: unknown = Reflect.get(target, property);
       return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
   return new Proxy(components, {
-    get: (target, property, receiver): unknown => (property === 'registrar' ? registrar : Reflect.get(target, property, receiver)),
+    get: (target, property, receiver): unknown =>
+      property === 'registrar' ? registrar : Reflect.get(target, property, receiver),
   });
 }
 
@@ -146,10 +178,16 @@ function withGatedHandlers<C extends { readonly registrar: HandlerRegistry }>(co
 function discoveryServices(gossip: boolean, gatekeeper: Gatekeeper): ServiceFactoryMap {
   if (!gossip) return {};
   const identifyService = identify({ runOnConnectionOpen: false, timeout: IDENTIFY_TIMEOUT_MS });
-  const pubsubService = gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, maxInboundDataLength: GOSSIP_RPC_BYTES_MAX });
+  const pubsubService = gossipsub({
+    allowPublishToZeroTopicPeers: true,
+    emitSelf: false,
+    maxInboundDataLength: GOSSIP_RPC_BYTES_MAX,
+  });
   return {
-    identify: (components: Parameters<typeof identifyService>[0]) => identifyService(withGatedHandlers(components, gatekeeper)),
-    pubsub: (components: Parameters<typeof pubsubService>[0]) => pubsubService(withGatedHandlers(components, gatekeeper)),
+    identify: (components: Parameters<typeof identifyService>[0]) =>
+      identifyService(withGatedHandlers(components, gatekeeper)),
+    pubsub: (components: Parameters<typeof pubsubService>[0]) =>
+      pubsubService(withGatedHandlers(components, gatekeeper)),
   };
 }
 
@@ -196,7 +234,9 @@ export class Libp2pTransport implements ClusterTransport {
     const gatekeeper = new Gatekeeper({
       deadlineMs: options.authDeadlineMs ?? AUTH_DEADLINE_MS,
       log: options.log ?? (() => undefined),
-      onAuthenticated: (connection) => { created?.onAuthenticated(connection); },
+      onAuthenticated: (connection) => {
+        created?.onAuthenticated(connection);
+      },
     });
     const libp2p = await createLibp2p({
       ...(options.privateKey === undefined ? {} : { privateKey: options.privateKey }),
@@ -219,16 +259,32 @@ export class Libp2pTransport implements ClusterTransport {
       },
       connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
       services: discoveryServices(options.gossip === true, gatekeeper),
-      peerDiscovery: options.mdnsServiceTag === undefined || options.mdnsServiceTag === null
-        ? []
-        : [mdns({ serviceTag: options.mdnsServiceTag, interval: MDNS_QUERY_INTERVAL_MS })],
+      peerDiscovery:
+        options.mdnsServiceTag === undefined || options.mdnsServiceTag === null
+          ? []
+          : [mdns({ serviceTag: options.mdnsServiceTag, interval: MDNS_QUERY_INTERVAL_MS })],
     });
     const transport = new Libp2pTransport(options, libp2p, gatekeeper);
     created = transport;
-    libp2p.addEventListener('connection:open', (event) => { gatekeeper.opened(event.detail); });
-    libp2p.addEventListener('connection:close', (event) => { gatekeeper.closed(event.detail); });
-    await libp2p.handle(AUTH_PROTOCOL, (stream: Stream, connection: Connection) => { transport.acceptAuth(stream, connection); }, { maxInboundStreams: AUTH_STREAMS_PER_CONNECTION_MAX });
-    await libp2p.handle(RAFT_PROTOCOL, gatekeeper.serveAuthenticated(RAFT_PROTOCOL, (stream, connection) => { transport.acceptStream(stream, connection); }));
+    libp2p.addEventListener('connection:open', (event) => {
+      gatekeeper.opened(event.detail);
+    });
+    libp2p.addEventListener('connection:close', (event) => {
+      gatekeeper.closed(event.detail);
+    });
+    await libp2p.handle(
+      AUTH_PROTOCOL,
+      (stream: Stream, connection: Connection) => {
+        transport.acceptAuth(stream, connection);
+      },
+      { maxInboundStreams: AUTH_STREAMS_PER_CONNECTION_MAX },
+    );
+    await libp2p.handle(
+      RAFT_PROTOCOL,
+      gatekeeper.serveAuthenticated(RAFT_PROTOCOL, (stream, connection) => {
+        transport.acceptStream(stream, connection);
+      }),
+    );
     try {
       await libp2p.start();
     } catch (error) {
@@ -238,7 +294,10 @@ export class Libp2pTransport implements ClusterTransport {
       throw error;
     }
     for (const protocol of libp2p.getProtocols()) {
-      assert(protocol === AUTH_PROTOCOL || gatekeeper.gates(protocol), `${protocol} would be served before authentication`);
+      assert(
+        protocol === AUTH_PROTOCOL || gatekeeper.gates(protocol),
+        `${protocol} would be served before authentication`,
+      );
       assert(protocol !== PROBE_PROTOCOL, 'the probe protocol is never handled');
     }
     return transport;
@@ -260,14 +319,23 @@ export class Libp2pTransport implements ClusterTransport {
 
   /** Peers found on the LAN by mDNS (or any libp2p peer discovery); returns an unsubscribe function. */
   onPeerDiscovered(listener: (peerId: PeerId, addresses: readonly Multiaddr[]) => void): () => void {
-    const handler = (event: CustomEvent<{ id: PeerId; multiaddrs: Multiaddr[] }>): void => { listener(event.detail.id, event.detail.multiaddrs); };
+    const handler = (event: CustomEvent<{ id: PeerId; multiaddrs: Multiaddr[] }>): void => {
+      listener(event.detail.id, event.detail.multiaddrs);
+    };
     this.libp2p.addEventListener('peer:discovery', handler);
-    return () => { this.libp2p.removeEventListener('peer:discovery', handler); };
+    return () => {
+      this.libp2p.removeEventListener('peer:discovery', handler);
+    };
   }
 
   /** Whether an authenticated connection to this libp2p peer exists. */
   isConnected(peerId: string): boolean {
-    return this.libp2p.getConnections().some((connection) => connection.remotePeer.toString() === peerId && this.gatekeeper.isAuthenticated(connection));
+    return this.libp2p
+      .getConnections()
+      .some(
+        (connection) =>
+          connection.remotePeer.toString() === peerId && this.gatekeeper.isAuthenticated(connection),
+      );
   }
 
   /** Open (or reuse) an authenticated connection without sending anything: a first contact for gossip. */
@@ -281,7 +349,15 @@ export class Libp2pTransport implements ClusterTransport {
     const targets = toMultiaddrs(address); // throws RangeError before anything changes
     if (this.addressBook.get(id) === address && this.peers.has(id)) return;
     this.dropOutbound(id);
-    this.peers.set(id, { addresses: targets, stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0, flushScheduled: false });
+    this.peers.set(id, {
+      addresses: targets,
+      stream: null,
+      blocked: false,
+      opening: false,
+      queue: [],
+      retryAtMs: 0,
+      flushScheduled: false,
+    });
     this.addressBook.set(id, address);
   }
 
@@ -359,7 +435,7 @@ export class Libp2pTransport implements ClusterTransport {
   /** A connection whose peer proved the cookie (authentication is once per connection; a running one is joined). */
   private async dialAuthenticated(addresses: readonly (Multiaddr | PeerId)[]): Promise<Connection> {
     const connection = await this.dial(addresses);
-    if (!await this.gatekeeper.authenticateOnce(connection, () => this.proveCookie(connection))) {
+    if (!(await this.gatekeeper.authenticateOnce(connection, () => this.proveCookie(connection)))) {
       throw new AuthError(`connection to ${connection.remotePeer.toString()} did not authenticate`);
     }
     return connection;
@@ -369,7 +445,9 @@ export class Libp2pTransport implements ClusterTransport {
   private async proveCookie(connection: Connection): Promise<boolean> {
     let stream: Stream | null = null;
     try {
-      stream = await connection.newStream(AUTH_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) });
+      stream = await connection.newStream(AUTH_PROTOCOL, {
+        signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS),
+      });
       await authenticateAsDialer(stream, this.authKey, this.peerId, connection.remotePeer.toString());
     } catch (error) {
       this.refused(`to ${connection.remotePeer.toString()}`, connection, error);
@@ -383,7 +461,9 @@ export class Libp2pTransport implements ClusterTransport {
 
   private refused(direction: string, connection: Connection, error: unknown): void {
     this.authRefusals += 1;
-    this.gatekeeper.note(`auth: refused connection ${direction} at ${connection.remoteAddr.toString()}: ${asError(error).message}`);
+    this.gatekeeper.note(
+      `auth: refused connection ${direction} at ${connection.remoteAddr.toString()}: ${asError(error).message}`,
+    );
   }
 
   /**
@@ -395,22 +475,33 @@ export class Libp2pTransport implements ClusterTransport {
     const service = (this.libp2p.services as { identify?: Identify }).identify;
     this.closeDeadConnections(connection)
       .then(() => service?.identify(connection, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) }))
-      .catch(() => { this.identifyFailures += 1; });
+      .catch(() => {
+        this.identifyFailures += 1;
+      });
   }
 
   private async closeDeadConnections(fresh: Connection): Promise<void> {
-    const older = this.libp2p.getConnections(fresh.remotePeer).filter((other) => other.id !== fresh.id).slice(0, PEER_CONNECTIONS_PROBED_MAX);
-    await Promise.all(older.map(async (other) => {
-      const signal = AbortSignal.timeout(STALE_CONNECTION_PROBE_TIMEOUT_MS);
-      try {
-        const stream = await other.newStream(PROBE_PROTOCOL, { signal });
-        stream.abort(new Error('probe done')); // not expected: nobody handles the probe protocol
-      } catch {
-        if (!signal.aborted || other.status !== 'open') return; // "na", or already closing: not ours to close
-        this.staleConnectionsClosed += 1;
-        other.abort(new Error(`no answer within ${STALE_CONNECTION_PROBE_TIMEOUT_MS} ms after the peer connected again`));
-      }
-    }));
+    const older = this.libp2p
+      .getConnections(fresh.remotePeer)
+      .filter((other) => other.id !== fresh.id)
+      .slice(0, PEER_CONNECTIONS_PROBED_MAX);
+    await Promise.all(
+      older.map(async (other) => {
+        const signal = AbortSignal.timeout(STALE_CONNECTION_PROBE_TIMEOUT_MS);
+        try {
+          const stream = await other.newStream(PROBE_PROTOCOL, { signal });
+          stream.abort(new Error('probe done')); // not expected: nobody handles the probe protocol
+        } catch {
+          if (!signal.aborted || other.status !== 'open') return; // "na", or already closing: not ours to close
+          this.staleConnectionsClosed += 1;
+          other.abort(
+            new Error(
+              `no answer within ${STALE_CONNECTION_PROBE_TIMEOUT_MS} ms after the peer connected again`,
+            ),
+          );
+        }
+      }),
+    );
   }
 
   /** The long-lived Raft stream to a peer, on an authenticated connection. */
@@ -431,7 +522,9 @@ export class Libp2pTransport implements ClusterTransport {
         }
         peer.stream = stream;
         peer.blocked = false;
-        stream.addEventListener('close', () => { if (peer.stream === stream) peer.stream = null; });
+        stream.addEventListener('close', () => {
+          if (peer.stream === stream) peer.stream = null;
+        });
         stream.addEventListener('drain', () => {
           peer.blocked = false;
           this.flush(peer);
@@ -458,11 +551,17 @@ export class Libp2pTransport implements ClusterTransport {
     while (sent < peer.queue.length && !peer.blocked) {
       let bytes = 0;
       let end = sent;
-      while (end < peer.queue.length && (end === sent || bytes + (peer.queue[end]?.length ?? 0) <= COALESCED_WRITE_BYTES_MAX)) {
+      while (
+        end < peer.queue.length &&
+        (end === sent || bytes + (peer.queue[end]?.length ?? 0) <= COALESCED_WRITE_BYTES_MAX)
+      ) {
         bytes += peer.queue[end]?.length ?? 0;
         end += 1;
       }
-      const write = end - sent === 1 ? (peer.queue[sent] ?? new Uint8Array(0)) : concatFrames(peer.queue, sent, end, bytes);
+      const write =
+        end - sent === 1
+          ? (peer.queue[sent] ?? new Uint8Array(0))
+          : concatFrames(peer.queue, sent, end, bytes);
       sent = end;
       this.streamWrites += 1;
       if (!stream.send(write)) peer.blocked = true; // accepted, but wait for 'drain' before more
@@ -488,7 +587,10 @@ export class Libp2pTransport implements ClusterTransport {
 
   /** An inbound Raft stream (only ever reached on an authenticated connection: see serveAuthenticated). */
   private acceptStream(stream: Stream, connection: Connection): void {
-    assert(this.gatekeeper.isAuthenticated(connection), 'Raft streams are served on authenticated connections only');
+    assert(
+      this.gatekeeper.isAuthenticated(connection),
+      'Raft streams are served on authenticated connections only',
+    );
     const decoder = new FrameDecoder();
     let ended = false;
     const end = (): void => {
@@ -529,7 +631,15 @@ export class Libp2pTransport implements ClusterTransport {
     }
     // A node that reached us can be answered over its own connection even before discovery knows it.
     if (message.from !== this.nodeId && !this.peers.has(message.from)) {
-      this.peers.set(message.from, { addresses: [remotePeer], stream: null, blocked: false, opening: false, queue: [], retryAtMs: 0, flushScheduled: false });
+      this.peers.set(message.from, {
+        addresses: [remotePeer],
+        stream: null,
+        blocked: false,
+        opening: false,
+        queue: [],
+        retryAtMs: 0,
+        flushScheduled: false,
+      });
     }
     this.onMessage(message);
   }

@@ -59,7 +59,9 @@ export const INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND = 5;
 export const AUTH_STREAMS_PER_CONNECTION_MAX = 2;
 
 /** Each handshake phase fits in the authentication deadline (checked once, when a transport is created). */
-export function assertHandshakeTimeouts(timeouts = { upgradeMs: INBOUND_UPGRADE_TIMEOUT_MS, authMs: AUTH_TIMEOUT_MS, deadlineMs: AUTH_DEADLINE_MS }): void {
+export function assertHandshakeTimeouts(
+  timeouts = { upgradeMs: INBOUND_UPGRADE_TIMEOUT_MS, authMs: AUTH_TIMEOUT_MS, deadlineMs: AUTH_DEADLINE_MS },
+): void {
   assert(timeouts.upgradeMs < timeouts.deadlineMs, 'the inbound upgrade fits in the authentication deadline');
   assert(timeouts.authMs < timeouts.deadlineMs, 'the cookie handshake fits in the authentication deadline');
 }

@@ -8,7 +8,10 @@ export class BoundedQueue<T> {
   readonly capacity: number;
 
   constructor(capacity: number) {
-    assert(Number.isSafeInteger(capacity) && capacity > 0, `queue capacity must be positive, got ${capacity}`);
+    assert(
+      Number.isSafeInteger(capacity) && capacity > 0,
+      `queue capacity must be positive, got ${capacity}`,
+    );
     this.capacity = capacity;
     this.slots = new Array<T | undefined>(capacity).fill(undefined);
   }

@@ -1,6 +1,13 @@
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { ADDRESS_CHARS_MAX, encodeContinuationToken, isRaftAddress, validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
+import {
+  ADDRESS_CHARS_MAX,
+  encodeContinuationToken,
+  isRaftAddress,
+  validateKey,
+  validateScan,
+  validateWriteCommand,
+} from '../api/limits.ts';
 import type {
   AddLearnerRequest,
   ChangeMembershipRequest,
@@ -75,7 +82,9 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     if (added) {
       const nodes = [{ id: learner.id, addr: learner.addr, raftAddr: learner.raft_addr }];
       const target = { voters: membership.voters, learners: [...membership.learners, learner.id], nodes };
-      await this.call<MembershipConfig>('add-learner', (callback) => { this.node.changeMembership(target, callback); });
+      await this.call<MembershipConfig>('add-learner', (callback) => {
+        this.node.changeMembership(target, callback);
+      });
     }
     try {
       await this.waitCaughtUp(learner.id, status.lastIndex);
@@ -95,21 +104,33 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     const match = this.node.status().peers.find((peer) => peer.id === learnerId)?.matchIndex ?? 0;
     const removeHint = `remove it with POST /remove-learner {"learner_id":${learnerId}} or \`aspen member remove ${learnerId}\``;
     if (!added || match > 0) {
-      return new AspenError('TIMEOUT', `${timeout.message}; it stays a learner and keeps catching up (promote it later, or ${removeHint})`, { definite: false });
+      return new AspenError(
+        'TIMEOUT',
+        `${timeout.message}; it stays a learner and keeps catching up (promote it later, or ${removeHint})`,
+        { definite: false },
+      );
     }
     try {
       await this.removeLearner({ learner_id: learnerId });
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
-      return new AspenError('TIMEOUT', `${timeout.message}; it never answered and could not be removed again (${reason}): ${removeHint}`, { definite: false });
+      return new AspenError(
+        'TIMEOUT',
+        `${timeout.message}; it never answered and could not be removed again (${reason}): ${removeHint}`,
+        { definite: false },
+      );
     }
-    return new AspenError('TIMEOUT', `${timeout.message}; it never answered, so it was removed again (is it running, and is its raft_addr reachable from the leader?)`);
+    return new AspenError(
+      'TIMEOUT',
+      `${timeout.message}; it never answered, so it was removed again (is it running, and is its raft_addr reachable from the leader?)`,
+    );
   }
 
   async changeMembership(request: ChangeMembershipRequest): Promise<ClusterState> {
     const fields = request as { members?: unknown; learners?: unknown } | null;
     const members = validateMembers(fields?.members, 'members');
-    const wantedLearners = fields?.learners === undefined ? null : validateMembers(fields.learners, 'learners', 0);
+    const wantedLearners =
+      fields?.learners === undefined ? null : validateMembers(fields.learners, 'learners', 0);
     // A promoted learner must have acknowledged what was committed when the call arrived.
     const catchUpIndex = this.leaderStatus().status.commitIndex;
     await this.proposeMembership(() => {
@@ -123,14 +144,22 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
 
   async removeLearner(request: RemoveLearnerRequest): Promise<ClusterState> {
     const learnerId = (request as { learner_id?: unknown } | null)?.learner_id;
-    if (typeof learnerId !== 'number' || !Number.isSafeInteger(learnerId) || learnerId < 1) throw new AspenError('INVALID_INPUT', 'learner_id must be a positive integer');
+    if (typeof learnerId !== 'number' || !Number.isSafeInteger(learnerId) || learnerId < 1)
+      throw new AspenError('INVALID_INPUT', 'learner_id must be a positive integer');
     const { membership } = this.leaderStatus();
     if (!membership.learners.includes(learnerId)) {
-      const what = membership.voters.includes(learnerId) ? 'a voter (demote it first: /change-membership with it under "learners")' : 'not in the cluster';
+      const what = membership.voters.includes(learnerId)
+        ? 'a voter (demote it first: /change-membership with it under "learners")'
+        : 'not in the cluster';
       throw new AspenError('INVALID_INPUT', `node ${learnerId} is not a learner: it is ${what}`);
     }
-    const target = { voters: membership.voters, learners: membership.learners.filter((id) => id !== learnerId) };
-    await this.call<MembershipConfig>('remove-learner', (callback) => { this.node.changeMembership(target, callback); });
+    const target = {
+      voters: membership.voters,
+      learners: membership.learners.filter((id) => id !== learnerId),
+    };
+    await this.call<MembershipConfig>('remove-learner', (callback) => {
+      this.node.changeMembership(target, callback);
+    });
     return this.currentState();
   }
 
@@ -146,29 +175,39 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     for (let attempt = 1; attempt <= LEARNER_PROMOTE_ATTEMPTS_MAX; attempt += 1) {
       const target = build();
       try {
-        await this.call<MembershipConfig>('change-membership', (callback) => { this.node.changeMembership(target, callback); });
+        await this.call<MembershipConfig>('change-membership', (callback) => {
+          this.node.changeMembership(target, callback);
+        });
         return;
       } catch (error) {
         const last = attempt === LEARNER_PROMOTE_ATTEMPTS_MAX || clock.nowMs() + LEARNER_POLL_MS > deadlineMs;
         if (!(error instanceof AspenError) || error.code !== 'LEARNER_NOT_CAUGHT_UP' || last) throw error;
       }
-      await new Promise<void>((resolve) => { clock.setTimer(LEARNER_POLL_MS, resolve); });
+      await new Promise<void>((resolve) => {
+        clock.setTimer(LEARNER_POLL_MS, resolve);
+      });
     }
     throw new AssertionError('the last promotion attempt answers or throws');
   }
 
   async triggerSnapshot(): Promise<SnapshotResult> {
-    const snapshot = await this.call<Snapshot>('trigger-snapshot', (callback) => { this.node.triggerSnapshot(callback); });
+    const snapshot = await this.call<Snapshot>('trigger-snapshot', (callback) => {
+      this.node.triggerSnapshot(callback);
+    });
     return { snapshot: { index: snapshot.meta.index, term: snapshot.meta.term } };
   }
 
   /** Membership changes go to the leader; elsewhere the caller learns who leads. */
   private leaderStatus(): { status: RaftStatus; membership: MembershipConfig } {
     const status = this.node.status();
-    if (status.membership === null) throw new AspenError('NOT_INITIALIZED', 'the cluster is not initialized: POST /init first');
+    if (status.membership === null)
+      throw new AspenError('NOT_INITIALIZED', 'the cluster is not initialized: POST /init first');
     if (status.role !== 'leader') {
-      if (status.leaderId === 0) throw new AspenError('NO_LEADER', 'no leader is known; an election may be in progress');
-      throw new AspenError('NOT_LEADER', `node ${status.leaderId} is the leader`, { leaderId: status.leaderId });
+      if (status.leaderId === 0)
+        throw new AspenError('NO_LEADER', 'no leader is known; an election may be in progress');
+      throw new AspenError('NOT_LEADER', `node ${status.leaderId} is the leader`, {
+        leaderId: status.leaderId,
+      });
     }
     return { status, membership: status.membership };
   }
@@ -187,15 +226,32 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
           return;
         }
         if (this.node.isStopped) {
-          reject(new AspenError('SHUTTING_DOWN', `node ${this.node.id} stopped while learner ${learnerId} caught up`, { definite: false }));
+          reject(
+            new AspenError(
+              'SHUTTING_DOWN',
+              `node ${this.node.id} stopped while learner ${learnerId} caught up`,
+              { definite: false },
+            ),
+          );
           return;
         }
         if (status.role !== 'leader') {
-          reject(new AspenError('NOT_LEADER', 'leadership changed while the learner caught up', { leaderId: status.leaderId || null, definite: false }));
+          reject(
+            new AspenError('NOT_LEADER', 'leadership changed while the learner caught up', {
+              leaderId: status.leaderId || null,
+              definite: false,
+            }),
+          );
           return;
         }
         if (clock.nowMs() >= deadlineMs) {
-          reject(new AspenError('TIMEOUT', `learner ${learnerId} did not catch up within ${this.learnerCatchUpTimeoutMs} ms (match ${match} of ${targetIndex})`, { definite: false }));
+          reject(
+            new AspenError(
+              'TIMEOUT',
+              `learner ${learnerId} did not catch up within ${this.learnerCatchUpTimeoutMs} ms (match ${match} of ${targetIndex})`,
+              { definite: false },
+            ),
+          );
           return;
         }
         clock.setTimer(LEARNER_POLL_MS, poll);
@@ -208,7 +264,10 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     const members = validateInitRequest(request);
     const nodes = members.map((member) => ({ id: member.id, addr: member.addr, raftAddr: member.raft_addr }));
     await this.call<null>('init', (callback) => {
-      this.node.init({ voters: members.map((member) => member.id), votersOutgoing: [], learners: [], nodes }, callback);
+      this.node.init(
+        { voters: members.map((member) => member.id), votersOutgoing: [], learners: [], nodes },
+        callback,
+      );
     });
     return this.currentState();
   }
@@ -218,9 +277,14 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     const membership = status.membership;
     const describe = (id: NodeId): ClusterNode => {
       const known = membership?.nodes?.find((node) => node.id === id);
-      return known === undefined ? { id, addr: `node-${id}`, raft_addr: '' } : { id, addr: known.addr, raft_addr: known.raftAddr };
+      return known === undefined
+        ? { id, addr: `node-${id}`, raft_addr: '' }
+        : { id, addr: known.addr, raft_addr: known.raftAddr };
     };
-    const voters = membership === null ? [] : [...new Set([...membership.voters, ...membership.votersOutgoing])].sort((a, b) => a - b);
+    const voters =
+      membership === null
+        ? []
+        : [...new Set([...membership.voters, ...membership.votersOutgoing])].sort((a, b) => a - b);
     const learners = membership === null ? [] : [...membership.learners].sort((a, b) => a - b);
     return Promise.resolve({
       nodes: voters.map(describe),
@@ -232,7 +296,12 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
 
   getMetrics(): Promise<RaftMetrics> {
     const status = this.node.status();
-    const roleNames = { follower: 'Follower', pre_candidate: 'Candidate', candidate: 'Candidate', leader: 'Leader' } as const;
+    const roleNames = {
+      follower: 'Follower',
+      pre_candidate: 'Candidate',
+      candidate: 'Candidate',
+      leader: 'Leader',
+    } as const;
     const isLearner = status.membership?.learners.includes(status.id) ?? false;
     const membership = status.membership;
     return Promise.resolve({
@@ -246,9 +315,19 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
       last_applied: status.appliedIndex,
       snapshot: status.snapshot,
       membership_config:
-        membership === null ? null : { voters: membership.voters, voters_outgoing: membership.votersOutgoing, learners: membership.learners },
-      replication: status.role === 'leader' ? status.peers.map((peer) => ({ node_id: peer.id, matched_index: peer.matchIndex })) : null,
-      millis_since_quorum_ack: status.ticksSinceQuorumAck === null ? null : status.ticksSinceQuorumAck * this.node.tickMs,
+        membership === null
+          ? null
+          : {
+              voters: membership.voters,
+              voters_outgoing: membership.votersOutgoing,
+              learners: membership.learners,
+            },
+      replication:
+        status.role === 'leader'
+          ? status.peers.map((peer) => ({ node_id: peer.id, matched_index: peer.matchIndex }))
+          : null,
+      millis_since_quorum_ack:
+        status.ticksSinceQuorumAck === null ? null : status.ticksSinceQuorumAck * this.node.tickMs,
     });
   }
 
@@ -277,7 +356,9 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   async scan(request: ScanRequest): Promise<ScanResult> {
     const bounds = validateScan(request);
     if (bounds instanceof AspenError) throw bounds;
-    await this.call<ReadServed>('scan', (callback) => { this.node.barrier(callback); });
+    await this.call<ReadServed>('scan', (callback) => {
+      this.node.barrier(callback);
+    });
     const page = this.node.stateMachine.scan(bounds.prefix, bounds.afterKey, bounds.limit);
     const last = page.records.at(-1);
     return {
@@ -296,7 +377,13 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     });
     const record = served.record;
     if (record === undefined) throw new AspenError('KEY_NOT_FOUND', `key not found: ${request.key}`);
-    return { key: request.key, value: record.value, create_index: record.createIndex, mod_index: record.modIndex, version: record.version };
+    return {
+      key: request.key,
+      value: record.value,
+      create_index: record.createIndex,
+      mod_index: record.modIndex,
+      version: record.version,
+    };
   }
 
   /** Submit to the node and wait at most requestTimeoutMs; a late answer is ignored. */
@@ -332,22 +419,34 @@ function validateClusterNode(value: unknown, what: string): ClusterNode {
     throw new AspenError('INVALID_INPUT', `${what} ${candidate.id} needs string addr and raft_addr`);
   }
   if (candidate.addr.length > ADDRESS_LENGTH_MAX || candidate.raft_addr.length > ADDRESS_LENGTH_MAX) {
-    throw new AspenError('INVALID_INPUT', `${what} ${candidate.id}: addresses are at most ${ADDRESS_LENGTH_MAX} characters`);
+    throw new AspenError(
+      'INVALID_INPUT',
+      `${what} ${candidate.id}: addresses are at most ${ADDRESS_LENGTH_MAX} characters`,
+    );
   }
   if (!isRaftAddress(candidate.raft_addr)) {
-    throw new AspenError('INVALID_INPUT', `${what} ${candidate.id}: raft_addr must be ip:port or a multiaddr, got "${candidate.raft_addr}"`);
+    throw new AspenError(
+      'INVALID_INPUT',
+      `${what} ${candidate.id}: raft_addr must be ip:port or a multiaddr, got "${candidate.raft_addr}"`,
+    );
   }
   return { id: candidate.id, addr: candidate.addr, raft_addr: candidate.raft_addr };
 }
 
 /** The voters and learners asked for must be nodes of the cluster, each in one role. */
-function checkMembershipTarget(membership: MembershipConfig, members: readonly NodeId[], learners: readonly NodeId[] | null): void {
+function checkMembershipTarget(
+  membership: MembershipConfig,
+  members: readonly NodeId[],
+  learners: readonly NodeId[] | null,
+): void {
   for (const id of members) {
     const isVoter = membership.voters.includes(id) || membership.votersOutgoing.includes(id);
-    if (!isVoter && !membership.learners.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} must be added as a learner first`);
+    if (!isVoter && !membership.learners.includes(id))
+      throw new AspenError('INVALID_INPUT', `node ${id} must be added as a learner first`);
   }
   for (const id of learners ?? []) {
-    if (members.includes(id)) throw new AspenError('INVALID_INPUT', `node ${id} is named as both a member and a learner`);
+    if (members.includes(id))
+      throw new AspenError('INVALID_INPUT', `node ${id} is named as both a member and a learner`);
     if (!membership.voters.includes(id) && !membership.learners.includes(id)) {
       throw new AspenError('INVALID_INPUT', `node ${id} is not in the cluster: add it with /add-learner`);
     }
@@ -355,11 +454,14 @@ function checkMembershipTarget(membership: MembershipConfig, members: readonly N
 }
 
 function validateMembers(value: unknown, what: string, countMin = 1): number[] {
-  if (!Array.isArray(value) || value.length < countMin) throw new AspenError('INVALID_INPUT', `${what} must be an array of at least ${countMin} node ids`);
-  if (value.length > CLUSTER_NODES_MAX) throw new AspenError('INVALID_INPUT', `a cluster has at most ${CLUSTER_NODES_MAX} nodes`);
+  if (!Array.isArray(value) || value.length < countMin)
+    throw new AspenError('INVALID_INPUT', `${what} must be an array of at least ${countMin} node ids`);
+  if (value.length > CLUSTER_NODES_MAX)
+    throw new AspenError('INVALID_INPUT', `a cluster has at most ${CLUSTER_NODES_MAX} nodes`);
   const members: number[] = [];
   for (const id of value as unknown[]) {
-    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) throw new AspenError('INVALID_INPUT', `${what}: node ids are positive integers`);
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1)
+      throw new AspenError('INVALID_INPUT', `${what}: node ids are positive integers`);
     if (members.includes(id)) throw new AspenError('INVALID_INPUT', `${what}: node ${id} is listed twice`);
     members.push(id);
   }
@@ -372,9 +474,13 @@ export const ADDRESS_LENGTH_MAX = ADDRESS_CHARS_MAX;
 function validateInitRequest(request: InitRequest): ClusterNode[] {
   const members: unknown = (request as { initial_members?: unknown } | null)?.initial_members;
   if (!Array.isArray(members) || members.length === 0) {
-    throw new AspenError('INVALID_INPUT', 'initial_members must be a non-empty array of {id, addr, raft_addr}');
+    throw new AspenError(
+      'INVALID_INPUT',
+      'initial_members must be a non-empty array of {id, addr, raft_addr}',
+    );
   }
-  if (members.length > CLUSTER_NODES_MAX) throw new AspenError('INVALID_INPUT', `a cluster has at most ${CLUSTER_NODES_MAX} nodes`);
+  if (members.length > CLUSTER_NODES_MAX)
+    throw new AspenError('INVALID_INPUT', `a cluster has at most ${CLUSTER_NODES_MAX} nodes`);
   const seen = new Set<number>();
   const nodes: ClusterNode[] = [];
   for (const member of members as unknown[]) {

@@ -25,9 +25,18 @@ export interface ClientRequest {
     | { readonly kind: 'write'; readonly command: WriteCommand }
     | { readonly kind: 'read'; readonly key: string }
     | { readonly kind: 'delete'; readonly key: string }
-    | { readonly kind: 'scan'; readonly prefix: string; readonly limit: number | null; readonly continuationToken: string | null }
+    | {
+        readonly kind: 'scan';
+        readonly prefix: string;
+        readonly limit: number | null;
+        readonly continuationToken: string | null;
+      }
     /** Decoded from a frame whose operation failed validation: answered with this error, never run. */
-    | { readonly kind: 'invalid'; readonly code: 'INVALID_INPUT' | 'KEY_TOO_LARGE' | 'VALUE_TOO_LARGE' | 'BATCH_TOO_LARGE'; readonly message: string };
+    | {
+        readonly kind: 'invalid';
+        readonly code: 'INVALID_INPUT' | 'KEY_TOO_LARGE' | 'VALUE_TOO_LARGE' | 'BATCH_TOO_LARGE';
+        readonly message: string;
+      };
 }
 
 /** The leader's answer: a JSON-shaped result, or an error with its code. */
@@ -38,7 +47,12 @@ export interface ClientResponse {
   readonly term: number;
   readonly requestId: number;
   readonly result: unknown;
-  readonly error: { readonly code: string; readonly message: string; readonly leaderId: number | null; readonly definite: boolean } | null;
+  readonly error: {
+    readonly code: string;
+    readonly message: string;
+    readonly leaderId: number | null;
+    readonly definite: boolean;
+  } | null;
 }
 
 /** What travels between nodes: core messages, snapshot chunks, forwarded client requests. */

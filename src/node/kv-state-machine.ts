@@ -59,14 +59,19 @@ export interface ScanPage {
  * first key outside `prefix`, after `limit` records, or before the record that would take the page
  * past SCAN_PAGE_BYTES_MAX (a page always holds at least one record; one record is far below it).
  */
-export function collectScanPage(ordered: Iterable<readonly [string, KvRecord]>, prefix: string, limit: number): ScanPage {
+export function collectScanPage(
+  ordered: Iterable<readonly [string, KvRecord]>,
+  prefix: string,
+  limit: number,
+): ScanPage {
   const records: (readonly [string, KvRecord])[] = [];
   let bytes = 0;
   for (const entry of ordered) {
     const [key, record] = entry;
     if (!key.startsWith(prefix)) break;
     const size = utf8Length(key) + utf8Length(record.value);
-    if (records.length === limit || (records.length > 0 && bytes + size > SCAN_PAGE_BYTES_MAX)) return { records, more: true };
+    if (records.length === limit || (records.length > 0 && bytes + size > SCAN_PAGE_BYTES_MAX))
+      return { records, more: true };
     records.push(entry);
     bytes += size;
   }
@@ -85,7 +90,12 @@ export function applyCommand(store: RecordStore, index: number, command: WriteCo
   const deleted: boolean[] = [];
   const set = (key: string, value: string): void => {
     const previous = store.get(key);
-    store.set(key, { value, createIndex: previous?.createIndex ?? index, modIndex: index, version: (previous?.version ?? 0) + 1 });
+    store.set(key, {
+      value,
+      createIndex: previous?.createIndex ?? index,
+      modIndex: index,
+      version: (previous?.version ?? 0) + 1,
+    });
   };
   if ('Set' in command) {
     set(command.Set.key, command.Set.value);
@@ -105,7 +115,10 @@ interface SnapshotBody {
 }
 
 /** Snapshot bytes: the applied index and every record, sorted by key (so equal states give equal bytes). */
-export function encodeSnapshot(appliedIndex: number, records: Iterable<readonly [string, KvRecord]>): Uint8Array {
+export function encodeSnapshot(
+  appliedIndex: number,
+  records: Iterable<readonly [string, KvRecord]>,
+): Uint8Array {
   const sorted = [...records].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const body: SnapshotBody = { appliedIndex, records: sorted };
   return snapshotPackr.pack(body);
@@ -147,7 +160,9 @@ export class MemoryKvStateMachine implements StateMachine {
 
   /** Sorts the matching keys on every call: fine at control-plane sizes (LMDB scans in order natively). */
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
-    const keys = [...this.records.keys()].filter((key) => key.startsWith(prefix) && (afterKey === null || key > afterKey)).sort();
+    const keys = [...this.records.keys()]
+      .filter((key) => key.startsWith(prefix) && (afterKey === null || key > afterKey))
+      .sort();
     const records = this.records;
     function* ordered(): Generator<[string, KvRecord]> {
       for (const key of keys) {

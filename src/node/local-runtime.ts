@@ -8,9 +8,13 @@ export const systemClock: Clock = {
   setTimer(delayMs: number, callback: () => void): () => void {
     if (delayMs <= 0) {
       const immediate = setImmediate(callback);
-      return () => { clearImmediate(immediate); };
+      return () => {
+        clearImmediate(immediate);
+      };
     }
     const timer = setTimeout(callback, delayMs);
-    return () => { clearTimeout(timer); };
+    return () => {
+      clearTimeout(timer);
+    };
   },
 };

@@ -6,10 +6,27 @@ import { APPLY_ENTRIES_MAX, type RaftConfig } from '../raft/config.ts';
 import { RaftCore, type MembershipProposal, type RaftStatus } from '../raft/core.ts';
 import type { RaftRejection } from '../raft/errors.ts';
 import type { Prng } from '../raft/prng.ts';
-import type { Entry, HardState, MembershipConfig, Message, NodeId, PersistedState, Ready } from '../raft/types.ts';
+import type {
+  Entry,
+  HardState,
+  MembershipConfig,
+  Message,
+  NodeId,
+  PersistedState,
+  Ready,
+} from '../raft/types.ts';
 import { BoundedQueue } from './bounded-queue.ts';
 import { decodeCommand, encodeCommand } from './codec.ts';
-import type { Clock, LogStore, PersistBatch, RaftNodeObserver, Snapshot, SnapshotChunk, Transport, WireMessage } from './interfaces.ts';
+import type {
+  Clock,
+  LogStore,
+  PersistBatch,
+  RaftNodeObserver,
+  Snapshot,
+  SnapshotChunk,
+  Transport,
+  WireMessage,
+} from './interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX, SnapshotAssembler, snapshotChunks } from './snapshot-transfer.ts';
 import type { ApplyOutcome, KvRecord, StateMachine } from './kv-state-machine.ts';
 
@@ -25,7 +42,8 @@ export const TICK_MS_MAX = 1_000;
 /** Take a snapshot (and compact the log) once this many entries were applied since the last one. */
 export const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT = 10_000;
 
-export type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: AspenError };
+export type Outcome<T> =
+  { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: AspenError };
 export type Callback<T> = (outcome: Outcome<T>) => void;
 
 export interface WriteApplied {
@@ -46,7 +64,11 @@ type MailboxItem =
   | { readonly kind: 'read'; readonly key: string | null; readonly callback: Callback<ReadServed> }
   | { readonly kind: 'init'; readonly config: MembershipConfig; readonly callback: Callback<null> }
   | { readonly kind: 'chunk'; readonly chunk: SnapshotChunk }
-  | { readonly kind: 'membership'; readonly target: MembershipTarget; readonly callback: Callback<MembershipConfig> }
+  | {
+      readonly kind: 'membership';
+      readonly target: MembershipTarget;
+      readonly callback: Callback<MembershipConfig>;
+    }
   | { readonly kind: 'transfer'; readonly target: NodeId; readonly callback: Callback<null> }
   | { readonly kind: 'snapshot'; readonly callback: Callback<Snapshot> };
 
@@ -138,7 +160,11 @@ export class RaftNode {
   messagesDropped = 0;
 
   constructor(options: RaftNodeOptions) {
-    if (!Number.isSafeInteger(options.tickMs) || options.tickMs < TICK_MS_MIN || options.tickMs > TICK_MS_MAX) {
+    if (
+      !Number.isSafeInteger(options.tickMs) ||
+      options.tickMs < TICK_MS_MIN ||
+      options.tickMs > TICK_MS_MAX
+    ) {
       throw new RangeError(`tickMs must be in [${TICK_MS_MIN}, ${TICK_MS_MAX}], got ${options.tickMs}`);
     }
     this.options = options;
@@ -146,15 +172,29 @@ export class RaftNode {
     this.snapshotThresholdEntries = options.snapshotThresholdEntries ?? SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT;
     this.snapshotChunkBytes = options.snapshotChunkBytes ?? SNAPSHOT_CHUNK_BYTES_MAX;
     assert(this.snapshotThresholdEntries >= 1, 'snapshot threshold is at least one entry');
-    assert(this.snapshotChunkBytes >= 1 && this.snapshotChunkBytes <= SNAPSHOT_CHUNK_BYTES_MAX, 'snapshot chunk size in range');
+    assert(
+      this.snapshotChunkBytes >= 1 && this.snapshotChunkBytes <= SNAPSHOT_CHUNK_BYTES_MAX,
+      'snapshot chunk size in range',
+    );
     this.latestSnapshot = options.snapshot ?? null;
     const persistedMeta = options.persisted.snapshot ?? null;
-    assert((persistedMeta?.index ?? 0) === (this.latestSnapshot?.meta.index ?? 0), 'snapshot data matches the persisted metadata');
+    assert(
+      (persistedMeta?.index ?? 0) === (this.latestSnapshot?.meta.index ?? 0),
+      'snapshot data matches the persisted metadata',
+    );
     if (this.latestSnapshot !== null && options.stateMachine.appliedIndex < this.latestSnapshot.meta.index) {
-      options.stateMachine.restore(this.latestSnapshot.data, this.latestSnapshot.meta.index, this.latestSnapshot.meta.config);
+      options.stateMachine.restore(
+        this.latestSnapshot.data,
+        this.latestSnapshot.meta.index,
+        this.latestSnapshot.meta.config,
+      );
       options.observer?.snapshotInstalled?.(this.id, this.latestSnapshot);
     }
-    this.core = new RaftCore(options.config, options.prng, withAppliedCommit(options.persisted, options.stateMachine.appliedIndex));
+    this.core = new RaftCore(
+      options.config,
+      options.prng,
+      withAppliedCommit(options.persisted, options.stateMachine.appliedIndex),
+    );
     this.storedHardState = options.persisted.hardState;
     this.mailbox = new BoundedQueue(options.mailboxMessagesMax ?? MAILBOX_MESSAGES_MAX);
   }
@@ -189,7 +229,8 @@ export class RaftNode {
   deliver(message: WireMessage): void {
     if (this.stopped) return;
     if (message.type === 'client_request' || message.type === 'client_response') return; // not Raft: routed by the owner
-    const item: MailboxItem = message.type === 'snapshot_chunk' ? { kind: 'chunk', chunk: message } : { kind: 'message', message };
+    const item: MailboxItem =
+      message.type === 'snapshot_chunk' ? { kind: 'chunk', chunk: message } : { kind: 'message', message };
     if (!this.enqueue(item)) this.messagesDropped += 1;
   }
 
@@ -281,8 +322,15 @@ export class RaftNode {
    */
   private failStop(cause: unknown): void {
     if (this.stopped) return;
-    const error = cause instanceof StorageError ? cause : new StorageError(`storage failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
-    this.halt(new AspenError('SHUTTING_DOWN', `node ${this.id} stopped: ${error.message}`, { definite: false }));
+    const error =
+      cause instanceof StorageError
+        ? cause
+        : new StorageError(`storage failed: ${cause instanceof Error ? cause.message : String(cause)}`, {
+            cause,
+          });
+    this.halt(
+      new AspenError('SHUTTING_DOWN', `node ${this.id} stopped: ${error.message}`, { definite: false }),
+    );
     const onFatal = this.options.onFatal;
     if (onFatal === undefined) throw error;
     onFatal(error);
@@ -309,7 +357,10 @@ export class RaftNode {
       return;
     }
     if (!this.enqueue(item)) {
-      callback({ ok: false, error: new AspenError('OVERLOADED', `node ${this.id} mailbox is full (${this.mailbox.capacity})`) });
+      callback({
+        ok: false,
+        error: new AspenError('OVERLOADED', `node ${this.id} mailbox is full (${this.mailbox.capacity})`),
+      });
     }
   }
 
@@ -363,7 +414,9 @@ export class RaftNode {
         return;
       case 'init': {
         const result = this.core.init(item.config);
-        item.callback(result.ok ? { ok: true, value: null } : { ok: false, error: toAspenError(result.error) });
+        item.callback(
+          result.ok ? { ok: true, value: null } : { ok: false, error: toAspenError(result.error) },
+        );
         return;
       }
       case 'chunk':
@@ -374,7 +427,9 @@ export class RaftNode {
         return;
       case 'transfer': {
         const result = this.core.transferLeadership(item.target);
-        item.callback(result.ok ? { ok: true, value: null } : { ok: false, error: toAspenError(result.error) });
+        item.callback(
+          result.ok ? { ok: true, value: null } : { ok: false, error: toAspenError(result.error) },
+        );
         return;
       }
       case 'snapshot':
@@ -388,12 +443,21 @@ export class RaftNode {
     const snapshot = this.snapshotAssembler.accept(chunk);
     if (snapshot === null) return;
     this.receivedSnapshot = snapshot;
-    this.core.step({ type: 'snapshot', from: chunk.from, to: chunk.to, term: chunk.term, snapshot: snapshot.meta });
+    this.core.step({
+      type: 'snapshot',
+      from: chunk.from,
+      to: chunk.to,
+      term: chunk.term,
+      snapshot: snapshot.meta,
+    });
   }
 
   private handleMembership(target: MembershipTarget, callback: Callback<MembershipConfig>): void {
     if (target.voters.length === 0) {
-      callback({ ok: false, error: new AspenError('INVALID_INPUT', 'a configuration needs at least one voter') });
+      callback({
+        ok: false,
+        error: new AspenError('INVALID_INPUT', 'a configuration needs at least one voter'),
+      });
       return;
     }
     if (this.pendingMembership !== null) {
@@ -405,7 +469,12 @@ export class RaftNode {
       callback({ ok: false, error: toAspenError(result.error) });
       return;
     }
-    this.pendingMembership = { index: result.value.index, term: result.value.term, callback, awaitingLeave: false };
+    this.pendingMembership = {
+      index: result.value.index,
+      term: result.value.term,
+      callback,
+      awaitingLeave: false,
+    };
   }
 
   private snapshotInProgress(): boolean {
@@ -423,7 +492,8 @@ export class RaftNode {
     const index = this.options.stateMachine.appliedIndex;
     const latest = this.latestSnapshot;
     if (index <= (latest?.meta.index ?? 0)) {
-      if (latest === null) callback?.({ ok: false, error: new AspenError('NOT_INITIALIZED', 'nothing has been applied yet') });
+      if (latest === null)
+        callback?.({ ok: false, error: new AspenError('NOT_INITIALIZED', 'nothing has been applied yet') });
       else callback?.({ ok: true, value: latest });
       if (this.mailbox.length > 0) this.scheduleTurn();
       return;
@@ -447,7 +517,10 @@ export class RaftNode {
 
   private handleWrite(command: WriteCommand, callback: Callback<WriteApplied>): void {
     if (this.pendingWrites.size >= PENDING_WRITES_MAX) {
-      callback({ ok: false, error: new AspenError('OVERLOADED', `${PENDING_WRITES_MAX} writes are already waiting; retry later`) });
+      callback({
+        ok: false,
+        error: new AspenError('OVERLOADED', `${PENDING_WRITES_MAX} writes are already waiting; retry later`),
+      });
       return;
     }
     const result = this.core.propose(encodeCommand(command));
@@ -460,7 +533,11 @@ export class RaftNode {
       // We lost leadership and regained it; our log dropped the older proposal at this index, but
       // another node may still hold it and commit it later, so its outcome is unknown.
       assert(displaced.term < result.value.term, `two proposals at index ${result.value.index} in one term`);
-      const error = new AspenError('NOT_LEADER', 'leadership changed; the write may or may not have been applied', { definite: false });
+      const error = new AspenError(
+        'NOT_LEADER',
+        'leadership changed; the write may or may not have been applied',
+        { definite: false },
+      );
       displaced.callback({ ok: false, error });
     }
     this.pendingWrites.set(result.value.index, { term: result.value.term, callback });
@@ -468,7 +545,10 @@ export class RaftNode {
 
   private handleRead(key: string | null, callback: Callback<ReadServed>): void {
     if (this.pendingReads.size >= PENDING_READS_MAX) {
-      callback({ ok: false, error: new AspenError('OVERLOADED', `${PENDING_READS_MAX} reads are already waiting; retry later`) });
+      callback({
+        ok: false,
+        error: new AspenError('OVERLOADED', `${PENDING_READS_MAX} reads are already waiting; retry later`),
+      });
       return;
     }
     const requestId = this.nextReadId;
@@ -487,7 +567,9 @@ export class RaftNode {
     const snapshot = this.snapshotFor(ready);
     const stored = this.storedHardState;
     const hardState = ready.hardState ?? (this.commitDeferred ? stored : null);
-    const termOrVoteMoved = ready.hardState !== null && (ready.hardState.term !== stored.term || ready.hardState.vote !== stored.vote);
+    const termOrVoteMoved =
+      ready.hardState !== null &&
+      (ready.hardState.term !== stored.term || ready.hardState.vote !== stored.vote);
     if (ready.hardState !== null) this.storedHardState = ready.hardState;
     if (snapshot === null && ready.entries.length === 0 && !termOrVoteMoved) {
       // Nothing to store, or only the commit index moved: no sync to wait for (etcd's MustSync rule).
@@ -529,7 +611,10 @@ export class RaftNode {
     if (ready.snapshot === null) return null;
     const received = this.receivedSnapshot;
     assert(received !== null, 'the core accepts only a snapshot the node received');
-    assert(received.meta.index === ready.snapshot.index && received.meta.term === ready.snapshot.term, 'accepted snapshot is the received one');
+    assert(
+      received.meta.index === ready.snapshot.index && received.meta.term === ready.snapshot.term,
+      'accepted snapshot is the received one',
+    );
     this.receivedSnapshot = null;
     return received;
   }
@@ -546,7 +631,9 @@ export class RaftNode {
     this.latestSnapshot = snapshot;
     this.options.observer?.snapshotInstalled?.(this.id, snapshot);
     // Proposals the snapshot covers can no longer be matched to their entries: outcome unknown.
-    const error = new AspenError('NOT_LEADER', 'replaced by a snapshot before the write was seen applied', { definite: false });
+    const error = new AspenError('NOT_LEADER', 'replaced by a snapshot before the write was seen applied', {
+      definite: false,
+    });
     for (const [index, pending] of this.pendingWrites) {
       if (index > snapshot.meta.index) continue;
       this.pendingWrites.delete(index);
@@ -565,9 +652,13 @@ export class RaftNode {
       return;
     }
     const snapshot = this.latestSnapshot;
-    assert(snapshot !== null && snapshot.meta.index === message.snapshot.index, 'the core sends the snapshot the node holds');
+    assert(
+      snapshot !== null && snapshot.meta.index === message.snapshot.index,
+      'the core sends the snapshot the node holds',
+    );
     const route = { from: message.from, to: message.to, term: message.term };
-    for (const chunk of snapshotChunks(snapshot, route, this.snapshotChunkBytes)) this.options.transport.send(chunk);
+    for (const chunk of snapshotChunks(snapshot, route, this.snapshotChunkBytes))
+      this.options.transport.send(chunk);
   }
 
   private sendMessages(ready: Ready): void {
@@ -582,7 +673,12 @@ export class RaftNode {
     if (!entriesApplied) this.applyEntries(ready.committedEntries);
     if (this.stopped) return; // applying failed: storage fail-stop
     for (const failure of ready.readFailures) {
-      this.resolveRead(failure.requestId, { ok: false, error: new AspenError('NOT_LEADER', 'leadership lost before the read was confirmed', { leaderId: failure.leaderId || null }) });
+      this.resolveRead(failure.requestId, {
+        ok: false,
+        error: new AspenError('NOT_LEADER', 'leadership lost before the read was confirmed', {
+          leaderId: failure.leaderId || null,
+        }),
+      });
     }
     for (const state of ready.readStates) {
       const pending = this.pendingReads.get(state.requestId);
@@ -599,7 +695,10 @@ export class RaftNode {
   /** Apply the entries in one state-machine batch, then answer their clients (never inside the batch). */
   private applyEntries(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
-    assert(entries.length <= APPLY_ENTRIES_MAX, `apply batch of ${entries.length} entries exceeds ${APPLY_ENTRIES_MAX}`);
+    assert(
+      entries.length <= APPLY_ENTRIES_MAX,
+      `apply batch of ${entries.length} entries exceeds ${APPLY_ENTRIES_MAX}`,
+    );
     const outcomes: (ApplyOutcome | null | undefined)[] = [];
     try {
       this.applyBatch(entries, outcomes);
@@ -643,7 +742,9 @@ export class RaftNode {
       pending.callback({ ok: true, value: { index: entry.index, outcome } });
     } else {
       // Another leader's entry took this index: ours can never be applied.
-      const error = new AspenError('NOT_LEADER', 'leadership changed before the write committed', { leaderId: this.core.status().leaderId || null });
+      const error = new AspenError('NOT_LEADER', 'leadership changed before the write committed', {
+        leaderId: this.core.status().leaderId || null,
+      });
       pending.callback({ ok: false, error });
     }
   }
@@ -654,7 +755,10 @@ export class RaftNode {
     if (pending === null || entry.index < pending.index) return;
     if (!pending.awaitingLeave && (entry.index !== pending.index || entry.term !== pending.term)) {
       this.pendingMembership = null;
-      pending.callback({ ok: false, error: new AspenError('NOT_LEADER', 'leadership changed before the membership change committed') });
+      pending.callback({
+        ok: false,
+        error: new AspenError('NOT_LEADER', 'leadership changed before the membership change committed'),
+      });
       return;
     }
     if (entry.config.votersOutgoing.length > 0) {
@@ -691,7 +795,10 @@ export class RaftNode {
 function withAppliedCommit(persisted: PersistedState, appliedIndex: number): PersistedState {
   if (appliedIndex <= persisted.hardState.commit) return persisted;
   const lastIndex = persisted.entries.at(-1)?.index ?? persisted.snapshot?.index ?? 0;
-  assert(appliedIndex <= lastIndex, `state machine applied ${appliedIndex} beyond the durable log (${lastIndex})`);
+  assert(
+    appliedIndex <= lastIndex,
+    `state machine applied ${appliedIndex} beyond the durable log (${lastIndex})`,
+  );
   return { ...persisted, hardState: { ...persisted.hardState, commit: appliedIndex } };
 }
 
@@ -700,7 +807,9 @@ export function toAspenError(rejection: RaftRejection): AspenError {
     case 'not_leader':
       return rejection.leaderId === 0
         ? new AspenError('NO_LEADER', 'no leader is known; an election may be in progress')
-        : new AspenError('NOT_LEADER', `node ${rejection.leaderId} is the leader`, { leaderId: rejection.leaderId });
+        : new AspenError('NOT_LEADER', `node ${rejection.leaderId} is the leader`, {
+            leaderId: rejection.leaderId,
+          });
     case 'not_initialized':
       return new AspenError('NOT_INITIALIZED', 'the cluster is not initialized: POST /init first');
     case 'already_initialized':
@@ -710,7 +819,10 @@ export function toAspenError(rejection: RaftRejection): AspenError {
     case 'invalid_config':
       return new AspenError('INVALID_INPUT', rejection.message);
     case 'membership_change_in_progress':
-      return new AspenError('MEMBERSHIP_CHANGE_IN_PROGRESS', 'another membership change is still in progress; retry when it completes');
+      return new AspenError(
+        'MEMBERSHIP_CHANGE_IN_PROGRESS',
+        'another membership change is still in progress; retry when it completes',
+      );
     case 'learner_not_caught_up':
       return new AspenError(
         'LEARNER_NOT_CAUGHT_UP',

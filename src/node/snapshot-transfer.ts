@@ -7,7 +7,11 @@ export const SNAPSHOT_CHUNK_BYTES_MAX = 1024 * 1024;
 export const SNAPSHOT_BYTES_MAX = 1024 * 1024 * 1024;
 
 /** Split a snapshot into bounded chunks addressed from `from` to `to` in `term`. */
-export function snapshotChunks(snapshot: Snapshot, route: { from: NodeId; to: NodeId; term: number }, chunkBytes: number): SnapshotChunk[] {
+export function snapshotChunks(
+  snapshot: Snapshot,
+  route: { from: NodeId; to: NodeId; term: number },
+  chunkBytes: number,
+): SnapshotChunk[] {
   assert(chunkBytes >= 1 && chunkBytes <= SNAPSHOT_CHUNK_BYTES_MAX, `chunk size out of range: ${chunkBytes}`);
   const totalBytes = snapshot.data.byteLength;
   const chunks: SnapshotChunk[] = [];
@@ -36,9 +40,14 @@ export class SnapshotAssembler {
 
   /** Returns the whole snapshot when this chunk completes it, else null. Oversized snapshots are refused. */
   accept(chunk: SnapshotChunk): Snapshot | null {
-    if (chunk.totalBytes > SNAPSHOT_BYTES_MAX || chunk.data.byteLength > SNAPSHOT_CHUNK_BYTES_MAX) return null;
+    if (chunk.totalBytes > SNAPSHOT_BYTES_MAX || chunk.data.byteLength > SNAPSHOT_CHUNK_BYTES_MAX)
+      return null;
     if (chunk.offsetBytes + chunk.data.byteLength > chunk.totalBytes) return null;
-    if (this.meta === null || !sameMeta(this.meta, chunk.snapshot) || this.buffer?.byteLength !== chunk.totalBytes) {
+    if (
+      this.meta === null ||
+      !sameMeta(this.meta, chunk.snapshot) ||
+      this.buffer?.byteLength !== chunk.totalBytes
+    ) {
       this.meta = chunk.snapshot;
       this.buffer = new Uint8Array(chunk.totalBytes);
       this.received.clear();

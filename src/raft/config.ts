@@ -45,14 +45,20 @@ export function defaultRaftConfig(id: NodeId): RaftConfig {
 }
 
 function assertCount(value: number, max: number, what: string): void {
-  assert(Number.isSafeInteger(value) && value >= 1 && value <= max, `${what} must be in [1, ${max}], got ${value}`);
+  assert(
+    Number.isSafeInteger(value) && value >= 1 && value <= max,
+    `${what} must be in [1, ${max}], got ${value}`,
+  );
 }
 
 export function assertRaftConfig(config: RaftConfig): void {
   assert(Number.isSafeInteger(config.id) && config.id >= 1, `node id must be >= 1, got ${config.id}`);
   assertCount(config.heartbeatTicks, 1_000_000, 'heartbeatTicks');
   assertCount(config.electionTicksMin, 1_000_000, 'electionTicksMin');
-  assert(config.heartbeatTicks * 2 < config.electionTicksMin, 'heartbeatTicks * 2 must be < electionTicksMin');
+  assert(
+    config.heartbeatTicks * 2 < config.electionTicksMin,
+    'heartbeatTicks * 2 must be < electionTicksMin',
+  );
   assert(config.electionTicksMin <= config.electionTicksMax, 'electionTicksMin must be <= electionTicksMax');
   assertCount(config.inflightAppendsMax, INFLIGHT_APPENDS_MAX, 'inflightAppendsMax');
   assertCount(config.appendEntriesMax, APPEND_ENTRIES_MAX, 'appendEntriesMax');

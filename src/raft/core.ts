@@ -86,7 +86,12 @@ export interface RaftStatus {
 export const SNAPSHOT_RETRY_ELECTIONS = 3;
 
 function isFromLeader(message: Message): message is AppendRequest | Heartbeat | InstallSnapshot | TimeoutNow {
-  return message.type === 'append' || message.type === 'heartbeat' || message.type === 'snapshot' || message.type === 'timeout_now';
+  return (
+    message.type === 'append' ||
+    message.type === 'heartbeat' ||
+    message.type === 'snapshot' ||
+    message.type === 'timeout_now'
+  );
 }
 
 function sameMembers(a: readonly NodeId[], b: readonly NodeId[]): boolean {
@@ -133,7 +138,8 @@ export class RaftCore {
   /** Leadership transfer in progress: the target and the ticks it has taken so far. */
   private transferTarget: NodeId = NODE_NONE;
   private transferElapsed = 0;
-  private committedConfigCache: { readonly commit: number; readonly config: MembershipConfig | null } | null = null;
+  private committedConfigCache: { readonly commit: number; readonly config: MembershipConfig | null } | null =
+    null;
 
   constructor(config: RaftConfig, prng: Prng, persisted: PersistedState) {
     assertRaftConfig(config);
@@ -164,9 +170,13 @@ export class RaftCore {
     if (this.log.lastIndex() !== 0 || this.term !== 0) return rejected({ code: 'already_initialized' });
     const problem = validateConfig(config);
     if (problem !== null) return rejected({ code: 'invalid_config', message: problem });
-    if (config.votersOutgoing.length > 0) return rejected({ code: 'invalid_config', message: 'init takes no joint config' });
+    if (config.votersOutgoing.length > 0)
+      return rejected({ code: 'invalid_config', message: 'init takes no joint config' });
     if (!config.voters.includes(this.id)) {
-      return rejected({ code: 'invalid_config', message: `node ${this.id} must be one of the initial voters` });
+      return rejected({
+        code: 'invalid_config',
+        message: `node ${this.id} must be one of the initial voters`,
+      });
     }
     this.term = 1;
     this.log.append([{ kind: 'config', term: 1, index: 1, config }]);
@@ -230,10 +240,17 @@ export class RaftCore {
     }
     for (const id of voters) {
       if (!isVoter(current, id) && !current.learners.includes(id)) {
-        return rejected({ code: 'invalid_config', message: `node ${id} must join as a learner before it can vote` });
+        return rejected({
+          code: 'invalid_config',
+          message: `node ${id} must join as a learner before it can vote`,
+        });
       }
     }
-    const lagging = this.laggingLearner(current, voters, Math.min(target.catchUpIndex ?? this.log.committed, this.log.committed));
+    const lagging = this.laggingLearner(
+      current,
+      voters,
+      Math.min(target.catchUpIndex ?? this.log.committed, this.log.committed),
+    );
     if (lagging !== null) return rejected(lagging);
     const votersChange = !sameMembers(voters, current.voters);
     const members = [...voters, ...learners, ...(votersChange ? current.voters : [])];
@@ -241,7 +258,12 @@ export class RaftCore {
     const known = new Map((current.nodes ?? []).map((node) => [node.id, node]));
     for (const node of target.nodes ?? []) known.set(node.id, node);
     const nodes = [...known.values()].filter((node) => members.includes(node.id)).sort((a, b) => a.id - b.id);
-    const config: MembershipConfig = { voters, votersOutgoing: votersChange ? [...current.voters] : [], learners, nodes };
+    const config: MembershipConfig = {
+      voters,
+      votersOutgoing: votersChange ? [...current.voters] : [],
+      learners,
+      nodes,
+    };
     return ok(this.appendConfig(config));
   }
 
@@ -250,14 +272,27 @@ export class RaftCore {
    * election timeout: a voter that cannot be reached (or is far behind) would count against the new
    * quorum at once, and a joint configuration that cannot commit can never be left.
    */
-  private laggingLearner(current: MembershipConfig, voters: readonly NodeId[], catchUpIndex: number): RaftRejection | null {
+  private laggingLearner(
+    current: MembershipConfig,
+    voters: readonly NodeId[],
+    catchUpIndex: number,
+  ): RaftRejection | null {
     for (const id of voters) {
       if (isVoter(current, id)) continue;
       const progress = this.progress.get(id);
       assert(progress !== undefined, `the leader tracks learner ${id}`);
       const silentTicks = progress.lastAckTick < 0 ? null : this.leaderTicks - progress.lastAckTick;
-      if (progress.match < catchUpIndex || silentTicks === null || silentTicks > this.config.electionTicksMin) {
-        return { code: 'learner_not_caught_up', nodeId: id, matchIndex: progress.match, requiredIndex: catchUpIndex };
+      if (
+        progress.match < catchUpIndex ||
+        silentTicks === null ||
+        silentTicks > this.config.electionTicksMin
+      ) {
+        return {
+          code: 'learner_not_caught_up',
+          nodeId: id,
+          matchIndex: progress.match,
+          requiredIndex: catchUpIndex,
+        };
       }
     }
     return null;
@@ -411,10 +446,14 @@ export class RaftCore {
     if (ready.hardState !== null) this.persistedHardState = ready.hardState;
     const lastEntry = ready.entries.at(-1);
     const stableAdvanced = lastEntry !== undefined && this.log.stableTo(lastEntry.index, lastEntry.term);
-    if (ready.snapshot !== null && ready.snapshot.index > this.log.applied) this.log.appliedTo(ready.snapshot.index);
+    if (ready.snapshot !== null && ready.snapshot.index > this.log.applied)
+      this.log.appliedTo(ready.snapshot.index);
     const lastApplied = ready.committedEntries.at(-1);
     if (lastApplied !== undefined) {
-      assert(lastApplied.index === this.log.applied + ready.committedEntries.length, 'applied entries are contiguous');
+      assert(
+        lastApplied.index === this.log.applied + ready.committedEntries.length,
+        'applied entries are contiguous',
+      );
       this.log.appliedTo(lastApplied.index);
     }
     // The leader counts itself only for entries on its own disk, so commit may move now.
@@ -444,7 +483,8 @@ export class RaftCore {
       vote: this.vote,
       leaderId: this.leaderId,
       firstIndex: this.log.firstIndex(),
-      snapshot: this.log.snapshot === null ? null : { index: this.log.snapshot.index, term: this.log.snapshot.term },
+      snapshot:
+        this.log.snapshot === null ? null : { index: this.log.snapshot.index, term: this.log.snapshot.term },
       lastIndex: this.log.lastIndex(),
       lastTerm: this.log.lastTerm(),
       stableIndex: this.log.stableIndex,
@@ -460,7 +500,9 @@ export class RaftCore {
   /** The age of the newest tick a quorum of voters (joint: both) acknowledged; a leader acks itself now. */
   private ticksSinceQuorumAck(): number | null {
     if (this.role !== 'leader' || this.membership === null) return null;
-    const ackTick = jointAckedIndex(this.membership, (id) => (id === this.id ? this.leaderTicks : (this.progress.get(id)?.lastAckTick ?? -1)));
+    const ackTick = jointAckedIndex(this.membership, (id) =>
+      id === this.id ? this.leaderTicks : (this.progress.get(id)?.lastAckTick ?? -1),
+    );
     return ackTick < 0 ? null : this.leaderTicks - ackTick;
   }
 
@@ -471,7 +513,10 @@ export class RaftCore {
     if (message.type === 'pre_vote' || message.type === 'vote') {
       // CheckQuorum lease: while we hear from a leader, a disruptive candidate gets no answer.
       const inLease =
-        this.config.checkQuorum && !message.transfer && this.leaderId !== NODE_NONE && this.electionElapsed < this.config.electionTicksMin;
+        this.config.checkQuorum &&
+        !message.transfer &&
+        this.leaderId !== NODE_NONE &&
+        this.electionElapsed < this.config.electionTicksMin;
       if (inLease) return false;
     }
     if (message.type === 'pre_vote') return true;
@@ -484,9 +529,24 @@ export class RaftCore {
     if (isFromLeader(message)) {
       // A stale leader learns our term and steps down (needed with PreVote/CheckQuorum, where
       // a partitioned node's higher term would otherwise never reach it).
-      this.send({ type: 'append_response', from: this.id, to: message.from, term: this.term, success: false, index: 0, hintIndex: 0, hintTerm: 0 });
+      this.send({
+        type: 'append_response',
+        from: this.id,
+        to: message.from,
+        term: this.term,
+        success: false,
+        index: 0,
+        hintIndex: 0,
+        hintTerm: 0,
+      });
     } else if (message.type === 'pre_vote') {
-      this.send({ type: 'pre_vote_response', from: this.id, to: message.from, term: this.term, granted: false });
+      this.send({
+        type: 'pre_vote_response',
+        from: this.id,
+        to: message.from,
+        term: this.term,
+        granted: false,
+      });
     }
   }
 
@@ -607,7 +667,10 @@ export class RaftCore {
   /** The configuration in effect at the commit index, cached per commit index (rarely needed). */
   private committedConfig(): MembershipConfig | null {
     if (this.committedConfigCache === null || this.committedConfigCache.commit !== this.log.committed) {
-      this.committedConfigCache = { commit: this.log.committed, config: this.log.configAt(this.log.committed) };
+      this.committedConfigCache = {
+        commit: this.log.committed,
+        config: this.log.configAt(this.log.committed),
+      };
     }
     return this.committedConfigCache.config;
   }
@@ -632,7 +695,15 @@ export class RaftCore {
     if (this.tallyVotes()) return;
     for (const id of allMembers(this.membership)) {
       if (id === this.id || !isVoter(this.membership, id)) continue;
-      this.send({ type, from: this.id, to: id, term, lastLogIndex: this.log.lastIndex(), lastLogTerm: this.log.lastTerm(), transfer });
+      this.send({
+        type,
+        from: this.id,
+        to: id,
+        term,
+        lastLogIndex: this.log.lastIndex(),
+        lastLogTerm: this.log.lastTerm(),
+        transfer,
+      });
     }
   }
 
@@ -678,7 +749,8 @@ export class RaftCore {
     if (this.membership === null || !isVoter(this.membership, message.from)) return;
     if (this.votes.has(message.from)) return;
     // A grant counts only for the term we campaign for (a stale pre-vote grant names an older one).
-    if (message.granted && message.term !== (this.role === 'pre_candidate' ? this.term + 1 : this.term)) return;
+    if (message.granted && message.term !== (this.role === 'pre_candidate' ? this.term + 1 : this.term))
+      return;
     this.votes.set(message.from, message.granted);
     this.tallyVotes();
   }
@@ -706,7 +778,15 @@ export class RaftCore {
   /** Install the leader's snapshot unless our log already holds (and has committed) what it covers. */
   private handleSnapshot(message: InstallSnapshot): void {
     const snapshot = message.snapshot;
-    const reply = { type: 'append_response', from: this.id, to: message.from, term: this.term, success: true, hintIndex: 0, hintTerm: 0 } as const;
+    const reply = {
+      type: 'append_response',
+      from: this.id,
+      to: message.from,
+      term: this.term,
+      success: true,
+      hintIndex: 0,
+      hintTerm: 0,
+    } as const;
     if (snapshot.index <= this.log.committed) {
       this.send({ ...reply, index: this.log.committed });
       return;
@@ -729,13 +809,21 @@ export class RaftCore {
       this.send({ ...reply, success: true, index: this.log.committed, hintIndex: 0, hintTerm: 0 });
       return;
     }
-    const lastNewIndex = this.log.maybeAppend(message.prevLogIndex, message.prevLogTerm, message.commitIndex, message.entries);
+    const lastNewIndex = this.log.maybeAppend(
+      message.prevLogIndex,
+      message.prevLogTerm,
+      message.commitIndex,
+      message.entries,
+    );
     if (lastNewIndex !== null) {
       this.refreshMembershipAfterAppend(message.entries);
       this.send({ ...reply, success: true, index: lastNewIndex, hintIndex: 0, hintTerm: 0 });
       return;
     }
-    const hintIndex = this.log.findConflictByTerm(Math.min(message.prevLogIndex, this.log.lastIndex()), message.prevLogTerm);
+    const hintIndex = this.log.findConflictByTerm(
+      Math.min(message.prevLogIndex, this.log.lastIndex()),
+      message.prevLogTerm,
+    );
     const hintTerm = this.log.term(hintIndex);
     assert(hintTerm !== null, 'hint index lies inside the log');
     this.send({ ...reply, success: false, index: message.prevLogIndex, hintIndex, hintTerm });
@@ -744,7 +832,13 @@ export class RaftCore {
   private handleHeartbeat(message: Heartbeat): void {
     // The leader sends min(match, commit), so our log agrees with its up to that index.
     this.log.commitTo(Math.min(message.commitIndex, this.log.lastIndex()));
-    this.send({ type: 'heartbeat_response', from: this.id, to: message.from, term: this.term, readRound: message.readRound });
+    this.send({
+      type: 'heartbeat_response',
+      from: this.id,
+      to: message.from,
+      term: this.term,
+      readRound: message.readRound,
+    });
   }
 
   /**
@@ -752,7 +846,8 @@ export class RaftCore {
    * config entry arriving or the active one being truncated away changes it.
    */
   private refreshMembershipAfterAppend(entries: readonly Entry[]): void {
-    const activeReplaced = this.membershipIndex > 0 && !this.log.matchTerm(this.membershipIndex, this.membershipTerm);
+    const activeReplaced =
+      this.membershipIndex > 0 && !this.log.matchTerm(this.membershipIndex, this.membershipTerm);
     if (activeReplaced || entries.some((entry) => entry.kind === 'config')) this.refreshMembership();
   }
 
@@ -857,10 +952,14 @@ export class RaftCore {
       }
       return;
     }
-    assert(message.index <= this.log.lastIndex(), `follower ${message.from} acks ${message.index} beyond our log`);
+    assert(
+      message.index <= this.log.lastIndex(),
+      `follower ${message.from} acks ${message.index} beyond our log`,
+    );
     const wasPaused = progress.isPaused();
     if (!progress.maybeUpdate(message.index)) return;
-    if (progress.state === 'snapshot' && progress.match >= progress.pendingSnapshotIndex) progress.becomeProbe();
+    if (progress.state === 'snapshot' && progress.match >= progress.pendingSnapshotIndex)
+      progress.becomeProbe();
     if (progress.state === 'probe') progress.becomeReplicate();
     else progress.inflights.freeLE(message.index);
     // A new commit index alone is not sent at once: it rides on the next append or heartbeat (at most
@@ -871,7 +970,8 @@ export class RaftCore {
     } else if (wasPaused || progress.state === 'replicate') {
       this.sendAppendsTo(message.from, progress);
     }
-    if (message.from === this.transferTarget && progress.match === this.log.lastIndex()) this.sendTimeoutNow(message.from);
+    if (message.from === this.transferTarget && progress.match === this.log.lastIndex())
+      this.sendTimeoutNow(message.from);
   }
 
   private handleHeartbeatResponse(message: HeartbeatResponse): void {
@@ -910,7 +1010,12 @@ export class RaftCore {
     if (membership.votersOutgoing.length > 0) {
       const members = [...membership.voters, ...membership.learners];
       const nodes = (membership.nodes ?? []).filter((node) => members.includes(node.id));
-      this.appendConfig({ voters: membership.voters, votersOutgoing: [], learners: membership.learners, nodes });
+      this.appendConfig({
+        voters: membership.voters,
+        votersOutgoing: [],
+        learners: membership.learners,
+        nodes,
+      });
       return;
     }
     if (membership.voters.includes(this.id)) return;
@@ -957,9 +1062,23 @@ export class RaftCore {
     const prevLogIndex = progress.next - 1;
     const prevLogTerm = this.log.term(prevLogIndex);
     if (prevLogTerm === null) return this.sendSnapshot(id, progress);
-    const entries = this.log.slice(progress.next, this.log.lastIndex(), this.config.appendEntriesMax, this.config.appendBytesMax);
+    const entries = this.log.slice(
+      progress.next,
+      this.log.lastIndex(),
+      this.config.appendEntriesMax,
+      this.config.appendBytesMax,
+    );
     if (entries.length === 0 && !sendIfEmpty) return false;
-    this.send({ type: 'append', from: this.id, to: id, term: this.term, prevLogIndex, prevLogTerm, entries, commitIndex: this.log.committed });
+    this.send({
+      type: 'append',
+      from: this.id,
+      to: id,
+      term: this.term,
+      prevLogIndex,
+      prevLogTerm,
+      entries,
+      commitIndex: this.log.committed,
+    });
     const last = entries.at(-1);
     if (progress.state === 'replicate' && last !== undefined) {
       progress.next = last.index + 1;
@@ -983,7 +1102,14 @@ export class RaftCore {
     this.readRound += 1;
     for (const [id, progress] of this.progress) {
       const commitIndex = Math.min(progress.match, this.log.committed);
-      this.send({ type: 'heartbeat', from: this.id, to: id, term: this.term, commitIndex, readRound: this.readRound });
+      this.send({
+        type: 'heartbeat',
+        from: this.id,
+        to: id,
+        term: this.term,
+        commitIndex,
+        readRound: this.readRound,
+      });
     }
   }
 
@@ -997,7 +1123,10 @@ export class RaftCore {
     let released = 0;
     for (const read of this.pendingReads) {
       if (read.round > confirmedRound) break;
-      this.readStates.push({ requestId: read.requestId, index: read.index === 0 ? this.log.committed : read.index });
+      this.readStates.push({
+        requestId: read.requestId,
+        index: read.index === 0 ? this.log.committed : read.index,
+      });
       released += 1;
     }
     if (released > 0) this.pendingReads = this.pendingReads.slice(released);
@@ -1028,7 +1157,9 @@ export class RaftCore {
 
   private hardStateChanged(): boolean {
     const persisted = this.persistedHardState;
-    return persisted.term !== this.term || persisted.vote !== this.vote || persisted.commit !== this.log.committed;
+    return (
+      persisted.term !== this.term || persisted.vote !== this.vote || persisted.commit !== this.log.committed
+    );
   }
 
   private assertNoReadyOutstanding(): void {

@@ -8,7 +8,10 @@ export function entrySizeBytes(entry: Entry): number {
   if (entry.kind === 'command') return ENTRY_OVERHEAD_BYTES + entry.data.byteLength;
   if (entry.kind === 'config') {
     const config = entry.config;
-    return ENTRY_OVERHEAD_BYTES + 8 * (config.voters.length + config.votersOutgoing.length + config.learners.length);
+    return (
+      ENTRY_OVERHEAD_BYTES +
+      8 * (config.voters.length + config.votersOutgoing.length + config.learners.length)
+    );
   }
   return ENTRY_OVERHEAD_BYTES;
 }
@@ -39,7 +42,10 @@ export class RaftLog {
     }
     this.appendContiguous(entries);
     this.stableIndex = this.lastIndex();
-    assert(committed <= this.lastIndex(), `restored commit ${committed} beyond last index ${this.lastIndex()}`);
+    assert(
+      committed <= this.lastIndex(),
+      `restored commit ${committed} beyond last index ${this.lastIndex()}`,
+    );
     this.committed = Math.max(committed, this.offsetIndex);
   }
 
@@ -53,10 +59,16 @@ export class RaftLog {
 
   /** Drop the entries a local snapshot covers (the state machine already holds them). */
   compact(snapshot: SnapshotMeta): void {
-    assert(snapshot.index > this.offsetIndex, `compaction must move forward: ${snapshot.index} <= ${this.offsetIndex}`);
+    assert(
+      snapshot.index > this.offsetIndex,
+      `compaction must move forward: ${snapshot.index} <= ${this.offsetIndex}`,
+    );
     assert(snapshot.index <= this.applied, `compact ${snapshot.index} beyond applied ${this.applied}`);
     assert(snapshot.index <= this.stableIndex, `compact ${snapshot.index} beyond stable ${this.stableIndex}`);
-    assert(this.matchTerm(snapshot.index, snapshot.term), `snapshot ${snapshot.index}:${snapshot.term} does not match the log`);
+    assert(
+      this.matchTerm(snapshot.index, snapshot.term),
+      `snapshot ${snapshot.index}:${snapshot.term} does not match the log`,
+    );
     this.entries = this.entries.slice(snapshot.index - this.offsetIndex);
     this.setOffset(snapshot);
   }
@@ -66,7 +78,10 @@ export class RaftLog {
    * committed by definition; the state machine catches up when the driver installs it.
    */
   installSnapshot(snapshot: SnapshotMeta): void {
-    assert(snapshot.index > this.committed, `installing snapshot ${snapshot.index} at or below commit ${this.committed}`);
+    assert(
+      snapshot.index > this.committed,
+      `installing snapshot ${snapshot.index} at or below commit ${this.committed}`,
+    );
     this.entries = [];
     this.setOffset(snapshot);
     this.committed = snapshot.index;
@@ -126,12 +141,20 @@ export class RaftLog {
    * Follower append (etcd's maybeAppend). Returns the index of the last new entry when the log
    * matches at (prevIndex, prevTerm), or null when it does not. Never truncates committed entries.
    */
-  maybeAppend(prevIndex: number, prevTerm: number, leaderCommit: number, entries: readonly Entry[]): number | null {
+  maybeAppend(
+    prevIndex: number,
+    prevTerm: number,
+    leaderCommit: number,
+    entries: readonly Entry[],
+  ): number | null {
     if (!this.matchTerm(prevIndex, prevTerm)) return null;
     const lastNewIndex = prevIndex + entries.length;
     const conflictIndex = this.findConflict(entries);
     if (conflictIndex !== 0) {
-      assert(conflictIndex > this.committed, `conflict at ${conflictIndex} would truncate committed ${this.committed}`);
+      assert(
+        conflictIndex > this.committed,
+        `conflict at ${conflictIndex} would truncate committed ${this.committed}`,
+      );
       const from = conflictIndex - prevIndex - 1;
       this.truncateAndAppend(entries.slice(from));
     }
@@ -178,7 +201,10 @@ export class RaftLog {
     for (const entry of entries) {
       assertIndex(entry.term, 'entry term');
       assert(entry.index === expectedIndex, `log gap: expected index ${expectedIndex}, got ${entry.index}`);
-      assert(entry.term >= previousTerm, `log term decreases at ${entry.index}: ${entry.term} < ${previousTerm}`);
+      assert(
+        entry.term >= previousTerm,
+        `log term decreases at ${entry.index}: ${entry.term} < ${previousTerm}`,
+      );
       this.entries.push(entry);
       expectedIndex += 1;
       previousTerm = entry.term;
@@ -250,7 +276,10 @@ export class RaftLog {
   }
 
   check(): void {
-    assert(this.offsetIndex <= this.committed, `snapshot ${this.offsetIndex} beyond committed ${this.committed}`);
+    assert(
+      this.offsetIndex <= this.committed,
+      `snapshot ${this.offsetIndex} beyond committed ${this.committed}`,
+    );
     assert(this.applied <= this.committed, `applied ${this.applied} > committed ${this.committed}`);
     assert(this.committed <= this.lastIndex(), `committed ${this.committed} > last ${this.lastIndex()}`);
     assert(this.stableIndex <= this.lastIndex(), `stable ${this.stableIndex} > last ${this.lastIndex()}`);

@@ -12,7 +12,10 @@ export class Inflights {
 
   constructor(capacity: number) {
     this.capacity = capacity;
-    assert(Number.isSafeInteger(capacity) && capacity > 0, `inflight capacity must be positive, got ${capacity}`);
+    assert(
+      Number.isSafeInteger(capacity) && capacity > 0,
+      `inflight capacity must be positive, got ${capacity}`,
+    );
     this.buffer = new Array<number>(capacity).fill(0);
   }
 

@@ -28,7 +28,10 @@ export function jointAckedIndex(config: MembershipConfig, acked: (id: NodeId) =>
   return Math.min(majorityAckedIndex(config.voters, acked), majorityAckedIndex(config.votersOutgoing, acked));
 }
 
-export function majorityVoteResult(voters: readonly NodeId[], votes: ReadonlyMap<NodeId, boolean>): VoteResult {
+export function majorityVoteResult(
+  voters: readonly NodeId[],
+  votes: ReadonlyMap<NodeId, boolean>,
+): VoteResult {
   if (voters.length === 0) return 'won';
   let granted = 0;
   let missing = 0;
@@ -69,8 +72,10 @@ export function validateConfig(config: MembershipConfig): string | null {
   if (config.voters.length === 0) return 'a configuration needs at least one voter';
   const all = [...config.voters, ...config.learners];
   if (new Set(all).size !== all.length) return 'a node is listed twice (voters and learners are disjoint)';
-  if (new Set(config.votersOutgoing).size !== config.votersOutgoing.length) return 'an outgoing voter is listed twice';
-  if (allMembers(config).length > CLUSTER_NODES_MAX) return `a cluster has at most ${CLUSTER_NODES_MAX} nodes`;
+  if (new Set(config.votersOutgoing).size !== config.votersOutgoing.length)
+    return 'an outgoing voter is listed twice';
+  if (allMembers(config).length > CLUSTER_NODES_MAX)
+    return `a cluster has at most ${CLUSTER_NODES_MAX} nodes`;
   for (const id of all) {
     if (!Number.isSafeInteger(id) || id < 1) return `node ids are positive integers, got ${id}`;
   }

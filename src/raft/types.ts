@@ -28,7 +28,12 @@ export interface NodeAddress {
 export type Entry =
   | { readonly kind: 'blank'; readonly term: number; readonly index: number }
   | { readonly kind: 'command'; readonly term: number; readonly index: number; readonly data: Uint8Array }
-  | { readonly kind: 'config'; readonly term: number; readonly index: number; readonly config: MembershipConfig };
+  | {
+      readonly kind: 'config';
+      readonly term: number;
+      readonly index: number;
+      readonly config: MembershipConfig;
+    };
 
 /** What a snapshot covers: the log prefix up to (index, term) and the configuration in effect there. */
 export interface SnapshotMeta {

@@ -16,7 +16,10 @@ const PAYLOAD = new Uint8Array(128);
 function benchmark(nodeCount: number, entriesTarget: number): { entriesPerCpuSecond: number; cpuMs: number } {
   const cores = new Map<NodeId, RaftCore>();
   for (let id = 1; id <= nodeCount; id += 1) {
-    cores.set(id, new RaftCore(defaultRaftConfig(id), new SeededPrng(id), { hardState: EMPTY_HARD_STATE, entries: [] }));
+    cores.set(
+      id,
+      new RaftCore(defaultRaftConfig(id), new SeededPrng(id), { hardState: EMPTY_HARD_STATE, entries: [] }),
+    );
   }
   const leader = cores.get(1);
   assert(leader !== undefined, 'node 1 exists');
@@ -42,7 +45,10 @@ function benchmark(nodeCount: number, entriesTarget: number): { entriesPerCpuSec
   }
   const usage = process.cpuUsage(started);
   const cpuMs = (usage.user + usage.system) / 1000;
-  return { entriesPerCpuSecond: Math.round(leader.status().commitIndex / (cpuMs / 1000)), cpuMs: Math.round(cpuMs) };
+  return {
+    entriesPerCpuSecond: Math.round(leader.status().commitIndex / (cpuMs / 1000)),
+    cpuMs: Math.round(cpuMs),
+  };
 }
 
 const { values } = parseArgs({ options: { entries: { type: 'string', default: '200000' } } });

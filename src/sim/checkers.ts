@@ -45,9 +45,12 @@ export function sameEntry(a: Entry, b: Entry): boolean {
   if (a === b) return true;
   if (a.index !== b.index || a.term !== b.term || a.kind !== b.kind) return false;
   if (a.kind === 'command' && b.kind === 'command') {
-    return a.data.byteLength === b.data.byteLength && a.data.every((byte, position) => byte === b.data[position]);
+    return (
+      a.data.byteLength === b.data.byteLength && a.data.every((byte, position) => byte === b.data[position])
+    );
   }
-  if (a.kind === 'config' && b.kind === 'config') return JSON.stringify(a.config) === JSON.stringify(b.config);
+  if (a.kind === 'config' && b.kind === 'config')
+    return JSON.stringify(a.config) === JSON.stringify(b.config);
   return true;
 }
 
@@ -92,7 +95,8 @@ export class SafetyChecker {
     const hardState = batch.hardState;
     if (hardState !== null) {
       const previousTerm = this.durableTerm.get(nodeId) ?? 0;
-      if (hardState.term < previousTerm) violation(`node ${nodeId} durable term went back from ${previousTerm} to ${hardState.term}`);
+      if (hardState.term < previousTerm)
+        violation(`node ${nodeId} durable term went back from ${previousTerm} to ${hardState.term}`);
       this.durableTerm.set(nodeId, hardState.term);
       if (hardState.vote !== 0) {
         const key = `${nodeId}@${hardState.term}`;
@@ -112,11 +116,14 @@ export class SafetyChecker {
     this.checks += 1;
     const meta = snapshot.meta;
     const canonical = this.committed[meta.index - 1];
-    if (canonical === undefined || canonical.term !== meta.term) violation(`node ${nodeId} holds a snapshot at ${meta.index}:${meta.term} off the committed chain`);
+    if (canonical === undefined || canonical.term !== meta.term)
+      violation(`node ${nodeId} holds a snapshot at ${meta.index}:${meta.term} off the committed chain`);
     const expected = this.referenceStates.get(meta.index);
     if (expected === undefined) violation(`no reference state at ${meta.index}`);
     if (Buffer.from(snapshot.data).toString('base64') !== expected) {
-      violation(`node ${nodeId}: snapshot at ${meta.index} differs from the state of the log prefix it replaces`);
+      violation(
+        `node ${nodeId}: snapshot at ${meta.index} differs from the state of the log prefix it replaces`,
+      );
     }
   }
 
@@ -128,9 +135,12 @@ export class SafetyChecker {
       this.entryOrigin.set(key, { entry, previousTerm });
       return;
     }
-    if (!sameEntry(origin.entry, entry)) violation(`log matching: node ${nodeId} holds a different entry at ${key}`);
+    if (!sameEntry(origin.entry, entry))
+      violation(`log matching: node ${nodeId} holds a different entry at ${key}`);
     if (origin.previousTerm !== previousTerm) {
-      violation(`log matching: node ${nodeId} has term ${previousTerm} before ${key}, first seen after term ${origin.previousTerm}`);
+      violation(
+        `log matching: node ${nodeId} has term ${previousTerm} before ${key}, first seen after term ${origin.previousTerm}`,
+      );
     }
   }
 
@@ -147,7 +157,8 @@ export class SafetyChecker {
   private checkLeader(nodeId: NodeId, term: number, node: RaftNode): void {
     const known = this.leaderOfTerm.get(term);
     if (known === nodeId) return;
-    if (known !== undefined) violation(`election safety: nodes ${known} and ${nodeId} both lead term ${term}`);
+    if (known !== undefined)
+      violation(`election safety: nodes ${known} and ${nodeId} both lead term ${term}`);
     this.leaderOfTerm.set(term, nodeId);
     this.checkElectedByQuorum(nodeId, term, node);
     // Leader completeness: every entry committed in an earlier term is in the new leader's log
@@ -157,7 +168,9 @@ export class SafetyChecker {
       if (entry.term >= term || entry.index < firstIndex) continue;
       const ours = node.logEntry(entry.index);
       if (ours === undefined || !sameEntry(ours, entry)) {
-        violation(`leader completeness: leader ${nodeId} of term ${term} lacks committed entry ${entry.index}:${entry.term}`);
+        violation(
+          `leader completeness: leader ${nodeId} of term ${term} lacks committed entry ${entry.index}:${entry.term}`,
+        );
       }
     }
   }
@@ -174,7 +187,9 @@ export class SafetyChecker {
       if (this.votes.get(`${id}@${term}`) === nodeId) voted.add(id);
     }
     if (!isQuorum(membership, voted)) {
-      violation(`node ${nodeId} leads term ${term} with votes from [${[...voted].join(',')}], not a quorum of ${JSON.stringify(membership)}`);
+      violation(
+        `node ${nodeId} leads term ${term} with votes from [${[...voted].join(',')}], not a quorum of ${JSON.stringify(membership)}`,
+      );
     }
   }
 
@@ -194,7 +209,9 @@ export class SafetyChecker {
         this.committed.push(entry);
         this.extendReference(entry);
       } else if (!sameEntry(canonical, entry)) {
-        violation(`state machine safety: node ${nodeId} commits ${index}:${entry.term}, chain has ${index}:${canonical.term}`);
+        violation(
+          `state machine safety: node ${nodeId} commits ${index}:${entry.term}, chain has ${index}:${canonical.term}`,
+        );
       }
     }
   }
@@ -214,7 +231,11 @@ export class SafetyChecker {
     }
     const previous = this.lastCommittedConfig;
     const own = entry.kind === 'config' ? entry.config : null;
-    if (!isQuorum(membership, durable) && (previous === null || !isQuorum(previous, durable)) && (own === null || !isQuorum(own, durable))) {
+    if (
+      !isQuorum(membership, durable) &&
+      (previous === null || !isQuorum(previous, durable)) &&
+      (own === null || !isQuorum(own, durable))
+    ) {
       violation(`durability: entry ${entry.index}:${entry.term} committed before a quorum synced it`);
     }
   }
@@ -241,14 +262,21 @@ export class SafetyChecker {
     if (previousJoint) allowed = !nextJoint && sameVoters(next.voters, previous.voters);
     else if (nextJoint) allowed = sameVoters(next.votersOutgoing, previous.voters);
     else allowed = sameVoters(next.voters, previous.voters);
-    if (!allowed) violation(`configuration at ${index} ${JSON.stringify(next)} may not follow ${JSON.stringify(previous)}`);
+    if (!allowed)
+      violation(
+        `configuration at ${index} ${JSON.stringify(next)} may not follow ${JSON.stringify(previous)}`,
+      );
   }
 
   /** State machine safety: a node applies exactly the committed chain, in order. */
   onApplied(nodeId: NodeId, entry: Entry): void {
     this.checks += 1;
     const canonical = this.committed[entry.index - 1];
-    if (canonical === undefined) violation(`node ${nodeId} applied ${entry.index} before anyone committed it`);
-    if (!sameEntry(canonical, entry)) violation(`state machine safety: node ${nodeId} applied ${entry.index}:${entry.term}, chain has ${canonical.term}`);
+    if (canonical === undefined)
+      violation(`node ${nodeId} applied ${entry.index} before anyone committed it`);
+    if (!sameEntry(canonical, entry))
+      violation(
+        `state machine safety: node ${nodeId} applied ${entry.index}:${entry.term}, chain has ${canonical.term}`,
+      );
   }
 }

@@ -2,7 +2,12 @@ import { parseArgs } from 'node:util';
 import { runSeed, type SimResult, type SimStatus } from './simulation.ts';
 
 /** Exit codes tell failures apart (TigerBeetle's VOPR does the same). */
-export const EXIT_CODES: Readonly<Record<SimStatus, number>> = { ok: 0, crash: 1, liveness: 2, correctness: 3 };
+export const EXIT_CODES: Readonly<Record<SimStatus, number>> = {
+  ok: 0,
+  crash: 1,
+  liveness: 2,
+  correctness: 3,
+};
 const SEEDS_MAX = 10_000_000;
 
 function parsePositiveInteger(text: string | undefined, fallback: number, what: string): number {
@@ -36,7 +41,9 @@ function main(): void {
     strict: true,
   });
   const single = values.seed !== undefined;
-  const firstSeed = single ? parsePositiveInteger(values.seed, 0, 'seed') : parsePositiveInteger(values['first-seed'], 1, 'first-seed');
+  const firstSeed = single
+    ? parsePositiveInteger(values.seed, 0, 'seed')
+    : parsePositiveInteger(values['first-seed'], 1, 'first-seed');
   const count = single ? 1 : parsePositiveInteger(values.seeds, 100, 'seeds');
   if (count < 1 || count > SEEDS_MAX) {
     process.stderr.write(`sim: --seeds must be in [1, ${SEEDS_MAX}]\n`);
@@ -44,7 +51,17 @@ function main(): void {
   }
   const started = performance.now();
   const failures: SimResult[] = [];
-  const totals = { events: 0, committed: 0, ops: 0, crashes: 0, partitions: 0, membershipChanges: 0, snapshotsInstalled: 0, readsDuringNewerLeader: 0, tornWrites: 0 };
+  const totals = {
+    events: 0,
+    committed: 0,
+    ops: 0,
+    crashes: 0,
+    partitions: 0,
+    membershipChanges: 0,
+    snapshotsInstalled: 0,
+    readsDuringNewerLeader: 0,
+    tornWrites: 0,
+  };
   for (let seed = firstSeed; seed < firstSeed + count; seed += 1) {
     const result = runSeed(seed);
     totals.events += result.stats.events;
@@ -67,7 +84,8 @@ function main(): void {
     }
   }
   const seconds = (performance.now() - started) / 1000;
-  const ran = failures.length > 0 && !values['keep-going'] ? (failures[0]?.seed ?? firstSeed) - firstSeed + 1 : count;
+  const ran =
+    failures.length > 0 && !values['keep-going'] ? (failures[0]?.seed ?? firstSeed) - firstSeed + 1 : count;
   process.stdout.write(
     `sim: ${ran} seeds from ${firstSeed}, ${failures.length} failed, ${seconds.toFixed(1)} s, ` +
       `${(ran / seconds).toFixed(1)} seeds/s, ${totals.events} events, ${totals.committed} committed entries, ` +

@@ -18,7 +18,11 @@ export class SimDisk implements LogStore {
   syncs = 0;
   tornWrites = 0;
 
-  constructor(events: EventQueue, latencyMs: () => number, tornEntries: (batchEntries: number) => number = () => 0) {
+  constructor(
+    events: EventQueue,
+    latencyMs: () => number,
+    tornEntries: (batchEntries: number) => number = () => 0,
+  ) {
     this.events = events;
     this.latencyMs = latencyMs;
     this.tornEntries = tornEntries;

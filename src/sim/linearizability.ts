@@ -26,7 +26,12 @@ export interface HistoryOperation {
 
 export type LinearizabilityResult =
   | { readonly status: 'ok'; readonly keysChecked: number; readonly searchSteps: number }
-  | { readonly status: 'violation'; readonly key: string; readonly operations: readonly HistoryOperation[]; readonly message: string }
+  | {
+      readonly status: 'violation';
+      readonly key: string;
+      readonly operations: readonly HistoryOperation[];
+      readonly message: string;
+    }
   | { readonly status: 'budget_exhausted'; readonly key: string; readonly searchSteps: number };
 
 export interface LinearizabilityOptions {
@@ -54,7 +59,10 @@ function assertWellFormed(operation: HistoryOperation): void {
   assert(Number.isFinite(operation.invokeTimeMs), 'invoke time is finite');
   assert(operation.invokeTimeMs <= operation.completeTimeMs, 'an operation completes after it is invoked');
   const unknown = operation.outcome.status === 'unknown';
-  assert(unknown === (operation.completeTimeMs === Number.POSITIVE_INFINITY), 'only unknown operations never complete');
+  assert(
+    unknown === (operation.completeTimeMs === Number.POSITIVE_INFINITY),
+    'only unknown operations never complete',
+  );
 }
 
 /** The register model: does `operation` with `outcome` apply to `state`, and to what? */
@@ -78,18 +86,41 @@ function buildList(operations: readonly HistoryOperation[]): { head: ListNode; r
   for (let index = 0; index < operations.length; index += 1) {
     const operation = operations[index];
     assert(operation !== undefined, 'operation in range');
-    const call: ListNode = { operationIndex: index, isCall: true, time: operation.invokeTimeMs, match: null, previous: null, next: null };
+    const call: ListNode = {
+      operationIndex: index,
+      isCall: true,
+      time: operation.invokeTimeMs,
+      match: null,
+      previous: null,
+      next: null,
+    };
     nodes.push(call);
     if (operation.outcome.status === 'ok') {
-      const ret: ListNode = { operationIndex: index, isCall: false, time: operation.completeTimeMs, match: null, previous: null, next: null };
+      const ret: ListNode = {
+        operationIndex: index,
+        isCall: false,
+        time: operation.completeTimeMs,
+        match: null,
+        previous: null,
+        next: null,
+      };
       call.match = ret;
       nodes.push(ret);
       returnsCount += 1;
     }
   }
   // Calls sort before returns at equal times: strict real-time order means equal times overlap.
-  nodes.sort((a, b) => a.time - b.time || Number(b.isCall) - Number(a.isCall) || a.operationIndex - b.operationIndex);
-  const head: ListNode = { operationIndex: -1, isCall: false, time: Number.NEGATIVE_INFINITY, match: null, previous: null, next: null };
+  nodes.sort(
+    (a, b) => a.time - b.time || Number(b.isCall) - Number(a.isCall) || a.operationIndex - b.operationIndex,
+  );
+  const head: ListNode = {
+    operationIndex: -1,
+    isCall: false,
+    time: Number.NEGATIVE_INFINITY,
+    match: null,
+    previous: null,
+    next: null,
+  };
   let tail = head;
   for (const node of nodes) {
     tail.next = node;
@@ -186,7 +217,12 @@ function describeOperation(operation: HistoryOperation): string {
   const kv = operation.operation;
   const what = kv.kind === 'write' ? `write(${kv.value})` : kv.kind === 'delete' ? 'delete' : 'read';
   const outcome = operation.outcome;
-  const result = outcome.status === 'ok' ? (kv.kind === 'read' ? ` -> ${outcome.value ?? 'absent'}` : ' ok') : ` ${outcome.status}`;
+  const result =
+    outcome.status === 'ok'
+      ? kv.kind === 'read'
+        ? ` -> ${outcome.value ?? 'absent'}`
+        : ' ok'
+      : ` ${outcome.status}`;
   return `client ${operation.clientId} ${what}${result} [${operation.invokeTimeMs}, ${operation.completeTimeMs}]`;
 }
 
@@ -194,7 +230,10 @@ export function checkLinearizability(
   history: readonly HistoryOperation[],
   options: LinearizabilityOptions = { searchStepsMax: SEARCH_STEPS_MAX_DEFAULT },
 ): LinearizabilityResult {
-  assert(Number.isSafeInteger(options.searchStepsMax) && options.searchStepsMax > 0, 'searchStepsMax is a positive integer');
+  assert(
+    Number.isSafeInteger(options.searchStepsMax) && options.searchStepsMax > 0,
+    'searchStepsMax is a positive integer',
+  );
   const byKey = new Map<string, HistoryOperation[]>();
   for (const operation of history) {
     assertWellFormed(operation);
@@ -207,7 +246,8 @@ export function checkLinearizability(
   for (const [key, operations] of byKey) {
     const result = checkKey(operations, options.searchStepsMax);
     searchSteps += result.steps;
-    if (result.status === 'budget_exhausted') return { status: 'budget_exhausted', key, searchSteps: result.steps };
+    if (result.status === 'budget_exhausted')
+      return { status: 'budget_exhausted', key, searchSteps: result.steps };
     if (result.status === 'violation') {
       const sorted = [...operations].sort((a, b) => a.invokeTimeMs - b.invokeTimeMs);
       const shown = sorted.slice(0, 40).map(describeOperation).join('; ');

@@ -55,7 +55,8 @@ export const MUTANTS: readonly Mutant[] = [
   {
     name: 'joint quorum counts only the new majority',
     file: 'src/raft/quorum.ts',
-    original: '  return Math.min(majorityAckedIndex(config.voters, acked), majorityAckedIndex(config.votersOutgoing, acked));',
+    original:
+      '  return Math.min(majorityAckedIndex(config.voters, acked), majorityAckedIndex(config.votersOutgoing, acked));',
     replacement: '  return majorityAckedIndex(config.voters, acked);',
   },
 ];
@@ -79,7 +80,10 @@ export function runMutant(mutant: Mutant, seeds: number): MutantResult {
     const path = join(workspace, mutant.file);
     const source = readFileSync(path, 'utf8');
     const occurrences = source.split(mutant.original).length - 1;
-    if (occurrences !== 1) throw new Error(`mutant "${mutant.name}": expected its target once in ${mutant.file}, found ${occurrences}`);
+    if (occurrences !== 1)
+      throw new Error(
+        `mutant "${mutant.name}": expected its target once in ${mutant.file}, found ${occurrences}`,
+      );
     writeFileSync(path, source.replace(mutant.original, mutant.replacement));
     const run = spawnSync(process.execPath, [join(workspace, 'src/sim/cli.ts'), '--seeds', String(seeds)], {
       encoding: 'utf8',
@@ -90,7 +94,10 @@ export function runMutant(mutant: Mutant, seeds: number): MutantResult {
       mutant,
       caught: run.status !== 0 && failure !== null,
       exitCode: run.status,
-      firstFailure: failure === null ? (run.stderr.split('\n')[0] ?? '') : `seed ${failure[1]} (${failure[2]}): ${failure[3]}`,
+      firstFailure:
+        failure === null
+          ? (run.stderr.split('\n')[0] ?? '')
+          : `seed ${failure[1]} (${failure[2]}): ${failure[3]}`,
     };
   } finally {
     rmSync(workspace, { recursive: true, force: true });

@@ -195,7 +195,15 @@ export class Simulation {
   private probeAcked = false;
   /** Extra slowdown of each node's timers (1 = normal), set by the slow-node fault. */
   private readonly slowdown = new Map<NodeId, number>();
-  private stats = { leadersElected: 0, crashes: 0, partitions: 0, readsDuringNewerLeader: 0, snapshotsInstalled: 0, membershipChanges: 0, tornWrites: 0 };
+  private stats = {
+    leadersElected: 0,
+    crashes: 0,
+    partitions: 0,
+    readsDuringNewerLeader: 0,
+    snapshotsInstalled: 0,
+    membershipChanges: 0,
+    tornWrites: 0,
+  };
 
   private readonly scripted: boolean;
 
@@ -220,14 +228,19 @@ export class Simulation {
       this.startLivenessPhase();
       this.runUntil(this.settings.safetyPhaseMs + this.settings.livenessLimitMs);
       if (this.convergedAtMs < 0) {
-        throw new SimViolation('liveness', `no convergence within ${this.settings.livenessLimitMs} ms after healing; probe acked: ${this.probeAcked}\n${this.describeNodes()}`);
+        throw new SimViolation(
+          'liveness',
+          `no convergence within ${this.settings.livenessLimitMs} ms after healing; probe acked: ${this.probeAcked}\n${this.describeNodes()}`,
+        );
       }
       this.workload.stop();
       this.checkFinalState();
       return this.result('ok', 'ok');
     } catch (error) {
-      if (error instanceof SimViolation) return this.result(error.kind === 'liveness' ? 'liveness' : 'correctness', error.message);
-      const message = error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ''}` : String(error);
+      if (error instanceof SimViolation)
+        return this.result(error.kind === 'liveness' ? 'liveness' : 'correctness', error.message);
+      const message =
+        error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ''}` : String(error);
       return this.result(error instanceof AssertionError ? 'crash' : 'crash', message);
     }
   }
@@ -238,12 +251,15 @@ export class Simulation {
       const disk = new SimDisk(
         this.events,
         () => latency.nextIntInclusive(this.settings.diskLatencyMsMin, this.settings.diskLatencyMsMax),
-        (batchEntries) => (latency.chance(this.settings.tornWriteProbability) ? latency.nextIntInclusive(1, batchEntries) : 0),
+        (batchEntries) =>
+          latency.chance(this.settings.tornWriteProbability) ? latency.nextIntInclusive(1, batchEntries) : 0,
       );
       this.nodes.set(id, { id, disk, node: null, transport: null, lastRole: 'follower' });
       this.startNode(id);
     }
-    this.events.after(1, () => { this.ensureInitialized(); });
+    this.events.after(1, () => {
+      this.ensureInitialized();
+    });
     if (this.scripted) return;
     this.workload.start();
     this.scheduleFault();
@@ -259,11 +275,17 @@ export class Simulation {
     }
     const voters = [...this.nodes.keys()].filter((id) => id <= this.settings.initialVoters);
     this.nodes.get(1)?.node?.init({ voters, votersOutgoing: [], learners: [] }, (outcome) => {
-      if (!outcome.ok && outcome.error.code !== 'ALREADY_INITIALIZED' && outcome.error.code !== 'SHUTTING_DOWN') {
+      if (
+        !outcome.ok &&
+        outcome.error.code !== 'ALREADY_INITIALIZED' &&
+        outcome.error.code !== 'SHUTTING_DOWN'
+      ) {
         throw new SimViolation('safety', `init failed: ${outcome.error.message}`);
       }
     });
-    this.events.after(INIT_RETRY_MS, () => { this.ensureInitialized(); });
+    this.events.after(INIT_RETRY_MS, () => {
+      this.ensureInitialized();
+    });
   }
 
   // ---------------------------------------------------------------- scripted control (scenario tests)
@@ -339,7 +361,10 @@ export class Simulation {
     return handle;
   }
 
-  changeMembership(nodeId: NodeId, target: { voters: NodeId[]; learners: NodeId[] }): RequestHandle<MembershipConfig> {
+  changeMembership(
+    nodeId: NodeId,
+    target: { voters: NodeId[]; learners: NodeId[] },
+  ): RequestHandle<MembershipConfig> {
     const handle: RequestHandle<MembershipConfig> = { done: false, ok: false, value: null, errorCode: null };
     const node = this.nodes.get(nodeId)?.node;
     assert(node !== null && node !== undefined, `membership change on live node ${nodeId}`);
@@ -395,8 +420,11 @@ export class Simulation {
     assert(simNode !== undefined && simNode.node === null, `start node ${id} once`);
     const { persisted, snapshot } = simNode.disk.load();
     let node: RaftNode | null = null;
-    const transport = new SimTransport(this.network, id, (message) => { node?.deliver(message); });
-    for (let peer = 1; peer <= this.settings.nodeCount; peer += 1) if (peer !== id) transport.addPeer(peer, `sim-node-${peer}`);
+    const transport = new SimTransport(this.network, id, (message) => {
+      node?.deliver(message);
+    });
+    for (let peer = 1; peer <= this.settings.nodeCount; peer += 1)
+      if (peer !== id) transport.addPeer(peer, `sim-node-${peer}`);
     node = new RaftNode({
       config: this.raftConfig(id),
       prng: this.prng.fork(),
@@ -410,13 +438,19 @@ export class Simulation {
       clock: this.nodeClock(id),
       tickMs: this.settings.tickMs,
       observer: {
-        persisted: (nodeId, batch) => { this.checker.onPersisted(nodeId, batch, simNode.disk); },
-        ready: (nodeId, ready) => { this.onReady(simNode, nodeId, ready); },
+        persisted: (nodeId, batch) => {
+          this.checker.onPersisted(nodeId, batch, simNode.disk);
+        },
+        ready: (nodeId, ready) => {
+          this.onReady(simNode, nodeId, ready);
+        },
         applied: (nodeId, entry) => {
           this.checker.onApplied(nodeId, entry);
           this.checkConfigEntry(nodeId, entry);
         },
-        readServed: (nodeId) => { this.onReadServed(nodeId); },
+        readServed: (nodeId) => {
+          this.onReadServed(nodeId);
+        },
         snapshotInstalled: (nodeId, installed) => {
           this.stats.snapshotsInstalled += 1;
           this.checker.checkSnapshot(nodeId, installed);
@@ -438,8 +472,12 @@ export class Simulation {
       setTimer: (delayMs, callback) => {
         const rate = skew * (this.slowdown.get(id) ?? 1);
         let cancelled = false;
-        this.events.after(delayMs <= 0 ? 0 : Math.max(1, Math.round(delayMs * rate)), () => { if (!cancelled) callback(); });
-        return () => { cancelled = true; };
+        this.events.after(delayMs <= 0 ? 0 : Math.max(1, Math.round(delayMs * rate)), () => {
+          if (!cancelled) callback();
+        });
+        return () => {
+          cancelled = true;
+        };
       },
     };
   }
@@ -494,7 +532,10 @@ export class Simulation {
   // ---------------------------------------------------------------- faults
 
   private scheduleFault(): void {
-    const delayMs = this.prng.nextIntInclusive(this.settings.faultIntervalMsMin, this.settings.faultIntervalMsMax);
+    const delayMs = this.prng.nextIntInclusive(
+      this.settings.faultIntervalMsMin,
+      this.settings.faultIntervalMsMax,
+    );
     this.events.after(delayMs, () => {
       if (this.phase !== 'safety') return;
       this.injectFault();
@@ -504,13 +545,22 @@ export class Simulation {
 
   private injectFault(): void {
     const weights = this.settings.faults;
-    const total = weights.partition + weights.oneWay + weights.crash + weights.heal + weights.restart + weights.lossChange + weights.slow + weights.membership;
+    const total =
+      weights.partition +
+      weights.oneWay +
+      weights.crash +
+      weights.heal +
+      weights.restart +
+      weights.lossChange +
+      weights.slow +
+      weights.membership;
     let draw = this.prng.nextIntInclusive(1, total);
     const ids = [...this.nodes.keys()];
     if ((draw -= weights.partition) <= 0) {
       // Half the partitions put the leader in a minority: stale leaders are where reads go wrong.
       const leaderId = this.prng.chance(0.5) ? this.currentLeaderId() : undefined;
-      const side = leaderId === undefined ? ids.filter(() => this.prng.chance(0.5)) : this.minorityWith(leaderId, ids);
+      const side =
+        leaderId === undefined ? ids.filter(() => this.prng.chance(0.5)) : this.minorityWith(leaderId, ids);
       const other = ids.filter((id) => !side.includes(id));
       this.network.partition(side, other);
       this.stats.partitions += 1;
@@ -572,7 +622,8 @@ export class Simulation {
     const learners = new Set(membership.learners);
     const id = this.pick([...ids, this.ghostId]);
     const action = this.prng.nextIntInclusive(1, 4);
-    if (action === 1 && !voters.has(id)) learners.add(id); // add a learner (or keep one)
+    if (action === 1 && !voters.has(id))
+      learners.add(id); // add a learner (or keep one)
     else if (action === 2 && learners.has(id)) {
       learners.delete(id); // promote
       voters.add(id);
@@ -585,11 +636,20 @@ export class Simulation {
     } else {
       return;
     }
-    const target = { voters: [...voters].sort((a, b) => a - b), learners: [...learners].sort((a, b) => a - b) };
-    this.note(`membership change at leader ${leaderId}: voters [${target.voters.join(',')}] learners [${target.learners.join(',')}]`);
+    const target = {
+      voters: [...voters].sort((a, b) => a - b),
+      learners: [...learners].sort((a, b) => a - b),
+    };
+    this.note(
+      `membership change at leader ${leaderId}: voters [${target.voters.join(',')}] learners [${target.learners.join(',')}]`,
+    );
     this.stats.membershipChanges += 1;
     leader.changeMembership(target, (outcome) => {
-      this.note(outcome.ok ? `membership now ${JSON.stringify(outcome.value)}` : `membership change failed: ${outcome.error.code}`);
+      this.note(
+        outcome.ok
+          ? `membership now ${JSON.stringify(outcome.value)}`
+          : `membership change failed: ${outcome.error.code}`,
+      );
     });
   }
 
@@ -613,7 +673,8 @@ export class Simulation {
     let newest: { id: NodeId; term: number } | undefined;
     for (const simNode of this.nodes.values()) {
       const status = simNode.node?.status();
-      if (status?.role === 'leader' && (newest === undefined || status.term > newest.term)) newest = { id: simNode.id, term: status.term };
+      if (status?.role === 'leader' && (newest === undefined || status.term > newest.term))
+        newest = { id: simNode.id, term: status.term };
     }
     return newest?.id;
   }
@@ -628,7 +689,8 @@ export class Simulation {
 
   private runUntil(endMs: number): void {
     while (this.events.runNext(endMs)) {
-      if (this.events.eventsRun > EVENTS_PER_RUN_MAX) throw new Error(`run exceeded ${EVENTS_PER_RUN_MAX} events`);
+      if (this.events.eventsRun > EVENTS_PER_RUN_MAX)
+        throw new Error(`run exceeded ${EVENTS_PER_RUN_MAX} events`);
       if (this.phase === 'done') return;
     }
   }
@@ -640,7 +702,9 @@ export class Simulation {
     this.network.settings.lossProbability = 0;
     for (const id of this.nodes.keys()) this.restartNode(id);
     this.note('liveness phase: network healed, all nodes up');
-    this.events.after(LIVENESS_CLIENT_MS, () => { this.workload.pause(); });
+    this.events.after(LIVENESS_CLIENT_MS, () => {
+      this.workload.pause();
+    });
     this.sendProbe(this.nodes.keys().next().value ?? 1);
     this.pollConvergence(this.events.nowMs);
   }
@@ -654,7 +718,9 @@ export class Simulation {
       if (outcome.ok) this.probeAcked = true;
       else if (outcome.error.leaderId !== null) nextTarget = outcome.error.leaderId;
     });
-    this.events.after(PROBE_RETRY_MS, () => { this.sendProbe(nextTarget); });
+    this.events.after(PROBE_RETRY_MS, () => {
+      this.sendProbe(nextTarget);
+    });
   }
 
   /** Converged: one leader all nodes agree on, committed in its term, every node applied the same index. */
@@ -677,7 +743,13 @@ export class Simulation {
     const leaderId = this.currentLeaderId();
     const status = leaderId === undefined ? undefined : this.nodes.get(leaderId)?.node?.status();
     const membership = status?.membership;
-    if (status === undefined || membership === null || membership === undefined || membership.votersOutgoing.length > 0) return null;
+    if (
+      status === undefined ||
+      membership === null ||
+      membership === undefined ||
+      membership.votersOutgoing.length > 0
+    )
+      return null;
     if (status.commitIndex === 0 || status.commitIndex !== status.lastIndex) return null;
     return [...membership.voters, ...membership.learners].filter((id) => this.nodes.has(id));
   }
@@ -692,12 +764,20 @@ export class Simulation {
     if (entry.kind !== 'config') return;
     const voters = [...entry.config.voters, ...entry.config.votersOutgoing];
     if (voters.includes(this.ghostId)) {
-      throw new SimViolation('safety', `node ${this.ghostId}, which never ran, is a voter in the configuration node ${nodeId} applied at index ${entry.index}`);
+      throw new SimViolation(
+        'safety',
+        `node ${this.ghostId}, which never ran, is a voter in the configuration node ${nodeId} applied at index ${entry.index}`,
+      );
     }
   }
 
   private isConverged(): boolean {
-    if (!this.probeAcked || this.workload.inFlightCount > 0 || this.events.nowMs < this.settings.safetyPhaseMs + LIVENESS_CLIENT_MS) return false;
+    if (
+      !this.probeAcked ||
+      this.workload.inFlightCount > 0 ||
+      this.events.nowMs < this.settings.safetyPhaseMs + LIVENESS_CLIENT_MS
+    )
+      return false;
     const members = this.convergedMembers();
     const leaderId = this.currentLeaderId();
     if (members === null || leaderId === undefined) return false;
@@ -706,11 +786,21 @@ export class Simulation {
       const status = this.nodes.get(id)?.node?.status();
       if (status === undefined) return false;
       if (applied === -1) applied = status.appliedIndex;
-      if (status.leaderId !== leaderId || status.appliedIndex !== applied || status.commitIndex !== status.lastIndex) return false;
+      if (
+        status.leaderId !== leaderId ||
+        status.appliedIndex !== applied ||
+        status.commitIndex !== status.lastIndex
+      )
+        return false;
     }
     const leader = this.nodes.get(leaderId)?.node;
     const status = leader?.status();
-    return status !== undefined && leader !== null && leader !== undefined && leader.logTerm(status.commitIndex) === status.term;
+    return (
+      status !== undefined &&
+      leader !== null &&
+      leader !== undefined &&
+      leader.logTerm(status.commitIndex) === status.term
+    );
   }
 
   /** After convergence: identical state machines, and a linearizable client history. */
@@ -723,12 +813,18 @@ export class Simulation {
       assert(machine instanceof MemoryKvStateMachine, 'sim nodes use the memory state machine');
       if (reference === null) reference = machine;
       else if (!sameStateMachine(reference, machine, this.settings.workload.keyCount)) {
-        throw new SimViolation('safety', `state machines of nodes diverge after convergence (node ${simNode.id})`);
+        throw new SimViolation(
+          'safety',
+          `state machines of nodes diverge after convergence (node ${simNode.id})`,
+        );
       }
     }
     const result = checkLinearizability(this.workload.history);
     if (result.status === 'violation') {
-      throw new SimViolation('linearizability', `history not linearizable on key ${result.key}: ${result.message}`);
+      throw new SimViolation(
+        'linearizability',
+        `history not linearizable on key ${result.key}: ${result.message}`,
+      );
     }
   }
 
@@ -741,7 +837,9 @@ export class Simulation {
         lines.push(`  node ${simNode.id}: down`);
         continue;
       }
-      const peers = status.peers.map((peer) => `${peer.id}:${peer.state}/m${peer.matchIndex}/n${peer.nextIndex}`).join(' ');
+      const peers = status.peers
+        .map((peer) => `${peer.id}:${peer.state}/m${peer.matchIndex}/n${peer.nextIndex}`)
+        .join(' ');
       lines.push(
         `  node ${simNode.id}: ${status.role} term ${status.term} leader ${status.leaderId} log [${status.firstIndex}, ${status.lastIndex}] ` +
           `commit ${status.commitIndex} applied ${status.appliedIndex} config ${JSON.stringify(status.membership)} ${peers}`,

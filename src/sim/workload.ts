@@ -71,7 +71,9 @@ export class Workload {
     for (let id = 1; id <= this.settings.clientCount; id += 1) {
       const client: ClientState = { id, preferredNode: 0, opsIssued: 0 };
       this.clients.push(client);
-      this.events.after(this.prng.nextIntInclusive(0, this.settings.thinkMsMax), () => { this.issue(client); });
+      this.events.after(this.prng.nextIntInclusive(0, this.settings.thinkMsMax), () => {
+        this.issue(client);
+      });
     }
   }
 
@@ -95,14 +97,18 @@ export class Workload {
     const nodeId = this.pickNode(client);
     const node = nodeId === undefined ? undefined : this.directory.liveNode(nodeId);
     if (node === undefined) {
-      this.events.after(10, () => { this.issue(client); });
+      this.events.after(10, () => {
+        this.issue(client);
+      });
       return;
     }
     client.opsIssued += 1;
     const operation = this.nextOperation();
     const flight: InFlight = { clientId: client.id, operation, invokeTimeMs: this.events.nowMs, done: false };
     this.inFlight.add(flight);
-    this.events.after(this.settings.opTimeoutMs, () => { this.finish(flight, { status: 'unknown' }); });
+    this.events.after(this.settings.opTimeoutMs, () => {
+      this.finish(flight, { status: 'unknown' });
+    });
     const onError = (error: AspenError): void => {
       if (error.leaderId !== null) client.preferredNode = error.leaderId;
       else client.preferredNode = 0;
@@ -118,13 +124,19 @@ export class Workload {
         // Read freshness (stronger than linearizability, and what ReadIndex promises): a read
         // reflects every entry committed anywhere before it was invoked.
         if (outcome.value.appliedIndex < committedAtInvoke && !flight.done) {
-          throw new SimViolation('linearizability', `stale read of ${operation.key} on node ${nodeId ?? 0}: served at index ${outcome.value.appliedIndex}, but ${committedAtInvoke} entries were committed before it started`);
+          throw new SimViolation(
+            'linearizability',
+            `stale read of ${operation.key} on node ${nodeId ?? 0}: served at index ${outcome.value.appliedIndex}, but ${committedAtInvoke} entries were committed before it started`,
+          );
         }
         this.finish(flight, { status: 'ok', value: outcome.value.record?.value ?? null });
       });
       return;
     }
-    const command = operation.kind === 'write' ? { Set: { key: operation.key, value: operation.value } } : { Delete: { key: operation.key } };
+    const command =
+      operation.kind === 'write'
+        ? { Set: { key: operation.key, value: operation.value } }
+        : { Delete: { key: operation.key } };
     node.write(command, (outcome: Outcome<unknown>) => {
       if (outcome.ok) this.finish(flight, { status: 'ok', value: null });
       else onError(outcome.error);
@@ -134,7 +146,8 @@ export class Workload {
   private pickNode(client: ClientState): NodeId | undefined {
     // Mostly the leader we heard of; sometimes any node, so that old and new leaders both see traffic.
     const wander = this.prng.chance(this.settings.wanderProbability);
-    if (!wander && client.preferredNode !== 0 && this.directory.liveNode(client.preferredNode) !== undefined) return client.preferredNode;
+    if (!wander && client.preferredNode !== 0 && this.directory.liveNode(client.preferredNode) !== undefined)
+      return client.preferredNode;
     const nodeId = this.directory.randomLiveNodeId();
     if (nodeId !== undefined) client.preferredNode = nodeId;
     return nodeId;
@@ -166,6 +179,9 @@ export class Workload {
     else this.opsUnknown += 1;
     const client = this.clients[flight.clientId - 1];
     assert(client !== undefined, `client ${flight.clientId} exists`);
-    if (this.running) this.events.after(this.prng.nextIntInclusive(0, this.settings.thinkMsMax), () => { this.issue(client); });
+    if (this.running)
+      this.events.after(this.prng.nextIntInclusive(0, this.settings.thinkMsMax), () => {
+        this.issue(client);
+      });
   }
 }

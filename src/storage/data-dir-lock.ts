@@ -30,7 +30,9 @@ function loadSqlite(): typeof import('node:sqlite') {
     sqlite = undefined;
   }
   if (sqlite === undefined) {
-    throw new StorageError(`this Node.js (${process.version}) has no node:sqlite for the data directory lock: run Node 22.13 or later (npm scripts and npx run the pinned Node 24)`);
+    throw new StorageError(
+      `this Node.js (${process.version}) has no node:sqlite for the data directory lock: run Node 22.13 or later (npm scripts and npx run the pinned Node 24)`,
+    );
   }
   return sqlite;
 }
@@ -54,7 +56,10 @@ function recordedPid(dataDir: string): number | null {
   }
   try {
     const buffer = Buffer.alloc(PID_FILE_BYTES_MAX);
-    const text = buffer.subarray(0, readSync(descriptor, buffer, 0, PID_FILE_BYTES_MAX, 0)).toString('utf8').trim();
+    const text = buffer
+      .subarray(0, readSync(descriptor, buffer, 0, PID_FILE_BYTES_MAX, 0))
+      .toString('utf8')
+      .trim();
     return /^\d{1,10}$/.test(text) ? Number(text) : null;
   } finally {
     closeSync(descriptor);
@@ -89,10 +94,15 @@ export class DataDirLock {
       database.exec('BEGIN EXCLUSIVE');
     } catch (error) {
       database.close();
-      if (!isBusy(error)) throw new StorageError(`cannot lock data directory ${dataDir}: ${firstLine(error)}`, { cause: error });
+      if (!isBusy(error))
+        throw new StorageError(`cannot lock data directory ${dataDir}: ${firstLine(error)}`, {
+          cause: error,
+        });
       const pid = recordedPid(dataDir);
       const holder = pid === null ? 'another process (its pid is not recorded yet)' : `pid ${pid}`;
-      throw new DataDirInUseError(`data directory in use by ${holder}: ${dataDir} belongs to a running node (stop it first, or give this one another --data-dir)`);
+      throw new DataDirInUseError(
+        `data directory in use by ${holder}: ${dataDir} belongs to a running node (stop it first, or give this one another --data-dir)`,
+      );
     }
     const lock = new DataDirLock(dataDir, database);
     try {
@@ -101,7 +111,9 @@ export class DataDirLock {
       renameSync(`${path}.tmp`, path); // a reader sees the old pid or the new one, never half of one
     } catch (error) {
       lock.release();
-      throw new StorageError(`cannot record the lock holder in ${dataDir}: ${firstLine(error)}`, { cause: error });
+      throw new StorageError(`cannot record the lock holder in ${dataDir}: ${firstLine(error)}`, {
+        cause: error,
+      });
     }
     return lock;
   }

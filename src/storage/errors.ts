@@ -16,7 +16,9 @@ export class StorageError extends Error {
  */
 export const DISK_FULL_FREE_BYTES_MAX = 16 * 1024 * 1024;
 
-const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, value]) => [value, name]));
+const ERRNO_NAMES = new Map<number, string>(
+  Object.entries(constants.errno).map(([name, value]) => [value, name]),
+);
 
 /** The errno name of an error from Node (string code) or from LMDB (numeric code), if it has one. */
 function errnoName(error: unknown): string | null {

@@ -2,12 +2,29 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync } from 'n
 import { open, TransactionFlags, type Database, type RootDatabase } from 'lmdb';
 import type { WriteCommand } from '../api/types.ts';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
-import { applyCommand, collectScanPage, decodeSnapshot, encodeSnapshot, type ApplyOutcome, type KvRecord, type RecordStore, type ScanPage, type StateMachine } from '../node/kv-state-machine.ts';
+import {
+  applyCommand,
+  collectScanPage,
+  decodeSnapshot,
+  encodeSnapshot,
+  type ApplyOutcome,
+  type KvRecord,
+  type RecordStore,
+  type ScanPage,
+  type StateMachine,
+} from '../node/kv-state-machine.ts';
 import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
 import { assert, AssertionError } from '../raft/assert.ts';
 import { DataDirLock } from './data-dir-lock.ts';
 import { firstLine, isStorageFault, StorageError, storageFailure } from './errors.ts';
-import { EMPTY_HARD_STATE, type Entry, type HardState, type MembershipConfig, type PersistedState, type SnapshotMeta } from '../raft/types.ts';
+import {
+  EMPTY_HARD_STATE,
+  type Entry,
+  type HardState,
+  type MembershipConfig,
+  type PersistedState,
+  type SnapshotMeta,
+} from '../raft/types.ts';
 
 /** On-disk format of this release; a data dir of another version is refused, never guessed at. */
 export const STORAGE_FORMAT_VERSION = 2;
@@ -30,7 +47,11 @@ const META_STATE_CLEAN = 'state_clean';
 const SNAPSHOT_DATA = 'data';
 
 /** Events of the durability pipeline, for tests that prove nothing is acknowledged before its flush. */
-export type DurabilityEvent = { readonly kind: 'committed' | 'flushed'; readonly batch: number; readonly lastIndex: number };
+export type DurabilityEvent = {
+  readonly kind: 'committed' | 'flushed';
+  readonly batch: number;
+  readonly lastIndex: number;
+};
 
 /**
  * One LMDB environment per node (`<data-dir>/aspen.mdb`) with named databases: `log` (entries by
@@ -76,7 +97,12 @@ export class LmdbStorage {
       rmSync(this.statePath, { force: true });
       rmSync(`${this.statePath}-lock`, { force: true });
     }
-    this.stateEnv = open({ path: this.statePath, mapSize: LMDB_MAP_SIZE_BYTES, compression: false, noSync: true });
+    this.stateEnv = open({
+      path: this.statePath,
+      mapSize: LMDB_MAP_SIZE_BYTES,
+      compression: false,
+      noSync: true,
+    });
     this.kv = this.stateEnv.openDB<KvRecord, string>({ name: 'kv' });
     this.stateMeta = this.stateEnv.openDB<unknown, string>({ name: 'meta' });
     try {
@@ -118,7 +144,9 @@ export class LmdbStorage {
     const format = env.openDB<unknown, string>({ name: 'meta' }).get(META_FORMAT);
     if (format !== undefined && format !== STORAGE_FORMAT_VERSION) {
       void env.close();
-      throw new StorageError(`data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} (there is no migration yet: move the directory aside to start this node empty, and let it catch up from the cluster)`);
+      throw new StorageError(
+        `data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} (there is no migration yet: move the directory aside to start this node empty, and let it catch up from the cluster)`,
+      );
     }
     let storage: LmdbStorage;
     try {
@@ -140,7 +168,12 @@ export class LmdbStorage {
     assert(Number.isSafeInteger(node.id) && node.id >= 1, `node id ${node.id}`);
     assert(node.addrs.length <= NODE_ADDRESSES_MAX, `at most ${NODE_ADDRESSES_MAX} addresses per node`);
     const previous = this.nodes.get(node.id) as NodeRecord | undefined;
-    const record: NodeRecord = { id: node.id, addrs: [...node.addrs], firstSeenMs: previous?.firstSeenMs ?? nowMs, lastSeenMs: nowMs };
+    const record: NodeRecord = {
+      id: node.id,
+      addrs: [...node.addrs],
+      firstSeenMs: previous?.firstSeenMs ?? nowMs,
+      lastSeenMs: nowMs,
+    };
     this.nodes.putSync(node.id, record);
     return record;
   }
@@ -185,8 +218,13 @@ export class LmdbStorage {
     if (this.closed) return;
     this.closed = true;
     let timer: NodeJS.Timeout | undefined;
-    const waited = new Promise<void>((resolve) => { timer = setTimeout(resolve, CLOSE_AFTER_FAILURE_WAIT_MS); });
-    const closing = Promise.allSettled([Promise.resolve().then(() => this.stateEnv.close()), Promise.resolve().then(() => this.env.close())]).then(() => true);
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, CLOSE_AFTER_FAILURE_WAIT_MS);
+    });
+    const closing = Promise.allSettled([
+      Promise.resolve().then(() => this.stateEnv.close()),
+      Promise.resolve().then(() => this.env.close()),
+    ]).then(() => true);
     const closed = await Promise.race([closing, waited.then(() => false)]);
     clearTimeout(timer);
     // Let go of the data dir only once LMDB has closed it; otherwise the process ends holding it.
@@ -246,7 +284,9 @@ export class LmdbLogStore implements LogStore {
           this.onDurabilityEvent?.({ kind: 'flushed', batch: batchNumber, lastIndex });
           done(null);
         },
-        (error: unknown) => { this.failed(error, done); },
+        (error: unknown) => {
+          this.failed(error, done);
+        },
       );
   }
 
@@ -265,8 +305,18 @@ export class LmdbLogStore implements LogStore {
       return;
     }
     let timer: NodeJS.Timeout | undefined;
-    const waited = new Promise<unknown>((resolve) => { timer = setTimeout(() => { resolve(error); }, COMMIT_ERROR_WAIT_MS); });
-    void Promise.race([commitError.then(() => error, (cause: unknown) => cause), waited]).then((cause) => {
+    const waited = new Promise<unknown>((resolve) => {
+      timer = setTimeout(() => {
+        resolve(error);
+      }, COMMIT_ERROR_WAIT_MS);
+    });
+    void Promise.race([
+      commitError.then(
+        () => error,
+        (cause: unknown) => cause,
+      ),
+      waited,
+    ]).then((cause) => {
       clearTimeout(timer);
       done(storageFailure(cause, storage.dataDir, 'writing the log'));
     });
@@ -301,11 +351,13 @@ export class LmdbLogStore implements LogStore {
     const hardState = (storage.meta.get(META_HARD_STATE) as HardState | undefined) ?? EMPTY_HARD_STATE;
     const meta = (storage.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
     const data = storage.snapshots.get(SNAPSHOT_DATA);
-    if (meta !== null && data === undefined) throw new StorageError('data dir is corrupt: snapshot metadata without snapshot data');
+    if (meta !== null && data === undefined)
+      throw new StorageError('data dir is corrupt: snapshot metadata without snapshot data');
     const entries: Entry[] = [];
     let expected = (meta?.index ?? 0) + 1;
     for (const { key, value } of storage.log.getRange({ start: expected })) {
-      if (key !== expected || value.index !== key) throw new StorageError(`data dir is corrupt: log entry ${key} where ${expected} was expected`);
+      if (key !== expected || value.index !== key)
+        throw new StorageError(`data dir is corrupt: log entry ${key} where ${expected} was expected`);
       entries.push(value);
       expected += 1;
     }
@@ -336,7 +388,9 @@ export class LmdbKvStateMachine implements StateMachine {
     const kv = this.storage.kv;
     const store: RecordStore = {
       get: (key) => kv.get(key),
-      set: (key, record) => { kv.putSync(key, record); },
+      set: (key, record) => {
+        kv.putSync(key, record);
+      },
       delete: (key) => kv.removeSync(key),
     };
     const outcome = this.inTransaction(() => {
@@ -403,7 +457,11 @@ export class LmdbKvStateMachine implements StateMachine {
   /** An ordered range read from the first key after `afterKey` (or the prefix) while keys keep the prefix. */
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
     const start = afterKey !== null && afterKey >= prefix ? `${afterKey}\u0000` : prefix;
-    return collectScanPage(this.storage.kv.getRange({ start }).map(({ key, value }): [string, KvRecord] => [key, value]), prefix, limit);
+    return collectScanPage(
+      this.storage.kv.getRange({ start }).map(({ key, value }): [string, KvRecord] => [key, value]),
+      prefix,
+      limit,
+    );
   }
 
   /**
@@ -413,13 +471,18 @@ export class LmdbKvStateMachine implements StateMachine {
   snapshot(): Uint8Array {
     const transaction = this.storage.stateEnv.useReadTransaction();
     try {
-      const appliedIndex = (this.storage.stateMeta.get(META_APPLIED, { transaction }) as number | undefined) ?? 0;
-      assert(appliedIndex === this.appliedIndex, `read transaction sees applied ${appliedIndex}, machine ${this.appliedIndex}`);
+      const appliedIndex =
+        (this.storage.stateMeta.get(META_APPLIED, { transaction }) as number | undefined) ?? 0;
+      assert(
+        appliedIndex === this.appliedIndex,
+        `read transaction sees applied ${appliedIndex}, machine ${this.appliedIndex}`,
+      );
       const records: [string, KvRecord][] = [];
       let bytes = 0;
       for (const { key, value } of this.storage.kv.getRange({ transaction })) {
         bytes += key.length + value.value.length + SNAPSHOT_RECORD_OVERHEAD_BYTES;
-        if (bytes > SNAPSHOT_BYTES_MAX) throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
+        if (bytes > SNAPSHOT_BYTES_MAX)
+          throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
         records.push([key, value]);
       }
       return encodeSnapshot(appliedIndex, records);
@@ -431,12 +494,16 @@ export class LmdbKvStateMachine implements StateMachine {
   /** Replace records, applied index and membership in one transaction: a crash leaves the old state or the new. */
   restore(data: Uint8Array, index: number, config: MembershipConfig): void {
     const records = decodeSnapshot(data, index);
-    this.write('restoring a snapshot into the state machine', () => {
-      for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
-      for (const [key, record] of records) this.storage.kv.putSync(key, record);
-      this.storage.stateMeta.putSync(META_APPLIED, index);
-      this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
-    }, TRANSACTION_SYNC_COMMIT);
+    this.write(
+      'restoring a snapshot into the state machine',
+      () => {
+        for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
+        for (const [key, record] of records) this.storage.kv.putSync(key, record);
+        this.storage.stateMeta.putSync(META_APPLIED, index);
+        this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
+      },
+      TRANSACTION_SYNC_COMMIT,
+    );
     this.appliedIndex = index;
     this.appliedMembership = config;
   }
@@ -447,6 +514,9 @@ export class LmdbKvStateMachine implements StateMachine {
 }
 
 /** lmdb-js's default for transactionSync: commit now and flush. */
-const TRANSACTION_SYNC_COMMIT = (TransactionFlags.ABORTABLE | TransactionFlags.SYNCHRONOUS_COMMIT) as TransactionFlags;
+const TRANSACTION_SYNC_COMMIT = (TransactionFlags.ABORTABLE |
+  TransactionFlags.SYNCHRONOUS_COMMIT) as TransactionFlags;
 /** Commit now without waiting for the disk (the log is the durable record). */
-const TRANSACTION_NO_SYNC_FLUSH = (TransactionFlags.ABORTABLE | TransactionFlags.SYNCHRONOUS_COMMIT | TransactionFlags.NO_SYNC_FLUSH) as TransactionFlags;
+const TRANSACTION_NO_SYNC_FLUSH = (TransactionFlags.ABORTABLE |
+  TransactionFlags.SYNCHRONOUS_COMMIT |
+  TransactionFlags.NO_SYNC_FLUSH) as TransactionFlags;

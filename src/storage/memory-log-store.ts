@@ -22,7 +22,10 @@ export class MemoryLogState {
     const first = batch.entries[0];
     if (first !== undefined) {
       const lastIndex = this.snapshotIndex + this.entries.length;
-      assert(first.index > this.snapshotIndex && first.index <= lastIndex + 1, `log gap: ${first.index} after ${lastIndex}`);
+      assert(
+        first.index > this.snapshotIndex && first.index <= lastIndex + 1,
+        `log gap: ${first.index} after ${lastIndex}`,
+      );
       this.entries.length = first.index - this.snapshotIndex - 1;
       for (const entry of batch.entries) this.entries.push(entry);
     }
@@ -32,7 +35,10 @@ export class MemoryLogState {
   /** Keep the snapshot; drop the entries it covers, or all of them when they do not continue it. */
   private applySnapshot(snapshot: Snapshot): void {
     const meta = snapshot.meta;
-    assert(meta.index > this.snapshotIndex, `snapshot ${meta.index} does not move past ${this.snapshotIndex}`);
+    assert(
+      meta.index > this.snapshotIndex,
+      `snapshot ${meta.index} does not move past ${this.snapshotIndex}`,
+    );
     const covered = this.entries[meta.index - this.snapshotIndex - 1];
     const keep = covered !== undefined && covered.term === meta.term;
     this.entries = keep ? this.entries.slice(meta.index - this.snapshotIndex) : [];
@@ -41,7 +47,11 @@ export class MemoryLogState {
 
   load(): { persisted: PersistedState; snapshot: Snapshot | null } {
     return {
-      persisted: { hardState: this.hardState, snapshot: this.snapshot?.meta ?? null, entries: this.entries.slice() },
+      persisted: {
+        hardState: this.hardState,
+        snapshot: this.snapshot?.meta ?? null,
+        entries: this.entries.slice(),
+      },
       snapshot: this.snapshot,
     };
   }
@@ -60,7 +70,8 @@ export class MemoryLogState {
 
   /** Whether (index, term) is held: as an entry, or covered by the snapshot. */
   holds(index: number, term: number): boolean {
-    if (this.snapshot !== null && index <= this.snapshot.meta.index) return index < this.snapshot.meta.index || this.snapshot.meta.term === term;
+    if (this.snapshot !== null && index <= this.snapshot.meta.index)
+      return index < this.snapshot.meta.index || this.snapshot.meta.term === term;
     return this.entry(index)?.term === term;
   }
 
@@ -78,7 +89,9 @@ export class MemoryLogStore implements LogStore {
 
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
     this.state.apply(batch);
-    setImmediate(() => { done(null); });
+    setImmediate(() => {
+      done(null);
+    });
   }
 
   load(): { persisted: PersistedState; snapshot: Snapshot | null } {

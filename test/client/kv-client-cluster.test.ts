@@ -8,13 +8,19 @@ const KILL_AFTER_WRITES = 100;
 const WRITERS = 8;
 
 const cluster = new ProcessCluster();
-afterAll(() => { cluster.cleanup(); });
+afterAll(() => {
+  cluster.cleanup();
+});
 
 describe('KvClient against real aspen-node processes', () => {
   it('while the leader is killed: every acknowledged write is readable, none is applied twice', async () => {
     const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id, { dataDir: cluster.tempDir() })));
     await formCluster(cluster, nodes);
-    const kv = new KvClient({ endpoints: nodes.map((node) => node.http), timeoutMs: 5_000, retry: { totalMsMax: 15_000 } });
+    const kv = new KvClient({
+      endpoints: nodes.map((node) => node.http),
+      timeoutMs: 5_000,
+      retry: { totalMsMax: 15_000 },
+    });
     const leaderId = await kv.leader();
     const leader = nodes.find((node) => node.id === leaderId) as NodeProcess;
     const acked = new Set<string>();
@@ -39,14 +45,19 @@ describe('KvClient against real aspen-node processes', () => {
     };
     await Promise.all(Array.from({ length: WRITERS }, writer));
     await killed;
-    if (process.env.ASPEN_TEST_VERBOSE === "1") console.log(`acked ${acked.size}, in doubt ${unknown.size}, failed ${definiteFailures.join(" ")}`);
+    if (process.env.ASPEN_TEST_VERBOSE === '1')
+      console.log(`acked ${acked.size}, in doubt ${unknown.size}, failed ${definiteFailures.join(' ')}`);
     // The client rode through the election: nearly everything was acknowledged.
     expect(acked.size + unknown.size + definiteFailures.length).toBe(WRITES_TOTAL);
     expect(acked.size).toBeGreaterThan(WRITES_TOTAL * 0.9);
     const entries = await kv.scanAll('k/');
     const found = new Map(entries.map((entry) => [entry.key, entry]));
     for (const key of acked) expect(found.has(key), key).toBe(true);
-    for (const key of found.keys()) expect(acked.has(key) || unknown.has(key), `${key} appeared without being acknowledged or in doubt`).toBe(true);
+    for (const key of found.keys())
+      expect(
+        acked.has(key) || unknown.has(key),
+        `${key} appeared without being acknowledged or in doubt`,
+      ).toBe(true);
     // A Set applied twice would show version 2: the client never resent a write that may have applied.
     for (const key of [...acked, ...unknown]) {
       const read = await kv.get(key);

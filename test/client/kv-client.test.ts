@@ -30,11 +30,20 @@ async function fakeServer(answer: (path: string, count: number) => Script): Prom
       requests.push(path);
       const script = answer(path, count(path));
       if (script === 'drop') request.socket.destroy();
-      else if (script !== 'hang') response.writeHead(script[0], { 'content-type': 'application/json' }).end(JSON.stringify(script[1]));
+      else if (script !== 'hang')
+        response.writeHead(script[0], { 'content-type': 'application/json' }).end(JSON.stringify(script[1]));
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => { resolve(); }); }));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => {
+          resolve();
+        });
+      }),
+  );
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, count };
 }
 
@@ -43,51 +52,114 @@ async function closedPort(): Promise<string> {
   const server = http.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  await new Promise<void>((resolve) => server.close(() => { resolve(); }));
+  await new Promise<void>((resolve) =>
+    server.close(() => {
+      resolve();
+    }),
+  );
   return url;
 }
 
-function client(endpoints: string[], retry: Partial<{ attemptsMax: number; totalMsMax: number; backoffMsMin: number; backoffMsMax: number }> = {}): KvClient {
+function client(
+  endpoints: string[],
+  retry: Partial<{
+    attemptsMax: number;
+    totalMsMax: number;
+    backoffMsMin: number;
+    backoffMsMax: number;
+  }> = {},
+): KvClient {
   const kv = new KvClient({ endpoints, retry: { backoffMsMin: 1, backoffMsMax: 5, ...retry } });
-  cleanups.push(() => { kv.close(); });
+  cleanups.push(() => {
+    kv.close();
+  });
   return kv;
 }
 
-const failure = (code: string, extra: Record<string, unknown> = {}): { error: Record<string, unknown> } => ({ error: { code, message: code.toLowerCase(), ...extra } });
+const failure = (code: string, extra: Record<string, unknown> = {}): { error: Record<string, unknown> } => ({
+  error: { code, message: code.toLowerCase(), ...extra },
+});
 const written = { command: { Set: { key: 'k', value: 'v' } }, log_index: 9 };
-const caught = (promise: Promise<unknown>): Promise<unknown> => promise.then(() => 'resolved', (error: unknown) => error);
+const caught = (promise: Promise<unknown>): Promise<unknown> =>
+  promise.then(
+    () => 'resolved',
+    (error: unknown) => error,
+  );
 
 describe('KvClient against a real node', () => {
   it('writes, reads, scans page by page, deletes; get of a missing key is null', async () => {
     const kv = client([await realNode(cleanups)]);
-    expect(await kv.put('greeting', 'hello')).toMatchObject({ command: { Set: { key: 'greeting', value: 'hello' } }, log_index: expect.any(Number) as number });
+    expect(await kv.put('greeting', 'hello')).toMatchObject({
+      command: { Set: { key: 'greeting', value: 'hello' } },
+      log_index: expect.any(Number) as number,
+    });
     expect(await kv.get('greeting')).toMatchObject({ key: 'greeting', value: 'hello', version: 1 });
     expect(await kv.get('missing')).toBeNull();
-    await expect(kv.read('missing')).rejects.toMatchObject({ code: 'KEY_NOT_FOUND', status: 404, definite: true });
-    await kv.write({ SetMulti: { pairs: [['app/1', 'a'], ['app/2', 'b'], ['app/3', 'c']] } });
+    await expect(kv.read('missing')).rejects.toMatchObject({
+      code: 'KEY_NOT_FOUND',
+      status: 404,
+      definite: true,
+    });
+    await kv.write({
+      SetMulti: {
+        pairs: [
+          ['app/1', 'a'],
+          ['app/2', 'b'],
+          ['app/3', 'c'],
+        ],
+      },
+    });
     const page = await kv.scan({ prefix: 'app/', limit: 2 });
-    expect(page).toMatchObject({ count: 2, is_truncated: true, continuation_token: expect.any(String) as string });
-    expect(await kv.scan({ prefix: 'app/', continuation_token: page.continuation_token })).toMatchObject({ entries: [{ key: 'app/3', value: 'c' }], continuation_token: null });
-    expect(await kv.scanAll('app/', { pageLimit: 1 })).toEqual([{ key: 'app/1', value: 'a' }, { key: 'app/2', value: 'b' }, { key: 'app/3', value: 'c' }]);
+    expect(page).toMatchObject({
+      count: 2,
+      is_truncated: true,
+      continuation_token: expect.any(String) as string,
+    });
+    expect(await kv.scan({ prefix: 'app/', continuation_token: page.continuation_token })).toMatchObject({
+      entries: [{ key: 'app/3', value: 'c' }],
+      continuation_token: null,
+    });
+    expect(await kv.scanAll('app/', { pageLimit: 1 })).toEqual([
+      { key: 'app/1', value: 'a' },
+      { key: 'app/2', value: 'b' },
+      { key: 'app/3', value: 'c' },
+    ]);
     await kv.write({ DeleteMulti: { keys: ['app/1', 'app/2'] } });
     expect(await kv.delete('greeting')).toEqual({ key: 'greeting', deleted: true });
     expect(await kv.delete('greeting')).toEqual({ key: 'greeting', deleted: false });
     expect(await kv.scanAll('')).toEqual([{ key: 'app/3', value: 'c' }]);
-    await expect(kv.put('k'.repeat(2_000), 'v')).rejects.toMatchObject({ code: 'KEY_TOO_LARGE', status: 400, definite: true });
+    await expect(kv.put('k'.repeat(2_000), 'v')).rejects.toMatchObject({
+      code: 'KEY_TOO_LARGE',
+      status: 400,
+      definite: true,
+    });
   });
 
   it('answers the cluster and per-node calls with their typed shapes', async () => {
     const endpoint = await realNode(cleanups);
     const kv = client([endpoint]);
-    expect(await kv.state()).toMatchObject({ members: [1], leader: 1, nodes: [{ id: 1, addr: 'node-1', raft_addr: '127.0.0.1:26001' }], learners: [] });
+    expect(await kv.state()).toMatchObject({
+      members: [1],
+      leader: 1,
+      nodes: [{ id: 1, addr: 'node-1', raft_addr: '127.0.0.1:26001' }],
+      learners: [],
+    });
     expect(await kv.leader()).toBe(1);
     expect(await kv.metrics(endpoint)).toMatchObject({ node_id: 1, state: 'Leader', current_leader: 1 });
-    expect(await kv.health(endpoint)).toMatchObject({ status: 'healthy', checks: { initialized: true, leader: true }, node_id: 1 });
+    expect(await kv.health(endpoint)).toMatchObject({
+      status: 'healthy',
+      checks: { initialized: true, leader: true },
+      node_id: 1,
+    });
     expect(await kv.nodeInfo(endpoint)).toMatchObject({ node_id: 1, http_addr: null });
     expect(await kv.prometheusMetrics(endpoint)).toMatch(/^# HELP /m);
     expect(await kv.triggerSnapshot()).toMatchObject({ snapshot: { index: expect.any(Number) as number } });
     expect(await kv.peers(endpoint)).toEqual({ peers: [] });
-    await expect(kv.init([{ id: 1, raft_addr: '127.0.0.1:26001' }])).rejects.toMatchObject({ code: 'ALREADY_INITIALIZED', status: 409, definite: true });
+    await expect(kv.init([{ id: 1, raft_addr: '127.0.0.1:26001' }])).rejects.toMatchObject({
+      code: 'ALREADY_INITIALIZED',
+      status: 409,
+      definite: true,
+    });
     // This engine has no network layer: the ticket and add-peer calls are typed, and refused.
     await expect(kv.clusterTicket()).rejects.toMatchObject({ code: 'INVALID_INPUT', status: 400 });
     await expect(kv.addPeer(endpoint, 2, '127.0.0.1:26002')).rejects.toMatchObject({ code: 'INVALID_INPUT' });
@@ -96,8 +168,20 @@ describe('KvClient against a real node', () => {
 
 describe('KvClient leader routing', () => {
   it('sends writes to the leader that /leader and /node-info name; the follower sees none', async () => {
-    const follower = await fakeServer((path) => (path === '/node-info' ? [200, { node_id: 1 }] : path === '/leader' ? [200, { leader: 2 }] : [200, written]));
-    const leader = await fakeServer((path) => (path === '/node-info' ? [200, { node_id: 2 }] : path === '/leader' ? [200, { leader: 2 }] : [200, written]));
+    const follower = await fakeServer((path) =>
+      path === '/node-info'
+        ? [200, { node_id: 1 }]
+        : path === '/leader'
+          ? [200, { leader: 2 }]
+          : [200, written],
+    );
+    const leader = await fakeServer((path) =>
+      path === '/node-info'
+        ? [200, { node_id: 2 }]
+        : path === '/leader'
+          ? [200, { leader: 2 }]
+          : [200, written],
+    );
     const kv = client([follower.url, leader.url]);
     for (let index = 0; index < 3; index += 1) await kv.put('k', 'v');
     expect(kv.cachedLeader).toBe(leader.url);
@@ -109,8 +193,16 @@ describe('KvClient leader routing', () => {
   it('follows NOT_LEADER with leader_id to the named node, and remembers it', async () => {
     // No node helps discovery: the client finds the leader only through the NOT_LEADER answer.
     const noLeader = [503, failure('NO_LEADER')] as const;
-    const follower = await fakeServer((path) => (path === '/node-info' ? [200, { node_id: 1 }] : path === '/leader' ? noLeader : [503, failure('NOT_LEADER', { leader_id: 2 })]));
-    const leader = await fakeServer((path) => (path === '/node-info' ? [200, { node_id: 2 }] : path === '/leader' ? noLeader : [200, written]));
+    const follower = await fakeServer((path) =>
+      path === '/node-info'
+        ? [200, { node_id: 1 }]
+        : path === '/leader'
+          ? noLeader
+          : [503, failure('NOT_LEADER', { leader_id: 2 })],
+    );
+    const leader = await fakeServer((path) =>
+      path === '/node-info' ? [200, { node_id: 2 }] : path === '/leader' ? noLeader : [200, written],
+    );
     const kv = client([follower.url, leader.url]);
     expect(await kv.put('k', 'v')).toEqual(written);
     expect(follower.count('/write')).toBe(1);
@@ -124,30 +216,54 @@ describe('KvClient leader routing', () => {
 
   it('sends membership changes to the leader only, learning it from NOT_LEADER', async () => {
     const state = { nodes: [], members: [1, 2], learners: [], leader: 2 };
-    const follower = await fakeServer((path) => (path === '/node-info' ? [200, { node_id: 1 }] : [503, failure('NOT_LEADER', { leader_id: 2 })]));
-    const leader = await fakeServer((path) => (path === '/node-info' ? [200, { node_id: 2 }] : path === '/leader' ? [503, failure('NO_LEADER')] : [200, state]));
+    const follower = await fakeServer((path) =>
+      path === '/node-info' ? [200, { node_id: 1 }] : [503, failure('NOT_LEADER', { leader_id: 2 })],
+    );
+    const leader = await fakeServer((path) =>
+      path === '/node-info'
+        ? [200, { node_id: 2 }]
+        : path === '/leader'
+          ? [503, failure('NO_LEADER')]
+          : [200, state],
+    );
     const kv = client([follower.url, leader.url]);
     expect(await kv.changeMembership([1, 2])).toEqual(state);
     expect(kv.cachedLeader).toBe(leader.url);
     await kv.addLearner({ id: 3, raft_addr: '127.0.0.1:26003' });
-    expect(follower.requests.filter((path) => path.startsWith('/change') || path.startsWith('/add'))).toEqual(['/change-membership']);
-    expect(leader.requests.filter((path) => path.startsWith('/change') || path.startsWith('/add'))).toEqual(['/change-membership', '/add-learner']);
+    expect(follower.requests.filter((path) => path.startsWith('/change') || path.startsWith('/add'))).toEqual(
+      ['/change-membership'],
+    );
+    expect(leader.requests.filter((path) => path.startsWith('/change') || path.startsWith('/add'))).toEqual([
+      '/change-membership',
+      '/add-learner',
+    ]);
   });
 });
 
 describe('KvClient retries', () => {
   it('retries a read past a refused endpoint, and a write whose connection was refused before sending', async () => {
-    const live = await fakeServer((path) => (path === '/write' ? [200, written] : [200, { key: 'k', value: 'v', create_index: 1, mod_index: 1, version: 1 }]));
+    const live = await fakeServer((path) =>
+      path === '/write'
+        ? [200, written]
+        : [200, { key: 'k', value: 'v', create_index: 1, mod_index: 1, version: 1 }],
+    );
     const dead = await closedPort();
     expect(await client([dead, live.url]).read('k')).toMatchObject({ value: 'v' });
     expect(await client([dead, live.url]).put('k', 'v')).toEqual(written);
     expect(live.count('/write')).toBe(1);
     // Every endpoint refusing: the write certainly did not apply.
-    await expect(client([dead], { attemptsMax: 3 }).put('k', 'v')).rejects.toMatchObject({ code: 'CONNECTION', definite: true, status: null, endpoint: dead });
+    await expect(client([dead], { attemptsMax: 3 }).put('k', 'v')).rejects.toMatchObject({
+      code: 'CONNECTION',
+      definite: true,
+      status: null,
+      endpoint: dead,
+    });
   });
 
   it('never sends a write again after a 504 TIMEOUT: one request, definite false; a read is retried', async () => {
-    const server = await fakeServer((path, count) => (path === '/read' && count > 1 ? [200, { key: 'k', value: 'v' }] : [504, failure('TIMEOUT')]));
+    const server = await fakeServer((path, count) =>
+      path === '/read' && count > 1 ? [200, { key: 'k', value: 'v' }] : [504, failure('TIMEOUT')],
+    );
     const kv = client([server.url]);
     const error = await caught(kv.put('k', 'v'));
     expect(error).toBeInstanceOf(KvError);
@@ -158,9 +274,15 @@ describe('KvClient retries', () => {
   });
 
   it('never sends a write again when the connection is lost after sending it', async () => {
-    const server = await fakeServer((path, count) => (path === '/read' && count > 1 ? [200, { key: 'k', value: 'v' }] : 'drop'));
+    const server = await fakeServer((path, count) =>
+      path === '/read' && count > 1 ? [200, { key: 'k', value: 'v' }] : 'drop',
+    );
     const kv = client([server.url]);
-    await expect(kv.put('k', 'v')).rejects.toMatchObject({ code: 'CONNECTION', definite: false, status: null });
+    await expect(kv.put('k', 'v')).rejects.toMatchObject({
+      code: 'CONNECTION',
+      definite: false,
+      status: null,
+    });
     expect(server.count('/write')).toBe(1);
     expect(await kv.read('k')).toMatchObject({ value: 'v' });
     expect(server.count('/read')).toBe(2);
@@ -168,7 +290,9 @@ describe('KvClient retries', () => {
 
   it('treats NOT_LEADER without leader_id and SHUTTING_DOWN as in doubt for writes, transient for reads', async () => {
     for (const answer of [failure('NOT_LEADER'), failure('SHUTTING_DOWN')]) {
-      const server = await fakeServer((path, count) => (path === '/read' && count > 1 ? [200, { key: 'k', value: 'v' }] : [503, answer]));
+      const server = await fakeServer((path, count) =>
+        path === '/read' && count > 1 ? [200, { key: 'k', value: 'v' }] : [503, answer],
+      );
       const kv = client([server.url]);
       await expect(kv.put('k', 'v')).rejects.toMatchObject({ code: answer.error.code, definite: false });
       expect(server.count('/write')).toBe(1);
@@ -177,10 +301,16 @@ describe('KvClient retries', () => {
   });
 
   it('does not retry NOT_INITIALIZED or bad input', async () => {
-    const server = await fakeServer((path) => (path === '/write' ? [400, failure('INVALID_INPUT')] : [503, failure('NOT_INITIALIZED')]));
+    const server = await fakeServer((path) =>
+      path === '/write' ? [400, failure('INVALID_INPUT')] : [503, failure('NOT_INITIALIZED')],
+    );
     const kv = client([server.url]);
     await expect(kv.put('k', 'v')).rejects.toMatchObject({ code: 'INVALID_INPUT', definite: true });
-    await expect(kv.read('k')).rejects.toMatchObject({ code: 'NOT_INITIALIZED', status: 503, definite: true });
+    await expect(kv.read('k')).rejects.toMatchObject({
+      code: 'NOT_INITIALIZED',
+      status: 503,
+      definite: true,
+    });
     expect([server.count('/write'), server.count('/read')]).toEqual([1, 1]);
   });
 
@@ -195,7 +325,12 @@ describe('KvClient retries', () => {
 
   it('bounds retries by total time', async () => {
     const server = await fakeServer(() => [503, failure('OVERLOADED')]);
-    const kv = client([server.url], { attemptsMax: 100_000, totalMsMax: 300, backoffMsMin: 10, backoffMsMax: 40 });
+    const kv = client([server.url], {
+      attemptsMax: 100_000,
+      totalMsMax: 300,
+      backoffMsMin: 10,
+      backoffMsMax: 40,
+    });
     const startedMs = Date.now();
     await expect(kv.read('k')).rejects.toMatchObject({ code: 'OVERLOADED' });
     const elapsedMs = Date.now() - startedMs;
@@ -209,22 +344,47 @@ describe('KvClient retries', () => {
 describe('KvClient cancellation', () => {
   it('aborts on the caller signal, mid-request and during backoff; a per-call timeout is TIMEOUT', async () => {
     // Discovery gets quick answers; the data calls are accepted and never answered.
-    const silent = await fakeServer((path) => (path === '/node-info' ? [200, { node_id: 1 }] : path === '/leader' ? [503, failure('NO_LEADER')] : 'hang'));
+    const silent = await fakeServer((path) =>
+      path === '/node-info'
+        ? [200, { node_id: 1 }]
+        : path === '/leader'
+          ? [503, failure('NO_LEADER')]
+          : 'hang',
+    );
     const kv = client([silent.url], { attemptsMax: 1 });
     const controller = new AbortController();
-    setTimeout(() => { controller.abort(); }, 50);
-    await expect(kv.put('k', 'v', { signal: controller.signal })).rejects.toMatchObject({ code: 'ABORTED', definite: false });
+    setTimeout(() => {
+      controller.abort();
+    }, 50);
+    await expect(kv.put('k', 'v', { signal: controller.signal })).rejects.toMatchObject({
+      code: 'ABORTED',
+      definite: false,
+    });
     expect(silent.count('/write')).toBe(1);
-    await expect(kv.read('k', { timeoutMs: 50 })).rejects.toMatchObject({ code: 'TIMEOUT', definite: false, endpoint: silent.url });
+    await expect(kv.read('k', { timeoutMs: 50 })).rejects.toMatchObject({
+      code: 'TIMEOUT',
+      definite: false,
+      endpoint: silent.url,
+    });
     expect(silent.count('/read')).toBe(1);
     const before = silent.requests.length;
-    await expect(kv.read('k', { signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'ABORTED', definite: true });
+    await expect(kv.read('k', { signal: AbortSignal.abort() })).rejects.toMatchObject({
+      code: 'ABORTED',
+      definite: true,
+    });
     expect(silent.requests).toHaveLength(before);
 
     const busy = await fakeServer(() => [503, failure('OVERLOADED')]);
-    const slow = client([busy.url], { attemptsMax: 1_000, totalMsMax: 60_000, backoffMsMin: 10_000, backoffMsMax: 10_000 });
+    const slow = client([busy.url], {
+      attemptsMax: 1_000,
+      totalMsMax: 60_000,
+      backoffMsMin: 10_000,
+      backoffMsMax: 10_000,
+    });
     const startedMs = Date.now();
-    await expect(slow.read('k', { signal: AbortSignal.timeout(100) })).rejects.toMatchObject({ code: 'ABORTED' });
+    await expect(slow.read('k', { signal: AbortSignal.timeout(100) })).rejects.toMatchObject({
+      code: 'ABORTED',
+    });
     expect(Date.now() - startedMs).toBeLessThan(5_000);
     expect(busy.count('/read')).toBeLessThan(5); // full jitter may pick a short first delay, rarely
   });

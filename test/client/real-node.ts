@@ -13,16 +13,30 @@ import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
 export async function realNode(cleanups: (() => Promise<void> | void)[]): Promise<string> {
   const logStore = new MemoryLogStore();
   const node = new RaftNode({
-    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 }, prng: new SeededPrng(1), persisted: logStore.load().persisted, logStore,
-    stateMachine: new MemoryKvStateMachine(), transport: { send: () => undefined }, clock: systemClock, tickMs: 5,
+    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
+    prng: new SeededPrng(1),
+    persisted: logStore.load().persisted,
+    logStore,
+    stateMachine: new MemoryKvStateMachine(),
+    transport: { send: () => undefined },
+    clock: systemClock,
+    tickMs: 5,
   });
   node.start();
   const control = new RaftControlClient(node, { requestTimeoutMs: 2_000 });
-  const app = buildHttpServer({ controller: control, store: control, identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 } });
+  const app = buildHttpServer({
+    controller: control,
+    store: control,
+    identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
+  });
   await app.listen({ host: '127.0.0.1', port: 0 });
-  cleanups.push(() => app.close(), () => { node.stop(); });
+  cleanups.push(
+    () => app.close(),
+    () => {
+      node.stop();
+    },
+  );
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
   await new KvClient({ endpoints: [url] }).init([{ id: 1, addr: 'node-1', raft_addr: '127.0.0.1:26001' }]);
   return url;
 }
-

@@ -3,7 +3,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_STATUS } from '../../src/api/errors.ts';
 import { BATCH_KEYS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX } from '../../src/api/limits.ts';
 import { REQUEST_BODY_BYTES_MAX } from '../../src/http/server.ts';
-import { get, ProcessCluster, REQUEST_TIMEOUT_MS, startFormedCluster, type NodeProcess } from './process-harness.ts';
+import {
+  get,
+  ProcessCluster,
+  REQUEST_TIMEOUT_MS,
+  startFormedCluster,
+  type NodeProcess,
+} from './process-harness.ts';
 
 /**
  * Every endpoint of real aspen-node processes, on the leader and on a follower: a table of malformed
@@ -22,7 +28,9 @@ let follower: NodeProcess;
 beforeAll(async () => {
   ({ nodes, leader, follower } = await startFormedCluster(cluster));
 }, 60_000);
-afterAll(() => { cluster.cleanup(); });
+afterAll(() => {
+  cluster.cleanup();
+});
 
 interface Request {
   readonly method: 'GET' | 'POST';
@@ -38,16 +46,31 @@ interface Answer {
 }
 
 async function send(node: NodeProcess, request: Request): Promise<Answer> {
-  const headers: Record<string, string> = request.contentType === undefined ? {} : { 'content-type': request.contentType };
+  const headers: Record<string, string> =
+    request.contentType === undefined ? {} : { 'content-type': request.contentType };
   const response = await fetch(`${node.http}${request.path}`, {
-    method: request.method, headers, ...(request.body === undefined ? {} : { body: request.body }), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    method: request.method,
+    headers,
+    ...(request.body === undefined ? {} : { body: request.body }),
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
   });
   return { status: response.status, text: await response.text() };
 }
 
-const jsonRequest = (path: string, body: unknown): Request => ({ method: 'POST', path, body: JSON.stringify(body), contentType: 'application/json' });
+const jsonRequest = (path: string, body: unknown): Request => ({
+  method: 'POST',
+  path,
+  body: JSON.stringify(body),
+  contentType: 'application/json',
+});
 
-const MEMBERSHIP_PATHS = ['/init', '/add-learner', '/change-membership', '/remove-learner', '/trigger-snapshot'];
+const MEMBERSHIP_PATHS = [
+  '/init',
+  '/add-learner',
+  '/change-membership',
+  '/remove-learner',
+  '/trigger-snapshot',
+];
 
 /** A 2xx/4xx JSON answer of the documented shape; 503 NOT_LEADER only for membership calls on a follower. */
 function checkShape(request: Request, answer: Answer, onFollower: boolean): string | null {
@@ -62,11 +85,17 @@ function checkShape(request: Request, answer: Answer, onFollower: boolean): stri
   if (typeof body !== 'object' || body === null) return `not a JSON object: ${answer.text.slice(0, 120)}`;
   if (answer.status >= 200 && answer.status < 300) return 'error' in body ? 'a 2xx with an error body' : null;
   const error = (body as { error?: { code?: unknown; message?: unknown; definite?: unknown } }).error;
-  if (typeof error?.code !== 'string' || typeof error.message !== 'string' || typeof error.definite !== 'boolean') return `bad error body: ${answer.text.slice(0, 200)}`;
+  if (
+    typeof error?.code !== 'string' ||
+    typeof error.message !== 'string' ||
+    typeof error.definite !== 'boolean'
+  )
+    return `bad error body: ${answer.text.slice(0, 200)}`;
   const status = (ERROR_STATUS as Record<string, number>)[error.code];
   if (status !== answer.status) return `code ${error.code} with status ${answer.status}`;
   const followerMembership = onFollower && MEMBERSHIP_PATHS.includes(route) && error.code === 'NOT_LEADER';
-  if (answer.status >= 500 && !followerMembership) return `server error ${answer.status} ${answer.text.slice(0, 200)}`;
+  if (answer.status >= 500 && !followerMembership)
+    return `server error ${answer.status} ${answer.text.slice(0, 200)}`;
   return null;
 }
 
@@ -82,7 +111,10 @@ async function exercise(node: NodeProcess, request: Request): Promise<Answer> {
   if (problem !== null) throw new Error(`${request.method} ${request.path} on node ${node.id}: ${problem}`);
   if (answer.status >= 400) {
     const after = await leaderLastIndex();
-    if (after !== before) throw new Error(`${request.method} ${request.path} was refused (${answer.status}) but the log grew ${before} -> ${after}`);
+    if (after !== before)
+      throw new Error(
+        `${request.method} ${request.path} was refused (${answer.status}) but the log grew ${before} -> ${after}`,
+      );
   }
   return answer;
 }
@@ -90,25 +122,94 @@ async function exercise(node: NodeProcess, request: Request): Promise<Answer> {
 describe('the API boundary of real processes, leader and follower', () => {
   it('refuses a table of malformed requests to every endpoint with the documented status and code; nothing is written', async () => {
     const key = 'k'.repeat(KEY_BYTES_MAX + 1);
-    const raw = (path: string, body: string, contentType = 'application/json'): Request => ({ method: 'POST', path, body, contentType });
+    const raw = (path: string, body: string, contentType = 'application/json'): Request => ({
+      method: 'POST',
+      path,
+      body,
+      contentType,
+    });
     const query = (path: string): Request => ({ method: 'GET', path });
     const table: [string, Request, number, string][] = [
       ['bad JSON', raw('/write', '{"command":'), 400, 'INVALID_INPUT'],
       ['text/plain', raw('/write', 'Set greeting hello', 'text/plain'), 415, 'UNSUPPORTED_MEDIA_TYPE'],
       ['no command', jsonRequest('/write', {}), 400, 'INVALID_INPUT'],
       ['unknown command', jsonRequest('/write', { command: { Drop: { key: 'k' } } }), 400, 'INVALID_INPUT'],
-      ['two commands', jsonRequest('/write', { command: { Set: { key: 'a', value: '1' }, Delete: { key: 'a' } } }), 400, 'INVALID_INPUT'],
-      ['value not a string', jsonRequest('/write', { command: { Set: { key: 'k', value: 5 } } }), 400, 'INVALID_INPUT'],
-      ['extra field in Set', jsonRequest('/write', { command: { Set: { key: 'k', value: 'v', x: 1 } } }), 400, 'INVALID_INPUT'],
-      ['extra top-level field', jsonRequest('/write', { command: { Set: { key: 'k', value: 'v' } }, junk: 'x' }), 400, 'INVALID_INPUT'],
-      ['key over the limit', jsonRequest('/write', { command: { Set: { key, value: 'v' } } }), 400, 'KEY_TOO_LARGE'],
-      ['empty key', jsonRequest('/write', { command: { Set: { key: '', value: 'v' } } }), 400, 'INVALID_INPUT'],
-      ['lone surrogate key', raw('/write', '{"command":{"Set":{"key":"\\udc00","value":"v"}}}'), 400, 'INVALID_INPUT'],
-      ['value over the limit', jsonRequest('/write', { command: { Set: { key: 'k', value: 'v'.repeat(VALUE_BYTES_MAX + 1) } } }), 400, 'VALUE_TOO_LARGE'],
-      ['too many pairs', jsonRequest('/write', { command: { SetMulti: { pairs: Array.from({ length: BATCH_KEYS_MAX + 1 }, (_, index) => [`k${index}`, 'v']) } } }), 400, 'BATCH_TOO_LARGE'],
-      ['a pair of three', jsonRequest('/write', { command: { SetMulti: { pairs: [['a', 'b', 'c']] } } }), 400, 'INVALID_INPUT'],
-      ['DeleteMulti of numbers', jsonRequest('/write', { command: { DeleteMulti: { keys: [1, 2] } } }), 400, 'INVALID_INPUT'],
-      ['body over the limit', jsonRequest('/write', { command: { Set: { key: 'k', value: 'x'.repeat(REQUEST_BODY_BYTES_MAX) } } }), 413, 'BODY_TOO_LARGE'],
+      [
+        'two commands',
+        jsonRequest('/write', { command: { Set: { key: 'a', value: '1' }, Delete: { key: 'a' } } }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'value not a string',
+        jsonRequest('/write', { command: { Set: { key: 'k', value: 5 } } }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'extra field in Set',
+        jsonRequest('/write', { command: { Set: { key: 'k', value: 'v', x: 1 } } }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'extra top-level field',
+        jsonRequest('/write', { command: { Set: { key: 'k', value: 'v' } }, junk: 'x' }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'key over the limit',
+        jsonRequest('/write', { command: { Set: { key, value: 'v' } } }),
+        400,
+        'KEY_TOO_LARGE',
+      ],
+      [
+        'empty key',
+        jsonRequest('/write', { command: { Set: { key: '', value: 'v' } } }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'lone surrogate key',
+        raw('/write', '{"command":{"Set":{"key":"\\udc00","value":"v"}}}'),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'value over the limit',
+        jsonRequest('/write', { command: { Set: { key: 'k', value: 'v'.repeat(VALUE_BYTES_MAX + 1) } } }),
+        400,
+        'VALUE_TOO_LARGE',
+      ],
+      [
+        'too many pairs',
+        jsonRequest('/write', {
+          command: {
+            SetMulti: { pairs: Array.from({ length: BATCH_KEYS_MAX + 1 }, (_, index) => [`k${index}`, 'v']) },
+          },
+        }),
+        400,
+        'BATCH_TOO_LARGE',
+      ],
+      [
+        'a pair of three',
+        jsonRequest('/write', { command: { SetMulti: { pairs: [['a', 'b', 'c']] } } }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'DeleteMulti of numbers',
+        jsonRequest('/write', { command: { DeleteMulti: { keys: [1, 2] } } }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'body over the limit',
+        jsonRequest('/write', { command: { Set: { key: 'k', value: 'x'.repeat(REQUEST_BODY_BYTES_MAX) } } }),
+        413,
+        'BODY_TOO_LARGE',
+      ],
       ['delete without key', jsonRequest('/delete', {}), 400, 'INVALID_INPUT'],
       ['delete of an array key', jsonRequest('/delete', { key: ['a'] }), 400, 'INVALID_INPUT'],
       ['read without key', query('/read'), 400, 'INVALID_INPUT'],
@@ -116,20 +217,70 @@ describe('the API boundary of real processes, leader and follower', () => {
       ['read key over the limit', query(`/read?key=${key}`), 400, 'KEY_TOO_LARGE'],
       ['read of a key that is not UTF-8', query('/read?key=%ED%A0%80'), 400, 'INVALID_INPUT'],
       ['POST read with a number key', jsonRequest('/read', { key: 5 }), 400, 'INVALID_INPUT'],
-      ['scan limit over the bound', jsonRequest('/scan', { prefix: '', limit: SCAN_LIMIT_MAX + 1 }), 400, 'INVALID_INPUT'],
+      [
+        'scan limit over the bound',
+        jsonRequest('/scan', { prefix: '', limit: SCAN_LIMIT_MAX + 1 }),
+        400,
+        'INVALID_INPUT',
+      ],
       ['scan limit as a string', jsonRequest('/scan', { limit: '5' }), 400, 'INVALID_INPUT'],
-      ['scan with a garbage token', jsonRequest('/scan', { prefix: 'a', continuation_token: '%%%' }), 400, 'INVALID_INPUT'],
+      [
+        'scan with a garbage token',
+        jsonRequest('/scan', { prefix: 'a', continuation_token: '%%%' }),
+        400,
+        'INVALID_INPUT',
+      ],
       ['init without members', jsonRequest('/init', { initial_members: [] }), 400, 'INVALID_INPUT'],
-      ['init with a string id', jsonRequest('/init', { initial_members: [{ id: '1' }] }), 400, 'INVALID_INPUT'],
-      ['learner with id 0', jsonRequest('/add-learner', { learner: { id: 0, addr: 'node-0', raft_addr: '127.0.0.1:1' } }), 400, 'INVALID_INPUT'],
-      ['learner with an extra field', jsonRequest('/add-learner', { learner: { id: 9, raft_addr: '127.0.0.1:1', role: 'voter' } }), 400, 'INVALID_INPUT'],
+      [
+        'init with a string id',
+        jsonRequest('/init', { initial_members: [{ id: '1' }] }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'learner with id 0',
+        jsonRequest('/add-learner', { learner: { id: 0, addr: 'node-0', raft_addr: '127.0.0.1:1' } }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'learner with an extra field',
+        jsonRequest('/add-learner', { learner: { id: 9, raft_addr: '127.0.0.1:1', role: 'voter' } }),
+        400,
+        'INVALID_INPUT',
+      ],
       ['membership without voters', jsonRequest('/change-membership', { members: [] }), 400, 'INVALID_INPUT'],
-      ['membership with a negative id', jsonRequest('/change-membership', { members: [-1] }), 400, 'INVALID_INPUT'],
-      ['membership with learners not a list', jsonRequest('/change-membership', { members: [1, 2, 3], learners: 4 }), 400, 'INVALID_INPUT'],
+      [
+        'membership with a negative id',
+        jsonRequest('/change-membership', { members: [-1] }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'membership with learners not a list',
+        jsonRequest('/change-membership', { members: [1, 2, 3], learners: 4 }),
+        400,
+        'INVALID_INPUT',
+      ],
       ['remove-learner without an id', jsonRequest('/remove-learner', {}), 400, 'INVALID_INPUT'],
-      ['remove-learner with a float id', jsonRequest('/remove-learner', { learner_id: 1.5 }), 400, 'INVALID_INPUT'],
-      ['add-peer with an id past 2^53', raw('/add-peer', '{"node_id":9007199254740993,"addr":"127.0.0.1:26002"}'), 400, 'INVALID_INPUT'],
-      ['add-peer with a bad address', jsonRequest('/add-peer', { node_id: 500, addr: 'not an address' }), 400, 'INVALID_INPUT'],
+      [
+        'remove-learner with a float id',
+        jsonRequest('/remove-learner', { learner_id: 1.5 }),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'add-peer with an id past 2^53',
+        raw('/add-peer', '{"node_id":9007199254740993,"addr":"127.0.0.1:26002"}'),
+        400,
+        'INVALID_INPUT',
+      ],
+      [
+        'add-peer with a bad address',
+        jsonRequest('/add-peer', { node_id: 500, addr: 'not an address' }),
+        400,
+        'INVALID_INPUT',
+      ],
       ['trigger-snapshot with a body', jsonRequest('/trigger-snapshot', { now: true }), 400, 'INVALID_INPUT'],
       ['state with a query', query('/state?x=1'), 400, 'INVALID_INPUT'],
       ['metrics with a query', query('/metrics?x=1'), 400, 'INVALID_INPUT'],
@@ -140,7 +291,12 @@ describe('the API boundary of real processes, leader and follower', () => {
       for (const [name, request, status, code] of table) {
         const answer = await exercise(node, request);
         const error = (JSON.parse(answer.text) as { error?: { code?: string } }).error;
-        expect({ node: node.id, name, status: answer.status, code: error?.code }).toEqual({ node: node.id, name, status, code });
+        expect({ node: node.id, name, status: answer.status, code: error?.code }).toEqual({
+          node: node.id,
+          name,
+          status,
+          code,
+        });
       }
     }
     for (const node of nodes) expect(node.child.exitCode).toBeNull();
@@ -154,7 +310,12 @@ describe('the API boundary of real processes, leader and follower', () => {
         await exercise(toFollower ? follower : leader, request);
         return true;
       }),
-      { numRuns: FUZZ_RUNS_MAX, interruptAfterTimeLimit: FUZZ_TIME_MS_MAX, markInterruptAsFailure: false, seed: Number(process.env.ASPEN_FUZZ_SEED ?? Date.now() % 2 ** 31) },
+      {
+        numRuns: FUZZ_RUNS_MAX,
+        interruptAfterTimeLimit: FUZZ_TIME_MS_MAX,
+        markInterruptAsFailure: false,
+        seed: Number(process.env.ASPEN_FUZZ_SEED ?? Date.now() % 2 ** 31),
+      },
     );
     expect(runs).toBeGreaterThan(100);
     for (const node of nodes) {
@@ -179,44 +340,68 @@ const VALID_BODIES: Readonly<Record<string, unknown>> = {
   '/add-peer': { node_id: 500, addr: '127.0.0.1:1' },
   '/trigger-snapshot': {},
 };
-const GET_PATHS = ['/read', '/state', '/metrics', '/metrics/prometheus', '/health', '/leader', '/node-info', '/peers', '/cluster-ticket', '/nope'];
+const GET_PATHS = [
+  '/read',
+  '/state',
+  '/metrics',
+  '/metrics/prometheus',
+  '/health',
+  '/leader',
+  '/node-info',
+  '/peers',
+  '/cluster-ticket',
+  '/nope',
+];
 
 const oddString = fc.oneof(
   fc.string({ maxLength: 40 }),
   fc.string({ unit: 'binary', maxLength: 20 }),
-  fc.constantFrom('\ud800', 'a\udfffb', '', ' ', '\u0000', '🌲', 'k'.repeat(KEY_BYTES_MAX + 1), 'x'.repeat(VALUE_BYTES_MAX + 1)),
+  fc.constantFrom(
+    '\ud800',
+    'a\udfffb',
+    '',
+    ' ',
+    '\u0000',
+    '🌲',
+    'k'.repeat(KEY_BYTES_MAX + 1),
+    'x'.repeat(VALUE_BYTES_MAX + 1),
+  ),
 );
 const oddValue = fc.oneof(
   fc.jsonValue({ maxDepth: 3 }),
   oddString,
   fc.constantFrom(2 ** 53, -1, 0, 1.5, 1e308, Number.MAX_SAFE_INTEGER, null, true, [], {}),
-  fc.oneof(fc.integer({ min: 1, max: 40 }), fc.constant(1_000)).map((depth) => JSON.parse(`${'['.repeat(depth)}${']'.repeat(depth)}`) as unknown),
+  fc
+    .oneof(fc.integer({ min: 1, max: 40 }), fc.constant(1_000))
+    .map((depth) => JSON.parse(`${'['.repeat(depth)}${']'.repeat(depth)}`) as unknown),
 );
 
 type Mutation = (value: unknown) => unknown;
 
 /** One random change somewhere in a JSON value: replace, drop or add a field, wrap, or retype. */
 function mutation(): fc.Arbitrary<Mutation> {
-  return fc.tuple(fc.nat(), oddValue, fc.constantFrom('replace', 'drop', 'add', 'wrap', 'stringify')).map(([pick, odd, kind]) => (value: unknown) => {
-    const copy = JSON.parse(JSON.stringify(value)) as unknown;
-    const containers: Record<string, unknown>[] = [];
-    const stack: unknown[] = [copy];
-    for (let item = stack.pop(); item !== undefined && containers.length < 64; item = stack.pop()) {
-      if (typeof item !== 'object' || item === null) continue;
-      containers.push(item as Record<string, unknown>);
-      for (const child of Object.values(item)) stack.push(child);
-    }
-    const target = containers[pick % Math.max(1, containers.length)];
-    if (target === undefined) return odd;
-    const names = Object.keys(target);
-    const name = names[pick % Math.max(1, names.length)] ?? 'extra';
-    if (kind === 'replace') target[name] = odd;
-    else if (kind === 'drop') Reflect.deleteProperty(target, name);
-    else if (kind === 'add') target[Array.isArray(target) ? String(names.length) : `x${pick % 7}`] = odd;
-    else if (kind === 'wrap') target[name] = [target[name]];
-    else target[name] = JSON.stringify(target[name] ?? null);
-    return copy;
-  });
+  return fc
+    .tuple(fc.nat(), oddValue, fc.constantFrom('replace', 'drop', 'add', 'wrap', 'stringify'))
+    .map(([pick, odd, kind]) => (value: unknown) => {
+      const copy = JSON.parse(JSON.stringify(value)) as unknown;
+      const containers: Record<string, unknown>[] = [];
+      const stack: unknown[] = [copy];
+      for (let item = stack.pop(); item !== undefined && containers.length < 64; item = stack.pop()) {
+        if (typeof item !== 'object' || item === null) continue;
+        containers.push(item as Record<string, unknown>);
+        for (const child of Object.values(item)) stack.push(child);
+      }
+      const target = containers[pick % Math.max(1, containers.length)];
+      if (target === undefined) return odd;
+      const names = Object.keys(target);
+      const name = names[pick % Math.max(1, names.length)] ?? 'extra';
+      if (kind === 'replace') target[name] = odd;
+      else if (kind === 'drop') Reflect.deleteProperty(target, name);
+      else if (kind === 'add') target[Array.isArray(target) ? String(names.length) : `x${pick % 7}`] = odd;
+      else if (kind === 'wrap') target[name] = [target[name]];
+      else target[name] = JSON.stringify(target[name] ?? null);
+      return copy;
+    });
 }
 
 /** Keep a mutated membership body harmless if it happens to be valid: it may name only existing nodes. */
@@ -235,15 +420,35 @@ function harmless(path: string, body: unknown): unknown {
 
 function requestArbitrary(): fc.Arbitrary<Request> {
   const paths = Object.keys(VALID_BODIES);
-  const mutated = fc.tuple(fc.constantFrom(...paths), fc.array(mutation(), { minLength: 1, maxLength: 3 })).map(([path, mutations]): Request => {
-    let body = VALID_BODIES[path];
-    for (const mutate of mutations) body = mutate(body);
-    return jsonRequest(path, harmless(path, body));
-  });
-  const randomJson = fc.tuple(fc.constantFrom(...paths), fc.jsonValue({ maxDepth: 4 })).map(([path, body]) => jsonRequest(path, harmless(path, body)));
-  const rawBytes = fc.tuple(fc.constantFrom(...paths), fc.uint8Array({ maxLength: 200 }), fc.constantFrom('application/json', 'text/plain', 'application/octet-stream', 'application/json; charset=latin1'))
+  const mutated = fc
+    .tuple(fc.constantFrom(...paths), fc.array(mutation(), { minLength: 1, maxLength: 3 }))
+    .map(([path, mutations]): Request => {
+      let body = VALID_BODIES[path];
+      for (const mutate of mutations) body = mutate(body);
+      return jsonRequest(path, harmless(path, body));
+    });
+  const randomJson = fc
+    .tuple(fc.constantFrom(...paths), fc.jsonValue({ maxDepth: 4 }))
+    .map(([path, body]) => jsonRequest(path, harmless(path, body)));
+  const rawBytes = fc
+    .tuple(
+      fc.constantFrom(...paths),
+      fc.uint8Array({ maxLength: 200 }),
+      fc.constantFrom(
+        'application/json',
+        'text/plain',
+        'application/octet-stream',
+        'application/json; charset=latin1',
+      ),
+    )
     .map(([path, body, contentType]): Request => ({ method: 'POST', path, body, contentType }));
-  const queryText = fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('key=%FF', 'key=%', 'key=a&key=b', 'key=%ED%A0%80', 'key=', 'x=1', 'key=fuzz%2Fk'));
-  const getRequest = fc.tuple(fc.constantFrom(...GET_PATHS), queryText).map(([path, text]): Request => ({ method: 'GET', path: text.length === 0 ? path : `${path}?${encodeURI(text).replaceAll('%25', '%')}` }));
+  const queryText = fc.oneof(
+    fc.string({ maxLength: 30 }),
+    fc.constantFrom('key=%FF', 'key=%', 'key=a&key=b', 'key=%ED%A0%80', 'key=', 'x=1', 'key=fuzz%2Fk'),
+  );
+  const getRequest = fc.tuple(fc.constantFrom(...GET_PATHS), queryText).map(([path, text]): Request => ({
+    method: 'GET',
+    path: text.length === 0 ? path : `${path}?${encodeURI(text).replaceAll('%25', '%')}`,
+  }));
   return fc.oneof(mutated, mutated, randomJson, rawBytes, getRequest);
 }

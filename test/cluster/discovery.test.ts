@@ -10,7 +10,9 @@ const MOVED_FOUND_MS = 8_000;
 const STRANGER_WAIT_MS = 3_000;
 
 const clusters: ProcessCluster[] = [];
-afterAll(() => { for (const cluster of clusters) cluster.cleanup(); });
+afterAll(() => {
+  for (const cluster of clusters) cluster.cleanup();
+});
 
 async function peerIds(node: NodeProcess): Promise<number[]> {
   const { json } = await get(`${node.http}/peers`);
@@ -20,7 +22,9 @@ async function peerIds(node: NodeProcess): Promise<number[]> {
 async function discoversAll(nodes: readonly NodeProcess[]): Promise<void> {
   await eventually(async () => {
     const views = await Promise.all(nodes.map(peerIds));
-    return views.every((view, index) => nodes.every((node) => node.id === nodes[index]?.id || view.includes(node.id)));
+    return views.every((view, index) =>
+      nodes.every((node) => node.id === nodes[index]?.id || view.includes(node.id)),
+    );
   }, DISCOVERY_TIMEOUT_MS);
 }
 
@@ -33,7 +37,9 @@ async function formById(nodes: readonly NodeProcess[]): Promise<void> {
     const added = await post(`${first.http}/add-learner`, { learner: { id: node.id } });
     expect(added.status, JSON.stringify(added.json)).toBe(200);
   }
-  expect((await post(`${first.http}/change-membership`, { members: nodes.map((node) => node.id) })).json).toMatchObject({ members: nodes.map((node) => node.id) });
+  expect(
+    (await post(`${first.http}/change-membership`, { members: nodes.map((node) => node.id) })).json,
+  ).toMatchObject({ members: nodes.map((node) => node.id) });
 }
 
 describe('discovery across aspen-node processes', () => {
@@ -44,11 +50,16 @@ describe('discovery across aspen-node processes', () => {
     await discoversAll(nodes);
     await formById(nodes);
     const [one, two, three] = nodes as [NodeProcess, NodeProcess, NodeProcess];
-    expect((await post(`${two.http}/write`, { command: { Set: { key: 'found', value: 'by mdns' } } })).status).toBe(200);
+    expect(
+      (await post(`${two.http}/write`, { command: { Set: { key: 'found', value: 'by mdns' } } })).status,
+    ).toBe(200);
     expect((await get(`${three.http}/read?key=found`)).json).toMatchObject({ value: 'by mdns' });
 
     // Same LAN, another cookie, even pointed at node 1: it never enters a peer map, nor do they enter its.
-    const stranger = await cluster.start(5, { cookie: `${cluster.cookie}-other`, flags: ['--peers', `1@${one.raftAddr}`] });
+    const stranger = await cluster.start(5, {
+      cookie: `${cluster.cookie}-other`,
+      flags: ['--peers', `1@${one.raftAddr}`],
+    });
     await new Promise((resolve) => setTimeout(resolve, STRANGER_WAIT_MS));
     for (const node of nodes) expect(await peerIds(node)).not.toContain(5);
     expect(await peerIds(stranger)).toEqual([]);
@@ -77,7 +88,9 @@ describe('discovery across aspen-node processes', () => {
     const fourth = await cluster.start(4, { cookie: null, flags: [...off, '--ticket', ticket] });
     await discoversAll([...nodes, fourth]);
     expect((await post(`${one.http}/add-learner`, { learner: { id: 4 } })).status).toBe(200);
-    const joined = await post(`${fourth.http}/write`, { command: { Set: { key: 'joined', value: 'by ticket' } } });
+    const joined = await post(`${fourth.http}/write`, {
+      command: { Set: { key: 'joined', value: 'by ticket' } },
+    });
     expect(joined.status, JSON.stringify(joined.json)).toBe(200);
     expect((await get(`${fourth.http}/read?key=joined`)).json).toMatchObject({ value: 'by ticket' });
     const bad = await get(`${one.http}/peers`);
@@ -90,20 +103,32 @@ describe('discovery across aspen-node processes', () => {
     const dirs = [1, 2, 3].map(() => cluster.tempDir());
     const ports = new Map<number, number>();
     for (const id of [1, 2]) ports.set(id, await cluster.raftPort(id));
-    const flags = (id: number) => ['--disable-mdns', '--peers', `${id === 1 ? 2 : 1}@127.0.0.1:${ports.get(id === 1 ? 2 : 1) ?? 0}`];
-    const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id, { dataDir: dirs[id - 1] ?? '', flags: flags(id) })));
+    const flags = (id: number) => [
+      '--disable-mdns',
+      '--peers',
+      `${id === 1 ? 2 : 1}@127.0.0.1:${ports.get(id === 1 ? 2 : 1) ?? 0}`,
+    ];
+    const nodes = await Promise.all(
+      [1, 2, 3].map((id) => cluster.start(id, { dataDir: dirs[id - 1] ?? '', flags: flags(id) })),
+    );
     await discoversAll(nodes);
     await formById(nodes);
     // Move a follower (the leader may change under load: ask, and let KvClient ride out elections).
     const kv = new KvClient({ endpoints: nodes.map((node) => node.http) });
     const leaderId = await kv.leader();
     const mover = nodes.find((node) => node.id !== leaderId && node.id !== 1);
-    const observer = nodes.find((node) => node !== mover && node.id === leaderId) ?? nodes.find((node) => node !== mover);
-    if (mover === undefined || observer === undefined) throw new Error(`no follower to move (leader ${String(leaderId)})`);
+    const observer =
+      nodes.find((node) => node !== mover && node.id === leaderId) ?? nodes.find((node) => node !== mover);
+    if (mover === undefined || observer === undefined)
+      throw new Error(`no follower to move (leader ${String(leaderId)})`);
     await cluster.kill(mover);
     // Same data dir (same identity and log), another port: the configured raft_addr is now wrong.
     const newPort = await freePort();
-    const moved = await cluster.start(mover.id, { dataDir: dirs[mover.id - 1] ?? '', raftPort: newPort, flags: flags(mover.id) });
+    const moved = await cluster.start(mover.id, {
+      dataDir: dirs[mover.id - 1] ?? '',
+      raftPort: newPort,
+      flags: flags(mover.id),
+    });
     await kv.put('after-move', 'found');
     await eventually(async () => {
       const { status, json } = await get(`${moved.http}/metrics`);
@@ -112,8 +137,16 @@ describe('discovery across aspen-node processes', () => {
     }, DISCOVERY_TIMEOUT_MS);
     // Gossip may trail Raft by an announce gap: wait for it, but less than the dead connection's idle timeout.
     await eventually(async () => {
-      const peers = (await get(`${observer.http}/peers`)).json.peers as { node_id: number; addrs: string[] }[];
-      return peers.find((peer) => peer.node_id === mover.id)?.addrs.join(',').includes(`/udp/${newPort}/`) === true;
+      const peers = (await get(`${observer.http}/peers`)).json.peers as {
+        node_id: number;
+        addrs: string[];
+      }[];
+      return (
+        peers
+          .find((peer) => peer.node_id === mover.id)
+          ?.addrs.join(',')
+          .includes(`/udp/${newPort}/`) === true
+      );
     }, MOVED_FOUND_MS);
     expect((await get(`${moved.http}/read?key=after-move`)).json).toMatchObject({ value: 'found' });
     kv.close();

@@ -29,8 +29,13 @@ async function tryWrite(node: NodeProcess, key: string, value: string): Promise<
 function exitOf(node: NodeProcess): Promise<number | null> {
   if (node.child.exitCode !== null) return Promise.resolve(node.child.exitCode);
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`node ${node.id} did not stop within ${EXIT_WAIT_MS} ms:\n${node.log.join('\n')}`)); }, EXIT_WAIT_MS);
-    node.child.once('exit', (code) => { clearTimeout(timer); resolve(code); });
+    const timer = setTimeout(() => {
+      reject(new Error(`node ${node.id} did not stop within ${EXIT_WAIT_MS} ms:\n${node.log.join('\n')}`));
+    }, EXIT_WAIT_MS);
+    node.child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
   });
 }
 
@@ -58,15 +63,24 @@ describe('aspen-node on a full disk', () => {
     await Promise.all(Array.from({ length: WRITERS }, writer));
     expect(await exited).toBe(1);
     expect(acknowledged.length).toBeGreaterThan(10);
-    const stopLine = new RegExp(`^aspen-node: node 1 stopped: storage failed: no space left on device \\(ENOSPC; \\d+ bytes free; [^)]*\\) in ${dataDir} while (writing the log|applying to the state machine)$`);
+    const stopLine = new RegExp(
+      `^aspen-node: node 1 stopped: storage failed: no space left on device \\(ENOSPC; \\d+ bytes free; [^)]*\\) in ${dataDir} while (writing the log|applying to the state machine)$`,
+    );
     expect(node.log.at(-1)).toMatch(stopLine);
     expect(node.log.filter((line) => line.includes('stopped:'))).toHaveLength(1);
-    expect(node.log.filter((line) => /^\s+at /.test(line) || line.includes('Unhandled') || line.includes('Commit failed'))).toEqual([]);
+    expect(
+      node.log.filter(
+        (line) => /^\s+at /.test(line) || line.includes('Unhandled') || line.includes('Commit failed'),
+      ),
+    ).toEqual([]);
 
     tmpfs.grow(TMPFS_BYTES * 8);
     node = await cluster.start(1, { dataDir });
-    expect(node.log.some((line) => line.includes('the last stop was not clean; rebuilding the state machine'))).toBe(true);
-    for (let attempt = 0; attempt < 200 && (await get(`${node.http}/leader`)).json.leader !== 1; attempt += 1) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(
+      node.log.some((line) => line.includes('the last stop was not clean; rebuilding the state machine')),
+    ).toBe(true);
+    for (let attempt = 0; attempt < 200 && (await get(`${node.http}/leader`)).json.leader !== 1; attempt += 1)
+      await new Promise((resolve) => setTimeout(resolve, 50));
     for (const key of acknowledged) {
       const { status, json } = await get(`${node.http}/read?key=${key}`);
       expect({ key, status, same: json.value === value }).toEqual({ key, status: 200, same: true });

@@ -21,8 +21,26 @@ afterAll(() => {
 });
 
 function configFor(directory: string, raftPort: number, httpPort: number): NodeConfig {
-  return parseNodeConfig(['--node-id', '1', '--port', String(raftPort), '--http-addr', `127.0.0.1:${httpPort}`, '--cookie', 'fail-stop-test-cookie',
-    '--data-dir', directory, '--disable-mdns', '--disable-gossip', '--heartbeat-interval-ms', '20', '--election-timeout-min-ms', '150', '--election-timeout-max-ms', '300']);
+  return parseNodeConfig([
+    '--node-id',
+    '1',
+    '--port',
+    String(raftPort),
+    '--http-addr',
+    `127.0.0.1:${httpPort}`,
+    '--cookie',
+    'fail-stop-test-cookie',
+    '--data-dir',
+    directory,
+    '--disable-mdns',
+    '--disable-gossip',
+    '--heartbeat-interval-ms',
+    '20',
+    '--election-timeout-min-ms',
+    '150',
+    '--election-timeout-max-ms',
+    '300',
+  ]);
 }
 
 /** The LMDB log store until `remaining` persists are used up; then every persist fails with ENOSPC, as on a full disk. */
@@ -42,13 +60,23 @@ class FillingLogStore implements LogStore {
       return;
     }
     this.failedFrom ??= batch.entries[0]?.index ?? Number.MAX_SAFE_INTEGER;
-    setImmediate(() => { done(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })); });
+    setImmediate(() => {
+      done(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+    });
   }
 }
 
-async function post(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> } | null> {
+async function post(
+  url: string,
+  body: unknown,
+): Promise<{ status: number; json: Record<string, unknown> } | null> {
   try {
-    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(10_000) });
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
     return { status: response.status, json: (await response.json()) as Record<string, unknown> };
   } catch {
     return null; // the node closed its HTTP port
@@ -56,16 +84,30 @@ async function post(url: string, body: unknown): Promise<{ status: number; json:
 }
 
 function portsFree(raftPort: number, httpPort: number): Promise<boolean[]> {
-  const tcp = (port: number) => new Promise<boolean>((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => { resolve(false); });
-    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => { server.close(() => { resolve(true); }); });
-  });
-  const udp = (port: number) => new Promise<boolean>((resolve) => {
-    const socket = dgram.createSocket('udp4');
-    socket.once('error', () => { resolve(false); });
-    socket.bind({ address: '127.0.0.1', port, exclusive: true }, () => { socket.close(() => { resolve(true); }); });
-  });
+  const tcp = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.once('error', () => {
+        resolve(false);
+      });
+      server.listen({ host: '127.0.0.1', port, exclusive: true }, () => {
+        server.close(() => {
+          resolve(true);
+        });
+      });
+    });
+  const udp = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const socket = dgram.createSocket('udp4');
+      socket.once('error', () => {
+        resolve(false);
+      });
+      socket.bind({ address: '127.0.0.1', port, exclusive: true }, () => {
+        socket.close(() => {
+          resolve(true);
+        });
+      });
+    });
   return Promise.all([tcp(raftPort), udp(raftPort), tcp(httpPort)]);
 }
 
@@ -78,22 +120,36 @@ describe('a storage failure while running', () => {
     let filling: FillingLogStore | null = null;
     const stopped: StartStep[] = [];
     let reported: (error: StorageError) => void = () => undefined;
-    const fatal = new Promise<StorageError>((resolve) => { reported = resolve; });
+    const fatal = new Promise<StorageError>((resolve) => {
+      reported = resolve;
+    });
     const running = await startNode(configFor(directory, raftPort, httpPort), () => undefined, {
       wrapStores: (stores) => {
         filling = new FillingLogStore(stores.logStore);
         return { ...stores, logStore: filling };
       },
-      onStopped: (step) => { stopped.push(step); },
-      onFatal: (error) => { reported(error); },
+      onStopped: (step) => {
+        stopped.push(step);
+      },
+      onFatal: (error) => {
+        reported(error);
+      },
     });
     const url = running.httpUrl;
-    expect((await post(`${url}/init`, { initial_members: [{ id: 1, addr: 'node-1', raft_addr: `127.0.0.1:${raftPort}` }] }))?.status).toBe(200);
+    expect(
+      (
+        await post(`${url}/init`, {
+          initial_members: [{ id: 1, addr: 'node-1', raft_addr: `127.0.0.1:${raftPort}` }],
+        })
+      )?.status,
+    ).toBe(200);
     const acknowledged = new Map<string, number>();
     const refused: number[] = [];
     let next = 0;
     let failed = false;
-    void fatal.then(() => { failed = true; });
+    void fatal.then(() => {
+      failed = true;
+    });
     const writer = async (): Promise<void> => {
       while (!failed) {
         const key = `k${next}`;
@@ -109,7 +165,8 @@ describe('a storage failure while running', () => {
     expect(error.message).toBe('storage failed: ENOSPC: no space left on device, write');
     expect(acknowledged.size).toBeGreaterThan(0);
     const failedFrom = (filling as FillingLogStore | null)?.failedFrom ?? 0;
-    for (const [key, index] of acknowledged) expect({ key, index: index < failedFrom }).toEqual({ key, index: true });
+    for (const [key, index] of acknowledged)
+      expect({ key, index: index < failedFrom }).toEqual({ key, index: true });
     expect(refused.every((status) => status === 503)).toBe(true); // in flight at the failure: SHUTTING_DOWN, indeterminate
     expect(stopped).toEqual(['http', 'rpc', 'raft', 'discovery', 'endpoint', 'storage']);
     expect(await portsFree(raftPort, httpPort)).toEqual([true, true, true]);
@@ -118,16 +175,27 @@ describe('a storage failure while running', () => {
     // The lock is free and the state machine was not marked clean: the next start rebuilds it and
     // every acknowledged write is there.
     const lines: string[] = [];
-    const again = await startNode(configFor(directory, raftPort, httpPort), (line) => { lines.push(line); });
+    const again = await startNode(configFor(directory, raftPort, httpPort), (line) => {
+      lines.push(line);
+    });
     try {
       expect(lines.some((line) => line.includes('the last stop was not clean; rebuilding'))).toBe(true);
-      for (let attempt = 0; attempt < 200 && again.node.status().role !== 'leader'; attempt += 1) await new Promise((resolve) => setTimeout(resolve, 20));
+      for (let attempt = 0; attempt < 200 && again.node.status().role !== 'leader'; attempt += 1)
+        await new Promise((resolve) => setTimeout(resolve, 20));
       const keys = [...acknowledged.keys()];
       const values: (string | undefined)[] = [];
       // A bounded number of reads in flight: each HTTP/1.1 request holds a connection.
       for (let start = 0; start < keys.length; start += WRITERS) {
         const chunk = keys.slice(start, start + WRITERS);
-        values.push(...await Promise.all(chunk.map(async (key) => (await (await fetch(`${again.httpUrl}/read?key=${key}`)).json() as { value?: string }).value)));
+        values.push(
+          ...(await Promise.all(
+            chunk.map(
+              async (key) =>
+                ((await (await fetch(`${again.httpUrl}/read?key=${key}`)).json()) as { value?: string })
+                  .value,
+            ),
+          )),
+        );
       }
       expect(values).toEqual(keys);
     } finally {

@@ -7,7 +7,9 @@ const LOAD_CONCURRENCY = 64;
 const WRITES_BEFORE_LEARNER = 10_000;
 
 const cluster = new ProcessCluster();
-afterAll(() => { cluster.cleanup(); });
+afterAll(() => {
+  cluster.cleanup();
+});
 
 async function write(node: NodeProcess, key: string, value: string): Promise<boolean> {
   const result = await post(`${node.http}/write`, { command: { Set: { key, value } } });
@@ -21,7 +23,11 @@ const WRITE_ATTEMPTS_MAX = 5;
  * Write `count` keys through `nodes` in turn, LOAD_CONCURRENCY at a time, each retried a bounded number
  * of times (the value is the same, so a retry of a write that did apply is harmless here); returns the acknowledged ones.
  */
-async function load(nodes: readonly NodeProcess[], prefix: string, count: number): Promise<Map<string, string>> {
+async function load(
+  nodes: readonly NodeProcess[],
+  prefix: string,
+  count: number,
+): Promise<Map<string, string>> {
   const acked = new Map<string, string>();
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -62,7 +68,9 @@ async function expectReadable(node: NodeProcess, acked: ReadonlyMap<string, stri
 describe('aspen-node processes under failure (LMDB, SIGKILL)', () => {
   it('survives kill -9 of the leader, catches the node up on restart, snapshots a late learner, shrinks to one node', async () => {
     const dirs = new Map([1, 2, 3, 4].map((id) => [id, cluster.tempDir()]));
-    const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id, { dataDir: dirs.get(id) ?? '' })));
+    const nodes = await Promise.all(
+      [1, 2, 3].map((id) => cluster.start(id, { dataDir: dirs.get(id) ?? '' })),
+    );
     await formCluster(cluster, nodes);
     const acked = await load(nodes, 'before', 300);
     expect(acked.size).toBe(300);
@@ -87,7 +95,10 @@ describe('aspen-node processes under failure (LMDB, SIGKILL)', () => {
     const leaderNow = survivors.find((node) => node.id === newLeaderId);
     if (leaderNow === undefined) throw new Error('no new leader');
     const commit = Number((await get(`${leaderNow.http}/metrics`)).json.commit_index);
-    await eventually(async () => Number((await get(`${restarted.http}/metrics`)).json.last_applied) >= commit, 15_000);
+    await eventually(
+      async () => Number((await get(`${restarted.http}/metrics`)).json.last_applied) >= commit,
+      15_000,
+    );
     await expectReadable(restarted, new Map([...acked, ...during]));
     const live = [...survivors, restarted];
 
@@ -109,7 +120,9 @@ describe('aspen-node processes under failure (LMDB, SIGKILL)', () => {
     const soleId = await leaderOf(restarted);
     const sole = live.find((node) => node.id === soleId);
     if (sole === undefined) throw new Error('no leader to keep');
-    expect((await post(`${sole.http}/change-membership`, { members: [sole.id] })).json).toMatchObject({ members: [sole.id] });
+    expect((await post(`${sole.http}/change-membership`, { members: [sole.id] })).json).toMatchObject({
+      members: [sole.id],
+    });
     for (const node of [...live, learner]) if (node !== sole) await cluster.kill(node);
     const alone = await load([sole], 'alone', 100);
     expect(alone.size).toBe(100);

@@ -4,7 +4,13 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { endpointError, START_STEPS, startNode, StartError, type StartStep } from '../../src/cluster/bootstrap.ts';
+import {
+  endpointError,
+  START_STEPS,
+  startNode,
+  StartError,
+  type StartStep,
+} from '../../src/cluster/bootstrap.ts';
 import { parseNodeConfig, type NodeConfig } from '../../src/cluster/config.ts';
 import { runToExit } from './node-runner.ts';
 import { freePort, ProcessCluster } from './process-harness.ts';
@@ -24,8 +30,20 @@ function dataDir(): string {
 }
 
 function configFor(directory: string, raftPort: number, httpPort: number): NodeConfig {
-  return parseNodeConfig(['--node-id', '1', '--port', String(raftPort), '--http-addr', `127.0.0.1:${httpPort}`, '--cookie', COOKIE,
-    '--data-dir', directory, '--disable-mdns', '--disable-gossip']);
+  return parseNodeConfig([
+    '--node-id',
+    '1',
+    '--port',
+    String(raftPort),
+    '--http-addr',
+    `127.0.0.1:${httpPort}`,
+    '--cookie',
+    COOKIE,
+    '--data-dir',
+    directory,
+    '--disable-mdns',
+    '--disable-gossip',
+  ]);
 }
 
 /** Whether `port` can be bound on loopback right now (TCP or UDP). */
@@ -33,33 +51,55 @@ function bindable(port: number, protocol: 'TCP' | 'UDP'): Promise<boolean> {
   return new Promise((resolve) => {
     if (protocol === 'TCP') {
       const server = net.createServer();
-      server.once('error', () => { resolve(false); });
-      server.listen({ host: '127.0.0.1', port, exclusive: true }, () => { server.close(() => { resolve(true); }); });
+      server.once('error', () => {
+        resolve(false);
+      });
+      server.listen({ host: '127.0.0.1', port, exclusive: true }, () => {
+        server.close(() => {
+          resolve(true);
+        });
+      });
       return;
     }
     const socket = dgram.createSocket('udp4');
-    socket.once('error', () => { resolve(false); });
-    socket.bind({ address: '127.0.0.1', port, exclusive: true }, () => { socket.close(() => { resolve(true); }); });
+    socket.once('error', () => {
+      resolve(false);
+    });
+    socket.bind({ address: '127.0.0.1', port, exclusive: true }, () => {
+      socket.close(() => {
+        resolve(true);
+      });
+    });
   });
 }
 
 /** A start on `directory` works now (its lock was let go) and finds the last stop clean. */
 async function startsCleanly(directory: string): Promise<void> {
   const lines: string[] = [];
-  const running = await startNode(configFor(directory, await freePort(), await freePort()), (line) => { lines.push(line); });
+  const running = await startNode(configFor(directory, await freePort(), await freePort()), (line) => {
+    lines.push(line);
+  });
   await running.stop();
   expect(lines.filter((line) => line.includes('not clean'))).toEqual([]);
 }
 
 describe('aspen-node start and stop', () => {
-  it('starts in the seed\'s order and a graceful stop stops every component in reverse', async () => {
+  it("starts in the seed's order and a graceful stop stops every component in reverse", async () => {
     const directory = dataDir();
     const steps: StartStep[] = [];
     const stopped: StartStep[] = [];
-    const running = await startNode(configFor(directory, await freePort(), await freePort()), () => undefined, {
-      beforeStep: (step) => { steps.push(step); },
-      onStopped: (step) => { stopped.push(step); },
-    });
+    const running = await startNode(
+      configFor(directory, await freePort(), await freePort()),
+      () => undefined,
+      {
+        beforeStep: (step) => {
+          steps.push(step);
+        },
+        onStopped: (step) => {
+          stopped.push(step);
+        },
+      },
+    );
     expect(steps).toEqual([...START_STEPS]);
     await running.stop();
     expect(stopped).toEqual([...START_STEPS].reverse());
@@ -74,12 +114,20 @@ describe('aspen-node start and stop', () => {
       const injected = new StartError(`injected failure at ${failing}`);
       const stopped: StartStep[] = [];
       const start = startNode(configFor(directory, raftPort, httpPort), () => undefined, {
-        beforeStep: (step) => { if (step === failing) throw injected; },
-        onStopped: (step) => { stopped.push(step); },
+        beforeStep: (step) => {
+          if (step === failing) throw injected;
+        },
+        onStopped: (step) => {
+          stopped.push(step);
+        },
       });
       await expect(start).rejects.toBe(injected);
       expect(stopped).toEqual(START_STEPS.slice(0, position).reverse());
-      expect([await bindable(raftPort, 'TCP'), await bindable(raftPort, 'UDP'), await bindable(httpPort, 'TCP')]).toEqual([true, true, true]);
+      expect([
+        await bindable(raftPort, 'TCP'),
+        await bindable(raftPort, 'UDP'),
+        await bindable(httpPort, 'TCP'),
+      ]).toEqual([true, true, true]);
       await startsCleanly(directory);
     });
   }
@@ -89,41 +137,88 @@ describe('aspen-node start and stop', () => {
     const raftPort = await freePort();
     const httpPort = await freePort();
     const tcp = net.createServer();
-    await new Promise<void>((resolve) => { tcp.listen(raftPort, '127.0.0.1', resolve); });
-    await expect(startNode(configFor(directory, raftPort, httpPort), () => undefined)).rejects.toThrow(new StartError(`port ${raftPort} is already in use (raft, TCP)`));
-    await new Promise((resolve) => { tcp.close(resolve); });
+    await new Promise<void>((resolve) => {
+      tcp.listen(raftPort, '127.0.0.1', resolve);
+    });
+    await expect(startNode(configFor(directory, raftPort, httpPort), () => undefined)).rejects.toThrow(
+      new StartError(`port ${raftPort} is already in use (raft, TCP)`),
+    );
+    await new Promise((resolve) => {
+      tcp.close(resolve);
+    });
     const udp = dgram.createSocket('udp4');
-    await new Promise<void>((resolve) => { udp.bind(raftPort, '127.0.0.1', resolve); });
-    await expect(startNode(configFor(directory, raftPort, httpPort), () => undefined)).rejects.toThrow(new StartError(`port ${raftPort} is already in use (raft, UDP)`));
-    await new Promise((resolve) => { udp.close(() => { resolve(null); }); });
+    await new Promise<void>((resolve) => {
+      udp.bind(raftPort, '127.0.0.1', resolve);
+    });
+    await expect(startNode(configFor(directory, raftPort, httpPort), () => undefined)).rejects.toThrow(
+      new StartError(`port ${raftPort} is already in use (raft, UDP)`),
+    );
+    await new Promise((resolve) => {
+      udp.close(() => {
+        resolve(null);
+      });
+    });
     const http = net.createServer();
-    await new Promise<void>((resolve) => { http.listen(httpPort, '127.0.0.1', resolve); });
-    await expect(startNode(configFor(directory, raftPort, httpPort), () => undefined)).rejects.toThrow(new StartError(`port ${httpPort} is already in use (http, TCP)`));
-    await new Promise((resolve) => { http.close(resolve); });
+    await new Promise<void>((resolve) => {
+      http.listen(httpPort, '127.0.0.1', resolve);
+    });
+    await expect(startNode(configFor(directory, raftPort, httpPort), () => undefined)).rejects.toThrow(
+      new StartError(`port ${httpPort} is already in use (http, TCP)`),
+    );
+    await new Promise((resolve) => {
+      http.close(resolve);
+    });
     expect([await bindable(raftPort, 'TCP'), await bindable(raftPort, 'UDP')]).toEqual([true, true]); // the endpoint was stopped
     await startsCleanly(directory);
   });
 
   it('a listen failure that reaches libp2p becomes one line, the port named when it is in use', () => {
     const config = configFor('/nowhere', 26001, 8001);
-    const message = 'Some configured addresses failed to be listened on, you may need to remove one or more listen addresses from your configuration or set `transportManager.faultTolerance` to NO_FATAL:\n\n'
-      + '  /ip4/127.0.0.1/udp/26001/quic-v1: Error: Address already in use (os error 98)\n      at QuicListener.listen (file:///x/listener.js:72:26)\n';
-    expect(endpointError(new Error(message), config).message).toBe('port 26001 is already in use (raft, UDP)');
-    const other = message.replace('Address already in use (os error 98)', 'Cannot assign requested address (os error 99)');
-    expect(endpointError(new Error(other), config).message).toBe('cannot start the raft endpoint on 127.0.0.1:26001: /ip4/127.0.0.1/udp/26001/quic-v1: Error: Cannot assign requested address (os error 99)');
+    const message =
+      'Some configured addresses failed to be listened on, you may need to remove one or more listen addresses from your configuration or set `transportManager.faultTolerance` to NO_FATAL:\n\n' +
+      '  /ip4/127.0.0.1/udp/26001/quic-v1: Error: Address already in use (os error 98)\n      at QuicListener.listen (file:///x/listener.js:72:26)\n';
+    expect(endpointError(new Error(message), config).message).toBe(
+      'port 26001 is already in use (raft, UDP)',
+    );
+    const other = message.replace(
+      'Address already in use (os error 98)',
+      'Cannot assign requested address (os error 99)',
+    );
+    expect(endpointError(new Error(other), config).message).toBe(
+      'cannot start the raft endpoint on 127.0.0.1:26001: /ip4/127.0.0.1/udp/26001/quic-v1: Error: Cannot assign requested address (os error 99)',
+    );
   });
 
   it('aspen-node with its Raft port in use exits 1 with one line; the next start does not claim an unclean stop', async () => {
     const directory = cluster.tempDir();
     const raftPort = await freePort();
     const taken = net.createServer();
-    await new Promise<void>((resolve) => { taken.listen(raftPort, '127.0.0.1', resolve); });
+    await new Promise<void>((resolve) => {
+      taken.listen(raftPort, '127.0.0.1', resolve);
+    });
     try {
-      const refused = await runToExit(['--node-id', '1', '--port', String(raftPort), '--http-addr', `127.0.0.1:${await freePort()}`,
-        '--cookie', cluster.cookie, '--data-dir', directory, '--disable-mdns', '--disable-gossip']);
-      expect(refused).toEqual({ code: 1, lines: [`aspen-node: cannot start node 1: port ${raftPort} is already in use (raft, TCP)`] });
+      const refused = await runToExit([
+        '--node-id',
+        '1',
+        '--port',
+        String(raftPort),
+        '--http-addr',
+        `127.0.0.1:${await freePort()}`,
+        '--cookie',
+        cluster.cookie,
+        '--data-dir',
+        directory,
+        '--disable-mdns',
+        '--disable-gossip',
+      ]);
+      expect(refused).toEqual({
+        code: 1,
+        lines: [`aspen-node: cannot start node 1: port ${raftPort} is already in use (raft, TCP)`],
+      });
     } finally {
-      await new Promise((resolve) => { taken.close(resolve); });
+      await new Promise((resolve) => {
+        taken.close(resolve);
+      });
     }
     const node = await cluster.start(1, { dataDir: directory });
     expect(node.log.filter((line) => line.includes('not clean'))).toEqual([]);

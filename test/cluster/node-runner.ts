@@ -6,10 +6,15 @@ const BIN = resolve(import.meta.dirname, '../../src/bin/aspen-node.ts');
 export const EXIT_WAIT_MS = 60_000;
 
 /** Run aspen-node until it exits on its own; its exit code and stderr lines. */
-export function runToExit(args: readonly string[], waitMs = EXIT_WAIT_MS): Promise<{ code: number | null; lines: string[] }> {
+export function runToExit(
+  args: readonly string[],
+  waitMs = EXIT_WAIT_MS,
+): Promise<{ code: number | null; lines: string[] }> {
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (text: string) => { stderr += text; });
+  child.stderr.setEncoding('utf8').on('data', (text: string) => {
+    stderr += text;
+  });
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');

@@ -54,45 +54,82 @@ export class ProcessCluster {
 
   /** Node `id`'s Raft port (QUIC and TCP), chosen free once and kept across restarts. */
   async raftPort(id: number): Promise<number> {
-    const known = this.raftPorts.get(id) ?? await freePort();
+    const known = this.raftPorts.get(id) ?? (await freePort());
     this.raftPorts.set(id, known);
     return known;
   }
 
   private async httpPort(id: number): Promise<number> {
-    const known = this.httpPorts.get(id) ?? await freePort();
+    const known = this.httpPorts.get(id) ?? (await freePort());
     this.httpPorts.set(id, known);
     return known;
   }
 
   /** Start node `id` and wait for its "up" line. */
   async start(id: number, options: StartOptions = {}): Promise<NodeProcess> {
-    const raftPort = options.raftPort ?? await this.raftPort(id);
+    const raftPort = options.raftPort ?? (await this.raftPort(id));
     const httpPort = await this.httpPort(id);
-    const storage = options.dataDir === undefined ? ['--storage', 'memory'] : ['--storage', 'lmdb', '--data-dir', options.dataDir];
+    const storage =
+      options.dataDir === undefined
+        ? ['--storage', 'memory']
+        : ['--storage', 'lmdb', '--data-dir', options.dataDir];
     const cookie = options.cookie === null ? [] : ['--cookie', options.cookie ?? this.cookie];
-    const child = spawn(process.execPath, [BIN, '--node-id', String(id), '--port', String(raftPort), ...cookie,
-      '--http-addr', `127.0.0.1:${httpPort}`, ...storage, '--heartbeat-interval-ms', '100',
-      '--election-timeout-min-ms', '800', '--election-timeout-max-ms', '1600', ...(options.flags ?? [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        '--node-id',
+        String(id),
+        '--port',
+        String(raftPort),
+        ...cookie,
+        '--http-addr',
+        `127.0.0.1:${httpPort}`,
+        ...storage,
+        '--heartbeat-interval-ms',
+        '100',
+        '--election-timeout-min-ms',
+        '800',
+        '--election-timeout-max-ms',
+        '1600',
+        ...(options.flags ?? []),
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     this.children.push(child);
     const log: string[] = [];
     return new Promise<NodeProcess>((resolvePromise, reject) => {
-      const timer = setTimeout(() => { reject(new Error(`node ${id} did not start: ${log.join('\n')}`)); }, STARTUP_TIMEOUT_MS);
+      const timer = setTimeout(() => {
+        reject(new Error(`node ${id} did not start: ${log.join('\n')}`));
+      }, STARTUP_TIMEOUT_MS);
       child.stderr.setEncoding('utf8').on('data', (text: string) => {
         log.push(...text.split('\n').filter((line) => line.length > 0));
         if (text.includes(' up: ')) {
           clearTimeout(timer);
-          resolvePromise({ id, child, http: `http://127.0.0.1:${httpPort}`, raftAddr: `127.0.0.1:${raftPort}`, log });
+          resolvePromise({
+            id,
+            child,
+            http: `http://127.0.0.1:${httpPort}`,
+            raftAddr: `127.0.0.1:${raftPort}`,
+            log,
+          });
         }
       });
-      child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`node ${id} exited with ${code}: ${log.join('\n')}`)); });
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`node ${id} exited with ${code}: ${log.join('\n')}`));
+      });
     });
   }
 
   /** SIGKILL: no shutdown path runs, as in a power cut of the process. */
   async kill(node: NodeProcess): Promise<void> {
     if (node.child.exitCode !== null || node.child.signalCode !== null) return;
-    const exited = new Promise<void>((resolvePromise) => { node.child.once('exit', () => { resolvePromise(); }); });
+    const exited = new Promise<void>((resolvePromise) => {
+      node.child.once('exit', () => {
+        resolvePromise();
+      });
+    });
     node.child.kill('SIGKILL');
     await exited;
   }
@@ -103,8 +140,16 @@ export class ProcessCluster {
   }
 }
 
-export async function post(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+export async function post(
+  url: string,
+  body: unknown,
+): Promise<{ status: number; json: Record<string, unknown> }> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
   return { status: response.status, json: (await response.json()) as Record<string, unknown> };
 }
 
@@ -116,7 +161,8 @@ export async function get(url: string): Promise<{ status: number; json: Record<s
 /** Poll `check` until it holds or `timeoutMs` passes; then assert it. */
 export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await check()) && Date.now() < deadline) await new Promise((resolvePromise) => setTimeout(resolvePromise, POLL_MS));
+  while (!(await check()) && Date.now() < deadline)
+    await new Promise((resolvePromise) => setTimeout(resolvePromise, POLL_MS));
   expect(await check()).toBe(true);
 }
 
@@ -125,8 +171,11 @@ export async function formCluster(cluster: ProcessCluster, nodes: readonly NodeP
   const [first, ...rest] = nodes;
   if (first === undefined) throw new Error('no nodes');
   expect((await post(`${first.http}/init`, { initial_members: [cluster.member(first)] })).status).toBe(200);
-  for (const node of rest) expect((await post(`${first.http}/add-learner`, { learner: cluster.member(node) })).status).toBe(200);
-  expect((await post(`${first.http}/change-membership`, { members: nodes.map((node) => node.id) })).json).toMatchObject({ members: nodes.map((node) => node.id) });
+  for (const node of rest)
+    expect((await post(`${first.http}/add-learner`, { learner: cluster.member(node) })).status).toBe(200);
+  expect(
+    (await post(`${first.http}/change-membership`, { members: nodes.map((node) => node.id) })).json,
+  ).toMatchObject({ members: nodes.map((node) => node.id) });
 }
 
 export interface FormedCluster {
@@ -137,12 +186,18 @@ export interface FormedCluster {
 }
 
 /** Start nodes 1, 2 and 3, form the README's cluster, and say which one leads. */
-export async function startFormedCluster(cluster: ProcessCluster, options: { readonly lmdb?: boolean } = {}): Promise<FormedCluster> {
-  const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id, options.lmdb === true ? { dataDir: cluster.tempDir() } : {})));
+export async function startFormedCluster(
+  cluster: ProcessCluster,
+  options: { readonly lmdb?: boolean } = {},
+): Promise<FormedCluster> {
+  const nodes = await Promise.all(
+    [1, 2, 3].map((id) => cluster.start(id, options.lmdb === true ? { dataDir: cluster.tempDir() } : {})),
+  );
   await formCluster(cluster, nodes);
   const leaderId = (await get(`${nodes[0]?.http ?? ''}/leader`)).json.leader;
   const leader = nodes.find((node) => node.id === leaderId);
   const follower = nodes.find((node) => node.id !== leaderId);
-  if (leader === undefined || follower === undefined) throw new Error(`no leader among the formed nodes (leader ${String(leaderId)})`);
+  if (leader === undefined || follower === undefined)
+    throw new Error(`no leader among the formed nodes (leader ${String(leaderId)})`);
   return { nodes, leader, follower };
 }

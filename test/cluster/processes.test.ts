@@ -2,28 +2,48 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { eventually, formCluster, post, ProcessCluster } from './process-harness.ts';
 
 const cluster = new ProcessCluster();
-afterAll(() => { cluster.cleanup(); });
+afterAll(() => {
+  cluster.cleanup();
+});
 
 describe('aspen-node processes', () => {
   it("the README's walkthrough works across processes; a node with another cookie cannot join", async () => {
     const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id)));
-    const [one, two, three] = nodes as [typeof nodes[0], typeof nodes[0], typeof nodes[0]];
+    const [one, two, three] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]];
     await formCluster(cluster, nodes);
-    expect((await post(`${two.http}/write`, { command: { Set: { key: 'greeting', value: 'hello world' } } })).status).toBe(200);
+    expect(
+      (await post(`${two.http}/write`, { command: { Set: { key: 'greeting', value: 'hello world' } } }))
+        .status,
+    ).toBe(200);
     const read = await fetch(`${three.http}/read?key=greeting`);
     expect(await read.json()).toMatchObject({ key: 'greeting', value: 'hello world' });
 
     // A node with another cookie that believes node 1 is its peer: it can neither win a vote nor write.
     const stranger = await cluster.start(4, { cookie: 'another-cluster-cookie' });
-    expect((await post(`${stranger.http}/init`, { initial_members: [cluster.member(stranger), cluster.member(one)] })).status).toBe(200);
-    await eventually(() => stranger.log.some((line) => line.includes('refused connection')) && one.log.some((line) => line.includes('refused connection')), 15_000);
-    const strangerWrite = await post(`${stranger.http}/write`, { command: { Set: { key: 'greeting', value: 'intruder' } } });
+    expect(
+      (
+        await post(`${stranger.http}/init`, {
+          initial_members: [cluster.member(stranger), cluster.member(one)],
+        })
+      ).status,
+    ).toBe(200);
+    await eventually(
+      () =>
+        stranger.log.some((line) => line.includes('refused connection')) &&
+        one.log.some((line) => line.includes('refused connection')),
+      15_000,
+    );
+    const strangerWrite = await post(`${stranger.http}/write`, {
+      command: { Set: { key: 'greeting', value: 'intruder' } },
+    });
     expect(strangerWrite.status).toBe(503);
     const after = await fetch(`${three.http}/read?key=greeting`);
     expect(await after.json()).toMatchObject({ value: 'hello world' });
 
     // SIGTERM shuts a node down in order and exits 0.
-    const exited = new Promise<number | null>((resolvePromise) => { two.child.on('exit', resolvePromise); });
+    const exited = new Promise<number | null>((resolvePromise) => {
+      two.child.on('exit', resolvePromise);
+    });
     two.child.kill('SIGTERM');
     expect(await exited).toBe(0);
   }, 90_000);

@@ -2,7 +2,11 @@ import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ClusterController, KeyValueStore } from '../../src/api/contracts.ts';
 import type { ClusterState } from '../../src/api/types.ts';
-import { HTTP_CONNECTIONS_MAX, HTTP_CONNECTIONS_PER_ADDRESS_MAX, HTTP_IDLE_TIMEOUT_MS } from '../../src/http/connections.ts';
+import {
+  HTTP_CONNECTIONS_MAX,
+  HTTP_CONNECTIONS_PER_ADDRESS_MAX,
+  HTTP_IDLE_TIMEOUT_MS,
+} from '../../src/http/connections.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
 
 const stops: (() => Promise<unknown>)[] = [];
@@ -21,13 +25,28 @@ const LIMITS = { connectionsMax: 4, perAddressMax: 2, idleTimeoutMs: 200 };
 const state: ClusterState = { nodes: [], members: [], learners: [], leader: null };
 const never = () => Promise.reject(new Error('unused'));
 const controller: ClusterController = {
-  init: never, addLearner: never, changeMembership: never, removeLearner: never, triggerSnapshot: never, getMetrics: never,
-  currentState: () => new Promise((resolve) => { setTimeout(() => { resolve(state); }, SLOW_ANSWER_MS); }),
+  init: never,
+  addLearner: never,
+  changeMembership: never,
+  removeLearner: never,
+  triggerSnapshot: never,
+  getMetrics: never,
+  currentState: () =>
+    new Promise((resolve) => {
+      setTimeout(() => {
+        resolve(state);
+      }, SLOW_ANSWER_MS);
+    }),
 };
 const store: KeyValueStore = { write: never, read: never, delete: never, scan: never };
 
 async function listening(limits = LIMITS): Promise<number> {
-  const app = buildHttpServer({ controller, store, identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 }, connectionLimits: limits });
+  const app = buildHttpServer({
+    controller,
+    store,
+    identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
+    connectionLimits: limits,
+  });
   stops.push(() => app.close());
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
@@ -37,7 +56,9 @@ async function listening(limits = LIMITS): Promise<number> {
 
 function open(port: number, localAddress = '127.0.0.1'): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ port, host: '127.0.0.1', localAddress }, () => { resolve(socket); });
+    const socket = connect({ port, host: '127.0.0.1', localAddress }, () => {
+      resolve(socket);
+    });
     socket.once('error', reject);
     sockets.push(socket);
   });
@@ -46,7 +67,9 @@ function open(port: number, localAddress = '127.0.0.1'): Promise<Socket> {
 /** The first bytes the server sends back on `socket`, or null when it closes or WAIT_MS_MAX passes first. */
 function firstAnswer(socket: Socket): Promise<string | null> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => { resolve(null); }, WAIT_MS_MAX);
+    const timer = setTimeout(() => {
+      resolve(null);
+    }, WAIT_MS_MAX);
     socket.once('data', (data: Buffer) => {
       clearTimeout(timer);
       resolve(data.toString('utf8'));
@@ -66,7 +89,9 @@ function closedWithin(socket: Socket, waitMs = WAIT_MS_MAX): Promise<number | nu
       resolve(0);
       return;
     }
-    const timer = setTimeout(() => { resolve(null); }, waitMs);
+    const timer = setTimeout(() => {
+      resolve(null);
+    }, waitMs);
     socket.once('close', () => {
       clearTimeout(timer);
       resolve(Date.now() - start);
@@ -93,7 +118,9 @@ describe('HTTP connection hygiene', () => {
 
   it('never cuts a request that is waiting for its answer', async () => {
     const port = await listening();
-    const response = await fetch(`http://127.0.0.1:${port}/state`, { signal: AbortSignal.timeout(WAIT_MS_MAX) });
+    const response = await fetch(`http://127.0.0.1:${port}/state`, {
+      signal: AbortSignal.timeout(WAIT_MS_MAX),
+    });
     expect(response.status).toBe(200); // answered after 600 ms, three idle timeouts
     expect(await response.json()).toEqual(state);
   });

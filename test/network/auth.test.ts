@@ -3,7 +3,13 @@ import type { Stream } from '@libp2p/interface';
 import { multiaddr } from '@multiformats/multiaddr';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  AUTH_KDF_BLOCK_SIZE, AUTH_KDF_COST, AUTH_KDF_PARALLELISM, AUTH_PROTOCOL, deriveAuthKey, MAC_BYTES, NONCE_BYTES,
+  AUTH_KDF_BLOCK_SIZE,
+  AUTH_KDF_COST,
+  AUTH_KDF_PARALLELISM,
+  AUTH_PROTOCOL,
+  deriveAuthKey,
+  MAC_BYTES,
+  NONCE_BYTES,
 } from '../../src/network/auth.ts';
 import { encodeFrame } from '../../src/network/frame.ts';
 import { aspenNode, eventually, FrameCollector, rawClient } from './intruders.ts';
@@ -17,7 +23,12 @@ afterEach(async () => {
 
 /** The key as documented: scrypt of the cookie with the named costs and the fixed public salt. */
 function documentedKey(cookie: string): Buffer {
-  return scryptSync(cookie, 'aspen-cluster-key-v2', 32, { N: AUTH_KDF_COST, r: AUTH_KDF_BLOCK_SIZE, p: AUTH_KDF_PARALLELISM, maxmem: 256 * AUTH_KDF_COST * AUTH_KDF_BLOCK_SIZE });
+  return scryptSync(cookie, 'aspen-cluster-key-v2', 32, {
+    N: AUTH_KDF_COST,
+    r: AUTH_KDF_BLOCK_SIZE,
+    p: AUTH_KDF_PARALLELISM,
+    maxmem: 256 * AUTH_KDF_COST * AUTH_KDF_BLOCK_SIZE,
+  });
 }
 
 describe('the cluster key', () => {
@@ -26,7 +37,9 @@ describe('the cluster key', () => {
     const key = deriveAuthKey('kdf-cookie');
     expect(key.equals(documentedKey('kdf-cookie'))).toBe(true);
     expect(deriveAuthKey('kdf-cookie')).toBe(key); // cached: the same buffer, no second derivation
-    expect(key.equals(createHmac('sha256', 'aspen-cluster-cookie-v1').update('kdf-cookie').digest())).toBe(false);
+    expect(key.equals(createHmac('sha256', 'aspen-cluster-cookie-v1').update('kdf-cookie').digest())).toBe(
+      false,
+    );
     expect(deriveAuthKey('kdf-cookie-2').equals(key)).toBe(false);
     expect(() => deriveAuthKey('')).toThrow(RangeError);
   });
@@ -59,11 +72,14 @@ describe('the dialer proves first', () => {
     if (listening === undefined) throw new Error('the fake listener has no address');
     await expect(transport.connect([multiaddr(listening.toString())])).rejects.toThrow();
     await eventually(() => seen.length === 1, SETTLE_MS, 'the fake listener got a proof');
-    const [{ hello, proof, nonce }] = seen as [typeof seen[number]];
+    const [{ hello, proof, nonce }] = seen as [(typeof seen)[number]];
     expect(hello.byteLength).toBe(NONCE_BYTES);
     // What a guesser must recompute per guess: HMAC under scrypt(cookie), not under a fast hash of it.
     const expected = createHmac('sha256', documentedKey(cookie))
-      .update(`aspen-auth-v2-dialer\u0000${transport.peerId}\u0000${fake.peerId.toString()}\u0000`).update(hello).update(nonce).digest();
+      .update(`aspen-auth-v2-dialer\u0000${transport.peerId}\u0000${fake.peerId.toString()}\u0000`)
+      .update(hello)
+      .update(nonce)
+      .digest();
     expect(Buffer.from(proof).equals(expected)).toBe(true);
     expect(transport.authRefusals).toBe(1);
     expect(logs.join('\n')).toMatch(/auth: refused connection to .*does not know the cluster cookie/);

@@ -7,20 +7,58 @@ import { config, plain, samples } from './samples.ts';
 
 describe('wire codec', () => {
   it('round-trips every message type', () => {
-    for (const message of samples) expect(plain(decodeWireMessage(encodeWireMessage(message)))).toEqual(plain(message));
+    for (const message of samples)
+      expect(plain(decodeWireMessage(encodeWireMessage(message)))).toEqual(plain(message));
   });
 
   it('refuses malformed messages with WireFormatError (never a crash)', () => {
     const packr = new Packr({ useRecords: false });
     const bad: unknown[] = [
-      null, 42, 'text', [], {},
-      { type: 'append', from: 1, to: 2, term: 3, prevLogIndex: 0, prevLogTerm: 0, commitIndex: 0, entries: 'nope' },
-      { type: 'append', from: 1, to: 2, term: 3, prevLogIndex: 0, prevLogTerm: 0, commitIndex: 0, entries: [{ kind: 'weird', term: 1, index: 1 }] },
+      null,
+      42,
+      'text',
+      [],
+      {},
+      {
+        type: 'append',
+        from: 1,
+        to: 2,
+        term: 3,
+        prevLogIndex: 0,
+        prevLogTerm: 0,
+        commitIndex: 0,
+        entries: 'nope',
+      },
+      {
+        type: 'append',
+        from: 1,
+        to: 2,
+        term: 3,
+        prevLogIndex: 0,
+        prevLogTerm: 0,
+        commitIndex: 0,
+        entries: [{ kind: 'weird', term: 1, index: 1 }],
+      },
       { type: 'vote', from: 0, to: 2, term: 3, lastLogIndex: 0, lastLogTerm: 0, transfer: false },
       { type: 'vote', from: 1, to: 2, term: -1, lastLogIndex: 0, lastLogTerm: 0, transfer: false },
       { type: 'heartbeat', from: 1, to: 2, term: 2 ** 60, commitIndex: 0, readRound: 0 },
-      { type: 'snapshot', from: 1, to: 2, term: 3, snapshot: { index: 4, term: 1, config: { voters: [], votersOutgoing: [], learners: [] } } },
-      { type: 'snapshot_chunk', from: 1, to: 2, term: 3, snapshot: { index: 4, term: 1, config }, offsetBytes: 2, totalBytes: 3, data: new Uint8Array(5) },
+      {
+        type: 'snapshot',
+        from: 1,
+        to: 2,
+        term: 3,
+        snapshot: { index: 4, term: 1, config: { voters: [], votersOutgoing: [], learners: [] } },
+      },
+      {
+        type: 'snapshot_chunk',
+        from: 1,
+        to: 2,
+        term: 3,
+        snapshot: { index: 4, term: 1, config },
+        offsetBytes: 2,
+        totalBytes: 3,
+        data: new Uint8Array(5),
+      },
       { type: 'mystery', from: 1, to: 2, term: 3 },
       { type: 'client_request', from: 2, to: 1, term: 0, operation: { kind: 'read', key: 'k' } },
       { type: 'client_response', from: 1, to: 2, term: 0, requestId: 1, error: { code: 5 } },
@@ -31,11 +69,18 @@ describe('wire codec', () => {
 
   it('decodes a forwarded request that fails validation as "invalid", with the error the leader answers', () => {
     const packr = new Packr({ useRecords: false });
-    const request = (operation: unknown) => packr.pack({ type: 'client_request', from: 2, to: 1, term: 0, requestId: 9, operation });
+    const request = (operation: unknown) =>
+      packr.pack({ type: 'client_request', from: 2, to: 1, term: 0, requestId: 9, operation });
     const cases: [unknown, string][] = [
       [{ kind: 'write', command: { Set: { key: 'k'.repeat(2_000), value: 'v' } } }, 'KEY_TOO_LARGE'],
       [{ kind: 'write', command: { Set: { key: 'k', value: 'v', x: [[[1]]] } } }, 'INVALID_INPUT'],
-      [{ kind: 'write', command: { SetMulti: { pairs: Array.from({ length: 101 }, (_, index) => [`k${index}`, 'v']) } } }, 'BATCH_TOO_LARGE'],
+      [
+        {
+          kind: 'write',
+          command: { SetMulti: { pairs: Array.from({ length: 101 }, (_, index) => [`k${index}`, 'v']) } },
+        },
+        'BATCH_TOO_LARGE',
+      ],
       [{ kind: 'read', key: '' }, 'INVALID_INPUT'],
       [{ kind: 'delete', key: ['a'] }, 'INVALID_INPUT'],
       [{ kind: 'scan', prefix: 'a', limit: 0, continuationToken: null }, 'INVALID_INPUT'],
@@ -50,37 +95,51 @@ describe('wire codec', () => {
       expect(decoded.requestId).toBe(9);
       expect(decoded.operation).toMatchObject({ kind: 'invalid', code });
     }
-    const valid = decodeWireMessage(request({ kind: 'scan', prefix: 'a', limit: null, continuationToken: null }));
-    expect(valid).toMatchObject({ operation: { kind: 'scan', prefix: 'a', limit: 1_000, continuationToken: null } });
+    const valid = decodeWireMessage(
+      request({ kind: 'scan', prefix: 'a', limit: null, continuationToken: null }),
+    );
+    expect(valid).toMatchObject({
+      operation: { kind: 'scan', prefix: 'a', limit: 1_000, continuationToken: null },
+    });
   });
 
   it('refuses to encode what cannot be a frame with WireFormatError, never an assertion or a RangeError', () => {
     const reply = { type: 'client_response', from: 1, to: 2, term: 0, requestId: 1, error: null } as const;
-    expect(() => encodeWireMessage({ ...reply, result: { value: 'x'.repeat(6 * 1024 * 1024) } })).toThrow(WireFormatError);
+    expect(() => encodeWireMessage({ ...reply, result: { value: 'x'.repeat(6 * 1024 * 1024) } })).toThrow(
+      WireFormatError,
+    );
     let deep: unknown = 'leaf';
     for (let depth = 0; depth < 20_000; depth += 1) deep = [deep];
     expect(() => encodeWireMessage({ ...reply, result: deep })).toThrow(WireFormatError);
-    expect(decodeWireMessage(encodeWireMessage({ ...reply, result: { value: 'x'.repeat(4 * 1024 * 1024) } }))).toMatchObject({ type: 'client_response' });
+    expect(
+      decodeWireMessage(encodeWireMessage({ ...reply, result: { value: 'x'.repeat(4 * 1024 * 1024) } })),
+    ).toMatchObject({ type: 'client_response' });
   });
 
   it('never throws anything but WireFormatError on mutated frames, and lets through only requests that pass validation (property)', () => {
     const frames = samples.map((message) => encodeWireMessage(message));
     fc.assert(
-      fc.property(fc.nat(frames.length - 1), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }), fc.nat(), (pick, flips, cut) => {
-        const frame = Uint8Array.from(frames[pick] ?? new Uint8Array(0));
-        for (const [position, byte] of flips) if (frame.length > 0) frame[position % frame.length] = byte;
-        let decoded;
-        try {
-          decoded = decodeWireMessage(frame.subarray(0, frame.length - (cut % 4)));
-        } catch (error) {
-          return error instanceof WireFormatError;
-        }
-        if (decoded.type !== 'client_request') return true;
-        const operation = decoded.operation;
-        if (operation.kind === 'write') return validateWriteCommand(operation.command) === null;
-        if (operation.kind === 'read' || operation.kind === 'delete') return validateKey(operation.key) === null;
-        return true;
-      }),
+      fc.property(
+        fc.nat(frames.length - 1),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }),
+        fc.nat(),
+        (pick, flips, cut) => {
+          const frame = Uint8Array.from(frames[pick] ?? new Uint8Array(0));
+          for (const [position, byte] of flips) if (frame.length > 0) frame[position % frame.length] = byte;
+          let decoded;
+          try {
+            decoded = decodeWireMessage(frame.subarray(0, frame.length - (cut % 4)));
+          } catch (error) {
+            return error instanceof WireFormatError;
+          }
+          if (decoded.type !== 'client_request') return true;
+          const operation = decoded.operation;
+          if (operation.kind === 'write') return validateWriteCommand(operation.command) === null;
+          if (operation.kind === 'read' || operation.kind === 'delete')
+            return validateKey(operation.key) === null;
+          return true;
+        },
+      ),
       { numRuns: 3_000 },
     );
   });

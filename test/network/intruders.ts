@@ -31,11 +31,18 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** A real Aspen transport on loopback, stopped by the returned cleanup list. */
-export async function aspenNode(cleanups: (() => Promise<void> | void)[], options: Partial<Libp2pTransportOptions> & { nodeId: number }): Promise<{ transport: Libp2pTransport; received: WireMessage[]; logs: string[] }> {
+export async function aspenNode(
+  cleanups: (() => Promise<void> | void)[],
+  options: Partial<Libp2pTransportOptions> & { nodeId: number },
+): Promise<{ transport: Libp2pTransport; received: WireMessage[]; logs: string[] }> {
   const received: WireMessage[] = [];
   const logs: string[] = [];
   const transport = await Libp2pTransport.create({
-    listen: LOOPBACK_LISTEN, cookie: 'test-cluster', onMessage: (message) => received.push(message), log: (line) => logs.push(line), ...options,
+    listen: LOOPBACK_LISTEN,
+    cookie: 'test-cluster',
+    onMessage: (message) => received.push(message),
+    log: (line) => logs.push(line),
+    ...options,
   });
   cleanups.push(() => transport.stop());
   return { transport, received, logs };
@@ -55,7 +62,11 @@ export function tcpPortOf(transport: Libp2pTransport): number {
  * A plain libp2p peer without the cookie: TCP + Noise + Yamux, identify and gossipsub as any
  * libp2p application has them, dialing from `sourceAddress` (any 127.0.0.0/8 address).
  */
-export async function rawClient(cleanups: (() => Promise<void> | void)[], sourceAddress = '127.0.0.1', listen: readonly string[] = []): Promise<Libp2p<{ identify: Identify; pubsub: GossipSub }>> {
+export async function rawClient(
+  cleanups: (() => Promise<void> | void)[],
+  sourceAddress = '127.0.0.1',
+  listen: readonly string[] = [],
+): Promise<Libp2p<{ identify: Identify; pubsub: GossipSub }>> {
   const dialOpts: TCPSocketOptions & { localAddress: string } = { localAddress: sourceAddress };
   const node = await createLibp2p({
     addresses: { listen: [...listen] },
@@ -93,13 +104,17 @@ export class FrameCollector {
     this.closed = stream.status !== 'open'; // a reset may come before anyone listens
     stream.addEventListener('message', (event) => {
       try {
-        for (const frame of this.decoder.push(event.data instanceof Uint8Array ? event.data : event.data.subarray())) {
+        for (const frame of this.decoder.push(
+          event.data instanceof Uint8Array ? event.data : event.data.subarray(),
+        )) {
           if (this.frames.length < READER_FRAMES_MAX) this.frames.push(frame);
         }
       } catch {
         this.malformed = true;
       }
     });
-    stream.addEventListener('close', () => { this.closed = true; });
+    stream.addEventListener('close', () => {
+      this.closed = true;
+    });
   }
 }

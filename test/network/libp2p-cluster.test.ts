@@ -10,7 +10,12 @@ import { tcp } from '@libp2p/tcp';
 import { createLibp2p } from 'libp2p';
 import { encodeWireMessage } from '../../src/network/codec.ts';
 import { encodeFrame } from '../../src/network/frame.ts';
-import { Libp2pTransport, RAFT_PROTOCOL, toMultiaddr, toMultiaddrs } from '../../src/network/libp2p-transport.ts';
+import {
+  Libp2pTransport,
+  RAFT_PROTOCOL,
+  toMultiaddr,
+  toMultiaddrs,
+} from '../../src/network/libp2p-transport.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
@@ -20,8 +25,19 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function transport(nodeId: number, onMessage: (message: WireMessage) => void, cookie = 'test-cluster', log?: (line: string) => void): Promise<Libp2pTransport> {
-  const created = await Libp2pTransport.create({ nodeId, listen: ['/ip4/127.0.0.1/udp/0/quic-v1', '/ip4/127.0.0.1/tcp/0'], onMessage, cookie, ...(log === undefined ? {} : { log }) });
+async function transport(
+  nodeId: number,
+  onMessage: (message: WireMessage) => void,
+  cookie = 'test-cluster',
+  log?: (line: string) => void,
+): Promise<Libp2pTransport> {
+  const created = await Libp2pTransport.create({
+    nodeId,
+    listen: ['/ip4/127.0.0.1/udp/0/quic-v1', '/ip4/127.0.0.1/tcp/0'],
+    onMessage,
+    cookie,
+    ...(log === undefined ? {} : { log }),
+  });
   cleanups.push(() => created.stop());
   return created;
 }
@@ -38,9 +54,12 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
     const a = await transport(1, () => undefined);
     const b = await transport(2, (message) => received.push(message));
     a.addPeer(2, b.listenAddresses[0] ?? '');
-    for (let round = 1; round <= 100; round += 1) a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: round, readRound: round });
+    for (let round = 1; round <= 100; round += 1)
+      a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: round, readRound: round });
     await eventually(() => received.length === 100, 5_000);
-    expect(received.map((message) => (message.type === 'heartbeat' ? message.readRound : 0))).toEqual(Array.from({ length: 100 }, (_, index) => index + 1));
+    expect(received.map((message) => (message.type === 'heartbeat' ? message.readRound : 0))).toEqual(
+      Array.from({ length: 100 }, (_, index) => index + 1),
+    );
     expect(a.connections()).toHaveLength(1); // one connection, one long-lived stream
     expect(a.connections()[0]?.remoteAddr.toString()).toContain('/quic-v1');
     a.send({ type: 'heartbeat', from: 1, to: 3, term: 1, commitIndex: 0, readRound: 0 }); // no such peer
@@ -55,17 +74,22 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
     a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 0 }); // opens the stream
     await eventually(() => received.length === 1, 5_000);
     const writesBefore = a.streamWritesTotal;
-    for (let round = 1; round <= 200; round += 1) a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: round, readRound: round });
+    for (let round = 1; round <= 200; round += 1)
+      a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: round, readRound: round });
     await eventually(() => received.length === 201, 5_000);
     expect(a.streamWritesTotal - writesBefore).toBe(1);
-    expect(received.slice(1).map((message) => (message.type === 'heartbeat' ? message.readRound : 0))).toEqual(Array.from({ length: 200 }, (_, index) => index + 1));
+    expect(
+      received.slice(1).map((message) => (message.type === 'heartbeat' ? message.readRound : 0)),
+    ).toEqual(Array.from({ length: 200 }, (_, index) => index + 1));
   });
 
-  it('answers a node it only heard from, over that node\'s own connection', async () => {
+  it("answers a node it only heard from, over that node's own connection", async () => {
     const received: WireMessage[] = [];
     let b: Libp2pTransport | null = null;
     const a = await transport(1, (message) => received.push(message));
-    b = await transport(2, (message) => { b?.send({ type: 'heartbeat_response', from: 2, to: message.from, term: 1, readRound: 7 }); });
+    b = await transport(2, (message) => {
+      b?.send({ type: 'heartbeat_response', from: 2, to: message.from, term: 1, readRound: 7 });
+    });
     a.addPeer(2, b.listenAddresses[0] ?? ''); // b never learns a's address
     a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 7 });
     await eventually(() => received.length === 1, 5_000);
@@ -76,8 +100,18 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
     const logsA: string[] = [];
     const logsB: string[] = [];
     const received: WireMessage[] = [];
-    const a = await transport(1, () => undefined, 'cluster-one', (line) => logsA.push(line));
-    const b = await transport(2, (message) => received.push(message), 'cluster-two', (line) => logsB.push(line));
+    const a = await transport(
+      1,
+      () => undefined,
+      'cluster-one',
+      (line) => logsA.push(line),
+    );
+    const b = await transport(
+      2,
+      (message) => received.push(message),
+      'cluster-two',
+      (line) => logsB.push(line),
+    );
     a.addPeer(2, b.listenAddresses[0] ?? '');
     a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 1 });
     await eventually(() => logsA.length > 0 && logsB.length > 0, 5_000);
@@ -91,13 +125,27 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
   it('a peer that skips authentication gets no Raft stream served', async () => {
     const logs: string[] = [];
     const received: WireMessage[] = [];
-    const b = await transport(2, (message) => received.push(message), 'test-cluster', (line) => logs.push(line));
-    const intruder = await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] });
+    const b = await transport(
+      2,
+      (message) => received.push(message),
+      'test-cluster',
+      (line) => logs.push(line),
+    );
+    const intruder = await createLibp2p({
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+    });
     cleanups.push(() => intruder.stop());
     const tcpAddress = b.listenAddresses.find((address) => address.includes('/tcp/')) ?? '';
     const stream = await intruder.dialProtocol(toMultiaddr(tcpAddress), RAFT_PROTOCOL);
     try {
-      stream.send(encodeFrame(encodeWireMessage({ type: 'heartbeat', from: 1, to: 2, term: 9, commitIndex: 0, readRound: 0 })));
+      stream.send(
+        encodeFrame(
+          encodeWireMessage({ type: 'heartbeat', from: 1, to: 2, term: 9, commitIndex: 0, readRound: 0 }),
+        ),
+      );
     } catch {
       // The listener may already have reset the stream: that is the refusal.
     }
@@ -106,7 +154,10 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
   });
 
   it('parses the seed raft_addr form, QUIC first', () => {
-    expect(toMultiaddrs('127.0.0.1:26001').map(String)).toEqual(['/ip4/127.0.0.1/udp/26001/quic-v1', '/ip4/127.0.0.1/tcp/26001']);
+    expect(toMultiaddrs('127.0.0.1:26001').map(String)).toEqual([
+      '/ip4/127.0.0.1/udp/26001/quic-v1',
+      '/ip4/127.0.0.1/tcp/26001',
+    ]);
     expect(toMultiaddr('127.0.0.1:26001').toString()).toBe('/ip4/127.0.0.1/tcp/26001');
     expect(() => toMultiaddr('not an address')).toThrow(RangeError);
   });
@@ -115,28 +166,47 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
     const nodes = new Map<number, RaftNode>();
     const transports = new Map<number, Libp2pTransport>();
     for (const id of [1, 2, 3]) {
-      const created = await transport(id, (message) => { nodes.get(id)?.deliver(message); });
+      const created = await transport(id, (message) => {
+        nodes.get(id)?.deliver(message);
+      });
       transports.set(id, created);
     }
     for (const [id, created] of transports) {
-      for (const [peerId, peer] of transports) if (peerId !== id) created.addPeer(peerId, peer.listenAddresses[0] ?? '');
+      for (const [peerId, peer] of transports)
+        if (peerId !== id) created.addPeer(peerId, peer.listenAddresses[0] ?? '');
       const logStore = new MemoryLogStore();
       const node = new RaftNode({
         config: { ...defaultRaftConfig(id), electionTicksMin: 10, electionTicksMax: 20, heartbeatTicks: 2 },
-        prng: new SeededPrng(id), persisted: logStore.load().persisted, logStore, stateMachine: new MemoryKvStateMachine(),
-        transport: created, clock: systemClock, tickMs: 10,
+        prng: new SeededPrng(id),
+        persisted: logStore.load().persisted,
+        logStore,
+        stateMachine: new MemoryKvStateMachine(),
+        transport: created,
+        clock: systemClock,
+        tickMs: 10,
       });
       node.start();
       nodes.set(id, node);
-      cleanups.push(() => { node.stop(); });
+      cleanups.push(() => {
+        node.stop();
+      });
     }
     const first = new RaftControlClient(nodes.get(1) as RaftNode);
-    await first.init({ initial_members: [1, 2, 3].map((id) => ({ id, addr: `node-${id}`, raft_addr: transports.get(id)?.listenAddresses[0] ?? '' })) });
+    await first.init({
+      initial_members: [1, 2, 3].map((id) => ({
+        id,
+        addr: `node-${id}`,
+        raft_addr: transports.get(id)?.listenAddresses[0] ?? '',
+      })),
+    });
     await eventually(() => [...nodes.values()].some((node) => node.status().role === 'leader'), 5_000);
     const leader = [...nodes.values()].find((node) => node.status().role === 'leader') as RaftNode;
     const client = new RaftControlClient(leader);
     const written = await client.write({ command: { Set: { key: 'greeting', value: 'hello world' } } });
-    await eventually(() => [...nodes.values()].every((node) => node.status().appliedIndex >= written.log_index), 5_000);
+    await eventually(
+      () => [...nodes.values()].every((node) => node.status().appliedIndex >= written.log_index),
+      5_000,
+    );
     expect((await client.read({ key: 'greeting' })).value).toBe('hello world');
     for (const node of nodes.values()) expect(node.stateMachine.get('greeting')?.value).toBe('hello world');
   });

@@ -5,21 +5,62 @@ export const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [4] };
 export const samples: readonly WireMessage[] = [
   { type: 'pre_vote', from: 1, to: 2, term: 3, lastLogIndex: 10, lastLogTerm: 2, transfer: false },
   { type: 'vote_response', from: 2, to: 1, term: 3, granted: true },
-  { type: 'append', from: 1, to: 2, term: 3, prevLogIndex: 9, prevLogTerm: 2, commitIndex: 8, entries: [
-    { kind: 'blank', term: 3, index: 10 },
-    { kind: 'command', term: 3, index: 11, data: new Uint8Array([1, 2, 3]) },
-    { kind: 'config', term: 3, index: 12, config },
-  ] },
+  {
+    type: 'append',
+    from: 1,
+    to: 2,
+    term: 3,
+    prevLogIndex: 9,
+    prevLogTerm: 2,
+    commitIndex: 8,
+    entries: [
+      { kind: 'blank', term: 3, index: 10 },
+      { kind: 'command', term: 3, index: 11, data: new Uint8Array([1, 2, 3]) },
+      { kind: 'config', term: 3, index: 12, config },
+    ],
+  },
   { type: 'append_response', from: 2, to: 1, term: 3, success: false, index: 9, hintIndex: 7, hintTerm: 2 },
   { type: 'heartbeat', from: 1, to: 2, term: 3, commitIndex: 8, readRound: 4 },
   { type: 'heartbeat_response', from: 2, to: 1, term: 3, readRound: 4 },
   { type: 'snapshot', from: 1, to: 2, term: 3, snapshot: { index: 40, term: 3, config } },
   { type: 'timeout_now', from: 1, to: 2, term: 3 },
-  { type: 'snapshot_chunk', from: 1, to: 2, term: 3, snapshot: { index: 40, term: 3, config }, offsetBytes: 0, totalBytes: 3, data: new Uint8Array([7, 8, 9]) },
-  { type: 'client_request', from: 2, to: 1, term: 0, requestId: 5, operation: { kind: 'write', command: { Set: { key: 'k', value: 'v' } } } },
+  {
+    type: 'snapshot_chunk',
+    from: 1,
+    to: 2,
+    term: 3,
+    snapshot: { index: 40, term: 3, config },
+    offsetBytes: 0,
+    totalBytes: 3,
+    data: new Uint8Array([7, 8, 9]),
+  },
+  {
+    type: 'client_request',
+    from: 2,
+    to: 1,
+    term: 0,
+    requestId: 5,
+    operation: { kind: 'write', command: { Set: { key: 'k', value: 'v' } } },
+  },
   { type: 'client_request', from: 2, to: 1, term: 0, requestId: 6, operation: { kind: 'read', key: 'k' } },
-  { type: 'client_response', from: 1, to: 2, term: 0, requestId: 5, result: { command: { Set: { key: 'k', value: 'v' } }, log_index: 9 }, error: null },
-  { type: 'client_response', from: 1, to: 2, term: 0, requestId: 6, result: null, error: { code: 'KEY_NOT_FOUND', message: 'no', leaderId: null, definite: true } },
+  {
+    type: 'client_response',
+    from: 1,
+    to: 2,
+    term: 0,
+    requestId: 5,
+    result: { command: { Set: { key: 'k', value: 'v' } }, log_index: 9 },
+    error: null,
+  },
+  {
+    type: 'client_response',
+    from: 1,
+    to: 2,
+    term: 0,
+    requestId: 6,
+    result: null,
+    error: { code: 'KEY_NOT_FOUND', message: 'no', leaderId: null, definite: true },
+  },
 ];
 
 /** Compare bytes, not classes (msgpack decodes to Buffer, whose toJSON runs before any replacer). */
@@ -31,4 +72,3 @@ export const plain = (value: unknown): unknown =>
       return buffer?.type === 'Buffer' && Array.isArray(buffer.data) ? buffer.data : item;
     }),
   );
-

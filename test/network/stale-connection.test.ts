@@ -52,9 +52,17 @@ describe('a peer that connects again', () => {
     await eventually(() => one.received.length > 0, SETTLE_MS, 'node 2 reaches node 1 through the relay');
     // Node 1 knows no address for node 2: it answers over node 2's own (relayed) connection.
     expect(one.transport.peerAddresses().has(2)).toBe(false);
-    const sender = setInterval(() => { one.transport.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 0 }); }, SEND_INTERVAL_MS);
-    cleanups.push(() => { clearInterval(sender); });
-    await eventually(() => two.received.length > 0, SETTLE_MS, 'node 1 reaches node 2 over the relayed connection');
+    const sender = setInterval(() => {
+      one.transport.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 0 });
+    }, SEND_INTERVAL_MS);
+    cleanups.push(() => {
+      clearInterval(sender);
+    });
+    await eventually(
+      () => two.received.length > 0,
+      SETTLE_MS,
+      'node 1 reaches node 2 over the relayed connection',
+    );
 
     relay.freeze(); // the relayed connection stays open on both sides and carries nothing from now on
     const heardBefore = two.received.length;

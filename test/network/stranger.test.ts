@@ -9,7 +9,15 @@ import { encodeWireMessage } from '../../src/network/codec.ts';
 import { AUTH_PROTOCOL, NONCE_BYTES } from '../../src/network/auth.ts';
 import { encodeFrame } from '../../src/network/frame.ts';
 import { RAFT_PROTOCOL, type Libp2pTransport } from '../../src/network/libp2p-transport.ts';
-import { aspenNode, eventually, FrameCollector, rawClient, rawQuicClient, sleep, tcpAddressOf } from './intruders.ts';
+import {
+  aspenNode,
+  eventually,
+  FrameCollector,
+  rawClient,
+  rawQuicClient,
+  sleep,
+  tcpAddressOf,
+} from './intruders.ts';
 
 const COOKIE = 'test-cluster';
 /** Announcements every 100 ms here (10 s in production), so the stranger's wait spans many. */
@@ -28,14 +36,34 @@ afterEach(async () => {
 });
 
 /** A member running gossip discovery as aspen-node does, with a short announce interval. */
-async function gossipMember(nodeId: number): Promise<{ transport: Libp2pTransport; directory: PeerDirectory; logs: string[] }> {
-  const { transport, logs } = await aspenNode(cleanups, { nodeId, cookie: COOKIE, gossip: true, authDeadlineMs: AUTH_DEADLINE_MS });
-  const directory = new PeerDirectory({ transport, selfId: nodeId, selfPeerId: transport.peerId, log: (line) => logs.push(line) });
+async function gossipMember(
+  nodeId: number,
+): Promise<{ transport: Libp2pTransport; directory: PeerDirectory; logs: string[] }> {
+  const { transport, logs } = await aspenNode(cleanups, {
+    nodeId,
+    cookie: COOKIE,
+    gossip: true,
+    authDeadlineMs: AUTH_DEADLINE_MS,
+  });
+  const directory = new PeerDirectory({
+    transport,
+    selfId: nodeId,
+    selfPeerId: transport.peerId,
+    log: (line) => logs.push(line),
+  });
   const gossip = new GossipDiscovery({
-    transport, directory, nodeId, cookie: COOKIE, httpAddr: `127.0.0.1:${8000 + nodeId}`, log: (line) => logs.push(line), announceIntervalMs: ANNOUNCE_INTERVAL_MS,
+    transport,
+    directory,
+    nodeId,
+    cookie: COOKIE,
+    httpAddr: `127.0.0.1:${8000 + nodeId}`,
+    log: (line) => logs.push(line),
+    announceIntervalMs: ANNOUNCE_INTERVAL_MS,
   });
   gossip.start();
-  cleanups.push(() => { gossip.stop(); });
+  cleanups.push(() => {
+    gossip.stop();
+  });
   return { transport, directory, logs };
 }
 
@@ -50,8 +78,12 @@ describe('a libp2p peer without the cookie', () => {
     const heard: Message[] = [];
     const subscriptions: string[] = [];
     stranger.services.pubsub.subscribe(topic);
-    stranger.services.pubsub.addEventListener('message', (event) => { heard.push(event.detail); });
-    stranger.services.pubsub.addEventListener('subscription-change', (event) => { subscriptions.push(...event.detail.subscriptions.map((entry) => entry.topic)); });
+    stranger.services.pubsub.addEventListener('message', (event) => {
+      heard.push(event.detail);
+    });
+    stranger.services.pubsub.addEventListener('subscription-change', (event) => {
+      subscriptions.push(...event.detail.subscriptions.map((entry) => entry.topic));
+    });
     const connection = await stranger.dial(multiaddr(tcpAddressOf(one.transport)));
 
     await expect(stranger.services.identify.identify(connection)).rejects.toThrow();
@@ -59,30 +91,50 @@ describe('a libp2p peer without the cookie', () => {
     await sleep(STRANGER_LISTEN_MS);
 
     // Meanwhile the member with the cookie heard node 1 announce, HTTP address and all (the control).
-    await eventually(() => two.directory.peers().some((peer) => peer.nodeId === 1 && peer.httpAddr === '127.0.0.1:8001'), SETTLE_MS, 'node 2 hears node 1');
+    await eventually(
+      () => two.directory.peers().some((peer) => peer.nodeId === 1 && peer.httpAddr === '127.0.0.1:8001'),
+      SETTLE_MS,
+      'node 2 hears node 1',
+    );
     expect(one.transport.pubsub?.getPeers().map(String)).toEqual([two.transport.peerId]);
     expect(heard).toEqual([]);
     expect(subscriptions).toEqual([]);
     expect(stranger.services.pubsub.getSubscribers(topic)).toEqual([]);
     const known = await stranger.peerStore.get(connection.remotePeer);
     expect(known.metadata.get('AgentVersion')).toBeUndefined();
-    expect(known.protocols.filter((protocol) => protocol !== '/ipfs/id/1.0.0' && protocol !== MESHSUB)).toEqual([]); // only what it asked for itself
+    expect(
+      known.protocols.filter((protocol) => protocol !== '/ipfs/id/1.0.0' && protocol !== MESHSUB),
+    ).toEqual([]); // only what it asked for itself
     const quic = one.transport.listenAddresses.find((address) => address.includes('/quic-v1')) ?? '';
-    expect(known.addresses.map((address) => address.multiaddr.toString()).filter((address) => quic.startsWith(address) || address.includes('/quic-v1'))).toEqual([]);
+    expect(
+      known.addresses
+        .map((address) => address.multiaddr.toString())
+        .filter((address) => quic.startsWith(address) || address.includes('/quic-v1')),
+    ).toEqual([]);
     expect(meshsub === null || meshsub.status !== 'open').toBe(true);
     expect(one.transport.admission.streamsRefused).toBeGreaterThanOrEqual(1);
   });
 
   it('gets its Raft stream reset unread, and its connection closed at the authentication deadline, over TCP or QUIC', async () => {
-    const { transport, received, logs } = await aspenNode(cleanups, { nodeId: 2, cookie: COOKIE, authDeadlineMs: AUTH_DEADLINE_MS });
+    const { transport, received, logs } = await aspenNode(cleanups, {
+      nodeId: 2,
+      cookie: COOKIE,
+      authDeadlineMs: AUTH_DEADLINE_MS,
+    });
     const stranger = await rawClient(cleanups);
     const quicStranger = await rawQuicClient(cleanups);
-    await quicStranger.dial(multiaddr(transport.listenAddresses.find((address) => address.includes('/quic-v1')) ?? ''));
+    await quicStranger.dial(
+      multiaddr(transport.listenAddresses.find((address) => address.includes('/quic-v1')) ?? ''),
+    );
     const connection = await stranger.dial(multiaddr(tcpAddressOf(transport)));
     const stream = await connection.newStream(RAFT_PROTOCOL);
     const collector = new FrameCollector(stream);
     try {
-      stream.send(encodeFrame(encodeWireMessage({ type: 'heartbeat', from: 1, to: 2, term: 9, commitIndex: 0, readRound: 0 })));
+      stream.send(
+        encodeFrame(
+          encodeWireMessage({ type: 'heartbeat', from: 1, to: 2, term: 9, commitIndex: 0, readRound: 0 }),
+        ),
+      );
     } catch {
       // Already reset by the listener: that is the refusal.
     }
@@ -90,7 +142,11 @@ describe('a libp2p peer without the cookie', () => {
     expect(received).toEqual([]);
     expect(logs.join('\n')).toMatch(/refused a \S+ stream from unauthenticated/);
     expect(transport.admission.unauthenticated).toBe(2);
-    await eventually(() => stranger.getConnections().length === 0 && quicStranger.getConnections().length === 0, AUTH_DEADLINE_MS + SETTLE_MS, 'both strangers are cut off');
+    await eventually(
+      () => stranger.getConnections().length === 0 && quicStranger.getConnections().length === 0,
+      AUTH_DEADLINE_MS + SETTLE_MS,
+      'both strangers are cut off',
+    );
     expect(transport.admission).toMatchObject({ expired: 2, unauthenticated: 0, streamsRefused: 1 });
     expect(logs.join('\n')).toMatch(/refused a \/aspen\/raft\/1\.0\.0 stream from unauthenticated/);
     expect(transport.connections()).toEqual([]);

@@ -26,20 +26,38 @@ function inbox(received: Map<NodeId, WireMessage[]>, id: NodeId): WireMessage[] 
 
 describeTransportCompliance('simulated network', (ids) => {
   const events = new EventQueue();
-  const network = new SimNetwork(events, new SeededPrng(7), { delayMsMin: 1, delayMsMax: 20, lossProbability: 0, duplicateProbability: 0 });
+  const network = new SimNetwork(events, new SeededPrng(7), {
+    delayMsMin: 1,
+    delayMsMax: 20,
+    lossProbability: 0,
+    duplicateProbability: 0,
+  });
   const received = inboxes(ids);
-  const transports = new Map<NodeId, ClusterTransport>(ids.map((id) => [id, new SimTransport(network, id, (message) => inbox(received, id).push(message))]));
+  const transports = new Map<NodeId, ClusterTransport>(
+    ids.map((id) => [id, new SimTransport(network, id, (message) => inbox(received, id).push(message))]),
+  );
   const runFor = (durationMs: number, done: () => boolean): void => {
     const untilMs = events.nowMs + durationMs;
-    while (!done() && events.runNext(untilMs)) { /* one event per turn */ }
+    while (!done() && events.runNext(untilMs)) {
+      /* one event per turn */
+    }
   };
   const harness: TransportHarness = {
     transports,
     received: (id) => inbox(received, id),
     addressOf: (id) => `sim-node-${id}`,
-    settle: (done) => { runFor(SIM_SETTLE_MS, done); expect(done()).toBe(true); return Promise.resolve(); },
-    quiet: () => { runFor(SIM_SETTLE_MS, () => false); return Promise.resolve(); },
-    stop: async () => { for (const transport of transports.values()) await transport.stop(); },
+    settle: (done) => {
+      runFor(SIM_SETTLE_MS, done);
+      expect(done()).toBe(true);
+      return Promise.resolve();
+    },
+    quiet: () => {
+      runFor(SIM_SETTLE_MS, () => false);
+      return Promise.resolve();
+    },
+    stop: async () => {
+      for (const transport of transports.values()) await transport.stop();
+    },
   };
   return Promise.resolve(harness);
 });
@@ -48,9 +66,15 @@ describeTransportCompliance('libp2p on loopback', async (ids) => {
   const received = inboxes(ids);
   const transports = new Map<NodeId, Libp2pTransport>();
   for (const id of ids) {
-    transports.set(id, await Libp2pTransport.create({
-      nodeId: id, listen: ['/ip4/127.0.0.1/udp/0/quic-v1', '/ip4/127.0.0.1/tcp/0'], cookie: 'compliance', onMessage: (message) => inbox(received, id).push(message),
-    }));
+    transports.set(
+      id,
+      await Libp2pTransport.create({
+        nodeId: id,
+        listen: ['/ip4/127.0.0.1/udp/0/quic-v1', '/ip4/127.0.0.1/tcp/0'],
+        cookie: 'compliance',
+        onMessage: (message) => inbox(received, id).push(message),
+      }),
+    );
   }
   const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
   return {
@@ -63,6 +87,8 @@ describeTransportCompliance('libp2p on loopback', async (ids) => {
       expect(done()).toBe(true);
     },
     quiet: () => sleep(LIBP2P_QUIET_MS),
-    stop: async () => { for (const transport of transports.values()) await transport.stop(); },
+    stop: async () => {
+      for (const transport of transports.values()) await transport.stop();
+    },
   };
 });

@@ -31,7 +31,8 @@ function get(harness: TransportHarness, id: NodeId): ClusterTransport {
 
 function connectAll(harness: TransportHarness): void {
   for (const [id, transport] of harness.transports) {
-    for (const peer of harness.transports.keys()) if (peer !== id) transport.addPeer(peer, harness.addressOf(peer));
+    for (const peer of harness.transports.keys())
+      if (peer !== id) transport.addPeer(peer, harness.addressOf(peer));
   }
 }
 
@@ -39,7 +40,11 @@ function addressed(message: WireMessage, from: NodeId, to: NodeId): WireMessage 
   return { ...message, from, to };
 }
 
-async function withHarness(factory: HarnessFactory, ids: readonly NodeId[], body: (harness: TransportHarness) => Promise<void>): Promise<void> {
+async function withHarness(
+  factory: HarnessFactory,
+  ids: readonly NodeId[],
+  body: (harness: TransportHarness) => Promise<void>,
+): Promise<void> {
   const harness = await factory(ids);
   try {
     await body(harness);
@@ -69,13 +74,29 @@ export function describeTransportCompliance(name: string, factory: HarnessFactor
       await withHarness(factory, [1, 2, 3], async (harness) => {
         connectAll(harness);
         for (let round = 1; round <= BURST_MESSAGES; round += 1) {
-          for (const to of [2, 3]) get(harness, 1).send({ type: 'heartbeat', from: 1, to, term: 1, commitIndex: 0, readRound: round });
+          for (const to of [2, 3])
+            get(harness, 1).send({
+              type: 'heartbeat',
+              from: 1,
+              to,
+              term: 1,
+              commitIndex: 0,
+              readRound: round,
+            });
         }
         get(harness, 3).send({ type: 'heartbeat_response', from: 3, to: 1, term: 1, readRound: 9 });
-        await harness.settle(() => harness.received(2).length + harness.received(3).length >= 2 * BURST_MESSAGES && harness.received(1).length >= 1);
+        await harness.settle(
+          () =>
+            harness.received(2).length + harness.received(3).length >= 2 * BURST_MESSAGES &&
+            harness.received(1).length >= 1,
+        );
         for (const id of [2, 3]) {
-          const rounds = harness.received(id).map((message) => (message.type === 'heartbeat' ? message.readRound : 0));
-          expect(rounds.slice().sort((a, b) => a - b)).toEqual(Array.from({ length: BURST_MESSAGES }, (_, index) => index + 1));
+          const rounds = harness
+            .received(id)
+            .map((message) => (message.type === 'heartbeat' ? message.readRound : 0));
+          expect(rounds.slice().sort((a, b) => a - b)).toEqual(
+            Array.from({ length: BURST_MESSAGES }, (_, index) => index + 1),
+          );
         }
         expect(harness.received(1)).toMatchObject([{ type: 'heartbeat_response', from: 3, readRound: 9 }]);
       });
@@ -84,8 +105,12 @@ export function describeTransportCompliance(name: string, factory: HarnessFactor
     it('drops and counts a message to a peer it has no address for, without throwing', async () => {
       await withHarness(factory, [1, 2], async (harness) => {
         const sender = get(harness, 1);
-        expect(() => { sender.send({ type: 'timeout_now', from: 1, to: 2, term: 1 }); }).not.toThrow();
-        expect(() => { sender.send({ type: 'timeout_now', from: 1, to: 99, term: 1 }); }).not.toThrow();
+        expect(() => {
+          sender.send({ type: 'timeout_now', from: 1, to: 2, term: 1 });
+        }).not.toThrow();
+        expect(() => {
+          sender.send({ type: 'timeout_now', from: 1, to: 99, term: 1 });
+        }).not.toThrow();
         expect(sender.messagesDropped).toBe(2);
         await harness.quiet();
         expect(harness.received(2)).toHaveLength(0);
@@ -111,11 +136,17 @@ export function describeTransportCompliance(name: string, factory: HarnessFactor
         sender.send({ type: 'timeout_now', from: 1, to: 2, term: 3 });
         await harness.settle(() => harness.received(2).length === 2);
         expect(harness.received(2).map((message) => message.term)).toEqual([1, 3]);
-        expect(events.map((event) => `${event.kind} ${event.id}`)).toEqual(['added 2', 'removed 2', 'added 2']);
+        expect(events.map((event) => `${event.kind} ${event.id}`)).toEqual([
+          'added 2',
+          'removed 2',
+          'added 2',
+        ]);
         unsubscribe();
         sender.removePeer(2);
         expect(events).toHaveLength(3);
-        expect(() => { sender.addPeer(2, ''); }).toThrow(RangeError);
+        expect(() => {
+          sender.addPeer(2, '');
+        }).toThrow(RangeError);
       });
     });
 

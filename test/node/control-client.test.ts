@@ -15,7 +15,10 @@ afterEach(() => {
   for (const stop of stops.splice(0)) stop();
 });
 
-function singleNode(requestTimeoutMs = 2_000, logStore = new MemoryLogStore()): { client: RaftControlClient; node: RaftNode } {
+function singleNode(
+  requestTimeoutMs = 2_000,
+  logStore = new MemoryLogStore(),
+): { client: RaftControlClient; node: RaftNode } {
   const { persisted, snapshot } = logStore.load();
   const node = new RaftNode({
     config: defaultRaftConfig(1),
@@ -29,14 +32,20 @@ function singleNode(requestTimeoutMs = 2_000, logStore = new MemoryLogStore()): 
     tickMs: 5,
   });
   node.start();
-  stops.push(() => { node.stop(); });
+  stops.push(() => {
+    node.stop();
+  });
   return { client: new RaftControlClient(node, { requestTimeoutMs }), node };
 }
 
-const members = (ids: number[]) => ids.map((id) => ({ id, addr: `node-${id}`, raft_addr: `127.0.0.1:${26000 + id}` }));
+const members = (ids: number[]) =>
+  ids.map((id) => ({ id, addr: `node-${id}`, raft_addr: `127.0.0.1:${26000 + id}` }));
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<AspenError> {
-  const error: unknown = await promise.then(() => null, (reason: unknown) => reason);
+  const error: unknown = await promise.then(
+    () => null,
+    (reason: unknown) => reason,
+  );
   expect(error).toBeInstanceOf(AspenError);
   expect((error as AspenError).code).toBe(code);
   return error as AspenError;
@@ -52,7 +61,13 @@ describe('RaftControlClient on a single in-process node', () => {
     const second = await client.write({ command: { Set: { key: 'greeting', value: 'hello world' } } });
     expect(second.log_index).toBeGreaterThan(first.log_index);
     const read = await client.read({ key: 'greeting' });
-    expect(read).toEqual({ key: 'greeting', value: 'hello world', create_index: first.log_index, mod_index: second.log_index, version: 2 });
+    expect(read).toEqual({
+      key: 'greeting',
+      value: 'hello world',
+      create_index: first.log_index,
+      mod_index: second.log_index,
+      version: 2,
+    });
     const metrics = await client.getMetrics();
     expect(metrics.state).toBe('Leader');
     expect(metrics.current_leader).toBe(1);
@@ -62,7 +77,17 @@ describe('RaftControlClient on a single in-process node', () => {
   it('applies SetMulti, Delete and DeleteMulti', async () => {
     const { client } = singleNode();
     await client.init({ initial_members: members([1]) });
-    await client.write({ command: { SetMulti: { pairs: [['a', '1'], ['b', '2'], ['c', '3']] } } });
+    await client.write({
+      command: {
+        SetMulti: {
+          pairs: [
+            ['a', '1'],
+            ['b', '2'],
+            ['c', '3'],
+          ],
+        },
+      },
+    });
     await client.write({ command: { Delete: { key: 'a' } } });
     await client.write({ command: { DeleteMulti: { keys: ['b', 'zzz'] } } });
     await expectCode(client.read({ key: 'a' }), 'KEY_NOT_FOUND');
@@ -88,9 +113,18 @@ describe('RaftControlClient on a single in-process node', () => {
     const { client, node } = singleNode();
     await client.init({ initial_members: members([1]) });
     const before = node.status().lastIndex;
-    await expectCode(client.write({ command: { Set: { key: 'k'.repeat(KEY_BYTES_MAX + 1), value: 'v' } } }), 'KEY_TOO_LARGE');
-    await expectCode(client.write({ command: { Set: { key: 'k', value: 'v'.repeat(VALUE_BYTES_MAX + 1) } } }), 'VALUE_TOO_LARGE');
-    const pairs = Array.from({ length: BATCH_KEYS_MAX + 1 }, (_, index): [string, string] => [`k${index}`, 'v']);
+    await expectCode(
+      client.write({ command: { Set: { key: 'k'.repeat(KEY_BYTES_MAX + 1), value: 'v' } } }),
+      'KEY_TOO_LARGE',
+    );
+    await expectCode(
+      client.write({ command: { Set: { key: 'k', value: 'v'.repeat(VALUE_BYTES_MAX + 1) } } }),
+      'VALUE_TOO_LARGE',
+    );
+    const pairs = Array.from({ length: BATCH_KEYS_MAX + 1 }, (_, index): [string, string] => [
+      `k${index}`,
+      'v',
+    ]);
     await expectCode(client.write({ command: { SetMulti: { pairs } } }), 'BATCH_TOO_LARGE');
     await expectCode(client.write({ command: { Set: { key: '', value: 'v' } } }), 'INVALID_INPUT');
     await expectCode(client.write({ command: { Nope: {} } as never }), 'INVALID_INPUT');
@@ -118,7 +152,8 @@ describe('RaftControlClient on a single in-process node', () => {
     const logStore = new MemoryLogStore();
     const first = singleNode(2_000, logStore);
     await first.client.init({ initial_members: members([1]) });
-    for (let index = 0; index < 20; index += 1) await first.client.write({ command: { Set: { key: `k${index % 5}`, value: `v${index}` } } });
+    for (let index = 0; index < 20; index += 1)
+      await first.client.write({ command: { Set: { key: `k${index % 5}`, value: `v${index}` } } });
     const { snapshot } = await first.client.triggerSnapshot();
     expect(snapshot.index).toBeGreaterThanOrEqual(21);
     await first.client.write({ command: { Set: { key: 'after', value: 'snapshot' } } });
@@ -126,18 +161,25 @@ describe('RaftControlClient on a single in-process node', () => {
     expect(first.node.status().firstIndex).toBe(snapshot.index + 1);
     first.node.stop();
     const second = singleNode(2_000, logStore);
-    for (let attempt = 0; attempt < 100 && second.node.status().role !== 'leader'; attempt += 1) await new Promise((resolve) => setTimeout(resolve, 10));
+    for (let attempt = 0; attempt < 100 && second.node.status().role !== 'leader'; attempt += 1)
+      await new Promise((resolve) => setTimeout(resolve, 10));
     expect((await second.client.read({ key: 'k4' })).value).toBe('v19');
     expect((await second.client.read({ key: 'after' })).value).toBe('snapshot');
   });
 
   it('manages learners and voters only on the leader, with typed errors', async () => {
     const { client } = singleNode();
-    await expectCode(client.addLearner({ learner: { id: 2, addr: 'node-2', raft_addr: '127.0.0.1:26002' } }), 'NOT_INITIALIZED');
+    await expectCode(
+      client.addLearner({ learner: { id: 2, addr: 'node-2', raft_addr: '127.0.0.1:26002' } }),
+      'NOT_INITIALIZED',
+    );
     await client.init({ initial_members: members([1]) });
     await expectCode(client.changeMembership({ members: [] }), 'INVALID_INPUT');
     await expectCode(client.changeMembership({ members: [1, 2] }), 'INVALID_INPUT'); // 2 is not a learner
-    await expectCode(client.addLearner({ learner: { id: 1, addr: 'node-1', raft_addr: 'x' } }), 'INVALID_INPUT'); // already a voter
+    await expectCode(
+      client.addLearner({ learner: { id: 1, addr: 'node-1', raft_addr: 'x' } }),
+      'INVALID_INPUT',
+    ); // already a voter
     await expectCode(client.addLearner({ learner: { id: 0 } } as never), 'INVALID_INPUT');
     const state = await client.changeMembership({ members: [1] });
     expect(state.members).toEqual([1]);
@@ -147,15 +189,27 @@ describe('RaftControlClient on a single in-process node', () => {
     const logStore = new MemoryLogStore();
     const { persisted } = logStore.load();
     const node = new RaftNode({
-      config: defaultRaftConfig(1), prng: new SeededPrng(1), persisted, logStore,
-      stateMachine: new MemoryKvStateMachine(), transport: { send: () => undefined }, clock: systemClock, tickMs: 5,
+      config: defaultRaftConfig(1),
+      prng: new SeededPrng(1),
+      persisted,
+      logStore,
+      stateMachine: new MemoryKvStateMachine(),
+      transport: { send: () => undefined },
+      clock: systemClock,
+      tickMs: 5,
     });
     node.start();
-    stops.push(() => { node.stop(); });
+    stops.push(() => {
+      node.stop();
+    });
     const client = new RaftControlClient(node, { learnerCatchUpTimeoutMs: 200 });
     await client.init({ initial_members: members([1]) });
-    for (let index = 0; index < 100; index += 1) await client.write({ command: { Set: { key: 'k', value: String(index) } } });
-    const error = await expectCode(client.addLearner({ learner: { id: 2, addr: 'node-2', raft_addr: '127.0.0.1:26002' } }), 'TIMEOUT');
+    for (let index = 0; index < 100; index += 1)
+      await client.write({ command: { Set: { key: 'k', value: String(index) } } });
+    const error = await expectCode(
+      client.addLearner({ learner: { id: 2, addr: 'node-2', raft_addr: '127.0.0.1:26002' } }),
+      'TIMEOUT',
+    );
     // It never answered: the call takes it out again and says so (the outcome is definite).
     expect(error.definite).toBe(true);
     expect(error.message).toMatch(/removed again/);

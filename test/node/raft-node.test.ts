@@ -13,7 +13,10 @@ class ManualLogStore implements LogStore {
   readonly waiting: { batch: PersistBatch; done: (error: Error | null) => void }[] = [];
 
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
-    if (this.automatic) setImmediate(() => { done(null); });
+    if (this.automatic)
+      setImmediate(() => {
+        done(null);
+      });
     else this.waiting.push({ batch, done });
   }
 
@@ -25,7 +28,8 @@ class ManualLogStore implements LogStore {
 }
 
 async function until(check: () => boolean): Promise<void> {
-  for (let attempt = 0; attempt < 500 && !check(); attempt += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+  for (let attempt = 0; attempt < 500 && !check(); attempt += 1)
+    await new Promise((resolve) => setTimeout(resolve, 2));
   expect(check()).toBe(true);
 }
 
@@ -33,18 +37,31 @@ describe('RaftNode Ready cycle', () => {
   it('a leader answers committed writes while the next batch is still syncing', async () => {
     const store = new ManualLogStore();
     const node = new RaftNode({
-      config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 }, prng: new SeededPrng(1),
-      persisted: { hardState: EMPTY_HARD_STATE, snapshot: null, entries: [] }, logStore: store,
-      stateMachine: new MemoryKvStateMachine(), transport: { send: () => undefined }, clock: systemClock, tickMs: 5,
+      config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
+      prng: new SeededPrng(1),
+      persisted: { hardState: EMPTY_HARD_STATE, snapshot: null, entries: [] },
+      logStore: store,
+      stateMachine: new MemoryKvStateMachine(),
+      transport: { send: () => undefined },
+      clock: systemClock,
+      tickMs: 5,
     });
     node.start();
-    await new Promise((resolve) => { node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve); });
-    await until(() => node.status().role === 'leader' && node.status().commitIndex === node.status().lastIndex);
+    await new Promise((resolve) => {
+      node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
+    });
+    await until(
+      () => node.status().role === 'leader' && node.status().commitIndex === node.status().lastIndex,
+    );
     store.automatic = false;
     const answers: string[] = [];
-    const write = (key: string) => new Promise<Outcome<WriteApplied>>((resolve) => {
-      node.write({ Set: { key, value: 'v' } }, (outcome) => { answers.push(key); resolve(outcome); });
-    });
+    const write = (key: string) =>
+      new Promise<Outcome<WriteApplied>>((resolve) => {
+        node.write({ Set: { key, value: 'v' } }, (outcome) => {
+          answers.push(key);
+          resolve(outcome);
+        });
+      });
     const first = write('a');
     await until(() => store.waiting.length === 1); // a's batch is syncing
     const second = write('b'); // waits in the mailbox, joins the next batch

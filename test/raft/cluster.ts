@@ -1,7 +1,14 @@
 import { defaultRaftConfig, type RaftConfig } from '../../src/raft/config.ts';
 import { RaftCore } from '../../src/raft/core.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
-import { EMPTY_HARD_STATE, type Entry, type HardState, type Message, type NodeId, type SnapshotMeta } from '../../src/raft/types.ts';
+import {
+  EMPTY_HARD_STATE,
+  type Entry,
+  type HardState,
+  type Message,
+  type NodeId,
+  type SnapshotMeta,
+} from '../../src/raft/types.ts';
 
 /** Delivery rounds `stabilize` may run before giving up (a livelock is a test failure). */
 export const STABILIZE_ROUNDS_MAX = 1_000;
@@ -49,7 +56,14 @@ export class Cluster {
     if (disk === undefined) throw new Error(`no disk for ${id}`);
     this.seed += 1;
     const config = { ...defaultRaftConfig(id), ...this.overrides, id };
-    this.cores.set(id, new RaftCore(config, new SeededPrng(this.seed), { hardState: disk.hardState, snapshot: disk.snapshot, entries: disk.entries.slice() }));
+    this.cores.set(
+      id,
+      new RaftCore(config, new SeededPrng(this.seed), {
+        hardState: disk.hardState,
+        snapshot: disk.snapshot,
+        entries: disk.entries.slice(),
+      }),
+    );
     this.applied.set(id, []);
   }
 

@@ -8,7 +8,8 @@ import { SeededPrng } from '../../src/raft/prng.ts';
 import type { Entry, Message, NodeId } from '../../src/raft/types.ts';
 import { Cluster } from './cluster.ts';
 
-const text = (entry: Entry | undefined): string => (entry?.kind === 'command' ? new TextDecoder().decode(entry.data) : (entry?.kind ?? 'none'));
+const text = (entry: Entry | undefined): string =>
+  entry?.kind === 'command' ? new TextDecoder().decode(entry.data) : (entry?.kind ?? 'none');
 
 function logOf(cluster: Cluster, id: NodeId): Entry[] {
   const core = cluster.core(id);
@@ -23,26 +24,30 @@ function logOf(cluster: Cluster, id: NodeId): Entry[] {
 describe('Raft paper, Figure 3', () => {
   it('election safety: at most one leader per term, under random partitions (property)', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 1_000_000 }), fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 5, maxLength: 30 }), (seed, script) => {
-        const cluster = new Cluster([1, 2, 3, 4, 5], {}, seed);
-        cluster.bootstrap(1, [1, 2, 3, 4, 5]);
-        const leaderOfTerm = new Map<number, NodeId>();
-        for (const step of script) {
-          if (step === 0) cluster.heal();
-          else cluster.isolate(step);
-          for (let tick = 0; tick < 8; tick += 1) {
-            cluster.tickAll(1);
-            for (const core of cluster.cores.values()) {
-              const status = core.status();
-              if (status.role !== 'leader') continue;
-              const known = leaderOfTerm.get(status.term);
-              if (known !== undefined && known !== status.id) return false;
-              leaderOfTerm.set(status.term, status.id);
+      fc.property(
+        fc.integer({ min: 1, max: 1_000_000 }),
+        fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 5, maxLength: 30 }),
+        (seed, script) => {
+          const cluster = new Cluster([1, 2, 3, 4, 5], {}, seed);
+          cluster.bootstrap(1, [1, 2, 3, 4, 5]);
+          const leaderOfTerm = new Map<number, NodeId>();
+          for (const step of script) {
+            if (step === 0) cluster.heal();
+            else cluster.isolate(step);
+            for (let tick = 0; tick < 8; tick += 1) {
+              cluster.tickAll(1);
+              for (const core of cluster.cores.values()) {
+                const status = core.status();
+                if (status.role !== 'leader') continue;
+                const known = leaderOfTerm.get(status.term);
+                if (known !== undefined && known !== status.id) return false;
+                leaderOfTerm.set(status.term, status.id);
+              }
             }
           }
-        }
-        return true;
-      }),
+          return true;
+        },
+      ),
       { numRuns: 30 },
     );
   });
@@ -59,7 +64,15 @@ describe('Raft paper, Figure 3', () => {
   it('a node grants at most one vote per term, also after a crash and restart', () => {
     const cluster = new Cluster([1, 2, 3], { preVote: false });
     const voter = cluster.core(3);
-    const request = (from: NodeId): Message => ({ type: 'vote', from, to: 3, term: 5, lastLogIndex: 0, lastLogTerm: 0, transfer: false });
+    const request = (from: NodeId): Message => ({
+      type: 'vote',
+      from,
+      to: 3,
+      term: 5,
+      lastLogIndex: 0,
+      lastLogTerm: 0,
+      transfer: false,
+    });
     voter.step(request(1));
     cluster.process(3);
     const first = cluster.sent.filter((message) => message.type === 'vote_response' && message.granted);
@@ -82,7 +95,15 @@ describe('Raft paper, Figure 3', () => {
     const { lastIndex, lastTerm } = follower.status();
     const ask = (lastLogIndex: number, lastLogTerm: number): boolean => {
       const before = cluster.sent.length;
-      follower.step({ type: 'vote', from: 3, to: 2, term: 50 + cluster.sent.length, lastLogIndex, lastLogTerm, transfer: true });
+      follower.step({
+        type: 'vote',
+        from: 3,
+        to: 2,
+        term: 50 + cluster.sent.length,
+        lastLogIndex,
+        lastLogTerm,
+        transfer: true,
+      });
       cluster.process(2);
       const reply = cluster.sent.slice(before).find((message) => message.type === 'vote_response');
       return reply?.type === 'vote_response' && reply.granted;
@@ -130,7 +151,8 @@ describe('Raft paper, Figure 3', () => {
       }
     }
     const applied = [1, 2, 3, 4, 5].map((id) => cluster.applied.get(id) ?? []);
-    for (const list of applied) for (const entry of list) expect(applied[0]?.[entry.index - 1] ?? entry).toEqual(entry);
+    for (const list of applied)
+      for (const entry of list) expect(applied[0]?.[entry.index - 1] ?? entry).toEqual(entry);
     expect(committed.length).toBeGreaterThan(5);
   });
 
@@ -153,10 +175,28 @@ describe('Raft paper, Figure 3', () => {
     expect(core.status().role).toBe('leader');
     expect(core.log.term(3)).toBe(4); // the blank entry of term 4
     // Follower 2 acknowledges the term-2 entry only: with the leader that is a majority for index 2.
-    core.step({ type: 'append_response', from: 2, to: 1, term: 4, success: true, index: 2, hintIndex: 0, hintTerm: 0 });
+    core.step({
+      type: 'append_response',
+      from: 2,
+      to: 1,
+      term: 4,
+      success: true,
+      index: 2,
+      hintIndex: 0,
+      hintTerm: 0,
+    });
     drain();
     expect(core.status().commitIndex).toBe(1);
-    core.step({ type: 'append_response', from: 2, to: 1, term: 4, success: true, index: 3, hintIndex: 0, hintTerm: 0 });
+    core.step({
+      type: 'append_response',
+      from: 2,
+      to: 1,
+      term: 4,
+      success: true,
+      index: 3,
+      hintIndex: 0,
+      hintTerm: 0,
+    });
     drain();
     expect(core.status().commitIndex).toBe(3);
   });
@@ -231,11 +271,17 @@ describe('core behaviours', () => {
     for (let index = 0; index < 50; index += 1) cluster.propose(newLeader, `fresh-${index}`);
     cluster.stabilize();
     cluster.heal();
-    const before = cluster.sent.filter((message) => message.type === 'append_response' && !message.success).length;
+    const before = cluster.sent.filter(
+      (message) => message.type === 'append_response' && !message.success,
+    ).length;
     cluster.tickAll(30);
-    const rejections = cluster.sent.filter((message) => message.type === 'append_response' && !message.success).length - before;
+    const rejections =
+      cluster.sent.filter((message) => message.type === 'append_response' && !message.success).length -
+      before;
     expect(rejections).toBeLessThanOrEqual(4);
-    expect(text(cluster.core(leader).log.entry(cluster.core(leader).status().lastIndex))).not.toMatch(/stale/);
+    expect(text(cluster.core(leader).log.entry(cluster.core(leader).status().lastIndex))).not.toMatch(
+      /stale/,
+    );
     expect(victim).toBeGreaterThan(0);
   });
 
@@ -245,7 +291,9 @@ describe('core behaviours', () => {
     cluster.bootstrap(1, [1, 2]);
     for (let index = 0; index < 50; index += 1) cluster.propose(1, `e${index}`);
     cluster.processAll();
-    const appends = cluster.queue.filter((message) => message.type === 'append' && message.entries.length > 0);
+    const appends = cluster.queue.filter(
+      (message) => message.type === 'append' && message.entries.length > 0,
+    );
     expect(appends.length).toBe(inflight);
   });
 
@@ -257,7 +305,9 @@ describe('core behaviours', () => {
     const sentBefore = cluster.sent.length;
     cluster.propose(leader, 'x');
     cluster.stabilize();
-    const appendSizes = cluster.sent.slice(sentBefore).flatMap((message) => (message.type === 'append' ? [message.entries.length] : []));
+    const appendSizes = cluster.sent
+      .slice(sentBefore)
+      .flatMap((message) => (message.type === 'append' ? [message.entries.length] : []));
     expect(appendSizes).toEqual([1, 1]);
     const committed = cluster.core(leader).status().commitIndex;
     for (const id of followers) expect(cluster.core(id).status().commitIndex).toBeLessThan(committed);
@@ -326,13 +376,20 @@ describe('core behaviours', () => {
     cluster.tickAll(60);
     expect(cluster.leaders().length).toBe(1);
     expect([2, 3]).toContain(cluster.leaders()[0]);
-    expect(cluster.core(2).status().membership).toMatchObject({ voters: [2, 3], votersOutgoing: [], learners: [1] });
+    expect(cluster.core(2).status().membership).toMatchObject({
+      voters: [2, 3],
+      votersOutgoing: [],
+      learners: [1],
+    });
   });
 
   it('after a torn write left entries of a newer term, a restarted node moves to that term with no vote', () => {
     const core = new RaftCore(defaultRaftConfig(1), new SeededPrng(1), {
       hardState: { term: 2, vote: 3, commit: 1 },
-      entries: [{ kind: 'blank', term: 1, index: 1 }, { kind: 'blank', term: 4, index: 2 }],
+      entries: [
+        { kind: 'blank', term: 1, index: 1 },
+        { kind: 'blank', term: 4, index: 2 },
+      ],
     });
     expect(core.status().term).toBe(4);
     expect(core.status().vote).toBe(0);
@@ -342,7 +399,14 @@ describe('core behaviours', () => {
 
   it('the log asserts instead of truncating a committed entry', () => {
     const log = new RaftLog();
-    log.restore(null, [{ kind: 'blank', term: 1, index: 1 }, { kind: 'blank', term: 2, index: 2 }], 2);
+    log.restore(
+      null,
+      [
+        { kind: 'blank', term: 1, index: 1 },
+        { kind: 'blank', term: 2, index: 2 },
+      ],
+      2,
+    );
     expect(() => log.maybeAppend(1, 1, 2, [{ kind: 'blank', term: 3, index: 2 }])).toThrow(AssertionError);
     expect(log.maybeAppend(2, 2, 2, [{ kind: 'blank', term: 3, index: 3 }])).toBe(3);
   });

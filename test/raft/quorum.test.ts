@@ -1,6 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { jointAckedIndex, jointVoteResult, majorityAckedIndex, majorityVoteResult, validateConfig } from '../../src/raft/quorum.ts';
+import {
+  jointAckedIndex,
+  jointVoteResult,
+  majorityAckedIndex,
+  majorityVoteResult,
+  validateConfig,
+} from '../../src/raft/quorum.ts';
 import type { MembershipConfig, NodeId } from '../../src/raft/types.ts';
 
 /** Dumb reference: the largest v such that a strict majority of `voters` acknowledged >= v. */
@@ -24,15 +30,17 @@ const arbitraryConfig = fc
   )
   .map((config): MembershipConfig => ({ ...config, learners: [] }));
 
-const arbitraryAcks = fc.dictionary(fc.integer({ min: 1, max: 9 }).map(String), fc.integer({ min: 0, max: 20 })).map(
-  (record) => new Map(Object.entries(record).map(([id, value]) => [Number(id), value])),
-);
+const arbitraryAcks = fc
+  .dictionary(fc.integer({ min: 1, max: 9 }).map(String), fc.integer({ min: 0, max: 20 }))
+  .map((record) => new Map(Object.entries(record).map(([id, value]) => [Number(id), value])));
 
 describe('quorum arithmetic against dumb references', () => {
   it('majorityAckedIndex is the largest index a strict majority acknowledged', () => {
     fc.assert(
       fc.property(arbitraryConfig, arbitraryAcks, (config, acks) => {
-        expect(majorityAckedIndex(config.voters, (id) => acks.get(id) ?? 0)).toBe(referenceMajority(config.voters, acks));
+        expect(majorityAckedIndex(config.voters, (id) => acks.get(id) ?? 0)).toBe(
+          referenceMajority(config.voters, acks),
+        );
       }),
     );
   });
@@ -40,16 +48,19 @@ describe('quorum arithmetic against dumb references', () => {
   it('joint commit index = min of both majorities (both must acknowledge)', () => {
     fc.assert(
       fc.property(arbitraryConfig, arbitraryAcks, (config, acks) => {
-        const expected = Math.min(referenceMajority(config.voters, acks), referenceMajority(config.votersOutgoing, acks));
+        const expected = Math.min(
+          referenceMajority(config.voters, acks),
+          referenceMajority(config.votersOutgoing, acks),
+        );
         expect(jointAckedIndex(config, (id) => acks.get(id) ?? 0)).toBe(expected);
       }),
     );
   });
 
   it('a joint election is won only with both majorities, lost once either is impossible', () => {
-    const arbitraryVotes = fc.dictionary(fc.integer({ min: 1, max: 9 }).map(String), fc.boolean()).map(
-      (record) => new Map(Object.entries(record).map(([id, vote]) => [Number(id), vote])),
-    );
+    const arbitraryVotes = fc
+      .dictionary(fc.integer({ min: 1, max: 9 }).map(String), fc.boolean())
+      .map((record) => new Map(Object.entries(record).map(([id, vote]) => [Number(id), vote])));
     fc.assert(
       fc.property(arbitraryConfig, arbitraryVotes, (config, votes) => {
         const outcome = (voters: readonly NodeId[]): 'won' | 'lost' | 'pending' => {
@@ -62,7 +73,12 @@ describe('quorum arithmetic against dumb references', () => {
         expect(majorityVoteResult(config.voters, votes)).toBe(outcome(config.voters));
         const incoming = outcome(config.voters);
         const outgoing = outcome(config.votersOutgoing);
-        const expected = incoming === 'lost' || outgoing === 'lost' ? 'lost' : incoming === 'won' && outgoing === 'won' ? 'won' : 'pending';
+        const expected =
+          incoming === 'lost' || outgoing === 'lost'
+            ? 'lost'
+            : incoming === 'won' && outgoing === 'won'
+              ? 'won'
+              : 'pending';
         expect(jointVoteResult(config, votes)).toBe(expected);
       }),
     );
@@ -70,15 +86,20 @@ describe('quorum arithmetic against dumb references', () => {
 
   it('any quorum of C_old,new intersects any quorum of C_old and of C_new (no two disjoint quorums)', () => {
     fc.assert(
-      fc.property(arbitraryConfig, fc.uniqueArray(fc.integer({ min: 1, max: 9 })), fc.uniqueArray(fc.integer({ min: 1, max: 9 })), (config, a, b) => {
-        const isQuorum = (voters: readonly NodeId[], set: readonly NodeId[]): boolean =>
-          voters.length === 0 || voters.filter((id) => set.includes(id)).length * 2 > voters.length;
-        const jointQuorum = isQuorum(config.voters, a) && isQuorum(config.votersOutgoing, a);
-        for (const side of [config.voters, config.votersOutgoing]) {
-          if (side.length === 0 || !jointQuorum || !isQuorum(side, b)) continue;
-          expect(a.some((id) => b.includes(id))).toBe(true);
-        }
-      }),
+      fc.property(
+        arbitraryConfig,
+        fc.uniqueArray(fc.integer({ min: 1, max: 9 })),
+        fc.uniqueArray(fc.integer({ min: 1, max: 9 })),
+        (config, a, b) => {
+          const isQuorum = (voters: readonly NodeId[], set: readonly NodeId[]): boolean =>
+            voters.length === 0 || voters.filter((id) => set.includes(id)).length * 2 > voters.length;
+          const jointQuorum = isQuorum(config.voters, a) && isQuorum(config.votersOutgoing, a);
+          for (const side of [config.voters, config.votersOutgoing]) {
+            if (side.length === 0 || !jointQuorum || !isQuorum(side, b)) continue;
+            expect(a.some((id) => b.includes(id))).toBe(true);
+          }
+        },
+      ),
     );
   });
 

@@ -1,8 +1,19 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { checkLinearizability, type HistoryOperation, type KvOperation, type KvOutcome } from '../../src/sim/linearizability.ts';
+import {
+  checkLinearizability,
+  type HistoryOperation,
+  type KvOperation,
+  type KvOutcome,
+} from '../../src/sim/linearizability.ts';
 
-function op(clientId: number, operation: KvOperation, invokeTimeMs: number, completeTimeMs: number, outcome: KvOutcome): HistoryOperation {
+function op(
+  clientId: number,
+  operation: KvOperation,
+  invokeTimeMs: number,
+  completeTimeMs: number,
+  outcome: KvOutcome,
+): HistoryOperation {
   return { clientId, operation, invokeTimeMs, completeTimeMs, outcome };
 }
 const write = (value: string, key = 'k'): KvOperation => ({ kind: 'write', key, value });
@@ -15,12 +26,18 @@ const INF = Number.POSITIVE_INFINITY;
 
 describe('linearizability checker rejects non-linearizable histories', () => {
   it('a stale read after a completed write', () => {
-    const history = [op(1, write('a'), 0, 10, ok()), op(1, write('b'), 20, 30, ok()), op(2, read(), 40, 50, ok('a'))];
+    const history = [
+      op(1, write('a'), 0, 10, ok()),
+      op(1, write('b'), 20, 30, ok()),
+      op(2, read(), 40, 50, ok('a')),
+    ];
     expect(checkLinearizability(history).status).toBe('violation');
   });
 
   it('a read of a value never written', () => {
-    expect(checkLinearizability([op(1, write('a'), 0, 10, ok()), op(2, read(), 20, 30, ok('z'))]).status).toBe('violation');
+    expect(
+      checkLinearizability([op(1, write('a'), 0, 10, ok()), op(2, read(), 20, 30, ok('z'))]).status,
+    ).toBe('violation');
   });
 
   it('non-monotonic reads: a later read sees an older value', () => {
@@ -34,15 +51,23 @@ describe('linearizability checker rejects non-linearizable histories', () => {
   });
 
   it('a read of a failed write', () => {
-    expect(checkLinearizability([op(1, write('a'), 0, 10, failed), op(2, read(), 20, 30, ok('a'))]).status).toBe('violation');
+    expect(
+      checkLinearizability([op(1, write('a'), 0, 10, failed), op(2, read(), 20, 30, ok('a'))]).status,
+    ).toBe('violation');
   });
 
   it('a read of absent after a write and no delete', () => {
-    expect(checkLinearizability([op(1, write('a'), 0, 10, ok()), op(2, read(), 20, 30, ok(null))]).status).toBe('violation');
+    expect(
+      checkLinearizability([op(1, write('a'), 0, 10, ok()), op(2, read(), 20, 30, ok(null))]).status,
+    ).toBe('violation');
   });
 
   it('a read of a deleted value after the delete completed', () => {
-    const history = [op(1, write('a'), 0, 10, ok()), op(1, del(), 20, 30, ok()), op(2, read(), 40, 50, ok('a'))];
+    const history = [
+      op(1, write('a'), 0, 10, ok()),
+      op(1, del(), 20, 30, ok()),
+      op(2, read(), 40, 50, ok('a')),
+    ];
     expect(checkLinearizability(history).status).toBe('violation');
   });
 
@@ -60,14 +85,22 @@ describe('linearizability checker rejects non-linearizable histories', () => {
 describe('linearizability checker accepts linearizable histories', () => {
   it('a concurrent read may see the old or the new value', () => {
     for (const seen of ['a', 'b']) {
-      const history = [op(1, write('a'), 0, 10, ok()), op(1, write('b'), 20, 40, ok()), op(2, read(), 25, 35, ok(seen))];
+      const history = [
+        op(1, write('a'), 0, 10, ok()),
+        op(1, write('b'), 20, 40, ok()),
+        op(2, read(), 25, 35, ok(seen)),
+      ];
       expect(checkLinearizability(history).status).toBe('ok');
     }
   });
 
   it('an unknown write may or may not take effect', () => {
     for (const seen of ['a', 'b']) {
-      const history = [op(1, write('a'), 0, 10, ok()), op(2, write('b'), 5, INF, unknown), op(3, read(), 20, 30, ok(seen))];
+      const history = [
+        op(1, write('a'), 0, 10, ok()),
+        op(2, write('b'), 5, INF, unknown),
+        op(3, read(), 20, 30, ok(seen)),
+      ];
       expect(checkLinearizability(history).status).toBe('ok');
     }
   });
@@ -78,7 +111,11 @@ describe('linearizability checker accepts linearizable histories', () => {
   });
 
   it('keys are independent', () => {
-    const history = [op(1, write('a', 'x'), 0, 10, ok()), op(2, read('y'), 20, 30, ok(null)), op(2, read('x'), 40, 50, ok('a'))];
+    const history = [
+      op(1, write('a', 'x'), 0, 10, ok()),
+      op(2, read('y'), 20, 30, ok(null)),
+      op(2, read('x'), 40, 50, ok('a')),
+    ];
     const result = checkLinearizability(history);
     expect(result.status).toBe('ok');
     if (result.status === 'ok') expect(result.keysChecked).toBe(2);
@@ -123,20 +160,33 @@ const arbitraryHistory = fc
         seen = current;
       }
       const isUnknown = event.unknown && event.kind !== 'read';
-      history.push(op(event.clientId, operation, event.invoke, isUnknown ? INF : event.invoke + event.length, isUnknown ? unknown : ok(seen)));
+      history.push(
+        op(
+          event.clientId,
+          operation,
+          event.invoke,
+          isUnknown ? INF : event.invoke + event.length,
+          isUnknown ? unknown : ok(seen),
+        ),
+      );
     }
     return history;
   });
 
 describe('linearizability checker properties', () => {
   it('accepts every history a sequential register produces', () => {
-    fc.assert(fc.property(arbitraryHistory, (history) => checkLinearizability(history).status === 'ok'), { numRuns: 300 });
+    fc.assert(
+      fc.property(arbitraryHistory, (history) => checkLinearizability(history).status === 'ok'),
+      { numRuns: 300 },
+    );
   });
 
   it('rejects a history in which one read returns a value never written', () => {
     fc.assert(
       fc.property(arbitraryHistory, fc.nat(), (history, pick) => {
-        const reads = history.map((entry, index) => ({ entry, index })).filter(({ entry }) => entry.operation.kind === 'read');
+        const reads = history
+          .map((entry, index) => ({ entry, index }))
+          .filter(({ entry }) => entry.operation.kind === 'read');
         fc.pre(reads.length > 0);
         const target = reads[pick % reads.length];
         if (target === undefined) return true;

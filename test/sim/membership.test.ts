@@ -33,7 +33,12 @@ describe('membership changes, snapshots and leadership transfer in the simulator
     change(simulation, leader, [1, 2, 3], [4]);
     change(simulation, leader, [1, 2, 3], [4, 5]);
     // As /add-learner does: wait until both learners acknowledged the commit index, then promote.
-    const caughtUp = () => [4, 5].every((id) => (simulation.nodeStatus(leader)?.peers.find((peer) => peer.id === id)?.matchIndex ?? 0) >= (simulation.nodeStatus(leader)?.commitIndex ?? 1));
+    const caughtUp = () =>
+      [4, 5].every(
+        (id) =>
+          (simulation.nodeStatus(leader)?.peers.find((peer) => peer.id === id)?.matchIndex ?? 0) >=
+          (simulation.nodeStatus(leader)?.commitIndex ?? 1),
+      );
     runUntil(simulation, caughtUp, 2_000);
     change(simulation, leader, [1, 2, 3, 4, 5], []);
     write(simulation, simulation.leaderId() ?? 0, 'greeting', 'hello world');
@@ -46,7 +51,11 @@ describe('membership changes, snapshots and leadership transfer in the simulator
       runUntil(simulation, () => read.done, 1_000);
       expect(read.ok).toBe(true);
     }
-    expect(simulation.nodeStatus(3)?.membership).toMatchObject({ voters: [3], votersOutgoing: [], learners: [] });
+    expect(simulation.nodeStatus(3)?.membership).toMatchObject({
+      voters: [3],
+      votersOutgoing: [],
+      learners: [],
+    });
   });
 
   it('never promotes a learner that has not caught up; such a learner can be removed, and the cluster stays live', () => {
@@ -56,24 +65,41 @@ describe('membership changes, snapshots and leadership transfer in the simulator
     simulation.crash(4); // a learner added by mistake: it never answers
     change(simulation, leader, [1, 2, 3], [4, 5]);
     write(simulation, leader, 'before', 'promotion');
-    runUntil(simulation, () => (simulation.nodeStatus(leader)?.peers.find((peer) => peer.id === 5)?.matchIndex ?? 0) >= (simulation.nodeStatus(leader)?.commitIndex ?? 1), 2_000);
+    runUntil(
+      simulation,
+      () =>
+        (simulation.nodeStatus(leader)?.peers.find((peer) => peer.id === 5)?.matchIndex ?? 0) >=
+        (simulation.nodeStatus(leader)?.commitIndex ?? 1),
+      2_000,
+    );
     const refused = simulation.changeMembership(leader, { voters: [1, 2, 3, 4, 5], learners: [] });
     runUntil(simulation, () => refused.done, 1_000);
     expect(refused.errorCode).toBe('LEARNER_NOT_CAUGHT_UP');
-    expect(simulation.nodeStatus(leader)?.membership).toMatchObject({ voters: [1, 2, 3], votersOutgoing: [], learners: [4, 5] });
+    expect(simulation.nodeStatus(leader)?.membership).toMatchObject({
+      voters: [1, 2, 3],
+      votersOutgoing: [],
+      learners: [4, 5],
+    });
     change(simulation, leader, [1, 2, 3, 5], []); // the caught-up learner is promoted; the silent one is removed
     write(simulation, simulation.leaderId() ?? 0, 'after', 'promotion');
     // A learner that answered once but fell silent for longer than an election timeout is refused too.
     change(simulation, simulation.leaderId() ?? 0, [1, 2, 3], [5]);
     simulation.crash(5);
     simulation.runFor(500);
-    const stale = simulation.changeMembership(simulation.leaderId() ?? 0, { voters: [1, 2, 3, 5], learners: [] });
+    const stale = simulation.changeMembership(simulation.leaderId() ?? 0, {
+      voters: [1, 2, 3, 5],
+      learners: [],
+    });
     runUntil(simulation, () => stale.done, 1_000);
     expect(stale.errorCode).toBe('LEARNER_NOT_CAUGHT_UP');
   });
 
   it('a learner that joins after 10,000 entries catches up through a snapshot', () => {
-    const simulation = scripted(4, 7, [0, 0, 0, 0], { initialVoters: 3, snapshotThresholdEntries: 1_000, snapshotChunkBytes: 4_096 });
+    const simulation = scripted(4, 7, [0, 0, 0, 0], {
+      initialVoters: 3,
+      snapshotThresholdEntries: 1_000,
+      snapshotChunkBytes: 4_096,
+    });
     simulation.runFor(1_000);
     const leader = simulation.leaderId() ?? 0;
     let acknowledged = 0;
@@ -85,7 +111,8 @@ describe('membership changes, snapshots and leadership transfer in the simulator
     expect(acknowledged).toBe(10_000);
     expect(simulation.nodeStatus(leader)?.snapshot?.index ?? 0).toBeGreaterThan(9_000);
     change(simulation, leader, [1, 2, 3], [4]);
-    const caughtUp = () => (simulation.nodeStatus(4)?.appliedIndex ?? 0) >= (simulation.nodeStatus(leader)?.commitIndex ?? 1);
+    const caughtUp = () =>
+      (simulation.nodeStatus(4)?.appliedIndex ?? 0) >= (simulation.nodeStatus(leader)?.commitIndex ?? 1);
     runUntil(simulation, caughtUp, 5_000);
     expect(caughtUp()).toBe(true);
     expect(simulation.snapshotsInstalled).toBeGreaterThanOrEqual(1);

@@ -26,4 +26,3 @@ export function scripted(
   simulation.start();
   return simulation;
 }
-

@@ -28,11 +28,16 @@ const node = new RaftNode({
   snapshotThresholdEntries: Number(process.env.CRASH_SNAPSHOT_EVERY ?? 50),
 });
 node.start();
-const out = (line: string): void => { process.stdout.write(`${line}\n`); };
+const out = (line: string): void => {
+  process.stdout.write(`${line}\n`);
+};
 
 function whenLeader(then: () => void): void {
   if (node.status().role === 'leader') then();
-  else setTimeout(() => { whenLeader(then); }, 5);
+  else
+    setTimeout(() => {
+      whenLeader(then);
+    }, 5);
 }
 
 node.init({ voters: [1], votersOutgoing: [], learners: [] }, () => {
@@ -44,7 +49,9 @@ node.init({ voters: [1], votersOutgoing: [], learners: [] }, () => {
       createInterface({ input: process.stdin }).on('line', (line) => {
         const [verb, key, value] = line.split(' ');
         if (verb !== 'W' || key === undefined || value === undefined) return;
-        node.write({ Set: { key, value } }, (outcome) => { if (outcome.ok) out(`ACK ${key}`); });
+        node.write({ Set: { key, value } }, (outcome) => {
+          if (outcome.ok) out(`ACK ${key}`);
+        });
       });
     });
   });

@@ -24,14 +24,26 @@ interface Round {
 }
 
 /** Start the child, read its state, write until SIGKILL after `killAfterMs` of writing. */
-function runRound(dataDir: string, round: number, killAfterMs: number, sent: Map<string, string>, nextValue: (key: string) => string): Promise<Round> {
+function runRound(
+  dataDir: string,
+  round: number,
+  killAfterMs: number,
+  sent: Map<string, string>,
+  nextValue: (key: string) => string,
+): Promise<Round> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [CHILD, dataDir], { env: { ...process.env, CRASH_SEED: String(round) }, stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [CHILD, dataDir], {
+      env: { ...process.env, CRASH_SEED: String(round) },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     const stored = new Map<string, string>();
     const acknowledgedKeys: string[] = [];
     let inFlight = 0;
     let ready = false;
-    const startup = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`round ${round}: child not ready within ${STARTUP_TIMEOUT_MS} ms`)); }, STARTUP_TIMEOUT_MS);
+    const startup = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`round ${round}: child not ready within ${STARTUP_TIMEOUT_MS} ms`));
+    }, STARTUP_TIMEOUT_MS);
     const pump = (): void => {
       while (ready && inFlight < WRITES_IN_FLIGHT_MAX && child.stdin.writable) {
         const key = `k${sent.size}`;
@@ -52,7 +64,9 @@ function runRound(dataDir: string, round: number, killAfterMs: number, sent: Map
         clearTimeout(startup);
         ready = true;
         pump();
-        setTimeout(() => { child.kill('SIGKILL'); }, killAfterMs);
+        setTimeout(() => {
+          child.kill('SIGKILL');
+        }, killAfterMs);
       }
     });
     child.stdin.on('error', () => undefined); // the child may die while we write
@@ -64,10 +78,15 @@ function runRound(dataDir: string, round: number, killAfterMs: number, sent: Map
 }
 
 /** Every acknowledged write is present; nothing present was never sent or has a value we did not send. */
-function check(stored: ReadonlyMap<string, string>, acknowledged: ReadonlySet<string>, sent: ReadonlyMap<string, string>): string[] {
+function check(
+  stored: ReadonlyMap<string, string>,
+  acknowledged: ReadonlySet<string>,
+  sent: ReadonlyMap<string, string>,
+): string[] {
   const problems: string[] = [];
   for (const key of acknowledged) {
-    if (stored.get(key) !== sent.get(key)) problems.push(`acknowledged ${key}=${sent.get(key) ?? '?'} is ${stored.get(key) ?? 'missing'}`);
+    if (stored.get(key) !== sent.get(key))
+      problems.push(`acknowledged ${key}=${sent.get(key) ?? '?'} is ${stored.get(key) ?? 'missing'}`);
   }
   for (const [key, value] of stored) {
     if (sent.get(key) !== value) problems.push(`stored ${key}=${value} was never written that way`);
@@ -89,8 +108,16 @@ export async function runCrashTest(rounds: number, seed = 1): Promise<CrashRepor
   try {
     for (let round = 1; round <= rounds + 1 && problems.length === 0; round += 1) {
       const killAfterMs = round > rounds ? 0 : nextRandom() % KILL_AFTER_MS_MAX;
-      const result = await runRound(dataDir, round, killAfterMs, sent, (key) => `${key}-v${nextRandom() % 1_000_000}`);
-      problems.push(...check(result.stored, acknowledged, sent).map((problem) => `after round ${round - 1}: ${problem}`));
+      const result = await runRound(
+        dataDir,
+        round,
+        killAfterMs,
+        sent,
+        (key) => `${key}-v${nextRandom() % 1_000_000}`,
+      );
+      problems.push(
+        ...check(result.stored, acknowledged, sent).map((problem) => `after round ${round - 1}: ${problem}`),
+      );
       for (const key of result.acknowledgedKeys) acknowledged.add(key);
     }
   } finally {

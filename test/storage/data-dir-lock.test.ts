@@ -39,13 +39,18 @@ function holder(directory: string): Promise<ChildProcess> {
   const child = spawn(process.execPath, [HOLDER, directory], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
   return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => { reject(new Error('the holder did not start')); }, HOLDER_READY_MS_MAX);
+    const timer = setTimeout(() => {
+      reject(new Error('the holder did not start'));
+    }, HOLDER_READY_MS_MAX);
     createInterface({ input: child.stdout }).on('line', (line) => {
       if (!line.startsWith('HELD ')) return;
       clearTimeout(timer);
       resolvePromise(child);
     });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`the holder exited with ${code}`)); });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the holder exited with ${code}`));
+    });
   });
 }
 
@@ -58,7 +63,9 @@ describe('one process per data directory', () => {
     const before = fingerprint(directory);
     expect(Object.keys(before)).toEqual(expect.arrayContaining(['aspen.mdb', 'state.mdb']));
     expect(() => LmdbStorage.open(directory)).toThrow(DataDirInUseError);
-    expect(() => LmdbStorage.open(directory)).toThrow(`data directory in use by pid ${process.pid}: ${directory}`);
+    expect(() => LmdbStorage.open(directory)).toThrow(
+      `data directory in use by pid ${process.pid}: ${directory}`,
+    );
     expect(fingerprint(directory)).toEqual(before);
     expect(machine.get('k')?.value).toBe('v'); // the live state machine is intact
     machine.apply(2, { Set: { key: 'k2', value: 'v2' } });
@@ -67,7 +74,11 @@ describe('one process per data directory', () => {
     const second = LmdbStorage.open(directory);
     expect(second.stateRebuilt).toBe(false); // closed cleanly by its only user: trusted
     const reopened = new LmdbKvStateMachine(second);
-    expect([reopened.get('k')?.value, reopened.get('k2')?.value, reopened.appliedIndex]).toEqual(['v', 'v2', 2]);
+    expect([reopened.get('k')?.value, reopened.get('k2')?.value, reopened.appliedIndex]).toEqual([
+      'v',
+      'v2',
+      2,
+    ]);
     await second.close();
   });
 
@@ -78,7 +89,9 @@ describe('one process per data directory', () => {
     const before = fingerprint(directory);
     expect(() => LmdbStorage.open(directory)).toThrow(DataDirInUseError);
     expect(fingerprint(directory)).toEqual(before);
-    const exited = new Promise((resolvePromise) => { child.once('exit', resolvePromise); });
+    const exited = new Promise((resolvePromise) => {
+      child.once('exit', resolvePromise);
+    });
     child.kill('SIGKILL');
     await exited;
     const storage = LmdbStorage.open(directory); // no wait, no stale lock to clean up

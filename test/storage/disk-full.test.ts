@@ -18,7 +18,9 @@ afterAll(() => {
 });
 
 function persist(store: LmdbLogStore, batch: PersistBatch): Promise<Error | null> {
-  return new Promise((resolve) => { store.persist(batch, resolve); });
+  return new Promise((resolve) => {
+    store.persist(batch, resolve);
+  });
 }
 
 describe('LMDB on a full disk', () => {
@@ -32,10 +34,18 @@ describe('LMDB on a full disk', () => {
     let failure: Error | null = null;
     let index = 1;
     for (; index <= WRITES_MAX && failure === null; index += 1) {
-      failure = await persist(store, { snapshot: null, hardState: { term: 1, vote: 1, commit: index - 1 }, entries: [{ kind: 'command', term: 1, index, data }] });
+      failure = await persist(store, {
+        snapshot: null,
+        hardState: { term: 1, vote: 1, commit: index - 1 },
+        entries: [{ kind: 'command', term: 1, index, data }],
+      });
     }
     expect(failure).toBeInstanceOf(StorageError);
-    expect(failure?.message).toMatch(new RegExp(`^storage failed: no space left on device \\(ENOSPC; \\d+ bytes free; .+\\) in ${directory} while writing the log$`));
+    expect(failure?.message).toMatch(
+      new RegExp(
+        `^storage failed: no space left on device \\(ENOSPC; \\d+ bytes free; .+\\) in ${directory} while writing the log$`,
+      ),
+    );
     expect(index).toBeGreaterThan(10); // it did write until the disk was full
     await new Promise((resolve) => setTimeout(resolve, 50)); // an unhandled rejection would surface here and fail the run
     await storage.abandon(); // after a failed commit lmdb-js never settles close(): abandon() is bounded
@@ -61,13 +71,17 @@ describe('LMDB on a full disk', () => {
     let failure: unknown = null;
     for (let index = 1; index <= WRITES_MAX && failure === null; index += 1) {
       try {
-        machine.batch(() => { machine.apply(index, { Set: { key: `k${index}`, value } }); });
+        machine.batch(() => {
+          machine.apply(index, { Set: { key: `k${index}`, value } });
+        });
       } catch (error) {
         failure = error;
       }
     }
     expect(failure).toBeInstanceOf(StorageError);
-    expect((failure as StorageError).message).toMatch(/^storage failed: no space left on device \(ENOSPC; \d+ bytes free; .+\) in .+ while applying to the state machine$/);
+    expect((failure as StorageError).message).toMatch(
+      /^storage failed: no space left on device \(ENOSPC; \d+ bytes free; .+\) in .+ while applying to the state machine$/,
+    );
     const applied = machine.appliedIndex;
     expect(applied).toBeGreaterThan(10);
     expect(machine.get(`k${applied + 1}`)).toBeUndefined();

@@ -22,14 +22,18 @@ class ManualClock implements Clock {
     this.sequence += 1;
     const id = this.sequence;
     this.timers.set(id, { atMs: this.now + delayMs, callback });
-    return () => { this.timers.delete(id); };
+    return () => {
+      this.timers.delete(id);
+    };
   }
 
   /** Run every timer due within `ms`, in time order (bounded: a node always has its tick timer). */
   advance(ms: number): void {
     const until = this.now + ms;
     for (let runs = 0; runs < TIMER_RUNS_MAX; runs += 1) {
-      const due = [...this.timers.entries()].filter(([, timer]) => timer.atMs <= until).sort(([a, x], [b, y]) => x.atMs - y.atMs || a - b)[0];
+      const due = [...this.timers.entries()]
+        .filter(([, timer]) => timer.atMs <= until)
+        .sort(([a, x], [b, y]) => x.atMs - y.atMs || a - b)[0];
       if (due === undefined) break;
       this.timers.delete(due[0]);
       this.now = Math.max(this.now, due[1].atMs);
@@ -57,11 +61,15 @@ class FailingLogStore implements LogStore {
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
     if (this.failing) {
       this.failedFrom ??= batch.entries[0]?.index ?? 0;
-      this.clock.setTimer(0, () => { done(Object.assign(new Error('no space left on device, write'), { code: 'ENOSPC' })); });
+      this.clock.setTimer(0, () => {
+        done(Object.assign(new Error('no space left on device, write'), { code: 'ENOSPC' }));
+      });
       return;
     }
     this.state.apply(batch);
-    this.clock.setTimer(0, () => { done(null); });
+    this.clock.setTimer(0, () => {
+      done(null);
+    });
   }
 }
 
@@ -81,7 +89,12 @@ function failingMachine(): { machine: StateMachine; fail: (error: Error) => void
       return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
-  return { machine, fail: (error) => { failure = error; } };
+  return {
+    machine,
+    fail: (error) => {
+      failure = error;
+    },
+  };
 }
 
 interface Harness {
@@ -99,19 +112,39 @@ function leader(withHook = true): Harness {
   const { machine, fail } = failingMachine();
   const fatal: StorageError[] = [];
   const node = new RaftNode({
-    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 }, prng: new SeededPrng(1),
-    persisted: store.state.load().persisted, logStore: store, stateMachine: machine, transport: { send: () => undefined }, clock, tickMs: TICK_MS,
-    ...(withHook ? { onFatal: (error: StorageError) => { fatal.push(error); } } : {}),
+    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
+    prng: new SeededPrng(1),
+    persisted: store.state.load().persisted,
+    logStore: store,
+    stateMachine: machine,
+    transport: { send: () => undefined },
+    clock,
+    tickMs: TICK_MS,
+    ...(withHook
+      ? {
+          onFatal: (error: StorageError) => {
+            fatal.push(error);
+          },
+        }
+      : {}),
   });
   node.start();
   node.init({ voters: [1], votersOutgoing: [], learners: [] }, () => undefined);
-  for (let step = 0; step < 100 && !(node.status().role === 'leader' && node.stateMachine.appliedIndex === node.status().lastIndex); step += 1) clock.advance(TICK_MS);
+  for (
+    let step = 0;
+    step < 100 &&
+    !(node.status().role === 'leader' && node.stateMachine.appliedIndex === node.status().lastIndex);
+    step += 1
+  )
+    clock.advance(TICK_MS);
   expect(node.status().role).toBe('leader');
   return { node, clock, store, fatal, failMachine: fail };
 }
 
 function write(node: RaftNode, key: string, outcomes: Outcome<WriteApplied>[]): void {
-  node.write({ Set: { key, value: 'v' } }, (outcome) => { outcomes.push(outcome); });
+  node.write({ Set: { key, value: 'v' } }, (outcome) => {
+    outcomes.push(outcome);
+  });
 }
 
 describe('a storage failure fail-stops the node', () => {
@@ -129,9 +162,11 @@ describe('a storage failure fail-stops the node', () => {
     expect(fatal[0]?.message).toMatch(/^storage failed: no space left on device/);
     const after = outcomes.slice(5);
     expect(after).toHaveLength(5);
-    for (const outcome of after) expect(outcome).toMatchObject({ ok: false, error: { code: 'SHUTTING_DOWN', definite: false } });
+    for (const outcome of after)
+      expect(outcome).toMatchObject({ ok: false, error: { code: 'SHUTTING_DOWN', definite: false } });
     expect(store.failedFrom).not.toBeNull();
-    for (const outcome of outcomes) if (outcome.ok) expect(outcome.value.index).toBeLessThan(store.failedFrom ?? 0);
+    for (const outcome of outcomes)
+      if (outcome.ok) expect(outcome.value.index).toBeLessThan(store.failedFrom ?? 0);
     // Stopped for good: new requests are refused, time passing does nothing, the hook is not called again.
     write(node, 'later', outcomes);
     expect(outcomes.at(-1)).toMatchObject({ ok: false, error: { code: 'SHUTTING_DOWN' } });
@@ -146,10 +181,16 @@ describe('a storage failure fail-stops the node', () => {
     write(node, 'ok', outcomes);
     clock.advance(TICK_MS);
     expect(outcomes).toMatchObject([{ ok: true }]);
-    failMachine(new StorageError('storage failed: no space left on device (ENOSPC) in /data while applying to the state machine'));
+    failMachine(
+      new StorageError(
+        'storage failed: no space left on device (ENOSPC) in /data while applying to the state machine',
+      ),
+    );
     for (let index = 0; index < 3; index += 1) write(node, `lost-${index}`, outcomes);
     clock.advance(TICK_MS);
-    expect(fatal.map((error) => error.message)).toEqual(['storage failed: no space left on device (ENOSPC) in /data while applying to the state machine']);
+    expect(fatal.map((error) => error.message)).toEqual([
+      'storage failed: no space left on device (ENOSPC) in /data while applying to the state machine',
+    ]);
     expect(outcomes.slice(1).map((outcome) => outcome.ok)).toEqual([false, false, false]);
     expect(outcomes.slice(1)).toMatchObject([{ error: { code: 'SHUTTING_DOWN', definite: false } }, {}, {}]);
   });
@@ -158,7 +199,9 @@ describe('a storage failure fail-stops the node', () => {
     const { node, clock, fatal, failMachine } = leader();
     failMachine(new AssertionError('apply out of order'));
     write(node, 'k', []);
-    expect(() => { clock.advance(TICK_MS); }).toThrow(AssertionError);
+    expect(() => {
+      clock.advance(TICK_MS);
+    }).toThrow(AssertionError);
     expect(fatal).toEqual([]);
   });
 
@@ -166,6 +209,8 @@ describe('a storage failure fail-stops the node', () => {
     const { node, clock, store } = leader(false);
     store.failing = true;
     write(node, 'k', []);
-    expect(() => { clock.advance(TICK_MS); }).toThrow(StorageError);
+    expect(() => {
+      clock.advance(TICK_MS);
+    }).toThrow(StorageError);
   });
 });

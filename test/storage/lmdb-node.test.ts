@@ -9,7 +9,14 @@ import { encodeSnapshot, MemoryKvStateMachine } from '../../src/node/kv-state-ma
 import { RaftNode, type Outcome, type WriteApplied } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
-import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage, STORAGE_FORMAT_VERSION, StorageError, type DurabilityEvent } from '../../src/storage/lmdb-store.ts';
+import {
+  LmdbKvStateMachine,
+  LmdbLogStore,
+  LmdbStorage,
+  STORAGE_FORMAT_VERSION,
+  StorageError,
+  type DurabilityEvent,
+} from '../../src/storage/lmdb-store.ts';
 
 const directories: string[] = [];
 afterAll(() => {
@@ -41,11 +48,14 @@ function startNode(storage: LmdbStorage, logStore: LmdbLogStore): RaftNode {
 }
 
 function write(node: RaftNode, key: string, value: string): Promise<Outcome<WriteApplied>> {
-  return new Promise((resolve) => { node.write({ Set: { key, value } }, resolve); });
+  return new Promise((resolve) => {
+    node.write({ Set: { key, value } }, resolve);
+  });
 }
 
 async function leader(node: RaftNode): Promise<void> {
-  for (let attempt = 0; attempt < 400 && node.status().role !== 'leader'; attempt += 1) await new Promise((resolve) => setTimeout(resolve, 5));
+  for (let attempt = 0; attempt < 400 && node.status().role !== 'leader'; attempt += 1)
+    await new Promise((resolve) => setTimeout(resolve, 5));
   expect(node.status().role).toBe('leader');
 }
 
@@ -64,17 +74,21 @@ describe('RaftNode on LMDB', () => {
       }
     };
     const node = startNode(storage, logStore);
-    await new Promise((resolve) => { node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve); });
+    await new Promise((resolve) => {
+      node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
+    });
     await leader(node);
     const acknowledgedAfterFlush: boolean[] = [];
     // The write callback runs synchronously inside the node's Ready cycle: check the flush there.
-    const writes = Array.from({ length: 40 }, (_, index) =>
-      new Promise<void>((resolve) => {
-        node.write({ Set: { key: `k${index}`, value: `v${index}` } }, (outcome) => {
-          acknowledgedAfterFlush.push(outcome.ok && outcome.value.index <= flushedIndex);
-          resolve();
-        });
-      }),
+    const writes = Array.from(
+      { length: 40 },
+      (_, index) =>
+        new Promise<void>((resolve) => {
+          node.write({ Set: { key: `k${index}`, value: `v${index}` } }, (outcome) => {
+            acknowledgedAfterFlush.push(outcome.ok && outcome.value.index <= flushedIndex);
+            resolve();
+          });
+        }),
     );
     await Promise.all(writes);
     expect(acknowledgedAfterFlush.every(Boolean)).toBe(true);
@@ -96,12 +110,18 @@ describe('RaftNode on LMDB', () => {
     const acknowledgements: { index: number; flushedIndex: number }[] = [];
     const { persisted } = logStore.load();
     const follower = new RaftNode({
-      config: defaultRaftConfig(2), prng: new SeededPrng(2), persisted, logStore, stateMachine: new LmdbKvStateMachine(storage),
-      clock: systemClock, tickMs: 50,
+      config: defaultRaftConfig(2),
+      prng: new SeededPrng(2),
+      persisted,
+      logStore,
+      stateMachine: new LmdbKvStateMachine(storage),
+      clock: systemClock,
+      tickMs: 50,
       transport: {
         send: (message) => {
           // Runs synchronously when the node sends: compare with what is on disk right now.
-          if (message.type === 'append_response' && message.success) acknowledgements.push({ index: message.index, flushedIndex });
+          if (message.type === 'append_response' && message.success)
+            acknowledgements.push({ index: message.index, flushedIndex });
         },
       },
     });
@@ -110,12 +130,28 @@ describe('RaftNode on LMDB', () => {
     const data = new TextEncoder().encode('x');
     let last = 0;
     for (let round = 0; round < 20; round += 1) {
-      const entries = round === 0
-        ? [{ kind: 'config' as const, term: 1, index: 1, config }]
-        : Array.from({ length: 5 }, (_, offset) => ({ kind: 'command' as const, term: 2, index: last + offset + 1, data }));
-      follower.deliver({ type: 'append', from: 1, to: 2, term: 2, prevLogIndex: last, prevLogTerm: last === 0 ? 0 : last === 1 ? 1 : 2, entries, commitIndex: 0 });
+      const entries =
+        round === 0
+          ? [{ kind: 'config' as const, term: 1, index: 1, config }]
+          : Array.from({ length: 5 }, (_, offset) => ({
+              kind: 'command' as const,
+              term: 2,
+              index: last + offset + 1,
+              data,
+            }));
+      follower.deliver({
+        type: 'append',
+        from: 1,
+        to: 2,
+        term: 2,
+        prevLogIndex: last,
+        prevLogTerm: last === 0 ? 0 : last === 1 ? 1 : 2,
+        entries,
+        commitIndex: 0,
+      });
       last += entries.length;
-      for (let wait = 0; wait < 200 && (acknowledgements.at(-1)?.index ?? 0) < last; wait += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+      for (let wait = 0; wait < 200 && (acknowledgements.at(-1)?.index ?? 0) < last; wait += 1)
+        await new Promise((resolve) => setTimeout(resolve, 2));
     }
     expect(acknowledgements.length).toBeGreaterThanOrEqual(20);
     for (const ack of acknowledgements) expect(ack.index).toBeLessThanOrEqual(ack.flushedIndex);
@@ -128,21 +164,50 @@ describe('RaftNode on LMDB', () => {
     let storage = LmdbStorage.open(directory);
     let logStore = new LmdbLogStore(storage);
     let flushes = 0;
-    logStore.onDurabilityEvent = (event: DurabilityEvent) => { if (event.kind === 'flushed') flushes += 1; };
-    const options = { config: defaultRaftConfig(2), prng: new SeededPrng(2), clock: systemClock, tickMs: 50, transport: { send: () => undefined } };
-    let follower = new RaftNode({ ...options, persisted: logStore.load().persisted, logStore, stateMachine: new LmdbKvStateMachine(storage) });
+    logStore.onDurabilityEvent = (event: DurabilityEvent) => {
+      if (event.kind === 'flushed') flushes += 1;
+    };
+    const options = {
+      config: defaultRaftConfig(2),
+      prng: new SeededPrng(2),
+      clock: systemClock,
+      tickMs: 50,
+      transport: { send: () => undefined },
+    };
+    let follower = new RaftNode({
+      ...options,
+      persisted: logStore.load().persisted,
+      logStore,
+      stateMachine: new LmdbKvStateMachine(storage),
+    });
     follower.start();
     const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [] };
     const entries = [
       { kind: 'config' as const, term: 1, index: 1, config },
-      ...Array.from({ length: 5 }, (_, offset) => ({ kind: 'command' as const, term: 1, index: offset + 2, data: encodeCommand({ Set: { key: `k${offset}`, value: 'v' } }) })),
+      ...Array.from({ length: 5 }, (_, offset) => ({
+        kind: 'command' as const,
+        term: 1,
+        index: offset + 2,
+        data: encodeCommand({ Set: { key: `k${offset}`, value: 'v' } }),
+      })),
     ];
-    follower.deliver({ type: 'append', from: 1, to: 2, term: 1, prevLogIndex: 0, prevLogTerm: 0, entries, commitIndex: 0 });
-    for (let wait = 0; wait < 500 && flushes === 0; wait += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+    follower.deliver({
+      type: 'append',
+      from: 1,
+      to: 2,
+      term: 1,
+      prevLogIndex: 0,
+      prevLogTerm: 0,
+      entries,
+      commitIndex: 0,
+    });
+    for (let wait = 0; wait < 500 && flushes === 0; wait += 1)
+      await new Promise((resolve) => setTimeout(resolve, 2));
     expect(flushes).toBe(1);
     // The leader's next heartbeat carries only a commit index: applied without any synced write.
     follower.deliver({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 6, readRound: 0 });
-    for (let wait = 0; wait < 500 && follower.stateMachine.appliedIndex < 6; wait += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+    for (let wait = 0; wait < 500 && follower.stateMachine.appliedIndex < 6; wait += 1)
+      await new Promise((resolve) => setTimeout(resolve, 2));
     expect(follower.stateMachine.appliedIndex).toBe(6);
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(flushes).toBe(1);
@@ -152,10 +217,17 @@ describe('RaftNode on LMDB', () => {
     logStore = new LmdbLogStore(storage);
     const { persisted } = logStore.load();
     expect(persisted.hardState.commit).toBe(0); // never synced
-    follower = new RaftNode({ ...options, persisted, logStore, stateMachine: new LmdbKvStateMachine(storage) });
+    follower = new RaftNode({
+      ...options,
+      persisted,
+      logStore,
+      stateMachine: new LmdbKvStateMachine(storage),
+    });
     expect(follower.status().commitIndex).toBe(6); // what the state machine applied was committed
     follower.start();
-    const snapshot = await new Promise<Outcome<unknown>>((resolve) => { follower.triggerSnapshot(resolve); });
+    const snapshot = await new Promise<Outcome<unknown>>((resolve) => {
+      follower.triggerSnapshot(resolve);
+    });
     expect(snapshot.ok).toBe(true);
     follower.stop();
     await storage.close();
@@ -165,9 +237,12 @@ describe('RaftNode on LMDB', () => {
     const directory = dataDir();
     let storage = LmdbStorage.open(directory);
     let node = startNode(storage, new LmdbLogStore(storage));
-    await new Promise((resolve) => { node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve); });
+    await new Promise((resolve) => {
+      node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
+    });
     await leader(node);
-    for (let index = 0; index < 60; index += 1) expect((await write(node, `k${index % 7}`, `v${index}`)).ok).toBe(true);
+    for (let index = 0; index < 60; index += 1)
+      expect((await write(node, `k${index % 7}`, `v${index}`)).ok).toBe(true);
     const before = node.status();
     const versionBefore = node.stateMachine.get('k6')?.version;
     node.stop();
@@ -189,10 +264,17 @@ describe('RaftNode on LMDB', () => {
     let storage = LmdbStorage.open(directory);
     expect(storage.stateRebuilt).toBe(false);
     let node = startNode(storage, new LmdbLogStore(storage));
-    await new Promise((resolve) => { node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve); });
+    await new Promise((resolve) => {
+      node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
+    });
     await leader(node);
-    for (let index = 0; index < 60; index += 1) expect((await write(node, `k${index % 7}`, `v${index}`)).ok).toBe(true);
-    const before = { k4: node.stateMachine.get('k4'), k6: node.stateMachine.get('k6'), applied: node.stateMachine.appliedIndex };
+    for (let index = 0; index < 60; index += 1)
+      expect((await write(node, `k${index % 7}`, `v${index}`)).ok).toBe(true);
+    const before = {
+      k4: node.stateMachine.get('k4'),
+      k6: node.stateMachine.get('k6'),
+      applied: node.stateMachine.appliedIndex,
+    };
     node.stop();
     await storage.close();
     // As after a power loss: the marker says the machine may hold unsynced writes, and its file is garbage.
@@ -205,7 +287,8 @@ describe('RaftNode on LMDB', () => {
     node = startNode(storage, new LmdbLogStore(storage));
     expect(node.status().snapshot?.index ?? 0).toBeGreaterThanOrEqual(25); // rebuilt from a snapshot, then the log
     await leader(node);
-    for (let wait = 0; wait < 500 && node.stateMachine.appliedIndex < before.applied; wait += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+    for (let wait = 0; wait < 500 && node.stateMachine.appliedIndex < before.applied; wait += 1)
+      await new Promise((resolve) => setTimeout(resolve, 2));
     expect(node.stateMachine.get('k4')).toEqual(before.k4); // same value, version and indexes
     expect(node.stateMachine.get('k6')).toEqual(before.k6);
     node.stop();
@@ -222,22 +305,49 @@ describe('RaftNode on LMDB', () => {
     machine.applyNoop(1, { voters: [1], votersOutgoing: [], learners: [] });
     machine.apply(2, { Set: { key: 'old', value: 'state' } });
     const logStore = new LmdbLogStore(storage);
-    await new Promise((resolve) => { logStore.persist({ snapshot: null, hardState: { term: 1, vote: 1, commit: 2 }, entries: [
-      { kind: 'config', term: 1, index: 1, config: { voters: [1], votersOutgoing: [], learners: [] } },
-      { kind: 'blank', term: 1, index: 2 },
-    ] }, resolve); });
+    await new Promise((resolve) => {
+      logStore.persist(
+        {
+          snapshot: null,
+          hardState: { term: 1, vote: 1, commit: 2 },
+          entries: [
+            { kind: 'config', term: 1, index: 1, config: { voters: [1], votersOutgoing: [], learners: [] } },
+            { kind: 'blank', term: 1, index: 2 },
+          ],
+        },
+        resolve,
+      );
+    });
     // The leader's snapshot at 10 is stored (one transaction) and the process dies before the state machine takes it.
     const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [] };
-    const data = encodeSnapshot(10, [['new', { value: 'snapshot', createIndex: 9, modIndex: 10, version: 2 }]]);
-    await new Promise((resolve) => { logStore.persist({ snapshot: { meta: { index: 10, term: 2, config }, data }, hardState: { term: 2, vote: 0, commit: 10 }, entries: [] }, resolve); });
+    const data = encodeSnapshot(10, [
+      ['new', { value: 'snapshot', createIndex: 9, modIndex: 10, version: 2 }],
+    ]);
+    await new Promise((resolve) => {
+      logStore.persist(
+        {
+          snapshot: { meta: { index: 10, term: 2, config }, data },
+          hardState: { term: 2, vote: 0, commit: 10 },
+          entries: [],
+        },
+        resolve,
+      );
+    });
     await storage.close();
     storage = LmdbStorage.open(directory);
     const reopened = new LmdbLogStore(storage);
     const { persisted, snapshot } = reopened.load();
     expect(persisted.entries).toEqual([]);
     const node = new RaftNode({
-      config: defaultRaftConfig(1), prng: new SeededPrng(1), persisted, snapshot, logStore: reopened,
-      stateMachine: new LmdbKvStateMachine(storage), transport: { send: () => undefined }, clock: systemClock, tickMs: 50,
+      config: defaultRaftConfig(1),
+      prng: new SeededPrng(1),
+      persisted,
+      snapshot,
+      logStore: reopened,
+      stateMachine: new LmdbKvStateMachine(storage),
+      transport: { send: () => undefined },
+      clock: systemClock,
+      tickMs: 50,
     });
     expect(node.stateMachine.appliedIndex).toBe(10);
     expect(node.stateMachine.get('new')?.value).toBe('snapshot');
@@ -253,7 +363,8 @@ describe('RaftNode on LMDB', () => {
     let storage = LmdbStorage.open(directory);
     let machine = new LmdbKvStateMachine(storage);
     machine.batch(() => {
-      for (let index = 1; index <= 3; index += 1) machine.apply(index, { Set: { key: `k${index}`, value: `v${index}` } });
+      for (let index = 1; index <= 3; index += 1)
+        machine.apply(index, { Set: { key: `k${index}`, value: `v${index}` } });
     });
     expect(machine.appliedIndex).toBe(3);
     expect(() => {
@@ -268,7 +379,12 @@ describe('RaftNode on LMDB', () => {
     storage = LmdbStorage.open(directory);
     machine = new LmdbKvStateMachine(storage);
     expect(machine.appliedIndex).toBe(3);
-    expect([1, 2, 3, 4].map((index) => machine.get(`k${index}`)?.value)).toEqual(['v1', 'v2', 'v3', undefined]);
+    expect([1, 2, 3, 4].map((index) => machine.get(`k${index}`)?.value)).toEqual([
+      'v1',
+      'v2',
+      'v3',
+      undefined,
+    ]);
     await storage.close();
   });
 
@@ -276,7 +392,17 @@ describe('RaftNode on LMDB', () => {
     const storage = LmdbStorage.open(dataDir());
     const machines = [new LmdbKvStateMachine(storage), new MemoryKvStateMachine()];
     for (const machine of machines) {
-      machine.apply(1, { SetMulti: { pairs: [['b/2', '2'], ['a', 'x'], ['b/1', '1'], ['b/3', '3'], ['c', 'y']] } });
+      machine.apply(1, {
+        SetMulti: {
+          pairs: [
+            ['b/2', '2'],
+            ['a', 'x'],
+            ['b/1', '1'],
+            ['b/3', '3'],
+            ['c', 'y'],
+          ],
+        },
+      });
       const first = machine.scan('b/', null, 2);
       expect(first.records.map(([key]) => key)).toEqual(['b/1', 'b/2']);
       expect(first.more).toBe(true);
@@ -309,6 +435,8 @@ describe('RaftNode on LMDB', () => {
     storage.meta.putSync('format', 999);
     await storage.close();
     expect(() => LmdbStorage.open(directory)).toThrow(StorageError);
-    expect(() => LmdbStorage.open(directory)).toThrow(new RegExp(`format 999; this release reads format ${STORAGE_FORMAT_VERSION}`));
+    expect(() => LmdbStorage.open(directory)).toThrow(
+      new RegExp(`format 999; this release reads format ${STORAGE_FORMAT_VERSION}`),
+    );
   });
 });

@@ -44,9 +44,17 @@ const factories: Record<string, () => Subject> = {
 };
 
 const blank = (index: number, term: number): Entry => ({ kind: 'blank', index, term });
-const command = (index: number, term: number, text: string): Entry => ({ kind: 'command', index, term, data: new TextEncoder().encode(text) });
+const command = (index: number, term: number, text: string): Entry => ({
+  kind: 'command',
+  index,
+  term,
+  data: new TextEncoder().encode(text),
+});
 const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [4] };
-const snapshotAt = (index: number, term: number): Snapshot => ({ meta: { index, term, config }, data: new Uint8Array([1, 2, index]) });
+const snapshotAt = (index: number, term: number): Snapshot => ({
+  meta: { index, term, config },
+  data: new Uint8Array([1, 2, index]),
+});
 
 /** LMDB hands back Buffers (a Uint8Array subclass): compare bytes, not classes. */
 function plain(entries: readonly Entry[]): unknown[] {
@@ -67,7 +75,10 @@ for (const [name, create] of Object.entries(factories)) {
   describe(`LogStore compliance: ${name}`, () => {
     it('keeps entries and hard state across a restart', async () => {
       const subject = create();
-      await persist(subject.store, { hardState: { term: 2, vote: 1, commit: 2 }, entries: [blank(1, 1), command(2, 2, 'a'), command(3, 2, 'b')] });
+      await persist(subject.store, {
+        hardState: { term: 2, vote: 1, commit: 2 },
+        entries: [blank(1, 1), command(2, 2, 'a'), command(3, 2, 'b')],
+      });
       const { persisted, snapshot } = await subject.reopen();
       expect(persisted.hardState).toEqual({ term: 2, vote: 1, commit: 2 });
       expect(plain(persisted.entries)).toEqual(plain([blank(1, 1), command(2, 2, 'a'), command(3, 2, 'b')]));
@@ -79,7 +90,9 @@ for (const [name, create] of Object.entries(factories)) {
       const subject = create();
       await persist(subject.store, { entries: [blank(1, 1), blank(2, 1), blank(3, 1), blank(4, 1)] });
       await persist(subject.store, { entries: [command(3, 2, 'new')] });
-      expect(plain((await subject.reopen()).persisted.entries)).toEqual(plain([blank(1, 1), blank(2, 1), command(3, 2, 'new')]));
+      expect(plain((await subject.reopen()).persisted.entries)).toEqual(
+        plain([blank(1, 1), blank(2, 1), command(3, 2, 'new')]),
+      );
       await subject.close();
     });
 
@@ -97,7 +110,11 @@ for (const [name, create] of Object.entries(factories)) {
     it('a received snapshot that the log does not continue replaces the whole log', async () => {
       const subject = create();
       await persist(subject.store, { entries: [blank(1, 1), blank(2, 1)] });
-      await persist(subject.store, { snapshot: snapshotAt(7, 3), hardState: { term: 3, vote: 0, commit: 7 }, entries: [blank(8, 3)] });
+      await persist(subject.store, {
+        snapshot: snapshotAt(7, 3),
+        hardState: { term: 3, vote: 0, commit: 7 },
+        entries: [blank(8, 3)],
+      });
       const { persisted } = await subject.reopen();
       expect(persisted.snapshot?.index).toBe(7);
       expect(persisted.entries).toEqual([blank(8, 3)]);

@@ -14,11 +14,16 @@ export class Tmpfs {
   constructor(sizeBytes: number) {
     this.path = mkdtempSync(join(tmpdir(), 'aspen-tmpfs-'));
     try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeBytes}`, 'tmpfs', this.path], { stdio: ['ignore', 'ignore', 'pipe'] });
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeBytes}`, 'tmpfs', this.path], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
     } catch (error) {
       rmSync(this.path, { recursive: true, force: true });
-      const reason = error instanceof Error && 'stderr' in error ? String(error.stderr).trim() : String(error);
-      throw new Error(`this test fills a small tmpfs and must mount one (run it as root, or in a container with CAP_SYS_ADMIN): mount failed: ${reason}`);
+      const reason =
+        error instanceof Error && 'stderr' in error ? String(error.stderr).trim() : String(error);
+      throw new Error(
+        `this test fills a small tmpfs and must mount one (run it as root, or in a container with CAP_SYS_ADMIN): mount failed: ${reason}`,
+      );
     }
     this.mounted = true;
   }

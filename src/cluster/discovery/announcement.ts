@@ -34,12 +34,18 @@ export function encodeAnnouncement(announcement: Announcement, authKey: Buffer):
   validateAnnouncement(announcement);
   const body = JSON.stringify(announcement);
   const bytes = new TextEncoder().encode(JSON.stringify({ body, mac: mac(authKey, body) }));
-  if (bytes.length > ANNOUNCEMENT_BYTES_MAX) throw new AnnouncementError(`an announcement is at most ${ANNOUNCEMENT_BYTES_MAX} bytes`);
+  if (bytes.length > ANNOUNCEMENT_BYTES_MAX)
+    throw new AnnouncementError(`an announcement is at most ${ANNOUNCEMENT_BYTES_MAX} bytes`);
   return bytes;
 }
 
 /** Decode and check an announcement received from libp2p peer `fromPeer` at `nowMs`. */
-export function decodeAnnouncement(bytes: Uint8Array, authKey: Buffer, fromPeer: string, nowMs: number): Announcement {
+export function decodeAnnouncement(
+  bytes: Uint8Array,
+  authKey: Buffer,
+  fromPeer: string,
+  nowMs: number,
+): Announcement {
   if (bytes.length > ANNOUNCEMENT_BYTES_MAX) throw new AnnouncementError('oversized announcement');
   let envelope: { body?: unknown; mac?: unknown };
   try {
@@ -47,10 +53,12 @@ export function decodeAnnouncement(bytes: Uint8Array, authKey: Buffer, fromPeer:
   } catch {
     throw new AnnouncementError('not JSON');
   }
-  if (typeof envelope.body !== 'string' || typeof envelope.mac !== 'string') throw new AnnouncementError('no body or mac');
+  if (typeof envelope.body !== 'string' || typeof envelope.mac !== 'string')
+    throw new AnnouncementError('no body or mac');
   const expected = Buffer.from(mac(authKey, envelope.body), 'hex');
   const actual = Buffer.from(envelope.mac, 'hex');
-  if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) throw new AnnouncementError('bad mac: another cookie');
+  if (actual.length !== expected.length || !timingSafeEqual(actual, expected))
+    throw new AnnouncementError('bad mac: another cookie');
   let announcement: Announcement;
   try {
     announcement = JSON.parse(envelope.body) as Announcement;
@@ -58,22 +66,37 @@ export function decodeAnnouncement(bytes: Uint8Array, authKey: Buffer, fromPeer:
     throw new AnnouncementError('body is not JSON');
   }
   validateAnnouncement(announcement);
-  if (announcement.peer_id !== fromPeer) throw new AnnouncementError(`peer ${fromPeer} announced for ${announcement.peer_id}`);
-  if (Math.abs(nowMs - announcement.timestamp) > ANNOUNCEMENT_AGE_MS_MAX) throw new AnnouncementError('stale or future announcement');
+  if (announcement.peer_id !== fromPeer)
+    throw new AnnouncementError(`peer ${fromPeer} announced for ${announcement.peer_id}`);
+  if (Math.abs(nowMs - announcement.timestamp) > ANNOUNCEMENT_AGE_MS_MAX)
+    throw new AnnouncementError('stale or future announcement');
   return announcement;
 }
 
 function validateAnnouncement(value: Announcement): void {
   const fields = value as Partial<Record<keyof Announcement, unknown>> | null;
   if (fields === null || typeof fields !== 'object') throw new AnnouncementError('not an object');
-  if (typeof fields.node_id !== 'number' || !Number.isSafeInteger(fields.node_id) || fields.node_id < 1) throw new AnnouncementError('bad node_id');
-  if (typeof fields.peer_id !== 'string' || fields.peer_id.length === 0 || fields.peer_id.length > 128) throw new AnnouncementError('bad peer_id');
-  if (typeof fields.timestamp !== 'number' || !Number.isSafeInteger(fields.timestamp)) throw new AnnouncementError('bad timestamp');
-  if (fields.http_addr !== null && (typeof fields.http_addr !== 'string' || fields.http_addr.length > HTTP_ADDRESS_CHARS_MAX)) throw new AnnouncementError('bad http_addr');
+  if (typeof fields.node_id !== 'number' || !Number.isSafeInteger(fields.node_id) || fields.node_id < 1)
+    throw new AnnouncementError('bad node_id');
+  if (typeof fields.peer_id !== 'string' || fields.peer_id.length === 0 || fields.peer_id.length > 128)
+    throw new AnnouncementError('bad peer_id');
+  if (typeof fields.timestamp !== 'number' || !Number.isSafeInteger(fields.timestamp))
+    throw new AnnouncementError('bad timestamp');
+  if (
+    fields.http_addr !== null &&
+    (typeof fields.http_addr !== 'string' || fields.http_addr.length > HTTP_ADDRESS_CHARS_MAX)
+  )
+    throw new AnnouncementError('bad http_addr');
   const addrs = fields.addrs;
-  if (!Array.isArray(addrs) || addrs.length === 0 || addrs.length > PEER_ADDRESSES_MAX) throw new AnnouncementError('bad addrs');
+  if (!Array.isArray(addrs) || addrs.length === 0 || addrs.length > PEER_ADDRESSES_MAX)
+    throw new AnnouncementError('bad addrs');
   for (const address of addrs as unknown[]) {
-    if (typeof address !== 'string' || address.length > ANNOUNCEMENT_ADDRESS_CHARS_MAX || !address.startsWith('/')) throw new AnnouncementError('bad address');
+    if (
+      typeof address !== 'string' ||
+      address.length > ANNOUNCEMENT_ADDRESS_CHARS_MAX ||
+      !address.startsWith('/')
+    )
+      throw new AnnouncementError('bad address');
   }
   try {
     toMultiaddrs((addrs as string[]).join(','));

@@ -61,12 +61,18 @@ export class FirstContacts {
     }, CONTACT_RETRY_MS);
     if (mdns) {
       this.unsubscribe = this.transport.onPeerDiscovered((peerId, addresses) => {
-        if (this.transport.isConnected(peerId.toString()) || this.mdnsPending >= MDNS_DIALS_PENDING_MAX) return;
+        if (this.transport.isConnected(peerId.toString()) || this.mdnsPending >= MDNS_DIALS_PENDING_MAX)
+          return;
         this.mdnsPending += 1;
-        this.transport.connect([...addresses, peerId])
-          .then(() => { this.log(`mdns: connected to ${peerId.toString()}`); })
+        this.transport
+          .connect([...addresses, peerId])
+          .then(() => {
+            this.log(`mdns: connected to ${peerId.toString()}`);
+          })
           .catch(() => undefined) // another cookie (refusal logged by the transport) or gone
-          .finally(() => { this.mdnsPending -= 1; });
+          .finally(() => {
+            this.mdnsPending -= 1;
+          });
       });
     }
   }
@@ -81,13 +87,17 @@ export class FirstContacts {
   private dial(contact: Contact): void {
     if (contact.dialing) return;
     contact.dialing = true;
-    this.transport.connect(toMultiaddrs(contact.address))
+    this.transport
+      .connect(toMultiaddrs(contact.address))
       .then((peerId) => {
-        if (contact.peerId === null) this.log(`discovery: first contact with ${contact.address} (${contact.source}) is peer ${peerId}`);
+        if (contact.peerId === null)
+          this.log(`discovery: first contact with ${contact.address} (${contact.source}) is peer ${peerId}`);
         contact.peerId = peerId;
       })
       .catch(() => undefined) // retried on the next round; Raft does not wait for it
-      .finally(() => { contact.dialing = false; });
+      .finally(() => {
+        contact.dialing = false;
+      });
   }
 }
 

@@ -53,9 +53,16 @@ export class GossipDiscovery {
 
   start(): void {
     this.pubsub.subscribe(this.topic);
-    this.pubsub.addEventListener('message', (event) => { this.receive(event.detail); });
+    this.pubsub.addEventListener('message', (event) => {
+      this.receive(event.detail);
+    });
     this.pubsub.addEventListener('subscription-change', (event) => {
-      if (event.detail.subscriptions.some((subscription) => subscription.topic === this.topic && subscription.subscribe)) this.announceSoon();
+      if (
+        event.detail.subscriptions.some(
+          (subscription) => subscription.topic === this.topic && subscription.subscribe,
+        )
+      )
+        this.announceSoon();
     });
     this.interval = setInterval(() => {
       this.announce();
@@ -87,7 +94,10 @@ export class GossipDiscovery {
     const { transport, nodeId, httpAddr } = this.options;
     const addrs = transport.listenAddresses.slice(0, PEER_ADDRESSES_MAX);
     if (addrs.length === 0) return;
-    const bytes = encodeAnnouncement({ node_id: nodeId, peer_id: transport.peerId, addrs, http_addr: httpAddr, timestamp: Date.now() }, this.authKey);
+    const bytes = encodeAnnouncement(
+      { node_id: nodeId, peer_id: transport.peerId, addrs, http_addr: httpAddr, timestamp: Date.now() },
+      this.authKey,
+    );
     this.pubsub.publish(this.topic, bytes).catch((error: unknown) => {
       this.options.log(`gossip: announce failed: ${error instanceof Error ? error.message : String(error)}`);
     });
@@ -104,7 +114,9 @@ export class GossipDiscovery {
       const announcement = decodeAnnouncement(message.data, this.authKey, from, Date.now());
       this.announcementsReceived += 1;
       if (this.options.directory.onAnnouncement(announcement, Date.now())) {
-        this.options.log(`gossip: node ${announcement.node_id} at ${announcement.addrs[0] ?? ''} (peer ${from})`);
+        this.options.log(
+          `gossip: node ${announcement.node_id} at ${announcement.addrs[0] ?? ''} (peer ${from})`,
+        );
         this.announceSoon(); // let a newcomer learn about us without waiting a full interval
       }
     } catch (error) {

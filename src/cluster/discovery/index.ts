@@ -38,8 +38,19 @@ function joinAddresses(addresses: readonly string[]): string {
  * Start discovery as configured: static peers and a ticket's bootstrap addresses as first contacts,
  * DNS `/dnsaddr` records when asked, mDNS on the LAN, and gossip naming every node by its id.
  */
-export function startDiscovery(config: NodeConfig, transport: Libp2pTransport, httpAddr: string | null, log: (line: string) => void, resolver?: TxtResolver): Discovery {
-  const directory = new PeerDirectory({ transport, selfId: config.nodeId, selfPeerId: transport.peerId, log });
+export function startDiscovery(
+  config: NodeConfig,
+  transport: Libp2pTransport,
+  httpAddr: string | null,
+  log: (line: string) => void,
+  resolver?: TxtResolver,
+): Discovery {
+  const directory = new PeerDirectory({
+    transport,
+    selfId: config.nodeId,
+    selfPeerId: transport.peerId,
+    log,
+  });
   const contacts = new FirstContacts(transport, log);
   for (const peer of config.peers) {
     directory.configure(peer.id, peer.address);
@@ -51,13 +62,28 @@ export function startDiscovery(config: NodeConfig, transport: Libp2pTransport, h
   if (domain !== null) {
     const lookUp = (): void => {
       resolveDnsaddr(domain, resolver)
-        .then((addresses) => { for (const address of addresses) contacts.add(address, `dns ${domain}`); })
-        .catch((error: unknown) => { log(`dns: cannot resolve _dnsaddr.${domain}: ${error instanceof Error ? error.message : String(error)}`); });
+        .then((addresses) => {
+          for (const address of addresses) contacts.add(address, `dns ${domain}`);
+        })
+        .catch((error: unknown) => {
+          log(
+            `dns: cannot resolve _dnsaddr.${domain}: ${error instanceof Error ? error.message : String(error)}`,
+          );
+        });
     };
     lookUp();
     dnsTimer = setInterval(lookUp, DNS_REFRESH_MS);
   }
-  const gossip = config.gossip ? new GossipDiscovery({ transport, directory, nodeId: config.nodeId, cookie: config.cookie, httpAddr, log }) : null;
+  const gossip = config.gossip
+    ? new GossipDiscovery({
+        transport,
+        directory,
+        nodeId: config.nodeId,
+        cookie: config.cookie,
+        httpAddr,
+        log,
+      })
+    : null;
   gossip?.start();
   contacts.start(config.mdns);
   const ownAddresses = (): string[] => transport.listenAddresses.slice(0, OWN_ADDRESSES_LISTED_MAX);

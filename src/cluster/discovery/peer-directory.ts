@@ -30,7 +30,12 @@ export class PeerDirectory {
   private readonly discovered = new Map<NodeId, DiscoveredPeer>();
   private readonly configured = new Map<NodeId, string>();
 
-  constructor(options: { transport: ClusterTransport; selfId: NodeId; selfPeerId: string; log: (line: string) => void }) {
+  constructor(options: {
+    transport: ClusterTransport;
+    selfId: NodeId;
+    selfPeerId: string;
+    log: (line: string) => void;
+  }) {
     this.transport = options.transport;
     this.selfId = options.selfId;
     this.selfPeerId = options.selfPeerId;
@@ -53,17 +58,25 @@ export class PeerDirectory {
   onAnnouncement(announcement: Announcement, nowMs: number): boolean {
     const id = announcement.node_id;
     if (id === this.selfId) {
-      if (announcement.peer_id !== this.selfPeerId) this.log(`discovery: peer ${announcement.peer_id} claims this node's id ${id}`);
+      if (announcement.peer_id !== this.selfPeerId)
+        this.log(`discovery: peer ${announcement.peer_id} claims this node's id ${id}`);
       return false;
     }
     const previous = this.discovered.get(id);
     if (previous !== undefined && announcement.timestamp <= previous.timestamp) return false;
     if (previous === undefined && this.discovered.size >= ADDRESS_BOOK_ENTRIES_MAX) return false;
     if (previous !== undefined && previous.peerId !== announcement.peer_id) {
-      this.log(`discovery: node ${id} moved from peer ${previous.peerId} to ${announcement.peer_id} (two nodes with one id?)`);
+      this.log(
+        `discovery: node ${id} moved from peer ${previous.peerId} to ${announcement.peer_id} (two nodes with one id?)`,
+      );
     }
     this.discovered.set(id, {
-      nodeId: id, peerId: announcement.peer_id, addrs: announcement.addrs, httpAddr: announcement.http_addr, timestamp: announcement.timestamp, lastSeenMs: nowMs,
+      nodeId: id,
+      peerId: announcement.peer_id,
+      addrs: announcement.addrs,
+      httpAddr: announcement.http_addr,
+      timestamp: announcement.timestamp,
+      lastSeenMs: nowMs,
     });
     return this.addPeer(id, announcement.addrs.join(','));
   }
@@ -95,7 +108,9 @@ export class PeerDirectory {
     try {
       this.transport.addPeer(id, address);
     } catch (error) {
-      this.log(`discovery: cannot use address "${address.slice(0, 120)}" for node ${id}: ${error instanceof Error ? error.message : String(error)}`);
+      this.log(
+        `discovery: cannot use address "${address.slice(0, 120)}" for node ${id}: ${error instanceof Error ? error.message : String(error)}`,
+      );
       return false;
     }
     return before !== address;
