@@ -1,5 +1,5 @@
-import { AssertionError } from '../raft/assert.ts';
-import type { NodeId } from '../raft/types.ts';
+import { AssertionError } from '../base/assert.ts';
+import type { NodeId } from '../base/ids.ts';
 
 /** Stable error codes of the API, each with its HTTP status (DESIGN.md section 6). */
 export const ERROR_STATUS = {

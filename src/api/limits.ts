@@ -1,31 +1,30 @@
-import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import { AspenError } from './errors.ts';
 import type { WriteCommand } from './types.ts';
 
-/** Cluster size bound (DESIGN.md section 9), as the API sees it. */
-export { CLUSTER_NODES_MAX };
+import {
+  BATCH_KEYS_MAX,
+  JSON_DEPTH_MAX,
+  JSON_VALUES_MAX,
+  KEY_BYTES_MAX,
+  SCAN_LIMIT_DEFAULT,
+  SCAN_LIMIT_MAX,
+  VALUE_BYTES_MAX,
+} from '../base/limits.ts';
 
-/** Size limits of DESIGN.md section 9, checked before anything is proposed. */
-export const KEY_BYTES_MAX = 1024;
-export const VALUE_BYTES_MAX = 1024 * 1024;
-export const BATCH_KEYS_MAX = 100;
-/** Scan page size: default and bound (DESIGN.md section 9). */
-export const SCAN_LIMIT_DEFAULT = 1_000;
-export const SCAN_LIMIT_MAX = 10_000;
-/**
- * A scan page carries at most this many key and value bytes (then `is_truncated` and a token), so a
- * page forwarded from the leader always fits one cluster frame (5 MiB) and a reply never grows with
- * the values it happens to meet. One record (≤ 1 KiB key + 1 MiB value) always fits.
- */
-export const SCAN_PAGE_BYTES_MAX = 4 * 1024 * 1024;
-/**
- * Nesting of any JSON body: the deepest request today is five levels ({"command":{"SetMulti":
- * {"pairs":[["k","v"]]}}}); the bound leaves room for transactions and refuses pathological nesting
- * before anything walks it recursively (msgpackr, Ajv).
- */
-export const JSON_DEPTH_MAX = 16;
-/** Values (strings, numbers, containers) in one JSON body; a 2 MiB body holds fewer than this. */
-export const JSON_VALUES_MAX = 2 * 1024 * 1024;
+/** The size limits (defined once in src/base) are part of the API's contract. */
+export {
+  ADDRESS_CHARS_MAX,
+  BATCH_KEYS_MAX,
+  CLUSTER_NODES_MAX,
+  JSON_DEPTH_MAX,
+  JSON_VALUES_MAX,
+  KEY_BYTES_MAX,
+  SCAN_LIMIT_DEFAULT,
+  SCAN_LIMIT_MAX,
+  SCAN_PAGE_BYTES_MAX,
+  VALUE_BYTES_MAX,
+} from '../base/limits.ts';
+export { isRaftAddress } from '../base/ids.ts';
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -262,17 +261,4 @@ export function commandKeys(command: WriteCommand): string[] {
   if ('Delete' in command) return [command.Delete.key];
   if ('SetMulti' in command) return command.SetMulti.pairs.map((pair) => pair[0]);
   return [...command.DeleteMulti.keys];
-}
-
-/** Longest raft_addr or addr accepted: host:port, a multiaddr, or a comma-separated few (as discovery finds them). */
-export const ADDRESS_CHARS_MAX = 1_024;
-
-/** A raft_addr is "ipv4:port" (the seed's form) or a multiaddr ("/ip4/…/tcp/…"). */
-export function isRaftAddress(text: string): boolean {
-  if (text.startsWith('/'))
-    return text.length <= ADDRESS_CHARS_MAX && !/\s/.test(text) && text.isWellFormed();
-  const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/.exec(text);
-  if (match === null) return false;
-  const octets = match.slice(1, 5).map(Number);
-  return octets.every((octet) => octet <= 255) && Number(match[5]) <= 65_535;
 }

@@ -1,4 +1,4 @@
-import type { NodeId } from '../raft/types.ts';
+import type { NodeId } from '../base/ids.ts';
 
 /** Wire formats of the control-plane API, in the seed's JSON shapes (DESIGN.md section 6). */
 export interface ClusterNode {

@@ -12,7 +12,7 @@ import { MemoryKvStateMachine, type StateMachine } from '../node/kv-state-machin
 import { systemClock } from '../node/local-runtime.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
-import { assert, AssertionError } from '../raft/assert.ts';
+import { assert, AssertionError } from '../base/assert.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
 import type { PersistedState } from '../raft/types.ts';

@@ -1,6 +1,6 @@
 import { createHmac, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
 import type { Stream } from '@libp2p/interface';
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 import { AUTH_TIMEOUT_MS } from './timeouts.ts';
 

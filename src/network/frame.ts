@@ -1,4 +1,4 @@
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 
 /**
  * Length-prefixed frames for the Raft stream: a 4-byte big-endian length, then that many bytes.

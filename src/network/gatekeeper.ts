@@ -1,7 +1,7 @@
 import type { Connection, ConnectionGater, MultiaddrConnection, StreamHandler } from '@libp2p/interface';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { escalateBrokenInvariant } from '../api/errors.ts';
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import { AuthError } from './auth.ts';
 import { UNAUTHENTICATED_CONNECTIONS_MAX, UNAUTHENTICATED_PER_ADDRESS_MAX } from './timeouts.ts';
 

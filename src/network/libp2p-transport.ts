@@ -16,9 +16,9 @@ import { identify, type Identify } from '@libp2p/identify';
 import { mdns } from '@libp2p/mdns';
 import { createLibp2p, type Libp2p, type ServiceFactoryMap } from 'libp2p';
 import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import type { NodeId } from '../raft/types.ts';
-import { AddressBook, type PeerEvent } from './address-book.ts';
+import { AddressBook, type PeerEvent } from '../node/address-book.ts';
 import {
   AUTH_PROTOCOL,
   AuthError,

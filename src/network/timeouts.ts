@@ -1,4 +1,4 @@
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 
 /**
  * Every connect and stream timeout of the cluster transport, in one place. A dial tries QUIC, then

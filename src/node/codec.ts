@@ -1,6 +1,6 @@
 import { Packr } from 'msgpackr';
 import type { WriteCommand } from '../api/types.ts';
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 
 /** Commands travel in the log as msgpack (no JSON on the Raft path). */
 const packr = new Packr({ useRecords: false, moreTypes: false });

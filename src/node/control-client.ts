@@ -26,7 +26,7 @@ import type {
   WriteRequest,
   WriteResult,
 } from '../api/types.ts';
-import { AssertionError } from '../raft/assert.ts';
+import { AssertionError } from '../base/assert.ts';
 import type { RaftStatus } from '../raft/core.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';

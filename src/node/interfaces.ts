@@ -1,5 +1,5 @@
 import type { WriteCommand } from '../api/types.ts';
-import type { PeerEvent } from '../network/address-book.ts';
+import type { PeerEvent } from './address-book.ts';
 import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta } from '../raft/types.ts';
 
 /** One piece of a snapshot streamed from the leader (data bounded by the chunk size). */

@@ -1,7 +1,7 @@
 import { Packr } from 'msgpackr';
 import { SCAN_PAGE_BYTES_MAX, utf8Length } from '../api/limits.ts';
 import type { WriteCommand } from '../api/types.ts';
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 
 const snapshotPackr = new Packr({ useRecords: false, moreTypes: false });

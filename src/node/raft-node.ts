@@ -1,7 +1,7 @@
 import { AspenError } from '../api/errors.ts';
 import type { WriteCommand } from '../api/types.ts';
-import { assert } from '../raft/assert.ts';
-import { StorageError } from '../storage/errors.ts';
+import { assert } from '../base/assert.ts';
+import { StorageError } from './errors.ts';
 import { APPLY_ENTRIES_MAX, type RaftConfig } from '../raft/config.ts';
 import { RaftCore, type MembershipProposal, type RaftStatus } from '../raft/core.ts';
 import type { RaftRejection } from '../raft/errors.ts';
@@ -15,7 +15,7 @@ import type {
   PersistedState,
   Ready,
 } from '../raft/types.ts';
-import { BoundedQueue } from './bounded-queue.ts';
+import { BoundedQueue } from '../base/bounded-queue.ts';
 import { decodeCommand, encodeCommand } from './codec.ts';
 import type {
   Clock,

@@ -1,4 +1,4 @@
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import type { NodeId, SnapshotMeta } from '../raft/types.ts';
 import type { Snapshot, SnapshotChunk } from './interfaces.ts';
 

@@ -1,4 +1,4 @@
-import { assert } from './assert.ts';
+import { assert } from '../base/assert.ts';
 import type { NodeId } from './types.ts';
 
 /** Bounds of DESIGN.md section 9 that the core enforces. */

@@ -1,4 +1,4 @@
-import { assert, assertIndex, unreachable } from './assert.ts';
+import { assert, assertIndex, unreachable } from '../base/assert.ts';
 import { assertRaftConfig, OUTBOX_MESSAGES_MAX, type RaftConfig } from './config.ts';
 import { ok, rejected, type RaftRejection, type RaftResult } from './errors.ts';
 import { RaftLog } from './log.ts';

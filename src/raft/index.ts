@@ -1,4 +1,4 @@
-export { AssertionError, assert } from './assert.ts';
+export { AssertionError, assert } from '../base/assert.ts';
 export * from './config.ts';
 export { RaftCore, type PeerStatus, type ProposeAccepted, type RaftStatus } from './core.ts';
 export * from './errors.ts';

@@ -1,4 +1,4 @@
-import { assert, assertIndex } from './assert.ts';
+import { assert, assertIndex } from '../base/assert.ts';
 import type { Entry, MembershipConfig, SnapshotMeta } from './types.ts';
 
 /** Size of an entry for batching bounds: its payload plus a fixed header estimate. */

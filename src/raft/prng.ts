@@ -1,4 +1,4 @@
-import { assert } from './assert.ts';
+import { assert } from '../base/assert.ts';
 
 /** The only source of randomness the core sees: injected, seeded, replayable. */
 export interface Prng {

@@ -1,4 +1,4 @@
-import { assert } from './assert.ts';
+import { assert } from '../base/assert.ts';
 
 /**
  * A bounded ring of the last indexes of in-flight AppendEntries to one follower. Callers check

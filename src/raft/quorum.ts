@@ -1,8 +1,8 @@
-import { assert } from './assert.ts';
+import { assert } from '../base/assert.ts';
+import { CLUSTER_NODES_MAX } from '../base/limits.ts';
 import type { MembershipConfig, NodeId } from './types.ts';
 
-/** Cluster size bound (DESIGN.md section 9). */
-export const CLUSTER_NODES_MAX = 64;
+export { CLUSTER_NODES_MAX };
 
 export type VoteResult = 'won' | 'lost' | 'pending';
 

@@ -2,8 +2,9 @@
  * Wire and state types of the pure Raft core. Terms, indexes and node ids are safe integers;
  * node id 0 means "none" (no vote, no known leader).
  */
-export type NodeId = number;
-export const NODE_NONE: NodeId = 0;
+import { NODE_NONE, type NodeId } from '../base/ids.ts';
+
+export { NODE_NONE, type NodeId };
 
 /**
  * A cluster configuration. `voters` is C_new (or the only configuration); while a joint change is in

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import { defaultRaftConfig } from '../raft/config.ts';
 import { RaftCore } from '../raft/core.ts';
 import { SeededPrng } from '../raft/prng.ts';

@@ -1,4 +1,4 @@
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 
 interface ScheduledEvent {
   readonly timeMs: number;

@@ -1,4 +1,4 @@
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 
 /**
  * A linearizability checker for a key-value register (Wing & Gong's search with Lowe's

@@ -1,4 +1,4 @@
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import type { SeededPrng } from '../raft/prng.ts';
 import type { WireMessage } from '../node/interfaces.ts';
 import type { NodeId } from '../raft/types.ts';

@@ -1,6 +1,6 @@
 import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
-import { AddressBook, type PeerEvent } from '../network/address-book.ts';
-import { assert } from '../raft/assert.ts';
+import { AddressBook, type PeerEvent } from '../node/address-book.ts';
+import { assert } from '../base/assert.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { SimNetwork } from './network.ts';
 

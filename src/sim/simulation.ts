@@ -1,7 +1,7 @@
 import { MemoryKvStateMachine } from '../node/kv-state-machine.ts';
 import type { Clock } from '../node/interfaces.ts';
 import { RaftNode } from '../node/raft-node.ts';
-import { AssertionError, assert } from '../raft/assert.ts';
+import { AssertionError, assert } from '../base/assert.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
 import type { Entry, MembershipConfig, NodeId, Ready } from '../raft/types.ts';

@@ -1,6 +1,6 @@
 import type { AspenError } from '../api/errors.ts';
 import type { Outcome, RaftNode } from '../node/raft-node.ts';
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import type { SeededPrng } from '../raft/prng.ts';
 import type { NodeId } from '../raft/types.ts';
 import { SimViolation } from './checkers.ts';

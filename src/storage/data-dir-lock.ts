@@ -1,7 +1,7 @@
 import { closeSync, openSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import { firstLine, StorageError } from './errors.ts';
 
 /**

@@ -1,14 +1,9 @@
 import { statfsSync } from 'node:fs';
 import { constants } from 'node:os';
 
-/**
- * Storage that cannot be used or that failed: a data dir of another version, corruption, a lock
- * held by another process, a write the disk refused. An operating error, not a bug: the node says
- * so in one line and stops (at start: it does not start; running: it fail-stops).
- */
-export class StorageError extends Error {
-  override readonly name: string = 'StorageError';
-}
+import { StorageError } from '../node/errors.ts';
+
+export { StorageError };
 
 /**
  * Below this much free space a failed write is reported as a full disk: LMDB turns a short write

@@ -14,7 +14,7 @@ import {
   type StateMachine,
 } from '../node/kv-state-machine.ts';
 import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
-import { assert, AssertionError } from '../raft/assert.ts';
+import { assert, AssertionError } from '../base/assert.ts';
 import { DataDirLock } from './data-dir-lock.ts';
 import { firstLine, isStorageFault, StorageError, storageFailure } from './errors.ts';
 import {

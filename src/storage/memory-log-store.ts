@@ -1,5 +1,5 @@
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import { EMPTY_HARD_STATE, type Entry, type HardState, type PersistedState } from '../raft/types.ts';
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { PeerEvent } from '../../src/network/address-book.ts';
+import type { PeerEvent } from '../../src/node/address-book.ts';
 import type { ClusterTransport, WireMessage } from '../../src/node/interfaces.ts';
 import type { NodeId } from '../../src/raft/types.ts';
 import { plain, samples } from './samples.ts';

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { AssertionError } from '../../src/raft/assert.ts';
+import { AssertionError } from '../../src/base/assert.ts';
 import { RaftCore } from '../../src/raft/core.ts';
 import { RaftLog } from '../../src/raft/log.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';

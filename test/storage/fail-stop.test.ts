@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Clock, LogStore, PersistBatch } from '../../src/node/interfaces.ts';
 import { MemoryKvStateMachine, type StateMachine } from '../../src/node/kv-state-machine.ts';
 import { RaftNode, type Outcome, type WriteApplied } from '../../src/node/raft-node.ts';
-import { AssertionError } from '../../src/raft/assert.ts';
+import { AssertionError } from '../../src/base/assert.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import { StorageError } from '../../src/storage/errors.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Snapshot } from '../../src/node/interfaces.ts';
-import { AssertionError } from '../../src/raft/assert.ts';
+import { AssertionError } from '../../src/base/assert.ts';
 import type { Entry } from '../../src/raft/types.ts';
 import { MemoryLogState } from '../../src/storage/memory-log-store.ts';
 

@@ -1,5 +1,5 @@
 import type { ClusterTransport } from '../../node/interfaces.ts';
-import { ADDRESS_BOOK_ENTRIES_MAX } from '../../network/address-book.ts';
+import { ADDRESS_BOOK_ENTRIES_MAX } from '../../node/address-book.ts';
 import type { NodeAddress, NodeId } from '../../raft/types.ts';
 import type { Announcement } from './announcement.ts';
 

@@ -1,4 +1,4 @@
-import { assert } from '../raft/assert.ts';
+import { assert } from '../base/assert.ts';
 import type { NodeId } from '../raft/types.ts';
 
 /** Peers one node keeps addresses for: members, static peers and (later) discovered nodes. */

@@ -1,4 +1,4 @@
-import { assert } from '../raft/assert.ts';
+import { assert } from './assert.ts';
 
 /** A FIFO ring buffer with a fixed capacity: `push` returns false when full, never grows. */
 export class BoundedQueue<T> {

@@ -1,0 +1,32 @@
+/**
+ * Size limits every layer shares (the API checks them, the wire and the core assert them). Named
+ * once here so that a bound is never restated with a different value.
+ */
+
+/** Cluster size: voters, learners and addresses in one configuration. */
+export const CLUSTER_NODES_MAX = 64;
+
+/** Keys, values and batches: checked before anything is proposed. */
+export const KEY_BYTES_MAX = 1024;
+export const VALUE_BYTES_MAX = 1024 * 1024;
+export const BATCH_KEYS_MAX = 100;
+/** Scan page size: default and bound. */
+export const SCAN_LIMIT_DEFAULT = 1_000;
+export const SCAN_LIMIT_MAX = 10_000;
+/**
+ * A scan page carries at most this many key and value bytes (then `is_truncated` and a token), so a
+ * page forwarded from the leader always fits one cluster frame (5 MiB) and a reply never grows with
+ * the values it happens to meet. One record (≤ 1 KiB key + 1 MiB value) always fits.
+ */
+export const SCAN_PAGE_BYTES_MAX = 4 * 1024 * 1024;
+/**
+ * Nesting of any JSON body: the deepest request today is five levels ({"command":{"SetMulti":
+ * {"pairs":[["k","v"]]}}}); the bound leaves room for transactions and refuses pathological nesting
+ * before anything walks it recursively (msgpackr, Ajv).
+ */
+export const JSON_DEPTH_MAX = 16;
+/** Values (strings, numbers, containers) in one JSON body; a 2 MiB body holds fewer than this. */
+export const JSON_VALUES_MAX = 2 * 1024 * 1024;
+
+/** Longest raft_addr or addr accepted: host:port, a multiaddr, or a comma-separated few (as discovery finds them). */
+export const ADDRESS_CHARS_MAX = 1_024;
