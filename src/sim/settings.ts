@@ -1,5 +1,13 @@
 import { SeededPrng } from '../raft/prng.ts';
-import { drawFaultWeights, FAULTS, type FaultWeights } from './faults.ts';
+import {
+  DOWNTIME_MS_MAX,
+  DOWNTIME_MS_MIN,
+  drawFaultWeights,
+  FAULTS,
+  PARTITION_MS_MAX,
+  PARTITION_MS_MIN,
+  type FaultWeights,
+} from './faults.ts';
 import type { NetworkSettings } from './network.ts';
 import type { WorkloadSettings } from './workload.ts';
 
@@ -106,5 +114,9 @@ export function describeSettings(settings: SimSettings): string[] {
     if (!isRecord(value)) print(key, value);
     else for (const [inner, innerValue] of Object.entries(value)) print(`${key}.${inner}`, innerValue);
   }
+  lines.push(
+    `  (every seed) a partition heals after ${PARTITION_MS_MIN}-${PARTITION_MS_MAX} ms, a crashed node ` +
+      `restarts after ${DOWNTIME_MS_MIN}-${DOWNTIME_MS_MAX} ms`,
+  );
   return lines;
 }
