@@ -58,7 +58,10 @@ function addNodes(env: InteractionEnv, command: Command, out: string[]): void {
   }
 }
 
-/** `campaign ID`: tick the node until its election timeout fires and it campaigns. */
+/**
+ * `campaign ID`: tick the node until its election timeout fires and it campaigns (today's core has
+ * no public campaign; once tick() steps a local MsgHup, step that instead).
+ */
 function campaign(env: InteractionEnv, command: Command, out: string[]): void {
   const node = env.node(nodeArgument(command));
   for (let tick = 0; node.core.status().role === 'follower'; tick += 1) {
