@@ -1,13 +1,8 @@
 import { parseArgs } from 'node:util';
-import { runSeed, type SimResult, type SimStatus } from './simulation.ts';
+import { EXIT_CODE, type SimResult } from './outcome.ts';
+import { describeSettings, drawSettings } from './settings.ts';
+import { Simulation } from './simulation.ts';
 
-/** Exit codes tell failures apart (TigerBeetle's VOPR does the same). */
-export const EXIT_CODES: Readonly<Record<SimStatus, number>> = {
-  ok: 0,
-  crash: 1,
-  liveness: 2,
-  correctness: 3,
-};
 const SEEDS_MAX = 10_000_000;
 
 function parsePositiveInteger(text: string | undefined, fallback: number, what: string): number {
@@ -15,14 +10,16 @@ function parsePositiveInteger(text: string | undefined, fallback: number, what: 
   const value = Number(text);
   if (!Number.isSafeInteger(value) || value < 0) {
     process.stderr.write(`sim: --${what} must be a non-negative integer, got ${text}\n`);
-    process.exit(64);
+    process.exit(EXIT_CODE.usage);
   }
   return value;
 }
 
 function printFailure(result: SimResult): void {
   const out = process.stderr;
+  // The first two lines are parsed by src/sim/mutants.ts: keep their format.
   out.write(`\nSEED ${result.seed} FAILED: ${result.status}\n${result.message}\n`);
+  out.write(`exit code: ${EXIT_CODE[result.status]} (${result.status})\n`);
   out.write(`settings: ${JSON.stringify(result.settings)}\n`);
   out.write(`stats: ${JSON.stringify(result.stats)}\n`);
   out.write(`last events:\n${result.trace.map((line) => `  ${line}`).join('\n')}\n`);
@@ -47,7 +44,7 @@ function main(): void {
   const count = single ? 1 : parsePositiveInteger(values.seeds, 100, 'seeds');
   if (count < 1 || count > SEEDS_MAX) {
     process.stderr.write(`sim: --seeds must be in [1, ${SEEDS_MAX}]\n`);
-    process.exit(64);
+    process.exit(EXIT_CODE.usage);
   }
   const started = performance.now();
   const failures: SimResult[] = [];
@@ -63,7 +60,10 @@ function main(): void {
     tornWrites: 0,
   };
   for (let seed = firstSeed; seed < firstSeed + count; seed += 1) {
-    const result = runSeed(seed);
+    const settings = drawSettings(seed);
+    // A replay prints every setting first, so that a run that hangs or crashes can still be read.
+    if (single) process.stdout.write(`${describeSettings(settings).join('\n')}\n`);
+    const result = new Simulation(settings).run();
     totals.events += result.stats.events;
     totals.committed += result.stats.committedEntries;
     totals.ops += result.stats.opsOk;
@@ -75,7 +75,6 @@ function main(): void {
     totals.tornWrites += result.stats.tornWrites;
     if (single || values.verbose) {
       process.stdout.write(`seed ${seed}: ${result.status} ${JSON.stringify(result.stats)}\n`);
-      if (single) process.stdout.write(`settings: ${JSON.stringify(result.settings)}\n`);
     }
     if (result.status !== 'ok') {
       printFailure(result);
@@ -94,7 +93,7 @@ function main(): void {
       `${totals.readsDuringNewerLeader} reads served while a newer leader existed, ${totals.tornWrites} torn writes\n`,
   );
   const first = failures[0];
-  process.exit(first === undefined ? 0 : EXIT_CODES[first.status]);
+  process.exit(first === undefined ? EXIT_CODE.ok : EXIT_CODE[first.status]);
 }
 
 main();

@@ -1,0 +1,62 @@
+import { SimViolation } from './checkers.ts';
+import type { SimSettings } from './settings.ts';
+
+/**
+ * How a run ends, and the exit code of `npm run sim` for it: the one table a failure is mapped
+ * through (TigerBeetle's VOPR does the same). `usage` is a bad command line, never a seed's outcome.
+ */
+export const EXIT_CODE = {
+  ok: 0,
+  /** An assertion or exception inside the code under test (or the simulator). */
+  crash: 1,
+  /** No convergence within the liveness limit after the cluster healed. */
+  liveness: 2,
+  /** A safety invariant, the read freshness check or linearizability broke. */
+  correctness: 3,
+  usage: 64,
+} as const;
+
+export type ExitStatus = keyof typeof EXIT_CODE;
+/** The outcome of one seed. */
+export type SimStatus = Exclude<ExitStatus, 'usage'>;
+
+/** The status a run that threw `error` ends with. */
+export function statusOfError(error: unknown): SimStatus {
+  if (!(error instanceof SimViolation)) return 'crash';
+  return error.kind === 'liveness' ? 'liveness' : 'correctness';
+}
+
+/** A failure's message: a checker's own text, or an exception with its stack. */
+export function messageOfError(error: unknown): string {
+  if (error instanceof SimViolation) return error.message;
+  return error instanceof Error ? `${error.name}: ${error.message}\n${error.stack ?? ''}` : String(error);
+}
+
+export interface SimStats {
+  readonly virtualMs: number;
+  readonly events: number;
+  readonly committedEntries: number;
+  readonly leadersElected: number;
+  readonly crashes: number;
+  readonly partitions: number;
+  readonly opsOk: number;
+  readonly opsFailed: number;
+  readonly opsUnknown: number;
+  readonly messagesSent: number;
+  readonly messagesDropped: number;
+  readonly checks: number;
+  readonly convergedAfterMs: number;
+  readonly readsDuringNewerLeader: number;
+  readonly snapshotsInstalled: number;
+  readonly membershipChanges: number;
+  readonly tornWrites: number;
+}
+
+export interface SimResult {
+  readonly seed: number;
+  readonly status: SimStatus;
+  readonly message: string;
+  readonly settings: SimSettings;
+  readonly trace: readonly string[];
+  readonly stats: SimStats;
+}

@@ -1,0 +1,308 @@
+import { MemoryKvStateMachine } from '../node/kv-state-machine.ts';
+import type { Clock, RaftNodeObserver } from '../node/interfaces.ts';
+import { RaftNode } from '../node/raft-node.ts';
+import { assert } from '../base/assert.ts';
+import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
+import type { SeededPrng } from '../raft/prng.ts';
+import type { Entry, NodeId, Ready } from '../raft/types.ts';
+import { SafetyChecker, SimViolation } from './checkers.ts';
+import { SimDisk } from './disk.ts';
+import type { EventQueue } from './event-queue.ts';
+import type { SimNetwork } from './network.ts';
+import type { SimSettings } from './settings.ts';
+import { SimTransport } from './sim-transport.ts';
+
+/** Lines of the recent-events trace a failure prints. */
+export const TRACE_LINES_MAX = 60;
+
+/** Deliberate bugs the simulator must catch (see docs/simulation.md); production never sets them. */
+export interface SimMutations {
+  readonly raftConfig?: (config: RaftConfig) => RaftConfig;
+}
+
+interface SimNode {
+  readonly id: NodeId;
+  readonly disk: SimDisk;
+  node: RaftNode | null;
+  transport: SimTransport | null;
+  lastRole: string;
+}
+
+/** What the cluster counts for the run's statistics (the faults count partitions and membership changes). */
+export interface ClusterStats {
+  leadersElected: number;
+  crashes: number;
+  partitions: number;
+  readsDuringNewerLeader: number;
+  snapshotsInstalled: number;
+  membershipChanges: number;
+  tornWrites: number;
+}
+
+/**
+ * The simulated world: the nodes (real RaftNodes on simulated disks, transports and clocks), the
+ * safety checker hooked into each of them, and the trace of what happened.
+ */
+export class SimCluster {
+  readonly settings: SimSettings;
+  readonly events: EventQueue;
+  /** The run's PRNG: node forks, fault draws and picks all come from it, in event order. */
+  readonly prng: SeededPrng;
+  readonly network: SimNetwork;
+  readonly checker: SafetyChecker;
+  readonly trace: string[] = [];
+  readonly stats: ClusterStats = {
+    leadersElected: 0,
+    crashes: 0,
+    partitions: 0,
+    readsDuringNewerLeader: 0,
+    snapshotsInstalled: 0,
+    membershipChanges: 0,
+    tornWrites: 0,
+  };
+  /** Extra slowdown of each node's timers (1 = normal), set by the slow-node fault. */
+  readonly slowdown = new Map<NodeId, number>();
+  private readonly nodes = new Map<NodeId, SimNode>();
+  private readonly views = new Map<NodeId, { node: RaftNode; disk: SimDisk }>();
+  private readonly mutations: SimMutations;
+
+  constructor(
+    settings: SimSettings,
+    events: EventQueue,
+    prng: SeededPrng,
+    network: SimNetwork,
+    mutations: SimMutations,
+  ) {
+    this.settings = settings;
+    this.events = events;
+    this.prng = prng;
+    this.network = network;
+    this.mutations = mutations;
+    this.checker = new SafetyChecker(this.views);
+  }
+
+  /** Every node's disk, then the node itself, in id order. */
+  setUp(): void {
+    for (let id = 1; id <= this.settings.nodeCount; id += 1) {
+      const latency = this.prng.fork();
+      const disk = new SimDisk(
+        this.events,
+        () => latency.nextIntInclusive(this.settings.diskLatencyMsMin, this.settings.diskLatencyMsMax),
+        (batchEntries) =>
+          latency.chance(this.settings.tornWriteProbability) ? latency.nextIntInclusive(1, batchEntries) : 0,
+      );
+      this.nodes.set(id, { id, disk, node: null, transport: null, lastRole: 'follower' });
+      this.startNode(id);
+    }
+  }
+
+  /** Node ids in id order (crashed ones included). */
+  ids(): NodeId[] {
+    return [...this.nodes.keys()];
+  }
+
+  has(id: NodeId): boolean {
+    return this.nodes.has(id);
+  }
+
+  /** The running node `id`, or null when it is down (or does not exist). */
+  node(id: NodeId): RaftNode | null {
+    return this.nodes.get(id)?.node ?? null;
+  }
+
+  /** The id of a node that is never started: the membership fault may add it as a learner. */
+  get ghostId(): NodeId {
+    return this.settings.nodeCount + 1;
+  }
+
+  note(text: string): void {
+    if (this.trace.length >= TRACE_LINES_MAX) this.trace.shift();
+    this.trace.push(`${String(this.events.nowMs).padStart(6)} ms  ${text}`);
+  }
+
+  pick(ids: readonly NodeId[]): NodeId {
+    const id = ids[this.prng.nextIntInclusive(0, ids.length - 1)];
+    assert(id !== undefined, 'pick from a non-empty list');
+    return id;
+  }
+
+  /** The leader of the highest term among live nodes that believe they lead. */
+  currentLeaderId(): NodeId | undefined {
+    let newest: { id: NodeId; term: number } | undefined;
+    for (const simNode of this.nodes.values()) {
+      const status = simNode.node?.status();
+      if (status?.role === 'leader' && (newest === undefined || status.term > newest.term))
+        newest = { id: simNode.id, term: status.term };
+    }
+    return newest?.id;
+  }
+
+  randomLiveNodeId(): NodeId | undefined {
+    const live: NodeId[] = [];
+    for (const simNode of this.nodes.values()) if (simNode.node !== null) live.push(simNode.id);
+    return live.length === 0 ? undefined : this.pick(live);
+  }
+
+  crashNode(id: NodeId): void {
+    const simNode = this.nodes.get(id);
+    if (simNode?.node === null || simNode === undefined) return;
+    simNode.node.stop();
+    simNode.node = null;
+    const torn = simNode.disk.crash();
+    if (torn !== null) {
+      this.stats.tornWrites += 1;
+      this.checker.onPersisted(id, torn, simNode.disk); // what reached the disk must still match the logs
+    }
+    void simNode.transport?.stop();
+    simNode.transport = null;
+    this.stats.crashes += 1;
+    this.note(`crash node ${id}`);
+  }
+
+  restartNode(id: NodeId): void {
+    const simNode = this.nodes.get(id);
+    if (simNode === undefined || simNode.node !== null) return;
+    this.startNode(id);
+    this.note(`restart node ${id}`);
+  }
+
+  private raftConfig(id: NodeId): RaftConfig {
+    const config: RaftConfig = {
+      ...defaultRaftConfig(id),
+      electionTicksMin: this.settings.electionTicksMin,
+      electionTicksMax: this.settings.electionTicksMax,
+      heartbeatTicks: this.settings.heartbeatTicks,
+      inflightAppendsMax: this.settings.inflightAppendsMax,
+      appendEntriesMax: this.settings.appendEntriesMax,
+    };
+    return this.mutations.raftConfig === undefined ? config : this.mutations.raftConfig(config);
+  }
+
+  private startNode(id: NodeId): void {
+    const simNode = this.nodes.get(id);
+    assert(simNode !== undefined && simNode.node === null, `start node ${id} once`);
+    const { persisted, snapshot } = simNode.disk.load();
+    let node: RaftNode | null = null;
+    const transport = new SimTransport(this.network, id, (message) => {
+      node?.deliver(message);
+    });
+    for (let peer = 1; peer <= this.settings.nodeCount; peer += 1)
+      if (peer !== id) transport.addPeer(peer, `sim-node-${peer}`);
+    node = new RaftNode({
+      config: this.raftConfig(id),
+      prng: this.prng.fork(),
+      persisted,
+      snapshot,
+      snapshotThresholdEntries: this.settings.snapshotThresholdEntries,
+      snapshotChunkBytes: this.settings.snapshotChunkBytes,
+      logStore: simNode.disk,
+      stateMachine: new MemoryKvStateMachine(),
+      transport,
+      clock: this.nodeClock(id),
+      tickMs: this.settings.tickMs,
+      observer: this.observer(simNode),
+    });
+    simNode.node = node;
+    simNode.transport = transport;
+    simNode.lastRole = 'follower';
+    this.views.set(id, { node, disk: simNode.disk });
+    node.start();
+  }
+
+  /** The checkers' hooks into one node. */
+  private observer(simNode: SimNode): RaftNodeObserver {
+    return {
+      persisted: (nodeId, batch) => {
+        this.checker.onPersisted(nodeId, batch, simNode.disk);
+      },
+      ready: (nodeId, ready) => {
+        this.onReady(simNode, nodeId, ready);
+      },
+      applied: (nodeId, entry) => {
+        this.checker.onApplied(nodeId, entry);
+        this.checkConfigEntry(nodeId, entry);
+      },
+      readServed: (nodeId) => {
+        this.onReadServed(nodeId);
+      },
+      snapshotInstalled: (nodeId, installed) => {
+        this.stats.snapshotsInstalled += 1;
+        this.checker.checkSnapshot(nodeId, installed);
+      },
+    };
+  }
+
+  /** Virtual time; each node's timers run at its own skewed rate (clock drift). */
+  private nodeClock(id: NodeId): Clock {
+    const skew = 1 + (this.settings.tickSkew[id - 1] ?? 0);
+    return {
+      nowMs: () => this.events.nowMs,
+      setTimer: (delayMs, callback) => {
+        const rate = skew * (this.slowdown.get(id) ?? 1);
+        let cancelled = false;
+        this.events.after(delayMs <= 0 ? 0 : Math.max(1, Math.round(delayMs * rate)), () => {
+          if (!cancelled) callback();
+        });
+        return () => {
+          cancelled = true;
+        };
+      },
+    };
+  }
+
+  /** Coverage: count reads served while a leader of a newer term exists (where ReadIndex matters). */
+  private onReadServed(nodeId: NodeId): void {
+    const term = this.node(nodeId)?.status().term ?? 0;
+    for (const simNode of this.nodes.values()) {
+      const status = simNode.node?.status();
+      if (status?.role === 'leader' && status.term > term) {
+        this.stats.readsDuringNewerLeader += 1;
+        return;
+      }
+    }
+  }
+
+  private onReady(simNode: SimNode, nodeId: NodeId, ready: Ready): void {
+    this.checker.onReady(nodeId, ready);
+    const role = ready.softState.role;
+    if (role !== simNode.lastRole) {
+      if (role === 'leader') {
+        this.stats.leadersElected += 1;
+        this.note(`node ${nodeId} leads term ${ready.softState.term}`);
+      }
+      simNode.lastRole = role;
+    }
+  }
+
+  /** A learner is promoted only after it acknowledged the leader: the ghost never does, so it never votes. */
+  private checkConfigEntry(nodeId: NodeId, entry: Entry): void {
+    if (entry.kind !== 'config') return;
+    const voters = [...entry.config.voters, ...entry.config.votersOutgoing];
+    if (voters.includes(this.ghostId)) {
+      throw new SimViolation(
+        'safety',
+        `node ${this.ghostId}, which never ran, is a voter in the configuration node ${nodeId} applied at index ${entry.index}`,
+      );
+    }
+  }
+
+  /** One line per node: what a liveness failure needs to be read. */
+  describeNodes(): string {
+    const lines: string[] = [];
+    for (const simNode of this.nodes.values()) {
+      const status = simNode.node?.status();
+      if (status === undefined) {
+        lines.push(`  node ${simNode.id}: down`);
+        continue;
+      }
+      const peers = status.peers
+        .map((peer) => `${peer.id}:${peer.state}/m${peer.matchIndex}/n${peer.nextIndex}`)
+        .join(' ');
+      lines.push(
+        `  node ${simNode.id}: ${status.role} term ${status.term} leader ${status.leaderId} log [${status.firstIndex}, ${status.lastIndex}] ` +
+          `commit ${status.commitIndex} applied ${status.appliedIndex} config ${JSON.stringify(status.membership)} ${peers}`,
+      );
+    }
+    return lines.join('\n');
+  }
+}
