@@ -2,6 +2,7 @@ import { assert, assertIndex, unreachable } from './assert.ts';
 import { assertRaftConfig, OUTBOX_MESSAGES_MAX, type RaftConfig } from './config.ts';
 import { ok, rejected, type RaftRejection, type RaftResult } from './errors.ts';
 import { RaftLog } from './log.ts';
+import { assembleReady, type ReadyDraft } from './ready.ts';
 import type { Prng } from './prng.ts';
 import { Progress } from './progress.ts';
 import { allMembers, isVoter, jointAckedIndex, jointVoteResult, validateConfig } from './quorum.ts';
@@ -131,7 +132,10 @@ export class RaftCore {
   private readStates: ReadState[] = [];
   private readFailures: ReadFailure[] = [];
 
-  private persistedHardState: HardState;
+  /** The newest hard state handed out in a Ready: a change to it makes a Ready. */
+  private handedOutHardState: HardState;
+  /** The hard state on disk: its term and vote are synced; a newer commit index waits for the next sync. */
+  private syncedHardState: HardState;
   private readyOutstanding = false;
   /** A snapshot from the leader the driver must install with the next Ready. */
   private snapshotToInstall: SnapshotMeta | null = null;
@@ -154,7 +158,8 @@ export class RaftCore {
     // that term is safe: no vote in it was ever sent (votes go out only after their sync).
     this.term = Math.max(hardState.term, this.log.lastTerm());
     this.vote = this.term === hardState.term ? hardState.vote : NODE_NONE;
-    this.persistedHardState = hardState;
+    this.handedOutHardState = hardState;
+    this.syncedHardState = hardState;
     this.refreshMembership();
     this.randomizedElectionTicks = this.drawElectionTicks();
   }
@@ -421,17 +426,18 @@ export class RaftCore {
       if (this.role === 'leader') this.broadcastHeartbeat();
     }
     if (this.role === 'leader') this.releaseConfirmedReads();
-    const hardState = this.hardStateChanged() ? this.currentHardState() : null;
-    const ready: Ready = {
+    if (this.hardStateChanged()) this.handedOutHardState = this.currentHardState();
+    const draft: ReadyDraft = {
       softState: { role: this.role, leaderId: this.leaderId, term: this.term },
+      hardState: this.handedOutHardState,
       snapshot: this.snapshotToInstall,
-      hardState,
       entries: this.log.unstableEntries(),
-      messages: this.outbox,
+      outbox: this.outbox,
       committedEntries: this.log.nextCommittedEntries(this.config.applyEntriesMax),
       readStates: this.readStates,
       readFailures: this.readFailures,
     };
+    const ready = assembleReady(draft, this.syncedHardState);
     this.outbox = [];
     this.snapshotToInstall = null;
     this.readStates = [];
@@ -443,7 +449,7 @@ export class RaftCore {
   advance(ready: Ready): void {
     assert(this.readyOutstanding, 'advance without an outstanding ready');
     this.readyOutstanding = false;
-    if (ready.hardState !== null) this.persistedHardState = ready.hardState;
+    if (ready.hardState !== null) this.syncedHardState = ready.hardState;
     const lastEntry = ready.entries.at(-1);
     const stableAdvanced = lastEntry !== undefined && this.log.stableTo(lastEntry.index, lastEntry.term);
     if (ready.snapshot !== null && ready.snapshot.index > this.log.applied)
@@ -1156,9 +1162,9 @@ export class RaftCore {
   }
 
   private hardStateChanged(): boolean {
-    const persisted = this.persistedHardState;
+    const handedOut = this.handedOutHardState;
     return (
-      persisted.term !== this.term || persisted.vote !== this.vote || persisted.commit !== this.log.committed
+      handedOut.term !== this.term || handedOut.vote !== this.vote || handedOut.commit !== this.log.committed
     );
   }
 

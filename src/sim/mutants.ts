@@ -24,15 +24,15 @@ export const MUTANTS: readonly Mutant[] = [
   },
   {
     name: 'messages sent before the batch they depend on is synced',
-    file: 'src/node/raft-node.ts',
-    original: "const sendEarly = ready.softState.role === 'leader' && !termOrVoteMoved;",
-    replacement: 'const sendEarly = true;',
+    file: 'src/raft/ready.ts',
+    original: "  const sendEarly = !mustSync || (draft.softState.role === 'leader' && !termOrVoteMoved);",
+    replacement: '  const sendEarly = true;',
   },
   {
     name: 'a leader sends before its new term and vote are synced',
-    file: 'src/node/raft-node.ts',
-    original: "const sendEarly = ready.softState.role === 'leader' && !termOrVoteMoved;",
-    replacement: "const sendEarly = ready.softState.role === 'leader';",
+    file: 'src/raft/ready.ts',
+    original: "  const sendEarly = !mustSync || (draft.softState.role === 'leader' && !termOrVoteMoved);",
+    replacement: "  const sendEarly = !mustSync || draft.softState.role === 'leader';",
   },
   {
     name: 'ReadIndex served without confirming leadership',
