@@ -15,6 +15,7 @@ import {
   type Heartbeat,
   type HeartbeatResponse,
   type InstallSnapshot,
+  type LocalMessage,
   type MembershipConfig,
   type Message,
   type NodeAddress,
@@ -85,6 +86,10 @@ export interface RaftStatus {
  */
 /** A snapshot not acknowledged within this many election timeouts is sent again. */
 export const SNAPSHOT_RETRY_ELECTIONS = 3;
+
+const HUP: LocalMessage = { type: 'hup' };
+const BEAT: LocalMessage = { type: 'beat' };
+const CHECK_QUORUM: LocalMessage = { type: 'check_quorum' };
 
 function isFromLeader(message: Message): message is AppendRequest | Heartbeat | InstallSnapshot | TimeoutNow {
   return (
@@ -186,10 +191,11 @@ export class RaftCore {
     this.term = 1;
     this.log.append([{ kind: 'config', term: 1, index: 1, config }]);
     this.refreshMembership();
-    this.campaign();
+    this.step(HUP);
     return ok(null);
   }
 
+  /** Advance the logical clock by one tick; timeouts step local messages (hup, beat, check_quorum). */
   tick(): void {
     this.assertNoReadyOutstanding();
     if (this.role === 'leader') {
@@ -199,7 +205,7 @@ export class RaftCore {
     this.electionElapsed += 1;
     if (this.isPromotable() && this.electionElapsed >= this.randomizedElectionTicks) {
       this.electionElapsed = 0;
-      this.campaign();
+      this.step(HUP);
     }
   }
 
@@ -369,8 +375,13 @@ export class RaftCore {
     return ok(null);
   }
 
-  step(message: Message): void {
+  /** A message from a peer, or a local one (a timer's, or a test's script). */
+  step(message: Message | LocalMessage): void {
     this.assertNoReadyOutstanding();
+    if (message.type === 'hup' || message.type === 'beat' || message.type === 'check_quorum') {
+      this.stepLocal(message);
+      return;
+    }
     assert(message.to === this.id, `message for ${message.to} delivered to ${this.id}`);
     assertIndex(message.term, 'message term');
     if (message.term > this.term) {
@@ -396,6 +407,26 @@ export class RaftCore {
         return;
       default:
         unreachable(this.role, 'role');
+    }
+  }
+
+  /**
+   * Local messages (etcd's MsgHup, MsgBeat, MsgCheckQuorum): start an election if this node may;
+   * as leader, send heartbeats, or step down unless a quorum was heard from since the last check.
+   */
+  private stepLocal(message: LocalMessage): void {
+    switch (message.type) {
+      case 'hup':
+        if (this.role !== 'leader' && this.isPromotable()) this.campaign();
+        return;
+      case 'beat':
+        if (this.role === 'leader') this.broadcastHeartbeat();
+        return;
+      case 'check_quorum':
+        if (this.role === 'leader' && !this.quorumActive()) this.becomeFollower(this.term, NODE_NONE);
+        return;
+      default:
+        unreachable(message, 'local message');
     }
   }
 
@@ -777,7 +808,7 @@ export class RaftCore {
       this.leaderId = message.from;
       this.handleSnapshot(message);
     } else if (message.type === 'timeout_now' && this.isPromotable()) {
-      this.campaign(true);
+      this.campaign(true); // a transfer: skips PreVote and the voters' leases
     }
   }
 
@@ -886,14 +917,14 @@ export class RaftCore {
     this.tickSnapshots();
     if (this.electionElapsed >= this.config.electionTicksMin) {
       this.electionElapsed = 0;
-      if (this.config.checkQuorum && !this.quorumActive()) {
-        this.becomeFollower(this.term, NODE_NONE);
-        return;
+      if (this.config.checkQuorum) {
+        this.step(CHECK_QUORUM);
+        if (this.role !== 'leader') return;
       }
     }
     if (this.heartbeatElapsed >= this.config.heartbeatTicks) {
       this.heartbeatElapsed = 0;
-      this.broadcastHeartbeat();
+      this.step(BEAT);
     }
   }
 
