@@ -18,7 +18,7 @@ export interface Mutant {
 export const MUTANTS: readonly Mutant[] = [
   {
     name: 'vote granted without the log up-to-date check',
-    file: 'src/raft/core.ts',
+    file: 'src/raft/elections.ts',
     original: 'if (canVote && this.log.isUpToDate(message.lastLogIndex, message.lastLogTerm)) {',
     replacement: 'if (canVote) {',
   },
@@ -36,13 +36,13 @@ export const MUTANTS: readonly Mutant[] = [
   },
   {
     name: 'ReadIndex served without confirming leadership',
-    file: 'src/raft/core.ts',
+    file: 'src/raft/read-only.ts',
     original: '      if (read.round > confirmedRound) break;',
     replacement: '      if (read.round > confirmedRound + 1_000_000) break;',
   },
   {
     name: 'heartbeat carries the leader commit index instead of min(match, commit)',
-    file: 'src/raft/core.ts',
+    file: 'src/raft/replication.ts',
     original: '      const commitIndex = Math.min(progress.match, this.log.committed);',
     replacement: '      const commitIndex = this.log.committed;',
   },
