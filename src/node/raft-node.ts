@@ -106,7 +106,7 @@ export class RaftNode {
   private announcedMembership: MembershipConfig | null = null;
   private turnScheduled = false;
   /** A Ready is being executed (between core.ready() and core.advance()). */
-  private persisting = false;
+  private readyInProgress = false;
   private stopped = false;
   private started = false;
   private cancelTick: () => void = () => undefined;
@@ -323,7 +323,7 @@ export class RaftNode {
 
   /** The core may be stepped: no Ready is being executed and no snapshot written. */
   private get idle(): boolean {
-    return !this.persisting && !this.snapshots.busy;
+    return !this.readyInProgress && !this.snapshots.busy;
   }
 
   private scheduleTurn(): void {
@@ -350,7 +350,7 @@ export class RaftNode {
     }
     this.announceMembership();
     if (this.core.hasReady()) {
-      this.persisting = true;
+      this.readyInProgress = true;
       runReady(this.core, this.executor);
     } else if (this.snapshotDue()) this.takeSnapshot(null);
     else if (this.mailbox.length > 0) this.scheduleTurn();
@@ -420,8 +420,8 @@ export class RaftNode {
 
   /** The Ready is done: check for a snapshot (not only when idle: under steady load every turn has a Ready). */
   private readyDone(): void {
-    assert(this.persisting, 'a Ready is done only once it started');
-    this.persisting = false;
+    assert(this.readyInProgress, 'a Ready is done only once it started');
+    this.readyInProgress = false;
     if (this.snapshotDue()) this.takeSnapshot(null);
     else if (this.core.hasReady() || this.mailbox.length > 0) this.scheduleTurn();
   }
