@@ -117,7 +117,7 @@ export interface Clock {
 
 /** Hooks for the simulator's checkers; production passes none. */
 export interface RaftNodeObserver {
-  /** Called with every Ready just before its messages are sent: after its batch is durable, except a leader's appends (sent while it syncs). */
+  /** Called with every Ready once, just before its first message leaves or its first entry is applied (before or after its sync, as the core's contract says). */
   ready?(nodeId: number, ready: Ready): void;
   persisted?(nodeId: number, batch: PersistBatch): void;
   /** The state machine was replaced by a snapshot (received, or loaded at start). */

@@ -126,6 +126,13 @@ export type Message =
   | TimeoutNow;
 export type MessageType = Message['type'];
 
+/**
+ * Messages a node steps into itself, never sent (etcd's MsgHup, MsgBeat, MsgCheckQuorum): `tick()`
+ * produces them, and a test can step them to script an election, a heartbeat or a quorum check.
+ */
+export type LocalMessage =
+  { readonly type: 'hup' } | { readonly type: 'beat' } | { readonly type: 'check_quorum' };
+
 export const ROLES = ['follower', 'pre_candidate', 'candidate', 'leader'] as const;
 export type Role = (typeof ROLES)[number];
 
@@ -148,18 +155,38 @@ export interface SoftState {
 }
 
 /**
- * What the driver must do, in this order: install `snapshot` into the state machine and persist
- * it with `hardState` and `entries` (one synced write; the log store drops any stored suffix from
- * `entries[0].index` first, and every entry the snapshot covers), then send `messages`, then
- * apply `committedEntries`, answer `readStates` / `readFailures`, then call `advance(ready)`.
+ * What the driver must do with one batch (the Ready contract, after etcd-io/raft's MustSync and
+ * msgsAfterAppend; `runReady` in ready-loop.ts is its one executor). In this order: send `messages`
+ * and, when `applyBeforePersist`, apply `committedEntries`; when `mustSync`, persist `snapshot`,
+ * `hardState` and `entries` in one synced write (the log store drops any stored suffix from
+ * `entries[0].index` first, and every entry the snapshot covers) and install the snapshot into the
+ * state machine; then send `messagesAfterPersist`, apply `committedEntries` unless already applied,
+ * answer `readStates` / `readFailures`, and call `advance(ready)`.
  */
 export interface Ready {
   readonly softState: SoftState;
+  /** The commit index now (it moves with or without a write: see `hardState`). */
+  readonly commitIndex: number;
   /** A snapshot received from the leader that replaces our log prefix and state machine. */
   readonly snapshot: SnapshotMeta | null;
+  /**
+   * The batch must be synced before `messagesAfterPersist` leave: it has entries, a snapshot, or a
+   * new term or vote. A batch that only moves the commit index is not synced and writes nothing.
+   */
+  readonly mustSync: boolean;
+  /** The hard state to write with the batch; null when the disk already holds it (never set without mustSync). */
   readonly hardState: HardState | null;
   readonly entries: readonly Entry[];
+  /** Messages that may leave before the batch is durable: a leader's appends while it syncs (thesis 10.2.1). */
   readonly messages: readonly Message[];
+  /** Messages that are promises about the disk (votes, acks, a new term or vote): they leave only after the sync. */
+  readonly messagesAfterPersist: readonly Message[];
+  /**
+   * `committedEntries` (already durable here and on a quorum) may be applied, and their clients
+   * answered, before the batch is synced: a leader whose term and vote did not move and that
+   * installs no snapshot, as etcd's server does.
+   */
+  readonly applyBeforePersist: boolean;
   readonly committedEntries: readonly Entry[];
   readonly readStates: readonly ReadState[];
   readonly readFailures: readonly ReadFailure[];

@@ -150,8 +150,7 @@ export class SafetyChecker {
     const view = this.views.get(nodeId);
     if (view === undefined) violation(`ready from unknown node ${nodeId}`);
     if (ready.softState.role === 'leader') this.checkLeader(nodeId, ready.softState.term, view.node);
-    const commit = ready.hardState?.commit;
-    if (commit !== undefined) this.observeCommit(nodeId, commit, view.node);
+    this.observeCommit(nodeId, ready.commitIndex, view.node);
   }
 
   private checkLeader(nodeId: NodeId, term: number, node: RaftNode): void {

@@ -1,6 +1,7 @@
 import { defaultRaftConfig, type RaftConfig } from '../../src/raft/config.ts';
 import { RaftCore } from '../../src/raft/core.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
+import { runReady, type ReadyExecutor } from '../../src/raft/ready-loop.ts';
 import {
   EMPTY_HARD_STATE,
   type Entry,
@@ -31,6 +32,7 @@ function record(lists: Map<NodeId, number[]>, id: NodeId, value: number): void {
  */
 export class Cluster {
   readonly cores = new Map<NodeId, RaftCore>();
+  private readonly executors = new Map<NodeId, ReadyExecutor>();
   readonly disks = new Map<NodeId, Disk>();
   readonly applied = new Map<NodeId, Entry[]>();
   readonly readStates = new Map<NodeId, number[]>();
@@ -65,6 +67,37 @@ export class Cluster {
       }),
     );
     this.applied.set(id, []);
+    this.executors.set(id, this.executor(id, disk));
+  }
+
+  /** An instant disk that survives crashes, the FIFO queue, and the applied and read records. */
+  private executor(id: NodeId, disk: Disk): ReadyExecutor {
+    return {
+      persist: (ready, done) => {
+        const first = ready.entries[0];
+        if (first !== undefined) {
+          disk.entries.length = Math.max(0, first.index - (disk.snapshot?.index ?? 0) - 1);
+          disk.entries.push(...ready.entries);
+        }
+        if (ready.hardState !== null) disk.hardState = ready.hardState;
+        done();
+      },
+      send: (_ready, messages) => {
+        for (const message of messages) {
+          this.sent.push(message);
+          if (!this.cut.has(`${message.from}>${message.to}`)) this.queue.push(message);
+        }
+      },
+      apply: (ready) => {
+        this.applied.get(id)?.push(...ready.committedEntries);
+        return true;
+      },
+      answerReads: (ready) => {
+        for (const state of ready.readStates) record(this.readStates, id, state.requestId);
+        for (const failure of ready.readFailures) record(this.readFailures, id, failure.requestId);
+      },
+      advanced: () => undefined,
+    };
   }
 
   core(id: NodeId): RaftCore {
@@ -80,25 +113,9 @@ export class Cluster {
 
   process(id: NodeId): void {
     const core = this.core(id);
-    for (let round = 0; round < 10 && core.hasReady(); round += 1) {
-      const ready = core.ready();
-      const disk = this.disks.get(id);
-      if (disk === undefined) throw new Error('disk');
-      const first = ready.entries[0];
-      if (first !== undefined) {
-        disk.entries.length = Math.max(0, first.index - (disk.snapshot?.index ?? 0) - 1);
-        disk.entries.push(...ready.entries);
-      }
-      if (ready.hardState !== null) disk.hardState = ready.hardState;
-      for (const message of ready.messages) {
-        this.sent.push(message);
-        if (!this.cut.has(`${message.from}>${message.to}`)) this.queue.push(message);
-      }
-      this.applied.get(id)?.push(...ready.committedEntries);
-      for (const state of ready.readStates) record(this.readStates, id, state.requestId);
-      for (const failure of ready.readFailures) record(this.readFailures, id, failure.requestId);
-      core.advance(ready);
-    }
+    const executor = this.executors.get(id);
+    if (executor === undefined) throw new Error(`no executor for ${id}`);
+    for (let round = 0; round < 10 && core.hasReady(); round += 1) runReady(core, executor);
   }
 
   /** Deliver what is queued (FIFO); messages to down or cut nodes are lost. */

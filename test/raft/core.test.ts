@@ -397,6 +397,61 @@ describe('core behaviours', () => {
     expect(core.ready().hardState).toEqual({ term: 4, vote: 0, commit: 1 });
   });
 
+  it('timers go through step(): local messages script an election, a heartbeat and a quorum check', () => {
+    const cluster = new Cluster([1, 2, 3], { preVote: false });
+    cluster.bootstrap(1, [1, 2, 3]);
+    expect(cluster.leaders()).toEqual([1]);
+    const term = cluster.core(1).status().term;
+    cluster.core(1).step({ type: 'hup' }); // a leader ignores hup
+    expect(cluster.core(1).status()).toMatchObject({ role: 'leader', term });
+    const heartbeats = (): number => cluster.sent.filter((message) => message.type === 'heartbeat').length;
+    const before = heartbeats();
+    cluster.core(1).step({ type: 'beat' });
+    cluster.core(2).step({ type: 'beat' }); // a follower ignores beat
+    cluster.stabilize();
+    expect(heartbeats()).toBe(before + 2);
+    cluster.isolate(1);
+    cluster.core(1).step({ type: 'check_quorum' }); // the heartbeat acks count once
+    expect(cluster.core(1).status().role).toBe('leader');
+    cluster.core(1).step({ type: 'check_quorum' });
+    expect(cluster.core(1).status().role).toBe('follower');
+    cluster.core(2).step({ type: 'hup' }); // node 3 still hears node 1's lease: no vote yet
+    expect(cluster.core(2).status()).toMatchObject({ role: 'candidate', term: term + 1, vote: 2 });
+  });
+
+  it('Ready: a leader sends and applies before its sync; acks and votes wait for it', () => {
+    const cluster = new Cluster([1, 2, 3], { preVote: false });
+    cluster.bootstrap(1, [1, 2, 3]);
+    const leader = cluster.core(1);
+    cluster.propose(1, 'x');
+    const proposal = leader.ready();
+    expect(proposal).toMatchObject({ mustSync: true, applyBeforePersist: true });
+    expect(proposal.messages.map((message) => message.type)).toEqual(['append', 'append']);
+    expect(proposal.messagesAfterPersist).toEqual([]);
+    leader.advance(proposal);
+    const follower = cluster.core(2);
+    for (const message of proposal.messages) if (message.to === 2) follower.step(message);
+    const ack = follower.ready();
+    expect(ack).toMatchObject({ mustSync: true, messages: [], applyBeforePersist: false });
+    expect(ack.messagesAfterPersist.map((message) => message.type)).toEqual(['append_response']);
+    follower.advance(ack);
+    for (const message of ack.messagesAfterPersist) leader.step(message);
+    const commitOnly = leader.ready();
+    expect(commitOnly).toMatchObject({ mustSync: false, hardState: null, entries: [] });
+    expect(commitOnly.commitIndex).toBe(leader.status().lastIndex);
+    expect(commitOnly.committedEntries.map(text)).toEqual(['x']);
+    leader.advance(commitOnly);
+    cluster.propose(1, 'y'); // the deferred commit index goes out with the next synced batch
+    const next = leader.ready();
+    expect(next.hardState?.commit).toBe(commitOnly.commitIndex);
+    leader.advance(next);
+    cluster.core(3).step({ type: 'hup' });
+    const campaign = cluster.core(3).ready();
+    expect(campaign).toMatchObject({ mustSync: true, messages: [], applyBeforePersist: false });
+    expect(campaign.hardState).toMatchObject({ vote: 3 });
+    expect(campaign.messagesAfterPersist.map((message) => message.type)).toEqual(['vote', 'vote']);
+  });
+
   it('the log asserts instead of truncating a committed entry', () => {
     const log = new RaftLog();
     log.restore(

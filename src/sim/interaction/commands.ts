@@ -58,16 +58,10 @@ function addNodes(env: InteractionEnv, command: Command, out: string[]): void {
   }
 }
 
-/**
- * `campaign ID`: tick the node until its election timeout fires and it campaigns (today's core has
- * no public campaign; once tick() steps a local MsgHup, step that instead).
- */
+/** `campaign ID`: step a local hup (etcd's MsgHup), as the election timer does when it fires. */
 function campaign(env: InteractionEnv, command: Command, out: string[]): void {
   const node = env.node(nodeArgument(command));
-  for (let tick = 0; node.core.status().role === 'follower'; tick += 1) {
-    if (tick === TICKS_PER_COMMAND_MAX) throw new Error(`node ${node.id} does not campaign`);
-    node.core.tick();
-  }
+  node.core.step({ type: 'hup' });
   env.announce(node, out);
 }
 

@@ -1,6 +1,7 @@
 import { assert } from '../../base/assert.ts';
 import { defaultRaftConfig, type RaftConfig } from '../../raft/config.ts';
 import { RaftCore } from '../../raft/core.ts';
+import { runReady } from '../../raft/ready-loop.ts';
 import { SeededPrng } from '../../raft/prng.ts';
 import type { RaftResult } from '../../raft/errors.ts';
 import {
@@ -59,13 +60,8 @@ function softState(core: RaftCore): string {
   return `${status.role} in term ${status.term}, leader ${status.leaderId === 0 ? 'none' : status.leaderId}`;
 }
 
-/**
- * The driver's side of one Ready, in the order the core asks for: persist (snapshot, hard state,
- * entries, one synced write), send, apply, answer reads, advance; it prints each step. This is the
- * one place to swap for the core's shared Ready helper once the core owns the Ready contract.
- */
-export function processReady(node: HarnessNode, ready: Ready, send: (message: Message) => void): string[] {
-  const out: string[] = [];
+/** Print and store the synced write of a Ready: snapshot, hard state, entries (one write). */
+function persist(node: HarnessNode, ready: Ready, out: string[]): void {
   const disk = node.disk;
   if (ready.snapshot !== null) {
     out.push(`  persist snapshot ${formatSnapshot(ready.snapshot)}`);
@@ -83,16 +79,38 @@ export function processReady(node: HarnessNode, ready: Ready, send: (message: Me
     disk.entries.push(...ready.entries);
     for (const entry of ready.entries) out.push(`  persist ${formatEntry(entry)}`);
   }
-  for (const message of ready.messages) {
-    out.push(`  send ${formatMessage(message)}`);
-    send(message);
-  }
-  if (ready.snapshot !== null) out.push(`  apply snapshot ${formatSnapshot(ready.snapshot)}`);
-  for (const entry of ready.committedEntries) out.push(`  apply ${formatEntry(entry)}`);
-  for (const read of ready.readStates) out.push(`  read ${read.requestId} ready at ${read.index}`);
-  for (const failure of ready.readFailures)
-    out.push(`  read ${failure.requestId} failed: ${failure.reason} (leader ${failure.leaderId})`);
-  node.core.advance(ready);
+}
+
+/**
+ * The driver's side of one Ready, through the project's one Ready loop (`runReady`), so a script
+ * shows the order the node executes: messages that may leave early, early applies, the synced
+ * write, then what waits for it. Every step is printed; the disk is instant and never fails.
+ */
+export function processReady(node: HarnessNode, send: (message: Message) => void): string[] {
+  const out: string[] = [];
+  runReady(node.core, {
+    persist: (ready, done) => {
+      persist(node, ready, out);
+      done();
+    },
+    send: (_ready, messages) => {
+      for (const message of messages) {
+        out.push(`  send ${formatMessage(message)}`);
+        send(message);
+      }
+    },
+    apply: (ready) => {
+      if (ready.snapshot !== null) out.push(`  apply snapshot ${formatSnapshot(ready.snapshot)}`);
+      for (const entry of ready.committedEntries) out.push(`  apply ${formatEntry(entry)}`);
+      return true;
+    },
+    answerReads: (ready) => {
+      for (const read of ready.readStates) out.push(`  read ${read.requestId} ready at ${read.index}`);
+      for (const failure of ready.readFailures)
+        out.push(`  read ${failure.requestId} failed: ${failure.reason} (leader ${failure.leaderId})`);
+    },
+    advanced: () => undefined,
+  });
   return out;
 }
 
@@ -170,7 +188,7 @@ export class InteractionEnv {
         any = true;
         out.push(`> ${id} handling Ready`);
         out.push(
-          ...processReady(node, node.core.ready(), (message) => {
+          ...processReady(node, (message) => {
             assert(this.queue.length < QUEUE_MESSAGES_MAX, 'message queue bounded');
             this.queue.push(message);
           }),
