@@ -34,7 +34,7 @@ import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
 import type { Callback, MembershipTarget, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
 
-/** How long a request may wait for the cluster (DESIGN.md section 3). */
+/** How long a request may wait for the cluster. */
 export const REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
 export const REQUEST_TIMEOUT_MS_MAX = 60_000;
 /** A learner counts as caught up within this many entries of the leader's log. */

@@ -36,7 +36,7 @@ export {
 } from './request-tracker.ts';
 export { SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT } from './snapshot-manager.ts';
 
-/** Mailbox bound (DESIGN.md section 9) and how much of it one turn drains before yielding. */
+/** Mailbox bound and how much of it one turn drains before yielding. */
 export const MAILBOX_MESSAGES_MAX = 10_000;
 export const MAILBOX_DRAIN_MAX = 1_024;
 /** Tick length bounds; the core counts time in ticks only. */

@@ -2,7 +2,7 @@ import { assert } from '../base/assert.ts';
 import type { NodeId, SnapshotMeta } from '../raft/types.ts';
 import type { Snapshot, SnapshotChunk } from './interfaces.ts';
 
-/** Chunk bound (DESIGN.md section 9) and the largest snapshot a node accepts. */
+/** Chunk bound and the largest snapshot a node accepts. */
 export const SNAPSHOT_CHUNK_BYTES_MAX = 1024 * 1024;
 export const SNAPSHOT_BYTES_MAX = 1024 * 1024 * 1024;
 

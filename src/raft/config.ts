@@ -1,7 +1,7 @@
 import { assert } from '../base/assert.ts';
 import type { NodeId } from './types.ts';
 
-/** Bounds of DESIGN.md section 9 that the core enforces. */
+/** Bounds the core enforces (see docs/api.md for the limits clients see). */
 export const APPEND_ENTRIES_MAX = 1024;
 export const APPEND_BYTES_MAX = 4 * 1024 * 1024;
 export const INFLIGHT_APPENDS_MAX = 64;
