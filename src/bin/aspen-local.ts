@@ -5,7 +5,7 @@
  */
 import { startNode, StartError, type RunningNode } from '../cluster/bootstrap.ts';
 import { ConfigError, parseNodeConfig } from '../cluster/config.ts';
-import { StorageError } from '../storage/errors.ts';
+import { StorageError } from '../cluster/errors.ts';
 
 const NODE_IDS = [1, 2, 3] as const;
 const RAFT_PORT_BASE = 26_000;

@@ -8,7 +8,7 @@
  */
 import { startNode, StartError, type RunningNode } from '../cluster/bootstrap.ts';
 import { ConfigError, isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
-import { StorageError } from '../storage/errors.ts';
+import { StorageError } from '../cluster/errors.ts';
 
 const EXIT_CONFIG = 2;
 const EXIT_FAILED = 1;

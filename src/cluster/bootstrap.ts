@@ -1,7 +1,5 @@
 import { randomInt } from 'node:crypto';
-import dgram from 'node:dgram';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import type { FastifyInstance } from 'fastify';
@@ -12,16 +10,23 @@ import { MemoryKvStateMachine, type StateMachine } from '../node/kv-state-machin
 import { systemClock } from '../node/local-runtime.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
-import { assert, AssertionError } from '../raft/assert.ts';
+import { AssertionError } from '../raft/assert.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
 import type { PersistedState } from '../raft/types.ts';
-import { firstLine, StorageError } from '../storage/errors.ts';
 import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
 import { MemoryLogStore } from '../storage/memory-log-store.ts';
 import type { NodeConfig } from './config.ts';
 import { mdnsServiceTag, startDiscovery, type Discovery } from './discovery/index.ts';
+import { firstLine, StorageError } from './errors.ts';
 import { ForwardingStore } from './forwarding.ts';
+import { Lifecycle, type LifecycleHooks, type Started, type StopMode } from './lifecycle.ts';
+import { endpointError, listenError, probePort } from './ports.ts';
+
+// Kept importable from here: the start order, its errors and the port messages.
+export { StartError } from './errors.ts';
+export { FATAL_STOP_WAIT_MS, START_STEPS, type StartStep } from './lifecycle.ts';
+export { endpointError, listenError } from './ports.ts';
 
 /** Heartbeats are two ticks: the core counts time in ticks, the node knows how long one is. */
 export const HEARTBEAT_TICKS = 2;
@@ -29,40 +34,15 @@ export const HEARTBEAT_TICKS = 2;
 export const HTTP_STOP_GRACE_MS = 2_000;
 /** On shutdown a leader waits this long for a successor to take over. */
 export const SHUTDOWN_TRANSFER_WAIT_MS = 1_000;
-/** After a storage failure, the longest wait for HTTP, discovery and the endpoint to stop before the failure is reported. */
-export const FATAL_STOP_WAIT_MS = 5_000;
-
-/**
- * The components of a node in the seed's start order: metadata store (the data dir, locked), endpoint
- * (libp2p with its gossip service), cluster services (discovery), Raft core and RaftNode, RPC
- * (forwarding over the endpoint), HTTP. They stop in reverse.
- */
-export const START_STEPS = ['storage', 'endpoint', 'discovery', 'raft', 'rpc', 'http'] as const;
-export type StartStep = (typeof START_STEPS)[number];
-
-/** A start refused for an operating reason (a port in use, an address not on this machine): one line. */
-export class StartError extends Error {
-  override readonly name = 'StartError';
-}
 
 export interface StoreParts {
   readonly logStore: LogStore;
   readonly stateMachine: StateMachine;
 }
 
-export interface StartOptions {
-  /**
-   * Storage failed while running: the node stopped itself (Raft, HTTP, RPC, discovery, endpoint; the
-   * store let go without marking its state machine clean, so the next start rebuilds it). The owner
-   * says so in one line and ends the process. Without it the failure is logged.
-   */
-  readonly onFatal?: (error: StorageError) => void;
-  /** Test hook: called before each start step; a throw there fails that step. */
-  readonly beforeStep?: (step: StartStep) => void;
+export interface StartOptions extends LifecycleHooks {
   /** Test hook: wraps the log store and state machine (to inject storage failures). */
   readonly wrapStores?: (stores: StoreParts) => StoreParts;
-  /** Test hook: told each component that stopped, in the order they stop. */
-  readonly onStopped?: (step: StartStep) => void;
 }
 
 export interface RunningNode {
@@ -85,118 +65,6 @@ export function raftConfigFor(config: NodeConfig): { raft: RaftConfig; tickMs: n
       electionTicksMax: Math.ceil(config.electionTimeoutMaxMs / tickMs),
     },
   };
-}
-
-type StopMode = 'graceful' | 'unwind' | 'fatal';
-
-interface Component {
-  readonly step: StartStep;
-  stop(mode: StopMode): Promise<void>;
-}
-
-interface Started<T> {
-  readonly value: T;
-  stop(mode: StopMode): Promise<void>;
-}
-
-/**
- * What has started, and the one way to stop it: in reverse, each component once, exactly those that
- * started. A storage failure reported by Raft (fail()) stops the node the same way, leaving the
- * store unclean on purpose.
- */
-class Lifecycle {
-  private readonly started: Component[] = [];
-  private readonly log: (line: string) => void;
-  private readonly options: StartOptions;
-  private readonly nodeId: number;
-  private starting = true;
-  private stopping: Promise<void> | null = null;
-  /** The storage failure that stopped (or is stopping) the node. */
-  failure: StorageError | null = null;
-
-  constructor(nodeId: number, log: (line: string) => void, options: StartOptions) {
-    this.nodeId = nodeId;
-    this.log = log;
-    this.options = options;
-  }
-
-  /** Run one start step; a storage failure reported meanwhile fails the start before the next step. */
-  async step<T>(step: StartStep, start: () => Promise<Started<T>> | Started<T>): Promise<T> {
-    assert(this.starting && this.started.length < START_STEPS.length, `start step ${step} out of order`);
-    if (this.failure !== null) throw this.failure;
-    this.options.beforeStep?.(step);
-    const started = await start();
-    this.started.push({ step, stop: (mode) => started.stop(mode) });
-    return started.value;
-  }
-
-  /** The start completed: from now on a storage failure stops the node at once. */
-  running(): void {
-    if (this.failure !== null) throw this.failure;
-    this.starting = false;
-  }
-
-  /** Raft's fatal hook: storage failed. */
-  fail(error: StorageError): void {
-    if (this.failure !== null) return;
-    this.failure = error;
-    if (this.starting || this.stopping !== null) return; // the start unwinds, or the stop under way finishes
-    const report =
-      this.options.onFatal ??
-      ((failure: StorageError) => {
-        this.log(`node ${this.nodeId} stopped: ${failure.message}`);
-      });
-    this.stopping = withinMs(this.stopAll('fatal'), FATAL_STOP_WAIT_MS, this.log).then(() => {
-      report(error);
-    });
-  }
-
-  /** Stop what started (graceful after a start, unwind after a failed one). */
-  async stop(mode: 'graceful' | 'unwind'): Promise<void> {
-    this.stopping ??= this.stopAll(this.failure === null ? mode : 'fatal');
-    await this.stopping;
-    if (this.failure !== null) throw this.failure;
-  }
-
-  /** Every started component gets its stop, in reverse, even after one failed; the first failure is thrown at the end. */
-  private async stopAll(mode: StopMode): Promise<void> {
-    const failures: unknown[] = [];
-    for (let index = this.started.length - 1; index >= 0; index -= 1) {
-      const component = this.started[index];
-      assert(component !== undefined, 'started components are dense');
-      try {
-        await component.stop(this.failure === null ? mode : 'fatal');
-        this.options.onStopped?.(component.step);
-      } catch (error) {
-        if (error instanceof AssertionError) throw error;
-        this.log(`stop ${component.step}: ${firstLine(error)}`);
-        failures.push(error);
-      }
-    }
-    this.started.length = 0;
-    if (failures.length > 0) throw failures[0];
-  }
-}
-
-/** Wait for `work` at most `limitMs`; a failure or an overrun is logged, never thrown (the caller reports the cause). */
-async function withinMs(work: Promise<void>, limitMs: number, log: (line: string) => void): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const overrun = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
-      log(`stopping took longer than ${limitMs} ms; reporting anyway`);
-      resolve();
-    }, limitMs);
-  });
-  try {
-    await Promise.race([
-      work.catch((error: unknown) => {
-        if (error instanceof AssertionError) throw error;
-      }),
-      overrun,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**
@@ -500,85 +368,4 @@ async function handOverLeadership(node: RaftNode): Promise<void> {
   const deadline = Date.now() + SHUTDOWN_TRANSFER_WAIT_MS;
   while (node.status().role === 'leader' && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 10));
-}
-
-// ---------------------------------------------------------------- ports
-
-type Role = 'raft' | 'http';
-type Protocol = 'TCP' | 'UDP';
-
-/** One line for a listen that failed: "port 26001 is already in use (raft, TCP)". */
-export function listenError(
-  error: unknown,
-  host: string,
-  port: number,
-  role: Role,
-  protocol: Protocol,
-): StartError {
-  const code = error instanceof Error && 'code' in error ? error.code : undefined;
-  const where = `cannot listen on ${host}:${port} (${role}, ${protocol})`;
-  switch (code) {
-    case 'EADDRINUSE':
-      return new StartError(`port ${port} is already in use (${role}, ${protocol})`, { cause: error });
-    case 'EADDRNOTAVAIL':
-      return new StartError(`${where}: ${host} is not an address of this machine (EADDRNOTAVAIL)`, {
-        cause: error,
-      });
-    case 'EACCES':
-      return new StartError(`${where}: permission denied (EACCES)`, { cause: error });
-    default:
-      return new StartError(`${where}: ${firstLine(error)}`, { cause: error });
-  }
-}
-
-/** Bind `port` on `host` and let go, so that a port in use is named before libp2p buries it in a stack trace. */
-async function probePort(host: string, port: number, role: Role, protocol: Protocol): Promise<void> {
-  if (port === 0) return;
-  const error = await (protocol === 'TCP' ? tryTcp(host, port) : tryUdp(host, port));
-  if (error !== null) throw listenError(error, host, port, role, protocol);
-}
-
-function tryTcp(host: string, port: number): Promise<Error | null> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', (error) => {
-      resolve(error);
-    });
-    server.listen({ host, port, exclusive: true }, () => {
-      server.close(() => {
-        resolve(null);
-      });
-    });
-  });
-}
-
-function tryUdp(host: string, port: number): Promise<Error | null> {
-  return new Promise((resolve) => {
-    const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
-    socket.once('error', (error) => {
-      socket.removeAllListeners();
-      resolve(error);
-    });
-    socket.bind({ address: host, port, exclusive: true }, () => {
-      socket.close(() => {
-        resolve(null);
-      });
-    });
-  });
-}
-
-/** libp2p reports failed listens as one multi-line message with stack traces: keep the first cause, on one line. */
-export function endpointError(error: unknown, config: NodeConfig): StartError {
-  const text = error instanceof Error ? error.message : String(error);
-  const inUse = /\/(tcp|udp)\/(\d+)[^\n:]*: [^\n]*(EADDRINUSE|Address already in use)/.exec(text);
-  if (inUse !== null)
-    return new StartError(
-      `port ${inUse[2] ?? config.port} is already in use (raft, ${inUse[1] === 'udp' ? 'UDP' : 'TCP'})`,
-      { cause: error },
-    );
-  const failed = /^\s*(\/\S+): (.+)$/m.exec(text);
-  const reason = failed === null ? firstLine(error) : `${failed[1] ?? ''}: ${failed[2] ?? ''}`;
-  return new StartError(`cannot start the raft endpoint on ${config.host}:${config.port}: ${reason}`, {
-    cause: error,
-  });
 }

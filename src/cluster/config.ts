@@ -3,6 +3,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
 import { toMultiaddrs } from '../network/libp2p-transport.ts';
 import { decodeTicket, TicketError, type ClusterTicket } from './discovery/ticket.ts';
+import { ConfigError } from './errors.ts';
+
+export { ConfigError };
 
 /**
  * aspen-node configuration (DESIGN.md section 7): defaults < ASPEN_* environment < TOML config
@@ -35,17 +38,6 @@ export interface NodeConfig {
   readonly httpAllowedHosts: readonly string[];
   /** --insecure: a cookie shorter than COOKIE_CHARS_MIN, or the default cookie off loopback, is accepted (with a warning). */
   readonly insecure: boolean;
-}
-
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-  /** --help was asked for and printed: not an error for the process. */
-  readonly helpShown: boolean;
-
-  constructor(message: string, helpShown = false) {
-    super(message);
-    this.helpShown = helpShown;
-  }
 }
 
 export const DEFAULT_COOKIE = 'aspen-cookie';
