@@ -1,11 +1,6 @@
-import Fastify, {
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
-} from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
-import { AspenError, ERROR_STATUS, escalateBrokenInvariant } from '../api/errors.ts';
+import { AspenError } from '../api/errors.ts';
 import {
   ADDRESS_CHARS_MAX,
   CLUSTER_NODES_MAX,
@@ -14,12 +9,12 @@ import {
   KEY_BYTES_MAX,
   SCAN_LIMIT_MAX,
 } from '../api/limits.ts';
+import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError } from './errors.ts';
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 
-/** Request body bound (DESIGN.md section 9); a larger body gets 413 BODY_TOO_LARGE. */
-export const REQUEST_BODY_BYTES_MAX = 2 * 1024 * 1024;
+export { REQUEST_BODY_BYTES_MAX } from './errors.ts';
 
 export interface NodeIdentity {
   readonly nodeId: number;
@@ -110,8 +105,6 @@ const keyBody = {
   properties: { key: { type: 'string', minLength: 1 } },
 } as const;
 
-type ErrorBody = ReturnType<AspenError['toJSON']>;
-
 /** The query or body of an endpoint that takes none. */
 const NO_PARAMETERS = { type: 'object', additionalProperties: false, properties: {} } as const;
 
@@ -126,49 +119,13 @@ function refuseBody(request: FastifyRequest, _reply: FastifyReply, done: (error?
   );
 }
 
-/** Fastify's own failures (body, schema, content type) as the API's errors. */
-function fromFastifyError(error: Partial<FastifyError>): AspenError | null {
-  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
-    return new AspenError('BODY_TOO_LARGE', `request body exceeds ${REQUEST_BODY_BYTES_MAX} bytes`);
-  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || error.statusCode === 415)
-    return new AspenError('UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
-  if (error.validation !== undefined || error.statusCode === 400)
-    return new AspenError('INVALID_INPUT', error.message ?? 'invalid request');
-  return null;
-}
-
-/**
- * The one place where failures become HTTP: AspenError by code, Fastify's refusals by kind, and
- * anything else a 500 INTERNAL with a log line (the process carries on). Every body has `definite`.
- */
-function sendError(
-  reply: FastifyReply,
-  error: unknown,
-  metrics: PrometheusMetrics,
-  log: (line: string) => void,
-): FastifyReply {
-  escalateBrokenInvariant(error); // the process stops; the reply below may or may not leave first
-  const known = error instanceof AspenError ? error : fromFastifyError(error as Partial<FastifyError>);
-  let body: ErrorBody;
-  if (known === null) {
-    const request = reply.request;
-    log(
-      `http: ${request.method} ${request.url.slice(0, 200)} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
-    );
-    // A write that failed this way may or may not have been proposed.
-    body = new AspenError('INTERNAL', 'internal error (see the node log)', { definite: false }).toJSON();
-  } else {
-    body = known.toJSON();
-  }
-  metrics.errors.inc({ code: body.error.code });
-  return reply.code(ERROR_STATUS[body.error.code]).send(body);
-}
-
 /**
  * The seed's control-plane API over the ClusterController and KeyValueStore contracts only, so any
  * engine can stand behind it. Every body is validated by a JSON schema and bounded in size.
  */
 export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
+  const metrics = new PrometheusMetrics();
+  const log = options.log ?? (() => undefined);
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: REQUEST_BODY_BYTES_MAX,
@@ -180,8 +137,12 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
     routerOptions: { querystringParser: parseQueryStrict },
     // Node re-arms an answered keep-alive socket with this; the guard closes sockets idle for as long.
     keepAliveTimeout: (options.connectionLimits ?? DEFAULT_CONNECTION_LIMITS).idleTimeoutMs,
+    // Fastify's and Node's own refusals answer in the API's error shape too.
+    frameworkErrors: (error, _request, reply) => {
+      void sendError(reply, error, metrics, log);
+    },
+    clientErrorHandler: answerClientError,
   });
-  const metrics = new PrometheusMetrics();
   installBoundary(app, options, metrics);
   addMembershipRoutes(app, options);
   addKeyValueRoutes(app, options.store);
