@@ -246,9 +246,10 @@ export class KvClient {
     );
   }
 
+  /** One node's health; an unhealthy node (503) answers its report too, it is not an error. */
   health(endpoint: string, options?: CallOptions): Promise<HealthResult> {
     return this.call(
-      { method: 'GET', path: '/health', idempotent: true, route: this.node(endpoint) },
+      { method: 'GET', path: '/health', idempotent: true, route: this.node(endpoint), answerStatus: 503 },
       options,
     );
   }
@@ -353,8 +354,10 @@ export class KvClient {
   /** One request to one endpoint; an error answer rejects with its KvError. */
   private async attempt<T>(endpoint: string, call: Call, signal: AbortSignal): Promise<T> {
     const answer = await this.pool.request(endpoint, call.method, call.path, call.body, signal);
-    if (answer.status < 200 || answer.status >= 300)
-      throw KvError.fromAnswer(answer.status, answer.body, endpoint);
+    const answered =
+      (answer.status >= 200 && answer.status < 300) ||
+      (answer.status === call.answerStatus && !isErrorBody(answer.body));
+    if (!answered) throw KvError.fromAnswer(answer.status, answer.body, endpoint);
     const shapeOk =
       call.text === true
         ? typeof answer.body === 'string'
@@ -449,4 +452,9 @@ export class KvClient {
       return null;
     }
   }
+}
+
+/** An error answer of the API: `{"error":{…}}`. */
+function isErrorBody(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && 'error' in body;
 }

@@ -52,9 +52,19 @@ export interface NodeInfo {
   readonly http_addr: string | null;
 }
 
+/** GET /health (docs/api.md): a checks value of false is the check that failed. */
 export interface HealthResult {
-  readonly status: 'healthy' | 'degraded';
-  readonly checks: { readonly initialized: boolean; readonly leader: boolean; readonly raft_state: string };
+  readonly status: 'healthy' | 'degraded' | 'unhealthy';
+  readonly checks: {
+    readonly initialized: boolean;
+    readonly storage: boolean;
+    readonly leader: boolean;
+    readonly leader_contact: boolean;
+    readonly log_lag: boolean;
+    readonly raft_state: string;
+  };
+  readonly leaderless_ms: number | null;
+  readonly log_lag_entries: number | null;
   readonly node_id: number;
   readonly raft_node_id: number;
   readonly endpoint_id: string;

@@ -13,6 +13,8 @@ export interface Call {
   readonly route: Route;
   /** The answer is text (Prometheus), not a JSON object. */
   readonly text?: boolean;
+  /** A status other than 2xx whose body is an answer, not an error (/health answers 503 when unhealthy). */
+  readonly answerStatus?: number;
 }
 
 /** Failures worth another attempt: a leader change, overload, an endpoint down or slow. */

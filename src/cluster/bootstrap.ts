@@ -20,6 +20,7 @@ import type { NodeConfig } from './config.ts';
 import { mdnsServiceTag, startDiscovery, type Discovery } from './discovery/index.ts';
 import { firstLine, StorageError } from './errors.ts';
 import { ForwardingStore } from './forwarding.ts';
+import { HealthMonitor } from './health.ts';
 import { Lifecycle, type LifecycleHooks, type Started, type StopMode } from './lifecycle.ts';
 import { endpointError, listenError, probePort } from './ports.ts';
 
@@ -96,6 +97,7 @@ export async function startNode(
 /** Messages from the endpoint go to Raft and to forwarding once they have started. */
 interface Routes {
   node: RaftNode | null;
+  health: HealthMonitor | null;
   forwarding: ForwardingStore | null;
 }
 
@@ -105,7 +107,7 @@ async function startSteps(
   options: StartOptions,
   lifecycle: Lifecycle,
 ): Promise<RunningNode> {
-  const routes: Routes = { node: null, forwarding: null };
+  const routes: Routes = { node: null, health: null, forwarding: null };
   const stores = await lifecycle.step('storage', () => startStorage(config, log, options));
   const transport = await lifecycle.step('endpoint', () => startEndpoint(config, log, routes));
   const httpAddress = `${config.httpHost}:${config.httpPort}`;
@@ -119,7 +121,7 @@ async function startSteps(
       },
     };
   });
-  const node = await lifecycle.step('raft', () =>
+  const { node, health } = await lifecycle.step('raft', () =>
     startRaft(config, log, { stores, transport, discovery, routes, lifecycle }),
   );
   const forwarding = await lifecycle.step('rpc', () => {
@@ -141,7 +143,7 @@ async function startSteps(
     return { value: { client, store }, stop };
   });
   const app = await lifecycle.step('http', () =>
-    startHttp(config, log, { transport, discovery, forwarding, httpAddress }),
+    startHttp(config, log, { transport, discovery, forwarding, health, httpAddress }),
   );
   lifecycle.running();
   const address = app.server.address();
@@ -228,7 +230,10 @@ async function startEndpoint(
       onMessage: (message) => {
         if (message.type === 'client_request') routes.forwarding?.handleRequest(message);
         else if (message.type === 'client_response') routes.forwarding?.handleResponse(message);
-        else routes.node?.deliver(message);
+        else {
+          routes.health?.observe(message);
+          routes.node?.deliver(message);
+        }
       },
       log,
     });
@@ -249,7 +254,12 @@ interface RaftParts {
   readonly lifecycle: Lifecycle;
 }
 
-function startRaft(config: NodeConfig, log: (line: string) => void, parts: RaftParts): Started<RaftNode> {
+/** RaftNode, and the health monitor that watches it (started and stopped with it). */
+function startRaft(
+  config: NodeConfig,
+  log: (line: string) => void,
+  parts: RaftParts,
+): Started<{ node: RaftNode; health: HealthMonitor }> {
   const { raft, tickMs } = raftConfigFor(config);
   const { stores, discovery, lifecycle } = parts;
   const node = new RaftNode({
@@ -277,19 +287,30 @@ function startRaft(config: NodeConfig, log: (line: string) => void, parts: RaftP
       lifecycle.fail(error);
     },
   });
+  const health = new HealthMonitor({
+    subject: node,
+    nowMs: () => Date.now(),
+    electionTimeoutMaxMs: config.electionTimeoutMaxMs,
+    storageFailed: () => lifecycle.failure !== null,
+  });
   parts.routes.node = node;
+  parts.routes.health = health;
   node.start();
+  health.start();
   const stop = async (mode: StopMode): Promise<void> => {
     if (mode === 'graceful') await handOverLeadership(node);
+    parts.routes.health = null;
+    health.stop();
     node.stop();
   };
-  return { value: node, stop };
+  return { value: { node, health }, stop };
 }
 
 interface HttpParts {
   readonly transport: Libp2pTransport;
   readonly discovery: Discovery;
   readonly forwarding: { readonly client: RaftControlClient; readonly store: ForwardingStore };
+  readonly health: HealthMonitor;
   readonly httpAddress: string;
 }
 
@@ -324,6 +345,7 @@ async function startHttp(
         })),
       clusterTicket: () => discovery.ticket(),
     },
+    health: () => parts.health.report(),
     httpAddress: parts.httpAddress,
     allowedHostNames: config.httpAllowedHosts,
     log,

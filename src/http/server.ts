@@ -1,6 +1,8 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
+import { evaluateHealth, type HealthReport } from '../api/health.ts';
+import type { RaftMetrics } from '../api/types.ts';
 import {
   ADDRESS_CHARS_MAX,
   CLUSTER_NODES_MAX,
@@ -78,6 +80,8 @@ export interface HttpServerOptions {
   /** One line per unexpected failure (a 500): what failed, for the operator. */
   readonly log?: (line: string) => void;
   readonly connectionLimits?: ConnectionLimits;
+  /** The node's health (GET /health); without it, health is read from the metrics alone. */
+  readonly health?: () => HealthReport;
 }
 
 /** A node id in a body: a positive safe integer (a larger JSON number would silently round). */
@@ -344,17 +348,36 @@ function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics
       throw new AspenError('INVALID_INPUT', 'this node has no network layer to make a ticket from');
     return { ticket };
   });
-  app.get('/health', async () => {
+  app.get('/health', async (_request, reply) => {
     const raft = await controller.getMetrics();
-    const hasLeader = raft.current_leader !== null;
-    return {
-      status: hasLeader ? 'healthy' : 'degraded',
-      checks: { initialized: raft.membership_config !== null, leader: hasLeader, raft_state: raft.state },
+    const report = options.health?.() ?? healthFromMetrics(raft);
+    return reply.code(report.status === 'unhealthy' ? 503 : 200).send({
+      status: report.status,
+      checks: { ...report.checks, raft_state: raft.state },
+      leaderless_ms: report.leaderless_ms,
+      log_lag_entries: report.log_lag_entries,
       node_id: identity.nodeId,
       raft_node_id: raft.node_id,
       endpoint_id: identity.endpointId,
       uptime_seconds: Math.floor((identity.nowMs() - identity.startedAtMs) / 1000),
-    };
+    });
+  });
+}
+
+/**
+ * Health of an engine without a health source (tests, a single-node stub): from its metrics alone,
+ * it cannot tell for how long no leader was known, so it is never called unhealthy.
+ */
+function healthFromMetrics(raft: RaftMetrics): HealthReport {
+  return evaluateHealth({
+    initialized: raft.membership_config !== null,
+    storageFailed: false,
+    isLeader: raft.state === 'Leader',
+    leaderKnown: raft.current_leader !== null,
+    leaderlessMs: null,
+    leaderContactMsAgo: null,
+    lagEntries: null,
+    electionTimeoutMaxMs: Number.POSITIVE_INFINITY,
   });
 }
 
