@@ -21,6 +21,7 @@ import { mdnsServiceTag, startDiscovery, type Discovery } from './discovery/inde
 import { firstLine, StorageError } from './errors.ts';
 import { ForwardingStore } from './forwarding.ts';
 import { HealthMonitor } from './health.ts';
+import type { Log } from './logger.ts';
 import { Lifecycle, type LifecycleHooks, type Started, type StopMode } from './lifecycle.ts';
 import { endpointError, listenError, probePort } from './ports.ts';
 
@@ -76,7 +77,7 @@ export function raftConfigFor(config: NodeConfig): { raft: RaftConfig; tickMs: n
  */
 export async function startNode(
   config: NodeConfig,
-  log: (line: string) => void,
+  log: Log,
   options: StartOptions = {},
 ): Promise<RunningNode> {
   const lifecycle = new Lifecycle(config.nodeId, log, options);
@@ -88,7 +89,7 @@ export async function startNode(
       await lifecycle.stop('unwind');
     } catch (stopError) {
       if (stopError instanceof AssertionError) throw stopError;
-      if (stopError !== error) log(`after a failed start: ${firstLine(stopError)}`);
+      if (stopError !== error) log(`after a failed start: ${firstLine(stopError)}`, 'error');
     }
     throw error;
   }
@@ -103,7 +104,7 @@ interface Routes {
 
 async function startSteps(
   config: NodeConfig,
-  log: (line: string) => void,
+  log: Log,
   options: StartOptions,
   lifecycle: Lifecycle,
 ): Promise<RunningNode> {
@@ -160,11 +161,7 @@ interface Stores extends StoreParts {
 }
 
 /** The data dir, locked to this process (LmdbStorage.open), or memory. */
-async function startStorage(
-  config: NodeConfig,
-  log: (line: string) => void,
-  options: StartOptions,
-): Promise<Started<Stores>> {
+async function startStorage(config: NodeConfig, log: Log, options: StartOptions): Promise<Started<Stores>> {
   const wrap = options.wrapStores ?? ((parts: StoreParts) => parts);
   if (config.storage === 'memory') {
     const logStore = new MemoryLogStore();
@@ -177,6 +174,7 @@ async function startStorage(
   if (storage.stateRebuilt)
     log(
       `storage: the last stop was not clean; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`,
+      'warn',
     );
   // After a storage failure every component is stopped in 'fatal' mode: the store is left unclean.
   const stop = (mode: StopMode): Promise<void> => (mode === 'fatal' ? storage.abandon() : storage.close());
@@ -188,7 +186,7 @@ async function startStorage(
     };
   } catch (error) {
     await storage.close().catch((closeError: unknown) => {
-      log(`storage: ${firstLine(closeError)}`);
+      log(`storage: ${firstLine(closeError)}`, 'error');
     });
     throw error;
   }
@@ -212,7 +210,7 @@ async function loadIdentity(config: NodeConfig): Promise<PrivateKey> {
 /** The Raft endpoint: QUIC on the UDP port and TCP on the TCP port of one number. */
 async function startEndpoint(
   config: NodeConfig,
-  log: (line: string) => void,
+  log: Log,
   routes: Routes,
 ): Promise<Started<Libp2pTransport>> {
   await probePort(config.host, config.port, 'raft', 'TCP');
@@ -241,7 +239,7 @@ async function startEndpoint(
     throw endpointError(error, config);
   }
   transport.onPeerEvent((event) => {
-    log(`peers: node ${event.id} ${event.kind} at ${event.address}`);
+    log(`peers: node ${event.id} ${event.kind} at ${event.address}`, 'debug');
   });
   return { value: transport, stop: () => transport.stop() };
 }
@@ -257,7 +255,7 @@ interface RaftParts {
 /** RaftNode, and the health monitor that watches it (started and stopped with it). */
 function startRaft(
   config: NodeConfig,
-  log: (line: string) => void,
+  log: Log,
   parts: RaftParts,
 ): Started<{ node: RaftNode; health: HealthMonitor }> {
   const { raft, tickMs } = raftConfigFor(config);
@@ -314,11 +312,7 @@ interface HttpParts {
   readonly httpAddress: string;
 }
 
-async function startHttp(
-  config: NodeConfig,
-  log: (line: string) => void,
-  parts: HttpParts,
-): Promise<Started<FastifyInstance>> {
+async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promise<Started<FastifyInstance>> {
   const { transport, discovery } = parts;
   const app = buildHttpServer({
     controller: parts.forwarding.client,
@@ -354,7 +348,7 @@ async function startHttp(
     await app.listen({ host: config.httpHost, port: config.httpPort });
   } catch (error) {
     await app.close().catch((closeError: unknown) => {
-      log(`http: ${firstLine(closeError)}`);
+      log(`http: ${firstLine(closeError)}`, 'error');
     });
     throw listenError(error, config.httpHost, config.httpPort, 'http', 'TCP');
   }

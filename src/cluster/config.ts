@@ -3,7 +3,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
 import { toMultiaddrs } from '../network/libp2p-transport.ts';
 import { decodeTicket, TicketError, type ClusterTicket } from './discovery/ticket.ts';
+import { ASPEN_VERSION } from '../api/version.ts';
 import { ConfigError } from './errors.ts';
+import { LOG_LEVELS, type LogLevel } from './logger.ts';
 
 export { ConfigError };
 
@@ -25,7 +27,7 @@ export interface NodeConfig {
   readonly heartbeatIntervalMs: number;
   readonly electionTimeoutMinMs: number;
   readonly electionTimeoutMaxMs: number;
-  readonly logLevel: 'error' | 'warn' | 'info' | 'debug';
+  readonly logLevel: LogLevel;
   /** Gossip discovery on the cookie's topic (on by default; --disable-gossip). */
   readonly gossip: boolean;
   /** mDNS on the LAN (on by default; --disable-mdns). */
@@ -71,6 +73,7 @@ function peer(text: string): { id: number; address: string } {
 function command(): Command {
   return new Command('aspen-node')
     .description('Run one Aspen node: Raft over libp2p with the HTTP control-plane API')
+    .version(ASPEN_VERSION, '--version', 'print the version and exit')
     .exitOverride()
     .configureOutput({
       writeErr: () => undefined,
@@ -79,7 +82,11 @@ function command(): Command {
       },
     })
     .addOption(new Option('--node-id <id>', "this node's Raft id (>= 1), required").env('ASPEN_NODE_ID'))
-    .addOption(new Option('--port <port>', 'Raft transport port (TCP)').env('ASPEN_PORT').default('26000'))
+    .addOption(
+      new Option('--port <port>', 'Raft transport port: QUIC on this UDP port, TCP on this TCP port')
+        .env('ASPEN_PORT')
+        .default('26000'),
+    )
     .addOption(
       new Option('--host <host>', 'Raft transport listen host').env('ASPEN_HOST').default('127.0.0.1'),
     )
@@ -108,12 +115,7 @@ function command(): Command {
     .addOption(
       new Option('--election-timeout-max-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MAX_MS').default('2000'),
     )
-    .addOption(
-      new Option('--log-level <level>')
-        .env('ASPEN_LOG_LEVEL')
-        .choices(['error', 'warn', 'info', 'debug'])
-        .default('info'),
-    )
+    .addOption(new Option('--log-level <level>').env('ASPEN_LOG_LEVEL').choices(LOG_LEVELS).default('info'))
     .addOption(
       new Option(
         '--ticket <ticket>',
@@ -275,7 +277,10 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     program.parse([...argv], { from: 'user' });
   } catch (error) {
     if (error instanceof CommanderError)
-      throw new ConfigError(error.message.replace(/^error: /, ''), error.code === 'commander.helpDisplayed');
+      throw new ConfigError(
+        error.message.replace(/^error: /, ''),
+        error.code === 'commander.helpDisplayed' || error.code === 'commander.version',
+      );
     throw error;
   }
   const configPath = program.opts<{ config?: string }>().config;

@@ -1,5 +1,6 @@
 import { assert, AssertionError } from '../raft/assert.ts';
 import { firstLine, type StorageError } from './errors.ts';
+import type { Log } from './logger.ts';
 
 /** After a storage failure, the longest wait for HTTP, discovery and the endpoint to stop before the failure is reported. */
 export const FATAL_STOP_WAIT_MS = 5_000;
@@ -51,7 +52,7 @@ interface Component {
  */
 export class Lifecycle {
   private readonly started: Component[] = [];
-  private readonly log: (line: string) => void;
+  private readonly log: Log;
   private readonly options: LifecycleHooks;
   private readonly nodeId: number;
   private starting = true;
@@ -59,7 +60,7 @@ export class Lifecycle {
   /** The storage failure that stopped (or is stopping) the node. */
   failure: StorageError | null = null;
 
-  constructor(nodeId: number, log: (line: string) => void, options: LifecycleHooks) {
+  constructor(nodeId: number, log: Log, options: LifecycleHooks) {
     this.nodeId = nodeId;
     this.log = log;
     this.options = options;
@@ -70,6 +71,7 @@ export class Lifecycle {
     assert(this.starting && this.started.length < START_STEPS.length, `start step ${step} out of order`);
     if (this.failure !== null) throw this.failure;
     this.options.beforeStep?.(step);
+    this.log(`start: ${step}`, 'debug');
     const started = await start();
     this.started.push({ step, stop: (mode) => started.stop(mode) });
     return started.value;
@@ -89,7 +91,7 @@ export class Lifecycle {
     const report =
       this.options.onFatal ??
       ((failure: StorageError) => {
-        this.log(`node ${this.nodeId} stopped: ${failure.message}`);
+        this.log(`node ${this.nodeId} stopped: ${failure.message}`, 'error');
       });
     this.stopping = withinMs(this.stopAll('fatal'), FATAL_STOP_WAIT_MS, this.log).then(() => {
       report(error);
@@ -112,9 +114,10 @@ export class Lifecycle {
       try {
         await component.stop(this.failure === null ? mode : 'fatal');
         this.options.onStopped?.(component.step);
+        this.log(`stopped: ${component.step}`, 'debug');
       } catch (error) {
         if (error instanceof AssertionError) throw error;
-        this.log(`stop ${component.step}: ${firstLine(error)}`);
+        this.log(`stop ${component.step}: ${firstLine(error)}`, 'error');
         failures.push(error);
       }
     }
@@ -124,11 +127,11 @@ export class Lifecycle {
 }
 
 /** Wait for `work` at most `limitMs`; a failure or an overrun is logged, never thrown (the caller reports the cause). */
-async function withinMs(work: Promise<void>, limitMs: number, log: (line: string) => void): Promise<void> {
+async function withinMs(work: Promise<void>, limitMs: number, log: Log): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const overrun = new Promise<void>((resolve) => {
     timer = setTimeout(() => {
-      log(`stopping took longer than ${limitMs} ms; reporting anyway`);
+      log(`stopping took longer than ${limitMs} ms; reporting anyway`, 'warn');
       resolve();
     }, limitMs);
   });

@@ -11,6 +11,9 @@ import type { PrometheusMetrics } from './prometheus.ts';
  */
 export type ErrorBody = ReturnType<AspenError['toJSON']>;
 
+/** A log line at a level (info when not given), as the node's logger takes it. */
+export type HttpLog = (line: string, level?: 'error' | 'warn' | 'info' | 'debug') => void;
+
 /** The one answer to a request that is not HTTP. */
 const CLIENT_ERROR_BODY = JSON.stringify(new AspenError('INVALID_INPUT', 'malformed HTTP request').toJSON());
 
@@ -36,7 +39,7 @@ export function sendError(
   reply: FastifyReply,
   error: unknown,
   metrics: PrometheusMetrics,
-  log: (line: string) => void,
+  log: HttpLog,
 ): FastifyReply {
   escalateBrokenInvariant(error); // the process stops; the reply below may or may not leave first
   const known = error instanceof AspenError ? error : fromFastifyError(error as Partial<FastifyError>);
@@ -45,6 +48,7 @@ export function sendError(
     const request = reply.request;
     log(
       `http: ${request.method} ${request.url.slice(0, 200)} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+      'error',
     );
     // A write that failed this way may or may not have been proposed.
     body = new AspenError('INTERNAL', 'internal error (see the node log)', { definite: false }).toJSON();

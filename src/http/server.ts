@@ -11,7 +11,7 @@ import {
   KEY_BYTES_MAX,
   SCAN_LIMIT_MAX,
 } from '../api/limits.ts';
-import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError } from './errors.ts';
+import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError, type HttpLog } from './errors.ts';
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { PrometheusMetrics } from './prometheus.ts';
@@ -78,7 +78,7 @@ export interface HttpServerOptions {
   /** Host names served besides IP literals and localhost (DNS rebinding protection). */
   readonly allowedHostNames?: readonly string[];
   /** One line per unexpected failure (a 500): what failed, for the operator. */
-  readonly log?: (line: string) => void;
+  readonly log?: HttpLog;
   readonly connectionLimits?: ConnectionLimits;
   /** The node's health (GET /health); without it, health is read from the metrics alone. */
   readonly health?: () => HealthReport;
