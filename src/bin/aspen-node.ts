@@ -12,6 +12,11 @@ import { ConfigError, isLoopbackHost, parseNodeConfig, type NodeConfig } from '.
 import { createLog, type Log } from '../cluster/logger.ts';
 import { StorageError } from '../cluster/errors.ts';
 
+/**
+ * Test hook, in the spirit of FoundationDB's BUGGIFY: the start step named here fails, to prove that
+ * a failed start at any step stops exactly what started (test/cluster/lifecycle.test.ts).
+ */
+const FAIL_START_STEP_VARIABLE = 'ASPEN_TEST_FAIL_START_STEP';
 const EXIT_CONFIG = 2;
 const EXIT_FAILED = 1;
 /** Longest dependency console message kept on its one line. */
@@ -58,9 +63,14 @@ async function main(): Promise<void> {
   consoleOnOneLine(log);
   let running: RunningNode;
   try {
+    const failStep = process.env[FAIL_START_STEP_VARIABLE];
     running = await startNode(config, log, {
       onFatal: (error) => {
         fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED);
+      },
+      beforeStep: (step) => {
+        if (step === failStep)
+          throw new StartError(`start step ${step} failed (${FAIL_START_STEP_VARIABLE})`);
       },
     });
   } catch (error) {
