@@ -2,14 +2,14 @@ import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import { AspenError } from './errors.ts';
 import type { WriteCommand } from './types.ts';
 
-/** Cluster size bound (DESIGN.md section 9), as the API sees it. */
+/** Cluster size bound, as the API sees it. */
 export { CLUSTER_NODES_MAX };
 
-/** Size limits of DESIGN.md section 9, checked before anything is proposed. */
+/** Size limits (docs/api.md), checked before anything is proposed. */
 export const KEY_BYTES_MAX = 1024;
 export const VALUE_BYTES_MAX = 1024 * 1024;
 export const BATCH_KEYS_MAX = 100;
-/** Scan page size: default and bound (DESIGN.md section 9). */
+/** Scan page size: default and bound (docs/api.md). */
 export const SCAN_LIMIT_DEFAULT = 1_000;
 export const SCAN_LIMIT_MAX = 10_000;
 /**

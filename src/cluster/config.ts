@@ -10,7 +10,7 @@ import { LOG_LEVELS, type LogLevel } from './logger.ts';
 export { ConfigError };
 
 /**
- * aspen-node configuration (DESIGN.md section 7): defaults < ASPEN_* environment < TOML config
+ * aspen-node configuration (docs/operations.md, "Configuration"): defaults < ASPEN_* environment < TOML config
  * file (--config) < flags. Bad configuration fails at start with one clear line.
  */
 export interface NodeConfig {
@@ -108,14 +108,27 @@ function command(): Command {
         .default('lmdb'),
     )
     .addOption(new Option('--peers <ID@ADDRESS...>', 'static peers (repeatable)').env('ASPEN_PEERS'))
-    .addOption(new Option('--heartbeat-interval-ms <ms>').env('ASPEN_HEARTBEAT_INTERVAL_MS').default('100'))
     .addOption(
-      new Option('--election-timeout-min-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MIN_MS').default('1000'),
+      new Option('--heartbeat-interval-ms <ms>', 'leader heartbeat interval')
+        .env('ASPEN_HEARTBEAT_INTERVAL_MS')
+        .default('100'),
     )
     .addOption(
-      new Option('--election-timeout-max-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MAX_MS').default('2000'),
+      new Option('--election-timeout-min-ms <ms>', 'shortest election timeout')
+        .env('ASPEN_ELECTION_TIMEOUT_MIN_MS')
+        .default('1000'),
     )
-    .addOption(new Option('--log-level <level>').env('ASPEN_LOG_LEVEL').choices(LOG_LEVELS).default('info'))
+    .addOption(
+      new Option('--election-timeout-max-ms <ms>', "longest election timeout (also /health's bound)")
+        .env('ASPEN_ELECTION_TIMEOUT_MAX_MS')
+        .default('2000'),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'least severe level logged (JSON lines on stderr)')
+        .env('ASPEN_LOG_LEVEL')
+        .choices(LOG_LEVELS)
+        .default('info'),
+    )
     .addOption(
       new Option(
         '--ticket <ticket>',
