@@ -71,7 +71,7 @@ function peer(text: string): { id: number; address: string } {
 }
 
 function command(): Command {
-  return new Command('aspen-node')
+  const program = new Command('aspen-node')
     .description('Run one Aspen node: Raft over libp2p with the HTTP control-plane API')
     .version(ASPEN_VERSION, '--version', 'print the version and exit')
     .exitOverride()
@@ -128,7 +128,13 @@ function command(): Command {
         .env('ASPEN_LOG_LEVEL')
         .choices(LOG_LEVELS)
         .default('info'),
-    )
+    );
+  return withSecurityOptions(withDiscoveryOptions(program));
+}
+
+/** The discovery flags: tickets, gossip, mDNS and DNS. */
+function withDiscoveryOptions(program: Command): Command {
+  return program
     .addOption(
       new Option(
         '--ticket <ticket>',
@@ -152,7 +158,12 @@ function command(): Command {
         '--dns-discovery-domain <domain>',
         'domain whose _dnsaddr TXT records list bootstrap peers',
       ).env('ASPEN_DNS_DISCOVERY_DOMAIN'),
-    )
+    );
+}
+
+/** HTTP host names, --insecure and the config file. */
+function withSecurityOptions(program: Command): Command {
+  return program
     .addOption(
       new Option(
         '--http-allowed-hosts <names...>',
