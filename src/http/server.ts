@@ -234,6 +234,11 @@ function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): 
         learner: completeNode((request.body as { learner: PartialNode }).learner, options.network),
       }),
   );
+  addChangeRoutes(app, controller);
+}
+
+/** Membership changes of an initialized cluster, snapshots, and who leads. */
+function addChangeRoutes(app: FastifyInstance, controller: ClusterController): void {
   app.post(
     '/change-membership',
     {
