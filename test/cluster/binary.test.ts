@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { prettyLine } from '../../src/cluster/logger.ts';
 import { freePort, get } from './process-harness.ts';
 
 const NODE_BIN = resolve(import.meta.dirname, '../../src/bin/aspen-node.ts');
@@ -118,6 +119,13 @@ describe('aspen-node logs', () => {
     expect(runs.get('error')).toEqual([]); // a clean start and stop has nothing at error level
     expect((runs.get('debug') ?? []).length).toBeGreaterThan((runs.get('info') ?? []).length);
   }, 90_000);
+});
+
+describe('logs on a terminal', () => {
+  it('are one compact line per entry: time, level, node, message', () => {
+    const json = '{"level":"warn","time":"2026-12-01T18:00:00.123Z","node_id":3,"msg":"stop http: gone"}';
+    expect(prettyLine(json)).toBe('18:00:00.123 WARN  node 3 stop http: gone\n');
+  });
 });
 
 describe('--version', () => {
