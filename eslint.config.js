@@ -23,7 +23,7 @@ export const LAYERS = {
   sim: ['base', 'raft', 'api', 'node', 'storage'],
   cluster: ['base', 'raft', 'api', 'node', 'storage', 'network', 'http'],
   bench: ['base', 'api', 'client'],
-  bin: ['base', 'api', 'client', 'cluster', 'storage'],
+  bin: ['base', 'api', 'client', 'cluster'],
   index: ['base', 'api', 'client', 'cluster'],
 };
 

@@ -1,7 +1,7 @@
 import { AssertionError } from '../base/assert.ts';
 import type { NodeId } from '../base/ids.ts';
 
-/** Stable error codes of the API, each with its HTTP status (DESIGN.md section 6). */
+/** Stable error codes of the API, each with its HTTP status (the status table in docs/api.md). */
 export const ERROR_STATUS = {
   INVALID_INPUT: 400,
   KEY_TOO_LARGE: 400,

@@ -1,6 +1,6 @@
 import type { NodeId } from '../base/ids.ts';
 
-/** Wire formats of the control-plane API, in the seed's JSON shapes (DESIGN.md section 6). */
+/** Wire formats of the control-plane API, in the seed's JSON shapes (docs/api.md). */
 export interface ClusterNode {
   readonly id: NodeId;
   readonly addr: string;

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 /**
  * `npm start`: a local three-node Aspen cluster on loopback in one process, data under ./data,
- * initialized on first start, printing its endpoints and a curl to try. Ctrl-C stops it.
+ * initialized on first start, printing its endpoints and a curl to try. Ctrl-C stops it. Each
+ * node logs JSON lines on stderr with its node_id.
  */
 import { startNode, StartError, type RunningNode } from '../cluster/bootstrap.ts';
 import { ConfigError, parseNodeConfig } from '../cluster/config.ts';
-import { StorageError } from '../storage/errors.ts';
+import { createLog } from '../cluster/logger.ts';
+import { StorageError } from '../cluster/errors.ts';
 
 const NODE_IDS = [1, 2, 3] as const;
 const RAFT_PORT_BASE = 26_000;
@@ -13,10 +15,6 @@ const HTTP_PORT_BASE = 8_000;
 const INIT_ATTEMPTS_MAX = 50;
 /** The local cluster's cookie: loopback only, but as long as any cookie must be. */
 const LOCAL_COOKIE = 'aspen-local-cluster';
-
-function log(line: string): void {
-  process.stderr.write(`${line}\n`);
-}
 
 async function initialize(httpUrl: string): Promise<void> {
   const initialMembers = NODE_IDS.map((id) => ({
@@ -64,7 +62,7 @@ try {
       LOCAL_COOKIE,
     ]);
     nodes.push(
-      await startNode(config, log, {
+      await startNode(config, createLog({ nodeId: id, level: config.logLevel }), {
         onFatal: (error) => {
           onFatal(id, error);
         },

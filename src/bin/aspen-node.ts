@@ -5,19 +5,22 @@
  * directory in use, port in use, storage) with one line and code 1; a storage failure while running
  * stops the node with one line and code 1; SIGINT/SIGTERM shut down in reverse order (code 0).
  * A broken invariant is not an operating error: it crashes loudly, with its stack.
+ * Logs: one JSON object per line on stderr (pino), with node_id, at --log-level and above.
  */
 import { startNode, StartError, type RunningNode } from '../cluster/bootstrap.ts';
 import { ConfigError, isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
-import { StorageError } from '../storage/errors.ts';
+import { createLog, type Log } from '../cluster/logger.ts';
+import { StorageError } from '../cluster/errors.ts';
 
+/**
+ * Test hook, in the spirit of FoundationDB's BUGGIFY: the start step named here fails, to prove that
+ * a failed start at any step stops exactly what started (test/cluster/lifecycle.test.ts).
+ */
+const FAIL_START_STEP_VARIABLE = 'ASPEN_TEST_FAIL_START_STEP';
 const EXIT_CONFIG = 2;
 const EXIT_FAILED = 1;
 /** Longest dependency console message kept on its one line. */
 const DEPENDENCY_LINE_CHARS_MAX = 500;
-
-function log(line: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-}
 
 /** One line to stderr, and exit. */
 function fail(line: string, code: number): never {
@@ -30,12 +33,12 @@ function fail(line: string, code: number): never {
  * rejects the write) get one log line per call, never a stack trace: the node reports the failure
  * itself, in one line.
  */
-function consoleOnOneLine(): void {
+function consoleOnOneLine(log: Log): void {
   const write = (...items: unknown[]): void => {
     const text = items
       .map((item) => (item instanceof Error ? `${item.name}: ${item.message}` : String(item)))
       .join(' ');
-    log(`dependency: ${text.replace(/\s*\n\s*/g, ' ').slice(0, DEPENDENCY_LINE_CHARS_MAX)}`);
+    log(`dependency: ${text.replace(/\s*\n\s*/g, ' ').slice(0, DEPENDENCY_LINE_CHARS_MAX)}`, 'warn');
   };
   console.error = write;
   console.warn = write;
@@ -53,15 +56,21 @@ function configure(): NodeConfig {
 
 async function main(): Promise<void> {
   const config = configure();
+  const log = createLog({ nodeId: config.nodeId, level: config.logLevel });
   if (config.cookieIsDefault && !isLoopbackHost(config.host)) {
-    log(`warning: the default cookie is in use on ${config.host} (--insecure); set --cookie to a secret`);
+    log(`the default cookie is in use on ${config.host} (--insecure); set --cookie to a secret`, 'warn');
   }
-  consoleOnOneLine();
+  consoleOnOneLine(log);
   let running: RunningNode;
   try {
+    const failStep = process.env[FAIL_START_STEP_VARIABLE];
     running = await startNode(config, log, {
       onFatal: (error) => {
         fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED);
+      },
+      beforeStep: (step) => {
+        if (step === failStep)
+          throw new StartError(`start step ${step} failed (${FAIL_START_STEP_VARIABLE})`);
       },
     });
   } catch (error) {
@@ -82,7 +91,7 @@ async function main(): Promise<void> {
       (error: unknown) => {
         if (error instanceof StorageError)
           fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED);
-        log(`shutdown failed: ${error instanceof Error ? error.message : String(error)}`);
+        log(`shutdown failed: ${error instanceof Error ? error.message : String(error)}`, 'error');
         process.exit(EXIT_FAILED);
       },
     );

@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import type { ClusterState, RaftMetrics } from '../api/types.ts';
+import { ASPEN_VERSION } from '../api/version.ts';
 import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, KvClient, type MemberSpec } from '../client/kv-client.ts';
 import { KvError } from '../client/errors.ts';
 
@@ -281,6 +282,7 @@ function program(choose: (chosen: Chosen) => void): Command {
     .description(
       'Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable)',
     )
+    .version(ASPEN_VERSION, '--version', 'print the version and exit')
     .exitOverride()
     // Help goes out as commander writes it; its error messages are printed by parse() in our one-line form.
     .configureOutput({

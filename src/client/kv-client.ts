@@ -1,5 +1,4 @@
 import type {
-  ClusterNode,
   ClusterState,
   DeleteResult,
   RaftMetrics,
@@ -12,123 +11,41 @@ import type {
 } from '../api/types.ts';
 import { KvError } from './errors.ts';
 import { HttpPool } from './http-transport.ts';
+import {
+  ADD_LEARNER_TIMEOUT_MS_DEFAULT,
+  BACKOFF_MS_MAX_DEFAULT,
+  BACKOFF_MS_MIN_DEFAULT,
+  CALL_TIMEOUT_MS_DEFAULT,
+  DISCOVERY_INTERVAL_MS_MIN,
+  DISCOVERY_TIMEOUT_MS_MAX,
+  ENDPOINTS_MAX,
+  RETRY_ATTEMPTS_MAX_DEFAULT,
+  RETRY_TOTAL_MS_MAX_DEFAULT,
+  SCAN_PAGES_MAX,
+  type CallOptions,
+  type DiscoveredPeer,
+  type HealthResult,
+  type KvClientOptions,
+  type MemberSpec,
+  type MembershipOptions,
+  type NodeInfo,
+  type RetryPolicy,
+} from './options.ts';
+import {
+  ANY,
+  assert,
+  backoff,
+  checkPolicy,
+  isAborted,
+  LEADER,
+  PREFER_LEADER,
+  TRANSIENT_CODES,
+  type Call,
+  type Route,
+} from './retry.ts';
 
-export const ENDPOINTS_MAX = 64;
-/** Default bound on one attempt of a call. */
-export const CALL_TIMEOUT_MS_DEFAULT = 10_000;
-/** add-learner waits for the learner to catch up (the server allows 30 s). */
-export const ADD_LEARNER_TIMEOUT_MS_DEFAULT = 40_000;
-export const RETRY_ATTEMPTS_MAX_DEFAULT = 8;
-export const RETRY_TOTAL_MS_MAX_DEFAULT = 20_000;
-export const BACKOFF_MS_MIN_DEFAULT = 20;
-export const BACKOFF_MS_MAX_DEFAULT = 1_000;
-/** Leader discovery (GET /leader and /node-info of every endpoint) runs at most this often. */
-export const DISCOVERY_INTERVAL_MS_MIN = 1_000;
-/** Bound on each discovery request, so a hung endpoint cannot stall a call for long. */
-export const DISCOVERY_TIMEOUT_MS_MAX = 1_000;
-/** Pages scanAll reads at most (each up to the scan limit). */
-export const SCAN_PAGES_MAX = 1_000;
-
-export interface RetryPolicy {
-  readonly attemptsMax: number;
-  readonly totalMsMax: number;
-  readonly backoffMsMin: number;
-  readonly backoffMsMax: number;
-}
-
-export interface KvClientOptions {
-  /** Base URLs of the nodes' HTTP APIs, e.g. http://127.0.0.1:8001. */
-  readonly endpoints: readonly string[];
-  /** Bound on each attempt (default CALL_TIMEOUT_MS_DEFAULT). */
-  readonly timeoutMs?: number;
-  readonly retry?: Partial<RetryPolicy>;
-}
-
-export interface CallOptions {
-  /** Bound on each attempt of this call. */
-  readonly timeoutMs?: number;
-  readonly signal?: AbortSignal;
-  /** Overrides of the client's retry policy for this call. */
-  readonly retry?: Partial<RetryPolicy>;
-}
-
-export interface MembershipOptions extends CallOptions {
-  /** The learners wanted after the change (see changeMembership). */
-  readonly learners?: readonly number[];
-}
-
-export interface NodeInfo {
-  readonly node_id: number;
-  readonly endpoint_id: string;
-  readonly addrs: readonly string[];
-  readonly http_addr: string | null;
-}
-
-export interface HealthResult {
-  readonly status: 'healthy' | 'degraded';
-  readonly checks: { readonly initialized: boolean; readonly leader: boolean; readonly raft_state: string };
-  readonly node_id: number;
-  readonly raft_node_id: number;
-  readonly endpoint_id: string;
-  readonly uptime_seconds: number;
-}
-
-export interface DiscoveredPeer {
-  readonly node_id: number;
-  readonly peer_id: string;
-  readonly addrs: readonly string[];
-  readonly http_addr: string | null;
-  readonly last_seen_ms_ago: number;
-}
-
-/** A member given by id alone lets discovery supply its address (see docs/api.md). */
-export type MemberSpec = Pick<ClusterNode, 'id'> & Partial<Pick<ClusterNode, 'addr' | 'raft_addr'>>;
-
-/** Where a call goes: to the leader only, the leader when known, any node, or one given node. */
-type Route =
-  { readonly to: 'leader' | 'prefer-leader' | 'any' } | { readonly to: 'node'; readonly endpoint: string };
-
-interface Call {
-  readonly method: 'GET' | 'POST';
-  readonly path: string;
-  readonly body?: unknown;
-  /** Whether the call may run twice without harm: reads yes; writes and membership changes no. */
-  readonly idempotent: boolean;
-  readonly route: Route;
-  /** The answer is text (Prometheus), not a JSON object. */
-  readonly text?: boolean;
-}
-
-/** Failures worth another attempt: a leader change, overload, an endpoint down or slow. */
-const TRANSIENT_CODES = new Set([
-  'NOT_LEADER',
-  'NO_LEADER',
-  'OVERLOADED',
-  'SHUTTING_DOWN',
-  'CONNECTION',
-  'TIMEOUT',
-  'NO_QUORUM',
-]);
-
-const LEADER: Route = { to: 'leader' };
-const PREFER_LEADER: Route = { to: 'prefer-leader' };
-const ANY: Route = { to: 'any' };
-
-function assert(condition: boolean, message: string): asserts condition {
-  if (!condition) throw new Error(`KvClient invariant: ${message}`);
-}
-
-function checkPolicy(policy: RetryPolicy): RetryPolicy {
-  const { attemptsMax, totalMsMax, backoffMsMin, backoffMsMax } = policy;
-  const ok =
-    Number.isSafeInteger(attemptsMax) &&
-    attemptsMax >= 1 &&
-    totalMsMax >= 0 &&
-    backoffMsMin >= 0 &&
-    backoffMsMin <= backoffMsMax;
-  if (!ok) throw new RangeError(`bad retry policy ${JSON.stringify(policy)}`);
-  return policy;
-}
+// The options and limits live in options.ts; they are still importable from here.
+export * from './options.ts';
 
 /**
  * A typed client of the HTTP API (docs/api.md): keep-alive pool, leader discovery and caching,
@@ -329,9 +246,10 @@ export class KvClient {
     );
   }
 
+  /** One node's health; an unhealthy node (503) answers its report too, it is not an error. */
   health(endpoint: string, options?: CallOptions): Promise<HealthResult> {
     return this.call(
-      { method: 'GET', path: '/health', idempotent: true, route: this.node(endpoint) },
+      { method: 'GET', path: '/health', idempotent: true, route: this.node(endpoint), answerStatus: 503 },
       options,
     );
   }
@@ -436,8 +354,10 @@ export class KvClient {
   /** One request to one endpoint; an error answer rejects with its KvError. */
   private async attempt<T>(endpoint: string, call: Call, signal: AbortSignal): Promise<T> {
     const answer = await this.pool.request(endpoint, call.method, call.path, call.body, signal);
-    if (answer.status < 200 || answer.status >= 300)
-      throw KvError.fromAnswer(answer.status, answer.body, endpoint);
+    const answered =
+      (answer.status >= 200 && answer.status < 300) ||
+      (answer.status === call.answerStatus && !isErrorBody(answer.body));
+    if (!answered) throw KvError.fromAnswer(answer.status, answer.body, endpoint);
     const shapeOk =
       call.text === true
         ? typeof answer.body === 'string'
@@ -534,26 +454,7 @@ export class KvClient {
   }
 }
 
-function isAborted(signal: AbortSignal | undefined): boolean {
-  return signal?.aborted === true;
-}
-
-/** Full-jitter exponential backoff, never past `endMs`; an abort ends it early. */
-async function backoff(
-  retry: RetryPolicy,
-  attempt: number,
-  endMs: number,
-  signal: AbortSignal | undefined,
-): Promise<void> {
-  const ceilingMs = Math.min(retry.backoffMsMax, retry.backoffMsMin * 2 ** (attempt - 1));
-  const delayMs = Math.max(0, Math.min(endMs - Date.now(), Math.floor(Math.random() * ceilingMs)));
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, delayMs);
-    signal?.addEventListener('abort', done, { once: true });
-  });
+/** An error answer of the API: `{"error":{…}}`. */
+function isErrorBody(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && 'error' in body;
 }

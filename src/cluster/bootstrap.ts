@@ -1,7 +1,5 @@
 import { randomInt } from 'node:crypto';
-import dgram from 'node:dgram';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import type { FastifyInstance } from 'fastify';
@@ -12,16 +10,25 @@ import { MemoryKvStateMachine, type StateMachine } from '../node/kv-state-machin
 import { systemClock } from '../node/local-runtime.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
-import { assert, AssertionError } from '../base/assert.ts';
+import { AssertionError } from '../base/assert.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
 import type { PersistedState } from '../raft/types.ts';
-import { firstLine, StorageError } from '../storage/errors.ts';
 import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
 import { MemoryLogStore } from '../storage/memory-log-store.ts';
 import type { NodeConfig } from './config.ts';
 import { mdnsServiceTag, startDiscovery, type Discovery } from './discovery/index.ts';
+import { firstLine, StorageError } from './errors.ts';
 import { ForwardingStore } from './forwarding.ts';
+import { HealthMonitor } from './health.ts';
+import type { Log } from './logger.ts';
+import { Lifecycle, type LifecycleHooks, type Started, type StopMode } from './lifecycle.ts';
+import { endpointError, listenError, probePort } from './ports.ts';
+
+// Kept importable from here: the start order, its errors and the port messages.
+export { StartError } from './errors.ts';
+export { FATAL_STOP_WAIT_MS, START_STEPS, type StartStep } from './lifecycle.ts';
+export { endpointError, listenError } from './ports.ts';
 
 /** Heartbeats are two ticks: the core counts time in ticks, the node knows how long one is. */
 export const HEARTBEAT_TICKS = 2;
@@ -29,40 +36,15 @@ export const HEARTBEAT_TICKS = 2;
 export const HTTP_STOP_GRACE_MS = 2_000;
 /** On shutdown a leader waits this long for a successor to take over. */
 export const SHUTDOWN_TRANSFER_WAIT_MS = 1_000;
-/** After a storage failure, the longest wait for HTTP, discovery and the endpoint to stop before the failure is reported. */
-export const FATAL_STOP_WAIT_MS = 5_000;
-
-/**
- * The components of a node in the seed's start order: metadata store (the data dir, locked), endpoint
- * (libp2p with its gossip service), cluster services (discovery), Raft core and RaftNode, RPC
- * (forwarding over the endpoint), HTTP. They stop in reverse.
- */
-export const START_STEPS = ['storage', 'endpoint', 'discovery', 'raft', 'rpc', 'http'] as const;
-export type StartStep = (typeof START_STEPS)[number];
-
-/** A start refused for an operating reason (a port in use, an address not on this machine): one line. */
-export class StartError extends Error {
-  override readonly name = 'StartError';
-}
 
 export interface StoreParts {
   readonly logStore: LogStore;
   readonly stateMachine: StateMachine;
 }
 
-export interface StartOptions {
-  /**
-   * Storage failed while running: the node stopped itself (Raft, HTTP, RPC, discovery, endpoint; the
-   * store let go without marking its state machine clean, so the next start rebuilds it). The owner
-   * says so in one line and ends the process. Without it the failure is logged.
-   */
-  readonly onFatal?: (error: StorageError) => void;
-  /** Test hook: called before each start step; a throw there fails that step. */
-  readonly beforeStep?: (step: StartStep) => void;
+export interface StartOptions extends LifecycleHooks {
   /** Test hook: wraps the log store and state machine (to inject storage failures). */
   readonly wrapStores?: (stores: StoreParts) => StoreParts;
-  /** Test hook: told each component that stopped, in the order they stop. */
-  readonly onStopped?: (step: StartStep) => void;
 }
 
 export interface RunningNode {
@@ -87,118 +69,6 @@ export function raftConfigFor(config: NodeConfig): { raft: RaftConfig; tickMs: n
   };
 }
 
-type StopMode = 'graceful' | 'unwind' | 'fatal';
-
-interface Component {
-  readonly step: StartStep;
-  stop(mode: StopMode): Promise<void>;
-}
-
-interface Started<T> {
-  readonly value: T;
-  stop(mode: StopMode): Promise<void>;
-}
-
-/**
- * What has started, and the one way to stop it: in reverse, each component once, exactly those that
- * started. A storage failure reported by Raft (fail()) stops the node the same way, leaving the
- * store unclean on purpose.
- */
-class Lifecycle {
-  private readonly started: Component[] = [];
-  private readonly log: (line: string) => void;
-  private readonly options: StartOptions;
-  private readonly nodeId: number;
-  private starting = true;
-  private stopping: Promise<void> | null = null;
-  /** The storage failure that stopped (or is stopping) the node. */
-  failure: StorageError | null = null;
-
-  constructor(nodeId: number, log: (line: string) => void, options: StartOptions) {
-    this.nodeId = nodeId;
-    this.log = log;
-    this.options = options;
-  }
-
-  /** Run one start step; a storage failure reported meanwhile fails the start before the next step. */
-  async step<T>(step: StartStep, start: () => Promise<Started<T>> | Started<T>): Promise<T> {
-    assert(this.starting && this.started.length < START_STEPS.length, `start step ${step} out of order`);
-    if (this.failure !== null) throw this.failure;
-    this.options.beforeStep?.(step);
-    const started = await start();
-    this.started.push({ step, stop: (mode) => started.stop(mode) });
-    return started.value;
-  }
-
-  /** The start completed: from now on a storage failure stops the node at once. */
-  running(): void {
-    if (this.failure !== null) throw this.failure;
-    this.starting = false;
-  }
-
-  /** Raft's fatal hook: storage failed. */
-  fail(error: StorageError): void {
-    if (this.failure !== null) return;
-    this.failure = error;
-    if (this.starting || this.stopping !== null) return; // the start unwinds, or the stop under way finishes
-    const report =
-      this.options.onFatal ??
-      ((failure: StorageError) => {
-        this.log(`node ${this.nodeId} stopped: ${failure.message}`);
-      });
-    this.stopping = withinMs(this.stopAll('fatal'), FATAL_STOP_WAIT_MS, this.log).then(() => {
-      report(error);
-    });
-  }
-
-  /** Stop what started (graceful after a start, unwind after a failed one). */
-  async stop(mode: 'graceful' | 'unwind'): Promise<void> {
-    this.stopping ??= this.stopAll(this.failure === null ? mode : 'fatal');
-    await this.stopping;
-    if (this.failure !== null) throw this.failure;
-  }
-
-  /** Every started component gets its stop, in reverse, even after one failed; the first failure is thrown at the end. */
-  private async stopAll(mode: StopMode): Promise<void> {
-    const failures: unknown[] = [];
-    for (let index = this.started.length - 1; index >= 0; index -= 1) {
-      const component = this.started[index];
-      assert(component !== undefined, 'started components are dense');
-      try {
-        await component.stop(this.failure === null ? mode : 'fatal');
-        this.options.onStopped?.(component.step);
-      } catch (error) {
-        if (error instanceof AssertionError) throw error;
-        this.log(`stop ${component.step}: ${firstLine(error)}`);
-        failures.push(error);
-      }
-    }
-    this.started.length = 0;
-    if (failures.length > 0) throw failures[0];
-  }
-}
-
-/** Wait for `work` at most `limitMs`; a failure or an overrun is logged, never thrown (the caller reports the cause). */
-async function withinMs(work: Promise<void>, limitMs: number, log: (line: string) => void): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const overrun = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
-      log(`stopping took longer than ${limitMs} ms; reporting anyway`);
-      resolve();
-    }, limitMs);
-  });
-  try {
-    await Promise.race([
-      work.catch((error: unknown) => {
-        if (error instanceof AssertionError) throw error;
-      }),
-      overrun,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /**
  * Start a node in the seed's order and return a handle whose stop() shuts down in reverse (a leader
  * first hands over to a caught-up voter). If a step fails, exactly the steps before it are stopped,
@@ -207,7 +77,7 @@ async function withinMs(work: Promise<void>, limitMs: number, log: (line: string
  */
 export async function startNode(
   config: NodeConfig,
-  log: (line: string) => void,
+  log: Log,
   options: StartOptions = {},
 ): Promise<RunningNode> {
   const lifecycle = new Lifecycle(config.nodeId, log, options);
@@ -219,7 +89,7 @@ export async function startNode(
       await lifecycle.stop('unwind');
     } catch (stopError) {
       if (stopError instanceof AssertionError) throw stopError;
-      if (stopError !== error) log(`after a failed start: ${firstLine(stopError)}`);
+      if (stopError !== error) log(`after a failed start: ${firstLine(stopError)}`, 'error');
     }
     throw error;
   }
@@ -228,16 +98,17 @@ export async function startNode(
 /** Messages from the endpoint go to Raft and to forwarding once they have started. */
 interface Routes {
   node: RaftNode | null;
+  health: HealthMonitor | null;
   forwarding: ForwardingStore | null;
 }
 
 async function startSteps(
   config: NodeConfig,
-  log: (line: string) => void,
+  log: Log,
   options: StartOptions,
   lifecycle: Lifecycle,
 ): Promise<RunningNode> {
-  const routes: Routes = { node: null, forwarding: null };
+  const routes: Routes = { node: null, health: null, forwarding: null };
   const stores = await lifecycle.step('storage', () => startStorage(config, log, options));
   const transport = await lifecycle.step('endpoint', () => startEndpoint(config, log, routes));
   const httpAddress = `${config.httpHost}:${config.httpPort}`;
@@ -251,7 +122,7 @@ async function startSteps(
       },
     };
   });
-  const node = await lifecycle.step('raft', () =>
+  const { node, health } = await lifecycle.step('raft', () =>
     startRaft(config, log, { stores, transport, discovery, routes, lifecycle }),
   );
   const forwarding = await lifecycle.step('rpc', () => {
@@ -273,7 +144,7 @@ async function startSteps(
     return { value: { client, store }, stop };
   });
   const app = await lifecycle.step('http', () =>
-    startHttp(config, log, { transport, discovery, forwarding, httpAddress }),
+    startHttp(config, log, { transport, discovery, forwarding, health, httpAddress }),
   );
   lifecycle.running();
   const address = app.server.address();
@@ -290,11 +161,7 @@ interface Stores extends StoreParts {
 }
 
 /** The data dir, locked to this process (LmdbStorage.open), or memory. */
-async function startStorage(
-  config: NodeConfig,
-  log: (line: string) => void,
-  options: StartOptions,
-): Promise<Started<Stores>> {
+async function startStorage(config: NodeConfig, log: Log, options: StartOptions): Promise<Started<Stores>> {
   const wrap = options.wrapStores ?? ((parts: StoreParts) => parts);
   if (config.storage === 'memory') {
     const logStore = new MemoryLogStore();
@@ -307,6 +174,7 @@ async function startStorage(
   if (storage.stateRebuilt)
     log(
       `storage: the last stop was not clean; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`,
+      'warn',
     );
   // After a storage failure every component is stopped in 'fatal' mode: the store is left unclean.
   const stop = (mode: StopMode): Promise<void> => (mode === 'fatal' ? storage.abandon() : storage.close());
@@ -318,7 +186,7 @@ async function startStorage(
     };
   } catch (error) {
     await storage.close().catch((closeError: unknown) => {
-      log(`storage: ${firstLine(closeError)}`);
+      log(`storage: ${firstLine(closeError)}`, 'error');
     });
     throw error;
   }
@@ -342,7 +210,7 @@ async function loadIdentity(config: NodeConfig): Promise<PrivateKey> {
 /** The Raft endpoint: QUIC on the UDP port and TCP on the TCP port of one number. */
 async function startEndpoint(
   config: NodeConfig,
-  log: (line: string) => void,
+  log: Log,
   routes: Routes,
 ): Promise<Started<Libp2pTransport>> {
   await probePort(config.host, config.port, 'raft', 'TCP');
@@ -360,7 +228,10 @@ async function startEndpoint(
       onMessage: (message) => {
         if (message.type === 'client_request') routes.forwarding?.handleRequest(message);
         else if (message.type === 'client_response') routes.forwarding?.handleResponse(message);
-        else routes.node?.deliver(message);
+        else {
+          routes.health?.observe(message);
+          routes.node?.deliver(message);
+        }
       },
       log,
     });
@@ -368,7 +239,7 @@ async function startEndpoint(
     throw endpointError(error, config);
   }
   transport.onPeerEvent((event) => {
-    log(`peers: node ${event.id} ${event.kind} at ${event.address}`);
+    log(`peers: node ${event.id} ${event.kind} at ${event.address}`, 'debug');
   });
   return { value: transport, stop: () => transport.stop() };
 }
@@ -381,7 +252,12 @@ interface RaftParts {
   readonly lifecycle: Lifecycle;
 }
 
-function startRaft(config: NodeConfig, log: (line: string) => void, parts: RaftParts): Started<RaftNode> {
+/** RaftNode, and the health monitor that watches it (started and stopped with it). */
+function startRaft(
+  config: NodeConfig,
+  log: Log,
+  parts: RaftParts,
+): Started<{ node: RaftNode; health: HealthMonitor }> {
   const { raft, tickMs } = raftConfigFor(config);
   const { stores, discovery, lifecycle } = parts;
   const node = new RaftNode({
@@ -409,27 +285,34 @@ function startRaft(config: NodeConfig, log: (line: string) => void, parts: RaftP
       lifecycle.fail(error);
     },
   });
+  const health = new HealthMonitor({
+    subject: node,
+    nowMs: () => Date.now(),
+    electionTimeoutMaxMs: config.electionTimeoutMaxMs,
+    storageFailed: () => lifecycle.failure !== null,
+  });
   parts.routes.node = node;
+  parts.routes.health = health;
   node.start();
+  health.start();
   const stop = async (mode: StopMode): Promise<void> => {
     if (mode === 'graceful') await handOverLeadership(node);
+    parts.routes.health = null;
+    health.stop();
     node.stop();
   };
-  return { value: node, stop };
+  return { value: { node, health }, stop };
 }
 
 interface HttpParts {
   readonly transport: Libp2pTransport;
   readonly discovery: Discovery;
   readonly forwarding: { readonly client: RaftControlClient; readonly store: ForwardingStore };
+  readonly health: HealthMonitor;
   readonly httpAddress: string;
 }
 
-async function startHttp(
-  config: NodeConfig,
-  log: (line: string) => void,
-  parts: HttpParts,
-): Promise<Started<FastifyInstance>> {
+async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promise<Started<FastifyInstance>> {
   const { transport, discovery } = parts;
   const app = buildHttpServer({
     controller: parts.forwarding.client,
@@ -456,6 +339,7 @@ async function startHttp(
         })),
       clusterTicket: () => discovery.ticket(),
     },
+    health: () => parts.health.report(),
     httpAddress: parts.httpAddress,
     allowedHostNames: config.httpAllowedHosts,
     log,
@@ -464,7 +348,7 @@ async function startHttp(
     await app.listen({ host: config.httpHost, port: config.httpPort });
   } catch (error) {
     await app.close().catch((closeError: unknown) => {
-      log(`http: ${firstLine(closeError)}`);
+      log(`http: ${firstLine(closeError)}`, 'error');
     });
     throw listenError(error, config.httpHost, config.httpPort, 'http', 'TCP');
   }
@@ -500,85 +384,4 @@ async function handOverLeadership(node: RaftNode): Promise<void> {
   const deadline = Date.now() + SHUTDOWN_TRANSFER_WAIT_MS;
   while (node.status().role === 'leader' && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 10));
-}
-
-// ---------------------------------------------------------------- ports
-
-type Role = 'raft' | 'http';
-type Protocol = 'TCP' | 'UDP';
-
-/** One line for a listen that failed: "port 26001 is already in use (raft, TCP)". */
-export function listenError(
-  error: unknown,
-  host: string,
-  port: number,
-  role: Role,
-  protocol: Protocol,
-): StartError {
-  const code = error instanceof Error && 'code' in error ? error.code : undefined;
-  const where = `cannot listen on ${host}:${port} (${role}, ${protocol})`;
-  switch (code) {
-    case 'EADDRINUSE':
-      return new StartError(`port ${port} is already in use (${role}, ${protocol})`, { cause: error });
-    case 'EADDRNOTAVAIL':
-      return new StartError(`${where}: ${host} is not an address of this machine (EADDRNOTAVAIL)`, {
-        cause: error,
-      });
-    case 'EACCES':
-      return new StartError(`${where}: permission denied (EACCES)`, { cause: error });
-    default:
-      return new StartError(`${where}: ${firstLine(error)}`, { cause: error });
-  }
-}
-
-/** Bind `port` on `host` and let go, so that a port in use is named before libp2p buries it in a stack trace. */
-async function probePort(host: string, port: number, role: Role, protocol: Protocol): Promise<void> {
-  if (port === 0) return;
-  const error = await (protocol === 'TCP' ? tryTcp(host, port) : tryUdp(host, port));
-  if (error !== null) throw listenError(error, host, port, role, protocol);
-}
-
-function tryTcp(host: string, port: number): Promise<Error | null> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', (error) => {
-      resolve(error);
-    });
-    server.listen({ host, port, exclusive: true }, () => {
-      server.close(() => {
-        resolve(null);
-      });
-    });
-  });
-}
-
-function tryUdp(host: string, port: number): Promise<Error | null> {
-  return new Promise((resolve) => {
-    const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
-    socket.once('error', (error) => {
-      socket.removeAllListeners();
-      resolve(error);
-    });
-    socket.bind({ address: host, port, exclusive: true }, () => {
-      socket.close(() => {
-        resolve(null);
-      });
-    });
-  });
-}
-
-/** libp2p reports failed listens as one multi-line message with stack traces: keep the first cause, on one line. */
-export function endpointError(error: unknown, config: NodeConfig): StartError {
-  const text = error instanceof Error ? error.message : String(error);
-  const inUse = /\/(tcp|udp)\/(\d+)[^\n:]*: [^\n]*(EADDRINUSE|Address already in use)/.exec(text);
-  if (inUse !== null)
-    return new StartError(
-      `port ${inUse[2] ?? config.port} is already in use (raft, ${inUse[1] === 'udp' ? 'UDP' : 'TCP'})`,
-      { cause: error },
-    );
-  const failed = /^\s*(\/\S+): (.+)$/m.exec(text);
-  const reason = failed === null ? firstLine(error) : `${failed[1] ?? ''}: ${failed[2] ?? ''}`;
-  return new StartError(`cannot start the raft endpoint on ${config.host}:${config.port}: ${reason}`, {
-    cause: error,
-  });
 }

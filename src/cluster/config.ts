@@ -3,9 +3,14 @@ import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
 import { toMultiaddrs } from '../network/libp2p-transport.ts';
 import { decodeTicket, TicketError, type ClusterTicket } from './discovery/ticket.ts';
+import { ASPEN_VERSION } from '../api/version.ts';
+import { ConfigError } from './errors.ts';
+import { LOG_LEVELS, type LogLevel } from './logger.ts';
+
+export { ConfigError };
 
 /**
- * aspen-node configuration (DESIGN.md section 7): defaults < ASPEN_* environment < TOML config
+ * aspen-node configuration (docs/operations.md, "Configuration"): defaults < ASPEN_* environment < TOML config
  * file (--config) < flags. Bad configuration fails at start with one clear line.
  */
 export interface NodeConfig {
@@ -22,7 +27,7 @@ export interface NodeConfig {
   readonly heartbeatIntervalMs: number;
   readonly electionTimeoutMinMs: number;
   readonly electionTimeoutMaxMs: number;
-  readonly logLevel: 'error' | 'warn' | 'info' | 'debug';
+  readonly logLevel: LogLevel;
   /** Gossip discovery on the cookie's topic (on by default; --disable-gossip). */
   readonly gossip: boolean;
   /** mDNS on the LAN (on by default; --disable-mdns). */
@@ -35,17 +40,6 @@ export interface NodeConfig {
   readonly httpAllowedHosts: readonly string[];
   /** --insecure: a cookie shorter than COOKIE_CHARS_MIN, or the default cookie off loopback, is accepted (with a warning). */
   readonly insecure: boolean;
-}
-
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-  /** --help was asked for and printed: not an error for the process. */
-  readonly helpShown: boolean;
-
-  constructor(message: string, helpShown = false) {
-    super(message);
-    this.helpShown = helpShown;
-  }
 }
 
 export const DEFAULT_COOKIE = 'aspen-cookie';
@@ -77,8 +71,9 @@ function peer(text: string): { id: number; address: string } {
 }
 
 function command(): Command {
-  return new Command('aspen-node')
+  const program = new Command('aspen-node')
     .description('Run one Aspen node: Raft over libp2p with the HTTP control-plane API')
+    .version(ASPEN_VERSION, '--version', 'print the version and exit')
     .exitOverride()
     .configureOutput({
       writeErr: () => undefined,
@@ -87,7 +82,11 @@ function command(): Command {
       },
     })
     .addOption(new Option('--node-id <id>', "this node's Raft id (>= 1), required").env('ASPEN_NODE_ID'))
-    .addOption(new Option('--port <port>', 'Raft transport port (TCP)').env('ASPEN_PORT').default('26000'))
+    .addOption(
+      new Option('--port <port>', 'Raft transport port: QUIC on this UDP port, TCP on this TCP port')
+        .env('ASPEN_PORT')
+        .default('26000'),
+    )
     .addOption(
       new Option('--host <host>', 'Raft transport listen host').env('ASPEN_HOST').default('127.0.0.1'),
     )
@@ -109,19 +108,33 @@ function command(): Command {
         .default('lmdb'),
     )
     .addOption(new Option('--peers <ID@ADDRESS...>', 'static peers (repeatable)').env('ASPEN_PEERS'))
-    .addOption(new Option('--heartbeat-interval-ms <ms>').env('ASPEN_HEARTBEAT_INTERVAL_MS').default('100'))
     .addOption(
-      new Option('--election-timeout-min-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MIN_MS').default('1000'),
+      new Option('--heartbeat-interval-ms <ms>', 'leader heartbeat interval')
+        .env('ASPEN_HEARTBEAT_INTERVAL_MS')
+        .default('100'),
     )
     .addOption(
-      new Option('--election-timeout-max-ms <ms>').env('ASPEN_ELECTION_TIMEOUT_MAX_MS').default('2000'),
+      new Option('--election-timeout-min-ms <ms>', 'shortest election timeout')
+        .env('ASPEN_ELECTION_TIMEOUT_MIN_MS')
+        .default('1000'),
     )
     .addOption(
-      new Option('--log-level <level>')
+      new Option('--election-timeout-max-ms <ms>', "longest election timeout (also /health's bound)")
+        .env('ASPEN_ELECTION_TIMEOUT_MAX_MS')
+        .default('2000'),
+    )
+    .addOption(
+      new Option('--log-level <level>', 'least severe level logged (JSON lines on stderr)')
         .env('ASPEN_LOG_LEVEL')
-        .choices(['error', 'warn', 'info', 'debug'])
+        .choices(LOG_LEVELS)
         .default('info'),
-    )
+    );
+  return withSecurityOptions(withDiscoveryOptions(program));
+}
+
+/** The discovery flags: tickets, gossip, mDNS and DNS. */
+function withDiscoveryOptions(program: Command): Command {
+  return program
     .addOption(
       new Option(
         '--ticket <ticket>',
@@ -145,7 +158,12 @@ function command(): Command {
         '--dns-discovery-domain <domain>',
         'domain whose _dnsaddr TXT records list bootstrap peers',
       ).env('ASPEN_DNS_DISCOVERY_DOMAIN'),
-    )
+    );
+}
+
+/** HTTP host names, --insecure and the config file. */
+function withSecurityOptions(program: Command): Command {
+  return program
     .addOption(
       new Option(
         '--http-allowed-hosts <names...>',
@@ -283,7 +301,10 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     program.parse([...argv], { from: 'user' });
   } catch (error) {
     if (error instanceof CommanderError)
-      throw new ConfigError(error.message.replace(/^error: /, ''), error.code === 'commander.helpDisplayed');
+      throw new ConfigError(
+        error.message.replace(/^error: /, ''),
+        error.code === 'commander.helpDisplayed' || error.code === 'commander.version',
+      );
     throw error;
   }
   const configPath = program.opts<{ config?: string }>().config;

@@ -1,11 +1,8 @@
-import Fastify, {
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
-} from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
-import { AspenError, ERROR_STATUS, escalateBrokenInvariant } from '../api/errors.ts';
+import { AspenError } from '../api/errors.ts';
+import { evaluateHealth, type HealthReport } from '../api/health.ts';
+import type { RaftMetrics } from '../api/types.ts';
 import {
   ADDRESS_CHARS_MAX,
   CLUSTER_NODES_MAX,
@@ -14,12 +11,12 @@ import {
   KEY_BYTES_MAX,
   SCAN_LIMIT_MAX,
 } from '../api/limits.ts';
+import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError, type HttpLog } from './errors.ts';
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 
-/** Request body bound (DESIGN.md section 9); a larger body gets 413 BODY_TOO_LARGE. */
-export const REQUEST_BODY_BYTES_MAX = 2 * 1024 * 1024;
+export { REQUEST_BODY_BYTES_MAX } from './errors.ts';
 
 export interface NodeIdentity {
   readonly nodeId: number;
@@ -81,8 +78,10 @@ export interface HttpServerOptions {
   /** Host names served besides IP literals and localhost (DNS rebinding protection). */
   readonly allowedHostNames?: readonly string[];
   /** One line per unexpected failure (a 500): what failed, for the operator. */
-  readonly log?: (line: string) => void;
+  readonly log?: HttpLog;
   readonly connectionLimits?: ConnectionLimits;
+  /** The node's health (GET /health); without it, health is read from the metrics alone. */
+  readonly health?: () => HealthReport;
 }
 
 /** A node id in a body: a positive safe integer (a larger JSON number would silently round). */
@@ -110,8 +109,6 @@ const keyBody = {
   properties: { key: { type: 'string', minLength: 1 } },
 } as const;
 
-type ErrorBody = ReturnType<AspenError['toJSON']>;
-
 /** The query or body of an endpoint that takes none. */
 const NO_PARAMETERS = { type: 'object', additionalProperties: false, properties: {} } as const;
 
@@ -126,49 +123,13 @@ function refuseBody(request: FastifyRequest, _reply: FastifyReply, done: (error?
   );
 }
 
-/** Fastify's own failures (body, schema, content type) as the API's errors. */
-function fromFastifyError(error: Partial<FastifyError>): AspenError | null {
-  if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
-    return new AspenError('BODY_TOO_LARGE', `request body exceeds ${REQUEST_BODY_BYTES_MAX} bytes`);
-  if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || error.statusCode === 415)
-    return new AspenError('UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
-  if (error.validation !== undefined || error.statusCode === 400)
-    return new AspenError('INVALID_INPUT', error.message ?? 'invalid request');
-  return null;
-}
-
-/**
- * The one place where failures become HTTP: AspenError by code, Fastify's refusals by kind, and
- * anything else a 500 INTERNAL with a log line (the process carries on). Every body has `definite`.
- */
-function sendError(
-  reply: FastifyReply,
-  error: unknown,
-  metrics: PrometheusMetrics,
-  log: (line: string) => void,
-): FastifyReply {
-  escalateBrokenInvariant(error); // the process stops; the reply below may or may not leave first
-  const known = error instanceof AspenError ? error : fromFastifyError(error as Partial<FastifyError>);
-  let body: ErrorBody;
-  if (known === null) {
-    const request = reply.request;
-    log(
-      `http: ${request.method} ${request.url.slice(0, 200)} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
-    );
-    // A write that failed this way may or may not have been proposed.
-    body = new AspenError('INTERNAL', 'internal error (see the node log)', { definite: false }).toJSON();
-  } else {
-    body = known.toJSON();
-  }
-  metrics.errors.inc({ code: body.error.code });
-  return reply.code(ERROR_STATUS[body.error.code]).send(body);
-}
-
 /**
  * The seed's control-plane API over the ClusterController and KeyValueStore contracts only, so any
  * engine can stand behind it. Every body is validated by a JSON schema and bounded in size.
  */
 export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
+  const metrics = new PrometheusMetrics();
+  const log = options.log ?? (() => undefined);
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: REQUEST_BODY_BYTES_MAX,
@@ -180,8 +141,12 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
     routerOptions: { querystringParser: parseQueryStrict },
     // Node re-arms an answered keep-alive socket with this; the guard closes sockets idle for as long.
     keepAliveTimeout: (options.connectionLimits ?? DEFAULT_CONNECTION_LIMITS).idleTimeoutMs,
+    // Fastify's and Node's own refusals answer in the API's error shape too.
+    frameworkErrors: (error, _request, reply) => {
+      void sendError(reply, error, metrics, log);
+    },
+    clientErrorHandler: answerClientError,
   });
-  const metrics = new PrometheusMetrics();
   installBoundary(app, options, metrics);
   addMembershipRoutes(app, options);
   addKeyValueRoutes(app, options.store);
@@ -269,6 +234,11 @@ function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): 
         learner: completeNode((request.body as { learner: PartialNode }).learner, options.network),
       }),
   );
+  addChangeRoutes(app, controller);
+}
+
+/** Membership changes of an initialized cluster, snapshots, and who leads. */
+function addChangeRoutes(app: FastifyInstance, controller: ClusterController): void {
   app.post(
     '/change-membership',
     {
@@ -383,17 +353,36 @@ function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics
       throw new AspenError('INVALID_INPUT', 'this node has no network layer to make a ticket from');
     return { ticket };
   });
-  app.get('/health', async () => {
+  app.get('/health', async (_request, reply) => {
     const raft = await controller.getMetrics();
-    const hasLeader = raft.current_leader !== null;
-    return {
-      status: hasLeader ? 'healthy' : 'degraded',
-      checks: { initialized: raft.membership_config !== null, leader: hasLeader, raft_state: raft.state },
+    const report = options.health?.() ?? healthFromMetrics(raft);
+    return reply.code(report.status === 'unhealthy' ? 503 : 200).send({
+      status: report.status,
+      checks: { ...report.checks, raft_state: raft.state },
+      leaderless_ms: report.leaderless_ms,
+      log_lag_entries: report.log_lag_entries,
       node_id: identity.nodeId,
       raft_node_id: raft.node_id,
       endpoint_id: identity.endpointId,
       uptime_seconds: Math.floor((identity.nowMs() - identity.startedAtMs) / 1000),
-    };
+    });
+  });
+}
+
+/**
+ * Health of an engine without a health source (tests, a single-node stub): from its metrics alone,
+ * it cannot tell for how long no leader was known, so it is never called unhealthy.
+ */
+function healthFromMetrics(raft: RaftMetrics): HealthReport {
+  return evaluateHealth({
+    initialized: raft.membership_config !== null,
+    storageFailed: false,
+    isLeader: raft.state === 'Leader',
+    leaderKnown: raft.current_leader !== null,
+    leaderlessMs: null,
+    leaderContactMsAgo: null,
+    lagEntries: null,
+    electionTimeoutMaxMs: Number.POSITIVE_INFINITY,
   });
 }
 

@@ -3,6 +3,9 @@ import type { Stream } from '@libp2p/interface';
 import { assert } from '../base/assert.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 import { AUTH_TIMEOUT_MS } from './timeouts.ts';
+import { AuthError } from './errors.ts';
+
+export { AuthError };
 
 /**
  * Cookie authentication on every new connection: a challenge–response with HMAC-SHA256 keyed by a
@@ -39,10 +42,6 @@ const AUTH_KDF_SALT = 'aspen-cluster-key-v2';
 const AUTH_KEY_BYTES = 32;
 /** Cookies whose key a process remembers (a node has one; tests use a few). */
 const AUTH_KEYS_CACHED_MAX = 8;
-
-export class AuthError extends Error {
-  override readonly name = 'AuthError';
-}
 
 const derivedKeys = new Map<string, Buffer>();
 

@@ -8,16 +8,15 @@ import { FRAME_BYTES_MAX } from './frame.ts';
 import { APPEND_ENTRIES_MAX } from '../raft/config.ts';
 import { CLUSTER_NODES_MAX, validateConfig } from '../raft/quorum.ts';
 import type { Entry, MembershipConfig, Message, NodeAddress, SnapshotMeta } from '../raft/types.ts';
+import { WireFormatError } from './errors.ts';
+
+export { WireFormatError };
 
 /**
  * Raft messages on the wire: msgpack, decoded from untrusted bytes into a checked WireMessage.
  * Anything malformed is refused with a WireFormatError, never passed to the core.
  */
 const packr = new Packr({ useRecords: false, moreTypes: false });
-
-export class WireFormatError extends Error {
-  override readonly name = 'WireFormatError';
-}
 
 /**
  * Encode one message for a frame. A message that cannot be encoded or would not fit a frame is a

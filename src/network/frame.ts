@@ -1,4 +1,7 @@
 import { assert } from '../base/assert.ts';
+import { FrameTooLargeError } from './errors.ts';
+
+export { FrameTooLargeError };
 
 /**
  * Length-prefixed frames for the Raft stream: a 4-byte big-endian length, then that many bytes.
@@ -6,10 +9,6 @@ import { assert } from '../base/assert.ts';
  */
 export const FRAME_HEADER_BYTES = 4;
 export const FRAME_BYTES_MAX = 5 * 1024 * 1024;
-
-export class FrameTooLargeError extends Error {
-  override readonly name = 'FrameTooLargeError';
-}
 
 export function encodeFrame(payload: Uint8Array): Uint8Array {
   assert(

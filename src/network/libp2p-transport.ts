@@ -1,20 +1,8 @@
-import { noise } from '@chainsafe/libp2p-noise';
-import { quic } from '@chainsafe/libp2p-quic';
-import { yamux } from '@chainsafe/libp2p-yamux';
-import type {
-  Connection,
-  PeerId,
-  PrivateKey,
-  Stream,
-  StreamHandler,
-  StreamHandlerOptions,
-} from '@libp2p/interface';
-import { tcp } from '@libp2p/tcp';
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
-import { gossipsub, type GossipSub } from '@libp2p/gossipsub';
-import { identify, type Identify } from '@libp2p/identify';
-import { mdns } from '@libp2p/mdns';
-import { createLibp2p, type Libp2p, type ServiceFactoryMap } from 'libp2p';
+import type { Connection, PeerId, PrivateKey, Stream } from '@libp2p/interface';
+import type { Multiaddr } from '@multiformats/multiaddr';
+import type { GossipSub } from '@libp2p/gossipsub';
+import type { Identify } from '@libp2p/identify';
+import type { Libp2p } from 'libp2p';
 import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
 import { assert } from '../base/assert.ts';
 import type { NodeId } from '../raft/types.ts';
@@ -29,31 +17,30 @@ import {
 import { decodeWireMessage, encodeWireMessage } from './codec.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 import { Gatekeeper, type GatekeeperStats } from './gatekeeper.ts';
+import { createLibp2pNode } from './libp2p-services.ts';
+import { toMultiaddrs } from './multiaddrs.ts';
+import { coalesce, newOutbound, OUTBOUND_FRAMES_QUEUED_MAX, type Outbound } from './outbound.ts';
 import {
   ADDRESS_DIAL_TIMEOUT_MS,
   assertHandshakeTimeouts,
   AUTH_DEADLINE_MS,
   AUTH_STREAMS_PER_CONNECTION_MAX,
-  CONNECTION_CLOSE_TIMEOUT_MS,
-  CONNECTION_PING_INTERVAL_MS,
-  CONNECTIONS_MAX,
-  DIAL_TIMEOUT_MS,
   IDENTIFY_TIMEOUT_MS,
-  INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND,
-  INBOUND_UPGRADE_TIMEOUT_MS,
-  INBOUND_UPGRADES_PENDING_MAX,
   PEER_CONNECTIONS_PROBED_MAX,
   REDIAL_BACKOFF_MS,
   STALE_CONNECTION_PROBE_TIMEOUT_MS,
   STREAM_OPEN_TIMEOUT_MS,
 } from './timeouts.ts';
 
+// Kept importable from here: the transport's address parsing and limits.
+export { GOSSIP_RPC_BYTES_MAX, MDNS_QUERY_INTERVAL_MS } from './libp2p-services.ts';
+export { PEER_ADDRESSES_MAX, toMultiaddr, toMultiaddrs } from './multiaddrs.ts';
+export { COALESCED_WRITE_BYTES_MAX, OUTBOUND_FRAMES_QUEUED_MAX } from './outbound.ts';
+
 /** The Raft protocol: length-prefixed msgpack frames on one long-lived stream per peer and direction. */
 export const RAFT_PROTOCOL = '/aspen/raft/1.0.0';
 /** Never handled by anyone: a live peer answers "na" at once, a dead connection not at all. */
 const PROBE_PROTOCOL = '/aspen/probe/1.0.0';
-/** Frames waiting for a stream to open or drain; past it frames are dropped (Raft tolerates loss) and counted. */
-export const OUTBOUND_FRAMES_QUEUED_MAX = 4_096;
 
 export interface Libp2pTransportOptions {
   readonly nodeId: NodeId;
@@ -72,123 +59,6 @@ export interface Libp2pTransportOptions {
   readonly mdnsServiceTag?: string | null;
   /** Close connections not authenticated this long after they were accepted or opened (default AUTH_DEADLINE_MS; tests shorten it). */
   readonly authDeadlineMs?: number;
-}
-
-/** Largest single stream write made of queued frames (frames themselves are bounded by the frame limit). */
-export const COALESCED_WRITE_BYTES_MAX = 1024 * 1024;
-
-function concatFrames(frames: readonly Uint8Array[], start: number, end: number, bytes: number): Uint8Array {
-  const joined = new Uint8Array(bytes);
-  let offset = 0;
-  for (let index = start; index < end; index += 1) {
-    const frame = frames[index];
-    if (frame === undefined) continue;
-    joined.set(frame, offset);
-    offset += frame.length;
-  }
-  return joined;
-}
-
-/** How often mDNS queries the LAN. */
-export const MDNS_QUERY_INTERVAL_MS = 2_000;
-/** Largest gossip RPC accepted from a peer (announcements are at most 4 KiB). */
-export const GOSSIP_RPC_BYTES_MAX = 64 * 1_024;
-
-interface Outbound {
-  /** Where to reach the peer, in order of preference (QUIC first), or the peer id learned from its own connection. */
-  readonly addresses: readonly (Multiaddr | PeerId)[];
-  stream: Stream | null;
-  /** The stream's send buffer is full: queue until it drains. */
-  blocked: boolean;
-  opening: boolean;
-  queue: Uint8Array[];
-  retryAtMs: number;
-  /** A flush is scheduled for the end of this event-loop turn. */
-  flushScheduled: boolean;
-}
-
-/** "127.0.0.1:26002" (the seed's raft_addr) or a multiaddr string, as a multiaddr (TCP for host:port). */
-export function toMultiaddr(address: string): Multiaddr {
-  return toMultiaddrs(address).at(-1) ?? multiaddr(address);
-}
-
-/** Addresses one peer entry may list (a node announces a few: QUIC and TCP, per interface). */
-export const PEER_ADDRESSES_MAX = 16;
-
-/**
- * Where to dial a peer: "host:port" (the seed's raft_addr) means QUIC on that UDP port first, then
- * TCP on the same number; otherwise one multiaddr, or several separated by commas, tried in order.
- */
-export function toMultiaddrs(address: string): Multiaddr[] {
-  if (address.startsWith('/')) {
-    const parts = address.split(',');
-    if (parts.length > PEER_ADDRESSES_MAX)
-      throw new RangeError(`at most ${PEER_ADDRESSES_MAX} addresses per peer`);
-    return parts.map((part) => {
-      try {
-        return multiaddr(part.trim());
-      } catch {
-        throw new RangeError(`not a multiaddr: ${part.slice(0, 80)}`);
-      }
-    });
-  }
-  const match = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(address);
-  if (match === null) throw new RangeError(`not host:port or a multiaddr: ${address.slice(0, 80)}`);
-  const host = match[1] ?? '';
-  const port = match[2] ?? '';
-  return [multiaddr(`/ip4/${host}/udp/${port}/quic-v1`), multiaddr(`/ip4/${host}/tcp/${port}`)];
-}
-
-/** What a libp2p service registers its protocol handlers with (the registrar, as services see it). */
-interface HandlerRegistry {
-  handle(protocol: string, handler: StreamHandler, options?: StreamHandlerOptions): Promise<void>;
-}
-
-/**
- * A service's components with a registrar that serves each of its protocol handlers only on
- * authenticated connections. (libp2p 3.3's stream middleware cannot do this: with a middleware
- * registered, every inbound stream appends its handler to the shared middleware list, so the nth
- * stream runs the handler n times.)
- */
-function withGatedHandlers<C extends { readonly registrar: HandlerRegistry }>(
-  components: C,
-  gatekeeper: Gatekeeper,
-): C {
-  const registrar = new Proxy(components.registrar, {
-    get(target, property): unknown {
-      if (property === 'handle') {
-        return (protocol: string, handler: StreamHandler, options?: StreamHandlerOptions) =>
-          target.handle(protocol, gatekeeper.serveAuthenticated(protocol, handler), options);
-      }
-      const value: unknown = Reflect.get(target, property);
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-  return new Proxy(components, {
-    get: (target, property, receiver): unknown =>
-      property === 'registrar' ? registrar : Reflect.get(target, property, receiver),
-  });
-}
-
-/**
- * Gossipsub and identify (which tells gossipsub a peer's protocols) when gossip discovery is on,
- * nothing otherwise. Both serve only authenticated connections, and identify does not run when a
- * connection opens: the transport runs it once the connection has proved the cookie, on both sides.
- */
-function discoveryServices(gossip: boolean, gatekeeper: Gatekeeper): ServiceFactoryMap {
-  if (!gossip) return {};
-  const identifyService = identify({ runOnConnectionOpen: false, timeout: IDENTIFY_TIMEOUT_MS });
-  const pubsubService = gossipsub({
-    allowPublishToZeroTopicPeers: true,
-    emitSelf: false,
-    maxInboundDataLength: GOSSIP_RPC_BYTES_MAX,
-  });
-  return {
-    identify: (components: Parameters<typeof identifyService>[0]) =>
-      identifyService(withGatedHandlers(components, gatekeeper)),
-    pubsub: (components: Parameters<typeof pubsubService>[0]) =>
-      pubsubService(withGatedHandlers(components, gatekeeper)),
-  };
 }
 
 function asError(error: unknown): Error {
@@ -238,32 +108,7 @@ export class Libp2pTransport implements ClusterTransport {
         created?.onAuthenticated(connection);
       },
     });
-    const libp2p = await createLibp2p({
-      ...(options.privateKey === undefined ? {} : { privateKey: options.privateKey }),
-      start: false, // handlers and connection hooks first: no connection may arrive before them
-      addresses: { listen: [...options.listen] },
-      transports: [quic(), tcp()],
-      connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
-      connectionGater: gatekeeper.connectionGater(),
-      connectionManager: {
-        dialTimeout: DIAL_TIMEOUT_MS,
-        addressDialTimeout: ADDRESS_DIAL_TIMEOUT_MS,
-        inboundUpgradeTimeout: INBOUND_UPGRADE_TIMEOUT_MS,
-        outboundStreamProtocolNegotiationTimeout: STREAM_OPEN_TIMEOUT_MS,
-        inboundStreamProtocolNegotiationTimeout: STREAM_OPEN_TIMEOUT_MS,
-        connectionCloseTimeout: CONNECTION_CLOSE_TIMEOUT_MS,
-        maxConnections: CONNECTIONS_MAX,
-        maxIncomingPendingConnections: INBOUND_UPGRADES_PENDING_MAX,
-        inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_ADDRESS_PER_SECOND,
-      },
-      connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
-      services: discoveryServices(options.gossip === true, gatekeeper),
-      peerDiscovery:
-        options.mdnsServiceTag === undefined || options.mdnsServiceTag === null
-          ? []
-          : [mdns({ serviceTag: options.mdnsServiceTag, interval: MDNS_QUERY_INTERVAL_MS })],
-    });
+    const libp2p = await createLibp2pNode(options, gatekeeper);
     const transport = new Libp2pTransport(options, libp2p, gatekeeper);
     created = transport;
     libp2p.addEventListener('connection:open', (event) => {
@@ -349,15 +194,7 @@ export class Libp2pTransport implements ClusterTransport {
     const targets = toMultiaddrs(address); // throws RangeError before anything changes
     if (this.addressBook.get(id) === address && this.peers.has(id)) return;
     this.dropOutbound(id);
-    this.peers.set(id, {
-      addresses: targets,
-      stream: null,
-      blocked: false,
-      opening: false,
-      queue: [],
-      retryAtMs: 0,
-      flushScheduled: false,
-    });
+    this.peers.set(id, newOutbound(targets));
     this.addressBook.set(id, address);
   }
 
@@ -549,19 +386,7 @@ export class Libp2pTransport implements ClusterTransport {
     if (stream === null) return;
     let sent = 0;
     while (sent < peer.queue.length && !peer.blocked) {
-      let bytes = 0;
-      let end = sent;
-      while (
-        end < peer.queue.length &&
-        (end === sent || bytes + (peer.queue[end]?.length ?? 0) <= COALESCED_WRITE_BYTES_MAX)
-      ) {
-        bytes += peer.queue[end]?.length ?? 0;
-        end += 1;
-      }
-      const write =
-        end - sent === 1
-          ? (peer.queue[sent] ?? new Uint8Array(0))
-          : concatFrames(peer.queue, sent, end, bytes);
+      const { write, end } = coalesce(peer.queue, sent);
       sent = end;
       this.streamWrites += 1;
       if (!stream.send(write)) peer.blocked = true; // accepted, but wait for 'drain' before more
@@ -631,15 +456,7 @@ export class Libp2pTransport implements ClusterTransport {
     }
     // A node that reached us can be answered over its own connection even before discovery knows it.
     if (message.from !== this.nodeId && !this.peers.has(message.from)) {
-      this.peers.set(message.from, {
-        addresses: [remotePeer],
-        stream: null,
-        blocked: false,
-        opening: false,
-        queue: [],
-        retryAtMs: 0,
-        flushScheduled: false,
-      });
+      this.peers.set(message.from, newOutbound([remotePeer]));
     }
     this.onMessage(message);
   }

@@ -2,7 +2,9 @@ import { closeSync, openSync, readSync, renameSync, rmSync, writeFileSync } from
 import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
 import { assert } from '../base/assert.ts';
-import { firstLine, StorageError } from './errors.ts';
+import { DataDirInUseError, firstLine, StorageError } from './errors.ts';
+
+export { DataDirInUseError };
 
 /**
  * The lock file: an empty SQLite database that the holder keeps in an exclusive transaction. SQLite
@@ -35,11 +37,6 @@ function loadSqlite(): typeof import('node:sqlite') {
     );
   }
   return sqlite;
-}
-
-/** Another process holds the data directory. */
-export class DataDirInUseError extends StorageError {
-  override readonly name: string = 'DataDirInUseError';
 }
 
 function isBusy(error: unknown): boolean {

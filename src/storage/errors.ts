@@ -5,6 +5,11 @@ import { StorageError } from '../node/errors.ts';
 
 export { StorageError };
 
+/** Another process holds the data directory (its lock file): this one does not start. */
+export class DataDirInUseError extends StorageError {
+  override readonly name: string = 'DataDirInUseError';
+}
+
 /**
  * Below this much free space a failed write is reported as a full disk: LMDB turns a short write
  * on a full file system into EIO as often as into ENOSPC (measured on a full tmpfs).

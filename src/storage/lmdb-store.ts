@@ -1,19 +1,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync } from 'node:fs';
-import { open, TransactionFlags, type Database, type RootDatabase } from 'lmdb';
-import type { WriteCommand } from '../api/types.ts';
+import { open, type Database, type RootDatabase } from 'lmdb';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
-import {
-  applyCommand,
-  collectScanPage,
-  decodeSnapshot,
-  encodeSnapshot,
-  type ApplyOutcome,
-  type KvRecord,
-  type RecordStore,
-  type ScanPage,
-  type StateMachine,
-} from '../node/kv-state-machine.ts';
-import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
+import type { KvRecord } from '../node/kv-state-machine.ts';
 import { assert, AssertionError } from '../base/assert.ts';
 import { DataDirLock } from './data-dir-lock.ts';
 import { firstLine, isStorageFault, StorageError, storageFailure } from './errors.ts';
@@ -21,7 +9,6 @@ import {
   EMPTY_HARD_STATE,
   type Entry,
   type HardState,
-  type MembershipConfig,
   type PersistedState,
   type SnapshotMeta,
 } from '../raft/types.ts';
@@ -30,18 +17,16 @@ import {
 export const STORAGE_FORMAT_VERSION = 2;
 /** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
 export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
-/** Per-record size estimate beyond key and value, for the snapshot size bound. */
-const SNAPSHOT_RECORD_OVERHEAD_BYTES = 32;
 /** Entries removed per truncation or compaction pass are bounded by the log itself; this caps one pass. */
 export const LOG_REMOVE_PER_BATCH_MAX = 10_000_000;
 
 export { StorageError };
+// The state machine lives in its own file; it is still importable from here.
+export { LmdbKvStateMachine } from './lmdb-state-machine.ts';
 
 const META_FORMAT = 'format';
 const META_HARD_STATE = 'hard_state';
 const META_SNAPSHOT = 'snapshot';
-const META_APPLIED = 'applied';
-const META_MEMBERSHIP = 'membership';
 /** In the log environment: false while the state machine may hold unsynced writes. */
 const META_STATE_CLEAN = 'state_clean';
 const SNAPSHOT_DATA = 'data';
@@ -365,158 +350,3 @@ export class LmdbLogStore implements LogStore {
     return { persisted: { hardState, snapshot: meta, entries }, snapshot };
   }
 }
-
-/**
- * The KV state machine in LMDB: each apply is one transaction that changes the records and the
- * applied index together, so a restart never applies an entry twice. Applies are not flushed one
- * by one: the log is the durable record; after a crash the machine replays from its applied index.
- */
-export class LmdbKvStateMachine implements StateMachine {
-  private readonly storage: LmdbStorage;
-  private batching = false;
-  appliedIndex: number;
-  appliedMembership: MembershipConfig | null;
-
-  constructor(storage: LmdbStorage) {
-    this.storage = storage;
-    this.appliedIndex = (storage.stateMeta.get(META_APPLIED) as number | undefined) ?? 0;
-    this.appliedMembership = (storage.stateMeta.get(META_MEMBERSHIP) as MembershipConfig | undefined) ?? null;
-  }
-
-  apply(index: number, command: WriteCommand): ApplyOutcome {
-    this.assertNext(index);
-    const kv = this.storage.kv;
-    const store: RecordStore = {
-      get: (key) => kv.get(key),
-      set: (key, record) => {
-        kv.putSync(key, record);
-      },
-      delete: (key) => kv.removeSync(key),
-    };
-    const outcome = this.inTransaction(() => {
-      const result = applyCommand(store, index, command);
-      this.storage.stateMeta.putSync(META_APPLIED, index);
-      return result;
-    });
-    this.appliedIndex = index;
-    return outcome;
-  }
-
-  /** The applied index and, for a configuration entry, the membership change together in one transaction. */
-  applyNoop(index: number, config?: MembershipConfig): void {
-    this.assertNext(index);
-    this.inTransaction(() => {
-      this.storage.stateMeta.putSync(META_APPLIED, index);
-      if (config !== undefined) this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
-    });
-    this.appliedIndex = index;
-    if (config !== undefined) this.appliedMembership = config;
-  }
-
-  /**
-   * One transaction for every apply inside `run` (a transaction per entry was the top LMDB frame of
-   * all three nodes' profiles under 64 clients). The applied index moves with the records, so a
-   * crash keeps all of the batch or none of it.
-   */
-  batch(run: () => void): void {
-    assert(!this.batching, 'state machine batches do not nest');
-    const appliedBefore = this.appliedIndex;
-    const membershipBefore = this.appliedMembership;
-    this.batching = true;
-    try {
-      this.write('applying to the state machine', run);
-    } catch (error) {
-      this.appliedIndex = appliedBefore; // the transaction was aborted: nothing of it is stored
-      this.appliedMembership = membershipBefore;
-      throw error;
-    } finally {
-      this.batching = false;
-    }
-  }
-
-  private inTransaction<T>(run: () => T): T {
-    return this.batching ? run() : this.write('applying to the state machine', run);
-  }
-
-  /**
-   * One transaction of the machine. A failure of LMDB or of the disk (ENOSPC, EIO) becomes one
-   * StorageError, which fail-stops the node; anything else (a broken assertion) stays what it is.
-   */
-  private write<T>(doing: string, run: () => T, flags = TRANSACTION_NO_SYNC_FLUSH): T {
-    try {
-      return this.storage.stateEnv.transactionSync(run, flags);
-    } catch (error) {
-      throw isStorageFault(error) ? storageFailure(error, this.storage.dataDir, doing) : error;
-    }
-  }
-
-  get(key: string): KvRecord | undefined {
-    return this.storage.kv.get(key);
-  }
-
-  /** An ordered range read from the first key after `afterKey` (or the prefix) while keys keep the prefix. */
-  scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
-    const start = afterKey !== null && afterKey >= prefix ? `${afterKey}\u0000` : prefix;
-    return collectScanPage(
-      this.storage.kv.getRange({ start }).map(({ key, value }): [string, KvRecord] => [key, value]),
-      prefix,
-      limit,
-    );
-  }
-
-  /**
-   * The state at the applied index, read from one LMDB read transaction (a consistent view even if
-   * writes land meanwhile), bounded by SNAPSHOT_BYTES_MAX. The node sends it in bounded chunks.
-   */
-  snapshot(): Uint8Array {
-    const transaction = this.storage.stateEnv.useReadTransaction();
-    try {
-      const appliedIndex =
-        (this.storage.stateMeta.get(META_APPLIED, { transaction }) as number | undefined) ?? 0;
-      assert(
-        appliedIndex === this.appliedIndex,
-        `read transaction sees applied ${appliedIndex}, machine ${this.appliedIndex}`,
-      );
-      const records: [string, KvRecord][] = [];
-      let bytes = 0;
-      for (const { key, value } of this.storage.kv.getRange({ transaction })) {
-        bytes += key.length + value.value.length + SNAPSHOT_RECORD_OVERHEAD_BYTES;
-        if (bytes > SNAPSHOT_BYTES_MAX)
-          throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
-        records.push([key, value]);
-      }
-      return encodeSnapshot(appliedIndex, records);
-    } finally {
-      transaction.done();
-    }
-  }
-
-  /** Replace records, applied index and membership in one transaction: a crash leaves the old state or the new. */
-  restore(data: Uint8Array, index: number, config: MembershipConfig): void {
-    const records = decodeSnapshot(data, index);
-    this.write(
-      'restoring a snapshot into the state machine',
-      () => {
-        for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
-        for (const [key, record] of records) this.storage.kv.putSync(key, record);
-        this.storage.stateMeta.putSync(META_APPLIED, index);
-        this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
-      },
-      TRANSACTION_SYNC_COMMIT,
-    );
-    this.appliedIndex = index;
-    this.appliedMembership = config;
-  }
-
-  private assertNext(index: number): void {
-    assert(index === this.appliedIndex + 1, `apply out of order: ${index} after ${this.appliedIndex}`);
-  }
-}
-
-/** lmdb-js's default for transactionSync: commit now and flush. */
-const TRANSACTION_SYNC_COMMIT = (TransactionFlags.ABORTABLE |
-  TransactionFlags.SYNCHRONOUS_COMMIT) as TransactionFlags;
-/** Commit now without waiting for the disk (the log is the durable record). */
-const TRANSACTION_NO_SYNC_FLUSH = (TransactionFlags.ABORTABLE |
-  TransactionFlags.SYNCHRONOUS_COMMIT |
-  TransactionFlags.NO_SYNC_FLUSH) as TransactionFlags;

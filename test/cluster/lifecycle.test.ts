@@ -29,8 +29,8 @@ function dataDir(): string {
   return directory;
 }
 
-function configFor(directory: string, raftPort: number, httpPort: number): NodeConfig {
-  return parseNodeConfig([
+function configArgs(directory: string, raftPort: number, httpPort: number): string[] {
+  return [
     '--node-id',
     '1',
     '--port',
@@ -43,7 +43,11 @@ function configFor(directory: string, raftPort: number, httpPort: number): NodeC
     directory,
     '--disable-mdns',
     '--disable-gossip',
-  ]);
+  ];
+}
+
+function configFor(directory: string, raftPort: number, httpPort: number): NodeConfig {
+  return parseNodeConfig(configArgs(directory, raftPort, httpPort));
 }
 
 /** Whether `port` can be bound on loopback right now (TCP or UDP). */
@@ -131,6 +135,32 @@ describe('aspen-node start and stop', () => {
       await startsCleanly(directory);
     });
   }
+
+  it('aspen-node failing at each start step exits 1 with one line; no port stays bound and the data dir opens cleanly again', async () => {
+    for (const step of START_STEPS) {
+      const directory = dataDir();
+      const raftPort = await freePort();
+      const httpPort = await freePort();
+      const args = configArgs(directory, raftPort, httpPort);
+      const result = await runToExit(args, undefined, { ASPEN_TEST_FAIL_START_STEP: step });
+      expect({ step, result }).toEqual({
+        step,
+        result: {
+          code: 1,
+          lines: [`aspen-node: cannot start node 1: start step ${step} failed (ASPEN_TEST_FAIL_START_STEP)`],
+        },
+      });
+      expect({
+        step,
+        free: [
+          await bindable(raftPort, 'TCP'),
+          await bindable(raftPort, 'UDP'),
+          await bindable(httpPort, 'TCP'),
+        ],
+      }).toEqual({ step, free: [true, true, true] });
+      await startsCleanly(directory); // the lock was let go and LMDB closed: a new node opens it
+    }
+  }, 120_000);
 
   it('a Raft port in use (TCP or UDP) or an HTTP port in use is one line naming the port; the store is closed cleanly', async () => {
     const directory = dataDir();

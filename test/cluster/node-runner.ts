@@ -9,8 +9,12 @@ export const EXIT_WAIT_MS = 60_000;
 export function runToExit(
   args: readonly string[],
   waitMs = EXIT_WAIT_MS,
+  env: Readonly<Record<string, string>> = {},
 ): Promise<{ code: number | null; lines: string[] }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (text: string) => {
     stderr += text;

@@ -1,5 +1,8 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { toMultiaddrs, PEER_ADDRESSES_MAX } from '../../network/libp2p-transport.ts';
+import { AnnouncementError } from '../errors.ts';
+
+export { AnnouncementError };
 
 /** Largest announcement accepted or sent (addresses dominate it). */
 export const ANNOUNCEMENT_BYTES_MAX = 4 * 1_024;
@@ -15,10 +18,6 @@ export interface Announcement {
   readonly addrs: readonly string[];
   readonly http_addr: string | null;
   readonly timestamp: number;
-}
-
-export class AnnouncementError extends Error {
-  override readonly name = 'AnnouncementError';
 }
 
 function mac(key: Buffer, body: string): string {

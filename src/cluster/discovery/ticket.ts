@@ -2,6 +2,9 @@ import { blake3 } from '@noble/hashes/blake3.js';
 import { base32 } from 'multiformats/bases/base32';
 import { toMultiaddrs } from '../../network/libp2p-transport.ts';
 import { clusterTopic } from './topic.ts';
+import { TicketError } from '../errors.ts';
+
+export { TicketError };
 
 /** Every ticket starts with this; the rest is lowercase base32 (RFC 4648, no padding). */
 export const TICKET_PREFIX = 'aspen';
@@ -23,10 +26,6 @@ export interface ClusterTicket {
   readonly topic: string;
   readonly clusterId: string;
   readonly bootstrap: readonly string[];
-}
-
-export class TicketError extends Error {
-  override readonly name = 'TicketError';
 }
 
 function checksum(bytes: Uint8Array): Uint8Array {

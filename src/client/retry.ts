@@ -1,0 +1,73 @@
+import type { RetryPolicy } from './options.ts';
+
+/** Where a call goes: to the leader only, the leader when known, any node, or one given node. */
+export type Route =
+  { readonly to: 'leader' | 'prefer-leader' | 'any' } | { readonly to: 'node'; readonly endpoint: string };
+
+export interface Call {
+  readonly method: 'GET' | 'POST';
+  readonly path: string;
+  readonly body?: unknown;
+  /** Whether the call may run twice without harm: reads yes; writes and membership changes no. */
+  readonly idempotent: boolean;
+  readonly route: Route;
+  /** The answer is text (Prometheus), not a JSON object. */
+  readonly text?: boolean;
+  /** A status other than 2xx whose body is an answer, not an error (/health answers 503 when unhealthy). */
+  readonly answerStatus?: number;
+}
+
+/** Failures worth another attempt: a leader change, overload, an endpoint down or slow. */
+export const TRANSIENT_CODES = new Set([
+  'NOT_LEADER',
+  'NO_LEADER',
+  'OVERLOADED',
+  'SHUTTING_DOWN',
+  'CONNECTION',
+  'TIMEOUT',
+  'NO_QUORUM',
+]);
+
+export const LEADER: Route = { to: 'leader' };
+export const PREFER_LEADER: Route = { to: 'prefer-leader' };
+export const ANY: Route = { to: 'any' };
+
+export function assert(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new Error(`KvClient invariant: ${message}`);
+}
+
+export function checkPolicy(policy: RetryPolicy): RetryPolicy {
+  const { attemptsMax, totalMsMax, backoffMsMin, backoffMsMax } = policy;
+  const ok =
+    Number.isSafeInteger(attemptsMax) &&
+    attemptsMax >= 1 &&
+    totalMsMax >= 0 &&
+    backoffMsMin >= 0 &&
+    backoffMsMin <= backoffMsMax;
+  if (!ok) throw new RangeError(`bad retry policy ${JSON.stringify(policy)}`);
+  return policy;
+}
+
+export function isAborted(signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true;
+}
+
+/** Full-jitter exponential backoff, never past `endMs`; an abort ends it early. */
+export async function backoff(
+  retry: RetryPolicy,
+  attempt: number,
+  endMs: number,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const ceilingMs = Math.min(retry.backoffMsMax, retry.backoffMsMin * 2 ** (attempt - 1));
+  const delayMs = Math.max(0, Math.min(endMs - Date.now(), Math.floor(Math.random() * ceilingMs)));
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, delayMs);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

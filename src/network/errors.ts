@@ -1,0 +1,19 @@
+/**
+ * The network layer's errors, one class per failure kind. None of them reaches the core: a refused
+ * frame, handshake or message is dropped and counted, or answered with an API error by the caller.
+ */
+
+/** A frame longer than FRAME_BYTES_MAX announced on a Raft stream: the stream is cut. */
+export class FrameTooLargeError extends Error {
+  override readonly name = 'FrameTooLargeError';
+}
+
+/** A peer that did not prove the cluster cookie (or proved it wrongly): the connection is closed. */
+export class AuthError extends Error {
+  override readonly name = 'AuthError';
+}
+
+/** Bytes that are not a well-formed WireMessage, or a message that cannot be encoded into a frame. */
+export class WireFormatError extends Error {
+  override readonly name = 'WireFormatError';
+}
