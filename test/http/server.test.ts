@@ -655,7 +655,7 @@ function failingController(): ClusterController {
 describe('a broken invariant inside a request', () => {
   it('stops the process loudly instead of becoming a 500 (an assertion is never swallowed)', () => {
     const server = new URL('../../src/http/server.ts', import.meta.url).href;
-    const assertModule = new URL('../../src/raft/assert.ts', import.meta.url).href;
+    const assertModule = new URL('../../src/base/assert.ts', import.meta.url).href;
     const script = `
       const { buildHttpServer } = await import(${JSON.stringify(server)});
       const { AssertionError } = await import(${JSON.stringify(assertModule)});
