@@ -5,7 +5,8 @@
  */
 export { startNode, type RunningNode } from './cluster/bootstrap.ts';
 export { createLog, type Log, type LogLevel } from './cluster/logger.ts';
-export { ConfigError, parseNodeConfig, type NodeConfig } from './cluster/config.ts';
+export { parseNodeConfig, type NodeConfig } from './cluster/config.ts';
+export { ConfigError, StartError, StorageError } from './cluster/errors.ts';
 export type { ClusterController, KeyValueStore } from './api/contracts.ts';
 export { AspenError, type AspenErrorCode } from './api/errors.ts';
 export type * from './api/types.ts';

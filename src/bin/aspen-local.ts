@@ -4,10 +4,10 @@
  * initialized on first start, printing its endpoints and a curl to try. Ctrl-C stops it. Each
  * node logs JSON lines on stderr with its node_id.
  */
-import { startNode, StartError, type RunningNode } from '../cluster/bootstrap.ts';
-import { ConfigError, parseNodeConfig } from '../cluster/config.ts';
+import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
+import { parseNodeConfig } from '../cluster/config.ts';
 import { createLog } from '../cluster/logger.ts';
-import { StorageError } from '../cluster/errors.ts';
+import { StorageError, StartError, ConfigError } from '../cluster/errors.ts';
 
 const NODE_IDS = [1, 2, 3] as const;
 const RAFT_PORT_BASE = 26_000;

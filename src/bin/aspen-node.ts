@@ -7,10 +7,10 @@
  * A broken invariant is not an operating error: it crashes loudly, with its stack.
  * Logs: one JSON object per line on stderr (pino), with node_id, at --log-level and above.
  */
-import { startNode, StartError, type RunningNode } from '../cluster/bootstrap.ts';
-import { ConfigError, isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
+import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
+import { isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
 import { createLog, type Log } from '../cluster/logger.ts';
-import { StorageError } from '../cluster/errors.ts';
+import { StorageError, StartError, ConfigError } from '../cluster/errors.ts';
 
 /**
  * Test hook, in the spirit of FoundationDB's BUGGIFY: the start step named here fails, to prove that

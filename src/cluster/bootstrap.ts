@@ -26,7 +26,6 @@ import { Lifecycle, type LifecycleHooks, type Started, type StopMode } from './l
 import { endpointError, listenError, probePort } from './ports.ts';
 
 // Kept importable from here: the start order, its errors and the port messages.
-export { StartError } from './errors.ts';
 export { FATAL_STOP_WAIT_MS, START_STEPS, type StartStep } from './lifecycle.ts';
 export { endpointError, listenError } from './ports.ts';
 

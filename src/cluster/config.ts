@@ -2,12 +2,10 @@ import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
 import { toMultiaddrs } from '../network/libp2p-transport.ts';
-import { decodeTicket, TicketError, type ClusterTicket } from './discovery/ticket.ts';
+import { decodeTicket, type ClusterTicket } from './discovery/ticket.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
-import { ConfigError } from './errors.ts';
+import { ConfigError, TicketError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './logger.ts';
-
-export { ConfigError };
 
 /**
  * aspen-node configuration (docs/operations.md, "Configuration"): defaults < ASPEN_* environment < TOML config

@@ -12,7 +12,7 @@ import type {
   WriteResult,
 } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, Clock, Transport } from '../node/interfaces.ts';
-import { WireFormatError } from '../network/codec.ts';
+import { WireFormatError } from '../network/errors.ts';
 import type { NodeId } from '../raft/types.ts';
 
 /** Forwarded requests waiting for the leader's answer at once; more get OVERLOADED. */

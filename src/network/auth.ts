@@ -5,8 +5,6 @@ import { encodeFrame, FrameDecoder } from './frame.ts';
 import { AUTH_TIMEOUT_MS } from './timeouts.ts';
 import { AuthError } from './errors.ts';
 
-export { AuthError };
-
 /**
  * Cookie authentication on every new connection: a challenge–response with HMAC-SHA256 keyed by a
  * key derived from the cluster cookie, over both peer ids and both nonces, so a proof cannot be

@@ -10,8 +10,6 @@ import { CLUSTER_NODES_MAX, validateConfig } from '../raft/quorum.ts';
 import type { Entry, MembershipConfig, Message, NodeAddress, SnapshotMeta } from '../raft/types.ts';
 import { WireFormatError } from './errors.ts';
 
-export { WireFormatError };
-
 /**
  * Raft messages on the wire: msgpack, decoded from untrusted bytes into a checked WireMessage.
  * Anything malformed is refused with a WireFormatError, never passed to the core.

@@ -1,8 +1,6 @@
 import { assert } from '../base/assert.ts';
 import { FrameTooLargeError } from './errors.ts';
 
-export { FrameTooLargeError };
-
 /**
  * Length-prefixed frames for the Raft stream: a 4-byte big-endian length, then that many bytes.
  * Bound: an append carries at most 4 MiB of entries; a snapshot chunk at most 1 MiB.

@@ -2,7 +2,7 @@ import type { Connection, ConnectionGater, MultiaddrConnection, StreamHandler } 
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { escalateBrokenInvariant } from '../api/errors.ts';
 import { assert } from '../base/assert.ts';
-import { AuthError } from './auth.ts';
+import { AuthError } from './errors.ts';
 import { UNAUTHENTICATED_CONNECTIONS_MAX, UNAUTHENTICATED_PER_ADDRESS_MAX } from './timeouts.ts';
 
 /** Protocols one node serves behind authentication (Raft, identify, gossipsub's few versions). */

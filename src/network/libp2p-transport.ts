@@ -7,13 +7,8 @@ import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
 import { assert } from '../base/assert.ts';
 import type { NodeId } from '../raft/types.ts';
 import { AddressBook, type PeerEvent } from '../node/address-book.ts';
-import {
-  AUTH_PROTOCOL,
-  AuthError,
-  authenticateAsDialer,
-  authenticateAsListener,
-  deriveAuthKey,
-} from './auth.ts';
+import { AUTH_PROTOCOL, authenticateAsDialer, authenticateAsListener, deriveAuthKey } from './auth.ts';
+import { AuthError } from './errors.ts';
 import { decodeWireMessage, encodeWireMessage } from './codec.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 import { Gatekeeper, type GatekeeperStats } from './gatekeeper.ts';

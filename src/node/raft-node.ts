@@ -25,7 +25,6 @@ import { NodeReadyExecutor } from './ready-executor.ts';
 import { RequestTracker, type Callback, type ReadServed, type WriteApplied } from './request-tracker.ts';
 import { SnapshotManager } from './snapshot-manager.ts';
 
-export { toAspenError } from './errors.ts';
 export {
   PENDING_READS_MAX,
   PENDING_WRITES_MAX,

@@ -4,8 +4,6 @@ import type { DatabaseSync } from 'node:sqlite';
 import { assert } from '../base/assert.ts';
 import { DataDirInUseError, firstLine, StorageError } from './errors.ts';
 
-export { DataDirInUseError };
-
 /**
  * The lock file: an empty SQLite database that the holder keeps in an exclusive transaction. SQLite
  * takes that as a POSIX fcntl write lock, which the kernel drops when the process ends in any way

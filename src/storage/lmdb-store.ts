@@ -20,7 +20,6 @@ export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
 /** Entries removed per truncation or compaction pass are bounded by the log itself; this caps one pass. */
 export const LOG_REMOVE_PER_BATCH_MAX = 10_000_000;
 
-export { StorageError };
 // The state machine lives in its own file; it is still importable from here.
 export { LmdbKvStateMachine } from './lmdb-state-machine.ts';
 

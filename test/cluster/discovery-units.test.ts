@@ -12,9 +12,10 @@ import {
 } from '../../src/cluster/discovery/announcement.ts';
 import { resolveDnsaddr } from '../../src/cluster/discovery/contacts.ts';
 import { PEER_SILENCE_MS_MAX, PeerDirectory } from '../../src/cluster/discovery/peer-directory.ts';
-import { decodeTicket, encodeTicket, TicketError } from '../../src/cluster/discovery/ticket.ts';
+import { decodeTicket, encodeTicket } from '../../src/cluster/discovery/ticket.ts';
+import { TicketError, ConfigError } from '../../src/cluster/errors.ts';
 import { clusterTopic, mdnsServiceTag } from '../../src/cluster/discovery/topic.ts';
-import { ConfigError, parseNodeConfig } from '../../src/cluster/config.ts';
+import { parseNodeConfig } from '../../src/cluster/config.ts';
 import { deriveAuthKey } from '../../src/network/auth.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import { EventQueue } from '../../src/sim/event-queue.ts';

@@ -3,7 +3,7 @@ import type { KeyValueStore } from '../../src/api/contracts.ts';
 import { AspenError } from '../../src/api/errors.ts';
 import type { WriteResult } from '../../src/api/types.ts';
 import { ForwardingStore } from '../../src/cluster/forwarding.ts';
-import { WireFormatError } from '../../src/network/codec.ts';
+import { WireFormatError } from '../../src/network/errors.ts';
 import type { ClientRequest, WireMessage } from '../../src/node/interfaces.ts';
 
 /** A local store that is never the leader: every call is counted and refused with NOT_LEADER (leader 1). */

@@ -4,13 +4,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  endpointError,
-  START_STEPS,
-  startNode,
-  StartError,
-  type StartStep,
-} from '../../src/cluster/bootstrap.ts';
+import { endpointError, START_STEPS, startNode, type StartStep } from '../../src/cluster/bootstrap.ts';
+import { StartError } from '../../src/cluster/errors.ts';
 import { parseNodeConfig, type NodeConfig } from '../../src/cluster/config.ts';
 import { runToExit } from './node-runner.ts';
 import { freePort, ProcessCluster } from './process-harness.ts';

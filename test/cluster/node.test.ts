@@ -6,11 +6,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { HTTP_STOP_GRACE_MS, startNode, type RunningNode } from '../../src/cluster/bootstrap.ts';
 import {
   CONFIG_FILE_BYTES_MAX,
-  ConfigError,
   COOKIE_CHARS_MIN,
   DEFAULT_COOKIE,
   parseNodeConfig,
 } from '../../src/cluster/config.ts';
+import { ConfigError } from '../../src/cluster/errors.ts';
 import { encodeTicket } from '../../src/cluster/discovery/ticket.ts';
 import { clusterTopic } from '../../src/cluster/discovery/topic.ts';
 

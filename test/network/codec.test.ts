@@ -2,7 +2,8 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { validateKey, validateWriteCommand } from '../../src/api/limits.ts';
-import { decodeWireMessage, encodeWireMessage, WireFormatError } from '../../src/network/codec.ts';
+import { decodeWireMessage, encodeWireMessage } from '../../src/network/codec.ts';
+import { WireFormatError } from '../../src/network/errors.ts';
 import { config, plain, samples } from './samples.ts';
 
 describe('wire codec', () => {

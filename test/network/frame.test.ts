@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { encodeFrame, FRAME_BYTES_MAX, FrameDecoder, FrameTooLargeError } from '../../src/network/frame.ts';
+import { encodeFrame, FRAME_BYTES_MAX, FrameDecoder } from '../../src/network/frame.ts';
+import { FrameTooLargeError } from '../../src/network/errors.ts';
 
 function concat(parts: readonly Uint8Array[]): Uint8Array {
   const total = parts.reduce((sum, part) => sum + part.byteLength, 0);

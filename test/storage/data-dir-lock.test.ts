@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DataDirInUseError, DataDirLock, LOCK_PID_FILE } from '../../src/storage/data-dir-lock.ts';
+import { DataDirLock, LOCK_PID_FILE } from '../../src/storage/data-dir-lock.ts';
+import { DataDirInUseError } from '../../src/storage/errors.ts';
 import { LmdbKvStateMachine, LmdbStorage } from '../../src/storage/lmdb-store.ts';
 
 const HOLDER = resolve(import.meta.dirname, 'lock-holder.ts');

@@ -14,9 +14,9 @@ import {
   LmdbLogStore,
   LmdbStorage,
   STORAGE_FORMAT_VERSION,
-  StorageError,
   type DurabilityEvent,
 } from '../../src/storage/lmdb-store.ts';
+import { StorageError } from '../../src/storage/errors.ts';
 
 const directories: string[] = [];
 afterAll(() => {

@@ -2,8 +2,6 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { toMultiaddrs, PEER_ADDRESSES_MAX } from '../../network/libp2p-transport.ts';
 import { AnnouncementError } from '../errors.ts';
 
-export { AnnouncementError };
-
 /** Largest announcement accepted or sent (addresses dominate it). */
 export const ANNOUNCEMENT_BYTES_MAX = 4 * 1_024;
 export const ANNOUNCEMENT_ADDRESS_CHARS_MAX = 256;

@@ -4,8 +4,6 @@ import { toMultiaddrs } from '../../network/libp2p-transport.ts';
 import { clusterTopic } from './topic.ts';
 import { TicketError } from '../errors.ts';
 
-export { TicketError };
-
 /** Every ticket starts with this; the rest is lowercase base32 (RFC 4648, no padding). */
 export const TICKET_PREFIX = 'aspen';
 /** 2: the topic is derived from the scrypt key of the cookie (version 1 carried BLAKE3 of the cookie). */
