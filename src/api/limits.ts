@@ -1,5 +1,5 @@
 import { AspenError } from './errors.ts';
-import type { WriteCommand } from './types.ts';
+import type { TxnOp, WriteCommand } from './types.ts';
 
 import {
   BATCH_KEYS_MAX,
@@ -255,10 +255,22 @@ export function checkJsonBody(root: unknown): AspenError | null {
   return null;
 }
 
-/** Keys a command touches (for routing and history partitioning). */
+/** Keys a command names (compares and ops; a Scan's prefix is not a key), for history partitioning. */
 export function commandKeys(command: WriteCommand): string[] {
   if ('Set' in command) return [command.Set.key];
   if ('Delete' in command) return [command.Delete.key];
   if ('SetMulti' in command) return command.SetMulti.pairs.map((pair) => pair[0]);
-  return [...command.DeleteMulti.keys];
+  if ('DeleteMulti' in command) return [...command.DeleteMulti.keys];
+  if ('CompareAndSwap' in command) return [command.CompareAndSwap.key];
+  if ('CompareAndDelete' in command) return [command.CompareAndDelete.key];
+  const { compare, success, failure } = command.Transaction;
+  const keys = new Set(compare.map((item) => item.key));
+  for (const op of [...success, ...failure]) if (!('Scan' in op)) keys.add(txnOpKey(op));
+  return [...keys];
+}
+
+function txnOpKey(op: Exclude<TxnOp, { readonly Scan: unknown }>): string {
+  if ('Set' in op) return op.Set.key;
+  if ('Delete' in op) return op.Delete.key;
+  return op.Get.key;
 }

@@ -14,19 +14,81 @@ export interface ClusterState {
   readonly leader: NodeId | null;
 }
 
+/** What a compare in a Transaction looks at (etcd v3's Compare targets). */
+export type CompareTarget = 'value' | 'version' | 'create_index' | 'mod_index' | 'lease_id';
+export type CompareOp = 'equal' | 'not_equal' | 'greater' | 'less';
+
+/**
+ * One compare of a Transaction: `value` is a string for the `value` target and a non-negative
+ * integer for the others. An absent key has version, create_index, mod_index and lease_id 0, and
+ * every value compare on it is false.
+ */
+export interface Compare {
+  readonly key: string;
+  readonly target: CompareTarget;
+  readonly op: CompareOp;
+  readonly value: string | number;
+}
+
+/** The operations of a Transaction branch. `lease_id` is accepted once leases exist (issue 15). */
+export type TxnOp =
+  | { readonly Set: { readonly key: string; readonly value: string } }
+  | { readonly Delete: { readonly key: string } }
+  | { readonly Get: { readonly key: string } }
+  | { readonly Scan: { readonly prefix: string; readonly limit?: number } };
+
 export type WriteCommand =
   | { readonly Set: { readonly key: string; readonly value: string } }
   | { readonly SetMulti: { readonly pairs: readonly (readonly [string, string])[] } }
   | { readonly Delete: { readonly key: string } }
-  | { readonly DeleteMulti: { readonly keys: readonly string[] } };
+  | { readonly DeleteMulti: { readonly keys: readonly string[] } }
+  /** `expected` null: the key must not exist. */
+  | {
+      readonly CompareAndSwap: {
+        readonly key: string;
+        readonly expected: string | null;
+        readonly new_value: string;
+      };
+    }
+  | { readonly CompareAndDelete: { readonly key: string; readonly expected: string } }
+  | {
+      readonly Transaction: {
+        readonly compare: readonly Compare[];
+        readonly success: readonly TxnOp[];
+        readonly failure: readonly TxnOp[];
+      };
+    };
 
 export interface WriteRequest {
   readonly command: WriteCommand;
 }
 
+/** A key and its revisions, as reads, scans inside transactions and COMPARE_FAILED show it. */
+export interface KeyValue {
+  readonly key: string;
+  readonly value: string;
+  readonly create_index: number;
+  readonly mod_index: number;
+  readonly version: number;
+  readonly lease_id: number;
+}
+
+/** One result per op of the Transaction branch that ran, in op order. */
+export type TxnOpResult =
+  | { readonly Set: { readonly key: string } }
+  | { readonly Delete: { readonly key: string; readonly deleted: boolean } }
+  | { readonly Get: KeyValue | null }
+  | { readonly Scan: { readonly entries: readonly KeyValue[]; readonly is_truncated: boolean } };
+
 export interface WriteResult {
   readonly command: WriteCommand;
   readonly log_index: number;
+  /** The revision of the change: its log index (one entry is one revision for all its changes). */
+  readonly revision: number;
+  /** Transactions only: whether every compare held (then `success` ran, else `failure`). */
+  readonly succeeded?: boolean;
+  /** Transactions only. */
+  readonly results?: readonly TxnOpResult[];
 }
 
 export interface ReadRequest {

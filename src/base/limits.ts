@@ -30,3 +30,8 @@ export const JSON_VALUES_MAX = 2 * 1024 * 1024;
 
 /** Longest raft_addr or addr accepted: host:port, a multiaddr, or a comma-separated few (as discovery finds them). */
 export const ADDRESS_CHARS_MAX = 1_024;
+
+/** Transactions: compares, ops per branch, and the entries one Scan inside a transaction returns. */
+export const TXN_COMPARES_MAX = 64;
+export const TXN_OPS_MAX = 128;
+export const TXN_SCAN_LIMIT_MAX = 1_000;

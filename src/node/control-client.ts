@@ -337,7 +337,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     const applied = await this.call<WriteApplied>('write', (callback) => {
       this.node.write(request.command, callback);
     });
-    return { command: request.command, log_index: applied.index };
+    return { command: request.command, log_index: applied.index, revision: applied.index };
   }
 
   async delete(request: DeleteRequest): Promise<DeleteResult> {

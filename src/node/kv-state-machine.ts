@@ -1,7 +1,7 @@
 import { Packr } from 'msgpackr';
 import { SCAN_PAGE_BYTES_MAX, utf8Length } from '../api/limits.ts';
 import type { WriteCommand } from '../api/types.ts';
-import { assert } from '../base/assert.ts';
+import { assert, AssertionError } from '../base/assert.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 
 const snapshotPackr = new Packr({ useRecords: false, moreTypes: false });
@@ -14,10 +14,32 @@ export interface KvRecord {
   readonly version: number;
 }
 
-/** What applying one command did, per key (in command order). */
+/** What one op of a Transaction branch did, in op order. */
+export type TxnOpOutcome =
+  | { readonly kind: 'set'; readonly key: string }
+  | { readonly kind: 'delete'; readonly key: string; readonly deleted: boolean }
+  | { readonly kind: 'get'; readonly key: string; readonly record: KvRecord | null }
+  | {
+      readonly kind: 'scan';
+      readonly records: readonly (readonly [string, KvRecord])[];
+      /** More records match than the op's limit returned. */
+      readonly more: boolean;
+    };
+
+/** What applying one command did. */
 export interface ApplyOutcome {
   readonly index: number;
+  /** Delete and DeleteMulti: whether each key existed (in command order); CompareAndDelete: [true] when it deleted. */
   readonly deleted: readonly boolean[];
+  /**
+   * False when a CompareAndSwap or CompareAndDelete found another value (nothing was written), or a
+   * Transaction's compares did not all hold (its `failure` branch ran). True for every other command.
+   */
+  readonly succeeded: boolean;
+  /** A CompareAndSwap or CompareAndDelete that failed: the record it found (null: absent). */
+  readonly current?: KvRecord | null;
+  /** A Transaction: one outcome per op of the branch that ran. */
+  readonly results?: readonly TxnOpOutcome[];
 }
 
 /** The replicated state machine: a deterministic function of the applied log prefix. */
@@ -103,10 +125,13 @@ export function applyCommand(store: RecordStore, index: number, command: WriteCo
     for (const [key, value] of command.SetMulti.pairs) set(key, value);
   } else if ('Delete' in command) {
     deleted.push(store.delete(command.Delete.key));
-  } else {
+  } else if ('DeleteMulti' in command) {
     for (const key of command.DeleteMulti.keys) deleted.push(store.delete(key));
+  } else {
+    // TODO(issue 14, r14-sm): CompareAndSwap, CompareAndDelete, Transaction. Not on main until done.
+    throw new AssertionError(`not applied yet: ${Object.keys(command).join()}`);
   }
-  return { index, deleted };
+  return { index, deleted, succeeded: true };
 }
 
 interface SnapshotBody {

@@ -47,7 +47,7 @@ describe('ForwardingStore', () => {
     const request = sent[0] as ClientRequest | undefined;
     expect(request).toMatchObject({ type: 'client_request', from: 2, to: 1, operation: { kind: 'write' } });
     expect(calls.count).toBe(0);
-    const answer: WriteResult = { command: { Set: { key: 'k', value: 'v' } }, log_index: 7 };
+    const answer: WriteResult = { command: { Set: { key: 'k', value: 'v' } }, revision: 7, log_index: 7 };
     store.handleResponse({
       type: 'client_response',
       from: 1,
