@@ -1,8 +1,11 @@
 import { ERROR_STATUS, type AspenErrorCode } from '../api/errors.ts';
+import type { KeyValue } from '../api/types.ts';
 
 /** Codes a KvError carries: the server's (src/api/errors.ts, docs/api.md) and the client's own. */
 export type KvErrorCode =
   | AspenErrorCode
+  /** A CompareAndSwap or CompareAndDelete whose compare did not hold (409, nothing written; see `current`). */
+  | 'COMPARE_FAILED'
   /** The server has no such route (an older node, e.g. without /cluster-ticket). */
   | 'NOT_FOUND'
   /** Other answers of src/http/server.ts: a non-JSON body, an unexpected server failure. */
@@ -21,6 +24,7 @@ const SERVER_CODES = new Set<string>([
   'NOT_FOUND',
   'UNSUPPORTED_MEDIA_TYPE',
   'INTERNAL',
+  'COMPARE_FAILED',
 ]);
 
 /** Server answers that prove the request had no effect (it was refused before anything was proposed). */
@@ -38,7 +42,32 @@ const DEFINITE_CODES = new Set<string>([
   'OVERLOADED',
   'NOT_FOUND',
   'UNSUPPORTED_MEDIA_TYPE',
+  'COMPARE_FAILED',
 ]);
+
+/** The record a COMPARE_FAILED answer found (its key is the request's): a KeyValue without `key`. */
+export type CompareCurrent = Omit<KeyValue, 'key'>;
+
+const CURRENT_COUNTERS = ['create_index', 'mod_index', 'version', 'lease_id'] as const;
+
+/** The `current` of a COMPARE_FAILED answer: the record, null (the key is absent), or undefined when malformed. */
+function parseCurrent(raw: unknown): CompareCurrent | null | undefined {
+  if (raw === null) return null;
+  if (typeof raw !== 'object') return undefined;
+  const record = raw as Record<string, unknown>;
+  if (typeof record.value !== 'string') return undefined;
+  for (const name of CURRENT_COUNTERS) {
+    const count = record[name];
+    if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0) return undefined;
+  }
+  return {
+    value: record.value,
+    create_index: record.create_index as number,
+    mod_index: record.mod_index as number,
+    version: record.version as number,
+    lease_id: record.lease_id as number,
+  };
+}
 
 /**
  * Whether an error answer proves that nothing was applied. The wire format drops the server's own
@@ -66,6 +95,11 @@ export class KvError extends Error {
   readonly definite: boolean;
   /** The endpoint that failed (null for failures not tied to one). */
   readonly endpoint: string | null;
+  /**
+   * COMPARE_FAILED only: the record the compare met (null: the key is absent); undefined for every
+   * other code, and when the server's `current` was missing or malformed.
+   */
+  readonly current: CompareCurrent | null | undefined;
 
   constructor(
     code: KvErrorCode,
@@ -75,6 +109,7 @@ export class KvError extends Error {
       leaderId?: number | null;
       definite: boolean;
       endpoint?: string | null;
+      current?: CompareCurrent | null;
     },
   ) {
     super(message);
@@ -83,13 +118,20 @@ export class KvError extends Error {
     this.leaderId = options.leaderId ?? null;
     this.definite = options.definite;
     this.endpoint = options.endpoint ?? null;
+    this.current = options.current;
   }
 
   /** The error an HTTP error answer stands for. */
   static fromAnswer(status: number, body: unknown, endpoint: string): KvError {
     const error = (
       body as {
-        error?: { code?: unknown; message?: unknown; leader_id?: unknown; definite?: unknown };
+        error?: {
+          code?: unknown;
+          message?: unknown;
+          leader_id?: unknown;
+          definite?: unknown;
+          current?: unknown;
+        };
       } | null
     )?.error;
     const given = typeof error?.code === 'string' ? error.code : null;
@@ -98,7 +140,14 @@ export class KvError extends Error {
     const message = given === null || given === code ? text : `${given}: ${text}`;
     const leaderId = typeof error?.leader_id === 'number' ? error.leader_id : null;
     const definite = isDefinite(code, leaderId, error?.definite);
-    return new KvError(code as KvErrorCode, message, { status, leaderId, definite, endpoint });
+    const current = code === 'COMPARE_FAILED' ? parseCurrent(error?.current) : undefined;
+    return new KvError(code as KvErrorCode, message, {
+      status,
+      leaderId,
+      definite,
+      endpoint,
+      ...(current === undefined ? {} : { current }),
+    });
   }
 }
 

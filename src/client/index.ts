@@ -16,5 +16,15 @@ export {
   type MemberSpec,
   type NodeInfo,
   type RetryPolicy,
+  type WithRevision,
 } from './kv-client.ts';
-export { KvError, isKvError, type KvErrorCode } from './errors.ts';
+export {
+  Compare,
+  Op,
+  TxnBuilder,
+  transactionProblem,
+  type CasResult,
+  type Transaction,
+  type TxnResult,
+} from './txn.ts';
+export { KvError, isKvError, type CompareCurrent, type KvErrorCode } from './errors.ts';

@@ -43,6 +43,17 @@ import {
   type Call,
   type Route,
 } from './retry.ts';
+import {
+  casOutcome,
+  TxnBuilder,
+  txnResultOf,
+  type CasResult,
+  type Transaction,
+  type TxnResult,
+} from './txn.ts';
+
+/** Every KV answer carries the revision it was served at (a write: its log index; a read: the applied index). */
+export type WithRevision<T> = T & { readonly revision: number };
 
 // The options and limits live in options.ts; they are still importable from here.
 export * from './options.ts';
@@ -81,6 +92,7 @@ export class KvClient {
 
   // ------------------------------------------------------------------ key-value
 
+  /** `revision` (= `log_index`) is the write's revision. */
   write(command: WriteCommand, options?: CallOptions): Promise<WriteResult> {
     return this.call(
       { method: 'POST', path: '/write', body: { command }, idempotent: false, route: PREFER_LEADER },
@@ -92,8 +104,35 @@ export class KvClient {
     return this.write({ Set: { key, value } }, options);
   }
 
+  /**
+   * Compare-and-swap: write `value` iff the key holds exactly `expected` (null: iff it is absent). A
+   * failed compare resolves `{ succeeded: false, current }` (nothing written); every other failure
+   * rejects with a KvError, and one whose outcome is unknown (`definite: false`) is never sent again.
+   */
+  cas(key: string, expected: string | null, value: string, options?: CallOptions): Promise<CasResult> {
+    return casOutcome(key, this.write({ CompareAndSwap: { key, expected, new_value: value } }, options));
+  }
+
+  /** Delete the key iff it holds exactly `expected`; outcomes as for cas. */
+  casDelete(key: string, expected: string, options?: CallOptions): Promise<CasResult> {
+    return casOutcome(key, this.write({ CompareAndDelete: { key, expected } }, options));
+  }
+
+  /** `kv.txn().if(Compare.value('k', 'equal', 'v')).then(Op.set('k', 'w')).else(Op.get('k')).commit()`. */
+  txn(): TxnBuilder {
+    return new TxnBuilder((txn, options) => this.transaction(txn, options));
+  }
+
+  /**
+   * Send a Transaction body as it is (the server validates it; the builder checks obvious mistakes
+   * first). `succeeded: false` (the `failure` branch ran) is an answer, not an error.
+   */
+  async transaction(txn: Transaction, options?: CallOptions): Promise<TxnResult> {
+    return txnResultOf(await this.write({ Transaction: txn }, options));
+  }
+
   /** Delete one key; `deleted` tells whether it existed. */
-  delete(key: string, options?: CallOptions): Promise<DeleteResult> {
+  delete(key: string, options?: CallOptions): Promise<WithRevision<DeleteResult>> {
     return this.call(
       { method: 'POST', path: '/delete', body: { key }, idempotent: false, route: PREFER_LEADER },
       options,
@@ -101,7 +140,7 @@ export class KvClient {
   }
 
   /** Linearizable read; rejects with KEY_NOT_FOUND for a missing key. */
-  read(key: string, options?: CallOptions): Promise<ReadResult> {
+  read(key: string, options?: CallOptions): Promise<WithRevision<ReadResult>> {
     return this.call(
       { method: 'POST', path: '/read', body: { key }, idempotent: true, route: PREFER_LEADER },
       options,
@@ -109,7 +148,7 @@ export class KvClient {
   }
 
   /** Linearizable read; null for a missing key. */
-  async get(key: string, options?: CallOptions): Promise<ReadResult | null> {
+  async get(key: string, options?: CallOptions): Promise<WithRevision<ReadResult> | null> {
     try {
       return await this.read(key, options);
     } catch (error) {
@@ -119,7 +158,7 @@ export class KvClient {
   }
 
   /** One page; pass `continuation_token` back for the next. */
-  scan(request: ScanRequest = {}, options?: CallOptions): Promise<ScanResult> {
+  scan(request: ScanRequest = {}, options?: CallOptions): Promise<WithRevision<ScanResult>> {
     return this.call(
       { method: 'POST', path: '/scan', body: request, idempotent: true, route: PREFER_LEADER },
       options,
