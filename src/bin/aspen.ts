@@ -8,6 +8,14 @@ import type { ClusterState, RaftMetrics } from '../api/types.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
 import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, KvClient, type MemberSpec } from '../client/kv-client.ts';
 import { KvError } from '../client/errors.ts';
+import {
+  casArguments,
+  compareFailed,
+  InputError,
+  readTransaction,
+  TXN_INPUT_BYTES_MAX,
+  txnText,
+} from './aspen-txn.ts';
 
 export const EXIT_OK = 0;
 /** The cluster answered with an error (bad input, already initialized, …). */
@@ -18,6 +26,8 @@ export const EXIT_USAGE = 2;
 export const EXIT_NOT_FOUND = 3;
 /** No endpoint reachable, no leader, or no answer in time: try again later. */
 export const EXIT_UNAVAILABLE = 4;
+/** COMPARE_FAILED: the compare of `cas` did not hold; nothing was written. */
+export const EXIT_COMPARE_FAILED = 5;
 
 export const DEFAULT_ENDPOINTS = 'http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003';
 const TIMEOUT_MS_DEFAULT = 10_000;
@@ -34,7 +44,16 @@ const UNAVAILABLE_CODES = new Set([
 /** How often the progress line of a long call is redrawn on a terminal. */
 const SPINNER_INTERVAL_MS = 1_000;
 /** Commands that change the cluster: a failure that is not definite may still take effect. */
-const MUTATING_COMMANDS = new Set(['put', 'delete', 'init', 'add-learner', 'change-membership', 'member']);
+const MUTATING_COMMANDS = new Set([
+  'put',
+  'delete',
+  'cas',
+  'txn',
+  'init',
+  'add-learner',
+  'change-membership',
+  'member',
+]);
 
 class UsageError extends Error {}
 
@@ -132,6 +151,23 @@ const actions: Readonly<Record<string, Action>> = {
   delete: async ({ kv, json }, [key = '']) => {
     const result = await kv.delete(key);
     print(json ? JSON.stringify(result) : result.deleted ? 'deleted' : 'not found (nothing deleted)');
+  },
+  cas: async ({ kv, json }, args, options) => {
+    const { key, expected, value } = casArguments(args, options.absent !== undefined);
+    const outcome = await kv.cas(key, expected, value);
+    if (outcome.succeeded) {
+      print(json ? JSON.stringify(outcome) : `OK (revision ${outcome.revision})`);
+      return;
+    }
+    // The current value on stdout (as `get` prints it; nothing when absent), the reason on stderr, exit 5.
+    if (json) print(JSON.stringify(outcome));
+    else if (outcome.current !== null) print(outcome.current.value);
+    throw compareFailed(key, outcome.current);
+  },
+  txn: async ({ kv, json }, [file]) => {
+    const txn = await readTransaction(file);
+    const result = await kv.transaction(txn);
+    print(json ? JSON.stringify(result) : txnText(txn, result, table));
   },
   scan: (context, [prefix = ''], options) => scan(context, prefix, options),
   status: (context) => status(context),
@@ -280,7 +316,7 @@ interface Chosen {
 function program(choose: (chosen: Chosen) => void): Command {
   const root = new Command('aspen')
     .description(
-      'Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable)',
+      'Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable, 5 compare failed)',
     )
     .version(ASPEN_VERSION, '--version', 'print the version and exit')
     .exitOverride()
@@ -322,6 +358,20 @@ function program(choose: (chosen: Chosen) => void): Command {
   add('put <key> <value>', 'write a key (linearizable, through the leader)');
   add('get <key>', 'read a key (linearizable); exit 3 when it does not exist');
   add('delete <key>', 'delete a key');
+  add(
+    'cas <key> <expected_or_new> [new]',
+    'compare-and-swap: write NEW iff KEY holds EXPECTED; --absent KEY NEW: iff KEY does not exist. ' +
+      'Prints the revision; on a failed compare prints the current value and exits 5',
+    (command) =>
+      command
+        .usage('KEY EXPECTED NEW | --absent KEY NEW')
+        .option('--absent', 'the compare is "KEY does not exist" (then give KEY NEW)'),
+  );
+  add(
+    'txn [file]',
+    `run a transaction {"compare":[…],"success":[…],"failure":[…]} read from FILE or stdin ("-"), ` +
+      `at most ${TXN_INPUT_BYTES_MAX} bytes; exits 0 whether or not the compares held (see "succeeded")`,
+  );
   add('scan [prefix]', 'list keys under a prefix, in order, one page', (command) =>
     command
       .option('--limit <n>', 'at most this many (1..10000, default 1000)')
@@ -349,9 +399,10 @@ function program(choose: (chosen: Chosen) => void): Command {
 }
 
 function exitCodeOf(error: unknown): number {
-  if (error instanceof UsageError) return EXIT_USAGE;
+  if (error instanceof UsageError || error instanceof InputError) return EXIT_USAGE;
   if (!(error instanceof KvError)) return EXIT_FAILED;
   if (error.code === 'KEY_NOT_FOUND') return EXIT_NOT_FOUND;
+  if (error.code === 'COMPARE_FAILED') return EXIT_COMPARE_FAILED;
   return UNAVAILABLE_CODES.has(error.code) ? EXIT_UNAVAILABLE : EXIT_FAILED;
 }
 
@@ -410,7 +461,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     await action(ctx, chosen.args, chosen.options);
     return EXIT_OK;
   } catch (error) {
-    const code = error instanceof KvError ? error.code : error instanceof UsageError ? 'USAGE' : 'ERROR';
+    const usage = error instanceof UsageError || error instanceof InputError;
+    const code = error instanceof KvError ? error.code : usage ? 'USAGE' : 'ERROR';
     const inDoubt =
       error instanceof KvError && !error.definite && MUTATING_COMMANDS.has(chosen.name)
         ? ' (it may still take effect)'

@@ -1,9 +1,19 @@
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE } from '../../src/bin/aspen.ts';
+import {
+  EXIT_COMPARE_FAILED,
+  EXIT_FAILED,
+  EXIT_NOT_FOUND,
+  EXIT_OK,
+  EXIT_UNAVAILABLE,
+  EXIT_USAGE,
+} from '../../src/bin/aspen.ts';
+import { TXN_INPUT_BYTES_MAX } from '../../src/bin/aspen-txn.ts';
 import { realNode } from './real-node.ts';
 
 const BIN = resolve(import.meta.dirname, '../../src/bin/aspen.ts');
@@ -19,8 +29,11 @@ interface Run {
   readonly stderr: string;
 }
 
-/** Run the aspen binary as a user would (stdio are pipes, not a terminal); resolves with its exit code and output. */
-function aspen(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
+/**
+ * Run the aspen binary as a user would (stdio are pipes, not a terminal; stdin is `input`, or empty);
+ * resolves with its exit code and output.
+ */
+function aspen(args: readonly string[], env: Record<string, string> = {}, input?: string): Promise<Run> {
   return new Promise((resolvePromise, reject) => {
     // The caller's ASPEN_ENDPOINTS must not leak into the runs.
     const inherited = Object.fromEntries(
@@ -28,8 +41,10 @@ function aspen(args: readonly string[], env: Record<string, string> = {}): Promi
     );
     const child = spawn(process.execPath, [BIN, ...args], {
       env: { ...inherited, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe'],
     });
+    child.stdin.on('error', () => undefined); // aspen may stop reading early (an oversized input)
+    child.stdin.end(input);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (text: string) => {
@@ -238,5 +253,237 @@ describe('aspen CLI exit codes', () => {
     );
     const run = await aspen(['--endpoints', leader, 'add-learner', '2', '127.0.0.1:26002']);
     expect(run).toEqual({ code: EXIT_OK, stdout: 'learner 2 caught up; learners 2\n', stderr: '' });
+  }, 60_000);
+});
+
+/** A scripted server that records the bodies of /write and answers them in turn (discovery names node 1). */
+async function writeServer(writes: readonly (readonly [number, unknown])[]): Promise<{
+  url: string;
+  bodies: unknown[];
+}> {
+  const bodies: unknown[] = [];
+  const server = http.createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const path = request.url ?? '';
+      let answer: readonly [number, unknown] = [200, { leader: 1, node_id: 1 }];
+      if (path === '/write') {
+        answer = writes[bodies.length] ?? [500, { error: { code: 'INTERNAL', message: 'unscripted' } }];
+        bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown);
+      }
+      response.writeHead(answer[0], { 'content-type': 'application/json' }).end(JSON.stringify(answer[1]));
+    });
+  });
+  await new Promise<void>((resolveListen) => server.listen(0, '127.0.0.1', resolveListen));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolveClose) => {
+        server.closeAllConnections();
+        server.close(() => {
+          resolveClose();
+        });
+      }),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies };
+}
+
+const record = { value: 'old value', create_index: 3, mod_index: 5, version: 2, lease_id: 0 };
+const compareFailed = (current: unknown): readonly [number, unknown] => [
+  409,
+  { error: { code: 'COMPARE_FAILED', message: 'compare failed', definite: true, current } },
+];
+const written = (revision: number): readonly [number, unknown] => [
+  200,
+  { command: {}, log_index: revision, revision },
+];
+
+describe('aspen cas', () => {
+  it('prints the new revision; --absent sends expected null; --json prints the outcome', async () => {
+    const { url, bodies } = await writeServer([written(12), written(13), written(14)]);
+    const at = ['--endpoints', url];
+    expect(await aspen([...at, 'cas', 'k', 'old', 'new'])).toEqual({
+      code: EXIT_OK,
+      stdout: 'OK (revision 12)\n',
+      stderr: '',
+    });
+    expect(await aspen([...at, 'cas', '--absent', 'k', 'first'])).toMatchObject({ code: EXIT_OK });
+    expect(await aspen([...at, '--json', 'cas', 'k', '', 'v'])).toMatchObject({
+      code: EXIT_OK,
+      stdout: '{"succeeded":true,"revision":14}\n',
+    });
+    expect(bodies).toEqual([
+      { command: { CompareAndSwap: { key: 'k', expected: 'old', new_value: 'new' } } },
+      { command: { CompareAndSwap: { key: 'k', expected: null, new_value: 'first' } } },
+      { command: { CompareAndSwap: { key: 'k', expected: '', new_value: 'v' } } },
+    ]);
+  }, 60_000);
+
+  it('a failed compare exits 5 with the current value on stdout and the reason on stderr', async () => {
+    const { url } = await writeServer([compareFailed(record), compareFailed(null), compareFailed(record)]);
+    const at = ['--endpoints', url];
+    expect(await aspen([...at, 'cas', 'k', 'stale', 'new'])).toEqual({
+      code: EXIT_COMPARE_FAILED,
+      stdout: 'old value\n',
+      stderr: 'aspen: COMPARE_FAILED: nothing written: "k" holds another value (version 2, mod_index 5)\n',
+    });
+    expect(await aspen([...at, 'cas', 'k', 'stale', 'new'])).toEqual({
+      code: EXIT_COMPARE_FAILED,
+      stdout: '',
+      stderr: 'aspen: COMPARE_FAILED: nothing written: "k" does not exist\n',
+    });
+    const json = await aspen([...at, '--json', 'cas', '--absent', 'k', 'new']);
+    expect(json.code).toBe(EXIT_COMPARE_FAILED);
+    expect(JSON.parse(json.stdout)).toEqual({ succeeded: false, current: { key: 'k', ...record } });
+  }, 60_000);
+
+  it('refuses the wrong number of arguments (exit 2) and sends nothing; other errors keep their codes', async () => {
+    const { url, bodies } = await writeServer([
+      [400, { error: { code: 'VALUE_TOO_LARGE', message: 'value is too large', definite: true } }],
+      [504, { error: { code: 'TIMEOUT', message: 'no answer', definite: false } }],
+    ]);
+    const at = ['--endpoints', url];
+    const missing = await aspen([...at, 'cas', 'k', 'v']);
+    expect(missing).toMatchObject({ code: EXIT_USAGE, stdout: '' });
+    expect(missing.stderr).toBe('aspen: USAGE: cas takes KEY EXPECTED NEW (or --absent KEY NEW)\n');
+    expect((await aspen([...at, 'cas', '--absent', 'k', 'a', 'b'])).code).toBe(EXIT_USAGE);
+    expect((await aspen([...at, 'cas', 'k'])).code).toBe(EXIT_USAGE);
+    expect(bodies).toHaveLength(0);
+    expect((await aspen([...at, 'cas', 'k', 'a', 'b'])).code).toBe(EXIT_FAILED);
+    expect(await aspen([...at, 'cas', 'k', 'a', 'b'])).toMatchObject({
+      code: EXIT_UNAVAILABLE,
+      stderr: 'aspen: TIMEOUT: no answer (it may still take effect)\n',
+    });
+    expect(bodies).toHaveLength(2); // the timed-out cas was not sent again
+  }, 60_000);
+});
+
+describe('aspen txn', () => {
+  const txn = {
+    compare: [{ key: 'a', target: 'value', op: 'equal', value: '1' }],
+    success: [
+      { Set: { key: 'a', value: '2' } },
+      { Delete: { key: 'b' } },
+      { Get: { key: 'c' } },
+      { Get: { key: 'gone' } },
+      { Scan: { prefix: 'app/', limit: 2 } },
+    ],
+    failure: [{ Get: { key: 'a' } }],
+  };
+  const results = [
+    { Set: { key: 'a' } },
+    { Delete: { key: 'b', deleted: true } },
+    { Get: { key: 'c', value: 'see', create_index: 4, mod_index: 6, version: 3, lease_id: 0 } },
+    { Get: null },
+    {
+      Scan: {
+        entries: [
+          { key: 'app/1', value: 'x', create_index: 7, mod_index: 7, version: 1, lease_id: 0 },
+          { key: 'app/2', value: 'y', create_index: 8, mod_index: 9, version: 2, lease_id: 0 },
+        ],
+        is_truncated: true,
+      },
+    },
+  ];
+  const answer = (succeeded: boolean, revision: number, answered: unknown[]): readonly [number, unknown] => [
+    200,
+    { command: {}, log_index: revision, revision, succeeded, results: answered },
+  ];
+
+  it('reads the transaction from stdin, prints succeeded, revision and a results table', async () => {
+    const { url, bodies } = await writeServer([answer(true, 20, results)]);
+    const run = await aspen(['--endpoints', url, 'txn'], {}, JSON.stringify(txn));
+    expect(run).toMatchObject({ code: EXIT_OK, stderr: '' });
+    expect(run.stdout.split('\n').map((line) => line.replace(/ +/g, ' '))).toEqual([
+      'succeeded: the compares held, success ran (revision 20)',
+      '# OP KEY RESULT VERSION MOD_INDEX VALUE',
+      '1 set a written - -',
+      '2 delete b deleted - -',
+      '3 get c found 3 6 see',
+      '4 get gone absent - -',
+      '5 scan app/1 found 1 7 x',
+      '5 scan app/2 found 2 9 y',
+      '5 scan app/* truncated - -',
+      '',
+    ]);
+    expect(bodies).toEqual([{ command: { Transaction: txn } }]);
+  }, 60_000);
+
+  it('reads a file ("-" is stdin); exits 0 when the compares failed; --json prints the result', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aspen-txn-'));
+    cleanups.push(() => {
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const file = join(dir, 'txn.json');
+    writeFileSync(file, JSON.stringify({ success: [{ Set: { key: 'a', value: '2' } }] }));
+    const failed = [
+      { Get: { key: 'a', value: '9', create_index: 2, mod_index: 2, version: 1, lease_id: 0 } },
+    ];
+    const { url, bodies } = await writeServer([
+      answer(false, 21, failed),
+      answer(true, 22, []),
+      answer(false, 23, []),
+    ]);
+    const at = ['--endpoints', url];
+    const run = await aspen([...at, 'txn', file]);
+    expect(run).toMatchObject({ code: EXIT_OK, stderr: '' });
+    expect(run.stdout).toMatch(/^not succeeded: a compare failed, failure ran \(revision 21\)\n#/);
+    expect(run.stdout).toMatch(/\n1 +get +a +found +1 +2 +9\n$/);
+    expect(await aspen([...at, 'txn', file])).toEqual({
+      code: EXIT_OK,
+      stdout: 'succeeded: the compares held, success ran (revision 22)\n',
+      stderr: '',
+    });
+    const json = await aspen([...at, '--json', 'txn', '-'], {}, '{}');
+    expect(json.code).toBe(EXIT_OK);
+    expect(JSON.parse(json.stdout)).toEqual({ succeeded: false, revision: 23, results: [] });
+    expect(bodies).toEqual([
+      {
+        command: { Transaction: { compare: [], success: [{ Set: { key: 'a', value: '2' } }], failure: [] } },
+      },
+      {
+        command: { Transaction: { compare: [], success: [{ Set: { key: 'a', value: '2' } }], failure: [] } },
+      },
+      { command: { Transaction: { compare: [], success: [], failure: [] } } },
+    ]);
+  }, 60_000);
+
+  it('bad JSON, a wrong shape, a missing or oversized file exit 2 and send nothing; a refusal exits 1', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aspen-txn-'));
+    cleanups.push(() => {
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const big = join(dir, 'big.json');
+    writeFileSync(big, ' '.repeat(TXN_INPUT_BYTES_MAX + 1));
+    const refused = {
+      error: { code: 'INVALID_INPUT', message: 'compare 1: unknown target', definite: true },
+    };
+    const { url, bodies } = await writeServer([[400, refused]]);
+    const at = ['--endpoints', url];
+    const bad = await aspen([...at, 'txn'], {}, '{"compare": [');
+    expect(bad).toMatchObject({ code: EXIT_USAGE, stdout: '' });
+    expect(bad.stderr).toMatch(/^aspen: USAGE: stdin is not JSON: [^\n]+\n$/);
+    expect((await aspen([...at, 'txn'])).stderr).toMatch(/^aspen: USAGE: stdin is not JSON/); // empty stdin
+    const array = await aspen([...at, 'txn'], {}, '[1]');
+    expect(array.stderr).toMatch(
+      /a transaction is \{"compare":\[…\],"success":\[…\],"failure":\[…\]\}, not \[1\]/,
+    );
+    expect((await aspen([...at, 'txn'], {}, '{"Transaction":{}}')).stderr).toMatch(
+      /unknown field "Transaction"/,
+    );
+    expect((await aspen([...at, 'txn'], {}, '{"success":{}}')).stderr).toMatch(/"success" must be a list/);
+    const missing = await aspen([...at, 'txn', join(dir, 'none.json')]);
+    expect(missing).toMatchObject({ code: EXIT_USAGE });
+    expect(missing.stderr).toMatch(/cannot read .*none\.json: ENOENT/);
+    const oversized = await aspen([...at, 'txn', big]);
+    expect(oversized).toMatchObject({ code: EXIT_USAGE });
+    expect(oversized.stderr).toMatch(/big\.json is over 2097152 bytes/);
+    expect(bodies).toHaveLength(0);
+    const server = await aspen([...at, 'txn'], {}, '{"compare":[{"key":"a","target":"size"}]}');
+    expect(server).toEqual({
+      code: EXIT_FAILED,
+      stdout: '',
+      stderr: 'aspen: INVALID_INPUT: compare 1: unknown target\n',
+    });
   }, 60_000);
 });
