@@ -68,8 +68,13 @@ describe('HTTP control-plane API (the seed formats)', () => {
       json('POST', '/write', { command: { Set: { key: 'greeting', value: 'hello world' } } }),
     );
     expect(write.statusCode).toBe(200);
-    expect(write.json()).toMatchObject({ command: { Set: { key: 'greeting', value: 'hello world' } } });
     const logIndex = write.json<{ log_index: number }>().log_index;
+    // A plain Set answers as before, with the revision (its log index) beside log_index.
+    expect(write.json()).toEqual({
+      command: { Set: { key: 'greeting', value: 'hello world' } },
+      log_index: logIndex,
+      revision: logIndex,
+    });
     const read = await app.inject(json('GET', '/read?key=greeting'));
     expect(read.json()).toEqual({
       key: 'greeting',
@@ -77,6 +82,8 @@ describe('HTTP control-plane API (the seed formats)', () => {
       create_index: logIndex,
       mod_index: logIndex,
       version: 1,
+      lease_id: 0,
+      revision: logIndex,
     });
     expect((await app.inject(json('POST', '/read', { key: 'greeting' }))).json()).toMatchObject({
       value: 'hello world',
@@ -94,13 +101,21 @@ describe('HTTP control-plane API (the seed formats)', () => {
       }),
     );
     expect(multi.statusCode).toBe(200);
+    expect(multi.json()).toMatchObject({ log_index: logIndex + 1, revision: logIndex + 1 });
     expect((await app.inject(json('POST', '/delete', { key: 'a' }))).json()).toEqual({
       key: 'a',
       deleted: true,
+      revision: logIndex + 2,
     });
     expect((await app.inject(json('POST', '/delete', { key: 'a' }))).json()).toEqual({
       key: 'a',
       deleted: false,
+      revision: logIndex + 3,
+    });
+    // A read is served at the applied index of the moment, past the key's own mod_index.
+    expect((await app.inject(json('GET', '/read?key=greeting'))).json()).toMatchObject({
+      mod_index: logIndex,
+      revision: logIndex + 3,
     });
     expect((await app.inject(json('GET', '/state'))).json()).toMatchObject({ members: [1], leader: 1 });
     expect((await app.inject(json('GET', '/metrics'))).json()).toMatchObject({
@@ -145,6 +160,7 @@ describe('HTTP control-plane API (the seed formats)', () => {
       ],
       count: 2,
       is_truncated: true,
+      revision: logIndex + 4,
     });
     const page2 = (
       await app.inject(
@@ -156,6 +172,7 @@ describe('HTTP control-plane API (the seed formats)', () => {
       count: 1,
       is_truncated: false,
       continuation_token: null,
+      revision: logIndex + 4,
     });
     expect((await app.inject(json('POST', '/scan', { limit: 20_000 }))).statusCode).toBe(400);
     expect((await app.inject(json('POST', '/trigger-snapshot'))).json()).toMatchObject({
