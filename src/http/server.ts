@@ -310,7 +310,7 @@ const compare = exact({
   key: text,
   target: { enum: ['value', 'version', 'create_index', 'mod_index', 'lease_id'] },
   op: { enum: ['equal', 'not_equal', 'greater', 'less'] },
-  value: { type: ['string', 'integer'] },
+  value: { anyOf: [{ type: 'string' }, { type: 'integer' }] },
 });
 const writeCommand = variant({
   Set: exact({ key: text, value: text }),
