@@ -1,5 +1,6 @@
-import { AssertionError } from '../base/assert.ts';
+import { assert, AssertionError } from '../base/assert.ts';
 import type { NodeId } from '../base/ids.ts';
+import type { KeyValue } from './types.ts';
 
 /** Stable error codes of the API, each with its HTTP status (the status table in docs/api.md). */
 export const ERROR_STATUS = {
@@ -12,6 +13,7 @@ export const ERROR_STATUS = {
   ALREADY_INITIALIZED: 409,
   MEMBERSHIP_CHANGE_IN_PROGRESS: 409,
   LEARNER_NOT_CAUGHT_UP: 409,
+  COMPARE_FAILED: 409,
   BODY_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   HOST_NOT_ALLOWED: 421,
@@ -27,40 +29,75 @@ export const ERROR_STATUS = {
 
 export type AspenErrorCode = keyof typeof ERROR_STATUS;
 
+/** A key's record as COMPARE_FAILED shows it: a KeyValue without the key (the request names it). */
+export type CurrentRecord = Omit<KeyValue, 'key'>;
+
+export interface AspenErrorOptions {
+  readonly leaderId?: NodeId | null;
+  readonly definite?: boolean;
+  readonly cause?: unknown;
+  /** COMPARE_FAILED only (and required there): the record the compare found, null when the key is absent. */
+  readonly current?: CurrentRecord | null;
+}
+
+/** The JSON error body of every failed request (docs/api.md). */
+export interface ErrorJson {
+  readonly code: AspenErrorCode;
+  readonly message: string;
+  readonly definite: boolean;
+  readonly leader_id?: NodeId;
+  /** COMPARE_FAILED only. */
+  readonly current?: CurrentRecord | null;
+}
+
 /**
  * The one error type of the API layer. `definite` tells whether a failed write certainly did not
  * take effect (true) or may still be applied (false: timeouts, lost leadership after proposing).
+ * A COMPARE_FAILED carries `current`, the record the compare met (null: absent); no other code does.
  */
 export class AspenError extends Error {
   override readonly name = 'AspenError';
   readonly code: AspenErrorCode;
   readonly leaderId: NodeId | null;
   readonly definite: boolean;
+  /** COMPARE_FAILED: the record found (null: absent). Undefined for every other code. */
+  readonly current: CurrentRecord | null | undefined;
 
-  constructor(
-    code: AspenErrorCode,
-    message: string,
-    options: { leaderId?: NodeId | null; definite?: boolean; cause?: unknown } = {},
-  ) {
+  constructor(code: AspenErrorCode, message: string, options: AspenErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    assert(
+      (code === 'COMPARE_FAILED') === (options.current !== undefined),
+      'an AspenError carries current exactly when it is COMPARE_FAILED',
+    );
     this.code = code;
     this.leaderId = options.leaderId ?? null;
     this.definite = options.definite ?? true;
+    this.current = options.current;
+  }
+
+  /** A CompareAndSwap or CompareAndDelete that found another record: nothing was written (definite). */
+  static compareFailed(key: string, current: CurrentRecord | null): AspenError {
+    const found = current === null ? 'the key does not exist' : `the key is at version ${current.version}`;
+    return new AspenError('COMPARE_FAILED', `compare failed for key ${key.slice(0, 64)}: ${found}`, {
+      current,
+    });
   }
 
   get httpStatus(): number {
     return ERROR_STATUS[this.code];
   }
 
-  /** The seed's `{code, message}`, plus `leader_id` for NOT_LEADER and `definite` (false: a write may still apply). */
-  toJSON(): { error: { code: AspenErrorCode; message: string; leader_id?: NodeId; definite: boolean } } {
-    const body: { code: AspenErrorCode; message: string; leader_id?: NodeId; definite: boolean } = {
-      code: this.code,
-      message: this.message,
-      definite: this.definite,
+  /** The seed's `{code, message}`, plus `leader_id` for NOT_LEADER, `definite`, and `current` for COMPARE_FAILED. */
+  toJSON(): { error: ErrorJson } {
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        definite: this.definite,
+        ...(this.leaderId === null ? {} : { leader_id: this.leaderId }),
+        ...(this.current === undefined ? {} : { current: this.current }),
+      },
     };
-    if (this.leaderId !== null) body.leader_id = this.leaderId;
-    return { error: body };
   }
 }
 

@@ -1,5 +1,6 @@
 import { AspenError } from './errors.ts';
-import type { TxnOp, WriteCommand } from './types.ts';
+import { assert } from '../base/assert.ts';
+import type { CompareOp, CompareTarget, TxnOp, WriteCommand } from './types.ts';
 
 import {
   BATCH_KEYS_MAX,
@@ -8,6 +9,9 @@ import {
   KEY_BYTES_MAX,
   SCAN_LIMIT_DEFAULT,
   SCAN_LIMIT_MAX,
+  TXN_COMPARES_MAX,
+  TXN_OPS_MAX,
+  TXN_SCAN_LIMIT_MAX,
   VALUE_BYTES_MAX,
 } from '../base/limits.ts';
 
@@ -22,6 +26,9 @@ export {
   SCAN_LIMIT_DEFAULT,
   SCAN_LIMIT_MAX,
   SCAN_PAGE_BYTES_MAX,
+  TXN_COMPARES_MAX,
+  TXN_OPS_MAX,
+  TXN_SCAN_LIMIT_MAX,
   VALUE_BYTES_MAX,
 } from '../base/limits.ts';
 export { isRaftAddress } from '../base/ids.ts';
@@ -54,12 +61,12 @@ function checkKey(key: unknown, what = 'key'): AspenError | null {
   return checkText(key, what);
 }
 
-function checkValue(value: unknown): AspenError | null {
-  if (typeof value !== 'string') return new AspenError('INVALID_INPUT', 'value must be a string');
+function checkValue(value: unknown, what = 'value'): AspenError | null {
+  if (typeof value !== 'string') return new AspenError('INVALID_INPUT', `${what} must be a string`);
   const bytes = utf8LengthNear(value, VALUE_BYTES_MAX);
   if (bytes > VALUE_BYTES_MAX)
-    return new AspenError('VALUE_TOO_LARGE', `value is ${bytes} bytes; the limit is ${VALUE_BYTES_MAX}`);
-  return checkText(value, 'value');
+    return new AspenError('VALUE_TOO_LARGE', `${what} is ${bytes} bytes; the limit is ${VALUE_BYTES_MAX}`);
+  return checkText(value, what);
 }
 
 function checkBatchSize(count: number): AspenError | null {
@@ -79,7 +86,29 @@ const COMMAND_FIELDS = {
   Delete: ['key'],
   SetMulti: ['pairs'],
   DeleteMulti: ['keys'],
+  CompareAndSwap: ['key', 'expected', 'new_value'],
+  CompareAndDelete: ['key', 'expected'],
+  Transaction: ['compare', 'success', 'failure'],
 } as const satisfies Record<string, readonly string[]>;
+
+/** The fields of a Transaction's compares and ops, exactly (a Scan's `limit` is optional). */
+const COMPARE_FIELDS = ['key', 'target', 'op', 'value'] as const;
+const TXN_OP_FIELDS = {
+  Set: ['key', 'value'],
+  Delete: ['key'],
+  Get: ['key'],
+  Scan: ['prefix', 'limit'],
+} as const satisfies Record<string, readonly string[]>;
+const TXN_OP_OPTIONAL: readonly string[] = ['limit'];
+
+const COMPARE_TARGETS: readonly string[] = [
+  'value',
+  'version',
+  'create_index',
+  'mod_index',
+  'lease_id',
+] satisfies CompareTarget[];
+const COMPARE_OPS: readonly string[] = ['equal', 'not_equal', 'greater', 'less'] satisfies CompareOp[];
 
 type CommandKind = keyof typeof COMMAND_FIELDS;
 
@@ -87,36 +116,57 @@ function isCommandKind(kind: string): kind is CommandKind {
   return Object.hasOwn(COMMAND_FIELDS, kind);
 }
 
-/** Exactly the named fields, all present: the shape check every command body passes first. */
-function checkFields(body: Record<string, unknown>, kind: CommandKind): AspenError | null {
-  const fields: readonly string[] = COMMAND_FIELDS[kind];
+/**
+ * Exactly the named fields, all present but the optional ones: the shape check every command body,
+ * compare and op passes first. `what` names the object in the message (a path for nested ones).
+ */
+function checkFields(
+  body: Record<string, unknown>,
+  what: string,
+  fields: readonly string[],
+  optional: readonly string[] = [],
+): AspenError | null {
   for (const name of Object.keys(body)) {
     if (!fields.includes(name))
       return new AspenError(
         'INVALID_INPUT',
-        `${kind} takes only ${fields.join(' and ')}; unknown field "${name.slice(0, 64)}"`,
+        `${what} takes only ${fields.join(', ')}; unknown field "${name.slice(0, 64)}"`,
       );
   }
   for (const name of fields) {
-    if (!Object.hasOwn(body, name)) return new AspenError('INVALID_INPUT', `${kind} needs ${name}`);
+    if (!Object.hasOwn(body, name) && !optional.includes(name))
+      return new AspenError('INVALID_INPUT', `${what} needs ${name}`);
   }
   return null;
 }
 
-/** Validate an untrusted write command: exact shape, sizes, well-formed text. Returns the first problem or null. */
-export function validateWriteCommand(command: unknown): AspenError | null {
-  if (!isRecord(command)) return new AspenError('INVALID_INPUT', 'command must be an object');
-  const kinds = Object.keys(command);
-  const kind = kinds[0] ?? '';
-  if (kinds.length !== 1)
+/** The one variant of a `{"Kind": {...}}` object (a command or a transaction op), or why it is none. */
+function singleVariant(
+  value: unknown,
+  what: string,
+  kinds: readonly string[],
+): [string, unknown] | AspenError {
+  if (!isRecord(value)) return new AspenError('INVALID_INPUT', `${what} must be an object`);
+  const names = Object.keys(value);
+  const kind = names[0] ?? '';
+  if (names.length !== 1)
+    return new AspenError('INVALID_INPUT', `${what} must have exactly one of ${kinds.join(', ')}`);
+  if (!kinds.includes(kind))
     return new AspenError(
       'INVALID_INPUT',
-      'command must have exactly one of Set, SetMulti, Delete, DeleteMulti',
+      `${what}: unknown ${kind.slice(0, 64)} (one of ${kinds.join(', ')})`,
     );
-  if (!isCommandKind(kind)) return new AspenError('INVALID_INPUT', `unknown command ${kind.slice(0, 64)}`);
-  const body = command[kind];
-  if (!isRecord(body)) return new AspenError('INVALID_INPUT', 'command body must be an object');
-  const shape = checkFields(body, kind);
+  return [kind, value[kind]];
+}
+
+/** Validate an untrusted write command: exact shape, sizes, well-formed text. Returns the first problem or null. */
+export function validateWriteCommand(command: unknown): AspenError | null {
+  const variant = singleVariant(command, 'command', Object.keys(COMMAND_FIELDS));
+  if (variant instanceof AspenError) return variant;
+  const [kind, body] = variant;
+  assert(isCommandKind(kind), 'singleVariant returns a listed kind');
+  if (!isRecord(body)) return new AspenError('INVALID_INPUT', `${kind} must be an object`);
+  const shape = checkFields(body, kind, COMMAND_FIELDS[kind]);
   if (shape !== null) return shape;
   switch (kind) {
     case 'Set':
@@ -127,7 +177,115 @@ export function validateWriteCommand(command: unknown): AspenError | null {
       return checkPairs(body.pairs);
     case 'DeleteMulti':
       return checkKeys(body.keys);
+    case 'CompareAndSwap':
+      return (
+        checkKey(body.key) ??
+        (body.expected === null ? null : checkValue(body.expected, 'expected')) ??
+        checkValue(body.new_value, 'new_value')
+      );
+    case 'CompareAndDelete':
+      return (
+        checkKey(body.key) ?? checkValue(body.expected, 'expected (a string: the value the key must hold)')
+      );
+    case 'Transaction':
+      return checkTransaction(body);
   }
+}
+
+/** A Transaction: bounded compares and branches, each compare and op exact, no key written twice per branch. */
+function checkTransaction(body: Record<string, unknown>): AspenError | null {
+  const { compare, success, failure } = body;
+  if (!Array.isArray(compare))
+    return new AspenError('INVALID_INPUT', 'Transaction.compare must be an array of compares');
+  if (compare.length > TXN_COMPARES_MAX)
+    return new AspenError(
+      'BATCH_TOO_LARGE',
+      `a transaction has ${compare.length} compares; the limit is ${TXN_COMPARES_MAX}`,
+    );
+  for (let index = 0; index < compare.length; index += 1) {
+    const problem = checkCompare(compare[index] as unknown, `Transaction.compare[${index}]`);
+    if (problem !== null) return problem;
+  }
+  return checkBranch(success, 'success') ?? checkBranch(failure, 'failure');
+}
+
+function checkCompare(item: unknown, what: string): AspenError | null {
+  if (!isRecord(item)) return new AspenError('INVALID_INPUT', `${what} must be an object`);
+  const shape = checkFields(item, what, COMPARE_FIELDS);
+  if (shape !== null) return shape;
+  const keyProblem = checkKey(item.key, `${what}.key`);
+  if (keyProblem !== null) return keyProblem;
+  const { target, op, value } = item;
+  if (typeof target !== 'string' || !COMPARE_TARGETS.includes(target))
+    return new AspenError('INVALID_INPUT', `${what}.target must be one of ${COMPARE_TARGETS.join(', ')}`);
+  if (typeof op !== 'string' || !COMPARE_OPS.includes(op))
+    return new AspenError('INVALID_INPUT', `${what}.op must be one of ${COMPARE_OPS.join(', ')}`);
+  if (target === 'value') return checkValue(value, `${what}.value (a string for target value)`);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)
+    return new AspenError(
+      'INVALID_INPUT',
+      `${what}.value must be a non-negative integer for target ${target} (at most 2^53 - 1)`,
+    );
+  return null;
+}
+
+/** One branch: at most TXN_OPS_MAX ops, each exact, and no key Set or Deleted twice. */
+function checkBranch(ops: unknown, branch: 'success' | 'failure'): AspenError | null {
+  const what = `Transaction.${branch}`;
+  if (!Array.isArray(ops)) return new AspenError('INVALID_INPUT', `${what} must be an array of ops`);
+  if (ops.length > TXN_OPS_MAX)
+    return new AspenError(
+      'BATCH_TOO_LARGE',
+      `${what} has ${ops.length} ops; the limit is ${TXN_OPS_MAX} per branch`,
+    );
+  const written = new Set<string>();
+  for (let index = 0; index < ops.length; index += 1) {
+    const opWhat = `${what}[${index}]`;
+    const problem = checkTxnOp(ops[index] as unknown, opWhat);
+    if (problem !== null) return problem;
+    const key = writtenKey(ops[index] as TxnOp);
+    if (key === null) continue;
+    if (written.has(key))
+      return new AspenError(
+        'INVALID_INPUT',
+        `${opWhat} writes key ${key.slice(0, 64)} a second time in one branch (one Set or Delete per key)`,
+      );
+    written.add(key);
+  }
+  return null;
+}
+
+function checkTxnOp(op: unknown, what: string): AspenError | null {
+  const variant = singleVariant(op, what, Object.keys(TXN_OP_FIELDS));
+  if (variant instanceof AspenError) return variant;
+  const [kind, body] = variant;
+  const opWhat = `${what}.${kind}`;
+  if (!isRecord(body)) return new AspenError('INVALID_INPUT', `${opWhat} must be an object`);
+  const fields: readonly string[] = TXN_OP_FIELDS[kind as keyof typeof TXN_OP_FIELDS];
+  const shape = checkFields(body, opWhat, fields, kind === 'Scan' ? TXN_OP_OPTIONAL : []);
+  if (shape !== null) return shape;
+  if (kind === 'Set') return checkKey(body.key, `${opWhat}.key`) ?? checkValue(body.value, `${opWhat}.value`);
+  if (kind !== 'Scan') return checkKey(body.key, `${opWhat}.key`);
+  const { prefix, limit } = body;
+  if (typeof prefix !== 'string') return new AspenError('INVALID_INPUT', `${opWhat}.prefix must be a string`);
+  const prefixProblem = prefix === '' ? null : checkKey(prefix, `${opWhat}.prefix`);
+  if (prefixProblem !== null) return prefixProblem;
+  if (
+    limit !== undefined &&
+    (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > TXN_SCAN_LIMIT_MAX)
+  )
+    return new AspenError(
+      'INVALID_INPUT',
+      `${opWhat}.limit must be an integer in [1, ${TXN_SCAN_LIMIT_MAX}]`,
+    );
+  return null;
+}
+
+/** The key a checked op writes (Set, Delete), or null for a read. */
+function writtenKey(op: TxnOp): string | null {
+  if ('Set' in op) return op.Set.key;
+  if ('Delete' in op) return op.Delete.key;
+  return null;
 }
 
 function checkPairs(pairs: unknown): AspenError | null {
@@ -152,6 +310,11 @@ function checkKeys(keys: unknown): AspenError | null {
     if (problem !== null) return problem;
   }
   return null;
+}
+
+/** Validate an untrusted value (a record that crossed the wire). */
+export function validateValue(value: unknown): AspenError | null {
+  return checkValue(value);
 }
 
 /** Validate an untrusted key (reads, deletes). */

@@ -95,12 +95,9 @@ export interface ReadRequest {
   readonly key: string;
 }
 
-export interface ReadResult {
-  readonly key: string;
-  readonly value: string;
-  readonly create_index: number;
-  readonly mod_index: number;
-  readonly version: number;
+/** The key's record, and the applied index the read was served at (`revision`). */
+export interface ReadResult extends KeyValue {
+  readonly revision: number;
 }
 
 export interface DeleteRequest {
@@ -110,6 +107,8 @@ export interface DeleteRequest {
 export interface DeleteResult {
   readonly key: string;
   readonly deleted: boolean;
+  /** The log index of the delete (a revision is used even when the key did not exist). */
+  readonly revision: number;
 }
 
 export interface ScanRequest {
@@ -123,6 +122,8 @@ export interface ScanResult {
   readonly count: number;
   readonly is_truncated: boolean;
   readonly continuation_token: string | null;
+  /** The applied index the page was read at (each page of a multi-page scan has its own). */
+  readonly revision: number;
 }
 
 export interface InitRequest {

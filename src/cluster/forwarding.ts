@@ -211,6 +211,7 @@ export class ForwardingStore implements KeyValueStore {
           message: error.message,
           leaderId: error.leaderId,
           definite: error.definite,
+          ...(error.current === undefined ? {} : { current: error.current }),
         },
       });
     };
@@ -284,11 +285,20 @@ export class ForwardingStore implements KeyValueStore {
       pending.resolve(response.result);
       return;
     }
-    const code: AspenErrorCode = error.code in ERROR_STATUS ? (error.code as AspenErrorCode) : 'TIMEOUT';
-    pending.reject(
-      new AspenError(code, error.message, { leaderId: error.leaderId, definite: error.definite }),
-    );
+    pending.reject(fromWireError(error));
   }
+}
+
+/**
+ * The leader's error as the follower answers it. A code this node does not know (a newer leader) is
+ * an indeterminate TIMEOUT; a COMPARE_FAILED keeps the record it found (the codec checked it is there).
+ */
+function fromWireError(error: NonNullable<ClientResponse['error']>): AspenError {
+  const known = error.code in ERROR_STATUS ? (error.code as AspenErrorCode) : null;
+  if (known === 'COMPARE_FAILED' && error.current !== undefined)
+    return new AspenError(known, error.message, { definite: error.definite, current: error.current });
+  const code = known === null || known === 'COMPARE_FAILED' ? 'TIMEOUT' : known;
+  return new AspenError(code, error.message, { leaderId: error.leaderId, definite: error.definite });
 }
 
 function throwIf(problem: AspenError | null): void {

@@ -273,21 +273,62 @@ function addChangeRoutes(app: FastifyInstance, controller: ClusterController): v
   app.get('/leader', async () => ({ leader: (await controller.currentState()).leader }));
 }
 
+/** An object with exactly the `required` fields (plus the optional ones), of the given schemas. */
+function exact<P extends Record<string, object>>(properties: P, optional: readonly (keyof P)[] = []) {
+  return {
+    type: 'object',
+    required: Object.keys(properties).filter((name) => !optional.includes(name)),
+    additionalProperties: false,
+    properties,
+  } as const;
+}
+
+/** One of the named variants, `{"Kind": {...}}`, and nothing else. */
+function variant(properties: Record<string, object>) {
+  return {
+    type: 'object',
+    minProperties: 1,
+    maxProperties: 1,
+    additionalProperties: false,
+    properties,
+  } as const;
+}
+
+/**
+ * Types and exact shapes of the /write commands. Byte sizes, counts (compares, ops, pairs) and the
+ * rules between fields are left to validateWriteCommand, which answers them with their own codes
+ * (KEY_TOO_LARGE, VALUE_TOO_LARGE, BATCH_TOO_LARGE) and messages.
+ */
+const text = { type: 'string' } as const;
+const txnOp = variant({
+  Set: exact({ key: text, value: text }),
+  Delete: exact({ key: text }),
+  Get: exact({ key: text }),
+  Scan: exact({ prefix: text, limit: { type: 'integer' } }, ['limit']),
+});
+const compare = exact({
+  key: text,
+  target: { enum: ['value', 'version', 'create_index', 'mod_index', 'lease_id'] },
+  op: { enum: ['equal', 'not_equal', 'greater', 'less'] },
+  value: { anyOf: [{ type: 'string' }, { type: 'integer' }] },
+});
+const writeCommand = variant({
+  Set: exact({ key: text, value: text }),
+  SetMulti: exact({ pairs: { type: 'array', items: { type: 'array', items: text } } }),
+  Delete: exact({ key: text }),
+  DeleteMulti: exact({ keys: { type: 'array', items: text } }),
+  CompareAndSwap: exact({ key: text, expected: { type: ['string', 'null'] }, new_value: text }),
+  CompareAndDelete: exact({ key: text, expected: text }),
+  Transaction: exact({
+    compare: { type: 'array', items: compare },
+    success: { type: 'array', items: txnOp },
+    failure: { type: 'array', items: txnOp },
+  }),
+});
+
 function addKeyValueRoutes(app: FastifyInstance, store: KeyValueStore): void {
-  // The command's shape and size limits are checked by validateWriteCommand (typed error codes).
-  app.post(
-    '/write',
-    {
-      schema: {
-        body: {
-          type: 'object',
-          required: ['command'],
-          additionalProperties: false,
-          properties: { command: { type: 'object' } },
-        },
-      },
-    },
-    (request) => store.write(request.body as Parameters<KeyValueStore['write']>[0]),
+  app.post('/write', { schema: { body: exact({ command: writeCommand }) } }, (request) =>
+    store.write(request.body as Parameters<KeyValueStore['write']>[0]),
   );
   app.get('/read', { schema: { querystring: keyBody } }, (request) =>
     store.read(request.query as { key: string }),

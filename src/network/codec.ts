@@ -1,6 +1,12 @@
 import { Packr } from 'msgpackr';
-import { AspenError } from '../api/errors.ts';
-import { ADDRESS_CHARS_MAX, validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
+import { AspenError, type CurrentRecord } from '../api/errors.ts';
+import {
+  ADDRESS_CHARS_MAX,
+  validateKey,
+  validateScan,
+  validateValue,
+  validateWriteCommand,
+} from '../api/limits.ts';
 import type { WriteCommand } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, SnapshotChunk, WireMessage } from '../node/interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
@@ -281,7 +287,24 @@ function clientResponse(fields: Fields, base: { from: number; to: number; term: 
       message: error.message.slice(0, ADDRESS_CHARS_MAX * 4),
       leaderId,
       definite: error.definite,
+      // COMPARE_FAILED needs the record it found; any other code carries none.
+      ...(error.code === 'COMPARE_FAILED' ? { current: currentRecord(error.current) } : {}),
     },
+  };
+}
+
+/** The record a COMPARE_FAILED found: null (absent) or a value with its revisions. */
+function currentRecord(value: unknown): CurrentRecord | null {
+  if (value === null) return null;
+  if (!isObject(value)) fail('a COMPARE_FAILED needs current: null or a record');
+  const text = value.value;
+  if (typeof text !== 'string' || validateValue(text) !== null) fail('current.value must be a valid value');
+  return {
+    value: text,
+    create_index: integer(value, 'create_index'),
+    mod_index: integer(value, 'mod_index'),
+    version: integer(value, 'version'),
+    lease_id: integer(value, 'lease_id'),
   };
 }
 

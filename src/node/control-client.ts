@@ -1,5 +1,5 @@
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
-import { AspenError } from '../api/errors.ts';
+import { AspenError, type CurrentRecord } from '../api/errors.ts';
 import {
   ADDRESS_CHARS_MAX,
   encodeContinuationToken,
@@ -16,6 +16,7 @@ import type {
   DeleteRequest,
   DeleteResult,
   InitRequest,
+  KeyValue,
   RaftMetrics,
   ReadRequest,
   ReadResult,
@@ -23,15 +24,18 @@ import type {
   ScanRequest,
   ScanResult,
   SnapshotResult,
+  TxnOpResult,
+  WriteCommand,
   WriteRequest,
   WriteResult,
 } from '../api/types.ts';
-import { AssertionError } from '../base/assert.ts';
+import { assert, AssertionError } from '../base/assert.ts';
 import type { RaftStatus } from '../raft/core.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
+import type { KvRecord, TxnOpOutcome } from './kv-state-machine.ts';
 import type { Callback, MembershipTarget, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
 
 /** How long a request may wait for the cluster. */
@@ -337,7 +341,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     const applied = await this.call<WriteApplied>('write', (callback) => {
       this.node.write(request.command, callback);
     });
-    return { command: request.command, log_index: applied.index, revision: applied.index };
+    return writeResult(request.command, applied);
   }
 
   async delete(request: DeleteRequest): Promise<DeleteResult> {
@@ -346,7 +350,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     const applied = await this.call<WriteApplied>('delete', (callback) => {
       this.node.write({ Delete: { key: request.key } }, callback);
     });
-    return { key: request.key, deleted: applied.outcome.deleted[0] ?? false };
+    return { key: request.key, deleted: applied.outcome.deleted[0] ?? false, revision: applied.index };
   }
 
   /**
@@ -356,9 +360,12 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   async scan(request: ScanRequest): Promise<ScanResult> {
     const bounds = validateScan(request);
     if (bounds instanceof AspenError) throw bounds;
-    await this.call<ReadServed>('scan', (callback) => {
+    const served = await this.call<ReadServed>('scan', (callback) => {
       this.node.barrier(callback);
     });
+    // The page is read now, at the state machine's applied index: the barrier's or a later one.
+    const revision = this.node.stateMachine.appliedIndex;
+    assert(revision >= served.appliedIndex, 'the applied index never goes back');
     const page = this.node.stateMachine.scan(bounds.prefix, bounds.afterKey, bounds.limit);
     const last = page.records.at(-1);
     return {
@@ -366,6 +373,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
       count: page.records.length,
       is_truncated: page.more,
       continuation_token: page.more && last !== undefined ? encodeContinuationToken(last[0]) : null,
+      revision,
     };
   }
 
@@ -377,13 +385,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     });
     const record = served.record;
     if (record === undefined) throw new AspenError('KEY_NOT_FOUND', `key not found: ${request.key}`);
-    return {
-      key: request.key,
-      value: record.value,
-      create_index: record.createIndex,
-      mod_index: record.modIndex,
-      version: record.version,
-    };
+    return { ...keyValue(request.key, record), revision: served.appliedIndex };
   }
 
   /** Submit to the node and wait at most requestTimeoutMs; a late answer is ignored. */
@@ -408,6 +410,69 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
       });
     });
   }
+}
+
+/** A stored record as the API shows it. `lease_id` is 0 until leases exist (issue 15). */
+function keyValue(key: string, record: KvRecord): KeyValue {
+  return {
+    key,
+    value: record.value,
+    create_index: record.createIndex,
+    mod_index: record.modIndex,
+    version: record.version,
+    lease_id: 0,
+  };
+}
+
+function currentRecord(record: KvRecord | null): CurrentRecord | null {
+  if (record === null) return null;
+  return {
+    value: record.value,
+    create_index: record.createIndex,
+    mod_index: record.modIndex,
+    version: record.version,
+    lease_id: 0,
+  };
+}
+
+function txnOpResult(outcome: TxnOpOutcome): TxnOpResult {
+  switch (outcome.kind) {
+    case 'set':
+      return { Set: { key: outcome.key } };
+    case 'delete':
+      return { Delete: { key: outcome.key, deleted: outcome.deleted } };
+    case 'get':
+      return { Get: outcome.record === null ? null : keyValue(outcome.key, outcome.record) };
+    case 'scan':
+      return {
+        Scan: {
+          entries: outcome.records.map(([key, record]) => keyValue(key, record)),
+          is_truncated: outcome.more,
+        },
+      };
+  }
+}
+
+/**
+ * What an applied write answers: its log index as `log_index` and `revision`; a Transaction adds
+ * `succeeded` and the results of the branch that ran; a CompareAndSwap or CompareAndDelete whose
+ * compare failed (nothing written) is the 409 COMPARE_FAILED error with the record it found.
+ */
+function writeResult(command: WriteCommand, applied: WriteApplied): WriteResult {
+  const { index, outcome } = applied;
+  assert(outcome.index === index, 'an outcome belongs to its entry');
+  const base = { command, log_index: index, revision: index };
+  if ('Transaction' in command) {
+    assert(outcome.results !== undefined, 'a transaction has results');
+    return { ...base, succeeded: outcome.succeeded, results: outcome.results.map(txnOpResult) };
+  }
+  if (outcome.succeeded) return base;
+  let key: string;
+  if ('CompareAndSwap' in command) key = command.CompareAndSwap.key;
+  else if ('CompareAndDelete' in command) key = command.CompareAndDelete.key;
+  else throw new AssertionError(`only a compare can fail: ${Object.keys(command).join()}`);
+  assert(outcome.current !== undefined, 'a failed compare tells what it found');
+  throw AspenError.compareFailed(key, currentRecord(outcome.current));
 }
 
 function validateClusterNode(value: unknown, what: string): ClusterNode {

@@ -1,3 +1,4 @@
+import type { CurrentRecord } from '../api/errors.ts';
 import type { WriteCommand } from '../api/types.ts';
 import type { PeerEvent } from './address-book.ts';
 import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta } from '../raft/types.ts';
@@ -52,6 +53,8 @@ export interface ClientResponse {
     readonly message: string;
     readonly leaderId: number | null;
     readonly definite: boolean;
+    /** COMPARE_FAILED only: the record the compare found (null: absent). */
+    readonly current?: CurrentRecord | null;
   } | null;
 }
 

@@ -1,7 +1,8 @@
 import { Packr } from 'msgpackr';
 import { SCAN_PAGE_BYTES_MAX, utf8Length } from '../api/limits.ts';
-import type { WriteCommand } from '../api/types.ts';
-import { assert, AssertionError } from '../base/assert.ts';
+import type { Compare, CompareTarget, TxnOp, WriteCommand } from '../api/types.ts';
+import { assert } from '../base/assert.ts';
+import { TXN_COMPARES_MAX, TXN_OPS_MAX, TXN_SCAN_LIMIT_MAX } from '../base/limits.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 
 const snapshotPackr = new Packr({ useRecords: false, moreTypes: false });
@@ -105,33 +106,181 @@ export interface RecordStore {
   get(key: string): KvRecord | undefined;
   set(key: string, record: KvRecord): void;
   delete(key: string): boolean;
+  /** As StateMachine.scan, and it sees every earlier write of the command being applied. */
+  scan(prefix: string, afterKey: string | null, limit: number): ScanPage;
 }
 
-/** The KV semantics, shared by every state machine: set with revisions, delete. */
+/** UTF-8 byte order (the order LMDB keeps keys in, and the order of value compares). */
+export function compareUtf8(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/** A scan page over a Map: sorts the matching keys on every call (fine at control-plane sizes). */
+export function scanMap(
+  map: ReadonlyMap<string, KvRecord>,
+  prefix: string,
+  afterKey: string | null,
+  limit: number,
+): ScanPage {
+  const keys = [...map.keys()]
+    .filter((key) => key.startsWith(prefix) && (afterKey === null || compareUtf8(key, afterKey) > 0))
+    .sort(compareUtf8);
+  function* ordered(): Generator<[string, KvRecord]> {
+    for (const key of keys) {
+      const record = map.get(key);
+      assert(record !== undefined, 'scanned key exists');
+      yield [key, record];
+    }
+  }
+  return collectScanPage(ordered(), prefix, limit);
+}
+
+/** A Map as a RecordStore. */
+export function mapRecordStore(map: Map<string, KvRecord>): RecordStore {
+  return {
+    get: (key) => map.get(key),
+    set: (key, record) => {
+      map.set(key, record);
+    },
+    delete: (key) => map.delete(key),
+    scan: (prefix, afterKey, limit) => scanMap(map, prefix, afterKey, limit),
+  };
+}
+
+/** Set with revisions: mod_index = index, version + 1, create_index = index on creation. */
+function setRecord(store: RecordStore, index: number, key: string, value: string): void {
+  const previous = store.get(key);
+  store.set(key, {
+    value,
+    createIndex: previous?.createIndex ?? index,
+    modIndex: index,
+    version: (previous?.version ?? 0) + 1,
+  });
+}
+
+/** The KV semantics, shared by every state machine: each command is one revision, `index`. */
 export function applyCommand(store: RecordStore, index: number, command: WriteCommand): ApplyOutcome {
   const deleted: boolean[] = [];
-  const set = (key: string, value: string): void => {
-    const previous = store.get(key);
-    store.set(key, {
-      value,
-      createIndex: previous?.createIndex ?? index,
-      modIndex: index,
-      version: (previous?.version ?? 0) + 1,
-    });
-  };
   if ('Set' in command) {
-    set(command.Set.key, command.Set.value);
+    setRecord(store, index, command.Set.key, command.Set.value);
   } else if ('SetMulti' in command) {
-    for (const [key, value] of command.SetMulti.pairs) set(key, value);
+    for (const [key, value] of command.SetMulti.pairs) setRecord(store, index, key, value);
   } else if ('Delete' in command) {
     deleted.push(store.delete(command.Delete.key));
   } else if ('DeleteMulti' in command) {
     for (const key of command.DeleteMulti.keys) deleted.push(store.delete(key));
+  } else if ('CompareAndSwap' in command) {
+    return applyCompareAndSwap(store, index, command.CompareAndSwap);
+  } else if ('CompareAndDelete' in command) {
+    return applyCompareAndDelete(store, index, command.CompareAndDelete);
   } else {
-    // TODO(issue 14, r14-sm): CompareAndSwap, CompareAndDelete, Transaction. Not on main until done.
-    throw new AssertionError(`not applied yet: ${Object.keys(command).join()}`);
+    return applyTransaction(store, index, command.Transaction);
   }
   return { index, deleted, succeeded: true };
+}
+
+type CommandBody<K extends string> =
+  Extract<WriteCommand, Record<K, unknown>> extends Record<K, infer B> ? B : never;
+
+/** expected null: succeeds iff the key is absent; else iff present with exactly that value. */
+function applyCompareAndSwap(
+  store: RecordStore,
+  index: number,
+  body: CommandBody<'CompareAndSwap'>,
+): ApplyOutcome {
+  const current = store.get(body.key);
+  const holds = body.expected === null ? current === undefined : current?.value === body.expected;
+  if (!holds) return { index, deleted: [], succeeded: false, current: current ?? null };
+  setRecord(store, index, body.key, body.new_value);
+  return { index, deleted: [], succeeded: true };
+}
+
+/** Succeeds iff the key is present with exactly that value, and deletes it. */
+function applyCompareAndDelete(
+  store: RecordStore,
+  index: number,
+  body: CommandBody<'CompareAndDelete'>,
+): ApplyOutcome {
+  const current = store.get(body.key);
+  if (current?.value !== body.expected) {
+    return { index, deleted: [], succeeded: false, current: current ?? null };
+  }
+  const removed = store.delete(body.key);
+  assert(removed, 'a key found present is deleted');
+  return { index, deleted: [true], succeeded: true };
+}
+
+/**
+ * All compares against the state before any op; then the branch they choose, op by op, each op
+ * seeing the earlier ones. The bounds validation guarantees are asserted before anything is written.
+ */
+function applyTransaction(store: RecordStore, index: number, body: CommandBody<'Transaction'>): ApplyOutcome {
+  assert(body.compare.length <= TXN_COMPARES_MAX, `${body.compare.length} compares in a transaction`);
+  assertBranch(body.success);
+  assertBranch(body.failure);
+  const succeeded = body.compare.every((compare) => compareHolds(store.get(compare.key), compare));
+  const branch = succeeded ? body.success : body.failure;
+  const results: TxnOpOutcome[] = [];
+  for (const op of branch) results.push(applyTxnOp(store, index, op));
+  return { index, deleted: [], succeeded, results };
+}
+
+/** At most TXN_OPS_MAX ops, no key written twice, Scan limits positive integers. */
+function assertBranch(ops: readonly TxnOp[]): void {
+  assert(ops.length <= TXN_OPS_MAX, `${ops.length} ops in a transaction branch`);
+  const written = new Set<string>();
+  for (const op of ops) {
+    if ('Scan' in op) {
+      const limit = op.Scan.limit;
+      assert(limit === undefined || (Number.isSafeInteger(limit) && limit >= 1), `scan limit ${limit}`);
+      continue;
+    }
+    if ('Get' in op) continue;
+    const key = 'Set' in op ? op.Set.key : op.Delete.key;
+    assert(!written.has(key), `key written twice in one transaction branch: ${key}`);
+    written.add(key);
+  }
+}
+
+function applyTxnOp(store: RecordStore, index: number, op: TxnOp): TxnOpOutcome {
+  if ('Set' in op) {
+    setRecord(store, index, op.Set.key, op.Set.value);
+    return { kind: 'set', key: op.Set.key };
+  }
+  if ('Delete' in op) return { kind: 'delete', key: op.Delete.key, deleted: store.delete(op.Delete.key) };
+  if ('Get' in op) return { kind: 'get', key: op.Get.key, record: store.get(op.Get.key) ?? null };
+  const limit = Math.min(op.Scan.limit ?? TXN_SCAN_LIMIT_MAX, TXN_SCAN_LIMIT_MAX);
+  const page = store.scan(op.Scan.prefix, null, limit);
+  return { kind: 'scan', records: page.records, more: page.more };
+}
+
+/** A record's numeric compare target (an absent key has 0 everywhere). */
+function numericTarget(record: KvRecord | undefined, target: Exclude<CompareTarget, 'value'>): number {
+  if (record === undefined) return 0;
+  if (target === 'version') return record.version;
+  if (target === 'create_index') return record.createIndex;
+  if (target === 'mod_index') return record.modIndex;
+  return 0; // lease_id: no leases yet (issue 15)
+}
+
+/** Whether one compare holds; a value compare on an absent key is false whatever its op. */
+export function compareHolds(record: KvRecord | undefined, compare: Compare): boolean {
+  let order: number;
+  if (compare.target === 'value') {
+    assert(typeof compare.value === 'string', 'a value compare carries a string');
+    if (record === undefined) return false;
+    order = Math.sign(compareUtf8(record.value, compare.value));
+  } else {
+    assert(
+      Number.isSafeInteger(compare.value) && (compare.value as number) >= 0,
+      `a ${compare.target} compare carries a non-negative integer`,
+    );
+    order = Math.sign(numericTarget(record, compare.target) - (compare.value as number));
+  }
+  if (compare.op === 'equal') return order === 0;
+  if (compare.op === 'not_equal') return order !== 0;
+  if (compare.op === 'greater') return order > 0;
+  return order < 0;
 }
 
 interface SnapshotBody {
@@ -158,12 +307,13 @@ export function decodeSnapshot(data: Uint8Array, index: number): readonly (reado
 /** The in-memory KV state machine (the simulator's and `--storage memory`'s). */
 export class MemoryKvStateMachine implements StateMachine {
   private readonly records = new Map<string, KvRecord>();
+  private readonly store = mapRecordStore(this.records);
   appliedIndex = 0;
   appliedMembership: MembershipConfig | null = null;
 
   apply(index: number, command: WriteCommand): ApplyOutcome {
     this.advanceTo(index);
-    return applyCommand(this.records, index, command);
+    return applyCommand(this.store, index, command);
   }
 
   applyNoop(index: number, config?: MembershipConfig): void {
@@ -183,20 +333,8 @@ export class MemoryKvStateMachine implements StateMachine {
     return this.records.size;
   }
 
-  /** Sorts the matching keys on every call: fine at control-plane sizes (LMDB scans in order natively). */
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
-    const keys = [...this.records.keys()]
-      .filter((key) => key.startsWith(prefix) && (afterKey === null || key > afterKey))
-      .sort();
-    const records = this.records;
-    function* ordered(): Generator<[string, KvRecord]> {
-      for (const key of keys) {
-        const record = records.get(key);
-        assert(record !== undefined, 'scanned key exists');
-        yield [key, record];
-      }
-    }
-    return collectScanPage(ordered(), prefix, limit);
+    return scanMap(this.records, prefix, afterKey, limit);
   }
 
   snapshot(): Uint8Array {

@@ -57,6 +57,7 @@ export class LmdbKvStateMachine implements StateMachine {
         kv.putSync(key, record);
       },
       delete: (key) => kv.removeSync(key),
+      scan: (prefix, afterKey, limit) => this.scan(prefix, afterKey, limit),
     };
     const outcome = this.inTransaction(() => {
       const result = applyCommand(store, index, command);
@@ -119,7 +120,10 @@ export class LmdbKvStateMachine implements StateMachine {
     return this.storage.kv.get(key);
   }
 
-  /** An ordered range read from the first key after `afterKey` (or the prefix) while keys keep the prefix. */
+  /**
+   * An ordered range read from the first key after `afterKey` (or the prefix) while keys keep the
+   * prefix. Inside an apply it runs in the write transaction, so it sees that command's earlier writes.
+   */
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
     const start = afterKey !== null && afterKey >= prefix ? `${afterKey}\u0000` : prefix;
     return collectScanPage(

@@ -106,6 +106,7 @@ describe('ForwardingStore', () => {
       count: 1,
       is_truncated: false,
       continuation_token: null,
+      revision: 3,
     };
     const local: KeyValueStore = {
       write: () => Promise.reject(new Error('unused')),

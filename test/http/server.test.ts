@@ -7,9 +7,13 @@ import {
   KEY_BYTES_MAX,
   SCAN_LIMIT_MAX,
   SCAN_PAGE_BYTES_MAX,
+  TXN_COMPARES_MAX,
+  TXN_OPS_MAX,
+  TXN_SCAN_LIMIT_MAX,
   VALUE_BYTES_MAX,
 } from '../../src/api/limits.ts';
 import { buildHttpServer, REQUEST_BODY_BYTES_MAX } from '../../src/http/server.ts';
+import { casScenario, coordinationBadInputs, transactionScenario, type Send } from './coordination.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
@@ -68,8 +72,13 @@ describe('HTTP control-plane API (the seed formats)', () => {
       json('POST', '/write', { command: { Set: { key: 'greeting', value: 'hello world' } } }),
     );
     expect(write.statusCode).toBe(200);
-    expect(write.json()).toMatchObject({ command: { Set: { key: 'greeting', value: 'hello world' } } });
     const logIndex = write.json<{ log_index: number }>().log_index;
+    // A plain Set answers as before, with the revision (its log index) beside log_index.
+    expect(write.json()).toEqual({
+      command: { Set: { key: 'greeting', value: 'hello world' } },
+      log_index: logIndex,
+      revision: logIndex,
+    });
     const read = await app.inject(json('GET', '/read?key=greeting'));
     expect(read.json()).toEqual({
       key: 'greeting',
@@ -77,6 +86,8 @@ describe('HTTP control-plane API (the seed formats)', () => {
       create_index: logIndex,
       mod_index: logIndex,
       version: 1,
+      lease_id: 0,
+      revision: logIndex,
     });
     expect((await app.inject(json('POST', '/read', { key: 'greeting' }))).json()).toMatchObject({
       value: 'hello world',
@@ -94,13 +105,21 @@ describe('HTTP control-plane API (the seed formats)', () => {
       }),
     );
     expect(multi.statusCode).toBe(200);
+    expect(multi.json()).toMatchObject({ log_index: logIndex + 1, revision: logIndex + 1 });
     expect((await app.inject(json('POST', '/delete', { key: 'a' }))).json()).toEqual({
       key: 'a',
       deleted: true,
+      revision: logIndex + 2,
     });
     expect((await app.inject(json('POST', '/delete', { key: 'a' }))).json()).toEqual({
       key: 'a',
       deleted: false,
+      revision: logIndex + 3,
+    });
+    // A read is served at the applied index of the moment, past the key's own mod_index.
+    expect((await app.inject(json('GET', '/read?key=greeting'))).json()).toMatchObject({
+      mod_index: logIndex,
+      revision: logIndex + 3,
     });
     expect((await app.inject(json('GET', '/state'))).json()).toMatchObject({ members: [1], leader: 1 });
     expect((await app.inject(json('GET', '/metrics'))).json()).toMatchObject({
@@ -145,6 +164,7 @@ describe('HTTP control-plane API (the seed formats)', () => {
       ],
       count: 2,
       is_truncated: true,
+      revision: logIndex + 4,
     });
     const page2 = (
       await app.inject(
@@ -156,6 +176,7 @@ describe('HTTP control-plane API (the seed formats)', () => {
       count: 1,
       is_truncated: false,
       continuation_token: null,
+      revision: logIndex + 4,
     });
     expect((await app.inject(json('POST', '/scan', { limit: 20_000 }))).statusCode).toBe(400);
     expect((await app.inject(json('POST', '/trigger-snapshot'))).json()).toMatchObject({
@@ -341,6 +362,23 @@ describe('HTTP control-plane API (the seed formats)', () => {
         'ALREADY_INITIALIZED',
       ],
       ['init with no members', json('POST', '/init', { initial_members: [] }), 400, 'INVALID_INPUT'],
+      ...coordinationBadInputs().map(
+        ([name, body, status, code]): [string, InjectOptions, number, string] => [
+          name,
+          json('POST', '/write', body),
+          status,
+          code,
+        ],
+      ),
+      [
+        'a lone surrogate in a compare value',
+        raw(
+          '/write',
+          '{"command":{"Transaction":{"compare":[{"key":"k","target":"value","op":"equal","value":"\\ud800"}],"success":[],"failure":[]}}}',
+        ),
+        400,
+        'INVALID_INPUT',
+      ],
     ];
     for (const [name, request, status, code] of cases) {
       const response = await app.inject(request);
@@ -359,6 +397,69 @@ describe('HTTP control-plane API (the seed formats)', () => {
       (await app.inject(json('POST', '/write', { command: { Set: { key: 'still', value: 'serving' } } })))
         .statusCode,
     ).toBe(200);
+  });
+});
+
+describe('coordination: CompareAndSwap, CompareAndDelete, Transaction over HTTP on a real node', () => {
+  async function initialized() {
+    const app = server();
+    await app.inject(json('POST', '/init', { initial_members: [member] }));
+    await expect
+      .poll(async () => (await app.inject(json('GET', '/leader'))).json<{ leader: number | null }>().leader, {
+        timeout: 5_000,
+      })
+      .toBe(1);
+    const send: Send = async (method, url, body) => {
+      const response = await app.inject(json(method, url, body));
+      return { status: response.statusCode, json: response.json<Record<string, unknown>>() };
+    };
+    return { app, send };
+  }
+
+  it('CAS and CAD: success, 409 COMPARE_FAILED with the current record, expected null, nothing written on failure', async () => {
+    const { send } = await initialized();
+    await casScenario(send, 'cas/');
+  });
+
+  it('transactions: success and failure branches, Get and Scan results, revisions', async () => {
+    const { send } = await initialized();
+    await transactionScenario(send, 'txn/');
+  });
+
+  it('a failed compare writes nothing: the log grows by its one entry, the data not at all', async () => {
+    const { app, send } = await initialized();
+    const created = await send('POST', '/write', { command: { Set: { key: 'k', value: 'v' } } });
+    const failed = await send('POST', '/write', {
+      command: { CompareAndSwap: { key: 'k', expected: 'other', new_value: 'w' } },
+    });
+    expect(failed.status).toBe(409);
+    const read = await send('GET', '/read?key=k');
+    expect(read.json).toMatchObject({ value: 'v', version: 1, mod_index: created.json.revision });
+    expect((await app.inject(json('GET', '/metrics/prometheus'))).body).toMatch(
+      /^aspen_errors_total\{code="COMPARE_FAILED"\} 1$/m,
+    );
+  });
+
+  it('admits the deepest and the largest valid transaction (JSON depth, 64 compares, 128 ops per branch)', async () => {
+    const { send } = await initialized();
+    const compare = Array.from({ length: TXN_COMPARES_MAX }, (_, index) => ({
+      key: `d${index}`,
+      target: (['version', 'create_index', 'mod_index', 'lease_id'] as const)[index % 4],
+      op: 'less',
+      value: 1,
+    }));
+    const ops = (branch: string) =>
+      Array.from({ length: TXN_OPS_MAX }, (_, index) =>
+        index % 2 === 0
+          ? { Set: { key: `${branch}${index}`, value: 'v' } }
+          : { Scan: { prefix: branch, limit: TXN_SCAN_LIMIT_MAX } },
+      );
+    const answer = await send('POST', '/write', {
+      command: { Transaction: { compare, success: ops('s/'), failure: ops('f/') } },
+    });
+    expect(answer.status).toBe(200);
+    expect(answer.json).toMatchObject({ succeeded: true });
+    expect((answer.json.results as unknown[]).length).toBe(TXN_OPS_MAX);
   });
 });
 

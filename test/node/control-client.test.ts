@@ -67,7 +67,10 @@ describe('RaftControlClient on a single in-process node', () => {
       create_index: first.log_index,
       mod_index: second.log_index,
       version: 2,
+      lease_id: 0,
+      revision: second.log_index,
     });
+    expect(second.revision).toBe(second.log_index);
     const metrics = await client.getMetrics();
     expect(metrics.state).toBe('Leader');
     expect(metrics.current_leader).toBe(1);
