@@ -13,6 +13,8 @@ export interface KvRecord {
   readonly createIndex: number;
   readonly modIndex: number;
   readonly version: number;
+  /** The lease the key is attached to; 0: none (always 0 until leases exist, issue 15). */
+  readonly leaseId: number;
 }
 
 /** What one op of a Transaction branch did, in op order. */
@@ -110,9 +112,23 @@ export interface RecordStore {
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage;
 }
 
-/** UTF-8 byte order (the order LMDB keeps keys in, and the order of value compares). */
+/**
+ * UTF-8 byte order (the order LMDB keeps keys in, and the order of value compares), without
+ * encoding: it is UTF-16 order except that surrogates (code points past U+FFFF) sort after U+E000–U+FFFF.
+ */
 export function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i += 1) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return utf8Rank(x) - utf8Rank(y);
+  }
+  return a.length - b.length;
+}
+
+function utf8Rank(unit: number): number {
+  if (unit >= 0xd800 && unit <= 0xdfff) return unit + 0x2000;
+  return unit >= 0xe000 ? unit - 0x800 : unit;
 }
 
 /** A scan page over a Map: sorts the matching keys on every call (fine at control-plane sizes). */
@@ -155,6 +171,7 @@ function setRecord(store: RecordStore, index: number, key: string, value: string
     createIndex: previous?.createIndex ?? index,
     modIndex: index,
     version: (previous?.version ?? 0) + 1,
+    leaseId: 0,
   });
 }
 
@@ -260,7 +277,7 @@ function numericTarget(record: KvRecord | undefined, target: Exclude<CompareTarg
   if (target === 'version') return record.version;
   if (target === 'create_index') return record.createIndex;
   if (target === 'mod_index') return record.modIndex;
-  return 0; // lease_id: no leases yet (issue 15)
+  return record.leaseId;
 }
 
 /** Whether one compare holds; a value compare on an absent key is false whatever its op. */
@@ -288,20 +305,43 @@ interface SnapshotBody {
   readonly records: readonly (readonly [string, KvRecord])[];
 }
 
+/**
+ * A record with its fields in one order (msgpack keeps the order of an object's fields, so equal
+ * states give equal bytes whichever machine wrote them); a record of storage format 2, from before
+ * lease ids, gets lease id 0. Asserts the shape (snapshots come from the cluster's own nodes).
+ */
+export function normalizeRecord(stored: unknown): KvRecord {
+  assert(typeof stored === 'object' && stored !== null, 'a stored record is an object');
+  const { value, createIndex, modIndex, version, leaseId } = stored as Partial<
+    Record<keyof KvRecord, unknown>
+  >;
+  const counters = [createIndex, modIndex, version, leaseId ?? 0];
+  assert(typeof value === 'string', 'a stored record has a string value');
+  assert(
+    counters.every((counter) => Number.isSafeInteger(counter) && (counter as number) >= 0),
+    'a stored record has non-negative integer revisions and lease id',
+  );
+  const [create, mod, ver, lease] = counters as number[];
+  return { value, createIndex: create ?? 0, modIndex: mod ?? 0, version: ver ?? 0, leaseId: lease ?? 0 };
+}
+
 /** Snapshot bytes: the applied index and every record, sorted by key (so equal states give equal bytes). */
 export function encodeSnapshot(
   appliedIndex: number,
   records: Iterable<readonly [string, KvRecord]>,
 ): Uint8Array {
-  const sorted = [...records].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const sorted = [...records]
+    .sort((a, b) => compareUtf8(a[0], b[0]))
+    .map(([key, record]): [string, KvRecord] => [key, normalizeRecord(record)]);
   const body: SnapshotBody = { appliedIndex, records: sorted };
   return snapshotPackr.pack(body);
 }
 
+/** The records of snapshot bytes (of this format or of format 2, whose records have no lease id). */
 export function decodeSnapshot(data: Uint8Array, index: number): readonly (readonly [string, KvRecord])[] {
   const body = snapshotPackr.unpack(data) as SnapshotBody;
   assert(body.appliedIndex === index, `snapshot data is at ${body.appliedIndex}, metadata says ${index}`);
-  return body.records;
+  return body.records.map(([key, record]): [string, KvRecord] => [key, normalizeRecord(record)]);
 }
 
 /** The in-memory KV state machine (the simulator's and `--storage memory`'s). */

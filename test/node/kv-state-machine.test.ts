@@ -1,12 +1,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
+import { Packr } from 'msgpackr';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Compare, CompareOp, CompareTarget, TxnOp, WriteCommand } from '../../src/api/types.ts';
 import { AssertionError } from '../../src/base/assert.ts';
 import { SCAN_PAGE_BYTES_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../src/base/limits.ts';
 import {
   compareHolds,
+  compareUtf8,
+  decodeSnapshot,
+  encodeSnapshot,
   MemoryKvStateMachine,
   type ApplyOutcome,
   type KvRecord,
@@ -53,6 +58,7 @@ const record = (value: string, createIndex: number, modIndex: number, version: n
   createIndex,
   modIndex,
   version,
+  leaseId: 0,
 });
 
 describe.each(machines)('applyCommand on the %s state machine', (_name, make) => {
@@ -297,5 +303,66 @@ describe('compareHolds', () => {
       expect(checkAbsent(target, 'less', 1)).toBe(true);
       expect(checkAbsent(target, 'greater', 0)).toBe(false);
     }
+  });
+});
+
+describe('compareUtf8', () => {
+  it('orders strings as their UTF-8 bytes', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), fc.string({ unit: 'binary' }), (a, b) => {
+        const bytes = Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+        expect(Math.sign(compareUtf8(a, b))).toBe(bytes);
+      }),
+      { numRuns: 2_000 },
+    );
+    expect(compareUtf8('\uffff', '\u{10000}')).toBeLessThan(0);
+    expect(compareUtf8('ab', 'a')).toBeGreaterThan(0);
+  });
+});
+
+describe('snapshot format', () => {
+  it('reads a format-2 snapshot (records without a lease id) with lease id 0', () => {
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    const old = packr.pack({
+      appliedIndex: 4,
+      records: [['k', { value: 'v', createIndex: 2, modIndex: 4, version: 3 }]],
+    });
+    expect(decodeSnapshot(old, 4)).toEqual([['k', record('v', 2, 4, 3)]]);
+    expect(() => decodeSnapshot(old, 5)).toThrow(AssertionError);
+    const broken = packr.pack({
+      appliedIndex: 4,
+      records: [['k', { value: 1, createIndex: 2, modIndex: 4, version: 3 }]],
+    });
+    expect(() => decodeSnapshot(broken, 4)).toThrow(AssertionError);
+  });
+
+  it('gives the same bytes whatever the field order of the records', () => {
+    const reordered = { leaseId: 0, version: 3, modIndex: 4, createIndex: 2, value: 'v' };
+    expect(encodeSnapshot(4, [['k', reordered]])).toEqual(encodeSnapshot(4, [['k', record('v', 2, 4, 3)]]));
+  });
+
+  it('the memory and LMDB machines give the same bytes for the same commands', () => {
+    const commands: WriteCommand[] = [
+      set('b', '1'),
+      {
+        SetMulti: {
+          pairs: [
+            ['a', '2'],
+            ['\u{10000}', '3'],
+            ['\uffff', '4'],
+          ],
+        },
+      },
+      { CompareAndSwap: { key: 'a', expected: '2', new_value: '5' } },
+      { Delete: { key: 'b' } },
+      txn([], [{ Set: { key: 'c', value: '6' } }]),
+    ];
+    const memory = new MemoryKvStateMachine();
+    const lmdb = lmdbMachine();
+    run(memory, ...commands);
+    run(lmdb, ...commands);
+    expect(memory.snapshot()).toEqual(lmdb.snapshot());
+    expect(memory.scan('', null, 10)).toEqual(lmdb.scan('', null, 10));
+    expect(memory.scan('', 'a', 10)).toEqual(lmdb.scan('', 'a', 10));
   });
 });
