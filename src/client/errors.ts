@@ -1,11 +1,9 @@
-import { ERROR_STATUS, type AspenErrorCode } from '../api/errors.ts';
-import type { KeyValue } from '../api/types.ts';
+import { ERROR_STATUS, type AspenErrorCode, type CurrentRecord } from '../api/errors.ts';
 
 /** Codes a KvError carries: the server's (src/api/errors.ts, docs/api.md) and the client's own. */
 export type KvErrorCode =
+  /** The server's; COMPARE_FAILED (409) is a CompareAndSwap or CompareAndDelete whose compare did not hold. */
   | AspenErrorCode
-  /** A CompareAndSwap or CompareAndDelete whose compare did not hold (409, nothing written; see `current`). */
-  | 'COMPARE_FAILED'
   /** The server has no such route (an older node, e.g. without /cluster-ticket). */
   | 'NOT_FOUND'
   /** Other answers of src/http/server.ts: a non-JSON body, an unexpected server failure. */
@@ -24,7 +22,6 @@ const SERVER_CODES = new Set<string>([
   'NOT_FOUND',
   'UNSUPPORTED_MEDIA_TYPE',
   'INTERNAL',
-  'COMPARE_FAILED',
 ]);
 
 /** Server answers that prove the request had no effect (it was refused before anything was proposed). */
@@ -46,7 +43,7 @@ const DEFINITE_CODES = new Set<string>([
 ]);
 
 /** The record a COMPARE_FAILED answer found (its key is the request's): a KeyValue without `key`. */
-export type CompareCurrent = Omit<KeyValue, 'key'>;
+export type CompareCurrent = CurrentRecord;
 
 const CURRENT_COUNTERS = ['create_index', 'mod_index', 'version', 'lease_id'] as const;
 

@@ -16,7 +16,6 @@ export {
   type MemberSpec,
   type NodeInfo,
   type RetryPolicy,
-  type WithRevision,
 } from './kv-client.ts';
 export {
   Compare,

@@ -52,9 +52,6 @@ import {
   type TxnResult,
 } from './txn.ts';
 
-/** Every KV answer carries the revision it was served at (a write: its log index; a read: the applied index). */
-export type WithRevision<T> = T & { readonly revision: number };
-
 // The options and limits live in options.ts; they are still importable from here.
 export * from './options.ts';
 
@@ -132,7 +129,7 @@ export class KvClient {
   }
 
   /** Delete one key; `deleted` tells whether it existed. */
-  delete(key: string, options?: CallOptions): Promise<WithRevision<DeleteResult>> {
+  delete(key: string, options?: CallOptions): Promise<DeleteResult> {
     return this.call(
       { method: 'POST', path: '/delete', body: { key }, idempotent: false, route: PREFER_LEADER },
       options,
@@ -140,7 +137,7 @@ export class KvClient {
   }
 
   /** Linearizable read; rejects with KEY_NOT_FOUND for a missing key. */
-  read(key: string, options?: CallOptions): Promise<WithRevision<ReadResult>> {
+  read(key: string, options?: CallOptions): Promise<ReadResult> {
     return this.call(
       { method: 'POST', path: '/read', body: { key }, idempotent: true, route: PREFER_LEADER },
       options,
@@ -148,7 +145,7 @@ export class KvClient {
   }
 
   /** Linearizable read; null for a missing key. */
-  async get(key: string, options?: CallOptions): Promise<WithRevision<ReadResult> | null> {
+  async get(key: string, options?: CallOptions): Promise<ReadResult | null> {
     try {
       return await this.read(key, options);
     } catch (error) {
@@ -158,7 +155,7 @@ export class KvClient {
   }
 
   /** One page; pass `continuation_token` back for the next. */
-  scan(request: ScanRequest = {}, options?: CallOptions): Promise<WithRevision<ScanResult>> {
+  scan(request: ScanRequest = {}, options?: CallOptions): Promise<ScanResult> {
     return this.call(
       { method: 'POST', path: '/scan', body: request, idempotent: true, route: PREFER_LEADER },
       options,

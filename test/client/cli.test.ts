@@ -192,6 +192,45 @@ describe('aspen CLI against a real node', () => {
   }, 60_000);
 });
 
+describe('aspen cas and txn against a real node', () => {
+  it('cas creates, swaps and exits 5 on a stale value; txn runs a branch from stdin', async () => {
+    const at = ['--endpoints', await realNode(cleanups)];
+    const created = await aspen([...at, 'cas', '--absent', 'counter', '1']);
+    expect(created).toMatchObject({ code: EXIT_OK, stderr: '' });
+    expect(created.stdout).toMatch(/^OK \(revision \d+\)\n$/);
+    expect((await aspen([...at, 'cas', 'counter', '1', '2'])).code).toBe(EXIT_OK);
+    const stale = await aspen([...at, 'cas', 'counter', '1', '3']);
+    expect(stale).toMatchObject({ code: EXIT_COMPARE_FAILED, stdout: '2\n' });
+    expect(stale.stderr).toMatch(
+      /^aspen: COMPARE_FAILED: nothing written: "counter" holds another value \(version 2, mod_index \d+\)\n$/,
+    );
+    expect((await aspen([...at, 'cas', '--absent', 'counter', '9'])).code).toBe(EXIT_COMPARE_FAILED);
+    const txn = {
+      compare: [{ key: 'counter', target: 'value', op: 'equal', value: '2' }],
+      success: [{ Set: { key: 'counter', value: '3' } }, { Get: { key: 'counter' } }],
+      failure: [{ Get: { key: 'counter' } }],
+    };
+    const held = await aspen([...at, '--json', 'txn'], {}, JSON.stringify(txn));
+    expect(held.code).toBe(EXIT_OK);
+    expect(JSON.parse(held.stdout)).toMatchObject({
+      succeeded: true,
+      results: [{ Set: { key: 'counter' } }, { Get: { key: 'counter', value: '3', version: 3 } }],
+    });
+    const failed = await aspen([...at, 'txn', '-'], {}, JSON.stringify(txn));
+    expect(failed).toMatchObject({ code: EXIT_OK, stderr: '' });
+    expect(failed.stdout).toMatch(
+      /^not succeeded: a compare failed, failure ran \(revision \d+\)\n.*\n1 +get +counter +found +3 +\d+ +3\n$/,
+    );
+    const refused = await aspen(
+      [...at, 'txn'],
+      {},
+      '{"compare":[{"key":"counter","target":"size","op":"equal","value":1}]}',
+    );
+    expect(refused).toMatchObject({ code: EXIT_FAILED, stdout: '' });
+    expect(refused.stderr).toMatch(/^aspen: INVALID_INPUT: [^\n]+\n$/);
+  }, 60_000);
+});
+
 describe('aspen CLI exit codes', () => {
   it('usage errors exit 2 with one line on stderr', async () => {
     const usage = await aspen(['get']);

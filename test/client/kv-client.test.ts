@@ -89,11 +89,15 @@ const caught = (promise: Promise<unknown>): Promise<unknown> =>
 describe('KvClient against a real node', () => {
   it('writes, reads, scans page by page, deletes; get of a missing key is null', async () => {
     const kv = client([await realNode(cleanups)]);
-    expect(await kv.put('greeting', 'hello')).toMatchObject({
+    const put = await kv.put('greeting', 'hello');
+    expect(put).toMatchObject({
       command: { Set: { key: 'greeting', value: 'hello' } },
       log_index: expect.any(Number) as number,
     });
-    expect(await kv.get('greeting')).toMatchObject({ key: 'greeting', value: 'hello', version: 1 });
+    expect(put.revision).toBe(put.log_index); // a write's revision is its log index
+    const got = await kv.get('greeting');
+    expect(got).toMatchObject({ key: 'greeting', value: 'hello', version: 1, create_index: put.revision });
+    expect(got?.revision).toBeGreaterThanOrEqual(put.revision); // the applied index it was read at
     expect(await kv.get('missing')).toBeNull();
     await expect(kv.read('missing')).rejects.toMatchObject({
       code: 'KEY_NOT_FOUND',
@@ -125,8 +129,14 @@ describe('KvClient against a real node', () => {
       { key: 'app/3', value: 'c' },
     ]);
     await kv.write({ DeleteMulti: { keys: ['app/1', 'app/2'] } });
-    expect(await kv.delete('greeting')).toEqual({ key: 'greeting', deleted: true });
-    expect(await kv.delete('greeting')).toEqual({ key: 'greeting', deleted: false });
+    const deleted = await kv.delete('greeting');
+    expect(deleted).toEqual({ key: 'greeting', deleted: true, revision: expect.any(Number) as number });
+    expect(await kv.delete('greeting')).toEqual({
+      key: 'greeting',
+      deleted: false,
+      revision: deleted.revision + 1,
+    });
+    expect((await kv.scan({ prefix: 'app/' })).revision).toBeGreaterThan(deleted.revision);
     expect(await kv.scanAll('')).toEqual([{ key: 'app/3', value: 'c' }]);
     await expect(kv.put('k'.repeat(2_000), 'v')).rejects.toMatchObject({
       code: 'KEY_TOO_LARGE',

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../src/base/limits.ts';
 import { Compare, KvClient, KvError, Op, transactionProblem } from '../../src/client/index.ts';
+import { realNode } from './real-node.ts';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -261,3 +262,78 @@ describe('KvClient cas and casDelete against a scripted server', () => {
     expect(error).toMatchObject({ code: 'COMPARE_FAILED', status: 409, definite: true, current: record });
   });
 });
+
+describe('KvClient cas and transactions against a real node', () => {
+  it('cas, casDelete and txn answer what the state machine did, with revisions', async () => {
+    const kv = client(await realNode(cleanups));
+    const created = await kv.cas('lock', null, 'me');
+    assertSucceeded(created);
+    expect(await kv.get('lock')).toMatchObject({ value: 'me', create_index: created.revision, version: 1 });
+    expect(await kv.cas('lock', null, 'you')).toEqual({
+      succeeded: false,
+      current: {
+        key: 'lock',
+        value: 'me',
+        create_index: created.revision,
+        mod_index: created.revision,
+        version: 1,
+        lease_id: 0,
+      },
+    });
+    const swapped = await kv.cas('lock', 'me', 'you');
+    assertSucceeded(swapped);
+    expect(swapped.revision).toBeGreaterThan(created.revision);
+    expect(await kv.casDelete('lock', 'me')).toMatchObject({ succeeded: false, current: { value: 'you' } });
+    expect(await kv.casDelete('lock', 'you')).toMatchObject({ succeeded: true });
+    expect(await kv.cas('lock', 'you', 'x')).toEqual({ succeeded: false, current: null });
+
+    await kv.write({
+      SetMulti: {
+        pairs: [
+          ['acct/a', '10'],
+          ['acct/b', '0'],
+        ],
+      },
+    });
+    const move = () =>
+      kv
+        .txn()
+        .if(Compare.value('acct/a', 'equal', '10'), Compare.exists('acct/b'))
+        .then(Op.set('acct/a', '5'), Op.set('acct/b', '5'), Op.get('acct/a'), Op.scan('acct/'))
+        .else(Op.get('acct/a'), Op.get('acct/none'))
+        .commit();
+    const moved = await move();
+    const at = { mod_index: moved.revision, lease_id: 0 };
+    expect(moved).toEqual({
+      succeeded: true,
+      revision: expect.any(Number) as number,
+      results: [
+        { Set: { key: 'acct/a' } },
+        { Set: { key: 'acct/b' } },
+        { Get: { key: 'acct/a', value: '5', version: 2, create_index: expect.any(Number) as number, ...at } },
+        {
+          Scan: {
+            entries: [
+              expect.objectContaining({ key: 'acct/a', value: '5', ...at }),
+              expect.objectContaining({ key: 'acct/b', value: '5', ...at }),
+            ],
+            is_truncated: false,
+          },
+        },
+      ],
+    });
+    const again = await move(); // acct/a is 5 now: the failure branch runs, nothing is written
+    expect(again).toMatchObject({ succeeded: false, results: [{ Get: { value: '5' } }, { Get: null }] });
+    expect(again.revision).toBeGreaterThan(moved.revision);
+    expect(await kv.get('acct/a')).toMatchObject({ mod_index: moved.revision });
+    // The server is the authority on what the builder does not check: a body sent as it is.
+    const twice = { compare: [], success: [Op.set('x', '1'), Op.delete('x')], failure: [] };
+    await expect(kv.transaction(twice)).rejects.toMatchObject({ code: 'INVALID_INPUT', status: 400 });
+  });
+});
+
+function assertSucceeded(
+  result: Awaited<ReturnType<KvClient['cas']>>,
+): asserts result is { succeeded: true; revision: number } {
+  expect(result).toMatchObject({ succeeded: true, revision: expect.any(Number) as number });
+}
