@@ -43,6 +43,8 @@ async function readBounded(stream: Readable, what: string): Promise<string> {
 export async function readTransaction(file: string | undefined): Promise<Transaction> {
   const fromStdin = file === undefined || file === '-';
   const what = fromStdin ? 'stdin' : file;
+  if (fromStdin && process.stdin.isTTY)
+    process.stderr.write('aspen: reading a transaction from stdin (end with Ctrl-D)\n');
   const text = await readBounded(fromStdin ? process.stdin : createReadStream(file), what);
   return parseTransaction(text, what);
 }

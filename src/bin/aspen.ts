@@ -364,6 +364,7 @@ function program(choose: (chosen: Chosen) => void): Command {
       'Prints the revision; on a failed compare prints the current value and exits 5',
     (command) =>
       command
+        .summary('compare-and-swap: KEY EXPECTED NEW, or --absent KEY NEW; exit 5 when the compare fails')
         .usage('KEY EXPECTED NEW | --absent KEY NEW')
         .option('--absent', 'the compare is "KEY does not exist" (then give KEY NEW)'),
   );
@@ -371,6 +372,8 @@ function program(choose: (chosen: Chosen) => void): Command {
     'txn [file]',
     `run a transaction {"compare":[…],"success":[…],"failure":[…]} read from FILE or stdin ("-"), ` +
       `at most ${TXN_INPUT_BYTES_MAX} bytes; exits 0 whether or not the compares held (see "succeeded")`,
+    (command) =>
+      command.summary('run a JSON transaction from FILE or stdin (exit 0 whether or not it succeeded)'),
   );
   add('scan [prefix]', 'list keys under a prefix, in order, one page', (command) =>
     command
