@@ -242,7 +242,7 @@ function applyTransaction(store: RecordStore, index: number, body: CommandBody<'
   return { index, deleted: [], succeeded, results };
 }
 
-/** At most TXN_OPS_MAX ops, no key written twice, Scan limits positive integers. */
+/** At most TXN_OPS_MAX ops, no key written twice, Scan limits positive integers, prefixes well-formed. */
 function assertBranch(ops: readonly TxnOp[]): void {
   assert(ops.length <= TXN_OPS_MAX, `${ops.length} ops in a transaction branch`);
   const written = new Set<string>();
@@ -250,6 +250,7 @@ function assertBranch(ops: readonly TxnOp[]): void {
     if ('Scan' in op) {
       const limit = op.Scan.limit;
       assert(limit === undefined || (Number.isSafeInteger(limit) && limit >= 1), `scan limit ${limit}`);
+      assert(op.Scan.prefix.isWellFormed(), 'a scan prefix is well-formed Unicode');
       continue;
     }
     if ('Get' in op) continue;

@@ -228,6 +228,7 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
         [],
       ),
       txn([], [{ Set: { key: 'n', value: '1' } }, { Scan: { prefix: '', limit: 0 } }]),
+      txn([], [{ Set: { key: 'n', value: '1' } }, { Scan: { prefix: '\ud800' } }]),
       txn([{ key: 'k', target: 'value', op: 'equal', value: 1 }], [{ Set: { key: 'n', value: '1' } }]),
       txn([{ key: 'k', target: 'version', op: 'equal', value: '1' }], [{ Set: { key: 'n', value: '1' } }]),
       txn([{ key: 'k', target: 'version', op: 'less', value: -1 }], [{ Set: { key: 'n', value: '1' } }]),
@@ -243,7 +244,7 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
       }
       expect(thrown).toBeInstanceOf(AssertionError);
       expect((thrown as Error).message).toMatch(
-        /written twice|ops in|compares in|scan limit|compare carries/,
+        /written twice|ops in|compares in|scan limit|scan prefix|compare carries/,
       );
       expect(machine.get('n')).toBeUndefined();
       expect(machine.get('k')).toEqual(record('v', 1, 1, 1));
