@@ -235,7 +235,9 @@ function applyTransaction(store: RecordStore, index: number, body: CommandBody<'
   assert(body.compare.length <= TXN_COMPARES_MAX, `${body.compare.length} compares in a transaction`);
   assertBranch(body.success);
   assertBranch(body.failure);
-  const succeeded = body.compare.every((compare) => compareHolds(store.get(compare.key), compare));
+  // Every compare is evaluated (and its shape asserted), not only up to the first that fails.
+  const holds = body.compare.map((compare) => compareHolds(store.get(compare.key), compare));
+  const succeeded = holds.every(Boolean);
   const branch = succeeded ? body.success : body.failure;
   const results: TxnOpOutcome[] = [];
   for (const op of branch) results.push(applyTxnOp(store, index, op));

@@ -232,6 +232,14 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
       txn([{ key: 'k', target: 'value', op: 'equal', value: 1 }], [{ Set: { key: 'n', value: '1' } }]),
       txn([{ key: 'k', target: 'version', op: 'equal', value: '1' }], [{ Set: { key: 'n', value: '1' } }]),
       txn([{ key: 'k', target: 'version', op: 'less', value: -1 }], [{ Set: { key: 'n', value: '1' } }]),
+      txn(
+        [
+          { key: 'k', target: 'version', op: 'equal', value: 9 },
+          { key: 'k', target: 'value', op: 'equal', value: 9 },
+        ],
+        [],
+        [{ Set: { key: 'n', value: '1' } }],
+      ),
     ];
     for (const command of refusals) {
       const machine = make();
