@@ -2,7 +2,7 @@ import { Packr } from 'msgpackr';
 import { SCAN_PAGE_BYTES_MAX, utf8Length } from '../api/limits.ts';
 import type { Compare, CompareTarget, TxnOp, WriteCommand } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
-import { TXN_COMPARES_MAX, TXN_OPS_MAX, TXN_SCAN_LIMIT_MAX } from '../base/limits.ts';
+import { TXN_COMPARES_MAX, TXN_OPS_MAX, TXN_RESULT_BYTES_MAX, TXN_SCAN_LIMIT_MAX } from '../base/limits.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 
 const snapshotPackr = new Packr({ useRecords: false, moreTypes: false });
@@ -13,6 +13,8 @@ export interface KvRecord {
   readonly createIndex: number;
   readonly modIndex: number;
   readonly version: number;
+  /** The lease the key is attached to; 0: none (always 0 until leases exist, issue 15). */
+  readonly leaseId: number;
 }
 
 /** What one op of a Transaction branch did, in op order. */
@@ -41,6 +43,11 @@ export interface ApplyOutcome {
   readonly current?: KvRecord | null;
   /** A Transaction: one outcome per op of the branch that ran. */
   readonly results?: readonly TxnOpOutcome[];
+  /**
+   * A Transaction whose Get and Scan results would exceed TXN_RESULT_BYTES_MAX: its branch was
+   * undone, nothing is written (the entry is still a revision), and no results are returned.
+   */
+  readonly resultsTooLarge?: true;
 }
 
 /** The replicated state machine: a deterministic function of the applied log prefix. */
@@ -110,9 +117,23 @@ export interface RecordStore {
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage;
 }
 
-/** UTF-8 byte order (the order LMDB keeps keys in, and the order of value compares). */
+/**
+ * UTF-8 byte order (the order LMDB keeps keys in, and the order of value compares), without
+ * encoding: it is UTF-16 order except that surrogates (code points past U+FFFF) sort after U+E000–U+FFFF.
+ */
 export function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i += 1) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return utf8Rank(x) - utf8Rank(y);
+  }
+  return a.length - b.length;
+}
+
+function utf8Rank(unit: number): number {
+  if (unit >= 0xd800 && unit <= 0xdfff) return unit + 0x2000;
+  return unit >= 0xe000 ? unit - 0x800 : unit;
 }
 
 /** A scan page over a Map: sorts the matching keys on every call (fine at control-plane sizes). */
@@ -155,6 +176,7 @@ function setRecord(store: RecordStore, index: number, key: string, value: string
     createIndex: previous?.createIndex ?? index,
     modIndex: index,
     version: (previous?.version ?? 0) + 1,
+    leaseId: 0,
   });
 }
 
@@ -218,14 +240,50 @@ function applyTransaction(store: RecordStore, index: number, body: CommandBody<'
   assert(body.compare.length <= TXN_COMPARES_MAX, `${body.compare.length} compares in a transaction`);
   assertBranch(body.success);
   assertBranch(body.failure);
-  const succeeded = body.compare.every((compare) => compareHolds(store.get(compare.key), compare));
+  // Every compare is evaluated (and its shape asserted), not only up to the first that fails.
+  const holds = body.compare.map((compare) => compareHolds(store.get(compare.key), compare));
+  const succeeded = holds.every(Boolean);
   const branch = succeeded ? body.success : body.failure;
   const results: TxnOpOutcome[] = [];
-  for (const op of branch) results.push(applyTxnOp(store, index, op));
+  // Each key is written at most once per branch (asserted above), so its record before the branch
+  // is enough to undo the branch when its results turn out too large.
+  const before = new Map<string, KvRecord | undefined>();
+  let resultBytes = 0;
+  for (const op of branch) {
+    if ('Set' in op || 'Delete' in op) {
+      const key = 'Set' in op ? op.Set.key : op.Delete.key;
+      before.set(key, store.get(key));
+    }
+    const result = applyTxnOp(store, index, op);
+    resultBytes += resultSize(result);
+    results.push(result);
+    if (resultBytes > TXN_RESULT_BYTES_MAX) {
+      undo(store, before);
+      return { index, deleted: [], succeeded, resultsTooLarge: true };
+    }
+  }
   return { index, deleted: [], succeeded, results };
 }
 
-/** At most TXN_OPS_MAX ops, no key written twice, Scan limits positive integers. */
+/** Key and value bytes a Get or Scan result carries (writes carry none). */
+function resultSize(result: TxnOpOutcome): number {
+  if (result.kind === 'get')
+    return result.record === null ? 0 : utf8Length(result.key) + utf8Length(result.record.value);
+  if (result.kind !== 'scan') return 0;
+  let bytes = 0;
+  for (const [key, record] of result.records) bytes += utf8Length(key) + utf8Length(record.value);
+  return bytes;
+}
+
+/** Put back the records a branch changed (bounded: one per op of the branch). */
+function undo(store: RecordStore, before: ReadonlyMap<string, KvRecord | undefined>): void {
+  for (const [key, record] of before) {
+    if (record === undefined) store.delete(key);
+    else store.set(key, record);
+  }
+}
+
+/** At most TXN_OPS_MAX ops, no key written twice, Scan limits positive integers, prefixes well-formed. */
 function assertBranch(ops: readonly TxnOp[]): void {
   assert(ops.length <= TXN_OPS_MAX, `${ops.length} ops in a transaction branch`);
   const written = new Set<string>();
@@ -233,6 +291,7 @@ function assertBranch(ops: readonly TxnOp[]): void {
     if ('Scan' in op) {
       const limit = op.Scan.limit;
       assert(limit === undefined || (Number.isSafeInteger(limit) && limit >= 1), `scan limit ${limit}`);
+      assert(op.Scan.prefix.isWellFormed(), 'a scan prefix is well-formed Unicode');
       continue;
     }
     if ('Get' in op) continue;
@@ -260,7 +319,7 @@ function numericTarget(record: KvRecord | undefined, target: Exclude<CompareTarg
   if (target === 'version') return record.version;
   if (target === 'create_index') return record.createIndex;
   if (target === 'mod_index') return record.modIndex;
-  return 0; // lease_id: no leases yet (issue 15)
+  return record.leaseId;
 }
 
 /** Whether one compare holds; a value compare on an absent key is false whatever its op. */
@@ -288,20 +347,43 @@ interface SnapshotBody {
   readonly records: readonly (readonly [string, KvRecord])[];
 }
 
+/**
+ * A record with its fields in one order (msgpack keeps the order of an object's fields, so equal
+ * states give equal bytes whichever machine wrote them); a record of storage format 2, from before
+ * lease ids, gets lease id 0. Asserts the shape (snapshots come from the cluster's own nodes).
+ */
+export function normalizeRecord(stored: unknown): KvRecord {
+  assert(typeof stored === 'object' && stored !== null, 'a stored record is an object');
+  const { value, createIndex, modIndex, version, leaseId } = stored as Partial<
+    Record<keyof KvRecord, unknown>
+  >;
+  const counters = [createIndex, modIndex, version, leaseId ?? 0];
+  assert(typeof value === 'string', 'a stored record has a string value');
+  assert(
+    counters.every((counter) => Number.isSafeInteger(counter) && (counter as number) >= 0),
+    'a stored record has non-negative integer revisions and lease id',
+  );
+  const [create, mod, ver, lease] = counters as number[];
+  return { value, createIndex: create ?? 0, modIndex: mod ?? 0, version: ver ?? 0, leaseId: lease ?? 0 };
+}
+
 /** Snapshot bytes: the applied index and every record, sorted by key (so equal states give equal bytes). */
 export function encodeSnapshot(
   appliedIndex: number,
   records: Iterable<readonly [string, KvRecord]>,
 ): Uint8Array {
-  const sorted = [...records].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const sorted = [...records]
+    .sort((a, b) => compareUtf8(a[0], b[0]))
+    .map(([key, record]): [string, KvRecord] => [key, normalizeRecord(record)]);
   const body: SnapshotBody = { appliedIndex, records: sorted };
   return snapshotPackr.pack(body);
 }
 
+/** The records of snapshot bytes (of this format or of format 2, whose records have no lease id). */
 export function decodeSnapshot(data: Uint8Array, index: number): readonly (readonly [string, KvRecord])[] {
   const body = snapshotPackr.unpack(data) as SnapshotBody;
   assert(body.appliedIndex === index, `snapshot data is at ${body.appliedIndex}, metadata says ${index}`);
-  return body.records;
+  return body.records.map(([key, record]): [string, KvRecord] => [key, normalizeRecord(record)]);
 }
 
 /** The in-memory KV state machine (the simulator's and `--storage memory`'s). */

@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
-import type { KvRecord } from '../node/kv-state-machine.ts';
+import { decodeSnapshot, encodeSnapshot, normalizeRecord, type KvRecord } from '../node/kv-state-machine.ts';
 import { assert, AssertionError } from '../base/assert.ts';
 import { DataDirLock } from './data-dir-lock.ts';
 import { firstLine, isStorageFault, StorageError, storageFailure } from './errors.ts';
@@ -13,8 +13,15 @@ import {
   type SnapshotMeta,
 } from '../raft/types.ts';
 
-/** On-disk format of this release; a data dir of another version is refused, never guessed at. */
-export const STORAGE_FORMAT_VERSION = 2;
+/**
+ * On-disk format of this release. 3: records carry a lease id. A format-2 data dir is migrated in
+ * place at open; any other version is refused, never guessed at.
+ */
+export const STORAGE_FORMAT_VERSION = 3;
+/** The one older format this release migrates from. */
+export const STORAGE_FORMAT_MIGRATED_FROM = 2;
+/** Records rewritten by a migration: a sanity bound far above what a snapshot can hold. */
+const MIGRATION_RECORDS_MAX = 100_000_000;
 /** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
 export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
 /** Entries removed per truncation or compaction pass are bounded by the log itself; this caps one pass. */
@@ -126,15 +133,20 @@ export class LmdbStorage {
     }
     // The format is checked before anything in the directory is touched.
     const format = env.openDB<unknown, string>({ name: 'meta' }).get(META_FORMAT);
-    if (format !== undefined && format !== STORAGE_FORMAT_VERSION) {
+    if (
+      format !== undefined &&
+      format !== STORAGE_FORMAT_VERSION &&
+      format !== STORAGE_FORMAT_MIGRATED_FROM
+    ) {
       void env.close();
       throw new StorageError(
-        `data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} (there is no migration yet: move the directory aside to start this node empty, and let it catch up from the cluster)`,
+        `data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} and migrates format ${STORAGE_FORMAT_MIGRATED_FROM} (move the directory aside to start this node empty, and let it catch up from the cluster)`,
       );
     }
     let storage: LmdbStorage;
     try {
       storage = new LmdbStorage(env, dataDir, lock);
+      if (format === STORAGE_FORMAT_MIGRATED_FROM) storage.migrateFromFormat2();
       if (format === undefined) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
     } catch (error) {
       if (error instanceof AssertionError) throw error;
@@ -142,6 +154,33 @@ export class LmdbStorage {
       throw new StorageError(`cannot open data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
     }
     return storage;
+  }
+
+  /**
+   * Format 2 → 3: every record gains lease id 0, in the state machine and in the stored snapshot.
+   * The state machine first (not synced: it is already marked unclean, so a crash before the clean
+   * close discards it and rebuilds it from the snapshot and the log, whose commands did not change);
+   * then the snapshot and the format together in one synced transaction of the log environment. A
+   * crash before that leaves format 2, and the next open migrates again (it is idempotent).
+   */
+  private migrateFromFormat2(): void {
+    this.stateEnv.transactionSync(() => {
+      let count = 0;
+      for (const { key, value } of this.kv.getRange({})) {
+        count += 1;
+        assert(count <= MIGRATION_RECORDS_MAX, 'migration record bound');
+        this.kv.putSync(key, normalizeRecord(value));
+      }
+    });
+    const snapshotMeta = (this.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
+    const snapshotData = this.snapshots.get(SNAPSHOT_DATA);
+    this.env.transactionSync(() => {
+      if (snapshotMeta !== null && snapshotData !== undefined) {
+        const records = decodeSnapshot(snapshotData, snapshotMeta.index);
+        this.snapshots.putSync(SNAPSHOT_DATA, encodeSnapshot(snapshotMeta.index, records));
+      }
+      this.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
+    });
   }
 
   /**

@@ -1,12 +1,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
+import { Packr } from 'msgpackr';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Compare, CompareOp, CompareTarget, TxnOp, WriteCommand } from '../../src/api/types.ts';
 import { AssertionError } from '../../src/base/assert.ts';
 import { SCAN_PAGE_BYTES_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../src/base/limits.ts';
 import {
   compareHolds,
+  compareUtf8,
+  decodeSnapshot,
+  encodeSnapshot,
   MemoryKvStateMachine,
   type ApplyOutcome,
   type KvRecord,
@@ -53,6 +58,7 @@ const record = (value: string, createIndex: number, modIndex: number, version: n
   createIndex,
   modIndex,
   version,
+  leaseId: 0,
 });
 
 describe.each(machines)('applyCommand on the %s state machine', (_name, make) => {
@@ -199,6 +205,52 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
     expect(page?.kind === 'scan' && [page.records.length, page.more]).toEqual([3, true]);
   });
 
+  it('a branch whose Get and Scan results pass TXN_RESULT_BYTES_MAX writes nothing and is marked', () => {
+    const machine = make();
+    const mib = 'm'.repeat(1024 * 1024);
+    run(machine, {
+      SetMulti: { pairs: ['1', '2', '3', '4', '5', '6', '7'].map((n): [string, string] => [`g/${n}`, mib]) },
+    });
+    const before = machine.snapshot();
+    const gets: TxnOp[] = ['3', '4', '5', '6', '7'].map((n) => ({ Get: { key: `g/${n}` } }));
+    const outcome = run(
+      machine,
+      txn(
+        [],
+        [
+          { Set: { key: 'new', value: 'v' } },
+          { Delete: { key: 'g/1' } },
+          { Set: { key: 'g/2', value: 'w' } },
+          ...gets,
+        ],
+      ),
+    );
+    expect(outcome).toMatchObject({ succeeded: true, resultsTooLarge: true });
+    expect(outcome.results).toBeUndefined();
+    expect([machine.get('new'), machine.get('g/1')?.version, machine.get('g/2')?.value.length]).toEqual([
+      undefined,
+      1,
+      mib.length,
+    ]);
+    // Only the applied index moved: the same records, byte for byte.
+    const after = new MemoryKvStateMachine();
+    after.restore(machine.snapshot(), machine.appliedIndex, {
+      voters: [1],
+      votersOutgoing: [],
+      learners: [],
+    });
+    const earlier = new MemoryKvStateMachine();
+    earlier.restore(before, machine.appliedIndex - 1, { voters: [1], votersOutgoing: [], learners: [] });
+    expect([...after.scan('', null, 100).records]).toEqual([...earlier.scan('', null, 100).records]);
+    // Within the bound the same branch applies: three Gets of 1 MiB.
+    const fits = run(machine, txn([], [{ Set: { key: 'new', value: 'v' } }, ...gets.slice(0, 3)]));
+    expect([fits.resultsTooLarge, fits.results?.length, machine.get('new')?.value]).toEqual([
+      undefined,
+      4,
+      'v',
+    ]);
+  });
+
   it('refuses (asserts) what validation must have refused, before writing anything', () => {
     const twice = txn(
       [],
@@ -222,9 +274,18 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
         [],
       ),
       txn([], [{ Set: { key: 'n', value: '1' } }, { Scan: { prefix: '', limit: 0 } }]),
+      txn([], [{ Set: { key: 'n', value: '1' } }, { Scan: { prefix: '\ud800' } }]),
       txn([{ key: 'k', target: 'value', op: 'equal', value: 1 }], [{ Set: { key: 'n', value: '1' } }]),
       txn([{ key: 'k', target: 'version', op: 'equal', value: '1' }], [{ Set: { key: 'n', value: '1' } }]),
       txn([{ key: 'k', target: 'version', op: 'less', value: -1 }], [{ Set: { key: 'n', value: '1' } }]),
+      txn(
+        [
+          { key: 'k', target: 'version', op: 'equal', value: 9 },
+          { key: 'k', target: 'value', op: 'equal', value: 9 },
+        ],
+        [],
+        [{ Set: { key: 'n', value: '1' } }],
+      ),
     ];
     for (const command of refusals) {
       const machine = make();
@@ -237,7 +298,7 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
       }
       expect(thrown).toBeInstanceOf(AssertionError);
       expect((thrown as Error).message).toMatch(
-        /written twice|ops in|compares in|scan limit|compare carries/,
+        /written twice|ops in|compares in|scan limit|scan prefix|compare carries/,
       );
       expect(machine.get('n')).toBeUndefined();
       expect(machine.get('k')).toEqual(record('v', 1, 1, 1));
@@ -297,5 +358,66 @@ describe('compareHolds', () => {
       expect(checkAbsent(target, 'less', 1)).toBe(true);
       expect(checkAbsent(target, 'greater', 0)).toBe(false);
     }
+  });
+});
+
+describe('compareUtf8', () => {
+  it('orders strings as their UTF-8 bytes', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), fc.string({ unit: 'binary' }), (a, b) => {
+        const bytes = Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+        expect(Math.sign(compareUtf8(a, b))).toBe(bytes);
+      }),
+      { numRuns: 2_000 },
+    );
+    expect(compareUtf8('\uffff', '\u{10000}')).toBeLessThan(0);
+    expect(compareUtf8('ab', 'a')).toBeGreaterThan(0);
+  });
+});
+
+describe('snapshot format', () => {
+  it('reads a format-2 snapshot (records without a lease id) with lease id 0', () => {
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    const old = packr.pack({
+      appliedIndex: 4,
+      records: [['k', { value: 'v', createIndex: 2, modIndex: 4, version: 3 }]],
+    });
+    expect(decodeSnapshot(old, 4)).toEqual([['k', record('v', 2, 4, 3)]]);
+    expect(() => decodeSnapshot(old, 5)).toThrow(AssertionError);
+    const broken = packr.pack({
+      appliedIndex: 4,
+      records: [['k', { value: 1, createIndex: 2, modIndex: 4, version: 3 }]],
+    });
+    expect(() => decodeSnapshot(broken, 4)).toThrow(AssertionError);
+  });
+
+  it('gives the same bytes whatever the field order of the records', () => {
+    const reordered = { leaseId: 0, version: 3, modIndex: 4, createIndex: 2, value: 'v' };
+    expect(encodeSnapshot(4, [['k', reordered]])).toEqual(encodeSnapshot(4, [['k', record('v', 2, 4, 3)]]));
+  });
+
+  it('the memory and LMDB machines give the same bytes for the same commands', () => {
+    const commands: WriteCommand[] = [
+      set('b', '1'),
+      {
+        SetMulti: {
+          pairs: [
+            ['a', '2'],
+            ['\u{10000}', '3'],
+            ['\uffff', '4'],
+          ],
+        },
+      },
+      { CompareAndSwap: { key: 'a', expected: '2', new_value: '5' } },
+      { Delete: { key: 'b' } },
+      txn([], [{ Set: { key: 'c', value: '6' } }]),
+    ];
+    const memory = new MemoryKvStateMachine();
+    const lmdb = lmdbMachine();
+    run(memory, ...commands);
+    run(lmdb, ...commands);
+    expect(memory.snapshot()).toEqual(lmdb.snapshot());
+    expect(memory.scan('', null, 10)).toEqual(lmdb.scan('', null, 10));
+    expect(memory.scan('', 'a', 10)).toEqual(lmdb.scan('', 'a', 10));
   });
 });

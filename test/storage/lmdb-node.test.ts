@@ -321,7 +321,7 @@ describe('RaftNode on LMDB', () => {
     // The leader's snapshot at 10 is stored (one transaction) and the process dies before the state machine takes it.
     const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [] };
     const data = encodeSnapshot(10, [
-      ['new', { value: 'snapshot', createIndex: 9, modIndex: 10, version: 2 }],
+      ['new', { value: 'snapshot', createIndex: 9, modIndex: 10, version: 2, leaseId: 0 }],
     ]);
     await new Promise((resolve) => {
       logStore.persist(

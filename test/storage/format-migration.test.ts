@@ -1,0 +1,150 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { open } from 'lmdb';
+import { Packr } from 'msgpackr';
+import { afterAll, describe, expect, it } from 'vitest';
+import { systemClock } from '../../src/node/local-runtime.ts';
+import { encodeSnapshot, type KvRecord } from '../../src/node/kv-state-machine.ts';
+import { RaftNode } from '../../src/node/raft-node.ts';
+import { defaultRaftConfig } from '../../src/raft/config.ts';
+import { SeededPrng } from '../../src/raft/prng.ts';
+import {
+  LmdbKvStateMachine,
+  LmdbLogStore,
+  LmdbStorage,
+  STORAGE_FORMAT_MIGRATED_FROM,
+  STORAGE_FORMAT_VERSION,
+} from '../../src/storage/lmdb-store.ts';
+
+const directories: string[] = [];
+afterAll(() => {
+  for (const directory of directories) rmSync(directory, { recursive: true, force: true });
+});
+
+function dataDir(): string {
+  const directory = mkdtempSync(join(tmpdir(), 'aspen-migrate-'));
+  directories.push(directory);
+  return directory;
+}
+
+function startNode(storage: LmdbStorage): RaftNode {
+  const logStore = new LmdbLogStore(storage);
+  const { persisted, snapshot } = logStore.load();
+  const node = new RaftNode({
+    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
+    prng: new SeededPrng(1),
+    persisted,
+    snapshot,
+    logStore,
+    stateMachine: new LmdbKvStateMachine(storage),
+    transport: { send: () => undefined },
+    clock: systemClock,
+    tickMs: 5,
+    snapshotThresholdEntries: 25,
+  });
+  node.start();
+  return node;
+}
+
+async function leader(node: RaftNode): Promise<void> {
+  for (let attempt = 0; attempt < 400 && node.status().role !== 'leader'; attempt += 1)
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  expect(node.status().role).toBe('leader');
+}
+
+async function write(node: RaftNode, key: string, value: string): Promise<void> {
+  const outcome = await new Promise<{ ok: boolean }>((resolve) => {
+    node.write({ Set: { key, value } }, resolve);
+  });
+  expect(outcome.ok).toBe(true);
+}
+
+const KEYS = 7;
+
+/** A node that wrote 60 entries (compacted at least once), closed cleanly: its records and applied index. */
+async function populated(directory: string): Promise<{ records: [string, KvRecord][]; applied: number }> {
+  const storage = LmdbStorage.open(directory);
+  const node = startNode(storage);
+  await new Promise((resolve) => {
+    node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
+  });
+  await leader(node);
+  for (let index = 0; index < 60; index += 1) await write(node, `k${index % KEYS}`, `v${index}`);
+  const records = [...storage.kv.getRange({})].map(({ key, value }): [string, KvRecord] => [key, value]);
+  const applied = node.stateMachine.appliedIndex;
+  expect(node.status().snapshot?.index ?? 0).toBeGreaterThanOrEqual(25);
+  node.stop();
+  await storage.close();
+  return { records, applied };
+}
+
+const strip = (record: KvRecord): Omit<KvRecord, 'leaseId'> => ({
+  value: record.value,
+  createIndex: record.createIndex,
+  modIndex: record.modIndex,
+  version: record.version,
+});
+
+/**
+ * Turn a closed data dir into what format 2 wrote: records (in the state machine and the stored
+ * snapshot) without a lease id, format 2 in the meta; `clean` false: as after a crash.
+ */
+async function downgradeToFormat2(directory: string, clean: boolean): Promise<void> {
+  const state = open({ path: join(directory, 'state.mdb'), compression: false });
+  const kv = state.openDB<unknown, string>({ name: 'kv' });
+  for (const { key, value } of [...kv.getRange({})]) kv.putSync(key, strip(value as KvRecord));
+  expect(Object.keys(kv.get('k0') as object)).not.toContain('leaseId');
+  await state.close();
+  const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
+  const meta = env.openDB<unknown, string>({ name: 'meta' });
+  const snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
+  const packr = new Packr({ useRecords: false, moreTypes: false });
+  const data = snapshots.get('data');
+  if (data === undefined) throw new Error('the populated dir has a snapshot');
+  const body = packr.unpack(data) as { appliedIndex: number; records: [string, KvRecord][] };
+  const old = { ...body, records: body.records.map(([key, record]) => [key, strip(record)]) };
+  snapshots.putSync('data', packr.pack(old));
+  meta.putSync('format', STORAGE_FORMAT_MIGRATED_FROM);
+  if (!clean) meta.putSync('state_clean', false);
+  await env.close();
+}
+
+describe('storage format migration', () => {
+  it.each([
+    ['after a clean close (records rewritten in place)', true],
+    ['after an unclean stop (state machine rebuilt from the migrated snapshot and the log)', false],
+  ])('migrates a format-2 data dir %s', async (_case, clean) => {
+    const directory = dataDir();
+    const before = await populated(directory);
+    expect(before.records).toHaveLength(KEYS);
+    expect(before.records.every(([, record]) => record.leaseId === 0)).toBe(true);
+    await downgradeToFormat2(directory, clean);
+
+    const storage = LmdbStorage.open(directory);
+    expect(storage.stateRebuilt).toBe(!clean);
+    expect(storage.meta.get('format')).toBe(STORAGE_FORMAT_VERSION);
+    const migratedSnapshot = new Packr({ useRecords: false, moreTypes: false }).unpack(
+      storage.snapshots.get('data') as Uint8Array,
+    ) as { records: [string, KvRecord][] };
+    expect(migratedSnapshot.records.every(([, record]) => record.leaseId === 0)).toBe(true);
+    const node = startNode(storage);
+    await leader(node);
+    for (let wait = 0; wait < 400 && node.stateMachine.appliedIndex <= before.applied; wait += 1)
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(node.stateMachine.appliedIndex).toBeGreaterThan(before.applied); // replayed, and the new term's entry
+    const after = [...storage.kv.getRange({})].map(({ key, value }): [string, KvRecord] => [key, value]);
+    expect(after).toEqual(before.records);
+    expect(node.stateMachine.snapshot()).toEqual(
+      encodeSnapshot(node.stateMachine.appliedIndex, before.records),
+    );
+    await write(node, 'k0', 'later');
+    expect(node.stateMachine.get('k0')).toMatchObject({ value: 'later', leaseId: 0 });
+    node.stop();
+    await storage.close();
+    const again = LmdbStorage.open(directory); // format 3 now: opens as it is
+    expect(again.stateRebuilt).toBe(false);
+    expect(again.kv.get('k0')).toMatchObject({ value: 'later', leaseId: 0 });
+    await again.close();
+  });
+});
