@@ -381,8 +381,14 @@ export function checkLinearizability(
       return { status: 'budget_exhausted', key, searchSteps: result.steps };
     if (result.status === 'violation') {
       const sorted = [...operations].sort((a, b) => a.invokeTimeMs - b.invokeTimeMs);
-      const shown = sorted.slice(0, OPERATIONS_SHOWN_MAX).map(describeOperation).join('; ');
-      const message = `no linearization of ${operations.length} operations (longest linearizable prefix ${result.longestPrefix}): ${shown}`;
+      // Linearized operations roughly follow invocation order: show those around where the longest
+      // linearizable prefix ends, which is where the culprit usually is.
+      const first = Math.max(0, result.longestPrefix - OPERATIONS_SHOWN_MAX / 2);
+      const shown = sorted
+        .slice(first, first + OPERATIONS_SHOWN_MAX)
+        .map(describeOperation)
+        .join('; ');
+      const message = `no linearization of ${operations.length} operations (longest linearizable prefix ${result.longestPrefix}; operations ${first + 1}.. by invocation): ${shown}`;
       return { status: 'violation', key, operations: sorted, message };
     }
   }
