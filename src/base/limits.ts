@@ -35,3 +35,10 @@ export const ADDRESS_CHARS_MAX = 1_024;
 export const TXN_COMPARES_MAX = 64;
 export const TXN_OPS_MAX = 128;
 export const TXN_SCAN_LIMIT_MAX = 1_000;
+/**
+ * Key and value bytes that the Get and Scan results of one transaction branch may hold in all, so
+ * that an answer always fits one cluster frame (5 MiB) when a follower forwards it, and one request
+ * can never make the leader build a reply of hundreds of MiB (128 ops of 1 MiB values or 4 MiB
+ * scans). Past it the transaction writes nothing and is refused (BATCH_TOO_LARGE).
+ */
+export const TXN_RESULT_BYTES_MAX = 4 * 1024 * 1024;

@@ -1,6 +1,8 @@
 /**
  * npm run bench: a 3-node Aspen cluster on loopback (LMDB, fsync before acknowledging), writes at 1,
- * 16 and 64 clients and linearizable reads at 1 and 64, one JSON line per run, then a table.
+ * 16 and 64 clients, linearizable reads at 1 and 64, and CAS increments (read, then compare-and-swap
+ * the next counter value; etcd: a txn comparing the value) at 16 and 64, one JSON line per run, then
+ * a table.
  * npm run bench:etcd: the same load against a 3-member etcd cluster too, side by side with ratios,
  * and a chart in docs/bench/. Both stop everything they started.
  */
@@ -8,7 +10,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { chartSvg } from './chart.ts';
-import { KEY_SPACE, keyOf, runLoad, VALUE, type LoadTarget, type Operation, type RunResult } from './load.ts';
+import {
+  KEY_SPACE,
+  keyOf,
+  runLoad,
+  VALUE,
+  type HttpRequest,
+  type LoadTarget,
+  type Operation,
+  type RunResult,
+} from './load.ts';
 import { ensureEtcd, startAspen, startEtcd, type ServerCluster } from './servers.ts';
 
 const RUNS: readonly (readonly [Operation, number])[] = [
@@ -17,6 +28,8 @@ const RUNS: readonly (readonly [Operation, number])[] = [
   ['write', 64],
   ['read', 1],
   ['read', 64],
+  ['cas', 16],
+  ['cas', 64],
 ];
 const DURATION_MS_DEFAULT = 10_000;
 const DURATION_MS_MAX = 600_000;
@@ -27,15 +40,37 @@ function b64(text: string): string {
   return Buffer.from(text).toString('base64');
 }
 
+function jsonPost(path: string, body: unknown): HttpRequest {
+  return { method: 'POST', path, body: JSON.stringify(body) };
+}
+
+function parse(body: string): unknown {
+  try {
+    return JSON.parse(body) as unknown;
+  } catch {
+    return null;
+  }
+}
+
 function aspenTarget(endpoints: readonly string[]): LoadTarget {
   return {
     name: 'aspen',
     endpoints,
     request: (operation, key, value) =>
       operation === 'write'
-        ? { method: 'POST', path: '/write', body: JSON.stringify({ command: { Set: { key, value } } }) }
+        ? jsonPost('/write', { command: { Set: { key, value } } })
         : { method: 'GET', path: `/read?key=${key}`, body: null },
     ok: (status) => status === 200 || status === 404,
+    cas: {
+      read: (key) => ({ method: 'GET', path: `/read?key=${key}`, body: null }),
+      valueOf: (status, body) => {
+        const value = status === 200 ? (parse(body) as { value?: unknown } | null)?.value : undefined;
+        return typeof value === 'string' ? value : null;
+      },
+      swap: (key, expected, next) =>
+        jsonPost('/write', { command: { CompareAndSwap: { key, expected, new_value: next } } }),
+      swapOutcome: (status) => (status === 200 ? 'ok' : status === 409 ? 'conflict' : 'error'),
+    },
   };
 }
 
@@ -46,9 +81,30 @@ function etcdTarget(endpoints: readonly string[]): LoadTarget {
     // The JSON gateway of etcd 3.4; a range without serializable:true is linearizable.
     request: (operation, key, value) =>
       operation === 'write'
-        ? { method: 'POST', path: '/v3/kv/put', body: JSON.stringify({ key: b64(key), value: b64(value) }) }
-        : { method: 'POST', path: '/v3/kv/range', body: JSON.stringify({ key: b64(key) }) },
+        ? jsonPost('/v3/kv/put', { key: b64(key), value: b64(value) })
+        : jsonPost('/v3/kv/range', { key: b64(key) }),
     ok: (status) => status === 200,
+    // etcd's compare-and-put: a txn comparing the value read, putting the next one on success.
+    cas: {
+      read: (key) => jsonPost('/v3/kv/range', { key: b64(key) }),
+      valueOf: (status, body) => {
+        const kvs = status === 200 ? (parse(body) as { kvs?: { value?: unknown }[] } | null)?.kvs : undefined;
+        const value = kvs?.[0]?.value;
+        return typeof value === 'string' ? Buffer.from(value, 'base64').toString() : null;
+      },
+      swap: (key, expected, next) =>
+        jsonPost('/v3/kv/txn', {
+          compare: [{ key: b64(key), target: 'VALUE', result: 'EQUAL', value: b64(expected) }],
+          success: [{ request_put: { key: b64(key), value: b64(next) } }],
+        }),
+      // proto3 JSON leaves out a false `succeeded`.
+      swapOutcome: (status, body) =>
+        status !== 200
+          ? 'error'
+          : (parse(body) as { succeeded?: unknown } | null)?.succeeded === true
+            ? 'ok'
+            : 'conflict',
+    },
   };
 }
 
@@ -100,6 +156,7 @@ function table(results: readonly RunResult[]): string {
     'p99.9 ms',
     'max ms',
     'errors',
+    'retries',
     'cpu µs/op',
   ];
   const rows = results.map((result) => [
@@ -113,6 +170,7 @@ function table(results: readonly RunResult[]): string {
     String(result.p999Ms),
     String(result.maxMs),
     String(result.errors),
+    String(result.retries),
     String(result.serverCpuUsPerOp),
   ]);
   return [header, ...rows]
@@ -134,6 +192,8 @@ function sideBySide(results: readonly RunResult[]): string {
     'etcd p99',
     'aspen cpu µs/op',
     'etcd cpu µs/op',
+    'aspen retries',
+    'etcd retries',
   ];
   const rows = RUNS.flatMap(([operation, clients]) => {
     const aspen = results.find(
@@ -156,6 +216,8 @@ function sideBySide(results: readonly RunResult[]): string {
         String(etcd.p99Ms),
         String(aspen.serverCpuUsPerOp),
         String(etcd.serverCpuUsPerOp),
+        String(aspen.retries),
+        String(etcd.retries),
       ],
     ];
   });

@@ -10,19 +10,32 @@ export const CLIENTS_MAX = 1_024;
 /** One request may take at most this long; a slower one counts as an error. */
 export const REQUEST_TIMEOUT_MS = 10_000;
 
-export type Operation = 'write' | 'read';
+/** `cas`: a compare-and-swap increment (read the key, swap in the next counter value, retry on a conflict). */
+export type Operation = 'write' | 'read' | 'cas';
+
+export type HttpRequest = { method: 'GET' | 'POST'; path: string; body: string | null };
+
+/** A CAS increment as a system speaks it: read the value, then swap it only if unchanged. */
+export interface CasProtocol {
+  read(key: string): HttpRequest;
+  /** The value read, or null when the read failed. */
+  valueOf(status: number, body: string): string | null;
+  swap(key: string, expected: string, next: string): HttpRequest;
+  /** ok: swapped; conflict: the value had changed (retry); error: anything else. */
+  swapOutcome(status: number, body: string): 'ok' | 'conflict' | 'error';
+}
 
 /** How one system is spoken to: the request for an operation on a key, and what counts as success. */
 export interface LoadTarget {
   readonly name: string;
   readonly endpoints: readonly string[];
-  request(
-    operation: Operation,
-    key: string,
-    value: string,
-  ): { method: 'GET' | 'POST'; path: string; body: string | null };
+  request(operation: Operation, key: string, value: string): HttpRequest;
   ok(status: number, body: string): boolean;
+  readonly cas: CasProtocol;
 }
+
+/** Attempts of one CAS increment before it counts as an error (a bound on a hot key's retries). */
+export const CAS_ATTEMPTS_MAX = 100;
 
 export interface RunResult {
   readonly system: string;
@@ -31,6 +44,8 @@ export interface RunResult {
   readonly durationMs: number;
   readonly ops: number;
   readonly errors: number;
+  /** CAS runs: swaps refused because the value had changed since it was read (each retried). */
+  readonly retries: number;
   readonly opsPerSecond: number;
   readonly p50Ms: number;
   readonly p90Ms: number;
@@ -47,10 +62,16 @@ export function keyOf(index: number): string {
 
 export const VALUE = 'v'.repeat(VALUE_BYTES);
 
+/** The next value of a CAS counter: the read value plus one, as VALUE_BYTES decimal digits (non-numbers count as 0). */
+export function nextCounter(value: string): string {
+  const current = /^\d+$/.test(value) ? Number(value) : 0;
+  return String(current + 1).padStart(VALUE_BYTES, '0');
+}
+
 function send(
   agent: http.Agent,
   endpoint: URL,
-  request: { method: 'GET' | 'POST'; path: string; body: string | null },
+  request: HttpRequest,
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const outgoing = http.request(
@@ -94,7 +115,9 @@ function percentile(sorted: Float64Array, fraction: number): number {
 
 /**
  * `clients` closed-loop clients, spread over the endpoints, each issuing one operation at a time on
- * random keys for `durationMs`. Errors are counted, never retried.
+ * random keys for `durationMs`. Errors are counted, never retried; a CAS increment whose swap finds
+ * the value changed reads again and retries (counted in `retries`, bounded by CAS_ATTEMPTS_MAX), and
+ * its latency runs from the first read to the swap that succeeded.
  */
 export async function runLoad(
   target: LoadTarget,
@@ -112,16 +135,31 @@ export async function runLoad(
   const cpuBefore = cpuMicros();
   const startedNs = process.hrtime.bigint();
   const deadlineMs = Date.now() + durationMs;
+  let retries = 0;
+  const once = async (endpoint: URL, key: string): Promise<boolean> => {
+    if (operation !== 'cas') {
+      const answer = await send(agent, endpoint, target.request(operation, key, VALUE));
+      return target.ok(answer.status, answer.body);
+    }
+    for (let attempt = 0; attempt < CAS_ATTEMPTS_MAX; attempt += 1) {
+      const read = await send(agent, endpoint, target.cas.read(key));
+      const value = target.cas.valueOf(read.status, read.body);
+      if (value === null) return false;
+      const swapped = await send(agent, endpoint, target.cas.swap(key, value, nextCounter(value)));
+      const outcome = target.cas.swapOutcome(swapped.status, swapped.body);
+      if (outcome !== 'conflict') return outcome === 'ok';
+      retries += 1;
+    }
+    return false;
+  };
   const client = async (index: number): Promise<void> => {
     const endpoint = endpoints[index % endpoints.length];
     if (endpoint === undefined) throw new Error('no endpoint');
     while (Date.now() < deadlineMs && samples < LATENCY_SAMPLES_MAX) {
-      const request = target.request(operation, keyOf(Math.floor(Math.random() * KEY_SPACE)), VALUE);
+      const key = keyOf(Math.floor(Math.random() * KEY_SPACE));
       const sentNs = process.hrtime.bigint();
       try {
-        const answer = await send(agent, endpoint, request);
-        if (target.ok(answer.status, answer.body))
-          latencies[samples++] = Number(process.hrtime.bigint() - sentNs) / 1e6;
+        if (await once(endpoint, key)) latencies[samples++] = Number(process.hrtime.bigint() - sentNs) / 1e6;
         else errors += 1;
       } catch {
         errors += 1;
@@ -141,6 +179,7 @@ export async function runLoad(
     durationMs: Math.round(elapsedMs),
     ops: samples,
     errors,
+    retries,
     opsPerSecond: Math.round(samples / (elapsedMs / 1_000)),
     p50Ms: round(percentile(sorted, 0.5)),
     p90Ms: round(percentile(sorted, 0.9)),

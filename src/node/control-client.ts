@@ -30,6 +30,7 @@ import type {
   WriteResult,
 } from '../api/types.ts';
 import { assert, AssertionError } from '../base/assert.ts';
+import { TXN_RESULT_BYTES_MAX } from '../base/limits.ts';
 import type { RaftStatus } from '../raft/core.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
@@ -463,6 +464,13 @@ function writeResult(command: WriteCommand, applied: WriteApplied): WriteResult 
   assert(outcome.index === index, 'an outcome belongs to its entry');
   const base = { command, log_index: index, revision: index };
   if ('Transaction' in command) {
+    if (outcome.resultsTooLarge === true) {
+      throw new AspenError(
+        'BATCH_TOO_LARGE',
+        `the transaction's Get and Scan results exceed ${TXN_RESULT_BYTES_MAX} bytes; nothing was written ` +
+          `(revision ${index} changed nothing): read fewer or smaller keys, or give Scans a limit`,
+      );
+    }
     assert(outcome.results !== undefined, 'a transaction has results');
     return { ...base, succeeded: outcome.succeeded, results: outcome.results.map(txnOpResult) };
   }

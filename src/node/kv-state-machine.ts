@@ -2,7 +2,7 @@ import { Packr } from 'msgpackr';
 import { SCAN_PAGE_BYTES_MAX, utf8Length } from '../api/limits.ts';
 import type { Compare, CompareTarget, TxnOp, WriteCommand } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
-import { TXN_COMPARES_MAX, TXN_OPS_MAX, TXN_SCAN_LIMIT_MAX } from '../base/limits.ts';
+import { TXN_COMPARES_MAX, TXN_OPS_MAX, TXN_RESULT_BYTES_MAX, TXN_SCAN_LIMIT_MAX } from '../base/limits.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 
 const snapshotPackr = new Packr({ useRecords: false, moreTypes: false });
@@ -43,6 +43,11 @@ export interface ApplyOutcome {
   readonly current?: KvRecord | null;
   /** A Transaction: one outcome per op of the branch that ran. */
   readonly results?: readonly TxnOpOutcome[];
+  /**
+   * A Transaction whose Get and Scan results would exceed TXN_RESULT_BYTES_MAX: its branch was
+   * undone, nothing is written (the entry is still a revision), and no results are returned.
+   */
+  readonly resultsTooLarge?: true;
 }
 
 /** The replicated state machine: a deterministic function of the applied log prefix. */
@@ -235,14 +240,50 @@ function applyTransaction(store: RecordStore, index: number, body: CommandBody<'
   assert(body.compare.length <= TXN_COMPARES_MAX, `${body.compare.length} compares in a transaction`);
   assertBranch(body.success);
   assertBranch(body.failure);
-  const succeeded = body.compare.every((compare) => compareHolds(store.get(compare.key), compare));
+  // Every compare is evaluated (and its shape asserted), not only up to the first that fails.
+  const holds = body.compare.map((compare) => compareHolds(store.get(compare.key), compare));
+  const succeeded = holds.every(Boolean);
   const branch = succeeded ? body.success : body.failure;
   const results: TxnOpOutcome[] = [];
-  for (const op of branch) results.push(applyTxnOp(store, index, op));
+  // Each key is written at most once per branch (asserted above), so its record before the branch
+  // is enough to undo the branch when its results turn out too large.
+  const before = new Map<string, KvRecord | undefined>();
+  let resultBytes = 0;
+  for (const op of branch) {
+    if ('Set' in op || 'Delete' in op) {
+      const key = 'Set' in op ? op.Set.key : op.Delete.key;
+      before.set(key, store.get(key));
+    }
+    const result = applyTxnOp(store, index, op);
+    resultBytes += resultSize(result);
+    results.push(result);
+    if (resultBytes > TXN_RESULT_BYTES_MAX) {
+      undo(store, before);
+      return { index, deleted: [], succeeded, resultsTooLarge: true };
+    }
+  }
   return { index, deleted: [], succeeded, results };
 }
 
-/** At most TXN_OPS_MAX ops, no key written twice, Scan limits positive integers. */
+/** Key and value bytes a Get or Scan result carries (writes carry none). */
+function resultSize(result: TxnOpOutcome): number {
+  if (result.kind === 'get')
+    return result.record === null ? 0 : utf8Length(result.key) + utf8Length(result.record.value);
+  if (result.kind !== 'scan') return 0;
+  let bytes = 0;
+  for (const [key, record] of result.records) bytes += utf8Length(key) + utf8Length(record.value);
+  return bytes;
+}
+
+/** Put back the records a branch changed (bounded: one per op of the branch). */
+function undo(store: RecordStore, before: ReadonlyMap<string, KvRecord | undefined>): void {
+  for (const [key, record] of before) {
+    if (record === undefined) store.delete(key);
+    else store.set(key, record);
+  }
+}
+
+/** At most TXN_OPS_MAX ops, no key written twice, Scan limits positive integers, prefixes well-formed. */
 function assertBranch(ops: readonly TxnOp[]): void {
   assert(ops.length <= TXN_OPS_MAX, `${ops.length} ops in a transaction branch`);
   const written = new Set<string>();
@@ -250,6 +291,7 @@ function assertBranch(ops: readonly TxnOp[]): void {
     if ('Scan' in op) {
       const limit = op.Scan.limit;
       assert(limit === undefined || (Number.isSafeInteger(limit) && limit >= 1), `scan limit ${limit}`);
+      assert(op.Scan.prefix.isWellFormed(), 'a scan prefix is well-formed Unicode');
       continue;
     }
     if ('Get' in op) continue;

@@ -52,6 +52,9 @@ function main(): void {
     events: 0,
     committed: 0,
     ops: 0,
+    conditional: 0,
+    conditionalSucceeded: 0,
+    undecided: 0,
     crashes: 0,
     partitions: 0,
     membershipChanges: 0,
@@ -67,6 +70,9 @@ function main(): void {
     totals.events += result.stats.events;
     totals.committed += result.stats.committedEntries;
     totals.ops += result.stats.opsOk;
+    totals.conditional += result.stats.opsConditional;
+    totals.conditionalSucceeded += result.stats.opsConditionalSucceeded;
+    totals.undecided += result.stats.historyUndecided;
     totals.crashes += result.stats.crashes;
     totals.partitions += result.stats.partitions;
     totals.membershipChanges += result.stats.membershipChanges;
@@ -88,7 +94,9 @@ function main(): void {
   process.stdout.write(
     `sim: ${ran} seeds from ${firstSeed}, ${failures.length} failed, ${seconds.toFixed(1)} s, ` +
       `${(ran / seconds).toFixed(1)} seeds/s, ${totals.events} events, ${totals.committed} committed entries, ` +
-      `${totals.ops} acknowledged client ops, ${totals.crashes} crashes, ${totals.partitions} partitions, ` +
+      `${totals.ops} acknowledged client ops (${totals.conditional} CAS/CAD/transactions, ` +
+      `${totals.conditionalSucceeded} of them with their compares holding), ` +
+      `${totals.undecided} histories undecided (checker budget), ${totals.crashes} crashes, ${totals.partitions} partitions, ` +
       `${totals.membershipChanges} membership changes, ${totals.snapshotsInstalled} snapshots installed, ` +
       `${totals.readsDuringNewerLeader} reads served while a newer leader existed, ${totals.tornWrites} torn writes\n`,
   );

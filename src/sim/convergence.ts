@@ -47,8 +47,11 @@ export function clusterConverged(cluster: SimCluster): boolean {
   return status !== undefined && leader !== null && leader.logTerm(status.commitIndex) === status.term;
 }
 
-/** After convergence: identical state machines (every key), and a linearizable client history. */
-export function checkFinalState(cluster: SimCluster, history: readonly HistoryOperation[]): void {
+/**
+ * After convergence: identical state machines (every key), and a linearizable client history.
+ * Returns whether the history was decided (false: the checker's budget or size bound was reached).
+ */
+export function checkFinalState(cluster: SimCluster, history: readonly HistoryOperation[]): boolean {
   let reference: { id: NodeId; machine: MemoryKvStateMachine } | null = null;
   const members = convergedMembers(cluster) ?? [];
   for (const id of cluster.ids()) {
@@ -74,6 +77,7 @@ export function checkFinalState(cluster: SimCluster, history: readonly HistoryOp
       `history not linearizable on key ${result.key}: ${result.message}`,
     );
   }
+  return result.status === 'ok';
 }
 
 /**

@@ -59,6 +59,12 @@ export const MUTANTS: readonly Mutant[] = [
       '  return Math.min(majorityAckedIndex(config.voters, acked), majorityAckedIndex(config.votersOutgoing, acked));',
     replacement: '  return majorityAckedIndex(config.voters, acked);',
   },
+  {
+    name: 'a version compare evaluated against the revision before the last change',
+    file: 'src/node/kv-state-machine.ts',
+    original: "  if (target === 'version') return record.version;",
+    replacement: "  if (target === 'version') return record.version - 1;",
+  },
 ];
 
 export interface MutantResult {

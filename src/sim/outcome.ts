@@ -42,6 +42,11 @@ export interface SimStats {
   readonly opsOk: number;
   readonly opsFailed: number;
   readonly opsUnknown: number;
+  /** Acknowledged CAS, CAD and transactions, and how many of them found their compares holding. */
+  readonly opsConditional: number;
+  readonly opsConditionalSucceeded: number;
+  /** 1 when the linearizability checker reached its search budget or size bound (not decided). */
+  readonly historyUndecided: number;
   readonly messagesSent: number;
   readonly messagesDropped: number;
   readonly checks: number;

@@ -86,6 +86,11 @@ export function drawSettings(seed: number): SimSettings {
       thinkMsMax: prng.nextIntInclusive(0, 50),
       opsPerClientMax: 400,
       wanderProbability: prng.nextIntInclusive(0, 40) / 100,
+      // Drawn last (issue 14), so every earlier setting of a seed is what it was.
+      casFraction: prng.nextIntInclusive(0, 20) / 100,
+      txnFraction: prng.nextIntInclusive(0, 15) / 100,
+      counterCount: prng.nextIntInclusive(1, 3),
+      accountCount: prng.nextIntInclusive(2, 5),
     },
   };
 }

@@ -45,6 +45,7 @@ export class Simulation {
   private readonly workload: Workload;
   private phase: 'safety' | 'liveness' | 'done' = 'safety';
   private convergedAtMs = -1;
+  private historyChecked = false;
   private probeAcked = false;
   private readonly scripted: boolean;
   private readonly faultContext: FaultContext;
@@ -85,7 +86,7 @@ export class Simulation {
         );
       }
       this.workload.stop();
-      checkFinalState(this.cluster, this.workload.history);
+      this.historyChecked = checkFinalState(this.cluster, this.workload.history);
       return this.result('ok', 'ok');
     } catch (error) {
       return this.result(statusOfError(error), messageOfError(error));
@@ -329,6 +330,9 @@ export class Simulation {
         opsOk: this.workload.opsOk,
         opsFailed: this.workload.opsFailed,
         opsUnknown: this.workload.opsUnknown,
+        opsConditional: this.workload.opsConditional,
+        opsConditionalSucceeded: this.workload.opsConditionalSucceeded,
+        historyUndecided: status === 'ok' && !this.historyChecked ? 1 : 0,
         messagesSent: this.cluster.network.sent,
         messagesDropped: this.cluster.network.dropped,
         checks: this.cluster.checker.checks,

@@ -1,17 +1,23 @@
 import type { AspenError } from '../api/errors.ts';
 import type { Outcome, RaftNode } from '../node/raft-node.ts';
+import type { WriteApplied } from '../node/request-tracker.ts';
 import { assert } from '../base/assert.ts';
 import type { SeededPrng } from '../raft/prng.ts';
 import type { NodeId } from '../raft/types.ts';
 import { SimViolation } from './checkers.ts';
 import type { EventQueue } from './event-queue.ts';
 import type { HistoryOperation, KvOperation, KvOutcome } from './linearizability.ts';
+import {
+  commandOf,
+  learn,
+  outcomeOf,
+  OperationSource,
+  type Knowledge,
+  type OperationMix,
+} from './workload-ops.ts';
 
-export interface WorkloadSettings {
+export interface WorkloadSettings extends OperationMix {
   readonly clientCount: number;
-  readonly keyCount: number;
-  readonly readFraction: number;
-  readonly deleteFraction: number;
   readonly opTimeoutMs: number;
   readonly thinkMsMax: number;
   readonly opsPerClientMax: number;
@@ -31,6 +37,8 @@ interface ClientState {
   readonly id: number;
   preferredNode: NodeId;
   opsIssued: number;
+  /** What this client last saw of each key: the expected values of its CAS and transactions. */
+  readonly known: Knowledge;
 }
 
 interface InFlight {
@@ -53,23 +61,26 @@ export class Workload {
   private readonly prng: SeededPrng;
   private readonly settings: WorkloadSettings;
   private readonly directory: NodeDirectory;
+  private readonly source: OperationSource;
   private running = false;
-  private valueSequence = 0;
   opsOk = 0;
   opsFailed = 0;
   opsUnknown = 0;
+  opsConditional = 0;
+  opsConditionalSucceeded = 0;
 
   constructor(events: EventQueue, prng: SeededPrng, settings: WorkloadSettings, directory: NodeDirectory) {
     this.events = events;
     this.prng = prng;
     this.settings = settings;
     this.directory = directory;
+    this.source = new OperationSource(prng, settings);
   }
 
   start(): void {
     this.running = true;
     for (let id = 1; id <= this.settings.clientCount; id += 1) {
-      const client: ClientState = { id, preferredNode: 0, opsIssued: 0 };
+      const client: ClientState = { id, preferredNode: 0, opsIssued: 0, known: new Map() };
       this.clients.push(client);
       this.events.after(this.prng.nextIntInclusive(0, this.settings.thinkMsMax), () => {
         this.issue(client);
@@ -103,7 +114,7 @@ export class Workload {
       return;
     }
     client.opsIssued += 1;
-    const operation = this.nextOperation();
+    const operation = this.source.next(client.known);
     const flight: InFlight = { clientId: client.id, operation, invokeTimeMs: this.events.nowMs, done: false };
     this.inFlight.add(flight);
     this.events.after(this.settings.opTimeoutMs, () => {
@@ -129,16 +140,18 @@ export class Workload {
             `stale read of ${operation.key} on node ${nodeId ?? 0}: served at index ${outcome.value.appliedIndex}, but ${committedAtInvoke} entries were committed before it started`,
           );
         }
-        this.finish(flight, { status: 'ok', value: outcome.value.record?.value ?? null });
+        const record = outcome.value.record;
+        this.finish(
+          flight,
+          record === undefined
+            ? { status: 'ok', value: null }
+            : { status: 'ok', value: record.value, version: record.version },
+        );
       });
       return;
     }
-    const command =
-      operation.kind === 'write'
-        ? { Set: { key: operation.key, value: operation.value } }
-        : { Delete: { key: operation.key } };
-    node.write(command, (outcome: Outcome<unknown>) => {
-      if (outcome.ok) this.finish(flight, { status: 'ok', value: null });
+    node.write(commandOf(operation), (outcome: Outcome<WriteApplied>) => {
+      if (outcome.ok) this.finish(flight, outcomeOf(operation, outcome.value.outcome));
       else onError(outcome.error);
     });
   }
@@ -153,15 +166,6 @@ export class Workload {
     return nodeId;
   }
 
-  private nextOperation(): KvOperation {
-    const key = `k${this.prng.nextIntInclusive(1, this.settings.keyCount)}`;
-    const draw = this.prng.nextFloat();
-    if (draw < this.settings.readFraction) return { kind: 'read', key };
-    if (draw < this.settings.readFraction + this.settings.deleteFraction) return { kind: 'delete', key };
-    this.valueSequence += 1;
-    return { kind: 'write', key, value: `v${this.valueSequence}` };
-  }
-
   private finish(flight: InFlight, outcome: KvOutcome): void {
     if (flight.done) return;
     flight.done = true;
@@ -174,11 +178,16 @@ export class Workload {
       completeTimeMs: unknown ? Number.POSITIVE_INFINITY : this.events.nowMs,
       outcome,
     });
-    if (outcome.status === 'ok') this.opsOk += 1;
+    if (outcome.status === 'compared' || outcome.status === 'txn') {
+      this.opsConditional += 1;
+      if (outcome.succeeded) this.opsConditionalSucceeded += 1;
+    }
+    if (outcome.status === 'ok' || outcome.status === 'compared' || outcome.status === 'txn') this.opsOk += 1;
     else if (outcome.status === 'failed') this.opsFailed += 1;
     else this.opsUnknown += 1;
     const client = this.clients[flight.clientId - 1];
     assert(client !== undefined, `client ${flight.clientId} exists`);
+    learn(client.known, flight.operation, outcome);
     if (this.running)
       this.events.after(this.prng.nextIntInclusive(0, this.settings.thinkMsMax), () => {
         this.issue(client);

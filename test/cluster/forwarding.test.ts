@@ -1,10 +1,14 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KeyValueStore } from '../../src/api/contracts.ts';
 import { AspenError } from '../../src/api/errors.ts';
 import type { WriteResult } from '../../src/api/types.ts';
+import { startNode, type RunningNode } from '../../src/cluster/bootstrap.ts';
+import { parseNodeConfig } from '../../src/cluster/config.ts';
 import { ForwardingStore } from '../../src/cluster/forwarding.ts';
+import { decodeWireMessage, encodeWireMessage } from '../../src/network/codec.ts';
 import { WireFormatError } from '../../src/network/errors.ts';
-import type { ClientRequest, WireMessage } from '../../src/node/interfaces.ts';
+import type { ClientRequest, ClientResponse, WireMessage } from '../../src/node/interfaces.ts';
+import { casScenario, coordinationBadInputs, transactionScenario, type Send } from '../http/coordination.ts';
 
 /** A local store that is never the leader: every call is counted and refused with NOT_LEADER (leader 1). */
 function followerStore(calls: { count: number }): KeyValueStore {
@@ -181,4 +185,140 @@ describe('ForwardingStore', () => {
     await expect(store.read({ key: 'k' })).rejects.toMatchObject({ code: 'SHUTTING_DOWN' });
     expect(sent).toHaveLength(1);
   });
+});
+
+describe('forwarding CAS, CAD and transactions', () => {
+  it('a COMPARE_FAILED on the leader reaches the follower through the codec with its current record', async () => {
+    const toFollower: WireMessage[] = [];
+    const current = { value: 'v', create_index: 3, mod_index: 8, version: 2, lease_id: 0 };
+    const local: KeyValueStore = {
+      write: () => Promise.reject(AspenError.compareFailed('k', current)),
+      read: () => Promise.reject(new Error('unused')),
+      delete: () => Promise.reject(new Error('unused')),
+      scan: () => Promise.reject(new Error('unused')),
+    };
+    const leader = new ForwardingStore({
+      local,
+      nodeId: 1,
+      clock: { nowMs: () => 0, setTimer: () => () => undefined },
+      transport: {
+        send: (message) => {
+          toFollower.push(decodeWireMessage(encodeWireMessage(message)));
+        },
+      },
+    });
+    const sent: WireMessage[] = [];
+    const follower = forwardingOn(1, { count: 0 }, sent);
+    const command = { CompareAndSwap: { key: 'k', expected: 'old', new_value: 'new' } };
+    const answer = follower.write({ command });
+    const request = decodeWireMessage(encodeWireMessage(sent[0] as WireMessage)) as ClientRequest;
+    expect(request.operation).toEqual({ kind: 'write', command });
+    leader.handleRequest(request);
+    await flush();
+    follower.handleResponse(toFollower[0] as ClientResponse);
+    const error = (await answer.catch((caught: unknown) => caught)) as AspenError;
+    expect(error).toBeInstanceOf(AspenError);
+    expect(error.toJSON()).toEqual({
+      error: {
+        code: 'COMPARE_FAILED',
+        message: 'compare failed for key k: the key is at version 2',
+        definite: true,
+        current,
+      },
+    });
+  });
+
+  it('a COMPARE_FAILED that lost its record on the way is not passed on as one', () => {
+    const follower = forwardingOn(1, { count: 0 }, []);
+    const answer = follower.write({ command: { CompareAndDelete: { key: 'k', expected: 'v' } } });
+    follower.handleResponse({
+      type: 'client_response',
+      from: 1,
+      to: 2,
+      term: 0,
+      requestId: 1,
+      result: null,
+      error: { code: 'COMPARE_FAILED', message: 'm', leaderId: null, definite: true },
+    });
+    return expect(answer).rejects.toMatchObject({ code: 'TIMEOUT', current: undefined });
+  });
+});
+
+/** Two real in-process nodes (libp2p, memory storage); every request goes to the follower. */
+describe('CAS, CAD and transactions through a follower of real nodes', () => {
+  const nodes: RunningNode[] = [];
+  let send: Send;
+  let leaderUrl = '';
+
+  const call = async (base: string, method: 'GET' | 'POST', path: string, body?: unknown) => {
+    const response = await fetch(`${base}${path}`, {
+      method,
+      ...(body === undefined
+        ? {}
+        : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+  };
+
+  /** Wait (bounded) until `url` names node 1 as leader. */
+  const leaderKnown = async (url: string): Promise<void> => {
+    const deadline = Date.now() + 5_000;
+    while ((await call(url, 'GET', '/leader')).json.leader !== 1) {
+      if (Date.now() > deadline) throw new Error(`${url} knows no leader after 5 s`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+
+  beforeAll(async () => {
+    for (const id of [1, 2]) {
+      const config = parseNodeConfig([
+        ...['--node-id', String(id), '--port', '0', '--http-addr', '127.0.0.1:0', '--storage', 'memory'],
+        ...['--cookie', 'forwarding-test-cluster-cookie', '--heartbeat-interval-ms', '20'],
+        ...['--election-timeout-min-ms', '300', '--election-timeout-max-ms', '600'],
+      ]);
+      nodes.push(await startNode(config, () => undefined));
+    }
+    const member = (index: number) => ({
+      id: index + 1,
+      addr: `node-${index + 1}`,
+      raft_addr: nodes[index]?.transport.listenAddresses[0]?.split('/p2p/')[0] ?? '',
+    });
+    leaderUrl = nodes[0]?.httpUrl ?? '';
+    const followerUrl = nodes[1]?.httpUrl ?? '';
+    expect((await call(leaderUrl, 'POST', '/init', { initial_members: [member(0)] })).status).toBe(200);
+    await leaderKnown(leaderUrl);
+    expect((await call(leaderUrl, 'POST', '/add-learner', { learner: member(1) })).status).toBe(200);
+    expect((await call(leaderUrl, 'POST', '/change-membership', { members: [1, 2] })).status).toBe(200);
+    await leaderKnown(followerUrl);
+    send = (method, path, body) => call(followerUrl, method, path, body);
+  }, 30_000);
+
+  afterAll(async () => {
+    for (const node of nodes.reverse()) await node.stop();
+  });
+
+  it('CAS and CAD: success, 409 COMPARE_FAILED with the current record, expected null', async () => {
+    await casScenario(send, 'fwd-cas/');
+  }, 20_000);
+
+  it('transactions: both branches, Get and Scan results, revisions', async () => {
+    await transactionScenario(send, 'fwd-txn/');
+  }, 20_000);
+
+  it('refuses every malformed compare and op at the follower with its 4xx; nothing is written', async () => {
+    const lastIndex = async () => (await call(leaderUrl, 'GET', '/metrics')).json.last_log_index as number;
+    const before = await lastIndex();
+    for (const [name, body, status, code] of coordinationBadInputs()) {
+      const answer = await send('POST', '/write', body);
+      const error = answer.json.error as { code?: string; definite?: boolean } | undefined;
+      expect({ name, status: answer.status, code: error?.code, definite: error?.definite }).toEqual({
+        name,
+        status,
+        code,
+        definite: true,
+      });
+    }
+    expect(await lastIndex()).toBe(before);
+  }, 30_000);
 });

@@ -77,6 +77,10 @@ describe('hardening: no request may crash a node, hang, or strand the cluster', 
 
   it('bad input sent to a follower is answered 400 at once, with its code, never forwarded into a timeout', async () => {
     const before = await lastLogIndex();
+    const compare = { key: 'k', target: 'value', op: 'equal', value: 'v' };
+    const txn = (fields: Record<string, unknown>) => ({
+      command: { Transaction: { compare: [], success: [], failure: [], ...fields } },
+    });
     const cases: [unknown, string][] = [
       [{ command: { Set: { key: 'k'.repeat(1_025), value: 'v' } } }, 'KEY_TOO_LARGE'],
       [{ command: { Set: { key: '', value: 'v' } } }, 'INVALID_INPUT'],
@@ -86,6 +90,16 @@ describe('hardening: no request may crash a node, hang, or strand the cluster', 
         { command: { SetMulti: { pairs: Array.from({ length: 101 }, (_, index) => [`k${index}`, 'v']) } } },
         'BATCH_TOO_LARGE',
       ],
+      [txn({ compare: Array.from({ length: 65 }, () => compare) }), 'BATCH_TOO_LARGE'],
+      [
+        txn({ success: Array.from({ length: 129 }, (_, index) => ({ Get: { key: `k${index}` } })) }),
+        'BATCH_TOO_LARGE',
+      ],
+      [txn({ failure: [{ Delete: { key: 'k' } }, { Set: { key: 'k', value: 'v' } }] }), 'INVALID_INPUT'],
+      [txn({ compare: [{ ...compare, target: 'ttl' }] }), 'INVALID_INPUT'],
+      [txn({ compare: [{ ...compare, key: 'k'.repeat(1_025) }] }), 'KEY_TOO_LARGE'],
+      [{ command: { CompareAndSwap: { key: 'k', expected: 1, new_value: 'v' } } }, 'INVALID_INPUT'],
+      [{ command: { Set: { key: 'k', value: 'v' } }, client_id: 'c', sequence: 1 }, 'INVALID_INPUT'],
     ];
     for (const [body, code] of cases) {
       const started = Date.now();

@@ -404,12 +404,14 @@ describe('aspen-node: three nodes over libp2p with the HTTP API', () => {
     expect((await post(`${http(3)}/delete`, { key: 'nothing-here' })).json).toEqual({
       key: 'nothing-here',
       deleted: false,
+      revision: expect.any(Number) as number,
     });
     expect((await post(`${http(3)}/scan`, { prefix: 'greet' })).json).toEqual({
       entries: [{ key: 'greeting', value: 'hello from 2' }],
       count: 1,
       is_truncated: false,
       continuation_token: null,
+      revision: expect.any(Number) as number,
     });
     const missing = await fetch(`${http(2)}/read?key=nope`);
     expect(missing.status).toBe(404);

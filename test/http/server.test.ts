@@ -440,6 +440,29 @@ describe('coordination: CompareAndSwap, CompareAndDelete, Transaction over HTTP 
     );
   });
 
+  it('refuses a transaction whose Get results pass 4 MiB: 400 BATCH_TOO_LARGE, its writes undone', async () => {
+    const { send } = await initialized();
+    const mib = 'm'.repeat(1024 * 1024);
+    for (const n of [1, 2, 3, 4, 5]) {
+      expect((await send('POST', '/write', { command: { Set: { key: `g${n}`, value: mib } } })).status).toBe(
+        200,
+      );
+    }
+    const gets = [1, 2, 3, 4, 5].map((n) => ({ Get: { key: `g${n}` } }));
+    const refused = await send('POST', '/write', {
+      command: {
+        Transaction: {
+          compare: [],
+          success: [{ Set: { key: 'written', value: 'v' } }, ...gets],
+          failure: [],
+        },
+      },
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.json).toMatchObject({ error: { code: 'BATCH_TOO_LARGE', definite: true } });
+    expect((await send('GET', '/read?key=written')).status).toBe(404);
+  });
+
   it('admits the deepest and the largest valid transaction (JSON depth, 64 compares, 128 ops per branch)', async () => {
     const { send } = await initialized();
     const compare = Array.from({ length: TXN_COMPARES_MAX }, (_, index) => ({

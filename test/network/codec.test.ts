@@ -2,7 +2,9 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { validateKey, validateWriteCommand } from '../../src/api/limits.ts';
+import type { WriteCommand } from '../../src/api/types.ts';
 import { decodeWireMessage, encodeWireMessage } from '../../src/network/codec.ts';
+import type { WireMessage } from '../../src/node/interfaces.ts';
 import { WireFormatError } from '../../src/network/errors.ts';
 import { config, plain, samples } from './samples.ts';
 
@@ -102,6 +104,80 @@ describe('wire codec', () => {
     expect(valid).toMatchObject({
       operation: { kind: 'scan', prefix: 'a', limit: 1_000, continuationToken: null },
     });
+  });
+
+  it('carries CAS, CAD and Transaction requests, their results, and COMPARE_FAILED with its current record', () => {
+    const base = { from: 2, to: 1, term: 0, requestId: 3 } as const;
+    const commands: WriteCommand[] = [
+      { CompareAndSwap: { key: 'k', expected: null, new_value: 'v' } },
+      { CompareAndSwap: { key: 'k', expected: 'old', new_value: 'v' } },
+      { CompareAndDelete: { key: 'k', expected: 'old' } },
+      {
+        Transaction: {
+          compare: [
+            { key: 'k', target: 'value', op: 'equal', value: 'v' },
+            { key: 'k', target: 'mod_index', op: 'greater', value: 7 },
+          ],
+          success: [{ Set: { key: 'k', value: 'w' } }, { Get: { key: 'k' } }, { Scan: { prefix: '' } }],
+          failure: [{ Delete: { key: 'k' } }, { Scan: { prefix: 'a', limit: 5 } }],
+        },
+      },
+    ];
+    for (const command of commands) {
+      const message: WireMessage = { type: 'client_request', ...base, operation: { kind: 'write', command } };
+      expect(plain(decodeWireMessage(encodeWireMessage(message)))).toEqual(plain(message));
+    }
+    const reply = { type: 'client_response', from: 1, to: 2, term: 0, requestId: 3 } as const;
+    const current = { value: 'v', create_index: 4, mod_index: 9, version: 3, lease_id: 0 };
+    const result = {
+      command: commands[3],
+      log_index: 12,
+      revision: 12,
+      succeeded: true,
+      results: [
+        { Set: { key: 'k' } },
+        { Get: { key: 'k', ...current } },
+        { Scan: { entries: [], is_truncated: false } },
+      ],
+    };
+    const responses: WireMessage[] = [
+      { ...reply, result, error: null },
+      {
+        ...reply,
+        result: null,
+        error: { code: 'COMPARE_FAILED', message: 'm', leaderId: null, definite: true, current },
+      },
+      {
+        ...reply,
+        result: null,
+        error: { code: 'COMPARE_FAILED', message: 'm', leaderId: null, definite: true, current: null },
+      },
+    ];
+    for (const message of responses)
+      expect(plain(decodeWireMessage(encodeWireMessage(message)))).toEqual(plain(message));
+    // Another code carries no current, even when a sender put one in.
+    const stray = {
+      ...reply,
+      result: null,
+      error: { code: 'TIMEOUT', message: 'm', leaderId: null, definite: false, current },
+    };
+    expect(decodeWireMessage(encodeWireMessage(stray))).toEqual({
+      ...reply,
+      result: null,
+      error: { code: 'TIMEOUT', message: 'm', leaderId: null, definite: false },
+    });
+    const packr = new Packr({ useRecords: false });
+    const bad = [
+      undefined,
+      'v',
+      { ...current, version: -1 },
+      { ...current, value: 5 },
+      { ...current, lease_id: 1.5 },
+    ];
+    for (const value of bad) {
+      const error = { code: 'COMPARE_FAILED', message: 'm', leaderId: null, definite: true, current: value };
+      expect(() => decodeWireMessage(packr.pack({ ...reply, result: null, error }))).toThrow(WireFormatError);
+    }
   });
 
   it('refuses to encode what cannot be a frame with WireFormatError, never an assertion or a RangeError', () => {

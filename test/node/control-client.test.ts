@@ -77,6 +77,57 @@ describe('RaftControlClient on a single in-process node', () => {
     expect(metrics.last_applied).toBeGreaterThanOrEqual(second.log_index);
   });
 
+  it('maps compare outcomes: a failed CAS or CAD is COMPARE_FAILED with the record; a transaction its results', async () => {
+    const { client } = singleNode();
+    await client.init({ initial_members: members([1]) });
+    const created = await client.write({
+      command: { CompareAndSwap: { key: 'k', expected: null, new_value: 'a' } },
+    });
+    expect(created).toEqual({
+      command: { CompareAndSwap: { key: 'k', expected: null, new_value: 'a' } },
+      log_index: created.revision,
+      revision: created.revision,
+    });
+    const failed = await expectCode(
+      client.write({ command: { CompareAndSwap: { key: 'k', expected: 'b', new_value: 'c' } } }),
+      'COMPARE_FAILED',
+    );
+    expect(failed.definite).toBe(true);
+    const record = {
+      value: 'a',
+      create_index: created.revision,
+      mod_index: created.revision,
+      version: 1,
+      lease_id: 0,
+    };
+    expect(failed.current).toEqual(record);
+    const missing = await expectCode(
+      client.write({ command: { CompareAndDelete: { key: 'gone', expected: 'a' } } }),
+      'COMPARE_FAILED',
+    );
+    expect(missing.current).toBeNull();
+    const result = await client.write({
+      command: {
+        Transaction: {
+          compare: [{ key: 'k', target: 'version', op: 'greater', value: 1 }],
+          success: [{ Delete: { key: 'k' } }],
+          failure: [{ Get: { key: 'k' } }, { Get: { key: 'gone' } }, { Scan: { prefix: 'k' } }],
+        },
+      },
+    });
+    expect(result).toMatchObject({
+      succeeded: false,
+      results: [
+        { Get: { key: 'k', ...record } },
+        { Get: null },
+        { Scan: { entries: [{ key: 'k', ...record }], is_truncated: false } },
+      ],
+    });
+    const deleted = await client.delete({ key: 'k' });
+    expect(deleted).toEqual({ key: 'k', deleted: true, revision: result.revision + 1 });
+    expect(await client.scan({ prefix: '' })).toMatchObject({ count: 0, revision: deleted.revision });
+  });
+
   it('applies SetMulti, Delete and DeleteMulti', async () => {
     const { client } = singleNode();
     await client.init({ initial_members: members([1]) });

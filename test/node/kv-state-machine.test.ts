@@ -205,6 +205,52 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
     expect(page?.kind === 'scan' && [page.records.length, page.more]).toEqual([3, true]);
   });
 
+  it('a branch whose Get and Scan results pass TXN_RESULT_BYTES_MAX writes nothing and is marked', () => {
+    const machine = make();
+    const mib = 'm'.repeat(1024 * 1024);
+    run(machine, {
+      SetMulti: { pairs: ['1', '2', '3', '4', '5', '6', '7'].map((n): [string, string] => [`g/${n}`, mib]) },
+    });
+    const before = machine.snapshot();
+    const gets: TxnOp[] = ['3', '4', '5', '6', '7'].map((n) => ({ Get: { key: `g/${n}` } }));
+    const outcome = run(
+      machine,
+      txn(
+        [],
+        [
+          { Set: { key: 'new', value: 'v' } },
+          { Delete: { key: 'g/1' } },
+          { Set: { key: 'g/2', value: 'w' } },
+          ...gets,
+        ],
+      ),
+    );
+    expect(outcome).toMatchObject({ succeeded: true, resultsTooLarge: true });
+    expect(outcome.results).toBeUndefined();
+    expect([machine.get('new'), machine.get('g/1')?.version, machine.get('g/2')?.value.length]).toEqual([
+      undefined,
+      1,
+      mib.length,
+    ]);
+    // Only the applied index moved: the same records, byte for byte.
+    const after = new MemoryKvStateMachine();
+    after.restore(machine.snapshot(), machine.appliedIndex, {
+      voters: [1],
+      votersOutgoing: [],
+      learners: [],
+    });
+    const earlier = new MemoryKvStateMachine();
+    earlier.restore(before, machine.appliedIndex - 1, { voters: [1], votersOutgoing: [], learners: [] });
+    expect([...after.scan('', null, 100).records]).toEqual([...earlier.scan('', null, 100).records]);
+    // Within the bound the same branch applies: three Gets of 1 MiB.
+    const fits = run(machine, txn([], [{ Set: { key: 'new', value: 'v' } }, ...gets.slice(0, 3)]));
+    expect([fits.resultsTooLarge, fits.results?.length, machine.get('new')?.value]).toEqual([
+      undefined,
+      4,
+      'v',
+    ]);
+  });
+
   it('refuses (asserts) what validation must have refused, before writing anything', () => {
     const twice = txn(
       [],
@@ -228,9 +274,18 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
         [],
       ),
       txn([], [{ Set: { key: 'n', value: '1' } }, { Scan: { prefix: '', limit: 0 } }]),
+      txn([], [{ Set: { key: 'n', value: '1' } }, { Scan: { prefix: '\ud800' } }]),
       txn([{ key: 'k', target: 'value', op: 'equal', value: 1 }], [{ Set: { key: 'n', value: '1' } }]),
       txn([{ key: 'k', target: 'version', op: 'equal', value: '1' }], [{ Set: { key: 'n', value: '1' } }]),
       txn([{ key: 'k', target: 'version', op: 'less', value: -1 }], [{ Set: { key: 'n', value: '1' } }]),
+      txn(
+        [
+          { key: 'k', target: 'version', op: 'equal', value: 9 },
+          { key: 'k', target: 'value', op: 'equal', value: 9 },
+        ],
+        [],
+        [{ Set: { key: 'n', value: '1' } }],
+      ),
     ];
     for (const command of refusals) {
       const machine = make();
@@ -243,7 +298,7 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
       }
       expect(thrown).toBeInstanceOf(AssertionError);
       expect((thrown as Error).message).toMatch(
-        /written twice|ops in|compares in|scan limit|compare carries/,
+        /written twice|ops in|compares in|scan limit|scan prefix|compare carries/,
       );
       expect(machine.get('n')).toBeUndefined();
       expect(machine.get('k')).toEqual(record('v', 1, 1, 1));

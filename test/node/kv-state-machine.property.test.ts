@@ -1,0 +1,252 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Compare, TxnOp, WriteCommand } from '../../src/api/types.ts';
+import {
+  encodeSnapshot,
+  MemoryKvStateMachine,
+  type ApplyOutcome,
+  type KvRecord,
+  type StateMachine,
+  type TxnOpOutcome,
+} from '../../src/node/kv-state-machine.ts';
+import { LmdbKvStateMachine, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+
+/**
+ * Random command sequences over a small key space: a plain reference model (a Map, written here
+ * from the contract, sharing no code with applyCommand) and both state machines must give the same
+ * outcomes and the same records, also after snapshot() and restore() into another machine midway.
+ */
+
+const KEYS = ['a', 'ab', 'b', 'ba', 'c', '\uffff', '\u{10000}'] as const;
+const VALUES = ['', 'x', 'y', 'xy', '\uffff', '\u{10000}'] as const;
+const PREFIXES = ['', 'a', 'b', 'c', 'z', '\uffff', '\u{10000}'] as const;
+const RUNS = 150;
+const COMMANDS_MAX = 40;
+const ALL = 1_000;
+
+// ---------- the reference model ----------
+
+const bytes = (text: string): Buffer => Buffer.from(text, 'utf8');
+
+class Model {
+  readonly map = new Map<string, KvRecord>();
+
+  apply(index: number, command: WriteCommand): ApplyOutcome {
+    const put = (key: string, value: string): void => {
+      const old = this.map.get(key);
+      this.map.set(key, {
+        value,
+        createIndex: old ? old.createIndex : index,
+        modIndex: index,
+        version: old ? old.version + 1 : 1,
+        leaseId: 0,
+      });
+    };
+    const remove = (key: string): boolean => this.map.delete(key);
+    if ('Set' in command) put(command.Set.key, command.Set.value);
+    if ('SetMulti' in command) for (const [key, value] of command.SetMulti.pairs) put(key, value);
+    if ('Delete' in command) return { index, deleted: [remove(command.Delete.key)], succeeded: true };
+    if ('DeleteMulti' in command) {
+      return { index, deleted: command.DeleteMulti.keys.map(remove), succeeded: true };
+    }
+    if ('CompareAndSwap' in command) {
+      const { key, expected, new_value } = command.CompareAndSwap;
+      const current = this.map.get(key) ?? null;
+      const ok = expected === null ? current === null : current !== null && current.value === expected;
+      if (!ok) return { index, deleted: [], succeeded: false, current };
+      put(key, new_value);
+    }
+    if ('CompareAndDelete' in command) {
+      const { key, expected } = command.CompareAndDelete;
+      const current = this.map.get(key) ?? null;
+      if (current === null || current.value !== expected)
+        return { index, deleted: [], succeeded: false, current };
+      remove(key);
+      return { index, deleted: [true], succeeded: true };
+    }
+    if ('Transaction' in command) {
+      const { compare, success, failure } = command.Transaction;
+      const succeeded = compare.every((item) => this.holds(item));
+      const results = (succeeded ? success : failure).map((op): TxnOpOutcome => {
+        if ('Set' in op) {
+          put(op.Set.key, op.Set.value);
+          return { kind: 'set', key: op.Set.key };
+        }
+        if ('Delete' in op) return { kind: 'delete', key: op.Delete.key, deleted: remove(op.Delete.key) };
+        if ('Get' in op) return { kind: 'get', key: op.Get.key, record: this.map.get(op.Get.key) ?? null };
+        const all = this.entries().filter(([key]) => key.startsWith(op.Scan.prefix));
+        const limit = Math.min(op.Scan.limit ?? 1_000, 1_000);
+        return { kind: 'scan', records: all.slice(0, limit), more: all.length > limit };
+      });
+      return { index, deleted: [], succeeded, results };
+    }
+    return { index, deleted: [], succeeded: true };
+  }
+
+  private holds(item: Compare): boolean {
+    const record = this.map.get(item.key);
+    let actual: number;
+    let wanted: number;
+    if (item.target === 'value') {
+      if (record === undefined) return false;
+      actual = Buffer.compare(bytes(record.value), bytes(item.value as string));
+      wanted = 0;
+    } else {
+      const fields = {
+        version: 'version',
+        create_index: 'createIndex',
+        mod_index: 'modIndex',
+        lease_id: 'leaseId',
+      };
+      actual = record === undefined ? 0 : (record[fields[item.target] as keyof KvRecord] as number);
+      wanted = item.value as number;
+    }
+    if (item.op === 'equal') return actual === wanted;
+    if (item.op === 'not_equal') return actual !== wanted;
+    if (item.op === 'greater') return actual > wanted;
+    return actual < wanted;
+  }
+
+  entries(): [string, KvRecord][] {
+    return [...this.map.entries()].sort((x, y) => Buffer.compare(bytes(x[0]), bytes(y[0])));
+  }
+}
+
+// ---------- generators ----------
+
+const key = fc.constantFrom(...KEYS);
+const value = fc.constantFrom(...VALUES);
+
+const compare: fc.Arbitrary<Compare> = fc.oneof(
+  fc.record({
+    key,
+    target: fc.constant('value' as const),
+    op: fc.constantFrom('equal', 'not_equal', 'greater', 'less' as const),
+    value,
+  }),
+  fc.record({
+    key,
+    target: fc.constantFrom('version', 'create_index', 'mod_index', 'lease_id' as const),
+    op: fc.constantFrom('equal', 'not_equal', 'greater', 'less' as const),
+    value: fc.integer({ min: 0, max: 12 }),
+  }),
+);
+
+const txnOp: fc.Arbitrary<TxnOp> = fc.oneof(
+  fc.record({ Set: fc.record({ key, value }) }),
+  fc.record({ Delete: fc.record({ key }) }),
+  fc.record({ Get: fc.record({ key }) }),
+  fc.record({
+    Scan: fc.record(
+      { prefix: fc.constantFrom(...PREFIXES), limit: fc.integer({ min: 1, max: 4 }) },
+      {
+        requiredKeys: ['prefix'],
+      },
+    ),
+  }),
+);
+
+/** A branch as validation lets it through: no key written twice. */
+const branch = fc.array(txnOp, { maxLength: 6 }).map((ops) => {
+  const written = new Set<string>();
+  return ops.filter((op) => {
+    if ('Get' in op || 'Scan' in op) return true;
+    const target = 'Set' in op ? op.Set.key : op.Delete.key;
+    if (written.has(target)) return false;
+    written.add(target);
+    return true;
+  });
+});
+
+const command: fc.Arbitrary<WriteCommand> = fc.oneof(
+  fc.record({ Set: fc.record({ key, value }) }),
+  fc.record({
+    SetMulti: fc.record({ pairs: fc.array(fc.tuple(key, value), { minLength: 1, maxLength: 4 }) }),
+  }),
+  fc.record({ Delete: fc.record({ key }) }),
+  fc.record({ DeleteMulti: fc.record({ keys: fc.array(key, { minLength: 1, maxLength: 4 }) }) }),
+  fc.record({
+    CompareAndSwap: fc.record({ key, expected: fc.option(value, { nil: null }), new_value: value }),
+  }),
+  fc.record({ CompareAndDelete: fc.record({ key, expected: value }) }),
+  fc.record({
+    Transaction: fc.record({
+      compare: fc.array(compare, { maxLength: 3 }),
+      success: branch,
+      failure: branch,
+    }),
+  }),
+);
+
+// ---------- the machines ----------
+
+const directories: string[] = [];
+const storages: LmdbStorage[] = [];
+afterAll(async () => {
+  for (const storage of storages) await storage.close();
+  for (const directory of directories) rmSync(directory, { recursive: true, force: true });
+});
+
+/** One LMDB machine per role for the whole run, emptied before each case (restore of an empty snapshot). */
+function lmdbMachine(): LmdbKvStateMachine {
+  const directory = mkdtempSync(join(tmpdir(), 'aspen-sm-prop-'));
+  directories.push(directory);
+  const storage = LmdbStorage.open(directory);
+  storages.push(storage);
+  return new LmdbKvStateMachine(storage);
+}
+
+const NO_MEMBERS = { voters: [1], votersOutgoing: [], learners: [] };
+const EMPTY = encodeSnapshot(0, []);
+
+function expectSameState(model: Model, machines: readonly StateMachine[]): void {
+  const expected = model.entries();
+  for (const machine of machines) {
+    expect(machine.scan('', null, ALL)).toEqual({ records: expected, more: false });
+    for (const name of KEYS) expect(machine.get(name)).toEqual(model.map.get(name));
+  }
+}
+
+describe('state machines against a reference model', () => {
+  const lmdb = lmdbMachine();
+  const lmdbRestored = lmdbMachine();
+
+  it('give the same outcomes and records for random commands, across a snapshot and restore', () => {
+    fc.assert(
+      fc.property(
+        fc.array(command, { maxLength: COMMANDS_MAX }),
+        fc.nat({ max: COMMANDS_MAX }),
+        (commands, restoreAt) => {
+          const model = new Model();
+          lmdb.restore(EMPTY, 0, NO_MEMBERS);
+          lmdbRestored.restore(EMPTY, 0, NO_MEMBERS);
+          let machines: StateMachine[] = [new MemoryKvStateMachine(), lmdb];
+          commands.forEach((item, offset) => {
+            const index = offset + 1;
+            if (offset === restoreAt) machines = restoreEach(machines, offset);
+            const expected = model.apply(index, item);
+            for (const machine of machines) expect(machine.apply(index, item)).toEqual(expected);
+            expectSameState(model, machines);
+          });
+          const [first, second] = machines;
+          expect(first?.snapshot()).toEqual(second?.snapshot());
+        },
+      ),
+      { numRuns: RUNS },
+    );
+
+    /** Snapshot each machine and restore it into the other kind (memory ← LMDB's bytes, LMDB ← memory's). */
+    function restoreEach(machines: StateMachine[], index: number): StateMachine[] {
+      const [memory, disk] = machines.map((machine) => machine.snapshot());
+      if (memory === undefined || disk === undefined) throw new Error('two machines');
+      expect(memory).toEqual(disk);
+      const freshMemory = new MemoryKvStateMachine();
+      freshMemory.restore(disk, index, NO_MEMBERS);
+      lmdbRestored.restore(memory, index, NO_MEMBERS);
+      return [freshMemory, lmdbRestored];
+    }
+  });
+});
