@@ -94,32 +94,40 @@ function opProblem(op: TxnOp, where: string): string | null {
   return limitOk ? null : `${where}: a Scan limit is an integer in [1, ${TXN_SCAN_LIMIT_MAX}]`;
 }
 
-function branchProblem(ops: readonly TxnOp[], branch: 'then' | 'else'): string | null {
-  if (ops.length > TXN_OPS_MAX) return `${branch}: ${ops.length} ops; the limit is ${TXN_OPS_MAX}`;
+/** A refusal made before sending: the code the server would answer, definite (nothing was sent). */
+function refused(code: 'INVALID_INPUT' | 'BATCH_TOO_LARGE', message: string): KvError {
+  return new KvError(code, message, { definite: true });
+}
+
+function branchProblem(ops: readonly TxnOp[], branch: 'then' | 'else'): KvError | null {
+  if (ops.length > TXN_OPS_MAX)
+    return refused('BATCH_TOO_LARGE', `${branch}: ${ops.length} ops; the limit is ${TXN_OPS_MAX}`);
   const written = new Set<string>();
   for (const [at, op] of ops.entries()) {
     const where = `${branch} op ${at + 1}`;
     const problem = opProblem(op, where);
-    if (problem !== null) return problem;
+    if (problem !== null) return refused('INVALID_INPUT', problem);
     const key = 'Set' in op ? op.Set.key : 'Delete' in op ? op.Delete.key : null;
     if (key === null) continue;
-    if (written.has(key)) return `${where}: key "${key.slice(0, 64)}" is written twice in one branch`;
+    if (written.has(key))
+      return refused('INVALID_INPUT', `${where}: key "${key.slice(0, 64)}" is written twice in one branch`);
     written.add(key);
   }
   return null;
 }
 
 /**
- * The obvious mistakes a transaction can be refused for without a round trip (bounds, shapes, a key
- * written twice in a branch); null when none. The server checks everything again and is the authority
- * (sizes, Unicode, …).
+ * The obvious mistakes a transaction can be refused for without a round trip, as the error the server
+ * would answer (BATCH_TOO_LARGE past the compare and op bounds, else INVALID_INPUT: a key written twice
+ * in a branch, an empty key, a bad number); null when none. The server checks everything again and is
+ * the authority (sizes, Unicode, …).
  */
-export function transactionProblem(txn: Transaction): string | null {
+export function transactionProblem(txn: Transaction): KvError | null {
   if (txn.compare.length > TXN_COMPARES_MAX)
-    return `${txn.compare.length} compares; the limit is ${TXN_COMPARES_MAX}`;
+    return refused('BATCH_TOO_LARGE', `${txn.compare.length} compares; the limit is ${TXN_COMPARES_MAX}`);
   for (const [at, compare] of txn.compare.entries()) {
     const problem = compareProblem(compare, at);
-    if (problem !== null) return problem;
+    if (problem !== null) return refused('INVALID_INPUT', problem);
   }
   return branchProblem(txn.success, 'then') ?? branchProblem(txn.failure, 'else');
 }
@@ -175,13 +183,13 @@ export class TxnBuilder {
 
   /**
    * Send it (once; never sent again when its outcome is unknown: a `definite: false` KvError). Rejects
-   * with INVALID_INPUT (definite, nothing sent) for a mistake transactionProblem finds.
+   * with the error transactionProblem finds (definite, `status` null, nothing sent), if any.
    */
   async commit(options?: CallOptions): Promise<TxnResult> {
     this.advance(Stage.Committed);
     const txn = this.build();
     const problem = transactionProblem(txn);
-    if (problem !== null) throw new KvError('INVALID_INPUT', problem, { definite: true });
+    if (problem !== null) throw problem;
     return this.send(txn, options);
   }
 

@@ -128,18 +128,24 @@ describe('the transaction builder', () => {
 
   it('finds the obvious mistakes without a round trip', () => {
     const txn = (parts: Partial<Parameters<typeof transactionProblem>[0]>) =>
-      transactionProblem({ compare: [], success: [], failure: [], ...parts });
+      transactionProblem({ compare: [], success: [], failure: [], ...parts })?.message ?? null;
+    const code = (parts: Partial<Parameters<typeof transactionProblem>[0]>) =>
+      transactionProblem({ compare: [], success: [], failure: [], ...parts })?.code;
     expect(txn({})).toBeNull();
     const many = Array.from({ length: TXN_COMPARES_MAX + 1 }, (_, at) => Compare.exists(`k${at}`));
     expect(txn({ compare: many })).toMatch(/65 compares; the limit is 64/);
+    expect(code({ compare: many })).toBe('BATCH_TOO_LARGE'); // the server's code for the same bound
     expect(txn({ compare: many.slice(1) })).toBeNull();
     const ops = Array.from({ length: TXN_OPS_MAX + 1 }, (_, at) => Op.get(`k${at}`));
     expect(txn({ failure: ops })).toMatch(/else: 129 ops; the limit is 128/);
+    expect(code({ success: ops })).toBe('BATCH_TOO_LARGE');
+    expect(txn({ success: ops.slice(1) })).toBeNull();
     expect(txn({ success: [Op.set('a', '1'), Op.get('a'), Op.delete('a')] })).toMatch(
       /then op 3: key "a" is written twice in one branch/,
     );
     // The same key in both branches is fine: only one runs.
     expect(txn({ success: [Op.set('a', '1')], failure: [Op.delete('a')] })).toBeNull();
+    expect(code({ success: [Op.set('a', '1'), Op.delete('a')] })).toBe('INVALID_INPUT');
     expect(txn({ success: [Op.scan('p', 0)] })).toMatch(/Scan limit is an integer in \[1, 1000\]/);
     expect(txn({ success: [Op.scan('p', 1001)] })).toMatch(/Scan limit/);
     expect(txn({ success: [Op.scan('p', 1.5)] })).toMatch(/Scan limit/);
