@@ -341,7 +341,7 @@ function program(choose: (chosen: Chosen) => void): Command {
         String(TIMEOUT_MS_DEFAULT),
       ),
     );
-  const add = (spec: string, description: string, extra?: (command: Command) => Command): void => {
+  const add: AddCommand = (spec, description, extra) => {
     const name = spec.split(' ')[0] ?? spec;
     let command = root.command(spec).description(description);
     if (extra !== undefined) command = extra(command);
@@ -355,6 +355,14 @@ function program(choose: (chosen: Chosen) => void): Command {
       choose({ name, args, options });
     });
   };
+  addCommands(add);
+  return root;
+}
+
+type AddCommand = (spec: string, description: string, extra?: (command: Command) => Command) => void;
+
+/** Every command with its arguments, options and help text. */
+function addCommands(add: AddCommand): void {
   add('put <key> <value>', 'write a key (linearizable, through the leader)');
   add('get <key>', 'read a key (linearizable); exit 3 when it does not exist');
   add('delete <key>', 'delete a key');
@@ -398,7 +406,6 @@ function program(choose: (chosen: Chosen) => void): Command {
   );
   add('member <action> <id>', '"member remove ID": take a learner out of the cluster');
   add('ticket', 'print a cluster ticket for aspen-node --ticket');
-  return root;
 }
 
 function exitCodeOf(error: unknown): number {
