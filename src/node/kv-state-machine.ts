@@ -4,6 +4,8 @@ import type { Compare, CompareTarget, TxnOp, WriteCommand } from '../api/types.t
 import { assert } from '../base/assert.ts';
 import { TXN_COMPARES_MAX, TXN_OPS_MAX, TXN_RESULT_BYTES_MAX, TXN_SCAN_LIMIT_MAX } from '../base/limits.ts';
 import type { MembershipConfig } from '../raft/types.ts';
+import { applyWithSession, normalizeSession, type StoredOutcome } from './session-apply.ts';
+import { SessionTable, type Session, type SessionRecord } from './sessions.ts';
 
 const snapshotPackr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -48,12 +50,22 @@ export interface ApplyOutcome {
    * undone, nothing is written (the entry is still a revision), and no results are returned.
    */
   readonly resultsTooLarge?: true;
+  /** A retried session sequence: not applied again; this is the first apply's outcome (its index). */
+  readonly duplicate?: true;
+  /** A session sequence whose outcome the table no longer holds: nothing was applied. */
+  readonly sessionExpired?: true;
+  /** Stored in a session table only: the results exceeded SESSION_RESULT_BYTES_MAX and were dropped. */
+  readonly resultsDiscarded?: true;
 }
 
 /** The replicated state machine: a deterministic function of the applied log prefix. */
 export interface StateMachine {
   readonly appliedIndex: number;
-  apply(index: number, command: WriteCommand): ApplyOutcome;
+  /**
+   * Apply a command entry; with a client session, a retried sequence is answered from the session
+   * table instead (see session-apply.ts). `proposedAtMs` is the leader's proposal time (log time).
+   */
+  apply(index: number, command: WriteCommand, session?: Session | null, proposedAtMs?: number): ApplyOutcome;
   /**
    * Blank and configuration entries advance the applied index without touching data; a
    * configuration is recorded as the membership in effect at `index`.
@@ -255,7 +267,7 @@ function applyTransaction(store: RecordStore, index: number, body: CommandBody<'
       before.set(key, store.get(key));
     }
     const result = applyTxnOp(store, index, op);
-    resultBytes += resultSize(result);
+    resultBytes += txnResultSize(result);
     results.push(result);
     if (resultBytes > TXN_RESULT_BYTES_MAX) {
       undo(store, before);
@@ -266,7 +278,7 @@ function applyTransaction(store: RecordStore, index: number, body: CommandBody<'
 }
 
 /** Key and value bytes a Get or Scan result carries (writes carry none). */
-function resultSize(result: TxnOpOutcome): number {
+export function txnResultSize(result: TxnOpOutcome): number {
   if (result.kind === 'get')
     return result.record === null ? 0 : utf8Length(result.key) + utf8Length(result.record.value);
   if (result.kind !== 'scan') return 0;
@@ -345,6 +357,21 @@ export function compareHolds(record: KvRecord | undefined, compare: Compare): bo
 interface SnapshotBody {
   readonly appliedIndex: number;
   readonly records: readonly (readonly [string, KvRecord])[];
+  /** Absent in snapshots from before sessions: an empty table. */
+  readonly sessions?: SessionsSnapshot;
+}
+
+/** The session table in a snapshot: log time and every client, sorted by id. */
+export interface SessionsSnapshot {
+  readonly timeMs: number;
+  readonly clients: readonly (readonly [string, SessionRecord<StoredOutcome>])[];
+}
+
+export const EMPTY_SESSIONS: SessionsSnapshot = { timeMs: 0, clients: [] };
+
+/** A session table as a snapshot holds it. */
+export function sessionsSnapshot(table: SessionTable<StoredOutcome>): SessionsSnapshot {
+  return { timeMs: table.timeMs, clients: table.entries() };
 }
 
 /**
@@ -371,31 +398,62 @@ export function normalizeRecord(stored: unknown): KvRecord {
 export function encodeSnapshot(
   appliedIndex: number,
   records: Iterable<readonly [string, KvRecord]>,
+  sessions: SessionsSnapshot = EMPTY_SESSIONS,
 ): Uint8Array {
   const sorted = [...records]
     .sort((a, b) => compareUtf8(a[0], b[0]))
     .map(([key, record]): [string, KvRecord] => [key, normalizeRecord(record)]);
-  const body: SnapshotBody = { appliedIndex, records: sorted };
+  const clients = [...sessions.clients]
+    .sort((a, b) => compareUtf8(a[0], b[0]))
+    .map(([id, session]): [string, SessionRecord<StoredOutcome>] => [id, normalizeSession(session)]);
+  const body: SnapshotBody = {
+    appliedIndex,
+    records: sorted,
+    sessions: { timeMs: sessions.timeMs, clients },
+  };
   return snapshotPackr.pack(body);
 }
 
 /** The records of snapshot bytes (of this format or of format 2, whose records have no lease id). */
 export function decodeSnapshot(data: Uint8Array, index: number): readonly (readonly [string, KvRecord])[] {
+  return decodeSnapshotState(data, index).records;
+}
+
+/** Records and session table of snapshot bytes (a snapshot from before sessions has an empty table). */
+export function decodeSnapshotState(
+  data: Uint8Array,
+  index: number,
+): { records: readonly (readonly [string, KvRecord])[]; sessions: SessionsSnapshot } {
   const body = snapshotPackr.unpack(data) as SnapshotBody;
   assert(body.appliedIndex === index, `snapshot data is at ${body.appliedIndex}, metadata says ${index}`);
-  return body.records.map(([key, record]): [string, KvRecord] => [key, normalizeRecord(record)]);
+  const records = body.records.map(([key, record]): [string, KvRecord] => [key, normalizeRecord(record)]);
+  const stored = body.sessions ?? EMPTY_SESSIONS;
+  assert(Number.isSafeInteger(stored.timeMs) && stored.timeMs >= 0, 'snapshot log time');
+  const clients = stored.clients.map(([id, session]): [string, SessionRecord<StoredOutcome>] => [
+    id,
+    normalizeSession(session),
+  ]);
+  return { records, sessions: { timeMs: stored.timeMs, clients } };
 }
 
 /** The in-memory KV state machine (the simulator's and `--storage memory`'s). */
 export class MemoryKvStateMachine implements StateMachine {
   private readonly records = new Map<string, KvRecord>();
   private readonly store = mapRecordStore(this.records);
+  private readonly sessions = new SessionTable<StoredOutcome>();
   appliedIndex = 0;
   appliedMembership: MembershipConfig | null = null;
 
-  apply(index: number, command: WriteCommand): ApplyOutcome {
+  apply(
+    index: number,
+    command: WriteCommand,
+    session: Session | null = null,
+    proposedAtMs = 0,
+  ): ApplyOutcome {
     this.advanceTo(index);
-    return applyCommand(this.store, index, command);
+    const outcome = applyWithSession(this.sessions, this.store, index, { command, session, proposedAtMs });
+    this.sessions.takeChanged(); // nothing to write back: the table is the store
+    return outcome;
   }
 
   applyNoop(index: number, config?: MembershipConfig): void {
@@ -420,13 +478,14 @@ export class MemoryKvStateMachine implements StateMachine {
   }
 
   snapshot(): Uint8Array {
-    return encodeSnapshot(this.appliedIndex, this.records.entries());
+    return encodeSnapshot(this.appliedIndex, this.records.entries(), sessionsSnapshot(this.sessions));
   }
 
   restore(data: Uint8Array, index: number, config: MembershipConfig): void {
-    const records = decodeSnapshot(data, index);
+    const { records, sessions } = decodeSnapshotState(data, index);
     this.records.clear();
     for (const [key, record] of records) this.records.set(key, record);
+    this.sessions.load(index, sessions.timeMs, sessions.clients);
     this.appliedIndex = index;
     this.appliedMembership = config;
   }

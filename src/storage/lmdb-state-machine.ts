@@ -1,9 +1,8 @@
 import { TransactionFlags } from 'lmdb';
 import type { WriteCommand } from '../api/types.ts';
 import {
-  applyCommand,
   collectScanPage,
-  decodeSnapshot,
+  decodeSnapshotState,
   encodeSnapshot,
   type ApplyOutcome,
   type KvRecord,
@@ -12,6 +11,8 @@ import {
   type StateMachine,
 } from '../node/kv-state-machine.ts';
 import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
+import { applyWithSession, normalizeSession, type StoredOutcome } from '../node/session-apply.ts';
+import { SESSIONS_MAX, SessionTable, type Session, type SessionRecord } from '../node/sessions.ts';
 import { assert } from '../base/assert.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { isStorageFault, StorageError, storageFailure } from './errors.ts';
@@ -20,6 +21,8 @@ import type { LmdbStorage } from './lmdb-store.ts';
 /** In the state environment: the applied index and the membership applied with it. */
 const META_APPLIED = 'applied';
 const META_MEMBERSHIP = 'membership';
+/** The session table's log time (its clients are in the `sessions` database). */
+const META_SESSION_TIME = 'session_time';
 /** Per-record size estimate beyond key and value, for the snapshot size bound. */
 const SNAPSHOT_RECORD_OVERHEAD_BYTES = 32;
 
@@ -39,6 +42,8 @@ const TRANSACTION_NO_SYNC_FLUSH = (TransactionFlags.ABORTABLE |
 export class LmdbKvStateMachine implements StateMachine {
   private readonly storage: LmdbStorage;
   private batching = false;
+  /** The `sessions` database in memory (loaded at open, written back in each apply's transaction). */
+  private readonly sessions = new SessionTable<StoredOutcome>();
   appliedIndex: number;
   appliedMembership: MembershipConfig | null;
 
@@ -46,9 +51,36 @@ export class LmdbKvStateMachine implements StateMachine {
     this.storage = storage;
     this.appliedIndex = (storage.stateMeta.get(META_APPLIED) as number | undefined) ?? 0;
     this.appliedMembership = (storage.stateMeta.get(META_MEMBERSHIP) as MembershipConfig | undefined) ?? null;
+    this.loadSessions();
   }
 
-  apply(index: number, command: WriteCommand): ApplyOutcome {
+  /** The session table from storage (after open, or after an aborted transaction left memory ahead). */
+  private loadSessions(): void {
+    const timeMs = (this.storage.stateMeta.get(META_SESSION_TIME) as number | undefined) ?? 0;
+    const clients: [string, SessionRecord<StoredOutcome>][] = [];
+    for (const { key, value } of this.storage.sessions.getRange({})) {
+      assert(clients.length < SESSIONS_MAX, 'stored sessions are bounded');
+      clients.push([key, normalizeSession(value)]);
+    }
+    this.sessions.load(this.appliedIndex, timeMs, clients);
+  }
+
+  /** Write the clients the last apply changed or dropped, and the log time (inside its transaction). */
+  private storeSessions(): void {
+    for (const clientId of this.sessions.takeChanged()) {
+      const record = this.sessions.get(clientId);
+      if (record === undefined) this.storage.sessions.removeSync(clientId);
+      else this.storage.sessions.putSync(clientId, record);
+    }
+    this.storage.stateMeta.putSync(META_SESSION_TIME, this.sessions.timeMs);
+  }
+
+  apply(
+    index: number,
+    command: WriteCommand,
+    session: Session | null = null,
+    proposedAtMs = 0,
+  ): ApplyOutcome {
     this.assertNext(index);
     const kv = this.storage.kv;
     const store: RecordStore = {
@@ -59,11 +91,18 @@ export class LmdbKvStateMachine implements StateMachine {
       delete: (key) => kv.removeSync(key),
       scan: (prefix, afterKey, limit) => this.scan(prefix, afterKey, limit),
     };
-    const outcome = this.inTransaction(() => {
-      const result = applyCommand(store, index, command);
-      this.storage.stateMeta.putSync(META_APPLIED, index);
-      return result;
-    });
+    let outcome: ApplyOutcome;
+    try {
+      outcome = this.inTransaction(() => {
+        const result = applyWithSession(this.sessions, store, index, { command, session, proposedAtMs });
+        this.storeSessions();
+        this.storage.stateMeta.putSync(META_APPLIED, index);
+        return result;
+      });
+    } catch (error) {
+      if (!this.batching) this.loadSessions(); // the transaction was aborted: the table is the stored one
+      throw error;
+    }
     this.appliedIndex = index;
     return outcome;
   }
@@ -94,6 +133,7 @@ export class LmdbKvStateMachine implements StateMachine {
     } catch (error) {
       this.appliedIndex = appliedBefore; // the transaction was aborted: nothing of it is stored
       this.appliedMembership = membershipBefore;
+      this.loadSessions();
       throw error;
     } finally {
       this.batching = false;
@@ -154,7 +194,14 @@ export class LmdbKvStateMachine implements StateMachine {
           throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
         records.push([key, value]);
       }
-      return encodeSnapshot(appliedIndex, records);
+      const timeMs =
+        (this.storage.stateMeta.get(META_SESSION_TIME, { transaction }) as number | undefined) ?? 0;
+      const clients: [string, SessionRecord<StoredOutcome>][] = [];
+      for (const { key, value } of this.storage.sessions.getRange({ transaction })) {
+        assert(clients.length < SESSIONS_MAX, 'stored sessions are bounded');
+        clients.push([key, value]);
+      }
+      return encodeSnapshot(appliedIndex, records, { timeMs, clients });
     } finally {
       transaction.done();
     }
@@ -162,12 +209,15 @@ export class LmdbKvStateMachine implements StateMachine {
 
   /** Replace records, applied index and membership in one transaction: a crash leaves the old state or the new. */
   restore(data: Uint8Array, index: number, config: MembershipConfig): void {
-    const records = decodeSnapshot(data, index);
+    const { records, sessions } = decodeSnapshotState(data, index);
     this.write(
       'restoring a snapshot into the state machine',
       () => {
         for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
         for (const [key, record] of records) this.storage.kv.putSync(key, record);
+        for (const key of this.storage.sessions.getKeys({})) this.storage.sessions.removeSync(key);
+        for (const [key, session] of sessions.clients) this.storage.sessions.putSync(key, session);
+        this.storage.stateMeta.putSync(META_SESSION_TIME, sessions.timeMs);
         this.storage.stateMeta.putSync(META_APPLIED, index);
         this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
       },
@@ -175,6 +225,7 @@ export class LmdbKvStateMachine implements StateMachine {
     );
     this.appliedIndex = index;
     this.appliedMembership = config;
+    this.sessions.load(index, sessions.timeMs, sessions.clients);
   }
 
   private assertNext(index: number): void {

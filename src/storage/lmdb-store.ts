@@ -2,6 +2,8 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync } from 'n
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
 import { decodeSnapshot, encodeSnapshot, normalizeRecord, type KvRecord } from '../node/kv-state-machine.ts';
+import type { StoredOutcome } from '../node/session-apply.ts';
+import type { SessionRecord } from '../node/sessions.ts';
 import { assert, AssertionError } from '../base/assert.ts';
 import { DataDirLock } from './data-dir-lock.ts';
 import { firstLine, isStorageFault, StorageError, storageFailure } from './errors.ts';
@@ -14,12 +16,18 @@ import {
 } from '../raft/types.ts';
 
 /**
- * On-disk format of this release. 3: records carry a lease id. A format-2 data dir is migrated in
- * place at open; any other version is refused, never guessed at.
+ * On-disk format of this release. 3: records carry a lease id; 4: the state machine holds the
+ * client session table (its own database, and a `sessions` field in snapshots). A format-2 or
+ * format-3 data dir is migrated in place at open; any other version is refused, never guessed at.
  */
-export const STORAGE_FORMAT_VERSION = 3;
-/** The one older format this release migrates from. */
+export const STORAGE_FORMAT_VERSION = 4;
+/** The oldest format this release migrates from (records without lease ids). */
 export const STORAGE_FORMAT_MIGRATED_FROM = 2;
+/**
+ * Format 3 has no session table: the empty table is the right one (its snapshots read as empty
+ * too), so the migration only records the new format.
+ */
+export const STORAGE_FORMAT_WITHOUT_SESSIONS = 3;
 /** Records rewritten by a migration: a sanity bound far above what a snapshot can hold. */
 const MIGRATION_RECORDS_MAX = 100_000_000;
 /** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
@@ -66,6 +74,8 @@ export class LmdbStorage {
   readonly stateEnv: RootDatabase;
   readonly kv: Database<KvRecord, string>;
   readonly stateMeta: Database<unknown, string>;
+  /** Client sessions of exactly-once writes: one record per client id (format 4). */
+  readonly sessions: Database<SessionRecord<StoredOutcome>, string>;
   private readonly statePath: string;
   /** The state machine was discarded at open (the last stop was not a clean close). */
   readonly stateRebuilt: boolean;
@@ -96,6 +106,7 @@ export class LmdbStorage {
     });
     this.kv = this.stateEnv.openDB<KvRecord, string>({ name: 'kv' });
     this.stateMeta = this.stateEnv.openDB<unknown, string>({ name: 'meta' });
+    this.sessions = this.stateEnv.openDB<SessionRecord<StoredOutcome>, string>({ name: 'sessions' });
     try {
       this.meta.putSync(META_STATE_CLEAN, false); // synced before the first apply can touch the machine
     } catch (error) {
@@ -136,18 +147,20 @@ export class LmdbStorage {
     if (
       format !== undefined &&
       format !== STORAGE_FORMAT_VERSION &&
-      format !== STORAGE_FORMAT_MIGRATED_FROM
+      format !== STORAGE_FORMAT_MIGRATED_FROM &&
+      format !== STORAGE_FORMAT_WITHOUT_SESSIONS
     ) {
       void env.close();
       throw new StorageError(
-        `data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} and migrates format ${STORAGE_FORMAT_MIGRATED_FROM} (move the directory aside to start this node empty, and let it catch up from the cluster)`,
+        `data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} and migrates formats ${STORAGE_FORMAT_MIGRATED_FROM} and ${STORAGE_FORMAT_WITHOUT_SESSIONS} (move the directory aside to start this node empty, and let it catch up from the cluster)`,
       );
     }
     let storage: LmdbStorage;
     try {
       storage = new LmdbStorage(env, dataDir, lock);
       if (format === STORAGE_FORMAT_MIGRATED_FROM) storage.migrateFromFormat2();
-      if (format === undefined) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
+      const current = format === undefined || format === STORAGE_FORMAT_WITHOUT_SESSIONS;
+      if (current) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
     } catch (error) {
       if (error instanceof AssertionError) throw error;
       void env.close();
@@ -157,7 +170,8 @@ export class LmdbStorage {
   }
 
   /**
-   * Format 2 → 3: every record gains lease id 0, in the state machine and in the stored snapshot.
+   * Format 2 → 4: every record gains lease id 0, in the state machine and in the stored snapshot
+   * (the session table starts empty, as from format 3).
    * The state machine first (not synced: it is already marked unclean, so a crash before the clean
    * close discards it and rebuilds it from the snapshot and the log, whose commands did not change);
    * then the snapshot and the format together in one synced transaction of the log environment. A

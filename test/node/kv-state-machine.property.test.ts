@@ -12,6 +12,7 @@ import {
   type StateMachine,
   type TxnOpOutcome,
 } from '../../src/node/kv-state-machine.ts';
+import { SESSION_RESULTS_MAX } from '../../src/node/sessions.ts';
 import { LmdbKvStateMachine, LmdbStorage } from '../../src/storage/lmdb-store.ts';
 
 /**
@@ -250,3 +251,83 @@ describe('state machines against a reference model', () => {
     }
   });
 });
+
+// ---------- sessions: retries are answered from the table ----------
+
+const CLIENTS = ['c1', 'c2', 'c3'] as const;
+/** A step: a fresh command for a client, or a retry of one of its recent sequences (by distance back). */
+const sessionStep = fc.record({
+  command,
+  client: fc.constantFrom(...CLIENTS),
+  retryBack: fc.option(fc.nat({ max: SESSION_RESULTS_MAX - 1 }), { freq: 3 }),
+  elapsedMs: fc.nat({ max: 1_000 }),
+});
+
+describe('state machines with client sessions', () => {
+  const lmdb = lmdbMachine();
+  const lmdbRestored = lmdbMachine();
+
+  it('apply a sequence once: a retry changes no record and answers the first outcome', () => {
+    fc.assert(
+      fc.property(
+        fc.array(sessionStep, { maxLength: COMMANDS_MAX }),
+        fc.nat({ max: COMMANDS_MAX }),
+        (steps, restoreAt) => {
+          const model = new Model();
+          lmdb.restore(EMPTY, 0, NO_MEMBERS);
+          lmdbRestored.restore(EMPTY, 0, NO_MEMBERS);
+          let machines: StateMachine[] = [new MemoryKvStateMachine(), lmdb];
+          const sent = new Map<string, { command: WriteCommand; outcome: ApplyOutcome }[]>();
+          let nowMs = 0;
+          steps.forEach((step, offset) => {
+            const index = offset + 1;
+            nowMs += step.elapsedMs;
+            if (offset === restoreAt) machines = restoreBetween(machines, offset, lmdbRestored);
+            const history = sent.get(step.client) ?? [];
+            const retried =
+              step.retryBack === null ? undefined : history[history.length - 1 - step.retryBack];
+            if (retried !== undefined) {
+              const sequence = history.indexOf(retried) + 1;
+              const before = model.entries();
+              for (const machine of machines) {
+                const outcome = machine.apply(
+                  index,
+                  retried.command,
+                  { clientId: step.client, sequence },
+                  nowMs,
+                );
+                expect(outcome).toEqual({ ...retried.outcome, duplicate: true });
+              }
+              expect(model.entries()).toEqual(before);
+            } else {
+              const expected = model.apply(index, step.command);
+              const session = { clientId: step.client, sequence: history.length + 1 };
+              for (const machine of machines)
+                expect(machine.apply(index, step.command, session, nowMs)).toEqual(expected);
+              history.push({ command: step.command, outcome: expected });
+              sent.set(step.client, history);
+            }
+            expectSameState(model, machines);
+          });
+          const [first, second] = machines;
+          expect(first?.snapshot()).toEqual(second?.snapshot());
+        },
+      ),
+      { numRuns: RUNS },
+    );
+  });
+});
+
+function restoreBetween(
+  machines: StateMachine[],
+  index: number,
+  lmdbRestored: LmdbKvStateMachine,
+): StateMachine[] {
+  const [memory, disk] = machines.map((machine) => machine.snapshot());
+  if (memory === undefined || disk === undefined) throw new Error('two machines');
+  expect(memory).toEqual(disk);
+  const freshMemory = new MemoryKvStateMachine();
+  freshMemory.restore(disk, index, NO_MEMBERS);
+  lmdbRestored.restore(memory, index, NO_MEMBERS);
+  return [freshMemory, lmdbRestored];
+}

@@ -1,0 +1,94 @@
+import type { WriteCommand } from '../api/types.ts';
+import { assert } from '../base/assert.ts';
+import { applyCommand, txnResultSize, type ApplyOutcome, type RecordStore } from './kv-state-machine.ts';
+import { SESSION_RESULT_BYTES_MAX, SessionTable, type Session, type SessionRecord } from './sessions.ts';
+
+/** What one log entry carries: the command, the client session (if any), the leader's proposal time. */
+export interface Proposal {
+  readonly command: WriteCommand;
+  readonly session: Session | null;
+  readonly proposedAtMs: number;
+}
+
+/** A session's stored outcome: what the first apply returned, or that its results were too large to keep. */
+export type StoredOutcome = ApplyOutcome;
+
+/**
+ * Apply one command through the session table: a retried sequence is not applied again and gets
+ * the stored outcome (marked duplicate); a sequence the table can no longer answer for gets
+ * `sessionExpired` (nothing applied). Log time advances with every command entry.
+ */
+export function applyWithSession(
+  table: SessionTable<StoredOutcome>,
+  store: RecordStore,
+  index: number,
+  proposal: Proposal,
+): ApplyOutcome {
+  table.advance(index, proposal.proposedAtMs);
+  const session = proposal.session;
+  if (session === null) return applyCommand(store, index, proposal.command);
+  const check = table.check(session);
+  if (check.kind === 'duplicate') {
+    if (check.outcome.resultsDiscarded === true) return expired(index);
+    return { ...check.outcome, duplicate: true };
+  }
+  if (check.kind === 'expired') return expired(index);
+  const outcome = applyCommand(store, index, proposal.command);
+  table.record(session, storedOutcome(outcome));
+  return outcome;
+}
+
+function expired(index: number): ApplyOutcome {
+  return { index, deleted: [], succeeded: false, sessionExpired: true };
+}
+
+/** The outcome as the table keeps it: without Get and Scan results past SESSION_RESULT_BYTES_MAX. */
+function storedOutcome(outcome: ApplyOutcome): StoredOutcome {
+  assert(outcome.duplicate === undefined && outcome.sessionExpired === undefined, 'a fresh outcome');
+  const results = outcome.results;
+  if (results === undefined) return outcome;
+  let bytes = 0;
+  for (const result of results) bytes += txnResultSize(result);
+  if (bytes <= SESSION_RESULT_BYTES_MAX) return outcome;
+  return {
+    index: outcome.index,
+    deleted: outcome.deleted,
+    succeeded: outcome.succeeded,
+    resultsDiscarded: true,
+  };
+}
+
+/** A stored outcome with its fields in one order (equal tables give equal snapshot bytes). */
+export function normalizeOutcome(stored: unknown): StoredOutcome {
+  assert(typeof stored === 'object' && stored !== null, 'a stored outcome is an object');
+  const o = stored as ApplyOutcome;
+  assert(Number.isSafeInteger(o.index) && Array.isArray(o.deleted), 'a stored outcome has an index');
+  return {
+    index: o.index,
+    deleted: o.deleted,
+    succeeded: o.succeeded,
+    ...(o.current === undefined ? {} : { current: o.current }),
+    ...(o.results === undefined ? {} : { results: o.results }),
+    ...(o.resultsTooLarge === undefined ? {} : { resultsTooLarge: o.resultsTooLarge }),
+    ...(o.resultsDiscarded === undefined ? {} : { resultsDiscarded: o.resultsDiscarded }),
+  };
+}
+
+/** A stored session record with its fields in one order. */
+export function normalizeSession(stored: unknown): SessionRecord<StoredOutcome> {
+  assert(typeof stored === 'object' && stored !== null, 'a stored session is an object');
+  const s = stored as SessionRecord<unknown>;
+  assert(
+    [s.highest, s.lastUsedMs, s.lastUsedIndex].every((n) => Number.isSafeInteger(n) && n >= 0),
+    'a stored session has integer counters',
+  );
+  return {
+    highest: s.highest,
+    lastUsedMs: s.lastUsedMs,
+    lastUsedIndex: s.lastUsedIndex,
+    results: s.results.map(([sequence, outcome]): [number, StoredOutcome] => [
+      sequence,
+      normalizeOutcome(outcome),
+    ]),
+  };
+}
