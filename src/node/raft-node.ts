@@ -8,7 +8,8 @@ import type { Prng } from '../raft/prng.ts';
 import { runReady } from '../raft/ready-loop.ts';
 import type { Entry, MembershipConfig, Message, NodeId, PersistedState } from '../raft/types.ts';
 import { BoundedQueue } from '../base/bounded-queue.ts';
-import { encodeCommand } from './codec.ts';
+import { encodeProposal } from './codec.ts';
+import type { Session } from './sessions.ts';
 import { asStorageError, toAspenError } from './errors.ts';
 import type {
   Clock,
@@ -21,7 +22,7 @@ import type {
   WireMessage,
 } from './interfaces.ts';
 import type { StateMachine } from './kv-state-machine.ts';
-import { NodeReadyExecutor } from './ready-executor.ts';
+import { NodeReadyExecutor, withAppliedCommit } from './ready-executor.ts';
 import { RequestTracker, type Callback, type ReadServed, type WriteApplied } from './request-tracker.ts';
 import { SnapshotManager } from './snapshot-manager.ts';
 
@@ -45,7 +46,12 @@ export const TICK_MS_MAX = 1_000;
 type MailboxItem =
   | { readonly kind: 'message'; readonly message: Message }
   | { readonly kind: 'tick' }
-  | { readonly kind: 'write'; readonly command: WriteCommand; readonly callback: Callback<WriteApplied> }
+  | {
+      readonly kind: 'write';
+      readonly command: WriteCommand;
+      readonly session: Session | null;
+      readonly callback: Callback<WriteApplied>;
+    }
   | { readonly kind: 'read'; readonly key: string | null; readonly callback: Callback<ReadServed> }
   | { readonly kind: 'init'; readonly config: MembershipConfig; readonly callback: Callback<null> }
   | { readonly kind: 'chunk'; readonly chunk: SnapshotChunk }
@@ -199,8 +205,9 @@ export class RaftNode {
     if (!this.enqueue({ kind: 'tick' })) this.messagesDropped += 1;
   }
 
-  write(command: WriteCommand, callback: Callback<WriteApplied>): void {
-    this.enqueueRequest({ kind: 'write', command, callback }, callback);
+  /** Propose a command (with a client session: exactly-once); the entry carries this node's clock time. */
+  write(command: WriteCommand, callback: Callback<WriteApplied>, session: Session | null = null): void {
+    this.enqueueRequest({ kind: 'write', command, session, callback }, callback);
   }
 
   read(key: string, callback: Callback<ReadServed>): void {
@@ -364,7 +371,7 @@ export class RaftNode {
         this.core.tick();
         return;
       case 'write':
-        this.handleWrite(item.command, item.callback);
+        this.handleWrite(item.command, item.session, item.callback);
         return;
       case 'read':
         this.handleRead(item.key, item.callback);
@@ -457,13 +464,18 @@ export class RaftNode {
     });
   }
 
-  private handleWrite(command: WriteCommand, callback: Callback<WriteApplied>): void {
+  private handleWrite(
+    command: WriteCommand,
+    session: Session | null,
+    callback: Callback<WriteApplied>,
+  ): void {
     const refusal = this.requests.writeRefusal();
     if (refusal !== null) {
       callback({ ok: false, error: refusal });
       return;
     }
-    const result = this.core.propose(encodeCommand(command));
+    const proposedAtMs = Math.max(0, Math.floor(this.options.clock.nowMs()));
+    const result = this.core.propose(encodeProposal({ command, session, proposedAtMs }));
     if (!result.ok) {
       callback({ ok: false, error: toAspenError(result.error) });
       return;
@@ -485,19 +497,4 @@ export class RaftNode {
     }
     this.requests.trackRead(requestId, key, callback);
   }
-}
-
-/**
- * The state machine may have applied entries whose commit index was never synced (it is written
- * only with the next synced batch). Only committed, locally durable entries are applied, so the
- * core starts with its commit index at least there, never behind what the machine shows.
- */
-function withAppliedCommit(persisted: PersistedState, appliedIndex: number): PersistedState {
-  if (appliedIndex <= persisted.hardState.commit) return persisted;
-  const lastIndex = persisted.entries.at(-1)?.index ?? persisted.snapshot?.index ?? 0;
-  assert(
-    appliedIndex <= lastIndex,
-    `state machine applied ${appliedIndex} beyond the durable log (${lastIndex})`,
-  );
-  return { ...persisted, hardState: { ...persisted.hardState, commit: appliedIndex } };
 }

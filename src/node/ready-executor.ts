@@ -1,9 +1,9 @@
 import { assert } from '../base/assert.ts';
 import { APPLY_ENTRIES_MAX } from '../raft/config.ts';
 import type { ReadyExecutor } from '../raft/ready-loop.ts';
-import type { Entry, Message, NodeId, Ready } from '../raft/types.ts';
+import type { Entry, Message, NodeId, PersistedState, Ready } from '../raft/types.ts';
 import { StorageError } from './errors.ts';
-import { decodeCommand } from './codec.ts';
+import { decodeProposal } from './codec.ts';
 import type { LogStore, PersistBatch, RaftNodeObserver, Snapshot, Transport } from './interfaces.ts';
 import type { ApplyOutcome, StateMachine } from './kv-state-machine.ts';
 import type { RequestTracker } from './request-tracker.ts';
@@ -144,8 +144,10 @@ export class NodeReadyExecutor implements ReadyExecutor {
           outcomes.push(undefined);
           continue;
         }
-        if (entry.kind === 'command') outcomes.push(machine.apply(entry.index, decodeCommand(entry.data)));
-        else {
+        if (entry.kind === 'command') {
+          const { command, session, proposedAtMs } = decodeProposal(entry.data);
+          outcomes.push(machine.apply(entry.index, command, session, proposedAtMs));
+        } else {
           machine.applyNoop(entry.index, entry.kind === 'config' ? entry.config : undefined);
           outcomes.push(null);
         }
@@ -163,4 +165,19 @@ export class NodeReadyExecutor implements ReadyExecutor {
           };
     this.host.requests.serveReads(this.host.options.stateMachine, served);
   }
+}
+
+/**
+ * The state machine may have applied entries whose commit index was never synced (it is written
+ * only with the next synced batch). Only committed, locally durable entries are applied, so the
+ * core starts with its commit index at least there, never behind what the machine shows.
+ */
+export function withAppliedCommit(persisted: PersistedState, appliedIndex: number): PersistedState {
+  if (appliedIndex <= persisted.hardState.commit) return persisted;
+  const lastIndex = persisted.entries.at(-1)?.index ?? persisted.snapshot?.index ?? 0;
+  assert(
+    appliedIndex <= lastIndex,
+    `state machine applied ${appliedIndex} beyond the durable log (${lastIndex})`,
+  );
+  return { ...persisted, hardState: { ...persisted.hardState, commit: appliedIndex } };
 }

@@ -1,6 +1,6 @@
 import type { PersistBatch, Snapshot } from '../node/interfaces.ts';
 import { MemoryKvStateMachine } from '../node/kv-state-machine.ts';
-import { decodeCommand } from '../node/codec.ts';
+import { decodeProposal } from '../node/codec.ts';
 import type { RaftNode } from '../node/raft-node.ts';
 import type { Entry, MembershipConfig, NodeId, Ready } from '../raft/types.ts';
 import type { SimDisk } from './disk.ts';
@@ -241,8 +241,10 @@ export class SafetyChecker {
 
   /** Apply a newly committed entry to the reference machine; check configuration transitions. */
   private extendReference(entry: Entry): void {
-    if (entry.kind === 'command') this.reference.apply(entry.index, decodeCommand(entry.data));
-    else this.reference.applyNoop(entry.index);
+    if (entry.kind === 'command') {
+      const { command, session, proposedAtMs } = decodeProposal(entry.data);
+      this.reference.apply(entry.index, command, session, proposedAtMs);
+    } else this.reference.applyNoop(entry.index);
     this.referenceStates.set(entry.index, Buffer.from(this.reference.snapshot()).toString('base64'));
     if (entry.kind === 'config') this.checkConfigTransition(entry.config, entry.index);
   }
