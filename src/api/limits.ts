@@ -1,6 +1,6 @@
 import { AspenError } from './errors.ts';
 import { assert } from '../base/assert.ts';
-import type { CompareOp, CompareTarget, TxnOp, WriteCommand } from './types.ts';
+import type { ClientSession, CompareOp, CompareTarget, TxnOp, WriteCommand } from './types.ts';
 
 import {
   BATCH_KEYS_MAX,
@@ -436,4 +436,30 @@ function txnOpKey(op: Exclude<TxnOp, { readonly Scan: unknown }>): string {
   if ('Set' in op) return op.Set.key;
   if ('Delete' in op) return op.Delete.key;
   return op.Get.key;
+}
+
+/** A client id of exactly-once writes: 1–64 characters of [A-Za-z0-9_-]. */
+export const CLIENT_ID_CHARS_MAX = 64;
+export const CLIENT_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The session of a /write or /delete body: both `client_id` and `sequence`, or neither (null).
+ * INVALID_INPUT for one without the other, a malformed client id, or a sequence that is not a
+ * positive safe integer.
+ */
+export function validateSession(request: unknown): ClientSession | null | AspenError {
+  const body = isRecord(request) ? request : {};
+  const clientId = body.client_id;
+  const sequence = body.sequence;
+  if (clientId === undefined && sequence === undefined) return null;
+  if (clientId === undefined || sequence === undefined)
+    return new AspenError('INVALID_INPUT', 'client_id and sequence go together: give both or neither');
+  if (typeof clientId !== 'string' || !CLIENT_ID_PATTERN.test(clientId))
+    return new AspenError(
+      'INVALID_INPUT',
+      `client_id must be 1-${CLIENT_ID_CHARS_MAX} characters of A-Z, a-z, 0-9, _ and -`,
+    );
+  if (typeof sequence !== 'number' || !Number.isSafeInteger(sequence) || sequence < 1)
+    return new AspenError('INVALID_INPUT', 'sequence must be a positive integer');
+  return { clientId, sequence };
 }

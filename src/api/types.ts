@@ -59,7 +59,24 @@ export type WriteCommand =
       };
     };
 
-export interface WriteRequest {
+/**
+ * Exactly-once writes: a mutating request may name its client and a sequence (both or neither); a
+ * retry of an applied sequence is not applied again and answers as the first time (docs/api.md).
+ */
+export interface SessionFields {
+  /** 1–64 characters of [A-Za-z0-9_-]. */
+  readonly client_id?: string;
+  /** A positive safe integer, increasing per client. */
+  readonly sequence?: number;
+}
+
+/** A validated client session, as it travels to the log. */
+export interface ClientSession {
+  readonly clientId: string;
+  readonly sequence: number;
+}
+
+export interface WriteRequest extends SessionFields {
   readonly command: WriteCommand;
 }
 
@@ -100,7 +117,7 @@ export interface ReadResult extends KeyValue {
   readonly revision: number;
 }
 
-export interface DeleteRequest {
+export interface DeleteRequest extends SessionFields {
   readonly key: string;
 }
 

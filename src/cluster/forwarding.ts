@@ -1,13 +1,15 @@
 import type { KeyValueStore } from '../api/contracts.ts';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant, type AspenErrorCode } from '../api/errors.ts';
-import { validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
+import { validateKey, validateScan, validateSession, validateWriteCommand } from '../api/limits.ts';
 import type {
+  ClientSession,
   DeleteRequest,
   DeleteResult,
   ReadRequest,
   ReadResult,
   ScanRequest,
   ScanResult,
+  SessionFields,
   WriteRequest,
   WriteResult,
 } from '../api/types.ts';
@@ -74,7 +76,7 @@ export class ForwardingStore implements KeyValueStore {
       () => this.local.write(request),
       () => {
         throwIf(validateWriteCommand((request as { command?: unknown } | null)?.command));
-        return { kind: 'write', command: request.command };
+        return { kind: 'write', command: request.command, session: sessionOf(request) };
       },
     ) as Promise<WriteResult>;
   }
@@ -94,7 +96,7 @@ export class ForwardingStore implements KeyValueStore {
       () => this.local.delete(request),
       () => {
         throwIf(validateKey((request as { key?: unknown } | null)?.key));
-        return { kind: 'delete', key: request.key };
+        return { kind: 'delete', key: request.key, session: sessionOf(request) };
       },
     ) as Promise<DeleteResult>;
   }
@@ -258,11 +260,11 @@ export class ForwardingStore implements KeyValueStore {
   private runLocally(operation: Operation): Promise<unknown> {
     switch (operation.kind) {
       case 'write':
-        return this.local.write({ command: operation.command });
+        return this.local.write({ command: operation.command, ...sessionFields(operation.session) });
       case 'read':
         return this.local.read({ key: operation.key });
       case 'delete':
-        return this.local.delete({ key: operation.key });
+        return this.local.delete({ key: operation.key, ...sessionFields(operation.session) });
       case 'scan':
         return this.local.scan({
           prefix: operation.prefix,
@@ -303,4 +305,16 @@ function fromWireError(error: NonNullable<ClientResponse['error']>): AspenError 
 
 function throwIf(problem: AspenError | null): void {
   if (problem !== null) throw problem;
+}
+
+/** A request's client session, checked as the leader will check it (bad input is answered here). */
+function sessionOf(request: unknown): ClientSession | null {
+  const session = validateSession(request);
+  if (session instanceof AspenError) throw session;
+  return session;
+}
+
+/** A forwarded session back as request fields. */
+function sessionFields(session: ClientSession | null): SessionFields {
+  return session === null ? {} : { client_id: session.clientId, sequence: session.sequence };
 }

@@ -326,16 +326,22 @@ const writeCommand = variant({
   }),
 });
 
+/** The optional session fields of /write and /delete; their rules are validateSession's (INVALID_INPUT). */
+const session = { client_id: {}, sequence: {} } as const;
+const SESSION = ['client_id', 'sequence'] as const;
+
 function addKeyValueRoutes(app: FastifyInstance, store: KeyValueStore): void {
-  app.post('/write', { schema: { body: exact({ command: writeCommand }) } }, (request) =>
+  app.post('/write', { schema: { body: exact({ command: writeCommand, ...session }, SESSION) } }, (request) =>
     store.write(request.body as Parameters<KeyValueStore['write']>[0]),
   );
   app.get('/read', { schema: { querystring: keyBody } }, (request) =>
     store.read(request.query as { key: string }),
   );
   app.post('/read', { schema: { body: keyBody } }, (request) => store.read(request.body as { key: string }));
-  app.post('/delete', { schema: { body: keyBody } }, (request) =>
-    store.delete(request.body as { key: string }),
+  app.post(
+    '/delete',
+    { schema: { body: exact({ key: keyBody.properties.key, ...session }, SESSION) } },
+    (request) => store.delete(request.body as Parameters<KeyValueStore['delete']>[0]),
   );
   app.post(
     '/scan',

@@ -4,10 +4,11 @@ import {
   ADDRESS_CHARS_MAX,
   validateKey,
   validateScan,
+  validateSession,
   validateValue,
   validateWriteCommand,
 } from '../api/limits.ts';
-import type { WriteCommand } from '../api/types.ts';
+import type { ClientSession, WriteCommand } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, SnapshotChunk, WireMessage } from '../node/interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
 import { FRAME_BYTES_MAX } from './frame.ts';
@@ -232,9 +233,10 @@ function clientOperation(operation: unknown): ClientRequest['operation'] {
   switch (operation.kind) {
     case 'write': {
       const problem = validateWriteCommand(operation.command);
-      return problem === null
-        ? { kind: 'write', command: operation.command as WriteCommand }
-        : invalidOperation(problem);
+      const session = wireSession(operation.session);
+      if (problem !== null) return invalidOperation(problem);
+      if (session instanceof AspenError) return invalidOperation(session);
+      return { kind: 'write', command: operation.command as WriteCommand, session };
     }
     case 'scan': {
       const { prefix, limit, continuationToken } = operation;
@@ -251,16 +253,28 @@ function clientOperation(operation: unknown): ClientRequest['operation'] {
         continuationToken: continuationToken as string | null,
       };
     }
-    case 'read':
+    case 'read': {
+      const problem = validateKey(operation.key);
+      return problem === null ? { kind: 'read', key: operation.key as string } : invalidOperation(problem);
+    }
     case 'delete': {
       const problem = validateKey(operation.key);
-      return problem === null
-        ? { kind: operation.kind, key: operation.key as string }
-        : invalidOperation(problem);
+      const session = wireSession(operation.session);
+      if (problem !== null) return invalidOperation(problem);
+      if (session instanceof AspenError) return invalidOperation(session);
+      return { kind: 'delete', key: operation.key as string, session };
     }
     default:
       return invalidOperation(new AspenError('INVALID_INPUT', 'unknown operation'));
   }
+}
+
+/** A forwarded write's client session: absent or null for none, else validated as the API does. */
+function wireSession(value: unknown): ClientSession | null | AspenError {
+  if (value === null || value === undefined) return null;
+  if (!isObject(value)) return new AspenError('INVALID_INPUT', 'session must be an object or null');
+  const session = validateSession({ client_id: value.clientId, sequence: value.sequence });
+  return session ?? new AspenError('INVALID_INPUT', 'a session needs clientId and sequence');
 }
 
 function clientResponse(fields: Fields, base: { from: number; to: number; term: number }): ClientResponse {

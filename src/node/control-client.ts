@@ -32,7 +32,7 @@ import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
-import { keyValue, writeResult } from './write-results.ts';
+import { appliedRevision, checkedSession, keyValue, writeResult } from './write-results.ts';
 import type { Callback, MembershipTarget, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
 
 /** How long a request may wait for the cluster. */
@@ -335,8 +335,9 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   async write(request: WriteRequest): Promise<WriteResult> {
     const problem = validateWriteCommand((request as { command?: unknown } | null)?.command);
     if (problem !== null) throw problem;
+    const session = checkedSession(request);
     const applied = await this.call<WriteApplied>('write', (callback) => {
-      this.node.write(request.command, callback);
+      this.node.write(request.command, callback, session);
     });
     return writeResult(request.command, applied);
   }
@@ -344,10 +345,12 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   async delete(request: DeleteRequest): Promise<DeleteResult> {
     const problem = validateKey((request as { key?: unknown } | null)?.key);
     if (problem !== null) throw problem;
+    const session = checkedSession(request);
     const applied = await this.call<WriteApplied>('delete', (callback) => {
-      this.node.write({ Delete: { key: request.key } }, callback);
+      this.node.write({ Delete: { key: request.key } }, callback, session);
     });
-    return { key: request.key, deleted: applied.outcome.deleted[0] ?? false, revision: applied.index };
+    const revision = appliedRevision(applied);
+    return { key: request.key, deleted: applied.outcome.deleted[0] ?? false, revision };
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { CurrentRecord } from '../api/errors.ts';
-import type { WriteCommand } from '../api/types.ts';
+import type { ClientSession, WriteCommand } from '../api/types.ts';
 import type { PeerEvent } from './address-book.ts';
 import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta } from '../raft/types.ts';
 
@@ -23,9 +23,9 @@ export interface ClientRequest {
   readonly term: number;
   readonly requestId: number;
   readonly operation:
-    | { readonly kind: 'write'; readonly command: WriteCommand }
+    | { readonly kind: 'write'; readonly command: WriteCommand; readonly session: ClientSession | null }
     | { readonly kind: 'read'; readonly key: string }
-    | { readonly kind: 'delete'; readonly key: string }
+    | { readonly kind: 'delete'; readonly key: string; readonly session: ClientSession | null }
     | {
         readonly kind: 'scan';
         readonly prefix: string;

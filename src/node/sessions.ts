@@ -1,3 +1,5 @@
+import { CLIENT_ID_PATTERN } from '../api/limits.ts';
+import type { ClientSession } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
 
 /**
@@ -17,15 +19,8 @@ export const SESSION_IDLE_MS = 60 * 60 * 1000;
 export const SESSION_EXPIRE_PER_APPLY_MAX = 4;
 /** Get and Scan bytes an outcome may carry and still be stored with its results. */
 export const SESSION_RESULT_BYTES_MAX = 64 * 1024;
-/** A client id: 1–64 characters of [A-Za-z0-9_-]. */
-export const CLIENT_ID_CHARS_MAX = 64;
-export const CLIENT_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
-
-/** The session a proposal carries. */
-export interface Session {
-  readonly clientId: string;
-  readonly sequence: number;
-}
+/** The session a proposal carries (validated by the API: validateSession). */
+export type Session = ClientSession;
 
 /**
  * One client's state: `results` holds [sequence, outcome] pairs, oldest first. `lastUsedIndex` is

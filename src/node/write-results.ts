@@ -1,5 +1,6 @@
 import { AspenError, type CurrentRecord } from '../api/errors.ts';
-import type { KeyValue, TxnOpResult, WriteCommand, WriteResult } from '../api/types.ts';
+import { validateSession } from '../api/limits.ts';
+import type { ClientSession, KeyValue, TxnOpResult, WriteCommand, WriteResult } from '../api/types.ts';
 import { assert, AssertionError } from '../base/assert.ts';
 import { TXN_RESULT_BYTES_MAX } from '../base/limits.ts';
 import type { KvRecord, TxnOpOutcome } from './kv-state-machine.ts';
@@ -48,14 +49,45 @@ function txnOpResult(outcome: TxnOpOutcome): TxnOpResult {
   }
 }
 
+/** A write's client session from its request (INVALID_INPUT thrown for a malformed one). */
+export function checkedSession(request: unknown): ClientSession | null {
+  const session = validateSession(request);
+  if (session instanceof AspenError) throw session;
+  return session;
+}
+
+/**
+ * The revision an applied write answers with: its entry's index, or for a retried session sequence
+ * the index of the entry that applied it first (the retry answers exactly as the first time). A
+ * sequence whose outcome the session table no longer holds is SESSION_EXPIRED: nothing was applied
+ * by this entry, but whether the first attempt was applied is unknown (definite: false).
+ */
+export function appliedRevision(applied: WriteApplied): number {
+  const { index, outcome } = applied;
+  if (outcome.sessionExpired === true) {
+    throw new AspenError(
+      'SESSION_EXPIRED',
+      'the session no longer holds this sequence: it was applied earlier or its session expired ' +
+        '(read the keys to find out; retry with a new sequence)',
+      { definite: false },
+    );
+  }
+  if (outcome.duplicate === true) {
+    assert(outcome.index < index, 'a retried sequence answers with an earlier entry');
+    return outcome.index;
+  }
+  assert(outcome.index === index, 'an outcome belongs to its entry');
+  return index;
+}
+
 /**
  * What an applied write answers: its log index as `log_index` and `revision`; a Transaction adds
  * `succeeded` and the results of the branch that ran; a CompareAndSwap or CompareAndDelete whose
  * compare failed (nothing written) is the 409 COMPARE_FAILED error with the record it found.
  */
 export function writeResult(command: WriteCommand, applied: WriteApplied): WriteResult {
-  const { index, outcome } = applied;
-  assert(outcome.index === index, 'an outcome belongs to its entry');
+  const index = appliedRevision(applied);
+  const { outcome } = applied;
   const base = { command, log_index: index, revision: index };
   if ('Transaction' in command) {
     if (outcome.resultsTooLarge === true) {

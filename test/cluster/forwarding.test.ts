@@ -8,7 +8,14 @@ import { ForwardingStore } from '../../src/cluster/forwarding.ts';
 import { decodeWireMessage, encodeWireMessage } from '../../src/network/codec.ts';
 import { WireFormatError } from '../../src/network/errors.ts';
 import type { ClientRequest, ClientResponse, WireMessage } from '../../src/node/interfaces.ts';
-import { casScenario, coordinationBadInputs, transactionScenario, type Send } from '../http/coordination.ts';
+import { SESSION_RESULTS_MAX } from '../../src/node/sessions.ts';
+import {
+  casScenario,
+  coordinationBadInputs,
+  sessionScenario,
+  transactionScenario,
+  type Send,
+} from '../http/coordination.ts';
 
 /** A local store that is never the leader: every call is counted and refused with NOT_LEADER (leader 1). */
 function followerStore(calls: { count: number }): KeyValueStore {
@@ -212,7 +219,7 @@ describe('forwarding CAS, CAD and transactions', () => {
     const command = { CompareAndSwap: { key: 'k', expected: 'old', new_value: 'new' } };
     const answer = follower.write({ command });
     const request = decodeWireMessage(encodeWireMessage(sent[0] as WireMessage)) as ClientRequest;
-    expect(request.operation).toEqual({ kind: 'write', command });
+    expect(request.operation).toEqual({ kind: 'write', command, session: null });
     leader.handleRequest(request);
     await flush();
     follower.handleResponse(toFollower[0] as ClientResponse);
@@ -300,6 +307,10 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
 
   it('CAS and CAD: success, 409 COMPARE_FAILED with the current record, expected null', async () => {
     await casScenario(send, 'fwd-cas/');
+  }, 20_000);
+
+  it('exactly-once through a follower: retries answer as the first time, expired sequences 409', async () => {
+    await sessionScenario(send, 'fwd-sess/', SESSION_RESULTS_MAX);
   }, 20_000);
 
   it('transactions: both branches, Get and Scan results, revisions', async () => {

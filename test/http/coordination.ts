@@ -325,17 +325,144 @@ export function coordinationBadInputs(): [string, unknown, number, string][] {
       'INVALID_INPUT',
     ],
     [
-      'client_id (sessions come later)',
+      'client_id without sequence',
       { command: { Set: { key: K, value: 'v' } }, client_id: 'c1' },
       400,
       'INVALID_INPUT',
     ],
     [
-      'sequence (sessions come later)',
+      'sequence without client_id',
       { command: { Set: { key: K, value: 'v' } }, sequence: 1 },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'client_id empty',
+      { command: { Set: { key: K, value: 'v' } }, client_id: '', sequence: 1 },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'client_id of 65 characters',
+      { command: { Set: { key: K, value: 'v' } }, client_id: 'c'.repeat(65), sequence: 1 },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'client_id with a space',
+      { command: { Set: { key: K, value: 'v' } }, client_id: 'c 1', sequence: 1 },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'client_id a number',
+      { command: { Set: { key: K, value: 'v' } }, client_id: 7, sequence: 1 },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'client_id null',
+      { command: { Set: { key: K, value: 'v' } }, client_id: null, sequence: 1 },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'sequence 0',
+      { command: { Set: { key: K, value: 'v' } }, client_id: 'c1', sequence: 0 },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'sequence negative',
+      { command: { Set: { key: K, value: 'v' } }, client_id: 'c1', sequence: -1 },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'sequence fractional',
+      { command: { Set: { key: K, value: 'v' } }, client_id: 'c1', sequence: 1.5 },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'sequence a string',
+      { command: { Set: { key: K, value: 'v' } }, client_id: 'c1', sequence: '1' },
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'sequence past the safe integers',
+      { command: { Set: { key: K, value: 'v' } }, client_id: 'c1', sequence: 2 ** 53 },
       400,
       'INVALID_INPUT',
     ],
     ['client_id inside a transaction', txn({ client_id: 'c1', sequence: 1 }), 400, 'INVALID_INPUT'],
   ];
+}
+
+/** A client id from a test prefix (a client id is [A-Za-z0-9_-] only). */
+function clientIdOf(prefix: string): string {
+  return `client-${prefix.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+}
+
+/**
+ * Exactly-once writes: a retried sequence (a Set, a CompareAndSwap, a Transaction, a delete, a
+ * failed compare) is applied once and answers exactly as the first time; a sequence whose outcome
+ * was discarded, and an unknown client not starting at 1, answer 409 SESSION_EXPIRED (not definite).
+ */
+export async function sessionScenario(send: Send, prefix: string, resultsKept: number): Promise<void> {
+  const key = `${prefix}k`;
+  const client = clientIdOf(prefix);
+  let sequence = 0;
+  /** Send a body with the next sequence twice: the second answer must equal the first. */
+  const twice = async (path: string, body: Record<string, unknown>): Promise<Answer> => {
+    sequence += 1;
+    const sent = { ...body, client_id: client, sequence };
+    const first = await send('POST', path, sent);
+    const retry = await send('POST', path, sent);
+    expect(retry).toEqual(first);
+    return first;
+  };
+  const set = await twice('/write', { command: { Set: { key, value: 'v1' } } });
+  expect(set.status).toBe(200);
+  expect((await send('GET', `/read?key=${encodeURIComponent(key)}`)).json).toMatchObject({ version: 1 });
+  const cas = await twice('/write', {
+    command: { CompareAndSwap: { key, expected: 'v1', new_value: 'v2' } },
+  });
+  expect(cas.status).toBe(200); // applied twice, the retry would have been COMPARE_FAILED
+  const txn = await twice('/write', {
+    command: {
+      Transaction: {
+        compare: [{ key, target: 'version', op: 'equal', value: 2 }],
+        success: [{ Set: { key, value: 'v3' } }, { Get: { key } }],
+        failure: [],
+      },
+    },
+  });
+  expect(txn.json).toMatchObject({ succeeded: true });
+  const failedCas = await twice('/write', {
+    command: { CompareAndSwap: { key, expected: 'x', new_value: 'y' } },
+  });
+  expect(failedCas.json).toMatchObject({ error: { code: 'COMPARE_FAILED', definite: true } });
+  const deleted = await twice('/delete', { key });
+  expect(deleted.json).toMatchObject({ key, deleted: true });
+  expect((await send('GET', `/read?key=${encodeURIComponent(key)}`)).status).toBe(404);
+  for (let more = 0; more < resultsKept; more += 1)
+    await twice('/write', { command: { Set: { key, value: 'n' } } });
+  const expired = await send('POST', '/write', {
+    command: { Set: { key, value: 'late' } },
+    client_id: client,
+    sequence: 1,
+  });
+  expectSessionExpired(expired);
+  const stranger = { client_id: `${client}-new`, sequence: 7 };
+  expectSessionExpired(await send('POST', '/delete', { key, ...stranger }));
+  expect((await send('GET', `/read?key=${encodeURIComponent(key)}`)).json).toMatchObject({ value: 'n' });
+}
+
+function expectSessionExpired(answer: Answer): void {
+  expect(answer.status).toBe(409);
+  expect(answer.json).toEqual({
+    error: { code: 'SESSION_EXPIRED', message: expect.any(String) as string, definite: false },
+  });
 }

@@ -13,7 +13,14 @@ import {
   VALUE_BYTES_MAX,
 } from '../../src/api/limits.ts';
 import { buildHttpServer, REQUEST_BODY_BYTES_MAX } from '../../src/http/server.ts';
-import { casScenario, coordinationBadInputs, transactionScenario, type Send } from './coordination.ts';
+import { SESSION_RESULTS_MAX } from '../../src/node/sessions.ts';
+import {
+  casScenario,
+  coordinationBadInputs,
+  sessionScenario,
+  transactionScenario,
+  type Send,
+} from './coordination.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
@@ -419,6 +426,11 @@ describe('coordination: CompareAndSwap, CompareAndDelete, Transaction over HTTP 
   it('CAS and CAD: success, 409 COMPARE_FAILED with the current record, expected null, nothing written on failure', async () => {
     const { send } = await initialized();
     await casScenario(send, 'cas/');
+  });
+
+  it('exactly-once: a retried sequence applies once and answers as the first time; expired ones are 409', async () => {
+    const { send } = await initialized();
+    await sessionScenario(send, 'sess/', SESSION_RESULTS_MAX);
   });
 
   it('transactions: success and failure branches, Get and Scan results, revisions', async () => {

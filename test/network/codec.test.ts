@@ -123,9 +123,27 @@ describe('wire codec', () => {
         },
       },
     ];
-    for (const command of commands) {
-      const message: WireMessage = { type: 'client_request', ...base, operation: { kind: 'write', command } };
+    for (const [position, command] of commands.entries()) {
+      const session = position % 2 === 0 ? null : { clientId: `c-${position}`, sequence: position };
+      const message: WireMessage = {
+        type: 'client_request',
+        ...base,
+        operation: { kind: 'write', command, session },
+      };
       expect(plain(decodeWireMessage(encodeWireMessage(message)))).toEqual(plain(message));
+    }
+    const badSessions = [{ clientId: 'a b', sequence: 1 }, { clientId: 'a', sequence: 0 }, 'c1', {}];
+    for (const session of badSessions) {
+      const operation = { kind: 'delete', key: 'k', session } as unknown as {
+        kind: 'delete';
+        key: string;
+        session: null;
+      };
+      const decoded = decodeWireMessage(encodeWireMessage({ type: 'client_request', ...base, operation }));
+      expect(decoded.type === 'client_request' && decoded.operation).toMatchObject({
+        kind: 'invalid',
+        code: 'INVALID_INPUT',
+      });
     }
     const reply = { type: 'client_response', from: 1, to: 2, term: 0, requestId: 3 } as const;
     const current = { value: 'v', create_index: 4, mod_index: 9, version: 3, lease_id: 0 };

@@ -40,7 +40,7 @@ export const samples: readonly WireMessage[] = [
     to: 1,
     term: 0,
     requestId: 5,
-    operation: { kind: 'write', command: { Set: { key: 'k', value: 'v' } } },
+    operation: { kind: 'write', command: { Set: { key: 'k', value: 'v' } }, session: null },
   },
   { type: 'client_request', from: 2, to: 1, term: 0, requestId: 6, operation: { kind: 'read', key: 'k' } },
   {
