@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AssertionError } from '../../src/base/assert.ts';
-import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
+import { Packr } from 'msgpackr';
+import { decodeSnapshotState, MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import {
   isValidSession,
   SESSION_EXPIRE_PER_APPLY_MAX,
@@ -123,5 +124,25 @@ describe('MemoryKvStateMachine with sessions', () => {
     const first = machine.apply(2, txn, at('c', 1), 0);
     expect(first.results).toHaveLength(1);
     expect(machine.apply(3, txn, at('c', 1), 0)).toMatchObject({ index: 3, sessionExpired: true });
+  });
+});
+
+describe('snapshots from before sessions', () => {
+  it('read as an empty session table', () => {
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    const record = { value: 'v', createIndex: 1, modIndex: 1, version: 1, leaseId: 0 };
+    const old = packr.pack({ appliedIndex: 3, records: [['k', record]] });
+    expect(decodeSnapshotState(old, 3)).toEqual({
+      records: [['k', record]],
+      sessions: { timeMs: 0, clients: [] },
+    });
+    const machine = new MemoryKvStateMachine();
+    machine.restore(old, 3, { voters: [1], votersOutgoing: [], learners: [] });
+    expect(machine.apply(4, { Delete: { key: 'k' } }, at('c', 2), 5)).toMatchObject({ sessionExpired: true });
+    expect(machine.apply(5, { Delete: { key: 'k' } }, at('c', 1), 5)).toEqual({
+      index: 5,
+      deleted: [true],
+      succeeded: true,
+    });
   });
 });

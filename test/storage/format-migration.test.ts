@@ -5,7 +5,7 @@ import { open } from 'lmdb';
 import { Packr } from 'msgpackr';
 import { afterAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/node/local-runtime.ts';
-import { encodeSnapshot, type KvRecord } from '../../src/node/kv-state-machine.ts';
+import { decodeSnapshotState, encodeSnapshot, type KvRecord } from '../../src/node/kv-state-machine.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
@@ -15,6 +15,7 @@ import {
   LmdbStorage,
   STORAGE_FORMAT_MIGRATED_FROM,
   STORAGE_FORMAT_VERSION,
+  STORAGE_FORMAT_WITHOUT_SESSIONS,
 } from '../../src/storage/lmdb-store.ts';
 
 const directories: string[] = [];
@@ -135,16 +136,61 @@ describe('storage format migration', () => {
     expect(node.stateMachine.appliedIndex).toBeGreaterThan(before.applied); // replayed, and the new term's entry
     const after = [...storage.kv.getRange({})].map(({ key, value }): [string, KvRecord] => [key, value]);
     expect(after).toEqual(before.records);
+    const state = decodeSnapshotState(node.stateMachine.snapshot(), node.stateMachine.appliedIndex);
+    expect(state.sessions.clients).toEqual([]);
     expect(node.stateMachine.snapshot()).toEqual(
-      encodeSnapshot(node.stateMachine.appliedIndex, before.records),
+      encodeSnapshot(node.stateMachine.appliedIndex, before.records, state.sessions),
     );
     await write(node, 'k0', 'later');
     expect(node.stateMachine.get('k0')).toMatchObject({ value: 'later', leaseId: 0 });
     node.stop();
     await storage.close();
-    const again = LmdbStorage.open(directory); // format 3 now: opens as it is
+    const again = LmdbStorage.open(directory); // the current format now: opens as it is
     expect(again.stateRebuilt).toBe(false);
     expect(again.kv.get('k0')).toMatchObject({ value: 'later', leaseId: 0 });
     await again.close();
+  });
+
+  it('migrates a format-3 data dir (no session table): an empty table, then sessions that survive a reopen', async () => {
+    const directory = dataDir();
+    const before = await populated(directory);
+    const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
+    const snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    const format3 = packr.unpack(snapshots.get('data') as Uint8Array) as { sessions?: unknown };
+    expect(format3.sessions).toBeDefined();
+    delete format3.sessions;
+    snapshots.putSync('data', packr.pack(format3));
+    env.openDB<unknown, string>({ name: 'meta' }).putSync('format', STORAGE_FORMAT_WITHOUT_SESSIONS);
+    await env.close();
+
+    const storage = LmdbStorage.open(directory);
+    expect(storage.meta.get('format')).toBe(STORAGE_FORMAT_VERSION);
+    const node = startNode(storage);
+    await leader(node);
+    const session = { clientId: 'migrated', sequence: 1 };
+    const applied = async () =>
+      new Promise<{ ok: boolean; value?: { index: number; outcome: { index: number } } }>((resolve) => {
+        node.write({ Set: { key: 'once', value: 'v' } }, resolve, session);
+      });
+    const first = await applied();
+    expect(first.ok).toBe(true);
+    expect(node.stateMachine.appliedIndex).toBeGreaterThan(before.applied);
+    node.stop();
+    await storage.close();
+
+    const reopened = LmdbStorage.open(directory);
+    expect(reopened.sessions.get('migrated')).toMatchObject({ highest: 1 });
+    const restarted = startNode(reopened);
+    await leader(restarted);
+    const retry = await new Promise<{ ok: boolean; value?: { index: number; outcome: { index: number } } }>(
+      (resolve) => {
+        restarted.write({ Set: { key: 'once', value: 'v' } }, resolve, session);
+      },
+    );
+    expect(retry.value?.outcome).toMatchObject({ index: first.value?.index, duplicate: true });
+    expect(restarted.stateMachine.get('once')?.version).toBe(1);
+    restarted.stop();
+    await reopened.close();
   });
 });
