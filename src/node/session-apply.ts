@@ -1,3 +1,4 @@
+import { utf8Length } from '../api/limits.ts';
 import type { WriteCommand } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
 import { applyCommand, txnResultSize, type ApplyOutcome, type RecordStore } from './kv-state-machine.ts';
@@ -42,20 +43,26 @@ function expired(index: number): ApplyOutcome {
   return { index, deleted: [], succeeded: false, sessionExpired: true };
 }
 
-/** The outcome as the table keeps it: without Get and Scan results past SESSION_RESULT_BYTES_MAX. */
+/**
+ * The outcome as the table keeps it: whole when its keys and values (results of every op, the
+ * record a failed compare found) fit SESSION_RESULT_BYTES_MAX, else without them (its retry is
+ * answered SESSION_EXPIRED), so the table stays within SESSION_TABLE_BYTES_MAX.
+ */
 function storedOutcome(outcome: ApplyOutcome): StoredOutcome {
   assert(outcome.duplicate === undefined && outcome.sessionExpired === undefined, 'a fresh outcome');
-  const results = outcome.results;
-  if (results === undefined) return outcome;
-  let bytes = 0;
-  for (const result of results) bytes += txnResultSize(result);
-  if (bytes <= SESSION_RESULT_BYTES_MAX) return outcome;
-  return {
-    index: outcome.index,
-    deleted: outcome.deleted,
-    succeeded: outcome.succeeded,
-    resultsDiscarded: true,
-  };
+  if (outcomeBytes(outcome) <= SESSION_RESULT_BYTES_MAX) return outcome;
+  return { index: outcome.index, deleted: [], succeeded: outcome.succeeded, resultsDiscarded: true };
+}
+
+/** Key and value bytes an outcome carries (bounded by TXN_OPS_MAX results, BATCH_KEYS_MAX flags). */
+export function outcomeBytes(outcome: ApplyOutcome): number {
+  let bytes = outcome.deleted.length;
+  if (outcome.current !== undefined && outcome.current !== null) bytes += utf8Length(outcome.current.value);
+  for (const result of outcome.results ?? []) {
+    bytes += txnResultSize(result);
+    if (result.kind === 'set' || result.kind === 'delete') bytes += utf8Length(result.key);
+  }
+  return bytes;
 }
 
 /** A stored outcome with its fields in one order (equal tables give equal snapshot bytes). */

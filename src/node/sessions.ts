@@ -1,6 +1,7 @@
 import { CLIENT_ID_PATTERN } from '../api/limits.ts';
 import type { ClientSession } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
+import { SNAPSHOT_BYTES_MAX } from './snapshot-transfer.ts';
 
 /**
  * Client sessions for exactly-once writes (Raft thesis §6.3): per client, the highest sequence
@@ -17,8 +18,16 @@ export const SESSION_RESULTS_MAX = 8;
 export const SESSION_IDLE_MS = 60 * 60 * 1000;
 /** Idle sessions dropped per apply at most (expiry is lazy and bounded). */
 export const SESSION_EXPIRE_PER_APPLY_MAX = 4;
-/** Get and Scan bytes an outcome may carry and still be stored with its results. */
-export const SESSION_RESULT_BYTES_MAX = 64 * 1024;
+/**
+ * Key and value bytes an outcome may carry (Get and Scan results, keys of its writes, the record a
+ * failed compare found) and still be stored whole; past it the retry answers SESSION_EXPIRED.
+ * 16 KiB, not the 64 KiB first planned: 4,096 clients × 8 outcomes × 64 KiB is 2 GiB, twice the
+ * largest snapshot a node accepts; at 16 KiB the whole table stays within half of it.
+ */
+export const SESSION_RESULT_BYTES_MAX = 16 * 1024;
+/** The most the stored outcomes of a full table can hold. */
+export const SESSION_TABLE_BYTES_MAX = SESSIONS_MAX * SESSION_RESULTS_MAX * SESSION_RESULT_BYTES_MAX;
+assert(SESSION_TABLE_BYTES_MAX <= SNAPSHOT_BYTES_MAX / 2, 'a full session table fits half a snapshot');
 /** The session a proposal carries (validated by the API: validateSession). */
 export type Session = ClientSession;
 

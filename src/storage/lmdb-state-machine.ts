@@ -11,7 +11,12 @@ import {
   type StateMachine,
 } from '../node/kv-state-machine.ts';
 import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
-import { applyWithSession, normalizeSession, type StoredOutcome } from '../node/session-apply.ts';
+import {
+  applyWithSession,
+  normalizeSession,
+  outcomeBytes,
+  type StoredOutcome,
+} from '../node/session-apply.ts';
 import { SESSIONS_MAX, SessionTable, type Session, type SessionRecord } from '../node/sessions.ts';
 import { assert } from '../base/assert.ts';
 import type { MembershipConfig } from '../raft/types.ts';
@@ -199,6 +204,10 @@ export class LmdbKvStateMachine implements StateMachine {
       const clients: [string, SessionRecord<StoredOutcome>][] = [];
       for (const { key, value } of this.storage.sessions.getRange({ transaction })) {
         assert(clients.length < SESSIONS_MAX, 'stored sessions are bounded');
+        for (const [, outcome] of value.results)
+          bytes += outcomeBytes(outcome) + SNAPSHOT_RECORD_OVERHEAD_BYTES;
+        if (bytes > SNAPSHOT_BYTES_MAX)
+          throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
         clients.push([key, value]);
       }
       return encodeSnapshot(appliedIndex, records, { timeMs, clients });

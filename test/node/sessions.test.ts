@@ -118,12 +118,20 @@ describe('MemoryKvStateMachine with sessions', () => {
 
   it('keeps an outcome without results too large for the table: its retry is expired', () => {
     const machine = new MemoryKvStateMachine();
-    const big = 'x'.repeat(SESSION_RESULT_BYTES_MAX);
+    const big = 'x'.repeat(SESSION_RESULT_BYTES_MAX + 1);
     machine.apply(1, { Set: { key: 'big', value: big } });
     const txn = { Transaction: { compare: [], success: [{ Get: { key: 'big' } }], failure: [] } };
     const first = machine.apply(2, txn, at('c', 1), 0);
     expect(first.results).toHaveLength(1);
     expect(machine.apply(3, txn, at('c', 1), 0)).toMatchObject({ index: 3, sessionExpired: true });
+    // A failed compare keeps the record it found: past the bound too, its retry is expired.
+    const cas = { CompareAndSwap: { key: 'big', expected: 'other', new_value: 'v' } };
+    expect(machine.apply(4, cas, at('c', 2), 0)).toMatchObject({ succeeded: false, current: { value: big } });
+    expect(machine.apply(5, cas, at('c', 2), 0)).toMatchObject({ index: 5, sessionExpired: true });
+    const small = { CompareAndSwap: { key: 'small', expected: 'other', new_value: 'v' } };
+    const smallFirst = machine.apply(6, small, at('c', 3), 0);
+    expect(machine.apply(7, small, at('c', 3), 0)).toEqual({ ...smallFirst, duplicate: true });
+    expect(machine.get('big')?.version).toBe(1);
   });
 });
 
