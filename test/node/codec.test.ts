@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AssertionError } from '../../src/base/assert.ts';
 import { decodeProposal, encodeCommand, encodeProposal } from '../../src/node/codec.ts';
+import { systemClock } from '../../src/node/local-runtime.ts';
 
 describe('log proposals', () => {
   it('round-trip command, session and proposal time', () => {
@@ -24,5 +25,11 @@ describe('log proposals', () => {
     expect(() =>
       encodeProposal({ command, session: { clientId: 'a b', sequence: 1 }, proposedAtMs: 0 }),
     ).toThrow(AssertionError);
+  });
+});
+
+describe('the production clock', () => {
+  it('is epoch time, so proposal times are comparable across processes', () => {
+    expect(Math.abs(systemClock.nowMs() - Date.now())).toBeLessThan(1_000);
   });
 });
