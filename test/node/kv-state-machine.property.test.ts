@@ -12,7 +12,7 @@ import {
   type StateMachine,
   type TxnOpOutcome,
 } from '../../src/node/kv-state-machine.ts';
-import { SESSION_RESULTS_MAX } from '../../src/node/sessions.ts';
+import { SESSION_IDLE_MS, SESSION_RESULTS_MAX, SESSIONS_MAX } from '../../src/node/sessions.ts';
 import { LmdbKvStateMachine, LmdbStorage } from '../../src/storage/lmdb-store.ts';
 
 /**
@@ -331,3 +331,37 @@ function restoreBetween(
   lmdbRestored.restore(memory, index, NO_MEMBERS);
   return [freshMemory, lmdbRestored];
 }
+
+describe('state machines with a full session table', () => {
+  it('evict and expire the same clients and stay byte-identical, also across a reopen of LMDB', async () => {
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-sm-sessions-'));
+    directories.push(directory);
+    let storage = LmdbStorage.open(directory);
+    const memory = new MemoryKvStateMachine();
+    let lmdb = new LmdbKvStateMachine(storage);
+    let index = 0;
+    const both = (clientId: string, sequence: number, atMs: number): ApplyOutcome => {
+      index += 1;
+      const command: WriteCommand = { Set: { key: `k${index % 5}`, value: clientId } };
+      const expected = memory.apply(index, command, { clientId, sequence }, atMs);
+      expect(lmdb.apply(index, command, { clientId, sequence }, atMs)).toEqual(expected);
+      return expected;
+    };
+    lmdb.batch(() => {
+      for (let client = 0; client < SESSIONS_MAX + 10; client += 1) both(`c${client}`, 1, client);
+    });
+    // c0..c9 were evicted (least recently used): forgotten, a later sequence cannot be answered.
+    expect(both('c0', 2, 0)).toMatchObject({ sessionExpired: true });
+    expect(both('c20', 1, 0)).toMatchObject({ duplicate: true });
+    expect(both('c21', 2, 0)).toMatchObject({ succeeded: true });
+    expect(memory.snapshot()).toEqual(lmdb.snapshot());
+    await storage.close();
+    storage = LmdbStorage.open(directory);
+    lmdb = new LmdbKvStateMachine(storage);
+    const idle = SESSION_IDLE_MS + SESSIONS_MAX + 100;
+    for (let round = 0; round < 3; round += 1) both('late', round + 1, idle);
+    expect(both('c30', 1, idle)).toMatchObject({ duplicate: true }); // not yet swept: expiry is lazy and bounded
+    expect(memory.snapshot()).toEqual(lmdb.snapshot());
+    await storage.close();
+  });
+});
