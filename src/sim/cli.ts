@@ -54,6 +54,10 @@ function main(): void {
     ops: 0,
     conditional: 0,
     conditionalSucceeded: 0,
+    retries: 0,
+    retriesAnswered: 0,
+    sessionsExpired: 0,
+    duplicateAnswers: 0,
     undecided: 0,
     crashes: 0,
     partitions: 0,
@@ -72,6 +76,10 @@ function main(): void {
     totals.ops += result.stats.opsOk;
     totals.conditional += result.stats.opsConditional;
     totals.conditionalSucceeded += result.stats.opsConditionalSucceeded;
+    totals.retries += result.stats.writeRetries;
+    totals.retriesAnswered += result.stats.retriesAnswered;
+    totals.sessionsExpired += result.stats.sessionsExpired;
+    totals.duplicateAnswers += result.stats.duplicateAnswers;
     totals.undecided += result.stats.historyUndecided;
     totals.crashes += result.stats.crashes;
     totals.partitions += result.stats.partitions;
@@ -96,6 +104,8 @@ function main(): void {
       `${(ran / seconds).toFixed(1)} seeds/s, ${totals.events} events, ${totals.committed} committed entries, ` +
       `${totals.ops} acknowledged client ops (${totals.conditional} CAS/CAD/transactions, ` +
       `${totals.conditionalSucceeded} of them with their compares holding), ` +
+      `${totals.retries} session write retries (${totals.retriesAnswered} answered, ` +
+      `${totals.duplicateAnswers} duplicate applies answered from the table, ${totals.sessionsExpired} SESSION_EXPIRED), ` +
       `${totals.undecided} histories undecided (checker budget), ${totals.crashes} crashes, ${totals.partitions} partitions, ` +
       `${totals.membershipChanges} membership changes, ${totals.snapshotsInstalled} snapshots installed, ` +
       `${totals.readsDuringNewerLeader} reads served while a newer leader existed, ${totals.tornWrites} torn writes\n`,

@@ -65,6 +65,12 @@ export const MUTANTS: readonly Mutant[] = [
     original: "  if (target === 'version') return record.version;",
     replacement: "  if (target === 'version') return record.version - 1;",
   },
+  {
+    name: 'a retried sequence applied again',
+    file: 'src/node/session-apply.ts',
+    original: '    return { ...check.outcome, duplicate: true };',
+    replacement: '    return applyCommand(store, index, proposal.command);',
+  },
 ];
 
 export interface MutantResult {

@@ -45,6 +45,12 @@ export interface SimStats {
   /** Acknowledged CAS, CAD and transactions, and how many of them found their compares holding. */
   readonly opsConditional: number;
   readonly opsConditionalSucceeded: number;
+  /** Session writes retried after an indeterminate answer, retries answered, SESSION_EXPIRED answers. */
+  readonly writeRetries: number;
+  readonly retriesAnswered: number;
+  readonly sessionsExpired: number;
+  /** Session applies the exactly-once checker saw answered as duplicates (on every node). */
+  readonly duplicateAnswers: number;
   /** 1 when the linearizability checker reached its search budget or size bound (not decided). */
   readonly historyUndecided: number;
   readonly messagesSent: number;

@@ -1,4 +1,3 @@
-import { MemoryKvStateMachine } from '../node/kv-state-machine.ts';
 import type { Clock, RaftNodeObserver } from '../node/interfaces.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { assert } from '../base/assert.ts';
@@ -9,6 +8,7 @@ import { SafetyChecker, SimViolation } from './checkers.ts';
 import { SimDisk } from './disk.ts';
 import type { EventQueue } from './event-queue.ts';
 import type { SimNetwork } from './network.ts';
+import { ObservedKvStateMachine, SessionChecker } from './session-checker.ts';
 import type { SimSettings } from './settings.ts';
 import { SimTransport } from './sim-transport.ts';
 
@@ -50,6 +50,8 @@ export class SimCluster {
   readonly prng: SeededPrng;
   readonly network: SimNetwork;
   readonly checker: SafetyChecker;
+  /** Exactly-once: no (client, sequence) applied twice on any node. */
+  readonly sessionChecker = new SessionChecker();
   readonly trace: string[] = [];
   readonly stats: ClusterStats = {
     leadersElected: 0,
@@ -196,7 +198,7 @@ export class SimCluster {
       snapshotThresholdEntries: this.settings.snapshotThresholdEntries,
       snapshotChunkBytes: this.settings.snapshotChunkBytes,
       logStore: simNode.disk,
-      stateMachine: new MemoryKvStateMachine(),
+      stateMachine: new ObservedKvStateMachine(id, this.sessionChecker),
       transport,
       clock: this.nodeClock(id),
       tickMs: this.settings.tickMs,

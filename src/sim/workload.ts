@@ -1,5 +1,6 @@
 import type { AspenError } from '../api/errors.ts';
 import type { Outcome, RaftNode } from '../node/raft-node.ts';
+import type { Session } from '../node/sessions.ts';
 import type { WriteApplied } from '../node/request-tracker.ts';
 import { assert } from '../base/assert.ts';
 import type { SeededPrng } from '../raft/prng.ts';
@@ -33,10 +34,21 @@ export interface NodeDirectory {
   committedCount(): number;
 }
 
+/** Every this many write-path operations of a client, one goes without a session (both paths run). */
+export const SESSIONLESS_EVERY = 4;
+/** Retries of a session write whose answer was indeterminate (same session and sequence, any node). */
+export const WRITE_RETRIES_MAX = 3;
+/** Pause before a retry (the node it goes to may be electing a leader). */
+export const RETRY_DELAY_MS = 20;
+
 interface ClientState {
   readonly id: number;
   preferredNode: NodeId;
   opsIssued: number;
+  /** The session: a new epoch (a new client id, sequence from 1) after SESSION_EXPIRED. */
+  sessionEpoch: number;
+  /** The last sequence used in this epoch. */
+  sequence: number;
   /** What this client last saw of each key: the expected values of its CAS and transactions. */
   readonly known: Knowledge;
 }
@@ -45,6 +57,9 @@ interface InFlight {
   readonly clientId: number;
   readonly operation: KvOperation;
   readonly invokeTimeMs: number;
+  readonly session: Session | null;
+  /** 0 for the first send; an answer to any attempt settles the operation, an error only the latest's. */
+  attempt: number;
   done: boolean;
 }
 
@@ -68,6 +83,9 @@ export class Workload {
   opsUnknown = 0;
   opsConditional = 0;
   opsConditionalSucceeded = 0;
+  writeRetries = 0;
+  retriesAnswered = 0;
+  sessionsExpired = 0;
 
   constructor(events: EventQueue, prng: SeededPrng, settings: WorkloadSettings, directory: NodeDirectory) {
     this.events = events;
@@ -80,7 +98,14 @@ export class Workload {
   start(): void {
     this.running = true;
     for (let id = 1; id <= this.settings.clientCount; id += 1) {
-      const client: ClientState = { id, preferredNode: 0, opsIssued: 0, known: new Map() };
+      const client: ClientState = {
+        id,
+        preferredNode: 0,
+        opsIssued: 0,
+        sessionEpoch: 0,
+        sequence: 0,
+        known: new Map(),
+      };
       this.clients.push(client);
       this.events.after(this.prng.nextIntInclusive(0, this.settings.thinkMsMax), () => {
         this.issue(client);
@@ -115,44 +140,104 @@ export class Workload {
     }
     client.opsIssued += 1;
     const operation = this.source.next(client.known);
-    const flight: InFlight = { clientId: client.id, operation, invokeTimeMs: this.events.nowMs, done: false };
+    const session =
+      operation.kind === 'read' || client.opsIssued % SESSIONLESS_EVERY === 0 ? null : nextSession(client);
+    const flight: InFlight = {
+      clientId: client.id,
+      operation,
+      invokeTimeMs: this.events.nowMs,
+      session,
+      attempt: 0,
+      done: false,
+    };
     this.inFlight.add(flight);
+    if (operation.kind === 'read') this.sendRead(client, flight, node, nodeId ?? 0);
+    else this.sendWrite(client, flight, node);
+  }
+
+  private sendRead(client: ClientState, flight: InFlight, node: RaftNode, nodeId: NodeId): void {
+    const operation = flight.operation;
+    assert(operation.kind === 'read', 'a read');
     this.events.after(this.settings.opTimeoutMs, () => {
       this.finish(flight, { status: 'unknown' });
     });
-    const onError = (error: AspenError): void => {
-      if (error.leaderId !== null) client.preferredNode = error.leaderId;
-      else client.preferredNode = 0;
-      this.finish(flight, error.definite ? { status: 'failed' } : { status: 'unknown' });
-    };
-    if (operation.kind === 'read') {
-      const committedAtInvoke = this.directory.committedCount();
-      node.read(operation.key, (outcome) => {
-        if (!outcome.ok) {
-          onError(outcome.error);
+    const committedAtInvoke = this.directory.committedCount();
+    node.read(operation.key, (outcome) => {
+      if (!outcome.ok) {
+        followHint(client, outcome.error);
+        this.finish(flight, outcome.error.definite ? { status: 'failed' } : { status: 'unknown' });
+        return;
+      }
+      // Read freshness (stronger than linearizability, and what ReadIndex promises): a read
+      // reflects every entry committed anywhere before it was invoked.
+      if (outcome.value.appliedIndex < committedAtInvoke && !flight.done) {
+        throw new SimViolation(
+          'linearizability',
+          `stale read of ${operation.key} on node ${nodeId}: served at index ${outcome.value.appliedIndex}, but ${committedAtInvoke} entries were committed before it started`,
+        );
+      }
+      const record = outcome.value.record;
+      this.finish(
+        flight,
+        record === undefined
+          ? { status: 'ok', value: null }
+          : { status: 'ok', value: record.value, version: record.version },
+      );
+    });
+  }
+
+  /**
+   * One attempt of a write. An answer (of this or an earlier attempt: same session, same outcome)
+   * settles it; SESSION_EXPIRED leaves it in doubt; a definite error of the first attempt fails
+   * it; anything else indeterminate is retried with the same session, a bounded number of times.
+   */
+  private sendWrite(client: ClientState, flight: InFlight, node: RaftNode): void {
+    const attempt = flight.attempt;
+    this.events.after(this.settings.opTimeoutMs, () => {
+      if (flight.attempt === attempt) this.inDoubt(client, flight);
+    });
+    const onOutcome = (outcome: Outcome<WriteApplied>): void => {
+      if (flight.done) return;
+      if (outcome.ok) {
+        const applied = outcome.value.outcome;
+        if (applied.sessionExpired === true) {
+          this.sessionsExpired += 1;
+          client.sessionEpoch += 1;
+          client.sequence = 0;
+          this.finish(flight, { status: 'unknown' });
           return;
         }
-        // Read freshness (stronger than linearizability, and what ReadIndex promises): a read
-        // reflects every entry committed anywhere before it was invoked.
-        if (outcome.value.appliedIndex < committedAtInvoke && !flight.done) {
-          throw new SimViolation(
-            'linearizability',
-            `stale read of ${operation.key} on node ${nodeId ?? 0}: served at index ${outcome.value.appliedIndex}, but ${committedAtInvoke} entries were committed before it started`,
-          );
-        }
-        const record = outcome.value.record;
-        this.finish(
-          flight,
-          record === undefined
-            ? { status: 'ok', value: null }
-            : { status: 'ok', value: record.value, version: record.version },
-        );
-      });
+        if (flight.attempt > 0) this.retriesAnswered += 1;
+        this.finish(flight, outcomeOf(flight.operation, applied));
+        return;
+      }
+      if (attempt !== flight.attempt) return; // a superseded attempt's error says nothing
+      followHint(client, outcome.error);
+      if (outcome.error.definite && attempt === 0) {
+        // Never applied: the next operation may reuse the sequence.
+        if (flight.session !== null) client.sequence = flight.session.sequence - 1;
+        this.finish(flight, { status: 'failed' });
+      } else this.inDoubt(client, flight);
+    };
+    node.write(commandOf(flight.operation), onOutcome, flight.session);
+  }
+
+  /** No answer to the latest attempt: retry with the same session, or leave the operation in doubt. */
+  private inDoubt(client: ClientState, flight: InFlight): void {
+    if (flight.done) return;
+    if (flight.session === null || flight.attempt >= WRITE_RETRIES_MAX) {
+      this.finish(flight, { status: 'unknown' });
       return;
     }
-    node.write(commandOf(operation), (outcome: Outcome<WriteApplied>) => {
-      if (outcome.ok) this.finish(flight, outcomeOf(operation, outcome.value.outcome));
-      else onError(outcome.error);
+    flight.attempt += 1;
+    this.writeRetries += 1;
+    const attempt = flight.attempt;
+    this.events.after(RETRY_DELAY_MS, () => {
+      if (flight.done || flight.attempt !== attempt) return;
+      const nodeId = this.pickNode(client);
+      const node = nodeId === undefined ? undefined : this.directory.liveNode(nodeId);
+      if (node === undefined) this.inDoubt(client, flight);
+      else this.sendWrite(client, flight, node);
     });
   }
 
@@ -193,4 +278,14 @@ export class Workload {
         this.issue(client);
       });
   }
+}
+
+function nextSession(client: ClientState): Session {
+  client.sequence += 1;
+  return { clientId: `sim-c${client.id}-e${client.sessionEpoch}`, sequence: client.sequence };
+}
+
+/** Follow a leader hint, or forget the preferred node when there is none. */
+function followHint(client: ClientState, error: AspenError): void {
+  client.preferredNode = error.leaderId ?? 0;
 }
