@@ -15,6 +15,8 @@ export interface Call {
   readonly text?: boolean;
   /** A status other than 2xx whose body is an answer, not an error (/health answers 503 when unhealthy). */
   readonly answerStatus?: number;
+  /** The body carries client_id and sequence (session.ts): a retry is answered, never applied twice. */
+  readonly sessioned?: boolean;
 }
 
 /** Failures worth another attempt: a leader change, overload, an endpoint down or slow. */
@@ -70,4 +72,9 @@ export async function backoff(
     const timer = setTimeout(done, delayMs);
     signal?.addEventListener('abort', done, { once: true });
   });
+}
+
+/** An error answer of the API: `{"error":{…}}`. */
+export function isErrorBody(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && 'error' in body;
 }
