@@ -40,11 +40,11 @@ import {
   isErrorBody,
   LEADER,
   PREFER_LEADER,
-  TRANSIENT_CODES,
+  shouldRetry,
   type Call,
   type Route,
 } from './retry.ts';
-import { sessionExpired, SessionLanes, withSession } from './session.ts';
+import { judge, SessionLanes, withSession } from './session.ts';
 import {
   casOutcome,
   TxnBuilder,
@@ -367,7 +367,7 @@ export class KvClient {
     const retryEndMs = Math.min(deadlineMs, startedMs + retry.totalMsMax);
     const caller = options?.signal;
     let lastError: KvError | null = null;
-    /** Whether an earlier attempt may have reached the state machine. */
+    /** Under a session: whether an earlier attempt may have reached the state machine. */
     let inDoubt = false;
     for (let attempt = 1; attempt <= retry.attemptsMax; attempt += 1) {
       if (isAborted(caller))
@@ -381,21 +381,21 @@ export class KvClient {
         return result;
       } catch (error) {
         if (!(error instanceof KvError)) throw error;
+        const judged = judge(error, inDoubt);
         if (isAborted(caller) && error.status === null) {
           throw new KvError('ABORTED', `aborted by the caller: ${error.message}`, {
-            definite: error.definite,
+            definite: judged.definite,
             endpoint,
           });
         }
-        if (error.code === 'SESSION_EXPIRED') throw sessionExpired(error, inDoubt);
-        lastError = error;
-        inDoubt ||= !error.definite;
-        if (!this.shouldRetry(call, error) || attempt === retry.attemptsMax || Date.now() >= retryEndMs)
-          throw error;
+        lastError = judged;
+        if (call.sessioned === true) inDoubt ||= !error.definite;
+        if (!shouldRetry(call, error) || attempt === retry.attemptsMax || Date.now() >= retryEndMs)
+          throw judged;
         this.forget(endpoint, error);
         const immediate = error.code === 'NOT_LEADER' && error.leaderId !== null && attempt === 1;
         if (!immediate) await backoff(retry, attempt, retryEndMs, caller);
-        if (Date.now() >= retryEndMs) throw error;
+        if (Date.now() >= retryEndMs) throw judged;
       }
     }
     assert(false, 'the retry loop returns or throws');
@@ -419,12 +419,6 @@ export class KvClient {
         definite: false,
       });
     return answer.body as T;
-  }
-
-  private shouldRetry(call: Call, error: KvError): boolean {
-    if (!TRANSIENT_CODES.has(error.code)) return false;
-    if (call.idempotent || call.sessioned === true) return true; // a session answers a retry, never applies it twice
-    return error.definite; // without a session a write that may have applied is never sent again
   }
 
   /** Drop what an error proved wrong: a leader that is not (or no longer) one, an endpoint that is down. */

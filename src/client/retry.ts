@@ -30,6 +30,16 @@ export const TRANSIENT_CODES = new Set([
   'NO_QUORUM',
 ]);
 
+/** Whether a failed attempt is worth another: a session answers a retry, never applies it twice. */
+export function shouldRetry(
+  call: Call,
+  error: { readonly code: string; readonly definite: boolean },
+): boolean {
+  if (!TRANSIENT_CODES.has(error.code)) return false;
+  if (call.idempotent || call.sessioned === true) return true;
+  return error.definite; // without a session a write that may have applied is never sent again
+}
+
 export const LEADER: Route = { to: 'leader' };
 export const PREFER_LEADER: Route = { to: 'prefer-leader' };
 export const ANY: Route = { to: 'any' };

@@ -132,12 +132,23 @@ export async function withSession<T>(
   }
 }
 
-/** SESSION_EXPIRED is definite only when no earlier attempt of the sequence may have applied. */
-export function sessionExpired(error: KvError, inDoubt: boolean): KvError {
-  if (error.definite === !inDoubt) return error;
+/**
+ * A failure as the caller must see it, given whether an earlier attempt of the same session
+ * sequence may have applied (`inDoubt`): then a refusal (NO_LEADER, a refused connection, …) says
+ * nothing about that copy and is not definite either. SESSION_EXPIRED is definite exactly when no
+ * attempt may have applied; COMPARE_FAILED is the state machine's answer for the sequence itself.
+ */
+export function judge(error: KvError, inDoubt: boolean): KvError {
+  const definite =
+    error.code === 'SESSION_EXPIRED'
+      ? !inDoubt
+      : error.definite && (!inDoubt || error.code === 'COMPARE_FAILED');
+  if (definite === error.definite) return error;
   return new KvError(error.code, error.message, {
     status: error.status,
-    definite: !inDoubt,
+    leaderId: error.leaderId,
+    definite,
     endpoint: error.endpoint,
+    ...(error.current === undefined ? {} : { current: error.current }),
   });
 }

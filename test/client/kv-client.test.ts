@@ -499,4 +499,17 @@ describe('KvClient sessions', () => {
     expect(renewed?.client_id).not.toBe(old?.client_id);
     expect(renewed?.sequence).toBe(1);
   });
+
+  it('a definite refusal after an attempt in doubt is reported in doubt: the first copy may have applied', async () => {
+    const server = await fakeServer((path, count) =>
+      path !== '/write'
+        ? [404, failure('NOT_FOUND')]
+        : count === 1
+          ? [504, failure('TIMEOUT')]
+          : [503, failure('NO_LEADER')],
+    );
+    const error = await caught(client([server.url], { attemptsMax: 3 }).put('k', 'v'));
+    expect(error).toMatchObject({ code: 'NO_LEADER', definite: false });
+    expect(server.count('/write')).toBe(3);
+  });
 });
