@@ -37,12 +37,14 @@ import {
   backoff,
   checkPolicy,
   isAborted,
+  isErrorBody,
   LEADER,
   PREFER_LEADER,
-  TRANSIENT_CODES,
+  shouldRetry,
   type Call,
   type Route,
 } from './retry.ts';
+import { judge, SessionLanes, withSession } from './session.ts';
 import {
   casOutcome,
   TxnBuilder,
@@ -57,9 +59,8 @@ export * from './options.ts';
 
 /**
  * A typed client of the HTTP API (docs/api.md): keep-alive pool, leader discovery and caching,
- * bounded retries with full-jitter backoff. A write is sent again only when it certainly did not
- * apply (a NOT_LEADER naming the leader, NO_LEADER or OVERLOADED answer, or a connection that never
- * connected); otherwise it fails with `definite: false`, since it may still apply.
+ * bounded retries with full-jitter backoff. Writes carry an exactly-once session (session.ts), so
+ * one in doubt is resent within the retry budget; with `sessions: false` it fails `definite: false`.
  */
 export class KvClient {
   private readonly endpoints: readonly string[];
@@ -72,6 +73,7 @@ export class KvClient {
   private pendingLeaderId: number | null = null;
   private discoveredAtMs = -Infinity;
   private next = 0;
+  private readonly lanes: SessionLanes | null;
 
   constructor(options: KvClientOptions) {
     if (options.endpoints.length === 0 || options.endpoints.length > ENDPOINTS_MAX)
@@ -85,6 +87,7 @@ export class KvClient {
       backoffMsMin: options.retry?.backoffMsMin ?? BACKOFF_MS_MIN_DEFAULT,
       backoffMsMax: options.retry?.backoffMsMax ?? BACKOFF_MS_MAX_DEFAULT,
     });
+    this.lanes = options.sessions === false ? null : new SessionLanes();
   }
 
   // ------------------------------------------------------------------ key-value
@@ -94,6 +97,7 @@ export class KvClient {
     return this.call(
       { method: 'POST', path: '/write', body: { command }, idempotent: false, route: PREFER_LEADER },
       options,
+      true,
     );
   }
 
@@ -104,7 +108,7 @@ export class KvClient {
   /**
    * Compare-and-swap: write `value` iff the key holds exactly `expected` (null: iff it is absent). A
    * failed compare resolves `{ succeeded: false, current }` (nothing written); every other failure
-   * rejects with a KvError, and one whose outcome is unknown (`definite: false`) is never sent again.
+   * rejects with a KvError (one in doubt was already resent under its session, if sessions are on).
    */
   cas(key: string, expected: string | null, value: string, options?: CallOptions): Promise<CasResult> {
     return casOutcome(key, this.write({ CompareAndSwap: { key, expected, new_value: value } }, options));
@@ -133,6 +137,7 @@ export class KvClient {
     return this.call(
       { method: 'POST', path: '/delete', body: { key }, idempotent: false, route: PREFER_LEADER },
       options,
+      true,
     );
   }
 
@@ -347,7 +352,12 @@ export class KvClient {
    * Run a call with leader routing and retries bounded by attempts and by time: no attempt starts
    * after retry.totalMsMax, and none runs past max(totalMsMax, timeoutMs) from the start.
    */
-  private async call<T>(call: Call, options?: CallOptions): Promise<T> {
+  private call<T>(call: Call, options?: CallOptions, mutating = false): Promise<T> {
+    if (!mutating || this.lanes === null) return this.send(call, options);
+    return withSession(this.lanes, call, options?.signal, (sessioned) => this.send<T>(sessioned, options));
+  }
+
+  private async send<T>(call: Call, options?: CallOptions): Promise<T> {
     const retry =
       options?.retry === undefined ? this.retry : checkPolicy({ ...this.retry, ...options.retry });
     const attemptMs = options?.timeoutMs ?? this.timeoutMs;
@@ -357,6 +367,8 @@ export class KvClient {
     const retryEndMs = Math.min(deadlineMs, startedMs + retry.totalMsMax);
     const caller = options?.signal;
     let lastError: KvError | null = null;
+    /** Under a session: whether an earlier attempt may have reached the state machine. */
+    let inDoubt = false;
     for (let attempt = 1; attempt <= retry.attemptsMax; attempt += 1) {
       if (isAborted(caller))
         throw new KvError('ABORTED', 'aborted by the caller', { definite: lastError?.definite ?? true });
@@ -369,19 +381,21 @@ export class KvClient {
         return result;
       } catch (error) {
         if (!(error instanceof KvError)) throw error;
+        const judged = judge(error, inDoubt);
         if (isAborted(caller) && error.status === null) {
           throw new KvError('ABORTED', `aborted by the caller: ${error.message}`, {
-            definite: error.definite,
+            definite: judged.definite,
             endpoint,
           });
         }
-        lastError = error;
-        if (!this.shouldRetry(call, error) || attempt === retry.attemptsMax || Date.now() >= retryEndMs)
-          throw error;
+        lastError = judged;
+        if (call.sessioned === true) inDoubt ||= !error.definite;
+        if (!shouldRetry(call, error) || attempt === retry.attemptsMax || Date.now() >= retryEndMs)
+          throw judged;
         this.forget(endpoint, error);
         const immediate = error.code === 'NOT_LEADER' && error.leaderId !== null && attempt === 1;
         if (!immediate) await backoff(retry, attempt, retryEndMs, caller);
-        if (Date.now() >= retryEndMs) throw error;
+        if (Date.now() >= retryEndMs) throw judged;
       }
     }
     assert(false, 'the retry loop returns or throws');
@@ -405,12 +419,6 @@ export class KvClient {
         definite: false,
       });
     return answer.body as T;
-  }
-
-  private shouldRetry(call: Call, error: KvError): boolean {
-    if (!TRANSIENT_CODES.has(error.code)) return false;
-    if (call.idempotent) return true;
-    return error.definite; // a write that may have applied is never sent again
   }
 
   /** Drop what an error proved wrong: a leader that is not (or no longer) one, an endpoint that is down. */
@@ -488,9 +496,4 @@ export class KvClient {
       return null;
     }
   }
-}
-
-/** An error answer of the API: `{"error":{…}}`. */
-function isErrorBody(body: unknown): boolean {
-  return typeof body === 'object' && body !== null && 'error' in body;
 }

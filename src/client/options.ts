@@ -30,6 +30,11 @@ export interface KvClientOptions {
   /** Bound on each attempt (default CALL_TIMEOUT_MS_DEFAULT). */
   readonly timeoutMs?: number;
   readonly retry?: Partial<RetryPolicy>;
+  /**
+   * Exactly-once sessions (default true): mutating calls carry a client_id and sequence, so one
+   * whose outcome is unknown is sent again within the retry budget. false: never sent again.
+   */
+  readonly sessions?: boolean;
 }
 
 export interface CallOptions {

@@ -15,6 +15,8 @@ export interface Call {
   readonly text?: boolean;
   /** A status other than 2xx whose body is an answer, not an error (/health answers 503 when unhealthy). */
   readonly answerStatus?: number;
+  /** The body carries client_id and sequence (session.ts): a retry is answered, never applied twice. */
+  readonly sessioned?: boolean;
 }
 
 /** Failures worth another attempt: a leader change, overload, an endpoint down or slow. */
@@ -27,6 +29,16 @@ export const TRANSIENT_CODES = new Set([
   'TIMEOUT',
   'NO_QUORUM',
 ]);
+
+/** Whether a failed attempt is worth another: a session answers a retry, never applies it twice. */
+export function shouldRetry(
+  call: Call,
+  error: { readonly code: string; readonly definite: boolean },
+): boolean {
+  if (!TRANSIENT_CODES.has(error.code)) return false;
+  if (call.idempotent || call.sessioned === true) return true;
+  return error.definite; // without a session a write that may have applied is never sent again
+}
 
 export const LEADER: Route = { to: 'leader' };
 export const PREFER_LEADER: Route = { to: 'prefer-leader' };
@@ -70,4 +82,9 @@ export async function backoff(
     const timer = setTimeout(done, delayMs);
     signal?.addEventListener('abort', done, { once: true });
   });
+}
+
+/** An error answer of the API: `{"error":{…}}`. */
+export function isErrorBody(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && 'error' in body;
 }

@@ -295,12 +295,17 @@ describe('aspen CLI exit codes', () => {
   }, 60_000);
 });
 
-/** A scripted server that records the bodies of /write and answers them in turn (discovery names node 1). */
+/**
+ * A scripted server that records the bodies of /write (without their session) and their sessions
+ * ([client_id, sequence]), and answers them in turn (discovery names node 1).
+ */
 async function writeServer(writes: readonly (readonly [number, unknown])[]): Promise<{
   url: string;
   bodies: unknown[];
+  sessions: [unknown, unknown][];
 }> {
   const bodies: unknown[] = [];
+  const sessions: [unknown, unknown][] = [];
   const server = http.createServer((request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -309,7 +314,13 @@ async function writeServer(writes: readonly (readonly [number, unknown])[]): Pro
       let answer: readonly [number, unknown] = [200, { leader: 1, node_id: 1 }];
       if (path === '/write') {
         answer = writes[bodies.length] ?? [500, { error: { code: 'INTERNAL', message: 'unscripted' } }];
-        bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown);
+        const {
+          client_id: clientId,
+          sequence,
+          ...body
+        } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+        bodies.push(body);
+        sessions.push([clientId, sequence]);
       }
       response.writeHead(answer[0], { 'content-type': 'application/json' }).end(JSON.stringify(answer[1]));
     });
@@ -324,7 +335,7 @@ async function writeServer(writes: readonly (readonly [number, unknown])[]): Pro
         });
       }),
   );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies, sessions };
 }
 
 const record = { value: 'old value', create_index: 3, mod_index: 5, version: 2, lease_id: 0 };
@@ -339,7 +350,7 @@ const written = (revision: number): readonly [number, unknown] => [
 
 describe('aspen cas', () => {
   it('prints the new revision; --absent sends expected null; --json prints the outcome', async () => {
-    const { url, bodies } = await writeServer([written(12), written(13), written(14)]);
+    const { url, bodies, sessions } = await writeServer([written(12), written(13), written(14)]);
     const at = ['--endpoints', url];
     expect(await aspen([...at, 'cas', 'k', 'old', 'new'])).toEqual({
       code: EXIT_OK,
@@ -356,6 +367,10 @@ describe('aspen cas', () => {
       { command: { CompareAndSwap: { key: 'k', expected: null, new_value: 'first' } } },
       { command: { CompareAndSwap: { key: 'k', expected: '', new_value: 'v' } } },
     ]);
+    // One invocation, one session: a fresh random client id each time, from sequence 1.
+    expect(sessions.map(([, sequence]) => sequence)).toEqual([1, 1, 1]);
+    expect(new Set(sessions.map(([clientId]) => clientId)).size).toBe(3);
+    for (const [clientId] of sessions) expect(clientId).toMatch(/^[A-Za-z0-9_-]{22}$/);
   }, 60_000);
 
   it('a failed compare exits 5 with the current value on stdout and the reason on stderr', async () => {
@@ -377,9 +392,12 @@ describe('aspen cas', () => {
   }, 60_000);
 
   it('refuses the wrong number of arguments (exit 2) and sends nothing; other errors keep their codes', async () => {
-    const { url, bodies } = await writeServer([
+    const timeout = [504, { error: { code: 'TIMEOUT', message: 'no answer', definite: false } }] as const;
+    const { url, bodies, sessions } = await writeServer([
       [400, { error: { code: 'VALUE_TOO_LARGE', message: 'value is too large', definite: true } }],
-      [504, { error: { code: 'TIMEOUT', message: 'no answer', definite: false } }],
+      timeout,
+      written(30),
+      ...Array.from({ length: 8 }, () => timeout),
     ]);
     const at = ['--endpoints', url];
     const missing = await aspen([...at, 'cas', 'k', 'v']);
@@ -389,11 +407,16 @@ describe('aspen cas', () => {
     expect((await aspen([...at, 'cas', 'k'])).code).toBe(EXIT_USAGE);
     expect(bodies).toHaveLength(0);
     expect((await aspen([...at, 'cas', 'k', 'a', 'b'])).code).toBe(EXIT_FAILED);
-    expect(await aspen([...at, 'cas', 'k', 'a', 'b'])).toMatchObject({
+    // A timed-out cas is resent under its session (same client id and sequence) and answered.
+    expect(await aspen([...at, 'cas', 'k', 'a', 'b'])).toMatchObject({ code: EXIT_OK });
+    expect(bodies).toHaveLength(3);
+    expect(sessions[2]).toEqual(sessions[1]);
+    // Still in doubt when --timeout-ms (or the attempts) run out: exit 4, "may still take effect".
+    expect(await aspen([...at, '--timeout-ms', '300', 'cas', 'k', 'a', 'b'])).toMatchObject({
       code: EXIT_UNAVAILABLE,
       stderr: 'aspen: TIMEOUT: no answer (it may still take effect)\n',
     });
-    expect(bodies).toHaveLength(2); // the timed-out cas was not sent again
+    expect(new Set(sessions.slice(3).map((session) => JSON.stringify(session))).size).toBe(1);
   }, 60_000);
 });
 

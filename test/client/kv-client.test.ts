@@ -16,18 +16,24 @@ interface FakeServer {
   readonly url: string;
   /** Paths of the requests received, in order. */
   readonly requests: string[];
+  /** The JSON bodies of the requests to `path`, in order. */
+  bodies(path: string): Record<string, unknown>[];
   count(path: string): number;
 }
 
 /** A scripted HTTP server: `answer` decides per request (path, and how many of that path so far). */
 async function fakeServer(answer: (path: string, count: number) => Script): Promise<FakeServer> {
   const requests: string[] = [];
+  const received: [string, Record<string, unknown>][] = [];
   const count = (path: string): number => requests.filter((seen) => seen === path).length;
   const server = http.createServer((request, response) => {
-    request.resume();
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
       const path = request.url ?? '';
       requests.push(path);
+      const text = Buffer.concat(chunks).toString('utf8');
+      received.push([path, text === '' ? {} : (JSON.parse(text) as Record<string, unknown>)]);
       const script = answer(path, count(path));
       if (script === 'drop') request.socket.destroy();
       else if (script !== 'hang')
@@ -44,7 +50,9 @@ async function fakeServer(answer: (path: string, count: number) => Script): Prom
         });
       }),
   );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, count };
+  const bodies = (path: string): Record<string, unknown>[] =>
+    received.filter(([seen]) => seen === path).map(([, body]) => body);
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, count, bodies };
 }
 
 /** A loopback port nothing listens on (bound once, then closed): connections are refused. */
@@ -68,8 +76,9 @@ function client(
     backoffMsMin: number;
     backoffMsMax: number;
   }> = {},
+  sessions = true,
 ): KvClient {
-  const kv = new KvClient({ endpoints, retry: { backoffMsMin: 1, backoffMsMax: 5, ...retry } });
+  const kv = new KvClient({ endpoints, retry: { backoffMsMin: 1, backoffMsMax: 5, ...retry }, sessions });
   cleanups.push(() => {
     kv.close();
   });
@@ -270,11 +279,11 @@ describe('KvClient retries', () => {
     });
   });
 
-  it('never sends a write again after a 504 TIMEOUT: one request, definite false; a read is retried', async () => {
+  it('without sessions, never sends a write again after a 504 TIMEOUT: one request, definite false; a read is retried', async () => {
     const server = await fakeServer((path, count) =>
       path === '/read' && count > 1 ? [200, { key: 'k', value: 'v' }] : [504, failure('TIMEOUT')],
     );
-    const kv = client([server.url]);
+    const kv = client([server.url], {}, false);
     const error = await caught(kv.put('k', 'v'));
     expect(error).toBeInstanceOf(KvError);
     expect(error).toMatchObject({ code: 'TIMEOUT', status: 504, definite: false, endpoint: server.url });
@@ -283,11 +292,11 @@ describe('KvClient retries', () => {
     expect(server.count('/read')).toBe(2);
   });
 
-  it('never sends a write again when the connection is lost after sending it', async () => {
+  it('without sessions, never sends a write again when the connection is lost after sending it', async () => {
     const server = await fakeServer((path, count) =>
       path === '/read' && count > 1 ? [200, { key: 'k', value: 'v' }] : 'drop',
     );
-    const kv = client([server.url]);
+    const kv = client([server.url], {}, false);
     await expect(kv.put('k', 'v')).rejects.toMatchObject({
       code: 'CONNECTION',
       definite: false,
@@ -298,12 +307,12 @@ describe('KvClient retries', () => {
     expect(server.count('/read')).toBe(2);
   });
 
-  it('treats NOT_LEADER without leader_id and SHUTTING_DOWN as in doubt for writes, transient for reads', async () => {
+  it('without sessions, treats NOT_LEADER without leader_id and SHUTTING_DOWN as in doubt for writes, transient for reads', async () => {
     for (const answer of [failure('NOT_LEADER'), failure('SHUTTING_DOWN')]) {
       const server = await fakeServer((path, count) =>
         path === '/read' && count > 1 ? [200, { key: 'k', value: 'v' }] : [503, answer],
       );
-      const kv = client([server.url]);
+      const kv = client([server.url], {}, false);
       await expect(kv.put('k', 'v')).rejects.toMatchObject({ code: answer.error.code, definite: false });
       expect(server.count('/write')).toBe(1);
       expect(await kv.read('k')).toMatchObject({ value: 'v' });
@@ -397,5 +406,110 @@ describe('KvClient cancellation', () => {
     });
     expect(Date.now() - startedMs).toBeLessThan(5_000);
     expect(busy.count('/read')).toBeLessThan(5); // full jitter may pick a short first delay, rarely
+  });
+});
+
+describe('KvClient sessions', () => {
+  const session = (body: Record<string, unknown>): [unknown, unknown] => [body.client_id, body.sequence];
+
+  it('resends a write in doubt (504, lost connection) with the same client_id and sequence', async () => {
+    const server = await fakeServer((path, count) =>
+      path !== '/write'
+        ? [404, failure('NOT_FOUND')]
+        : count === 1
+          ? [504, failure('TIMEOUT')]
+          : count === 2
+            ? 'drop'
+            : [200, written],
+    );
+    const kv = client([server.url]);
+    expect(await kv.put('k', 'v')).toEqual(written);
+    const bodies = server.bodies('/write');
+    expect(bodies).toHaveLength(3);
+    const [clientId, sequence] = session(bodies[0] ?? {});
+    expect(clientId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(sequence).toBe(1);
+    for (const body of bodies)
+      expect(body).toEqual({ command: { Set: { key: 'k', value: 'v' } }, client_id: clientId, sequence: 1 });
+  });
+
+  it('numbers mutating calls 1, 2, 3 under one client id; reads carry none; each client its own id', async () => {
+    const server = await fakeServer((path) =>
+      path === '/write'
+        ? [200, { ...written, revision: 9 }]
+        : path === '/delete'
+          ? [200, { key: 'k', deleted: true }]
+          : [200, { key: 'k', value: 'v' }],
+    );
+    const kv = client([server.url]);
+    await kv.put('k', 'v');
+    await kv.delete('k');
+    await kv.read('k');
+    await kv.cas('k', null, 'v');
+    const sent = [...server.bodies('/write'), ...server.bodies('/delete')];
+    const clientId = sent[0]?.client_id;
+    expect(sent.map((body) => body.client_id)).toEqual([clientId, clientId, clientId]);
+    expect(sent.map((body) => body.sequence).sort()).toEqual([1, 2, 3]);
+    expect(server.bodies('/read')[0]).toEqual({ key: 'k' });
+    const other = client([server.url]);
+    await other.put('k', 'v');
+    expect(server.bodies('/write').at(-1)?.client_id).not.toBe(clientId);
+  });
+
+  it('runs concurrent writes on separate lanes (client ids), each numbered from 1', async () => {
+    const server = await fakeServer(() => [200, written]);
+    const kv = client([server.url]);
+    await Promise.all(Array.from({ length: 20 }, (_, i) => kv.put(`k${i}`, 'v')));
+    const bodies = server.bodies('/write');
+    expect(bodies).toHaveLength(20);
+    const byClient = new Map<unknown, unknown[]>();
+    for (const body of bodies)
+      byClient.set(body.client_id, [...(byClient.get(body.client_id) ?? []), body.sequence]);
+    expect(byClient.size).toBeLessThanOrEqual(8);
+    for (const sequences of byClient.values()) expect(sequences).toEqual(sequences.map((_, i) => i + 1));
+  });
+
+  it('with sessions: false sends neither client_id nor sequence', async () => {
+    const server = await fakeServer(() => [200, written]);
+    await client([server.url], {}, false).put('k', 'v');
+    expect(server.bodies('/write')).toEqual([{ command: { Set: { key: 'k', value: 'v' } } }]);
+  });
+
+  it('SESSION_EXPIRED after a send in doubt is definite false; on a first send, a new session is taken once', async () => {
+    const expired = [409, failure('SESSION_EXPIRED', { definite: false })] as const;
+    const doubt = await fakeServer((path, count) =>
+      path !== '/write' ? [404, failure('NOT_FOUND')] : count === 1 ? [504, failure('TIMEOUT')] : expired,
+    );
+    const kv = client([doubt.url]);
+    const error = await caught(kv.put('k', 'v'));
+    expect(error).toBeInstanceOf(KvError);
+    expect(error).toMatchObject({ code: 'SESSION_EXPIRED', status: 409, definite: false });
+    expect(doubt.count('/write')).toBe(2);
+    // The next call takes a fresh client id (never reused), from sequence 1.
+    await caught(kv.put('k', 'v'));
+    const [first, , third] = doubt.bodies('/write');
+    expect(third?.client_id).not.toBe(first?.client_id);
+    expect(third?.sequence).toBe(1);
+
+    const idle = await fakeServer((path, count) =>
+      path !== '/write' ? [404, failure('NOT_FOUND')] : count === 1 ? expired : [200, written],
+    );
+    expect(await client([idle.url]).put('k', 'v')).toEqual(written);
+    const [old, renewed] = idle.bodies('/write');
+    expect(renewed?.client_id).not.toBe(old?.client_id);
+    expect(renewed?.sequence).toBe(1);
+  });
+
+  it('a definite refusal after an attempt in doubt is reported in doubt: the first copy may have applied', async () => {
+    const server = await fakeServer((path, count) =>
+      path !== '/write'
+        ? [404, failure('NOT_FOUND')]
+        : count === 1
+          ? [504, failure('TIMEOUT')]
+          : [503, failure('NO_LEADER')],
+    );
+    const error = await caught(client([server.url], { attemptsMax: 3 }).put('k', 'v'));
+    expect(error).toMatchObject({ code: 'NO_LEADER', definite: false });
+    expect(server.count('/write')).toBe(3);
   });
 });

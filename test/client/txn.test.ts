@@ -44,8 +44,9 @@ async function fakeServer(
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
 }
 
+/** Without sessions, so request bodies are exactly the commands (sessions: kv-client.test.ts). */
 function client(url: string): KvClient {
-  const kv = new KvClient({ endpoints: [url], retry: { backoffMsMin: 1, backoffMsMax: 5 } });
+  const kv = new KvClient({ endpoints: [url], retry: { backoffMsMin: 1, backoffMsMax: 5 }, sessions: false });
   cleanups.push(() => {
     kv.close();
   });
