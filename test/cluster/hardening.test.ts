@@ -99,7 +99,9 @@ describe('hardening: no request may crash a node, hang, or strand the cluster', 
       [txn({ compare: [{ ...compare, target: 'ttl' }] }), 'INVALID_INPUT'],
       [txn({ compare: [{ ...compare, key: 'k'.repeat(1_025) }] }), 'KEY_TOO_LARGE'],
       [{ command: { CompareAndSwap: { key: 'k', expected: 1, new_value: 'v' } } }, 'INVALID_INPUT'],
-      [{ command: { Set: { key: 'k', value: 'v' } }, client_id: 'c', sequence: 1 }, 'INVALID_INPUT'],
+      [{ command: { Set: { key: 'k', value: 'v' } }, client_id: 'c', sequence: 0 }, 'INVALID_INPUT'],
+      [{ command: { Set: { key: 'k', value: 'v' } }, client_id: 'not an id!', sequence: 1 }, 'INVALID_INPUT'],
+      [{ command: { Set: { key: 'k', value: 'v' } }, client_id: 'c' }, 'INVALID_INPUT'],
     ];
     for (const [body, code] of cases) {
       const started = Date.now();
