@@ -6,7 +6,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import type { ClusterState, RaftMetrics } from '../api/types.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
-import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, KvClient, type MemberSpec } from '../client/kv-client.ts';
+import { KvClient } from '../client/kv-client.ts';
+import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, type MemberSpec } from '../client/options.ts';
 import { KvError } from '../client/errors.ts';
 import {
   casArguments,

@@ -1,6 +1,6 @@
 /** The Aspen client library: `new KvClient({ endpoints: ['http://127.0.0.1:8001'] })`. See docs/cli.md. */
+export { KvClient } from './kv-client.ts';
 export {
-  KvClient,
   ADD_LEARNER_TIMEOUT_MS_DEFAULT,
   BACKOFF_MS_MAX_DEFAULT,
   BACKOFF_MS_MIN_DEFAULT,
@@ -16,7 +16,7 @@ export {
   type MemberSpec,
   type NodeInfo,
   type RetryPolicy,
-} from './kv-client.ts';
+} from './options.ts';
 export {
   Compare,
   Op,

@@ -54,9 +54,6 @@ import {
   type TxnResult,
 } from './txn.ts';
 
-// The options and limits live in options.ts; they are still importable from here.
-export * from './options.ts';
-
 /**
  * A typed client of the HTTP API (docs/api.md): keep-alive pool, leader discovery and caching,
  * bounded retries with full-jitter backoff. Writes carry an exactly-once session (session.ts), so

@@ -14,7 +14,8 @@ import { AssertionError } from '../base/assert.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
 import type { PersistedState } from '../raft/types.ts';
-import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
+import { LmdbLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../storage/lmdb-state-machine.ts';
 import { MemoryLogStore } from '../storage/memory-log-store.ts';
 import type { NodeConfig } from './config.ts';
 import { mdnsServiceTag, startDiscovery, type Discovery } from './discovery/index.ts';
@@ -26,8 +27,6 @@ import { Lifecycle, type LifecycleHooks, type Started, type StopMode } from './l
 import { endpointError, listenError, probePort } from './ports.ts';
 
 // Kept importable from here: the start order, its errors and the port messages.
-export { FATAL_STOP_WAIT_MS, START_STEPS, type StartStep } from './lifecycle.ts';
-export { endpointError, listenError } from './ports.ts';
 
 /** Heartbeats are two ticks: the core counts time in ticks, the node knows how long one is. */
 export const HEARTBEAT_TICKS = 2;

@@ -1,7 +1,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
-import { toMultiaddrs } from '../network/libp2p-transport.ts';
+import { toMultiaddrs } from '../network/multiaddrs.ts';
 import { decodeTicket, type ClusterTicket } from './discovery/ticket.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
 import { ConfigError, TicketError } from './errors.ts';

@@ -16,8 +16,6 @@ import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './bo
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 
-export { REQUEST_BODY_BYTES_MAX } from './errors.ts';
-
 export interface NodeIdentity {
   readonly nodeId: number;
   /** The transport's endpoint id (libp2p PeerId); empty until the network layer exists. */

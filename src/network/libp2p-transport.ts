@@ -29,8 +29,6 @@ import {
 
 // Kept importable from here: the transport's address parsing and limits.
 export { GOSSIP_RPC_BYTES_MAX, MDNS_QUERY_INTERVAL_MS } from './libp2p-services.ts';
-export { PEER_ADDRESSES_MAX, toMultiaddr, toMultiaddrs } from './multiaddrs.ts';
-export { COALESCED_WRITE_BYTES_MAX, OUTBOUND_FRAMES_QUEUED_MAX } from './outbound.ts';
 
 /** The Raft protocol: length-prefixed msgpack frames on one long-lived stream per peer and direction. */
 export const RAFT_PROTOCOL = '/aspen/raft/1.0.0';

@@ -34,7 +34,6 @@ export {
   type ReadServed,
   type WriteApplied,
 } from './request-tracker.ts';
-export { SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT } from './snapshot-manager.ts';
 
 /** Mailbox bound and how much of it one turn drains before yielding. */
 export const MAILBOX_MESSAGES_MAX = 10_000;

@@ -15,7 +15,6 @@ import { RaftElections } from './elections.ts';
 import type { MembershipProposal, PeerStatus, ProposeAccepted, RaftStatus } from './status.ts';
 
 export type { MembershipProposal, PeerStatus, ProposeAccepted, RaftStatus } from './status.ts';
-export { SNAPSHOT_RETRY_ELECTIONS } from './replication.ts';
 
 const HUP: LocalMessage = { type: 'hup' };
 const BEAT: LocalMessage = { type: 'beat' };

@@ -12,8 +12,6 @@ import { drawSettings, type SimSettings } from './settings.ts';
 import { SimCluster, type SimMutations } from './sim-cluster.ts';
 import { Workload } from './workload.ts';
 
-export { drawSettings, describeSettings, type SimSettings } from './settings.ts';
-export { EXIT_CODE, type SimResult, type SimStats, type SimStatus } from './outcome.ts';
 export type { SimMutations } from './sim-cluster.ts';
 
 /** Bounds of one run: events, and how often convergence is polled. */

@@ -36,7 +36,6 @@ export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
 export const LOG_REMOVE_PER_BATCH_MAX = 10_000_000;
 
 // The state machine lives in its own file; it is still importable from here.
-export { LmdbKvStateMachine } from './lmdb-state-machine.ts';
 
 const META_FORMAT = 'format';
 const META_HARD_STATE = 'hard_state';

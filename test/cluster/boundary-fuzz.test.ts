@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_STATUS } from '../../src/api/errors.ts';
 import { BATCH_KEYS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX } from '../../src/api/limits.ts';
-import { REQUEST_BODY_BYTES_MAX } from '../../src/http/server.ts';
+import { REQUEST_BODY_BYTES_MAX } from '../../src/http/errors.ts';
 import {
   get,
   ProcessCluster,

@@ -4,7 +4,8 @@ import { resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ClusterController, KeyValueStore } from '../../src/api/contracts.ts';
 import { ERROR_STATUS } from '../../src/api/errors.ts';
-import { buildHttpServer, REQUEST_BODY_BYTES_MAX } from '../../src/http/server.ts';
+import { buildHttpServer } from '../../src/http/server.ts';
+import { REQUEST_BODY_BYTES_MAX } from '../../src/http/errors.ts';
 
 const stops: (() => Promise<void>)[] = [];
 afterEach(async () => {

@@ -12,7 +12,8 @@ import {
   TXN_SCAN_LIMIT_MAX,
   VALUE_BYTES_MAX,
 } from '../../src/api/limits.ts';
-import { buildHttpServer, REQUEST_BODY_BYTES_MAX } from '../../src/http/server.ts';
+import { buildHttpServer } from '../../src/http/server.ts';
+import { REQUEST_BODY_BYTES_MAX } from '../../src/http/errors.ts';
 import { SESSION_RESULTS_MAX } from '../../src/node/sessions.ts';
 import {
   casScenario,

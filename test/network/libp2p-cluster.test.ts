@@ -10,12 +10,8 @@ import { tcp } from '@libp2p/tcp';
 import { createLibp2p } from 'libp2p';
 import { encodeWireMessage } from '../../src/network/codec.ts';
 import { encodeFrame } from '../../src/network/frame.ts';
-import {
-  Libp2pTransport,
-  RAFT_PROTOCOL,
-  toMultiaddr,
-  toMultiaddrs,
-} from '../../src/network/libp2p-transport.ts';
+import { Libp2pTransport, RAFT_PROTOCOL } from '../../src/network/libp2p-transport.ts';
+import { toMultiaddr, toMultiaddrs } from '../../src/network/multiaddrs.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';

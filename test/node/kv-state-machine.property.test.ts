@@ -13,7 +13,8 @@ import {
   type TxnOpOutcome,
 } from '../../src/node/kv-state-machine.ts';
 import { SESSION_IDLE_MS, SESSION_RESULTS_MAX, SESSIONS_MAX } from '../../src/node/sessions.ts';
-import { LmdbKvStateMachine, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 
 /**
  * Random command sequences over a small key space: a plain reference model (a Map, written here

@@ -17,7 +17,8 @@ import {
   type KvRecord,
   type StateMachine,
 } from '../../src/node/kv-state-machine.ts';
-import { LmdbKvStateMachine, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 
 const directories: string[] = [];
 const open: LmdbStorage[] = [];

@@ -1,4 +1,5 @@
-import { drawSettings, Simulation, type SimSettings } from '../../src/sim/simulation.ts';
+import { Simulation } from '../../src/sim/simulation.ts';
+import { drawSettings, type SimSettings } from '../../src/sim/settings.ts';
 
 /** A healthy cluster of `nodeCount` nodes, scripted by the test; every checker still runs on every step. */
 export function scripted(

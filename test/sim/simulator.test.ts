@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { runSeed, type SimResult } from '../../src/sim/simulation.ts';
+import { runSeed } from '../../src/sim/simulation.ts';
+import { type SimResult } from '../../src/sim/outcome.ts';
 
 /** The fixed seed set CI runs on every change (the closing notes report far larger runs). */
 export const CI_SEED_COUNT = 300;

@@ -8,7 +8,8 @@ import { systemClock } from '../../src/node/local-runtime.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
-import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 
 const dataDir = process.argv[2];
 if (dataDir === undefined) throw new Error('usage: crash-child <data-dir>');

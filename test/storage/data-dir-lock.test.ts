@@ -6,7 +6,8 @@ import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DataDirLock, LOCK_PID_FILE } from '../../src/storage/data-dir-lock.ts';
 import { DataDirInUseError } from '../../src/storage/errors.ts';
-import { LmdbKvStateMachine, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 
 const HOLDER = resolve(import.meta.dirname, 'lock-holder.ts');
 const HOLDER_READY_MS_MAX = 20_000;

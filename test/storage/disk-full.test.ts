@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { PersistBatch } from '../../src/node/interfaces.ts';
 import { StorageError } from '../../src/storage/errors.ts';
-import { LmdbKvStateMachine, LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 import { Tmpfs } from './tmpfs.ts';
 
 /** Room on the small file system, and what one write puts there. */

@@ -10,13 +10,13 @@ import { RaftNode } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import {
-  LmdbKvStateMachine,
   LmdbLogStore,
   LmdbStorage,
   STORAGE_FORMAT_MIGRATED_FROM,
   STORAGE_FORMAT_VERSION,
   STORAGE_FORMAT_WITHOUT_SESSIONS,
 } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 
 const directories: string[] = [];
 afterAll(() => {

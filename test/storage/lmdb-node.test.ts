@@ -10,12 +10,12 @@ import { RaftNode, type Outcome, type WriteApplied } from '../../src/node/raft-n
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import {
-  LmdbKvStateMachine,
   LmdbLogStore,
   LmdbStorage,
   STORAGE_FORMAT_VERSION,
   type DurabilityEvent,
 } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 import { StorageError } from '../../src/storage/errors.ts';
 
 const directories: string[] = [];

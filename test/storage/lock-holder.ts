@@ -2,7 +2,8 @@
  * Holds a data dir for data-dir-lock.test.ts: opens LmdbStorage on argv[2], applies one write to
  * the state machine, prints `HELD <pid>` and waits until the parent kills it.
  */
-import { LmdbKvStateMachine, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 
 const dataDir = process.argv[2];
 if (dataDir === undefined) throw new Error('usage: lock-holder <data-dir>');

@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { toMultiaddrs, PEER_ADDRESSES_MAX } from '../../network/libp2p-transport.ts';
+import { PEER_ADDRESSES_MAX, toMultiaddrs } from '../../network/multiaddrs.ts';
 import { AnnouncementError } from '../errors.ts';
 
 /** Largest announcement accepted or sent (addresses dominate it). */

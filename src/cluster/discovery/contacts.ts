@@ -1,5 +1,6 @@
 import { resolveTxt } from 'node:dns/promises';
-import { toMultiaddrs, type Libp2pTransport } from '../../network/libp2p-transport.ts';
+import { type Libp2pTransport } from '../../network/libp2p-transport.ts';
+import { toMultiaddrs } from '../../network/multiaddrs.ts';
 
 /** First-contact addresses kept (static peers, ticket, DNS). */
 export const CONTACTS_MAX = 64;

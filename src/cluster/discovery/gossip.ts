@@ -1,6 +1,7 @@
 import type { GossipSub, Message } from '@libp2p/gossipsub';
 import { deriveAuthKey } from '../../network/auth.ts';
-import { PEER_ADDRESSES_MAX, type Libp2pTransport } from '../../network/libp2p-transport.ts';
+import { type Libp2pTransport } from '../../network/libp2p-transport.ts';
+import { PEER_ADDRESSES_MAX } from '../../network/multiaddrs.ts';
 import type { NodeId } from '../../raft/types.ts';
 import { decodeAnnouncement, encodeAnnouncement } from './announcement.ts';
 import { ANNOUNCE_INTERVAL_MS, type PeerDirectory } from './peer-directory.ts';

@@ -1,6 +1,6 @@
 import { blake3 } from '@noble/hashes/blake3.js';
 import { base32 } from 'multiformats/bases/base32';
-import { toMultiaddrs } from '../../network/libp2p-transport.ts';
+import { toMultiaddrs } from '../../network/multiaddrs.ts';
 import { clusterTopic } from './topic.ts';
 import { TicketError } from '../errors.ts';
 
