@@ -463,3 +463,10 @@ export function validateSession(request: unknown): ClientSession | null | AspenE
     return new AspenError('INVALID_INPUT', 'sequence must be a positive integer');
   return { clientId, sequence };
 }
+
+/** A request's session as validateSession reads it, with INVALID_INPUT thrown for a malformed one. */
+export function checkedSession(request: unknown): ClientSession | null {
+  const session = validateSession(request);
+  if (session instanceof AspenError) throw session;
+  return session;
+}

@@ -1,6 +1,6 @@
 import type { KeyValueStore } from '../api/contracts.ts';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant, type AspenErrorCode } from '../api/errors.ts';
-import { validateKey, validateScan, validateSession, validateWriteCommand } from '../api/limits.ts';
+import { checkedSession, validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
 import type {
   ClientSession,
   DeleteRequest,
@@ -76,7 +76,7 @@ export class ForwardingStore implements KeyValueStore {
       () => this.local.write(request),
       () => {
         throwIf(validateWriteCommand((request as { command?: unknown } | null)?.command));
-        return { kind: 'write', command: request.command, session: sessionOf(request) };
+        return { kind: 'write', command: request.command, session: checkedSession(request) };
       },
     ) as Promise<WriteResult>;
   }
@@ -96,7 +96,7 @@ export class ForwardingStore implements KeyValueStore {
       () => this.local.delete(request),
       () => {
         throwIf(validateKey((request as { key?: unknown } | null)?.key));
-        return { kind: 'delete', key: request.key, session: sessionOf(request) };
+        return { kind: 'delete', key: request.key, session: checkedSession(request) };
       },
     ) as Promise<DeleteResult>;
   }
@@ -305,13 +305,6 @@ function fromWireError(error: NonNullable<ClientResponse['error']>): AspenError 
 
 function throwIf(problem: AspenError | null): void {
   if (problem !== null) throw problem;
-}
-
-/** A request's client session, checked as the leader will check it (bad input is answered here). */
-function sessionOf(request: unknown): ClientSession | null {
-  const session = validateSession(request);
-  if (session instanceof AspenError) throw session;
-  return session;
 }
 
 /** A forwarded session back as request fields. */

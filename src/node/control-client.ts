@@ -2,6 +2,7 @@ import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import {
   ADDRESS_CHARS_MAX,
+  checkedSession,
   encodeContinuationToken,
   isRaftAddress,
   validateKey,
@@ -32,7 +33,7 @@ import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
-import { appliedRevision, checkedSession, keyValue, writeResult } from './write-results.ts';
+import { appliedRevision, keyValue, writeResult } from './write-results.ts';
 import type { Callback, MembershipTarget, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
 
 /** How long a request may wait for the cluster. */

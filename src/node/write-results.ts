@@ -1,6 +1,5 @@
 import { AspenError, type CurrentRecord } from '../api/errors.ts';
-import { validateSession } from '../api/limits.ts';
-import type { ClientSession, KeyValue, TxnOpResult, WriteCommand, WriteResult } from '../api/types.ts';
+import type { KeyValue, TxnOpResult, WriteCommand, WriteResult } from '../api/types.ts';
 import { assert, AssertionError } from '../base/assert.ts';
 import { TXN_RESULT_BYTES_MAX } from '../base/limits.ts';
 import type { KvRecord, TxnOpOutcome } from './kv-state-machine.ts';
@@ -47,13 +46,6 @@ function txnOpResult(outcome: TxnOpOutcome): TxnOpResult {
         },
       };
   }
-}
-
-/** A write's client session from its request (INVALID_INPUT thrown for a malformed one). */
-export function checkedSession(request: unknown): ClientSession | null {
-  const session = validateSession(request);
-  if (session instanceof AspenError) throw session;
-  return session;
 }
 
 /**
