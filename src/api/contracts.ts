@@ -5,6 +5,15 @@ import type {
   DeleteRequest,
   DeleteResult,
   InitRequest,
+  LeaseGrantRequest,
+  LeaseGrantResult,
+  LeaseInfoRequest,
+  LeaseInfoResult,
+  LeaseKeepAliveRequest,
+  LeaseKeepAliveResult,
+  LeaseListResult,
+  LeaseRevokeRequest,
+  LeaseRevokeResult,
   RaftMetrics,
   ReadRequest,
   ReadResult,
@@ -12,6 +21,8 @@ import type {
   ScanRequest,
   ScanResult,
   SnapshotResult,
+  WatchEvent,
+  WatchRequest,
   WriteRequest,
   WriteResult,
 } from './types.ts';
@@ -45,4 +56,49 @@ export interface KeyValueStore {
   delete(request: DeleteRequest): Promise<DeleteResult>;
   /** Keys with a prefix in key order, linearizable, at most `limit` per page. */
   scan(request: ScanRequest): Promise<ScanResult>;
+}
+
+/**
+ * Leases (docs/api.md "Leases"). Grant and revoke go through the log; keepalive, info and list are
+ * answered by the leader from its deadlines (a follower forwards them, like reads). Failures reject
+ * with an AspenError (LEASE_NOT_FOUND, LEASE_EXISTS, TOO_MANY_LEASES, NOT_LEADER, ...).
+ */
+export interface LeaseService {
+  grant(request: LeaseGrantRequest): Promise<LeaseGrantResult>;
+  keepAlive(request: LeaseKeepAliveRequest): Promise<LeaseKeepAliveResult>;
+  revoke(request: LeaseRevokeRequest): Promise<LeaseRevokeResult>;
+  info(request: LeaseInfoRequest): Promise<LeaseInfoResult>;
+  list(): Promise<LeaseListResult>;
+}
+
+/**
+ * Where a watcher's stream goes (the HTTP layer writes Server-Sent Events). The source calls it in
+ * revision order, each revision's events in one call, never again after `canceled`.
+ */
+export interface WatchSink {
+  /** The matching changes of one revision, all together, in the order the entry made them. */
+  events(revision: number, events: readonly WatchEvent[]): void;
+  /** Every change up to `revision` that matches has been passed to `events` (none is pending). */
+  progress(revision: number): void;
+  /** The stream ends: `revision` is the last one whose changes were all passed on. */
+  canceled(reason: string, revision: number): void;
+  /** False while the consumer is not taking more (the source holds back and waits for `resume`). */
+  ready(): boolean;
+}
+
+/** An open watcher. */
+export interface WatchSubscription {
+  /** The sink is ready again: pass on what is pending. */
+  resume(): void;
+  /** The consumer went away: drop the watcher (no `canceled` is sent). */
+  close(): void;
+}
+
+/**
+ * Watch (docs/api.md "Watch"): served by any node from the changes it applied, in order, with no
+ * gap and no duplicate. `open` validates the request and throws an AspenError (INVALID_INPUT,
+ * KEY_TOO_LARGE, COMPACTED with compactRevision, TOO_MANY_WATCHERS) before anything is sent.
+ */
+export interface WatchService {
+  open(request: WatchRequest, sink: WatchSink): WatchSubscription;
 }

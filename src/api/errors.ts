@@ -10,11 +10,16 @@ export const ERROR_STATUS = {
   BATCH_TOO_LARGE: 400,
   KEY_NOT_FOUND: 404,
   NOT_FOUND: 404,
+  LEASE_NOT_FOUND: 404,
   ALREADY_INITIALIZED: 409,
   MEMBERSHIP_CHANGE_IN_PROGRESS: 409,
   LEARNER_NOT_CAUGHT_UP: 409,
   COMPARE_FAILED: 409,
   SESSION_EXPIRED: 409,
+  LEASE_EXISTS: 409,
+  TOO_MANY_LEASES: 409,
+  TOO_MANY_LEASE_KEYS: 409,
+  COMPACTED: 410,
   BODY_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   HOST_NOT_ALLOWED: 421,
@@ -24,6 +29,7 @@ export const ERROR_STATUS = {
   NO_LEADER: 503,
   NO_QUORUM: 503,
   OVERLOADED: 503,
+  TOO_MANY_WATCHERS: 503,
   SHUTTING_DOWN: 503,
   TIMEOUT: 504,
 } as const;
@@ -39,6 +45,8 @@ export interface AspenErrorOptions {
   readonly cause?: unknown;
   /** COMPARE_FAILED only (and required there): the record the compare found, null when the key is absent. */
   readonly current?: CurrentRecord | null;
+  /** COMPACTED only (and required there): the oldest revision this node can still watch from. */
+  readonly compactRevision?: number;
 }
 
 /** The JSON error body of every failed request (docs/api.md). */
@@ -49,6 +57,8 @@ export interface ErrorJson {
   readonly leader_id?: NodeId;
   /** COMPARE_FAILED only. */
   readonly current?: CurrentRecord | null;
+  /** COMPACTED only. */
+  readonly compact_revision?: number;
 }
 
 /**
@@ -63,6 +73,8 @@ export class AspenError extends Error {
   readonly definite: boolean;
   /** COMPARE_FAILED: the record found (null: absent). Undefined for every other code. */
   readonly current: CurrentRecord | null | undefined;
+  /** COMPACTED: the oldest revision this node can still watch from. Undefined for every other code. */
+  readonly compactRevision: number | undefined;
 
   constructor(code: AspenErrorCode, message: string, options: AspenErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -70,10 +82,15 @@ export class AspenError extends Error {
       (code === 'COMPARE_FAILED') === (options.current !== undefined),
       'an AspenError carries current exactly when it is COMPARE_FAILED',
     );
+    assert(
+      (code === 'COMPACTED') === (options.compactRevision !== undefined),
+      'an AspenError carries compactRevision exactly when it is COMPACTED',
+    );
     this.code = code;
     this.leaderId = options.leaderId ?? null;
     this.definite = options.definite ?? true;
     this.current = options.current;
+    this.compactRevision = options.compactRevision;
   }
 
   /** A CompareAndSwap or CompareAndDelete that found another record: nothing was written (definite). */
@@ -97,6 +114,7 @@ export class AspenError extends Error {
         definite: this.definite,
         ...(this.leaderId === null ? {} : { leader_id: this.leaderId }),
         ...(this.current === undefined ? {} : { current: this.current }),
+        ...(this.compactRevision === undefined ? {} : { compact_revision: this.compactRevision }),
       },
     };
   }

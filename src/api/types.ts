@@ -30,15 +30,19 @@ export interface Compare {
   readonly value: string | number;
 }
 
-/** The operations of a Transaction branch. `lease_id` is accepted once leases exist (issue 15). */
+/** The operations of a Transaction branch. A Set with `lease_id` attaches the key to that lease. */
 export type TxnOp =
-  | { readonly Set: { readonly key: string; readonly value: string } }
+  | { readonly Set: { readonly key: string; readonly value: string; readonly lease_id?: number } }
   | { readonly Delete: { readonly key: string } }
   | { readonly Get: { readonly key: string } }
   | { readonly Scan: { readonly prefix: string; readonly limit?: number } };
 
+/**
+ * The commands of `/write`. A Set with `lease_id` (a lease that exists) attaches the key to it; a Set
+ * without one, a SetMulti or a CompareAndSwap leaves the key on no lease (as etcd's put does).
+ */
 export type WriteCommand =
-  | { readonly Set: { readonly key: string; readonly value: string } }
+  | { readonly Set: { readonly key: string; readonly value: string; readonly lease_id?: number } }
   | { readonly SetMulti: { readonly pairs: readonly (readonly [string, string])[] } }
   | { readonly Delete: { readonly key: string } }
   | { readonly DeleteMulti: { readonly keys: readonly string[] } }
@@ -58,6 +62,19 @@ export type WriteCommand =
         readonly failure: readonly TxnOp[];
       };
     };
+
+/**
+ * Lease commands: log entries made by the lease endpoints, never accepted by `/write`. A grant with
+ * `lease_id` 0 lets the state machine choose the id (the entry's index, or the next free id after it).
+ * A revoke with `expired_in_term` is an expiry proposed by the leader of that term; it is ignored at
+ * apply unless its entry was appended in that same term (a revoke from a deposed leader never counts).
+ */
+export type LeaseCommand =
+  | { readonly LeaseGrant: { readonly lease_id: number; readonly ttl_seconds: number } }
+  | { readonly LeaseRevoke: { readonly lease_id: number; readonly expired_in_term?: number } };
+
+/** What a command entry of the log carries: a client's write or a lease command. */
+export type LogCommand = WriteCommand | LeaseCommand;
 
 /**
  * Exactly-once writes: a mutating request may name its client and a sequence (both or neither); a
@@ -187,4 +204,91 @@ export interface RaftMetrics {
   } | null;
   readonly replication: readonly ReplicationStatus[] | null;
   readonly millis_since_quorum_ack: number | null;
+}
+
+/** POST /lease/grant. `lease_id` absent or 0: the cluster chooses one. */
+export interface LeaseGrantRequest extends SessionFields {
+  readonly ttl_seconds: number;
+  readonly lease_id?: number;
+}
+
+export interface LeaseGrantResult {
+  readonly lease_id: number;
+  readonly ttl_seconds: number;
+  readonly log_index: number;
+}
+
+/** POST /lease/keepalive: served by the leader, not through the log. */
+export interface LeaseKeepAliveRequest {
+  readonly lease_id: number;
+}
+
+export interface LeaseKeepAliveResult {
+  readonly lease_id: number;
+  readonly ttl_seconds: number;
+}
+
+/** POST /lease/revoke: deletes the lease and its keys in one entry (one revision). */
+export interface LeaseRevokeRequest extends SessionFields {
+  readonly lease_id: number;
+}
+
+export interface LeaseRevokeResult {
+  readonly lease_id: number;
+  readonly revoked: true;
+  readonly log_index: number;
+}
+
+/** GET /lease/info?lease_id=7&keys=true */
+export interface LeaseInfoRequest {
+  readonly lease_id: number;
+  readonly keys?: boolean;
+}
+
+export interface LeaseInfoResult {
+  readonly lease_id: number;
+  readonly ttl_seconds: number;
+  /** Whole seconds until the leader expires it (rounded up; the leader's clock). */
+  readonly remaining_seconds: number;
+  /** With keys=true: the lease's keys in key order (at most LEASE_KEYS_MAX). */
+  readonly keys?: readonly string[];
+}
+
+export interface LeaseSummary {
+  readonly lease_id: number;
+  readonly ttl_seconds: number;
+  readonly remaining_seconds: number;
+}
+
+/** GET /leases: every lease, by id. */
+export interface LeaseListResult {
+  readonly leases: readonly LeaseSummary[];
+}
+
+/** GET /watch: one key or one prefix (exactly one of them). */
+export interface WatchRequest {
+  readonly key?: string;
+  readonly prefix?: string;
+  /** The first revision to send; absent: the next revision this node applies. */
+  readonly start_revision?: number;
+  readonly prev_kv?: boolean;
+  /** Milliseconds between progress events while nothing is sent; 0: none. */
+  readonly progress_interval_ms?: number;
+}
+
+/** One change a watcher sees (`data:` of an SSE `put` or `delete` event). */
+export interface WatchEvent {
+  readonly type: 'put' | 'delete';
+  readonly key: string;
+  /** The new value; "" for a delete. */
+  readonly value: string;
+  /** The key's revisions after the change; all 0 for a delete. */
+  readonly create_index: number;
+  readonly mod_index: number;
+  readonly version: number;
+  readonly lease_id: number;
+  /** The revision of the change: the log index of its entry. */
+  readonly revision: number;
+  /** With prev_kv=true: the record before the change (null: the key did not exist). */
+  readonly prev?: KeyValue | null;
 }

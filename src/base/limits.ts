@@ -42,3 +42,37 @@ export const TXN_SCAN_LIMIT_MAX = 1_000;
  * scans). Past it the transaction writes nothing and is refused (BATCH_TOO_LARGE).
  */
 export const TXN_RESULT_BYTES_MAX = 4 * 1024 * 1024;
+
+/**
+ * Leases (docs/api.md "Leases"): how many one cluster holds, how many keys one lease carries, the
+ * longest TTL, and the largest lease id (ids are positive safe integers). The shortest TTL depends on
+ * the election timeout: see leaseTtlSecondsMin.
+ */
+export const LEASES_MAX = 10_000;
+export const LEASE_KEYS_MAX = 10_000;
+export const LEASE_TTL_SECONDS_MAX = 86_400;
+export const LEASE_ID_MAX = Number.MAX_SAFE_INTEGER;
+/** The shortest TTL as a multiple of the longest election timeout: a new leader must have time to take over. */
+export const LEASE_TTL_ELECTION_TIMEOUTS_MIN = 1.5;
+
+/**
+ * The shortest TTL a lease may have on a cluster whose longest election timeout is
+ * `electionTimeoutMaxMs`: 1.5 election timeouts, rounded up to whole seconds (at least 1).
+ */
+export function leaseTtlSecondsMin(electionTimeoutMaxMs: number): number {
+  return Math.max(1, Math.ceil((LEASE_TTL_ELECTION_TIMEOUTS_MIN * electionTimeoutMaxMs) / 1000));
+}
+
+/**
+ * Watch (docs/api.md "Watch"): open watchers per node; revisions a watcher may lag behind the node's
+ * applied index before it is canceled (its events wait in the node's history, not in a copy per
+ * watcher); the history every node keeps of recent changes, in revisions and in key and value bytes.
+ */
+export const WATCHERS_MAX = 1_000;
+export const WATCH_BUFFER_EVENTS_MAX = 10_000;
+export const WATCH_HISTORY_REVISIONS_MAX = 100_000;
+export const WATCH_HISTORY_BYTES_MAX = 64 * 1024 * 1024;
+/** Progress events: default interval and bounds of `progress_interval_ms` (0: none). */
+export const WATCH_PROGRESS_INTERVAL_MS_DEFAULT = 5_000;
+export const WATCH_PROGRESS_INTERVAL_MS_MIN = 100;
+export const WATCH_PROGRESS_INTERVAL_MS_MAX = 600_000;

@@ -1,6 +1,7 @@
 import type { CurrentRecord } from '../api/errors.ts';
 import type { ClientSession, WriteCommand } from '../api/types.ts';
 import type { PeerEvent } from './address-book.ts';
+import type { ApplyOutcome } from './kv-state-machine.ts';
 import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta } from '../raft/types.ts';
 
 /** One piece of a snapshot streamed from the leader (data bounded by the chunk size). */
@@ -127,4 +128,15 @@ export interface RaftNodeObserver {
   snapshotInstalled?(nodeId: number, snapshot: Snapshot): void;
   applied?(nodeId: number, entry: Entry): void;
   readServed?(nodeId: number, readIndex: number, appliedIndex: number): void;
+}
+
+/**
+ * Told of every entry the state machine applies, in index order, after its batch is stored (the
+ * watch history and the lessor listen). `outcome` is null for a blank or configuration entry (a
+ * revision with no change). `restored`: the state machine was replaced by a snapshot at `index`
+ * (what lies between the last applied entry and it was never seen one by one).
+ */
+export interface ApplyListener {
+  applied(index: number, outcome: ApplyOutcome | null): void;
+  restored(index: number): void;
 }

@@ -1,6 +1,6 @@
 import { Packr } from 'msgpackr';
 import { SCAN_PAGE_BYTES_MAX, utf8Length } from '../api/limits.ts';
-import type { Compare, CompareTarget, TxnOp, WriteCommand } from '../api/types.ts';
+import type { Compare, CompareTarget, LogCommand, TxnOp, WriteCommand } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
 import { TXN_COMPARES_MAX, TXN_OPS_MAX, TXN_RESULT_BYTES_MAX, TXN_SCAN_LIMIT_MAX } from '../base/limits.ts';
 import type { MembershipConfig } from '../raft/types.ts';
@@ -56,6 +56,43 @@ export interface ApplyOutcome {
   readonly sessionExpired?: true;
   /** Stored in a session table only: the results exceeded SESSION_RESULT_BYTES_MAX and were dropped. */
   readonly resultsDiscarded?: true;
+  /**
+   * Every key the entry changed, in the order it changed them: what watchers see of this revision.
+   * Absent or empty: nothing changed. Never kept in a session table (a duplicate changes nothing).
+   */
+  readonly changes?: readonly KvChange[];
+  /** A LeaseGrant that took effect: the lease it made. */
+  readonly lease?: { readonly id: number; readonly ttlSeconds: number };
+  /** A LeaseRevoke that took effect (by request or expiry): the lease and how many keys went with it. */
+  readonly revoked?: { readonly id: number; readonly keys: number };
+  /** A lease command, or a Set naming a lease, that was refused at apply: nothing was written. */
+  readonly leaseRefusal?: LeaseRefusal;
+}
+
+/** One key's change in an entry: the record after it (null: deleted) and before it (null: absent). */
+export interface KvChange {
+  readonly key: string;
+  readonly record: KvRecord | null;
+  readonly prev: KvRecord | null;
+}
+
+/**
+ * Why a lease command or a Set with a lease did nothing: the lease does not exist (never granted,
+ * revoked, or expired), a grant named an id in use, the cluster or the lease is full, or an expiry
+ * revoke was proposed in another term than its entry's (a deposed leader's: ignored).
+ */
+export interface LeaseRefusal {
+  readonly kind: 'not_found' | 'exists' | 'too_many_leases' | 'too_many_keys' | 'stale_expiry';
+  readonly leaseId: number;
+}
+
+/** A lease as the state machine holds it (its deadline lives only in the leader's Lessor). */
+export interface LeaseRecord {
+  readonly ttlSeconds: number;
+  /** The index of the entry that granted it. */
+  readonly grantedIndex: number;
+  /** Keys attached to it now (at most LEASE_KEYS_MAX). */
+  readonly keyCount: number;
 }
 
 /** The replicated state machine: a deterministic function of the applied log prefix. */
@@ -63,9 +100,16 @@ export interface StateMachine {
   readonly appliedIndex: number;
   /**
    * Apply a command entry; with a client session, a retried sequence is answered from the session
-   * table instead (see session-apply.ts). `proposedAtMs` is the leader's proposal time (log time).
+   * table instead (see session-apply.ts). `proposedAtMs` is the leader's proposal time (log time);
+   * `term` is the term the entry was appended in (an expiry revoke counts only in its own term).
    */
-  apply(index: number, command: WriteCommand, session?: Session | null, proposedAtMs?: number): ApplyOutcome;
+  apply(
+    index: number,
+    command: LogCommand,
+    session?: Session | null,
+    proposedAtMs?: number,
+    term?: number,
+  ): ApplyOutcome;
   /**
    * Blank and configuration entries advance the applied index without touching data; a
    * configuration is recorded as the membership in effect at `index`.

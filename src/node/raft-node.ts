@@ -12,6 +12,7 @@ import { encodeProposal } from './codec.ts';
 import type { Session } from './sessions.ts';
 import { asStorageError, toAspenError } from './errors.ts';
 import type {
+  ApplyListener,
   Clock,
   LogStore,
   PersistBatch,
@@ -89,6 +90,8 @@ export interface RaftNodeOptions {
    * Called once. Without it the error is thrown (the process dies loudly, as on a broken invariant).
    */
   readonly onFatal?: (error: StorageError) => void;
+  /** Told of every applied entry and every snapshot installed (the watch history). */
+  readonly applyListener?: ApplyListener;
 }
 
 /**
@@ -140,6 +143,7 @@ export class RaftNode {
     );
     if (latest !== null && options.stateMachine.appliedIndex < latest.meta.index) {
       options.stateMachine.restore(latest.data, latest.meta.index, latest.meta.config);
+      options.applyListener?.restored(latest.meta.index);
       options.observer?.snapshotInstalled?.(this.id, latest);
     }
     this.core = new RaftCore(

@@ -4,7 +4,14 @@ import type { ReadyExecutor } from '../raft/ready-loop.ts';
 import type { Entry, Message, NodeId, PersistedState, Ready } from '../raft/types.ts';
 import { StorageError } from './errors.ts';
 import { decodeProposal } from './codec.ts';
-import type { LogStore, PersistBatch, RaftNodeObserver, Snapshot, Transport } from './interfaces.ts';
+import type {
+  ApplyListener,
+  LogStore,
+  PersistBatch,
+  RaftNodeObserver,
+  Snapshot,
+  Transport,
+} from './interfaces.ts';
 import type { ApplyOutcome, StateMachine } from './kv-state-machine.ts';
 import type { RequestTracker } from './request-tracker.ts';
 import type { SnapshotManager } from './snapshot-manager.ts';
@@ -17,6 +24,7 @@ export interface ExecutorHost {
     readonly transport: Transport;
     readonly stateMachine: StateMachine;
     readonly observer?: RaftNodeObserver | undefined;
+    readonly applyListener?: ApplyListener | undefined;
   };
   readonly snapshots: SnapshotManager;
   readonly requests: RequestTracker;
@@ -97,6 +105,7 @@ export class NodeReadyExecutor implements ReadyExecutor {
       return false;
     }
     this.host.snapshots.installed(snapshot);
+    this.host.options.applyListener?.restored(snapshot.meta.index);
     this.host.options.observer?.snapshotInstalled?.(this.host.id, snapshot);
     this.host.requests.failCoveredBy(snapshot.meta.index);
     return true;
@@ -130,6 +139,7 @@ export class NodeReadyExecutor implements ReadyExecutor {
     for (const [position, entry] of entries.entries()) {
       const outcome = outcomes[position];
       if (outcome === undefined) continue;
+      this.host.options.applyListener?.applied(entry.index, outcome);
       this.host.options.observer?.applied?.(this.host.id, entry);
       this.host.requests.applied(entry, outcome, leaderId);
     }
@@ -146,7 +156,7 @@ export class NodeReadyExecutor implements ReadyExecutor {
         }
         if (entry.kind === 'command') {
           const { command, session, proposedAtMs } = decodeProposal(entry.data);
-          outcomes.push(machine.apply(entry.index, command, session, proposedAtMs));
+          outcomes.push(machine.apply(entry.index, command, session, proposedAtMs, entry.term));
         } else {
           machine.applyNoop(entry.index, entry.kind === 'config' ? entry.config : undefined);
           outcomes.push(null);
