@@ -1,8 +1,15 @@
 import { AspenError, type CurrentRecord } from '../api/errors.ts';
-import type { KeyValue, TxnOpResult, WriteCommand, WriteResult } from '../api/types.ts';
+import type {
+  KeyValue,
+  LeaseGrantResult,
+  LeaseRevokeResult,
+  TxnOpResult,
+  WriteCommand,
+  WriteResult,
+} from '../api/types.ts';
 import { assert, AssertionError } from '../base/assert.ts';
-import { TXN_RESULT_BYTES_MAX } from '../base/limits.ts';
-import type { KvRecord, TxnOpOutcome } from './kv-state-machine.ts';
+import { LEASE_KEYS_MAX, LEASES_MAX, TXN_RESULT_BYTES_MAX } from '../base/limits.ts';
+import type { KvRecord, LeaseRefusal, TxnOpOutcome } from './kv-state-machine.ts';
 import type { WriteApplied } from './raft-node.ts';
 
 /** How applied writes and stored records are shown through the API (the control client's answers). */
@@ -81,6 +88,8 @@ export function writeResult(command: WriteCommand, applied: WriteApplied): Write
   const index = appliedRevision(applied);
   const { outcome } = applied;
   const base = { command, log_index: index, revision: index };
+  // A Set naming a lease that is gone or full: nothing was written (in a Transaction, its branch).
+  if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
   if ('Transaction' in command) {
     if (outcome.resultsTooLarge === true) {
       throw new AspenError(
@@ -99,4 +108,42 @@ export function writeResult(command: WriteCommand, applied: WriteApplied): Write
   else throw new AssertionError(`only a compare can fail: ${Object.keys(command).join()}`);
   assert(outcome.current !== undefined, 'a failed compare tells what it found');
   throw AspenError.compareFailed(key, currentRecord(outcome.current));
+}
+
+/** A lease command refused at apply, as the API's error (nothing was written). */
+export function leaseRefusalError(refusal: LeaseRefusal): AspenError {
+  const id = refusal.leaseId;
+  switch (refusal.kind) {
+    case 'not_found':
+      return new AspenError('LEASE_NOT_FOUND', `lease ${id} not found (never granted, revoked, or expired)`);
+    case 'exists':
+      return new AspenError('LEASE_EXISTS', `lease ${id} already exists: choose another id, or none`);
+    case 'too_many_leases':
+      return new AspenError(
+        'TOO_MANY_LEASES',
+        `the cluster holds ${LEASES_MAX} leases, its limit: revoke some, or let them expire`,
+      );
+    case 'too_many_keys':
+      return new AspenError('TOO_MANY_LEASE_KEYS', `lease ${id} already carries ${LEASE_KEYS_MAX} keys`);
+    case 'stale_expiry':
+      throw new AssertionError(`only the leader's expiry check proposes a stamped revoke (lease ${id})`);
+  }
+}
+
+/** What an applied LeaseGrant answers: the lease (its id chosen by the cluster when 0 was asked). */
+export function leaseGrantResult(applied: WriteApplied): LeaseGrantResult {
+  const index = appliedRevision(applied);
+  const { outcome } = applied;
+  if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
+  assert(outcome.lease !== undefined, 'a grant that was not refused made a lease');
+  return { lease_id: outcome.lease.id, ttl_seconds: outcome.lease.ttlSeconds, log_index: index };
+}
+
+/** What an applied LeaseRevoke answers (its keys were deleted by the same entry). */
+export function leaseRevokeResult(applied: WriteApplied): LeaseRevokeResult {
+  const index = appliedRevision(applied);
+  const { outcome } = applied;
+  if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
+  assert(outcome.revoked !== undefined, 'a revoke that was not refused revoked a lease');
+  return { lease_id: outcome.revoked.id, revoked: true, log_index: index };
 }
