@@ -122,8 +122,6 @@ export function writeResult(command: WriteCommand, applied: WriteApplied): Write
   const { outcome } = applied;
   if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
   const base = { command, log_index: index, revision: index };
-  // A Set naming a lease that is gone or full: nothing was written (in a Transaction, its branch).
-  if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
   if ('Transaction' in command) {
     if (outcome.resultsTooLarge === true) {
       throw new AspenError(
@@ -142,26 +140,6 @@ export function writeResult(command: WriteCommand, applied: WriteApplied): Write
   else throw new AssertionError(`only a compare can fail: ${Object.keys(command).join()}`);
   assert(outcome.current !== undefined, 'a failed compare tells what it found');
   throw AspenError.compareFailed(key, currentRecord(outcome.current));
-}
-
-/** A lease command refused at apply, as the API's error (nothing was written). */
-export function leaseRefusalError(refusal: LeaseRefusal): AspenError {
-  const id = refusal.leaseId;
-  switch (refusal.kind) {
-    case 'not_found':
-      return new AspenError('LEASE_NOT_FOUND', `lease ${id} not found (never granted, revoked, or expired)`);
-    case 'exists':
-      return new AspenError('LEASE_EXISTS', `lease ${id} already exists: choose another id, or none`);
-    case 'too_many_leases':
-      return new AspenError(
-        'TOO_MANY_LEASES',
-        `the cluster holds ${LEASES_MAX} leases, its limit: revoke some, or let them expire`,
-      );
-    case 'too_many_keys':
-      return new AspenError('TOO_MANY_LEASE_KEYS', `lease ${id} already carries ${LEASE_KEYS_MAX} keys`);
-    case 'stale_expiry':
-      throw new AssertionError(`only the leader's expiry check proposes a stamped revoke (lease ${id})`);
-  }
 }
 
 /** What an applied LeaseGrant answers: the lease (its id chosen by the cluster when 0 was asked). */
