@@ -1,7 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { LogCommand, TxnOp } from '../../src/api/types.ts';
 import { AssertionError } from '../../src/base/assert.ts';
 import { LEASE_KEYS_MAX, LEASE_TTL_SECONDS_MAX, LEASES_MAX, TXN_OPS_MAX } from '../../src/base/limits.ts';
@@ -12,34 +9,10 @@ import {
   type KvRecord,
   type StateMachine,
 } from '../../src/node/kv-state-machine.ts';
-import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
-import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
+import { LmdbMachines } from './state-machines.ts';
 
-const directories: string[] = [];
-const opened: LmdbStorage[] = [];
-afterEach(async () => {
-  for (const storage of opened.splice(0)) await storage.close();
-});
-afterAll(() => {
-  for (const directory of directories) rmSync(directory, { recursive: true, force: true });
-});
-
-function lmdbDir(): string {
-  const directory = mkdtempSync(join(tmpdir(), 'aspen-leases-'));
-  directories.push(directory);
-  return directory;
-}
-
-function lmdbMachine(directory = lmdbDir()): LmdbKvStateMachine {
-  const storage = LmdbStorage.open(directory);
-  opened.push(storage);
-  return new LmdbKvStateMachine(storage);
-}
-
-const machines: readonly [string, () => StateMachine][] = [
-  ['memory', () => new MemoryKvStateMachine()],
-  ['lmdb', () => lmdbMachine()],
-];
+const lmdb = new LmdbMachines('aspen-leases-');
+const machines = lmdb.kinds();
 
 const MEMBERS = { voters: [1], votersOutgoing: [], learners: [] };
 const hex = (data: Uint8Array): string => Buffer.from(data).toString('hex');
@@ -214,7 +187,7 @@ describe.each(machines)('leases in the %s state machine', (_name, make) => {
       [2, { ttlSeconds: 60, grantedIndex: 2, keyCount: 1 }],
       [5, { ttlSeconds: 30, grantedIndex: 1, keyCount: 2 }],
     ]);
-    for (const other of [new MemoryKvStateMachine(), lmdbMachine()]) {
+    for (const other of [new MemoryKvStateMachine(), lmdb.machine()]) {
       other.restore(data, 5, MEMBERS);
       expect(hex(other.snapshot())).toBe(hex(data));
       expect(leaseIndex(other)).toEqual(leaseIndex(machine));
@@ -299,23 +272,22 @@ describe('leases with client sessions', () => {
 
 describe('LMDB leases across a reopen', () => {
   it('keeps leases, key index and count', async () => {
-    const directory = lmdbDir();
+    const directory = lmdb.directory();
     const memory = new MemoryKvStateMachine();
-    let lmdb = lmdbMachine(directory);
+    let disk = lmdb.machine(directory);
     const both = (command: LogCommand): void => {
-      expect(run(lmdb, command)).toEqual(run(memory, command));
+      expect(run(disk, command)).toEqual(run(memory, command));
     };
     both(grant(0));
     both(grant(8));
     both(set('a', '1', 8));
     both(set('b', '2', 1));
-    const storage = opened.pop();
-    await storage?.close();
-    lmdb = lmdbMachine(directory);
-    expect(lmdb.leaseCount).toBe(2);
-    expect(leaseIndex(lmdb)).toEqual(leaseIndex(memory));
+    await lmdb.closeLast();
+    disk = lmdb.machine(directory);
+    expect(disk.leaseCount).toBe(2);
+    expect(leaseIndex(disk)).toEqual(leaseIndex(memory));
     both(revoke(8));
     both(grant(0));
-    expect(hex(lmdb.snapshot())).toBe(hex(memory.snapshot()));
+    expect(hex(disk.snapshot())).toBe(hex(memory.snapshot()));
   });
 });

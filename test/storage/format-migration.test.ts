@@ -112,6 +112,19 @@ async function downgradeToFormat2(directory: string, clean: boolean): Promise<vo
   await env.close();
 }
 
+/** Turn a closed data dir into an older format whose snapshots lack `field` (which this format writes). */
+async function downgrade(directory: string, field: 'sessions' | 'leases', format: number): Promise<void> {
+  const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
+  const snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
+  const packr = new Packr({ useRecords: false, moreTypes: false });
+  const body = packr.unpack(snapshots.get('data') as Uint8Array) as Record<string, unknown>;
+  expect(body[field]).toBeDefined();
+  const older = Object.fromEntries(Object.entries(body).filter(([name]) => name !== field));
+  snapshots.putSync('data', packr.pack(older));
+  env.openDB<unknown, string>({ name: 'meta' }).putSync('format', format);
+  await env.close();
+}
+
 describe('storage format migration', () => {
   it.each([
     ['after a clean close (records rewritten in place)', true],
@@ -155,15 +168,7 @@ describe('storage format migration', () => {
   it('migrates a format-3 data dir (no session table): an empty table, then sessions that survive a reopen', async () => {
     const directory = dataDir();
     const before = await populated(directory);
-    const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
-    const snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
-    const packr = new Packr({ useRecords: false, moreTypes: false });
-    const format3 = packr.unpack(snapshots.get('data') as Uint8Array) as { sessions?: unknown };
-    expect(format3.sessions).toBeDefined();
-    delete format3.sessions;
-    snapshots.putSync('data', packr.pack(format3));
-    env.openDB<unknown, string>({ name: 'meta' }).putSync('format', STORAGE_FORMAT_WITHOUT_SESSIONS);
-    await env.close();
+    await downgrade(directory, 'sessions', STORAGE_FORMAT_WITHOUT_SESSIONS);
 
     const storage = LmdbStorage.open(directory);
     expect(storage.meta.get('format')).toBe(STORAGE_FORMAT_VERSION);
@@ -198,15 +203,7 @@ describe('storage format migration', () => {
   it('migrates a format-4 data dir (no leases): none, then leases that survive a reopen', async () => {
     const directory = dataDir();
     const before = await populated(directory);
-    const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
-    const snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
-    const packr = new Packr({ useRecords: false, moreTypes: false });
-    const format4 = packr.unpack(snapshots.get('data') as Uint8Array) as { leases?: unknown };
-    expect(format4.leases).toEqual([]);
-    delete format4.leases;
-    snapshots.putSync('data', packr.pack(format4));
-    env.openDB<unknown, string>({ name: 'meta' }).putSync('format', STORAGE_FORMAT_WITHOUT_LEASES);
-    await env.close();
+    await downgrade(directory, 'leases', STORAGE_FORMAT_WITHOUT_LEASES);
 
     const storage = LmdbStorage.open(directory);
     expect(storage.meta.get('format')).toBe(STORAGE_FORMAT_VERSION);
