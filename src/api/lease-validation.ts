@@ -1,6 +1,6 @@
-import { LEASE_ID_MAX, LEASE_TTL_SECONDS_MAX } from '../base/limits.ts';
+import { LEASE_TTL_SECONDS_MAX } from '../base/limits.ts';
 import { AspenError } from './errors.ts';
-import { checkedSession } from './limits.ts';
+import { checkedSession, checkLeaseId } from './limits.ts';
 import type { ClientSession } from './types.ts';
 
 /**
@@ -14,14 +14,11 @@ function fields(request: unknown): Record<string, unknown> {
     : {};
 }
 
-function isLeaseId(value: unknown): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= LEASE_ID_MAX;
-}
-
-/** A lease id naming an existing lease: a positive safe integer. */
+/** A lease id naming an existing lease: a positive safe integer. Throws INVALID_INPUT. */
 export function checkedLeaseId(value: unknown, what = 'lease_id'): number {
-  if (!isLeaseId(value)) throw new AspenError('INVALID_INPUT', `${what} must be a positive integer`);
-  return value;
+  const problem = checkLeaseId(value, what);
+  if (problem !== null) throw problem;
+  return value as number;
 }
 
 export interface CheckedLeaseGrant {
@@ -51,9 +48,8 @@ export function checkedLeaseGrant(request: unknown, ttlSecondsMin: number): Chec
         `(the minimum is 1.5 election timeouts of this cluster, the maximum one day)`,
     );
   }
-  const leaseId = body.lease_id ?? 0;
-  if (leaseId !== 0 && !isLeaseId(leaseId))
-    throw new AspenError('INVALID_INPUT', 'lease_id must be a positive integer (or 0 or absent: chosen)');
+  // 0 or absent: the cluster chooses the id.
+  const leaseId = body.lease_id === undefined || body.lease_id === 0 ? 0 : checkedLeaseId(body.lease_id);
   return { leaseId, ttlSeconds: ttl, session: checkedSession(body) };
 }
 

@@ -7,6 +7,7 @@ import {
   JSON_DEPTH_MAX,
   JSON_VALUES_MAX,
   KEY_BYTES_MAX,
+  LEASE_ID_MAX,
   SCAN_LIMIT_DEFAULT,
   SCAN_LIMIT_MAX,
   TXN_COMPARES_MAX,
@@ -80,6 +81,25 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/**
+ * A lease id as a request names one: a positive integer up to LEASE_ID_MAX (0 is no id: a Set
+ * without a lease leaves `lease_id` out).
+ */
+export function checkLeaseId(value: unknown, what = 'lease_id'): AspenError | null {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= LEASE_ID_MAX)
+    return null;
+  return new AspenError('INVALID_INPUT', `${what} must be an integer in [1, ${LEASE_ID_MAX}]`);
+}
+
+/** A Set's key, value and optional lease; `path` names the Set in messages ('' for a command's). */
+function checkSet(body: Record<string, unknown>, path: string): AspenError | null {
+  return (
+    checkKey(body.key, `${path}key`) ??
+    checkValue(body.value, `${path}value`) ??
+    (body.lease_id === undefined ? null : checkLeaseId(body.lease_id, `${path}lease_id`))
+  );
+}
+
 /** The fields each command takes, exactly: anything else is refused, never carried into the log. */
 const COMMAND_FIELDS = {
   Set: ['key', 'value', 'lease_id'],
@@ -99,9 +119,8 @@ const TXN_OP_FIELDS = {
   Get: ['key'],
   Scan: ['prefix', 'limit'],
 } as const satisfies Record<string, readonly string[]>;
-const TXN_OP_OPTIONAL: readonly string[] = ['limit', 'lease_id'];
-/** A Set's `lease_id` is optional (absent: the key is on no lease). */
-const SET_OPTIONAL: readonly string[] = ['lease_id'];
+/** The optional fields of commands and ops (all others are required). */
+const OPTIONAL_FIELDS: readonly string[] = ['limit', 'lease_id'];
 
 const COMPARE_TARGETS: readonly string[] = [
   'value',
@@ -168,11 +187,11 @@ export function validateWriteCommand(command: unknown): AspenError | null {
   const [kind, body] = variant;
   assert(isCommandKind(kind), 'singleVariant returns a listed kind');
   if (!isRecord(body)) return new AspenError('INVALID_INPUT', `${kind} must be an object`);
-  const shape = checkFields(body, kind, COMMAND_FIELDS[kind], kind === 'Set' ? SET_OPTIONAL : []);
+  const shape = checkFields(body, kind, COMMAND_FIELDS[kind], OPTIONAL_FIELDS);
   if (shape !== null) return shape;
   switch (kind) {
     case 'Set':
-      return checkKey(body.key) ?? checkValue(body.value) ?? checkSetLease(body.lease_id, 'Set.lease_id');
+      return checkSet(body, '');
     case 'Delete':
       return checkKey(body.key);
     case 'SetMulti':
@@ -264,15 +283,9 @@ function checkTxnOp(op: unknown, what: string): AspenError | null {
   const opWhat = `${what}.${kind}`;
   if (!isRecord(body)) return new AspenError('INVALID_INPUT', `${opWhat} must be an object`);
   const fields: readonly string[] = TXN_OP_FIELDS[kind as keyof typeof TXN_OP_FIELDS];
-  const optional = kind === 'Scan' ? TXN_OP_OPTIONAL : kind === 'Set' ? SET_OPTIONAL : [];
-  const shape = checkFields(body, opWhat, fields, optional);
+  const shape = checkFields(body, opWhat, fields, OPTIONAL_FIELDS);
   if (shape !== null) return shape;
-  if (kind === 'Set')
-    return (
-      checkKey(body.key, `${opWhat}.key`) ??
-      checkValue(body.value, `${opWhat}.value`) ??
-      checkSetLease(body.lease_id, `${opWhat}.lease_id`)
-    );
+  if (kind === 'Set') return checkSet(body, `${opWhat}.`);
   if (kind !== 'Scan') return checkKey(body.key, `${opWhat}.key`);
   const { prefix, limit } = body;
   if (typeof prefix !== 'string') return new AspenError('INVALID_INPUT', `${opWhat}.prefix must be a string`);
@@ -287,13 +300,6 @@ function checkTxnOp(op: unknown, what: string): AspenError | null {
       `${opWhat}.limit must be an integer in [1, ${TXN_SCAN_LIMIT_MAX}]`,
     );
   return null;
-}
-
-/** A Set's lease: absent, or the positive integer id of a lease (whether it exists is checked at apply). */
-function checkSetLease(leaseId: unknown, what: string): AspenError | null {
-  if (leaseId === undefined) return null;
-  if (typeof leaseId === 'number' && Number.isSafeInteger(leaseId) && leaseId >= 1) return null;
-  return new AspenError('INVALID_INPUT', `${what} must be a positive integer (the id of a granted lease)`);
 }
 
 /** The key a checked op writes (Set, Delete), or null for a read. */

@@ -1,9 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Compare, CompareOp, CompareTarget, TxnOp, WriteCommand } from '../../src/api/types.ts';
 import { AssertionError } from '../../src/base/assert.ts';
 import { SCAN_PAGE_BYTES_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../src/base/limits.ts';
@@ -17,30 +14,11 @@ import {
   type KvRecord,
   type StateMachine,
 } from '../../src/node/kv-state-machine.ts';
-import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
-import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
+import { LmdbMachines } from './state-machines.ts';
 
-const directories: string[] = [];
-const open: LmdbStorage[] = [];
-afterEach(async () => {
-  for (const storage of open.splice(0)) await storage.close();
-});
-afterAll(() => {
-  for (const directory of directories) rmSync(directory, { recursive: true, force: true });
-});
-
-function lmdbMachine(): StateMachine {
-  const directory = mkdtempSync(join(tmpdir(), 'aspen-sm-'));
-  directories.push(directory);
-  const storage = LmdbStorage.open(directory);
-  open.push(storage);
-  return new LmdbKvStateMachine(storage);
-}
-
-const machines: readonly [string, () => StateMachine][] = [
-  ['memory', () => new MemoryKvStateMachine()],
-  ['lmdb', lmdbMachine],
-];
+const lmdb = new LmdbMachines('aspen-sm-');
+const lmdbMachine = (): StateMachine => lmdb.machine();
+const machines = lmdb.kinds();
 
 /** Applies commands at the next indexes; returns the last outcome. */
 function run(machine: StateMachine, ...commands: WriteCommand[]): ApplyOutcome {
