@@ -148,6 +148,18 @@ describe('the lease routes', () => {
       ['info with a repeated id', 'GET', '/lease/info?lease_id=7&lease_id=8', undefined],
       ['info with an unknown parameter', 'GET', '/lease/info?lease_id=7&prefix=a', undefined],
       ['list with a parameter', 'GET', '/leases?limit=5', undefined],
+      [
+        'a lease command through /write',
+        'POST',
+        '/write',
+        { command: { LeaseGrant: { lease_id: 0, ttl_seconds: 10 } } },
+      ],
+      [
+        'a revoke through /write',
+        'POST',
+        '/write',
+        { command: { LeaseRevoke: { lease_id: 7, expired_in_term: 1 } } },
+      ],
     ];
     for (const [name, method, url, payload] of cases) {
       const answer = method === 'GET' ? await get(app, url) : await post(app, url, payload);

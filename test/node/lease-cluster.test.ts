@@ -115,6 +115,9 @@ describe('leases on a three-node cluster (virtual time)', () => {
     expect((await refusal(cluster, client.info({ lease_id: 1, keys: 'yes' } as never))).code).toBe(
       'INVALID_INPUT',
     );
+    // Lease commands are made by the lease calls and the expiry check only, never taken from /write.
+    const forged = client.write({ command: { LeaseRevoke: { lease_id: 1, expired_in_term: 1 } } } as never);
+    expect((await refusal(cluster, forged)).code).toBe('INVALID_INPUT');
   });
 
   it('keepalives keep a key past its TTL; once they stop, the key goes within TTL + the bound', async () => {
