@@ -32,9 +32,12 @@ export interface LeaseKeeperHost {
   readonly id: NodeId;
   readonly clock: Clock;
   readonly stateMachine: StateMachine;
-  /** The term in which this node leads with an entry of that term applied; null otherwise. */
-  authorityTerm(): number | null;
-  knownLeader(): NodeId;
+  /** The node's core, read for its role and log terms only. */
+  readonly core: {
+    readonly knownLeader: NodeId;
+    readonly log: { lastTerm(): number; term(index: number): number | null };
+  };
+  isStopped(): boolean;
   /** Propose a command through the log, like a client write. */
   propose(command: LogCommand, callback: Callback<WriteApplied>): void;
   /** A ReadIndex barrier: confirms leadership and waits until the state machine caught up. */
@@ -89,9 +92,21 @@ export class LeaseKeeper implements ApplyListener {
     this.downstream?.restored(index);
   }
 
+  /**
+   * Leases are the business of a leader with authority: one whose state machine applied an entry
+   * of its term (its blank entry, so every grant and revoke before it). A leader's last entry is
+   * always of its current term. Null: no authority.
+   */
+  private authorityTerm(): number | null {
+    const { core } = this.host;
+    if (this.host.isStopped() || core.knownLeader !== this.host.id) return null;
+    const term = core.log.lastTerm();
+    return core.log.term(this.host.stateMachine.appliedIndex) === term ? term : null;
+  }
+
   /** Gain or lose authority as the node's role and applied index now say. */
   refresh(): void {
-    const term = this.host.authorityTerm();
+    const term = this.authorityTerm();
     if (term === this.lessor.term) return;
     if (this.lessor.term !== null) this.lessor.stop();
     if (term === null) return;
@@ -162,7 +177,7 @@ export class LeaseKeeper implements ApplyListener {
    * `serve` throws an AspenError to refuse.
    */
   private withAuthority<T>(callback: Callback<T>, serve: () => T): void {
-    if (this.host.knownLeader() !== this.host.id) {
+    if (this.host.core.knownLeader !== this.host.id) {
       callback({ ok: false, error: this.notLeader() });
       return;
     }
@@ -189,7 +204,7 @@ export class LeaseKeeper implements ApplyListener {
   }
 
   private notLeader(): AspenError {
-    const leaderId = this.host.knownLeader();
+    const leaderId = this.host.core.knownLeader;
     if (leaderId === this.host.id)
       return new AspenError('NOT_LEADER', `node ${leaderId} lost its leadership before it could answer`);
     return toAspenError({ code: 'not_leader', leaderId });
