@@ -133,14 +133,15 @@ export class LeaseKeeper implements ApplyListener {
   }
 
   /**
-   * Renew a lease: received now (t0), leadership confirmed by a ReadIndex barrier, then the deadline
-   * moves to t0 + TTL. LEASE_NOT_FOUND when the lease is absent, expired, or its revoke in flight.
+   * Renew a lease once a ReadIndex barrier confirmed this node's leadership: the deadline moves to
+   * TTL after the moment the renewal is answered (never earlier than TTL after its receipt, and no
+   * earlier than the client can learn of it). LEASE_NOT_FOUND when the lease is absent, its
+   * deadline passed, or its expiry revoke is in flight.
    */
   keepAlive(leaseId: number, callback: Callback<LeaseKeepAliveResult>): void {
-    const receivedAtMs = this.host.clock.nowMs();
     this.withAuthority(callback, () => {
       if (this.host.stateMachine.lease(leaseId) === undefined) throw leaseNotFound(leaseId);
-      const ttl = this.lessor.renew(leaseId, receivedAtMs, this.host.clock.nowMs());
+      const ttl = this.lessor.renew(leaseId, this.host.clock.nowMs());
       if (ttl === null) throw leaseNotFound(leaseId);
       return { lease_id: leaseId, ttl_seconds: ttl };
     });
