@@ -9,6 +9,7 @@ import {
   type KvRecord,
   type StateMachine,
 } from '../../src/node/kv-state-machine.ts';
+import { keyValue, leaseRefusalError } from '../../src/node/write-results.ts';
 import { LmdbMachines } from './state-machines.ts';
 
 const lmdb = new LmdbMachines('aspen-leases-');
@@ -289,5 +290,31 @@ describe('LMDB leases across a reopen', () => {
     both(revoke(8));
     both(grant(0));
     expect(hex(disk.snapshot())).toBe(hex(memory.snapshot()));
+  });
+});
+
+describe('lease refusals as API errors', () => {
+  it('map each refusal to its code, definite', () => {
+    const codes = (['not_found', 'exists', 'too_many_leases', 'too_many_keys', 'stale_expiry'] as const).map(
+      (kind) => {
+        const error = leaseRefusalError({ kind, leaseId: 7 });
+        return [kind, error.code, error.definite];
+      },
+    );
+    expect(codes).toEqual([
+      ['not_found', 'LEASE_NOT_FOUND', true],
+      ['exists', 'LEASE_EXISTS', true],
+      ['too_many_leases', 'TOO_MANY_LEASES', true],
+      ['too_many_keys', 'TOO_MANY_LEASE_KEYS', true],
+      ['stale_expiry', 'NOT_LEADER', true],
+    ]);
+    expect(leaseRefusalError({ kind: 'not_found', leaseId: 7 }).message).toBe(
+      'lease 7 not found (expired or revoked?)',
+    );
+  });
+
+  it('show a record lease id in KeyValue', () => {
+    const record = { value: 'v', createIndex: 1, modIndex: 2, version: 2, leaseId: 9 };
+    expect(keyValue('k', record).lease_id).toBe(9);
   });
 });
