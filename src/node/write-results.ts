@@ -7,7 +7,7 @@ import type { WriteApplied } from './raft-node.ts';
 
 /** How applied writes and stored records are shown through the API (the control client's answers). */
 
-/** A stored record as the API shows it. `lease_id` is 0 until leases exist (issue 15). */
+/** A stored record as the API shows it. */
 export function keyValue(key: string, record: KvRecord): KeyValue {
   return {
     key,
@@ -15,7 +15,7 @@ export function keyValue(key: string, record: KvRecord): KeyValue {
     create_index: record.createIndex,
     mod_index: record.modIndex,
     version: record.version,
-    lease_id: 0,
+    lease_id: record.leaseId,
   };
 }
 
