@@ -1,5 +1,5 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
+import type { ClusterController, KeyValueStore, WatchService } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import { evaluateHealth, type HealthReport } from '../api/health.ts';
 import type { RaftMetrics } from '../api/types.ts';
@@ -15,6 +15,7 @@ import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError, type HttpLog } fr
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { PrometheusMetrics } from './prometheus.ts';
+import { addWatchRoute } from './watch-route.ts';
 
 export interface NodeIdentity {
   readonly nodeId: number;
@@ -80,6 +81,8 @@ export interface HttpServerOptions {
   readonly connectionLimits?: ConnectionLimits;
   /** The node's health (GET /health); without it, health is read from the metrics alone. */
   readonly health?: () => HealthReport;
+  /** The node's watch source (GET /watch); without it the route does not exist. */
+  readonly watch?: WatchService;
 }
 
 /** A node id in a body: a positive safe integer (a larger JSON number would silently round). */
@@ -149,6 +152,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   addMembershipRoutes(app, options);
   addKeyValueRoutes(app, options.store);
   addNodeRoutes(app, options, metrics);
+  if (options.watch !== undefined) addWatchRoute(app, options.watch);
   return app;
 }
 

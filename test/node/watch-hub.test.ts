@@ -4,9 +4,9 @@ import type { WatchSink } from '../../src/api/contracts.ts';
 import { AspenError } from '../../src/api/errors.ts';
 import type { WatchEvent, WatchRequest } from '../../src/api/types.ts';
 import { KEY_BYTES_MAX, WATCH_PROGRESS_INTERVAL_MS_DEFAULT } from '../../src/base/limits.ts';
-import type { ApplyOutcome, KvChange, KvRecord } from '../../src/node/kv-state-machine.ts';
 import { WatchHub, type WatchBounds } from '../../src/node/watch-hub.ts';
 import { ManualClock } from '../support/manual-clock.ts';
+import { del, outcome, put, record } from '../support/watch-changes.ts';
 
 type Seen =
   | { kind: 'events'; revision: number; events: readonly WatchEvent[] }
@@ -39,26 +39,6 @@ class RecordingSink implements WatchSink {
     return this.seen.flatMap((item) => (item.kind === 'events' ? item.events.map((event) => event.key) : []));
   }
 }
-
-const record = (value: string, index: number, version = 1): KvRecord => ({
-  value,
-  createIndex: index,
-  modIndex: index,
-  version,
-  leaseId: 0,
-});
-const put = (key: string, value: string, index: number, prev: KvRecord | null = null): KvChange => ({
-  key,
-  record: record(value, index),
-  prev,
-});
-const del = (key: string, prev: KvRecord | null): KvChange => ({ key, record: null, prev });
-const outcome = (index: number, changes: readonly KvChange[]): ApplyOutcome => ({
-  index,
-  deleted: [],
-  succeeded: true,
-  changes,
-});
 
 function hub(appliedIndex = 0, bounds: Partial<WatchBounds> = {}) {
   const clock = new ManualClock();
