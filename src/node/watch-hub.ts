@@ -71,6 +71,11 @@ interface Watcher {
   lastSentMs: number;
   cancelTimer: (() => void) | null;
   closed: boolean;
+  /**
+   * Opened without a start revision: the first turn tells it where it starts (a progress at the
+   * applied index, unless events came first), so that it can resume without a gap from the start.
+   */
+  announce: boolean;
 }
 
 /** Why a delivery turn stopped. */
@@ -91,7 +96,9 @@ type TurnEnd = 'caught-up' | 'blocked' | 'budget' | 'closed';
  * Cancels: a watcher whose sink is not ready and that lags more than lagRevisionsMax revisions behind
  * the applied index ('slow consumer'), one whose cursor falls out of the history, and on a snapshot
  * restore every watcher whose cursor is at or before the snapshot ('compacted'). `open` never calls
- * the sink before it returns: the first delivery runs in a later turn.
+ * the sink before it returns: the first delivery runs in a later turn. A watcher opened without a
+ * start revision hears a progress at the applied index first (unless events come first), so its
+ * client knows where the stream starts and can resume from there without a gap.
  */
 export class WatchHub implements ApplyListener, WatchService {
   private readonly clock: Clock;
@@ -176,6 +183,7 @@ export class WatchHub implements ApplyListener, WatchService {
       lastSentMs: this.clock.nowMs(),
       cancelTimer: null,
       closed: false,
+      announce: request.start_revision === undefined,
     };
     this.nextWatcherId += 1;
     this.watchers.set(watcher.id, watcher);
@@ -241,7 +249,8 @@ export class WatchHub implements ApplyListener, WatchService {
       return;
     }
     const end = this.walk(watcher);
-    if (end === 'budget') {
+    if (end === 'caught-up' && watcher.announce && watcher.sink.ready()) this.sendProgress(watcher);
+    else if (end === 'budget') {
       this.unfinished.add(watcher);
       this.scheduleTurn();
     } else if (end === 'blocked') {
@@ -264,6 +273,7 @@ export class WatchHub implements ApplyListener, WatchService {
       if (events.length > 0) {
         if (!watcher.sink.ready()) return 'blocked';
         watcher.lastSentMs = this.clock.nowMs();
+        watcher.announce = false;
         watcher.cursor = entry.revision + 1;
         watcher.sink.events(entry.revision, events);
         if (watcher.closed) return 'closed';
@@ -332,14 +342,21 @@ export class WatchHub implements ApplyListener, WatchService {
       this.deliver(watcher);
       if (isClosed(watcher)) return;
       if (watcher.cursor === this.lastApplied + 1 && watcher.sink.ready()) {
-        watcher.lastSentMs = nowMs;
-        watcher.sink.progress(this.lastApplied);
+        this.sendProgress(watcher);
         if (isClosed(watcher)) return;
       } else {
         watcher.lastSentMs = nowMs; // try again a full interval later
       }
     }
     this.armProgress(watcher);
+  }
+
+  /** Only for a watcher that has passed on every revision up to the applied index. */
+  private sendProgress(watcher: Watcher): void {
+    assert(watcher.cursor === this.lastApplied + 1, 'progress only when nothing is pending');
+    watcher.lastSentMs = this.clock.nowMs();
+    watcher.announce = false;
+    watcher.sink.progress(this.lastApplied);
   }
 
   // ------------------------------------------------------------------ history and watchers

@@ -93,9 +93,10 @@ describe('GET /watch (Server-Sent Events)', () => {
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
     expect(response.headers.get('cache-control')).toBe('no-cache');
+    await stream.until((s) => s.text.includes('event: progress'));
     hub.applied(1, outcome(1, [put('a/1', 'x', 1), put('b', 'y', 1)]));
     hub.applied(2, outcome(2, [put('a/2', 'p', 2), put('a/3', 'q', 2)]));
-    await stream.until((s) => ids(s.text).length === 2);
+    await stream.until((s) => ids(s.text).length === 3);
     const event = (key: string, value: string, revision: number) =>
       JSON.stringify({
         type: 'put',
@@ -108,7 +109,8 @@ describe('GET /watch (Server-Sent Events)', () => {
         revision,
       });
     expect(stream.text).toBe(
-      `event: put\nid: 1\ndata: ${event('a/1', 'x', 1)}\n\n` +
+      `event: progress\nid: 0\ndata: {"revision":0}\n\n` +
+        `event: put\nid: 1\ndata: ${event('a/1', 'x', 1)}\n\n` +
         `event: put\ndata: ${event('a/2', 'p', 2)}\n\n` +
         `event: put\nid: 2\ndata: ${event('a/3', 'q', 2)}\n\n`,
     );

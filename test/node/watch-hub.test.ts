@@ -60,7 +60,7 @@ describe('WatchHub', () => {
     const { clock, hub: watch } = hub(10);
     watch.applied(11, outcome(11, [put('a', '1', 11)]));
     const sink = new RecordingSink();
-    watch.open({ prefix: 'a' }, sink);
+    watch.open({ prefix: 'a', start_revision: 12 }, sink);
     expect(sink.seen).toEqual([]); // never called inside open
     watch.applied(12, outcome(12, [put('a/1', 'x', 12), put('b', 'y', 12), put('a/2', 'z', 12)]));
     watch.applied(13, null);
@@ -117,6 +117,22 @@ describe('WatchHub', () => {
     expect(withPrev.seen[1]).toMatchObject({
       events: [{ prev: { key: 'k', value: 'v1', create_index: 1, mod_index: 1, version: 1, lease_id: 0 } }],
     });
+  });
+
+  it('without a start revision the first turn tells where the stream starts, even without progress', () => {
+    const { clock, hub: watch } = hub(7);
+    const quiet = new RecordingSink();
+    const busy = new RecordingSink();
+    watch.open({ prefix: 'a', progress_interval_ms: 0 }, quiet);
+    watch.open({ prefix: '' }, busy);
+    watch.applied(8, outcome(8, [put('b', '1', 8)])); // before the first turn
+    clock.advance(0);
+    expect(quiet.seen).toEqual([{ kind: 'progress', revision: 8 }]);
+    expect(busy.seen).toEqual([
+      { kind: 'events', revision: 8, events: [expect.objectContaining({ key: 'b' })] },
+    ]);
+    clock.advance(1_000);
+    expect(quiet.seen).toHaveLength(1);
   });
 
   it('a future start revision waits for it', () => {
@@ -192,8 +208,8 @@ describe('WatchHub', () => {
     const { clock, hub: watch } = hub(0, { lagRevisionsMax: 3 });
     const slow = new RecordingSink();
     const idle = new RecordingSink();
-    watch.open({ prefix: 'a' }, slow);
-    watch.open({ prefix: 'zzz' }, idle); // not ready either, but nothing of its is pending
+    watch.open({ prefix: 'a', start_revision: 1 }, slow);
+    watch.open({ prefix: 'zzz', start_revision: 1 }, idle); // not ready either, but nothing of its is pending
     clock.advance(0);
     slow.isReady = false;
     idle.isReady = false;
@@ -244,7 +260,7 @@ describe('WatchHub', () => {
     const caughtUp = new RecordingSink();
     const future = new RecordingSink();
     watch.applied(1, outcome(1, [put('a', '1', 1)]));
-    watch.open({ prefix: '' }, caughtUp);
+    watch.open({ prefix: '', start_revision: 2, progress_interval_ms: 0 }, caughtUp);
     watch.open({ prefix: '', start_revision: 50 }, future);
     clock.advance(0);
     watch.restored(10);
@@ -262,8 +278,10 @@ describe('WatchHub', () => {
   it('progress only when nothing is pending, never ahead of an unsent event', () => {
     const { clock, hub: watch } = hub();
     const sink = new RecordingSink();
-    watch.open({ prefix: 'a', progress_interval_ms: 100 }, sink);
-    clock.advance(100);
+    watch.open({ prefix: 'a', start_revision: 1, progress_interval_ms: 100 }, sink);
+    clock.advance(99);
+    expect(sink.seen).toEqual([]);
+    clock.advance(1);
     expect(sink.seen).toEqual([{ kind: 'progress', revision: 0 }]);
     watch.applied(1, outcome(1, [put('b', '1', 1)])); // not matching
     clock.advance(100);
@@ -286,9 +304,9 @@ describe('WatchHub', () => {
     const busy = new RecordingSink();
     const none = new RecordingSink();
     const byDefault = new RecordingSink();
-    watch.open({ prefix: '', progress_interval_ms: 100 }, busy);
-    watch.open({ prefix: '', progress_interval_ms: 0 }, none);
-    watch.open({ prefix: '' }, byDefault);
+    watch.open({ prefix: '', start_revision: 1, progress_interval_ms: 100 }, busy);
+    watch.open({ prefix: '', start_revision: 1, progress_interval_ms: 0 }, none);
+    watch.open({ prefix: '', start_revision: 1 }, byDefault);
     for (let index = 1; index <= 10; index += 1) {
       clock.advance(50);
       watch.applied(index, outcome(index, [put('k', 'v', index)]));
