@@ -154,26 +154,33 @@ function consume(message: SseMessage, position: Position, endpoint: string): Wat
   return { revision, events };
 }
 
-/** Open one stream: its answer, or the KvError its refusal or failure stands for. */
+/**
+ * Open one stream: its answer, or the KvError its refusal or failure stands for. `timeoutMs` bounds
+ * connecting and the answer's headers only (aborting `connection`); the stream itself has no end.
+ */
 async function connect(
   endpoint: string,
   path: string,
   timeoutMs: number,
   signal: AbortSignal,
+  connection: AbortController,
 ): Promise<Response> {
-  const connecting = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
+  const clock = { timedOut: false };
+  const timer = setTimeout(() => {
+    clock.timedOut = true;
+    connection.abort();
+  }, timeoutMs);
   let response: Response;
   try {
-    response = await fetch(new URL(path, endpoint), {
-      headers: { accept: 'text/event-stream' },
-      signal: connecting,
-    });
+    response = await fetch(new URL(path, endpoint), { headers: { accept: 'text/event-stream' }, signal });
   } catch (error) {
-    const code = isAborted(connecting) && !isAborted(signal) ? 'TIMEOUT' : 'CONNECTION';
-    throw new KvError(code, `watch: ${endpoint}: ${error instanceof Error ? error.message : String(error)}`, {
-      endpoint,
-      definite: true,
-    });
+    throw new KvError(
+      clock.timedOut ? 'TIMEOUT' : 'CONNECTION',
+      `watch: ${endpoint}: ${clock.timedOut ? `no answer in ${timeoutMs} ms` : error instanceof Error ? error.message : String(error)}`,
+      { endpoint, definite: true },
+    );
+  } finally {
+    clearTimeout(timer);
   }
   if (response.ok) return response;
   const text = await response.text().catch(() => '');
@@ -225,6 +232,15 @@ async function* streamUpdates(
   }
 }
 
+/** How a broken stream shows (undici's "terminated", an abort, a socket error), as opposed to a bug. */
+function isStreamFailure(error: unknown): boolean {
+  return (
+    error instanceof TypeError ||
+    error instanceof DOMException ||
+    (error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string')
+  );
+}
+
 /**
  * A watch that resumes by itself (DESIGN.md §12 "Watch"): it streams from one endpoint; when the
  * stream ends, is canceled, goes silent or the node is down, it reopens (on the next endpoint after
@@ -263,6 +279,7 @@ export async function* watchUpdates(
         watchPath(keyOrPrefix, options, position.next),
         target.timeoutMs,
         signal,
+        connection,
       );
       for await (const update of streamUpdates(response, position, endpoint, silentMs, connection)) {
         failures = 0;
@@ -272,7 +289,7 @@ export async function* watchUpdates(
     } catch (error) {
       if (isAborted(options.signal)) return;
       if (!(error instanceof KvError)) {
-        if (!isAborted(connection.signal) && !(error instanceof TypeError)) throw error;
+        if (!isAborted(connection.signal) && !isStreamFailure(error)) throw error;
         failure = new KvError('CONNECTION', `watch: the stream from ${endpoint} broke`, {
           endpoint,
           definite: true,

@@ -7,9 +7,10 @@ import { buildHttpServer } from '../../src/http/server.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
 import { WatchHub } from '../../src/node/watch-hub.ts';
 import { unusedController, unusedStore } from '../support/unused-services.ts';
+import { realNode } from './real-node.ts';
 import { outcome, put } from '../support/watch-changes.ts';
 
-const cleanups: (() => unknown)[] = [];
+const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
@@ -140,7 +141,7 @@ describe('KvClient.watch against a scripted server', () => {
       asked.push(new URL(request.url ?? '/', 'http://x').searchParams.get('start_revision'));
       const answer = answers.shift();
       if (answer === undefined) {
-        response.writeHead(200, { 'content-type': 'text/event-stream' });
+        response.writeHead(200, { 'content-type': 'text/event-stream' }).flushHeaders();
         return; // stays open
       }
       answer(response);
@@ -148,9 +149,11 @@ describe('KvClient.watch against a scripted server', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     cleanups.push(
       () =>
-        new Promise((resolve) => {
+        new Promise<void>((resolve) => {
           server.closeAllConnections();
-          server.close(resolve);
+          server.close(() => {
+            resolve();
+          });
         }),
     );
     return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, asked };
@@ -186,6 +189,19 @@ describe('KvClient.watch against a scripted server', () => {
     expect(watch.failure).toBeNull();
   });
 
+  it('the call timeout bounds the answer only, never a quiet stream', async () => {
+    const server = await scripted([]);
+    const kv = new KvClient({ endpoints: [server.url], timeoutMs: 100, retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('k', { startRevision: 1, progressIntervalMs: 0, signal: abort.signal }));
+    await new Promise((resolveWait) => setTimeout(resolveWait, 400));
+    expect(server.asked).toEqual(['1']);
+    expect(watch.done).toBe(false);
+    abort.abort();
+    await watch.running;
+    expect(watch.failure).toBeNull();
+  });
+
   it('a malformed stream is a BAD_RESPONSE', async () => {
     const server = await scripted([sse('event: put\nid: 3\ndata: {"revision": 4}\n\n')]);
     const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
@@ -207,5 +223,46 @@ describe('SseParser', () => {
   it('bounds one event', () => {
     const parser = new SseParser();
     expect(() => parser.push(`data: ${'x'.repeat(5 * 1024 * 1024)}`)).toThrow(KvError);
+  });
+});
+
+describe('KvClient.watch on a real node (needs the state machine to report changes)', () => {
+  it('sees puts and deletes of a prefix, grouped by revision, and resumes from a start revision', async () => {
+    const endpoint = await realNode(cleanups);
+    const kv = new KvClient({ endpoints: [endpoint] });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('job/', { prefix: true, signal: abort.signal, prevKv: true }));
+    await watch.until(() => watch.seen.length === 1); // where it starts
+    const first = await kv.put('job/1', 'a');
+    await kv.put('other', 'b');
+    const multi = await kv.write({
+      SetMulti: {
+        pairs: [
+          ['job/2', 'c'],
+          ['job/1', 'd'],
+        ],
+      },
+    });
+    const deleted = await kv.delete('job/2');
+    await watch.until(() => watch.revisions().length === 3);
+    expect(watch.revisions()).toEqual([first.revision, multi.revision, watch.revisions()[2]]);
+    const grouped = watch.seen.find((update) => update.revision === multi.revision);
+    expect(
+      grouped?.events.map((event) => [event.type, event.key, event.value, event.prev?.value ?? null]),
+    ).toEqual([
+      ['put', 'job/2', 'c', null],
+      ['put', 'job/1', 'd', 'a'],
+    ]);
+    expect(deleted.deleted).toBe(true);
+    expect(watch.seen.at(-1)?.events).toEqual([
+      expect.objectContaining({ type: 'delete', key: 'job/2', value: '', version: 0 }),
+    ]);
+    abort.abort();
+    await watch.running;
+    const replay = collect(
+      kv.watch('job/1', { startRevision: first.revision, signal: AbortSignal.timeout(2_000) }),
+    );
+    await replay.until(() => replay.revisions().length === 2);
+    expect(replay.revisions()).toEqual([first.revision, multi.revision]);
   });
 });
