@@ -1,6 +1,6 @@
 /**
  * The lease commands of the aspen CLI: `aspen lease grant|keepalive|revoke|info|list` (docs/cli.md).
- * `aspen lease keepalive ID` keeps renewing until SIGINT (exit 0) or until the lease is lost (exit 6).
+ * `aspen lease keepalive ID` keeps renewing until SIGINT or SIGTERM (exit 0) or until the lease is lost (exit 6).
  */
 import type { Command } from 'commander';
 import type { LeaseSummary } from '../api/types.ts';
@@ -35,7 +35,7 @@ function wholeNumber(text: string | undefined, what: string): number {
 
 export const leaseId = (text: string | undefined): number => wholeNumber(text, 'a lease id');
 
-/** Keep renewing until SIGINT (resolves) or loss (rejects with LeaseLostError), printing each renewal. */
+/** Keep renewing until SIGINT or SIGTERM (resolves) or loss (rejects with LeaseLostError), printing each renewal. */
 async function keepRenewing({ kv, json, print }: LeaseContext, id: number): Promise<void> {
   const keeper = kv.lease.keepAliveForever(id, {
     onRenewed: (renewal) => {
@@ -45,12 +45,12 @@ async function keepRenewing({ kv, json, print }: LeaseContext, id: number): Prom
   const interrupt = (): void => {
     keeper.stop();
   };
-  process.once('SIGINT', interrupt);
+  process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
   let end: KeeperEnd;
   try {
     end = await keeper.done;
   } finally {
-    process.off('SIGINT', interrupt);
+    process.off('SIGINT', interrupt).off('SIGTERM', interrupt);
   }
   if (end.reason === 'stopped') return;
   const why =

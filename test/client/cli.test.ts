@@ -632,18 +632,22 @@ describe('aspen lease', () => {
     });
   }, 60_000);
 
-  it('keepalive renews until SIGINT (exit 0), printing each renewal', async () => {
-    const at = ['--endpoints', await leaseServer(() => renewed)];
-    const run = await aspen([...at, 'lease', 'keepalive', '7'], {}, undefined, (stdout, child) => {
-      if (stdout.split('\n').length > 2) child.kill('SIGINT');
-    });
-    expect(run.code).toBe(EXIT_OK);
-    expect(run.stderr).toBe('');
-    expect(run.stdout.split('\n').slice(0, 2)).toEqual([
-      'lease 7 renewed (ttl 1 s)',
-      'lease 7 renewed (ttl 1 s)',
-    ]);
-  }, 30_000);
+  it.each(['SIGINT', 'SIGTERM'] as const)(
+    'keepalive renews until %s (exit 0), printing each renewal',
+    async (signal) => {
+      const at = ['--endpoints', await leaseServer(() => renewed)];
+      const run = await aspen([...at, 'lease', 'keepalive', '7'], {}, undefined, (stdout, child) => {
+        if (stdout.split('\n').length > 2) child.kill(signal);
+      });
+      expect(run.code).toBe(EXIT_OK);
+      expect(run.stderr).toBe('');
+      expect(run.stdout.split('\n').slice(0, 2)).toEqual([
+        'lease 7 renewed (ttl 1 s)',
+        'lease 7 renewed (ttl 1 s)',
+      ]);
+    },
+    30_000,
+  );
 
   it('keepalive exits 6 when the lease is lost; keepalive --once of an unknown lease exits 3', async () => {
     let keepalives = 0;
