@@ -8,6 +8,7 @@ import {
   encodeSnapshot,
   MemoryKvStateMachine,
   type ApplyOutcome,
+  type KvChange,
   type KvRecord,
   type StateMachine,
   type TxnOpOutcome,
@@ -37,17 +38,33 @@ class Model {
   readonly map = new Map<string, KvRecord>();
 
   apply(index: number, command: WriteCommand): ApplyOutcome {
+    const changes: KvChange[] = [];
+    const outcome = this.applyWithoutChanges(index, command, (change) => changes.push(change));
+    return changes.length === 0 ? outcome : { ...outcome, changes };
+  }
+
+  private applyWithoutChanges(
+    index: number,
+    command: WriteCommand,
+    changed: (change: KvChange) => void,
+  ): ApplyOutcome {
     const put = (key: string, value: string): void => {
       const old = this.map.get(key);
-      this.map.set(key, {
+      const record = {
         value,
         createIndex: old ? old.createIndex : index,
         modIndex: index,
         version: old ? old.version + 1 : 1,
         leaseId: 0,
-      });
+      };
+      this.map.set(key, record);
+      changed({ key, record, prev: old ?? null });
     };
-    const remove = (key: string): boolean => this.map.delete(key);
+    const remove = (key: string): boolean => {
+      const old = this.map.get(key);
+      if (old !== undefined) changed({ key, record: null, prev: old });
+      return this.map.delete(key);
+    };
     if ('Set' in command) put(command.Set.key, command.Set.value);
     if ('SetMulti' in command) for (const [key, value] of command.SetMulti.pairs) put(key, value);
     if ('Delete' in command) return { index, deleted: [remove(command.Delete.key)], succeeded: true };
@@ -290,6 +307,8 @@ describe('state machines with client sessions', () => {
             if (retried !== undefined) {
               const sequence = history.indexOf(retried) + 1;
               const before = model.entries();
+              const stored = { ...retried.outcome };
+              delete stored.changes; // a retry changes nothing
               for (const machine of machines) {
                 const outcome = machine.apply(
                   index,
@@ -297,7 +316,7 @@ describe('state machines with client sessions', () => {
                   { clientId: step.client, sequence },
                   nowMs,
                 );
-                expect(outcome).toEqual({ ...retried.outcome, duplicate: true });
+                expect(outcome).toEqual({ ...stored, duplicate: true });
               }
               expect(model.entries()).toEqual(before);
             } else {
