@@ -687,3 +687,31 @@ describe('aspen lease', () => {
     expect(bodies).toHaveLength(1); // nothing else was sent
   }, 60_000);
 });
+
+describe('aspen lease against a real node', () => {
+  it('grant --id, keepalive --once, info, list, revoke; then info exits 3 and keepalive 6', async () => {
+    const at = ['--endpoints', await realNode(cleanups)];
+    expect(await aspen([...at, 'lease', 'grant', '5', '--id', '42'])).toMatchObject({
+      code: EXIT_OK,
+      stdout: expect.stringMatching(/^lease 42 granted \(ttl 5 s, log index \d+\)\n$/) as string,
+    });
+    expect(await aspen([...at, 'lease', 'grant', '5', '--id', '42'])).toMatchObject({
+      code: EXIT_FAILED,
+      stderr: expect.stringMatching(/^aspen: LEASE_EXISTS: /) as string,
+    });
+    expect(await aspen([...at, 'lease', 'keepalive', '42', '--once'])).toMatchObject({
+      code: EXIT_OK,
+      stdout: 'lease 42 renewed (ttl 5 s)\n',
+    });
+    expect((await aspen([...at, 'lease', 'info', '42', '--keys'])).stdout).toMatch(
+      /^lease 42: ttl 5 s, [45] s remaining\n0 keys\n$/,
+    );
+    expect(JSON.parse((await aspen([...at, '--json', 'lease', 'list'])).stdout)).toMatchObject({
+      leases: [{ lease_id: 42, ttl_seconds: 5 }],
+    });
+    expect(await aspen([...at, 'lease', 'revoke', '42'])).toMatchObject({ code: EXIT_OK });
+    expect(await aspen([...at, 'lease', 'info', '42'])).toMatchObject({ code: EXIT_NOT_FOUND });
+    expect(await aspen([...at, 'lease', 'keepalive', '42'])).toMatchObject({ code: EXIT_LEASE_LOST });
+    expect(await aspen([...at, 'lease', 'grant', '86401'])).toMatchObject({ code: EXIT_FAILED });
+  }, 60_000);
+});

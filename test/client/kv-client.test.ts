@@ -514,6 +514,61 @@ describe('KvClient sessions', () => {
   });
 });
 
+describe('KvClient leases against a real node', () => {
+  const poll = async (check: () => Promise<boolean>, withinMs: number): Promise<boolean> => {
+    const endMs = Date.now() + withinMs;
+    for (let round = 0; round < 1_000 && Date.now() < endMs; round += 1) {
+      if (await check()) return true;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return check();
+  };
+  const exists = async (kv: KvClient, id: number): Promise<boolean> =>
+    (await kv.lease.list()).leases.some((lease) => lease.lease_id === id);
+
+  it('grants, renews, lists, revokes; refusals are definite', async () => {
+    const kv = client([await realNode(cleanups)]);
+    const granted = await kv.lease.grant(5);
+    expect(granted).toMatchObject({ ttl_seconds: 5, log_index: expect.any(Number) as number });
+    const id = granted.lease_id;
+    expect(id).toBeGreaterThanOrEqual(granted.log_index); // the cluster chose an id at or above its index
+    expect(await kv.lease.keepAlive(id)).toEqual({ lease_id: id, ttl_seconds: 5 });
+    const info = await kv.lease.info(id, { keys: true });
+    expect(info).toMatchObject({ lease_id: id, ttl_seconds: 5, keys: [] });
+    expect(info.remaining_seconds).toBeGreaterThan(3);
+    expect(await kv.lease.info(id)).not.toHaveProperty('keys');
+    expect(await kv.lease.grant(7, { leaseId: 1_000 })).toMatchObject({ lease_id: 1_000, ttl_seconds: 7 });
+    expect((await kv.lease.list()).leases.map((lease) => lease.lease_id)).toEqual([id, 1_000]);
+
+    await expect(kv.lease.grant(5, { leaseId: id })).rejects.toMatchObject({
+      code: 'LEASE_EXISTS',
+      status: 409,
+      definite: true,
+    });
+    await expect(kv.lease.grant(86_401)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(await kv.lease.revoke(id)).toMatchObject({ lease_id: id, revoked: true });
+    await expect(kv.lease.revoke(id)).rejects.toMatchObject({ code: 'LEASE_NOT_FOUND', status: 404 });
+    await expect(kv.lease.keepAlive(id)).rejects.toMatchObject({ code: 'LEASE_NOT_FOUND' });
+    await expect(kv.lease.info(id)).rejects.toMatchObject({ code: 'LEASE_NOT_FOUND' });
+    expect((await kv.lease.list()).leases.map((lease) => lease.lease_id)).toEqual([1_000]);
+  });
+
+  it('a keeper holds a lease past its TTL; once stopped, it expires within TTL + a bound and a late keeper says it is lost', async () => {
+    const kv = client([await realNode(cleanups)]);
+    const { lease_id: id } = await kv.lease.grant(1);
+    const keeper = kv.lease.keepAliveForever(id, { ttlSeconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect(await exists(kv, id)).toBe(true);
+    keeper.stop();
+    expect(await keeper.done).toEqual({ reason: 'stopped' });
+    const stoppedMs = Date.now();
+    expect(await poll(async () => !(await exists(kv, id)), 3_000)).toBe(true);
+    expect(Date.now() - stoppedMs).toBeGreaterThanOrEqual(500); // not before the TTL of the last renewal ran out
+    const late = await kv.lease.keepAliveForever(id).done;
+    expect(late).toMatchObject({ reason: 'lost', cause: 'not_found' });
+  });
+});
+
 describe('KvClient leases', () => {
   const granted = { lease_id: 7, ttl_seconds: 1, log_index: 3 };
   const renewed = { lease_id: 7, ttl_seconds: 1 };

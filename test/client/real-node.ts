@@ -27,6 +27,7 @@ export async function realNode(cleanups: (() => Promise<void> | void)[]): Promis
   const app = buildHttpServer({
     controller: control,
     store: control,
+    leases: control,
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
