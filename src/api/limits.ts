@@ -82,7 +82,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 /** The fields each command takes, exactly: anything else is refused, never carried into the log. */
 const COMMAND_FIELDS = {
-  Set: ['key', 'value'],
+  Set: ['key', 'value', 'lease_id'],
   Delete: ['key'],
   SetMulti: ['pairs'],
   DeleteMulti: ['keys'],
@@ -94,12 +94,14 @@ const COMMAND_FIELDS = {
 /** The fields of a Transaction's compares and ops, exactly (a Scan's `limit` is optional). */
 const COMPARE_FIELDS = ['key', 'target', 'op', 'value'] as const;
 const TXN_OP_FIELDS = {
-  Set: ['key', 'value'],
+  Set: ['key', 'value', 'lease_id'],
   Delete: ['key'],
   Get: ['key'],
   Scan: ['prefix', 'limit'],
 } as const satisfies Record<string, readonly string[]>;
-const TXN_OP_OPTIONAL: readonly string[] = ['limit'];
+const TXN_OP_OPTIONAL: readonly string[] = ['limit', 'lease_id'];
+/** A Set's `lease_id` is optional (absent: the key is on no lease). */
+const SET_OPTIONAL: readonly string[] = ['lease_id'];
 
 const COMPARE_TARGETS: readonly string[] = [
   'value',
@@ -166,11 +168,11 @@ export function validateWriteCommand(command: unknown): AspenError | null {
   const [kind, body] = variant;
   assert(isCommandKind(kind), 'singleVariant returns a listed kind');
   if (!isRecord(body)) return new AspenError('INVALID_INPUT', `${kind} must be an object`);
-  const shape = checkFields(body, kind, COMMAND_FIELDS[kind]);
+  const shape = checkFields(body, kind, COMMAND_FIELDS[kind], kind === 'Set' ? SET_OPTIONAL : []);
   if (shape !== null) return shape;
   switch (kind) {
     case 'Set':
-      return checkKey(body.key) ?? checkValue(body.value);
+      return checkKey(body.key) ?? checkValue(body.value) ?? checkSetLease(body.lease_id, 'Set.lease_id');
     case 'Delete':
       return checkKey(body.key);
     case 'SetMulti':
@@ -262,9 +264,15 @@ function checkTxnOp(op: unknown, what: string): AspenError | null {
   const opWhat = `${what}.${kind}`;
   if (!isRecord(body)) return new AspenError('INVALID_INPUT', `${opWhat} must be an object`);
   const fields: readonly string[] = TXN_OP_FIELDS[kind as keyof typeof TXN_OP_FIELDS];
-  const shape = checkFields(body, opWhat, fields, kind === 'Scan' ? TXN_OP_OPTIONAL : []);
+  const optional = kind === 'Scan' ? TXN_OP_OPTIONAL : kind === 'Set' ? SET_OPTIONAL : [];
+  const shape = checkFields(body, opWhat, fields, optional);
   if (shape !== null) return shape;
-  if (kind === 'Set') return checkKey(body.key, `${opWhat}.key`) ?? checkValue(body.value, `${opWhat}.value`);
+  if (kind === 'Set')
+    return (
+      checkKey(body.key, `${opWhat}.key`) ??
+      checkValue(body.value, `${opWhat}.value`) ??
+      checkSetLease(body.lease_id, `${opWhat}.lease_id`)
+    );
   if (kind !== 'Scan') return checkKey(body.key, `${opWhat}.key`);
   const { prefix, limit } = body;
   if (typeof prefix !== 'string') return new AspenError('INVALID_INPUT', `${opWhat}.prefix must be a string`);
@@ -279,6 +287,13 @@ function checkTxnOp(op: unknown, what: string): AspenError | null {
       `${opWhat}.limit must be an integer in [1, ${TXN_SCAN_LIMIT_MAX}]`,
     );
   return null;
+}
+
+/** A Set's lease: absent, or the positive integer id of a lease (whether it exists is checked at apply). */
+function checkSetLease(leaseId: unknown, what: string): AspenError | null {
+  if (leaseId === undefined) return null;
+  if (typeof leaseId === 'number' && Number.isSafeInteger(leaseId) && leaseId >= 1) return null;
+  return new AspenError('INVALID_INPUT', `${what} must be a positive integer (the id of a granted lease)`);
 }
 
 /** The key a checked op writes (Set, Delete), or null for a read. */

@@ -302,8 +302,10 @@ function variant(properties: Record<string, object>) {
  * (KEY_TOO_LARGE, VALUE_TOO_LARGE, BATCH_TOO_LARGE) and messages.
  */
 const text = { type: 'string' } as const;
+/** A Set's optional lease (its range is validateWriteCommand's). */
+const setCommand = exact({ key: text, value: text, lease_id: { type: 'integer' } }, ['lease_id']);
 const txnOp = variant({
-  Set: exact({ key: text, value: text }),
+  Set: setCommand,
   Delete: exact({ key: text }),
   Get: exact({ key: text }),
   Scan: exact({ prefix: text, limit: { type: 'integer' } }, ['limit']),
@@ -315,7 +317,7 @@ const compare = exact({
   value: { anyOf: [{ type: 'string' }, { type: 'integer' }] },
 });
 const writeCommand = variant({
-  Set: exact({ key: text, value: text }),
+  Set: setCommand,
   SetMulti: exact({ pairs: { type: 'array', items: { type: 'array', items: text } } }),
   Delete: exact({ key: text }),
   DeleteMulti: exact({ keys: { type: 'array', items: text } }),

@@ -434,22 +434,22 @@ export class RaftControlClient implements ClusterController, KeyValueStore, Leas
   }
 
   // Keepalive, info and list: answered by the leader from its deadlines, not through the log.
-  keepAlive(request: LeaseKeepAliveRequest): Promise<LeaseKeepAliveResult> {
+  async keepAlive(request: LeaseKeepAliveRequest): Promise<LeaseKeepAliveResult> {
     const leaseId = checkedLeaseId((request as { lease_id?: unknown } | null)?.lease_id);
-    return this.call('lease keepalive', (callback) => {
+    return await this.call('lease keepalive', (callback) => {
       this.node.keepAlive(leaseId, callback);
     });
   }
 
-  info(request: LeaseInfoRequest): Promise<LeaseInfoResult> {
+  async info(request: LeaseInfoRequest): Promise<LeaseInfoResult> {
     const { leaseId, keys } = checkedLeaseInfo(request);
-    return this.call('lease info', (callback) => {
+    return await this.call('lease info', (callback) => {
       this.node.leaseInfo(leaseId, keys, callback);
     });
   }
 
-  list(): Promise<LeaseListResult> {
-    return this.call('lease list', (callback) => {
+  async list(): Promise<LeaseListResult> {
+    return await this.call('lease list', (callback) => {
       this.node.leaseList(callback);
     });
   }

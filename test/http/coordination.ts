@@ -273,8 +273,20 @@ export function coordinationBadInputs(): [string, unknown, number, string][] {
     ['Set without value', txn({ success: [{ Set: { key: K } }] }), 400, 'INVALID_INPUT'],
     ['Set value a number', txn({ success: [{ Set: { key: K, value: 1 } }] }), 400, 'INVALID_INPUT'],
     [
-      'Set with lease_id (leases do not exist yet)',
-      txn({ success: [{ Set: { key: K, value: 'v', lease_id: 7 } }] }),
+      'Set with lease_id 0',
+      txn({ success: [{ Set: { key: K, value: 'v', lease_id: 0 } }] }),
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'Set with a fractional lease_id',
+      txn({ success: [{ Set: { key: K, value: 'v', lease_id: 1.5 } }] }),
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'Set with lease_id a string',
+      txn({ success: [{ Set: { key: K, value: 'v', lease_id: '7' } }] }),
       400,
       'INVALID_INPUT',
     ],
