@@ -689,7 +689,7 @@ describe('aspen lease', () => {
 });
 
 describe('aspen lease against a real node', () => {
-  it('grant --id, keepalive --once, info, list, revoke; then info exits 3 and keepalive 6', async () => {
+  it('grant --id, put --lease, keepalive --once, info, list, revoke; then info exits 3 and keepalive 6', async () => {
     const at = ['--endpoints', await realNode(cleanups)];
     expect(await aspen([...at, 'lease', 'grant', '5', '--id', '42'])).toMatchObject({
       code: EXIT_OK,
@@ -703,13 +703,19 @@ describe('aspen lease against a real node', () => {
       code: EXIT_OK,
       stdout: 'lease 42 renewed (ttl 5 s)\n',
     });
+    expect(await aspen([...at, 'put', '--lease', '42', 'svc/x', 'on'])).toMatchObject({ code: EXIT_OK });
+    expect(await aspen([...at, 'put', '--lease', '43', 'svc/y', 'on'])).toMatchObject({
+      code: EXIT_NOT_FOUND,
+      stderr: expect.stringMatching(/^aspen: LEASE_NOT_FOUND: /) as string,
+    });
     expect((await aspen([...at, 'lease', 'info', '42', '--keys'])).stdout).toMatch(
-      /^lease 42: ttl 5 s, [45] s remaining\n0 keys\n$/,
+      /^lease 42: ttl 5 s, [45] s remaining\n1 keys\nsvc\/x\n$/,
     );
     expect(JSON.parse((await aspen([...at, '--json', 'lease', 'list'])).stdout)).toMatchObject({
       leases: [{ lease_id: 42, ttl_seconds: 5 }],
     });
     expect(await aspen([...at, 'lease', 'revoke', '42'])).toMatchObject({ code: EXIT_OK });
+    expect(await aspen([...at, 'get', 'svc/x'])).toMatchObject({ code: EXIT_NOT_FOUND }); // deleted with it
     expect(await aspen([...at, 'lease', 'info', '42'])).toMatchObject({ code: EXIT_NOT_FOUND });
     expect(await aspen([...at, 'lease', 'keepalive', '42'])).toMatchObject({ code: EXIT_LEASE_LOST });
     expect(await aspen([...at, 'lease', 'grant', '86401'])).toMatchObject({ code: EXIT_FAILED });

@@ -567,6 +567,39 @@ describe('KvClient leases against a real node', () => {
     const late = await kv.lease.keepAliveForever(id).done;
     expect(late).toMatchObject({ reason: 'lost', cause: 'not_found' });
   });
+
+  it('attaches keys with put and Op.set; a Set on an unknown lease writes nothing; revoke and expiry delete the keys', async () => {
+    const kv = client([await realNode(cleanups)]);
+    const { lease_id: id } = await kv.lease.grant(5);
+    await kv.put('svc/a', '1', { leaseId: id });
+    await kv
+      .txn()
+      .then(Op.set('svc/b', '2', id))
+      .commit();
+    expect(await kv.get('svc/a')).toMatchObject({ lease_id: id });
+    expect((await kv.lease.info(id, { keys: true })).keys).toEqual(['svc/a', 'svc/b']);
+    await expect(kv.put('svc/c', '3', { leaseId: 999_999 })).rejects.toMatchObject({
+      code: 'LEASE_NOT_FOUND',
+      status: 404,
+      definite: true,
+    });
+    expect(await kv.get('svc/c')).toBeNull();
+    await kv.put('svc/a', 'detached'); // written again without a lease: off the lease
+    expect((await kv.lease.info(id, { keys: true })).keys).toEqual(['svc/b']);
+    const revoked = await kv.lease.revoke(id);
+    expect(await kv.get('svc/b')).toBeNull();
+    expect(await kv.get('svc/a')).toMatchObject({ value: 'detached', lease_id: 0 });
+    expect((await kv.get('svc/a'))?.revision).toBeGreaterThanOrEqual(revoked.log_index);
+
+    const { lease_id: short } = await kv.lease.grant(1);
+    await kv.put('owned', 'yes', { leaseId: short });
+    const keeper = kv.lease.keepAliveForever(short, { ttlSeconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(await kv.get('owned')).toMatchObject({ lease_id: short });
+    keeper.stop();
+    await keeper.done;
+    expect(await poll(async () => (await kv.get('owned')) === null, 3_000)).toBe(true);
+  });
 });
 
 describe('KvClient leases', () => {
