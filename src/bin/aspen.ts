@@ -10,6 +10,7 @@ import { KvClient } from '../client/kv-client.ts';
 import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, type MemberSpec } from '../client/options.ts';
 import { KvError } from '../client/errors.ts';
 import type { WatchUpdate } from '../client/watch.ts';
+import { addLeaseCommands, leaseActions, leaseId, LeaseLostError } from './aspen-lease.ts';
 import {
   casArguments,
   compareFailed,
@@ -30,6 +31,8 @@ export const EXIT_NOT_FOUND = 3;
 export const EXIT_UNAVAILABLE = 4;
 /** COMPARE_FAILED: the compare of `cas` did not hold; nothing was written. */
 export const EXIT_COMPARE_FAILED = 5;
+/** `lease keepalive` lost its lease: LEASE_NOT_FOUND, or no renewal acknowledged within its TTL. */
+export const EXIT_LEASE_LOST = 6;
 
 export const DEFAULT_ENDPOINTS = 'http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003';
 const TIMEOUT_MS_DEFAULT = 10_000;
@@ -55,6 +58,8 @@ const MUTATING_COMMANDS = new Set([
   'add-learner',
   'change-membership',
   'member',
+  'lease grant',
+  'lease revoke',
 ]);
 
 class UsageError extends Error {}
@@ -142,8 +147,9 @@ type Action = (
 ) => Promise<void>;
 
 const actions: Readonly<Record<string, Action>> = {
-  put: async ({ kv, json }, [key = '', value = '']) => {
-    const result = await kv.put(key, value);
+  put: async ({ kv, json }, [key = '', value = ''], options) => {
+    const lease = options.lease === undefined ? {} : { leaseId: leaseId(options.lease) };
+    const result = await kv.put(key, value, lease);
     print(json ? JSON.stringify(result) : `OK (log index ${result.log_index})`);
   },
   get: async ({ kv, json }, [key = '']) => {
@@ -220,6 +226,12 @@ const actions: Readonly<Record<string, Action>> = {
     print(json ? JSON.stringify({ ticket }) : ticket);
   },
   watch: (context, [key = ''], options) => watch(context, key, options),
+  ...Object.fromEntries(
+    Object.entries(leaseActions).map(([name, action]): [string, Action] => [
+      `lease ${name}`,
+      (context, args, options) => action({ ...context, print, table }, args, options),
+    ]),
+  ),
 };
 
 /** One line per event (JSON lines with --json) until SIGINT or SIGTERM; resumes by itself across nodes. */
@@ -353,7 +365,7 @@ interface Chosen {
 function program(choose: (chosen: Chosen) => void): Command {
   const root = new Command('aspen')
     .description(
-      'Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable, 5 compare failed)',
+      'Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable, 5 compare failed, 6 lease lost)',
     )
     .version(ASPEN_VERSION, '--version', 'print the version and exit')
     .exitOverride()
@@ -378,21 +390,26 @@ function program(choose: (chosen: Chosen) => void): Command {
         String(TIMEOUT_MS_DEFAULT),
       ),
     );
-  const add: AddCommand = (spec, description, extra) => {
-    const name = spec.split(' ')[0] ?? spec;
-    let command = root.command(spec).description(description);
-    if (extra !== undefined) command = extra(command);
-    command.action((...parameters: unknown[]) => {
-      const options = parameters.at(-2) as Record<string, string | undefined>;
-      const args = parameters
-        .slice(0, -2)
-        .flatMap((value) =>
-          Array.isArray(value) ? (value as string[]) : typeof value === 'string' ? [value] : [],
-        );
-      choose({ name, args, options });
-    });
-  };
-  addCommands(add);
+  const adder =
+    (parent: Command, prefix: string): AddCommand =>
+    (spec, description, extra) => {
+      const name = prefix + (spec.split(' ')[0] ?? spec);
+      let command = parent.command(spec).description(description);
+      if (extra !== undefined) command = extra(command);
+      command.action((...parameters: unknown[]) => {
+        const options = parameters.at(-2) as Record<string, string | undefined>;
+        const args = parameters
+          .slice(0, -2)
+          .flatMap((value) =>
+            Array.isArray(value) ? (value as string[]) : typeof value === 'string' ? [value] : [],
+          );
+        choose({ name, args, options });
+      });
+    };
+  addCommands(adder(root, ''));
+  addLeaseCommands(
+    adder(root.command('lease').description('leases: grant, keepalive, revoke, info, list'), 'lease '),
+  );
   return root;
 }
 
@@ -400,7 +417,9 @@ type AddCommand = (spec: string, description: string, extra?: (command: Command)
 
 /** Every command with its arguments, options and help text. */
 function addCommands(add: AddCommand): void {
-  add('put <key> <value>', 'write a key (linearizable, through the leader)');
+  add('put <key> <value>', 'write a key (linearizable, through the leader)', (command) =>
+    command.option('--lease <id>', 'attach the key to this lease (deleted when it expires or is revoked)'),
+  );
   add('get <key>', 'read a key (linearizable); exit 3 when it does not exist');
   add('delete <key>', 'delete a key');
   add(
@@ -457,9 +476,10 @@ function addCommands(add: AddCommand): void {
 }
 
 function exitCodeOf(error: unknown): number {
+  if (error instanceof LeaseLostError) return EXIT_LEASE_LOST;
   if (error instanceof UsageError || error instanceof InputError) return EXIT_USAGE;
   if (!(error instanceof KvError)) return EXIT_FAILED;
-  if (error.code === 'KEY_NOT_FOUND') return EXIT_NOT_FOUND;
+  if (error.code === 'KEY_NOT_FOUND' || error.code === 'LEASE_NOT_FOUND') return EXIT_NOT_FOUND;
   if (error.code === 'COMPARE_FAILED') return EXIT_COMPARE_FAILED;
   return UNAVAILABLE_CODES.has(error.code) ? EXIT_UNAVAILABLE : EXIT_FAILED;
 }
@@ -520,7 +540,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     return EXIT_OK;
   } catch (error) {
     const usage = error instanceof UsageError || error instanceof InputError;
-    const code = error instanceof KvError ? error.code : usage ? 'USAGE' : 'ERROR';
+    const code =
+      error instanceof KvError
+        ? error.code
+        : usage
+          ? 'USAGE'
+          : error instanceof LeaseLostError
+            ? 'LEASE_LOST'
+            : 'ERROR';
     const inDoubt =
       error instanceof KvError && !error.definite && MUTATING_COMMANDS.has(chosen.name)
         ? ' (it may still take effect)'

@@ -40,6 +40,11 @@ const DEFINITE_CODES = new Set<string>([
   'NOT_FOUND',
   'UNSUPPORTED_MEDIA_TYPE',
   'COMPARE_FAILED',
+  // Lease refusals: nothing was written (an unknown or full lease, an id in use, too many leases).
+  'LEASE_NOT_FOUND',
+  'LEASE_EXISTS',
+  'TOO_MANY_LEASES',
+  'TOO_MANY_LEASE_KEYS',
 ]);
 
 /** The record a COMPARE_FAILED answer found (its key is the request's): a KeyValue without `key`. */

@@ -27,4 +27,14 @@ export {
   type TxnResult,
 } from './txn.ts';
 export { type WatchOptions, type WatchUpdate } from './watch.ts';
+export {
+  KEEPER_INTERVAL_MS_MIN,
+  KEEPER_RENEWALS_PER_TTL,
+  LeaseApi,
+  type GrantOptions,
+  type InfoOptions,
+  type KeeperEnd,
+  type KeeperOptions,
+  type LeaseKeeper,
+} from './lease.ts';
 export { KvError, isKvError, type CompareCurrent, type KvErrorCode } from './errors.ts';

@@ -11,6 +11,7 @@ import type {
 } from '../api/types.ts';
 import { KvError } from './errors.ts';
 import { HttpPool } from './http-transport.ts';
+import { LeaseApi } from './lease.ts';
 import {
   ADD_LEARNER_TIMEOUT_MS_DEFAULT,
   BACKOFF_MS_MAX_DEFAULT,
@@ -72,6 +73,8 @@ export class KvClient {
   private discoveredAtMs = -Infinity;
   private next = 0;
   private readonly lanes: SessionLanes | null;
+  /** Leases: `kv.lease.grant(10)`, `kv.lease.keepAliveForever(id)`, … (lease.ts, docs/cli.md). */
+  readonly lease: LeaseApi = new LeaseApi((call, options, mutating) => this.call(call, options, mutating));
 
   constructor(options: KvClientOptions) {
     if (options.endpoints.length === 0 || options.endpoints.length > ENDPOINTS_MAX)
@@ -99,8 +102,17 @@ export class KvClient {
     );
   }
 
-  put(key: string, value: string, options?: CallOptions): Promise<WriteResult> {
-    return this.write({ Set: { key, value } }, options);
+  /** With `leaseId` the key is attached to that lease (deleted with it); without, it is on no lease. */
+  put(
+    key: string,
+    value: string,
+    options?: CallOptions & { readonly leaseId?: number },
+  ): Promise<WriteResult> {
+    const leaseId = options?.leaseId;
+    return this.write(
+      { Set: leaseId === undefined ? { key, value } : { key, value, lease_id: leaseId } },
+      options,
+    );
   }
 
   /**

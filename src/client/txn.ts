@@ -59,7 +59,10 @@ export const Compare = {
 
 /** Ops for `then(…)` and `else(…)`: `Op.set('k', 'v')`, `Op.delete('k')`, `Op.get('k')`, `Op.scan('app/', 10)`. */
 export const Op = {
-  set: (key: string, value: string): TxnOp => ({ Set: { key, value } }),
+  /** With `leaseId` the key is attached to that lease. */
+  set: (key: string, value: string, leaseId?: number): TxnOp => ({
+    Set: leaseId === undefined ? { key, value } : { key, value, lease_id: leaseId },
+  }),
   delete: (key: string): TxnOp => ({ Delete: { key } }),
   get: (key: string): TxnOp => ({ Get: { key } }),
   /** At most min(limit, 1000) entries (the server also stops at its page byte bound, with is_truncated). */
@@ -85,7 +88,12 @@ function compareProblem(compare: Compare, at: number): string | null {
 
 /** A problem with one op of a branch, or null. */
 function opProblem(op: TxnOp, where: string): string | null {
-  if ('Set' in op) return isKey(op.Set.key) ? null : `${where}: Set takes a non-empty key`;
+  if ('Set' in op) {
+    if (!isKey(op.Set.key)) return `${where}: Set takes a non-empty key`;
+    const leaseId = op.Set.lease_id;
+    const leaseOk = leaseId === undefined || (Number.isSafeInteger(leaseId) && leaseId >= 1);
+    return leaseOk ? null : `${where}: a Set lease_id is a positive integer`;
+  }
   if ('Delete' in op) return isKey(op.Delete.key) ? null : `${where}: Delete takes a non-empty key`;
   if ('Get' in op) return isKey(op.Get.key) ? null : `${where}: Get takes a non-empty key`;
   const { limit } = op.Scan;

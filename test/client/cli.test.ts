@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   EXIT_COMPARE_FAILED,
   EXIT_FAILED,
+  EXIT_LEASE_LOST,
   EXIT_NOT_FOUND,
   EXIT_OK,
   EXIT_UNAVAILABLE,
@@ -31,9 +32,14 @@ interface Run {
 
 /**
  * Run the aspen binary as a user would (stdio are pipes, not a terminal; stdin is `input`, or empty);
- * resolves with its exit code and output.
+ * resolves with its exit code and output. `watch` sees the stdout so far after each chunk (to signal it).
  */
-function aspen(args: readonly string[], env: Record<string, string> = {}, input?: string): Promise<Run> {
+function aspen(
+  args: readonly string[],
+  env: Record<string, string> = {},
+  input?: string,
+  watch?: (stdout: string, child: ChildProcess) => void,
+): Promise<Run> {
   return new Promise((resolvePromise, reject) => {
     // The caller's ASPEN_ENDPOINTS must not leak into the runs.
     const inherited = Object.fromEntries(
@@ -49,6 +55,7 @@ function aspen(args: readonly string[], env: Record<string, string> = {}, input?
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (text: string) => {
       stdout += text;
+      watch?.(stdout, child);
     });
     child.stderr.setEncoding('utf8').on('data', (text: string) => {
       stderr += text;
@@ -547,5 +554,170 @@ describe('aspen txn', () => {
       stdout: '',
       stderr: 'aspen: INVALID_INPUT: compare 1: unknown target\n',
     });
+  }, 60_000);
+});
+
+describe('aspen lease', () => {
+  const renewed = [200, { lease_id: 7, ttl_seconds: 1 }] as const;
+  const notFound = [
+    404,
+    { error: { code: 'LEASE_NOT_FOUND', message: 'lease 7 not found', definite: true } },
+  ] as const;
+  const leaseServer = (keepalive: () => readonly [number, unknown]): Promise<string> =>
+    fakeServer((path) =>
+      path === '/lease/grant'
+        ? [200, { lease_id: 7, ttl_seconds: 10, log_index: 3 }]
+        : path === '/lease/revoke'
+          ? [200, { lease_id: 7, revoked: true, log_index: 5 }]
+          : path.startsWith('/lease/info')
+            ? [
+                200,
+                {
+                  lease_id: 7,
+                  ttl_seconds: 10,
+                  remaining_seconds: 8,
+                  ...(path.endsWith('keys=true') ? { keys: ['svc/a', 'svc/b'] } : {}),
+                },
+              ]
+            : path === '/leases'
+              ? [
+                  200,
+                  {
+                    leases: [
+                      { lease_id: 7, ttl_seconds: 10, remaining_seconds: 8 },
+                      { lease_id: 12, ttl_seconds: 600, remaining_seconds: 599 },
+                    ],
+                  },
+                ]
+              : path === '/lease/keepalive'
+                ? keepalive()
+                : [200, { leader: 1, node_id: 1 }],
+    );
+
+  it('grant, keepalive --once, revoke, info, list print one line or a table; --json one document', async () => {
+    const at = ['--endpoints', await leaseServer(() => renewed)];
+    expect(await aspen([...at, 'lease', 'grant', '10'])).toEqual({
+      code: EXIT_OK,
+      stdout: 'lease 7 granted (ttl 10 s, log index 3)\n',
+      stderr: '',
+    });
+    expect(await aspen([...at, '--json', 'lease', 'grant', '10', '--id', '7'])).toMatchObject({
+      code: EXIT_OK,
+      stdout: '{"lease_id":7,"ttl_seconds":10,"log_index":3}\n',
+    });
+    expect(await aspen([...at, 'lease', 'keepalive', '7', '--once'])).toMatchObject({
+      code: EXIT_OK,
+      stdout: 'lease 7 renewed (ttl 1 s)\n',
+    });
+    expect(await aspen([...at, 'lease', 'revoke', '7'])).toMatchObject({
+      code: EXIT_OK,
+      stdout: 'lease 7 revoked (log index 5)\n',
+    });
+    expect(await aspen([...at, 'lease', 'info', '7'])).toMatchObject({
+      code: EXIT_OK,
+      stdout: 'lease 7: ttl 10 s, 8 s remaining\n',
+    });
+    expect((await aspen([...at, 'lease', 'info', '7', '--keys'])).stdout).toBe(
+      'lease 7: ttl 10 s, 8 s remaining\n2 keys\nsvc/a\nsvc/b\n',
+    );
+    const list = await aspen([...at, 'lease', 'list']);
+    expect(list.stdout.split('\n').map((line) => line.replace(/ +/g, ' '))).toEqual([
+      'LEASE_ID TTL REMAINING',
+      '7 10 8',
+      '12 600 599',
+      '',
+    ]);
+    expect(JSON.parse((await aspen([...at, '--json', 'lease', 'list'])).stdout)).toMatchObject({
+      leases: [{ lease_id: 7 }, { lease_id: 12 }],
+    });
+  }, 60_000);
+
+  it.each(['SIGINT', 'SIGTERM'] as const)(
+    'keepalive renews until %s (exit 0), printing each renewal',
+    async (signal) => {
+      const at = ['--endpoints', await leaseServer(() => renewed)];
+      const run = await aspen([...at, 'lease', 'keepalive', '7'], {}, undefined, (stdout, child) => {
+        if (stdout.split('\n').length > 2) child.kill(signal);
+      });
+      expect(run.code).toBe(EXIT_OK);
+      expect(run.stderr).toBe('');
+      expect(run.stdout.split('\n').slice(0, 2)).toEqual([
+        'lease 7 renewed (ttl 1 s)',
+        'lease 7 renewed (ttl 1 s)',
+      ]);
+    },
+    30_000,
+  );
+
+  it('keepalive exits 6 when the lease is lost; keepalive --once of an unknown lease exits 3', async () => {
+    let keepalives = 0;
+    const at = ['--endpoints', await leaseServer(() => (++keepalives === 1 ? renewed : notFound))];
+    const lost = await aspen([...at, '--json', 'lease', 'keepalive', '7']);
+    expect(lost).toMatchObject({ code: EXIT_LEASE_LOST, stdout: '{"lease_id":7,"ttl_seconds":1}\n' });
+    expect(lost.stderr).toMatch(/^aspen: LEASE_LOST: lease 7 lost: the cluster no longer has it/);
+    expect(await aspen([...at, 'lease', 'keepalive', '7', '--once'])).toMatchObject({
+      code: EXIT_NOT_FOUND,
+      stderr: 'aspen: LEASE_NOT_FOUND: lease 7 not found\n',
+    });
+    const gone = ['--endpoints', await leaseServer(() => notFound)];
+    expect(await aspen([...gone, 'lease', 'keepalive', '7'])).toMatchObject({ code: EXIT_LEASE_LOST });
+  }, 60_000);
+
+  it('put --lease sends lease_id with the Set; bad ids and TTLs are usage errors (exit 2)', async () => {
+    const { url, bodies } = await writeServer([written(12)]);
+    expect(await aspen(['--endpoints', url, 'put', '--lease', '7', 'k', 'v'])).toMatchObject({
+      code: EXIT_OK,
+    });
+    expect(bodies).toEqual([{ command: { Set: { key: 'k', value: 'v', lease_id: 7 } } }]);
+    for (const args of [
+      ['put', '--lease', 'x', 'k', 'v'],
+      ['lease', 'grant', '0'],
+      ['lease', 'grant', '10', '--id', '-3'],
+      ['lease', 'revoke'],
+      ['lease', 'info', '1.5'],
+    ])
+      expect(await aspen(['--endpoints', url, ...args])).toMatchObject({
+        code: EXIT_USAGE,
+        stderr: expect.stringMatching(/^aspen: USAGE: /) as string,
+      });
+    // `aspen lease` alone shows the lease commands on stderr, as a usage error.
+    const bare = await aspen(['--endpoints', url, 'lease']);
+    expect(bare).toMatchObject({ code: EXIT_USAGE, stdout: '' });
+    expect(bare.stderr).toMatch(/^Usage: aspen lease .*\n[^]*keepalive/);
+    expect(bodies).toHaveLength(1); // nothing else was sent
+  }, 60_000);
+});
+
+describe('aspen lease against a real node', () => {
+  it('grant --id, put --lease, keepalive --once, info, list, revoke; then info exits 3 and keepalive 6', async () => {
+    const at = ['--endpoints', await realNode(cleanups)];
+    expect(await aspen([...at, 'lease', 'grant', '5', '--id', '42'])).toMatchObject({
+      code: EXIT_OK,
+      stdout: expect.stringMatching(/^lease 42 granted \(ttl 5 s, log index \d+\)\n$/) as string,
+    });
+    expect(await aspen([...at, 'lease', 'grant', '5', '--id', '42'])).toMatchObject({
+      code: EXIT_FAILED,
+      stderr: expect.stringMatching(/^aspen: LEASE_EXISTS: /) as string,
+    });
+    expect(await aspen([...at, 'lease', 'keepalive', '42', '--once'])).toMatchObject({
+      code: EXIT_OK,
+      stdout: 'lease 42 renewed (ttl 5 s)\n',
+    });
+    expect(await aspen([...at, 'put', '--lease', '42', 'svc/x', 'on'])).toMatchObject({ code: EXIT_OK });
+    expect(await aspen([...at, 'put', '--lease', '43', 'svc/y', 'on'])).toMatchObject({
+      code: EXIT_NOT_FOUND,
+      stderr: expect.stringMatching(/^aspen: LEASE_NOT_FOUND: /) as string,
+    });
+    expect((await aspen([...at, 'lease', 'info', '42', '--keys'])).stdout).toMatch(
+      /^lease 42: ttl 5 s, [45] s remaining\n1 keys\nsvc\/x\n$/,
+    );
+    expect(JSON.parse((await aspen([...at, '--json', 'lease', 'list'])).stdout)).toMatchObject({
+      leases: [{ lease_id: 42, ttl_seconds: 5 }],
+    });
+    expect(await aspen([...at, 'lease', 'revoke', '42'])).toMatchObject({ code: EXIT_OK });
+    expect(await aspen([...at, 'get', 'svc/x'])).toMatchObject({ code: EXIT_NOT_FOUND }); // deleted with it
+    expect(await aspen([...at, 'lease', 'info', '42'])).toMatchObject({ code: EXIT_NOT_FOUND });
+    expect(await aspen([...at, 'lease', 'keepalive', '42'])).toMatchObject({ code: EXIT_LEASE_LOST });
+    expect(await aspen([...at, 'lease', 'grant', '86401'])).toMatchObject({ code: EXIT_FAILED });
   }, 60_000);
 });

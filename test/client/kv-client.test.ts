@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { KvClient, KvError } from '../../src/client/index.ts';
+import { KvClient, KvError, Op } from '../../src/client/index.ts';
 import { realNode } from './real-node.ts';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -511,5 +511,277 @@ describe('KvClient sessions', () => {
     const error = await caught(client([server.url], { attemptsMax: 3 }).put('k', 'v'));
     expect(error).toMatchObject({ code: 'NO_LEADER', definite: false });
     expect(server.count('/write')).toBe(3);
+  });
+});
+
+describe('KvClient leases against a real node', () => {
+  const poll = async (check: () => Promise<boolean>, withinMs: number): Promise<boolean> => {
+    const endMs = Date.now() + withinMs;
+    for (let round = 0; round < 1_000 && Date.now() < endMs; round += 1) {
+      if (await check()) return true;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return check();
+  };
+  const exists = async (kv: KvClient, id: number): Promise<boolean> =>
+    (await kv.lease.list()).leases.some((lease) => lease.lease_id === id);
+
+  it('grants, renews, lists, revokes; refusals are definite', async () => {
+    const kv = client([await realNode(cleanups)]);
+    const granted = await kv.lease.grant(5);
+    expect(granted).toMatchObject({ ttl_seconds: 5, log_index: expect.any(Number) as number });
+    const id = granted.lease_id;
+    expect(id).toBeGreaterThanOrEqual(granted.log_index); // the cluster chose an id at or above its index
+    expect(await kv.lease.keepAlive(id)).toEqual({ lease_id: id, ttl_seconds: 5 });
+    const info = await kv.lease.info(id, { keys: true });
+    expect(info).toMatchObject({ lease_id: id, ttl_seconds: 5, keys: [] });
+    expect(info.remaining_seconds).toBeGreaterThan(3);
+    expect(await kv.lease.info(id)).not.toHaveProperty('keys');
+    expect(await kv.lease.grant(7, { leaseId: 1_000 })).toMatchObject({ lease_id: 1_000, ttl_seconds: 7 });
+    expect((await kv.lease.list()).leases.map((lease) => lease.lease_id)).toEqual([id, 1_000]);
+
+    await expect(kv.lease.grant(5, { leaseId: id })).rejects.toMatchObject({
+      code: 'LEASE_EXISTS',
+      status: 409,
+      definite: true,
+    });
+    await expect(kv.lease.grant(86_401)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(await kv.lease.revoke(id)).toMatchObject({ lease_id: id, revoked: true });
+    await expect(kv.lease.revoke(id)).rejects.toMatchObject({ code: 'LEASE_NOT_FOUND', status: 404 });
+    await expect(kv.lease.keepAlive(id)).rejects.toMatchObject({ code: 'LEASE_NOT_FOUND' });
+    await expect(kv.lease.info(id)).rejects.toMatchObject({ code: 'LEASE_NOT_FOUND' });
+    expect((await kv.lease.list()).leases.map((lease) => lease.lease_id)).toEqual([1_000]);
+  });
+
+  it('a keeper holds a lease past its TTL; once stopped, it expires within TTL + a bound and a late keeper says it is lost', async () => {
+    const kv = client([await realNode(cleanups)]);
+    const { lease_id: id } = await kv.lease.grant(1);
+    const keeper = kv.lease.keepAliveForever(id, { ttlSeconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect(await exists(kv, id)).toBe(true);
+    keeper.stop();
+    expect(await keeper.done).toEqual({ reason: 'stopped' });
+    const stoppedMs = Date.now();
+    expect(await poll(async () => !(await exists(kv, id)), 3_000)).toBe(true);
+    expect(Date.now() - stoppedMs).toBeGreaterThanOrEqual(500); // not before the TTL of the last renewal ran out
+    const late = await kv.lease.keepAliveForever(id).done;
+    expect(late).toMatchObject({ reason: 'lost', cause: 'not_found' });
+  });
+
+  it('attaches keys with put and Op.set; a Set on an unknown lease writes nothing; revoke and expiry delete the keys', async () => {
+    const kv = client([await realNode(cleanups)]);
+    const { lease_id: id } = await kv.lease.grant(5);
+    await kv.put('svc/a', '1', { leaseId: id });
+    await kv
+      .txn()
+      .then(Op.set('svc/b', '2', id))
+      .commit();
+    expect(await kv.get('svc/a')).toMatchObject({ lease_id: id });
+    expect((await kv.lease.info(id, { keys: true })).keys).toEqual(['svc/a', 'svc/b']);
+    await expect(kv.put('svc/c', '3', { leaseId: 999_999 })).rejects.toMatchObject({
+      code: 'LEASE_NOT_FOUND',
+      status: 404,
+      definite: true,
+    });
+    expect(await kv.get('svc/c')).toBeNull();
+    await kv.put('svc/a', 'detached'); // written again without a lease: off the lease
+    expect((await kv.lease.info(id, { keys: true })).keys).toEqual(['svc/b']);
+    const revoked = await kv.lease.revoke(id);
+    expect(await kv.get('svc/b')).toBeNull();
+    expect(await kv.get('svc/a')).toMatchObject({ value: 'detached', lease_id: 0 });
+    expect((await kv.get('svc/a'))?.revision).toBeGreaterThanOrEqual(revoked.log_index);
+
+    const { lease_id: short } = await kv.lease.grant(1);
+    await kv.put('owned', 'yes', { leaseId: short });
+    const keeper = kv.lease.keepAliveForever(short, { ttlSeconds: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(await kv.get('owned')).toMatchObject({ lease_id: short });
+    keeper.stop();
+    await keeper.done;
+    expect(await poll(async () => (await kv.get('owned')) === null, 3_000)).toBe(true);
+  });
+});
+
+describe('KvClient leases', () => {
+  const granted = { lease_id: 7, ttl_seconds: 1, log_index: 3 };
+  const renewed = { lease_id: 7, ttl_seconds: 1 };
+  const notFound = [404, failure('LEASE_NOT_FOUND')] as const;
+
+  it('sends each lease call to its route: grant and revoke under a session, keepalive and reads without', async () => {
+    const server = await fakeServer((path) =>
+      path === '/lease/grant'
+        ? [200, granted]
+        : path === '/lease/keepalive'
+          ? [200, renewed]
+          : path === '/lease/revoke'
+            ? [200, { lease_id: 7, revoked: true, log_index: 5 }]
+            : path.startsWith('/lease/info')
+              ? [200, { lease_id: 7, ttl_seconds: 1, remaining_seconds: 1, keys: ['a'] }]
+              : path === '/leases'
+                ? [200, { leases: [{ lease_id: 7, ttl_seconds: 1, remaining_seconds: 1 }] }]
+                : path === '/write'
+                  ? [200, written]
+                  : [404, failure('NOT_FOUND')],
+    );
+    const kv = client([server.url]);
+    expect(await kv.lease.grant(1)).toEqual(granted);
+    await kv.lease.grant(10, { leaseId: 7 });
+    expect(await kv.lease.keepAlive(7)).toEqual(renewed);
+    expect(await kv.lease.info(7, { keys: true })).toMatchObject({ keys: ['a'] });
+    await kv.lease.info(7);
+    expect((await kv.lease.list()).leases).toHaveLength(1);
+    expect(await kv.lease.revoke(7)).toMatchObject({ revoked: true });
+    await kv.put('k', 'v', { leaseId: 7 });
+    await kv
+      .txn()
+      .then(Op.set('a', '1', 7), Op.set('b', '2'))
+      .commit()
+      .catch(() => undefined);
+
+    const [first, second] = server.bodies('/lease/grant');
+    expect(first).toMatchObject({ ttl_seconds: 1, sequence: expect.any(Number) as number });
+    expect(first).not.toHaveProperty('lease_id');
+    expect(second).toMatchObject({ ttl_seconds: 10, lease_id: 7, client_id: expect.any(String) as string });
+    expect(server.bodies('/lease/revoke')[0]).toMatchObject({
+      lease_id: 7,
+      sequence: expect.any(Number) as number,
+    });
+    expect(server.bodies('/lease/keepalive')).toEqual([{ lease_id: 7 }]);
+    expect(server.requests).toContain('/lease/info?lease_id=7&keys=true');
+    expect(server.requests).toContain('/lease/info?lease_id=7');
+    const [put, txn] = server.bodies('/write');
+    expect(put?.command).toEqual({ Set: { key: 'k', value: 'v', lease_id: 7 } });
+    expect(txn?.command).toMatchObject({
+      Transaction: {
+        success: [{ Set: { key: 'a', value: '1', lease_id: 7 } }, { Set: { key: 'b', value: '2' } }],
+      },
+    });
+  });
+
+  it('refuses a bad TTL or id before sending; maps the lease codes to definite KvErrors', async () => {
+    const server = await fakeServer((path) =>
+      path === '/lease/grant'
+        ? [409, failure('TOO_MANY_LEASES')]
+        : path === '/lease/revoke'
+          ? notFound
+          : [409, failure('LEASE_EXISTS')],
+    );
+    const kv = client([server.url]);
+    for (const bad of [0, 1.5, 86_401, Number.NaN])
+      await expect(kv.lease.grant(bad)).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+        status: null,
+        definite: true,
+      });
+    await expect(kv.lease.keepAlive(0)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(kv.lease.grant(5, { leaseId: -1 })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(
+      kv
+        .txn()
+        .then(Op.set('a', '1', 0))
+        .commit(),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(server.requests).toEqual([]);
+    await expect(kv.lease.grant(5)).rejects.toMatchObject({
+      code: 'TOO_MANY_LEASES',
+      status: 409,
+      definite: true,
+    });
+    await expect(kv.lease.revoke(9)).rejects.toMatchObject({
+      code: 'LEASE_NOT_FOUND',
+      status: 404,
+      definite: true,
+    });
+    expect(server.count('/lease/grant')).toBe(1); // not retried
+  });
+
+  it('retries a keepalive after a lost connection, and a grant in doubt under the same session', async () => {
+    const server = await fakeServer((path, count) =>
+      count === 1 && path.startsWith('/lease')
+        ? 'drop'
+        : path === '/lease/grant'
+          ? [200, granted]
+          : [200, renewed],
+    );
+    const kv = client([server.url]);
+    expect(await kv.lease.keepAlive(7)).toEqual(renewed);
+    expect(server.count('/lease/keepalive')).toBe(2);
+    expect(await kv.lease.grant(1)).toEqual(granted);
+    const [sent, resent] = server.bodies('/lease/grant');
+    expect(resent).toEqual(sent);
+  });
+
+  it('a keeper renews every TTL / 3, reports each renewal, and stops on stop()', async () => {
+    const server = await fakeServer(() => [200, renewed]);
+    const kv = client([server.url]);
+    const renewals: number[] = [];
+    const before = performance.now();
+    const keeper = kv.lease.keepAliveForever(7, { onRenewed: (_answer, until) => renewals.push(until) });
+    await new Promise((resolve) => setTimeout(resolve, 900));
+    keeper.stop();
+    expect(await keeper.done).toEqual({ reason: 'stopped' });
+    const sent = server.count('/lease/keepalive');
+    expect(sent).toBeGreaterThanOrEqual(3); // at 0, ~333 and ~667 ms
+    expect(sent).toBeLessThanOrEqual(4);
+    expect(renewals).toHaveLength(sent);
+    expect(renewals[0]).toBeGreaterThanOrEqual(before + 1000); // counted from the send, + TTL
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(server.count('/lease/keepalive')).toBe(sent); // nothing after stop()
+  });
+
+  it('a keeper reports loss on LEASE_NOT_FOUND, once, and stops', async () => {
+    const server = await fakeServer((_path, count) => (count === 1 ? [200, renewed] : notFound));
+    const kv = client([server.url]);
+    const losses: unknown[] = [];
+    const keeper = kv.lease.keepAliveForever(7, { onLost: (end) => losses.push(end) });
+    const end = await keeper.done;
+    expect(end).toMatchObject({ reason: 'lost', cause: 'not_found', error: { code: 'LEASE_NOT_FOUND' } });
+    expect(losses).toEqual([end]);
+    expect(server.count('/lease/keepalive')).toBe(2);
+  });
+
+  it('a keeper fails over to another endpoint when the one it used drops connections', async () => {
+    const a = await fakeServer((path, count) =>
+      path !== '/lease/keepalive' ? [404, failure('NOT_FOUND')] : count === 1 ? [200, renewed] : 'drop',
+    );
+    const b = await fakeServer((path) =>
+      path === '/lease/keepalive' ? [200, renewed] : [404, failure('NOT_FOUND')],
+    );
+    const kv = client([a.url, b.url]);
+    const keeper = kv.lease.keepAliveForever(7);
+    await new Promise((resolve) => setTimeout(resolve, 1_300));
+    keeper.stop();
+    expect(await keeper.done).toEqual({ reason: 'stopped' }); // never lost: 1.3 s is past the first TTL
+    expect(a.count('/lease/keepalive')).toBe(2);
+    expect(b.count('/lease/keepalive')).toBeGreaterThanOrEqual(3);
+  });
+
+  it('a keeper with no acknowledged renewal by send time + TTL reports the lease lost at that instant', async () => {
+    const server = await fakeServer((_path, count) => (count === 1 ? [200, renewed] : 'hang'));
+    const kv = client([server.url]);
+    const before = performance.now();
+    let lostAt = 0;
+    const keeper = kv.lease.keepAliveForever(7, {
+      onLost: () => {
+        lostAt = performance.now();
+      },
+    });
+    expect(await keeper.done).toMatchObject({ reason: 'lost', cause: 'deadline' });
+    const aliveUntil = keeper.aliveUntilMs ?? 0;
+    expect(aliveUntil - before).toBeGreaterThanOrEqual(1_000);
+    expect(aliveUntil - before).toBeLessThan(1_200);
+    expect(lostAt).toBeGreaterThanOrEqual(aliveUntil);
+    expect(lostAt - aliveUntil).toBeLessThan(300);
+  });
+
+  it('a keeper gives up on a refusal no retry fixes, and when the first renewal never succeeds within ttlSeconds', async () => {
+    const refusing = await fakeServer(() => [400, failure('INVALID_INPUT')]);
+    const refused = await client([refusing.url]).lease.keepAliveForever(7).done;
+    expect(refused).toMatchObject({ reason: 'lost', cause: 'refused', error: { code: 'INVALID_INPUT' } });
+    const down = await closedPort();
+    const before = performance.now();
+    const unconfirmed = await client([down]).lease.keepAliveForever(7, { ttlSeconds: 1 }).done;
+    expect(unconfirmed).toMatchObject({ reason: 'lost', cause: 'deadline' });
+    expect(performance.now() - before).toBeGreaterThanOrEqual(990);
   });
 });

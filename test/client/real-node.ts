@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { KvClient } from '../../src/client/index.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
+import { RaftLeaseClient } from '../../src/node/lease-client.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
@@ -31,6 +32,7 @@ export async function realNode(cleanups: (() => Promise<void> | void)[]): Promis
   const app = buildHttpServer({
     controller: control,
     store: control,
+    leases: new RaftLeaseClient(node, { electionTimeoutMaxMs: 1_000 }),
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
     watch,
   });
