@@ -7,6 +7,7 @@ import {
   JSON_DEPTH_MAX,
   JSON_VALUES_MAX,
   KEY_BYTES_MAX,
+  LEASE_ID_MAX,
   SCAN_LIMIT_DEFAULT,
   SCAN_LIMIT_MAX,
   TXN_COMPARES_MAX,
@@ -80,9 +81,28 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/**
+ * A lease id as a request names one: a positive integer up to LEASE_ID_MAX (0 is no id: a Set
+ * without a lease leaves `lease_id` out).
+ */
+export function checkLeaseId(value: unknown, what = 'lease_id'): AspenError | null {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= LEASE_ID_MAX)
+    return null;
+  return new AspenError('INVALID_INPUT', `${what} must be an integer in [1, ${LEASE_ID_MAX}]`);
+}
+
+/** A Set's key, value and optional lease; `path` names the Set in messages ('' for a command's). */
+function checkSet(body: Record<string, unknown>, path: string): AspenError | null {
+  return (
+    checkKey(body.key, `${path}key`) ??
+    checkValue(body.value, `${path}value`) ??
+    (body.lease_id === undefined ? null : checkLeaseId(body.lease_id, `${path}lease_id`))
+  );
+}
+
 /** The fields each command takes, exactly: anything else is refused, never carried into the log. */
 const COMMAND_FIELDS = {
-  Set: ['key', 'value'],
+  Set: ['key', 'value', 'lease_id'],
   Delete: ['key'],
   SetMulti: ['pairs'],
   DeleteMulti: ['keys'],
@@ -94,12 +114,13 @@ const COMMAND_FIELDS = {
 /** The fields of a Transaction's compares and ops, exactly (a Scan's `limit` is optional). */
 const COMPARE_FIELDS = ['key', 'target', 'op', 'value'] as const;
 const TXN_OP_FIELDS = {
-  Set: ['key', 'value'],
+  Set: ['key', 'value', 'lease_id'],
   Delete: ['key'],
   Get: ['key'],
   Scan: ['prefix', 'limit'],
 } as const satisfies Record<string, readonly string[]>;
-const TXN_OP_OPTIONAL: readonly string[] = ['limit'];
+/** The optional fields of commands and ops (all others are required). */
+const OPTIONAL_FIELDS: readonly string[] = ['limit', 'lease_id'];
 
 const COMPARE_TARGETS: readonly string[] = [
   'value',
@@ -166,11 +187,11 @@ export function validateWriteCommand(command: unknown): AspenError | null {
   const [kind, body] = variant;
   assert(isCommandKind(kind), 'singleVariant returns a listed kind');
   if (!isRecord(body)) return new AspenError('INVALID_INPUT', `${kind} must be an object`);
-  const shape = checkFields(body, kind, COMMAND_FIELDS[kind]);
+  const shape = checkFields(body, kind, COMMAND_FIELDS[kind], OPTIONAL_FIELDS);
   if (shape !== null) return shape;
   switch (kind) {
     case 'Set':
-      return checkKey(body.key) ?? checkValue(body.value);
+      return checkSet(body, '');
     case 'Delete':
       return checkKey(body.key);
     case 'SetMulti':
@@ -262,9 +283,9 @@ function checkTxnOp(op: unknown, what: string): AspenError | null {
   const opWhat = `${what}.${kind}`;
   if (!isRecord(body)) return new AspenError('INVALID_INPUT', `${opWhat} must be an object`);
   const fields: readonly string[] = TXN_OP_FIELDS[kind as keyof typeof TXN_OP_FIELDS];
-  const shape = checkFields(body, opWhat, fields, kind === 'Scan' ? TXN_OP_OPTIONAL : []);
+  const shape = checkFields(body, opWhat, fields, OPTIONAL_FIELDS);
   if (shape !== null) return shape;
-  if (kind === 'Set') return checkKey(body.key, `${opWhat}.key`) ?? checkValue(body.value, `${opWhat}.value`);
+  if (kind === 'Set') return checkSet(body, `${opWhat}.`);
   if (kind !== 'Scan') return checkKey(body.key, `${opWhat}.key`);
   const { prefix, limit } = body;
   if (typeof prefix !== 'string') return new AspenError('INVALID_INPUT', `${opWhat}.prefix must be a string`);

@@ -298,8 +298,10 @@ function variant(properties: Record<string, object>) {
  * (KEY_TOO_LARGE, VALUE_TOO_LARGE, BATCH_TOO_LARGE) and messages.
  */
 const text = { type: 'string' } as const;
+/** A Set's optional lease: its rules (a positive integer) are checkLeaseId's (INVALID_INPUT). */
+const leaseId = { lease_id: {} } as const;
 const txnOp = variant({
-  Set: exact({ key: text, value: text }),
+  Set: exact({ key: text, value: text, ...leaseId }, ['lease_id']),
   Delete: exact({ key: text }),
   Get: exact({ key: text }),
   Scan: exact({ prefix: text, limit: { type: 'integer' } }, ['limit']),
@@ -311,7 +313,7 @@ const compare = exact({
   value: { anyOf: [{ type: 'string' }, { type: 'integer' }] },
 });
 const writeCommand = variant({
-  Set: exact({ key: text, value: text }),
+  Set: exact({ key: text, value: text, ...leaseId }, ['lease_id']),
   SetMulti: exact({ pairs: { type: 'array', items: { type: 'array', items: text } } }),
   Delete: exact({ key: text }),
   DeleteMulti: exact({ keys: { type: 'array', items: text } }),

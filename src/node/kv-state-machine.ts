@@ -4,6 +4,15 @@ import type { Compare, CompareTarget, LogCommand, TxnOp, WriteCommand } from '..
 import { assert } from '../base/assert.ts';
 import { TXN_COMPARES_MAX, TXN_OPS_MAX, TXN_RESULT_BYTES_MAX, TXN_SCAN_LIMIT_MAX } from '../base/limits.ts';
 import type { MembershipConfig } from '../raft/types.ts';
+import {
+  applyLeaseCommand,
+  attachRefusal,
+  EntryWrites,
+  leasesWithKeys,
+  refused,
+  snapshotLeases,
+  type SnapshotLease,
+} from './lease-apply.ts';
 import { applyWithSession, normalizeSession, type StoredOutcome } from './session-apply.ts';
 import { SessionTable, type Session, type SessionRecord } from './sessions.ts';
 
@@ -15,7 +24,7 @@ export interface KvRecord {
   readonly createIndex: number;
   readonly modIndex: number;
   readonly version: number;
-  /** The lease the key is attached to; 0: none (always 0 until leases exist, issue 15). */
+  /** The lease the key is attached to; 0: none. */
   readonly leaseId: number;
 }
 
@@ -132,6 +141,14 @@ export interface StateMachine {
   snapshot(): Uint8Array;
   /** Replace the whole state with a snapshot taken at `index` (with the membership in effect there). */
   restore(data: Uint8Array, index: number, config: MembershipConfig): void;
+  /** The lease `id`, if it exists. */
+  lease(id: number): LeaseRecord | undefined;
+  /** Up to `limit` leases with ids above `afterId`, by id. */
+  leases(afterId: number, limit: number): [number, LeaseRecord][];
+  /** Up to `limit` keys attached to lease `id`, in key order (none for an unknown lease). */
+  leaseKeys(id: number, limit: number): string[];
+  /** How many leases exist (at most LEASES_MAX). */
+  readonly leaseCount: number;
 }
 
 export interface ScanPage {
@@ -164,13 +181,24 @@ export function collectScanPage(
   return { records, more: false };
 }
 
-/** Where records live: a Map in memory, an LMDB database inside a write transaction. */
+/**
+ * Where records and leases live: Maps in memory, LMDB databases inside a write transaction. Plain
+ * storage: lease-apply.ts keeps a lease's key count and its keys in step with the records.
+ */
 export interface RecordStore {
   get(key: string): KvRecord | undefined;
   set(key: string, record: KvRecord): void;
   delete(key: string): boolean;
   /** As StateMachine.scan, and it sees every earlier write of the command being applied. */
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage;
+  getLease(id: number): LeaseRecord | undefined;
+  putLease(id: number, lease: LeaseRecord): void;
+  removeLease(id: number): void;
+  leaseCount(): number;
+  /** As StateMachine.leaseKeys. */
+  leaseKeys(id: number, limit: number): string[];
+  addLeaseKey(id: number, key: string): void;
+  removeLeaseKey(id: number, key: string): void;
 }
 
 /**
@@ -212,49 +240,88 @@ export function scanMap(
   return collectScanPage(ordered(), prefix, limit);
 }
 
-/** A Map as a RecordStore. */
-export function mapRecordStore(map: Map<string, KvRecord>): RecordStore {
+/** The in-memory state: records, leases, and each lease's keys. */
+export interface MemoryState {
+  readonly records: Map<string, KvRecord>;
+  readonly leases: Map<number, LeaseRecord>;
+  readonly leaseKeys: Map<number, Set<string>>;
+}
+
+export function emptyMemoryState(): MemoryState {
+  return { records: new Map(), leases: new Map(), leaseKeys: new Map() };
+}
+
+/** Maps as a RecordStore. */
+export function mapRecordStore(state: MemoryState): RecordStore {
+  const { records, leases, leaseKeys } = state;
   return {
-    get: (key) => map.get(key),
+    get: (key) => records.get(key),
     set: (key, record) => {
-      map.set(key, record);
+      records.set(key, record);
     },
-    delete: (key) => map.delete(key),
-    scan: (prefix, afterKey, limit) => scanMap(map, prefix, afterKey, limit),
+    delete: (key) => records.delete(key),
+    scan: (prefix, afterKey, limit) => scanMap(records, prefix, afterKey, limit),
+    getLease: (id) => leases.get(id),
+    putLease: (id, lease) => {
+      leases.set(id, lease);
+    },
+    removeLease: (id) => {
+      leases.delete(id);
+      leaseKeys.delete(id);
+    },
+    leaseCount: () => leases.size,
+    leaseKeys: (id, limit) => [...(leaseKeys.get(id) ?? [])].sort(compareUtf8).slice(0, limit),
+    addLeaseKey: (id, key) => {
+      const keys = leaseKeys.get(id) ?? new Set<string>();
+      keys.add(key);
+      leaseKeys.set(id, keys);
+    },
+    removeLeaseKey: (id, key) => {
+      leaseKeys.get(id)?.delete(key);
+    },
   };
 }
 
-/** Set with revisions: mod_index = index, version + 1, create_index = index on creation. */
-function setRecord(store: RecordStore, index: number, key: string, value: string): void {
-  const previous = store.get(key);
-  store.set(key, {
-    value,
-    createIndex: previous?.createIndex ?? index,
-    modIndex: index,
-    version: (previous?.version ?? 0) + 1,
-    leaseId: 0,
-  });
+/** Up to `limit` leases with ids above `afterId`, by id (sorts on every call: at most LEASES_MAX). */
+export function leasesAfter(
+  leases: ReadonlyMap<number, LeaseRecord>,
+  afterId: number,
+  limit: number,
+): [number, LeaseRecord][] {
+  return [...leases.entries()]
+    .filter(([id]) => id > afterId)
+    .sort((a, b) => a[0] - b[0])
+    .slice(0, limit);
 }
 
-/** The KV semantics, shared by every state machine: each command is one revision, `index`. */
-export function applyCommand(store: RecordStore, index: number, command: WriteCommand): ApplyOutcome {
+/**
+ * The KV and lease semantics, shared by every state machine: each command is one revision,
+ * `index`; `term` is its entry's term (an expiry revoke of another term is refused).
+ */
+export function applyCommand(store: RecordStore, index: number, command: LogCommand, term = 0): ApplyOutcome {
+  if ('LeaseGrant' in command || 'LeaseRevoke' in command)
+    return applyLeaseCommand(store, index, command, term);
+  const writes = new EntryWrites(store, index);
   const deleted: boolean[] = [];
   if ('Set' in command) {
-    setRecord(store, index, command.Set.key, command.Set.value);
+    const { key, value, lease_id: leaseId = 0 } = command.Set;
+    const refusal = attachRefusal(store, key, leaseId);
+    if (refusal !== null) return refused(index, refusal);
+    writes.set(key, value, leaseId);
   } else if ('SetMulti' in command) {
-    for (const [key, value] of command.SetMulti.pairs) setRecord(store, index, key, value);
+    for (const [key, value] of command.SetMulti.pairs) writes.set(key, value, 0);
   } else if ('Delete' in command) {
-    deleted.push(store.delete(command.Delete.key));
+    deleted.push(writes.delete(command.Delete.key));
   } else if ('DeleteMulti' in command) {
-    for (const key of command.DeleteMulti.keys) deleted.push(store.delete(key));
+    for (const key of command.DeleteMulti.keys) deleted.push(writes.delete(key));
   } else if ('CompareAndSwap' in command) {
-    return applyCompareAndSwap(store, index, command.CompareAndSwap);
+    return applyCompareAndSwap(writes, store, index, command.CompareAndSwap);
   } else if ('CompareAndDelete' in command) {
-    return applyCompareAndDelete(store, index, command.CompareAndDelete);
+    return applyCompareAndDelete(writes, store, index, command.CompareAndDelete);
   } else {
-    return applyTransaction(store, index, command.Transaction);
+    return applyTransaction(writes, store, index, command.Transaction);
   }
-  return { index, deleted, succeeded: true };
+  return { index, deleted, succeeded: true, ...writes.outcomeChanges() };
 }
 
 type CommandBody<K extends string> =
@@ -262,6 +329,7 @@ type CommandBody<K extends string> =
 
 /** expected null: succeeds iff the key is absent; else iff present with exactly that value. */
 function applyCompareAndSwap(
+  writes: EntryWrites,
   store: RecordStore,
   index: number,
   body: CommandBody<'CompareAndSwap'>,
@@ -269,12 +337,13 @@ function applyCompareAndSwap(
   const current = store.get(body.key);
   const holds = body.expected === null ? current === undefined : current?.value === body.expected;
   if (!holds) return { index, deleted: [], succeeded: false, current: current ?? null };
-  setRecord(store, index, body.key, body.new_value);
-  return { index, deleted: [], succeeded: true };
+  writes.set(body.key, body.new_value, 0);
+  return { index, deleted: [], succeeded: true, ...writes.outcomeChanges() };
 }
 
 /** Succeeds iff the key is present with exactly that value, and deletes it. */
 function applyCompareAndDelete(
+  writes: EntryWrites,
   store: RecordStore,
   index: number,
   body: CommandBody<'CompareAndDelete'>,
@@ -283,16 +352,22 @@ function applyCompareAndDelete(
   if (current?.value !== body.expected) {
     return { index, deleted: [], succeeded: false, current: current ?? null };
   }
-  const removed = store.delete(body.key);
+  const removed = writes.delete(body.key);
   assert(removed, 'a key found present is deleted');
-  return { index, deleted: [true], succeeded: true };
+  return { index, deleted: [true], succeeded: true, ...writes.outcomeChanges() };
 }
 
 /**
  * All compares against the state before any op; then the branch they choose, op by op, each op
  * seeing the earlier ones. The bounds validation guarantees are asserted before anything is written.
+ * A Set refused for its lease, or results past TXN_RESULT_BYTES_MAX, undo the whole branch.
  */
-function applyTransaction(store: RecordStore, index: number, body: CommandBody<'Transaction'>): ApplyOutcome {
+function applyTransaction(
+  writes: EntryWrites,
+  store: RecordStore,
+  index: number,
+  body: CommandBody<'Transaction'>,
+): ApplyOutcome {
   assert(body.compare.length <= TXN_COMPARES_MAX, `${body.compare.length} compares in a transaction`);
   assertBranch(body.success);
   assertBranch(body.failure);
@@ -302,7 +377,7 @@ function applyTransaction(store: RecordStore, index: number, body: CommandBody<'
   const branch = succeeded ? body.success : body.failure;
   const results: TxnOpOutcome[] = [];
   // Each key is written at most once per branch (asserted above), so its record before the branch
-  // is enough to undo the branch when its results turn out too large.
+  // is enough to undo the branch.
   const before = new Map<string, KvRecord | undefined>();
   let resultBytes = 0;
   for (const op of branch) {
@@ -310,15 +385,19 @@ function applyTransaction(store: RecordStore, index: number, body: CommandBody<'
       const key = 'Set' in op ? op.Set.key : op.Delete.key;
       before.set(key, store.get(key));
     }
-    const result = applyTxnOp(store, index, op);
+    const result = applyTxnOp(writes, store, op);
+    if ('leaseId' in result) {
+      writes.undo(before);
+      return { index, deleted: [], succeeded, leaseRefusal: result };
+    }
     resultBytes += txnResultSize(result);
     results.push(result);
     if (resultBytes > TXN_RESULT_BYTES_MAX) {
-      undo(store, before);
+      writes.undo(before);
       return { index, deleted: [], succeeded, resultsTooLarge: true };
     }
   }
-  return { index, deleted: [], succeeded, results };
+  return { index, deleted: [], succeeded, results, ...writes.outcomeChanges() };
 }
 
 /** Key and value bytes a Get or Scan result carries (writes carry none). */
@@ -329,14 +408,6 @@ export function txnResultSize(result: TxnOpOutcome): number {
   let bytes = 0;
   for (const [key, record] of result.records) bytes += utf8Length(key) + utf8Length(record.value);
   return bytes;
-}
-
-/** Put back the records a branch changed (bounded: one per op of the branch). */
-function undo(store: RecordStore, before: ReadonlyMap<string, KvRecord | undefined>): void {
-  for (const [key, record] of before) {
-    if (record === undefined) store.delete(key);
-    else store.set(key, record);
-  }
 }
 
 /** At most TXN_OPS_MAX ops, no key written twice, Scan limits positive integers, prefixes well-formed. */
@@ -357,12 +428,16 @@ function assertBranch(ops: readonly TxnOp[]): void {
   }
 }
 
-function applyTxnOp(store: RecordStore, index: number, op: TxnOp): TxnOpOutcome {
+/** One op of a branch, or why its Set may not be written (its lease). */
+function applyTxnOp(writes: EntryWrites, store: RecordStore, op: TxnOp): TxnOpOutcome | LeaseRefusal {
   if ('Set' in op) {
-    setRecord(store, index, op.Set.key, op.Set.value);
-    return { kind: 'set', key: op.Set.key };
+    const { key, value, lease_id: leaseId = 0 } = op.Set;
+    const refusal = attachRefusal(store, key, leaseId);
+    if (refusal !== null) return refusal;
+    writes.set(key, value, leaseId);
+    return { kind: 'set', key };
   }
-  if ('Delete' in op) return { kind: 'delete', key: op.Delete.key, deleted: store.delete(op.Delete.key) };
+  if ('Delete' in op) return { kind: 'delete', key: op.Delete.key, deleted: writes.delete(op.Delete.key) };
   if ('Get' in op) return { kind: 'get', key: op.Get.key, record: store.get(op.Get.key) ?? null };
   const limit = Math.min(op.Scan.limit ?? TXN_SCAN_LIMIT_MAX, TXN_SCAN_LIMIT_MAX);
   const page = store.scan(op.Scan.prefix, null, limit);
@@ -403,6 +478,15 @@ interface SnapshotBody {
   readonly records: readonly (readonly [string, KvRecord])[];
   /** Absent in snapshots from before sessions: an empty table. */
   readonly sessions?: SessionsSnapshot;
+  /** Absent in snapshots from before leases (storage format 4 and older): none. */
+  readonly leases?: readonly (readonly [number, SnapshotLease])[];
+}
+
+/** Everything a snapshot holds but the applied index; each lease with its key count. */
+export interface SnapshotState {
+  readonly records: readonly (readonly [string, KvRecord])[];
+  readonly sessions: SessionsSnapshot;
+  readonly leases: readonly (readonly [number, LeaseRecord])[];
 }
 
 /** The session table in a snapshot: log time and every client, sorted by id. */
@@ -438,11 +522,16 @@ export function normalizeRecord(stored: unknown): KvRecord {
   return { value, createIndex: create ?? 0, modIndex: mod ?? 0, version: ver ?? 0, leaseId: lease ?? 0 };
 }
 
-/** Snapshot bytes: the applied index and every record, sorted by key (so equal states give equal bytes). */
+/**
+ * Snapshot bytes: the applied index, every record sorted by key, the session table and the leases
+ * sorted by id (so equal states give equal bytes). A lease's key count is not kept: restore counts
+ * the records on it.
+ */
 export function encodeSnapshot(
   appliedIndex: number,
   records: Iterable<readonly [string, KvRecord]>,
   sessions: SessionsSnapshot = EMPTY_SESSIONS,
+  leases: Iterable<readonly [number, SnapshotLease]> = [],
 ): Uint8Array {
   const sorted = [...records]
     .sort((a, b) => compareUtf8(a[0], b[0]))
@@ -454,6 +543,7 @@ export function encodeSnapshot(
     appliedIndex,
     records: sorted,
     sessions: { timeMs: sessions.timeMs, clients },
+    leases: snapshotLeases(leases),
   };
   return snapshotPackr.pack(body);
 }
@@ -463,11 +553,11 @@ export function decodeSnapshot(data: Uint8Array, index: number): readonly (reado
   return decodeSnapshotState(data, index).records;
 }
 
-/** Records and session table of snapshot bytes (a snapshot from before sessions has an empty table). */
-export function decodeSnapshotState(
-  data: Uint8Array,
-  index: number,
-): { records: readonly (readonly [string, KvRecord])[]; sessions: SessionsSnapshot } {
+/**
+ * Records, session table and leases of snapshot bytes (a snapshot from before sessions has an empty
+ * table, one from before leases has none); each lease's key count is counted from the records.
+ */
+export function decodeSnapshotState(data: Uint8Array, index: number): SnapshotState {
   const body = snapshotPackr.unpack(data) as SnapshotBody;
   assert(body.appliedIndex === index, `snapshot data is at ${body.appliedIndex}, metadata says ${index}`);
   const records = body.records.map(([key, record]): [string, KvRecord] => [key, normalizeRecord(record)]);
@@ -477,25 +567,28 @@ export function decodeSnapshotState(
     id,
     normalizeSession(session),
   ]);
-  return { records, sessions: { timeMs: stored.timeMs, clients } };
+  const leases = leasesWithKeys(snapshotLeases(body.leases ?? []), records);
+  return { records, sessions: { timeMs: stored.timeMs, clients }, leases };
 }
 
 /** The in-memory KV state machine (the simulator's and `--storage memory`'s). */
 export class MemoryKvStateMachine implements StateMachine {
-  private readonly records = new Map<string, KvRecord>();
-  private readonly store = mapRecordStore(this.records);
+  private readonly state = emptyMemoryState();
+  private readonly store = mapRecordStore(this.state);
   private readonly sessions = new SessionTable<StoredOutcome>();
   appliedIndex = 0;
   appliedMembership: MembershipConfig | null = null;
 
   apply(
     index: number,
-    command: WriteCommand,
+    command: LogCommand,
     session: Session | null = null,
     proposedAtMs = 0,
+    term = 0,
   ): ApplyOutcome {
     this.advanceTo(index);
-    const outcome = applyWithSession(this.sessions, this.store, index, { command, session, proposedAtMs });
+    const proposal = { command, session, proposedAtMs };
+    const outcome = applyWithSession(this.sessions, this.store, index, proposal, term);
     this.sessions.takeChanged(); // nothing to write back: the table is the store
     return outcome;
   }
@@ -510,25 +603,47 @@ export class MemoryKvStateMachine implements StateMachine {
   }
 
   get(key: string): KvRecord | undefined {
-    return this.records.get(key);
+    return this.state.records.get(key);
   }
 
   get size(): number {
-    return this.records.size;
+    return this.state.records.size;
   }
 
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
-    return scanMap(this.records, prefix, afterKey, limit);
+    return scanMap(this.state.records, prefix, afterKey, limit);
+  }
+
+  lease(id: number): LeaseRecord | undefined {
+    return this.state.leases.get(id);
+  }
+
+  leases(afterId: number, limit: number): [number, LeaseRecord][] {
+    return leasesAfter(this.state.leases, afterId, limit);
+  }
+
+  leaseKeys(id: number, limit: number): string[] {
+    return this.store.leaseKeys(id, limit);
+  }
+
+  get leaseCount(): number {
+    return this.state.leases.size;
   }
 
   snapshot(): Uint8Array {
-    return encodeSnapshot(this.appliedIndex, this.records.entries(), sessionsSnapshot(this.sessions));
+    const { records, leases } = this.state;
+    return encodeSnapshot(this.appliedIndex, records.entries(), sessionsSnapshot(this.sessions), leases);
   }
 
   restore(data: Uint8Array, index: number, config: MembershipConfig): void {
-    const { records, sessions } = decodeSnapshotState(data, index);
-    this.records.clear();
-    for (const [key, record] of records) this.records.set(key, record);
+    const { records, sessions, leases } = decodeSnapshotState(data, index);
+    this.state.records.clear();
+    this.state.leases.clear();
+    this.state.leaseKeys.clear();
+    for (const [key, record] of records) this.state.records.set(key, record);
+    for (const [id, lease] of leases) this.state.leases.set(id, lease);
+    for (const [key, record] of records)
+      if (record.leaseId !== 0) this.store.addLeaseKey(record.leaseId, key);
     this.sessions.load(index, sessions.timeMs, sessions.clients);
     this.appliedIndex = index;
     this.appliedMembership = config;

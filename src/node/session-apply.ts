@@ -1,40 +1,45 @@
 import { utf8Length } from '../api/limits.ts';
-import type { WriteCommand } from '../api/types.ts';
+import type { LogCommand } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
 import { applyCommand, txnResultSize, type ApplyOutcome, type RecordStore } from './kv-state-machine.ts';
 import { SESSION_RESULT_BYTES_MAX, SessionTable, type Session, type SessionRecord } from './sessions.ts';
 
 /** What one log entry carries: the command, the client session (if any), the leader's proposal time. */
 export interface Proposal {
-  readonly command: WriteCommand;
+  readonly command: LogCommand;
   readonly session: Session | null;
   readonly proposedAtMs: number;
 }
 
-/** A session's stored outcome: what the first apply returned, or that its results were too large to keep. */
+/**
+ * A session's stored outcome: what the first apply returned (without its `changes`: a retry changes
+ * nothing), or that its results were too large to keep.
+ */
 export type StoredOutcome = ApplyOutcome;
 
 /**
  * Apply one command through the session table: a retried sequence is not applied again and gets
  * the stored outcome (marked duplicate); a sequence the table can no longer answer for gets
- * `sessionExpired` (nothing applied). Log time advances with every command entry.
+ * `sessionExpired` (nothing applied). Log time advances with every command entry. `term` is the
+ * entry's term (see applyCommand).
  */
 export function applyWithSession(
   table: SessionTable<StoredOutcome>,
   store: RecordStore,
   index: number,
   proposal: Proposal,
+  term = 0,
 ): ApplyOutcome {
   table.advance(index, proposal.proposedAtMs);
   const session = proposal.session;
-  if (session === null) return applyCommand(store, index, proposal.command);
+  if (session === null) return applyCommand(store, index, proposal.command, term);
   const check = table.check(session);
   if (check.kind === 'duplicate') {
     if (check.outcome.resultsDiscarded === true) return expired(index);
     return { ...check.outcome, duplicate: true };
   }
   if (check.kind === 'expired') return expired(index);
-  const outcome = applyCommand(store, index, proposal.command);
+  const outcome = applyCommand(store, index, proposal.command, term);
   table.record(session, storedOutcome(outcome));
   return outcome;
 }
@@ -50,7 +55,7 @@ function expired(index: number): ApplyOutcome {
  */
 function storedOutcome(outcome: ApplyOutcome): StoredOutcome {
   assert(outcome.duplicate === undefined && outcome.sessionExpired === undefined, 'a fresh outcome');
-  if (outcomeBytes(outcome) <= SESSION_RESULT_BYTES_MAX) return outcome;
+  if (outcomeBytes(outcome) <= SESSION_RESULT_BYTES_MAX) return normalizeOutcome(outcome);
   return { index: outcome.index, deleted: [], succeeded: outcome.succeeded, resultsDiscarded: true };
 }
 
@@ -65,7 +70,10 @@ export function outcomeBytes(outcome: ApplyOutcome): number {
   return bytes;
 }
 
-/** A stored outcome with its fields in one order (equal tables give equal snapshot bytes). */
+/**
+ * A stored outcome with its fields in one order (equal tables give equal snapshot bytes); never
+ * its `changes`.
+ */
 export function normalizeOutcome(stored: unknown): StoredOutcome {
   assert(typeof stored === 'object' && stored !== null, 'a stored outcome is an object');
   const o = stored as ApplyOutcome;
@@ -78,6 +86,11 @@ export function normalizeOutcome(stored: unknown): StoredOutcome {
     ...(o.results === undefined ? {} : { results: o.results }),
     ...(o.resultsTooLarge === undefined ? {} : { resultsTooLarge: o.resultsTooLarge }),
     ...(o.resultsDiscarded === undefined ? {} : { resultsDiscarded: o.resultsDiscarded }),
+    ...(o.lease === undefined ? {} : { lease: { id: o.lease.id, ttlSeconds: o.lease.ttlSeconds } }),
+    ...(o.revoked === undefined ? {} : { revoked: { id: o.revoked.id, keys: o.revoked.keys } }),
+    ...(o.leaseRefusal === undefined
+      ? {}
+      : { leaseRefusal: { kind: o.leaseRefusal.kind, leaseId: o.leaseRefusal.leaseId } }),
   };
 }
 

@@ -1,13 +1,13 @@
 import { AspenError, type CurrentRecord } from '../api/errors.ts';
 import type { KeyValue, TxnOpResult, WriteCommand, WriteResult } from '../api/types.ts';
 import { assert, AssertionError } from '../base/assert.ts';
-import { TXN_RESULT_BYTES_MAX } from '../base/limits.ts';
-import type { KvRecord, TxnOpOutcome } from './kv-state-machine.ts';
+import { LEASE_KEYS_MAX, LEASES_MAX, TXN_RESULT_BYTES_MAX } from '../base/limits.ts';
+import type { KvRecord, LeaseRefusal, TxnOpOutcome } from './kv-state-machine.ts';
 import type { WriteApplied } from './raft-node.ts';
 
 /** How applied writes and stored records are shown through the API (the control client's answers). */
 
-/** A stored record as the API shows it. `lease_id` is 0 until leases exist (issue 15). */
+/** A stored record as the API shows it (`lease_id` 0: on no lease). */
 export function keyValue(key: string, record: KvRecord): KeyValue {
   return {
     key,
@@ -15,7 +15,7 @@ export function keyValue(key: string, record: KvRecord): KeyValue {
     create_index: record.createIndex,
     mod_index: record.modIndex,
     version: record.version,
-    lease_id: 0,
+    lease_id: record.leaseId,
   };
 }
 
@@ -26,8 +26,40 @@ function currentRecord(record: KvRecord | null): CurrentRecord | null {
     create_index: record.createIndex,
     mod_index: record.modIndex,
     version: record.version,
-    lease_id: 0,
+    lease_id: record.leaseId,
   };
+}
+
+/**
+ * A command refused at apply for a lease reason, as the API error: nothing was written (definite).
+ * `stale_expiry` answers only the lessor's own expiry revokes (a deposed leader's, ignored).
+ */
+export function leaseRefusalError(refusal: LeaseRefusal): AspenError {
+  const id = refusal.leaseId;
+  switch (refusal.kind) {
+    case 'not_found':
+      return new AspenError('LEASE_NOT_FOUND', `lease ${id} not found (expired or revoked?)`);
+    case 'exists':
+      return new AspenError(
+        'LEASE_EXISTS',
+        `lease ${id} already exists: grant another id, or 0 to get a free one`,
+      );
+    case 'too_many_leases':
+      return new AspenError(
+        'TOO_MANY_LEASES',
+        `the cluster holds ${LEASES_MAX} leases, the limit: revoke leases no longer used`,
+      );
+    case 'too_many_keys':
+      return new AspenError(
+        'TOO_MANY_LEASE_KEYS',
+        `lease ${id} carries ${LEASE_KEYS_MAX} keys, the limit: put further keys on another lease`,
+      );
+    case 'stale_expiry':
+      return new AspenError(
+        'NOT_LEADER',
+        `the expiry of lease ${id} was proposed by a leader since deposed; it was ignored`,
+      );
+  }
 }
 
 function txnOpResult(outcome: TxnOpOutcome): TxnOpResult {
@@ -75,11 +107,13 @@ export function appliedRevision(applied: WriteApplied): number {
 /**
  * What an applied write answers: its log index as `log_index` and `revision`; a Transaction adds
  * `succeeded` and the results of the branch that ran; a CompareAndSwap or CompareAndDelete whose
- * compare failed (nothing written) is the 409 COMPARE_FAILED error with the record it found.
+ * compare failed (nothing written) is the 409 COMPARE_FAILED error with the record it found; a Set
+ * (or a transaction's Set) refused for its lease is LEASE_NOT_FOUND or TOO_MANY_LEASE_KEYS.
  */
 export function writeResult(command: WriteCommand, applied: WriteApplied): WriteResult {
   const index = appliedRevision(applied);
   const { outcome } = applied;
+  if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
   const base = { command, log_index: index, revision: index };
   if ('Transaction' in command) {
     if (outcome.resultsTooLarge === true) {

@@ -1,4 +1,4 @@
-import type { WriteCommand } from '../api/types.ts';
+import type { LogCommand } from '../api/types.ts';
 import { MemoryKvStateMachine, type ApplyOutcome } from '../node/kv-state-machine.ts';
 import type { Session } from '../node/sessions.ts';
 import type { NodeId } from '../raft/types.ts';
@@ -60,11 +60,12 @@ export class ObservedKvStateMachine extends MemoryKvStateMachine {
 
   override apply(
     index: number,
-    command: WriteCommand,
+    command: LogCommand,
     session: Session | null = null,
     proposedAtMs = 0,
+    term = 0,
   ): ApplyOutcome {
-    const outcome = super.apply(index, command, session, proposedAtMs);
+    const outcome = super.apply(index, command, session, proposedAtMs, term);
     this.checker.onApplied(this.nodeId, index, session, outcome);
     return outcome;
   }

@@ -1,11 +1,13 @@
 import { TransactionFlags } from 'lmdb';
-import type { WriteCommand } from '../api/types.ts';
+import type { LogCommand } from '../api/types.ts';
+import { LEASES_MAX } from '../base/limits.ts';
 import {
   collectScanPage,
   decodeSnapshotState,
   encodeSnapshot,
   type ApplyOutcome,
   type KvRecord,
+  type LeaseRecord,
   type RecordStore,
   type ScanPage,
   type StateMachine,
@@ -28,6 +30,8 @@ const META_APPLIED = 'applied';
 const META_MEMBERSHIP = 'membership';
 /** The session table's log time (its clients are in the `sessions` database). */
 const META_SESSION_TIME = 'session_time';
+/** How many leases the `leases` database holds (kept with it in each transaction). */
+const META_LEASE_COUNT = 'lease_count';
 /** Per-record size estimate beyond key and value, for the snapshot size bound. */
 const SNAPSHOT_RECORD_OVERHEAD_BYTES = 32;
 
@@ -82,24 +86,18 @@ export class LmdbKvStateMachine implements StateMachine {
 
   apply(
     index: number,
-    command: WriteCommand,
+    command: LogCommand,
     session: Session | null = null,
     proposedAtMs = 0,
+    term = 0,
   ): ApplyOutcome {
     this.assertNext(index);
-    const kv = this.storage.kv;
-    const store: RecordStore = {
-      get: (key) => kv.get(key),
-      set: (key, record) => {
-        kv.putSync(key, record);
-      },
-      delete: (key) => kv.removeSync(key),
-      scan: (prefix, afterKey, limit) => this.scan(prefix, afterKey, limit),
-    };
+    const store = this.recordStore();
+    const proposal = { command, session, proposedAtMs };
     let outcome: ApplyOutcome;
     try {
       outcome = this.inTransaction(() => {
-        const result = applyWithSession(this.sessions, store, index, { command, session, proposedAtMs });
+        const result = applyWithSession(this.sessions, store, index, proposal, term);
         this.storeSessions();
         this.storage.stateMeta.putSync(META_APPLIED, index);
         return result;
@@ -110,6 +108,35 @@ export class LmdbKvStateMachine implements StateMachine {
     }
     this.appliedIndex = index;
     return outcome;
+  }
+
+  /** The machine's databases as a RecordStore (used inside a write transaction). */
+  private recordStore(): RecordStore {
+    const { kv, leases, leaseKeys, stateMeta } = this.storage;
+    return {
+      get: (key) => kv.get(key),
+      set: (key, record) => {
+        kv.putSync(key, record);
+      },
+      delete: (key) => kv.removeSync(key),
+      scan: (prefix, afterKey, limit) => this.scan(prefix, afterKey, limit),
+      getLease: (id) => leases.get(id),
+      putLease: (id, lease) => {
+        if (leases.get(id) === undefined) stateMeta.putSync(META_LEASE_COUNT, this.leaseCount + 1);
+        leases.putSync(id, lease);
+      },
+      removeLease: (id) => {
+        if (leases.removeSync(id)) stateMeta.putSync(META_LEASE_COUNT, this.leaseCount - 1);
+      },
+      leaseCount: () => this.leaseCount,
+      leaseKeys: (id, limit) => this.leaseKeys(id, limit),
+      addLeaseKey: (id, key) => {
+        leaseKeys.putSync([id, key], true);
+      },
+      removeLeaseKey: (id, key) => {
+        leaseKeys.removeSync([id, key]);
+      },
+    };
   }
 
   /** The applied index and, for a configuration entry, the membership change together in one transaction. */
@@ -178,6 +205,25 @@ export class LmdbKvStateMachine implements StateMachine {
     );
   }
 
+  lease(id: number): LeaseRecord | undefined {
+    return this.storage.leases.get(id);
+  }
+
+  leases(afterId: number, limit: number): [number, LeaseRecord][] {
+    const range = this.storage.leases.getRange({ start: afterId + 1, limit });
+    return [...range].map(({ key, value }): [number, LeaseRecord] => [key, value]);
+  }
+
+  /** Keys `[id, key]` sort by lease then by key's UTF-8 bytes: one range read. */
+  leaseKeys(id: number, limit: number): string[] {
+    const range = this.storage.leaseKeys.getKeys({ start: [id], end: [id + 1], limit });
+    return [...range].map(([, key]) => key);
+  }
+
+  get leaseCount(): number {
+    return (this.storage.stateMeta.get(META_LEASE_COUNT) as number | undefined) ?? 0;
+  }
+
   /**
    * The state at the applied index, read from one LMDB read transaction (a consistent view even if
    * writes land meanwhile), bounded by SNAPSHOT_BYTES_MAX. The node sends it in bounded chunks.
@@ -191,12 +237,10 @@ export class LmdbKvStateMachine implements StateMachine {
         appliedIndex === this.appliedIndex,
         `read transaction sees applied ${appliedIndex}, machine ${this.appliedIndex}`,
       );
+      const size = new SnapshotSize();
       const records: [string, KvRecord][] = [];
-      let bytes = 0;
       for (const { key, value } of this.storage.kv.getRange({ transaction })) {
-        bytes += key.length + value.value.length + SNAPSHOT_RECORD_OVERHEAD_BYTES;
-        if (bytes > SNAPSHOT_BYTES_MAX)
-          throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
+        size.add(key.length + value.value.length);
         records.push([key, value]);
       }
       const timeMs =
@@ -204,31 +248,44 @@ export class LmdbKvStateMachine implements StateMachine {
       const clients: [string, SessionRecord<StoredOutcome>][] = [];
       for (const { key, value } of this.storage.sessions.getRange({ transaction })) {
         assert(clients.length < SESSIONS_MAX, 'stored sessions are bounded');
-        for (const [, outcome] of value.results)
-          bytes += outcomeBytes(outcome) + SNAPSHOT_RECORD_OVERHEAD_BYTES;
-        if (bytes > SNAPSHOT_BYTES_MAX)
-          throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
+        for (const [, outcome] of value.results) size.add(outcomeBytes(outcome));
         clients.push([key, value]);
       }
-      return encodeSnapshot(appliedIndex, records, { timeMs, clients });
+      const leases: [number, LeaseRecord][] = [];
+      for (const { key, value } of this.storage.leases.getRange({ transaction })) {
+        assert(leases.length < LEASES_MAX, 'stored leases are bounded');
+        size.add(0);
+        leases.push([key, value]);
+      }
+      return encodeSnapshot(appliedIndex, records, { timeMs, clients }, leases);
     } finally {
       transaction.done();
     }
   }
 
-  /** Replace records, applied index and membership in one transaction: a crash leaves the old state or the new. */
+  /**
+   * Replace records, sessions, leases, applied index and membership in one transaction: a crash
+   * leaves the old state or the new. Each lease's keys are rebuilt from the records' lease ids.
+   */
   restore(data: Uint8Array, index: number, config: MembershipConfig): void {
-    const { records, sessions } = decodeSnapshotState(data, index);
+    const { records, sessions, leases } = decodeSnapshotState(data, index);
+    const { kv, leaseKeys, stateMeta } = this.storage;
     this.write(
       'restoring a snapshot into the state machine',
       () => {
-        for (const key of this.storage.kv.getKeys({})) this.storage.kv.removeSync(key);
-        for (const [key, record] of records) this.storage.kv.putSync(key, record);
+        for (const key of kv.getKeys({})) kv.removeSync(key);
+        for (const [key, record] of records) kv.putSync(key, record);
         for (const key of this.storage.sessions.getKeys({})) this.storage.sessions.removeSync(key);
         for (const [key, session] of sessions.clients) this.storage.sessions.putSync(key, session);
-        this.storage.stateMeta.putSync(META_SESSION_TIME, sessions.timeMs);
-        this.storage.stateMeta.putSync(META_APPLIED, index);
-        this.storage.stateMeta.putSync(META_MEMBERSHIP, config);
+        for (const id of this.storage.leases.getKeys({})) this.storage.leases.removeSync(id);
+        for (const [id, lease] of leases) this.storage.leases.putSync(id, lease);
+        for (const key of leaseKeys.getKeys({})) leaseKeys.removeSync(key);
+        for (const [key, record] of records)
+          if (record.leaseId !== 0) leaseKeys.putSync([record.leaseId, key], true);
+        stateMeta.putSync(META_LEASE_COUNT, leases.length);
+        stateMeta.putSync(META_SESSION_TIME, sessions.timeMs);
+        stateMeta.putSync(META_APPLIED, index);
+        stateMeta.putSync(META_MEMBERSHIP, config);
       },
       TRANSACTION_SYNC_COMMIT,
     );
@@ -239,5 +296,17 @@ export class LmdbKvStateMachine implements StateMachine {
 
   private assertNext(index: number): void {
     assert(index === this.appliedIndex + 1, `apply out of order: ${index} after ${this.appliedIndex}`);
+  }
+}
+
+/** The estimated size of a snapshot being read: past SNAPSHOT_BYTES_MAX the machine cannot be snapshotted. */
+class SnapshotSize {
+  private bytes = 0;
+
+  /** One record, session result or lease of `bytes` key and value bytes (plus a fixed overhead). */
+  add(bytes: number): void {
+    this.bytes += bytes + SNAPSHOT_RECORD_OVERHEAD_BYTES;
+    if (this.bytes > SNAPSHOT_BYTES_MAX)
+      throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
   }
 }

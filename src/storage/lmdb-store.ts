@@ -1,7 +1,13 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
-import { decodeSnapshot, encodeSnapshot, normalizeRecord, type KvRecord } from '../node/kv-state-machine.ts';
+import {
+  decodeSnapshot,
+  encodeSnapshot,
+  normalizeRecord,
+  type KvRecord,
+  type LeaseRecord,
+} from '../node/kv-state-machine.ts';
 import type { StoredOutcome } from '../node/session-apply.ts';
 import type { SessionRecord } from '../node/sessions.ts';
 import { assert, AssertionError } from '../base/assert.ts';
@@ -17,10 +23,11 @@ import {
 
 /**
  * On-disk format of this release. 3: records carry a lease id; 4: the state machine holds the
- * client session table (its own database, and a `sessions` field in snapshots). A format-2 or
- * format-3 data dir is migrated in place at open; any other version is refused, never guessed at.
+ * client session table (its own database, and a `sessions` field in snapshots); 5: it holds leases
+ * (the `leases` and `lease_keys` databases, a `leases` field in snapshots). A format-2, -3 or -4
+ * data dir is migrated in place at open; any other version is refused, never guessed at.
  */
-export const STORAGE_FORMAT_VERSION = 4;
+export const STORAGE_FORMAT_VERSION = 5;
 /** The oldest format this release migrates from (records without lease ids). */
 export const STORAGE_FORMAT_MIGRATED_FROM = 2;
 /**
@@ -28,6 +35,8 @@ export const STORAGE_FORMAT_MIGRATED_FROM = 2;
  * too), so the migration only records the new format.
  */
 export const STORAGE_FORMAT_WITHOUT_SESSIONS = 3;
+/** Format 4 has no leases: none is the right state (its snapshots read as none too). */
+export const STORAGE_FORMAT_WITHOUT_LEASES = 4;
 /** Records rewritten by a migration: a sanity bound far above what a snapshot can hold. */
 const MIGRATION_RECORDS_MAX = 100_000_000;
 /** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
@@ -75,6 +84,10 @@ export class LmdbStorage {
   readonly stateMeta: Database<unknown, string>;
   /** Client sessions of exactly-once writes: one record per client id (format 4). */
   readonly sessions: Database<SessionRecord<StoredOutcome>, string>;
+  /** Leases by id (format 5). */
+  readonly leases: Database<LeaseRecord, number>;
+  /** The keys of each lease: `[lease id, key]` → true, in lease then key order (format 5). */
+  readonly leaseKeys: Database<true, [number, string]>;
   private readonly statePath: string;
   /** The state machine was discarded at open (the last stop was not a clean close). */
   readonly stateRebuilt: boolean;
@@ -106,6 +119,8 @@ export class LmdbStorage {
     this.kv = this.stateEnv.openDB<KvRecord, string>({ name: 'kv' });
     this.stateMeta = this.stateEnv.openDB<unknown, string>({ name: 'meta' });
     this.sessions = this.stateEnv.openDB<SessionRecord<StoredOutcome>, string>({ name: 'sessions' });
+    this.leases = this.stateEnv.openDB<LeaseRecord, number>({ name: 'leases' });
+    this.leaseKeys = this.stateEnv.openDB<true, [number, string]>({ name: 'lease_keys' });
     try {
       this.meta.putSync(META_STATE_CLEAN, false); // synced before the first apply can touch the machine
     } catch (error) {
@@ -147,18 +162,22 @@ export class LmdbStorage {
       format !== undefined &&
       format !== STORAGE_FORMAT_VERSION &&
       format !== STORAGE_FORMAT_MIGRATED_FROM &&
-      format !== STORAGE_FORMAT_WITHOUT_SESSIONS
+      format !== STORAGE_FORMAT_WITHOUT_SESSIONS &&
+      format !== STORAGE_FORMAT_WITHOUT_LEASES
     ) {
       void env.close();
       throw new StorageError(
-        `data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} and migrates formats ${STORAGE_FORMAT_MIGRATED_FROM} and ${STORAGE_FORMAT_WITHOUT_SESSIONS} (move the directory aside to start this node empty, and let it catch up from the cluster)`,
+        `data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} and migrates formats ${STORAGE_FORMAT_MIGRATED_FROM} to ${STORAGE_FORMAT_WITHOUT_LEASES} (move the directory aside to start this node empty, and let it catch up from the cluster)`,
       );
     }
     let storage: LmdbStorage;
     try {
       storage = new LmdbStorage(env, dataDir, lock);
       if (format === STORAGE_FORMAT_MIGRATED_FROM) storage.migrateFromFormat2();
-      const current = format === undefined || format === STORAGE_FORMAT_WITHOUT_SESSIONS;
+      const current =
+        format === undefined ||
+        format === STORAGE_FORMAT_WITHOUT_SESSIONS ||
+        format === STORAGE_FORMAT_WITHOUT_LEASES;
       if (current) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
     } catch (error) {
       if (error instanceof AssertionError) throw error;
@@ -169,8 +188,8 @@ export class LmdbStorage {
   }
 
   /**
-   * Format 2 → 4: every record gains lease id 0, in the state machine and in the stored snapshot
-   * (the session table starts empty, as from format 3).
+   * Format 2 → 5: every record gains lease id 0, in the state machine and in the stored snapshot
+   * (the session table starts empty, as from format 3, and there are no leases, as from format 4).
    * The state machine first (not synced: it is already marked unclean, so a crash before the clean
    * close discards it and rebuilds it from the snapshot and the log, whose commands did not change);
    * then the snapshot and the format together in one synced transaction of the log environment. A

@@ -8,6 +8,7 @@ import {
   TXN_SCAN_LIMIT_MAX,
   validateWriteCommand,
 } from '../../src/api/limits.ts';
+import { LEASE_ID_MAX } from '../../src/base/limits.ts';
 
 const txn = (fields: Record<string, unknown>) => ({
   Transaction: { compare: [], success: [], failure: [], ...fields },
@@ -91,5 +92,42 @@ describe('validateWriteCommand: CompareAndSwap, CompareAndDelete, Transaction', 
     expect(depth(body)).toBeLessThan(JSON_DEPTH_MAX);
     expect(checkJsonBody(body)).toBeNull();
     expect(validateWriteCommand(body.command)).toBeNull();
+  });
+});
+
+describe('validateWriteCommand: lease_id on Set', () => {
+  const set = (lease: unknown) => ({ Set: { key: 'k', value: 'v', lease_id: lease } });
+  const txnSet = (lease: unknown) => txn({ success: [{ Set: { key: 'k', value: 'v', lease_id: lease } }] });
+
+  it('accepts a positive safe integer on a Set and a transaction Set, and its absence', () => {
+    for (const command of [set(1), set(LEASE_ID_MAX), txnSet(7), { Set: { key: 'k', value: 'v' } }])
+      expect(validateWriteCommand(command)).toBeNull();
+  });
+
+  it('refuses 0, negatives, fractions, strings and ids past LEASE_ID_MAX, naming the field', () => {
+    for (const bad of [0, -1, 1.5, '7', null, LEASE_ID_MAX + 1, Number.POSITIVE_INFINITY]) {
+      expect(validateWriteCommand(set(bad))).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringMatching(/^lease_id must be an integer in \[1, /) as string,
+      });
+      expect(validateWriteCommand(txnSet(bad))).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringContaining('Transaction.success[0].Set.lease_id') as string,
+      });
+    }
+  });
+
+  it('refuses lease_id on other commands and ops, and lease commands in /write', () => {
+    const others: unknown[] = [
+      { SetMulti: { pairs: [['k', 'v']], lease_id: 1 } },
+      { CompareAndSwap: { key: 'k', expected: null, new_value: 'v', lease_id: 1 } },
+      txn({ success: [{ Delete: { key: 'k', lease_id: 1 } }] }),
+    ];
+    for (const command of others)
+      expect(validateWriteCommand(command)?.message).toContain('unknown field "lease_id"');
+    expect(validateWriteCommand({ LeaseGrant: { lease_id: 0, ttl_seconds: 10 } })?.message).toContain(
+      'unknown LeaseGrant',
+    );
+    expect(validateWriteCommand({ LeaseRevoke: { lease_id: 1 } })?.code).toBe('INVALID_INPUT');
   });
 });

@@ -273,8 +273,14 @@ export function coordinationBadInputs(): [string, unknown, number, string][] {
     ['Set without value', txn({ success: [{ Set: { key: K } }] }), 400, 'INVALID_INPUT'],
     ['Set value a number', txn({ success: [{ Set: { key: K, value: 1 } }] }), 400, 'INVALID_INPUT'],
     [
-      'Set with lease_id (leases do not exist yet)',
-      txn({ success: [{ Set: { key: K, value: 'v', lease_id: 7 } }] }),
+      'Set with lease_id 0 (no lease is written by leaving lease_id out)',
+      txn({ success: [{ Set: { key: K, value: 'v', lease_id: 0 } }] }),
+      400,
+      'INVALID_INPUT',
+    ],
+    [
+      'Set with lease_id a string',
+      txn({ success: [{ Set: { key: K, value: 'v', lease_id: '7' } }] }),
       400,
       'INVALID_INPUT',
     ],

@@ -453,6 +453,32 @@ describe('coordination: CompareAndSwap, CompareAndDelete, Transaction over HTTP 
     );
   });
 
+  it('a Set on an unknown lease is 404 LEASE_NOT_FOUND, definite, nothing written (also in a transaction)', async () => {
+    const { send } = await initialized();
+    await send('POST', '/write', { command: { Set: { key: 'k', value: 'v' } } });
+    const plain = await send('POST', '/write', { command: { Set: { key: 'k', value: 'w', lease_id: 7 } } });
+    expect(plain.status).toBe(404);
+    expect(plain.json).toEqual({
+      error: {
+        code: 'LEASE_NOT_FOUND',
+        message: 'lease 7 not found (expired or revoked?)',
+        definite: true,
+      },
+    });
+    const inTxn = await send('POST', '/write', {
+      command: {
+        Transaction: {
+          compare: [],
+          success: [{ Set: { key: 'other', value: 'x' } }, { Set: { key: 'k', value: 'w', lease_id: 9 } }],
+          failure: [],
+        },
+      },
+    });
+    expect(inTxn.status).toBe(404);
+    expect((await send('GET', '/read?key=k')).json).toMatchObject({ value: 'v', version: 1, lease_id: 0 });
+    expect((await send('GET', '/read?key=other')).status).toBe(404);
+  });
+
   it('refuses a transaction whose Get results pass 4 MiB: 400 BATCH_TOO_LARGE, its writes undone', async () => {
     const { send } = await initialized();
     const mib = 'm'.repeat(1024 * 1024);

@@ -3,12 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Compare, TxnOp, WriteCommand } from '../../src/api/types.ts';
+import type { Compare, LeaseCommand, LogCommand, TxnOp, WriteCommand } from '../../src/api/types.ts';
 import {
   encodeSnapshot,
   MemoryKvStateMachine,
   type ApplyOutcome,
+  type KvChange,
   type KvRecord,
+  type LeaseRecord,
+  type LeaseRefusal,
   type StateMachine,
   type TxnOpOutcome,
 } from '../../src/node/kv-state-machine.ts';
@@ -35,20 +38,86 @@ const bytes = (text: string): Buffer => Buffer.from(text, 'utf8');
 
 class Model {
   readonly map = new Map<string, KvRecord>();
+  /** Leases by id (their keys are the records carrying their id). */
+  readonly leases = new Map<number, { ttlSeconds: number; grantedIndex: number }>();
 
-  apply(index: number, command: WriteCommand): ApplyOutcome {
-    const put = (key: string, value: string): void => {
+  apply(index: number, command: LogCommand, term = 0): ApplyOutcome {
+    const changes: KvChange[] = [];
+    const outcome = this.applyWithoutChanges(index, command, term, (change) => changes.push(change));
+    return changes.length === 0 || outcome.leaseRefusal !== undefined ? outcome : { ...outcome, changes };
+  }
+
+  /** Every lease with its key count, by id; and the keys of each, in UTF-8 order. */
+  leaseState(): { leases: [number, LeaseRecord][]; keys: Record<number, string[]> } {
+    const keys: Record<number, string[]> = {};
+    for (const id of this.leases.keys()) keys[id] = [];
+    for (const [key, record] of this.entries()) if (record.leaseId !== 0) keys[record.leaseId]?.push(key);
+    const leases = [...this.leases.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([id, lease]): [number, LeaseRecord] => [id, { ...lease, keyCount: keys[id]?.length ?? 0 }]);
+    return { leases, keys };
+  }
+
+  private applyLease(
+    index: number,
+    command: LeaseCommand,
+    term: number,
+    remove: (key: string) => boolean,
+  ): ApplyOutcome {
+    const refuse = (kind: LeaseRefusal['kind'], leaseId: number): ApplyOutcome => ({
+      index,
+      deleted: [],
+      succeeded: false,
+      leaseRefusal: { kind, leaseId },
+    });
+    if ('LeaseGrant' in command) {
+      const { lease_id: wanted, ttl_seconds: ttlSeconds } = command.LeaseGrant;
+      if (this.leases.has(wanted)) return refuse('exists', wanted);
+      let id = wanted;
+      if (id === 0) for (id = index; this.leases.has(id); id += 1);
+      this.leases.set(id, { ttlSeconds, grantedIndex: index });
+      return { index, deleted: [], succeeded: true, lease: { id, ttlSeconds } };
+    }
+    const { lease_id: id, expired_in_term: expiredIn } = command.LeaseRevoke;
+    if (expiredIn !== undefined && expiredIn !== term) return refuse('stale_expiry', id);
+    if (!this.leases.has(id)) return refuse('not_found', id);
+    const keys = this.entries().filter(([, record]) => record.leaseId === id);
+    for (const [key] of keys) remove(key);
+    this.leases.delete(id);
+    return { index, deleted: [], succeeded: true, revoked: { id, keys: keys.length } };
+  }
+
+  private applyWithoutChanges(
+    index: number,
+    command: LogCommand,
+    term: number,
+    changed: (change: KvChange) => void,
+  ): ApplyOutcome {
+    const put = (key: string, value: string, leaseId = 0): void => {
       const old = this.map.get(key);
-      this.map.set(key, {
+      const record = {
         value,
         createIndex: old ? old.createIndex : index,
         modIndex: index,
         version: old ? old.version + 1 : 1,
-        leaseId: 0,
-      });
+        leaseId,
+      };
+      this.map.set(key, record);
+      changed({ key, record, prev: old ?? null });
     };
-    const remove = (key: string): boolean => this.map.delete(key);
-    if ('Set' in command) put(command.Set.key, command.Set.value);
+    const remove = (key: string): boolean => {
+      const old = this.map.get(key);
+      if (old !== undefined) changed({ key, record: null, prev: old });
+      return this.map.delete(key);
+    };
+    if ('LeaseGrant' in command || 'LeaseRevoke' in command)
+      return this.applyLease(index, command, term, remove);
+    if ('Set' in command) {
+      const { key, value, lease_id: leaseId = 0 } = command.Set;
+      if (leaseId !== 0 && !this.leases.has(leaseId))
+        return { index, deleted: [], succeeded: false, leaseRefusal: { kind: 'not_found', leaseId } };
+      put(key, value, leaseId);
+    }
     if ('SetMulti' in command) for (const [key, value] of command.SetMulti.pairs) put(key, value);
     if ('Delete' in command) return { index, deleted: [remove(command.Delete.key)], succeeded: true };
     if ('DeleteMulti' in command) {
@@ -72,17 +141,28 @@ class Model {
     if ('Transaction' in command) {
       const { compare, success, failure } = command.Transaction;
       const succeeded = compare.every((item) => this.holds(item));
-      const results = (succeeded ? success : failure).map((op): TxnOpOutcome => {
+      const before = new Map(this.map);
+      const results: TxnOpOutcome[] = [];
+      for (const op of succeeded ? success : failure) {
         if ('Set' in op) {
-          put(op.Set.key, op.Set.value);
-          return { kind: 'set', key: op.Set.key };
+          const { key, value, lease_id: leaseId = 0 } = op.Set;
+          if (leaseId !== 0 && !this.leases.has(leaseId)) {
+            this.map.clear();
+            for (const [name, record] of before) this.map.set(name, record);
+            return { index, deleted: [], succeeded, leaseRefusal: { kind: 'not_found', leaseId } };
+          }
+          put(key, value, leaseId);
+          results.push({ kind: 'set', key });
+        } else if ('Delete' in op) {
+          results.push({ kind: 'delete', key: op.Delete.key, deleted: remove(op.Delete.key) });
+        } else if ('Get' in op) {
+          results.push({ kind: 'get', key: op.Get.key, record: this.map.get(op.Get.key) ?? null });
+        } else {
+          const all = this.entries().filter(([key]) => key.startsWith(op.Scan.prefix));
+          const limit = Math.min(op.Scan.limit ?? 1_000, 1_000);
+          results.push({ kind: 'scan', records: all.slice(0, limit), more: all.length > limit });
         }
-        if ('Delete' in op) return { kind: 'delete', key: op.Delete.key, deleted: remove(op.Delete.key) };
-        if ('Get' in op) return { kind: 'get', key: op.Get.key, record: this.map.get(op.Get.key) ?? null };
-        const all = this.entries().filter(([key]) => key.startsWith(op.Scan.prefix));
-        const limit = Math.min(op.Scan.limit ?? 1_000, 1_000);
-        return { kind: 'scan', records: all.slice(0, limit), more: all.length > limit };
-      });
+      }
       return { index, deleted: [], succeeded, results };
     }
     return { index, deleted: [], succeeded: true };
@@ -137,8 +217,12 @@ const compare: fc.Arbitrary<Compare> = fc.oneof(
   }),
 );
 
+/** Lease ids the commands name: a few, so that they often exist and often do not. */
+const leaseId = fc.integer({ min: 1, max: 5 });
+const setBody = fc.record({ key, value, lease_id: leaseId }, { requiredKeys: ['key', 'value'] });
+
 const txnOp: fc.Arbitrary<TxnOp> = fc.oneof(
-  fc.record({ Set: fc.record({ key, value }) }),
+  fc.record({ Set: setBody }),
   fc.record({ Delete: fc.record({ key }) }),
   fc.record({ Get: fc.record({ key }) }),
   fc.record({
@@ -163,8 +247,24 @@ const branch = fc.array(txnOp, { maxLength: 6 }).map((ops) => {
   });
 });
 
-const command: fc.Arbitrary<WriteCommand> = fc.oneof(
-  fc.record({ Set: fc.record({ key, value }) }),
+const leaseCommand: fc.Arbitrary<LeaseCommand> = fc.oneof(
+  fc.record({
+    LeaseGrant: fc.record({
+      lease_id: fc.oneof(fc.constant(0), leaseId),
+      ttl_seconds: fc.integer({ min: 1, max: 3 }),
+    }),
+  }),
+  fc.record({
+    LeaseRevoke: fc.record(
+      { lease_id: leaseId, expired_in_term: fc.constantFrom(1, 2) },
+      { requiredKeys: ['lease_id'] },
+    ),
+  }),
+);
+
+const command: fc.Arbitrary<LogCommand> = fc.oneof(
+  leaseCommand,
+  fc.record({ Set: setBody }),
   fc.record({
     SetMulti: fc.record({ pairs: fc.array(fc.tuple(key, value), { minLength: 1, maxLength: 4 }) }),
   }),
@@ -204,11 +304,16 @@ function lmdbMachine(): LmdbKvStateMachine {
 const NO_MEMBERS = { voters: [1], votersOutgoing: [], learners: [] };
 const EMPTY = encodeSnapshot(0, []);
 
+/** Records, leases and each lease's keys (the set of records carrying its id) equal the model's. */
 function expectSameState(model: Model, machines: readonly StateMachine[]): void {
   const expected = model.entries();
+  const { leases, keys } = model.leaseState();
   for (const machine of machines) {
     expect(machine.scan('', null, ALL)).toEqual({ records: expected, more: false });
     for (const name of KEYS) expect(machine.get(name)).toEqual(model.map.get(name));
+    expect(machine.leases(0, ALL)).toEqual(leases);
+    expect(machine.leaseCount).toBe(leases.length);
+    for (const [id] of leases) expect(machine.leaseKeys(id, ALL)).toEqual(keys[id]);
   }
 }
 
@@ -219,18 +324,19 @@ describe('state machines against a reference model', () => {
   it('give the same outcomes and records for random commands, across a snapshot and restore', () => {
     fc.assert(
       fc.property(
-        fc.array(command, { maxLength: COMMANDS_MAX }),
+        fc.array(fc.tuple(command, fc.constantFrom(1, 2)), { maxLength: COMMANDS_MAX }),
         fc.nat({ max: COMMANDS_MAX }),
         (commands, restoreAt) => {
           const model = new Model();
           lmdb.restore(EMPTY, 0, NO_MEMBERS);
           lmdbRestored.restore(EMPTY, 0, NO_MEMBERS);
           let machines: StateMachine[] = [new MemoryKvStateMachine(), lmdb];
-          commands.forEach((item, offset) => {
+          commands.forEach(([item, term], offset) => {
             const index = offset + 1;
             if (offset === restoreAt) machines = restoreEach(machines, offset);
-            const expected = model.apply(index, item);
-            for (const machine of machines) expect(machine.apply(index, item)).toEqual(expected);
+            const expected = model.apply(index, item, term);
+            for (const machine of machines)
+              expect(machine.apply(index, item, null, 0, term)).toEqual(expected);
             expectSameState(model, machines);
           });
           const [first, second] = machines;
@@ -278,7 +384,7 @@ describe('state machines with client sessions', () => {
           lmdb.restore(EMPTY, 0, NO_MEMBERS);
           lmdbRestored.restore(EMPTY, 0, NO_MEMBERS);
           let machines: StateMachine[] = [new MemoryKvStateMachine(), lmdb];
-          const sent = new Map<string, { command: WriteCommand; outcome: ApplyOutcome }[]>();
+          const sent = new Map<string, { command: LogCommand; outcome: ApplyOutcome }[]>();
           let nowMs = 0;
           steps.forEach((step, offset) => {
             const index = offset + 1;
@@ -290,6 +396,8 @@ describe('state machines with client sessions', () => {
             if (retried !== undefined) {
               const sequence = history.indexOf(retried) + 1;
               const before = model.entries();
+              const stored = { ...retried.outcome };
+              delete stored.changes; // a retry changes nothing
               for (const machine of machines) {
                 const outcome = machine.apply(
                   index,
@@ -297,7 +405,7 @@ describe('state machines with client sessions', () => {
                   { clientId: step.client, sequence },
                   nowMs,
                 );
-                expect(outcome).toEqual({ ...retried.outcome, duplicate: true });
+                expect(outcome).toEqual({ ...stored, duplicate: true });
               }
               expect(model.entries()).toEqual(before);
             } else {

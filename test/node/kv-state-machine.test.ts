@@ -1,9 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Compare, CompareOp, CompareTarget, TxnOp, WriteCommand } from '../../src/api/types.ts';
 import { AssertionError } from '../../src/base/assert.ts';
 import { SCAN_PAGE_BYTES_MAX, TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../src/base/limits.ts';
@@ -17,30 +14,11 @@ import {
   type KvRecord,
   type StateMachine,
 } from '../../src/node/kv-state-machine.ts';
-import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
-import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
+import { LmdbMachines } from './state-machines.ts';
 
-const directories: string[] = [];
-const open: LmdbStorage[] = [];
-afterEach(async () => {
-  for (const storage of open.splice(0)) await storage.close();
-});
-afterAll(() => {
-  for (const directory of directories) rmSync(directory, { recursive: true, force: true });
-});
-
-function lmdbMachine(): StateMachine {
-  const directory = mkdtempSync(join(tmpdir(), 'aspen-sm-'));
-  directories.push(directory);
-  const storage = LmdbStorage.open(directory);
-  open.push(storage);
-  return new LmdbKvStateMachine(storage);
-}
-
-const machines: readonly [string, () => StateMachine][] = [
-  ['memory', () => new MemoryKvStateMachine()],
-  ['lmdb', lmdbMachine],
-];
+const lmdb = new LmdbMachines('aspen-sm-');
+const lmdbMachine = (): StateMachine => lmdb.machine();
+const machines = lmdb.kinds();
 
 /** Applies commands at the next indexes; returns the last outcome. */
 function run(machine: StateMachine, ...commands: WriteCommand[]): ApplyOutcome {
@@ -67,7 +45,12 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
     const machine = make();
     run(machine, set('other', 'x'));
     const created = run(machine, { CompareAndSwap: { key: 'k', expected: null, new_value: 'v1' } });
-    expect(created).toEqual({ index: 2, deleted: [], succeeded: true });
+    expect(created).toEqual({
+      index: 2,
+      deleted: [],
+      succeeded: true,
+      changes: [{ key: 'k', record: record('v1', 2, 2, 1), prev: null }],
+    });
     expect(machine.get('k')).toEqual(record('v1', 2, 2, 1));
     const refused = run(machine, { CompareAndSwap: { key: 'k', expected: null, new_value: 'v2' } });
     expect(refused).toEqual({ index: 3, deleted: [], succeeded: false, current: record('v1', 2, 2, 1) });
@@ -81,7 +64,12 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
     const wrong = run(machine, { CompareAndSwap: { key: 'k', expected: 'ol', new_value: 'new' } });
     expect(wrong).toEqual({ index: 2, deleted: [], succeeded: false, current: record('old', 1, 1, 1) });
     const right = run(machine, { CompareAndSwap: { key: 'k', expected: 'old', new_value: 'new' } });
-    expect(right).toEqual({ index: 3, deleted: [], succeeded: true });
+    expect(right).toEqual({
+      index: 3,
+      deleted: [],
+      succeeded: true,
+      changes: [{ key: 'k', record: record('new', 1, 3, 2), prev: record('old', 1, 1, 1) }],
+    });
     expect(machine.get('k')).toEqual(record('new', 1, 3, 2));
     const absent = run(machine, { CompareAndSwap: { key: 'nope', expected: 'old', new_value: 'x' } });
     expect(absent).toEqual({ index: 4, deleted: [], succeeded: false, current: null });
@@ -95,7 +83,12 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
     expect(wrong).toEqual({ index: 3, deleted: [], succeeded: false, current: record('w', 1, 2, 2) });
     expect(machine.get('k')).toEqual(record('w', 1, 2, 2));
     const right = run(machine, { CompareAndDelete: { key: 'k', expected: 'w' } });
-    expect(right).toEqual({ index: 4, deleted: [true], succeeded: true });
+    expect(right).toEqual({
+      index: 4,
+      deleted: [true],
+      succeeded: true,
+      changes: [{ key: 'k', record: null, prev: record('w', 1, 2, 2) }],
+    });
     expect(machine.get('k')).toBeUndefined();
     const absent = run(machine, { CompareAndDelete: { key: 'k', expected: 'w' } });
     expect(absent).toEqual({ index: 5, deleted: [], succeeded: false, current: null });
@@ -116,6 +109,7 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
       deleted: [],
       succeeded: false,
       results: [{ kind: 'delete', key: 'a', deleted: true }],
+      changes: [{ key: 'a', record: null, prev: record('1', 1, 1, 1) }],
     });
     expect(machine.get('b')).toBeUndefined();
     run(machine, set('a', '1'));
@@ -127,6 +121,10 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
       results: [
         { kind: 'set', key: 'b' },
         { kind: 'set', key: 'c' },
+      ],
+      changes: [
+        { key: 'b', record: record('2', 4, 4, 1), prev: null },
+        { key: 'c', record: record('3', 4, 4, 1), prev: null },
       ],
     });
     expect(machine.get('b')).toEqual(record('2', 4, 4, 1));

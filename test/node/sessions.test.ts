@@ -95,15 +95,18 @@ describe('MemoryKvStateMachine with sessions', () => {
   it('applies a retry once, answers SESSION_EXPIRED-style outcomes, and keeps the table in snapshots', () => {
     const machine = new MemoryKvStateMachine();
     const first = machine.apply(1, { Set: { key: 'k', value: 'v1' } }, at('c', 1), 10);
+    expect(first.changes).toHaveLength(1);
+    const stored = { ...first };
+    delete stored.changes; // a retry changes nothing
     expect(machine.apply(2, { Set: { key: 'k', value: 'v1' } }, at('c', 1), 20)).toEqual({
-      ...first,
+      ...stored,
       duplicate: true,
     });
     expect(machine.get('k')?.version).toBe(1);
     const restored = new MemoryKvStateMachine();
     restored.restore(machine.snapshot(), 2, { voters: [1], votersOutgoing: [], learners: [] });
     expect(restored.apply(3, { Set: { key: 'k', value: 'v1' } }, at('c', 1), 30)).toEqual({
-      ...first,
+      ...stored,
       duplicate: true,
     });
     expect(restored.apply(4, { Set: { key: 'k', value: 'x' } }, at('d', 3), 30)).toEqual({
@@ -143,6 +146,7 @@ describe('snapshots from before sessions', () => {
     expect(decodeSnapshotState(old, 3)).toEqual({
       records: [['k', record]],
       sessions: { timeMs: 0, clients: [] },
+      leases: [],
     });
     const machine = new MemoryKvStateMachine();
     machine.restore(old, 3, { voters: [1], votersOutgoing: [], learners: [] });
@@ -151,6 +155,7 @@ describe('snapshots from before sessions', () => {
       index: 5,
       deleted: [true],
       succeeded: true,
+      changes: [{ key: 'k', record: null, prev: record }],
     });
   });
 });

@@ -14,6 +14,7 @@ import {
   LmdbStorage,
   STORAGE_FORMAT_MIGRATED_FROM,
   STORAGE_FORMAT_VERSION,
+  STORAGE_FORMAT_WITHOUT_LEASES,
   STORAGE_FORMAT_WITHOUT_SESSIONS,
 } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
@@ -111,6 +112,19 @@ async function downgradeToFormat2(directory: string, clean: boolean): Promise<vo
   await env.close();
 }
 
+/** Turn a closed data dir into an older format whose snapshots lack `field` (which this format writes). */
+async function downgrade(directory: string, field: 'sessions' | 'leases', format: number): Promise<void> {
+  const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
+  const snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
+  const packr = new Packr({ useRecords: false, moreTypes: false });
+  const body = packr.unpack(snapshots.get('data') as Uint8Array) as Record<string, unknown>;
+  expect(body[field]).toBeDefined();
+  const older = Object.fromEntries(Object.entries(body).filter(([name]) => name !== field));
+  snapshots.putSync('data', packr.pack(older));
+  env.openDB<unknown, string>({ name: 'meta' }).putSync('format', format);
+  await env.close();
+}
+
 describe('storage format migration', () => {
   it.each([
     ['after a clean close (records rewritten in place)', true],
@@ -154,15 +168,7 @@ describe('storage format migration', () => {
   it('migrates a format-3 data dir (no session table): an empty table, then sessions that survive a reopen', async () => {
     const directory = dataDir();
     const before = await populated(directory);
-    const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
-    const snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
-    const packr = new Packr({ useRecords: false, moreTypes: false });
-    const format3 = packr.unpack(snapshots.get('data') as Uint8Array) as { sessions?: unknown };
-    expect(format3.sessions).toBeDefined();
-    delete format3.sessions;
-    snapshots.putSync('data', packr.pack(format3));
-    env.openDB<unknown, string>({ name: 'meta' }).putSync('format', STORAGE_FORMAT_WITHOUT_SESSIONS);
-    await env.close();
+    await downgrade(directory, 'sessions', STORAGE_FORMAT_WITHOUT_SESSIONS);
 
     const storage = LmdbStorage.open(directory);
     expect(storage.meta.get('format')).toBe(STORAGE_FORMAT_VERSION);
@@ -191,6 +197,32 @@ describe('storage format migration', () => {
     expect(retry.value?.outcome).toMatchObject({ index: first.value?.index, duplicate: true });
     expect(restarted.stateMachine.get('once')?.version).toBe(1);
     restarted.stop();
+    await reopened.close();
+  });
+
+  it('migrates a format-4 data dir (no leases): none, then leases that survive a reopen', async () => {
+    const directory = dataDir();
+    const before = await populated(directory);
+    await downgrade(directory, 'leases', STORAGE_FORMAT_WITHOUT_LEASES);
+
+    const storage = LmdbStorage.open(directory);
+    expect(storage.meta.get('format')).toBe(STORAGE_FORMAT_VERSION);
+    const snapshotMeta = storage.meta.get('snapshot') as { index: number };
+    const stored = decodeSnapshotState(storage.snapshots.get('data') as Uint8Array, snapshotMeta.index);
+    expect(stored.leases).toEqual([]);
+    const migrated = new LmdbKvStateMachine(storage);
+    expect(migrated.appliedIndex).toBe(before.applied);
+    expect(migrated.leaseCount).toBe(0);
+    const index = before.applied;
+    migrated.apply(index + 1, { LeaseGrant: { lease_id: 0, ttl_seconds: 60 } });
+    migrated.apply(index + 2, { Set: { key: 'on-lease', value: 'v', lease_id: index + 1 } });
+    await storage.close();
+
+    const reopened = LmdbStorage.open(directory);
+    const machine = new LmdbKvStateMachine(reopened);
+    expect(machine.lease(index + 1)).toEqual({ ttlSeconds: 60, grantedIndex: index + 1, keyCount: 1 });
+    expect(machine.leaseKeys(index + 1, 10)).toEqual(['on-lease']);
+    expect(decodeSnapshotState(machine.snapshot(), machine.appliedIndex).leases).toHaveLength(1);
     await reopened.close();
   });
 });
