@@ -56,8 +56,8 @@ export class SimLeaseClients {
   private readonly checker: LeaseChecker;
   private readonly clients: LeaseClient[] = [];
   private running = false;
-  /** Send time of the last keepalive of any client (the healthy-cluster expiry bound starts after it). */
-  lastKeepAliveSentMs = 0;
+  /** Send time of the last grant or keepalive of any client (the healthy-cluster expiry bound starts after it). */
+  lastRequestSentMs = 0;
   grants = 0;
   leasesLost = 0;
 
@@ -118,6 +118,7 @@ export class SimLeaseClients {
     }
     const ttlSeconds = this.settings.leaseTtlSeconds;
     const sentMs = this.events.nowMs;
+    this.lastRequestSentMs = sentMs;
     node.write({ LeaseGrant: { lease_id: 0, ttl_seconds: ttlSeconds } }, (outcome) => {
       const lease = outcome.ok ? outcome.value.outcome.lease : undefined;
       if (lease === undefined) {
@@ -167,7 +168,7 @@ export class SimLeaseClients {
     const leaseId = client.leaseId;
     const generation = client.generation;
     const sentMs = this.events.nowMs;
-    this.lastKeepAliveSentMs = sentMs;
+    this.lastRequestSentMs = sentMs;
     node.keepAlive(leaseId, (outcome) => {
       if (outcome.ok) {
         this.checker.onKeepAliveAcked(leaseId, sentMs);

@@ -121,6 +121,8 @@ function drawLeaseAndWatchSettings(
       watcherCount: prng.nextIntInclusive(0, 4),
       watcherStallProbability: prng.nextIntInclusive(0, 20) / 100,
       watcherProgressIntervalMs: prng.nextIntInclusive(100, 500),
+      watchLagRevisionsMax: prng.chance(0.5) ? prng.nextIntInclusive(5, 100) : 10_000,
+      watchHistoryRevisionsMax: prng.chance(0.5) ? prng.nextIntInclusive(20, 400) : 100_000,
     },
   };
 }

@@ -12,6 +12,9 @@ export interface WatcherSettings {
   /** Probability that a watcher stops taking events for a while after a revision (a slow consumer). */
   readonly watcherStallProbability: number;
   readonly watcherProgressIntervalMs: number;
+  /** Each node's hub bounds, small enough that lagging watchers get canceled and history compacts. */
+  readonly watchLagRevisionsMax: number;
+  readonly watchHistoryRevisionsMax: number;
 }
 
 /** How often a watcher looks whether its node is still the one it streams from. */
