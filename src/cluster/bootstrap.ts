@@ -6,11 +6,13 @@ import type { FastifyInstance } from 'fastify';
 import { buildHttpServer } from '../http/server.ts';
 import type { LogStore, Snapshot } from '../node/interfaces.ts';
 import { RaftControlClient } from '../node/control-client.ts';
+import { RaftLeaseClient } from '../node/lease-client.ts';
 import { MemoryKvStateMachine, type StateMachine } from '../node/kv-state-machine.ts';
 import { systemClock } from '../node/local-runtime.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
 import { AssertionError } from '../base/assert.ts';
+import { leaseTtlSecondsMin } from '../base/limits.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
 import type { PersistedState } from '../raft/types.ts';
@@ -125,8 +127,11 @@ async function startSteps(
   );
   const forwarding = await lifecycle.step('rpc', () => {
     const client = new RaftControlClient(node);
+    const leases = new RaftLeaseClient(node, { electionTimeoutMaxMs: config.electionTimeoutMaxMs });
     routes.forwarding = new ForwardingStore({
       local: client,
+      leases,
+      leaseTtlSecondsMin: leaseTtlSecondsMin(config.electionTimeoutMaxMs),
       transport,
       nodeId: config.nodeId,
       clock: systemClock,
@@ -315,6 +320,7 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
   const app = buildHttpServer({
     controller: parts.forwarding.client,
     store: parts.forwarding.store,
+    leases: parts.forwarding.store,
     identity: {
       nodeId: config.nodeId,
       endpointId: transport.peerId,

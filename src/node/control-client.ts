@@ -33,6 +33,7 @@ import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
+import { callNode } from './node-call.ts';
 import { appliedRevision, keyValue, writeResult } from './write-results.ts';
 import type { Callback, MembershipTarget, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
 
@@ -50,6 +51,14 @@ export const LEARNER_PROMOTE_WAIT_MS = 2_000;
 /** Proposals a change-membership makes at most while it waits (one per poll). */
 export const LEARNER_PROMOTE_ATTEMPTS_MAX = LEARNER_PROMOTE_WAIT_MS / LEARNER_POLL_MS + 1;
 
+/** A request timeout option: the default when absent, else an integer in [1, REQUEST_TIMEOUT_MS_MAX] (RangeError). */
+export function checkedRequestTimeout(timeoutMs: number = REQUEST_TIMEOUT_MS_DEFAULT): number {
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > REQUEST_TIMEOUT_MS_MAX) {
+    throw new RangeError(`requestTimeoutMs must be in [1, ${REQUEST_TIMEOUT_MS_MAX}], got ${timeoutMs}`);
+  }
+  return timeoutMs;
+}
+
 export interface RaftControlClientOptions {
   readonly requestTimeoutMs?: number;
   readonly learnerCatchUpTimeoutMs?: number;
@@ -65,12 +74,8 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   private readonly learnerCatchUpTimeoutMs: number;
 
   constructor(node: RaftNode, options: RaftControlClientOptions = {}) {
-    const timeout = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
-    if (!Number.isSafeInteger(timeout) || timeout < 1 || timeout > REQUEST_TIMEOUT_MS_MAX) {
-      throw new RangeError(`requestTimeoutMs must be in [1, ${REQUEST_TIMEOUT_MS_MAX}], got ${timeout}`);
-    }
     this.node = node;
-    this.requestTimeoutMs = timeout;
+    this.requestTimeoutMs = checkedRequestTimeout(options.requestTimeoutMs);
     this.learnerCatchUpTimeoutMs = options.learnerCatchUpTimeoutMs ?? LEARNER_CATCH_UP_TIMEOUT_MS_DEFAULT;
   }
 
@@ -391,25 +396,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
 
   /** Submit to the node and wait at most requestTimeoutMs; a late answer is ignored. */
   private call<T>(what: string, submit: (callback: Callback<T>) => void): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let settled = false;
-      const cancelTimer = this.node.clock.setTimer(this.requestTimeoutMs, () => {
-        if (settled) return;
-        settled = true;
-        const leaderless = this.node.status().leaderId === 0;
-        const message = leaderless
-          ? `${what}: no leader reachable within ${this.requestTimeoutMs} ms (is a quorum of nodes up?)`
-          : `${what}: no answer within ${this.requestTimeoutMs} ms`;
-        reject(new AspenError(leaderless ? 'NO_QUORUM' : 'TIMEOUT', message, { definite: false }));
-      });
-      submit((outcome) => {
-        if (settled) return;
-        settled = true;
-        cancelTimer();
-        if (outcome.ok) resolve(outcome.value);
-        else reject(outcome.error);
-      });
-    });
+    return callNode(this.node, this.requestTimeoutMs, what, submit);
   }
 }
 
