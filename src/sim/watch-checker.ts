@@ -139,7 +139,9 @@ export class WatchChecker {
     for (let revision = watcher.lastSeen + 1; revision <= upTo; revision += 1) {
       const missed = this.history.matching(revision, watcher.filter);
       if (missed === undefined)
-        violation(`watcher ${watcher.id} (node ${nodeId}) passed revision ${revision}, which no node applied`);
+        violation(
+          `watcher ${watcher.id} (node ${nodeId}) passed revision ${revision}, which no node applied`,
+        );
       if (missed.length > 0)
         violation(
           `watcher ${watcher.id} (node ${nodeId}) skipped revision ${revision} [${missed.join('; ')}]`,
