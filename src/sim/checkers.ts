@@ -243,7 +243,7 @@ export class SafetyChecker {
   private extendReference(entry: Entry): void {
     if (entry.kind === 'command') {
       const { command, session, proposedAtMs } = decodeProposal(entry.data);
-      this.reference.apply(entry.index, command, session, proposedAtMs);
+      this.reference.apply(entry.index, command, session, proposedAtMs, entry.term);
     } else this.reference.applyNoop(entry.index);
     this.referenceStates.set(entry.index, Buffer.from(this.reference.snapshot()).toString('base64'));
     if (entry.kind === 'config') this.checkConfigTransition(entry.config, entry.index);

@@ -65,6 +65,12 @@ function main(): void {
     snapshotsInstalled: 0,
     readsDuringNewerLeader: 0,
     tornWrites: 0,
+    leaseGrants: 0,
+    leaseExpiries: 0,
+    leaseKeepAlivesAcked: 0,
+    watchEvents: 0,
+    watchResumes: 0,
+    watchCanceled: 0,
   };
   for (let seed = firstSeed; seed < firstSeed + count; seed += 1) {
     const settings = drawSettings(seed);
@@ -87,6 +93,12 @@ function main(): void {
     totals.snapshotsInstalled += result.stats.snapshotsInstalled;
     totals.readsDuringNewerLeader += result.stats.readsDuringNewerLeader;
     totals.tornWrites += result.stats.tornWrites;
+    totals.leaseGrants += result.stats.leaseGrants;
+    totals.leaseExpiries += result.stats.leaseExpiries;
+    totals.leaseKeepAlivesAcked += result.stats.leaseKeepAlivesAcked;
+    totals.watchEvents += result.stats.watchEvents;
+    totals.watchResumes += result.stats.watchResumes;
+    totals.watchCanceled += result.stats.watchCanceled;
     if (single || values.verbose) {
       process.stdout.write(`seed ${seed}: ${result.status} ${JSON.stringify(result.stats)}\n`);
     }
@@ -108,7 +120,9 @@ function main(): void {
       `${totals.duplicateAnswers} duplicate applies answered from the table, ${totals.sessionsExpired} SESSION_EXPIRED), ` +
       `${totals.undecided} histories undecided (checker budget), ${totals.crashes} crashes, ${totals.partitions} partitions, ` +
       `${totals.membershipChanges} membership changes, ${totals.snapshotsInstalled} snapshots installed, ` +
-      `${totals.readsDuringNewerLeader} reads served while a newer leader existed, ${totals.tornWrites} torn writes\n`,
+      `${totals.readsDuringNewerLeader} reads served while a newer leader existed, ${totals.tornWrites} torn writes, ` +
+      `${totals.leaseGrants} leases granted (${totals.leaseExpiries} expired, ${totals.leaseKeepAlivesAcked} keepalives acknowledged), ` +
+      `${totals.watchEvents} watch events checked (${totals.watchResumes} resumes, ${totals.watchCanceled} canceled)\n`,
   );
   const first = failures[0];
   process.exit(first === undefined ? EXIT_CODE.ok : EXIT_CODE[first.status]);

@@ -1,4 +1,4 @@
-import { decodeSnapshot, MemoryKvStateMachine } from '../node/kv-state-machine.ts';
+import { decodeSnapshotState, MemoryKvStateMachine } from '../node/kv-state-machine.ts';
 import { assert } from '../base/assert.ts';
 import type { NodeId } from '../raft/types.ts';
 import { SimViolation } from './checkers.ts';
@@ -81,8 +81,8 @@ export function checkFinalState(cluster: SimCluster, history: readonly HistoryOp
 }
 
 /**
- * How `b` differs from `a` over the applied index, the applied membership and every record (key,
- * value and revisions), or null when they are equal. The records come from each machine's snapshot,
+ * How `b` differs from `a` over the applied index, the applied membership, every record (key,
+ * value, revisions, lease) and every lease, or null when they are equal. The records come from each machine's snapshot,
  * which holds all of them sorted by key.
  */
 export function stateMachineDifference(a: MemoryKvStateMachine, b: MemoryKvStateMachine): string | null {
@@ -90,13 +90,16 @@ export function stateMachineDifference(a: MemoryKvStateMachine, b: MemoryKvState
   const membershipA = JSON.stringify(a.appliedMembership);
   const membershipB = JSON.stringify(b.appliedMembership);
   if (membershipA !== membershipB) return `applied membership ${membershipA} != ${membershipB}`;
-  const recordsA = decodeSnapshot(a.snapshot(), a.appliedIndex);
-  const recordsB = decodeSnapshot(b.snapshot(), b.appliedIndex);
-  const count = Math.max(recordsA.length, recordsB.length);
+  const stateA = decodeSnapshotState(a.snapshot(), a.appliedIndex);
+  const stateB = decodeSnapshotState(b.snapshot(), b.appliedIndex);
+  const count = Math.max(stateA.records.length, stateB.records.length);
   for (let position = 0; position < count; position += 1) {
-    const left = JSON.stringify(recordsA[position] ?? null);
-    const right = JSON.stringify(recordsB[position] ?? null);
+    const left = JSON.stringify(stateA.records[position] ?? null);
+    const right = JSON.stringify(stateB.records[position] ?? null);
     if (left !== right) return `record ${position} in key order: ${left} != ${right}`;
   }
+  const leasesA = JSON.stringify(stateA.leases);
+  const leasesB = JSON.stringify(stateB.leases);
+  if (leasesA !== leasesB) return `leases ${leasesA} != ${leasesB}`;
   return null;
 }

@@ -71,6 +71,25 @@ export const MUTANTS: readonly Mutant[] = [
     original: '    return { ...check.outcome, duplicate: true };',
     replacement: '    return applyCommand(store, index, proposal.command);',
   },
+  {
+    name: 'followers track lease deadlines from the grant and keep them when they become leader',
+    file: 'src/node/lease-keeper.ts',
+    original: '      trackWhileInactive: mutations.lessorOnFollowers === true,',
+    replacement: '      trackWhileInactive: true,',
+  },
+  {
+    name: 'a leader keeps its old lease deadlines across losing and regaining leadership',
+    file: 'src/node/lease-keeper.ts',
+    original: '      keepDeadlines: mutations.lessorKeepsDeadlines === true,',
+    replacement: '      keepDeadlines: true,',
+  },
+  {
+    name: 'a watcher whose consumer is not ready skips the revision it could not send',
+    file: 'src/node/watch-hub.ts',
+    original: "        if (!watcher.sink.ready()) return 'blocked';",
+    replacement:
+      "        if (!watcher.sink.ready()) {\n          watcher.cursor = entry.revision + 1;\n          return 'blocked';\n        }",
+  },
 ];
 
 export interface MutantResult {
@@ -117,10 +136,13 @@ export function runMutant(mutant: Mutant, seeds: number): MutantResult {
 }
 
 function main(): void {
-  const { values } = parseArgs({ options: { seeds: { type: 'string', default: '1000' } } });
+  const { values } = parseArgs({
+    options: { seeds: { type: 'string', default: '1000' }, only: { type: 'string', default: '' } },
+  });
   const seeds = Number(values.seeds);
   let missed = 0;
-  for (const mutant of MUTANTS) {
+  // --only TEXT: the mutants whose name contains TEXT (one family at a time, e.g. "lease").
+  for (const mutant of MUTANTS.filter((candidate) => candidate.name.includes(values.only))) {
     const result = runMutant(mutant, seeds);
     if (!result.caught) missed += 1;
     process.stdout.write(`${result.caught ? 'caught' : 'MISSED'}  ${mutant.name}: ${result.firstFailure}\n`);

@@ -61,6 +61,16 @@ export interface SimStats {
   readonly snapshotsInstalled: number;
   readonly membershipChanges: number;
   readonly tornWrites: number;
+  /** Leases (issue 15): granted, expired by the leader, keepalives acknowledged, leases a client found gone. */
+  readonly leaseGrants: number;
+  readonly leaseExpiries: number;
+  readonly leaseKeepAlivesAcked: number;
+  readonly leasesLost: number;
+  /** Watch (issue 15): events checked, streams resumed, canceled, resumes refused as compacted. */
+  readonly watchEvents: number;
+  readonly watchResumes: number;
+  readonly watchCanceled: number;
+  readonly watchCompacted: number;
 }
 
 export interface SimResult {

@@ -1,7 +1,7 @@
 import type { LogCommand } from '../api/types.ts';
 import { MemoryKvStateMachine, type ApplyOutcome } from '../node/kv-state-machine.ts';
 import type { Session } from '../node/sessions.ts';
-import type { NodeId } from '../raft/types.ts';
+import type { MembershipConfig, NodeId } from '../raft/types.ts';
 import { SimViolation } from './checkers.ts';
 
 /**
@@ -17,6 +17,10 @@ export class SessionChecker {
   checks = 0;
   freshApplies = 0;
   duplicateAnswers = 0;
+  /** The checker as an ObservedKvStateMachine's observer. */
+  readonly observe: SimApplyObserver = (nodeId, index, _command, session, outcome) => {
+    if (outcome !== null) this.onApplied(nodeId, index, session, outcome);
+  };
 
   onApplied(nodeId: NodeId, index: number, session: Session | null, outcome: ApplyOutcome): void {
     if (session === null) return;
@@ -47,15 +51,24 @@ function violation(message: string): never {
   throw new SimViolation('safety', message);
 }
 
-/** The in-memory state machine, reporting every session apply and its outcome to the checker. */
+/** What the checkers hear of every apply on every node (a blank or config entry: null command and outcome). */
+export type SimApplyObserver = (
+  nodeId: NodeId,
+  index: number,
+  command: LogCommand | null,
+  session: Session | null,
+  outcome: ApplyOutcome | null,
+) => void;
+
+/** The in-memory state machine, reporting every apply and its outcome to the simulator's checkers. */
 export class ObservedKvStateMachine extends MemoryKvStateMachine {
   private readonly nodeId: NodeId;
-  private readonly checker: SessionChecker;
+  private readonly observer: SimApplyObserver;
 
-  constructor(nodeId: NodeId, checker: SessionChecker) {
+  constructor(nodeId: NodeId, observer: SimApplyObserver) {
     super();
     this.nodeId = nodeId;
-    this.checker = checker;
+    this.observer = observer;
   }
 
   override apply(
@@ -66,7 +79,12 @@ export class ObservedKvStateMachine extends MemoryKvStateMachine {
     term = 0,
   ): ApplyOutcome {
     const outcome = super.apply(index, command, session, proposedAtMs, term);
-    this.checker.onApplied(this.nodeId, index, session, outcome);
+    this.observer(this.nodeId, index, command, session, outcome);
     return outcome;
+  }
+
+  override applyNoop(index: number, config?: MembershipConfig): void {
+    super.applyNoop(index, config);
+    this.observer(this.nodeId, index, null, null, null);
   }
 }

@@ -8,7 +8,10 @@ import {
   PARTITION_MS_MIN,
   type FaultWeights,
 } from './faults.ts';
+import { leaseTtlSecondsMin } from '../base/limits.ts';
+import type { LeaseClientSettings } from './lease-clients.ts';
 import type { NetworkSettings } from './network.ts';
+import type { WatcherSettings } from './sim-watchers.ts';
 import type { WorkloadSettings } from './workload.ts';
 
 /** Every knob of a run, drawn from the seed and printed first so that a failure can be read and replayed. */
@@ -38,6 +41,10 @@ export interface SimSettings {
   /** The weight of each fault of the table in faults.ts. */
   readonly faults: FaultWeights;
   readonly workload: WorkloadSettings;
+  /** Lease clients (issue 15): grants, keys on leases, renewals, lapses and revokes. */
+  readonly leases: LeaseClientSettings;
+  /** Watchers (issue 15) on random nodes, resuming across crashes. */
+  readonly watchers: WatcherSettings;
 }
 
 /** Every setting from the seed; the order of the draws is part of what a seed means (keep it). */
@@ -50,7 +57,7 @@ export function drawSettings(seed: number): SimSettings {
   const delayMsMin = prng.nextIntInclusive(0, 3);
   const tickSkew: number[] = [];
   for (let index = 0; index < nodeCount; index += 1) tickSkew.push(prng.nextIntInclusive(-10, 10) / 100);
-  return {
+  const base = {
     seed,
     nodeCount,
     initialVoters,
@@ -91,6 +98,31 @@ export function drawSettings(seed: number): SimSettings {
       txnFraction: prng.nextIntInclusive(0, 15) / 100,
       counterCount: prng.nextIntInclusive(1, 3),
       accountCount: prng.nextIntInclusive(2, 5),
+    },
+  };
+  // Drawn after everything else (issue 15), so every earlier setting of a seed is what it was.
+  return { ...base, ...drawLeaseAndWatchSettings(prng, base.electionTicksMax * base.tickMs) };
+}
+
+/** Lease clients and watchers; a TTL is never below what the cluster's election timeout allows. */
+function drawLeaseAndWatchSettings(
+  prng: SeededPrng,
+  electionTimeoutMaxMs: number,
+): { leases: LeaseClientSettings; watchers: WatcherSettings } {
+  const ttlMin = leaseTtlSecondsMin(electionTimeoutMaxMs);
+  return {
+    leases: {
+      leaseClientCount: prng.nextIntInclusive(0, 3),
+      leaseTtlSeconds: ttlMin + prng.nextIntInclusive(0, 1),
+      leaseRenewalsMax: prng.nextIntInclusive(0, 12),
+      leaseRevokeProbability: prng.nextIntInclusive(0, 30) / 100,
+    },
+    watchers: {
+      watcherCount: prng.nextIntInclusive(0, 4),
+      watcherStallProbability: prng.nextIntInclusive(0, 20) / 100,
+      watcherProgressIntervalMs: prng.nextIntInclusive(100, 500),
+      watchLagRevisionsMax: prng.chance(0.5) ? prng.nextIntInclusive(5, 100) : 10_000,
+      watchHistoryRevisionsMax: prng.chance(0.5) ? prng.nextIntInclusive(20, 400) : 100_000,
     },
   };
 }

@@ -1,5 +1,6 @@
 import type { Clock, RaftNodeObserver } from '../node/interfaces.ts';
 import { RaftNode } from '../node/raft-node.ts';
+import { WatchHub } from '../node/watch-hub.ts';
 import { assert } from '../base/assert.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import type { SeededPrng } from '../raft/prng.ts';
@@ -8,7 +9,9 @@ import { SafetyChecker, SimViolation } from './checkers.ts';
 import { SimDisk } from './disk.ts';
 import type { EventQueue } from './event-queue.ts';
 import type { SimNetwork } from './network.ts';
-import { ObservedKvStateMachine, SessionChecker } from './session-checker.ts';
+import { LeaseChecker } from './lease-checker.ts';
+import { ObservedKvStateMachine, SessionChecker, type SimApplyObserver } from './session-checker.ts';
+import { ChangeHistory } from './watch-checker.ts';
 import type { SimSettings } from './settings.ts';
 import { SimTransport } from './sim-transport.ts';
 
@@ -24,6 +27,8 @@ interface SimNode {
   readonly id: NodeId;
   readonly disk: SimDisk;
   node: RaftNode | null;
+  /** The node's watch hub (a new one each time the node starts). */
+  hub: WatchHub | null;
   transport: SimTransport | null;
   lastRole: string;
 }
@@ -37,6 +42,8 @@ export interface ClusterStats {
   snapshotsInstalled: number;
   membershipChanges: number;
   tornWrites: number;
+  /** Virtual time a node last became leader (the healthy-cluster lease expiry bound starts after it). */
+  lastLeaderElectedMs: number;
 }
 
 /**
@@ -52,6 +59,10 @@ export class SimCluster {
   readonly checker: SafetyChecker;
   /** Exactly-once: no (client, sequence) applied twice on any node. */
   readonly sessionChecker = new SessionChecker();
+  /** Leases: never expired early, the same lease effects on every node (issue 15). */
+  readonly leaseChecker = new LeaseChecker();
+  /** What each revision changed, as the first node to apply it saw it; every node must agree. */
+  readonly changeHistory = new ChangeHistory();
   readonly trace: string[] = [];
   readonly stats: ClusterStats = {
     leadersElected: 0,
@@ -61,6 +72,7 @@ export class SimCluster {
     snapshotsInstalled: 0,
     membershipChanges: 0,
     tornWrites: 0,
+    lastLeaderElectedMs: 0,
   };
   /** Extra slowdown of each node's timers (1 = normal), set by the slow-node fault. */
   readonly slowdown = new Map<NodeId, number>();
@@ -93,7 +105,7 @@ export class SimCluster {
         (batchEntries) =>
           latency.chance(this.settings.tornWriteProbability) ? latency.nextIntInclusive(1, batchEntries) : 0,
       );
-      this.nodes.set(id, { id, disk, node: null, transport: null, lastRole: 'follower' });
+      this.nodes.set(id, { id, disk, node: null, hub: null, transport: null, lastRole: 'follower' });
       this.startNode(id);
     }
   }
@@ -110,6 +122,12 @@ export class SimCluster {
   /** The running node `id`, or null when it is down (or does not exist). */
   node(id: NodeId): RaftNode | null {
     return this.nodes.get(id)?.node ?? null;
+  }
+
+  /** The watch hub of the running node `id` (undefined when it is down). */
+  hub(id: NodeId): WatchHub | undefined {
+    const simNode = this.nodes.get(id);
+    return simNode?.node === null ? undefined : (simNode?.hub ?? undefined);
   }
 
   /** The id of a node that is never started: the membership fault may add it as a learner. */
@@ -150,6 +168,7 @@ export class SimCluster {
     if (simNode?.node === null || simNode === undefined) return;
     simNode.node.stop();
     simNode.node = null;
+    simNode.hub = null;
     const torn = simNode.disk.crash();
     if (torn !== null) {
       this.stats.tornWrites += 1;
@@ -185,6 +204,13 @@ export class SimCluster {
     assert(simNode !== undefined && simNode.node === null, `start node ${id} once`);
     const { persisted, snapshot } = simNode.disk.load();
     let node: RaftNode | null = null;
+    const clock = this.nodeClock(id);
+    const { watchLagRevisionsMax, watchHistoryRevisionsMax } = this.settings.watchers;
+    const hub = new WatchHub({
+      clock,
+      appliedIndex: 0, // a fresh in-memory state machine: it replays from the snapshot and the log
+      bounds: { lagRevisionsMax: watchLagRevisionsMax, historyRevisionsMax: watchHistoryRevisionsMax },
+    });
     const transport = new SimTransport(this.network, id, (message) => {
       node?.deliver(message);
     });
@@ -198,18 +224,28 @@ export class SimCluster {
       snapshotThresholdEntries: this.settings.snapshotThresholdEntries,
       snapshotChunkBytes: this.settings.snapshotChunkBytes,
       logStore: simNode.disk,
-      stateMachine: new ObservedKvStateMachine(id, this.sessionChecker),
+      stateMachine: new ObservedKvStateMachine(id, this.applyObserver),
       transport,
-      clock: this.nodeClock(id),
+      clock,
       tickMs: this.settings.tickMs,
       observer: this.observer(simNode),
+      applyListener: hub,
     });
     simNode.node = node;
+    simNode.hub = hub;
     simNode.transport = transport;
     simNode.lastRole = 'follower';
     this.views.set(id, { node, disk: simNode.disk });
     node.start();
   }
+
+  /** Every apply of every node, to the checkers that follow the state machines. */
+  private readonly applyObserver: SimApplyObserver = (nodeId, index, command, session, outcome) => {
+    this.changeHistory.onApplied(nodeId, index, outcome?.changes ?? []);
+    if (command === null || outcome === null) return;
+    this.sessionChecker.onApplied(nodeId, index, session, outcome);
+    this.leaseChecker.onApplied(nodeId, index, command, outcome, this.events.nowMs);
+  };
 
   /** The checkers' hooks into one node. */
   private observer(simNode: SimNode): RaftNodeObserver {
@@ -270,6 +306,7 @@ export class SimCluster {
     if (role !== simNode.lastRole) {
       if (role === 'leader') {
         this.stats.leadersElected += 1;
+        this.stats.lastLeaderElectedMs = this.events.nowMs;
         this.note(`node ${nodeId} leads term ${ready.softState.term}`);
       }
       simNode.lastRole = role;

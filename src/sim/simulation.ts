@@ -10,6 +10,9 @@ import { SimNetwork } from './network.ts';
 import { messageOfError, statusOfError, type SimResult, type SimStatus } from './outcome.ts';
 import { drawSettings, type SimSettings } from './settings.ts';
 import { SimCluster, type SimMutations } from './sim-cluster.ts';
+import { LEASE_KEY_PREFIX, SimLeaseClients } from './lease-clients.ts';
+import { SimWatchers } from './sim-watchers.ts';
+import { WatchChecker } from './watch-checker.ts';
 import { Workload } from './workload.ts';
 
 export type { SimMutations } from './sim-cluster.ts';
@@ -21,6 +24,12 @@ export const CONVERGENCE_POLL_MS = 50;
 export const LIVENESS_CLIENT_MS = 1_000;
 export const PROBE_RETRY_MS = 100;
 export const INIT_RETRY_MS = 100;
+/**
+ * A healthy cluster revokes an expired lease within this long past its TTL (after the last grant or
+ * keepalive sent, and after the last leader change): the lessor's check interval, a commit, and room
+ * for an election of the healed cluster.
+ */
+export const LEASE_EXPIRY_SLACK_MS = 1_500;
 
 /** A scripted run (scenario tests): no random faults and no random clients; the test drives. */
 export interface ScriptedOptions {
@@ -41,6 +50,8 @@ export class Simulation {
   private readonly events = new EventQueue();
   private readonly cluster: SimCluster;
   private readonly workload: Workload;
+  private readonly leaseClients: SimLeaseClients;
+  private readonly watchers: SimWatchers;
   private phase: 'safety' | 'liveness' | 'done' = 'safety';
   private convergedAtMs = -1;
   private historyChecked = false;
@@ -61,6 +72,28 @@ export class Simulation {
       randomLiveNodeId: () => cluster.randomLiveNodeId(),
       committedCount: () => cluster.checker.committedChain.length,
     });
+    const directory = {
+      liveNode: (id: NodeId) => cluster.node(id) ?? undefined,
+      randomLiveNodeId: () => cluster.randomLiveNodeId(),
+    };
+    this.leaseClients = new SimLeaseClients(
+      this.events,
+      prng.fork(),
+      settings.leases,
+      directory,
+      cluster.leaseChecker,
+    );
+    this.watchers = new SimWatchers(
+      this.events,
+      prng.fork(),
+      settings.watchers,
+      {
+        ...directory,
+        hub: (id) => cluster.hub(id),
+        appliedIndex: (id) => cluster.node(id)?.stateMachine.appliedIndex ?? 0,
+      },
+      new WatchChecker(cluster.changeHistory),
+    );
     this.faultContext = {
       cluster,
       duringSafety: (delayMs, action) => {
@@ -84,6 +117,7 @@ export class Simulation {
         );
       }
       this.workload.stop();
+      this.watchers.stop();
       this.historyChecked = checkFinalState(this.cluster, this.workload.history);
       return this.result('ok', 'ok');
     } catch (error) {
@@ -98,6 +132,8 @@ export class Simulation {
     });
     if (this.scripted) return;
     this.workload.start();
+    this.leaseClients.start();
+    this.watchers.start([{ prefix: '' }, { prefix: LEASE_KEY_PREFIX }, { key: 'k1' }, { prefix: 'k' }]);
     this.scheduleFault();
   }
 
@@ -269,6 +305,7 @@ export class Simulation {
     this.cluster.note('liveness phase: network healed, all nodes up');
     this.events.after(LIVENESS_CLIENT_MS, () => {
       this.workload.pause();
+      this.leaseClients.pause();
     });
     this.sendProbe(this.cluster.ids()[0] ?? 1);
     this.pollConvergence(this.events.nowMs);
@@ -307,7 +344,31 @@ export class Simulation {
       this.events.nowMs < this.settings.safetyPhaseMs + LIVENESS_CLIENT_MS
     )
       return false;
-    return clusterConverged(this.cluster);
+    return clusterConverged(this.cluster) && this.leasesGone();
+  }
+
+  /**
+   * Invariant (a) of leases: once the cluster is healthy, no lease (and so no key on it) outlives
+   * its TTL by more than LEASE_EXPIRY_SLACK_MS past the last grant or keepalive any client sent and
+   * the last leader change. True once the leader holds no lease (the converged members hold what it
+   * holds; a node removed from the cluster keeps what it last applied).
+   */
+  private leasesGone(): boolean {
+    const leaderId = this.cluster.currentLeaderId();
+    const leases = leaderId === undefined ? 0 : (this.cluster.node(leaderId)?.stateMachine.leaseCount ?? 0);
+    if (leases === 0) return leaderId !== undefined;
+    const sinceMs = Math.max(
+      this.leaseClients.lastRequestSentMs,
+      this.cluster.stats.lastLeaderElectedMs,
+      this.settings.safetyPhaseMs,
+    );
+    const dueMs = sinceMs + this.settings.leases.leaseTtlSeconds * 1000 + LEASE_EXPIRY_SLACK_MS;
+    if (this.events.nowMs > dueMs)
+      throw new SimViolation(
+        'liveness',
+        `${leases} leases still held by leader ${leaderId} at ${this.events.nowMs} ms; they were due by ${dueMs} ms\n${this.cluster.describeNodes()}`,
+      );
+    return false;
   }
 
   private result(status: SimStatus, message: string): SimResult {
@@ -343,6 +404,14 @@ export class Simulation {
         snapshotsInstalled: stats.snapshotsInstalled,
         membershipChanges: stats.membershipChanges,
         tornWrites: stats.tornWrites,
+        leaseGrants: this.leaseClients.grants,
+        leaseExpiries: this.cluster.leaseChecker.expiries,
+        leaseKeepAlivesAcked: this.cluster.leaseChecker.keepAlivesAcked,
+        leasesLost: this.leaseClients.leasesLost,
+        watchEvents: this.watchers.checker.eventsChecked,
+        watchResumes: this.watchers.checker.resumes,
+        watchCanceled: this.watchers.canceled,
+        watchCompacted: this.watchers.compacted,
       },
     };
   }

@@ -8,12 +8,12 @@ const SESSION = { clientId: 'sim-c1-e0', sequence: 1 };
 describe('the exactly-once checker', () => {
   it('accepts a retry answered from the session table, on every node and after a replay', () => {
     const checker = new SessionChecker();
-    const first = new ObservedKvStateMachine(1, checker);
+    const first = new ObservedKvStateMachine(1, checker.observe);
     first.apply(1, SET, SESSION, 10);
     const retry = first.apply(2, SET, SESSION, 20);
     expect(retry.duplicate).toBe(true);
     // Another node (or the same one after a restart) applies the same entries again: not a second apply.
-    const second = new ObservedKvStateMachine(2, checker);
+    const second = new ObservedKvStateMachine(2, checker.observe);
     second.apply(1, SET, SESSION, 10);
     second.apply(2, SET, SESSION, 20);
     expect(checker.freshApplies).toBe(1);
