@@ -11,6 +11,7 @@ import { systemClock } from '../node/local-runtime.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
 import { AssertionError } from '../base/assert.ts';
+import { leaseTtlSecondsMin } from '../base/limits.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
 import type { PersistedState } from '../raft/types.ts';
@@ -124,9 +125,11 @@ async function startSteps(
     startRaft(config, log, { stores, transport, discovery, routes, lifecycle }),
   );
   const forwarding = await lifecycle.step('rpc', () => {
-    const client = new RaftControlClient(node);
+    const client = new RaftControlClient(node, { electionTimeoutMaxMs: config.electionTimeoutMaxMs });
     routes.forwarding = new ForwardingStore({
       local: client,
+      leases: client,
+      leaseTtlSecondsMin: leaseTtlSecondsMin(config.electionTimeoutMaxMs),
       transport,
       nodeId: config.nodeId,
       clock: systemClock,
@@ -315,6 +318,7 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
   const app = buildHttpServer({
     controller: parts.forwarding.client,
     store: parts.forwarding.store,
+    leases: parts.forwarding.store,
     identity: {
       nodeId: config.nodeId,
       endpointId: transport.peerId,

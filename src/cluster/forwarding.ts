@@ -1,10 +1,25 @@
-import type { KeyValueStore } from '../api/contracts.ts';
+import type { KeyValueStore, LeaseService } from '../api/contracts.ts';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant, type AspenErrorCode } from '../api/errors.ts';
+import {
+  checkedLeaseGrant,
+  checkedLeaseId,
+  checkedLeaseInfo,
+  checkedLeaseRevoke,
+} from '../api/lease-validation.ts';
 import { checkedSession, validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
 import type {
   ClientSession,
   DeleteRequest,
   DeleteResult,
+  LeaseGrantRequest,
+  LeaseGrantResult,
+  LeaseInfoRequest,
+  LeaseInfoResult,
+  LeaseKeepAliveRequest,
+  LeaseKeepAliveResult,
+  LeaseListResult,
+  LeaseRevokeRequest,
+  LeaseRevokeResult,
   ReadRequest,
   ReadResult,
   ScanRequest,
@@ -14,6 +29,7 @@ import type {
   WriteResult,
 } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, Clock, Transport } from '../node/interfaces.ts';
+import { AssertionError } from '../base/assert.ts';
 import { WireFormatError } from '../network/errors.ts';
 import type { NodeId } from '../raft/types.ts';
 
@@ -22,6 +38,9 @@ export const FORWARDS_PENDING_MAX = 10_000;
 export const FORWARD_TIMEOUT_MS_DEFAULT = 5_000;
 
 type Operation = ClientRequest['operation'];
+
+/** Forwarded operations that change the state (an answer lost on the way leaves their outcome unknown). */
+const MUTATING_KINDS: readonly Operation['kind'][] = ['write', 'delete', 'lease_grant', 'lease_revoke'];
 
 interface Pending {
   readonly resolve: (result: unknown) => void;
@@ -34,8 +53,10 @@ interface Pending {
  * the leader over the cluster transport, run there against the leader's local store (never
  * forwarded again), and answered. A lost answer is a TIMEOUT, which for a write is indeterminate.
  */
-export class ForwardingStore implements KeyValueStore {
+export class ForwardingStore implements KeyValueStore, LeaseService {
   private readonly local: KeyValueStore;
+  private readonly leases: LeaseService | null;
+  private readonly leaseTtlSecondsMin: number;
   private readonly transport: Transport;
   private readonly nodeId: NodeId;
   private readonly clock: Clock;
@@ -52,6 +73,10 @@ export class ForwardingStore implements KeyValueStore {
    */
   constructor(options: {
     local: KeyValueStore;
+    /** The local node's leases (without them, this node serves none and forwards none). */
+    leases?: LeaseService;
+    /** The shortest TTL of this cluster (leaseTtlSecondsMin of its election timeout): a grant is checked before it is forwarded. */
+    leaseTtlSecondsMin?: number;
     transport: Transport;
     nodeId: NodeId;
     clock: Clock;
@@ -60,6 +85,8 @@ export class ForwardingStore implements KeyValueStore {
     log?: (line: string) => void;
   }) {
     this.local = options.local;
+    this.leases = options.leases ?? null;
+    this.leaseTtlSecondsMin = options.leaseTtlSecondsMin ?? 1;
     this.transport = options.transport;
     this.nodeId = options.nodeId;
     this.clock = options.clock;
@@ -115,6 +142,51 @@ export class ForwardingStore implements KeyValueStore {
         };
       },
     ) as Promise<ScanResult>;
+  }
+
+  grant(request: LeaseGrantRequest): Promise<LeaseGrantResult> {
+    return this.withForwarding(
+      () => this.localLeases().grant(request),
+      () => ({ kind: 'lease_grant', ...checkedLeaseGrant(request, this.leaseTtlSecondsMin) }),
+    ) as Promise<LeaseGrantResult>;
+  }
+
+  revoke(request: LeaseRevokeRequest): Promise<LeaseRevokeResult> {
+    return this.withForwarding(
+      () => this.localLeases().revoke(request),
+      () => ({ kind: 'lease_revoke', ...checkedLeaseRevoke(request) }),
+    ) as Promise<LeaseRevokeResult>;
+  }
+
+  // Keepalive, info and list are answered by the leader from its deadlines: forwarded like reads.
+  keepAlive(request: LeaseKeepAliveRequest): Promise<LeaseKeepAliveResult> {
+    return this.withForwarding(
+      () => this.localLeases().keepAlive(request),
+      () => ({
+        kind: 'lease_keepalive',
+        leaseId: checkedLeaseId((request as { lease_id?: unknown } | null)?.lease_id),
+      }),
+    ) as Promise<LeaseKeepAliveResult>;
+  }
+
+  info(request: LeaseInfoRequest): Promise<LeaseInfoResult> {
+    return this.withForwarding(
+      () => this.localLeases().info(request),
+      () => ({ kind: 'lease_info', ...checkedLeaseInfo(request) }),
+    ) as Promise<LeaseInfoResult>;
+  }
+
+  list(): Promise<LeaseListResult> {
+    return this.withForwarding(
+      () => this.localLeases().list(),
+      () => ({ kind: 'lease_list' }),
+    ) as Promise<LeaseListResult>;
+  }
+
+  private localLeases(): LeaseService {
+    if (this.leases === null)
+      throw new AspenError('NOT_FOUND', `node ${this.nodeId} was started without the lease service`);
+    return this.leases;
   }
 
   /** `toForward` checks the request (throwing its AspenError) and says what to send the leader. */
@@ -234,7 +306,7 @@ export class ForwardingStore implements KeyValueStore {
           );
           fail(
             new AspenError('INTERNAL', `the leader's answer cannot be sent back: ${error.message}`, {
-              definite: request.operation.kind !== 'write' && request.operation.kind !== 'delete',
+              definite: !MUTATING_KINDS.includes(request.operation.kind),
             }),
           );
         }
@@ -273,6 +345,30 @@ export class ForwardingStore implements KeyValueStore {
         });
       case 'invalid':
         return Promise.reject(new AspenError(operation.code, operation.message));
+      default:
+        return this.runLeaseLocally(operation);
+    }
+  }
+
+  private runLeaseLocally(operation: Operation): Promise<unknown> {
+    const leases = this.localLeases();
+    switch (operation.kind) {
+      case 'lease_grant':
+        return leases.grant({
+          ttl_seconds: operation.ttlSeconds,
+          ...(operation.leaseId === 0 ? {} : { lease_id: operation.leaseId }),
+          ...sessionFields(operation.session),
+        });
+      case 'lease_revoke':
+        return leases.revoke({ lease_id: operation.leaseId, ...sessionFields(operation.session) });
+      case 'lease_keepalive':
+        return leases.keepAlive({ lease_id: operation.leaseId });
+      case 'lease_info':
+        return leases.info({ lease_id: operation.leaseId, keys: operation.keys });
+      case 'lease_list':
+        return leases.list();
+      default:
+        throw new AssertionError(`not a lease operation: ${operation.kind}`);
     }
   }
 

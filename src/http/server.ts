@@ -1,5 +1,5 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
+import type { ClusterController, KeyValueStore, LeaseService } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import { evaluateHealth, type HealthReport } from '../api/health.ts';
 import type { RaftMetrics } from '../api/types.ts';
@@ -14,6 +14,7 @@ import {
 import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError, type HttpLog } from './errors.ts';
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
+import { addLeaseRoutes } from './lease-routes.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 
 export interface NodeIdentity {
@@ -80,6 +81,8 @@ export interface HttpServerOptions {
   readonly connectionLimits?: ConnectionLimits;
   /** The node's health (GET /health); without it, health is read from the metrics alone. */
   readonly health?: () => HealthReport;
+  /** The lease calls (POST /lease/grant, /lease/keepalive, /lease/revoke, GET /lease/info, /leases). */
+  readonly leases?: LeaseService;
 }
 
 /** A node id in a body: a positive safe integer (a larger JSON number would silently round). */
@@ -148,6 +151,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   installBoundary(app, options, metrics);
   addMembershipRoutes(app, options);
   addKeyValueRoutes(app, options.store);
+  if (options.leases !== undefined) addLeaseRoutes(app, options.leases);
   addNodeRoutes(app, options, metrics);
   return app;
 }

@@ -8,6 +8,7 @@ import {
   validateValue,
   validateWriteCommand,
 } from '../api/limits.ts';
+import { checkedLeaseGrant, checkedLeaseId, checkedLeaseInfo } from '../api/lease-validation.ts';
 import type { ClientSession, WriteCommand } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, SnapshotChunk, WireMessage } from '../node/interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
@@ -265,8 +266,51 @@ function clientOperation(operation: unknown): ClientRequest['operation'] {
       return { kind: 'delete', key: operation.key as string, session };
     }
     default:
-      return invalidOperation(new AspenError('INVALID_INPUT', 'unknown operation'));
+      return leaseOperation(operation);
   }
+}
+
+/**
+ * A forwarded lease call, checked as the API checks it (a grant's TTL only against its absolute
+ * bounds here: the leader's control client checks its cluster's minimum).
+ */
+function leaseOperation(operation: Fields): ClientRequest['operation'] {
+  try {
+    switch (operation.kind) {
+      case 'lease_grant': {
+        const grant = checkedLeaseGrant(
+          { ttl_seconds: operation.ttlSeconds, lease_id: operation.leaseId },
+          1,
+        );
+        return { kind: 'lease_grant', ...grant, session: throwIfError(wireSession(operation.session)) };
+      }
+      case 'lease_revoke':
+        return {
+          kind: 'lease_revoke',
+          leaseId: checkedLeaseId(operation.leaseId),
+          session: throwIfError(wireSession(operation.session)),
+        };
+      case 'lease_keepalive':
+        return { kind: 'lease_keepalive', leaseId: checkedLeaseId(operation.leaseId) };
+      case 'lease_info':
+        return {
+          kind: 'lease_info',
+          ...checkedLeaseInfo({ lease_id: operation.leaseId, keys: operation.keys }),
+        };
+      case 'lease_list':
+        return { kind: 'lease_list' };
+      default:
+        return invalidOperation(new AspenError('INVALID_INPUT', 'unknown operation'));
+    }
+  } catch (error) {
+    if (!(error instanceof AspenError)) throw error;
+    return invalidOperation(error);
+  }
+}
+
+function throwIfError<T>(value: T | AspenError): T {
+  if (value instanceof AspenError) throw value;
+  return value;
 }
 
 /** A forwarded write's client session: absent or null for none, else validated as the API does. */

@@ -1,5 +1,11 @@
-import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
+import type { ClusterController, KeyValueStore, LeaseService } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
+import {
+  checkedLeaseGrant,
+  checkedLeaseId,
+  checkedLeaseInfo,
+  checkedLeaseRevoke,
+} from '../api/lease-validation.ts';
 import {
   ADDRESS_CHARS_MAX,
   checkedSession,
@@ -17,6 +23,15 @@ import type {
   DeleteRequest,
   DeleteResult,
   InitRequest,
+  LeaseGrantRequest,
+  LeaseGrantResult,
+  LeaseInfoRequest,
+  LeaseInfoResult,
+  LeaseKeepAliveRequest,
+  LeaseKeepAliveResult,
+  LeaseListResult,
+  LeaseRevokeRequest,
+  LeaseRevokeResult,
   RaftMetrics,
   ReadRequest,
   ReadResult,
@@ -28,12 +43,19 @@ import type {
   WriteResult,
 } from '../api/types.ts';
 import { assert, AssertionError } from '../base/assert.ts';
+import { leaseTtlSecondsMin } from '../base/limits.ts';
 import type { RaftStatus } from '../raft/core.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
-import { appliedRevision, keyValue, writeResult } from './write-results.ts';
+import {
+  appliedRevision,
+  keyValue,
+  leaseGrantResult,
+  leaseRevokeResult,
+  writeResult,
+} from './write-results.ts';
 import type { Callback, MembershipTarget, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
 
 /** How long a request may wait for the cluster. */
@@ -53,16 +75,19 @@ export const LEARNER_PROMOTE_ATTEMPTS_MAX = LEARNER_PROMOTE_WAIT_MS / LEARNER_PO
 export interface RaftControlClientOptions {
   readonly requestTimeoutMs?: number;
   readonly learnerCatchUpTimeoutMs?: number;
+  /** The cluster's longest election timeout (the shortest lease TTL follows); default: the node's own. */
+  readonly electionTimeoutMaxMs?: number;
 }
 
 /**
  * Implements the API contracts by messaging the RaftNode, each call bounded by a timeout, every
  * failure mapped to an AspenError. A timed-out write is indeterminate (it may still apply).
  */
-export class RaftControlClient implements ClusterController, KeyValueStore {
+export class RaftControlClient implements ClusterController, KeyValueStore, LeaseService {
   private readonly node: RaftNode;
   private readonly requestTimeoutMs: number;
   private readonly learnerCatchUpTimeoutMs: number;
+  private readonly leaseTtlSecondsMin: number;
 
   constructor(node: RaftNode, options: RaftControlClientOptions = {}) {
     const timeout = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
@@ -72,6 +97,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     this.node = node;
     this.requestTimeoutMs = timeout;
     this.learnerCatchUpTimeoutMs = options.learnerCatchUpTimeoutMs ?? LEARNER_CATCH_UP_TIMEOUT_MS_DEFAULT;
+    this.leaseTtlSecondsMin = leaseTtlSecondsMin(options.electionTimeoutMaxMs ?? node.electionTimeoutMaxMs);
   }
 
   async addLearner(request: AddLearnerRequest): Promise<ClusterState> {
@@ -387,6 +413,45 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     const record = served.record;
     if (record === undefined) throw new AspenError('KEY_NOT_FOUND', `key not found: ${request.key}`);
     return { ...keyValue(request.key, record), revision: served.appliedIndex };
+  }
+
+  /** A lease: a log entry; `lease_id` absent or 0 lets the cluster choose one. */
+  async grant(request: LeaseGrantRequest): Promise<LeaseGrantResult> {
+    const { leaseId, ttlSeconds, session } = checkedLeaseGrant(request, this.leaseTtlSecondsMin);
+    const applied = await this.call<WriteApplied>('lease grant', (callback) => {
+      this.node.write({ LeaseGrant: { lease_id: leaseId, ttl_seconds: ttlSeconds } }, callback, session);
+    });
+    return leaseGrantResult(applied);
+  }
+
+  /** Revoke a lease and delete its keys, in one entry. */
+  async revoke(request: LeaseRevokeRequest): Promise<LeaseRevokeResult> {
+    const { leaseId, session } = checkedLeaseRevoke(request);
+    const applied = await this.call<WriteApplied>('lease revoke', (callback) => {
+      this.node.write({ LeaseRevoke: { lease_id: leaseId } }, callback, session);
+    });
+    return leaseRevokeResult(applied);
+  }
+
+  // Keepalive, info and list: answered by the leader from its deadlines, not through the log.
+  async keepAlive(request: LeaseKeepAliveRequest): Promise<LeaseKeepAliveResult> {
+    const leaseId = checkedLeaseId((request as { lease_id?: unknown } | null)?.lease_id);
+    return await this.call('lease keepalive', (callback) => {
+      this.node.keepAlive(leaseId, callback);
+    });
+  }
+
+  async info(request: LeaseInfoRequest): Promise<LeaseInfoResult> {
+    const { leaseId, keys } = checkedLeaseInfo(request);
+    return await this.call('lease info', (callback) => {
+      this.node.leaseInfo(leaseId, keys, callback);
+    });
+  }
+
+  async list(): Promise<LeaseListResult> {
+    return await this.call('lease list', (callback) => {
+      this.node.leaseList(callback);
+    });
   }
 
   /** Submit to the node and wait at most requestTimeoutMs; a late answer is ignored. */

@@ -33,6 +33,17 @@ export interface ClientRequest {
         readonly limit: number | null;
         readonly continuationToken: string | null;
       }
+    /** The lease calls (the leader answers; a grant's lease id 0: chosen by the cluster). */
+    | {
+        readonly kind: 'lease_grant';
+        readonly leaseId: number;
+        readonly ttlSeconds: number;
+        readonly session: ClientSession | null;
+      }
+    | { readonly kind: 'lease_revoke'; readonly leaseId: number; readonly session: ClientSession | null }
+    | { readonly kind: 'lease_keepalive'; readonly leaseId: number }
+    | { readonly kind: 'lease_info'; readonly leaseId: number; readonly keys: boolean }
+    | { readonly kind: 'lease_list' }
     /** Decoded from a frame whose operation failed validation: answered with this error, never run. */
     | {
         readonly kind: 'invalid';

@@ -1,5 +1,5 @@
 import { AspenError } from '../api/errors.ts';
-import type { WriteCommand } from '../api/types.ts';
+import type { LeaseInfoResult, LeaseKeepAliveResult, LeaseListResult, LogCommand } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
 import { StorageError } from './errors.ts';
 import type { RaftConfig } from '../raft/config.ts';
@@ -23,6 +23,7 @@ import type {
   WireMessage,
 } from './interfaces.ts';
 import type { StateMachine } from './kv-state-machine.ts';
+import { LeaseKeeper, type LeaseMutations } from './lease-keeper.ts';
 import { NodeReadyExecutor, withAppliedCommit } from './ready-executor.ts';
 import { RequestTracker, type Callback, type ReadServed, type WriteApplied } from './request-tracker.ts';
 import { SnapshotManager } from './snapshot-manager.ts';
@@ -48,7 +49,7 @@ type MailboxItem =
   | { readonly kind: 'tick' }
   | {
       readonly kind: 'write';
-      readonly command: WriteCommand;
+      readonly command: LogCommand;
       readonly session: Session | null;
       readonly callback: Callback<WriteApplied>;
     }
@@ -92,6 +93,8 @@ export interface RaftNodeOptions {
   readonly onFatal?: (error: StorageError) => void;
   /** Told of every applied entry and every snapshot installed (the watch history). */
   readonly applyListener?: ApplyListener;
+  /** Simulator only (src/sim/mutants.ts): lease bugs its checkers must catch. Production sets none. */
+  readonly leaseMutations?: LeaseMutations;
 }
 
 /**
@@ -110,6 +113,7 @@ export class RaftNode {
   private readonly requests = new RequestTracker();
   private readonly snapshots: SnapshotManager;
   private readonly executor: NodeReadyExecutor;
+  private readonly leases: LeaseKeeper;
   private announcedMembership: MembershipConfig | null = null;
   private turnScheduled = false;
   /** A Ready is being executed (between core.ready() and core.advance()). */
@@ -129,6 +133,7 @@ export class RaftNode {
     }
     this.options = options;
     this.id = options.config.id;
+    this.leases = this.makeLeaseKeeper(options);
     this.snapshots = new SnapshotManager({
       nodeId: this.id,
       snapshot: options.snapshot ?? null,
@@ -143,6 +148,7 @@ export class RaftNode {
     );
     if (latest !== null && options.stateMachine.appliedIndex < latest.meta.index) {
       options.stateMachine.restore(latest.data, latest.meta.index, latest.meta.config);
+      // The keeper has no deadlines yet (no authority before the first Ready): only the owner listens.
       options.applyListener?.restored(latest.meta.index);
       options.observer?.snapshotInstalled?.(this.id, latest);
     }
@@ -154,7 +160,7 @@ export class RaftNode {
     this.mailbox = new BoundedQueue(options.mailboxMessagesMax ?? MAILBOX_MESSAGES_MAX);
     this.executor = new NodeReadyExecutor({
       id: this.id,
-      options,
+      options: { ...options, applyListener: this.leases },
       snapshots: this.snapshots,
       requests: this.requests,
       isStopped: () => this.stopped,
@@ -166,6 +172,43 @@ export class RaftNode {
         this.readyDone();
       },
     });
+  }
+
+  private makeLeaseKeeper(options: RaftNodeOptions): LeaseKeeper {
+    const host = {
+      id: options.config.id,
+      clock: options.clock,
+      stateMachine: options.stateMachine,
+      authorityTerm: () => this.authorityTerm(),
+      knownLeader: () => this.core.knownLeader,
+      propose: (command: LogCommand, callback: Callback<WriteApplied>) => {
+        this.write(command, callback);
+      },
+      barrier: (callback: Callback<ReadServed>) => {
+        this.barrier(callback);
+      },
+    };
+    return new LeaseKeeper(host, options.leaseMutations, options.applyListener);
+  }
+
+  /**
+   * Leases are the business of a leader with authority: one whose state machine applied an entry
+   * of its term (its blank entry, so every grant and revoke before it). A leader's last entry is
+   * always of its current term.
+   */
+  private authorityTerm(): number | null {
+    if (this.stopped || this.core.knownLeader !== this.id) return null;
+    const term = this.core.log.lastTerm();
+    return this.core.log.term(this.options.stateMachine.appliedIndex) === term ? term : null;
+  }
+
+  /** Run `submit` unless the node stopped (then SHUTTING_DOWN). */
+  private whenRunning(callback: Callback<never>, submit: () => void): void {
+    if (this.stopped) {
+      callback({ ok: false, error: new AspenError('SHUTTING_DOWN', `node ${this.id} is shutting down`) });
+      return;
+    }
+    submit();
   }
 
   /** Start ticking the core every tickMs of the clock. */
@@ -208,8 +251,11 @@ export class RaftNode {
     if (!this.enqueue({ kind: 'tick' })) this.messagesDropped += 1;
   }
 
-  /** Propose a command (with a client session: exactly-once); the entry carries this node's clock time. */
-  write(command: WriteCommand, callback: Callback<WriteApplied>, session: Session | null = null): void {
+  /**
+   * Propose a command (with a client session: exactly-once); the entry carries this node's clock
+   * time. Lease commands come only from the lease calls and the expiry check, never from /write.
+   */
+  write(command: LogCommand, callback: Callback<WriteApplied>, session: Session | null = null): void {
     this.enqueueRequest({ kind: 'write', command, session, callback }, callback);
   }
 
@@ -223,6 +269,32 @@ export class RaftNode {
    */
   barrier(callback: Callback<ReadServed>): void {
     this.enqueueRequest({ kind: 'read', key: null, callback }, callback);
+  }
+
+  /** Renew a lease (leader with authority only; LEASE_NOT_FOUND once absent or expired). */
+  keepAlive(leaseId: number, callback: Callback<LeaseKeepAliveResult>): void {
+    this.whenRunning(callback, () => {
+      this.leases.keepAlive(leaseId, callback);
+    });
+  }
+
+  /** A lease's TTL, remaining seconds by the leader's deadline, and (withKeys) its keys. */
+  leaseInfo(leaseId: number, withKeys: boolean, callback: Callback<LeaseInfoResult>): void {
+    this.whenRunning(callback, () => {
+      this.leases.info(leaseId, withKeys, callback);
+    });
+  }
+
+  /** Every lease by id, with its remaining seconds. */
+  leaseList(callback: Callback<LeaseListResult>): void {
+    this.whenRunning(callback, () => {
+      this.leases.list(callback);
+    });
+  }
+
+  /** The lease deadline this node tracks (checkers and tests); undefined without authority. */
+  leaseDeadline(leaseId: number): number | undefined {
+    return this.leases.deadline(leaseId);
   }
 
   init(config: MembershipConfig, callback: Callback<null>): void {
@@ -252,6 +324,11 @@ export class RaftNode {
   /** Length of one core tick in clock milliseconds. */
   get tickMs(): number {
     return this.options.tickMs;
+  }
+
+  /** The longest election timeout in clock milliseconds (the shortest lease TTL follows from it). */
+  get electionTimeoutMaxMs(): number {
+    return this.options.config.electionTicksMax * this.options.tickMs;
   }
 
   status(): RaftStatus {
@@ -372,6 +449,7 @@ export class RaftNode {
         return;
       case 'tick':
         this.core.tick();
+        this.leases.tick();
         return;
       case 'write':
         this.handleWrite(item.command, item.session, item.callback);
@@ -431,6 +509,7 @@ export class RaftNode {
   private readyDone(): void {
     assert(this.readyInProgress, 'a Ready is done only once it started');
     this.readyInProgress = false;
+    this.leases.refresh();
     if (this.snapshotDue()) this.takeSnapshot(null);
     else if (this.core.hasReady() || this.mailbox.length > 0) this.scheduleTurn();
   }
@@ -467,11 +546,7 @@ export class RaftNode {
     });
   }
 
-  private handleWrite(
-    command: WriteCommand,
-    session: Session | null,
-    callback: Callback<WriteApplied>,
-  ): void {
+  private handleWrite(command: LogCommand, session: Session | null, callback: Callback<WriteApplied>): void {
     const refusal = this.requests.writeRefusal();
     if (refusal !== null) {
       callback({ ok: false, error: refusal });

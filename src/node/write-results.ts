@@ -1,5 +1,12 @@
 import { AspenError, type CurrentRecord } from '../api/errors.ts';
-import type { KeyValue, TxnOpResult, WriteCommand, WriteResult } from '../api/types.ts';
+import type {
+  KeyValue,
+  LeaseGrantResult,
+  LeaseRevokeResult,
+  TxnOpResult,
+  WriteCommand,
+  WriteResult,
+} from '../api/types.ts';
 import { assert, AssertionError } from '../base/assert.ts';
 import { LEASE_KEYS_MAX, LEASES_MAX, TXN_RESULT_BYTES_MAX } from '../base/limits.ts';
 import type { KvRecord, LeaseRefusal, TxnOpOutcome } from './kv-state-machine.ts';
@@ -133,4 +140,22 @@ export function writeResult(command: WriteCommand, applied: WriteApplied): Write
   else throw new AssertionError(`only a compare can fail: ${Object.keys(command).join()}`);
   assert(outcome.current !== undefined, 'a failed compare tells what it found');
   throw AspenError.compareFailed(key, currentRecord(outcome.current));
+}
+
+/** What an applied LeaseGrant answers: the lease (its id chosen by the cluster when 0 was asked). */
+export function leaseGrantResult(applied: WriteApplied): LeaseGrantResult {
+  const index = appliedRevision(applied);
+  const { outcome } = applied;
+  if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
+  assert(outcome.lease !== undefined, 'a grant that was not refused made a lease');
+  return { lease_id: outcome.lease.id, ttl_seconds: outcome.lease.ttlSeconds, log_index: index };
+}
+
+/** What an applied LeaseRevoke answers (its keys were deleted by the same entry). */
+export function leaseRevokeResult(applied: WriteApplied): LeaseRevokeResult {
+  const index = appliedRevision(applied);
+  const { outcome } = applied;
+  if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
+  assert(outcome.revoked !== undefined, 'a revoke that was not refused revoked a lease');
+  return { lease_id: outcome.revoked.id, revoked: true, log_index: index };
 }

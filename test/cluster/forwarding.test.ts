@@ -317,6 +317,32 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
     await transactionScenario(send, 'fwd-txn/');
   }, 20_000);
 
+  it('leases through a follower: grant, attach, keepalive, info, list, revoke; its errors', async () => {
+    const grant = await send('POST', '/lease/grant', { ttl_seconds: 30 });
+    expect(grant.status).toBe(200);
+    const leaseId = grant.json.lease_id as number;
+    const set = await send('POST', '/write', {
+      command: { Set: { key: 'fwd-lease/k', value: 'v', lease_id: leaseId } },
+    });
+    expect(set.status).toBe(200);
+    expect(await send('POST', '/lease/keepalive', { lease_id: leaseId })).toEqual({
+      status: 200,
+      json: { lease_id: leaseId, ttl_seconds: 30 },
+    });
+    const info = await send('GET', `/lease/info?lease_id=${leaseId}&keys=true`);
+    expect(info.json).toMatchObject({ lease_id: leaseId, ttl_seconds: 30, keys: ['fwd-lease/k'] });
+    expect((await send('GET', '/leases')).json.leases).toContainEqual(
+      expect.objectContaining({ lease_id: leaseId, ttl_seconds: 30 }),
+    );
+    const revoked = await send('POST', '/lease/revoke', { lease_id: leaseId });
+    expect(revoked.json).toMatchObject({ lease_id: leaseId, revoked: true });
+    expect((await send('POST', '/read', { key: 'fwd-lease/k' })).status).toBe(404);
+    const missing = await send('POST', '/lease/keepalive', { lease_id: leaseId });
+    expect([missing.status, (missing.json.error as { code: string }).code]).toEqual([404, 'LEASE_NOT_FOUND']);
+    const tooLong = await send('POST', '/lease/grant', { ttl_seconds: 86_401 });
+    expect(tooLong.status).toBe(400);
+  }, 20_000);
+
   it('refuses every malformed compare and op at the follower with its 4xx; nothing is written', async () => {
     const lastIndex = async () => (await call(leaderUrl, 'GET', '/metrics')).json.last_log_index as number;
     const before = await lastIndex();

@@ -1,0 +1,71 @@
+import { LEASE_TTL_SECONDS_MAX } from '../base/limits.ts';
+import { AspenError } from './errors.ts';
+import { checkedSession, checkLeaseId } from './limits.ts';
+import type { ClientSession } from './types.ts';
+
+/**
+ * Checks of the lease calls' untrusted input (docs/api.md "Leases"), shared by the node's control
+ * client, the follower that forwards, and the wire codec: each answers INVALID_INPUT with the rule.
+ */
+
+function fields(request: unknown): Record<string, unknown> {
+  return typeof request === 'object' && request !== null && !Array.isArray(request)
+    ? (request as Record<string, unknown>)
+    : {};
+}
+
+/** A lease id naming an existing lease: a positive safe integer. Throws INVALID_INPUT. */
+export function checkedLeaseId(value: unknown, what = 'lease_id'): number {
+  const problem = checkLeaseId(value, what);
+  if (problem !== null) throw problem;
+  return value as number;
+}
+
+export interface CheckedLeaseGrant {
+  /** 0: the cluster chooses. */
+  readonly leaseId: number;
+  readonly ttlSeconds: number;
+  readonly session: ClientSession | null;
+}
+
+/**
+ * A grant: `ttl_seconds` an integer in [ttlSecondsMin, LEASE_TTL_SECONDS_MAX] (the minimum is
+ * leaseTtlSecondsMin of the cluster's election timeout), `lease_id` absent, 0 or a positive
+ * integer, and the optional session fields. Throws INVALID_INPUT.
+ */
+export function checkedLeaseGrant(request: unknown, ttlSecondsMin: number): CheckedLeaseGrant {
+  const body = fields(request);
+  const ttl = body.ttl_seconds;
+  if (
+    typeof ttl !== 'number' ||
+    !Number.isSafeInteger(ttl) ||
+    ttl < ttlSecondsMin ||
+    ttl > LEASE_TTL_SECONDS_MAX
+  ) {
+    throw new AspenError(
+      'INVALID_INPUT',
+      `ttl_seconds must be an integer in [${ttlSecondsMin}, ${LEASE_TTL_SECONDS_MAX}] ` +
+        `(the minimum is 1.5 election timeouts of this cluster, the maximum one day)`,
+    );
+  }
+  // 0 or absent: the cluster chooses the id.
+  const leaseId = body.lease_id === undefined || body.lease_id === 0 ? 0 : checkedLeaseId(body.lease_id);
+  return { leaseId, ttlSeconds: ttl, session: checkedSession(body) };
+}
+
+/** A revoke: `lease_id` and the optional session fields. Throws INVALID_INPUT. */
+export function checkedLeaseRevoke(request: unknown): {
+  readonly leaseId: number;
+  readonly session: ClientSession | null;
+} {
+  const body = fields(request);
+  return { leaseId: checkedLeaseId(body.lease_id), session: checkedSession(body) };
+}
+
+/** An info request: `lease_id`, and `keys` a boolean when present. Throws INVALID_INPUT. */
+export function checkedLeaseInfo(request: unknown): { readonly leaseId: number; readonly keys: boolean } {
+  const body = fields(request);
+  const keys = body.keys ?? false;
+  if (typeof keys !== 'boolean') throw new AspenError('INVALID_INPUT', 'keys must be true or false');
+  return { leaseId: checkedLeaseId(body.lease_id), keys };
+}

@@ -1,0 +1,201 @@
+import { AspenError } from '../api/errors.ts';
+import type {
+  LeaseInfoResult,
+  LeaseKeepAliveResult,
+  LeaseListResult,
+  LeaseSummary,
+  LogCommand,
+} from '../api/types.ts';
+import { assert } from '../base/assert.ts';
+import { LEASE_KEYS_MAX, LEASES_MAX } from '../base/limits.ts';
+import type { NodeId } from '../raft/types.ts';
+import { toAspenError } from './errors.ts';
+import type { ApplyListener, Clock } from './interfaces.ts';
+import type { ApplyOutcome, StateMachine } from './kv-state-machine.ts';
+import { LEASE_CHECK_INTERVAL_MS, LEASE_REVOKES_PER_CHECK_MAX, Lessor } from './lessor.ts';
+import type { Callback, ReadServed, WriteApplied } from './request-tracker.ts';
+
+/**
+ * Simulator-only lease faults (src/sim/mutants.ts): bugs the lease checkers must catch. Production
+ * never sets them. `lessorOnFollowers`: every node starts deadlines from the grants it applies and
+ * a node that becomes leader keeps them (so a lease can expire before TTL after a keepalive the old
+ * leader acknowledged). `lessorKeepsDeadlines`: a node keeps its deadlines across losing and
+ * regaining leadership instead of restarting them at full TTL.
+ */
+export interface LeaseMutations {
+  readonly lessorOnFollowers?: boolean;
+  readonly lessorKeepsDeadlines?: boolean;
+}
+
+/** What the keeper needs of its RaftNode. */
+export interface LeaseKeeperHost {
+  readonly id: NodeId;
+  readonly clock: Clock;
+  readonly stateMachine: StateMachine;
+  /** The term in which this node leads with an entry of that term applied; null otherwise. */
+  authorityTerm(): number | null;
+  knownLeader(): NodeId;
+  /** Propose a command through the log, like a client write. */
+  propose(command: LogCommand, callback: Callback<WriteApplied>): void;
+  /** A ReadIndex barrier: confirms leadership and waits until the state machine caught up. */
+  barrier(callback: Callback<ReadServed>): void;
+}
+
+/**
+ * The RaftNode's lease side: it keeps the Lessor in step with authority (checked after every Ready
+ * and every tick), with the applied grants and revokes (it is the node's apply listener and passes
+ * every call on to the owner's), proposes the expiry revokes, and answers keepalive, info and list.
+ */
+export class LeaseKeeper implements ApplyListener {
+  private readonly host: LeaseKeeperHost;
+  private readonly lessor: Lessor;
+  private readonly downstream: ApplyListener | undefined;
+  private lastCheckMs = Number.NEGATIVE_INFINITY;
+
+  constructor(host: LeaseKeeperHost, mutations: LeaseMutations = {}, downstream?: ApplyListener) {
+    this.host = host;
+    this.downstream = downstream;
+    this.lessor = new Lessor({
+      trackWhileInactive: mutations.lessorOnFollowers === true,
+      keepDeadlines: mutations.lessorKeepsDeadlines === true,
+    });
+  }
+
+  /** The term of the authority the deadlines belong to (null: none). */
+  get authority(): number | null {
+    return this.lessor.term;
+  }
+
+  /** The deadline this node tracks for a lease (tests and the simulator's checkers). */
+  deadline(leaseId: number): number | undefined {
+    return this.lessor.deadline(leaseId);
+  }
+
+  applied(index: number, outcome: ApplyOutcome | null): void {
+    // A retried session sequence answers with the first apply's outcome: nothing happened now.
+    if (outcome !== null && outcome.duplicate !== true) {
+      const now = this.host.clock.nowMs();
+      if (outcome.lease !== undefined) this.lessor.granted(outcome.lease.id, outcome.lease.ttlSeconds, now);
+      if (outcome.revoked !== undefined) this.lessor.forget(outcome.revoked.id);
+      if (outcome.leaseRefusal?.kind === 'not_found') this.lessor.forget(outcome.leaseRefusal.leaseId);
+    }
+    this.downstream?.applied(index, outcome);
+  }
+
+  restored(index: number): void {
+    // Another lease table: deadlines start over (at full TTL if this node still has authority).
+    this.lessor.stop();
+    this.refresh();
+    this.downstream?.restored(index);
+  }
+
+  /** Gain or lose authority as the node's role and applied index now say. */
+  refresh(): void {
+    const term = this.host.authorityTerm();
+    if (term === this.lessor.term) return;
+    if (this.lessor.term !== null) this.lessor.stop();
+    if (term === null) return;
+    const leases = this.host.stateMachine.leases(0, LEASES_MAX);
+    this.lessor.start(
+      term,
+      leases.map(([id, record]) => [id, record.ttlSeconds] as const),
+      this.host.clock.nowMs(),
+    );
+  }
+
+  /** A tick: every LEASE_CHECK_INTERVAL_MS the authority proposes revokes of leases past their deadline. */
+  tick(): void {
+    this.refresh();
+    const term = this.lessor.term;
+    const now = this.host.clock.nowMs();
+    if (term === null || now - this.lastCheckMs < LEASE_CHECK_INTERVAL_MS) return;
+    this.lastCheckMs = now;
+    for (const leaseId of this.lessor.due(now, LEASE_REVOKES_PER_CHECK_MAX)) {
+      // Stamped with our term: applied in any other term (we were deposed) it is ignored. A revoke
+      // that fails or never applies is proposed again after LEASE_REVOKE_RETRY_MS.
+      this.host.propose({ LeaseRevoke: { lease_id: leaseId, expired_in_term: term } }, () => undefined);
+    }
+  }
+
+  /**
+   * Renew a lease: received now (t0), leadership confirmed by a ReadIndex barrier, then the deadline
+   * moves to t0 + TTL. LEASE_NOT_FOUND when the lease is absent, expired, or its revoke in flight.
+   */
+  keepAlive(leaseId: number, callback: Callback<LeaseKeepAliveResult>): void {
+    const receivedAtMs = this.host.clock.nowMs();
+    this.withAuthority(callback, () => {
+      if (this.host.stateMachine.lease(leaseId) === undefined) throw leaseNotFound(leaseId);
+      const ttl = this.lessor.renew(leaseId, receivedAtMs, this.host.clock.nowMs());
+      if (ttl === null) throw leaseNotFound(leaseId);
+      return { lease_id: leaseId, ttl_seconds: ttl };
+    });
+  }
+
+  /** A lease's TTL and remaining time by this authority's deadline (and its keys). */
+  info(leaseId: number, withKeys: boolean, callback: Callback<LeaseInfoResult>): void {
+    this.withAuthority(callback, () => {
+      const record = this.host.stateMachine.lease(leaseId);
+      const remaining = this.lessor.remaining(leaseId, this.host.clock.nowMs());
+      if (record === undefined || remaining === null) throw leaseNotFound(leaseId);
+      const result = { lease_id: leaseId, ttl_seconds: record.ttlSeconds, remaining_seconds: remaining };
+      if (!withKeys) return result;
+      return { ...result, keys: this.host.stateMachine.leaseKeys(leaseId, LEASE_KEYS_MAX) };
+    });
+  }
+
+  /** Every lease, by id, with its remaining time. */
+  list(callback: Callback<LeaseListResult>): void {
+    this.withAuthority(callback, () => {
+      const now = this.host.clock.nowMs();
+      const leases: LeaseSummary[] = this.host.stateMachine.leases(0, LEASES_MAX).map(([id, record]) => {
+        const remaining = this.lessor.remaining(id, now);
+        assert(remaining !== null, `the authority tracks every applied lease (${id})`);
+        return { lease_id: id, ttl_seconds: record.ttlSeconds, remaining_seconds: remaining };
+      });
+      return { leases };
+    });
+  }
+
+  /**
+   * Answer with `serve` once a ReadIndex barrier confirmed this node's leadership and its state
+   * machine caught up, and the node has authority then; else NOT_LEADER (with the leader it knows).
+   * `serve` throws an AspenError to refuse.
+   */
+  private withAuthority<T>(callback: Callback<T>, serve: () => T): void {
+    if (this.host.knownLeader() !== this.host.id) {
+      callback({ ok: false, error: this.notLeader() });
+      return;
+    }
+    this.host.barrier((outcome) => {
+      if (!outcome.ok) {
+        callback(outcome);
+        return;
+      }
+      this.refresh();
+      if (this.lessor.term === null) {
+        callback({ ok: false, error: this.notLeader() });
+        return;
+      }
+      let value: T;
+      try {
+        value = serve();
+      } catch (error) {
+        if (!(error instanceof AspenError)) throw error;
+        callback({ ok: false, error });
+        return;
+      }
+      callback({ ok: true, value });
+    });
+  }
+
+  private notLeader(): AspenError {
+    const leaderId = this.host.knownLeader();
+    if (leaderId === this.host.id)
+      return new AspenError('NOT_LEADER', `node ${leaderId} lost its leadership before it could answer`);
+    return toAspenError({ code: 'not_leader', leaderId });
+  }
+}
+
+function leaseNotFound(leaseId: number): AspenError {
+  return new AspenError('LEASE_NOT_FOUND', `lease ${leaseId} not found (never granted, revoked, or expired)`);
+}

@@ -1,0 +1,180 @@
+import type { FastifyInstance } from 'fastify';
+import { afterEach, describe, expect, it } from 'vitest';
+import { buildHttpServer } from '../../src/http/server.ts';
+import { RaftControlClient } from '../../src/node/control-client.ts';
+import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
+import { systemClock } from '../../src/node/local-runtime.ts';
+import { RaftNode } from '../../src/node/raft-node.ts';
+import { defaultRaftConfig } from '../../src/raft/config.ts';
+import { SeededPrng } from '../../src/raft/prng.ts';
+import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
+
+const stops: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+});
+
+/** The TTL minimum of a cluster whose election timeout is at most 2 s: ceil(1.5 × 2) = 3 s. */
+const ELECTION_TIMEOUT_MAX_MS = 2_000;
+const TTL_MIN = 3;
+
+async function server(withLeases = true): Promise<FastifyInstance> {
+  const logStore = new MemoryLogStore();
+  const node = new RaftNode({
+    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
+    prng: new SeededPrng(1),
+    persisted: logStore.load().persisted,
+    logStore,
+    stateMachine: new MemoryKvStateMachine(),
+    transport: { send: () => undefined },
+    clock: systemClock,
+    tickMs: 5,
+  });
+  node.start();
+  const client = new RaftControlClient(node, {
+    requestTimeoutMs: 2_000,
+    electionTimeoutMaxMs: ELECTION_TIMEOUT_MAX_MS,
+  });
+  const app = buildHttpServer({
+    controller: client,
+    store: client,
+    ...(withLeases ? { leases: client } : {}),
+    identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 5_000 },
+  });
+  stops.push(
+    () => app.close(),
+    () => {
+      node.stop();
+    },
+  );
+  const init = await post(app, '/init', {
+    initial_members: [{ id: 1, addr: 'node-1', raft_addr: '127.0.0.1:26001' }],
+  });
+  expect(init.status).toBe(200);
+  return app;
+}
+
+async function post(app: FastifyInstance, url: string, payload: unknown) {
+  const response = await app.inject({ method: 'POST', url, payload: payload as object });
+  return { status: response.statusCode, json: response.json<Record<string, unknown>>() };
+}
+
+async function get(app: FastifyInstance, url: string) {
+  const response = await app.inject({ method: 'GET', url });
+  return { status: response.statusCode, json: response.json<Record<string, unknown>>() };
+}
+
+const code = (json: Record<string, unknown>): unknown => (json.error as { code?: unknown } | undefined)?.code;
+
+describe('the lease routes', () => {
+  it('grant, attach, keepalive, info, list, revoke: the documented shapes', async () => {
+    const app = await server();
+    const chosen = await post(app, '/lease/grant', { ttl_seconds: 10 });
+    expect(chosen.status).toBe(200);
+    expect(Object.keys(chosen.json).sort()).toEqual(['lease_id', 'log_index', 'ttl_seconds']);
+    expect(chosen.json.ttl_seconds).toBe(10);
+    const named = await post(app, '/lease/grant', { ttl_seconds: TTL_MIN, lease_id: 7_000 });
+    expect(named.json).toEqual({ lease_id: 7_000, ttl_seconds: TTL_MIN, log_index: named.json.log_index });
+    const set = await post(app, '/write', { command: { Set: { key: 'k', value: 'v', lease_id: 7_000 } } });
+    expect(set.status).toBe(200);
+    expect((await post(app, '/read', { key: 'k' })).json.lease_id).toBe(7_000);
+
+    expect(await post(app, '/lease/keepalive', { lease_id: 7_000 })).toEqual({
+      status: 200,
+      json: { lease_id: 7_000, ttl_seconds: TTL_MIN },
+    });
+    expect(await get(app, '/lease/info?lease_id=7000')).toEqual({
+      status: 200,
+      json: { lease_id: 7_000, ttl_seconds: TTL_MIN, remaining_seconds: TTL_MIN },
+    });
+    expect((await get(app, '/lease/info?lease_id=7000&keys=true')).json.keys).toEqual(['k']);
+    expect((await get(app, '/lease/info?lease_id=7000&keys=false')).json.keys).toBeUndefined();
+    const list = await get(app, '/leases');
+    expect(list.status).toBe(200);
+    expect(list.json).toEqual({
+      leases: [
+        { lease_id: chosen.json.lease_id, ttl_seconds: 10, remaining_seconds: 10 },
+        { lease_id: 7_000, ttl_seconds: TTL_MIN, remaining_seconds: TTL_MIN },
+      ],
+    });
+
+    const revoked = await post(app, '/lease/revoke', { lease_id: 7_000 });
+    expect(revoked.json).toEqual({ lease_id: 7_000, revoked: true, log_index: revoked.json.log_index });
+    expect((await post(app, '/read', { key: 'k' })).status).toBe(404);
+    expect((await get(app, '/leases')).json.leases).toHaveLength(1);
+  });
+
+  it('unknown leases are 404 LEASE_NOT_FOUND, a taken id 409 LEASE_EXISTS; nothing is written', async () => {
+    const app = await server();
+    await post(app, '/lease/grant', { ttl_seconds: 10, lease_id: 5_000 });
+    const taken = await post(app, '/lease/grant', { ttl_seconds: 10, lease_id: 5_000 });
+    expect([taken.status, code(taken.json)]).toEqual([409, 'LEASE_EXISTS']);
+    for (const answer of [
+      await post(app, '/lease/keepalive', { lease_id: 404 }),
+      await post(app, '/lease/revoke', { lease_id: 404 }),
+      await get(app, '/lease/info?lease_id=404'),
+      await post(app, '/write', { command: { Set: { key: 'k', value: 'v', lease_id: 404 } } }),
+    ]) {
+      expect([answer.status, code(answer.json)]).toEqual([404, 'LEASE_NOT_FOUND']);
+    }
+    expect((await post(app, '/read', { key: 'k' })).status).toBe(404);
+  });
+
+  it('refuses malformed and out-of-range input with 400 INVALID_INPUT', async () => {
+    const app = await server();
+    const before = (await get(app, '/metrics')).json.last_log_index;
+    const cases: [string, 'GET' | 'POST', string, unknown][] = [
+      ['ttl below the cluster minimum', 'POST', '/lease/grant', { ttl_seconds: TTL_MIN - 1 }],
+      ['ttl above one day', 'POST', '/lease/grant', { ttl_seconds: 86_401 }],
+      ['ttl not an integer', 'POST', '/lease/grant', { ttl_seconds: 10.5 }],
+      ['ttl a string', 'POST', '/lease/grant', { ttl_seconds: '10' }],
+      ['no ttl', 'POST', '/lease/grant', {}],
+      ['an unknown field', 'POST', '/lease/grant', { ttl_seconds: 10, ttl: 10 }],
+      ['a negative lease id', 'POST', '/lease/grant', { ttl_seconds: 10, lease_id: -1 }],
+      ['a lease id past 2^53', 'POST', '/lease/grant', { ttl_seconds: 10, lease_id: 2 ** 60 }],
+      ['half a session', 'POST', '/lease/grant', { ttl_seconds: 10, client_id: 'c' }],
+      ['keepalive of lease 0', 'POST', '/lease/keepalive', { lease_id: 0 }],
+      ['keepalive with a string id', 'POST', '/lease/keepalive', { lease_id: '7' }],
+      ['keepalive with a session', 'POST', '/lease/keepalive', { lease_id: 7, client_id: 'c', sequence: 1 }],
+      ['keepalive without id', 'POST', '/lease/keepalive', {}],
+      ['revoke with an extra field', 'POST', '/lease/revoke', { lease_id: 7, keys: true }],
+      ['revoke of a fractional id', 'POST', '/lease/revoke', { lease_id: 7.5 }],
+      ['info without id', 'GET', '/lease/info', undefined],
+      ['info with a leading zero', 'GET', '/lease/info?lease_id=07', undefined],
+      ['info with a sign', 'GET', '/lease/info?lease_id=%2B7', undefined],
+      ['info with letters', 'GET', '/lease/info?lease_id=7a', undefined],
+      ['info past 2^53', 'GET', '/lease/info?lease_id=9999999999999999', undefined],
+      ['info with keys=yes', 'GET', '/lease/info?lease_id=7&keys=yes', undefined],
+      ['info with a repeated id', 'GET', '/lease/info?lease_id=7&lease_id=8', undefined],
+      ['info with an unknown parameter', 'GET', '/lease/info?lease_id=7&prefix=a', undefined],
+      ['list with a parameter', 'GET', '/leases?limit=5', undefined],
+      [
+        'a lease command through /write',
+        'POST',
+        '/write',
+        { command: { LeaseGrant: { lease_id: 0, ttl_seconds: 10 } } },
+      ],
+      [
+        'a revoke through /write',
+        'POST',
+        '/write',
+        { command: { LeaseRevoke: { lease_id: 7, expired_in_term: 1 } } },
+      ],
+    ];
+    for (const [name, method, url, payload] of cases) {
+      const answer = method === 'GET' ? await get(app, url) : await post(app, url, payload);
+      expect({ name, status: answer.status, code: code(answer.json) }).toEqual({
+        name,
+        status: 400,
+        code: 'INVALID_INPUT',
+      });
+    }
+    expect((await get(app, '/metrics')).json.last_log_index).toBe(before);
+  });
+
+  it('a server without the lease service has no lease routes', async () => {
+    const app = await server(false);
+    const answer = await post(app, '/lease/grant', { ttl_seconds: 10 });
+    expect([answer.status, code(answer.json)]).toEqual([404, 'NOT_FOUND']);
+  });
+});
