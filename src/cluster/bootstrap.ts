@@ -9,6 +9,7 @@ import { RaftControlClient } from '../node/control-client.ts';
 import { MemoryKvStateMachine, type StateMachine } from '../node/kv-state-machine.ts';
 import { systemClock } from '../node/local-runtime.ts';
 import { RaftNode } from '../node/raft-node.ts';
+import { WatchHub } from '../node/watch-hub.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
 import { AssertionError } from '../base/assert.ts';
 import { leaseTtlSecondsMin } from '../base/limits.ts';
@@ -121,7 +122,7 @@ async function startSteps(
       },
     };
   });
-  const { node, health } = await lifecycle.step('raft', () =>
+  const { node, health, watch } = await lifecycle.step('raft', () =>
     startRaft(config, log, { stores, transport, discovery, routes, lifecycle }),
   );
   const forwarding = await lifecycle.step('rpc', () => {
@@ -145,7 +146,7 @@ async function startSteps(
     return { value: { client, store }, stop };
   });
   const app = await lifecycle.step('http', () =>
-    startHttp(config, log, { transport, discovery, forwarding, health, httpAddress }),
+    startHttp(config, log, { transport, discovery, forwarding, health, watch, httpAddress }),
   );
   lifecycle.running();
   const address = app.server.address();
@@ -258,9 +259,11 @@ function startRaft(
   config: NodeConfig,
   log: Log,
   parts: RaftParts,
-): Started<{ node: RaftNode; health: HealthMonitor }> {
+): Started<{ node: RaftNode; health: HealthMonitor; watch: WatchHub }> {
   const { raft, tickMs } = raftConfigFor(config);
   const { stores, discovery, lifecycle } = parts;
+  // Listens from the applied index on (a snapshot the node starts from is passed on as a restore).
+  const watch = new WatchHub({ clock: systemClock, appliedIndex: stores.stateMachine.appliedIndex });
   const node = new RaftNode({
     config: raft,
     prng: new SeededPrng(randomInt(2 ** 31)), // election jitter only; the simulator injects its own
@@ -271,6 +274,7 @@ function startRaft(
     transport: parts.transport,
     clock: systemClock,
     tickMs,
+    applyListener: watch,
     observer: {
       snapshotInstalled: (_id, snapshot) => {
         log(
@@ -302,7 +306,7 @@ function startRaft(
     health.stop();
     node.stop();
   };
-  return { value: { node, health }, stop };
+  return { value: { node, health, watch }, stop };
 }
 
 interface HttpParts {
@@ -310,6 +314,7 @@ interface HttpParts {
   readonly discovery: Discovery;
   readonly forwarding: { readonly client: RaftControlClient; readonly store: ForwardingStore };
   readonly health: HealthMonitor;
+  readonly watch: WatchHub;
   readonly httpAddress: string;
 }
 
@@ -342,6 +347,7 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
       clusterTicket: () => discovery.ticket(),
     },
     health: () => parts.health.report(),
+    watch: parts.watch,
     httpAddress: parts.httpAddress,
     allowedHostNames: config.httpAllowedHosts,
     log,

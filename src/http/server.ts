@@ -1,5 +1,5 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { ClusterController, KeyValueStore, LeaseService } from '../api/contracts.ts';
+import type { ClusterController, KeyValueStore, LeaseService, WatchService } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import { evaluateHealth, type HealthReport } from '../api/health.ts';
 import type { RaftMetrics } from '../api/types.ts';
@@ -16,6 +16,7 @@ import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './bo
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { addLeaseRoutes } from './lease-routes.ts';
 import { PrometheusMetrics } from './prometheus.ts';
+import { addWatchRoute } from './watch-route.ts';
 
 export interface NodeIdentity {
   readonly nodeId: number;
@@ -83,6 +84,8 @@ export interface HttpServerOptions {
   readonly health?: () => HealthReport;
   /** The lease calls (POST /lease/grant, /lease/keepalive, /lease/revoke, GET /lease/info, /leases). */
   readonly leases?: LeaseService;
+  /** The node's watch source (GET /watch); without it the route does not exist. */
+  readonly watch?: WatchService;
 }
 
 /** A node id in a body: a positive safe integer (a larger JSON number would silently round). */
@@ -153,6 +156,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   addKeyValueRoutes(app, options.store);
   if (options.leases !== undefined) addLeaseRoutes(app, options.leases);
   addNodeRoutes(app, options, metrics);
+  if (options.watch !== undefined) addWatchRoute(app, options.watch);
   return app;
 }
 

@@ -8,6 +8,7 @@ import {
   HTTP_IDLE_TIMEOUT_MS,
 } from '../../src/http/connections.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
+import { unusedController, unusedStore } from '../support/unused-services.ts';
 
 const stops: (() => Promise<unknown>)[] = [];
 const sockets: Socket[] = [];
@@ -23,14 +24,8 @@ const SLOW_ANSWER_MS = 600;
 const LIMITS = { connectionsMax: 4, perAddressMax: 2, idleTimeoutMs: 200 };
 
 const state: ClusterState = { nodes: [], members: [], learners: [], leader: null };
-const never = () => Promise.reject(new Error('unused'));
 const controller: ClusterController = {
-  init: never,
-  addLearner: never,
-  changeMembership: never,
-  removeLearner: never,
-  triggerSnapshot: never,
-  getMetrics: never,
+  ...unusedController,
   currentState: () =>
     new Promise((resolve) => {
       setTimeout(() => {
@@ -38,7 +33,7 @@ const controller: ClusterController = {
       }, SLOW_ANSWER_MS);
     }),
 };
-const store: KeyValueStore = { write: never, read: never, delete: never, scan: never };
+const store: KeyValueStore = unusedStore;
 
 async function listening(limits = LIMITS): Promise<number> {
   const app = buildHttpServer({

@@ -6,44 +6,9 @@ import { AssertionError } from '../../src/base/assert.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import { StorageError } from '../../src/storage/errors.ts';
+import { ManualClock } from '../support/manual-clock.ts';
 import { MemoryLogState } from '../../src/storage/memory-log-store.ts';
 
-/** Timers run only when the test advances time: every turn of the node is a call the test makes. */
-class ManualClock implements Clock {
-  private now = 0;
-  private sequence = 0;
-  private readonly timers = new Map<number, { readonly atMs: number; readonly callback: () => void }>();
-
-  nowMs(): number {
-    return this.now;
-  }
-
-  setTimer(delayMs: number, callback: () => void): () => void {
-    this.sequence += 1;
-    const id = this.sequence;
-    this.timers.set(id, { atMs: this.now + delayMs, callback });
-    return () => {
-      this.timers.delete(id);
-    };
-  }
-
-  /** Run every timer due within `ms`, in time order (bounded: a node always has its tick timer). */
-  advance(ms: number): void {
-    const until = this.now + ms;
-    for (let runs = 0; runs < TIMER_RUNS_MAX; runs += 1) {
-      const due = [...this.timers.entries()]
-        .filter(([, timer]) => timer.atMs <= until)
-        .sort(([a, x], [b, y]) => x.atMs - y.atMs || a - b)[0];
-      if (due === undefined) break;
-      this.timers.delete(due[0]);
-      this.now = Math.max(this.now, due[1].atMs);
-      due[1].callback();
-    }
-    this.now = until;
-  }
-}
-
-const TIMER_RUNS_MAX = 100_000;
 const TICK_MS = 5;
 
 /** Space on the "disk" runs out when `failing` is set: the next persist reports ENOSPC. */

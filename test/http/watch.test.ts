@@ -1,0 +1,211 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { KEY_BYTES_MAX } from '../../src/base/limits.ts';
+import type { ConnectionLimits } from '../../src/http/connections.ts';
+import { buildHttpServer } from '../../src/http/server.ts';
+import { systemClock } from '../../src/node/local-runtime.ts';
+import { WatchHub, type WatchBounds } from '../../src/node/watch-hub.ts';
+import { unusedController, unusedStore } from '../support/unused-services.ts';
+import { outcome, put } from '../support/watch-changes.ts';
+
+const stops: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+});
+
+/** Bound on waiting for stream text in these tests. */
+const WAIT_MS_MAX = 5_000;
+
+function server(appliedIndex = 0, bounds: Partial<WatchBounds> = {}, connectionLimits?: ConnectionLimits) {
+  const hub = new WatchHub({ clock: systemClock, appliedIndex, bounds });
+  const app = buildHttpServer({
+    controller: unusedController,
+    store: unusedStore,
+    identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
+    watch: hub,
+    ...(connectionLimits === undefined ? {} : { connectionLimits }),
+  });
+  stops.push(() => {
+    // undici keeps an answered connection open for 4 s; the test need not wait for it
+    const closing = app.close();
+    app.server.closeAllConnections();
+    return closing;
+  });
+  return { hub, app };
+}
+
+async function listening(...args: Parameters<typeof server>) {
+  const built = server(...args);
+  await built.app.listen({ host: '127.0.0.1', port: 0 });
+  const address = built.app.server.address();
+  if (typeof address !== 'object' || address === null) throw new Error('no address');
+  return { ...built, url: `http://127.0.0.1:${address.port}` };
+}
+
+/** An open SSE response read as text, as it arrives. */
+class Stream {
+  text = '';
+  ended = false;
+  private readonly controller = new AbortController();
+
+  static async open(
+    url: string,
+    headers: Record<string, string> = {},
+  ): Promise<{ stream: Stream; response: Response }> {
+    const stream = new Stream();
+    const response = await fetch(url, { headers, signal: stream.controller.signal });
+    if (response.ok) void stream.pump(response);
+    stops.push(() => {
+      stream.close();
+    });
+    return { stream, response };
+  }
+
+  private async pump(response: Response): Promise<void> {
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of response.body as AsyncIterable<Uint8Array>)
+        this.text += decoder.decode(chunk, { stream: true });
+    } catch {
+      // aborted by the test
+    }
+    this.ended = true;
+  }
+
+  async until(check: (stream: Stream) => boolean): Promise<void> {
+    const deadline = Date.now() + WAIT_MS_MAX;
+    while (!check(this)) {
+      if (Date.now() > deadline) throw new Error(`timed out; stream so far:\n${this.text}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  close(): void {
+    this.controller.abort();
+  }
+}
+
+const ids = (text: string) => [...text.matchAll(/^id: (\d+)$/gm)].map((match) => Number(match[1]));
+
+describe('GET /watch (Server-Sent Events)', () => {
+  it('streams each revision in one piece, with the id on its last event only', async () => {
+    const { hub, url } = await listening();
+    const { stream, response } = await Stream.open(`${url}/watch?prefix=a&progress_interval_ms=0`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    expect(response.headers.get('cache-control')).toBe('no-cache');
+    await stream.until((s) => s.text.includes('event: progress'));
+    hub.applied(1, outcome(1, [put('a/1', 'x', 1), put('b', 'y', 1)]));
+    hub.applied(2, outcome(2, [put('a/2', 'p', 2), put('a/3', 'q', 2)]));
+    await stream.until((s) => ids(s.text).length === 3);
+    const event = (key: string, value: string, revision: number) =>
+      JSON.stringify({
+        type: 'put',
+        key,
+        value,
+        create_index: revision,
+        mod_index: revision,
+        version: 1,
+        lease_id: 0,
+        revision,
+      });
+    expect(stream.text).toBe(
+      `event: progress\nid: 0\ndata: {"revision":0}\n\n` +
+        `event: put\nid: 1\ndata: ${event('a/1', 'x', 1)}\n\n` +
+        `event: put\ndata: ${event('a/2', 'p', 2)}\n\n` +
+        `event: put\nid: 2\ndata: ${event('a/3', 'q', 2)}\n\n`,
+    );
+  });
+
+  it('resumes after Last-Event-ID, which wins over start_revision, and sends prev with prev_kv', async () => {
+    const { hub, url } = await listening();
+    for (let index = 1; index <= 3; index += 1)
+      hub.applied(index, outcome(index, [put('k', `v${index}`, index)]));
+    const { stream } = await Stream.open(`${url}/watch?key=k&start_revision=1&prev_kv=true`, {
+      'last-event-id': '1',
+    });
+    await stream.until((s) => ids(s.text).includes(3));
+    expect(ids(stream.text)).toEqual([2, 3]);
+    expect(stream.text).toContain('"prev":null');
+  });
+
+  it('sends progress with its id, and ends with canceled when a snapshot skips the watcher', async () => {
+    const { hub, url } = await listening(4);
+    const { stream } = await Stream.open(`${url}/watch?prefix=&progress_interval_ms=100`);
+    await stream.until((s) => s.text.includes('event: progress'));
+    expect(stream.text).toMatch(/^event: progress\nid: 4\ndata: \{"revision":4\}\n\n/);
+    hub.restored(9);
+    await stream.until((s) => s.ended);
+    expect(stream.text).toMatch(
+      /event: canceled\ndata: \{"reason":"compacted: the node installed a snapshot at 9","revision":4\}\n\n$/,
+    );
+    expect(hub.watcherCount).toBe(0);
+  });
+
+  it('410 COMPACTED with compact_revision before the history, as a JSON error', async () => {
+    const { app } = server(10);
+    const response = await app.inject({ method: 'GET', url: '/watch?key=k&start_revision=5' });
+    expect(response.statusCode).toBe(410);
+    expect(response.json()).toMatchObject({ error: { code: 'COMPACTED', compact_revision: 11 } });
+  });
+
+  it('refuses bad input with 400 before any stream', async () => {
+    const { app, hub } = server();
+    const bad: [string, Record<string, string>?, string?][] = [
+      ['/watch'],
+      ['/watch?key=a&prefix=a'],
+      ['/watch?key='],
+      ['/watch?key=a&start_revision=0'],
+      ['/watch?key=a&start_revision=01'],
+      ['/watch?key=a&start_revision=-1'],
+      ['/watch?key=a&start_revision=abc'],
+      ['/watch?key=a&start_revision=99999999999999999'],
+      ['/watch?key=a&prev_kv=yes'],
+      ['/watch?key=a&progress_interval_ms=50'],
+      ['/watch?key=a&progress_interval_ms=1.5'],
+      ['/watch?key=a&key=b'],
+      ['/watch?key=a&limit=3'],
+      ['/watch?key=%FF'],
+      ['/watch?key=a', { 'last-event-id': 'x' }],
+      ['/watch?key=a', { 'last-event-id': '-1' }],
+      [`/watch?key=${'k'.repeat(KEY_BYTES_MAX + 1)}`, {}, 'KEY_TOO_LARGE'],
+    ];
+    for (const [url, headers, code] of bad) {
+      const response = await app.inject({ method: 'GET', url, headers: headers ?? {} });
+      expect(response.statusCode, url).toBe(400);
+      expect(response.json(), url).toMatchObject({ error: { code: code ?? 'INVALID_INPUT' } });
+    }
+    expect(hub.watcherCount).toBe(0);
+  });
+
+  it('503 TOO_MANY_WATCHERS past the bound; a client that leaves frees its place', async () => {
+    const { hub, url } = await listening(0, { watchersMax: 1 });
+    const first = await Stream.open(`${url}/watch?prefix=`);
+    expect(first.response.status).toBe(200);
+    const second = await fetch(`${url}/watch?prefix=`);
+    expect(second.status).toBe(503);
+    expect(await second.json()).toMatchObject({ error: { code: 'TOO_MANY_WATCHERS' } });
+    first.stream.close();
+    const deadline = Date.now() + WAIT_MS_MAX;
+    while (hub.watcherCount > 0 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(hub.watcherCount).toBe(0);
+  });
+
+  it('a quiet stream is not closed as idle, and a server stop ends it at once', async () => {
+    const { hub, app, url } = await listening(
+      0,
+      {},
+      { connectionsMax: 8, perAddressMax: 8, idleTimeoutMs: 100 },
+    );
+    const { stream } = await Stream.open(`${url}/watch?prefix=&progress_interval_ms=0`);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    hub.applied(1, outcome(1, [put('k', 'v', 1)]));
+    await stream.until((s) => ids(s.text).includes(1));
+    expect(stream.ended).toBe(false);
+    const started = Date.now();
+    await app.close();
+    expect(Date.now() - started).toBeLessThan(1_000);
+    await stream.until((s) => s.ended);
+    expect(hub.watcherCount).toBe(0);
+  });
+});
