@@ -32,7 +32,7 @@ export async function realNode(cleanups: (() => Promise<void> | void)[]): Promis
   const app = buildHttpServer({
     controller: control,
     store: control,
-    leases: new RaftLeaseClient(node, { electionTimeoutMaxMs: 1_000 }),
+    leases: new RaftLeaseClient(node),
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
     watch,
   });
