@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildHttpServer } from '../http/server.ts';
 import type { LogStore, Snapshot } from '../node/interfaces.ts';
 import { RaftControlClient } from '../node/control-client.ts';
+import { RaftLeaseClient } from '../node/lease-client.ts';
 import { MemoryKvStateMachine, type StateMachine } from '../node/kv-state-machine.ts';
 import { systemClock } from '../node/local-runtime.ts';
 import { RaftNode } from '../node/raft-node.ts';
@@ -126,10 +127,11 @@ async function startSteps(
     startRaft(config, log, { stores, transport, discovery, routes, lifecycle }),
   );
   const forwarding = await lifecycle.step('rpc', () => {
-    const client = new RaftControlClient(node, { electionTimeoutMaxMs: config.electionTimeoutMaxMs });
+    const client = new RaftControlClient(node);
+    const leases = new RaftLeaseClient(node, { electionTimeoutMaxMs: config.electionTimeoutMaxMs });
     routes.forwarding = new ForwardingStore({
       local: client,
-      leases: client,
+      leases,
       leaseTtlSecondsMin: leaseTtlSecondsMin(config.electionTimeoutMaxMs),
       transport,
       nodeId: config.nodeId,

@@ -1,11 +1,5 @@
-import type { ClusterController, KeyValueStore, LeaseService } from '../api/contracts.ts';
+import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import {
-  checkedLeaseGrant,
-  checkedLeaseId,
-  checkedLeaseInfo,
-  checkedLeaseRevoke,
-} from '../api/lease-validation.ts';
 import {
   ADDRESS_CHARS_MAX,
   checkedSession,
@@ -23,15 +17,6 @@ import type {
   DeleteRequest,
   DeleteResult,
   InitRequest,
-  LeaseGrantRequest,
-  LeaseGrantResult,
-  LeaseInfoRequest,
-  LeaseInfoResult,
-  LeaseKeepAliveRequest,
-  LeaseKeepAliveResult,
-  LeaseListResult,
-  LeaseRevokeRequest,
-  LeaseRevokeResult,
   RaftMetrics,
   ReadRequest,
   ReadResult,
@@ -43,19 +28,13 @@ import type {
   WriteResult,
 } from '../api/types.ts';
 import { assert, AssertionError } from '../base/assert.ts';
-import { leaseTtlSecondsMin } from '../base/limits.ts';
 import type { RaftStatus } from '../raft/core.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
-import {
-  appliedRevision,
-  keyValue,
-  leaseGrantResult,
-  leaseRevokeResult,
-  writeResult,
-} from './write-results.ts';
+import { callNode } from './node-call.ts';
+import { appliedRevision, keyValue, writeResult } from './write-results.ts';
 import type { Callback, MembershipTarget, RaftNode, ReadServed, WriteApplied } from './raft-node.ts';
 
 /** How long a request may wait for the cluster. */
@@ -72,32 +51,32 @@ export const LEARNER_PROMOTE_WAIT_MS = 2_000;
 /** Proposals a change-membership makes at most while it waits (one per poll). */
 export const LEARNER_PROMOTE_ATTEMPTS_MAX = LEARNER_PROMOTE_WAIT_MS / LEARNER_POLL_MS + 1;
 
+/** A request timeout option: the default when absent, else an integer in [1, REQUEST_TIMEOUT_MS_MAX] (RangeError). */
+export function checkedRequestTimeout(timeoutMs: number = REQUEST_TIMEOUT_MS_DEFAULT): number {
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > REQUEST_TIMEOUT_MS_MAX) {
+    throw new RangeError(`requestTimeoutMs must be in [1, ${REQUEST_TIMEOUT_MS_MAX}], got ${timeoutMs}`);
+  }
+  return timeoutMs;
+}
+
 export interface RaftControlClientOptions {
   readonly requestTimeoutMs?: number;
   readonly learnerCatchUpTimeoutMs?: number;
-  /** The cluster's longest election timeout (the shortest lease TTL follows); default: the node's own. */
-  readonly electionTimeoutMaxMs?: number;
 }
 
 /**
  * Implements the API contracts by messaging the RaftNode, each call bounded by a timeout, every
  * failure mapped to an AspenError. A timed-out write is indeterminate (it may still apply).
  */
-export class RaftControlClient implements ClusterController, KeyValueStore, LeaseService {
+export class RaftControlClient implements ClusterController, KeyValueStore {
   private readonly node: RaftNode;
   private readonly requestTimeoutMs: number;
   private readonly learnerCatchUpTimeoutMs: number;
-  private readonly leaseTtlSecondsMin: number;
 
   constructor(node: RaftNode, options: RaftControlClientOptions = {}) {
-    const timeout = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
-    if (!Number.isSafeInteger(timeout) || timeout < 1 || timeout > REQUEST_TIMEOUT_MS_MAX) {
-      throw new RangeError(`requestTimeoutMs must be in [1, ${REQUEST_TIMEOUT_MS_MAX}], got ${timeout}`);
-    }
     this.node = node;
-    this.requestTimeoutMs = timeout;
+    this.requestTimeoutMs = checkedRequestTimeout(options.requestTimeoutMs);
     this.learnerCatchUpTimeoutMs = options.learnerCatchUpTimeoutMs ?? LEARNER_CATCH_UP_TIMEOUT_MS_DEFAULT;
-    this.leaseTtlSecondsMin = leaseTtlSecondsMin(options.electionTimeoutMaxMs ?? node.electionTimeoutMaxMs);
   }
 
   async addLearner(request: AddLearnerRequest): Promise<ClusterState> {
@@ -415,66 +394,9 @@ export class RaftControlClient implements ClusterController, KeyValueStore, Leas
     return { ...keyValue(request.key, record), revision: served.appliedIndex };
   }
 
-  /** A lease: a log entry; `lease_id` absent or 0 lets the cluster choose one. */
-  async grant(request: LeaseGrantRequest): Promise<LeaseGrantResult> {
-    const { leaseId, ttlSeconds, session } = checkedLeaseGrant(request, this.leaseTtlSecondsMin);
-    const applied = await this.call<WriteApplied>('lease grant', (callback) => {
-      this.node.write({ LeaseGrant: { lease_id: leaseId, ttl_seconds: ttlSeconds } }, callback, session);
-    });
-    return leaseGrantResult(applied);
-  }
-
-  /** Revoke a lease and delete its keys, in one entry. */
-  async revoke(request: LeaseRevokeRequest): Promise<LeaseRevokeResult> {
-    const { leaseId, session } = checkedLeaseRevoke(request);
-    const applied = await this.call<WriteApplied>('lease revoke', (callback) => {
-      this.node.write({ LeaseRevoke: { lease_id: leaseId } }, callback, session);
-    });
-    return leaseRevokeResult(applied);
-  }
-
-  // Keepalive, info and list: answered by the leader from its deadlines, not through the log.
-  async keepAlive(request: LeaseKeepAliveRequest): Promise<LeaseKeepAliveResult> {
-    const leaseId = checkedLeaseId((request as { lease_id?: unknown } | null)?.lease_id);
-    return await this.call('lease keepalive', (callback) => {
-      this.node.keepAlive(leaseId, callback);
-    });
-  }
-
-  async info(request: LeaseInfoRequest): Promise<LeaseInfoResult> {
-    const { leaseId, keys } = checkedLeaseInfo(request);
-    return await this.call('lease info', (callback) => {
-      this.node.leaseInfo(leaseId, keys, callback);
-    });
-  }
-
-  async list(): Promise<LeaseListResult> {
-    return await this.call('lease list', (callback) => {
-      this.node.leaseList(callback);
-    });
-  }
-
   /** Submit to the node and wait at most requestTimeoutMs; a late answer is ignored. */
   private call<T>(what: string, submit: (callback: Callback<T>) => void): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let settled = false;
-      const cancelTimer = this.node.clock.setTimer(this.requestTimeoutMs, () => {
-        if (settled) return;
-        settled = true;
-        const leaderless = this.node.status().leaderId === 0;
-        const message = leaderless
-          ? `${what}: no leader reachable within ${this.requestTimeoutMs} ms (is a quorum of nodes up?)`
-          : `${what}: no answer within ${this.requestTimeoutMs} ms`;
-        reject(new AspenError(leaderless ? 'NO_QUORUM' : 'TIMEOUT', message, { definite: false }));
-      });
-      submit((outcome) => {
-        if (settled) return;
-        settled = true;
-        cancelTimer();
-        if (outcome.ok) resolve(outcome.value);
-        else reject(outcome.error);
-      });
-    });
+    return callNode(this.node, this.requestTimeoutMs, what, submit);
   }
 }
 

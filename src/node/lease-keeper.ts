@@ -32,9 +32,12 @@ export interface LeaseKeeperHost {
   readonly id: NodeId;
   readonly clock: Clock;
   readonly stateMachine: StateMachine;
-  /** The term in which this node leads with an entry of that term applied; null otherwise. */
-  authorityTerm(): number | null;
-  knownLeader(): NodeId;
+  /** The node's core, read for its role and log terms only. */
+  readonly core: {
+    readonly knownLeader: NodeId;
+    readonly log: { lastTerm(): number; term(index: number): number | null };
+  };
+  isStopped(): boolean;
   /** Propose a command through the log, like a client write. */
   propose(command: LogCommand, callback: Callback<WriteApplied>): void;
   /** A ReadIndex barrier: confirms leadership and waits until the state machine caught up. */
@@ -89,9 +92,21 @@ export class LeaseKeeper implements ApplyListener {
     this.downstream?.restored(index);
   }
 
+  /**
+   * Leases are the business of a leader with authority: one whose state machine applied an entry
+   * of its term (its blank entry, so every grant and revoke before it). A leader's last entry is
+   * always of its current term. Null: no authority.
+   */
+  private authorityTerm(): number | null {
+    const { core } = this.host;
+    if (this.host.isStopped() || core.knownLeader !== this.host.id) return null;
+    const term = core.log.lastTerm();
+    return core.log.term(this.host.stateMachine.appliedIndex) === term ? term : null;
+  }
+
   /** Gain or lose authority as the node's role and applied index now say. */
   refresh(): void {
-    const term = this.host.authorityTerm();
+    const term = this.authorityTerm();
     if (term === this.lessor.term) return;
     if (this.lessor.term !== null) this.lessor.stop();
     if (term === null) return;
@@ -118,14 +133,15 @@ export class LeaseKeeper implements ApplyListener {
   }
 
   /**
-   * Renew a lease: received now (t0), leadership confirmed by a ReadIndex barrier, then the deadline
-   * moves to t0 + TTL. LEASE_NOT_FOUND when the lease is absent, expired, or its revoke in flight.
+   * Renew a lease once a ReadIndex barrier confirmed this node's leadership: the deadline moves to
+   * TTL after the moment the renewal is answered (never earlier than TTL after its receipt, and no
+   * earlier than the client can learn of it). LEASE_NOT_FOUND when the lease is absent, its
+   * deadline passed, or its expiry revoke is in flight.
    */
   keepAlive(leaseId: number, callback: Callback<LeaseKeepAliveResult>): void {
-    const receivedAtMs = this.host.clock.nowMs();
     this.withAuthority(callback, () => {
       if (this.host.stateMachine.lease(leaseId) === undefined) throw leaseNotFound(leaseId);
-      const ttl = this.lessor.renew(leaseId, receivedAtMs, this.host.clock.nowMs());
+      const ttl = this.lessor.renew(leaseId, this.host.clock.nowMs());
       if (ttl === null) throw leaseNotFound(leaseId);
       return { lease_id: leaseId, ttl_seconds: ttl };
     });
@@ -162,7 +178,7 @@ export class LeaseKeeper implements ApplyListener {
    * `serve` throws an AspenError to refuse.
    */
   private withAuthority<T>(callback: Callback<T>, serve: () => T): void {
-    if (this.host.knownLeader() !== this.host.id) {
+    if (this.host.core.knownLeader !== this.host.id) {
       callback({ ok: false, error: this.notLeader() });
       return;
     }
@@ -189,7 +205,7 @@ export class LeaseKeeper implements ApplyListener {
   }
 
   private notLeader(): AspenError {
-    const leaderId = this.host.knownLeader();
+    const leaderId = this.host.core.knownLeader;
     if (leaderId === this.host.id)
       return new AspenError('NOT_LEADER', `node ${leaderId} lost its leadership before it could answer`);
     return toAspenError({ code: 'not_leader', leaderId });

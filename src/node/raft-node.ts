@@ -133,7 +133,6 @@ export class RaftNode {
     }
     this.options = options;
     this.id = options.config.id;
-    this.leases = this.makeLeaseKeeper(options);
     this.snapshots = new SnapshotManager({
       nodeId: this.id,
       snapshot: options.snapshot ?? null,
@@ -158,6 +157,20 @@ export class RaftNode {
       withAppliedCommit(options.persisted, options.stateMachine.appliedIndex),
     );
     this.mailbox = new BoundedQueue(options.mailboxMessagesMax ?? MAILBOX_MESSAGES_MAX);
+    const leaseHost = {
+      id: this.id,
+      clock: options.clock,
+      stateMachine: options.stateMachine,
+      core: this.core,
+      isStopped: () => this.stopped,
+      propose: (command: LogCommand, callback: Callback<WriteApplied>) => {
+        this.write(command, callback);
+      },
+      barrier: (callback: Callback<ReadServed>) => {
+        this.barrier(callback);
+      },
+    };
+    this.leases = new LeaseKeeper(leaseHost, options.leaseMutations, options.applyListener);
     this.executor = new NodeReadyExecutor({
       id: this.id,
       options: { ...options, applyListener: this.leases },
@@ -172,43 +185,6 @@ export class RaftNode {
         this.readyDone();
       },
     });
-  }
-
-  private makeLeaseKeeper(options: RaftNodeOptions): LeaseKeeper {
-    const host = {
-      id: options.config.id,
-      clock: options.clock,
-      stateMachine: options.stateMachine,
-      authorityTerm: () => this.authorityTerm(),
-      knownLeader: () => this.core.knownLeader,
-      propose: (command: LogCommand, callback: Callback<WriteApplied>) => {
-        this.write(command, callback);
-      },
-      barrier: (callback: Callback<ReadServed>) => {
-        this.barrier(callback);
-      },
-    };
-    return new LeaseKeeper(host, options.leaseMutations, options.applyListener);
-  }
-
-  /**
-   * Leases are the business of a leader with authority: one whose state machine applied an entry
-   * of its term (its blank entry, so every grant and revoke before it). A leader's last entry is
-   * always of its current term.
-   */
-  private authorityTerm(): number | null {
-    if (this.stopped || this.core.knownLeader !== this.id) return null;
-    const term = this.core.log.lastTerm();
-    return this.core.log.term(this.options.stateMachine.appliedIndex) === term ? term : null;
-  }
-
-  /** Run `submit` unless the node stopped (then SHUTTING_DOWN). */
-  private whenRunning(callback: Callback<never>, submit: () => void): void {
-    if (this.stopped) {
-      callback({ ok: false, error: new AspenError('SHUTTING_DOWN', `node ${this.id} is shutting down`) });
-      return;
-    }
-    submit();
   }
 
   /** Start ticking the core every tickMs of the clock. */
@@ -273,23 +249,17 @@ export class RaftNode {
 
   /** Renew a lease (leader with authority only; LEASE_NOT_FOUND once absent or expired). */
   keepAlive(leaseId: number, callback: Callback<LeaseKeepAliveResult>): void {
-    this.whenRunning(callback, () => {
-      this.leases.keepAlive(leaseId, callback);
-    });
+    this.leases.keepAlive(leaseId, callback);
   }
 
   /** A lease's TTL, remaining seconds by the leader's deadline, and (withKeys) its keys. */
   leaseInfo(leaseId: number, withKeys: boolean, callback: Callback<LeaseInfoResult>): void {
-    this.whenRunning(callback, () => {
-      this.leases.info(leaseId, withKeys, callback);
-    });
+    this.leases.info(leaseId, withKeys, callback);
   }
 
   /** Every lease by id, with its remaining seconds. */
   leaseList(callback: Callback<LeaseListResult>): void {
-    this.whenRunning(callback, () => {
-      this.leases.list(callback);
-    });
+    this.leases.list(callback);
   }
 
   /** The lease deadline this node tracks (checkers and tests); undefined without authority. */

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildHttpServer } from '../../src/http/server.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
+import { RaftLeaseClient } from '../../src/node/lease-client.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
@@ -31,14 +32,12 @@ async function server(withLeases = true): Promise<FastifyInstance> {
     tickMs: 5,
   });
   node.start();
-  const client = new RaftControlClient(node, {
-    requestTimeoutMs: 2_000,
-    electionTimeoutMaxMs: ELECTION_TIMEOUT_MAX_MS,
-  });
+  const client = new RaftControlClient(node, { requestTimeoutMs: 2_000 });
+  const leases = new RaftLeaseClient(node, { electionTimeoutMaxMs: ELECTION_TIMEOUT_MAX_MS });
   const app = buildHttpServer({
     controller: client,
     store: client,
-    ...(withLeases ? { leases: client } : {}),
+    ...(withLeases ? { leases } : {}),
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 5_000 },
   });
   stops.push(

@@ -43,6 +43,19 @@ export const samples: readonly WireMessage[] = [
     operation: { kind: 'write', command: { Set: { key: 'k', value: 'v' } }, session: null },
   },
   { type: 'client_request', from: 2, to: 1, term: 0, requestId: 6, operation: { kind: 'read', key: 'k' } },
+  ...(
+    [
+      { kind: 'lease_grant', leaseId: 0, ttlSeconds: 10, session: { clientId: 'c', sequence: 1 } },
+      { kind: 'lease_revoke', leaseId: 7, session: null },
+      { kind: 'lease_keepalive', leaseId: 7 },
+      { kind: 'lease_info', leaseId: 7, keys: true },
+      { kind: 'lease_list' },
+    ] as const
+  ).map((operation, position) => ({
+    type: 'client_request' as const,
+    ...{ from: 2, to: 1, term: 0, requestId: 20 + position },
+    operation,
+  })),
   {
     type: 'client_response',
     from: 1,

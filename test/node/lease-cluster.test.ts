@@ -24,8 +24,8 @@ async function started(size = 3, mutations: LeaseMutations = {}): Promise<Virtua
 
 /** Grant a lease on the leader and put `key` on it. */
 async function leasedKey(cluster: VirtualCluster, key: string, ttlSeconds: number): Promise<number> {
-  const { client } = cluster.leader();
-  const grant = await cluster.settle(client.grant({ ttl_seconds: ttlSeconds }));
+  const { client, leases } = cluster.leader();
+  const grant = await cluster.settle(leases.grant({ ttl_seconds: ttlSeconds }));
   expect(grant.ttl_seconds).toBe(ttlSeconds);
   await cluster.settle(client.write({ command: { Set: { key, value: 'v', lease_id: grant.lease_id } } }));
   return grant.lease_id;
@@ -44,11 +44,11 @@ async function present(cluster: VirtualCluster, on: VirtualNode, key: string): P
 describe('leases on a three-node cluster (virtual time)', () => {
   it('grants a lease, attaches a key, shows it in info and list', async () => {
     const cluster = await started();
-    const { client } = cluster.leader();
-    const grant = await cluster.settle(client.grant({ ttl_seconds: 5 }));
+    const { client, leases } = cluster.leader();
+    const grant = await cluster.settle(leases.grant({ ttl_seconds: 5 }));
     expect(grant).toEqual({ lease_id: grant.lease_id, ttl_seconds: 5, log_index: grant.log_index });
     expect(grant.lease_id).toBeGreaterThanOrEqual(grant.log_index);
-    const chosen = await cluster.settle(client.grant({ ttl_seconds: 7, lease_id: 1_000 }));
+    const chosen = await cluster.settle(leases.grant({ ttl_seconds: 7, lease_id: 1_000 }));
     expect(chosen.lease_id).toBe(1_000);
     await cluster.settle(
       client.write({ command: { Set: { key: 'b', value: '1', lease_id: grant.lease_id } } }),
@@ -58,7 +58,7 @@ describe('leases on a three-node cluster (virtual time)', () => {
     );
     const read = await cluster.settle(client.read({ key: 'a' }));
     expect(read.lease_id).toBe(grant.lease_id);
-    const info = await cluster.settle(client.info({ lease_id: grant.lease_id, keys: true }));
+    const info = await cluster.settle(leases.info({ lease_id: grant.lease_id, keys: true }));
     expect(info).toEqual({
       lease_id: grant.lease_id,
       ttl_seconds: 5,
@@ -66,9 +66,9 @@ describe('leases on a three-node cluster (virtual time)', () => {
       keys: ['a', 'b'],
     });
     await cluster.run(1_500);
-    const later = await cluster.settle(client.info({ lease_id: grant.lease_id }));
+    const later = await cluster.settle(leases.info({ lease_id: grant.lease_id }));
     expect(later).toEqual({ lease_id: grant.lease_id, ttl_seconds: 5, remaining_seconds: 4 });
-    const list = await cluster.settle(client.list());
+    const list = await cluster.settle(leases.list());
     expect(list.leases.map((lease) => lease.lease_id)).toEqual([grant.lease_id, 1_000]);
     expect(list.leases.find((lease) => lease.lease_id === 1_000)).toEqual({
       lease_id: 1_000,
@@ -79,16 +79,16 @@ describe('leases on a three-node cluster (virtual time)', () => {
 
   it('refuses a second grant of an id (LEASE_EXISTS), a Set on an unknown lease, an unknown lease (404)', async () => {
     const cluster = await started();
-    const { client } = cluster.leader();
-    await cluster.settle(client.grant({ ttl_seconds: 5, lease_id: 9 }));
-    expect((await refusal(cluster, client.grant({ ttl_seconds: 6, lease_id: 9 }))).code).toBe('LEASE_EXISTS');
+    const { client, leases } = cluster.leader();
+    await cluster.settle(leases.grant({ ttl_seconds: 5, lease_id: 9 }));
+    expect((await refusal(cluster, leases.grant({ ttl_seconds: 6, lease_id: 9 }))).code).toBe('LEASE_EXISTS');
     const set = client.write({ command: { Set: { key: 'k', value: 'v', lease_id: 10 } } });
     expect((await refusal(cluster, set)).code).toBe('LEASE_NOT_FOUND');
     expect(await present(cluster, cluster.leader(), 'k')).toBe(false);
     for (const call of [
-      client.keepAlive({ lease_id: 10 }),
-      client.info({ lease_id: 10 }),
-      client.revoke({ lease_id: 10 }),
+      leases.keepAlive({ lease_id: 10 }),
+      leases.info({ lease_id: 10 }),
+      leases.revoke({ lease_id: 10 }),
     ]) {
       expect((await refusal(cluster, call)).code).toBe('LEASE_NOT_FOUND');
     }
@@ -96,7 +96,7 @@ describe('leases on a three-node cluster (virtual time)', () => {
 
   it('checks its input: TTL bounds of the cluster, integer ids, sessions', async () => {
     const cluster = await started(1);
-    const { client } = cluster.leader();
+    const { client, leases } = cluster.leader();
     for (const bad of [
       { ttl_seconds: 0 },
       { ttl_seconds: 86_401 },
@@ -105,14 +105,14 @@ describe('leases on a three-node cluster (virtual time)', () => {
       { ttl_seconds: 5, lease_id: -1 },
       { ttl_seconds: 5, client_id: 'c' },
     ]) {
-      expect((await refusal(cluster, client.grant(bad as never))).code).toBe('INVALID_INPUT');
+      expect((await refusal(cluster, leases.grant(bad as never))).code).toBe('INVALID_INPUT');
     }
     for (const bad of [{}, { lease_id: 0 }, { lease_id: 2 ** 53 }, { lease_id: 'x' }]) {
-      expect((await refusal(cluster, client.keepAlive(bad as never))).code).toBe('INVALID_INPUT');
-      expect((await refusal(cluster, client.revoke(bad as never))).code).toBe('INVALID_INPUT');
-      expect((await refusal(cluster, client.info(bad as never))).code).toBe('INVALID_INPUT');
+      expect((await refusal(cluster, leases.keepAlive(bad as never))).code).toBe('INVALID_INPUT');
+      expect((await refusal(cluster, leases.revoke(bad as never))).code).toBe('INVALID_INPUT');
+      expect((await refusal(cluster, leases.info(bad as never))).code).toBe('INVALID_INPUT');
     }
-    expect((await refusal(cluster, client.info({ lease_id: 1, keys: 'yes' } as never))).code).toBe(
+    expect((await refusal(cluster, leases.info({ lease_id: 1, keys: 'yes' } as never))).code).toBe(
       'INVALID_INPUT',
     );
     // Lease commands are made by the lease calls and the expiry check only, never taken from /write.
@@ -123,10 +123,10 @@ describe('leases on a three-node cluster (virtual time)', () => {
   it('keepalives keep a key past its TTL; once they stop, the key goes within TTL + the bound', async () => {
     const cluster = await started();
     const leaseId = await leasedKey(cluster, 'held', 2);
-    const { client } = cluster.leader();
+    const { leases } = cluster.leader();
     for (let second = 0; second < 6; second += 1) {
       await cluster.run(1_000);
-      const renewed = await cluster.settle(client.keepAlive({ lease_id: leaseId }));
+      const renewed = await cluster.settle(leases.keepAlive({ lease_id: leaseId }));
       expect(renewed).toEqual({ lease_id: leaseId, ttl_seconds: 2 });
     }
     expect(await present(cluster, cluster.leader(), 'held')).toBe(true);
@@ -137,19 +137,19 @@ describe('leases on a three-node cluster (virtual time)', () => {
     expect(await present(cluster, cluster.leader(), 'held')).toBe(false);
     // Every node applied the same revoke.
     for (const node of cluster.nodes) expect(node.node.stateMachine.lease(leaseId)).toBeUndefined();
-    expect((await refusal(cluster, client.keepAlive({ lease_id: leaseId }))).code).toBe('LEASE_NOT_FOUND');
-    expect((await refusal(cluster, client.info({ lease_id: leaseId }))).code).toBe('LEASE_NOT_FOUND');
+    expect((await refusal(cluster, leases.keepAlive({ lease_id: leaseId }))).code).toBe('LEASE_NOT_FOUND');
+    expect((await refusal(cluster, leases.info({ lease_id: leaseId }))).code).toBe('LEASE_NOT_FOUND');
   });
 
   it('a follower answers keepalive, info and list with NOT_LEADER naming the leader', async () => {
     const cluster = await started();
     const leaseId = await leasedKey(cluster, 'k', 5);
     const leader = cluster.leader();
-    const { client } = cluster.follower();
+    const { leases } = cluster.follower();
     for (const call of [
-      client.keepAlive({ lease_id: leaseId }),
-      client.info({ lease_id: leaseId }),
-      client.list(),
+      leases.keepAlive({ lease_id: leaseId }),
+      leases.info({ lease_id: leaseId }),
+      leases.list(),
     ]) {
       const error = await refusal(cluster, call);
       expect(error.code).toBe('NOT_LEADER');
@@ -160,26 +160,26 @@ describe('leases on a three-node cluster (virtual time)', () => {
   it('revoke deletes the lease and its keys in one entry', async () => {
     const cluster = await started();
     const leaseId = await leasedKey(cluster, 'a', 30);
-    const { client } = cluster.leader();
+    const { client, leases } = cluster.leader();
     await cluster.settle(client.write({ command: { Set: { key: 'b', value: 'v', lease_id: leaseId } } }));
     await cluster.settle(client.write({ command: { Set: { key: 'free', value: 'v' } } }));
-    const revoked = await cluster.settle(client.revoke({ lease_id: leaseId }));
+    const revoked = await cluster.settle(leases.revoke({ lease_id: leaseId }));
     expect(revoked).toEqual({ lease_id: leaseId, revoked: true, log_index: revoked.log_index });
     expect(await present(cluster, cluster.leader(), 'a')).toBe(false);
     expect(await present(cluster, cluster.leader(), 'b')).toBe(false);
     expect(await present(cluster, cluster.leader(), 'free')).toBe(true);
-    expect((await cluster.settle(client.list())).leases).toEqual([]);
-    expect((await refusal(cluster, client.revoke({ lease_id: leaseId }))).code).toBe('LEASE_NOT_FOUND');
+    expect((await cluster.settle(leases.list())).leases).toEqual([]);
+    expect((await refusal(cluster, leases.revoke({ lease_id: leaseId }))).code).toBe('LEASE_NOT_FOUND');
   });
 
   it('a session retry of a grant answers as the first time and grants nothing more', async () => {
     const cluster = await started();
-    const { client } = cluster.leader();
+    const { leases } = cluster.leader();
     const request = { ttl_seconds: 5, client_id: 'c1', sequence: 1 };
-    const first = await cluster.settle(client.grant(request));
-    const retry = await cluster.settle(client.grant(request));
+    const first = await cluster.settle(leases.grant(request));
+    const retry = await cluster.settle(leases.grant(request));
     expect(retry).toEqual(first);
-    expect((await cluster.settle(client.list())).leases).toHaveLength(1);
+    expect((await cluster.settle(leases.list())).leases).toHaveLength(1);
   });
 
   it('a new leader restarts every deadline at full TTL: the lease outlives the old leader by TTL after the last keepalive', async () => {
@@ -187,7 +187,7 @@ describe('leases on a three-node cluster (virtual time)', () => {
     const leaseId = await leasedKey(cluster, 'held', 3);
     await cluster.run(2_500);
     const old = cluster.leader();
-    await cluster.settle(old.client.keepAlive({ lease_id: leaseId }));
+    await cluster.settle(old.leases.keepAlive({ lease_id: leaseId }));
     const acknowledgedMs = cluster.clock.nowMs();
     cluster.kill(old.id);
     // Until TTL after the acknowledged keepalive, the key is there on whichever node leads.
@@ -228,7 +228,7 @@ describe('the simulator-only lease mutants', () => {
     const grantedMs = cluster.clock.nowMs();
     const old = cluster.leader();
     await cluster.run(2_500);
-    await cluster.settle(old.client.keepAlive({ lease_id: leaseId }));
+    await cluster.settle(old.leases.keepAlive({ lease_id: leaseId }));
     const acknowledgedMs = cluster.clock.nowMs();
     cluster.kill(old.id);
     await cluster.run(acknowledgedMs + 2_900 - cluster.clock.nowMs());

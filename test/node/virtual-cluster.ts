@@ -1,4 +1,5 @@
 import { RaftControlClient } from '../../src/node/control-client.ts';
+import { RaftLeaseClient } from '../../src/node/lease-client.ts';
 import type { Clock, LogStore, PersistBatch, WireMessage } from '../../src/node/interfaces.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import type { LeaseMutations } from '../../src/node/lease-keeper.ts';
@@ -96,6 +97,7 @@ export interface VirtualNode {
   readonly id: number;
   readonly node: RaftNode;
   readonly client: RaftControlClient;
+  readonly leases: RaftLeaseClient;
   up: boolean;
 }
 
@@ -124,7 +126,8 @@ export class VirtualCluster {
         leaseMutations: mutations,
       });
       const client = new RaftControlClient(node, { requestTimeoutMs: 2_000 });
-      this.nodes.push({ id, node, client, up: true });
+      const leases = new RaftLeaseClient(node, { requestTimeoutMs: 2_000 });
+      this.nodes.push({ id, node, client, leases, up: true });
     }
   }
 
