@@ -9,6 +9,7 @@ import { ASPEN_VERSION } from '../api/version.ts';
 import { KvClient } from '../client/kv-client.ts';
 import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, type MemberSpec } from '../client/options.ts';
 import { KvError } from '../client/errors.ts';
+import type { WatchUpdate } from '../client/watch.ts';
 import {
   casArguments,
   compareFailed,
@@ -218,7 +219,42 @@ const actions: Readonly<Record<string, Action>> = {
     const { ticket } = await kv.clusterTicket();
     print(json ? JSON.stringify({ ticket }) : ticket);
   },
+  watch: (context, [key = ''], options) => watch(context, key, options),
 };
+
+/** One line per event (JSON lines with --json) until SIGINT or SIGTERM; resumes by itself across nodes. */
+async function watch(
+  { kv, json }: Context,
+  key: string,
+  options: Readonly<Record<string, string | undefined>>,
+): Promise<void> {
+  const startRevision = options.rev === undefined ? undefined : positiveInteger(options.rev, '--rev');
+  const stop = new AbortController();
+  const onSignal = (): void => {
+    stop.abort();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const updates = kv.watch(key, {
+      prefix: options.prefix !== undefined,
+      signal: stop.signal,
+      ...(startRevision === undefined ? {} : { startRevision }),
+    });
+    for await (const update of updates) printUpdate(update, json);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function printUpdate(update: WatchUpdate, json: boolean): void {
+  for (const event of update.events) {
+    if (json) print(JSON.stringify(event));
+    else if (event.type === 'put') print(`${event.revision} PUT ${event.key} ${event.value}`);
+    else print(`${event.revision} DELETE ${event.key}`);
+  }
+}
 
 async function scan(
   { kv, json }: Context,
@@ -407,6 +443,17 @@ function addCommands(add: AddCommand): void {
   );
   add('member <action> <id>', '"member remove ID": take a learner out of the cluster');
   add('ticket', 'print a cluster ticket for aspen-node --ticket');
+  add(
+    'watch <key>',
+    'print each change of KEY (or, with --prefix, of every key under it) as it happens, one line per ' +
+      'event ("REVISION PUT KEY VALUE" / "REVISION DELETE KEY", JSON lines with --json), resuming by ' +
+      'itself on another endpoint; Ctrl-C stops it',
+    (command) =>
+      command
+        .summary('stream the changes of a key or prefix until Ctrl-C')
+        .option('--prefix', 'KEY is a prefix: watch every key under it ("" for all)')
+        .option('--rev <n>', 'start at revision N (410 COMPACTED when the nodes no longer keep it)'),
+  );
 }
 
 function exitCodeOf(error: unknown): number {

@@ -97,6 +97,8 @@ export class KvError extends Error {
    * other code, and when the server's `current` was missing or malformed.
    */
   readonly current: CompareCurrent | null | undefined;
+  /** COMPACTED only: the oldest revision the node can still watch from. */
+  readonly compactRevision: number | undefined;
 
   constructor(
     code: KvErrorCode,
@@ -107,6 +109,7 @@ export class KvError extends Error {
       definite: boolean;
       endpoint?: string | null;
       current?: CompareCurrent | null;
+      compactRevision?: number;
     },
   ) {
     super(message);
@@ -116,6 +119,7 @@ export class KvError extends Error {
     this.definite = options.definite;
     this.endpoint = options.endpoint ?? null;
     this.current = options.current;
+    this.compactRevision = options.compactRevision;
   }
 
   /** The error an HTTP error answer stands for. */
@@ -128,6 +132,7 @@ export class KvError extends Error {
           leader_id?: unknown;
           definite?: unknown;
           current?: unknown;
+          compact_revision?: unknown;
         };
       } | null
     )?.error;
@@ -138,12 +143,14 @@ export class KvError extends Error {
     const leaderId = typeof error?.leader_id === 'number' ? error.leader_id : null;
     const definite = isDefinite(code, leaderId, error?.definite);
     const current = code === 'COMPARE_FAILED' ? parseCurrent(error?.current) : undefined;
+    const compactRevision = error?.compact_revision;
     return new KvError(code as KvErrorCode, message, {
       status,
       leaderId,
       definite,
       endpoint,
       ...(current === undefined ? {} : { current }),
+      ...(code === 'COMPACTED' && typeof compactRevision === 'number' ? { compactRevision } : {}),
     });
   }
 }

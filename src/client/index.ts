@@ -26,4 +26,5 @@ export {
   type Transaction,
   type TxnResult,
 } from './txn.ts';
+export { type WatchOptions, type WatchUpdate } from './watch.ts';
 export { KvError, isKvError, type CompareCurrent, type KvErrorCode } from './errors.ts';

@@ -45,6 +45,7 @@ import {
   type Route,
 } from './retry.ts';
 import { judge, SessionLanes, withSession } from './session.ts';
+import { watchUpdates, type WatchOptions, type WatchUpdate } from './watch.ts';
 import {
   casOutcome,
   TxnBuilder,
@@ -185,6 +186,21 @@ export class KvClient {
     throw new KvError('INVALID_INPUT', `more than ${SCAN_PAGES_MAX} pages under "${prefix}"`, {
       definite: true,
     });
+  }
+
+  /**
+   * Watch a key (or, with `prefix: true`, every key under a prefix): an async iterable of updates,
+   * one per revision with matching changes (a progress update has no events), that reconnects and
+   * resumes by itself, also on another endpoint when a node goes down (watch.ts). It ends when
+   * `signal` aborts or the loop breaks; COMPACTED (start revision older than the node's history, with
+   * `compactRevision`), bad input, and an outage longer than the retry policy reject it.
+   */
+  watch(keyOrPrefix: string, options: WatchOptions = {}): AsyncIterable<WatchUpdate> {
+    return watchUpdates(
+      { endpoints: this.endpoints, retry: this.retry, timeoutMs: this.timeoutMs },
+      keyOrPrefix,
+      options,
+    );
   }
 
   // ------------------------------------------------------------------ cluster

@@ -1,0 +1,107 @@
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE } from '../../src/bin/aspen.ts';
+import { KvClient } from '../../src/client/index.ts';
+import { realNode } from './real-node.ts';
+
+const BIN = resolve(import.meta.dirname, '../../src/bin/aspen.ts');
+const WAIT_MS_MAX = 20_000;
+const cleanups: (() => Promise<void> | void)[] = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+/** `aspen watch …` running in the background: its output so far, a way to stop it, its exit. */
+function watching(args: readonly string[]) {
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => name !== 'ASPEN_ENDPOINTS'),
+  );
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: inherited,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output = { stdout: '', stderr: '' };
+  child.stdout.setEncoding('utf8').on('data', (text: string) => {
+    output.stdout += text;
+  });
+  child.stderr.setEncoding('utf8').on('data', (text: string) => {
+    output.stderr += text;
+  });
+  const exited = new Promise<number | null>((resolveExit) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), WAIT_MS_MAX);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolveExit(code);
+    });
+  });
+  cleanups.push(() => {
+    child.kill('SIGKILL');
+  });
+  const lines = () => output.stdout.split('\n').filter((line) => line.length > 0);
+  const until = async (count: number) => {
+    const deadline = Date.now() + WAIT_MS_MAX;
+    while (lines().length < count) {
+      if (Date.now() > deadline) throw new Error(`aspen watch printed ${JSON.stringify(output)}`);
+      await new Promise((resolveWait) => setTimeout(resolveWait, 20));
+    }
+  };
+  return { child, output, exited, lines, until };
+}
+
+describe('aspen watch', () => {
+  it('prints one line per event (JSON lines with --json) and exits 0 on SIGINT', async () => {
+    const endpoint = await realNode(cleanups);
+    const kv = new KvClient({ endpoints: [endpoint] });
+    const start = (await kv.put('app/first', '0')).revision + 1;
+    const plain = watching(['--endpoints', endpoint, 'watch', '--prefix', 'app/', '--rev', String(start)]);
+    const json = watching(['--endpoints', endpoint, '--json', 'watch', 'app/x', '--rev', String(start)]);
+    const put = await kv.put('app/x', 'hello world');
+    await kv.put('other', 'not watched');
+    const deleted = await kv.delete('app/x');
+    expect(deleted.deleted).toBe(true);
+    await plain.until(2);
+    await json.until(2);
+    expect(plain.lines()).toEqual([
+      `${put.revision} PUT app/x hello world`,
+      expect.stringMatching(/^\d+ DELETE app\/x$/),
+    ]);
+    expect(json.lines().map((line) => JSON.parse(line) as unknown)).toEqual([
+      expect.objectContaining({ type: 'put', key: 'app/x', value: 'hello world', revision: put.revision }),
+      expect.objectContaining({ type: 'delete', key: 'app/x', value: '' }),
+    ]);
+    plain.child.kill('SIGINT');
+    json.child.kill('SIGINT');
+    expect(await plain.exited).toBe(EXIT_OK);
+    expect(await json.exited).toBe(EXIT_OK);
+    expect(plain.output.stderr).toBe('');
+  });
+
+  it('a bad --rev is a usage error; COMPACTED exits 1 with the code on stderr', async () => {
+    const usage = watching(['--endpoints', 'http://127.0.0.1:1', 'watch', 'k', '--rev', '0']);
+    expect(await usage.exited).toBe(EXIT_USAGE);
+    expect(usage.output.stderr).toMatch(/^aspen: USAGE: --rev must be a positive integer/);
+    const server = http.createServer((_request, response) => {
+      response.writeHead(410, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          error: { code: 'COMPACTED', message: 'revision 3 is older than the history', compact_revision: 9 },
+        }),
+      );
+    });
+    await new Promise<void>((resolveListen) => server.listen(0, '127.0.0.1', resolveListen));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolveClose) =>
+          server.close(() => {
+            resolveClose();
+          }),
+        ),
+    );
+    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const compacted = watching(['--endpoints', endpoint, 'watch', 'k', '--rev', '3']);
+    expect(await compacted.exited).toBe(EXIT_FAILED);
+    expect(compacted.output.stderr).toBe('aspen: COMPACTED: revision 3 is older than the history\n');
+  });
+});

@@ -1,0 +1,268 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { KvClient, KvError, type WatchUpdate } from '../../src/client/index.ts';
+import { SseParser } from '../../src/client/watch.ts';
+import { buildHttpServer } from '../../src/http/server.ts';
+import { systemClock } from '../../src/node/local-runtime.ts';
+import { WatchHub } from '../../src/node/watch-hub.ts';
+import { unusedController, unusedStore } from '../support/unused-services.ts';
+import { realNode } from './real-node.ts';
+import { outcome, put } from '../support/watch-changes.ts';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+const FAST_RETRY = { attemptsMax: 20, totalMsMax: 5_000, backoffMsMin: 5, backoffMsMax: 20 };
+const WAIT_MS_MAX = 5_000;
+
+/** A node's HTTP API with a hub fed by hand (the same history on every "node"). */
+async function watchNode(appliedIndex = 0) {
+  const hub = new WatchHub({ clock: systemClock, appliedIndex });
+  const app = buildHttpServer({
+    controller: unusedController,
+    store: unusedStore,
+    identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
+    watch: hub,
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const stop = async () => {
+    const closing = app.close();
+    app.server.closeAllConnections();
+    await closing;
+  };
+  cleanups.push(stop);
+  return { hub, url: `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`, stop };
+}
+
+/** Collect a watch's updates in the background. */
+function collect(updates: AsyncIterable<WatchUpdate>) {
+  const seen: WatchUpdate[] = [];
+  let failure: unknown = null;
+  let done = false;
+  const running = (async () => {
+    try {
+      for await (const update of updates) seen.push(update);
+    } catch (error) {
+      failure = error;
+    }
+    done = true;
+  })();
+  const until = async (check: () => boolean) => {
+    const deadline = Date.now() + WAIT_MS_MAX;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error(`timed out; seen ${JSON.stringify(seen)}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
+  return {
+    seen,
+    running,
+    until,
+    get failure() {
+      return failure;
+    },
+    get done() {
+      return done;
+    },
+    revisions: () => seen.filter((update) => update.events.length > 0).map((update) => update.revision),
+  };
+}
+
+describe('KvClient.watch', () => {
+  it('yields one update per revision, starting with where it starts, and ends on abort', async () => {
+    const node = await watchNode(3);
+    const kv = new KvClient({ endpoints: [node.url] });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('a', { prefix: true, signal: abort.signal, prevKv: true }));
+    await watch.until(() => watch.seen.length === 1);
+    expect(watch.seen[0]).toEqual({ revision: 3, events: [] });
+    node.hub.applied(4, outcome(4, [put('a/1', 'x', 4), put('b', 'y', 4), put('a/2', 'z', 4)]));
+    node.hub.applied(5, outcome(5, [put('b', 'y', 5)]));
+    node.hub.applied(6, outcome(6, [put('a', 'w', 6)]));
+    await watch.until(() => watch.revisions().length === 2);
+    expect(watch.seen[1]?.events.map((event) => [event.key, event.revision, event.prev])).toEqual([
+      ['a/1', 4, null],
+      ['a/2', 4, null],
+    ]);
+    expect(watch.revisions()).toEqual([4, 6]);
+    abort.abort();
+    await watch.running;
+    expect(watch.failure).toBeNull();
+  });
+
+  it('resumes on another endpoint when its node goes down, without gap or duplicate', async () => {
+    const first = await watchNode();
+    const second = await watchNode();
+    const kv = new KvClient({ endpoints: [first.url, second.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('k', { startRevision: 1, signal: abort.signal }));
+    const apply = (index: number) => {
+      for (const node of [first, second])
+        node.hub.applied(index, outcome(index, [put('k', `v${index}`, index)]));
+    };
+    for (let index = 1; index <= 5; index += 1) apply(index);
+    await watch.until(() => watch.revisions().length === 5);
+    await first.stop();
+    for (let index = 6; index <= 10; index += 1) apply(index);
+    await watch.until(() => watch.revisions().length === 10);
+    expect(watch.revisions()).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    abort.abort();
+    await watch.running;
+  });
+
+  it('rejects with COMPACTED and the compact revision when the start is older than the history', async () => {
+    const node = await watchNode(20);
+    const kv = new KvClient({ endpoints: [node.url] });
+    const watch = collect(kv.watch('k', { startRevision: 3 }));
+    await watch.running;
+    expect(watch.failure).toBeInstanceOf(KvError);
+    expect(watch.failure).toMatchObject({ code: 'COMPACTED', compactRevision: 21, status: 410 });
+  });
+
+  it('gives up after the retry policy when no node answers', async () => {
+    const kv = new KvClient({
+      endpoints: ['http://127.0.0.1:1'],
+      retry: { attemptsMax: 3, totalMsMax: 2_000, backoffMsMin: 1, backoffMsMax: 5 },
+    });
+    const watch = collect(kv.watch('k'));
+    await watch.running;
+    expect(watch.failure).toMatchObject({ code: 'CONNECTION' });
+  });
+});
+
+describe('KvClient.watch against a scripted server', () => {
+  /** Each request gets the next scripted answer; the start revisions asked for are recorded. */
+  async function scripted(answers: ((response: ServerResponse) => void)[]) {
+    const asked: (string | null)[] = [];
+    const server = createServer((request: IncomingMessage, response: ServerResponse) => {
+      asked.push(new URL(request.url ?? '/', 'http://x').searchParams.get('start_revision'));
+      const answer = answers.shift();
+      if (answer === undefined) {
+        response.writeHead(200, { 'content-type': 'text/event-stream' }).flushHeaders();
+        return; // stays open
+      }
+      answer(response);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => {
+            resolve();
+          });
+        }),
+    );
+    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, asked };
+  }
+
+  const sse = (text: string) => (response: ServerResponse) => {
+    response.writeHead(200, { 'content-type': 'text/event-stream' });
+    response.end(text);
+  };
+  const put = (revision: number, key: string, id: boolean) =>
+    `event: put\n${id ? `id: ${revision}\n` : ''}data: ${JSON.stringify({ type: 'put', key, value: 'v', create_index: revision, mod_index: revision, version: 1, lease_id: 0, revision })}\n\n`;
+
+  it('drops a revision cut in the middle and asks for it again; a canceled stream resumes after its revision', async () => {
+    const server = await scripted([
+      sse(`${put(7, 'a', true)}${put(8, 'a', false)}`), // cut inside revision 8
+      sse(
+        `${put(8, 'a', false)}${put(8, 'b', true)}: a comment\n\nevent: canceled\ndata: {"reason":"slow consumer: 3 revisions behind","revision":11}\n\n`,
+      ),
+      sse(`event: progress\nid: 15\ndata: {"revision":15}\n\n`),
+    ]);
+    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('', { prefix: true, startRevision: 7, signal: abort.signal }));
+    await watch.until(() => server.asked.length === 4);
+    expect(server.asked).toEqual(['7', '8', '12', '16']);
+    expect(watch.seen.map((update) => [update.revision, update.events.map((event) => event.key)])).toEqual([
+      [7, ['a']],
+      [8, ['a', 'b']],
+      [15, []],
+    ]);
+    abort.abort();
+    await watch.running;
+    expect(watch.failure).toBeNull();
+  });
+
+  it('the call timeout bounds the answer only, never a quiet stream', async () => {
+    const server = await scripted([]);
+    const kv = new KvClient({ endpoints: [server.url], timeoutMs: 100, retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('k', { startRevision: 1, progressIntervalMs: 0, signal: abort.signal }));
+    await new Promise((resolveWait) => setTimeout(resolveWait, 400));
+    expect(server.asked).toEqual(['1']);
+    expect(watch.done).toBe(false);
+    abort.abort();
+    await watch.running;
+    expect(watch.failure).toBeNull();
+  });
+
+  it('a malformed stream is a BAD_RESPONSE', async () => {
+    const server = await scripted([sse('event: put\nid: 3\ndata: {"revision": 4}\n\n')]);
+    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+    const watch = collect(kv.watch('k', { startRevision: 1 }));
+    await watch.running;
+    expect(watch.failure).toMatchObject({ code: 'BAD_RESPONSE' });
+  });
+});
+
+describe('SseParser', () => {
+  it('parses fields across chunks, CRLF, comments and multi-line data', () => {
+    const parser = new SseParser();
+    expect(parser.push('event: progress\r\nid: 4\r\nda')).toEqual([]);
+    expect(parser.push('ta: {"revision":\ndata: 4}\r\n\r\n: ping\n\n')).toEqual([
+      { event: 'progress', id: '4', data: '{"revision":\n4}' },
+    ]);
+  });
+
+  it('bounds one event', () => {
+    const parser = new SseParser();
+    expect(() => parser.push(`data: ${'x'.repeat(5 * 1024 * 1024)}`)).toThrow(KvError);
+  });
+});
+
+describe('KvClient.watch on a real node (needs the state machine to report changes)', () => {
+  it('sees puts and deletes of a prefix, grouped by revision, and resumes from a start revision', async () => {
+    const endpoint = await realNode(cleanups);
+    const kv = new KvClient({ endpoints: [endpoint] });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('job/', { prefix: true, signal: abort.signal, prevKv: true }));
+    await watch.until(() => watch.seen.length === 1); // where it starts
+    const first = await kv.put('job/1', 'a');
+    await kv.put('other', 'b');
+    const multi = await kv.write({
+      SetMulti: {
+        pairs: [
+          ['job/2', 'c'],
+          ['job/1', 'd'],
+        ],
+      },
+    });
+    const deleted = await kv.delete('job/2');
+    await watch.until(() => watch.revisions().length === 3);
+    expect(watch.revisions()).toEqual([first.revision, multi.revision, watch.revisions()[2]]);
+    const grouped = watch.seen.find((update) => update.revision === multi.revision);
+    expect(
+      grouped?.events.map((event) => [event.type, event.key, event.value, event.prev?.value ?? null]),
+    ).toEqual([
+      ['put', 'job/2', 'c', null],
+      ['put', 'job/1', 'd', 'a'],
+    ]);
+    expect(deleted.deleted).toBe(true);
+    expect(watch.seen.at(-1)?.events).toEqual([
+      expect.objectContaining({ type: 'delete', key: 'job/2', value: '', version: 0 }),
+    ]);
+    abort.abort();
+    await watch.running;
+    const replay = collect(
+      kv.watch('job/1', { startRevision: first.revision, signal: AbortSignal.timeout(2_000) }),
+    );
+    await replay.until(() => replay.revisions().length === 2);
+    expect(replay.revisions()).toEqual([first.revision, multi.revision]);
+  });
+});
