@@ -1,8 +1,9 @@
 /**
  * npm run bench: a 3-node Aspen cluster on loopback (LMDB, fsync before acknowledging), writes at 1,
  * 16 and 64 clients, linearizable reads at 1 and 64, and CAS increments (read, then compare-and-swap
- * the next counter value; etcd: a txn comparing the value) at 16 and 64, one JSON line per run, then
- * a table.
+ * the next counter value; etcd: a txn comparing the value) at 16 and 64 ("kv"); the writer at 64
+ * without and with 100 watchers of its keys, and their delivery delay ("watch"); 1,000 leases renewed
+ * every second ("keepalive"); one JSON line per run, then tables. `--runs kv,watch,keepalive` picks.
  * npm run bench:etcd: the same load against a 3-member etcd cluster too, side by side with ratios,
  * and a chart in docs/bench/. Both stop everything they started.
  */
@@ -20,6 +21,13 @@ import {
   type Operation,
   type RunResult,
 } from './load.ts';
+import {
+  runKeepAlive,
+  runWatch,
+  type CoordinationProtocol,
+  type KeepAliveRunResult,
+  type WatchRunResult,
+} from './coordination-load.ts';
 import { ensureEtcd, startAspen, startEtcd, type ServerCluster } from './servers.ts';
 
 const RUNS: readonly (readonly [Operation, number])[] = [
@@ -108,6 +116,45 @@ function etcdTarget(endpoints: readonly string[]): LoadTarget {
   };
 }
 
+/** The first number `pattern` (with one group of digits) finds in `body`. */
+function numberIn(body: string, pattern: RegExp): number | null {
+  const found = pattern.exec(body)?.[1];
+  return found === undefined ? null : Number(found);
+}
+
+const aspenCoordination: CoordinationProtocol = {
+  watch: (prefix) => ({ method: 'GET', path: `/watch?prefix=${encodeURIComponent(prefix)}`, body: null }),
+  // Every change's `id:` line (on the last event of its revision) follows the `event:` line.
+  revisionMarker: '\nid: ',
+  writeRevision: (body) => numberIn(body, /"revision":(\d+)/),
+  grant: (ttlSeconds) => jsonPost('/lease/grant', { ttl_seconds: ttlSeconds }),
+  leaseId: (status, body) => (status === 200 ? (/"lease_id":(\d+)/.exec(body)?.[1] ?? null) : null),
+  keepAlive: (leaseId) => jsonPost('/lease/keepalive', { lease_id: Number(leaseId) }),
+  keptAlive: (status) => status === 200,
+};
+
+/** The end of etcd's key range for a prefix: the prefix with its last byte plus one. */
+function prefixEnd(prefix: string): string {
+  const bytes = Buffer.from(prefix);
+  const last = bytes.length - 1;
+  bytes[last] = (bytes[last] ?? 0) + 1;
+  return bytes.toString();
+}
+
+/** etcd 3.4's JSON gateway: int64 fields (revisions, lease ids, TTLs) are JSON strings. */
+const etcdCoordination: CoordinationProtocol = {
+  watch: (prefix) =>
+    jsonPost('/v3/watch', { create_request: { key: b64(prefix), range_end: b64(prefixEnd(prefix)) } }),
+  revisionMarker: '"mod_revision":"',
+  writeRevision: (body) => numberIn(body, /"revision":"(\d+)"/),
+  grant: (ttlSeconds) => jsonPost('/v3/lease/grant', { TTL: ttlSeconds }),
+  leaseId: (status, body) => (status === 200 ? (/"ID":"(\d+)"/.exec(body)?.[1] ?? null) : null),
+  // One keepalive per POST: the gateway's stream ends with the request body.
+  keepAlive: (leaseId) => jsonPost('/v3/lease/keepalive', { ID: leaseId }),
+  // An expired lease answers without a TTL (proto3 leaves out 0).
+  keptAlive: (status, body) => status === 200 && /"TTL":"[1-9]/.test(body),
+};
+
 /** Write every key once so that reads find values (bounded: KEY_SPACE writes). */
 async function populate(target: LoadTarget): Promise<void> {
   let next = 0;
@@ -128,20 +175,124 @@ async function populate(target: LoadTarget): Promise<void> {
   await Promise.all(Array.from({ length: POPULATE_CLIENTS }, worker));
 }
 
+type RunKind = 'kv' | 'watch' | 'keepalive';
+const RUN_KINDS: readonly RunKind[] = ['kv', 'watch', 'keepalive'];
+
+interface SystemResults {
+  readonly kv: RunResult[];
+  readonly watch: WatchRunResult[];
+  readonly keepalive: KeepAliveRunResult[];
+}
+
 async function benchmark(
   cluster: ServerCluster,
   target: LoadTarget,
-  durationMs: number,
-): Promise<RunResult[]> {
+  coordination: CoordinationProtocol,
+  options: { readonly durationMs: number; readonly kinds: readonly RunKind[] },
+): Promise<SystemResults> {
+  const { durationMs, kinds } = options;
+  const cpu = () => cluster.cpuMicros();
   await populate(target);
-  await runLoad(target, 'write', 16, WARMUP_MS, () => cluster.cpuMicros());
-  const results: RunResult[] = [];
-  for (const [operation, clients] of RUNS) {
-    const result = await runLoad(target, operation, clients, durationMs, () => cluster.cpuMicros());
-    console.log(JSON.stringify(result));
-    results.push(result);
+  await runLoad(target, 'write', 16, WARMUP_MS, cpu);
+  const results: SystemResults = { kv: [], watch: [], keepalive: [] };
+  if (kinds.includes('kv'))
+    for (const [operation, clients] of RUNS) {
+      const result = await runLoad(target, operation, clients, durationMs, cpu);
+      console.log(JSON.stringify(result));
+      results.kv.push(result);
+    }
+  if (kinds.includes('watch')) {
+    const { result } = await runWatch(target, coordination, durationMs, cpu);
+    console.log(JSON.stringify({ run: 'watch', ...result }));
+    results.watch.push(result);
+  }
+  if (kinds.includes('keepalive')) {
+    const result = await runKeepAlive(target, coordination, durationMs, cpu);
+    console.log(JSON.stringify({ run: 'keepalive', ...result }));
+    results.keepalive.push(result);
   }
   return results;
+}
+
+/** A markdown table of rows whose first row is the header. */
+function markdown(rows: readonly (readonly string[])[]): string {
+  const width = rows[0]?.length ?? 0;
+  return rows
+    .map((row) => `| ${row.join(' | ')} |`)
+    .join('\n')
+    .replace(/\n/, `\n|${Array.from({ length: width }, () => '---').join('|')}|\n`);
+}
+
+function watchTable(results: readonly WatchRunResult[]): string {
+  return markdown([
+    [
+      'system',
+      'watchers',
+      'writes/s alone',
+      'writes/s watched',
+      'writer cost %',
+      'deliveries',
+      'expected',
+      'streams ended',
+      'delivery p50 ms',
+      'delivery p99 ms',
+      'delivery max ms',
+      'cpu µs/write alone',
+      'cpu µs/write watched',
+      'bench cpu %',
+    ],
+    ...results.map((result) =>
+      [
+        result.system,
+        result.watchers,
+        result.writesPerSecondAlone,
+        result.writesPerSecondWatched,
+        result.writerCostPercent,
+        result.deliveries,
+        result.deliveriesExpected,
+        result.streamsEnded,
+        result.deliveryP50Ms,
+        result.deliveryP99Ms,
+        result.deliveryMaxMs,
+        result.serverCpuUsPerWriteAlone,
+        result.serverCpuUsPerWriteWatched,
+        result.benchCpuPercent,
+      ].map(String),
+    ),
+  ]);
+}
+
+function keepAliveTable(results: readonly KeepAliveRunResult[]): string {
+  return markdown([
+    [
+      'system',
+      'leases',
+      'renewals/s',
+      'renewals',
+      'errors',
+      'p50 ms',
+      'p99 ms',
+      'server cpu % (renewing)',
+      'server cpu % (idle)',
+      'cpu µs/renewal',
+      'bench cpu %',
+    ],
+    ...results.map((result) =>
+      [
+        result.system,
+        result.leases,
+        result.renewalsPerSecond,
+        result.renewals,
+        result.errors,
+        result.p50Ms,
+        result.p99Ms,
+        result.serverCpuPercent,
+        result.idleCpuPercent,
+        result.cpuUsPerRenewal,
+        result.benchCpuPercent,
+      ].map(String),
+    ),
+  ]);
 }
 
 function table(results: readonly RunResult[]): string {
@@ -173,10 +324,7 @@ function table(results: readonly RunResult[]): string {
     String(result.retries),
     String(result.serverCpuUsPerOp),
   ]);
-  return [header, ...rows]
-    .map((row) => `| ${row.join(' | ')} |`)
-    .join('\n')
-    .replace(/\n/, `\n|${header.map(() => '---').join('|')}|\n`);
+  return markdown([header, ...rows]);
 }
 
 function sideBySide(results: readonly RunResult[]): string {
@@ -221,28 +369,36 @@ function sideBySide(results: readonly RunResult[]): string {
       ],
     ];
   });
-  return [header, ...rows]
-    .map((row) => `| ${row.join(' | ')} |`)
-    .join('\n')
-    .replace(/\n/, `\n|${header.map(() => '---').join('|')}|\n`);
+  return markdown([header, ...rows]);
 }
 
 async function runSystem(
   start: () => Promise<ServerCluster>,
   makeTarget: (endpoints: readonly string[]) => LoadTarget,
-  durationMs: number,
-): Promise<RunResult[]> {
+  coordination: CoordinationProtocol,
+  options: { readonly durationMs: number; readonly kinds: readonly RunKind[] },
+): Promise<SystemResults> {
   const cluster = await start();
   const stop = (): void => {
     void cluster.stop().then(() => process.exit(130));
   };
   process.once('SIGINT', stop);
   try {
-    return await benchmark(cluster, makeTarget(cluster.endpoints), durationMs);
+    return await benchmark(cluster, makeTarget(cluster.endpoints), coordination, options);
   } finally {
     process.removeListener('SIGINT', stop);
     await cluster.stop();
   }
+}
+
+/** `--runs kv,watch,keepalive` (default: all). */
+function runKinds(argv: readonly string[]): readonly RunKind[] {
+  const index = argv.indexOf('--runs');
+  if (index < 0) return RUN_KINDS;
+  const named = (argv[index + 1] ?? '').split(',');
+  const kinds = RUN_KINDS.filter((kind) => named.includes(kind));
+  if (kinds.length !== named.length) throw new RangeError(`--runs takes a list of ${RUN_KINDS.join(', ')}`);
+  return kinds;
 }
 
 async function main(argv: readonly string[]): Promise<void> {
@@ -251,28 +407,46 @@ async function main(argv: readonly string[]): Promise<void> {
   const durationMs = durationIndex < 0 ? DURATION_MS_DEFAULT : Number(argv[durationIndex + 1]);
   if (!Number.isSafeInteger(durationMs) || durationMs < 1_000 || durationMs > DURATION_MS_MAX)
     throw new RangeError(`--duration-ms must be in [1000, ${DURATION_MS_MAX}]`);
+  const options = { durationMs, kinds: runKinds(argv) };
   const machine = `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
-  console.error(`bench: ${machine}; ${durationMs} ms per run`);
-  const results = await runSystem(startAspen, aspenTarget, durationMs);
+  console.error(`bench: ${machine}; ${durationMs} ms per run; runs ${options.kinds.join(', ')}`);
+  const systems = [await runSystem(startAspen, aspenTarget, aspenCoordination, options)];
   if (withEtcd) {
     const binary = ensureEtcd();
-    results.push(...(await runSystem(() => startEtcd(binary), etcdTarget, durationMs)));
+    systems.push(await runSystem(() => startEtcd(binary), etcdTarget, etcdCoordination, options));
   }
-  console.log(`\n${table(results)}`);
+  const results = systems.flatMap((system) => system.kv);
+  const watch = systems.flatMap((system) => system.watch);
+  const keepalive = systems.flatMap((system) => system.keepalive);
+  if (results.length > 0) console.log(`\n${table(results)}`);
+  if (watch.length > 0) console.log(`\n${watchTable(watch)}`);
+  if (keepalive.length > 0) console.log(`\n${keepAliveTable(keepalive)}`);
   if (!withEtcd) return;
-  console.log(`\n${sideBySide(results)}`);
+  if (results.length > 0) console.log(`\n${sideBySide(results)}`);
   const directory = resolve(import.meta.dirname, '../../docs/bench');
   mkdirSync(directory, { recursive: true });
   const stamp = new Date().toISOString();
-  writeFileSync(
-    resolve(directory, 'aspen-vs-etcd.json'),
-    `${JSON.stringify({ date: stamp, machine, durationMs, results }, null, 2)}\n`,
-  );
-  writeFileSync(
-    resolve(directory, 'aspen-vs-etcd.svg'),
-    chartSvg(results, `Aspen vs etcd, 3 members on loopback, fsync on every member (${stamp.slice(0, 10)})`),
-  );
-  console.error(`bench: wrote docs/bench/aspen-vs-etcd.json and .svg`);
+  if (results.length > 0) {
+    writeFileSync(
+      resolve(directory, 'aspen-vs-etcd.json'),
+      `${JSON.stringify({ date: stamp, machine, durationMs, results }, null, 2)}\n`,
+    );
+    writeFileSync(
+      resolve(directory, 'aspen-vs-etcd.svg'),
+      chartSvg(
+        results,
+        `Aspen vs etcd, 3 members on loopback, fsync on every member (${stamp.slice(0, 10)})`,
+      ),
+    );
+    console.error(`bench: wrote docs/bench/aspen-vs-etcd.json and .svg`);
+  }
+  if (watch.length + keepalive.length > 0) {
+    writeFileSync(
+      resolve(directory, 'watch-and-leases.json'),
+      `${JSON.stringify({ date: stamp, machine, durationMs, watch, keepalive }, null, 2)}\n`,
+    );
+    console.error(`bench: wrote docs/bench/watch-and-leases.json`);
+  }
 }
 
 await main(process.argv.slice(2));

@@ -68,7 +68,7 @@ export function nextCounter(value: string): string {
   return String(current + 1).padStart(VALUE_BYTES, '0');
 }
 
-function send(
+export function send(
   agent: http.Agent,
   endpoint: URL,
   request: HttpRequest,
@@ -107,7 +107,7 @@ function send(
   });
 }
 
-function percentile(sorted: Float64Array, fraction: number): number {
+export function percentile(sorted: Float64Array, fraction: number): number {
   if (sorted.length === 0) return 0;
   const index = Math.min(sorted.length - 1, Math.floor(fraction * sorted.length));
   return sorted[index] ?? 0;
@@ -125,6 +125,8 @@ export async function runLoad(
   clients: number,
   durationMs: number,
   cpuMicros: () => number,
+  /** Called with the body of every answer to a write or read, as it arrives. */
+  observe?: (body: string) => void,
 ): Promise<RunResult> {
   if (clients < 1 || clients > CLIENTS_MAX) throw new RangeError(`1..${CLIENTS_MAX} clients`);
   const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
@@ -139,6 +141,7 @@ export async function runLoad(
   const once = async (endpoint: URL, key: string): Promise<boolean> => {
     if (operation !== 'cas') {
       const answer = await send(agent, endpoint, target.request(operation, key, VALUE));
+      observe?.(answer.body);
       return target.ok(answer.status, answer.body);
     }
     for (let attempt = 0; attempt < CAS_ATTEMPTS_MAX; attempt += 1) {

@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import { SseParser } from '../../src/client/watch.ts';
 import {
   eventually,
   get,
@@ -25,8 +26,7 @@ const COUNTER_WRITES = 1_000;
 const WRITERS = 8;
 /** Cut the stream after these many events, then again (by killing its node) after the second count. */
 const CUT_AFTER_EVENTS = [300, 650] as const;
-/** One SSE message's text, and the messages one stream may carry in this test. */
-const SSE_MESSAGE_CHARS_MAX = 64 * 1024;
+/** Messages one stream may carry in this test. */
 const SSE_MESSAGES_MAX = 10_000;
 const WAIT_MS_MAX = 20_000;
 const POLL_MS = 50;
@@ -56,7 +56,7 @@ class WatchStream {
   readonly messages: SseMessage[] = [];
   ended = false;
   private readonly controller = new AbortController();
-  private pending = '';
+  private readonly parser = new SseParser();
 
   static async open(node: NodeProcess, query: string, lastEventId?: number): Promise<WatchStream> {
     const stream = new WatchStream();
@@ -98,8 +98,7 @@ class WatchStream {
     const decoder = new TextDecoder();
     try {
       for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
-        this.pending += decoder.decode(chunk, { stream: true });
-        this.split();
+        this.split(decoder.decode(chunk, { stream: true }));
       }
     } catch {
       // aborted, or the node died: the messages parsed so far stand
@@ -107,22 +106,15 @@ class WatchStream {
     this.ended = true;
   }
 
-  private split(): void {
-    for (let end = this.pending.indexOf('\n\n'); end >= 0; end = this.pending.indexOf('\n\n')) {
-      const text = this.pending.slice(0, end);
-      this.pending = this.pending.slice(end + 2);
-      let event = 'message';
-      let id: number | null = null;
-      let data = '';
-      for (const line of text.split('\n')) {
-        if (line.startsWith('event: ')) event = line.slice('event: '.length);
-        else if (line.startsWith('id: ')) id = Number(line.slice('id: '.length));
-        else if (line.startsWith('data: ')) data += line.slice('data: '.length);
-      }
+  private split(text: string): void {
+    for (const message of this.parser.push(text)) {
       expect(this.messages.length).toBeLessThan(SSE_MESSAGES_MAX);
-      this.messages.push({ event, id, data: JSON.parse(data) as Record<string, unknown> });
+      this.messages.push({
+        event: message.event,
+        id: message.id === null ? null : Number(message.id),
+        data: JSON.parse(message.data) as Record<string, unknown>,
+      });
     }
-    expect(this.pending.length).toBeLessThan(SSE_MESSAGE_CHARS_MAX);
   }
 }
 
