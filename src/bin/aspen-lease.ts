@@ -104,7 +104,10 @@ export const leaseActions: Readonly<Record<string, LeaseAction>> = {
       return;
     }
     const head = `lease ${result.lease_id}: ttl ${result.ttl_seconds} s, ${result.remaining_seconds} s remaining`;
-    const keys = result.keys === undefined ? [] : [`${result.keys.length} keys`, ...result.keys];
+    const keys =
+      result.keys === undefined
+        ? []
+        : [`${result.keys.length} ${result.keys.length === 1 ? 'key' : 'keys'}`, ...result.keys];
     print([head, ...keys].join('\n'));
   },
   list: async ({ kv, json, print, table }) => {

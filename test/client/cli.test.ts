@@ -709,7 +709,7 @@ describe('aspen lease against a real node', () => {
       stderr: expect.stringMatching(/^aspen: LEASE_NOT_FOUND: /) as string,
     });
     expect((await aspen([...at, 'lease', 'info', '42', '--keys'])).stdout).toMatch(
-      /^lease 42: ttl 5 s, [45] s remaining\n1 keys\nsvc\/x\n$/,
+      /^lease 42: ttl 5 s, [45] s remaining\n1 key\nsvc\/x\n$/,
     );
     expect(JSON.parse((await aspen([...at, '--json', 'lease', 'list'])).stdout)).toMatchObject({
       leases: [{ lease_id: 42, ttl_seconds: 5 }],
