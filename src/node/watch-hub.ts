@@ -338,7 +338,9 @@ export class WatchHub implements ApplyListener, WatchService {
   private progressDue(watcher: Watcher): void {
     if (watcher.closed) return;
     const nowMs = this.clock.nowMs();
-    if (nowMs - watcher.lastSentMs >= watcher.intervalMs) {
+    // The same sum armProgress waited for: with fractional clock readings, `now - last >= interval`
+    // can be false while `last + interval - now <= 0`, which re-armed a zero delay forever.
+    if (nowMs >= watcher.lastSentMs + watcher.intervalMs) {
       this.deliver(watcher);
       if (isClosed(watcher)) return;
       if (watcher.cursor === this.lastApplied + 1 && watcher.sink.ready()) {

@@ -135,6 +135,18 @@ describe('WatchHub', () => {
     expect(quiet.seen).toHaveLength(1);
   });
 
+  it('a progress timer on a fractional clock fires once per interval (no zero-delay re-arming)', () => {
+    // Found by the simulator's drifting clocks: 2449.3981588715806 - 2026.3981588715808 < 423, yet
+    // 2026.3981588715808 + 423 - 2449.3981588715806 <= 0, so the timer re-armed itself at once forever.
+    const { clock, hub: watch } = hub(5);
+    clock.advance(2026.3981588715808);
+    const sink = new RecordingSink();
+    watch.open({ prefix: '', start_revision: 6, progress_interval_ms: 423 }, sink);
+    clock.advance(423);
+    expect(sink.seen).toEqual([{ kind: 'progress', revision: 5 }]);
+    expect(clock.pending).toBe(1);
+  });
+
   it('a future start revision waits for it', () => {
     const { clock, hub: watch } = hub(5);
     const sink = new RecordingSink();
