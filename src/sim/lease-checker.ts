@@ -1,5 +1,6 @@
 import type { LogCommand } from '../api/types.ts';
 import type { ApplyOutcome } from '../node/kv-state-machine.ts';
+import { assert } from '../base/assert.ts';
 import type { NodeId } from '../raft/types.ts';
 import { SimViolation } from './checkers.ts';
 
@@ -28,12 +29,23 @@ interface LeaseFacts {
  * at the end of the liveness phase (see `overdueLeases`).
  */
 export class LeaseChecker {
+  /**
+   * The part of a TTL a lease is sure to live in virtual time: a leader whose clock runs fast by a
+   * fraction d ends a TTL after TTL / (1 + d) of it (1 when no clock runs fast).
+   */
+  private readonly ttlFloor: number;
   private readonly leases = new Map<number, LeaseFacts>();
   /** Index → what its lease command did (the first node to apply it sets it). */
   private readonly effects = new Map<number, string>();
   checks = 0;
   expiries = 0;
   keepAlivesAcked = 0;
+
+  /** `clockSkews`: each node's clock runs at 1 / (1 + skew) of virtual time. */
+  constructor(clockSkews: readonly number[] = []) {
+    this.ttlFloor = 1 + Math.min(0, ...clockSkews);
+    assert(this.ttlFloor > 0, 'clocks run forward');
+  }
 
   onGrantAcked(leaseId: number, ttlSeconds: number, sentMs: number): void {
     if (this.leases.size >= CHECKED_LEASES_MAX || this.leases.has(leaseId)) return;
@@ -78,10 +90,10 @@ export class LeaseChecker {
 
   private checkLifetime(leaseId: number, facts: LeaseFacts): void {
     if (facts.expiredAtMs === null || facts.revoked) return;
-    const earliestMs = facts.lastAckedSendMs + facts.ttlMs;
+    const earliestMs = facts.lastAckedSendMs + facts.ttlMs * this.ttlFloor;
     if (facts.expiredAtMs < earliestMs)
       violation(
-        `lease ${leaseId} (TTL ${facts.ttlMs} ms) expired at ${facts.expiredAtMs} ms, ${earliestMs - facts.expiredAtMs} ms ` +
+        `lease ${leaseId} (TTL ${facts.ttlMs} ms, at least ${facts.ttlMs * this.ttlFloor} ms on the fastest clock) expired at ${facts.expiredAtMs} ms, ${earliestMs - facts.expiredAtMs} ms ` +
           `before TTL after the keepalive sent at ${facts.lastAckedSendMs} ms that was acknowledged`,
       );
   }

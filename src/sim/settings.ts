@@ -14,6 +14,9 @@ import type { NetworkSettings } from './network.ts';
 import type { WatcherSettings } from './sim-watchers.ts';
 import type { WorkloadSettings } from './workload.ts';
 
+/** Each node's clock runs up to this many percent fast or slow (its readings and its timers). */
+export const CLOCK_DRIFT_PERCENT_MAX = 10;
+
 /** Every knob of a run, drawn from the seed and printed first so that a failure can be read and replayed. */
 export interface SimSettings {
   readonly seed: number;
@@ -56,7 +59,8 @@ export function drawSettings(seed: number): SimSettings {
   const electionTicksMin = prng.nextIntInclusive(heartbeatTicks * 2 + 4, 20);
   const delayMsMin = prng.nextIntInclusive(0, 3);
   const tickSkew: number[] = [];
-  for (let index = 0; index < nodeCount; index += 1) tickSkew.push(prng.nextIntInclusive(-10, 10) / 100);
+  for (let index = 0; index < nodeCount; index += 1)
+    tickSkew.push(prng.nextIntInclusive(-CLOCK_DRIFT_PERCENT_MAX, CLOCK_DRIFT_PERCENT_MAX) / 100);
   const base = {
     seed,
     nodeCount,

@@ -60,7 +60,7 @@ export class SimCluster {
   /** Exactly-once: no (client, sequence) applied twice on any node. */
   readonly sessionChecker = new SessionChecker();
   /** Leases: never expired early, the same lease effects on every node (issue 15). */
-  readonly leaseChecker = new LeaseChecker();
+  readonly leaseChecker: LeaseChecker;
   /** What each revision changed, as the first node to apply it saw it; every node must agree. */
   readonly changeHistory = new ChangeHistory();
   readonly trace: string[] = [];
@@ -93,6 +93,7 @@ export class SimCluster {
     this.network = network;
     this.mutations = mutations;
     this.checker = new SafetyChecker(this.views);
+    this.leaseChecker = new LeaseChecker(settings.tickSkew);
   }
 
   /** Every node's disk, then the node itself, in id order. */
@@ -270,11 +271,16 @@ export class SimCluster {
     };
   }
 
-  /** Virtual time; each node's timers run at its own skewed rate (clock drift). */
+  /**
+   * Each node's clock drifts: it runs at 1 / (1 + skew) of virtual time (skew within ±CLOCK_DRIFT_PERCENT_MAX %),
+   * its readings and its timers alike, so a TTL measured on a fast clock ends early in virtual time
+   * (the lease checker allows exactly that much). The slow-node fault stretches timers only (a
+   * stalled process, not a drifting clock).
+   */
   private nodeClock(id: NodeId): Clock {
     const skew = 1 + (this.settings.tickSkew[id - 1] ?? 0);
     return {
-      nowMs: () => this.events.nowMs,
+      nowMs: () => this.events.nowMs / skew,
       setTimer: (delayMs, callback) => {
         const rate = skew * (this.slowdown.get(id) ?? 1);
         let cancelled = false;
