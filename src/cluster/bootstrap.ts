@@ -10,7 +10,8 @@ import { RaftLeaseClient } from '../node/lease-client.ts';
 import { MemoryKvStateMachine, type StateMachine } from '../node/kv-state-machine.ts';
 import { systemClock } from '../node/local-runtime.ts';
 import { RaftNode } from '../node/raft-node.ts';
-import { WatchHub } from '../node/watch-hub.ts';
+import type { WatchHub } from '../node/watch-hub.ts';
+import { startWatchHub } from '../node/watch-history.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
 import { AssertionError } from '../base/assert.ts';
 import { leaseTtlSecondsMin } from '../base/limits.ts';
@@ -264,8 +265,7 @@ function startRaft(
 ): Started<{ node: RaftNode; health: HealthMonitor; watch: WatchHub }> {
   const { raft, tickMs } = raftConfigFor(config);
   const { stores, discovery, lifecycle } = parts;
-  // Listens from the applied index on (a snapshot the node starts from is passed on as a restore).
-  const watch = new WatchHub({ clock: systemClock, appliedIndex: stores.stateMachine.appliedIndex });
+  const watch = startWatch(log, stores);
   const node = new RaftNode({
     config: raft,
     prng: new SeededPrng(randomInt(2 ** 31)), // election jitter only; the simulator injects its own
@@ -309,6 +309,23 @@ function startRaft(
     node.stop();
   };
   return { value: { node, health, watch }, stop };
+}
+
+/**
+ * The watch hub: it listens from the applied index on, with the history since the snapshot rebuilt
+ * from the log (a snapshot the node starts from is passed on to it as a restore).
+ */
+function startWatch(log: Log, stores: Stores): WatchHub {
+  const started = startWatchHub({
+    clock: systemClock,
+    appliedIndex: stores.stateMachine.appliedIndex,
+    snapshot: stores.snapshot,
+    entries: stores.persisted.entries,
+  });
+  if (started.skipped !== null) log(started.skipped);
+  else if (started.rebuiltFrom !== null)
+    log(`watch: history rebuilt from the log from revision ${started.rebuiltFrom}`, 'debug');
+  return started.hub;
 }
 
 interface HttpParts {

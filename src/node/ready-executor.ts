@@ -154,13 +154,7 @@ export class NodeReadyExecutor implements ReadyExecutor {
           outcomes.push(undefined);
           continue;
         }
-        if (entry.kind === 'command') {
-          const { command, session, proposedAtMs } = decodeProposal(entry.data);
-          outcomes.push(machine.apply(entry.index, command, session, proposedAtMs, entry.term));
-        } else {
-          machine.applyNoop(entry.index, entry.kind === 'config' ? entry.config : undefined);
-          outcomes.push(null);
-        }
+        outcomes.push(applyEntry(machine, entry));
       }
     });
   }
@@ -175,6 +169,19 @@ export class NodeReadyExecutor implements ReadyExecutor {
           };
     this.host.requests.serveReads(this.host.options.stateMachine, served);
   }
+}
+
+/**
+ * Apply one committed entry to `machine`: a command with its session, proposal time and term; a
+ * blank or configuration entry as a no-op (null: a revision with no change).
+ */
+export function applyEntry(machine: StateMachine, entry: Entry): ApplyOutcome | null {
+  if (entry.kind !== 'command') {
+    machine.applyNoop(entry.index, entry.kind === 'config' ? entry.config : undefined);
+    return null;
+  }
+  const { command, session, proposedAtMs } = decodeProposal(entry.data);
+  return machine.apply(entry.index, command, session, proposedAtMs, entry.term);
 }
 
 /**

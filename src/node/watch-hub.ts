@@ -45,7 +45,10 @@ export const DEFAULT_WATCH_BOUNDS: WatchBounds = {
 
 export interface WatchHubOptions {
   readonly clock: Clock;
-  /** The state machine's applied index when the hub starts listening: history starts after it. */
+  /**
+   * The index of the last entry the hub is told of before it listens (the applied index, or the
+   * snapshot index when startWatchHub feeds it the entries since): history starts after it.
+   */
   readonly appliedIndex: number;
   readonly bounds?: Partial<WatchBounds>;
 }
@@ -87,11 +90,13 @@ type TurnEnd = 'caught-up' | 'blocked' | 'budget' | 'closed';
  * revision with matching changes, while the watcher's sink is ready.
  *
  * History: every changed revision in [compactRevision, appliedIndex], bounded by revisions and
- * bytes (the oldest evicted first, moving compactRevision up). It starts at the applied index the hub
- * is built with: a node whose state machine replays its log at start (memory storage) rebuilds it
- * from the log; a node whose state machine is durable (LMDB) skips the entries it already holds, so
- * after a restart its history starts at its applied index, and a client asking for an older
- * revision gets 410 COMPACTED with compact_revision (and can read the current state instead).
+ * bytes (the oldest evicted first, moving compactRevision up). It starts after the applied index the
+ * hub is built with, and is refilled from the log at node start: a state machine that replays its
+ * log (memory storage) passes every entry since the snapshot through the hub; for a durable one
+ * (LMDB), which holds them already, startWatchHub (watch-history.ts) applies the entries since the
+ * snapshot again to a scratch machine and feeds their changes to a hub built at the snapshot index.
+ * So after a restart the history reaches back to the snapshot (within the bounds); a client asking
+ * for an older revision gets 410 COMPACTED with compact_revision (and can read the current state).
  *
  * Cancels: a watcher whose sink is not ready and that lags more than lagRevisionsMax revisions behind
  * the applied index ('slow consumer'), one whose cursor falls out of the history, and on a snapshot
