@@ -52,6 +52,16 @@ export const LEASES_MAX = 10_000;
 export const LEASE_KEYS_MAX = 10_000;
 export const LEASE_TTL_SECONDS_MAX = 86_400;
 export const LEASE_ID_MAX = Number.MAX_SAFE_INTEGER;
+/**
+ * Keepalives the leader serves per second (a token bucket on its clock holding one second's worth),
+ * whether they came to it or were forwarded by a follower; past it a keepalive is refused with 503
+ * OVERLOADED and renews nothing. Each one costs the leader a ReadIndex round, so the bound keeps a
+ * storm of renewals (a client in a tight retry loop, many clients reconnecting at once) from crowding
+ * out reads and writes. 10,000 per second is ten times the bench's keepalive load (1,000 leases
+ * renewed every second) and lets LEASES_MAX leases each renew every second, or every lease at TTL / 3
+ * down to a 3 s TTL.
+ */
+export const LEASE_KEEPALIVES_PER_SECOND_MAX = 10_000;
 /** The shortest TTL as a multiple of the longest election timeout: a new leader must have time to take over. */
 export const LEASE_TTL_ELECTION_TIMEOUTS_MIN = 1.5;
 

@@ -397,7 +397,10 @@ export class KvClient {
     for (let attempt = 1; attempt <= retry.attemptsMax; attempt += 1) {
       if (isAborted(caller))
         throw new KvError('ABORTED', 'aborted by the caller', { definite: lastError?.definite ?? true });
-      const timeout = AbortSignal.timeout(Math.max(1, Math.min(attemptMs, deadlineMs - Date.now())));
+      // AbortSignal.timeout takes whole milliseconds (a budget may be fractional: performance.now()).
+      const timeout = AbortSignal.timeout(
+        Math.max(1, Math.ceil(Math.min(attemptMs, deadlineMs - Date.now()))),
+      );
       const signal = caller === undefined ? timeout : AbortSignal.any([caller, timeout]);
       const endpoint = await this.pickEndpoint(call.route, signal);
       try {

@@ -17,6 +17,22 @@ export const KEEPER_INTERVAL_MS_MIN = 50;
 /** Longest pause after a failed renewal (the retry inside each renewal has its own backoff). */
 export const KEEPER_RETRY_PAUSE_MS_MAX = 500;
 
+/**
+ * One renewal attempt waits at most TTL / KEEPER_ATTEMPTS_PER_TTL, and never more than
+ * KEEPER_ATTEMPT_TIMEOUT_MS_MAX, for its answer before the keeper tries the next endpoint. A node
+ * whose leader just died holds a forwarded keepalive until its forward timeout (seconds, longer than
+ * a short TTL): without this bound one such attempt would use up the whole lease.
+ */
+export const KEEPER_ATTEMPTS_PER_TTL = 4;
+export const KEEPER_ATTEMPT_TIMEOUT_MS_MAX = 1_000;
+
+/** The bound on one renewal attempt for a TTL of `ttlMs` (null, not yet known: the longest). */
+export function keeperAttemptTimeoutMs(ttlMs: number | null): number {
+  assert(ttlMs === null || ttlMs > 0, `a TTL is positive, got ${ttlMs}`);
+  if (ttlMs === null) return KEEPER_ATTEMPT_TIMEOUT_MS_MAX;
+  return Math.min(KEEPER_ATTEMPT_TIMEOUT_MS_MAX, Math.ceil(ttlMs / KEEPER_ATTEMPTS_PER_TTL));
+}
+
 /** How KvClient runs one call: with its routing and retries; `mutating` calls carry a session. */
 export type LeaseCaller = <T>(call: Call, options: CallOptions | undefined, mutating: boolean) => Promise<T>;
 
@@ -170,7 +186,8 @@ export class LeaseApi {
    * Renew the lease in the background (every TTL / 3 by default) until `stop()` or until it is lost:
    * a LEASE_NOT_FOUND answer, or no renewal acknowledged before the send time of the last
    * acknowledged one + TTL (the only instant the client can be sure of). A failed renewal is retried
-   * on the other endpoints until then.
+   * on the other endpoints until then; an attempt that gets no answer within keeperAttemptTimeoutMs
+   * (min(TTL / 4, 1 s)) counts as failed, so a node stuck forwarding to a dead leader costs little.
    */
   keepAliveForever(leaseId: number, options: KeeperOptions = {}): LeaseKeeper {
     checkLeaseId(leaseId);
@@ -261,8 +278,11 @@ class Keeper implements LeaseKeeper {
     const signals = [this.stopper.signal];
     if (deadline !== null) signals.push(AbortSignal.timeout(Math.max(1, Math.ceil(deadline - sentMs))));
     const budget = deadline === null ? {} : { retry: { totalMsMax: Math.max(0, deadline - sentMs) } };
+    // A hung attempt times out soon and the retry moves on to the next endpoint, well inside the TTL.
+    const timeoutMs = keeperAttemptTimeoutMs(this.ttlMs);
     try {
-      const answer = await this.api.keepAlive(this.leaseId, { signal: AbortSignal.any(signals), ...budget });
+      const signal = AbortSignal.any(signals);
+      const answer = await this.api.keepAlive(this.leaseId, { signal, timeoutMs, ...budget });
       assert(answer.ttl_seconds > 0, 'a keepalive answers a positive TTL');
       this.ttlMs = answer.ttl_seconds * 1000;
       // The leader set its deadline at receipt (after sentMs) + TTL: the lease lives at least until here.

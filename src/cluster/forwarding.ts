@@ -36,6 +36,14 @@ import type { NodeId } from '../raft/types.ts';
 /** Forwarded requests waiting for the leader's answer at once; more get OVERLOADED. */
 export const FORWARDS_PENDING_MAX = 10_000;
 export const FORWARD_TIMEOUT_MS_DEFAULT = 5_000;
+/**
+ * A forwarded keepalive waits at most this long for the leader (or the forward timeout, if
+ * shorter). A keepalive only moves a deadline later and may run twice without harm, so giving up
+ * early is safe; when the leader just died, the client hears TIMEOUT within a second and renews
+ * through another node, instead of waiting FORWARD_TIMEOUT_MS_DEFAULT, longer than a short TTL.
+ * A healthy leader answers one in a ReadIndex round (milliseconds).
+ */
+export const FORWARD_KEEPALIVE_TIMEOUT_MS = 1_000;
 
 type Operation = ClientRequest['operation'];
 
@@ -240,15 +248,18 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
     }
     const requestId = this.nextRequestId;
     this.nextRequestId += 1;
+    const timeoutMs =
+      operation.kind === 'lease_keepalive'
+        ? Math.min(this.timeoutMs, FORWARD_KEEPALIVE_TIMEOUT_MS)
+        : this.timeoutMs;
     return new Promise((resolve, reject) => {
-      const cancelTimer = this.clock.setTimer(this.timeoutMs, () => {
+      const cancelTimer = this.clock.setTimer(timeoutMs, () => {
         if (!this.pending.delete(requestId)) return;
         reject(
-          new AspenError(
-            'TIMEOUT',
-            `the leader (node ${leaderId}) did not answer within ${this.timeoutMs} ms`,
-            { leaderId, definite: false },
-          ),
+          new AspenError('TIMEOUT', `the leader (node ${leaderId}) did not answer within ${timeoutMs} ms`, {
+            leaderId,
+            definite: false,
+          }),
         );
       });
       this.pending.set(requestId, { resolve, reject, cancelTimer });

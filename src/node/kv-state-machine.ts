@@ -111,13 +111,14 @@ export interface StateMachine {
    * Apply a command entry; with a client session, a retried sequence is answered from the session
    * table instead (see session-apply.ts). `proposedAtMs` is the leader's proposal time (log time);
    * `term` is the term the entry was appended in (an expiry revoke counts only in its own term).
+   * All are required: a default term would silently refuse every expiry revoke.
    */
   apply(
     index: number,
     command: LogCommand,
-    session?: Session | null,
-    proposedAtMs?: number,
-    term?: number,
+    session: Session | null,
+    proposedAtMs: number,
+    term: number,
   ): ApplyOutcome;
   /**
    * Blank and configuration entries advance the applied index without touching data; a
@@ -298,7 +299,12 @@ export function leasesAfter(
  * The KV and lease semantics, shared by every state machine: each command is one revision,
  * `index`; `term` is its entry's term (an expiry revoke of another term is refused).
  */
-export function applyCommand(store: RecordStore, index: number, command: LogCommand, term = 0): ApplyOutcome {
+export function applyCommand(
+  store: RecordStore,
+  index: number,
+  command: LogCommand,
+  term: number,
+): ApplyOutcome {
   if ('LeaseGrant' in command || 'LeaseRevoke' in command)
     return applyLeaseCommand(store, index, command, term);
   const writes = new EntryWrites(store, index);
@@ -582,9 +588,9 @@ export class MemoryKvStateMachine implements StateMachine {
   apply(
     index: number,
     command: LogCommand,
-    session: Session | null = null,
-    proposedAtMs = 0,
-    term = 0,
+    session: Session | null,
+    proposedAtMs: number,
+    term: number,
   ): ApplyOutcome {
     this.advanceTo(index);
     const proposal = { command, session, proposedAtMs };

@@ -7,7 +7,8 @@ import type {
   LogCommand,
 } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
-import { LEASE_KEYS_MAX, LEASES_MAX } from '../base/limits.ts';
+import { LEASE_KEEPALIVES_PER_SECOND_MAX, LEASE_KEYS_MAX, LEASES_MAX } from '../base/limits.ts';
+import { TokenBucket } from '../base/token-bucket.ts';
 import type { NodeId } from '../raft/types.ts';
 import { toAspenError } from './errors.ts';
 import type { ApplyListener, Clock } from './interfaces.ts';
@@ -53,11 +54,19 @@ export class LeaseKeeper implements ApplyListener {
   private readonly host: LeaseKeeperHost;
   private readonly lessor: Lessor;
   private readonly downstream: ApplyListener | undefined;
+  /** Keepalives this node may still serve as leader (LEASE_KEEPALIVES_PER_SECOND_MAX by default). */
+  private readonly keepAlives: TokenBucket;
   private lastCheckMs = Number.NEGATIVE_INFINITY;
 
-  constructor(host: LeaseKeeperHost, mutations: LeaseMutations = {}, downstream?: ApplyListener) {
+  constructor(
+    host: LeaseKeeperHost,
+    mutations: LeaseMutations = {},
+    downstream?: ApplyListener,
+    keepAlivesPerSecondMax: number = LEASE_KEEPALIVES_PER_SECOND_MAX,
+  ) {
     this.host = host;
     this.downstream = downstream;
+    this.keepAlives = new TokenBucket(keepAlivesPerSecondMax, keepAlivesPerSecondMax, host.clock.nowMs());
     this.lessor = new Lessor({
       trackWhileInactive: mutations.lessorOnFollowers === true,
       keepDeadlines: mutations.lessorKeepsDeadlines === true,
@@ -136,9 +145,18 @@ export class LeaseKeeper implements ApplyListener {
    * Renew a lease once a ReadIndex barrier confirmed this node's leadership: the deadline moves to
    * TTL after the moment the renewal is answered (never earlier than TTL after its receipt, and no
    * earlier than the client can learn of it). LEASE_NOT_FOUND when the lease is absent, its
-   * deadline passed, or its expiry revoke is in flight.
+   * deadline passed, or its expiry revoke is in flight. Past LEASE_KEEPALIVES_PER_SECOND_MAX (or the
+   * injected bound) OVERLOADED, definite: nothing renewed.
    */
   keepAlive(leaseId: number, callback: Callback<LeaseKeepAliveResult>): void {
+    // Counted at receipt, before the ReadIndex round it would cost; a node that does not lead
+    // spends nothing (it answers NOT_LEADER, and the keepalive is counted where it is served).
+    if (this.host.core.knownLeader === this.host.id && !this.keepAlives.take(this.host.clock.nowMs())) {
+      const rate = this.keepAlives.ratePerSecond;
+      const message = `node ${this.host.id} serves at most ${rate} keepalives per second; lease ${leaseId} was not renewed, retry later`;
+      callback({ ok: false, error: new AspenError('OVERLOADED', message) });
+      return;
+    }
     this.withAuthority(callback, () => {
       if (this.host.stateMachine.lease(leaseId) === undefined) throw leaseNotFound(leaseId);
       const ttl = this.lessor.renew(leaseId, this.host.clock.nowMs());

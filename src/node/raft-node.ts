@@ -95,6 +95,8 @@ export interface RaftNodeOptions {
   readonly applyListener?: ApplyListener;
   /** Simulator only (src/sim/mutants.ts): lease bugs its checkers must catch. Production sets none. */
   readonly leaseMutations?: LeaseMutations;
+  /** Keepalives served per second as leader; default LEASE_KEEPALIVES_PER_SECOND_MAX (tests inject less). */
+  readonly leaseKeepAlivesPerSecondMax?: number;
 }
 
 /**
@@ -170,7 +172,12 @@ export class RaftNode {
         this.barrier(callback);
       },
     };
-    this.leases = new LeaseKeeper(leaseHost, options.leaseMutations, options.applyListener);
+    this.leases = new LeaseKeeper(
+      leaseHost,
+      options.leaseMutations,
+      options.applyListener,
+      options.leaseKeepAlivesPerSecondMax,
+    );
     this.executor = new NodeReadyExecutor({
       id: this.id,
       options: { ...options, applyListener: this.leases },

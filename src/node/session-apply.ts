@@ -28,8 +28,9 @@ export function applyWithSession(
   store: RecordStore,
   index: number,
   proposal: Proposal,
-  term = 0,
+  term: number,
 ): ApplyOutcome {
+  assert(Number.isSafeInteger(term) && term >= 1, `an entry's term is a positive integer, got ${term}`);
   table.advance(index, proposal.proposedAtMs);
   const session = proposal.session;
   if (session === null) return applyCommand(store, index, proposal.command, term);

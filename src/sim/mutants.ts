@@ -69,7 +69,7 @@ export const MUTANTS: readonly Mutant[] = [
     name: 'a retried sequence applied again',
     file: 'src/node/session-apply.ts',
     original: '    return { ...check.outcome, duplicate: true };',
-    replacement: '    return applyCommand(store, index, proposal.command);',
+    replacement: '    return applyCommand(store, index, proposal.command, term);',
   },
   {
     name: 'followers track lease deadlines from the grant and keep them when they become leader',

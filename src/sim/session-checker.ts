@@ -74,9 +74,9 @@ export class ObservedKvStateMachine extends MemoryKvStateMachine {
   override apply(
     index: number,
     command: LogCommand,
-    session: Session | null = null,
-    proposedAtMs = 0,
-    term = 0,
+    session: Session | null,
+    proposedAtMs: number,
+    term: number,
   ): ApplyOutcome {
     const outcome = super.apply(index, command, session, proposedAtMs, term);
     this.observer(this.nodeId, index, command, session, outcome);

@@ -87,9 +87,9 @@ export class LmdbKvStateMachine implements StateMachine {
   apply(
     index: number,
     command: LogCommand,
-    session: Session | null = null,
-    proposedAtMs = 0,
-    term = 0,
+    session: Session | null,
+    proposedAtMs: number,
+    term: number,
   ): ApplyOutcome {
     this.assertNext(index);
     const store = this.recordStore();

@@ -756,6 +756,30 @@ describe('KvClient leases', () => {
     expect(b.count('/lease/keepalive')).toBeGreaterThanOrEqual(3);
   });
 
+  it('a keeper gives up on an endpoint that never answers after min(TTL / 4, 1 s) and renews elsewhere', async () => {
+    // `a` answers once, then takes keepalives and never answers (a follower forwarding to a dead leader).
+    const slowRenewed = { lease_id: 7, ttl_seconds: 2 };
+    const a = await fakeServer((path, count) =>
+      path !== '/lease/keepalive' ? [404, failure('NOT_FOUND')] : count === 1 ? [200, slowRenewed] : 'hang',
+    );
+    const b = await fakeServer((path) =>
+      path === '/lease/keepalive' ? [200, slowRenewed] : [404, failure('NOT_FOUND')],
+    );
+    const kv = client([a.url, b.url]);
+    const renewedAt: number[] = [];
+    const keeper = kv.lease.keepAliveForever(7, {
+      onRenewed: () => renewedAt.push(performance.now()),
+    });
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    keeper.stop();
+    expect(await keeper.done).toEqual({ reason: 'stopped' }); // never lost: 2.5 s is past the first TTL
+    expect(a.count('/lease/keepalive')).toBe(2);
+    expect(b.count('/lease/keepalive')).toBeGreaterThanOrEqual(2);
+    const [first, second] = renewedAt;
+    // The second renewal: TTL / 3 after the first, plus one attempt bounded by TTL / 4 on `a`.
+    expect((second ?? Infinity) - (first ?? 0)).toBeLessThan(667 + 500 + 300);
+  });
+
   it('a keeper with no acknowledged renewal by send time + TTL reports the lease lost at that instant', async () => {
     const server = await fakeServer((_path, count) => (count === 1 ? [200, renewed] : 'hang'));
     const kv = client([server.url]);

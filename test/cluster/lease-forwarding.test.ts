@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import type { KeyValueStore, LeaseService } from '../../src/api/contracts.ts';
 import { AspenError } from '../../src/api/errors.ts';
-import { ForwardingStore } from '../../src/cluster/forwarding.ts';
+import {
+  FORWARD_KEEPALIVE_TIMEOUT_MS,
+  FORWARD_TIMEOUT_MS_DEFAULT,
+  ForwardingStore,
+} from '../../src/cluster/forwarding.ts';
 import { decodeWireMessage, encodeWireMessage } from '../../src/network/codec.ts';
 import type { ClientRequest, WireMessage } from '../../src/node/interfaces.ts';
 
@@ -116,6 +120,38 @@ describe('forwarding the lease calls', () => {
       ['list'],
       ['revoke', { lease_id: 9, client_id: 'c', sequence: 3 }],
     ]);
+  });
+
+  it('a keepalive forwarded to a leader that never answers times out after FORWARD_KEEPALIVE_TIMEOUT_MS', async () => {
+    const timers: { delayMs: number; fire: () => void }[] = [];
+    const follower = new ForwardingStore({
+      local: noKv,
+      leases: leaderLeases([]),
+      nodeId: 2,
+      knownLeader: () => 1,
+      timeoutMs: FORWARD_TIMEOUT_MS_DEFAULT,
+      clock: {
+        nowMs: () => 0,
+        setTimer: (delayMs, fire) => {
+          timers.push({ delayMs, fire });
+          return () => undefined;
+        },
+      },
+      transport: { send: () => undefined }, // the leader is gone: nothing comes back
+    });
+    const keepAlive = follower.keepAlive({ lease_id: 9 });
+    const info = follower.info({ lease_id: 9 });
+    expect(timers.map((timer) => timer.delayMs)).toEqual([
+      FORWARD_KEEPALIVE_TIMEOUT_MS,
+      FORWARD_TIMEOUT_MS_DEFAULT,
+    ]);
+    expect(FORWARD_KEEPALIVE_TIMEOUT_MS).toBeLessThan(FORWARD_TIMEOUT_MS_DEFAULT);
+    for (const timer of timers) timer.fire();
+    await expect(keepAlive).rejects.toMatchObject({
+      code: 'TIMEOUT',
+      message: expect.stringContaining(`within ${FORWARD_KEEPALIVE_TIMEOUT_MS} ms`) as string,
+    });
+    await expect(info).rejects.toMatchObject({ code: 'TIMEOUT' });
   });
 
   it("the leader's LEASE_NOT_FOUND reaches the client as itself", async () => {

@@ -18,6 +18,7 @@ import {
 import { SESSION_IDLE_MS, SESSION_RESULTS_MAX, SESSIONS_MAX } from '../../src/node/sessions.ts';
 import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
+import { TEST_TERM } from '../support/apply.ts';
 
 /**
  * Random command sequences over a small key space: a plain reference model (a Map, written here
@@ -404,15 +405,16 @@ describe('state machines with client sessions', () => {
                   retried.command,
                   { clientId: step.client, sequence },
                   nowMs,
+                  TEST_TERM,
                 );
                 expect(outcome).toEqual({ ...stored, duplicate: true });
               }
               expect(model.entries()).toEqual(before);
             } else {
-              const expected = model.apply(index, step.command);
+              const expected = model.apply(index, step.command, TEST_TERM);
               const session = { clientId: step.client, sequence: history.length + 1 };
               for (const machine of machines)
-                expect(machine.apply(index, step.command, session, nowMs)).toEqual(expected);
+                expect(machine.apply(index, step.command, session, nowMs, TEST_TERM)).toEqual(expected);
               history.push({ command: step.command, outcome: expected });
               sent.set(step.client, history);
             }
@@ -452,8 +454,8 @@ describe('state machines with a full session table', () => {
     const both = (clientId: string, sequence: number, atMs: number): ApplyOutcome => {
       index += 1;
       const command: WriteCommand = { Set: { key: `k${index % 5}`, value: clientId } };
-      const expected = memory.apply(index, command, { clientId, sequence }, atMs);
-      expect(lmdb.apply(index, command, { clientId, sequence }, atMs)).toEqual(expected);
+      const expected = memory.apply(index, command, { clientId, sequence }, atMs, TEST_TERM);
+      expect(lmdb.apply(index, command, { clientId, sequence }, atMs, TEST_TERM)).toEqual(expected);
       return expected;
     };
     lmdb.batch(() => {

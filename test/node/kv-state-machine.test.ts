@@ -15,6 +15,7 @@ import {
   type StateMachine,
 } from '../../src/node/kv-state-machine.ts';
 import { LmdbMachines } from './state-machines.ts';
+import { applyPlain } from '../support/apply.ts';
 
 const lmdb = new LmdbMachines('aspen-sm-');
 const lmdbMachine = (): StateMachine => lmdb.machine();
@@ -23,7 +24,7 @@ const machines = lmdb.kinds();
 /** Applies commands at the next indexes; returns the last outcome. */
 function run(machine: StateMachine, ...commands: WriteCommand[]): ApplyOutcome {
   let outcome: ApplyOutcome | undefined;
-  for (const command of commands) outcome = machine.apply(machine.appliedIndex + 1, command);
+  for (const command of commands) outcome = applyPlain(machine, machine.appliedIndex + 1, command);
   if (outcome === undefined) throw new Error('no command');
   return outcome;
 }
@@ -291,7 +292,7 @@ describe.each(machines)('applyCommand on the %s state machine', (_name, make) =>
       run(machine, set('k', 'v'));
       let thrown: unknown = null;
       try {
-        machine.apply(2, command);
+        applyPlain(machine, 2, command);
       } catch (error) {
         thrown = error;
       }

@@ -16,8 +16,12 @@ async function refusal(cluster: VirtualCluster, promise: Promise<unknown>): Prom
   return error as AspenError;
 }
 
-async function started(size = 3, mutations: LeaseMutations = {}): Promise<VirtualCluster> {
-  const cluster = new VirtualCluster(size, mutations);
+async function started(
+  size = 3,
+  mutations: LeaseMutations = {},
+  keepAlivesPerSecondMax?: number,
+): Promise<VirtualCluster> {
+  const cluster = new VirtualCluster(size, mutations, keepAlivesPerSecondMax);
   await cluster.start();
   return cluster;
 }
@@ -155,6 +159,37 @@ describe('leases on a three-node cluster (virtual time)', () => {
       expect(error.code).toBe('NOT_LEADER');
       expect(error.leaderId).toBe(leader.id);
     }
+  });
+
+  it('the leader serves at most its keepalives per second; past it 503 OVERLOADED renews nothing', async () => {
+    const cluster = await started(3, {}, 3);
+    const leaseId = await leasedKey(cluster, 'k', 5);
+    await cluster.run(1_000); // the bucket is full again after the grant's own traffic
+    const leader = cluster.leader();
+    // Four at the same instant: three tokens.
+    const calls = [1, 2, 3, 4].map(() => leader.leases.keepAlive({ lease_id: leaseId }));
+    const refused = await refusal(cluster, calls[3] as Promise<unknown>);
+    expect(refused.code).toBe('OVERLOADED');
+    expect(refused.definite).toBe(true);
+    expect(refused.message).toContain('at most 3 keepalives per second');
+    for (const call of calls.slice(0, 3)) {
+      expect(await cluster.settle(call)).toEqual({ lease_id: leaseId, ttl_seconds: 5 });
+    }
+    const deadline = leader.node.leaseDeadline(leaseId);
+    expect(deadline).toBeDefined();
+    // A follower spends none of the leader's tokens: it answers NOT_LEADER.
+    expect((await refusal(cluster, cluster.follower().leases.keepAlive({ lease_id: leaseId }))).code).toBe(
+      'NOT_LEADER',
+    );
+    await cluster.run(200); // 0.6 token: still refused, and the deadline did not move
+    expect((await refusal(cluster, leader.leases.keepAlive({ lease_id: leaseId }))).code).toBe('OVERLOADED');
+    expect(leader.node.leaseDeadline(leaseId)).toBe(deadline);
+    await cluster.run(200); // a token again
+    expect(await cluster.settle(leader.leases.keepAlive({ lease_id: leaseId }))).toEqual({
+      lease_id: leaseId,
+      ttl_seconds: 5,
+    });
+    expect(leader.node.leaseDeadline(leaseId)).toBeGreaterThan(deadline ?? Number.POSITIVE_INFINITY);
   });
 
   it('revoke deletes the lease and its keys in one entry', async () => {

@@ -11,6 +11,7 @@ import {
   SESSIONS_MAX,
   SessionTable,
 } from '../../src/node/sessions.ts';
+import { applyPlain, TEST_TERM } from '../support/apply.ts';
 
 const at = (clientId: string, sequence: number) => ({ clientId, sequence });
 
@@ -94,22 +95,22 @@ describe('SessionTable', () => {
 describe('MemoryKvStateMachine with sessions', () => {
   it('applies a retry once, answers SESSION_EXPIRED-style outcomes, and keeps the table in snapshots', () => {
     const machine = new MemoryKvStateMachine();
-    const first = machine.apply(1, { Set: { key: 'k', value: 'v1' } }, at('c', 1), 10);
+    const first = machine.apply(1, { Set: { key: 'k', value: 'v1' } }, at('c', 1), 10, TEST_TERM);
     expect(first.changes).toHaveLength(1);
     const stored = { ...first };
     delete stored.changes; // a retry changes nothing
-    expect(machine.apply(2, { Set: { key: 'k', value: 'v1' } }, at('c', 1), 20)).toEqual({
+    expect(machine.apply(2, { Set: { key: 'k', value: 'v1' } }, at('c', 1), 20, TEST_TERM)).toEqual({
       ...stored,
       duplicate: true,
     });
     expect(machine.get('k')?.version).toBe(1);
     const restored = new MemoryKvStateMachine();
     restored.restore(machine.snapshot(), 2, { voters: [1], votersOutgoing: [], learners: [] });
-    expect(restored.apply(3, { Set: { key: 'k', value: 'v1' } }, at('c', 1), 30)).toEqual({
+    expect(restored.apply(3, { Set: { key: 'k', value: 'v1' } }, at('c', 1), 30, TEST_TERM)).toEqual({
       ...stored,
       duplicate: true,
     });
-    expect(restored.apply(4, { Set: { key: 'k', value: 'x' } }, at('d', 3), 30)).toEqual({
+    expect(restored.apply(4, { Set: { key: 'k', value: 'x' } }, at('d', 3), 30, TEST_TERM)).toEqual({
       index: 4,
       deleted: [],
       succeeded: false,
@@ -122,18 +123,21 @@ describe('MemoryKvStateMachine with sessions', () => {
   it('keeps an outcome without results too large for the table: its retry is expired', () => {
     const machine = new MemoryKvStateMachine();
     const big = 'x'.repeat(SESSION_RESULT_BYTES_MAX + 1);
-    machine.apply(1, { Set: { key: 'big', value: big } });
+    applyPlain(machine, 1, { Set: { key: 'big', value: big } });
     const txn = { Transaction: { compare: [], success: [{ Get: { key: 'big' } }], failure: [] } };
-    const first = machine.apply(2, txn, at('c', 1), 0);
+    const first = machine.apply(2, txn, at('c', 1), 0, TEST_TERM);
     expect(first.results).toHaveLength(1);
-    expect(machine.apply(3, txn, at('c', 1), 0)).toMatchObject({ index: 3, sessionExpired: true });
+    expect(machine.apply(3, txn, at('c', 1), 0, TEST_TERM)).toMatchObject({ index: 3, sessionExpired: true });
     // A failed compare keeps the record it found: past the bound too, its retry is expired.
     const cas = { CompareAndSwap: { key: 'big', expected: 'other', new_value: 'v' } };
-    expect(machine.apply(4, cas, at('c', 2), 0)).toMatchObject({ succeeded: false, current: { value: big } });
-    expect(machine.apply(5, cas, at('c', 2), 0)).toMatchObject({ index: 5, sessionExpired: true });
+    expect(machine.apply(4, cas, at('c', 2), 0, TEST_TERM)).toMatchObject({
+      succeeded: false,
+      current: { value: big },
+    });
+    expect(machine.apply(5, cas, at('c', 2), 0, TEST_TERM)).toMatchObject({ index: 5, sessionExpired: true });
     const small = { CompareAndSwap: { key: 'small', expected: 'other', new_value: 'v' } };
-    const smallFirst = machine.apply(6, small, at('c', 3), 0);
-    expect(machine.apply(7, small, at('c', 3), 0)).toEqual({ ...smallFirst, duplicate: true });
+    const smallFirst = machine.apply(6, small, at('c', 3), 0, TEST_TERM);
+    expect(machine.apply(7, small, at('c', 3), 0, TEST_TERM)).toEqual({ ...smallFirst, duplicate: true });
     expect(machine.get('big')?.version).toBe(1);
   });
 });
@@ -150,8 +154,10 @@ describe('snapshots from before sessions', () => {
     });
     const machine = new MemoryKvStateMachine();
     machine.restore(old, 3, { voters: [1], votersOutgoing: [], learners: [] });
-    expect(machine.apply(4, { Delete: { key: 'k' } }, at('c', 2), 5)).toMatchObject({ sessionExpired: true });
-    expect(machine.apply(5, { Delete: { key: 'k' } }, at('c', 1), 5)).toEqual({
+    expect(machine.apply(4, { Delete: { key: 'k' } }, at('c', 2), 5, TEST_TERM)).toMatchObject({
+      sessionExpired: true,
+    });
+    expect(machine.apply(5, { Delete: { key: 'k' } }, at('c', 1), 5, TEST_TERM)).toEqual({
       index: 5,
       deleted: [true],
       succeeded: true,

@@ -105,7 +105,8 @@ export class VirtualCluster {
   readonly clock = new VirtualClock();
   readonly nodes: VirtualNode[] = [];
 
-  constructor(size: number, mutations: LeaseMutations = {}) {
+  /** `keepAlivesPerSecondMax`: each node's keepalive bound (default: the production constant). */
+  constructor(size: number, mutations: LeaseMutations = {}, keepAlivesPerSecondMax?: number) {
     for (let id = 1; id <= size; id += 1) {
       const disk = new VirtualDisk(this.clock);
       const { persisted, snapshot } = disk.state.load();
@@ -124,6 +125,9 @@ export class VirtualCluster {
         clock: this.clock,
         tickMs: TICK_MS,
         leaseMutations: mutations,
+        ...(keepAlivesPerSecondMax === undefined
+          ? {}
+          : { leaseKeepAlivesPerSecondMax: keepAlivesPerSecondMax }),
       });
       const client = new RaftControlClient(node, { requestTimeoutMs: 2_000 });
       const leases = new RaftLeaseClient(node, { requestTimeoutMs: 2_000 });

@@ -5,6 +5,7 @@ import { stateMachineDifference } from '../../src/sim/convergence.ts';
 import { FAULTS } from '../../src/sim/faults.ts';
 import { EXIT_CODE, statusOfError } from '../../src/sim/outcome.ts';
 import { describeSettings, drawSettings } from '../../src/sim/settings.ts';
+import { applyPlain } from '../support/apply.ts';
 
 describe('the fuzzer', () => {
   it('draws the fault weights of a seed as it always did (old seeds replay)', () => {
@@ -58,15 +59,15 @@ describe('the fuzzer', () => {
   it('compares state machines over every key, not only the workload keys', () => {
     const a = new MemoryKvStateMachine();
     const b = new MemoryKvStateMachine();
-    a.apply(1, { Set: { key: 'k1', value: 'x' } });
-    b.apply(1, { Set: { key: 'k1', value: 'x' } });
+    applyPlain(a, 1, { Set: { key: 'k1', value: 'x' } });
+    applyPlain(b, 1, { Set: { key: 'k1', value: 'x' } });
     expect(stateMachineDifference(a, b)).toBeNull();
-    a.apply(2, { Set: { key: 'bulk-3', value: 'one' } });
-    b.apply(2, { Set: { key: 'bulk-3', value: 'two' } });
+    applyPlain(a, 2, { Set: { key: 'bulk-3', value: 'one' } });
+    applyPlain(b, 2, { Set: { key: 'bulk-3', value: 'two' } });
     expect(stateMachineDifference(a, b)).toContain('bulk-3');
     const c = new MemoryKvStateMachine();
-    c.apply(1, { Set: { key: 'k1', value: 'x' } });
-    c.apply(2, { Set: { key: 'other', value: 'one' } });
+    applyPlain(c, 1, { Set: { key: 'k1', value: 'x' } });
+    applyPlain(c, 2, { Set: { key: 'other', value: 'one' } });
     expect(stateMachineDifference(a, c)).toContain('record 0');
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SimViolation } from '../../src/sim/checkers.ts';
 import { ObservedKvStateMachine, SessionChecker } from '../../src/sim/session-checker.ts';
+import { TEST_TERM } from '../support/apply.ts';
 
 const SET = { Set: { key: 'k', value: 'v' } };
 const SESSION = { clientId: 'sim-c1-e0', sequence: 1 };
@@ -9,13 +10,13 @@ describe('the exactly-once checker', () => {
   it('accepts a retry answered from the session table, on every node and after a replay', () => {
     const checker = new SessionChecker();
     const first = new ObservedKvStateMachine(1, checker.observe);
-    first.apply(1, SET, SESSION, 10);
-    const retry = first.apply(2, SET, SESSION, 20);
+    first.apply(1, SET, SESSION, 10, TEST_TERM);
+    const retry = first.apply(2, SET, SESSION, 20, TEST_TERM);
     expect(retry.duplicate).toBe(true);
     // Another node (or the same one after a restart) applies the same entries again: not a second apply.
     const second = new ObservedKvStateMachine(2, checker.observe);
-    second.apply(1, SET, SESSION, 10);
-    second.apply(2, SET, SESSION, 20);
+    second.apply(1, SET, SESSION, 10, TEST_TERM);
+    second.apply(2, SET, SESSION, 20, TEST_TERM);
     expect(checker.freshApplies).toBe(1);
     expect(checker.duplicateAnswers).toBe(2);
   });

@@ -8,6 +8,7 @@ import { DataDirLock, LOCK_PID_FILE } from '../../src/storage/data-dir-lock.ts';
 import { DataDirInUseError } from '../../src/storage/errors.ts';
 import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
+import { applyPlain } from '../support/apply.ts';
 
 const HOLDER = resolve(import.meta.dirname, 'lock-holder.ts');
 const HOLDER_READY_MS_MAX = 20_000;
@@ -61,7 +62,7 @@ describe('one process per data directory', () => {
     const directory = dataDir();
     const first = LmdbStorage.open(directory);
     const machine = new LmdbKvStateMachine(first);
-    machine.apply(1, { Set: { key: 'k', value: 'v' } });
+    applyPlain(machine, 1, { Set: { key: 'k', value: 'v' } });
     const before = fingerprint(directory);
     expect(Object.keys(before)).toEqual(expect.arrayContaining(['aspen.mdb', 'state.mdb']));
     expect(() => LmdbStorage.open(directory)).toThrow(DataDirInUseError);
@@ -70,7 +71,7 @@ describe('one process per data directory', () => {
     );
     expect(fingerprint(directory)).toEqual(before);
     expect(machine.get('k')?.value).toBe('v'); // the live state machine is intact
-    machine.apply(2, { Set: { key: 'k2', value: 'v2' } });
+    applyPlain(machine, 2, { Set: { key: 'k2', value: 'v2' } });
     await first.close();
     expect(existsSync(join(directory, LOCK_PID_FILE))).toBe(false);
     const second = LmdbStorage.open(directory);

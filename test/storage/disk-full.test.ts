@@ -6,6 +6,7 @@ import { StorageError } from '../../src/storage/errors.ts';
 import { LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 import { Tmpfs } from './tmpfs.ts';
+import { applyPlain } from '../support/apply.ts';
 
 /** Room on the small file system, and what one write puts there. */
 const TMPFS_BYTES = 4 * 1024 * 1024;
@@ -73,7 +74,7 @@ describe('LMDB on a full disk', () => {
     for (let index = 1; index <= WRITES_MAX && failure === null; index += 1) {
       try {
         machine.batch(() => {
-          machine.apply(index, { Set: { key: `k${index}`, value } });
+          applyPlain(machine, index, { Set: { key: `k${index}`, value } });
         });
       } catch (error) {
         failure = error;

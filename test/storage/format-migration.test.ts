@@ -18,6 +18,7 @@ import {
   STORAGE_FORMAT_WITHOUT_SESSIONS,
 } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
+import { applyPlain } from '../support/apply.ts';
 
 const directories: string[] = [];
 afterAll(() => {
@@ -214,8 +215,8 @@ describe('storage format migration', () => {
     expect(migrated.appliedIndex).toBe(before.applied);
     expect(migrated.leaseCount).toBe(0);
     const index = before.applied;
-    migrated.apply(index + 1, { LeaseGrant: { lease_id: 0, ttl_seconds: 60 } });
-    migrated.apply(index + 2, { Set: { key: 'on-lease', value: 'v', lease_id: index + 1 } });
+    applyPlain(migrated, index + 1, { LeaseGrant: { lease_id: 0, ttl_seconds: 60 } });
+    applyPlain(migrated, index + 2, { Set: { key: 'on-lease', value: 'v', lease_id: index + 1 } });
     await storage.close();
 
     const reopened = LmdbStorage.open(directory);

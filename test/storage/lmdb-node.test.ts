@@ -17,6 +17,7 @@ import {
 } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 import { StorageError } from '../../src/storage/errors.ts';
+import { applyPlain } from '../support/apply.ts';
 
 const directories: string[] = [];
 afterAll(() => {
@@ -303,7 +304,7 @@ describe('RaftNode on LMDB', () => {
     let storage = LmdbStorage.open(directory);
     const machine = new LmdbKvStateMachine(storage);
     machine.applyNoop(1, { voters: [1], votersOutgoing: [], learners: [] });
-    machine.apply(2, { Set: { key: 'old', value: 'state' } });
+    applyPlain(machine, 2, { Set: { key: 'old', value: 'state' } });
     const logStore = new LmdbLogStore(storage);
     await new Promise((resolve) => {
       logStore.persist(
@@ -364,12 +365,12 @@ describe('RaftNode on LMDB', () => {
     let machine = new LmdbKvStateMachine(storage);
     machine.batch(() => {
       for (let index = 1; index <= 3; index += 1)
-        machine.apply(index, { Set: { key: `k${index}`, value: `v${index}` } });
+        applyPlain(machine, index, { Set: { key: `k${index}`, value: `v${index}` } });
     });
     expect(machine.appliedIndex).toBe(3);
     expect(() => {
       machine.batch(() => {
-        machine.apply(4, { Set: { key: 'k4', value: 'v4' } });
+        applyPlain(machine, 4, { Set: { key: 'k4', value: 'v4' } });
         throw new Error('disk on fire');
       });
     }).toThrow('disk on fire');
@@ -392,7 +393,7 @@ describe('RaftNode on LMDB', () => {
     const storage = LmdbStorage.open(dataDir());
     const machines = [new LmdbKvStateMachine(storage), new MemoryKvStateMachine()];
     for (const machine of machines) {
-      machine.apply(1, {
+      applyPlain(machine, 1, {
         SetMulti: {
           pairs: [
             ['b/2', '2'],

@@ -4,10 +4,11 @@
  */
 import { LmdbStorage } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
+import { applyPlain } from '../support/apply.ts';
 
 const dataDir = process.argv[2];
 if (dataDir === undefined) throw new Error('usage: lock-holder <data-dir>');
 const storage = LmdbStorage.open(dataDir);
-new LmdbKvStateMachine(storage).apply(1, { Set: { key: 'held', value: 'yes' } });
+applyPlain(new LmdbKvStateMachine(storage), 1, { Set: { key: 'held', value: 'yes' } });
 process.stdout.write(`HELD ${process.pid}\n`);
 setInterval(() => undefined, 60_000);
