@@ -13,7 +13,7 @@ import {
   snapshotLeases,
   type SnapshotLease,
 } from './lease-apply.ts';
-import { applyWithSession, normalizeSession, type StoredOutcome } from './session-apply.ts';
+import { applyWithSession, normalizeSession, type CommandKind, type StoredOutcome } from './session-apply.ts';
 import { SessionTable, type Session, type SessionRecord } from './sessions.ts';
 
 const snapshotPackr = new Packr({ useRecords: false, moreTypes: false });
@@ -63,6 +63,15 @@ export interface ApplyOutcome {
   readonly duplicate?: true;
   /** A session sequence whose outcome the table no longer holds: nothing was applied. */
   readonly sessionExpired?: true;
+  /**
+   * A session sequence first used for another kind of command (`kind`, the client's error): nothing
+   * was applied, and the first call's outcome is not the answer to this one.
+   */
+  readonly sessionReused?: {
+    readonly clientId: string;
+    readonly sequence: number;
+    readonly kind: CommandKind;
+  };
   /** Stored in a session table only: the results exceeded SESSION_RESULT_BYTES_MAX and were dropped. */
   readonly resultsDiscarded?: true;
   /**

@@ -91,10 +91,19 @@ function txnOpResult(outcome: TxnOpOutcome): TxnOpResult {
  * The revision an applied write answers with: its entry's index, or for a retried session sequence
  * the index of the entry that applied it first (the retry answers exactly as the first time). A
  * sequence whose outcome the session table no longer holds is SESSION_EXPIRED: nothing was applied
- * by this entry, but whether the first attempt was applied is unknown (definite: false).
+ * by this entry, but whether the first attempt was applied is unknown (definite: false). A sequence
+ * the client used first for another kind of request is INVALID_INPUT (nothing applied, definite).
  */
 export function appliedRevision(applied: WriteApplied): number {
   const { index, outcome } = applied;
+  if (outcome.sessionReused !== undefined) {
+    const { clientId, sequence, kind } = outcome.sessionReused;
+    throw new AspenError(
+      'INVALID_INPUT',
+      `sequence ${sequence} of client ${clientId} was already used for another request (${kind}); ` +
+        'nothing was applied: give each request a new sequence, and a retry the same request',
+    );
+  }
   if (outcome.sessionExpired === true) {
     throw new AspenError(
       'SESSION_EXPIRED',
@@ -109,6 +118,20 @@ export function appliedRevision(applied: WriteApplied): number {
   }
   assert(outcome.index === index, 'an outcome belongs to its entry');
   return index;
+}
+
+/**
+ * An outcome that does not fit the call it answers. A fresh one is a broken invariant (thrown). A
+ * retry's is the client's error, refused: a session table written before the kind of each stored
+ * outcome was kept answers a sequence reused for another kind of call with the first call's outcome.
+ */
+function misfit(applied: WriteApplied, expected: string): AspenError {
+  if (applied.outcome.duplicate !== true) throw new AssertionError(expected);
+  return new AspenError(
+    'INVALID_INPUT',
+    `this sequence was already used for another request (its stored outcome does not fit: ${expected}); ` +
+      'nothing was applied: give each request a new sequence, and a retry the same request',
+  );
 }
 
 /**
@@ -130,15 +153,15 @@ export function writeResult(command: WriteCommand, applied: WriteApplied): Write
           `(revision ${index} changed nothing): read fewer or smaller keys, or give Scans a limit`,
       );
     }
-    assert(outcome.results !== undefined, 'a transaction has results');
+    if (outcome.results === undefined) throw misfit(applied, 'a transaction has results');
     return { ...base, succeeded: outcome.succeeded, results: outcome.results.map(txnOpResult) };
   }
   if (outcome.succeeded) return base;
   let key: string;
   if ('CompareAndSwap' in command) key = command.CompareAndSwap.key;
   else if ('CompareAndDelete' in command) key = command.CompareAndDelete.key;
-  else throw new AssertionError(`only a compare can fail: ${Object.keys(command).join()}`);
-  assert(outcome.current !== undefined, 'a failed compare tells what it found');
+  else throw misfit(applied, `only a compare can fail: ${Object.keys(command).join()}`);
+  if (outcome.current === undefined) throw misfit(applied, 'a failed compare tells what it found');
   throw AspenError.compareFailed(key, currentRecord(outcome.current));
 }
 
@@ -147,7 +170,7 @@ export function leaseGrantResult(applied: WriteApplied): LeaseGrantResult {
   const index = appliedRevision(applied);
   const { outcome } = applied;
   if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
-  assert(outcome.lease !== undefined, 'a grant that was not refused made a lease');
+  if (outcome.lease === undefined) throw misfit(applied, 'a grant that was not refused made a lease');
   return { lease_id: outcome.lease.id, ttl_seconds: outcome.lease.ttlSeconds, log_index: index };
 }
 
@@ -156,6 +179,6 @@ export function leaseRevokeResult(applied: WriteApplied): LeaseRevokeResult {
   const index = appliedRevision(applied);
   const { outcome } = applied;
   if (outcome.leaseRefusal !== undefined) throw leaseRefusalError(outcome.leaseRefusal);
-  assert(outcome.revoked !== undefined, 'a revoke that was not refused revoked a lease');
+  if (outcome.revoked === undefined) throw misfit(applied, 'a revoke that was not refused revoked a lease');
   return { lease_id: outcome.revoked.id, revoked: true, log_index: index };
 }

@@ -68,7 +68,7 @@ export const MUTANTS: readonly Mutant[] = [
   {
     name: 'a retried sequence applied again',
     file: 'src/node/session-apply.ts',
-    original: '    return { ...check.outcome, duplicate: true };',
+    original: '    return { ...first, duplicate: true };',
     replacement: '    return applyCommand(store, index, proposal.command, term);',
   },
   {

@@ -6,10 +6,10 @@ import { SimViolation } from './checkers.ts';
 
 /**
  * Exactly-once (issue 14): no `(clientId, sequence)` is ever applied twice, on any node. Every
- * node's state machine reports each session apply with its outcome; a fresh apply (neither
- * `duplicate` nor `sessionExpired`) is remembered with its log index. Another fresh apply of the
- * same pair at another index is a violation (a node replaying the same entry after a restart is
- * not); a duplicate answer must carry the index of the apply it repeats.
+ * node's state machine reports each session apply with its outcome; a fresh apply (not
+ * `duplicate`, `sessionExpired` nor `sessionReused`) is remembered with its log index. Another
+ * fresh apply of the same pair at another index is a violation (a node replaying the same entry
+ * after a restart is not); a duplicate answer must carry the index of the apply it repeats.
  */
 export class SessionChecker {
   /** `clientId#sequence` -> the log index that applied it (bounded by the workload's session writes). */
@@ -27,7 +27,7 @@ export class SessionChecker {
     this.checks += 1;
     const pair = `${session.clientId}#${session.sequence}`;
     const first = this.appliedAt.get(pair);
-    if (outcome.sessionExpired === true) return;
+    if (outcome.sessionExpired === true || outcome.sessionReused !== undefined) return;
     if (outcome.duplicate === true) {
       this.duplicateAnswers += 1;
       if (first !== undefined && outcome.index !== first)

@@ -7,7 +7,10 @@ import {
   ForwardingStore,
 } from '../../src/cluster/forwarding.ts';
 import { decodeWireMessage, encodeWireMessage } from '../../src/network/codec.ts';
+import { RaftControlClient } from '../../src/node/control-client.ts';
 import type { ClientRequest, WireMessage } from '../../src/node/interfaces.ts';
+import { RaftLeaseClient } from '../../src/node/lease-client.ts';
+import { startMemoryNode } from '../support/memory-node.ts';
 
 const unused = (): Promise<never> => Promise.reject(new Error('unused'));
 const noKv: KeyValueStore = { write: unused, read: unused, delete: unused, scan: unused };
@@ -50,8 +53,15 @@ function leaderLeases(calls: unknown[]): LeaseService {
   };
 }
 
-/** Node 2 (a follower that knows leader 1) and node 1, linked through the wire codec. */
-function pair(calls: unknown[], followerLocal?: LeaseService) {
+/**
+ * Node 2 (a follower that knows leader 1) and node 1, linked through the wire codec; the leader runs
+ * requests on `leaderSide` (default: leaderLeases recording into `calls`, no KV store).
+ */
+function pair(
+  calls: unknown[],
+  followerLocal?: LeaseService,
+  leaderSide: { local: KeyValueStore; leases: LeaseService } = { local: noKv, leases: leaderLeases(calls) },
+) {
   const sent: WireMessage[] = [];
   let leader: ForwardingStore | null = null;
   const follower = new ForwardingStore({
@@ -70,8 +80,7 @@ function pair(calls: unknown[], followerLocal?: LeaseService) {
     },
   });
   leader = new ForwardingStore({
-    local: noKv,
-    leases: leaderLeases(calls),
+    ...leaderSide,
     nodeId: 1,
     clock,
     transport: {
@@ -152,6 +161,36 @@ describe('forwarding the lease calls', () => {
       message: expect.stringContaining(`within ${FORWARD_KEEPALIVE_TIMEOUT_MS} ms`) as string,
     });
     await expect(info).rejects.toMatchObject({ code: 'TIMEOUT' });
+  });
+
+  it('a sequence reused for another call is refused on the leader and reaches the client as 400', async () => {
+    const node = startMemoryNode();
+    try {
+      const kv = new RaftControlClient(node, { requestTimeoutMs: 2_000 });
+      await kv.init({ initial_members: [{ id: 1, addr: 'node-1', raft_addr: '127.0.0.1:26001' }] });
+      const leases = new RaftLeaseClient(node, { electionTimeoutMaxMs: 2_000 });
+      const { follower, sent } = pair([], undefined, { local: kv, leases });
+      const session = { client_id: 'c', sequence: 1 };
+      await follower.write({ command: { Set: { key: 'k', value: 'v' } }, ...session });
+      await expect(follower.grant({ ttl_seconds: 10, ...session })).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+        definite: true,
+        message: expect.stringContaining(
+          'sequence 1 of client c was already used for another request (Set)',
+        ) as string,
+      });
+      await expect(follower.revoke({ lease_id: 1, ...session })).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+      });
+      expect(sent.map((message) => (message as ClientRequest).operation.kind)).toEqual([
+        'write',
+        'lease_grant',
+        'lease_revoke',
+      ]);
+      expect(node.stateMachine.leaseCount).toBe(0);
+    } finally {
+      node.stop();
+    }
   });
 
   it("the leader's LEASE_NOT_FOUND reaches the client as itself", async () => {

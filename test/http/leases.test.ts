@@ -3,12 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { buildHttpServer } from '../../src/http/server.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { RaftLeaseClient } from '../../src/node/lease-client.ts';
-import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
-import { systemClock } from '../../src/node/local-runtime.ts';
-import { RaftNode } from '../../src/node/raft-node.ts';
-import { defaultRaftConfig } from '../../src/raft/config.ts';
-import { SeededPrng } from '../../src/raft/prng.ts';
-import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
+import { startMemoryNode } from '../support/memory-node.ts';
 
 const stops: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -20,18 +15,7 @@ const ELECTION_TIMEOUT_MAX_MS = 2_000;
 const TTL_MIN = 3;
 
 async function server(withLeases = true): Promise<FastifyInstance> {
-  const logStore = new MemoryLogStore();
-  const node = new RaftNode({
-    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
-    prng: new SeededPrng(1),
-    persisted: logStore.load().persisted,
-    logStore,
-    stateMachine: new MemoryKvStateMachine(),
-    transport: { send: () => undefined },
-    clock: systemClock,
-    tickMs: 5,
-  });
-  node.start();
+  const node = startMemoryNode({ electionTicksMin: 3, electionTicksMax: 4 });
   const client = new RaftControlClient(node, { requestTimeoutMs: 2_000 });
   const leases = new RaftLeaseClient(node, { electionTimeoutMaxMs: ELECTION_TIMEOUT_MAX_MS });
   const app = buildHttpServer({
@@ -117,6 +101,40 @@ describe('the lease routes', () => {
       expect([answer.status, code(answer.json)]).toEqual([404, 'LEASE_NOT_FOUND']);
     }
     expect((await post(app, '/read', { key: 'k' })).status).toBe(404);
+  });
+
+  it('a session sequence reused for another call is 400 INVALID_INPUT, and nothing is applied', async () => {
+    const app = await server();
+    const session = (sequence: number) => ({ client_id: 'c', sequence });
+    const set = { command: { Set: { key: 'k', value: 'v' } }, ...session(1) };
+    const written = await post(app, '/write', set);
+    expect(written.status).toBe(200);
+    const grant = { ttl_seconds: 10, ...session(2) };
+    const granted = await post(app, '/lease/grant', grant);
+    expect(granted.status).toBe(200);
+    const txn = { Transaction: { compare: [], success: [{ Delete: { key: 'k' } }], failure: [] } };
+    const cas = { CompareAndSwap: { key: 'k', expected: 'v', new_value: 'w' } };
+    const reuses: [string, unknown, string][] = [
+      ['/lease/grant', { ttl_seconds: 10, ...session(1) }, 'Set'],
+      ['/lease/revoke', { lease_id: granted.json.lease_id, ...session(1) }, 'Set'],
+      ['/write', { command: txn, ...session(1) }, 'Set'],
+      ['/write', { command: cas, ...session(1) }, 'Set'],
+      ['/delete', { key: 'k', ...session(1) }, 'Set'],
+      ['/write', { command: { Set: { key: 'k', value: 'x' } }, ...session(2) }, 'LeaseGrant'],
+      ['/lease/revoke', { lease_id: granted.json.lease_id, ...session(2) }, 'LeaseGrant'],
+    ];
+    for (const [url, body, kind] of reuses) {
+      const answer = await post(app, url, body);
+      expect([url, answer.status, code(answer.json)]).toEqual([url, 400, 'INVALID_INPUT']);
+      expect((answer.json.error as { message: string }).message).toContain(
+        `client c was already used for another request (${kind})`,
+      );
+    }
+    // The retries of the same calls still answer as the first time; nothing else was applied.
+    expect((await post(app, '/write', set)).json).toEqual(written.json);
+    expect((await post(app, '/lease/grant', grant)).json).toEqual(granted.json);
+    expect((await post(app, '/read', { key: 'k' })).json).toMatchObject({ value: 'v', version: 1 });
+    expect((await get(app, '/leases')).json.leases).toHaveLength(1);
   });
 
   it('refuses malformed and out-of-range input with 400 INVALID_INPUT', async () => {

@@ -363,19 +363,26 @@ describe('state machines against a reference model', () => {
 // ---------- sessions: retries are answered from the table ----------
 
 const CLIENTS = ['c1', 'c2', 'c3'] as const;
-/** A step: a fresh command for a client, or a retry of one of its recent sequences (by distance back). */
+/**
+ * A step: a fresh command for a client, or a retry of one of its recent sequences (by distance
+ * back); a retry that `reuses` the sequence sends the step's own command instead of the first one.
+ */
 const sessionStep = fc.record({
   command,
   client: fc.constantFrom(...CLIENTS),
   retryBack: fc.option(fc.nat({ max: SESSION_RESULTS_MAX - 1 }), { freq: 3 }),
+  reuses: fc.boolean(),
   elapsedMs: fc.nat({ max: 1_000 }),
 });
+
+/** The variant name of a command (written here from the contract). */
+const variant = (item: LogCommand): string => Object.keys(item)[0] ?? '';
 
 describe('state machines with client sessions', () => {
   const lmdb = lmdbMachine();
   const lmdbRestored = lmdbMachine();
 
-  it('apply a sequence once: a retry changes no record and answers the first outcome', () => {
+  it('apply a sequence once: a retry changes no record and answers the first outcome (or refuses another kind)', () => {
     fc.assert(
       fc.property(
         fc.array(sessionStep, { maxLength: COMMANDS_MAX }),
@@ -399,15 +406,21 @@ describe('state machines with client sessions', () => {
               const before = model.entries();
               const stored = { ...retried.outcome };
               delete stored.changes; // a retry changes nothing
+              const sentNow = step.reuses ? step.command : retried.command;
+              // The same kind of call is answered as the first time; another kind is refused.
+              const kind = variant(retried.command);
+              const answer =
+                variant(sentNow) === kind
+                  ? { ...stored, duplicate: true }
+                  : {
+                      index,
+                      deleted: [],
+                      succeeded: false,
+                      sessionReused: { clientId: step.client, sequence, kind },
+                    };
               for (const machine of machines) {
-                const outcome = machine.apply(
-                  index,
-                  retried.command,
-                  { clientId: step.client, sequence },
-                  nowMs,
-                  TEST_TERM,
-                );
-                expect(outcome).toEqual({ ...stored, duplicate: true });
+                const session = { clientId: step.client, sequence };
+                expect(machine.apply(index, sentNow, session, nowMs, TEST_TERM)).toEqual(answer);
               }
               expect(model.entries()).toEqual(before);
             } else {

@@ -1,7 +1,14 @@
 import { describe, expect, it } from 'vitest';
+import { AspenError } from '../../src/api/errors.ts';
+import type { LogCommand } from '../../src/api/types.ts';
 import { AssertionError } from '../../src/base/assert.ts';
 import { Packr } from 'msgpackr';
-import { decodeSnapshotState, MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
+import {
+  decodeSnapshotState,
+  MemoryKvStateMachine,
+  type ApplyOutcome,
+  type StateMachine,
+} from '../../src/node/kv-state-machine.ts';
 import {
   isValidSession,
   SESSION_EXPIRE_PER_APPLY_MAX,
@@ -11,7 +18,13 @@ import {
   SESSIONS_MAX,
   SessionTable,
 } from '../../src/node/sessions.ts';
+import { leaseGrantResult, leaseRevokeResult, writeResult } from '../../src/node/write-results.ts';
 import { applyPlain, TEST_TERM } from '../support/apply.ts';
+import { LmdbMachines } from './state-machines.ts';
+
+const lmdb = new LmdbMachines('aspen-sessions-');
+const MEMBERS = { voters: [1], votersOutgoing: [], learners: [] };
+const hex = (data: Uint8Array): string => Buffer.from(data).toString('hex');
 
 const at = (clientId: string, sequence: number) => ({ clientId, sequence });
 
@@ -163,5 +176,159 @@ describe('snapshots from before sessions', () => {
       succeeded: true,
       changes: [{ key: 'k', record: null, prev: record }],
     });
+  });
+});
+
+const SET: LogCommand = { Set: { key: 'k', value: 'v' } };
+const CAS: LogCommand = { CompareAndSwap: { key: 'k', expected: 'other', new_value: 'w' } };
+const TXN: LogCommand = {
+  Transaction: { compare: [], success: [{ Set: { key: 'k', value: 't' } }], failure: [] },
+};
+const GRANT: LogCommand = { LeaseGrant: { lease_id: 0, ttl_seconds: 10 } };
+const REVOKE: LogCommand = { LeaseRevoke: { lease_id: 2 } };
+
+/** Apply at the next index with session (c, sequence). */
+function next(machine: StateMachine, command: LogCommand, sequence: number): ApplyOutcome {
+  return machine.apply(machine.appliedIndex + 1, command, at('c', sequence), 0, TEST_TERM);
+}
+
+const reused = (index: number, sequence: number, kind: string): ApplyOutcome =>
+  ({
+    index,
+    deleted: [],
+    succeeded: false,
+    sessionReused: { clientId: 'c', sequence, kind },
+  }) as ApplyOutcome;
+
+describe.each(lmdb.kinds())('a sequence reused for another kind of command (%s)', (_name, make) => {
+  it('applies nothing and names the first kind; a retry of the same kind still gets the first outcome', () => {
+    const machine = make();
+    const first = next(machine, SET, 1);
+    expect(next(machine, GRANT, 1)).toEqual(reused(2, 1, 'Set'));
+    expect(machine.leaseCount).toBe(0);
+    expect(next(machine, CAS, 1)).toEqual(reused(3, 1, 'Set')); // not "the CAS succeeded"
+    expect(next(machine, TXN, 1)).toEqual(reused(4, 1, 'Set'));
+    expect(next(machine, { Delete: { key: 'k' } }, 1)).toEqual(reused(5, 1, 'Set'));
+    expect(machine.get('k')).toMatchObject({ value: 'v', version: 1 });
+    const stored = { ...first };
+    delete stored.changes;
+    expect(next(machine, SET, 1)).toEqual({ ...stored, duplicate: true });
+    const granted = next(machine, GRANT, 2);
+    expect(granted.lease?.id).toBe(7);
+    expect(next(machine, { LeaseRevoke: { lease_id: 7 } }, 2)).toEqual(reused(8, 2, 'LeaseGrant'));
+    expect(machine.lease(7)).toBeDefined();
+    expect(next(machine, SET, 2)).toEqual(reused(9, 2, 'LeaseGrant'));
+  });
+
+  it('keeps the kinds in snapshots, with the same bytes on both machines', () => {
+    const machine = make();
+    const memory = new MemoryKvStateMachine();
+    for (const [command, sequence] of [
+      [SET, 1],
+      [GRANT, 2],
+      [REVOKE, 3],
+      [TXN, 4],
+      [GRANT, 3],
+    ] as const) {
+      expect(next(machine, command, sequence)).toEqual(next(memory, command, sequence));
+    }
+    expect(hex(machine.snapshot())).toBe(hex(memory.snapshot()));
+    const restored = new MemoryKvStateMachine();
+    restored.restore(machine.snapshot(), machine.appliedIndex, MEMBERS);
+    expect(next(restored, SET, 3)).toEqual(reused(6, 3, 'LeaseRevoke'));
+    expect(next(restored, REVOKE, 2)).toEqual(reused(7, 2, 'LeaseGrant'));
+  });
+});
+
+describe('kinds in LMDB across a reopen', () => {
+  it('still refuse a sequence reused for another kind', async () => {
+    const directory = lmdb.directory();
+    next(lmdb.machine(directory), GRANT, 1);
+    await lmdb.closeLast();
+    expect(next(lmdb.machine(directory), SET, 1)).toEqual(reused(2, 1, 'LeaseGrant'));
+  });
+});
+
+describe('session tables from before kinds were kept', () => {
+  /** A snapshot of `machine` as storage format 5 wrote it before this change: no kind on any outcome. */
+  function withoutKinds(data: Uint8Array): Uint8Array {
+    const packr = new Packr({ useRecords: false, moreTypes: false });
+    const body = packr.unpack(data) as { sessions: { clients: [string, { results: [number, object][] }][] } };
+    for (const [, session] of body.sessions.clients) {
+      for (const [, outcome] of session.results) {
+        expect(outcome).toHaveProperty('commandKind');
+        delete (outcome as { commandKind?: string }).commandKind;
+      }
+    }
+    return packr.pack(body);
+  }
+
+  it('load, and answer a retry of another kind with the first outcome, which the API refuses as 400', () => {
+    const machine = new MemoryKvStateMachine();
+    const set = next(machine, SET, 1);
+    const grant = next(machine, GRANT, 2);
+    const old = new MemoryKvStateMachine();
+    old.restore(withoutKinds(machine.snapshot()), 2, MEMBERS);
+    const stored = (outcome: ApplyOutcome) => {
+      const copy = { ...outcome, duplicate: true };
+      delete copy.changes;
+      return copy;
+    };
+    const asGrant = next(old, GRANT, 1);
+    expect(asGrant).toEqual(stored(set)); // as before: matched by sequence only
+    expect(old.snapshot()).not.toEqual(machine.snapshot());
+    const refused = (run: () => unknown) => {
+      try {
+        run();
+      } catch (error) {
+        return error instanceof AspenError ? [error.code, error.definite] : error;
+      }
+      return 'answered';
+    };
+    expect(refused(() => leaseGrantResult({ index: 3, outcome: asGrant }))).toEqual(['INVALID_INPUT', true]);
+    const asTxn = next(old, TXN, 1);
+    expect(refused(() => writeResult(TXN as never, { index: 4, outcome: asTxn }))).toEqual([
+      'INVALID_INPUT',
+      true,
+    ]);
+    const asRevoke = next(old, REVOKE, 1);
+    expect(refused(() => leaseRevokeResult({ index: 5, outcome: asRevoke }))).toEqual([
+      'INVALID_INPUT',
+      true,
+    ]);
+    const asCas = next(old, CAS, 2);
+    expect(asCas).toEqual(stored(grant));
+    expect(
+      refused(() => writeResult(CAS as never, { index: 6, outcome: { ...asCas, succeeded: false } })),
+    ).toEqual(['INVALID_INPUT', true]);
+    expect(old.leaseCount).toBe(1);
+    expect(old.get('k')?.value).toBe('v');
+  });
+
+  it('a fresh outcome that does not fit its call is still a broken invariant', () => {
+    const machine = new MemoryKvStateMachine();
+    const set = next(machine, SET, 1);
+    expect(() => leaseGrantResult({ index: 1, outcome: set })).toThrow(AssertionError);
+    expect(() => leaseRevokeResult({ index: 1, outcome: set })).toThrow(AssertionError);
+    expect(() => writeResult(TXN as never, { index: 1, outcome: set })).toThrow(AssertionError);
+    const failed = { ...set, succeeded: false };
+    expect(() => writeResult(SET as never, { index: 1, outcome: failed })).toThrow(AssertionError);
+  });
+
+  it('the API answers a reused sequence 400 INVALID_INPUT, naming client, sequence and first kind', () => {
+    const outcome = reused(9, 4, 'Set');
+    const error = (() => {
+      try {
+        leaseGrantResult({ index: 9, outcome });
+      } catch (caught) {
+        return caught;
+      }
+      return null;
+    })();
+    expect(error).toBeInstanceOf(AspenError);
+    expect((error as AspenError).code).toBe('INVALID_INPUT');
+    expect((error as AspenError).message).toMatch(
+      /^sequence 4 of client c was already used for another request \(Set\)/,
+    );
   });
 });

@@ -37,6 +37,15 @@ describe('the exactly-once checker', () => {
     }).toThrow(/answered retry/);
   });
 
+  it('does not count a sequence reused for another kind of command as an apply', () => {
+    const checker = new SessionChecker();
+    const machine = new ObservedKvStateMachine(1, checker.observe);
+    machine.apply(1, SET, SESSION, 10, TEST_TERM);
+    const reused = machine.apply(2, { Delete: { key: 'k' } }, SESSION, 20, TEST_TERM);
+    expect(reused.sessionReused).toEqual({ ...SESSION, kind: 'Set' });
+    expect([checker.freshApplies, checker.duplicateAnswers]).toEqual([1, 0]);
+  });
+
   it('ignores writes without a session and SESSION_EXPIRED answers', () => {
     const checker = new SessionChecker();
     checker.onApplied(1, 3, null, { index: 3, deleted: [], succeeded: true });
