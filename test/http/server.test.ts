@@ -23,12 +23,7 @@ import {
   type Send,
 } from './coordination.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
-import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
-import { systemClock } from '../../src/node/local-runtime.ts';
-import { RaftNode } from '../../src/node/raft-node.ts';
-import { defaultRaftConfig } from '../../src/raft/config.ts';
-import { SeededPrng } from '../../src/raft/prng.ts';
-import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
+import { startMemoryNode } from '../support/memory-node.ts';
 
 const stops: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -36,18 +31,7 @@ afterEach(async () => {
 });
 
 function server() {
-  const logStore = new MemoryLogStore();
-  const node = new RaftNode({
-    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
-    prng: new SeededPrng(1),
-    persisted: logStore.load().persisted,
-    logStore,
-    stateMachine: new MemoryKvStateMachine(),
-    transport: { send: () => undefined },
-    clock: systemClock,
-    tickMs: 5,
-  });
-  node.start();
+  const node = startMemoryNode({ electionTicksMin: 3, electionTicksMax: 4 });
   const client = new RaftControlClient(node, { requestTimeoutMs: 2_000 });
   const app = buildHttpServer({
     controller: client,

@@ -2,12 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AspenError } from '../../src/api/errors.ts';
 import { BATCH_KEYS_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../../src/api/limits.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
-import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
-import { systemClock } from '../../src/node/local-runtime.ts';
-import { RaftNode } from '../../src/node/raft-node.ts';
-import { defaultRaftConfig } from '../../src/raft/config.ts';
-import { SeededPrng } from '../../src/raft/prng.ts';
+import type { RaftNode } from '../../src/node/raft-node.ts';
 import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
+import { startMemoryNode } from '../support/memory-node.ts';
 
 const stops: (() => void)[] = [];
 
@@ -19,19 +16,7 @@ function singleNode(
   requestTimeoutMs = 2_000,
   logStore = new MemoryLogStore(),
 ): { client: RaftControlClient; node: RaftNode } {
-  const { persisted, snapshot } = logStore.load();
-  const node = new RaftNode({
-    config: defaultRaftConfig(1),
-    prng: new SeededPrng(1),
-    persisted,
-    snapshot,
-    logStore,
-    stateMachine: new MemoryKvStateMachine(),
-    transport: { send: () => undefined },
-    clock: systemClock,
-    tickMs: 5,
-  });
-  node.start();
+  const node = startMemoryNode({}, logStore);
   stops.push(() => {
     node.stop();
   });
@@ -240,19 +225,7 @@ describe('RaftControlClient on a single in-process node', () => {
   });
 
   it('times out adding a learner that never catches up', async () => {
-    const logStore = new MemoryLogStore();
-    const { persisted } = logStore.load();
-    const node = new RaftNode({
-      config: defaultRaftConfig(1),
-      prng: new SeededPrng(1),
-      persisted,
-      logStore,
-      stateMachine: new MemoryKvStateMachine(),
-      transport: { send: () => undefined },
-      clock: systemClock,
-      tickMs: 5,
-    });
-    node.start();
+    const node = startMemoryNode();
     stops.push(() => {
       node.stop();
     });
