@@ -1,4 +1,5 @@
 import type { WatchEvent } from '../api/types.ts';
+import { BATCH_KEYS_MAX, LEASE_KEYS_MAX, TXN_OPS_MAX, WATCH_HISTORY_BYTES_MAX } from '../base/limits.ts';
 import { KvError } from './errors.ts';
 import type { RetryPolicy } from './options.ts';
 import { assert, backoff, isAborted } from './retry.ts';
@@ -15,7 +16,11 @@ export const WATCH_SILENT_INTERVALS_MAX = 3;
 export interface WatchOptions {
   /** Watch every key that starts with the given text (default: exactly that key). */
   readonly prefix?: boolean;
-  /** The first revision to see (default: the next one the node applies). */
+  /**
+   * The first revision to see. Default: where the first update says (a progress at the node's applied
+   * index R: every change after R follows; or the first changes); a stream lost before it is reopened
+   * without a start, since nothing was promised yet.
+   */
   readonly startRevision?: number;
   /** Each event carries `prev`, the record before the change (null: it did not exist). */
   readonly prevKv?: boolean;
@@ -43,10 +48,10 @@ export interface WatchTarget {
   readonly timeoutMs: number;
 }
 
-/** Server answers that no other attempt changes: the caller's mistake or history that is gone. */
-const FINAL_CODES = new Set(['COMPACTED', 'INVALID_INPUT', 'KEY_TOO_LARGE', 'NOT_FOUND', 'HOST_NOT_ALLOWED']);
+/** Server answers that no other attempt changes: the caller's mistake (COMPACTED: see Rotation). */
+const FINAL_CODES = new Set(['INVALID_INPUT', 'KEY_TOO_LARGE', 'NOT_FOUND', 'HOST_NOT_ALLOWED']);
 
-interface SseMessage {
+export interface SseMessage {
   readonly event: string;
   readonly data: string;
   readonly id: string | null;
@@ -98,11 +103,31 @@ export class SseParser {
   }
 }
 
-/** Where the stream stands: the next revision to ask for (null: the node's next one, until it says). */
-interface Position {
+/**
+ * Events one revision may carry: the largest entry is a lease revoke that deletes every key of its
+ * lease (a SetMulti or a transaction changes fewer).
+ */
+export const WATCH_REVISION_EVENTS_MAX = Math.max(LEASE_KEYS_MAX, BATCH_KEYS_MAX, TXN_OPS_MAX);
+/**
+ * Key and value bytes (with prev values) of one revision's events: a node never sends a larger one,
+ * since its watch history holds at most this much. Counted in UTF-16 code units, never more than
+ * the UTF-8 bytes the node counts.
+ */
+export const WATCH_REVISION_BYTES_MAX = WATCH_HISTORY_BYTES_MAX;
+
+/** Where the stream stands. */
+export interface Position {
+  /**
+   * The next revision to ask for; null until a watch opened without a start revision has heard
+   * where it starts (its first update). Only ever moves forward.
+   */
   next: number | null;
-  /** Events of a revision whose last event (the one with the id) has not arrived yet. */
+  /** Events of one revision whose last event (the one with the id) has not arrived yet. */
   partial: WatchEvent[];
+  /** Key and value code units in `partial` (bounded by WATCH_REVISION_BYTES_MAX). */
+  partialBytes: number;
+  /** Why the node canceled the last stream (null: it was not canceled). */
+  canceled: string | null;
 }
 
 function watchPath(keyOrPrefix: string, options: WatchOptions, next: number | null): string {
@@ -114,15 +139,17 @@ function watchPath(keyOrPrefix: string, options: WatchOptions, next: number | nu
   return `/watch?${query.toString()}`;
 }
 
+/** A stream that breaks the protocol: the watch drops it and resumes elsewhere, never yielding from it. */
 function badResponse(what: string, endpoint: string): KvError {
   return new KvError('BAD_RESPONSE', `watch: ${what} from ${endpoint}`, { endpoint, definite: true });
 }
 
-/**
- * What one SSE message means for the caller: an update to yield, the end of this stream (canceled:
- * reopen from the revision after the one it names), or nothing yet (an event inside a revision).
- */
-function consume(message: SseMessage, position: Position, endpoint: string): WatchUpdate | 'canceled' | null {
+function isRevision(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** The JSON object of an SSE message that carries a revision. */
+function parseData(message: SseMessage, endpoint: string): Record<string, unknown> & { revision: number } {
   let data: unknown;
   try {
     data = JSON.parse(message.data);
@@ -130,26 +157,78 @@ function consume(message: SseMessage, position: Position, endpoint: string): Wat
     throw badResponse(`an SSE ${message.event} event that is not JSON`, endpoint);
   }
   const revision = (data as { revision?: unknown } | null)?.revision;
-  if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 0)
-    throw badResponse(`an SSE ${message.event} event without a revision`, endpoint);
-  if (message.event === 'canceled') {
-    position.partial = [];
-    position.next = revision + 1;
-    return 'canceled';
-  }
-  if (message.event === 'progress') {
-    position.partial = [];
-    position.next = revision + 1;
-    return { revision, events: [] };
-  }
-  if (message.event !== 'put' && message.event !== 'delete')
+  if (!isRevision(revision)) throw badResponse(`an SSE ${message.event} event without a revision`, endpoint);
+  return data as Record<string, unknown> & { revision: number };
+}
+
+/**
+ * What one SSE message means for the caller: an update to yield, the end of this stream (canceled:
+ * reopen from the revision after the one it names), or nothing yet (an event inside a revision).
+ * Throws (before changing `position`) on a message that breaks the protocol.
+ */
+export function consume(
+  message: SseMessage,
+  position: Position,
+  endpoint: string,
+): WatchUpdate | 'canceled' | null {
+  const data = parseData(message, endpoint);
+  const { revision } = data;
+  if (message.event === 'put' || message.event === 'delete')
+    return consumeEvent(message, data, position, endpoint);
+  if (message.event !== 'canceled' && message.event !== 'progress')
     throw badResponse(`an SSE event "${message.event}"`, endpoint);
-  position.partial.push(data as WatchEvent);
-  if (message.id === null) return null;
-  if (message.id !== String(revision))
+  // A progress or a cancel says everything up to `revision` was sent: never inside a revision, never back.
+  const open = position.partial[0];
+  if (open !== undefined)
+    throw badResponse(`a ${message.event} at ${revision} inside revision ${open.revision}`, endpoint);
+  if (position.next !== null && revision < position.next - 1)
+    throw badResponse(`a ${message.event} at ${revision} after revision ${position.next - 1}`, endpoint);
+  position.next = revision + 1;
+  if (message.event === 'progress') return { revision, events: [] };
+  position.canceled = typeof data.reason === 'string' ? data.reason : '';
+  return 'canceled';
+}
+
+/** Key and value code units of a well-formed event (with its prev), or -1 when it is malformed. */
+function eventBytes(event: Record<string, unknown>, type: string): number {
+  const prev = event.prev as { value?: unknown } | null | undefined;
+  if (event.type !== type || typeof event.key !== 'string' || typeof event.value !== 'string') return -1;
+  if (prev === undefined || prev === null) return event.key.length + event.value.length;
+  if (typeof prev !== 'object' || typeof prev.value !== 'string') return -1;
+  return event.key.length + event.value.length + prev.value.length;
+}
+
+/** One put or delete: buffered until the revision's last event (its `id:`), then the whole revision. */
+function consumeEvent(
+  message: SseMessage,
+  data: Record<string, unknown> & { revision: number },
+  position: Position,
+  endpoint: string,
+): WatchUpdate | null {
+  const { revision } = data;
+  const bytes = eventBytes(data, message.event);
+  if (bytes < 0 || revision === 0) throw badResponse(`a malformed ${message.event} event`, endpoint);
+  const open = position.partial[0];
+  if (open !== undefined && open.revision !== revision)
+    throw badResponse(`an event of revision ${revision} inside revision ${open.revision}`, endpoint);
+  if (position.next !== null && revision < position.next)
+    throw badResponse(`an event of revision ${revision} after revision ${position.next - 1}`, endpoint);
+  if (
+    position.partial.length >= WATCH_REVISION_EVENTS_MAX ||
+    position.partialBytes + bytes > WATCH_REVISION_BYTES_MAX
+  )
+    throw badResponse(
+      `revision ${revision} over ${WATCH_REVISION_EVENTS_MAX} events or ${WATCH_REVISION_BYTES_MAX} bytes`,
+      endpoint,
+    );
+  if (message.id !== null && message.id !== String(revision))
     throw badResponse(`id ${message.id} on revision ${revision}`, endpoint);
+  position.partial.push(data as unknown as WatchEvent);
+  position.partialBytes += bytes;
+  if (message.id === null) return null;
   const events = position.partial;
   position.partial = [];
+  position.partialBytes = 0;
   position.next = revision + 1;
   return { revision, events };
 }
@@ -195,7 +274,8 @@ async function connect(
 
 /**
  * The updates of one open stream until it ends (the node closed it, it was canceled, or it went
- * silent): yields as they arrive, advancing `position`.
+ * silent): yields as they arrive, advancing `position`. Silence counts only while waiting for the
+ * node: the timer stops while an update is with the caller (a slow loop body is no dead stream).
  */
 async function* streamUpdates(
   response: Response,
@@ -209,26 +289,89 @@ async function* streamUpdates(
   const parser = new SseParser();
   const decoder = new TextDecoder();
   let silence: ReturnType<typeof setTimeout> | undefined;
-  const quiet = (): void => {
-    clearTimeout(silence);
+  const listen = (): void => {
     if (silentMs !== null)
       silence = setTimeout(() => {
         connection.abort();
       }, silentMs);
   };
-  quiet();
+  listen();
   try {
     for await (const chunk of body as AsyncIterable<Uint8Array>) {
-      quiet();
+      clearTimeout(silence);
       for (const message of parser.push(decoder.decode(chunk, { stream: true }))) {
         const update = consume(message, position, endpoint);
         if (update === 'canceled') return;
         if (update !== null) yield update;
       }
+      listen();
     }
   } finally {
     clearTimeout(silence);
     position.partial = [];
+    position.partialBytes = 0;
+  }
+}
+
+/**
+ * The endpoint each stream goes to: the same one while streams go well, the next after a failure,
+ * skipping those that refused the current start revision as compacted (a follower that installed a
+ * snapshot has lost history the leader or another node may still hold).
+ */
+class Rotation {
+  private readonly endpoints: readonly string[];
+  private index = 0;
+  /** The start revision `refused` is about: a new one forgets them. */
+  private refusedStart: number | null = null;
+  private readonly refused = new Set<string>();
+  private compactRevisionMax: number | undefined;
+
+  constructor(endpoints: readonly string[]) {
+    assert(endpoints.length > 0, 'a watch has an endpoint');
+    this.endpoints = endpoints;
+  }
+
+  get current(): string {
+    const endpoint = this.endpoints[this.index % this.endpoints.length];
+    assert(endpoint !== undefined, 'the endpoint index is in range');
+    return endpoint;
+  }
+
+  /** On to the next endpoint that has not refused `start` (there is one unless all did). */
+  advance(start: number | null): void {
+    this.forgetUnless(start);
+    for (let step = 0; step < this.endpoints.length; step += 1) {
+      this.index = (this.index + 1) % this.endpoints.length;
+      if (!this.refused.has(this.current)) return;
+    }
+  }
+
+  /**
+   * `current` refused `start` as compacted: the error that ends the watch once every endpoint has
+   * (with the highest compact revision any named), else null (the watch tries the others).
+   */
+  compacted(error: KvError, start: number | null): KvError | null {
+    assert(error.code === 'COMPACTED', 'a compacted refusal');
+    this.forgetUnless(start);
+    this.refused.add(this.current);
+    const seen = error.compactRevision;
+    if (seen !== undefined) this.compactRevisionMax = Math.max(seen, this.compactRevisionMax ?? seen);
+    if (this.endpoints.some((endpoint) => !this.refused.has(endpoint))) return null;
+    const compactRevision = this.compactRevisionMax;
+    const oldest =
+      compactRevision === undefined ? '' : `; the oldest revision one serves is ${compactRevision}`;
+    return new KvError(
+      'COMPACTED',
+      `${error.message} (refused by every endpoint: ${this.refused.size}${oldest})`,
+      { status: error.status, definite: true, ...(compactRevision === undefined ? {} : { compactRevision }) },
+    );
+  }
+
+  private forgetUnless(start: number | null): void {
+    if (start === this.refusedStart) return;
+    this.refusedStart = start;
+    this.refused.clear();
+    this.compactRevisionMax = undefined;
   }
 }
 
@@ -241,46 +384,68 @@ function isStreamFailure(error: unknown): boolean {
   );
 }
 
+/** Why the node canceled the stream that just ended (null: it was not canceled), forgotten once read. */
+function takeCanceled(position: Position): string | null {
+  const reason = position.canceled;
+  position.canceled = null;
+  return reason;
+}
+
+/**
+ * One failed attempt as the KvError to count, or the error that ends the watch (thrown): a bug,
+ * or an answer no retry changes. A stream that breaks the protocol counts as a failed attempt.
+ */
+function classify(error: unknown, endpoint: string, connection: AbortSignal): KvError {
+  if (error instanceof KvError) {
+    if (FINAL_CODES.has(error.code)) throw error;
+    return error;
+  }
+  if (!isAborted(connection) && !isStreamFailure(error)) throw error;
+  return new KvError('CONNECTION', `watch: the stream from ${endpoint} broke`, { endpoint, definite: true });
+}
+
 /**
  * A watch that resumes by itself (DESIGN.md §12 "Watch"): it streams from one endpoint; when the
- * stream ends, is canceled, goes silent or the node is down, it reopens (on the next endpoint after
- * a failure, with the client's backoff) from the revision after the last one it yielded, so the
- * caller sees every matching revision once, in order. A run of failed attempts longer than the
- * retry policy, and answers no retry can change (410 COMPACTED: the revision is older than the
- * node's history; 400), end the iteration with a KvError. `signal` and `break` end it quietly.
+ * stream ends, is canceled, goes silent, breaks the protocol or the node is down, it reopens (on
+ * the next endpoint after a failure, with the client's backoff) from the revision after the last
+ * one it yielded, so the caller sees every matching revision once, in order. Without a start
+ * revision the watch starts where its first update says (the node's announce, or its first
+ * changes); a stream lost before that reopens without one: nothing was promised yet, so nothing is
+ * skipped. A run of failed attempts longer than the retry policy ends the iteration with a KvError,
+ * as do answers no retry can change (400; 410 COMPACTED once every endpoint has refused the same
+ * start revision). `signal` and `break` end it quietly.
  */
 export async function* watchUpdates(
   target: WatchTarget,
   keyOrPrefix: string,
   options: WatchOptions = {},
 ): AsyncGenerator<WatchUpdate> {
-  assert(target.endpoints.length > 0, 'a watch has an endpoint');
   const retry = { ...target.retry, ...options.retry };
-  const position: Position = { next: options.startRevision ?? null, partial: [] };
+  const position: Position = {
+    next: options.startRevision ?? null,
+    partial: [],
+    partialBytes: 0,
+    canceled: null,
+  };
   const interval = options.progressIntervalMs;
   const silentMs = interval === 0 ? null : WATCH_SILENT_INTERVALS_MAX * (interval ?? 5_000);
-  let endpointIndex = 0;
+  const rotation = new Rotation(target.endpoints);
   let failures = 0;
   let outageStartMs = Date.now();
   // Each pass is one stream; a stream that yielded or lived long resets the count (it is per outage).
   for (let stream = 0; stream < WATCH_STREAMS_MAX; stream += 1) {
     if (isAborted(options.signal)) return;
-    const endpoint = target.endpoints[endpointIndex % target.endpoints.length];
-    assert(endpoint !== undefined, 'the endpoint index is in range');
+    const endpoint = rotation.current;
     const connection = new AbortController();
     const signal =
       options.signal === undefined ? connection.signal : AbortSignal.any([options.signal, connection.signal]);
     const openedMs = Date.now();
+    const start = position.next;
     let failure: KvError | null = null;
     let yielded = false;
     try {
-      const response = await connect(
-        endpoint,
-        watchPath(keyOrPrefix, options, position.next),
-        target.timeoutMs,
-        signal,
-        connection,
-      );
+      const path = watchPath(keyOrPrefix, options, start);
+      const response = await connect(endpoint, path, target.timeoutMs, signal, connection);
       for await (const update of streamUpdates(response, position, endpoint, silentMs, connection)) {
         failures = 0;
         yielded = true;
@@ -288,33 +453,32 @@ export async function* watchUpdates(
       }
     } catch (error) {
       if (isAborted(options.signal)) return;
-      if (!(error instanceof KvError)) {
-        if (!isAborted(connection.signal) && !isStreamFailure(error)) throw error;
-        failure = new KvError('CONNECTION', `watch: the stream from ${endpoint} broke`, {
-          endpoint,
-          definite: true,
-        });
-      } else if (FINAL_CODES.has(error.code) || (error.code === 'BAD_RESPONSE' && error.status === null)) {
-        // (a stream that breaks the format is a bug to report; a garbled error answer may be a proxy's)
-        throw error;
-      } else {
-        failure = error;
-      }
+      failure = classify(error, endpoint, connection.signal);
     } finally {
       connection.abort();
     }
     const healthy = Date.now() - openedMs >= WATCH_HEALTHY_CONNECTION_MS;
     if (healthy) failures = 0;
+    // A cancel for lost history moves on: this node's history starts past the position.
+    const movedOn = takeCanceled(position)?.startsWith('compacted') === true;
+    if (movedOn) rotation.advance(position.next);
     // A stream that ended or was canceled reopens where it stopped, at once unless it ended empty-handed.
     if (failure === null && (yielded || healthy)) continue;
     failure ??= new KvError('CONNECTION', `watch: ${endpoint} ended the stream at once`, {
       endpoint,
       definite: true,
     });
-    endpointIndex += 1;
+    const compacted = failure.code === 'COMPACTED';
+    if (compacted) {
+      const final = rotation.compacted(failure, start);
+      if (final !== null) throw final;
+    }
+    if (!movedOn) rotation.advance(position.next);
     if (failures === 0) outageStartMs = Date.now();
     failures += 1;
-    if (failures >= retry.attemptsMax || Date.now() - outageStartMs >= retry.totalMsMax) throw failure;
+    const spent = failures >= retry.attemptsMax || Date.now() - outageStartMs >= retry.totalMsMax;
+    // (a 410 is an answer, not an outage: the endpoints that have not refused are tried first)
+    if (spent && !compacted) throw failure;
     await backoff(retry, failures, outageStartMs + retry.totalMsMax, options.signal);
   }
   throw new KvError('INVALID_INPUT', `watch: more than ${WATCH_STREAMS_MAX} streams`, { definite: true });

@@ -79,29 +79,39 @@ describe('aspen watch', () => {
     expect(plain.output.stderr).toBe('');
   });
 
-  it('a bad --rev is a usage error; COMPACTED exits 1 with the code on stderr', async () => {
+  it('a bad --rev is a usage error; COMPACTED (once every endpoint refused) exits 1 with the code on stderr', async () => {
     const usage = watching(['--endpoints', 'http://127.0.0.1:1', 'watch', 'k', '--rev', '0']);
     expect(await usage.exited).toBe(EXIT_USAGE);
     expect(usage.output.stderr).toMatch(/^aspen: USAGE: --rev must be a positive integer/);
-    const server = http.createServer((_request, response) => {
-      response.writeHead(410, { 'content-type': 'application/json' }).end(
-        JSON.stringify({
-          error: { code: 'COMPACTED', message: 'revision 3 is older than the history', compact_revision: 9 },
-        }),
-      );
-    });
-    await new Promise<void>((resolveListen) => server.listen(0, '127.0.0.1', resolveListen));
-    cleanups.push(
-      () =>
-        new Promise<void>((resolveClose) =>
-          server.close(() => {
-            resolveClose();
+    // Two nodes that both lost revision 3 (compact revisions 9 and 12): COMPACTED only once both refused.
+    const refusing = async (compactRevision: number) => {
+      const server = http.createServer((_request, response) => {
+        response.writeHead(410, { 'content-type': 'application/json' }).end(
+          JSON.stringify({
+            error: {
+              code: 'COMPACTED',
+              message: 'revision 3 is older than the history',
+              compact_revision: compactRevision,
+            },
           }),
-        ),
-    );
-    const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const compacted = watching(['--endpoints', endpoint, 'watch', 'k', '--rev', '3']);
+        );
+      });
+      await new Promise<void>((resolveListen) => server.listen(0, '127.0.0.1', resolveListen));
+      cleanups.push(
+        () =>
+          new Promise<void>((resolveClose) =>
+            server.close(() => {
+              resolveClose();
+            }),
+          ),
+      );
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    };
+    const endpoints = `${await refusing(9)},${await refusing(12)}`;
+    const compacted = watching(['--endpoints', endpoints, 'watch', 'k', '--rev', '3']);
     expect(await compacted.exited).toBe(EXIT_FAILED);
-    expect(compacted.output.stderr).toBe('aspen: COMPACTED: revision 3 is older than the history\n');
+    expect(compacted.output.stderr).toBe(
+      'aspen: COMPACTED: revision 3 is older than the history (refused by every endpoint: 2; the oldest revision one serves is 12)\n',
+    );
   });
 });

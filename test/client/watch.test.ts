@@ -2,7 +2,13 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KvClient, KvError, type WatchUpdate } from '../../src/client/index.ts';
-import { SseParser } from '../../src/client/watch.ts';
+import {
+  consume,
+  SseParser,
+  WATCH_REVISION_BYTES_MAX,
+  WATCH_REVISION_EVENTS_MAX,
+  type Position,
+} from '../../src/client/watch.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
 import { WatchHub } from '../../src/node/watch-hub.ts';
@@ -202,12 +208,254 @@ describe('KvClient.watch against a scripted server', () => {
     expect(watch.failure).toBeNull();
   });
 
-  it('a malformed stream is a BAD_RESPONSE', async () => {
-    const server = await scripted([sse('event: put\nid: 3\ndata: {"revision": 4}\n\n')]);
-    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+  it('a malformed stream is a failed attempt: it resumes elsewhere, then ends with BAD_RESPONSE', async () => {
+    const garbled = sse('event: put\nid: 3\ndata: {"revision": 4}\n\n');
+    const server = await scripted([garbled, garbled, garbled]);
+    const kv = new KvClient({ endpoints: [server.url], retry: { ...FAST_RETRY, attemptsMax: 3 } });
     const watch = collect(kv.watch('k', { startRevision: 1 }));
     await watch.running;
     expect(watch.failure).toMatchObject({ code: 'BAD_RESPONSE' });
+    expect(server.asked).toEqual(['1', '1', '1']);
+    expect(watch.seen).toEqual([]);
+  });
+
+  const refuse = (compactRevision: number) => (response: ServerResponse) => {
+    response.writeHead(410, { 'content-type': 'application/json' }).end(
+      JSON.stringify({
+        error: { code: 'COMPACTED', message: 'too old', definite: true, compact_revision: compactRevision },
+      }),
+    );
+  };
+  const progress = (revision: number) =>
+    `event: progress\nid: ${revision}\ndata: {"revision":${revision}}\n\n`;
+
+  it('410 from one node resumes on another that still holds the revision', async () => {
+    const follower = await scripted([refuse(9)]);
+    const leader = await scripted([sse(`${put(3, 'k', true)}${put(4, 'k', true)}`)]);
+    const kv = new KvClient({ endpoints: [follower.url, leader.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('k', { startRevision: 3, signal: abort.signal }));
+    await watch.until(() => watch.revisions().length === 2 && leader.asked.length === 2);
+    expect(watch.revisions()).toEqual([3, 4]);
+    expect(follower.asked).toEqual(['3']);
+    expect(leader.asked).toEqual(['3', '5']);
+    abort.abort();
+    await watch.running;
+    expect(watch.failure).toBeNull();
+  });
+
+  it('410 is final once every endpoint refused the start, with the highest compact revision, whatever the retry policy', async () => {
+    const first = await scripted([refuse(9)]);
+    const second = await scripted([refuse(12)]);
+    const third = await scripted([refuse(10)]);
+    const kv = new KvClient({
+      endpoints: [first.url, second.url, third.url],
+      retry: { ...FAST_RETRY, attemptsMax: 1 },
+    });
+    const watch = collect(kv.watch('k', { startRevision: 3 }));
+    await watch.running;
+    expect(watch.failure).toMatchObject({ code: 'COMPACTED', compactRevision: 12, status: 410 });
+    expect(String(watch.failure)).toMatch(
+      /refused by every endpoint: 3; the oldest revision one serves is 12/,
+    );
+    expect([first.asked, second.asked, third.asked]).toEqual([['3'], ['3'], ['3']]);
+  });
+
+  it('410 from one node and no answer from the other ends with the outage, not COMPACTED', async () => {
+    const follower = await scripted([refuse(9), refuse(9)]);
+    const kv = new KvClient({
+      endpoints: [follower.url, 'http://127.0.0.1:1'],
+      retry: { ...FAST_RETRY, attemptsMax: 4 },
+    });
+    const watch = collect(kv.watch('k', { startRevision: 3 }));
+    await watch.running;
+    expect(watch.failure).toMatchObject({ code: 'CONNECTION' });
+    expect(follower.asked).toEqual(['3']); // never asked again for a start it refused
+  });
+
+  it('a "compacted" cancel moves on to another node at once', async () => {
+    const follower = await scripted([
+      sse(
+        `${put(5, 'k', true)}event: canceled\ndata: {"reason":"compacted: the node installed a snapshot at 8","revision":5}\n\n`,
+      ),
+      sse(progress(20)),
+    ]);
+    const leader = await scripted([sse(put(6, 'k', true)), refuse(30)]);
+    const kv = new KvClient({ endpoints: [follower.url, leader.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('k', { startRevision: 5, signal: abort.signal }));
+    // follower serves 5 and cancels → leader serves 6, then refuses 7 → the follower serves 7 on.
+    await watch.until(() => follower.asked.length === 3);
+    expect(follower.asked).toEqual(['5', '7', '21']);
+    expect(leader.asked).toEqual(['6', '7']);
+    expect(watch.seen.map((update) => update.revision)).toEqual([5, 6, 20]);
+    abort.abort();
+    await watch.running;
+    expect(watch.failure).toBeNull();
+  });
+
+  it('without a start revision, a stream lost before the first update reopens without one and yields nothing of it', async () => {
+    const server = await scripted([
+      sse(put(8, 'k', false)), // a revision cut before its id: the position is still unknown
+      (response) => {
+        response.writeHead(200, { 'content-type': 'text/event-stream' }).flushHeaders();
+        response.destroy(); // nothing at all
+      },
+      sse(`${progress(9)}${put(10, 'k', true)}`),
+    ]);
+    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('k', { signal: abort.signal }));
+    await watch.until(() => server.asked.length === 4);
+    expect(server.asked).toEqual([null, null, null, '11']);
+    expect(watch.seen.map((update) => [update.revision, update.events.length])).toEqual([
+      [9, 0],
+      [10, 1],
+    ]);
+    abort.abort();
+    await watch.running;
+    expect(watch.failure).toBeNull();
+  });
+
+  it('without a start revision, the first update fixes the position every resume starts from', async () => {
+    const server = await scripted([sse(progress(4)), sse(put(6, 'k', true))]);
+    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('k', { signal: abort.signal }));
+    await watch.until(() => server.asked.length === 3);
+    expect(server.asked).toEqual([null, '5', '7']);
+    expect(watch.seen.map((update) => update.revision)).toEqual([4, 6]);
+    abort.abort();
+    await watch.running;
+  });
+
+  /** A stream that breaks the protocol after revision 7 is dropped; the next one (from 8) is whole. */
+  async function protocolBreak(broken: string) {
+    const server = await scripted([sse(`${put(7, 'a', true)}${broken}`), sse(put(8, 'b', true))]);
+    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('', { prefix: true, startRevision: 7, signal: abort.signal }));
+    await watch.until(() => server.asked.length === 3);
+    abort.abort();
+    await watch.running;
+    expect(watch.failure).toBeNull();
+    return {
+      asked: server.asked,
+      seen: watch.seen.map((update) => [update.revision, update.events.map((event) => event.key)]),
+    };
+  }
+
+  it.each([
+    ['an event of another revision inside a revision', `${put(8, 'x', false)}${put(9, 'y', true)}`],
+    ['a revision going back', put(6, 'x', true)],
+    ['the same revision again', put(7, 'x', true)],
+    ['a progress going back', progress(5)],
+    ['a progress inside a revision', `${put(8, 'x', false)}${progress(8)}`],
+    [
+      'a cancel inside a revision',
+      `${put(8, 'x', false)}event: canceled\ndata: {"reason":"r","revision":9}\n\n`,
+    ],
+    [
+      'an event whose type is not its name',
+      'event: delete\nid: 8\ndata: {"type":"put","key":"x","value":"","revision":8}\n\n',
+    ],
+    ['an event without a key', 'event: put\nid: 8\ndata: {"type":"put","value":"","revision":8}\n\n'],
+    [
+      'a prev without a value',
+      'event: put\nid: 8\ndata: {"type":"put","key":"x","value":"","prev":{},"revision":8}\n\n',
+    ],
+    [
+      'a revision over the bound in events',
+      `${put(8, 'x', false).repeat(WATCH_REVISION_EVENTS_MAX)}${put(8, 'y', true)}`,
+    ],
+  ])('%s is a protocol error: reconnect, never a wrong answer', async (_name, broken) => {
+    const { asked, seen } = await protocolBreak(broken);
+    expect(asked).toEqual(['7', '8', '9']);
+    expect(seen).toEqual([
+      [7, ['a']],
+      [8, ['b']],
+    ]);
+  });
+
+  it('a revision of exactly the bound in events is whole', async () => {
+    const server = await scripted([
+      sse(`${put(8, 'x', false).repeat(WATCH_REVISION_EVENTS_MAX - 1)}${put(8, 'y', true)}`),
+    ]);
+    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('', { prefix: true, startRevision: 8, signal: abort.signal }));
+    await watch.until(() => server.asked.length === 2);
+    expect(server.asked).toEqual(['8', '9']);
+    expect(watch.seen.map((update) => update.events.length)).toEqual([WATCH_REVISION_EVENTS_MAX]);
+    abort.abort();
+    await watch.running;
+  });
+
+  it('counts silence only while waiting for the node, never while the caller is busy', async () => {
+    // Progress every 50 ms, a silence bound of 3 × 100 ms, a loop body that takes 800 ms.
+    const server = await scripted([
+      (response) => {
+        response.writeHead(200, { 'content-type': 'text/event-stream' });
+        response.write(progress(1));
+        const timer = setInterval(() => response.write(progress(1)), 50);
+        response.on('close', () => {
+          clearInterval(timer);
+        });
+      },
+    ]);
+    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    let updates = 0;
+    for await (const update of kv.watch('k', {
+      startRevision: 1,
+      progressIntervalMs: 100,
+      signal: abort.signal,
+    })) {
+      updates += update.events.length === 0 ? 1 : 0;
+      if (updates === 1) await new Promise((resolveWait) => setTimeout(resolveWait, 800));
+      if (updates === 3) abort.abort();
+    }
+    expect(server.asked).toEqual(['1']);
+  });
+
+  it('a stream silent for three progress intervals is reopened', async () => {
+    const server = await scripted([
+      sse(progress(3)),
+      (response) => {
+        response.writeHead(200, { 'content-type': 'text/event-stream' });
+        response.write(progress(4)); // then nothing
+      },
+    ]);
+    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch('k', { startRevision: 1, progressIntervalMs: 100, signal: abort.signal }));
+    await watch.until(() => server.asked.length === 3);
+    expect(server.asked).toEqual(['1', '4', '5']);
+    abort.abort();
+    await watch.running;
+  });
+});
+
+describe('consume (one SSE message of a watch stream)', () => {
+  const position = (): Position => ({ next: 8, partial: [], partialBytes: 0, canceled: null });
+  const event = (key: string, value: string, id: string | null) => ({
+    event: 'put',
+    id,
+    data: JSON.stringify({ type: 'put', key, value, prev: { value }, revision: 8 }),
+  });
+
+  it('bounds the key and value bytes of an unfinished revision (prev values count)', () => {
+    const quarter = 'x'.repeat(WATCH_REVISION_BYTES_MAX / 4); // value and prev: half the bound
+    const less = quarter.slice(1);
+    const at = position();
+    expect(consume(event('k', quarter, null), at, 'e')).toBeNull();
+    expect(at.partialBytes).toBe(WATCH_REVISION_BYTES_MAX / 2 + 1);
+    expect(consume(event('k', less, '8'), at, 'e')).toMatchObject({ revision: 8, events: [{}, {}] });
+    expect(at).toMatchObject({ next: 9, partial: [], partialBytes: 0 }); // exactly the bound: whole
+    const over = position();
+    expect(consume(event('k', quarter, null), over, 'e')).toBeNull();
+    expect(() => consume(event('kk', less, '8'), over, 'e')).toThrow(/over 10000 events or 67108864 bytes/);
+    expect(over.next).toBe(8); // nothing moved
   });
 });
 
