@@ -65,9 +65,17 @@ export interface WatchRunResult {
   /** Commits of the run times watchers: every watcher should deliver every commit. */
   readonly deliveriesExpected: number;
   readonly streamsEnded: number;
+  /** Watcher's receipt minus the writer's receipt of the answer (negative when the stream came first). */
   readonly deliveryP50Ms: number;
   readonly deliveryP99Ms: number;
   readonly deliveryMaxMs: number;
+  /**
+   * Watcher's receipt minus the time the writer sent the write: never negative, and an upper bound of
+   * the delay from commit to delivery (the commit happens after the send).
+   */
+  readonly deliveryFromSendP50Ms: number;
+  readonly deliveryFromSendP99Ms: number;
+  readonly deliveryFromSendMaxMs: number;
   readonly serverCpuUsPerWriteAlone: number;
   readonly serverCpuUsPerWriteWatched: number;
   /** This process's CPU (writer and watchers) in percent of one core, during the watched run. */
@@ -136,11 +144,18 @@ export class RevisionScanner {
   }
 }
 
-/** When the writer received each commit of the run, and the watchers' delays against it. */
+/**
+ * When the writer sent and received each commit of the run, and the watchers' delays against both
+ * (after the answer: may be negative; after the send: an upper bound of commit to delivery).
+ */
 class DeliveryClock {
+  /** Revision → slot in answeredMs / sentMs. */
   readonly commits = new Map<number, number>();
+  private readonly answeredMs = new Float64Array(COMMITS_MAX);
+  private readonly sentMs = new Float64Array(COMMITS_MAX);
   maxCommit = 0;
   readonly delays = new Float64Array(DELIVERIES_MAX);
+  readonly delaysFromSend = new Float64Array(DELIVERIES_MAX);
   delayCount = 0;
   deliveries = 0;
   private readonly early = {
@@ -149,15 +164,18 @@ class DeliveryClock {
     count: 0,
   };
 
-  committed(revision: number, atMs: number): void {
+  committed(revision: number, answeredMs: number, sentMs: number): void {
     if (this.commits.size >= COMMITS_MAX) return;
-    this.commits.set(revision, atMs);
+    const slot = this.commits.size;
+    this.answeredMs[slot] = answeredMs;
+    this.sentMs[slot] = sentMs;
+    this.commits.set(revision, slot);
     this.maxCommit = Math.max(this.maxCommit, revision);
   }
 
   delivered(revision: number, atMs: number): void {
-    const committedMs = this.commits.get(revision);
-    if (committedMs !== undefined) this.delay(atMs - committedMs);
+    const slot = this.commits.get(revision);
+    if (slot !== undefined) this.delay(slot, atMs);
     else if (this.early.count < EARLY_DELIVERIES_MAX) {
       this.early.revisions[this.early.count] = revision;
       this.early.at[this.early.count] = atMs;
@@ -168,15 +186,18 @@ class DeliveryClock {
   /** Delays of the deliveries that came before the writer's answer (negative), now that it came. */
   settle(): void {
     for (let index = 0; index < this.early.count; index += 1) {
-      const committedMs = this.commits.get(this.early.revisions[index] ?? 0);
-      if (committedMs !== undefined) this.delay((this.early.at[index] ?? 0) - committedMs);
+      const slot = this.commits.get(this.early.revisions[index] ?? 0);
+      if (slot !== undefined) this.delay(slot, this.early.at[index] ?? 0);
     }
     this.early.count = 0;
   }
 
-  private delay(ms: number): void {
+  private delay(slot: number, atMs: number): void {
     this.deliveries += 1;
-    if (this.delayCount < DELIVERIES_MAX) this.delays[this.delayCount++] = ms;
+    if (this.delayCount >= DELIVERIES_MAX) return;
+    this.delays[this.delayCount] = atMs - (this.answeredMs[slot] ?? 0);
+    this.delaysFromSend[this.delayCount] = atMs - (this.sentMs[slot] ?? 0);
+    this.delayCount += 1;
   }
 }
 
@@ -260,7 +281,8 @@ async function waitFor(done: () => boolean, timeoutMs: number): Promise<boolean>
  * The writer alone at WATCH_WRITER_CLIENTS for `durationMs`, then again with WATCHERS streams of
  * WATCH_PREFIX spread over the endpoints. A delivery's delay is the watcher's receipt of the change
  * minus the writer's receipt of the answer to the write that made it, both on this process's
- * monotonic clock (negative when the stream beat the answer).
+ * monotonic clock (negative when the stream beat the answer); and, as an upper bound that is never
+ * negative, the receipt minus the time the writer sent that write.
  */
 export async function runWatch(
   target: LoadTarget,
@@ -286,10 +308,17 @@ export async function runWatch(
     ]);
     const benchCpu = process.cpuUsage();
     const watchedStarted = performance.now();
-    const watched = await runLoad(target, 'write', WATCH_WRITER_CLIENTS, durationMs, cpuMicros, (body) => {
-      const revision = protocol.writeRevision(body);
-      if (revision !== null) clock.committed(revision, performance.now());
-    });
+    const watched = await runLoad(
+      target,
+      'write',
+      WATCH_WRITER_CLIENTS,
+      durationMs,
+      cpuMicros,
+      (body, sentMs) => {
+        const revision = protocol.writeRevision(body);
+        if (revision !== null) clock.committed(revision, performance.now(), sentMs);
+      },
+    );
     const benchCpuPercent = cpuPercent(process.cpuUsage(benchCpu), performance.now() - watchedStarted);
     await waitFor(
       () => streams.every((stream) => stream.ended() || stream.lastRevision() >= clock.maxCommit),
@@ -297,6 +326,7 @@ export async function runWatch(
     );
     clock.settle();
     const delays = clock.delays.slice(0, clock.delayCount).sort();
+    const fromSend = clock.delaysFromSend.slice(0, clock.delayCount).sort();
     const round = (value: number) => Math.round(value * 1_000) / 1_000;
     const result: WatchRunResult = {
       system: target.name,
@@ -312,6 +342,9 @@ export async function runWatch(
       deliveryP50Ms: round(percentile(delays, 0.5)),
       deliveryP99Ms: round(percentile(delays, 0.99)),
       deliveryMaxMs: round(delays[delays.length - 1] ?? 0),
+      deliveryFromSendP50Ms: round(percentile(fromSend, 0.5)),
+      deliveryFromSendP99Ms: round(percentile(fromSend, 0.99)),
+      deliveryFromSendMaxMs: round(fromSend[fromSend.length - 1] ?? 0),
       serverCpuUsPerWriteAlone: alone.serverCpuUsPerOp,
       serverCpuUsPerWriteWatched: watched.serverCpuUsPerOp,
       benchCpuPercent,

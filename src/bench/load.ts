@@ -125,8 +125,8 @@ export async function runLoad(
   clients: number,
   durationMs: number,
   cpuMicros: () => number,
-  /** Called with the body of every answer to a write or read, as it arrives. */
-  observe?: (body: string) => void,
+  /** Called with the body of every answer to a write or read as it arrives, and when it was sent (performance.now()). */
+  observe?: (body: string, sentMs: number) => void,
 ): Promise<RunResult> {
   if (clients < 1 || clients > CLIENTS_MAX) throw new RangeError(`1..${CLIENTS_MAX} clients`);
   const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
@@ -140,8 +140,9 @@ export async function runLoad(
   let retries = 0;
   const once = async (endpoint: URL, key: string): Promise<boolean> => {
     if (operation !== 'cas') {
+      const sentMs = performance.now();
       const answer = await send(agent, endpoint, target.request(operation, key, VALUE));
-      observe?.(answer.body);
+      observe?.(answer.body, sentMs);
       return target.ok(answer.status, answer.body);
     }
     for (let attempt = 0; attempt < CAS_ATTEMPTS_MAX; attempt += 1) {

@@ -56,30 +56,84 @@ export function watchRequestOf(query: WatchQuery, lastEventId: string | string[]
   };
 }
 
+/**
+ * Characters a stream gathers within one turn of the event loop before they go to its socket at once;
+ * past it they go now (so the socket's high-water mark, which ready() reads, still holds the stream back).
+ */
+export const SSE_BATCH_CHARS_MAX = 64 * 1024;
+
 /** One SSE event; `id` only where a resume may start after it. */
 function sseEvent(event: string, data: unknown, id?: number): string {
   return `event: ${event}\n${id === undefined ? '' : `id: ${id}\n`}data: ${JSON.stringify(data)}\n\n`;
 }
 
 /**
- * A watcher's stream as Server-Sent Events. Each revision is one write, its last event carrying the
- * `id:` (a stream cut inside a revision resumes at that revision). The sink is ready while the
+ * The frames of one revision's events: its last event carries the `id:` (a stream cut inside a
+ * revision resumes at that revision). Kept per events array: the hub passes the same array to every
+ * watcher of the same filter, so a revision is serialized once per filter, not once per watcher. The
+ * map holds no array alive; the hub bounds the arrays it shares (WATCH_SHARED_REVISIONS_MAX).
+ */
+const revisionFrames = new WeakMap<readonly WatchEvent[], string>();
+
+export function revisionFrame(revision: number, events: readonly WatchEvent[]): string {
+  const kept = revisionFrames.get(events);
+  if (kept !== undefined) return kept;
+  assert(events.length > 0, 'a revision passed on has events');
+  let text = '';
+  const last = events.length - 1;
+  for (let position = 0; position <= last; position += 1) {
+    const event = events[position];
+    assert(event !== undefined && event.revision === revision, 'the events are of the revision');
+    text += sseEvent(event.type, event, position === last ? revision : undefined);
+  }
+  revisionFrames.set(events, text);
+  return text;
+}
+
+/**
+ * Streams with text gathered in this turn, written in one go at its end (setImmediate): a watcher that
+ * hears several revisions in one turn costs one socket write, not one per revision.
+ */
+class SseBatcher {
+  private readonly waiting = new Set<SseSink>();
+  private scheduled = false;
+
+  add(sink: SseSink): void {
+    this.waiting.add(sink);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      const sinks = [...this.waiting];
+      this.waiting.clear();
+      for (const waiting of sinks) waiting.flush();
+    });
+  }
+
+  forget(sink: SseSink): void {
+    this.waiting.delete(sink);
+  }
+}
+
+/**
+ * A watcher's stream as Server-Sent Events. Text is gathered in order (a revision's events always
+ * together) and written once per turn, or at once past SSE_BATCH_CHARS_MAX. The sink is ready while the
  * socket's buffer is under its high-water mark; 'drain' resumes the watcher.
  */
 class SseSink implements WatchSink {
   private readonly response: ServerResponse;
+  private readonly batcher: SseBatcher;
   private ended = false;
+  /** Text not yet written, in stream order. */
+  private gathered = '';
 
-  constructor(response: ServerResponse) {
+  constructor(response: ServerResponse, batcher: SseBatcher) {
     this.response = response;
+    this.batcher = batcher;
   }
 
   events(revision: number, events: readonly WatchEvent[]): void {
-    assert(events.length > 0, 'a revision passed on has events');
-    let text = '';
-    for (const [position, event] of events.entries())
-      text += sseEvent(event.type, event, position === events.length - 1 ? revision : undefined);
-    this.write(text);
+    this.write(revisionFrame(revision, events));
   }
 
   progress(revision: number): void {
@@ -91,6 +145,16 @@ class SseSink implements WatchSink {
     this.end();
   }
 
+  /** Write what was gathered (the batcher's turn ended, the batch is full, or the stream ends). */
+  flush(): void {
+    if (this.gathered === '') return;
+    const text = this.gathered;
+    this.gathered = '';
+    this.batcher.forget(this);
+    if (this.ended || this.response.destroyed) return;
+    this.response.write(text);
+  }
+
   ready(): boolean {
     return !this.ended && !this.response.destroyed && !this.response.writableNeedDrain;
   }
@@ -98,13 +162,16 @@ class SseSink implements WatchSink {
   /** End the stream (after a cancel, or as the server stops): the client resumes from its last id. */
   end(): void {
     if (this.ended) return;
+    this.flush();
     this.ended = true;
     this.response.end();
   }
 
   private write(text: string): void {
     if (this.ended || this.response.destroyed) return;
-    this.response.write(text);
+    this.gathered += text;
+    if (this.gathered.length >= SSE_BATCH_CHARS_MAX) this.flush();
+    else this.batcher.add(this);
   }
 }
 
@@ -116,6 +183,7 @@ class SseSink implements WatchSink {
  */
 export function addWatchRoute(app: FastifyInstance, watch: WatchService): void {
   const open = new Map<SseSink, WatchSubscription>();
+  const batcher = new SseBatcher();
   app.addHook('preClose', (done) => {
     for (const [sink, subscription] of open) {
       subscription.close();
@@ -127,7 +195,7 @@ export function addWatchRoute(app: FastifyInstance, watch: WatchService): void {
   app.get('/watch', { schema: { querystring: watchQuery } }, (request: FastifyRequest, reply) => {
     const watchRequest = watchRequestOf(request.query as WatchQuery, request.headers['last-event-id']);
     const response = reply.raw;
-    const sink = new SseSink(response);
+    const sink = new SseSink(response, batcher);
     const subscription = watch.open(watchRequest, sink); // throws before anything is sent
     reply.hijack();
     open.set(sink, subscription);
@@ -144,6 +212,7 @@ export function addWatchRoute(app: FastifyInstance, watch: WatchService): void {
     });
     response.once('close', () => {
       open.delete(sink);
+      batcher.forget(sink);
       subscription.close();
     });
   });

@@ -24,6 +24,16 @@ import { keyValue } from './write-results.ts';
 export const WATCH_REVISIONS_PER_TURN_MAX = 256;
 /** Bytes counted for one change besides its key and values (the objects that hold it). */
 export const WATCH_CHANGE_OVERHEAD_BYTES = 64;
+/**
+ * The newest revisions that keep their matched events for sharing: every watcher with the same filter
+ * (key or prefix, and prev_kv) gets the same array, so a sink can build its frame once per revision.
+ * A watcher further behind matches for itself.
+ */
+export const WATCH_SHARED_REVISIONS_MAX = 64;
+/** Filters one revision keeps shared events for (beyond: the watcher matches for itself). */
+export const WATCH_SHARED_FILTERS_MAX = 16;
+/** What a revision with no matching change gives every filter. */
+const NO_EVENTS: readonly WatchEvent[] = Object.freeze([]);
 
 /** The bounds of a hub; tests inject small ones, production uses the named limits. */
 export interface WatchBounds {
@@ -58,6 +68,11 @@ interface HistoryEntry {
   readonly revision: number;
   readonly changes: readonly KvChange[];
   readonly bytes: number;
+  /**
+   * Matched events by filter (Watcher.filter), while the entry is among the newest
+   * WATCH_SHARED_REVISIONS_MAX of the history (then null); at most WATCH_SHARED_FILTERS_MAX filters.
+   */
+  shared: Map<string, readonly WatchEvent[]> | null;
 }
 
 interface Watcher {
@@ -66,6 +81,8 @@ interface Watcher {
   readonly key: string | null;
   readonly prefix: string | null;
   readonly prevKv: boolean;
+  /** Key or prefix and prev_kv as one string: watchers with equal filters get the same events. */
+  readonly filter: string;
   readonly intervalMs: number;
   readonly sink: WatchSink;
   /** The next revision to pass on; cursor - 1 is the last revision whose changes were all passed on. */
@@ -154,7 +171,8 @@ export class WatchHub implements ApplyListener, WatchService {
     assert(index === this.lastApplied + 1, `watch hub: applied ${index} after ${this.lastApplied}`);
     this.lastApplied = index;
     const changes = outcome?.changes ?? [];
-    if (changes.length > 0) this.append({ revision: index, changes, bytes: changesBytes(changes) });
+    if (changes.length > 0)
+      this.append({ revision: index, changes, bytes: changesBytes(changes), shared: new Map() });
     for (const watcher of [...this.watchers.values()]) this.deliver(watcher);
     this.evict();
   }
@@ -182,6 +200,7 @@ export class WatchHub implements ApplyListener, WatchService {
       key: checked.key,
       prefix: checked.prefix,
       prevKv: request.prev_kv === true,
+      filter: filterOf(checked.key, checked.prefix, request.prev_kv === true),
       intervalMs: checked.intervalMs,
       sink,
       cursor: checked.start,
@@ -304,14 +323,20 @@ export class WatchHub implements ApplyListener, WatchService {
     return low;
   }
 
-  private matching(watcher: Watcher, entry: HistoryEntry): WatchEvent[] {
-    const events: WatchEvent[] = [];
+  /** The entry's events for the watcher's filter: shared with the watchers of the same filter if kept. */
+  private matching(watcher: Watcher, entry: HistoryEntry): readonly WatchEvent[] {
+    const shared = entry.shared;
+    const kept = shared?.get(watcher.filter);
+    if (kept !== undefined) return kept;
+    let events: WatchEvent[] | null = null;
     for (const change of entry.changes) {
       const matches =
         watcher.key === null ? change.key.startsWith(watcher.prefix ?? '') : change.key === watcher.key;
-      if (matches) events.push(watchEvent(change, entry.revision, watcher.prevKv));
+      if (matches) (events ??= []).push(watchEvent(change, entry.revision, watcher.prevKv));
     }
-    return events;
+    const found = events ?? NO_EVENTS;
+    if (shared !== null && shared.size < WATCH_SHARED_FILTERS_MAX) shared.set(watcher.filter, found);
+    return found;
   }
 
   /** Run the watchers that stopped on their turn budget again, in a later turn (one timer at a time). */
@@ -371,6 +396,13 @@ export class WatchHub implements ApplyListener, WatchService {
   private append(entry: HistoryEntry): void {
     this.history.push(entry);
     this.historyBytes += entry.bytes;
+    // The entry that just left the newest WATCH_SHARED_REVISIONS_MAX stops sharing.
+    const leaving = this.history.length - 1 - WATCH_SHARED_REVISIONS_MAX;
+    if (leaving >= this.historyHead) {
+      const entryLeaving = this.history[leaving];
+      assert(entryLeaving !== undefined, 'a live history slot holds an entry');
+      entryLeaving.shared = null;
+    }
   }
 
   /** Drop the oldest revisions past the bounds; watchers left before the history are canceled. */
@@ -419,6 +451,12 @@ export class WatchHub implements ApplyListener, WatchService {
 /** Read through a call, so a sink callback that closed the watcher is seen (no stale narrowing). */
 function isClosed(watcher: Watcher): boolean {
   return watcher.closed;
+}
+
+/** Watchers with equal filters see equal events (the key and prefix spaces kept apart). */
+function filterOf(key: string | null, prefix: string | null, prevKv: boolean): string {
+  assert((key === null) !== (prefix === null), 'a watcher has exactly one of key and prefix');
+  return `${prevKv ? 'v' : '-'}${key === null ? `p${prefix ?? ''}` : `k${key}`}`;
 }
 
 function changesBytes(changes: readonly KvChange[]): number {

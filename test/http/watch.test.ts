@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import type { WatchEvent } from '../../src/api/types.ts';
 import { KEY_BYTES_MAX } from '../../src/base/limits.ts';
 import type { ConnectionLimits } from '../../src/http/connections.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
+import { revisionFrame, SSE_BATCH_CHARS_MAX } from '../../src/http/watch-route.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
 import { WatchHub, type WatchBounds } from '../../src/node/watch-hub.ts';
 import { unusedController, unusedStore } from '../support/unused-services.ts';
@@ -114,6 +116,44 @@ describe('GET /watch (Server-Sent Events)', () => {
         `event: put\ndata: ${event('a/2', 'p', 2)}\n\n` +
         `event: put\nid: 2\ndata: ${event('a/3', 'q', 2)}\n\n`,
     );
+  });
+
+  it('revisions heard in one turn go out together, in order, also past the batch bound', async () => {
+    const { hub, url } = await listening();
+    const streams = await Promise.all(
+      [0, 1].map(() => Stream.open(`${url}/watch?prefix=a&progress_interval_ms=0`)),
+    );
+    for (const { stream } of streams) await stream.until((s) => s.text.includes('event: progress'));
+    const value = 'v'.repeat(1_000);
+    const revisions = Math.ceil((3 * SSE_BATCH_CHARS_MAX) / value.length);
+    for (let index = 1; index <= revisions; index += 1)
+      hub.applied(index, outcome(index, [put(`a/${index}`, value, index), put('b', 'x', index)]));
+    const expected = Array.from({ length: revisions }, (_, index) => index + 1);
+    for (const { stream } of streams) {
+      await stream.until((s) => ids(s.text).length === revisions + 1);
+      expect(ids(stream.text)).toEqual([0, ...expected]);
+      expect(stream.text).not.toContain('"key":"b"');
+    }
+    expect(streams[1]?.stream.text).toBe(streams[0]?.stream.text);
+  });
+
+  it('a revision’s frame has the id on its last event only, and is built of that revision’s events', () => {
+    const event = (key: string, revision: number): WatchEvent => ({
+      type: 'put',
+      key,
+      value: '',
+      create_index: revision,
+      mod_index: revision,
+      version: 1,
+      lease_id: 0,
+      revision,
+    });
+    const events = [event('a', 7), event('b', 7)];
+    const frame = revisionFrame(7, events);
+    expect(frame.match(/^id: /gm)).toHaveLength(1);
+    expect(frame.endsWith(`id: 7\ndata: ${JSON.stringify(events[1])}\n\n`)).toBe(true);
+    expect(revisionFrame(7, events)).toBe(frame);
+    expect(() => revisionFrame(8, [event('a', 7)])).toThrow(/events are of the revision/);
   });
 
   it('resumes after Last-Event-ID, which wins over start_revision, and sends prev with prev_kv', async () => {

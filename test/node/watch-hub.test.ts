@@ -4,7 +4,12 @@ import type { WatchSink } from '../../src/api/contracts.ts';
 import { AspenError } from '../../src/api/errors.ts';
 import type { WatchEvent, WatchRequest } from '../../src/api/types.ts';
 import { KEY_BYTES_MAX, WATCH_PROGRESS_INTERVAL_MS_DEFAULT } from '../../src/base/limits.ts';
-import { WatchHub, type WatchBounds } from '../../src/node/watch-hub.ts';
+import {
+  WATCH_SHARED_FILTERS_MAX,
+  WATCH_SHARED_REVISIONS_MAX,
+  WatchHub,
+  type WatchBounds,
+} from '../../src/node/watch-hub.ts';
 import { ManualClock } from '../support/manual-clock.ts';
 import { del, outcome, put, record } from '../support/watch-changes.ts';
 
@@ -330,6 +335,55 @@ describe('WatchHub', () => {
     expect(byDefault.seen.filter((item) => item.kind === 'progress')).toEqual([
       { kind: 'progress', revision: 10 },
     ]);
+  });
+
+  it('watchers of one filter share each recent revision’s events; others match for themselves', () => {
+    const { clock, hub: watch } = hub(0);
+    const same = [new RecordingSink(), new RecordingSink()];
+    for (const sink of same) watch.open({ prefix: 'a', start_revision: 1 }, sink);
+    const withPrev = new RecordingSink();
+    watch.open({ prefix: 'a', start_revision: 1, prev_kv: true }, withPrev);
+    const byKey = new RecordingSink();
+    watch.open({ key: 'a', start_revision: 1 }, byKey);
+    clock.advance(0);
+    watch.applied(1, outcome(1, [put('a', '1', 1), put('ab', '2', 1)]));
+    const [first, second] = same.map((sink) => sink.seen[0]);
+    expect(first?.kind === 'events' && second?.kind === 'events').toBe(true);
+    if (first?.kind !== 'events' || second?.kind !== 'events') return;
+    expect(second.events).toBe(first.events); // one array for both
+    expect(withPrev.seen[0]).toMatchObject({ kind: 'events', revision: 1 });
+    expect(withPrev.seen[0]).not.toEqual(first); // prev_kv is another filter
+    expect(byKey.keys()).toEqual(['a']); // the key "a" is not the prefix "a"
+    // Past the shared window a watcher starting far back still gets every revision, equal to the others'.
+    const sharedWindow = WATCH_SHARED_REVISIONS_MAX + 5;
+    for (let index = 2; index <= sharedWindow; index += 1)
+      watch.applied(index, outcome(index, [put('a', `${index}`, index)]));
+    const late = new RecordingSink();
+    watch.open({ prefix: 'a', start_revision: 1 }, late);
+    clock.advance(0);
+    expect(late.seen).toEqual(same[0]?.seen);
+    expect(late.revisions()).toHaveLength(sharedWindow);
+  });
+
+  it('more filters than a revision shares: each watcher still gets its own filter’s events', () => {
+    const { clock, hub: watch } = hub(0);
+    const filters = Array.from({ length: WATCH_SHARED_FILTERS_MAX + 3 }, (_, index) => `k${index}`);
+    const sinks = filters.map((key) => {
+      const sink = new RecordingSink();
+      watch.open({ key, start_revision: 1 }, sink);
+      return sink;
+    });
+    clock.advance(0);
+    watch.applied(
+      1,
+      outcome(
+        1,
+        filters.map((key) => put(key, key, 1)),
+      ),
+    );
+    sinks.forEach((sink, index) => {
+      expect(sink.keys()).toEqual([filters[index]]);
+    });
   });
 
   it('walks a watcher far behind in bounded turns', () => {
