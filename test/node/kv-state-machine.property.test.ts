@@ -476,3 +476,51 @@ describe('state machines with a full session table', () => {
     await storage.close();
   });
 });
+
+// ---------- a lease's keys: the same order in both machines ----------
+
+/**
+ * Code points where lmdb's default key encoding departs from UTF-8 (U+0000–U+0004 are escaped in
+ * strings under 64 UTF-16 units, written raw in longer ones; U+001B/U+001C border the escape byte),
+ * the edges of UTF-16 order against UTF-8 order (U+FFFF, astral), and any code point.
+ */
+const awkwardUnit = fc.oneof(
+  fc.constantFrom('\u0000', '\u0001', '\u0004', '\u0005', '\u001b', '\u001c', 'a', '\uffff', '\u{10000}'),
+  fc.constantFrom('\u{10ffff}', '\ud7ff', '\ue000'),
+  fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+);
+/** Short keys and keys past 64 UTF-16 units (lmdb encodes those differently); at most 1 KiB of UTF-8. */
+const awkwardKey = fc.oneof(
+  fc.string({ unit: awkwardUnit, minLength: 1, maxLength: 6 }),
+  fc.string({ unit: awkwardUnit, minLength: 60, maxLength: 80 }),
+);
+const utf8Order = (a: string, b: string): number => Buffer.compare(bytes(a), bytes(b));
+
+describe("a lease's keys in both machines", () => {
+  const lmdb = lmdbMachine();
+
+  it('list and revoke in UTF-8 byte order, for any Unicode keys', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(awkwardKey, { minLength: 1, maxLength: 12 }), (keys) => {
+        lmdb.restore(EMPTY, 0, NO_MEMBERS);
+        const machines: StateMachine[] = [new MemoryKvStateMachine(), lmdb];
+        const commands: LogCommand[] = [
+          { LeaseGrant: { lease_id: 1, ttl_seconds: 10 } },
+          ...keys.map((key): LogCommand => ({ Set: { key, value: 'v', lease_id: 1 } })),
+        ];
+        const sorted = [...keys].sort(utf8Order);
+        for (const machine of machines) {
+          commands.forEach((item, offset) => machine.apply(offset + 1, item, null, 0, TEST_TERM));
+          expect(machine.leaseKeys(1, ALL)).toEqual(sorted);
+        }
+        const revoked = machines.map((machine) =>
+          machine.apply(commands.length + 1, { LeaseRevoke: { lease_id: 1 } }, null, 0, TEST_TERM),
+        );
+        for (const outcome of revoked) expect(outcome.changes?.map((change) => change.key)).toEqual(sorted);
+        expect(revoked[0]).toEqual(revoked[1]);
+        for (const machine of machines) expect(machine.scan('', null, ALL).records).toEqual([]);
+      }),
+      { numRuns: RUNS },
+    );
+  });
+});
