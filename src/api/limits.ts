@@ -338,9 +338,9 @@ export function validateValue(value: unknown): AspenError | null {
   return checkValue(value);
 }
 
-/** Validate an untrusted key (reads, deletes). */
-export function validateKey(key: unknown): AspenError | null {
-  return checkKey(key);
+/** Validate an untrusted key (reads, deletes); `what` names it in the message. */
+export function validateKey(key: unknown, what = 'key'): AspenError | null {
+  return checkKey(key, what);
 }
 
 /** A scan as the store runs it: checked prefix and limit, and the key the page starts after. */

@@ -23,6 +23,11 @@ export function leaseKeyEntry(id: number, key: string): Buffer {
   return Buffer.concat([leaseKeysStart(id), Buffer.from(key, 'utf8')]);
 }
 
+/** The first entry after `key` on lease `id`: `key` then U+0000 (a 0 byte), the next key in byte order. */
+export function leaseKeyEntryAfter(id: number, key: string): Buffer {
+  return Buffer.concat([leaseKeyEntry(id, key), Buffer.of(0)]);
+}
+
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** The key of an entry (its lease id is the range it was read from). */

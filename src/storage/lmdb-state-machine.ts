@@ -23,7 +23,7 @@ import { SESSIONS_MAX, SessionTable, type Session, type SessionRecord } from '..
 import { assert } from '../base/assert.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { isStorageFault, StorageError, storageFailure } from './errors.ts';
-import { leaseKeyEntry, leaseKeyOf, leaseKeysStart } from './lease-keys.ts';
+import { leaseKeyEntry, leaseKeyEntryAfter, leaseKeyOf, leaseKeysStart } from './lease-keys.ts';
 import type { LmdbStorage } from './lmdb-store.ts';
 
 /** In the state environment: the applied index and the membership applied with it. */
@@ -130,7 +130,7 @@ export class LmdbKvStateMachine implements StateMachine {
         if (leases.removeSync(id)) stateMeta.putSync(META_LEASE_COUNT, this.leaseCount - 1);
       },
       leaseCount: () => this.leaseCount,
-      leaseKeys: (id, limit) => this.leaseKeys(id, limit),
+      leaseKeys: (id, afterKey, limit) => this.leaseKeys(id, afterKey, limit),
       addLeaseKey: (id, key) => {
         leaseKeys.putSync(leaseKeyEntry(id, key), true);
       },
@@ -216,9 +216,9 @@ export class LmdbKvStateMachine implements StateMachine {
   }
 
   /** Entries sort by lease then by the key's UTF-8 bytes (compareUtf8 order): one range read. */
-  leaseKeys(id: number, limit: number): string[] {
+  leaseKeys(id: number, afterKey: string | null, limit: number): string[] {
     const range = this.storage.leaseKeys.getKeys({
-      start: leaseKeysStart(id),
+      start: afterKey === null ? leaseKeysStart(id) : leaseKeyEntryAfter(id, afterKey),
       end: leaseKeysStart(id + 1),
       limit,
     });

@@ -314,7 +314,7 @@ function expectSameState(model: Model, machines: readonly StateMachine[]): void 
     for (const name of KEYS) expect(machine.get(name)).toEqual(model.map.get(name));
     expect(machine.leases(0, ALL)).toEqual(leases);
     expect(machine.leaseCount).toBe(leases.length);
-    for (const [id] of leases) expect(machine.leaseKeys(id, ALL)).toEqual(keys[id]);
+    for (const [id] of leases) expect(machine.leaseKeys(id, null, ALL)).toEqual(keys[id]);
   }
 }
 
@@ -499,27 +499,36 @@ const utf8Order = (a: string, b: string): number => Buffer.compare(bytes(a), byt
 describe("a lease's keys in both machines", () => {
   const lmdb = lmdbMachine();
 
-  it('list and revoke in UTF-8 byte order, for any Unicode keys', () => {
+  it('list (in pages after any key) and revoke in UTF-8 byte order, for any Unicode keys', () => {
     fc.assert(
-      fc.property(fc.uniqueArray(awkwardKey, { minLength: 1, maxLength: 12 }), (keys) => {
-        lmdb.restore(EMPTY, 0, NO_MEMBERS);
-        const machines: StateMachine[] = [new MemoryKvStateMachine(), lmdb];
-        const commands: LogCommand[] = [
-          { LeaseGrant: { lease_id: 1, ttl_seconds: 10 } },
-          ...keys.map((key): LogCommand => ({ Set: { key, value: 'v', lease_id: 1 } })),
-        ];
-        const sorted = [...keys].sort(utf8Order);
-        for (const machine of machines) {
-          commands.forEach((item, offset) => machine.apply(offset + 1, item, null, 0, TEST_TERM));
-          expect(machine.leaseKeys(1, ALL)).toEqual(sorted);
-        }
-        const revoked = machines.map((machine) =>
-          machine.apply(commands.length + 1, { LeaseRevoke: { lease_id: 1 } }, null, 0, TEST_TERM),
-        );
-        for (const outcome of revoked) expect(outcome.changes?.map((change) => change.key)).toEqual(sorted);
-        expect(revoked[0]).toEqual(revoked[1]);
-        for (const machine of machines) expect(machine.scan('', null, ALL).records).toEqual([]);
-      }),
+      fc.property(
+        fc.uniqueArray(awkwardKey, { minLength: 1, maxLength: 12 }),
+        awkwardKey,
+        fc.integer({ min: 1, max: 5 }),
+        (keys, after, limit) => {
+          lmdb.restore(EMPTY, 0, NO_MEMBERS);
+          const machines: StateMachine[] = [new MemoryKvStateMachine(), lmdb];
+          const commands: LogCommand[] = [
+            { LeaseGrant: { lease_id: 1, ttl_seconds: 10 } },
+            ...keys.map((key): LogCommand => ({ Set: { key, value: 'v', lease_id: 1 } })),
+          ];
+          const sorted = [...keys].sort(utf8Order);
+          for (const machine of machines) {
+            commands.forEach((item, offset) => machine.apply(offset + 1, item, null, 0, TEST_TERM));
+            expect(machine.leaseKeys(1, null, ALL)).toEqual(sorted);
+            for (const from of [after, ...keys]) {
+              const page = sorted.filter((key) => utf8Order(key, from) > 0).slice(0, limit);
+              expect(machine.leaseKeys(1, from, limit)).toEqual(page);
+            }
+          }
+          const revoked = machines.map((machine) =>
+            machine.apply(commands.length + 1, { LeaseRevoke: { lease_id: 1 } }, null, 0, TEST_TERM),
+          );
+          for (const outcome of revoked) expect(outcome.changes?.map((change) => change.key)).toEqual(sorted);
+          expect(revoked[0]).toEqual(revoked[1]);
+          for (const machine of machines) expect(machine.scan('', null, ALL).records).toEqual([]);
+        },
+      ),
       { numRuns: RUNS },
     );
   });
