@@ -30,7 +30,10 @@ export interface Compare {
   readonly value: string | number;
 }
 
-/** The operations of a Transaction branch. A Set with `lease_id` attaches the key to that lease. */
+/**
+ * The operations of a Transaction branch. A Set with `lease_id` attaches the key to that lease
+ * (0 or absent: to none).
+ */
 export type TxnOp =
   | { readonly Set: { readonly key: string; readonly value: string; readonly lease_id?: number } }
   | { readonly Delete: { readonly key: string } }
@@ -39,7 +42,8 @@ export type TxnOp =
 
 /**
  * The commands of `/write`. A Set with `lease_id` (a lease that exists) attaches the key to it; a Set
- * without one, a SetMulti or a CompareAndSwap leaves the key on no lease (as etcd's put does).
+ * without one (or with 0), a SetMulti or a CompareAndSwap leaves the key on no lease (as etcd's put
+ * does).
  */
 export type WriteCommand =
   | { readonly Set: { readonly key: string; readonly value: string; readonly lease_id?: number } }

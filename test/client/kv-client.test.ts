@@ -702,7 +702,7 @@ describe('KvClient leases', () => {
     await expect(
       kv
         .txn()
-        .then(Op.set('a', '1', 0))
+        .then(Op.set('a', '1', -1)) // 0 is no lease: sent (see txn.test.ts)
         .commit(),
     ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     expect(server.requests).toEqual([]);

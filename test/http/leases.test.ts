@@ -160,6 +160,34 @@ describe('the lease routes', () => {
     });
   });
 
+  it('a Set with lease_id 0 is a Set on no lease, in /write and in a transaction; lease routes refuse 0', async () => {
+    const app = await server();
+    await post(app, '/lease/grant', { ttl_seconds: 10, lease_id: 3 });
+    for (const key of ['plain', 'in-txn']) {
+      const set = await post(app, '/write', { command: { Set: { key, value: 'v', lease_id: 3 } } });
+      expect(set.status).toBe(200);
+    }
+    const plain = await post(app, '/write', { command: { Set: { key: 'plain', value: 'w', lease_id: 0 } } });
+    expect(plain.status).toBe(200);
+    const success = [{ Set: { key: 'in-txn', value: 'w', lease_id: 0 } }];
+    const inTxn = await post(app, '/write', {
+      command: { Transaction: { compare: [], success, failure: [] } },
+    });
+    expect(inTxn.status).toBe(200);
+    // Detached from lease 3, as a Set without lease_id detaches.
+    for (const key of ['plain', 'in-txn'])
+      expect((await post(app, '/read', { key })).json).toMatchObject({ value: 'w', lease_id: 0 });
+    expect((await get(app, '/lease/info?lease_id=3&keys=true')).json.keys).toEqual([]);
+    const fresh = await post(app, '/write', { command: { Set: { key: 'fresh', value: 'v', lease_id: 0 } } });
+    expect(fresh.status).toBe(200);
+    expect((await post(app, '/read', { key: 'fresh' })).json.lease_id).toBe(0);
+    for (const answer of [
+      await post(app, '/lease/revoke', { lease_id: 0 }),
+      await get(app, '/lease/info?lease_id=0'),
+    ])
+      expect(answer.status).toBe(400);
+  });
+
   it('unknown leases are 404 LEASE_NOT_FOUND, a taken id 409 LEASE_EXISTS; nothing is written', async () => {
     const app = await server();
     await post(app, '/lease/grant', { ttl_seconds: 10, lease_id: 5_000 });
