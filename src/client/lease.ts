@@ -322,7 +322,7 @@ class Keeper implements LeaseKeeper {
       const answer = await this.api.keepAlive(this.leaseId, { signal, timeoutMs, ...budget });
       assert(answer.ttl_seconds > 0, 'a keepalive answers a positive TTL');
       this.ttlMs = answer.ttl_seconds * 1000;
-      // The leader set its deadline at receipt (after sentMs) + TTL: the lease lives at least until here.
+      // The leader's deadline is its answer time (after sentMs) + TTL: the lease lives at least until here.
       this.aliveUntil = Math.max(this.aliveUntil ?? -Infinity, sentMs + this.ttlMs);
       this.options.onRenewed?.(answer, this.aliveUntil);
       return answer;

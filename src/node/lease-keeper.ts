@@ -150,10 +150,10 @@ export class LeaseKeeper implements ApplyListener {
 
   /**
    * Renew a lease once a ReadIndex barrier confirmed this node's leadership: the deadline moves to
-   * TTL after the moment the renewal is answered (never earlier than TTL after its receipt, and no
-   * earlier than the client can learn of it). LEASE_NOT_FOUND when the lease is absent, its
-   * deadline passed, or its expiry revoke is in flight. Past LEASE_KEEPALIVES_PER_SECOND_MAX (or the
-   * injected bound) OVERLOADED, definite: nothing renewed.
+   * TTL after the moment the renewal is answered, when the barrier completes (later than its receipt
+   * and than the client's send time, from which the client counts). LEASE_NOT_FOUND when the lease
+   * is absent, its deadline passed, or its expiry revoke is in flight. Past
+   * LEASE_KEEPALIVES_PER_SECOND_MAX (or the injected bound) OVERLOADED, definite: nothing renewed.
    */
   keepAlive(leaseId: number, callback: Callback<LeaseKeepAliveResult>): void {
     // Counted at receipt, before the ReadIndex round it would cost; a node that does not lead
@@ -166,6 +166,7 @@ export class LeaseKeeper implements ApplyListener {
     }
     this.withAuthority(callback, () => {
       if (this.host.stateMachine.lease(leaseId) === undefined) throw leaseNotFound(leaseId);
+      // From the answer time, not the receipt: later, so still safe for a client counting from its send.
       const ttl = this.lessor.renew(leaseId, this.host.clock.nowMs());
       if (ttl === null) throw leaseNotFound(leaseId);
       return { lease_id: leaseId, ttl_seconds: ttl };
