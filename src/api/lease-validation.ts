@@ -1,6 +1,6 @@
 import { LEASE_TTL_SECONDS_MAX } from '../base/limits.ts';
 import { AspenError } from './errors.ts';
-import { checkedSession, checkLeaseId } from './limits.ts';
+import { checkedSession, checkLeaseId, validateKey } from './limits.ts';
 import type { ClientSession } from './types.ts';
 
 /**
@@ -62,10 +62,25 @@ export function checkedLeaseRevoke(request: unknown): {
   return { leaseId: checkedLeaseId(body.lease_id), session: checkedSession(body) };
 }
 
-/** An info request: `lease_id`, and `keys` a boolean when present. Throws INVALID_INPUT. */
-export function checkedLeaseInfo(request: unknown): { readonly leaseId: number; readonly keys: boolean } {
+export interface CheckedLeaseInfo {
+  readonly leaseId: number;
+  readonly keys: boolean;
+  /** List the keys after this one (null: from the first); only with keys. */
+  readonly after: string | null;
+}
+
+/**
+ * An info request: `lease_id`, `keys` a boolean when present, and `after` (only with keys=true) a
+ * valid key when present. Throws INVALID_INPUT (KEY_TOO_LARGE for a longer `after`).
+ */
+export function checkedLeaseInfo(request: unknown): CheckedLeaseInfo {
   const body = fields(request);
   const keys = body.keys ?? false;
   if (typeof keys !== 'boolean') throw new AspenError('INVALID_INPUT', 'keys must be true or false');
-  return { leaseId: checkedLeaseId(body.lease_id), keys };
+  const leaseId = checkedLeaseId(body.lease_id);
+  if (body.after === undefined) return { leaseId, keys, after: null };
+  if (!keys) throw new AspenError('INVALID_INPUT', 'after pages the keys: it needs keys=true');
+  const problem = validateKey(body.after, 'after');
+  if (problem !== null) throw problem;
+  return { leaseId, keys, after: body.after as string };
 }

@@ -82,8 +82,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * A lease id as a request names one: a positive integer up to LEASE_ID_MAX (0 is no id: a Set
- * without a lease leaves `lease_id` out).
+ * A lease id as the lease endpoints name one: a positive integer up to LEASE_ID_MAX (a Set also
+ * takes 0, meaning no lease: see checkSet).
  */
 export function checkLeaseId(value: unknown, what = 'lease_id'): AspenError | null {
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= LEASE_ID_MAX)
@@ -91,12 +91,21 @@ export function checkLeaseId(value: unknown, what = 'lease_id'): AspenError | nu
   return new AspenError('INVALID_INPUT', `${what} must be an integer in [1, ${LEASE_ID_MAX}]`);
 }
 
-/** A Set's key, value and optional lease; `path` names the Set in messages ('' for a command's). */
+/**
+ * A Set's key, value and optional lease; `path` names the Set in messages ('' for a command's).
+ * `lease_id` 0 means no lease, like an absent one (etcd's clients send lease 0 for none).
+ */
 function checkSet(body: Record<string, unknown>, path: string): AspenError | null {
+  const leaseId = body.lease_id;
   return (
     checkKey(body.key, `${path}key`) ??
     checkValue(body.value, `${path}value`) ??
-    (body.lease_id === undefined ? null : checkLeaseId(body.lease_id, `${path}lease_id`))
+    (leaseId === undefined || leaseId === 0 || checkLeaseId(leaseId) === null
+      ? null
+      : new AspenError(
+          'INVALID_INPUT',
+          `${path}lease_id must be 0 (no lease) or an integer in [1, ${LEASE_ID_MAX}]`,
+        ))
   );
 }
 
@@ -338,9 +347,9 @@ export function validateValue(value: unknown): AspenError | null {
   return checkValue(value);
 }
 
-/** Validate an untrusted key (reads, deletes). */
-export function validateKey(key: unknown): AspenError | null {
-  return checkKey(key);
+/** Validate an untrusted key (reads, deletes); `what` names it in the message. */
+export function validateKey(key: unknown, what = 'key'): AspenError | null {
+  return checkKey(key, what);
 }
 
 /** A scan as the store runs it: checked prefix and limit, and the key the page starts after. */

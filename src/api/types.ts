@@ -30,7 +30,10 @@ export interface Compare {
   readonly value: string | number;
 }
 
-/** The operations of a Transaction branch. A Set with `lease_id` attaches the key to that lease. */
+/**
+ * The operations of a Transaction branch. A Set with `lease_id` attaches the key to that lease
+ * (0 or absent: to none).
+ */
 export type TxnOp =
   | { readonly Set: { readonly key: string; readonly value: string; readonly lease_id?: number } }
   | { readonly Delete: { readonly key: string } }
@@ -39,7 +42,8 @@ export type TxnOp =
 
 /**
  * The commands of `/write`. A Set with `lease_id` (a lease that exists) attaches the key to it; a Set
- * without one, a SetMulti or a CompareAndSwap leaves the key on no lease (as etcd's put does).
+ * without one (or with 0), a SetMulti or a CompareAndSwap leaves the key on no lease (as etcd's put
+ * does).
  */
 export type WriteCommand =
   | { readonly Set: { readonly key: string; readonly value: string; readonly lease_id?: number } }
@@ -239,10 +243,12 @@ export interface LeaseRevokeResult {
   readonly log_index: number;
 }
 
-/** GET /lease/info?lease_id=7&keys=true */
+/** GET /lease/info?lease_id=7&keys=true[&after=<key>] */
 export interface LeaseInfoRequest {
   readonly lease_id: number;
   readonly keys?: boolean;
+  /** With keys=true: list the keys after this one (the last key of the previous page). */
+  readonly after?: string;
 }
 
 export interface LeaseInfoResult {
@@ -250,8 +256,13 @@ export interface LeaseInfoResult {
   readonly ttl_seconds: number;
   /** Whole seconds until the leader expires it (rounded up; the leader's clock). */
   readonly remaining_seconds: number;
-  /** With keys=true: the lease's keys in key order (at most LEASE_KEYS_MAX). */
+  /**
+   * With keys=true: the lease's keys in key order, after `after` when given; at most
+   * LEASE_INFO_KEYS_MAX keys and LEASE_INFO_KEYS_BYTES_MAX bytes of them.
+   */
   readonly keys?: readonly string[];
+  /** With keys=true: more keys follow; ask again with `after` = the last key listed. */
+  readonly keys_truncated?: boolean;
 }
 
 export interface LeaseSummary {

@@ -53,6 +53,15 @@ export const LEASE_KEYS_MAX = 10_000;
 export const LEASE_TTL_SECONDS_MAX = 86_400;
 export const LEASE_ID_MAX = Number.MAX_SAFE_INTEGER;
 /**
+ * Keys one lease info answer lists, by count and by their UTF-8 bytes; past either it says
+ * `keys_truncated` and the next page starts `after` the last key listed. A lease may carry
+ * LEASE_KEYS_MAX keys of KEY_BYTES_MAX each (10 MB): one answer must fit a cluster frame (5 MiB)
+ * when a follower forwards it, even as JSON escapes (6 bytes for a control character), and no
+ * answer grows with the lease. A page holds 1,000 short keys or 512 of the longest (1 KiB).
+ */
+export const LEASE_INFO_KEYS_MAX = 1_000;
+export const LEASE_INFO_KEYS_BYTES_MAX = 512 * 1024;
+/**
  * Keepalives the leader serves per second (a token bucket on its clock holding one second's worth),
  * whether they came to it or were forwarded by a follower; past it a keepalive is refused with 503
  * OVERLOADED and renews nothing. Each one costs the leader a ReadIndex round, so the bound keeps a

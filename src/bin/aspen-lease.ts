@@ -98,7 +98,9 @@ export const leaseActions: Readonly<Record<string, LeaseAction>> = {
     print(json ? JSON.stringify(result) : `lease ${result.lease_id} revoked (log index ${result.log_index})`);
   },
   info: async ({ kv, json, print }, [id], options) => {
-    const result = await kv.lease.info(leaseId(id), { keys: options.keys !== undefined });
+    const lease = leaseId(id);
+    const result =
+      options.keys === undefined ? await kv.lease.info(lease) : await kv.lease.infoWithKeys(lease);
     if (json) {
       print(JSON.stringify(result));
       return;

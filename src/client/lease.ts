@@ -5,7 +5,7 @@ import type {
   LeaseListResult,
   LeaseRevokeResult,
 } from '../api/types.ts';
-import { LEASE_ID_MAX, LEASE_TTL_SECONDS_MAX } from '../base/limits.ts';
+import { LEASE_ID_MAX, LEASE_KEYS_MAX, LEASE_TTL_SECONDS_MAX } from '../base/limits.ts';
 import { KvError } from './errors.ts';
 import type { CallOptions } from './options.ts';
 import { assert, PREFER_LEADER, type Call } from './retry.ts';
@@ -42,9 +42,20 @@ export interface GrantOptions extends CallOptions {
 }
 
 export interface InfoOptions extends CallOptions {
-  /** Also list the lease's keys (key order). */
+  /**
+   * Also list the lease's keys (key order), one page of them: `keys_truncated` says more follow;
+   * `infoWithKeys` reads every page.
+   */
   readonly keys?: boolean;
+  /** With `keys`: the page starts after this key (the last key of the previous page). */
+  readonly after?: string;
 }
+
+/**
+ * Pages `infoWithKeys` reads at most: each holds at least one key and a lease holds at most
+ * LEASE_KEYS_MAX at any time (keys added behind the cursor while it reads could make it longer).
+ */
+export const LEASE_KEYS_PAGES_MAX = LEASE_KEYS_MAX;
 
 /** Why a keeper stopped: its `stop()`, or the lease is (or must be presumed) gone. */
 export type KeeperEnd =
@@ -161,16 +172,42 @@ export class LeaseApi {
     );
   }
 
-  /** TTL, whole seconds left (the leader's clock) and, with `keys: true`, the keys on it. */
+  /**
+   * TTL, whole seconds left (the leader's clock) and, with `keys: true`, a page of the keys on it
+   * (after `after`; `keys_truncated`: more follow).
+   */
   async info(leaseId: number, options?: InfoOptions): Promise<LeaseInfoResult> {
     checkLeaseId(leaseId);
+    if (options?.after !== undefined && options.keys !== true)
+      throw new RangeError('after pages the keys: it needs keys: true');
     const query = new URLSearchParams({ lease_id: String(leaseId) });
     if (options?.keys === true) query.set('keys', 'true');
+    if (options?.after !== undefined) query.set('after', options.after);
     return this.caller(
       { method: 'GET', path: `/lease/info?${query.toString()}`, idempotent: true, route: PREFER_LEADER },
       options,
       false,
     );
+  }
+
+  /**
+   * The lease's info with every key on it, reading page after page (each page as the leader sees
+   * the lease then: keys added or removed meanwhile may show or not). Throws past LEASE_KEYS_PAGES_MAX.
+   */
+  async infoWithKeys(leaseId: number, options?: CallOptions): Promise<LeaseInfoResult> {
+    const first = await this.info(leaseId, { ...options, keys: true });
+    const keys = [...(first.keys ?? [])];
+    let truncated = first.keys_truncated === true;
+    for (let pages = 1; truncated; pages += 1) {
+      const after = keys.at(-1);
+      assert(after !== undefined, 'a truncated page lists a key');
+      if (pages === LEASE_KEYS_PAGES_MAX)
+        throw new RangeError(`lease ${leaseId} still had keys after ${LEASE_KEYS_PAGES_MAX} pages`);
+      const page = await this.info(leaseId, { ...options, keys: true, after });
+      keys.push(...(page.keys ?? []));
+      truncated = page.keys_truncated === true;
+    }
+    return { ...first, keys, keys_truncated: false };
   }
 
   /** Every lease of the cluster, by id. */
@@ -285,7 +322,7 @@ class Keeper implements LeaseKeeper {
       const answer = await this.api.keepAlive(this.leaseId, { signal, timeoutMs, ...budget });
       assert(answer.ttl_seconds > 0, 'a keepalive answers a positive TTL');
       this.ttlMs = answer.ttl_seconds * 1000;
-      // The leader set its deadline at receipt (after sentMs) + TTL: the lease lives at least until here.
+      // The leader's deadline is its answer time (after sentMs) + TTL: the lease lives at least until here.
       this.aliveUntil = Math.max(this.aliveUntil ?? -Infinity, sentMs + this.ttlMs);
       this.options.onRenewed?.(answer, this.aliveUntil);
       return answer;

@@ -59,7 +59,7 @@ export const Compare = {
 
 /** Ops for `then(…)` and `else(…)`: `Op.set('k', 'v')`, `Op.delete('k')`, `Op.get('k')`, `Op.scan('app/', 10)`. */
 export const Op = {
-  /** With `leaseId` the key is attached to that lease. */
+  /** With `leaseId` the key is attached to that lease (0: to none). */
   set: (key: string, value: string, leaseId?: number): TxnOp => ({
     Set: leaseId === undefined ? { key, value } : { key, value, lease_id: leaseId },
   }),
@@ -91,8 +91,8 @@ function opProblem(op: TxnOp, where: string): string | null {
   if ('Set' in op) {
     if (!isKey(op.Set.key)) return `${where}: Set takes a non-empty key`;
     const leaseId = op.Set.lease_id;
-    const leaseOk = leaseId === undefined || (Number.isSafeInteger(leaseId) && leaseId >= 1);
-    return leaseOk ? null : `${where}: a Set lease_id is a positive integer`;
+    const leaseOk = leaseId === undefined || (Number.isSafeInteger(leaseId) && leaseId >= 0);
+    return leaseOk ? null : `${where}: a Set lease_id is 0 (no lease) or a positive integer`;
   }
   if ('Delete' in op) return isKey(op.Delete.key) ? null : `${where}: Delete takes a non-empty key`;
   if ('Get' in op) return isKey(op.Get.key) ? null : `${where}: Get takes a non-empty key`;

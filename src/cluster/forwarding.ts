@@ -375,7 +375,11 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
       case 'lease_keepalive':
         return leases.keepAlive({ lease_id: operation.leaseId });
       case 'lease_info':
-        return leases.info({ lease_id: operation.leaseId, keys: operation.keys });
+        return leases.info({
+          lease_id: operation.leaseId,
+          keys: operation.keys,
+          ...(operation.after === null ? {} : { after: operation.after }),
+        });
       case 'lease_list':
         return leases.list();
       default:

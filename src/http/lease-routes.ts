@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { LeaseService } from '../api/contracts.ts';
 import { checkedLeaseId } from '../api/lease-validation.ts';
+import { KEY_BYTES_MAX } from '../base/limits.ts';
 import type { LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest } from '../api/types.ts';
 
 /**
@@ -30,7 +31,10 @@ const revokeBody = {
   properties: { ...leaseIdBody.properties, ...session },
 } as const;
 
-/** `?lease_id=7&keys=true`: a decimal id without sign or leading zero, keys true or false. */
+/**
+ * `?lease_id=7&keys=true&after=k`: a decimal id without sign or leading zero, keys true or false,
+ * after a key (at most KEY_BYTES_MAX UTF-16 units here; the service checks its bytes).
+ */
 const infoQuery = {
   type: 'object',
   required: ['lease_id'],
@@ -38,6 +42,7 @@ const infoQuery = {
   properties: {
     lease_id: { type: 'string', pattern: '^[1-9][0-9]{0,15}$' },
     keys: { enum: ['true', 'false'] },
+    after: { type: 'string', maxLength: KEY_BYTES_MAX },
   },
 } as const;
 
@@ -52,10 +57,11 @@ export function addLeaseRoutes(app: FastifyInstance, leases: LeaseService): void
     leases.revoke(request.body as LeaseRevokeRequest),
   );
   app.get('/lease/info', { schema: { querystring: infoQuery } }, (request) => {
-    const query = request.query as { lease_id: string; keys?: 'true' | 'false' };
+    const query = request.query as { lease_id: string; keys?: 'true' | 'false'; after?: string };
     // The pattern allows 16 digits: past 2^53 - 1 the id is refused, never rounded.
     const id = checkedLeaseId(Number(query.lease_id));
-    return leases.info({ lease_id: id, keys: query.keys === 'true' });
+    const after = query.after === undefined ? {} : { after: query.after };
+    return leases.info({ lease_id: id, keys: query.keys === 'true', ...after });
   });
   app.get('/leases', () => leases.list());
 }

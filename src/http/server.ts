@@ -306,7 +306,7 @@ function variant(properties: Record<string, object>) {
  * (KEY_TOO_LARGE, VALUE_TOO_LARGE, BATCH_TOO_LARGE) and messages.
  */
 const text = { type: 'string' } as const;
-/** A Set's optional lease: its rules (a positive integer) are checkLeaseId's (INVALID_INPUT). */
+/** A Set's optional lease: its rules (0: none, else a positive integer) are checkSet's (INVALID_INPUT). */
 const leaseId = { lease_id: {} } as const;
 const txnOp = variant({
   Set: exact({ key: text, value: text, ...leaseId }, ['lease_id']),

@@ -295,7 +295,11 @@ function leaseOperation(operation: Fields): ClientRequest['operation'] {
       case 'lease_info':
         return {
           kind: 'lease_info',
-          ...checkedLeaseInfo({ lease_id: operation.leaseId, keys: operation.keys }),
+          ...checkedLeaseInfo({
+            lease_id: operation.leaseId,
+            keys: operation.keys,
+            after: operation.after === null ? undefined : operation.after,
+          }),
         };
       case 'lease_list':
         return { kind: 'lease_list' };

@@ -42,7 +42,13 @@ export interface ClientRequest {
       }
     | { readonly kind: 'lease_revoke'; readonly leaseId: number; readonly session: ClientSession | null }
     | { readonly kind: 'lease_keepalive'; readonly leaseId: number }
-    | { readonly kind: 'lease_info'; readonly leaseId: number; readonly keys: boolean }
+    | {
+        readonly kind: 'lease_info';
+        readonly leaseId: number;
+        readonly keys: boolean;
+        /** With keys: list those after this key (null: from the first). */
+        readonly after: string | null;
+      }
     | { readonly kind: 'lease_list' }
     /** Decoded from a frame whose operation failed validation: answered with this error, never run. */
     | {

@@ -155,8 +155,11 @@ export interface StateMachine {
   lease(id: number): LeaseRecord | undefined;
   /** Up to `limit` leases with ids above `afterId`, by id. */
   leases(afterId: number, limit: number): [number, LeaseRecord][];
-  /** Up to `limit` keys attached to lease `id`, in key order (none for an unknown lease). */
-  leaseKeys(id: number, limit: number): string[];
+  /**
+   * Up to `limit` keys attached to lease `id` after `afterKey` (exclusive; null: from the first), in
+   * key order (UTF-8 byte order, compareUtf8). None for an unknown lease.
+   */
+  leaseKeys(id: number, afterKey: string | null, limit: number): string[];
   /** How many leases exist (at most LEASES_MAX). */
   readonly leaseCount: number;
 }
@@ -206,7 +209,7 @@ export interface RecordStore {
   removeLease(id: number): void;
   leaseCount(): number;
   /** As StateMachine.leaseKeys. */
-  leaseKeys(id: number, limit: number): string[];
+  leaseKeys(id: number, afterKey: string | null, limit: number): string[];
   addLeaseKey(id: number, key: string): void;
   removeLeaseKey(id: number, key: string): void;
 }
@@ -280,7 +283,11 @@ export function mapRecordStore(state: MemoryState): RecordStore {
       leaseKeys.delete(id);
     },
     leaseCount: () => leases.size,
-    leaseKeys: (id, limit) => [...(leaseKeys.get(id) ?? [])].sort(compareUtf8).slice(0, limit),
+    leaseKeys: (id, afterKey, limit) =>
+      [...(leaseKeys.get(id) ?? [])]
+        .filter((key) => afterKey === null || compareUtf8(key, afterKey) > 0)
+        .sort(compareUtf8)
+        .slice(0, limit),
     addLeaseKey: (id, key) => {
       const keys = leaseKeys.get(id) ?? new Set<string>();
       keys.add(key);
@@ -637,8 +644,8 @@ export class MemoryKvStateMachine implements StateMachine {
     return leasesAfter(this.state.leases, afterId, limit);
   }
 
-  leaseKeys(id: number, limit: number): string[] {
-    return this.store.leaseKeys(id, limit);
+  leaseKeys(id: number, afterKey: string | null, limit: number): string[] {
+    return this.store.leaseKeys(id, afterKey, limit);
   }
 
   get leaseCount(): number {

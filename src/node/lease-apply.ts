@@ -131,7 +131,7 @@ export function applyLeaseCommand(
     return refused(index, { kind: 'stale_expiry', leaseId: id });
   const lease = store.getLease(id);
   if (lease === undefined) return refused(index, { kind: 'not_found', leaseId: id });
-  const keys = store.leaseKeys(id, LEASE_KEYS_MAX);
+  const keys = store.leaseKeys(id, null, LEASE_KEYS_MAX);
   assert(keys.length === lease.keyCount, `lease ${id} lists ${keys.length} of ${lease.keyCount} keys`);
   const writes = new EntryWrites(store, index);
   for (const key of keys) assert(writes.delete(key), `a key of lease ${id} exists`);

@@ -71,9 +71,9 @@ export class RaftLeaseClient implements LeaseService {
   }
 
   async info(request: LeaseInfoRequest): Promise<LeaseInfoResult> {
-    const { leaseId, keys } = checkedLeaseInfo(request);
+    const { leaseId, keys, after } = checkedLeaseInfo(request);
     return await this.call('lease info', (callback) => {
-      this.node.leaseInfo(leaseId, keys, callback);
+      this.node.leaseInfo(leaseId, keys ? { after } : null, callback);
     });
   }
 

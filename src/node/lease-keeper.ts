@@ -1,4 +1,5 @@
 import { AspenError } from '../api/errors.ts';
+import { utf8Length } from '../api/limits.ts';
 import type {
   LeaseInfoResult,
   LeaseKeepAliveResult,
@@ -7,7 +8,13 @@ import type {
   LogCommand,
 } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
-import { LEASE_KEEPALIVES_PER_SECOND_MAX, LEASE_KEYS_MAX, LEASES_MAX } from '../base/limits.ts';
+import {
+  KEY_BYTES_MAX,
+  LEASE_INFO_KEYS_BYTES_MAX,
+  LEASE_INFO_KEYS_MAX,
+  LEASE_KEEPALIVES_PER_SECOND_MAX,
+  LEASES_MAX,
+} from '../base/limits.ts';
 import { TokenBucket } from '../base/token-bucket.ts';
 import type { NodeId } from '../raft/types.ts';
 import { toAspenError } from './errors.ts';
@@ -143,10 +150,10 @@ export class LeaseKeeper implements ApplyListener {
 
   /**
    * Renew a lease once a ReadIndex barrier confirmed this node's leadership: the deadline moves to
-   * TTL after the moment the renewal is answered (never earlier than TTL after its receipt, and no
-   * earlier than the client can learn of it). LEASE_NOT_FOUND when the lease is absent, its
-   * deadline passed, or its expiry revoke is in flight. Past LEASE_KEEPALIVES_PER_SECOND_MAX (or the
-   * injected bound) OVERLOADED, definite: nothing renewed.
+   * TTL after the moment the renewal is answered, when the barrier completes (later than its receipt
+   * and than the client's send time, from which the client counts). LEASE_NOT_FOUND when the lease
+   * is absent, its deadline passed, or its expiry revoke is in flight. Past
+   * LEASE_KEEPALIVES_PER_SECOND_MAX (or the injected bound) OVERLOADED, definite: nothing renewed.
    */
   keepAlive(leaseId: number, callback: Callback<LeaseKeepAliveResult>): void {
     // Counted at receipt, before the ReadIndex round it would cost; a node that does not lead
@@ -159,21 +166,28 @@ export class LeaseKeeper implements ApplyListener {
     }
     this.withAuthority(callback, () => {
       if (this.host.stateMachine.lease(leaseId) === undefined) throw leaseNotFound(leaseId);
+      // From the answer time, not the receipt: later, so still safe for a client counting from its send.
       const ttl = this.lessor.renew(leaseId, this.host.clock.nowMs());
       if (ttl === null) throw leaseNotFound(leaseId);
       return { lease_id: leaseId, ttl_seconds: ttl };
     });
   }
 
-  /** A lease's TTL and remaining time by this authority's deadline (and its keys). */
-  info(leaseId: number, withKeys: boolean, callback: Callback<LeaseInfoResult>): void {
+  /**
+   * A lease's TTL and remaining time by this authority's deadline; with `keys`, one page of its keys
+   * after `keys.after` (see leaseKeysPage).
+   */
+  info(leaseId: number, keys: { after: string | null } | null, callback: Callback<LeaseInfoResult>): void {
     this.withAuthority(callback, () => {
       const record = this.host.stateMachine.lease(leaseId);
       const remaining = this.lessor.remaining(leaseId, this.host.clock.nowMs());
       if (record === undefined || remaining === null) throw leaseNotFound(leaseId);
       const result = { lease_id: leaseId, ttl_seconds: record.ttlSeconds, remaining_seconds: remaining };
-      if (!withKeys) return result;
-      return { ...result, keys: this.host.stateMachine.leaseKeys(leaseId, LEASE_KEYS_MAX) };
+      if (keys === null) return result;
+      // One more than a page can hold tells whether keys remain after it.
+      const candidates = this.host.stateMachine.leaseKeys(leaseId, keys.after, LEASE_INFO_KEYS_MAX + 1);
+      const page = leaseKeysPage(candidates, LEASE_INFO_KEYS_MAX, LEASE_INFO_KEYS_BYTES_MAX);
+      return { ...result, keys: page.keys, keys_truncated: page.truncated };
     });
   }
 
@@ -228,6 +242,27 @@ export class LeaseKeeper implements ApplyListener {
       return new AspenError('NOT_LEADER', `node ${leaderId} lost its leadership before it could answer`);
     return toAspenError({ code: 'not_leader', leaderId });
   }
+}
+
+/**
+ * The longest prefix of `candidates` (keys in order) within `countMax` keys and `bytesMax` UTF-8
+ * bytes, and whether keys were left out. A page holds at least one key (one is far below bytesMax).
+ */
+export function leaseKeysPage(
+  candidates: readonly string[],
+  countMax: number,
+  bytesMax: number,
+): { keys: string[]; truncated: boolean } {
+  assert(countMax >= 1 && bytesMax >= KEY_BYTES_MAX, `a page holds a key (${countMax}, ${bytesMax} bytes)`);
+  const keys: string[] = [];
+  let bytes = 0;
+  for (const key of candidates) {
+    const size = utf8Length(key);
+    if (keys.length === countMax || bytes + size > bytesMax) return { keys, truncated: true };
+    keys.push(key);
+    bytes += size;
+  }
+  return { keys, truncated: false };
 }
 
 function leaseNotFound(leaseId: number): AspenError {

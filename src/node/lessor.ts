@@ -102,17 +102,20 @@ export class Lessor {
   }
 
   /**
-   * A keepalive received at `receivedAtMs` (its leadership since confirmed), answered at `nowMs`:
-   * the deadline moves to receipt + TTL unless it is already later. Null when the lease is unknown,
-   * its deadline has passed, or its expiry revoke is in flight: it can no longer be renewed.
+   * Renew lease `id` from `fromMs`, checked at `nowMs` (not before `fromMs`): the deadline moves to
+   * fromMs + TTL unless it is already later. LeaseKeeper passes the moment it answers the keepalive,
+   * after the ReadIndex round that confirmed its leadership, as both: later than the keepalive's
+   * receipt and than the client's send time, so the client's `send time + TTL` still holds. Null when
+   * the lease is unknown, its deadline has passed, or its expiry revoke is in flight: it can no longer
+   * be renewed.
    */
-  renew(id: number, receivedAtMs: number, nowMs: number = receivedAtMs): number | null {
-    checkTime(receivedAtMs);
-    assert(nowMs >= receivedAtMs, 'a keepalive is answered after it is received');
+  renew(id: number, fromMs: number, nowMs: number = fromMs): number | null {
+    checkTime(fromMs);
+    assert(nowMs >= fromMs, 'a keepalive counts from a moment no later than its check');
     if (this.activeTerm === null) return null;
     const lease = this.deadlines.get(id);
     if (lease === undefined || lease.revokeProposedAtMs !== null || lease.deadlineMs <= nowMs) return null;
-    lease.deadlineMs = Math.max(lease.deadlineMs, receivedAtMs + lease.ttlSeconds * 1000);
+    lease.deadlineMs = Math.max(lease.deadlineMs, fromMs + lease.ttlSeconds * 1000);
     return lease.ttlSeconds;
   }
 

@@ -259,9 +259,13 @@ export class RaftNode {
     this.leases.keepAlive(leaseId, callback);
   }
 
-  /** A lease's TTL, remaining seconds by the leader's deadline, and (withKeys) its keys. */
-  leaseInfo(leaseId: number, withKeys: boolean, callback: Callback<LeaseInfoResult>): void {
-    this.leases.info(leaseId, withKeys, callback);
+  /** A lease's TTL, remaining seconds by the leader's deadline, and (keys) a page of its keys. */
+  leaseInfo(
+    leaseId: number,
+    keys: { after: string | null } | null,
+    callback: Callback<LeaseInfoResult>,
+  ): void {
+    this.leases.info(leaseId, keys, callback);
   }
 
   /** Every lease by id, with its remaining seconds. */

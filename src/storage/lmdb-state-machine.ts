@@ -23,6 +23,7 @@ import { SESSIONS_MAX, SessionTable, type Session, type SessionRecord } from '..
 import { assert } from '../base/assert.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { isStorageFault, StorageError, storageFailure } from './errors.ts';
+import { leaseKeyEntry, leaseKeyEntryAfter, leaseKeyOf, leaseKeysStart } from './lease-keys.ts';
 import type { LmdbStorage } from './lmdb-store.ts';
 
 /** In the state environment: the applied index and the membership applied with it. */
@@ -129,12 +130,12 @@ export class LmdbKvStateMachine implements StateMachine {
         if (leases.removeSync(id)) stateMeta.putSync(META_LEASE_COUNT, this.leaseCount - 1);
       },
       leaseCount: () => this.leaseCount,
-      leaseKeys: (id, limit) => this.leaseKeys(id, limit),
+      leaseKeys: (id, afterKey, limit) => this.leaseKeys(id, afterKey, limit),
       addLeaseKey: (id, key) => {
-        leaseKeys.putSync([id, key], true);
+        leaseKeys.putSync(leaseKeyEntry(id, key), true);
       },
       removeLeaseKey: (id, key) => {
-        leaseKeys.removeSync([id, key]);
+        leaseKeys.removeSync(leaseKeyEntry(id, key));
       },
     };
   }
@@ -214,10 +215,14 @@ export class LmdbKvStateMachine implements StateMachine {
     return [...range].map(({ key, value }): [number, LeaseRecord] => [key, value]);
   }
 
-  /** Keys `[id, key]` sort by lease then by key's UTF-8 bytes: one range read. */
-  leaseKeys(id: number, limit: number): string[] {
-    const range = this.storage.leaseKeys.getKeys({ start: [id], end: [id + 1], limit });
-    return [...range].map(([, key]) => key);
+  /** Entries sort by lease then by the key's UTF-8 bytes (compareUtf8 order): one range read. */
+  leaseKeys(id: number, afterKey: string | null, limit: number): string[] {
+    const range = this.storage.leaseKeys.getKeys({
+      start: afterKey === null ? leaseKeysStart(id) : leaseKeyEntryAfter(id, afterKey),
+      end: leaseKeysStart(id + 1),
+      limit,
+    });
+    return [...range.map(leaseKeyOf)]; // decoded as read: lmdb may reuse a key's buffer
   }
 
   get leaseCount(): number {
@@ -281,7 +286,7 @@ export class LmdbKvStateMachine implements StateMachine {
         for (const [id, lease] of leases) this.storage.leases.putSync(id, lease);
         for (const key of leaseKeys.getKeys({})) leaseKeys.removeSync(key);
         for (const [key, record] of records)
-          if (record.leaseId !== 0) leaseKeys.putSync([record.leaseId, key], true);
+          if (record.leaseId !== 0) leaseKeys.putSync(leaseKeyEntry(record.leaseId, key), true);
         stateMeta.putSync(META_LEASE_COUNT, leases.length);
         stateMeta.putSync(META_SESSION_TIME, sessions.timeMs);
         stateMeta.putSync(META_APPLIED, index);

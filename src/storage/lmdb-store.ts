@@ -86,8 +86,11 @@ export class LmdbStorage {
   readonly sessions: Database<SessionRecord<StoredOutcome>, string>;
   /** Leases by id (format 5). */
   readonly leases: Database<LeaseRecord, number>;
-  /** The keys of each lease: `[lease id, key]` → true, in lease then key order (format 5). */
-  readonly leaseKeys: Database<true, [number, string]>;
+  /**
+   * The keys of each lease: leaseKeyEntry(id, key) → true, by lease then by the key's UTF-8 bytes
+   * (format 5; binary keys, see lease-keys.ts).
+   */
+  readonly leaseKeys: Database<true, Buffer>;
   private readonly statePath: string;
   /** The state machine was discarded at open (the last stop was not a clean close). */
   readonly stateRebuilt: boolean;
@@ -120,7 +123,7 @@ export class LmdbStorage {
     this.stateMeta = this.stateEnv.openDB<unknown, string>({ name: 'meta' });
     this.sessions = this.stateEnv.openDB<SessionRecord<StoredOutcome>, string>({ name: 'sessions' });
     this.leases = this.stateEnv.openDB<LeaseRecord, number>({ name: 'leases' });
-    this.leaseKeys = this.stateEnv.openDB<true, [number, string]>({ name: 'lease_keys' });
+    this.leaseKeys = this.stateEnv.openDB<true, Buffer>({ name: 'lease_keys', keyEncoding: 'binary' });
     try {
       this.meta.putSync(META_STATE_CLEAN, false); // synced before the first apply can touch the machine
     } catch (error) {

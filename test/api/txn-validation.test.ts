@@ -99,16 +99,23 @@ describe('validateWriteCommand: lease_id on Set', () => {
   const set = (lease: unknown) => ({ Set: { key: 'k', value: 'v', lease_id: lease } });
   const txnSet = (lease: unknown) => txn({ success: [{ Set: { key: 'k', value: 'v', lease_id: lease } }] });
 
-  it('accepts a positive safe integer on a Set and a transaction Set, and its absence', () => {
-    for (const command of [set(1), set(LEASE_ID_MAX), txnSet(7), { Set: { key: 'k', value: 'v' } }])
+  it('accepts a positive safe integer on a Set and a transaction Set, 0 (no lease), and its absence', () => {
+    for (const command of [
+      set(1),
+      set(LEASE_ID_MAX),
+      set(0),
+      txnSet(7),
+      txnSet(0),
+      { Set: { key: 'k', value: 'v' } },
+    ])
       expect(validateWriteCommand(command)).toBeNull();
   });
 
-  it('refuses 0, negatives, fractions, strings and ids past LEASE_ID_MAX, naming the field', () => {
-    for (const bad of [0, -1, 1.5, '7', null, LEASE_ID_MAX + 1, Number.POSITIVE_INFINITY]) {
+  it('refuses negatives, fractions, strings and ids past LEASE_ID_MAX, naming the field', () => {
+    for (const bad of [-1, 1.5, '7', null, '0', -0.5, LEASE_ID_MAX + 1, Number.POSITIVE_INFINITY]) {
       expect(validateWriteCommand(set(bad))).toMatchObject({
         code: 'INVALID_INPUT',
-        message: expect.stringMatching(/^lease_id must be an integer in \[1, /) as string,
+        message: expect.stringMatching(/^lease_id must be 0 \(no lease\) or an integer in \[1, /) as string,
       });
       expect(validateWriteCommand(txnSet(bad))).toMatchObject({
         code: 'INVALID_INPUT',

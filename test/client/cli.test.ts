@@ -576,7 +576,9 @@ describe('aspen lease', () => {
                   lease_id: 7,
                   ttl_seconds: 10,
                   remaining_seconds: 8,
-                  ...(path.endsWith('keys=true') ? { keys: ['svc/a', 'svc/b'] } : {}),
+                  // Two pages: --keys follows them.
+                  ...(path.endsWith('keys=true') ? { keys: ['svc/a'], keys_truncated: true } : {}),
+                  ...(path.endsWith('after=svc%2Fa') ? { keys: ['svc/b'], keys_truncated: false } : {}),
                 },
               ]
             : path === '/leases'
@@ -620,6 +622,13 @@ describe('aspen lease', () => {
     expect((await aspen([...at, 'lease', 'info', '7', '--keys'])).stdout).toBe(
       'lease 7: ttl 10 s, 8 s remaining\n2 keys\nsvc/a\nsvc/b\n',
     );
+    expect(JSON.parse((await aspen([...at, '--json', 'lease', 'info', '7', '--keys'])).stdout)).toEqual({
+      lease_id: 7,
+      ttl_seconds: 10,
+      remaining_seconds: 8,
+      keys: ['svc/a', 'svc/b'],
+      keys_truncated: false,
+    });
     const list = await aspen([...at, 'lease', 'list']);
     expect(list.stdout.split('\n').map((line) => line.replace(/ +/g, ' '))).toEqual([
       'LEASE_ID TTL REMAINING',

@@ -658,6 +658,30 @@ describe('KvClient leases', () => {
     });
   });
 
+  it('info lists one page of keys (after a key); infoWithKeys follows the pages', async () => {
+    const info = { lease_id: 7, ttl_seconds: 1, remaining_seconds: 1 };
+    const pages: Record<string, unknown> = {
+      '/lease/info?lease_id=7&keys=true': { ...info, keys: ['a', 'b'], keys_truncated: true },
+      '/lease/info?lease_id=7&keys=true&after=b': { ...info, keys: ['c\u0000'], keys_truncated: true },
+      '/lease/info?lease_id=7&keys=true&after=c%00': { ...info, keys: ['d'], keys_truncated: false },
+    };
+    const server = await fakeServer((path) =>
+      path in pages ? [200, pages[path]] : [404, failure('LEASE_NOT_FOUND')],
+    );
+    const kv = client([server.url]);
+    expect(await kv.lease.info(7, { keys: true, after: 'b' })).toEqual({
+      ...info,
+      keys: ['c\u0000'],
+      keys_truncated: true,
+    });
+    expect(await kv.lease.infoWithKeys(7)).toEqual({
+      ...info,
+      keys: ['a', 'b', 'c\u0000', 'd'],
+      keys_truncated: false,
+    });
+    await expect(kv.lease.info(7, { after: 'b' })).rejects.toThrow(RangeError);
+  });
+
   it('refuses a bad TTL or id before sending; maps the lease codes to definite KvErrors', async () => {
     const server = await fakeServer((path) =>
       path === '/lease/grant'
@@ -678,7 +702,7 @@ describe('KvClient leases', () => {
     await expect(
       kv
         .txn()
-        .then(Op.set('a', '1', 0))
+        .then(Op.set('a', '1', -1)) // 0 is no lease: sent (see txn.test.ts)
         .commit(),
     ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     expect(server.requests).toEqual([]);

@@ -151,6 +151,8 @@ describe('the transaction builder', () => {
     expect(txn({ success: [Op.scan('p', 1001)] })).toMatch(/Scan limit/);
     expect(txn({ success: [Op.scan('p', 1.5)] })).toMatch(/Scan limit/);
     expect(txn({ success: [Op.set('', 'v')] })).toMatch(/then op 1: Set takes a non-empty key/);
+    expect(txn({ success: [Op.set('a', 'v', 0)] })).toBeNull(); // lease 0: no lease
+    expect(txn({ success: [Op.set('a', 'v', -1)] })).toMatch(/then op 1: a Set lease_id is 0 \(no lease\)/);
     expect(txn({ compare: [Compare.version('a', 'equal', -1)] })).toMatch(/compare 1: a version compare/);
     expect(txn({ compare: [Compare.modIndex('a', 'equal', Number.NaN)] })).toMatch(/non-negative integer/);
     const wrongType = { key: 'a', target: 'value', op: 'equal', value: 3 } as const;

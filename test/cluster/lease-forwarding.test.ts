@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { KeyValueStore, LeaseService } from '../../src/api/contracts.ts';
 import { AspenError } from '../../src/api/errors.ts';
+import { KEY_BYTES_MAX } from '../../src/base/limits.ts';
 import {
   FORWARD_KEEPALIVE_TIMEOUT_MS,
   FORWARD_TIMEOUT_MS_DEFAULT,
@@ -107,6 +108,7 @@ describe('forwarding the lease calls', () => {
     });
     await expect(follower.keepAlive({ lease_id: 9 })).resolves.toEqual({ lease_id: 9, ttl_seconds: 5 });
     await expect(follower.info({ lease_id: 9, keys: true })).resolves.toMatchObject({ keys: ['a'] });
+    await follower.info({ lease_id: 9, keys: true, after: 'a\u0000' });
     await expect(follower.list()).resolves.toMatchObject({ leases: [{ lease_id: 3 }] });
     await expect(follower.revoke({ lease_id: 9, client_id: 'c', sequence: 3 })).resolves.toEqual({
       lease_id: 9,
@@ -118,6 +120,7 @@ describe('forwarding the lease calls', () => {
       'lease_grant',
       'lease_keepalive',
       'lease_info',
+      'lease_info',
       'lease_list',
       'lease_revoke',
     ]);
@@ -126,6 +129,7 @@ describe('forwarding the lease calls', () => {
       ['grant', { ttl_seconds: 5 }],
       ['keepAlive', { lease_id: 9 }],
       ['info', { lease_id: 9, keys: true }],
+      ['info', { lease_id: 9, keys: true, after: 'a\u0000' }],
       ['list'],
       ['revoke', { lease_id: 9, client_id: 'c', sequence: 3 }],
     ]);
@@ -250,7 +254,10 @@ describe('forwarding the lease calls', () => {
       { kind: 'lease_grant', leaseId: 0, ttlSeconds: 5, session: { clientId: '', sequence: 1 } },
       { kind: 'lease_revoke', leaseId: 'x', session: null },
       { kind: 'lease_keepalive', leaseId: 2 ** 60 },
-      { kind: 'lease_info', leaseId: 1, keys: 'true' },
+      { kind: 'lease_info', leaseId: 1, keys: 'true', after: null },
+      { kind: 'lease_info', leaseId: 1, keys: false, after: 'a' },
+      { kind: 'lease_info', leaseId: 1, keys: true, after: '' },
+      { kind: 'lease_info', leaseId: 1, keys: true, after: 5 },
       { kind: 'lease_bogus' },
     ]) {
       expect(frame(operation)).toMatchObject({ kind: 'invalid', code: 'INVALID_INPUT' });
@@ -264,5 +271,17 @@ describe('forwarding the lease calls', () => {
       session: { clientId: 'c', sequence: 1 },
     });
     expect(frame({ kind: 'lease_list', extra: 1 })).toEqual({ kind: 'lease_list' });
+    expect(
+      frame({ kind: 'lease_info', leaseId: 1, keys: true, after: 'k'.repeat(KEY_BYTES_MAX + 1) }),
+    ).toMatchObject({
+      kind: 'invalid',
+      code: 'KEY_TOO_LARGE',
+    });
+    expect(frame({ kind: 'lease_info', leaseId: 1, keys: true, after: 'k' })).toEqual({
+      kind: 'lease_info',
+      leaseId: 1,
+      keys: true,
+      after: 'k',
+    });
   });
 });

@@ -273,8 +273,8 @@ export function coordinationBadInputs(): [string, unknown, number, string][] {
     ['Set without value', txn({ success: [{ Set: { key: K } }] }), 400, 'INVALID_INPUT'],
     ['Set value a number', txn({ success: [{ Set: { key: K, value: 1 } }] }), 400, 'INVALID_INPUT'],
     [
-      'Set with lease_id 0 (no lease is written by leaving lease_id out)',
-      txn({ success: [{ Set: { key: K, value: 'v', lease_id: 0 } }] }),
+      'Set with a negative lease_id (0 is no lease)',
+      txn({ success: [{ Set: { key: K, value: 'v', lease_id: -1 } }] }),
       400,
       'INVALID_INPUT',
     ],

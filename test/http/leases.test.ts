@@ -1,5 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
+import {
+  KEY_BYTES_MAX,
+  LEASE_INFO_KEYS_BYTES_MAX,
+  LEASE_INFO_KEYS_MAX,
+  TXN_OPS_MAX,
+} from '../../src/base/limits.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { RaftLeaseClient } from '../../src/node/lease-client.ts';
@@ -47,6 +53,19 @@ async function get(app: FastifyInstance, url: string) {
   return { status: response.statusCode, json: response.json<Record<string, unknown>>() };
 }
 
+/** Attach `keys` to lease `id`, TXN_OPS_MAX Sets per transaction. */
+async function attach(app: FastifyInstance, id: number, keys: readonly string[]): Promise<void> {
+  for (let start = 0; start < keys.length; start += TXN_OPS_MAX) {
+    const success = keys
+      .slice(start, start + TXN_OPS_MAX)
+      .map((key) => ({ Set: { key, value: '', lease_id: id } }));
+    const answer = await post(app, '/write', {
+      command: { Transaction: { compare: [], success, failure: [] } },
+    });
+    expect(answer.status).toBe(200);
+  }
+}
+
 const code = (json: Record<string, unknown>): unknown => (json.error as { code?: unknown } | undefined)?.code;
 
 describe('the lease routes', () => {
@@ -70,7 +89,10 @@ describe('the lease routes', () => {
       status: 200,
       json: { lease_id: 7_000, ttl_seconds: TTL_MIN, remaining_seconds: TTL_MIN },
     });
-    expect((await get(app, '/lease/info?lease_id=7000&keys=true')).json.keys).toEqual(['k']);
+    expect((await get(app, '/lease/info?lease_id=7000&keys=true')).json).toMatchObject({
+      keys: ['k'],
+      keys_truncated: false,
+    });
     expect((await get(app, '/lease/info?lease_id=7000&keys=false')).json.keys).toBeUndefined();
     const list = await get(app, '/leases');
     expect(list.status).toBe(200);
@@ -85,6 +107,69 @@ describe('the lease routes', () => {
     expect(revoked.json).toEqual({ lease_id: 7_000, revoked: true, log_index: revoked.json.log_index });
     expect((await post(app, '/read', { key: 'k' })).status).toBe(404);
     expect((await get(app, '/leases')).json.leases).toHaveLength(1);
+  });
+
+  it('pages the keys of info: at most LEASE_INFO_KEYS_MAX keys and LEASE_INFO_KEYS_BYTES_MAX bytes, then after=', async () => {
+    const app = await server();
+    await post(app, '/lease/grant', { ttl_seconds: 10, lease_id: 1 });
+    await post(app, '/lease/grant', { ttl_seconds: 10, lease_id: 2 });
+    const short = Array.from(
+      { length: LEASE_INFO_KEYS_MAX + 1 },
+      (_, n) => `s/${String(n).padStart(4, '0')}`,
+    );
+    const perLongKey = KEY_BYTES_MAX;
+    const longCount = LEASE_INFO_KEYS_BYTES_MAX / perLongKey + 1;
+    const long = Array.from({ length: longCount }, (_, n) =>
+      `l/${String(n).padStart(4, '0')}`.padEnd(perLongKey, 'x'),
+    );
+    await attach(app, 1, short);
+    await attach(app, 2, long);
+    for (const [id, keys, pageSize] of [
+      [1, short, LEASE_INFO_KEYS_MAX],
+      [2, long, longCount - 1],
+    ] as const) {
+      const first = await get(app, `/lease/info?lease_id=${id}&keys=true`);
+      expect(first.json).toMatchObject({ keys: keys.slice(0, pageSize), keys_truncated: true });
+      const after = encodeURIComponent(keys[pageSize - 1] ?? '');
+      const next = await get(app, `/lease/info?lease_id=${id}&keys=true&after=${after}`);
+      expect(next.json).toMatchObject({ keys: keys.slice(pageSize), keys_truncated: false });
+    }
+    // After a key that is not on the lease (or past its last): the keys after it in UTF-8 byte order.
+    expect((await get(app, '/lease/info?lease_id=1&keys=true&after=s%2F0999%00')).json.keys).toEqual([
+      's/1000',
+    ]);
+    expect((await get(app, '/lease/info?lease_id=1&keys=true&after=t')).json).toMatchObject({
+      keys: [],
+      keys_truncated: false,
+    });
+  });
+
+  it('a Set with lease_id 0 is a Set on no lease, in /write and in a transaction; lease routes refuse 0', async () => {
+    const app = await server();
+    await post(app, '/lease/grant', { ttl_seconds: 10, lease_id: 3 });
+    for (const key of ['plain', 'in-txn']) {
+      const set = await post(app, '/write', { command: { Set: { key, value: 'v', lease_id: 3 } } });
+      expect(set.status).toBe(200);
+    }
+    const plain = await post(app, '/write', { command: { Set: { key: 'plain', value: 'w', lease_id: 0 } } });
+    expect(plain.status).toBe(200);
+    const success = [{ Set: { key: 'in-txn', value: 'w', lease_id: 0 } }];
+    const inTxn = await post(app, '/write', {
+      command: { Transaction: { compare: [], success, failure: [] } },
+    });
+    expect(inTxn.status).toBe(200);
+    // Detached from lease 3, as a Set without lease_id detaches.
+    for (const key of ['plain', 'in-txn'])
+      expect((await post(app, '/read', { key })).json).toMatchObject({ value: 'w', lease_id: 0 });
+    expect((await get(app, '/lease/info?lease_id=3&keys=true')).json.keys).toEqual([]);
+    const fresh = await post(app, '/write', { command: { Set: { key: 'fresh', value: 'v', lease_id: 0 } } });
+    expect(fresh.status).toBe(200);
+    expect((await post(app, '/read', { key: 'fresh' })).json.lease_id).toBe(0);
+    for (const answer of [
+      await post(app, '/lease/revoke', { lease_id: 0 }),
+      await get(app, '/lease/info?lease_id=0'),
+    ])
+      expect(answer.status).toBe(400);
   });
 
   it('unknown leases are 404 LEASE_NOT_FOUND, a taken id 409 LEASE_EXISTS; nothing is written', async () => {
@@ -164,6 +249,17 @@ describe('the lease routes', () => {
       ['info with keys=yes', 'GET', '/lease/info?lease_id=7&keys=yes', undefined],
       ['info with a repeated id', 'GET', '/lease/info?lease_id=7&lease_id=8', undefined],
       ['info with an unknown parameter', 'GET', '/lease/info?lease_id=7&prefix=a', undefined],
+      ['info after without keys', 'GET', '/lease/info?lease_id=7&after=a', undefined],
+      ['info after with keys=false', 'GET', '/lease/info?lease_id=7&keys=false&after=a', undefined],
+      ['info after an empty key', 'GET', '/lease/info?lease_id=7&keys=true&after=', undefined],
+      ['info after twice', 'GET', '/lease/info?lease_id=7&keys=true&after=a&after=b', undefined],
+      ['info after a lone surrogate', 'GET', '/lease/info?lease_id=7&keys=true&after=%ED%A0%80', undefined],
+      [
+        'info after past KEY_BYTES_MAX characters',
+        'GET',
+        `/lease/info?lease_id=7&keys=true&after=${'a'.repeat(KEY_BYTES_MAX + 1)}`,
+        undefined,
+      ],
       ['list with a parameter', 'GET', '/leases?limit=5', undefined],
       [
         'a lease command through /write',
@@ -187,6 +283,14 @@ describe('the lease routes', () => {
       });
     }
     expect((await get(app, '/metrics')).json.last_log_index).toBe(before);
+  });
+
+  it('refuses an after key past KEY_BYTES_MAX bytes with 400 KEY_TOO_LARGE', async () => {
+    const app = await server();
+    await post(app, '/lease/grant', { ttl_seconds: 10, lease_id: 7 });
+    const wide = encodeURIComponent('é'.repeat(KEY_BYTES_MAX / 2 + 1));
+    const answer = await get(app, `/lease/info?lease_id=7&keys=true&after=${wide}`);
+    expect([answer.status, code(answer.json)]).toEqual([400, 'KEY_TOO_LARGE']);
   });
 
   it('a server without the lease service has no lease routes', async () => {

@@ -48,7 +48,8 @@ export const samples: readonly WireMessage[] = [
       { kind: 'lease_grant', leaseId: 0, ttlSeconds: 10, session: { clientId: 'c', sequence: 1 } },
       { kind: 'lease_revoke', leaseId: 7, session: null },
       { kind: 'lease_keepalive', leaseId: 7 },
-      { kind: 'lease_info', leaseId: 7, keys: true },
+      { kind: 'lease_info', leaseId: 7, keys: true, after: null },
+      { kind: 'lease_info', leaseId: 7, keys: true, after: 'svc/\u0000\u{10000}' },
       { kind: 'lease_list' },
     ] as const
   ).map((operation, position) => ({

@@ -314,7 +314,7 @@ function expectSameState(model: Model, machines: readonly StateMachine[]): void 
     for (const name of KEYS) expect(machine.get(name)).toEqual(model.map.get(name));
     expect(machine.leases(0, ALL)).toEqual(leases);
     expect(machine.leaseCount).toBe(leases.length);
-    for (const [id] of leases) expect(machine.leaseKeys(id, ALL)).toEqual(keys[id]);
+    for (const [id] of leases) expect(machine.leaseKeys(id, null, ALL)).toEqual(keys[id]);
   }
 }
 
@@ -487,5 +487,62 @@ describe('state machines with a full session table', () => {
     expect(both('c30', 1, idle)).toMatchObject({ duplicate: true }); // not yet swept: expiry is lazy and bounded
     expect(memory.snapshot()).toEqual(lmdb.snapshot());
     await storage.close();
+  });
+});
+
+// ---------- a lease's keys: the same order in both machines ----------
+
+/**
+ * Code points where lmdb's default key encoding departs from UTF-8 (U+0000–U+0004 are escaped in
+ * strings under 64 UTF-16 units, written raw in longer ones; U+001B/U+001C border the escape byte),
+ * the edges of UTF-16 order against UTF-8 order (U+FFFF, astral), and any code point.
+ */
+const awkwardUnit = fc.oneof(
+  fc.constantFrom('\u0000', '\u0001', '\u0004', '\u0005', '\u001b', '\u001c', 'a', '\uffff', '\u{10000}'),
+  fc.constantFrom('\u{10ffff}', '\ud7ff', '\ue000'),
+  fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+);
+/** Short keys and keys past 64 UTF-16 units (lmdb encodes those differently); at most 1 KiB of UTF-8. */
+const awkwardKey = fc.oneof(
+  fc.string({ unit: awkwardUnit, minLength: 1, maxLength: 6 }),
+  fc.string({ unit: awkwardUnit, minLength: 60, maxLength: 80 }),
+);
+const utf8Order = (a: string, b: string): number => Buffer.compare(bytes(a), bytes(b));
+
+describe("a lease's keys in both machines", () => {
+  const lmdb = lmdbMachine();
+
+  it('list (in pages after any key) and revoke in UTF-8 byte order, for any Unicode keys', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(awkwardKey, { minLength: 1, maxLength: 12 }),
+        awkwardKey,
+        fc.integer({ min: 1, max: 5 }),
+        (keys, after, limit) => {
+          lmdb.restore(EMPTY, 0, NO_MEMBERS);
+          const machines: StateMachine[] = [new MemoryKvStateMachine(), lmdb];
+          const commands: LogCommand[] = [
+            { LeaseGrant: { lease_id: 1, ttl_seconds: 10 } },
+            ...keys.map((key): LogCommand => ({ Set: { key, value: 'v', lease_id: 1 } })),
+          ];
+          const sorted = [...keys].sort(utf8Order);
+          for (const machine of machines) {
+            commands.forEach((item, offset) => machine.apply(offset + 1, item, null, 0, TEST_TERM));
+            expect(machine.leaseKeys(1, null, ALL)).toEqual(sorted);
+            for (const from of [after, ...keys]) {
+              const page = sorted.filter((key) => utf8Order(key, from) > 0).slice(0, limit);
+              expect(machine.leaseKeys(1, from, limit)).toEqual(page);
+            }
+          }
+          const revoked = machines.map((machine) =>
+            machine.apply(commands.length + 1, { LeaseRevoke: { lease_id: 1 } }, null, 0, TEST_TERM),
+          );
+          for (const outcome of revoked) expect(outcome.changes?.map((change) => change.key)).toEqual(sorted);
+          expect(revoked[0]).toEqual(revoked[1]);
+          for (const machine of machines) expect(machine.scan('', null, ALL).records).toEqual([]);
+        },
+      ),
+      { numRuns: RUNS },
+    );
   });
 });

@@ -68,6 +68,7 @@ describe('leases on a three-node cluster (virtual time)', () => {
       ttl_seconds: 5,
       remaining_seconds: 5,
       keys: ['a', 'b'],
+      keys_truncated: false,
     });
     await cluster.run(1_500);
     const later = await cluster.settle(leases.info({ lease_id: grant.lease_id }));

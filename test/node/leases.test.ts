@@ -1,7 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import type { LogCommand, TxnOp } from '../../src/api/types.ts';
 import { AssertionError } from '../../src/base/assert.ts';
-import { LEASE_KEYS_MAX, LEASE_TTL_SECONDS_MAX, LEASES_MAX, TXN_OPS_MAX } from '../../src/base/limits.ts';
+import {
+  KEY_BYTES_MAX,
+  LEASE_INFO_KEYS_BYTES_MAX,
+  LEASE_INFO_KEYS_MAX,
+  LEASE_KEYS_MAX,
+  LEASE_TTL_SECONDS_MAX,
+  LEASES_MAX,
+  TXN_OPS_MAX,
+} from '../../src/base/limits.ts';
+import { FRAME_BYTES_MAX } from '../../src/network/frame.ts';
 import {
   decodeSnapshotState,
   MemoryKvStateMachine,
@@ -9,6 +18,7 @@ import {
   type KvRecord,
   type StateMachine,
 } from '../../src/node/kv-state-machine.ts';
+import { leaseKeysPage } from '../../src/node/lease-keeper.ts';
 import { keyValue, leaseRefusalError } from '../../src/node/write-results.ts';
 import { LmdbMachines } from './state-machines.ts';
 
@@ -37,7 +47,7 @@ const txn = (success: TxnOp[]): LogCommand => ({ Transaction: { compare: [], suc
 function leaseIndex(machine: StateMachine): Record<number, { keys: string[]; count: number }> {
   const index: Record<number, { keys: string[]; count: number }> = {};
   for (const [id, lease] of machine.leases(0, LEASES_MAX))
-    index[id] = { keys: machine.leaseKeys(id, LEASE_KEYS_MAX), count: lease.keyCount };
+    index[id] = { keys: machine.leaseKeys(id, null, LEASE_KEYS_MAX), count: lease.keyCount };
   return index;
 }
 
@@ -120,7 +130,7 @@ describe.each(machines)('leases in the %s state machine', (_name, make) => {
     ]);
     expect(machine.lease(9)).toBeUndefined();
     expect(machine.leaseCount).toBe(0);
-    expect(machine.leaseKeys(9, 10)).toEqual([]);
+    expect(machine.leaseKeys(9, null, 10)).toEqual([]);
     expect(machine.get('free')?.value).toBe('3');
     expect(run(machine, revoke(9))).toMatchObject({
       succeeded: false,
@@ -231,7 +241,7 @@ describe('lease bounds (memory machine)', () => {
     expect(machine.lease(1)?.keyCount).toBe(LEASE_KEYS_MAX);
     expect(machine.get('k1')?.leaseId).toBe(1);
     expect(machine.get('k-new')).toBeUndefined();
-    expect(machine.leaseKeys(2, 10)).toEqual([]);
+    expect(machine.leaseKeys(2, null, 10)).toEqual([]);
   });
 
   it('refuses a grant past LEASES_MAX, named or chosen', () => {
@@ -316,5 +326,40 @@ describe('lease refusals as API errors', () => {
   it('show a record lease id in KeyValue', () => {
     const record = { value: 'v', createIndex: 1, modIndex: 2, version: 2, leaseId: 9 };
     expect(keyValue('k', record).lease_id).toBe(9);
+  });
+});
+
+describe('leaseKeysPage: one lease info answer', () => {
+  const long = (tag: string): string => tag.padEnd(KEY_BYTES_MAX, 'x');
+
+  it('holds every candidate that fits, and says whether any was left out', () => {
+    expect(leaseKeysPage([], 3, KEY_BYTES_MAX)).toEqual({ keys: [], truncated: false });
+    expect(leaseKeysPage(['a', 'b'], 2, KEY_BYTES_MAX)).toEqual({ keys: ['a', 'b'], truncated: false });
+    expect(leaseKeysPage(['a', 'b', 'c'], 2, KEY_BYTES_MAX)).toEqual({ keys: ['a', 'b'], truncated: true });
+  });
+
+  it('stops before the key that would pass the byte bound, counting UTF-8 bytes; one key always fits', () => {
+    const keys = [long('a'), long('b'), long('c')];
+    expect(leaseKeysPage(keys, 10, 2 * KEY_BYTES_MAX)).toEqual({ keys: keys.slice(0, 2), truncated: true });
+    expect(leaseKeysPage(keys, 10, 3 * KEY_BYTES_MAX - 1)).toEqual({
+      keys: keys.slice(0, 2),
+      truncated: true,
+    });
+    expect(leaseKeysPage([long('a')], 1, KEY_BYTES_MAX)).toEqual({ keys: [long('a')], truncated: false });
+    const wide = '\u{10000}'.repeat(KEY_BYTES_MAX / 4); // 1 KiB in 512 UTF-16 units
+    expect(leaseKeysPage([wide, wide], 10, KEY_BYTES_MAX + 1)).toEqual({ keys: [wide], truncated: true });
+  });
+
+  it('with the real bounds an answer stays far below the cluster frame', () => {
+    const page = leaseKeysPage(
+      Array.from({ length: LEASE_KEYS_MAX }, (_, n) => long(String(n).padStart(5, '0'))),
+      LEASE_INFO_KEYS_MAX,
+      LEASE_INFO_KEYS_BYTES_MAX,
+    );
+    expect(page.truncated).toBe(true);
+    expect(page.keys).toHaveLength(LEASE_INFO_KEYS_BYTES_MAX / KEY_BYTES_MAX);
+    // Every character JSON-escaped (6 bytes) still fits one 5 MiB frame.
+    expect(page.keys.length * KEY_BYTES_MAX * 6).toBeLessThan(FRAME_BYTES_MAX);
+    expect(() => leaseKeysPage(['a'], 0, KEY_BYTES_MAX)).toThrow(AssertionError);
   });
 });

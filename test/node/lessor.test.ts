@@ -43,12 +43,12 @@ describe('Lessor', () => {
     expect(lessor.deadline(1)).toBe(19_000);
   });
 
-  it('renews to receipt + TTL, never earlier than the deadline it had', () => {
+  it('renews to the given moment + TTL, never earlier than the deadline it had', () => {
     const lessor = new Lessor();
     lessor.start(1, [[1, 10]], 0);
     expect(lessor.renew(1, 4_000, 4_500)).toBe(10);
     expect(lessor.deadline(1)).toBe(14_000);
-    // A keepalive received earlier but answered later does not move the deadline back.
+    // A renewal from an earlier moment, checked later, does not move the deadline back.
     expect(lessor.renew(1, 3_000, 5_000)).toBe(10);
     expect(lessor.deadline(1)).toBe(14_000);
     expect(lessor.renew(2, 5_000)).toBeNull();
@@ -163,7 +163,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
 );
 
 describe('Lessor properties', () => {
-  it('no lease is due before TTL after the start, its grant, or its last renewal’s receipt; renewals only move deadlines later', () => {
+  it('no lease is due before TTL after the start, its grant, or its last renewal; renewals only move deadlines later', () => {
     fc.assert(
       fc.property(fc.array(step, { maxLength: 60 }), (steps) => {
         const lessor = new Lessor();

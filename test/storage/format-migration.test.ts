@@ -222,7 +222,7 @@ describe('storage format migration', () => {
     const reopened = LmdbStorage.open(directory);
     const machine = new LmdbKvStateMachine(reopened);
     expect(machine.lease(index + 1)).toEqual({ ttlSeconds: 60, grantedIndex: index + 1, keyCount: 1 });
-    expect(machine.leaseKeys(index + 1, 10)).toEqual(['on-lease']);
+    expect(machine.leaseKeys(index + 1, null, 10)).toEqual(['on-lease']);
     expect(decodeSnapshotState(machine.snapshot(), machine.appliedIndex).leases).toHaveLength(1);
     await reopened.close();
   });
