@@ -53,9 +53,27 @@ function checkText(text: string, what: string): AspenError | null {
   return null;
 }
 
+/**
+ * Characters a key may not hold: lmdb-js's ordered key encoding uses U+0000–U+0004 as its own
+ * markers and returns keys of 64 or more UTF-16 units holding them altered from range reads (scans,
+ * snapshots, restores), while exact gets still work. Refused until the `kv` database stores keys as
+ * plain UTF-8 bytes (as `lease_keys` does): never written, so never silently changed.
+ */
+const KEY_RESERVED_CHAR_MAX = 0x04;
+
+function hasReservedChar(key: string): boolean {
+  for (let i = 0; i < key.length; i += 1) if (key.charCodeAt(i) <= KEY_RESERVED_CHAR_MAX) return true;
+  return false;
+}
+
 function checkKey(key: unknown, what = 'key'): AspenError | null {
   if (typeof key !== 'string') return new AspenError('INVALID_INPUT', `${what} must be a string`);
   if (key.length === 0) return new AspenError('INVALID_INPUT', `${what} must not be empty`);
+  if (hasReservedChar(key))
+    return new AspenError(
+      'INVALID_INPUT',
+      `${what} must not contain the control characters U+0000 to U+0004 (the storage engine reserves them)`,
+    );
   const bytes = utf8LengthNear(key, KEY_BYTES_MAX);
   if (bytes > KEY_BYTES_MAX)
     return new AspenError('KEY_TOO_LARGE', `${what} is ${bytes} bytes; the limit is ${KEY_BYTES_MAX}`);

@@ -6,6 +6,7 @@ import {
   TXN_COMPARES_MAX,
   TXN_OPS_MAX,
   TXN_SCAN_LIMIT_MAX,
+  validateScan,
   validateWriteCommand,
 } from '../../src/api/limits.ts';
 import { LEASE_ID_MAX } from '../../src/base/limits.ts';
@@ -136,5 +137,36 @@ describe('validateWriteCommand: lease_id on Set', () => {
       'unknown LeaseGrant',
     );
     expect(validateWriteCommand({ LeaseRevoke: { lease_id: 1 } })?.code).toBe('INVALID_INPUT');
+  });
+});
+
+describe('keys the storage engine reserves', () => {
+  it('refuses U+0000 to U+0004 in keys, batch keys, compare keys, transaction ops and scan prefixes', () => {
+    // lmdb-js returns keys of 64+ UTF-16 units holding these altered from range reads.
+    const long = (char: string) => `${'k'.repeat(70)}${char}`;
+    const refused: unknown[] = [
+      { Set: { key: long('\u0000'), value: 'v' } },
+      { Set: { key: '\u0004', value: 'v' } },
+      {
+        SetMulti: {
+          pairs: [
+            ['ok', 'v'],
+            [long('\u0001'), 'v'],
+          ],
+        },
+      },
+      { Delete: { key: long('\u0002') } },
+      txn({ compare: [{ key: long('\u0003'), target: 'version', op: 'equal', value: 0 }] }),
+      txn({ success: [{ Scan: { prefix: `p\u0000` } }] }),
+    ];
+    for (const command of refused) {
+      const problem = validateWriteCommand(command);
+      expect(problem, JSON.stringify(command)).toBeInstanceOf(AspenError);
+      expect(problem?.code).toBe('INVALID_INPUT');
+      expect(problem?.message).toMatch(/U\+0000 to U\+0004/);
+    }
+    expect(validateWriteCommand({ Set: { key: long('\u0005'), value: 'v' } })).toBeNull();
+    expect(validateScan({ prefix: 'a\u0001' })).toBeInstanceOf(AspenError);
+    expect(validateScan({ prefix: 'a\u0005' })).not.toBeInstanceOf(AspenError);
   });
 });

@@ -49,7 +49,7 @@ export const samples: readonly WireMessage[] = [
       { kind: 'lease_revoke', leaseId: 7, session: null },
       { kind: 'lease_keepalive', leaseId: 7 },
       { kind: 'lease_info', leaseId: 7, keys: true, after: null },
-      { kind: 'lease_info', leaseId: 7, keys: true, after: 'svc/\u0000\u{10000}' },
+      { kind: 'lease_info', leaseId: 7, keys: true, after: 'svc/\u0005\u{10000}' },
       { kind: 'lease_list' },
     ] as const
   ).map((operation, position) => ({
