@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WatchService, WatchSink, WatchSubscription } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import type { WatchEvent, WatchRequest } from '../api/types.ts';
+import { WATCH_START_HEADER, type WatchEvent, type WatchRequest } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
 
 /** A revision number as text: a positive decimal without sign or leading zero (the hub checks the range). */
@@ -279,6 +279,8 @@ export function addWatchRoute(
       // A stream that ended means the client reconnects: never reuse its connection.
       connection: 'close',
       'x-accel-buffering': 'no',
+      // Where the stream starts: a client that connected without a start knows its position at once.
+      [WATCH_START_HEADER]: String(opened.startRevision),
     });
     response.flushHeaders();
     response.on('drain', () => {

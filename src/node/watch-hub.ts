@@ -240,6 +240,7 @@ export class WatchHub implements ApplyListener, WatchService {
     this.scheduleTurn();
     this.armProgress(watcher);
     return {
+      startRevision: checked.start,
       resume: () => {
         this.deliver(watcher);
       },

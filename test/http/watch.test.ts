@@ -111,6 +111,7 @@ describe('GET /watch (Server-Sent Events)', () => {
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
     expect(response.headers.get('cache-control')).toBe('no-cache');
+    expect(response.headers.get('x-aspen-watch-start')).toBe('1'); // applied 0: every change from 1
     await stream.until((s) => s.text.includes('event: progress'));
     hub.applied(1, outcome(1, [put('a/1', 'x', 1), put('b', 'y', 1)]));
     hub.applied(2, outcome(2, [put('a/2', 'p', 2), put('a/3', 'q', 2)]));
@@ -176,9 +177,10 @@ describe('GET /watch (Server-Sent Events)', () => {
     const { hub, url } = await listening();
     for (let index = 1; index <= 3; index += 1)
       hub.applied(index, outcome(index, [put('k', `v${index}`, index)]));
-    const { stream } = await Stream.open(`${url}/watch?key=k&start_revision=1&prev_kv=true`, {
+    const { stream, response } = await Stream.open(`${url}/watch?key=k&start_revision=1&prev_kv=true`, {
       'last-event-id': '1',
     });
+    expect(response.headers.get('x-aspen-watch-start')).toBe('2');
     await stream.until((s) => ids(s.text).includes(3));
     expect(ids(stream.text)).toEqual([2, 3]);
     expect(stream.text).toContain('"prev":null');

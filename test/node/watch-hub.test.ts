@@ -139,8 +139,9 @@ describe('WatchHub', () => {
     const { clock, hub: watch } = hub(7);
     const quiet = new RecordingSink();
     const busy = new RecordingSink();
-    watch.open({ prefix: 'a', progress_interval_ms: 0 }, quiet);
-    watch.open({ prefix: '' }, busy);
+    expect(watch.open({ prefix: 'a', progress_interval_ms: 0 }, quiet).startRevision).toBe(8);
+    expect(watch.open({ prefix: '' }, busy).startRevision).toBe(8);
+    expect(watch.open({ prefix: '', start_revision: 12 }, new RecordingSink()).startRevision).toBe(12);
     watch.applied(8, outcome(8, [put('b', '1', 8)])); // before the first turn
     clock.advance(0);
     expect(quiet.seen).toEqual([{ kind: 'progress', revision: 8 }]);
