@@ -88,6 +88,11 @@ export interface WatchSink {
 
 /** An open watcher. */
 export interface WatchSubscription {
+  /**
+   * The first revision it passes on: the request's start_revision, or (without one) the applied index
+   * at open + 1, so every change applied after the open is seen.
+   */
+  readonly startRevision: number;
   /** The sink is ready again: pass on what is pending. */
   resume(): void;
   /** The consumer went away: drop the watcher (no `canceled` is sent). */

@@ -287,6 +287,12 @@ export interface WatchRequest {
   readonly progress_interval_ms?: number;
 }
 
+/**
+ * The header of a 200 GET /watch answer: the first revision the stream passes on (start_revision, or
+ * the node's applied index at open + 1), so a client knows where it stands before any event.
+ */
+export const WATCH_START_HEADER = 'x-aspen-watch-start';
+
 /** One change a watcher sees (`data:` of an SSE `put` or `delete` event). */
 export interface WatchEvent {
   readonly type: 'put' | 'delete';

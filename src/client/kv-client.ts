@@ -203,7 +203,10 @@ export class KvClient {
   /**
    * Watch a key (or, with `prefix: true`, every key under a prefix): an async iterable of updates,
    * one per revision with matching changes (a progress update has no events), that reconnects and
-   * resumes by itself, also on another endpoint when a node goes down (watch.ts). It ends when
+   * resumes by itself, also on another endpoint when a node goes down (watch.ts). Without
+   * `startRevision` it promises every change applied after its first stream connected (iteration
+   * starts it; the node names that revision in its x-aspen-watch-start header; with an older node
+   * that sends none, from the first update). It ends when
    * `signal` aborts or the loop breaks; COMPACTED (start revision older than the node's history, with
    * `compactRevision`), bad input, and an outage longer than the retry policy reject it.
    */

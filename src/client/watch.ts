@@ -1,4 +1,4 @@
-import type { WatchEvent } from '../api/types.ts';
+import { WATCH_START_HEADER, type WatchEvent } from '../api/types.ts';
 import { BATCH_KEYS_MAX, LEASE_KEYS_MAX, TXN_OPS_MAX, WATCH_HISTORY_BYTES_MAX } from '../base/limits.ts';
 import { KvError } from './errors.ts';
 import type { RetryPolicy } from './options.ts';
@@ -17,9 +17,11 @@ export interface WatchOptions {
   /** Watch every key that starts with the given text (default: exactly that key). */
   readonly prefix?: boolean;
   /**
-   * The first revision to see. Default: where the first update says (a progress at the node's applied
-   * index R: every change after R follows; or the first changes); a stream lost before it is reopened
-   * without a start, since nothing was promised yet.
+   * The first revision to see. Default: every change applied after the watch connected (the node
+   * names that revision in the answer's x-aspen-watch-start header; a stream lost later reopens from
+   * there). With an older node that sends no header: where the first update says (a progress at the
+   * node's applied index R, or the first changes); a stream lost before it is reopened without a
+   * start, since nothing was promised yet.
    */
   readonly startRevision?: number;
   /** Each event carries `prev`, the record before the change (null: it did not exist). */
@@ -119,7 +121,8 @@ export const WATCH_REVISION_BYTES_MAX = WATCH_HISTORY_BYTES_MAX;
 export interface Position {
   /**
    * The next revision to ask for; null until a watch opened without a start revision has heard
-   * where it starts (its first update). Only ever moves forward.
+   * where it starts (the first answer's start header, or from an older node its first update). Only
+   * ever moves forward.
    */
   next: number | null;
   /** Events of one revision whose last event (the one with the id) has not arrived yet. */
@@ -231,6 +234,24 @@ function consumeEvent(
   position.partialBytes = 0;
   position.next = revision + 1;
   return { revision, events };
+}
+
+/** A start header's value: a positive decimal without sign or leading zero, as the node writes it. */
+const START_PATTERN = /^[1-9][0-9]{0,15}$/;
+
+/**
+ * Take the stream's first revision from its start header: a watch that had no position has one from
+ * the moment it connected (every later change is promised); one that had must get what it asked for.
+ * Without the header (an older node) the first update tells, as before. Throws on a bad header.
+ */
+function takeStart(response: Response, position: Position, endpoint: string): void {
+  const header = response.headers.get(WATCH_START_HEADER);
+  if (header === null) return;
+  const revision = START_PATTERN.test(header) ? Number(header) : Number.NaN;
+  if (!Number.isSafeInteger(revision)) throw badResponse(`${WATCH_START_HEADER}: "${header}"`, endpoint);
+  if (position.next === null) position.next = revision;
+  else if (revision !== position.next)
+    throw badResponse(`a stream from revision ${revision} for one asked from ${position.next}`, endpoint);
 }
 
 /**
@@ -409,9 +430,9 @@ function classify(error: unknown, endpoint: string, connection: AbortSignal): Kv
  * stream ends, is canceled, goes silent, breaks the protocol or the node is down, it reopens (on
  * the next endpoint after a failure, with the client's backoff) from the revision after the last
  * one it yielded, so the caller sees every matching revision once, in order. Without a start
- * revision the watch starts where its first update says (the node's announce, or its first
- * changes); a stream lost before that reopens without one: nothing was promised yet, so nothing is
- * skipped. A run of failed attempts longer than the retry policy ends the iteration with a KvError,
+ * revision the watch starts where the node's start header says (every change applied after it
+ * connected); with an older node that sends none, where its first update says, and a stream lost
+ * before that reopens without one: nothing was promised yet, so nothing is skipped. A run of failed attempts longer than the retry policy ends the iteration with a KvError,
  * as do answers no retry can change (400; 410 COMPACTED once every endpoint has refused the same
  * start revision). `signal` and `break` end it quietly.
  */
@@ -446,6 +467,7 @@ export async function* watchUpdates(
     try {
       const path = watchPath(keyOrPrefix, options, start);
       const response = await connect(endpoint, path, target.timeoutMs, signal, connection);
+      takeStart(response, position, endpoint);
       for await (const update of streamUpdates(response, position, endpoint, silentMs, connection)) {
         failures = 0;
         yielded = true;

@@ -86,6 +86,8 @@ export interface HttpServerOptions {
   readonly leases?: LeaseService;
   /** The node's watch source (GET /watch); without it the route does not exist. */
   readonly watch?: WatchService;
+  /** Milliseconds between a watch stream's heartbeats (default WATCH_HEARTBEAT_MS; tests shorten it). */
+  readonly watchHeartbeatMs?: number;
 }
 
 /** A node id in a body: a positive safe integer (a larger JSON number would silently round). */
@@ -156,7 +158,12 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   addKeyValueRoutes(app, options.store);
   if (options.leases !== undefined) addLeaseRoutes(app, options.leases);
   addNodeRoutes(app, options, metrics);
-  if (options.watch !== undefined) addWatchRoute(app, options.watch);
+  if (options.watch !== undefined)
+    addWatchRoute(
+      app,
+      options.watch,
+      options.watchHeartbeatMs === undefined ? {} : { heartbeatMs: options.watchHeartbeatMs },
+    );
   return app;
 }
 

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WatchService, WatchSink, WatchSubscription } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import type { WatchEvent, WatchRequest } from '../api/types.ts';
+import { WATCH_START_HEADER, type WatchEvent, type WatchRequest } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
 
 /** A revision number as text: a positive decimal without sign or leading zero (the hub checks the range). */
@@ -61,6 +61,15 @@ export function watchRequestOf(query: WatchQuery, lastEventId: string | string[]
  * past it they go now (so the socket's high-water mark, which ready() reads, still holds the stream back).
  */
 export const SSE_BATCH_CHARS_MAX = 64 * 1024;
+/**
+ * Longest a stream goes without a byte: every stream gets an SSE comment line this often, whatever its
+ * progress interval (0 included). A comment is no event (EventSource and KvClient.watch skip it); the
+ * write is what lets TCP notice a peer that vanished (its retransmissions time out and the socket
+ * closes), so a half-open stream does not hold one of the node's WATCHERS_MAX places forever.
+ */
+export const WATCH_HEARTBEAT_MS = 15_000;
+/** The heartbeat: one comment line (no blank line, so it never ends or splits an event). */
+const SSE_HEARTBEAT = ':\n';
 
 /** One SSE event; `id` only where a resume may start after it. */
 function sseEvent(event: string, data: unknown, id?: number): string {
@@ -145,6 +154,11 @@ class SseSink implements WatchSink {
     this.end();
   }
 
+  /** A comment line, in stream order (skipped while the socket is backed up: its bytes are in flight). */
+  heartbeat(): void {
+    if (this.ready()) this.write(SSE_HEARTBEAT);
+  }
+
   /** Write what was gathered (the batcher's turn ended, the batch is full, or the stream ends). */
   flush(): void {
     if (this.gathered === '') return;
@@ -176,17 +190,62 @@ class SseSink implements WatchSink {
 }
 
 /**
+ * Every open stream's heartbeat, from one interval timer (unref'd: it never keeps the process alive),
+ * running only while a stream is open.
+ */
+class Heartbeats {
+  private readonly sinks = new Set<SseSink>();
+  private readonly intervalMs: number;
+  private timer: ReturnType<typeof setInterval> | null = null;
+
+  constructor(intervalMs: number) {
+    assert(Number.isSafeInteger(intervalMs) && intervalMs > 0, `heartbeat interval ${intervalMs} ms`);
+    this.intervalMs = intervalMs;
+  }
+
+  add(sink: SseSink): void {
+    this.sinks.add(sink);
+    if (this.timer !== null) return;
+    this.timer = setInterval(() => {
+      // bounded by the hub's WATCHERS_MAX: a stream is here only while its watcher is open
+      for (const each of this.sinks) each.heartbeat();
+    }, this.intervalMs);
+    this.timer.unref();
+  }
+
+  forget(sink: SseSink): void {
+    this.sinks.delete(sink);
+    if (this.sinks.size > 0 || this.timer === null) return;
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+}
+
+export interface WatchRouteOptions {
+  /** Tests inject a short one; default WATCH_HEARTBEAT_MS. */
+  readonly heartbeatMs?: number;
+}
+
+/**
  * GET /watch (docs/api.md "Watch"): validation and the hub's refusals (COMPACTED, TOO_MANY_WATCHERS)
  * answer as ordinary JSON errors; once the watcher is open the reply is hijacked and becomes an SSE
  * stream until the client leaves, the hub cancels it, or the server stops (then every stream ends at
- * once, so a stop is never held by a watcher, and the clients resume elsewhere).
+ * once, so a stop is never held by a watcher, and the clients resume elsewhere). A stream counts as a
+ * request in flight, so no idle timeout closes it: its heartbeat (and TCP keepalive) find a dead peer.
  */
-export function addWatchRoute(app: FastifyInstance, watch: WatchService): void {
+export function addWatchRoute(
+  app: FastifyInstance,
+  watch: WatchService,
+  options: WatchRouteOptions = {},
+): void {
   const open = new Map<SseSink, WatchSubscription>();
   const batcher = new SseBatcher();
+  const heartbeatMs = options.heartbeatMs ?? WATCH_HEARTBEAT_MS;
+  const heartbeats = new Heartbeats(heartbeatMs);
   app.addHook('preClose', (done) => {
     for (const [sink, subscription] of open) {
       subscription.close();
+      heartbeats.forget(sink);
       sink.end();
     }
     open.clear();
@@ -196,24 +255,36 @@ export function addWatchRoute(app: FastifyInstance, watch: WatchService): void {
     const watchRequest = watchRequestOf(request.query as WatchQuery, request.headers['last-event-id']);
     const response = reply.raw;
     const sink = new SseSink(response, batcher);
-    const subscription = watch.open(watchRequest, sink); // throws before anything is sent
+    // Listen before the watcher exists: a client gone in between must not leave it open.
+    let subscription: WatchSubscription | null = null;
+    response.once('close', () => {
+      open.delete(sink);
+      batcher.forget(sink);
+      heartbeats.forget(sink);
+      subscription?.close();
+    });
+    subscription = watch.open(watchRequest, sink); // throws before anything is sent
     reply.hijack();
-    open.set(sink, subscription);
+    if (response.destroyed || response.socket === null || response.socket.destroyed) {
+      subscription.close(); // the client left before the stream began ('close' may have been heard already)
+      return;
+    }
+    const opened = subscription;
+    open.set(sink, opened);
+    heartbeats.add(sink);
+    response.socket.setKeepAlive(true, heartbeatMs);
     response.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
       // A stream that ended means the client reconnects: never reuse its connection.
       connection: 'close',
       'x-accel-buffering': 'no',
+      // Where the stream starts: a client that connected without a start knows its position at once.
+      [WATCH_START_HEADER]: String(opened.startRevision),
     });
     response.flushHeaders();
     response.on('drain', () => {
-      subscription.resume();
-    });
-    response.once('close', () => {
-      open.delete(sink);
-      batcher.forget(sink);
-      subscription.close();
+      opened.resume();
     });
   });
 }

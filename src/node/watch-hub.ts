@@ -17,8 +17,8 @@ import type { ApplyOutcome, KvChange } from './kv-state-machine.ts';
 import { keyValue } from './write-results.ts';
 
 /**
- * Revisions of history one watcher is walked through per turn (per applied entry, resume or
- * continuation): a watcher catching up from far back cannot hold the event loop; it goes on in the
+ * Revisions of history one watcher is walked through per turn (a delivery turn, a resume or a
+ * progress timer): a watcher catching up from far back cannot hold the event loop; it goes on in the
  * next turn.
  */
 export const WATCH_REVISIONS_PER_TURN_MAX = 256;
@@ -91,6 +91,8 @@ interface Watcher {
   lastSentMs: number;
   cancelTimer: (() => void) | null;
   closed: boolean;
+  /** Its sink was not ready for pending events: delivery turns pass it by until resume (or its timer). */
+  blocked: boolean;
   /**
    * Opened without a start revision: the first turn tells it where it starts (a progress at the
    * applied index, unless events came first), so that it can resume without a gap from the start.
@@ -105,6 +107,13 @@ type TurnEnd = 'caught-up' | 'blocked' | 'budget' | 'closed';
  * The node's watch source (DESIGN.md §12 "Watch"): it listens to every applied entry, keeps a history
  * of recent changes, and walks each watcher through it in revision order, one `events` call per
  * revision with matching changes, while the watcher's sink is ready.
+ *
+ * Delivery is never inside Raft's apply path: `applied` records the revision (and its changes) and
+ * schedules one delivery turn (clock.setTimer(0)); the turn walks every watcher that is not blocked
+ * and checks the blocked ones for lag and compaction (O(1) each). A blocked watcher waits for its
+ * resume (or its progress timer). Only when the history's bounds would drop a revision that the
+ * watchers that kept up have not been walked through yet (a burst larger than the history within one
+ * turn) does `applied` run the pending turn first, so keeping up is never punished as compaction.
  *
  * History: every changed revision in [compactRevision, appliedIndex], bounded by revisions and
  * bytes (the oldest evicted first, moving compactRevision up). It starts after the applied index the
@@ -135,6 +144,13 @@ export class WatchHub implements ApplyListener, WatchService {
   private nextWatcherId = 1;
   /** Watchers that stopped on the turn budget and go on in the next turn. */
   private readonly unfinished = new Set<Watcher>();
+  /** Revisions arrived since the last full turn: the next turn visits every watcher. */
+  private arrived = false;
+  /**
+   * Every watcher that is neither blocked nor unfinished (one catching up from far back) has been
+   * walked through this revision: evicting up to it cancels none of the watchers that keep up.
+   */
+  private settled: number;
   private cancelTurn: (() => void) | null = null;
 
   constructor(options: WatchHubOptions) {
@@ -144,6 +160,7 @@ export class WatchHub implements ApplyListener, WatchService {
     for (const [name, value] of Object.entries(this.bounds))
       assert(Number.isSafeInteger(value) && value > 0, `watch bound ${name} must be positive, got ${value}`);
     this.lastApplied = options.appliedIndex;
+    this.settled = options.appliedIndex;
     this.compact = options.appliedIndex + 1;
   }
 
@@ -167,14 +184,20 @@ export class WatchHub implements ApplyListener, WatchService {
 
   // ------------------------------------------------------------------ ApplyListener
 
+  /** Record the revision and schedule a delivery turn: no watcher is walked here (see the class). */
   applied(index: number, outcome: ApplyOutcome | null): void {
     assert(index === this.lastApplied + 1, `watch hub: applied ${index} after ${this.lastApplied}`);
     this.lastApplied = index;
     const changes = outcome?.changes ?? [];
     if (changes.length > 0)
       this.append({ revision: index, changes, bytes: changesBytes(changes), shared: new Map() });
-    for (const watcher of [...this.watchers.values()]) this.deliver(watcher);
     this.evict();
+    if (this.watchers.size === 0) {
+      this.settled = index;
+      return;
+    }
+    this.arrived = true;
+    this.scheduleTurn();
   }
 
   restored(index: number): void {
@@ -184,6 +207,7 @@ export class WatchHub implements ApplyListener, WatchService {
     this.historyBytes = 0;
     // The entries after `index` are applied again (and recorded again) if they were before.
     this.lastApplied = index;
+    this.settled = Math.min(this.settled, index);
     this.compact = index + 1;
     for (const watcher of [...this.watchers.values()]) {
       if (watcher.cursor <= index)
@@ -207,6 +231,7 @@ export class WatchHub implements ApplyListener, WatchService {
       lastSentMs: this.clock.nowMs(),
       cancelTimer: null,
       closed: false,
+      blocked: false,
       announce: request.start_revision === undefined,
     };
     this.nextWatcherId += 1;
@@ -215,6 +240,7 @@ export class WatchHub implements ApplyListener, WatchService {
     this.scheduleTurn();
     this.armProgress(watcher);
     return {
+      startRevision: checked.start,
       resume: () => {
         this.deliver(watcher);
       },
@@ -264,24 +290,39 @@ export class WatchHub implements ApplyListener, WatchService {
 
   // ------------------------------------------------------------------ delivery
 
-  /** Walk one watcher through the history (bounded), then cancel it if it is a slow consumer. */
+  /**
+   * Walk one watcher through the history (bounded); one left before the history, or blocked too
+   * far behind, is canceled.
+   */
   private deliver(watcher: Watcher): void {
     if (watcher.closed) return;
     this.unfinished.delete(watcher);
-    if (watcher.cursor < this.compact) {
-      this.cancel(watcher, `compacted: revision ${watcher.cursor} is no longer in the history`);
-      return;
-    }
+    watcher.blocked = false;
+    if (this.cancelIfBehind(watcher)) return;
     const end = this.walk(watcher);
     if (end === 'caught-up' && watcher.announce && watcher.sink.ready()) this.sendProgress(watcher);
     else if (end === 'budget') {
       this.unfinished.add(watcher);
       this.scheduleTurn();
     } else if (end === 'blocked') {
-      const behind = this.lastApplied - (watcher.cursor - 1);
-      if (behind > this.bounds.lagRevisionsMax)
-        this.cancel(watcher, `slow consumer: ${behind} revisions behind`);
+      watcher.blocked = true;
+      this.cancelIfBehind(watcher);
     }
+  }
+
+  /**
+   * Cancel a watcher whose cursor fell out of the history, or a blocked one more than lagRevisionsMax
+   * behind the applied index (no walk: the lag is applied - cursor + 1). True when it was canceled.
+   */
+  private cancelIfBehind(watcher: Watcher): boolean {
+    if (watcher.cursor < this.compact) {
+      this.cancel(watcher, `compacted: revision ${watcher.cursor} is no longer in the history`);
+      return true;
+    }
+    const behind = this.lastApplied - (watcher.cursor - 1);
+    if (!watcher.blocked || behind <= this.bounds.lagRevisionsMax) return false;
+    this.cancel(watcher, `slow consumer: ${behind} revisions behind`);
+    return true;
   }
 
   private walk(watcher: Watcher): TurnEnd {
@@ -339,15 +380,33 @@ export class WatchHub implements ApplyListener, WatchService {
     return found;
   }
 
-  /** Run the watchers that stopped on their turn budget again, in a later turn (one timer at a time). */
+  /** One delivery turn in a later turn of the clock (one timer at a time). */
   private scheduleTurn(): void {
     if (this.cancelTurn !== null) return;
     this.cancelTurn = this.clock.setTimer(0, () => {
       this.cancelTurn = null;
-      const waiting = [...this.unfinished];
-      this.unfinished.clear();
-      for (const watcher of waiting) this.deliver(watcher);
+      this.runTurn();
     });
+  }
+
+  /**
+   * Revisions arrived: walk every watcher not blocked, and check the blocked ones (lag, compaction);
+   * else go on with the watchers that stopped on their turn budget. At most watchersMax watchers,
+   * each at most revisionsPerTurnMax revisions.
+   */
+  private runTurn(): void {
+    this.cancelTurn?.();
+    this.cancelTurn = null;
+    const everyone = this.arrived;
+    this.arrived = false;
+    const reached = this.lastApplied;
+    const waiting = everyone ? [...this.watchers.values()] : [...this.unfinished];
+    this.unfinished.clear();
+    for (const watcher of waiting) {
+      if (watcher.blocked) this.cancelIfBehind(watcher);
+      else this.deliver(watcher);
+    }
+    if (everyone) this.settled = reached;
   }
 
   // ------------------------------------------------------------------ progress
@@ -405,7 +464,11 @@ export class WatchHub implements ApplyListener, WatchService {
     }
   }
 
-  /** Drop the oldest revisions past the bounds; watchers left before the history are canceled. */
+  /**
+   * Drop the oldest revisions past the bounds (the next turn cancels the watchers left before the
+   * history). Before dropping a revision the watchers that kept up have not been walked through, the
+   * pending turn runs now.
+   */
   private evict(): void {
     const { historyRevisionsMax, historyBytesMax } = this.bounds;
     let evicted = false;
@@ -415,6 +478,7 @@ export class WatchHub implements ApplyListener, WatchService {
     ) {
       const oldest = this.history[this.historyHead];
       assert(oldest !== undefined, 'a live history slot holds an entry');
+      if (oldest.revision > this.settled && this.arrived) this.runTurn();
       this.history[this.historyHead] = undefined;
       this.historyHead += 1;
       this.historyBytes -= oldest.bytes;
@@ -425,10 +489,6 @@ export class WatchHub implements ApplyListener, WatchService {
     if (this.historyHead > this.history.length / 2) {
       this.history = this.history.slice(this.historyHead);
       this.historyHead = 0;
-    }
-    for (const watcher of [...this.watchers.values()]) {
-      if (watcher.cursor < this.compact)
-        this.cancel(watcher, `compacted: revision ${watcher.cursor} is no longer in the history`);
     }
   }
 

@@ -8,6 +8,7 @@ import {
   WATCH_REVISION_BYTES_MAX,
   WATCH_REVISION_EVENTS_MAX,
   type Position,
+  type WatchOptions,
 } from '../../src/client/watch.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
@@ -165,8 +166,33 @@ describe('KvClient.watch against a scripted server', () => {
     return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, asked };
   }
 
-  const sse = (text: string) => (response: ServerResponse) => {
-    response.writeHead(200, { 'content-type': 'text/event-stream' });
+  /**
+   * Watch a scripted server until it has had `requests` requests, then stop: the start revisions
+   * asked for and the revisions yielded (progress ones too). The watch must not have failed.
+   */
+  async function watchUntilAsked(
+    requests: number,
+    keyOrPrefix: string,
+    options: WatchOptions,
+    answers: ((response: ServerResponse) => void)[],
+  ): Promise<{ asked: (string | null)[]; revisions: number[] }> {
+    const server = await scripted(answers);
+    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
+    const abort = new AbortController();
+    const watch = collect(kv.watch(keyOrPrefix, { ...options, signal: abort.signal }));
+    await watch.until(() => server.asked.length === requests);
+    abort.abort();
+    await watch.running;
+    expect(watch.failure).toBeNull();
+    return { asked: server.asked, revisions: watch.seen.map((update) => update.revision) };
+  }
+
+  /** A whole stream, with the node's start header when given. */
+  const sse = (text: string, start?: string) => (response: ServerResponse) => {
+    response.writeHead(200, {
+      'content-type': 'text/event-stream',
+      ...(start === undefined ? {} : { 'x-aspen-watch-start': start }),
+    });
     response.end(text);
   };
   const put = (revision: number, key: string, id: boolean) =>
@@ -317,16 +343,23 @@ describe('KvClient.watch against a scripted server', () => {
     expect(watch.failure).toBeNull();
   });
 
+  it('without a start revision, the start header fixes the position at once: a stream lost before any update resumes there', async () => {
+    const run = await watchUntilAsked(3, 'k', {}, [
+      sse(put(9, 'k', false), '9'), // cut inside revision 9, before any update
+      sse(`${progress(8)}${put(9, 'k', true)}`, '9'),
+    ]);
+    expect(run).toEqual({ asked: [null, '9', '10'], revisions: [8, 9] });
+  });
+
+  it('a start header that is not the revision asked for, or not a revision, drops the stream unread', async () => {
+    const answers = ['8', '07', '7'].map((start) => sse(put(8, 'a', true), start));
+    const run = await watchUntilAsked(4, '', { prefix: true, startRevision: 7 }, answers);
+    expect(run).toEqual({ asked: ['7', '7', '7', '9'], revisions: [8] });
+  });
+
   it('without a start revision, the first update fixes the position every resume starts from', async () => {
-    const server = await scripted([sse(progress(4)), sse(put(6, 'k', true))]);
-    const kv = new KvClient({ endpoints: [server.url], retry: FAST_RETRY });
-    const abort = new AbortController();
-    const watch = collect(kv.watch('k', { signal: abort.signal }));
-    await watch.until(() => server.asked.length === 3);
-    expect(server.asked).toEqual([null, '5', '7']);
-    expect(watch.seen.map((update) => update.revision)).toEqual([4, 6]);
-    abort.abort();
-    await watch.running;
+    const run = await watchUntilAsked(3, 'k', {}, [sse(progress(4)), sse(put(6, 'k', true))]);
+    expect(run).toEqual({ asked: [null, '5', '7'], revisions: [4, 6] });
   });
 
   /** A stream that breaks the protocol after revision 7 is dropped; the next one (from 8) is whole. */

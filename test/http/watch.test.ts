@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WatchEvent } from '../../src/api/types.ts';
 import { KEY_BYTES_MAX } from '../../src/base/limits.ts';
@@ -17,7 +19,12 @@ afterEach(async () => {
 /** Bound on waiting for stream text in these tests. */
 const WAIT_MS_MAX = 5_000;
 
-function server(appliedIndex = 0, bounds: Partial<WatchBounds> = {}, connectionLimits?: ConnectionLimits) {
+function server(
+  appliedIndex = 0,
+  bounds: Partial<WatchBounds> = {},
+  connectionLimits?: ConnectionLimits,
+  watchHeartbeatMs?: number,
+) {
   const hub = new WatchHub({ clock: systemClock, appliedIndex, bounds });
   const app = buildHttpServer({
     controller: unusedController,
@@ -25,6 +32,7 @@ function server(appliedIndex = 0, bounds: Partial<WatchBounds> = {}, connectionL
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
     watch: hub,
     ...(connectionLimits === undefined ? {} : { connectionLimits }),
+    ...(watchHeartbeatMs === undefined ? {} : { watchHeartbeatMs }),
   });
   stops.push(() => {
     // undici keeps an answered connection open for 4 s; the test need not wait for it
@@ -86,6 +94,14 @@ class Stream {
   }
 }
 
+/** Wait (bounded) until the hub has no watcher. */
+async function noWatchers(hub: WatchHub): Promise<void> {
+  const deadline = Date.now() + WAIT_MS_MAX;
+  while (hub.watcherCount > 0 && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  expect(hub.watcherCount).toBe(0);
+}
+
 const ids = (text: string) => [...text.matchAll(/^id: (\d+)$/gm)].map((match) => Number(match[1]));
 
 describe('GET /watch (Server-Sent Events)', () => {
@@ -95,6 +111,7 @@ describe('GET /watch (Server-Sent Events)', () => {
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
     expect(response.headers.get('cache-control')).toBe('no-cache');
+    expect(response.headers.get('x-aspen-watch-start')).toBe('1'); // applied 0: every change from 1
     await stream.until((s) => s.text.includes('event: progress'));
     hub.applied(1, outcome(1, [put('a/1', 'x', 1), put('b', 'y', 1)]));
     hub.applied(2, outcome(2, [put('a/2', 'p', 2), put('a/3', 'q', 2)]));
@@ -160,9 +177,10 @@ describe('GET /watch (Server-Sent Events)', () => {
     const { hub, url } = await listening();
     for (let index = 1; index <= 3; index += 1)
       hub.applied(index, outcome(index, [put('k', `v${index}`, index)]));
-    const { stream } = await Stream.open(`${url}/watch?key=k&start_revision=1&prev_kv=true`, {
+    const { stream, response } = await Stream.open(`${url}/watch?key=k&start_revision=1&prev_kv=true`, {
       'last-event-id': '1',
     });
+    expect(response.headers.get('x-aspen-watch-start')).toBe('2');
     await stream.until((s) => ids(s.text).includes(3));
     expect(ids(stream.text)).toEqual([2, 3]);
     expect(stream.text).toContain('"prev":null');
@@ -225,9 +243,57 @@ describe('GET /watch (Server-Sent Events)', () => {
     expect(second.status).toBe(503);
     expect(await second.json()).toMatchObject({ error: { code: 'TOO_MANY_WATCHERS' } });
     first.stream.close();
+    await noWatchers(hub);
+  });
+
+  it('a quiet stream hears a comment line every heartbeat, whatever its progress interval', async () => {
+    const { hub, url } = await listening(0, {}, undefined, 50);
+    const { stream } = await Stream.open(`${url}/watch?prefix=&progress_interval_ms=0`);
+    await stream.until((s) => s.text.split('\n').filter((line) => line === ':').length >= 3);
+    // comment lines only between events: every event still parses whole
+    hub.applied(1, outcome(1, [put('k', 'v', 1)]));
+    await stream.until((s) => ids(s.text).includes(1));
+    expect(stream.text).toMatch(/^event: progress\nid: 0\ndata: \{"revision":0\}\n\n(:\n)+/);
+    expect(stream.text).toMatch(/\n\n(:\n)*event: put\nid: 1\ndata: \{[^\n]*\}\n\n(:\n)*$/);
+  });
+
+  it('a client whose socket is destroyed leaves no watcher behind', async () => {
+    const { hub, url } = await listening();
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    socket.write('GET /watch?prefix=&progress_interval_ms=0 HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n');
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => {
+      answer += chunk.toString();
+    });
     const deadline = Date.now() + WAIT_MS_MAX;
-    while (hub.watcherCount > 0 && Date.now() < deadline)
+    while (!answer.includes('event: progress') && Date.now() < deadline)
       await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(answer).toMatch(/^HTTP\/1.1 200/);
+    expect(hub.watcherCount).toBe(1);
+    socket.destroy();
+    await noWatchers(hub);
+  });
+
+  it('a client gone before the watcher opens leaves no watcher behind', async () => {
+    const { hub, app } = server();
+    // The request waits in a hook until its client has left: the route then opens a watcher for nobody.
+    app.addHook('preHandler', async (request, reply) => {
+      request.raw.socket.destroy();
+      if (!reply.raw.closed) await once(reply.raw, 'close');
+    });
+    let opened = 0;
+    const open = hub.open.bind(hub);
+    hub.open = (watchRequest, sink) => {
+      opened += 1;
+      return open(watchRequest, sink);
+    };
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const address = app.server.address();
+    if (typeof address !== 'object' || address === null) throw new Error('no address');
+    await expect(fetch(`http://127.0.0.1:${address.port}/watch?prefix=`)).rejects.toThrow();
+    const deadline = Date.now() + WAIT_MS_MAX;
+    while (opened === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(opened).toBe(1);
     expect(hub.watcherCount).toBe(0);
   });
 

@@ -45,6 +45,15 @@ class RecordingSink implements WatchSink {
   }
 }
 
+/** Counts how often the hub asks whether the sink is ready (each walk of a watcher asks). */
+class CountingSink extends RecordingSink {
+  readyCalls = 0;
+  override ready(): boolean {
+    this.readyCalls += 1;
+    return super.ready();
+  }
+}
+
 function hub(appliedIndex = 0, bounds: Partial<WatchBounds> = {}) {
   const clock = new ManualClock();
   return { clock, hub: new WatchHub({ clock, appliedIndex, bounds }) };
@@ -101,6 +110,8 @@ describe('WatchHub', () => {
     clock.advance(0);
     watch.applied(1, outcome(1, [put('a', '1', 1), put('ab', '2', 1)]));
     watch.applied(2, outcome(2, [put('ab', '3', 2)]));
+    expect(exact.keys()).toEqual([]); // applied() only records: delivery is the next turn
+    clock.advance(0);
     expect(exact.keys()).toEqual(['a']);
     expect(all.keys()).toEqual(['a', 'ab', 'ab']);
   });
@@ -128,8 +139,9 @@ describe('WatchHub', () => {
     const { clock, hub: watch } = hub(7);
     const quiet = new RecordingSink();
     const busy = new RecordingSink();
-    watch.open({ prefix: 'a', progress_interval_ms: 0 }, quiet);
-    watch.open({ prefix: '' }, busy);
+    expect(watch.open({ prefix: 'a', progress_interval_ms: 0 }, quiet).startRevision).toBe(8);
+    expect(watch.open({ prefix: '' }, busy).startRevision).toBe(8);
+    expect(watch.open({ prefix: '', start_revision: 12 }, new RecordingSink()).startRevision).toBe(12);
     watch.applied(8, outcome(8, [put('b', '1', 8)])); // before the first turn
     clock.advance(0);
     expect(quiet.seen).toEqual([{ kind: 'progress', revision: 8 }]);
@@ -210,9 +222,12 @@ describe('WatchHub', () => {
     const subscription = watch.open({ prefix: '' }, sink);
     clock.advance(0);
     watch.applied(1, outcome(1, [put('a', '1', 1)]));
+    clock.advance(0);
     sink.isReady = false;
     watch.applied(2, outcome(2, [put('a', '2', 2)]));
+    clock.advance(0);
     watch.applied(3, outcome(3, [put('a', '3', 3)]));
+    clock.advance(0);
     expect(sink.revisions()).toEqual([1]);
     sink.isReady = true;
     subscription.resume();
@@ -232,8 +247,11 @@ describe('WatchHub', () => {
     idle.isReady = false;
     watch.applied(1, outcome(1, [put('a', '1', 1)]));
     for (let index = 2; index <= 3; index += 1) watch.applied(index, null);
+    clock.advance(0);
     expect(slow.canceled_()).toBe(false); // 3 behind: at the bound
     watch.applied(4, null);
+    expect(slow.canceled_()).toBe(false); // checked in the delivery turn, not inside applied()
+    clock.advance(0);
     expect(slow.seen).toEqual([
       { kind: 'canceled', reason: 'slow consumer: 4 revisions behind', revision: 0 },
     ]);
@@ -249,12 +267,17 @@ describe('WatchHub', () => {
     watch.open({ prefix: '' }, fast);
     clock.advance(0);
     watch.applied(1, outcome(1, [put('a', '1', 1)]));
+    clock.advance(0);
     slow.isReady = false;
-    for (let index = 2; index <= 4; index += 1) watch.applied(index, outcome(index, [put('a', 'x', index)]));
+    for (let index = 2; index <= 4; index += 1) {
+      watch.applied(index, outcome(index, [put('a', 'x', index)]));
+      clock.advance(0);
+    }
     expect(watch.compactRevision).toBe(2);
     expect(slow.canceled_()).toBe(false);
     watch.applied(5, outcome(5, [put('a', 'y', 5)]));
     expect(watch.compactRevision).toBe(3);
+    clock.advance(0);
     expect(slow.seen.at(-1)).toMatchObject({ kind: 'canceled', revision: 1 });
     expect((slow.seen.at(-1) as { reason: string }).reason).toMatch(/^compacted/);
     expect(fast.revisions()).toEqual([1, 2, 3, 4, 5]);
@@ -347,6 +370,7 @@ describe('WatchHub', () => {
     watch.open({ key: 'a', start_revision: 1 }, byKey);
     clock.advance(0);
     watch.applied(1, outcome(1, [put('a', '1', 1), put('ab', '2', 1)]));
+    clock.advance(0);
     const [first, second] = same.map((sink) => sink.seen[0]);
     expect(first?.kind === 'events' && second?.kind === 'events').toBe(true);
     if (first?.kind !== 'events' || second?.kind !== 'events') return;
@@ -381,9 +405,55 @@ describe('WatchHub', () => {
         filters.map((key) => put(key, key, 1)),
       ),
     );
+    clock.advance(0);
     sinks.forEach((sink, index) => {
       expect(sink.keys()).toEqual([filters[index]]);
     });
+  });
+
+  it('applied() only records: one later turn delivers, and a blocked watcher is not walked until resume', () => {
+    const { clock, hub: watch } = hub(0, { lagRevisionsMax: 1_000 });
+    const fast = new CountingSink();
+    const slow = new CountingSink();
+    const subscription = watch.open({ prefix: '', start_revision: 1, progress_interval_ms: 0 }, slow);
+    watch.open({ prefix: '', start_revision: 1, progress_interval_ms: 0 }, fast);
+    clock.advance(0);
+    slow.isReady = false;
+    watch.applied(1, outcome(1, [put('a', '1', 1)]));
+    watch.applied(2, outcome(2, [put('a', '2', 2)]));
+    expect(fast.readyCalls + slow.readyCalls).toBe(0); // no sink is touched inside applied()
+    expect(clock.pending).toBe(1); // one turn for both revisions
+    clock.advance(0);
+    expect(fast.revisions()).toEqual([1, 2]);
+    const asked = slow.readyCalls;
+    expect(asked).toBeGreaterThan(0);
+    for (let index = 3; index <= 50; index += 1) {
+      watch.applied(index, outcome(index, [put('a', `${index}`, index)]));
+      clock.advance(0);
+    }
+    expect(slow.readyCalls).toBe(asked); // blocked: passed by until resume
+    expect(fast.revisions()).toHaveLength(50);
+    slow.isReady = true;
+    subscription.resume();
+    expect(slow.seen).toEqual(fast.seen);
+  });
+
+  it('a burst larger than the history within one turn is delivered whole to the watchers that keep up', () => {
+    const { clock, hub: watch } = hub(0, { historyRevisionsMax: 3, lagRevisionsMax: 1_000 });
+    const keepsUp = new RecordingSink();
+    const blocked = new RecordingSink();
+    watch.open({ prefix: '', start_revision: 1, progress_interval_ms: 0 }, keepsUp);
+    watch.open({ prefix: '', start_revision: 1, progress_interval_ms: 0 }, blocked);
+    clock.advance(0);
+    blocked.isReady = false;
+    for (let index = 1; index <= 10; index += 1) watch.applied(index, outcome(index, [put('k', 'v', index)]));
+    clock.advance(0);
+    expect(keepsUp.revisions()).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
+    expect(keepsUp.canceled_()).toBe(false);
+    expect(watch.compactRevision).toBe(8);
+    expect(blocked.seen).toEqual([
+      { kind: 'canceled', reason: 'compacted: revision 1 is no longer in the history', revision: 0 },
+    ]);
   });
 
   it('walks a watcher far behind in bounded turns', () => {
