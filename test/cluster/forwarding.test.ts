@@ -331,7 +331,7 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
     });
     const info = await send('GET', `/lease/info?lease_id=${leaseId}&keys=true`);
     expect(info.json).toMatchObject({ lease_id: leaseId, ttl_seconds: 30, keys: ['fwd-lease/k'] });
-    const page = await send('GET', `/lease/info?lease_id=${leaseId}&keys=true&after=fwd-lease%2Fa%00`);
+    const page = await send('GET', `/lease/info?lease_id=${leaseId}&keys=true&after=fwd-lease%2Fa%05`);
     expect(page.json).toMatchObject({ keys: ['fwd-lease/k'], keys_truncated: false });
     const bad = await send('GET', `/lease/info?lease_id=${leaseId}&keys=false&after=fwd-lease%2Fa`);
     expect(bad.status).toBe(400);

@@ -108,7 +108,7 @@ describe('forwarding the lease calls', () => {
     });
     await expect(follower.keepAlive({ lease_id: 9 })).resolves.toEqual({ lease_id: 9, ttl_seconds: 5 });
     await expect(follower.info({ lease_id: 9, keys: true })).resolves.toMatchObject({ keys: ['a'] });
-    await follower.info({ lease_id: 9, keys: true, after: 'a\u0000' });
+    await follower.info({ lease_id: 9, keys: true, after: 'a\u0005' });
     await expect(follower.list()).resolves.toMatchObject({ leases: [{ lease_id: 3 }] });
     await expect(follower.revoke({ lease_id: 9, client_id: 'c', sequence: 3 })).resolves.toEqual({
       lease_id: 9,
@@ -129,7 +129,7 @@ describe('forwarding the lease calls', () => {
       ['grant', { ttl_seconds: 5 }],
       ['keepAlive', { lease_id: 9 }],
       ['info', { lease_id: 9, keys: true }],
-      ['info', { lease_id: 9, keys: true, after: 'a\u0000' }],
+      ['info', { lease_id: 9, keys: true, after: 'a\u0005' }],
       ['list'],
       ['revoke', { lease_id: 9, client_id: 'c', sequence: 3 }],
     ]);
