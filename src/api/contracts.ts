@@ -14,6 +14,8 @@ import type {
   LeaseListResult,
   LeaseRevokeRequest,
   LeaseRevokeResult,
+  LockRequest,
+  LockResult,
   RaftMetrics,
   ReadRequest,
   ReadResult,
@@ -21,6 +23,8 @@ import type {
   ScanRequest,
   ScanResult,
   SnapshotResult,
+  UnlockRequest,
+  UnlockResult,
   WatchEvent,
   WatchRequest,
   WriteRequest,
@@ -106,4 +110,15 @@ export interface WatchSubscription {
  */
 export interface WatchService {
   open(request: WatchRequest, sink: WatchSink): WatchSubscription;
+}
+
+/**
+ * Locks (docs/api.md "Locks", etcd's recipe on leases and create revisions). `lock` answers once the
+ * lease's key under the name is the owner, checked at a linearizable point; it rejects with
+ * LEASE_NOT_FOUND (the lease is gone), LOCK_TIMEOUT (its key removed again), TOO_MANY_WAITERS, or
+ * the usual errors. `signal` aborts a wait (the client went away): the key is removed.
+ */
+export interface LockService {
+  lock(request: LockRequest, signal?: AbortSignal): Promise<LockResult>;
+  unlock(request: UnlockRequest): Promise<UnlockResult>;
 }

@@ -309,3 +309,29 @@ export interface WatchEvent {
   /** With prev_kv=true: the record before the change (null: the key did not exist). */
   readonly prev?: KeyValue | null;
 }
+
+/** POST /lock: wait (up to `timeout_ms`) until the lease's key under `name` is the owner. */
+export interface LockRequest {
+  readonly name: string;
+  readonly lease_id: number;
+  readonly timeout_ms?: number;
+}
+
+/**
+ * The lock is owned: `key` (`<name>/<lease id as 16 hex digits>`) has the lowest create revision
+ * under `name/`, and `fencing_token` is that create revision (strictly increasing across owners).
+ */
+export interface LockResult {
+  readonly name: string;
+  readonly key: string;
+  readonly fencing_token: number;
+}
+
+/** POST /unlock: delete the lock key (the next waiter becomes the owner). */
+export interface UnlockRequest {
+  readonly key: string;
+}
+
+export interface UnlockResult {
+  readonly released: true;
+}

@@ -95,3 +95,14 @@ export const WATCH_HISTORY_BYTES_MAX = 64 * 1024 * 1024;
 export const WATCH_PROGRESS_INTERVAL_MS_DEFAULT = 5_000;
 export const WATCH_PROGRESS_INTERVAL_MS_MIN = 100;
 export const WATCH_PROGRESS_INTERVAL_MS_MAX = 600_000;
+
+/**
+ * Locks (docs/api.md "Locks"): a lock key is `<name>/<lease id as 16 hex digits>`, so a name leaves
+ * room for the 17 characters after it; waiters of one name at most (the owner check reads them all in
+ * one transaction Scan); how long a lock call waits by default and at most.
+ */
+export const LOCK_KEY_SUFFIX_CHARS = 17;
+export const LOCK_NAME_BYTES_MAX = KEY_BYTES_MAX - LOCK_KEY_SUFFIX_CHARS;
+export const LOCK_WAITERS_MAX = TXN_SCAN_LIMIT_MAX;
+export const LOCK_TIMEOUT_MS_DEFAULT = 10_000;
+export const LOCK_TIMEOUT_MS_MAX = 300_000;
