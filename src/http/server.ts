@@ -1,5 +1,11 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { ClusterController, KeyValueStore, LeaseService, WatchService } from '../api/contracts.ts';
+import type {
+  ClusterController,
+  KeyValueStore,
+  LeaseService,
+  LockService,
+  WatchService,
+} from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import { evaluateHealth, type HealthReport } from '../api/health.ts';
 import type { RaftMetrics } from '../api/types.ts';
@@ -15,6 +21,7 @@ import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError, type HttpLog } fr
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { addLeaseRoutes } from './lease-routes.ts';
+import { addLockRoutes } from './lock-routes.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 import { addWatchRoute } from './watch-route.ts';
 
@@ -84,6 +91,8 @@ export interface HttpServerOptions {
   readonly health?: () => HealthReport;
   /** The lease calls (POST /lease/grant, /lease/keepalive, /lease/revoke, GET /lease/info, /leases). */
   readonly leases?: LeaseService;
+  /** The lock calls (POST /lock, /unlock); without them the routes do not exist. */
+  readonly locks?: LockService;
   /** The node's watch source (GET /watch); without it the route does not exist. */
   readonly watch?: WatchService;
   /** Milliseconds between a watch stream's heartbeats (default WATCH_HEARTBEAT_MS; tests shorten it). */
@@ -157,6 +166,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   addMembershipRoutes(app, options);
   addKeyValueRoutes(app, options.store);
   if (options.leases !== undefined) addLeaseRoutes(app, options.leases);
+  if (options.locks !== undefined) addLockRoutes(app, options.locks);
   addNodeRoutes(app, options, metrics);
   if (options.watch !== undefined)
     addWatchRoute(

@@ -5,14 +5,15 @@ import { RaftControlClient } from '../../src/node/control-client.ts';
 import { RaftLeaseClient } from '../../src/node/lease-client.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
+import { NodeLockService } from '../../src/node/lock-service.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
 import { WatchHub } from '../../src/node/watch-hub.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
 
-/** A real single-node Aspen HTTP API on a loopback port (with GET /watch), initialized. */
-export async function realNode(cleanups: (() => Promise<void> | void)[]): Promise<string> {
+/** A started single node (not yet initialized) on memory stores, with its watch hub, control and lease clients. */
+export function realNodeParts() {
   const logStore = new MemoryLogStore();
   const stateMachine = new MemoryKvStateMachine();
   const watch = new WatchHub({ clock: systemClock, appliedIndex: stateMachine.appliedIndex });
@@ -29,10 +30,17 @@ export async function realNode(cleanups: (() => Promise<void> | void)[]): Promis
   });
   node.start();
   const control = new RaftControlClient(node, { requestTimeoutMs: 2_000 });
+  return { node, watch, control, leases: new RaftLeaseClient(node) };
+}
+
+/** A real single-node Aspen HTTP API on a loopback port (with GET /watch and the locks), initialized. */
+export async function realNode(cleanups: (() => Promise<void> | void)[]): Promise<string> {
+  const { node, watch, control, leases } = realNodeParts();
   const app = buildHttpServer({
     controller: control,
     store: control,
-    leases: new RaftLeaseClient(node),
+    leases,
+    locks: new NodeLockService({ store: control, watch, clock: systemClock }),
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
     watch,
   });
