@@ -347,6 +347,48 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
     expect(tooLong.status).toBe(400);
   }, 20_000);
 
+  it('locks through a follower: a waiter there watches its own hub and wins when the owner unlocks on the leader', async () => {
+    const lease = async () =>
+      (await send('POST', '/lease/grant', { ttl_seconds: 30 })).json.lease_id as number;
+    const [a, b] = [await lease(), await lease()];
+    const owner = await call(leaderUrl, 'POST', '/lock', { name: 'fwd-lock', lease_id: a });
+    expect(owner.status).toBe(200);
+    let answered = false;
+    const waiter = send('POST', '/lock', { name: 'fwd-lock', lease_id: b }).finally(() => {
+      answered = true;
+    });
+    const deadline = Date.now() + 5_000;
+    const scanLocks = { compare: [], success: [{ Scan: { prefix: 'fwd-lock/' } }], failure: [] };
+    const lockKeys = async () => {
+      const scan = await send('POST', '/write', { command: { Transaction: scanLocks } });
+      return (scan.json.results as { Scan: { entries: unknown[] } }[])[0]?.Scan.entries.length ?? 0;
+    };
+    while ((await lockKeys()) < 2) {
+      if (Date.now() > deadline) throw new Error('the waiter key never appeared');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(answered).toBe(false);
+    expect((await call(leaderUrl, 'POST', '/unlock', { key: owner.json.key })).status).toBe(200);
+    const won = await waiter;
+    expect(won.status).toBe(200);
+    const token = won.json.fencing_token as number;
+    expect(token).toBeGreaterThan(owner.json.fencing_token as number);
+    // The fencing recipe: a write guarded by the token's compare succeeds for the owner only.
+    const guarded = (fence: number) =>
+      send('POST', '/write', {
+        command: {
+          Transaction: {
+            compare: [{ key: won.json.key, target: 'create_index', op: 'equal', value: fence }],
+            success: [{ Set: { key: 'fwd-lock-data', value: `by ${fence}` } }],
+            failure: [],
+          },
+        },
+      });
+    expect((await guarded(token)).json.succeeded).toBe(true);
+    expect((await guarded(owner.json.fencing_token as number)).json.succeeded).toBe(false);
+    expect((await send('POST', '/unlock', { key: won.json.key })).json).toEqual({ released: true });
+  }, 20_000);
+
   it('refuses every malformed compare and op at the follower with its 4xx; nothing is written', async () => {
     const lastIndex = async () => (await call(leaderUrl, 'GET', '/metrics')).json.last_log_index as number;
     const before = await lastIndex();
