@@ -37,4 +37,5 @@ export {
   type KeeperOptions,
   type LeaseKeeper,
 } from './lease.ts';
+export { LOCK_ANSWER_MARGIN_MS, LOCK_ATTEMPTS_MAX, type Lock, type LockOptions } from './lock.ts';
 export { KvError, isKvError, type CompareCurrent, type KvErrorCode } from './errors.ts';

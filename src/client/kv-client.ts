@@ -12,6 +12,7 @@ import type {
 import { KvError } from './errors.ts';
 import { HttpPool } from './http-transport.ts';
 import { LeaseApi } from './lease.ts';
+import { LockApi, type Lock, type LockOptions } from './lock.ts';
 import {
   ADD_LEARNER_TIMEOUT_MS_DEFAULT,
   BACKOFF_MS_MAX_DEFAULT,
@@ -75,6 +76,7 @@ export class KvClient {
   private readonly lanes: SessionLanes | null;
   /** Leases: `kv.lease.grant(10)`, `kv.lease.keepAliveForever(id)`, … (lease.ts, docs/cli.md). */
   readonly lease: LeaseApi = new LeaseApi((call, options, mutating) => this.call(call, options, mutating));
+  private readonly locks: LockApi;
 
   constructor(options: KvClientOptions) {
     if (options.endpoints.length === 0 || options.endpoints.length > ENDPOINTS_MAX)
@@ -89,6 +91,11 @@ export class KvClient {
       backoffMsMax: options.retry?.backoffMsMax ?? BACKOFF_MS_MAX_DEFAULT,
     });
     this.lanes = options.sessions === false ? null : new SessionLanes();
+    this.locks = new LockApi(
+      (call, opts, mutating) => this.call(call, opts, mutating),
+      this.lease,
+      this.retry,
+    );
   }
 
   // ------------------------------------------------------------------ key-value
@@ -216,6 +223,18 @@ export class KvClient {
       keyOrPrefix,
       options,
     );
+  }
+
+  // ------------------------------------------------------------------ locks
+
+  /**
+   * Take the lock `name` (docs/api.md "Locks") on a new lease of `ttlSeconds`, kept alive in the
+   * background: waits up to `timeoutMs` (LOCK_TIMEOUT), then answers the key, its fencing token, a
+   * `lost` signal (the lease is gone: stop working on the protected state) and `release()`. On any
+   * failure to take it the lease is revoked. See lock.ts.
+   */
+  lock(name: string, options: LockOptions): Promise<Lock> {
+    return this.locks.lock(name, options);
   }
 
   // ------------------------------------------------------------------ cluster

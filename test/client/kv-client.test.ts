@@ -833,3 +833,101 @@ describe('KvClient leases', () => {
     expect(performance.now() - before).toBeGreaterThanOrEqual(990);
   });
 });
+
+describe('kv.lock against a real node', () => {
+  const TTL_SECONDS = 2;
+
+  it('a second lock of the name waits; release hands it over with a larger token; each release revokes its lease', async () => {
+    const kv = client([await realNode(cleanups)]);
+    const first = await kv.lock('jobs', { ttlSeconds: TTL_SECONDS });
+    expect(first.key).toMatch(/^jobs\/[0-9a-f]{16}$/);
+    const second = kv.lock('jobs', { ttlSeconds: TTL_SECONDS, timeoutMs: 5_000 });
+    let settled = false;
+    void second.finally(() => {
+      settled = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(settled).toBe(false);
+    await first.release();
+    const next = await second;
+    expect(next.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(next.key).not.toBe(first.key);
+    expect(first.lost.aborted).toBe(false); // releasing is not losing
+    await next.release();
+    expect((await kv.lease.list()).leases).toEqual([]);
+  });
+
+  it('lost fires when the lease is revoked behind its back; a wait that times out gives LOCK_TIMEOUT and revokes its lease', async () => {
+    const kv = client([await realNode(cleanups)]);
+    const held = await kv.lock('solo', { ttlSeconds: TTL_SECONDS });
+    const timedOut = await caught(kv.lock('solo', { ttlSeconds: TTL_SECONDS, timeoutMs: 200 }));
+    expect(timedOut).toMatchObject({ code: 'LOCK_TIMEOUT' });
+    expect((await kv.lease.list()).leases.map((lease) => lease.lease_id)).toEqual([held.leaseId]);
+    const lost = new Promise((resolve) => {
+      held.lost.addEventListener('abort', resolve, { once: true });
+    });
+    await kv.lease.revoke(held.leaseId);
+    await lost;
+    expect(held.lost.reason).toMatchObject({ code: 'LEASE_NOT_FOUND' });
+    await held.release(); // the lease is gone already: resolves
+  });
+
+  it('refuses bad names and timeouts before granting anything', async () => {
+    const kv = client([await realNode(cleanups)]);
+    for (const name of ['', 'a/b', 'x'.repeat(2_000)])
+      expect(await caught(kv.lock(name, { ttlSeconds: TTL_SECONDS }))).toMatchObject({
+        code: 'INVALID_INPUT',
+        definite: true,
+      });
+    expect(await caught(kv.lock('ok', { ttlSeconds: TTL_SECONDS, timeoutMs: 0 }))).toMatchObject({
+      code: 'INVALID_INPUT',
+    });
+    expect((await kv.lease.list()).leases).toEqual([]);
+  });
+});
+
+describe('kv.lock against a scripted server', () => {
+  const granted: Script = [200, { lease_id: 7, ttl_seconds: 5, log_index: 3 }];
+  const renewed: Script = [200, { lease_id: 7, ttl_seconds: 5 }];
+  const owned: Script = [200, { name: 'jobs', key: 'jobs/0000000000000007', fencing_token: 4 }];
+
+  it('a lock call whose connection broke is sent again with the same lease; release unlocks then revokes', async () => {
+    const server = await fakeServer((path, count) => {
+      if (path === '/lease/grant') return granted;
+      if (path === '/lease/keepalive') return renewed;
+      if (path === '/lock') return count === 1 ? 'drop' : owned;
+      if (path === '/unlock') return [200, { released: true }];
+      if (path === '/lease/revoke') return [200, { lease_id: 7, log_index: 9 }];
+      return [404, failure('NOT_FOUND')];
+    });
+    const kv = client([server.url]);
+    const held = await kv.lock('jobs', { ttlSeconds: 5, timeoutMs: 2_000 });
+    expect(held).toMatchObject({ key: 'jobs/0000000000000007', fencingToken: 4, leaseId: 7 });
+    expect(server.bodies('/lock').map((body) => body.lease_id)).toEqual([7, 7]);
+    const [firstTimeout, secondTimeout] = server.bodies('/lock').map((body) => body.timeout_ms as number);
+    expect(firstTimeout).toBeLessThanOrEqual(2_000);
+    expect(secondTimeout).toBeLessThan(firstTimeout ?? 0);
+    await held.release();
+    const order = server.requests.filter((path) => path === '/unlock' || path === '/lease/revoke');
+    expect(order).toEqual(['/unlock', '/lease/revoke']);
+  });
+
+  it('LOCK_TIMEOUT and TOO_MANY_WAITERS are not retried, and the lease is revoked', async () => {
+    for (const [code, status] of [
+      ['LOCK_TIMEOUT', 409],
+      ['TOO_MANY_WAITERS', 503],
+    ] as const) {
+      const server = await fakeServer((path) => {
+        if (path === '/lease/grant') return granted;
+        if (path === '/lease/keepalive') return renewed;
+        if (path === '/lock') return [status, failure(code)];
+        if (path === '/lease/revoke') return [200, { lease_id: 7, log_index: 9 }];
+        return [404, failure('NOT_FOUND')];
+      });
+      const error = await caught(client([server.url]).lock('jobs', { ttlSeconds: 5, timeoutMs: 1_000 }));
+      expect(error).toMatchObject({ code });
+      expect(server.count('/lock')).toBe(1);
+      expect(server.count('/lease/revoke')).toBe(1);
+    }
+  });
+});
