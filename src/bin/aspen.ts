@@ -11,6 +11,7 @@ import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, type MemberSpec } from '../client/optio
 import { KvError } from '../client/errors.ts';
 import type { WatchUpdate } from '../client/watch.ts';
 import { addLeaseCommands, leaseActions, leaseId, LeaseLostError } from './aspen-lease.ts';
+import { addLockCommand, lockAction } from './aspen-lock.ts';
 import {
   casArguments,
   compareFailed,
@@ -33,6 +34,8 @@ export const EXIT_UNAVAILABLE = 4;
 export const EXIT_COMPARE_FAILED = 5;
 /** `lease keepalive` lost its lease: LEASE_NOT_FOUND, or no renewal acknowledged within its TTL. */
 export const EXIT_LEASE_LOST = 6;
+/** LOCK_TIMEOUT: `aspen lock` did not get the lock within --timeout; the command was not run. */
+export const EXIT_LOCK_TIMEOUT = 7;
 
 export const DEFAULT_ENDPOINTS = 'http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003';
 const TIMEOUT_MS_DEFAULT = 10_000;
@@ -60,6 +63,7 @@ const MUTATING_COMMANDS = new Set([
   'member',
   'lease grant',
   'lease revoke',
+  'lock',
 ]);
 
 class UsageError extends Error {}
@@ -140,11 +144,12 @@ async function withSpinner<T>(label: string, work: Promise<T>): Promise<T> {
   }
 }
 
+/** Resolves to nothing (exit EXIT_OK) or to the exit code (`lock` exits with its command's code). */
 type Action = (
   context: Context,
   args: readonly string[],
   options: Readonly<Record<string, string | undefined>>,
-) => Promise<void>;
+) => Promise<unknown>;
 
 const actions: Readonly<Record<string, Action>> = {
   put: async ({ kv, json }, [key = '', value = ''], options) => {
@@ -226,6 +231,7 @@ const actions: Readonly<Record<string, Action>> = {
     print(json ? JSON.stringify({ ticket }) : ticket);
   },
   watch: (context, [key = ''], options) => watch(context, key, options),
+  lock: (context, args, options) => lockAction({ ...context, print, table }, args, options),
   ...Object.fromEntries(
     Object.entries(leaseActions).map(([name, action]): [string, Action] => [
       `lease ${name}`,
@@ -365,7 +371,7 @@ interface Chosen {
 function program(choose: (chosen: Chosen) => void): Command {
   const root = new Command('aspen')
     .description(
-      'Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable, 5 compare failed, 6 lease lost)',
+      "Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable, 5 compare failed, 6 lease lost, 7 lock timeout; lock: its command's code)",
     )
     .version(ASPEN_VERSION, '--version', 'print the version and exit')
     .exitOverride()
@@ -407,6 +413,7 @@ function program(choose: (chosen: Chosen) => void): Command {
       });
     };
   addCommands(adder(root, ''));
+  addLockCommand(adder(root, ''));
   addLeaseCommands(
     adder(root.command('lease').description('leases: grant, keepalive, revoke, info, list'), 'lease '),
   );
@@ -481,6 +488,7 @@ function exitCodeOf(error: unknown): number {
   if (!(error instanceof KvError)) return EXIT_FAILED;
   if (error.code === 'KEY_NOT_FOUND' || error.code === 'LEASE_NOT_FOUND') return EXIT_NOT_FOUND;
   if (error.code === 'COMPARE_FAILED') return EXIT_COMPARE_FAILED;
+  if (error.code === 'LOCK_TIMEOUT') return EXIT_LOCK_TIMEOUT;
   return UNAVAILABLE_CODES.has(error.code) ? EXIT_UNAVAILABLE : EXIT_FAILED;
 }
 
@@ -536,8 +544,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const ctx = context(root);
     kv = ctx.kv;
-    await action(ctx, chosen.args, chosen.options);
-    return EXIT_OK;
+    const code = await action(ctx, chosen.args, chosen.options);
+    return typeof code === 'number' ? code : EXIT_OK;
   } catch (error) {
     const usage = error instanceof UsageError || error instanceof InputError;
     const code =

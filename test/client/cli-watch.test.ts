@@ -1,55 +1,17 @@
-import { spawn } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE } from '../../src/bin/aspen.ts';
 import { KvClient } from '../../src/client/index.ts';
+import { background } from './aspen-background.ts';
 import { realNode } from './real-node.ts';
 
-const BIN = resolve(import.meta.dirname, '../../src/bin/aspen.ts');
-const WAIT_MS_MAX = 20_000;
 const cleanups: (() => Promise<void> | void)[] = [];
 afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-/** `aspen watch …` running in the background: its output so far, a way to stop it, its exit. */
-function watching(args: readonly string[]) {
-  const inherited = Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => name !== 'ASPEN_ENDPOINTS'),
-  );
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: inherited,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const output = { stdout: '', stderr: '' };
-  child.stdout.setEncoding('utf8').on('data', (text: string) => {
-    output.stdout += text;
-  });
-  child.stderr.setEncoding('utf8').on('data', (text: string) => {
-    output.stderr += text;
-  });
-  const exited = new Promise<number | null>((resolveExit) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), WAIT_MS_MAX);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolveExit(code);
-    });
-  });
-  cleanups.push(() => {
-    child.kill('SIGKILL');
-  });
-  const lines = () => output.stdout.split('\n').filter((line) => line.length > 0);
-  const until = async (count: number) => {
-    const deadline = Date.now() + WAIT_MS_MAX;
-    while (lines().length < count) {
-      if (Date.now() > deadline) throw new Error(`aspen watch printed ${JSON.stringify(output)}`);
-      await new Promise((resolveWait) => setTimeout(resolveWait, 20));
-    }
-  };
-  return { child, output, exited, lines, until };
-}
+const watching = (args: readonly string[]) => background(args, cleanups);
 
 describe('aspen watch', () => {
   it('prints one line per event (JSON lines with --json) and exits 0 on SIGINT', async () => {
