@@ -241,9 +241,9 @@ export class OwnerQueue {
 }
 
 /** The first queue key of a scan: the lowest create revision (null: none). */
-export function firstOf(entries: readonly KeyValue[]): KeyValue | null {
-  let first: KeyValue | null = null;
-  // bounded: a scan holds fewer than LOCK_WAITERS_MAX entries
+export function firstOf<T extends { readonly create_index: number }>(entries: Iterable<T>): T | null {
+  let first: T | null = null;
+  // bounded: callers hold at most LOCK_WAITERS_MAX keys
   for (const entry of entries) if (first === null || entry.create_index < first.create_index) first = entry;
   return first;
 }
