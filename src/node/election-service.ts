@@ -111,7 +111,7 @@ export class NodeElectionService implements ElectionService {
     let subscription: WatchSubscription | null = null;
     const state = { ended: false };
     const start = (): void => {
-      if (!tracker.started) sink.leader(scan.revision, tracker.start());
+      if (!tracker.started && !state.ended) sink.leader(scan.revision, tracker.start());
     };
     const watchSink: WatchSink = {
       events: (revision, events) => {
