@@ -1,10 +1,14 @@
 import type {
   AddLearnerRequest,
+  CampaignRequest,
+  CampaignResult,
   ChangeMembershipRequest,
   ClusterState,
   DeleteRequest,
   DeleteResult,
   InitRequest,
+  LeaderRequest,
+  LeaderResult,
   LeaseGrantRequest,
   LeaseGrantResult,
   LeaseInfoRequest,
@@ -16,10 +20,13 @@ import type {
   LeaseRevokeResult,
   LockRequest,
   LockResult,
+  ProclaimRequest,
   RaftMetrics,
   ReadRequest,
   ReadResult,
   RemoveLearnerRequest,
+  ResignRequest,
+  ResignResult,
   ScanRequest,
   ScanResult,
   SnapshotResult,
@@ -121,4 +128,36 @@ export interface WatchService {
 export interface LockService {
   lock(request: LockRequest, signal?: AbortSignal): Promise<LockResult>;
   unlock(request: UnlockRequest): Promise<UnlockResult>;
+}
+
+/**
+ * Where an election's observation goes (GET /election/observe writes Server-Sent Events): first the
+ * leader at the start, then one call per change of the leader or of its value, in revision order.
+ */
+export interface ElectionSink {
+  /** The leader as of `revision` (null: none). */
+  leader(revision: number, leader: LeaderResult | null): void;
+  /** Nothing changed up to `revision`. */
+  progress(revision: number): void;
+  /** The observation ends (the watch under it was canceled, or it saw too many candidates). */
+  canceled(reason: string, revision: number): void;
+  /** False while the consumer is not taking more. */
+  ready(): boolean;
+}
+
+/**
+ * Elections (docs/api.md "Elections"): the queue of locks, with the candidate's value in its key.
+ * `campaign` answers once the key is the leader (CAMPAIGN_TIMEOUT: its key removed again;
+ * LEASE_NOT_FOUND; TOO_MANY_WAITERS); `proclaim` changes the leader's value (NOT_ELECTED: the key is a
+ * candidate, not the leader; NOT_FOUND: no such key); `resign` deletes the key (NOT_FOUND); `leader`
+ * reads the leader (NOT_FOUND: none); `observe` validates, reads the leader at a linearizable point
+ * and opens a watch on this node, rejecting (INVALID_INPUT, COMPACTED, TOO_MANY_WATCHERS, ...) before
+ * anything is passed to the sink.
+ */
+export interface ElectionService {
+  campaign(request: CampaignRequest, signal?: AbortSignal): Promise<CampaignResult>;
+  proclaim(request: ProclaimRequest): Promise<CampaignResult>;
+  resign(request: ResignRequest): Promise<ResignResult>;
+  leader(request: LeaderRequest): Promise<LeaderResult>;
+  observe(request: LeaderRequest, sink: ElectionSink): Promise<WatchSubscription>;
 }

@@ -100,7 +100,7 @@ export function checkedUnlockKey(request: unknown): string {
   if (!valid)
     throw new AspenError(
       'INVALID_INPUT',
-      'key must be a lock key: <name>/<lease id as 16 lowercase hex digits>, as POST /lock answered it',
+      'key must be a lock key: <name>/<lease id as 16 lowercase hex digits>, as POST /lock or /election/campaign answered it',
     );
   checkedLockName(name);
   return text;

@@ -335,3 +335,51 @@ export interface UnlockRequest {
 export interface UnlockResult {
   readonly released: true;
 }
+
+/**
+ * POST /election/campaign: wait (up to `timeout_ms`) until the lease's key under `name` (holding
+ * `value`) is the leader: the lowest create revision under `name/`.
+ */
+export interface CampaignRequest {
+  readonly name: string;
+  readonly lease_id: number;
+  readonly value: string;
+  readonly timeout_ms?: number;
+}
+
+/** Elected: `revision` is the key's create revision (the term's fencing token). Proclaim answers the same. */
+export interface CampaignResult {
+  readonly name: string;
+  readonly key: string;
+  readonly revision: number;
+  readonly value: string;
+}
+
+/** POST /election/proclaim: the leader's new value (refused unless `key` is the leader). */
+export interface ProclaimRequest {
+  readonly key: string;
+  readonly value: string;
+}
+
+/** POST /election/resign: delete the campaign key (the next candidate becomes the leader). */
+export interface ResignRequest {
+  readonly key: string;
+}
+
+export interface ResignResult {
+  readonly resigned: true;
+}
+
+/** GET /election/leader?name= */
+export interface LeaderRequest {
+  readonly name: string;
+}
+
+/** The leader of an election: its key, value, create revision and lease. */
+export interface LeaderResult {
+  readonly name: string;
+  readonly key: string;
+  readonly value: string;
+  readonly revision: number;
+  readonly lease_id: number;
+}

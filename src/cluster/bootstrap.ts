@@ -9,6 +9,7 @@ import { RaftControlClient } from '../node/control-client.ts';
 import { RaftLeaseClient } from '../node/lease-client.ts';
 import { MemoryKvStateMachine, type StateMachine } from '../node/kv-state-machine.ts';
 import { systemClock } from '../node/local-runtime.ts';
+import { NodeElectionService } from '../node/election-service.ts';
 import { NodeLockService } from '../node/lock-service.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import type { WatchHub } from '../node/watch-hub.ts';
@@ -345,6 +346,11 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
     store: parts.forwarding.store,
     leases: parts.forwarding.store,
     locks: new NodeLockService({ store: parts.forwarding.store, watch: parts.watch, clock: systemClock }),
+    elections: new NodeElectionService({
+      store: parts.forwarding.store,
+      watch: parts.watch,
+      clock: systemClock,
+    }),
     identity: {
       nodeId: config.nodeId,
       endpointId: transport.peerId,

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { LockService } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import type { LockRequest, UnlockRequest } from '../api/types.ts';
@@ -26,21 +26,38 @@ const unlockBody = {
 } as const;
 
 /**
+ * A signal aborted with `reason()` if the client goes away (the response closes unanswered) while a
+ * call waits; `release` stops listening once the call settled.
+ */
+export function abandonOnClose(
+  reply: FastifyReply,
+  reason: () => AspenError,
+): { readonly signal: AbortSignal; readonly release: () => void } {
+  const abandoned = new AbortController();
+  const onClose = (): void => {
+    if (!reply.raw.writableFinished) abandoned.abort(reason());
+  };
+  reply.raw.once('close', onClose);
+  return {
+    signal: abandoned.signal,
+    release: () => {
+      reply.raw.off('close', onClose);
+    },
+  };
+}
+
+/**
  * POST /lock waits until the lease's key is the owner; if the client goes away first (the response
  * closes unanswered), the wait is aborted and the key it created removed. POST /unlock deletes a
  * lock key.
  */
 export function addLockRoutes(app: FastifyInstance, locks: LockService): void {
   app.post('/lock', { schema: { body: lockBody } }, (request, reply) => {
-    const abandoned = new AbortController();
-    const onClose = (): void => {
-      if (!reply.raw.writableFinished)
-        abandoned.abort(new AspenError('LOCK_TIMEOUT', 'the client went away while waiting for the lock'));
-    };
-    reply.raw.once('close', onClose);
-    return locks.lock(request.body as LockRequest, abandoned.signal).finally(() => {
-      reply.raw.off('close', onClose);
-    });
+    const caller = abandonOnClose(
+      reply,
+      () => new AspenError('LOCK_TIMEOUT', 'the client went away while waiting for the lock'),
+    );
+    return locks.lock(request.body as LockRequest, caller.signal).finally(caller.release);
   });
   app.post('/unlock', { schema: { body: unlockBody } }, (request) =>
     locks.unlock(request.body as UnlockRequest),

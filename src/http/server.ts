@@ -3,6 +3,7 @@ import type {
   ClusterController,
   KeyValueStore,
   LeaseService,
+  ElectionService,
   LockService,
   WatchService,
 } from '../api/contracts.ts';
@@ -21,6 +22,7 @@ import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError, type HttpLog } fr
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { addLeaseRoutes } from './lease-routes.ts';
+import { addElectionRoutes } from './election-routes.ts';
 import { addLockRoutes } from './lock-routes.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 import { addWatchRoute } from './watch-route.ts';
@@ -93,6 +95,8 @@ export interface HttpServerOptions {
   readonly leases?: LeaseService;
   /** The lock calls (POST /lock, /unlock); without them the routes do not exist. */
   readonly locks?: LockService;
+  /** The election calls (POST /election/campaign, /proclaim, /resign, GET /election/leader, /observe). */
+  readonly elections?: ElectionService;
   /** The node's watch source (GET /watch); without it the route does not exist. */
   readonly watch?: WatchService;
   /** Milliseconds between a watch stream's heartbeats (default WATCH_HEARTBEAT_MS; tests shorten it). */
@@ -167,6 +171,12 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   addKeyValueRoutes(app, options.store);
   if (options.leases !== undefined) addLeaseRoutes(app, options.leases);
   if (options.locks !== undefined) addLockRoutes(app, options.locks);
+  if (options.elections !== undefined)
+    addElectionRoutes(
+      app,
+      options.elections,
+      options.watchHeartbeatMs === undefined ? {} : { heartbeatMs: options.watchHeartbeatMs },
+    );
   addNodeRoutes(app, options, metrics);
   if (options.watch !== undefined)
     addWatchRoute(

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WatchService, WatchSink, WatchSubscription } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import { WATCH_START_HEADER, type WatchEvent, type WatchRequest } from '../api/types.ts';
@@ -129,7 +129,7 @@ class SseBatcher {
  * together) and written once per turn, or at once past SSE_BATCH_CHARS_MAX. The sink is ready while the
  * socket's buffer is under its high-water mark; 'drain' resumes the watcher.
  */
-class SseSink implements WatchSink {
+export class SseSink implements WatchSink {
   private readonly response: ServerResponse;
   private readonly batcher: SseBatcher;
   private ended = false;
@@ -152,6 +152,11 @@ class SseSink implements WatchSink {
   canceled(reason: string, revision: number): void {
     this.write(sseEvent('canceled', { reason, revision }));
     this.end();
+  }
+
+  /** Any other event (`id` only where a resume may start after it). */
+  send(event: string, data: unknown, id?: number): void {
+    this.write(sseEvent(event, data, id));
   }
 
   /** A comment line, in stream order (skipped while the socket is backed up: its bytes are in flight). */
@@ -227,64 +232,95 @@ export interface WatchRouteOptions {
 }
 
 /**
- * GET /watch (docs/api.md "Watch"): validation and the hub's refusals (COMPACTED, TOO_MANY_WATCHERS)
- * answer as ordinary JSON errors; once the watcher is open the reply is hijacked and becomes an SSE
- * stream until the client leaves, the hub cancels it, or the server stops (then every stream ends at
- * once, so a stop is never held by a watcher, and the clients resume elsewhere). A stream counts as a
- * request in flight, so no idle timeout closes it: its heartbeat (and TCP keepalive) find a dead peer.
+ * The open SSE streams of one route: batched writes, one heartbeat timer, and the end of every stream
+ * at once as the server stops (so a stop is never held by a stream, and the clients resume elsewhere).
+ * A stream counts as a request in flight, so no idle timeout closes it: its heartbeat (and TCP
+ * keepalive) find a dead peer.
  */
-export function addWatchRoute(
-  app: FastifyInstance,
-  watch: WatchService,
-  options: WatchRouteOptions = {},
-): void {
-  const open = new Map<SseSink, WatchSubscription>();
-  const batcher = new SseBatcher();
-  const heartbeatMs = options.heartbeatMs ?? WATCH_HEARTBEAT_MS;
-  const heartbeats = new Heartbeats(heartbeatMs);
-  app.addHook('preClose', (done) => {
-    for (const [sink, subscription] of open) {
-      subscription.close();
-      heartbeats.forget(sink);
-      sink.end();
-    }
-    open.clear();
-    done();
-  });
-  app.get('/watch', { schema: { querystring: watchQuery } }, (request: FastifyRequest, reply) => {
-    const watchRequest = watchRequestOf(request.query as WatchQuery, request.headers['last-event-id']);
+export class SseStreams {
+  private readonly open = new Map<SseSink, WatchSubscription>();
+  private readonly batcher = new SseBatcher();
+  private readonly heartbeats: Heartbeats;
+  private readonly heartbeatMs: number;
+
+  constructor(app: FastifyInstance, heartbeatMs: number = WATCH_HEARTBEAT_MS) {
+    this.heartbeatMs = heartbeatMs;
+    this.heartbeats = new Heartbeats(heartbeatMs);
+    app.addHook('preClose', (done) => {
+      for (const [sink, subscription] of this.open) {
+        subscription.close();
+        this.heartbeats.forget(sink);
+        sink.end();
+      }
+      this.open.clear();
+      done();
+    });
+  }
+
+  /**
+   * Open a subscription that writes to an SSE sink on this reply; a refusal (`subscribe` throws or
+   * rejects) answers as an ordinary JSON error, as nothing was sent yet. Once open the reply is
+   * hijacked and streams until the client leaves, the source cancels it, or the server stops.
+   */
+  async stream(
+    reply: FastifyReply,
+    subscribe: (sink: SseSink) => WatchSubscription | Promise<WatchSubscription>,
+    headers: (subscription: WatchSubscription) => Record<string, string> = () => ({}),
+  ): Promise<void> {
     const response = reply.raw;
-    const sink = new SseSink(response, batcher);
-    // Listen before the watcher exists: a client gone in between must not leave it open.
+    const sink = new SseSink(response, this.batcher);
+    // Listen before the subscription exists: a client gone in between must not leave it open.
     let subscription: WatchSubscription | null = null;
+    const client = { gone: false };
     response.once('close', () => {
-      open.delete(sink);
-      batcher.forget(sink);
-      heartbeats.forget(sink);
+      client.gone = true;
+      this.open.delete(sink);
+      this.batcher.forget(sink);
+      this.heartbeats.forget(sink);
       subscription?.close();
     });
-    subscription = watch.open(watchRequest, sink); // throws before anything is sent
+    subscription = await subscribe(sink); // throws before anything is sent
     reply.hijack();
-    if (response.destroyed || response.socket === null || response.socket.destroyed) {
-      subscription.close(); // the client left before the stream began ('close' may have been heard already)
+    if (client.gone || response.destroyed || response.socket === null || response.socket.destroyed) {
+      subscription.close(); // the client left before the stream began
       return;
     }
     const opened = subscription;
-    open.set(sink, opened);
-    heartbeats.add(sink);
-    response.socket.setKeepAlive(true, heartbeatMs);
+    this.open.set(sink, opened);
+    this.heartbeats.add(sink);
+    response.socket.setKeepAlive(true, this.heartbeatMs);
     response.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
       // A stream that ended means the client reconnects: never reuse its connection.
       connection: 'close',
       'x-accel-buffering': 'no',
-      // Where the stream starts: a client that connected without a start knows its position at once.
-      [WATCH_START_HEADER]: String(opened.startRevision),
+      ...headers(opened),
     });
     response.flushHeaders();
     response.on('drain', () => {
       opened.resume();
     });
+  }
+}
+
+/**
+ * GET /watch (docs/api.md "Watch"): validation and the hub's refusals (COMPACTED, TOO_MANY_WATCHERS)
+ * answer as ordinary JSON errors; once the watcher is open the reply becomes an SSE stream (SseStreams).
+ */
+export function addWatchRoute(
+  app: FastifyInstance,
+  watch: WatchService,
+  options: WatchRouteOptions = {},
+): void {
+  const streams = new SseStreams(app, options.heartbeatMs);
+  app.get('/watch', { schema: { querystring: watchQuery } }, async (request: FastifyRequest, reply) => {
+    const watchRequest = watchRequestOf(request.query as WatchQuery, request.headers['last-event-id']);
+    // Where the stream starts: a client that connected without a start knows its position at once.
+    await streams.stream(
+      reply,
+      (sink) => watch.open(watchRequest, sink),
+      (opened) => ({ [WATCH_START_HEADER]: String(opened.startRevision) }),
+    );
   });
 }

@@ -389,6 +389,48 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
     expect((await send('POST', '/unlock', { key: won.json.key })).json).toEqual({ released: true });
   }, 20_000);
 
+  it('elections through a follower: a candidate there leads once the leader resigns on the leader node', async () => {
+    const lease = async () =>
+      (await send('POST', '/lease/grant', { ttl_seconds: 30 })).json.lease_id as number;
+    const [a, b] = [await lease(), await lease()];
+    const first = await call(leaderUrl, 'POST', '/election/campaign', {
+      name: 'fwd-elect',
+      lease_id: a,
+      value: 'a',
+    });
+    expect(first.status).toBe(200);
+    const second = send('POST', '/election/campaign', { name: 'fwd-elect', lease_id: b, value: 'b' });
+    const deadline = Date.now() + 5_000;
+    const candidates = async () =>
+      (await call(leaderUrl, 'POST', '/scan', { prefix: 'fwd-elect/' })).json.entries as unknown[];
+    while ((await candidates()).length < 2) {
+      if (Date.now() > deadline) throw new Error('the second candidate key never appeared');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect((await send('GET', '/election/leader?name=fwd-elect')).json).toMatchObject({
+      key: first.json.key,
+      value: 'a',
+    });
+    const refused = await send('POST', '/election/proclaim', {
+      key: `fwd-elect/${b.toString(16).padStart(16, '0')}`,
+      value: 'x',
+    });
+    expect(refused.status).toBe(409);
+    expect((await call(leaderUrl, 'POST', '/election/resign', { key: first.json.key })).status).toBe(200);
+    const won = await second;
+    expect(won.status).toBe(200);
+    expect(won.json.revision as number).toBeGreaterThan(first.json.revision as number);
+    expect((await send('POST', '/election/proclaim', { key: won.json.key, value: 'b2' })).json).toMatchObject(
+      { value: 'b2' },
+    );
+    expect((await send('GET', '/election/leader?name=fwd-elect')).json).toMatchObject({
+      key: won.json.key,
+      value: 'b2',
+    });
+    expect((await send('POST', '/election/resign', { key: won.json.key })).json).toEqual({ resigned: true });
+    expect((await send('GET', '/election/leader?name=fwd-elect')).status).toBe(404);
+  }, 20_000);
+
   it('refuses every malformed compare and op at the follower with its 4xx; nothing is written', async () => {
     const lastIndex = async () => (await call(leaderUrl, 'GET', '/metrics')).json.last_log_index as number;
     const before = await lastIndex();

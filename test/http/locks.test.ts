@@ -1,22 +1,16 @@
-import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WatchService } from '../../src/api/contracts.ts';
 import type { WatchRequest } from '../../src/api/types.ts';
 import { LOCK_NAME_BYTES_MAX, LOCK_TIMEOUT_MS_MAX } from '../../src/base/limits.ts';
-import { buildHttpServer } from '../../src/http/server.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
 import { NodeLockService } from '../../src/node/lock-service.ts';
 import type { WatchHub } from '../../src/node/watch-hub.ts';
-import { realNodeParts } from '../client/real-node.ts';
+import { hex, pending, post, servedNode, until } from './queue-helpers.ts';
 
 const stops: (() => unknown)[] = [];
 afterEach(async () => {
   for (const stop of stops.splice(0).reverse()) await stop();
 });
-
-/** Bound on polling for a state in these tests. */
-const WAIT_MS_MAX = 5_000;
-const POLL_MS = 10;
 
 /** A WatchService that records what each waiter watches, then opens it on the real hub. */
 class SpyWatch implements WatchService {
@@ -31,69 +25,16 @@ class SpyWatch implements WatchService {
   }
 }
 
-/** A real single node (initialized) with the lock routes on a loopback port. */
+/** A real single node (initialized) with the lock routes, whose watches a SpyWatch records. */
 async function lockNode() {
-  const { node, watch: hub, control, leases } = realNodeParts();
-  const spy = new SpyWatch(hub);
-  const app = buildHttpServer({
-    controller: control,
-    store: control,
-    leases,
-    locks: new NodeLockService({ store: control, watch: spy, clock: systemClock }),
-    identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
+  const made: SpyWatch[] = [];
+  const served = await servedNode(stops, ({ watch, control }) => {
+    made.push(new SpyWatch(watch));
+    return { locks: new NodeLockService({ store: control, watch: made[0] ?? watch, clock: systemClock }) };
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  stops.push(
-    () => {
-      node.stop();
-    },
-    () => {
-      const closing = app.close();
-      app.server.closeAllConnections();
-      return closing;
-    },
-  );
-  await control.init({ initial_members: [{ id: 1, addr: 'node-1', raft_addr: '127.0.0.1:26001' }] });
-  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
-  const grant = async () => (await leases.grant({ ttl_seconds: 60 })).lease_id;
-  const keys = async (prefix: string) => (await control.scan({ prefix })).entries.map((entry) => entry.key);
-  return { url, control, leases, spy, hub, grant, keys };
-}
-
-interface Answer {
-  readonly status: number;
-  readonly json: Record<string, unknown>;
-}
-
-async function post(url: string, path: string, body: unknown, signal?: AbortSignal): Promise<Answer> {
-  const response = await fetch(`${url}${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    ...(signal === undefined ? {} : { signal }),
-  });
-  return { status: response.status, json: (await response.json()) as Record<string, unknown> };
-}
-
-/** A pending call, with whether it has answered yet. */
-function pending(answer: Promise<Answer>) {
-  const state: { done: boolean; answer: Promise<Answer> } = { done: false, answer };
-  void answer.then(() => {
-    state.done = true;
-  });
-  return state;
-}
-
-async function until(what: string, condition: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + WAIT_MS_MAX;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
-}
-
-function hex(leaseId: number): string {
-  return leaseId.toString(16).padStart(16, '0');
+  const [spy] = made;
+  if (spy === undefined) throw new Error('the lock service was made with a SpyWatch');
+  return { ...served, spy, hub: served.watch };
 }
 
 describe('POST /lock and /unlock on one node', () => {
