@@ -32,6 +32,12 @@ export interface Held {
   readonly key: string;
   readonly revision: number;
   readonly created: boolean;
+  /**
+   * The key's mod revision as this call left it: a call that finds its lease's key already there
+   * writes it again (same value rules, same lease), so a call that gives up later removes the key
+   * only while nobody re-entered it since (a compare on this revision).
+   */
+  readonly modRevision: number;
 }
 
 /** The queue keys of a name (`<name>/<lease hex16>`) at one linearizable revision. */
@@ -65,7 +71,11 @@ export class OwnerQueue {
     this.clock = options.clock;
   }
 
-  /** The lease's key with `value`, created on the lease unless it exists (LEASE_NOT_FOUND: no such lease). */
+  /**
+   * The lease's key with `value`, created on the lease unless it exists (LEASE_NOT_FOUND: no such
+   * lease). A key that exists is written again with `value` (its create revision, the token, stays),
+   * so that an earlier call on the same lease that gives up does not remove it (see `leave`).
+   */
   async enter(key: string, leaseId: number, value: string): Promise<Held> {
     const result = await this.store.write({
       command: {
@@ -76,7 +86,8 @@ export class OwnerQueue {
         },
       },
     });
-    if (result.succeeded === true) return { key, revision: result.revision, created: true };
+    if (result.succeeded === true)
+      return { key, revision: result.revision, created: true, modRevision: result.revision };
     const found = result.results?.[0];
     assert(found !== undefined && 'Get' in found && found.Get !== null, 'the failure branch found the key');
     if (found.Get.lease_id !== leaseId)
@@ -84,7 +95,26 @@ export class OwnerQueue {
         'INVALID_INPUT',
         `key ${key.slice(0, 64)} exists on lease ${found.Get.lease_id}, not ${leaseId}: it was written outside the lock and election calls`,
       );
-    return { key, revision: found.Get.create_index, created: false };
+    return this.reenter(key, leaseId, value, found.Get.create_index);
+  }
+
+  /** Write an existing key of the lease again (only while it is the same key on the same lease). */
+  private async reenter(key: string, leaseId: number, value: string, revision: number): Promise<Held> {
+    const result = await this.store.write({
+      command: {
+        Transaction: {
+          compare: [
+            { key, target: 'create_index', op: 'equal', value: revision },
+            { key, target: 'lease_id', op: 'equal', value: leaseId },
+          ],
+          success: [{ Set: { key, value, lease_id: leaseId } }],
+          failure: [],
+        },
+      },
+    });
+    // Gone meanwhile (released, or its lease ended): the owner check says which.
+    if (result.succeeded !== true) return { key, revision, created: false, modRevision: revision };
+    return { key, revision, created: false, modRevision: result.revision };
   }
 
   /**
@@ -210,8 +240,8 @@ export class OwnerQueue {
   }
 
   /**
-   * A wait that ends without ownership removes the key this call created (only that one: a compare
-   * on its create revision), and answers the error to reject with: a timeout (`timeoutCode`) stays
+   * A wait that ends without ownership removes the key this call created (only that one, and only
+   * while no later call on the same lease re-entered it: a compare on its mod revision), and answers the error to reject with: a timeout (`timeoutCode`) stays
    * definite once removed and becomes not definite if the removal failed (the key stays until its
    * lease ends); any other failure as it was.
    */
@@ -222,7 +252,7 @@ export class OwnerQueue {
       await this.store.write({
         command: {
           Transaction: {
-            compare: [{ key: held.key, target: 'create_index', op: 'equal', value: held.revision }],
+            compare: [{ key: held.key, target: 'mod_index', op: 'equal', value: held.modRevision }],
             success: [{ Delete: { key: held.key } }],
             failure: [],
           },

@@ -27,6 +27,13 @@ async function started() {
   return { ...parts, grant, keys };
 }
 
+/** Until `prefix` holds `count` keys (bounded: 5 s). */
+async function untilKeys(keys: (prefix: string) => Promise<string[]>, prefix: string, count: number) {
+  const deadline = Date.now() + 5_000;
+  while ((await keys(prefix)).length < count && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
 function isRemoval(request: WriteRequest): boolean {
   const command = request.command;
   return 'Transaction' in command && command.Transaction.success.some((op) => 'Delete' in op);
@@ -125,19 +132,44 @@ describe('NodeLockService failure paths', () => {
     const [a, b] = [await grant(), await grant()];
     const locks = new NodeLockService({ store: control, watch, clock: systemClock });
     await locks.lock({ name: 'g', lease_id: a });
+    const alone = new AbortController();
+    const waitingAlone = locks.lock({ name: 'g', lease_id: b }, alone.signal);
+    await untilKeys(keys, 'g/', 2);
+    const reason = new AspenError('LOCK_TIMEOUT', 'went away');
+    alone.abort(reason);
+    expect(await waitingAlone.then(null, (error: unknown) => error)).toBe(reason);
+    expect(await keys('g/')).toEqual([lockKey('g', a)]);
+    // A second call of the same lease re-enters the key: its timeout leaves the key to the first
+    // call, and the first call giving up then leaves it to the re-entry (it stays until the lease ends).
     const caller = new AbortController();
     const waiting = locks.lock({ name: 'g', lease_id: b }, caller.signal);
-    const deadline = Date.now() + 5_000;
-    while ((await keys('g/')).length < 2 && Date.now() < deadline)
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    // A second call of the same lease reuses the key; its timeout leaves the key to the first call.
+    await untilKeys(keys, 'g/', 2);
     expect((await rejection(locks.lock({ name: 'g', lease_id: b, timeout_ms: 30 }))).code).toBe(
       'LOCK_TIMEOUT',
     );
     expect(await keys('g/')).toHaveLength(2);
-    const reason = new AspenError('LOCK_TIMEOUT', 'went away');
     caller.abort(reason);
     expect(await waiting.then(null, (error: unknown) => error)).toBe(reason);
-    expect(await keys('g/')).toEqual([lockKey('g', a)]);
+    expect(await keys('g/')).toHaveLength(2);
+  });
+
+  it('a call that gives up never removes a key a later call of the same lease re-entered (a client retry)', async () => {
+    const { control, watch, grant, keys } = await started();
+    const [owner, retrier] = [await grant(), await grant()];
+    const locks = new NodeLockService({ store: control, watch, clock: systemClock });
+    const held = await locks.lock({ name: 'r', lease_id: owner });
+    const first = new AbortController();
+    const dropped = locks.lock({ name: 'r', lease_id: retrier }, first.signal);
+    await untilKeys(keys, 'r/', 2);
+    const retry = locks.lock({ name: 'r', lease_id: retrier, timeout_ms: 10_000 });
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the retry has re-entered the key
+    first.abort(new AspenError('LOCK_TIMEOUT', 'the client dropped the first attempt'));
+    await dropped.then(null, () => undefined);
+    expect(await keys('r/')).toHaveLength(2);
+    await locks.unlock({ key: held.key });
+    const won = await retry;
+    expect(won.key).toBe(lockKey('r', retrier));
+    expect(won.fencing_token).toBeGreaterThan(held.fencing_token);
+    expect(await keys('r/')).toEqual([won.key]);
   });
 });
