@@ -38,4 +38,11 @@ export {
   type LeaseKeeper,
 } from './lease.ts';
 export { LOCK_ANSWER_MARGIN_MS, LOCK_ATTEMPTS_MAX, type Lock, type LockOptions } from './lock.ts';
+export {
+  OBSERVE_SILENT_MS,
+  type CampaignOptions,
+  type LeaderChange,
+  type Leadership,
+  type ObserveOptions,
+} from './election.ts';
 export { KvError, isKvError, type CompareCurrent, type KvErrorCode } from './errors.ts';

@@ -1,5 +1,6 @@
 import type {
   ClusterState,
+  LeaderResult,
   DeleteResult,
   RaftMetrics,
   ReadResult,
@@ -10,6 +11,14 @@ import type {
   WriteResult,
 } from '../api/types.ts';
 import { KvError } from './errors.ts';
+import {
+  ElectionApi,
+  observeLeaders,
+  type CampaignOptions,
+  type LeaderChange,
+  type Leadership,
+  type ObserveOptions,
+} from './election.ts';
 import { HttpPool } from './http-transport.ts';
 import { LeaseApi } from './lease.ts';
 import { LockApi, type Lock, type LockOptions } from './lock.ts';
@@ -77,6 +86,7 @@ export class KvClient {
   /** Leases: `kv.lease.grant(10)`, `kv.lease.keepAliveForever(id)`, … (lease.ts, docs/cli.md). */
   readonly lease: LeaseApi = new LeaseApi((call, options, mutating) => this.call(call, options, mutating));
   private readonly locks: LockApi;
+  private readonly elections: ElectionApi;
 
   constructor(options: KvClientOptions) {
     if (options.endpoints.length === 0 || options.endpoints.length > ENDPOINTS_MAX)
@@ -96,6 +106,7 @@ export class KvClient {
       this.lease,
       this.retry,
     );
+    this.elections = new ElectionApi((call, opts, mutating) => this.call(call, opts, mutating), this.locks);
   }
 
   // ------------------------------------------------------------------ key-value
@@ -235,6 +246,36 @@ export class KvClient {
    */
   lock(name: string, options: LockOptions): Promise<Lock> {
     return this.locks.lock(name, options);
+  }
+
+  // ------------------------------------------------------------------ elections
+
+  /**
+   * Campaign in the election `name` with `value` (docs/api.md "Elections") on a new lease of
+   * `ttlSeconds`, kept alive in the background: waits up to `timeoutMs` (CAMPAIGN_TIMEOUT) to be the
+   * leader, then answers the leadership: its key, term (`revision`, the fencing token), `lost`,
+   * `proclaim(value)` and `resign()`. On any failure to win the lease is revoked. See election.ts.
+   */
+  campaign(name: string, value: string, options: CampaignOptions): Promise<Leadership> {
+    return this.elections.campaign(name, value, options);
+  }
+
+  /** The leader of the election `name` now (linearizable), or null. (`leader()` is the Raft leader.) */
+  electionLeader(name: string): Promise<LeaderResult | null> {
+    return this.elections.leader(name);
+  }
+
+  /**
+   * The leader of the election `name` (null: none), then one step per change of it or of its value:
+   * an async iterable that reconnects by itself, to the next endpoint after a failure, each new stream
+   * starting from the leader at that moment. Ends when `signal` aborts or the loop breaks.
+   */
+  observe(name: string, options: ObserveOptions = {}): AsyncIterable<LeaderChange> {
+    return observeLeaders(
+      { endpoints: this.endpoints, retry: this.retry, timeoutMs: this.timeoutMs },
+      name,
+      options,
+    );
   }
 
   // ------------------------------------------------------------------ cluster

@@ -1,10 +1,10 @@
 import { AspenError } from '../api/errors.ts';
 import { checkedLockName } from '../api/lock-validation.ts';
-import type { LockResult, UnlockResult } from '../api/types.ts';
+import type { LockResult } from '../api/types.ts';
 import { LOCK_TIMEOUT_MS_DEFAULT, LOCK_TIMEOUT_MS_MAX } from '../base/limits.ts';
 import { KvError } from './errors.ts';
 import type { LeaseApi, LeaseCaller, LeaseKeeper } from './lease.ts';
-import { assert, backoff, PREFER_LEADER, TRANSIENT_CODES } from './retry.ts';
+import { assert, backoff, PREFER_LEADER, TRANSIENT_CODES, type Call } from './retry.ts';
 import type { RetryPolicy } from './options.ts';
 
 /**
@@ -42,16 +42,16 @@ function invalid(message: string): KvError {
 }
 
 /** The server's name rule, checked before anything is sent: non-empty, no "/", within the byte bound. */
-function checkName(name: string): void {
+export function checkName(name: string, what: string): void {
   try {
     checkedLockName(name);
   } catch (error) {
-    if (error instanceof AspenError) throw invalid(`lock ${error.message}`);
+    if (error instanceof AspenError) throw invalid(`${what} ${error.message}`);
     throw error;
   }
 }
 
-function checkTimeout(timeoutMs: number): void {
+export function checkTimeout(timeoutMs: number): void {
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > LOCK_TIMEOUT_MS_MAX)
     throw invalid(`timeoutMs must be an integer in [1, ${LOCK_TIMEOUT_MS_MAX}], got ${timeoutMs}`);
 }
@@ -59,6 +59,24 @@ function checkTimeout(timeoutMs: number): void {
 /** Whether a failed POST /lock attempt is worth another with the same lease (re-entrant on the server). */
 function retryable(error: KvError): boolean {
   return TRANSIENT_CODES.has(error.code);
+}
+
+/** One wait for ownership under a name: POST /lock or /election/campaign. */
+export interface OwnerWait {
+  /** The call for one attempt, asking the server to wait `leftMs`. */
+  readonly call: (leaseId: number, leftMs: number) => Call;
+  /** The error when no attempt was answered within the timeout. */
+  readonly timedOut: (timeoutMs: number) => KvError;
+  /** "lock jobs", "campaign db": for messages. */
+  readonly what: string;
+}
+
+/** An owner's answer with the lease it lives on: kept alive by `keeper`, `lost` once it is gone. */
+export interface Held<T> {
+  readonly result: T;
+  readonly leaseId: number;
+  readonly keeper: LeaseKeeper;
+  readonly lost: AbortSignal;
 }
 
 /**
@@ -78,7 +96,46 @@ export class LockApi {
   }
 
   async lock(name: string, options: LockOptions): Promise<Lock> {
-    checkName(name);
+    checkName(name, 'lock');
+    const held = await this.hold<LockResult>(options, {
+      what: `lock ${name}`,
+      call: (leaseId, leftMs) => ({
+        method: 'POST',
+        path: '/lock',
+        body: { name, lease_id: leaseId, timeout_ms: leftMs },
+        idempotent: true,
+        route: PREFER_LEADER,
+      }),
+      timedOut: (timeoutMs) =>
+        new KvError('LOCK_TIMEOUT', `lock ${name}: not owned within ${timeoutMs} ms`, {
+          status: 409,
+          definite: false,
+        }),
+    });
+    const token = held.result.fencing_token;
+    assert(Number.isSafeInteger(token) && token > 0, 'a fencing token is positive');
+    let released: Promise<void> | null = null;
+    const release = (): Promise<void> => {
+      const unlock: Call = {
+        method: 'POST',
+        path: '/unlock',
+        body: { key: held.result.key },
+        idempotent: true,
+        route: PREFER_LEADER,
+      };
+      released ??= this.end(unlock, held);
+      return released;
+    };
+    const { leaseId, lost } = held;
+    return { name: held.result.name, key: held.result.key, fencingToken: token, leaseId, lost, release };
+  }
+
+  /**
+   * A new lease of `options.ttlSeconds`, kept alive in the background, and the owner's answer of
+   * `wait` on it. On any failure the keeper stops and the lease is revoked; the lease lost while
+   * waiting rejects with LEASE_NOT_FOUND.
+   */
+  async hold<T>(options: LockOptions, wait: OwnerWait): Promise<Held<T>> {
     const timeoutMs = options.timeoutMs ?? LOCK_TIMEOUT_MS_DEFAULT;
     checkTimeout(timeoutMs);
     const grant = await this.leases.grant(
@@ -97,13 +154,13 @@ export class LockApi {
     });
     const signals = [lostController.signal, ...(options.signal === undefined ? [] : [options.signal])];
     try {
-      const held = await this.acquire(name, grant.lease_id, timeoutMs, AbortSignal.any(signals));
-      return this.handle(held, grant.lease_id, keeper, lostController.signal);
+      const result = await this.acquire<T>(wait, grant.lease_id, timeoutMs, AbortSignal.any(signals));
+      return { result, leaseId: grant.lease_id, keeper, lost: lostController.signal };
     } catch (error) {
       keeper.stop();
       await this.leases.revoke(grant.lease_id).catch(() => undefined); // best effort: else its TTL ends it
       if (lostController.signal.aborted && error instanceof KvError && error.code === 'ABORTED')
-        throw new KvError('LEASE_NOT_FOUND', `lock ${name}: its lease was lost while waiting`, {
+        throw new KvError('LEASE_NOT_FOUND', `${wait.what}: its lease was lost while waiting`, {
           definite: true,
         });
       throw error;
@@ -111,30 +168,24 @@ export class LockApi {
   }
 
   /**
-   * POST /lock until answered, each attempt asking for the time left and given a margin more for its
-   * answer. Transient failures (also a lost connection: the call may have been received) are tried
-   * again with the same lease, at most LOCK_ATTEMPTS_MAX times, never past the timeout.
+   * The wait's call until answered, each attempt asking for the time left and given a margin more for
+   * its answer. Transient failures (also a lost connection: the call may have been received) are
+   * tried again with the same lease, at most LOCK_ATTEMPTS_MAX times, never past the timeout.
    */
-  private async acquire(
-    name: string,
+  private async acquire<T>(
+    wait: OwnerWait,
     leaseId: number,
     timeoutMs: number,
     signal: AbortSignal,
-  ): Promise<LockResult> {
+  ): Promise<T> {
     const deadlineMs = Date.now() + timeoutMs;
     let inDoubt = false;
     for (let attempt = 1; attempt <= LOCK_ATTEMPTS_MAX; attempt += 1) {
       const leftMs = Math.ceil(deadlineMs - Date.now());
       if (leftMs < 1) break;
       try {
-        return await this.caller<LockResult>(
-          {
-            method: 'POST',
-            path: '/lock',
-            body: { name, lease_id: leaseId, timeout_ms: leftMs },
-            idempotent: true,
-            route: PREFER_LEADER,
-          },
+        return await this.caller<T>(
+          wait.call(leaseId, leftMs),
           { signal, timeoutMs: leftMs + LOCK_ANSWER_MARGIN_MS, retry: { attemptsMax: 1 } },
           false,
         );
@@ -147,32 +198,18 @@ export class LockApi {
         await backoff(this.retry, attempt, deadlineMs, signal);
       }
     }
-    throw new KvError('LOCK_TIMEOUT', `lock ${name}: not owned within ${timeoutMs} ms`, {
-      status: 409,
-      definite: false,
-    });
+    throw wait.timedOut(timeoutMs);
   }
 
-  private handle(held: LockResult, leaseId: number, keeper: LeaseKeeper, lost: AbortSignal): Lock {
-    assert(Number.isSafeInteger(held.fencing_token) && held.fencing_token > 0, 'a fencing token is positive');
-    let released: Promise<void> | null = null;
-    const release = (): Promise<void> => {
-      released ??= this.release(held.key, leaseId, keeper);
-      return released;
-    };
-    return { name: held.name, key: held.key, fencingToken: held.fencing_token, leaseId, lost, release };
-  }
-
-  /** Unlock (the next waiter gets in), stop the keeper, revoke: the lease's end deletes the key in any case. */
-  private async release(key: string, leaseId: number, keeper: LeaseKeeper): Promise<void> {
-    await this.caller<UnlockResult>(
-      { method: 'POST', path: '/unlock', body: { key }, idempotent: true, route: PREFER_LEADER },
-      undefined,
-      false,
-    ).catch(() => undefined); // gone already (NOT_FOUND), or unreachable: the revoke below deletes it too
-    keeper.stop();
+  /**
+   * `call` (unlock, resign: the next waiter gets in), stop the keeper, revoke: the lease's end deletes
+   * the key in any case. Resolves once the lease is gone (also when it already was).
+   */
+  async end(call: Call, held: Held<unknown>): Promise<void> {
+    await this.caller(call, undefined, false).catch(() => undefined); // gone already, or unreachable
+    held.keeper.stop();
     try {
-      await this.leases.revoke(leaseId);
+      await this.leases.revoke(held.leaseId);
     } catch (error) {
       if (!(error instanceof KvError) || error.code !== 'LEASE_NOT_FOUND') throw error;
     }

@@ -258,7 +258,7 @@ function takeStart(response: Response, position: Position, endpoint: string): vo
  * Open one stream: its answer, or the KvError its refusal or failure stands for. `timeoutMs` bounds
  * connecting and the answer's headers only (aborting `connection`); the stream itself has no end.
  */
-async function connect(
+export async function connect(
   endpoint: string,
   path: string,
   timeoutMs: number,
@@ -294,17 +294,15 @@ async function connect(
 }
 
 /**
- * The updates of one open stream until it ends (the node closed it, it was canceled, or it went
- * silent): yields as they arrive, advancing `position`. Silence counts only while waiting for the
- * node: the timer stops while an update is with the caller (a slow loop body is no dead stream).
+ * The SSE messages of one open stream until it ends (the node closed it, or it went silent: then
+ * `connection` is aborted). Silence counts only while waiting for the node: the timer stops while a
+ * message is with the caller (a slow loop body is no dead stream).
  */
-async function* streamUpdates(
+export async function* sseMessages(
   response: Response,
-  position: Position,
-  endpoint: string,
   silentMs: number | null,
   connection: AbortController,
-): AsyncGenerator<WatchUpdate> {
+): AsyncGenerator<SseMessage> {
   const body = response.body;
   if (body === null) return;
   const parser = new SseParser();
@@ -320,15 +318,29 @@ async function* streamUpdates(
   try {
     for await (const chunk of body as AsyncIterable<Uint8Array>) {
       clearTimeout(silence);
-      for (const message of parser.push(decoder.decode(chunk, { stream: true }))) {
-        const update = consume(message, position, endpoint);
-        if (update === 'canceled') return;
-        if (update !== null) yield update;
-      }
+      yield* parser.push(decoder.decode(chunk, { stream: true }));
       listen();
     }
   } finally {
     clearTimeout(silence);
+  }
+}
+
+/** The updates of one open stream until it ends or is canceled, advancing `position`. */
+async function* streamUpdates(
+  response: Response,
+  position: Position,
+  endpoint: string,
+  silentMs: number | null,
+  connection: AbortController,
+): AsyncGenerator<WatchUpdate> {
+  try {
+    for await (const message of sseMessages(response, silentMs, connection)) {
+      const update = consume(message, position, endpoint);
+      if (update === 'canceled') return;
+      if (update !== null) yield update;
+    }
+  } finally {
     position.partial = [];
     position.partialBytes = 0;
   }
@@ -339,7 +351,7 @@ async function* streamUpdates(
  * skipping those that refused the current start revision as compacted (a follower that installed a
  * snapshot has lost history the leader or another node may still hold).
  */
-class Rotation {
+export class Rotation {
   private readonly endpoints: readonly string[];
   private index = 0;
   /** The start revision `refused` is about: a new one forgets them. */
@@ -396,6 +408,11 @@ class Rotation {
   }
 }
 
+/** What one stream's requests listen to: the caller's signal (if any) and the stream's own connection. */
+export function streamSignal(caller: AbortSignal | undefined, connection: AbortController): AbortSignal {
+  return caller === undefined ? connection.signal : AbortSignal.any([caller, connection.signal]);
+}
+
 /** How a broken stream shows (undici's "terminated", an abort, a socket error), as opposed to a bug. */
 function isStreamFailure(error: unknown): boolean {
   return (
@@ -416,7 +433,7 @@ function takeCanceled(position: Position): string | null {
  * One failed attempt as the KvError to count, or the error that ends the watch (thrown): a bug,
  * or an answer no retry changes. A stream that breaks the protocol counts as a failed attempt.
  */
-function classify(error: unknown, endpoint: string, connection: AbortSignal): KvError {
+export function classify(error: unknown, endpoint: string, connection: AbortSignal): KvError {
   if (error instanceof KvError) {
     if (FINAL_CODES.has(error.code)) throw error;
     return error;
@@ -458,8 +475,7 @@ export async function* watchUpdates(
     if (isAborted(options.signal)) return;
     const endpoint = rotation.current;
     const connection = new AbortController();
-    const signal =
-      options.signal === undefined ? connection.signal : AbortSignal.any([options.signal, connection.signal]);
+    const signal = streamSignal(options.signal, connection);
     const openedMs = Date.now();
     const start = position.next;
     let failure: KvError | null = null;

@@ -3,6 +3,7 @@ import { KvClient } from '../../src/client/index.ts';
 import { buildHttpServer } from '../../src/http/server.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { RaftLeaseClient } from '../../src/node/lease-client.ts';
+import { NodeElectionService } from '../../src/node/election-service.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
 import { NodeLockService } from '../../src/node/lock-service.ts';
@@ -33,7 +34,7 @@ export function realNodeParts() {
   return { node, watch, control, leases: new RaftLeaseClient(node) };
 }
 
-/** A real single-node Aspen HTTP API on a loopback port (with GET /watch and the locks), initialized. */
+/** A real single-node Aspen HTTP API on a loopback port (with GET /watch, the locks and the elections), initialized. */
 export async function realNode(cleanups: (() => Promise<void> | void)[]): Promise<string> {
   const { node, watch, control, leases } = realNodeParts();
   const app = buildHttpServer({
@@ -41,6 +42,7 @@ export async function realNode(cleanups: (() => Promise<void> | void)[]): Promis
     store: control,
     leases,
     locks: new NodeLockService({ store: control, watch, clock: systemClock }),
+    elections: new NodeElectionService({ store: control, watch, clock: systemClock }),
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
     watch,
   });
