@@ -23,7 +23,7 @@ export const EXIT_SIGNAL_BASE = 128;
 /** The signals aspen forwards to CMD (and that, while waiting for the lock, abandon the wait). */
 const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
 
-function seconds(text: string | undefined, what: string, fallback: number, max: number): number {
+export function seconds(text: string | undefined, what: string, fallback: number, max: number): number {
   if (text === undefined) return fallback;
   const value = Number(text);
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < 1 || value > max)
@@ -72,20 +72,15 @@ function runHolding(command: readonly string[], held: Lock): Promise<number> {
   });
 }
 
-/** Take the lock; SIGINT or SIGTERM while waiting abandons the wait (ABORTED; its lease is revoked). */
-async function take(
-  kv: LeaseContext['kv'],
-  name: string,
-  ttlSeconds: number,
-  timeoutMs: number,
-): Promise<Lock> {
+/** Run `work` with a signal that SIGINT or SIGTERM aborts (a wait for a lock or a campaign is abandoned). */
+export async function abandonOnSignal<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const abandon = new AbortController();
   const onSignal = (): void => {
     abandon.abort();
   };
   for (const signal of FORWARDED_SIGNALS) process.on(signal, onSignal);
   try {
-    return await kv.lock(name, { ttlSeconds, timeoutMs, signal: abandon.signal });
+    return await work(abandon.signal);
   } finally {
     for (const signal of FORWARDED_SIGNALS) process.off(signal, onSignal);
   }
@@ -108,7 +103,9 @@ export async function lockAction(
     LOCK_TIMEOUT_MS_MAX / 1_000,
   );
   if (command.length === 0) throw new InputError('give the command to run after "--"');
-  const held = await take(kv, name, ttlSeconds, timeoutSeconds * 1_000);
+  const held = await abandonOnSignal((signal) =>
+    kv.lock(name, { ttlSeconds, timeoutMs: timeoutSeconds * 1_000, signal }),
+  );
   const summary = {
     name: held.name,
     key: held.key,

@@ -11,6 +11,7 @@ import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, type MemberSpec } from '../client/optio
 import { KvError } from '../client/errors.ts';
 import type { WatchUpdate } from '../client/watch.ts';
 import { addLeaseCommands, leaseActions, leaseId, LeaseLostError } from './aspen-lease.ts';
+import { addElectCommand, electAction } from './aspen-elect.ts';
 import { addLockCommand, lockAction } from './aspen-lock.ts';
 import {
   casArguments,
@@ -34,7 +35,10 @@ export const EXIT_UNAVAILABLE = 4;
 export const EXIT_COMPARE_FAILED = 5;
 /** `lease keepalive` lost its lease: LEASE_NOT_FOUND, or no renewal acknowledged within its TTL. */
 export const EXIT_LEASE_LOST = 6;
-/** LOCK_TIMEOUT: `aspen lock` did not get the lock within --timeout; the command was not run. */
+/**
+ * LOCK_TIMEOUT: `aspen lock` did not get the lock within --timeout (the command was not run);
+ * CAMPAIGN_TIMEOUT: `aspen elect` was not elected within --timeout.
+ */
 export const EXIT_LOCK_TIMEOUT = 7;
 
 export const DEFAULT_ENDPOINTS = 'http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003';
@@ -64,6 +68,7 @@ const MUTATING_COMMANDS = new Set([
   'lease grant',
   'lease revoke',
   'lock',
+  'elect',
 ]);
 
 class UsageError extends Error {}
@@ -232,6 +237,7 @@ const actions: Readonly<Record<string, Action>> = {
   },
   watch: (context, [key = ''], options) => watch(context, key, options),
   lock: (context, args, options) => lockAction({ ...context, print, table }, args, options),
+  elect: (context, args, options) => electAction({ ...context, print, table }, args, options),
   ...Object.fromEntries(
     Object.entries(leaseActions).map(([name, action]): [string, Action] => [
       `lease ${name}`,
@@ -371,7 +377,7 @@ interface Chosen {
 function program(choose: (chosen: Chosen) => void): Command {
   const root = new Command('aspen')
     .description(
-      "Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable, 5 compare failed, 6 lease lost, 7 lock timeout; lock: its command's code)",
+      "Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable, 5 compare failed, 6 lease lost, 7 lock or campaign timeout; lock: its command's code)",
     )
     .version(ASPEN_VERSION, '--version', 'print the version and exit')
     .exitOverride()
@@ -414,6 +420,7 @@ function program(choose: (chosen: Chosen) => void): Command {
     };
   addCommands(adder(root, ''));
   addLockCommand(adder(root, ''));
+  addElectCommand(adder(root, ''));
   addLeaseCommands(
     adder(root.command('lease').description('leases: grant, keepalive, revoke, info, list'), 'lease '),
   );
@@ -488,7 +495,7 @@ function exitCodeOf(error: unknown): number {
   if (!(error instanceof KvError)) return EXIT_FAILED;
   if (error.code === 'KEY_NOT_FOUND' || error.code === 'LEASE_NOT_FOUND') return EXIT_NOT_FOUND;
   if (error.code === 'COMPARE_FAILED') return EXIT_COMPARE_FAILED;
-  if (error.code === 'LOCK_TIMEOUT') return EXIT_LOCK_TIMEOUT;
+  if (error.code === 'LOCK_TIMEOUT' || error.code === 'CAMPAIGN_TIMEOUT') return EXIT_LOCK_TIMEOUT;
   return UNAVAILABLE_CODES.has(error.code) ? EXIT_UNAVAILABLE : EXIT_FAILED;
 }
 
