@@ -26,7 +26,7 @@ function printFailure(result: SimResult): void {
   out.write(`replay: npm run sim -- --seed ${result.seed}\n`);
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       seed: { type: 'string' },
@@ -71,12 +71,15 @@ function main(): void {
     watchEvents: 0,
     watchResumes: 0,
     watchCanceled: 0,
+    lockCalls: 0,
+    lockGrants: 0,
+    fencedWrites: 0,
   };
   for (let seed = firstSeed; seed < firstSeed + count; seed += 1) {
     const settings = drawSettings(seed);
     // A replay prints every setting first, so that a run that hangs or crashes can still be read.
     if (single) process.stdout.write(`${describeSettings(settings).join('\n')}\n`);
-    const result = new Simulation(settings).run();
+    const result = await new Simulation(settings).run();
     totals.events += result.stats.events;
     totals.committed += result.stats.committedEntries;
     totals.ops += result.stats.opsOk;
@@ -99,6 +102,9 @@ function main(): void {
     totals.watchEvents += result.stats.watchEvents;
     totals.watchResumes += result.stats.watchResumes;
     totals.watchCanceled += result.stats.watchCanceled;
+    totals.lockCalls += result.stats.lockCalls;
+    totals.lockGrants += result.stats.lockGrants;
+    totals.fencedWrites += result.stats.fencedWrites;
     if (single || values.verbose) {
       process.stdout.write(`seed ${seed}: ${result.status} ${JSON.stringify(result.stats)}\n`);
     }
@@ -122,10 +128,11 @@ function main(): void {
       `${totals.membershipChanges} membership changes, ${totals.snapshotsInstalled} snapshots installed, ` +
       `${totals.readsDuringNewerLeader} reads served while a newer leader existed, ${totals.tornWrites} torn writes, ` +
       `${totals.leaseGrants} leases granted (${totals.leaseExpiries} expired, ${totals.leaseKeepAlivesAcked} keepalives acknowledged), ` +
-      `${totals.watchEvents} watch events checked (${totals.watchResumes} resumes, ${totals.watchCanceled} canceled)\n`,
+      `${totals.watchEvents} watch events checked (${totals.watchResumes} resumes, ${totals.watchCanceled} canceled), ` +
+      `${totals.lockCalls} lock calls (${totals.lockGrants} granted, ${totals.fencedWrites} fenced writes applied)\n`,
   );
   const first = failures[0];
   process.exit(first === undefined ? EXIT_CODE.ok : EXIT_CODE[first.status]);
 }
 
-main();
+await main();

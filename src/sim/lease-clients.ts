@@ -165,17 +165,8 @@ export class SimLeaseClients {
   private keepAlive(client: LeaseClient): void {
     const node = this.pickNode(client);
     if (node === undefined) return;
-    const leaseId = client.leaseId;
-    const generation = client.generation;
-    const sentMs = this.events.nowMs;
-    this.lastRequestSentMs = sentMs;
-    node.keepAlive(leaseId, (outcome) => {
-      if (outcome.ok) {
-        this.checker.onKeepAliveAcked(leaseId, sentMs);
-        return;
-      }
-      followHint(client, outcome.error);
-      if (outcome.error.code !== 'LEASE_NOT_FOUND' || client.generation !== generation) return;
+    this.lastRequestSentMs = this.events.nowMs;
+    sendKeepAlive(node, client, this.events.nowMs, this.checker, () => {
       this.leasesLost += 1; // expired (or its revoke is in flight): a new lease
       client.generation += 1;
       this.later(LEASE_RETRY_MS, () => {
@@ -209,6 +200,37 @@ export class SimLeaseClients {
   }
 }
 
-function followHint(client: LeaseClient, error: AspenError): void {
+/** A client's lease as a keepalive sees it: answers about an older lease only go to the checker. */
+export interface RenewingClient {
+  preferredNode: NodeId;
+  readonly leaseId: number;
+  readonly generation: number;
+}
+
+/**
+ * A keepalive of the client's lease on `node`, sent at `sentMs`: an acknowledgement goes to the
+ * checker, a refusal moves the client to the leader hint, and `lost` runs when the lease is gone
+ * (LEASE_NOT_FOUND: expired, or its revoke in flight) while it is still the client's lease.
+ */
+export function sendKeepAlive(
+  node: RaftNode,
+  client: RenewingClient,
+  sentMs: number,
+  checker: LeaseChecker,
+  lost: () => void,
+): void {
+  const leaseId = client.leaseId;
+  const generation = client.generation;
+  node.keepAlive(leaseId, (outcome) => {
+    if (outcome.ok) {
+      checker.onKeepAliveAcked(leaseId, sentMs);
+      return;
+    }
+    followHint(client, outcome.error);
+    if (outcome.error.code === 'LEASE_NOT_FOUND' && client.generation === generation) lost();
+  });
+}
+
+function followHint(client: { preferredNode: NodeId }, error: AspenError): void {
   client.preferredNode = error.leaderId ?? 0;
 }

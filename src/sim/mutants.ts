@@ -90,6 +90,13 @@ export const MUTANTS: readonly Mutant[] = [
     replacement:
       "        if (!watcher.sink.ready()) {\n          watcher.cursor = entry.revision + 1;\n          return 'blocked';\n        }",
   },
+  {
+    name: 'a lock granted when the key ahead is deleted, without the owner re-check',
+    file: 'src/node/owner-queue.ts',
+    original: "      if (end === 'timeout') throw timeout('timed out');",
+    replacement:
+      "      if (end === 'gone') return;\n      if (end === 'timeout') throw timeout('timed out');",
+  },
 ];
 
 export interface MutantResult {

@@ -71,6 +71,10 @@ export interface SimStats {
   readonly watchResumes: number;
   readonly watchCanceled: number;
   readonly watchCompacted: number;
+  readonly lockCalls: number;
+  readonly lockGrants: number;
+  readonly lockTimeouts: number;
+  readonly fencedWrites: number;
 }
 
 export interface SimResult {

@@ -10,6 +10,7 @@ import {
 } from './faults.ts';
 import { leaseTtlSecondsMin } from '../base/limits.ts';
 import type { LeaseClientSettings } from './lease-clients.ts';
+import type { LockClientSettings } from './lock-clients.ts';
 import type { NetworkSettings } from './network.ts';
 import type { WatcherSettings } from './sim-watchers.ts';
 import type { WorkloadSettings } from './workload.ts';
@@ -48,6 +49,8 @@ export interface SimSettings {
   readonly leases: LeaseClientSettings;
   /** Watchers (issue 15) on random nodes, resuming across crashes. */
   readonly watchers: WatcherSettings;
+  /** Lock clients (issue 16): lock, a fenced write, unlock, on leases renewed through every fault. */
+  readonly locks: LockClientSettings;
 }
 
 /** Every setting from the seed; the order of the draws is part of what a seed means (keep it). */
@@ -105,7 +108,20 @@ export function drawSettings(seed: number): SimSettings {
     },
   };
   // Drawn after everything else (issue 15), so every earlier setting of a seed is what it was.
-  return { ...base, ...drawLeaseAndWatchSettings(prng, base.electionTicksMax * base.tickMs) };
+  const leaseAndWatch = drawLeaseAndWatchSettings(prng, base.electionTicksMax * base.tickMs);
+  // Drawn after those (issue 16), likewise.
+  return { ...base, ...leaseAndWatch, locks: drawLockSettings(prng) };
+}
+
+function drawLockSettings(prng: SeededPrng): LockClientSettings {
+  return {
+    lockClientCount: prng.nextIntInclusive(0, 3),
+    lockNameCount: prng.nextIntInclusive(1, 2),
+    lockTimeoutMs: prng.nextIntInclusive(200, 3_000),
+    lockRequestTimeoutMs: prng.nextIntInclusive(200, 2_000),
+    lockHoldMsMax: prng.nextIntInclusive(0, 100),
+    lockStallProbability: prng.nextIntInclusive(0, 10) / 100,
+  };
 }
 
 /** Lease clients and watchers; a TTL is never below what the cluster's election timeout allows. */

@@ -10,6 +10,8 @@ import { SimDisk } from './disk.ts';
 import type { EventQueue } from './event-queue.ts';
 import type { SimNetwork } from './network.ts';
 import { LeaseChecker } from './lease-checker.ts';
+import { lockNames } from './lock-clients.ts';
+import { LockChecker } from './lock-checker.ts';
 import { ObservedKvStateMachine, SessionChecker, type SimApplyObserver } from './session-checker.ts';
 import { ChangeHistory } from './watch-checker.ts';
 import type { SimSettings } from './settings.ts';
@@ -61,6 +63,8 @@ export class SimCluster {
   readonly sessionChecker = new SessionChecker();
   /** Leases: never expired early, the same lease effects on every node (issue 15). */
   readonly leaseChecker: LeaseChecker;
+  /** Locks: owners' tokens increase, no overlapping grants, fenced writes only by the owner (issue 16). */
+  readonly lockChecker: LockChecker;
   /** What each revision changed, as the first node to apply it saw it; every node must agree. */
   readonly changeHistory = new ChangeHistory();
   readonly trace: string[] = [];
@@ -94,6 +98,7 @@ export class SimCluster {
     this.mutations = mutations;
     this.checker = new SafetyChecker(this.views);
     this.leaseChecker = new LeaseChecker(settings.tickSkew);
+    this.lockChecker = new LockChecker(lockNames(settings.locks));
   }
 
   /** Every node's disk, then the node itself, in id order. */
@@ -243,6 +248,7 @@ export class SimCluster {
   /** Every apply of every node, to the checkers that follow the state machines. */
   private readonly applyObserver: SimApplyObserver = (nodeId, index, command, session, outcome) => {
     this.changeHistory.onApplied(nodeId, index, outcome?.changes ?? []);
+    this.lockChecker.onApplied(index, command, outcome, this.events.nowMs);
     if (command === null || outcome === null) return;
     this.sessionChecker.onApplied(nodeId, index, session, outcome);
     this.leaseChecker.onApplied(nodeId, index, command, outcome, this.events.nowMs);

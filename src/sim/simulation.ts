@@ -11,6 +11,7 @@ import { messageOfError, statusOfError, type SimResult, type SimStatus } from '.
 import { drawSettings, type SimSettings } from './settings.ts';
 import { SimCluster, type SimMutations } from './sim-cluster.ts';
 import { LEASE_KEY_PREFIX, SimLeaseClients } from './lease-clients.ts';
+import { SimLockClients } from './lock-clients.ts';
 import { SimWatchers } from './sim-watchers.ts';
 import { WatchChecker } from './watch-checker.ts';
 import { Workload } from './workload.ts';
@@ -30,6 +31,14 @@ export const INIT_RETRY_MS = 100;
  * for an election of the healed cluster.
  */
 export const LEASE_EXPIRY_SLACK_MS = 1_500;
+/**
+ * Microtask turns run after each event while lock calls (promises) are in flight: enough for an
+ * answer to pass through the lock service's layers of awaits; a continuation left over runs after
+ * the next event (later in virtual time, still deterministic).
+ */
+export const MICROTASK_TURNS_PER_EVENT = 32;
+/** The lock clients' PRNG is seeded from the run's seed apart from the run's PRNG (older seeds keep their schedules). */
+const LOCK_PRNG_SALT = 0x10c4;
 
 /** A scripted run (scenario tests): no random faults and no random clients; the test drives. */
 export interface ScriptedOptions {
@@ -52,6 +61,7 @@ export class Simulation {
   private readonly workload: Workload;
   private readonly leaseClients: SimLeaseClients;
   private readonly watchers: SimWatchers;
+  private readonly lockClients: SimLockClients;
   private phase: 'safety' | 'liveness' | 'done' = 'safety';
   private convergedAtMs = -1;
   private historyChecked = false;
@@ -94,6 +104,14 @@ export class Simulation {
       },
       new WatchChecker(cluster.changeHistory),
     );
+    this.lockClients = new SimLockClients(
+      this.events,
+      new SeededPrng(settings.seed ^ LOCK_PRNG_SALT),
+      settings.locks,
+      settings.leases.leaseTtlSeconds,
+      { ...directory, hub: (id) => cluster.hub(id) },
+      { locks: cluster.lockChecker, leases: cluster.leaseChecker },
+    );
     this.faultContext = {
       cluster,
       duringSafety: (delayMs, action) => {
@@ -104,12 +122,12 @@ export class Simulation {
     };
   }
 
-  run(): SimResult {
+  async run(): Promise<SimResult> {
     try {
       this.setUp();
-      this.runUntil(this.settings.safetyPhaseMs);
+      await this.runClientsUntil(this.settings.safetyPhaseMs);
       this.startLivenessPhase();
-      this.runUntil(this.settings.safetyPhaseMs + this.settings.livenessLimitMs);
+      await this.runClientsUntil(this.settings.safetyPhaseMs + this.settings.livenessLimitMs);
       if (this.convergedAtMs < 0) {
         throw new SimViolation(
           'liveness',
@@ -133,6 +151,7 @@ export class Simulation {
     if (this.scripted) return;
     this.workload.start();
     this.leaseClients.start();
+    this.lockClients.start();
     this.watchers.start([{ prefix: '' }, { prefix: LEASE_KEY_PREFIX }, { key: 'k1' }, { prefix: 'k' }]);
     this.scheduleFault();
   }
@@ -296,6 +315,23 @@ export class Simulation {
     }
   }
 
+  /**
+   * runUntil, letting the lock clients' promise continuations run after each event while any is in
+   * flight, and failing the run on what they or the lock checker found.
+   */
+  private async runClientsUntil(endMs: number): Promise<void> {
+    while (this.events.runNext(endMs)) {
+      if (this.events.eventsRun > EVENTS_PER_RUN_MAX)
+        throw new Error(`run exceeded ${EVENTS_PER_RUN_MAX} events`);
+      if (this.lockClients.busy) {
+        for (let turn = 0; turn < MICROTASK_TURNS_PER_EVENT; turn += 1) await Promise.resolve();
+        if (this.lockClients.failure !== null) throw this.lockClients.failure;
+      }
+      if (this.cluster.lockChecker.failure !== null) throw this.cluster.lockChecker.failure;
+      if (this.phase === 'done') return;
+    }
+  }
+
   private startLivenessPhase(): void {
     this.phase = 'liveness';
     this.cluster.network.healAll();
@@ -306,6 +342,7 @@ export class Simulation {
     this.events.after(LIVENESS_CLIENT_MS, () => {
       this.workload.pause();
       this.leaseClients.pause();
+      this.lockClients.pause();
     });
     this.sendProbe(this.cluster.ids()[0] ?? 1);
     this.pollConvergence(this.events.nowMs);
@@ -359,6 +396,7 @@ export class Simulation {
     if (leases === 0) return leaderId !== undefined;
     const sinceMs = Math.max(
       this.leaseClients.lastRequestSentMs,
+      this.lockClients.lastRequestSentMs,
       this.cluster.stats.lastLeaderElectedMs,
       this.settings.safetyPhaseMs,
     );
@@ -412,11 +450,15 @@ export class Simulation {
         watchResumes: this.watchers.checker.resumes,
         watchCanceled: this.watchers.canceled,
         watchCompacted: this.watchers.compacted,
+        lockCalls: this.lockClients.lockCalls,
+        lockGrants: this.cluster.lockChecker.grants,
+        lockTimeouts: this.lockClients.lockTimeouts,
+        fencedWrites: this.cluster.lockChecker.fencedWrites,
       },
     };
   }
 }
 
-export function runSeed(seed: number, mutations: SimMutations = {}): SimResult {
+export function runSeed(seed: number, mutations: SimMutations = {}): Promise<SimResult> {
   return new Simulation(drawSettings(seed), mutations).run();
 }

@@ -13,36 +13,36 @@ function describeFailure(result: SimResult): string {
 describe('deterministic simulator', () => {
   for (let first = 1; first <= CI_SEED_COUNT; first += CHUNK_SEEDS) {
     const last = first + CHUNK_SEEDS - 1;
-    it(`seeds ${first}..${last}: no safety, liveness or linearizability violation`, () => {
+    it(`seeds ${first}..${last}: no safety, liveness or linearizability violation`, async () => {
       for (let seed = first; seed <= last; seed += 1) {
-        const result = runSeed(seed);
+        const result = await runSeed(seed);
         if (result.status !== 'ok') expect.fail(describeFailure(result));
         expect(result.stats.convergedAfterMs).toBeGreaterThanOrEqual(0);
       }
     });
   }
 
-  it('replays a seed exactly', () => {
-    const first = runSeed(4242);
-    const second = runSeed(4242);
+  it('replays a seed exactly', async () => {
+    const first = await runSeed(4242);
+    const second = await runSeed(4242);
     expect(second.stats).toEqual(first.stats);
     expect(second.trace).toEqual(first.trace);
     expect(first.stats.events).toBeGreaterThan(1_000);
   });
 
-  it('different seeds explore different schedules', () => {
-    const a = runSeed(11);
-    const b = runSeed(12);
+  it('different seeds explore different schedules', async () => {
+    const a = await runSeed(11);
+    const b = await runSeed(12);
     expect(a.stats).not.toEqual(b.stats);
   });
 
-  it('runs do real work: commits, elections, faults and client operations', () => {
+  it('runs do real work: commits, elections, faults and client operations', async () => {
     let committed = 0;
     let crashes = 0;
     let partitions = 0;
     let ops = 0;
     for (let seed = 1; seed <= 20; seed += 1) {
-      const result = runSeed(seed);
+      const result = await runSeed(seed);
       committed += result.stats.committedEntries;
       crashes += result.stats.crashes;
       partitions += result.stats.partitions;
