@@ -3,7 +3,9 @@
  * 16 and 64 clients, linearizable reads at 1 and 64, and CAS increments (read, then compare-and-swap
  * the next counter value; etcd: a txn comparing the value) at 16 and 64 ("kv"); the writer at 64
  * without and with 100 watchers of its keys, and their delivery delay ("watch"); 1,000 leases renewed
- * every second ("keepalive"); one JSON line per run, then tables. `--runs kv,watch,keepalive` picks.
+ * every second ("keepalive"); 16 clients each taking and releasing one lock ("lock": hand-offs per
+ * second and the lock call's wait); one JSON line per run, then tables. `--runs kv,watch,keepalive,lock`
+ * picks.
  * npm run bench:etcd: the same load against a 3-member etcd cluster too, side by side with ratios,
  * and a chart in docs/bench/. Both stop everything they started.
  */
@@ -11,23 +13,17 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { chartSvg } from './chart.ts';
-import {
-  KEY_SPACE,
-  keyOf,
-  runLoad,
-  VALUE,
-  type HttpRequest,
-  type LoadTarget,
-  type Operation,
-  type RunResult,
-} from './load.ts';
+import { KEY_SPACE, keyOf, runLoad, VALUE, type LoadTarget, type Operation, type RunResult } from './load.ts';
 import {
   runKeepAlive,
+  runLockHandoff,
   runWatch,
   type CoordinationProtocol,
   type KeepAliveRunResult,
+  type LockRunResult,
   type WatchRunResult,
 } from './coordination-load.ts';
+import { aspenCoordination, aspenTarget, etcdCoordination, etcdTarget } from './protocols.ts';
 import { ensureEtcd, startAspen, startEtcd, type ServerCluster } from './servers.ts';
 
 const RUNS: readonly (readonly [Operation, number])[] = [
@@ -43,117 +39,6 @@ const DURATION_MS_DEFAULT = 10_000;
 const DURATION_MS_MAX = 600_000;
 const WARMUP_MS = 3_000;
 const POPULATE_CLIENTS = 64;
-
-function b64(text: string): string {
-  return Buffer.from(text).toString('base64');
-}
-
-function jsonPost(path: string, body: unknown): HttpRequest {
-  return { method: 'POST', path, body: JSON.stringify(body) };
-}
-
-function parse(body: string): unknown {
-  try {
-    return JSON.parse(body) as unknown;
-  } catch {
-    return null;
-  }
-}
-
-function aspenTarget(endpoints: readonly string[]): LoadTarget {
-  return {
-    name: 'aspen',
-    endpoints,
-    request: (operation, key, value) =>
-      operation === 'write'
-        ? jsonPost('/write', { command: { Set: { key, value } } })
-        : { method: 'GET', path: `/read?key=${key}`, body: null },
-    ok: (status) => status === 200 || status === 404,
-    cas: {
-      read: (key) => ({ method: 'GET', path: `/read?key=${key}`, body: null }),
-      valueOf: (status, body) => {
-        const value = status === 200 ? (parse(body) as { value?: unknown } | null)?.value : undefined;
-        return typeof value === 'string' ? value : null;
-      },
-      swap: (key, expected, next) =>
-        jsonPost('/write', { command: { CompareAndSwap: { key, expected, new_value: next } } }),
-      swapOutcome: (status) => (status === 200 ? 'ok' : status === 409 ? 'conflict' : 'error'),
-    },
-  };
-}
-
-function etcdTarget(endpoints: readonly string[]): LoadTarget {
-  return {
-    name: 'etcd',
-    endpoints,
-    // The JSON gateway of etcd 3.4; a range without serializable:true is linearizable.
-    request: (operation, key, value) =>
-      operation === 'write'
-        ? jsonPost('/v3/kv/put', { key: b64(key), value: b64(value) })
-        : jsonPost('/v3/kv/range', { key: b64(key) }),
-    ok: (status) => status === 200,
-    // etcd's compare-and-put: a txn comparing the value read, putting the next one on success.
-    cas: {
-      read: (key) => jsonPost('/v3/kv/range', { key: b64(key) }),
-      valueOf: (status, body) => {
-        const kvs = status === 200 ? (parse(body) as { kvs?: { value?: unknown }[] } | null)?.kvs : undefined;
-        const value = kvs?.[0]?.value;
-        return typeof value === 'string' ? Buffer.from(value, 'base64').toString() : null;
-      },
-      swap: (key, expected, next) =>
-        jsonPost('/v3/kv/txn', {
-          compare: [{ key: b64(key), target: 'VALUE', result: 'EQUAL', value: b64(expected) }],
-          success: [{ request_put: { key: b64(key), value: b64(next) } }],
-        }),
-      // proto3 JSON leaves out a false `succeeded`.
-      swapOutcome: (status, body) =>
-        status !== 200
-          ? 'error'
-          : (parse(body) as { succeeded?: unknown } | null)?.succeeded === true
-            ? 'ok'
-            : 'conflict',
-    },
-  };
-}
-
-/** The first number `pattern` (with one group of digits) finds in `body`. */
-function numberIn(body: string, pattern: RegExp): number | null {
-  const found = pattern.exec(body)?.[1];
-  return found === undefined ? null : Number(found);
-}
-
-const aspenCoordination: CoordinationProtocol = {
-  watch: (prefix) => ({ method: 'GET', path: `/watch?prefix=${encodeURIComponent(prefix)}`, body: null }),
-  // Every change's `id:` line (on the last event of its revision) follows the `event:` line.
-  revisionMarker: '\nid: ',
-  writeRevision: (body) => numberIn(body, /"revision":(\d+)/),
-  grant: (ttlSeconds) => jsonPost('/lease/grant', { ttl_seconds: ttlSeconds }),
-  leaseId: (status, body) => (status === 200 ? (/"lease_id":(\d+)/.exec(body)?.[1] ?? null) : null),
-  keepAlive: (leaseId) => jsonPost('/lease/keepalive', { lease_id: Number(leaseId) }),
-  keptAlive: (status) => status === 200,
-};
-
-/** The end of etcd's key range for a prefix: the prefix with its last byte plus one. */
-function prefixEnd(prefix: string): string {
-  const bytes = Buffer.from(prefix);
-  const last = bytes.length - 1;
-  bytes[last] = (bytes[last] ?? 0) + 1;
-  return bytes.toString();
-}
-
-/** etcd 3.4's JSON gateway: int64 fields (revisions, lease ids, TTLs) are JSON strings. */
-const etcdCoordination: CoordinationProtocol = {
-  watch: (prefix) =>
-    jsonPost('/v3/watch', { create_request: { key: b64(prefix), range_end: b64(prefixEnd(prefix)) } }),
-  revisionMarker: '"mod_revision":"',
-  writeRevision: (body) => numberIn(body, /"revision":"(\d+)"/),
-  grant: (ttlSeconds) => jsonPost('/v3/lease/grant', { TTL: ttlSeconds }),
-  leaseId: (status, body) => (status === 200 ? (/"ID":"(\d+)"/.exec(body)?.[1] ?? null) : null),
-  // One keepalive per POST: the gateway's stream ends with the request body.
-  keepAlive: (leaseId) => jsonPost('/v3/lease/keepalive', { ID: leaseId }),
-  // An expired lease answers without a TTL (proto3 leaves out 0).
-  keptAlive: (status, body) => status === 200 && /"TTL":"[1-9]/.test(body),
-};
 
 /** Write every key once so that reads find values (bounded: KEY_SPACE writes). */
 async function populate(target: LoadTarget): Promise<void> {
@@ -175,13 +60,14 @@ async function populate(target: LoadTarget): Promise<void> {
   await Promise.all(Array.from({ length: POPULATE_CLIENTS }, worker));
 }
 
-type RunKind = 'kv' | 'watch' | 'keepalive';
-const RUN_KINDS: readonly RunKind[] = ['kv', 'watch', 'keepalive'];
+type RunKind = 'kv' | 'watch' | 'keepalive' | 'lock';
+const RUN_KINDS: readonly RunKind[] = ['kv', 'watch', 'keepalive', 'lock'];
 
 interface SystemResults {
   readonly kv: RunResult[];
   readonly watch: WatchRunResult[];
   readonly keepalive: KeepAliveRunResult[];
+  readonly lock: LockRunResult[];
 }
 
 async function benchmark(
@@ -194,7 +80,7 @@ async function benchmark(
   const cpu = () => cluster.cpuMicros();
   await populate(target);
   await runLoad(target, 'write', 16, WARMUP_MS, cpu);
-  const results: SystemResults = { kv: [], watch: [], keepalive: [] };
+  const results: SystemResults = { kv: [], watch: [], keepalive: [], lock: [] };
   if (kinds.includes('kv'))
     for (const [operation, clients] of RUNS) {
       const result = await runLoad(target, operation, clients, durationMs, cpu);
@@ -210,6 +96,11 @@ async function benchmark(
     const result = await runKeepAlive(target, coordination, durationMs, cpu);
     console.log(JSON.stringify({ run: 'keepalive', ...result }));
     results.keepalive.push(result);
+  }
+  if (kinds.includes('lock')) {
+    const result = await runLockHandoff(target, coordination, durationMs, cpu);
+    console.log(JSON.stringify({ run: 'lock', ...result }));
+    results.lock.push(result);
   }
   return results;
 }
@@ -299,6 +190,26 @@ function keepAliveTable(results: readonly KeepAliveRunResult[]): string {
       ].map(String),
     ),
   ]);
+}
+
+function lockTable(results: readonly LockRunResult[]): string {
+  return markdown([
+    ['system', 'clients', 'hand-offs/s', 'hand-offs', 'errors', 'wait p50 ms', 'wait p99 ms', 'wait max ms'],
+    ...results.map((result) =>
+      [
+        result.system,
+        result.clients,
+        result.handoffsPerSecond,
+        result.handoffs,
+        result.errors,
+        result.waitP50Ms,
+        result.waitP99Ms,
+        result.waitMaxMs,
+      ].map(String),
+    ),
+  ]).concat(
+    `\n\nserver cpu µs/hand-off: ${results.map((result) => `${result.system} ${result.serverCpuUsPerHandoff}`).join(', ')}`,
+  );
 }
 
 function table(results: readonly RunResult[]): string {
@@ -397,7 +308,7 @@ async function runSystem(
   }
 }
 
-/** `--runs kv,watch,keepalive` (default: all). */
+/** `--runs kv,watch,keepalive,lock` (default: all). */
 function runKinds(argv: readonly string[]): readonly RunKind[] {
   const index = argv.indexOf('--runs');
   if (index < 0) return RUN_KINDS;
@@ -424,9 +335,11 @@ async function main(argv: readonly string[]): Promise<void> {
   const results = systems.flatMap((system) => system.kv);
   const watch = systems.flatMap((system) => system.watch);
   const keepalive = systems.flatMap((system) => system.keepalive);
+  const lock = systems.flatMap((system) => system.lock);
   if (results.length > 0) console.log(`\n${table(results)}`);
   if (watch.length > 0) console.log(`\n${watchTable(watch)}`);
   if (keepalive.length > 0) console.log(`\n${keepAliveTable(keepalive)}`);
+  if (lock.length > 0) console.log(`\n${lockTable(lock)}`);
   if (!withEtcd) return;
   if (results.length > 0) console.log(`\n${sideBySide(results)}`);
   const directory = resolve(import.meta.dirname, '../../docs/bench');
@@ -452,6 +365,13 @@ async function main(argv: readonly string[]): Promise<void> {
       `${JSON.stringify({ date: stamp, machine, durationMs, watch, keepalive }, null, 2)}\n`,
     );
     console.error(`bench: wrote docs/bench/watch-and-leases.json`);
+  }
+  if (lock.length > 0) {
+    writeFileSync(
+      resolve(directory, 'locks.json'),
+      `${JSON.stringify({ date: stamp, machine, durationMs, lock }, null, 2)}\n`,
+    );
+    console.error(`bench: wrote docs/bench/locks.json`);
   }
 }
 

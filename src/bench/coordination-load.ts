@@ -37,6 +37,16 @@ const KEEPALIVE_TICK_MS = 5;
 const IDLE_SAMPLE_MS = 2_000;
 const GRANT_CLIENTS = 32;
 
+/** The lock hand-off run: this many clients, each with a lease of its own, take and release one name. */
+export const LOCK_CLIENTS = 16;
+export const LOCK_NAME = 'bench-lock';
+/** How long one lock call may wait (below the bench's request timeout: a slower one is an error). */
+export const LOCK_WAIT_MS = 9_000;
+/** Each client's lease outlives the run by this much (it is never renewed). */
+const LOCK_LEASE_MARGIN_SECONDS = 60;
+/** Wait times kept per run (beyond it the run stops early: a bound, never a silent drop). */
+export const LOCK_WAITS_MAX = 1_000_000;
+
 /** How one system streams changes and renews leases over HTTP. */
 export interface CoordinationProtocol {
   /** A streaming request for every change under `prefix`, from the next revision on. */
@@ -50,6 +60,12 @@ export interface CoordinationProtocol {
   leaseId(status: number, body: string): string | null;
   keepAlive(leaseId: string): HttpRequest;
   keptAlive(status: number, body: string): boolean;
+  /** Take the lock `name` on the lease; answered once owned. */
+  lock(name: string, leaseId: string, waitMs: number): HttpRequest;
+  /** The owned lock key from the answer (as unlock takes it), or null when not owned. */
+  lockKey(status: number, body: string): string | null;
+  unlock(key: string): HttpRequest;
+  unlocked(status: number, body: string): boolean;
 }
 
 export interface WatchRunResult {
@@ -98,6 +114,22 @@ export interface KeepAliveRunResult {
   readonly cpuUsPerRenewal: number;
   /** This process's CPU in percent of one core while renewing. */
   readonly benchCpuPercent: number;
+}
+
+export interface LockRunResult {
+  readonly system: string;
+  readonly clients: number;
+  readonly durationMs: number;
+  /** Locks taken (each released again): one hand-off each. */
+  readonly handoffs: number;
+  readonly errors: number;
+  readonly handoffsPerSecond: number;
+  /** From sending the lock call to its answer (owned): the wait in the queue plus the round trip. */
+  readonly waitP50Ms: number;
+  readonly waitP99Ms: number;
+  readonly waitMaxMs: number;
+  /** Server CPU (all members) per hand-off (lock and unlock), in microseconds. */
+  readonly serverCpuUsPerHandoff: number;
 }
 
 /**
@@ -459,6 +491,85 @@ export async function runKeepAlive(
       cpuUsPerRenewal:
         run.renewals === 0 ? 0 : Math.round((((busy - idle) / 100) * run.elapsedMs * 1_000) / run.renewals),
       benchCpuPercent: cpuPercent(process.cpuUsage(benchCpu), run.elapsedMs),
+    };
+  } finally {
+    agent.destroy();
+  }
+}
+
+/** One lease per lock client, long enough for the whole run (never renewed). */
+async function grantLockLeases(
+  agent: http.Agent,
+  endpoints: readonly URL[],
+  protocol: CoordinationProtocol,
+  durationMs: number,
+): Promise<string[]> {
+  const ttlSeconds = Math.ceil(durationMs / 1_000) + LOCK_LEASE_MARGIN_SECONDS;
+  const ids: string[] = [];
+  for (let index = 0; index < LOCK_CLIENTS; index += 1) {
+    const answer = await send(agent, endpoints[index % endpoints.length] as URL, protocol.grant(ttlSeconds));
+    const id = protocol.leaseId(answer.status, answer.body);
+    if (id === null) throw new Error(`lease grant: ${answer.status} ${answer.body}`);
+    ids.push(id);
+  }
+  return ids;
+}
+
+/**
+ * LOCK_CLIENTS closed-loop clients (spread over the endpoints, each on a lease of its own) take the
+ * lock LOCK_NAME and release it at once, again and again for `durationMs`: every lock taken is one
+ * hand-off to the next waiter. A lock call's wait runs from its send to its answer.
+ */
+export async function runLockHandoff(
+  target: LoadTarget,
+  protocol: CoordinationProtocol,
+  durationMs: number,
+  cpuMicros: () => number,
+): Promise<LockRunResult> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: LOCK_CLIENTS });
+  const endpoints = target.endpoints.map((endpoint) => new URL(endpoint));
+  try {
+    const leases = await grantLockLeases(agent, endpoints, protocol, durationMs);
+    const waits = new Float64Array(LOCK_WAITS_MAX);
+    const outcome = { handoffs: 0, errors: 0 };
+    const cpuBefore = cpuMicros();
+    const started = performance.now();
+    const deadline = started + durationMs;
+    const client = async (index: number): Promise<void> => {
+      const endpoint = endpoints[index % endpoints.length] as URL;
+      const lease = leases[index] ?? '';
+      while (performance.now() < deadline && outcome.handoffs < LOCK_WAITS_MAX) {
+        const sentMs = performance.now();
+        try {
+          const locked = await send(agent, endpoint, protocol.lock(LOCK_NAME, lease, LOCK_WAIT_MS));
+          const key = protocol.lockKey(locked.status, locked.body);
+          if (key === null) throw new Error(`lock: ${locked.status} ${locked.body}`);
+          const waitMs = performance.now() - sentMs;
+          const unlocked = await send(agent, endpoint, protocol.unlock(key));
+          if (!protocol.unlocked(unlocked.status, unlocked.body))
+            throw new Error(`unlock: ${unlocked.status} ${unlocked.body}`);
+          waits[outcome.handoffs++] = waitMs;
+        } catch {
+          outcome.errors += 1;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: LOCK_CLIENTS }, (_, index) => client(index)));
+    const elapsedMs = performance.now() - started;
+    const cpuUs = cpuMicros() - cpuBefore;
+    const sorted = waits.slice(0, outcome.handoffs).sort();
+    const round = (value: number) => Math.round(value * 1_000) / 1_000;
+    return {
+      system: target.name,
+      clients: LOCK_CLIENTS,
+      durationMs: Math.round(elapsedMs),
+      handoffs: outcome.handoffs,
+      errors: outcome.errors,
+      handoffsPerSecond: Math.round(outcome.handoffs / (elapsedMs / 1_000)),
+      waitP50Ms: round(percentile(sorted, 0.5)),
+      waitP99Ms: round(percentile(sorted, 0.99)),
+      waitMaxMs: round(sorted[sorted.length - 1] ?? 0),
+      serverCpuUsPerHandoff: outcome.handoffs === 0 ? 0 : Math.round(cpuUs / outcome.handoffs),
     };
   } finally {
     agent.destroy();
