@@ -4,13 +4,9 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import { Packr } from 'msgpackr';
 import { afterAll, describe, expect, it } from 'vitest';
-import { systemClock } from '../../src/node/local-runtime.ts';
 import { decodeSnapshotState, encodeSnapshot, type KvRecord } from '../../src/node/kv-state-machine.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
-import { defaultRaftConfig } from '../../src/raft/config.ts';
-import { SeededPrng } from '../../src/raft/prng.ts';
 import {
-  LmdbLogStore,
   LmdbStorage,
   STORAGE_FORMAT_MIGRATED_FROM,
   STORAGE_FORMAT_VERSION,
@@ -19,6 +15,7 @@ import {
 } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 import { applyPlain } from '../support/apply.ts';
+import { startLmdbNode, untilLeader } from './lmdb-nodes.ts';
 
 const directories: string[] = [];
 afterAll(() => {
@@ -29,31 +26,6 @@ function dataDir(): string {
   const directory = mkdtempSync(join(tmpdir(), 'aspen-migrate-'));
   directories.push(directory);
   return directory;
-}
-
-function startNode(storage: LmdbStorage): RaftNode {
-  const logStore = new LmdbLogStore(storage);
-  const { persisted, snapshot } = logStore.load();
-  const node = new RaftNode({
-    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
-    prng: new SeededPrng(1),
-    persisted,
-    snapshot,
-    logStore,
-    stateMachine: new LmdbKvStateMachine(storage),
-    transport: { send: () => undefined },
-    clock: systemClock,
-    tickMs: 5,
-    snapshotThresholdEntries: 25,
-  });
-  node.start();
-  return node;
-}
-
-async function leader(node: RaftNode): Promise<void> {
-  for (let attempt = 0; attempt < 400 && node.status().role !== 'leader'; attempt += 1)
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  expect(node.status().role).toBe('leader');
 }
 
 async function write(node: RaftNode, key: string, value: string): Promise<void> {
@@ -68,11 +40,11 @@ const KEYS = 7;
 /** A node that wrote 60 entries (compacted at least once), closed cleanly: its records and applied index. */
 async function populated(directory: string): Promise<{ records: [string, KvRecord][]; applied: number }> {
   const storage = LmdbStorage.open(directory);
-  const node = startNode(storage);
+  const node = startLmdbNode(storage);
   await new Promise((resolve) => {
     node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
   });
-  await leader(node);
+  await untilLeader(node);
   for (let index = 0; index < 60; index += 1) await write(node, `k${index % KEYS}`, `v${index}`);
   const records = [...storage.kv.getRange({})].map(({ key, value }): [string, KvRecord] => [key, value]);
   const applied = node.stateMachine.appliedIndex;
@@ -144,8 +116,8 @@ describe('storage format migration', () => {
       storage.snapshots.get('data') as Uint8Array,
     ) as { records: [string, KvRecord][] };
     expect(migratedSnapshot.records.every(([, record]) => record.leaseId === 0)).toBe(true);
-    const node = startNode(storage);
-    await leader(node);
+    const node = startLmdbNode(storage);
+    await untilLeader(node);
     for (let wait = 0; wait < 400 && node.stateMachine.appliedIndex <= before.applied; wait += 1)
       await new Promise((resolve) => setTimeout(resolve, 5));
     expect(node.stateMachine.appliedIndex).toBeGreaterThan(before.applied); // replayed, and the new term's entry
@@ -173,8 +145,8 @@ describe('storage format migration', () => {
 
     const storage = LmdbStorage.open(directory);
     expect(storage.meta.get('format')).toBe(STORAGE_FORMAT_VERSION);
-    const node = startNode(storage);
-    await leader(node);
+    const node = startLmdbNode(storage);
+    await untilLeader(node);
     const session = { clientId: 'migrated', sequence: 1 };
     const applied = async () =>
       new Promise<{ ok: boolean; value?: { index: number; outcome: { index: number } } }>((resolve) => {
@@ -188,8 +160,8 @@ describe('storage format migration', () => {
 
     const reopened = LmdbStorage.open(directory);
     expect(reopened.sessions.get('migrated')).toMatchObject({ highest: 1 });
-    const restarted = startNode(reopened);
-    await leader(restarted);
+    const restarted = startLmdbNode(reopened);
+    await untilLeader(restarted);
     const retry = await new Promise<{ ok: boolean; value?: { index: number; outcome: { index: number } } }>(
       (resolve) => {
         restarted.write({ Set: { key: 'once', value: 'v' } }, resolve, session);

@@ -18,6 +18,7 @@ import {
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 import { StorageError } from '../../src/storage/errors.ts';
 import { applyPlain } from '../support/apply.ts';
+import { startLmdbNode, untilLeader } from './lmdb-nodes.ts';
 
 const directories: string[] = [];
 afterAll(() => {
@@ -30,34 +31,10 @@ function dataDir(): string {
   return directory;
 }
 
-function startNode(storage: LmdbStorage, logStore: LmdbLogStore): RaftNode {
-  const { persisted, snapshot } = logStore.load();
-  const node = new RaftNode({
-    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
-    prng: new SeededPrng(1),
-    persisted,
-    snapshot,
-    logStore,
-    stateMachine: new LmdbKvStateMachine(storage),
-    transport: { send: () => undefined },
-    clock: systemClock,
-    tickMs: 5,
-    snapshotThresholdEntries: 25,
-  });
-  node.start();
-  return node;
-}
-
 function write(node: RaftNode, key: string, value: string): Promise<Outcome<WriteApplied>> {
   return new Promise((resolve) => {
     node.write({ Set: { key, value } }, resolve);
   });
-}
-
-async function leader(node: RaftNode): Promise<void> {
-  for (let attempt = 0; attempt < 400 && node.status().role !== 'leader'; attempt += 1)
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  expect(node.status().role).toBe('leader');
 }
 
 describe('RaftNode on LMDB', () => {
@@ -74,11 +51,11 @@ describe('RaftNode on LMDB', () => {
         flushedIndex = Math.max(flushedIndex, event.lastIndex);
       }
     };
-    const node = startNode(storage, logStore);
+    const node = startLmdbNode(storage, logStore);
     await new Promise((resolve) => {
       node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
     });
-    await leader(node);
+    await untilLeader(node);
     const acknowledgedAfterFlush: boolean[] = [];
     // The write callback runs synchronously inside the node's Ready cycle: check the flush there.
     const writes = Array.from(
@@ -237,11 +214,11 @@ describe('RaftNode on LMDB', () => {
   it('restarts with term, vote, log, snapshot and state machine intact, never applying twice', async () => {
     const directory = dataDir();
     let storage = LmdbStorage.open(directory);
-    let node = startNode(storage, new LmdbLogStore(storage));
+    let node = startLmdbNode(storage, new LmdbLogStore(storage));
     await new Promise((resolve) => {
       node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
     });
-    await leader(node);
+    await untilLeader(node);
     for (let index = 0; index < 60; index += 1)
       expect((await write(node, `k${index % 7}`, `v${index}`)).ok).toBe(true);
     const before = node.status();
@@ -249,10 +226,10 @@ describe('RaftNode on LMDB', () => {
     node.stop();
     await storage.close();
     storage = LmdbStorage.open(directory);
-    node = startNode(storage, new LmdbLogStore(storage));
+    node = startLmdbNode(storage, new LmdbLogStore(storage));
     expect(node.status().term).toBe(before.term);
     expect(node.status().snapshot?.index ?? 0).toBeGreaterThanOrEqual(25); // compacted at least once
-    await leader(node);
+    await untilLeader(node);
     expect(node.stateMachine.get('k6')?.version).toBe(versionBefore); // no entry applied twice
     expect(node.stateMachine.appliedMembership).toEqual({ voters: [1], votersOutgoing: [], learners: [] });
     expect(node.stateMachine.get('k4')?.value).toBe('v53');
@@ -264,11 +241,11 @@ describe('RaftNode on LMDB', () => {
     const directory = dataDir();
     let storage = LmdbStorage.open(directory);
     expect(storage.stateRebuilt).toBe(false);
-    let node = startNode(storage, new LmdbLogStore(storage));
+    let node = startLmdbNode(storage, new LmdbLogStore(storage));
     await new Promise((resolve) => {
       node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
     });
-    await leader(node);
+    await untilLeader(node);
     for (let index = 0; index < 60; index += 1)
       expect((await write(node, `k${index % 7}`, `v${index}`)).ok).toBe(true);
     const before = {
@@ -285,9 +262,9 @@ describe('RaftNode on LMDB', () => {
     writeFileSync(join(directory, 'state.mdb'), Buffer.alloc(64 * 1024, 0xab));
     storage = LmdbStorage.open(directory);
     expect(storage.stateRebuilt).toBe(true);
-    node = startNode(storage, new LmdbLogStore(storage));
+    node = startLmdbNode(storage, new LmdbLogStore(storage));
     expect(node.status().snapshot?.index ?? 0).toBeGreaterThanOrEqual(25); // rebuilt from a snapshot, then the log
-    await leader(node);
+    await untilLeader(node);
     for (let wait = 0; wait < 500 && node.stateMachine.appliedIndex < before.applied; wait += 1)
       await new Promise((resolve) => setTimeout(resolve, 2));
     expect(node.stateMachine.get('k4')).toEqual(before.k4); // same value, version and indexes

@@ -1,0 +1,33 @@
+import { expect } from 'vitest';
+import { systemClock } from '../../src/node/local-runtime.ts';
+import { RaftNode } from '../../src/node/raft-node.ts';
+import { defaultRaftConfig } from '../../src/raft/config.ts';
+import { SeededPrng } from '../../src/raft/prng.ts';
+import { LmdbLogStore, type LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
+
+/** A started single-node RaftNode on `storage` (fast elections, a snapshot every 25 entries). */
+export function startLmdbNode(storage: LmdbStorage, logStore = new LmdbLogStore(storage)): RaftNode {
+  const { persisted, snapshot } = logStore.load();
+  const node = new RaftNode({
+    config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
+    prng: new SeededPrng(1),
+    persisted,
+    snapshot,
+    logStore,
+    stateMachine: new LmdbKvStateMachine(storage),
+    transport: { send: () => undefined },
+    clock: systemClock,
+    tickMs: 5,
+    snapshotThresholdEntries: 25,
+  });
+  node.start();
+  return node;
+}
+
+/** Until `node` leads (bounded: 400 polls of 5 ms). */
+export async function untilLeader(node: RaftNode): Promise<void> {
+  for (let attempt = 0; attempt < 400 && node.status().role !== 'leader'; attempt += 1)
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  expect(node.status().role).toBe('leader');
+}
