@@ -1,5 +1,11 @@
 import { WATCH_START_HEADER, type WatchEvent } from '../api/types.ts';
-import { BATCH_KEYS_MAX, LEASE_KEYS_MAX, TXN_OPS_MAX, WATCH_HISTORY_BYTES_MAX } from '../base/limits.ts';
+import {
+  BATCH_KEYS_MAX,
+  LEASE_KEYS_MAX,
+  TXN_OPS_MAX,
+  WATCH_HISTORY_BYTES_MAX,
+  WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
+} from '../base/limits.ts';
 import { KvError } from './errors.ts';
 import type { RetryPolicy } from './options.ts';
 import { assert, backoff, isAborted } from './retry.ts';
@@ -466,7 +472,8 @@ export async function* watchUpdates(
     canceled: null,
   };
   const interval = options.progressIntervalMs;
-  const silentMs = interval === 0 ? null : WATCH_SILENT_INTERVALS_MAX * (interval ?? 5_000);
+  const silentMs =
+    interval === 0 ? null : WATCH_SILENT_INTERVALS_MAX * (interval ?? WATCH_PROGRESS_INTERVAL_MS_DEFAULT);
   const rotation = new Rotation(target.endpoints);
   let failures = 0;
   let outageStartMs = Date.now();
