@@ -74,6 +74,9 @@ async function main(): Promise<void> {
     lockCalls: 0,
     lockGrants: 0,
     fencedWrites: 0,
+    campaigns: 0,
+    proclaims: 0,
+    observations: 0,
   };
   for (let seed = firstSeed; seed < firstSeed + count; seed += 1) {
     const settings = drawSettings(seed);
@@ -105,6 +108,9 @@ async function main(): Promise<void> {
     totals.lockCalls += result.stats.lockCalls;
     totals.lockGrants += result.stats.lockGrants;
     totals.fencedWrites += result.stats.fencedWrites;
+    totals.campaigns += result.stats.campaigns;
+    totals.proclaims += result.stats.proclaims;
+    totals.observations += result.stats.observations;
     if (single || values.verbose) {
       process.stdout.write(`seed ${seed}: ${result.status} ${JSON.stringify(result.stats)}\n`);
     }
@@ -129,7 +135,8 @@ async function main(): Promise<void> {
       `${totals.readsDuringNewerLeader} reads served while a newer leader existed, ${totals.tornWrites} torn writes, ` +
       `${totals.leaseGrants} leases granted (${totals.leaseExpiries} expired, ${totals.leaseKeepAlivesAcked} keepalives acknowledged), ` +
       `${totals.watchEvents} watch events checked (${totals.watchResumes} resumes, ${totals.watchCanceled} canceled), ` +
-      `${totals.lockCalls} lock calls (${totals.lockGrants} granted, ${totals.fencedWrites} fenced writes applied)\n`,
+      `${totals.lockCalls} lock calls (${totals.lockGrants} granted, ${totals.fencedWrites} fenced writes applied), ` +
+      `${totals.campaigns} campaigns (${totals.proclaims} proclaims applied, ${totals.observations} leader reports checked)\n`,
   );
   const first = failures[0];
   process.exit(first === undefined ? EXIT_CODE.ok : EXIT_CODE[first.status]);

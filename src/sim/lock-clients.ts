@@ -1,5 +1,8 @@
 import { AspenError } from '../api/errors.ts';
+import { lockKey } from '../api/lock-validation.ts';
 import { RaftControlClient } from '../node/control-client.ts';
+import { assert } from '../base/assert.ts';
+import { NodeElectionService } from '../node/election-service.ts';
 import { NodeLockService } from '../node/lock-service.ts';
 import type { RaftNode } from '../node/raft-node.ts';
 import type { WatchHub } from '../node/watch-hub.ts';
@@ -23,6 +26,12 @@ export interface LockClientSettings {
   readonly lockHoldMsMax: number;
   /** Probability that a holder stalls (stops renewing its lease) past its TTL before its fenced write. */
   readonly lockStallProbability: number;
+  /** Elections the same clients campaign in (`el0`, …; 0: none): campaign, proclaim, resign. */
+  readonly electionNameCount: number;
+  /** The share of cycles that campaign rather than lock (when there is an election). */
+  readonly campaignFraction: number;
+  /** Observers that follow each election's leader (`/election/observe`) from random nodes. */
+  readonly observerCount: number;
 }
 
 /** The lock names of a run. */
@@ -30,12 +39,28 @@ export function lockNames(settings: LockClientSettings): string[] {
   return Array.from({ length: settings.lockNameCount }, (_, index) => `lk${index}`);
 }
 
+/** The election names of a run. */
+export function electionNames(settings: LockClientSettings): string[] {
+  return Array.from({ length: settings.electionNameCount }, (_, index) => `el${index}`);
+}
+
+/** The value a campaign starts with, and a leader's proclaimed value (the checker tells them apart). */
+export function campaignValue(client: number): string {
+  return `c:${client}`;
+}
+export function proclaimedValue(client: number, token: number): string {
+  return `${PROCLAIMED_VALUE_PREFIX}${client}:${token}`;
+}
+export const PROCLAIMED_VALUE_PREFIX = 'p:';
+
 /** Lock calls one client makes in a run, at most. */
 export const LOCK_CALLS_PER_CLIENT_MAX = 500;
 /** A client's pause between one lock cycle and the next, at most. */
 export const LOCK_THINK_MS_MAX = 30;
 /** A stalled holder sleeps this many TTLs (its lease expires meanwhile, unless it is renewed anyway). */
 export const LOCK_STALL_TTLS = 1.5;
+/** Probability that a candidate also proclaims on its key while its campaign waits. */
+export const PREMATURE_PROCLAIM_PROBABILITY = 0.3;
 
 export interface LockDirectory extends LeaseDirectory {
   hub(id: NodeId): WatchHub | undefined;
@@ -58,7 +83,9 @@ interface LockClient {
  * hub, its clock: virtual time throughout), write `fenced/<name>` guarded by the fencing token, and
  * release the lock, each on a lease renewed like the lease clients' — through every fault. A call
  * that never answers (its node crashed) times out on the node's clock: in doubt, and the next cycle
- * goes on. Every grant goes to the LockChecker; the history decides the rest.
+ * goes on. Some cycles campaign in an election instead (NodeElectionService): once elected, the
+ * client proclaims a value naming its term's token, then resigns. Every grant and election goes to
+ * the LockChecker; the history decides the rest.
  *
  * The calls are promises: the simulation drains microtasks after each event while `busy`.
  */
@@ -71,6 +98,7 @@ export class SimLockClients {
   private readonly checker: LockChecker;
   private readonly leaseChecker: LeaseChecker;
   private readonly names: readonly string[];
+  private readonly electionNames: readonly string[];
   private running = false;
   /** Lock cycles in flight (promises the simulation must let run). */
   private inFlight = 0;
@@ -79,6 +107,8 @@ export class SimLockClients {
   /** Send time of the last lease grant or keepalive of any lock client. */
   lastRequestSentMs = 0;
   lockCalls = 0;
+  campaigns = 0;
+  /** Lock calls and campaigns that timed out waiting. */
   lockTimeouts = 0;
 
   constructor(
@@ -97,6 +127,7 @@ export class SimLockClients {
     this.checker = checkers.locks;
     this.leaseChecker = checkers.leases;
     this.names = lockNames(settings);
+    this.electionNames = electionNames(settings);
   }
 
   get busy(): boolean {
@@ -204,16 +235,26 @@ export class SimLockClients {
 
   private runCycle(client: LockClient): void {
     if (client.lockCalls >= LOCK_CALLS_PER_CLIENT_MAX) return;
+    this.track(this.cycle(client), client, () => {
+      this.later(this.prng.nextIntInclusive(1, LOCK_THINK_MS_MAX), () => {
+        this.runCycle(client);
+      });
+    });
+  }
+
+  /**
+   * Count a call in flight (the simulation lets its continuations run while any is), keep what it
+   * failed with, then run `after` (still counted in flight).
+   */
+  private track(call: Promise<unknown>, client: LockClient, after: () => void = () => undefined): void {
     this.inFlight += 1;
-    this.cycle(client)
+    void call
       .catch((error: unknown) => {
         this.onCycleError(client, error);
       })
       .finally(() => {
         this.inFlight -= 1;
-        this.later(this.prng.nextIntInclusive(1, LOCK_THINK_MS_MAX), () => {
-          this.runCycle(client);
-        });
+        after();
       });
   }
 
@@ -223,18 +264,27 @@ export class SimLockClients {
     const hub = nodeId === undefined ? undefined : this.directory.hub(nodeId);
     if (node === undefined || hub === undefined || client.leaseId === 0) return;
     const store = new RaftControlClient(node, { requestTimeoutMs: this.settings.lockRequestTimeoutMs });
-    const locks = new NodeLockService({ store, watch: hub, clock: node.clock });
-    const name = this.names[this.prng.nextIntInclusive(0, this.names.length - 1)] ?? 'lk0';
+    const services = { store, watch: hub, clock: node.clock };
     client.lockCalls += 1;
+    if (this.electionNames.length > 0 && this.prng.chance(this.settings.campaignFraction)) {
+      this.campaigns += 1;
+      await this.campaignCycle(client, new NodeElectionService(services), this.pick(this.electionNames));
+      return;
+    }
     this.lockCalls += 1;
+    await this.lockCycle(client, new NodeLockService(services), store, this.pick(this.names));
+  }
+
+  private async lockCycle(
+    client: LockClient,
+    locks: NodeLockService,
+    store: RaftControlClient,
+    name: string,
+  ): Promise<void> {
     const leaseId = client.leaseId;
     const grant = await locks.lock({ name, lease_id: leaseId, timeout_ms: this.settings.lockTimeoutMs });
     this.checker.onGranted(client.id, name, grant.key, grant.fencing_token, this.events.nowMs);
-    if (this.prng.chance(this.settings.lockStallProbability)) {
-      client.stalled = true;
-      await this.sleep(Math.round(this.ttlMs * LOCK_STALL_TTLS));
-      client.stalled = false;
-    } else await this.sleep(this.prng.nextIntInclusive(0, this.settings.lockHoldMsMax));
+    await this.hold(client);
     const token = grant.fencing_token;
     await store.write({
       command: {
@@ -248,13 +298,56 @@ export class SimLockClients {
     await locks.unlock({ key: grant.key });
   }
 
+  /**
+   * Campaign; once elected, hold, proclaim a value naming the term's token, and resign. Some
+   * candidates also proclaim on their key while they wait (a client that acts before it is elected):
+   * the node must refuse that (NOT_ELECTED) unless the key leads by then.
+   */
+  private async campaignCycle(
+    client: LockClient,
+    elections: NodeElectionService,
+    name: string,
+  ): Promise<void> {
+    if (this.prng.chance(PREMATURE_PROCLAIM_PROBABILITY)) {
+      const key = lockKey(name, client.leaseId);
+      this.later(this.prng.nextIntInclusive(0, this.settings.lockTimeoutMs), () => {
+        this.track(elections.proclaim({ key, value: proclaimedValue(client.id, 0) }), client);
+      });
+    }
+    const elected = await elections.campaign({
+      name,
+      lease_id: client.leaseId,
+      value: campaignValue(client.id),
+      timeout_ms: this.settings.lockTimeoutMs,
+    });
+    this.checker.onGranted(client.id, name, elected.key, elected.revision, this.events.nowMs);
+    await this.hold(client);
+    await elections.proclaim({ key: elected.key, value: proclaimedValue(client.id, elected.revision) });
+    await elections.resign({ key: elected.key });
+  }
+
+  /** A holder's use of what it was granted: a short pause, or a stall past its lease's TTL. */
+  private async hold(client: LockClient): Promise<void> {
+    if (this.prng.chance(this.settings.lockStallProbability)) {
+      client.stalled = true;
+      await this.sleep(Math.round(this.ttlMs * LOCK_STALL_TTLS));
+      client.stalled = false;
+    } else await this.sleep(this.prng.nextIntInclusive(0, this.settings.lockHoldMsMax));
+  }
+
+  private pick(names: readonly string[]): string {
+    const name = names[this.prng.nextIntInclusive(0, names.length - 1)];
+    assert(name !== undefined, 'a run has at least one name of each kind it picks from');
+    return name;
+  }
+
   private onCycleError(client: LockClient, error: unknown): void {
     if (!(error instanceof AspenError)) {
       this.failure ??= error instanceof Error ? error : new Error(String(error));
       return;
     }
     if (error.leaderId !== null) client.preferredNode = error.leaderId;
-    if (error.code === 'LOCK_TIMEOUT') this.lockTimeouts += 1;
+    if (error.code === 'LOCK_TIMEOUT' || error.code === 'CAMPAIGN_TIMEOUT') this.lockTimeouts += 1;
   }
 
   private pickNodeId(client: LockClient): NodeId | undefined {

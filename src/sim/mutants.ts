@@ -97,6 +97,18 @@ export const MUTANTS: readonly Mutant[] = [
     replacement:
       "      if (end === 'gone') return;\n      if (end === 'timeout') throw timeout('timed out');",
   },
+  {
+    name: 'a proclaim by a candidate that is not the leader',
+    file: 'src/node/election-service.ts',
+    original: '    if (leader?.key !== key)',
+    replacement: '    if (leader === null)',
+  },
+  {
+    name: "an observer not told when the leader's value changes",
+    file: 'src/node/election-service.ts',
+    original: '        first.value === before.value);',
+    replacement: '        true);',
+  },
 ];
 
 export interface MutantResult {

@@ -75,6 +75,9 @@ export interface SimStats {
   readonly lockGrants: number;
   readonly lockTimeouts: number;
   readonly fencedWrites: number;
+  readonly campaigns: number;
+  readonly proclaims: number;
+  readonly observations: number;
 }
 
 export interface SimResult {

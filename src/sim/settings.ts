@@ -121,6 +121,10 @@ function drawLockSettings(prng: SeededPrng): LockClientSettings {
     lockRequestTimeoutMs: prng.nextIntInclusive(200, 2_000),
     lockHoldMsMax: prng.nextIntInclusive(0, 100),
     lockStallProbability: prng.nextIntInclusive(0, 10) / 100,
+    // Drawn after the lock settings (issue 16, step 2), so the ones above are what they were.
+    electionNameCount: prng.nextIntInclusive(0, 1),
+    campaignFraction: prng.nextIntInclusive(20, 70) / 100,
+    observerCount: prng.nextIntInclusive(0, 2),
   };
 }
 

@@ -10,7 +10,7 @@ import { SimDisk } from './disk.ts';
 import type { EventQueue } from './event-queue.ts';
 import type { SimNetwork } from './network.ts';
 import { LeaseChecker } from './lease-checker.ts';
-import { lockNames } from './lock-clients.ts';
+import { electionNames, lockNames } from './lock-clients.ts';
 import { LockChecker } from './lock-checker.ts';
 import { ObservedKvStateMachine, SessionChecker, type SimApplyObserver } from './session-checker.ts';
 import { ChangeHistory } from './watch-checker.ts';
@@ -98,7 +98,7 @@ export class SimCluster {
     this.mutations = mutations;
     this.checker = new SafetyChecker(this.views);
     this.leaseChecker = new LeaseChecker(settings.tickSkew);
-    this.lockChecker = new LockChecker(lockNames(settings.locks));
+    this.lockChecker = new LockChecker(lockNames(settings.locks), electionNames(settings.locks));
   }
 
   /** Every node's disk, then the node itself, in id order. */

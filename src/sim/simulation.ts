@@ -11,6 +11,7 @@ import { messageOfError, statusOfError, type SimResult, type SimStatus } from '.
 import { drawSettings, type SimSettings } from './settings.ts';
 import { SimCluster, type SimMutations } from './sim-cluster.ts';
 import { LEASE_KEY_PREFIX, SimLeaseClients } from './lease-clients.ts';
+import { SimElectionObservers } from './election-observers.ts';
 import { SimLockClients } from './lock-clients.ts';
 import { SimWatchers } from './sim-watchers.ts';
 import { WatchChecker } from './watch-checker.ts';
@@ -39,6 +40,7 @@ export const LEASE_EXPIRY_SLACK_MS = 1_500;
 export const MICROTASK_TURNS_PER_EVENT = 32;
 /** The lock clients' PRNG is seeded from the run's seed apart from the run's PRNG (older seeds keep their schedules). */
 const LOCK_PRNG_SALT = 0x10c4;
+const OBSERVER_PRNG_SALT = 0x0b5e;
 
 /** A scripted run (scenario tests): no random faults and no random clients; the test drives. */
 export interface ScriptedOptions {
@@ -62,6 +64,7 @@ export class Simulation {
   private readonly leaseClients: SimLeaseClients;
   private readonly watchers: SimWatchers;
   private readonly lockClients: SimLockClients;
+  private readonly observers: SimElectionObservers;
   private phase: 'safety' | 'liveness' | 'done' = 'safety';
   private convergedAtMs = -1;
   private historyChecked = false;
@@ -112,6 +115,13 @@ export class Simulation {
       { ...directory, hub: (id) => cluster.hub(id) },
       { locks: cluster.lockChecker, leases: cluster.leaseChecker },
     );
+    this.observers = new SimElectionObservers(
+      this.events,
+      new SeededPrng(settings.seed ^ OBSERVER_PRNG_SALT),
+      settings.locks,
+      { ...directory, hub: (id) => cluster.hub(id) },
+      cluster.lockChecker.observations,
+    );
     this.faultContext = {
       cluster,
       duringSafety: (delayMs, action) => {
@@ -136,6 +146,7 @@ export class Simulation {
       }
       this.workload.stop();
       this.watchers.stop();
+      this.observers.stop();
       this.historyChecked = checkFinalState(this.cluster, this.workload.history);
       return this.result('ok', 'ok');
     } catch (error) {
@@ -152,6 +163,7 @@ export class Simulation {
     this.workload.start();
     this.leaseClients.start();
     this.lockClients.start();
+    this.observers.start();
     this.watchers.start([{ prefix: '' }, { prefix: LEASE_KEY_PREFIX }, { key: 'k1' }, { prefix: 'k' }]);
     this.scheduleFault();
   }
@@ -323,9 +335,10 @@ export class Simulation {
     while (this.events.runNext(endMs)) {
       if (this.events.eventsRun > EVENTS_PER_RUN_MAX)
         throw new Error(`run exceeded ${EVENTS_PER_RUN_MAX} events`);
-      if (this.lockClients.busy) {
+      if (this.lockClients.busy || this.observers.busy) {
         for (let turn = 0; turn < MICROTASK_TURNS_PER_EVENT; turn += 1) await Promise.resolve();
         if (this.lockClients.failure !== null) throw this.lockClients.failure;
+        if (this.observers.failure !== null) throw this.observers.failure;
       }
       if (this.cluster.lockChecker.failure !== null) throw this.cluster.lockChecker.failure;
       if (this.phase === 'done') return;
@@ -454,6 +467,9 @@ export class Simulation {
         lockGrants: this.cluster.lockChecker.grants,
         lockTimeouts: this.lockClients.lockTimeouts,
         fencedWrites: this.cluster.lockChecker.fencedWrites,
+        campaigns: this.lockClients.campaigns,
+        proclaims: this.cluster.lockChecker.proclaims,
+        observations: this.cluster.lockChecker.observations.observed,
       },
     };
   }

@@ -41,16 +41,26 @@ describe('deterministic simulator', () => {
     let crashes = 0;
     let partitions = 0;
     let ops = 0;
+    let grants = 0;
+    let proclaims = 0;
+    let observations = 0;
     for (let seed = 1; seed <= 20; seed += 1) {
       const result = await runSeed(seed);
       committed += result.stats.committedEntries;
       crashes += result.stats.crashes;
       partitions += result.stats.partitions;
       ops += result.stats.opsOk;
+      grants += result.stats.lockGrants;
+      proclaims += result.stats.proclaims;
+      observations += result.stats.observations;
     }
     expect(committed).toBeGreaterThan(1_000);
     expect(crashes).toBeGreaterThan(10);
     expect(partitions).toBeGreaterThan(10);
     expect(ops).toBeGreaterThan(1_000);
+    // Locks and elections (issue 16): grants, leaders' proclaims, observers' leader reports checked.
+    expect(grants).toBeGreaterThan(50);
+    expect(proclaims).toBeGreaterThan(10);
+    expect(observations).toBeGreaterThan(50);
   });
 });
