@@ -14,11 +14,8 @@ import { eventually, formCluster, get, ProcessCluster, type NodeProcess } from '
  * holder has written, then SIGCONTed: its late append must fail the compare (and its aspen exits 6);
  * and the leader is SIGKILLed and restarted twice. Afterwards the log's entries carry strictly
  * increasing (token, write) pairs, and none of the victim's writes follows its expiry.
- *
- * The issue asks for 60 s of contention; CI runs everything in 15 minutes on 2 cores, so this runs
- * CONTENTION_MS (25 s) of it: the victim's stop and both leader kills fit in it.
  */
-const CONTENTION_MS = 25_000;
+const CONTENTION_MS = 60_000;
 const CONTENDERS = 6;
 /** The contender whose first run is the victim. */
 const VICTIM = 0;
@@ -43,7 +40,7 @@ const HOLDERS_MIN = 8;
 /** Waits for the victim's lock, its expiry and a leader. */
 const WAIT_MS_MAX = 30_000;
 const POLL_MS = 50;
-const TEST_TIMEOUT_MS = 150_000;
+const TEST_TIMEOUT_MS = 210_000;
 
 const AspenBin = resolve(import.meta.dirname, '../../src/bin/aspen.ts');
 const AppendScript = resolve(import.meta.dirname, 'fenced-append.ts');
