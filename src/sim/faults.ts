@@ -7,6 +7,10 @@ export const PARTITION_MS_MIN = 100;
 export const PARTITION_MS_MAX = 2_000;
 export const DOWNTIME_MS_MIN = 10;
 export const DOWNTIME_MS_MAX = 2_000;
+/** A leader cut off in a minority runs this many times slow, with this probability (see slowDeposedLeader). */
+export const DEPOSED_LEADER_SLOW_PROBABILITY = 0.5;
+export const DEPOSED_LEADER_SLOWDOWN_MIN = 3;
+export const DEPOSED_LEADER_SLOWDOWN_MAX = 8;
 
 /** What a fault acts on. */
 export interface FaultContext {
@@ -105,9 +109,26 @@ function injectPartition(context: FaultContext): void {
   cluster.stats.partitions += 1;
   const durationMs = cluster.prng.nextIntInclusive(PARTITION_MS_MIN, PARTITION_MS_MAX);
   cluster.note(`partition [${side.join(',')}] | [${other.join(',')}] for ${durationMs} ms`);
+  if (leaderId !== undefined && cluster.prng.chance(DEPOSED_LEADER_SLOW_PROBABILITY))
+    slowDeposedLeader(context, leaderId, durationMs);
   context.duringSafety(durationMs, () => {
     cluster.network.heal(side, other);
     cluster.note(`heal partition [${side.join(',')}] | [${other.join(',')}]`);
+  });
+}
+
+/**
+ * The leader cut off in a minority also runs slow (a paused process) while its partition lasts: its
+ * CheckQuorum fires late, so it still believes it leads while the majority elects a new leader and
+ * commits — the window in which only ReadIndex's confirmation keeps its reads from going stale.
+ */
+function slowDeposedLeader(context: FaultContext, leaderId: NodeId, durationMs: number): void {
+  const cluster = context.cluster;
+  const factor = cluster.prng.nextIntInclusive(DEPOSED_LEADER_SLOWDOWN_MIN, DEPOSED_LEADER_SLOWDOWN_MAX);
+  cluster.slowdown.set(leaderId, factor);
+  cluster.note(`node ${leaderId} runs ${factor}x slow while cut off`);
+  context.duringSafety(durationMs, () => {
+    if (cluster.slowdown.get(leaderId) === factor) cluster.slowdown.delete(leaderId);
   });
 }
 
