@@ -8,7 +8,7 @@ import type {
 } from '../api/contracts.ts';
 import { checkedCampaign, checkedProclaim } from '../api/election-validation.ts';
 import { AspenError } from '../api/errors.ts';
-import { checkedLockName, checkedUnlockKey, lockKey, lockKeyLease } from '../api/lock-validation.ts';
+import { checkedLockName, checkedUnlockKey, lockKeyLease } from '../api/lock-validation.ts';
 import type {
   CampaignRequest,
   CampaignResult,
@@ -55,7 +55,7 @@ export class NodeElectionService implements ElectionService {
   async campaign(request: CampaignRequest, signal?: AbortSignal): Promise<CampaignResult> {
     const { name, leaseId, timeoutMs, value } = checkedCampaign(request);
     const deadlineMs = this.clock.nowMs() + timeoutMs;
-    const held = await this.queue.enter(lockKey(name, leaseId), leaseId, value);
+    const held = await this.queue.enter(name, leaseId, value);
     const timeout = (why: string): AspenError =>
       new AspenError(
         'CAMPAIGN_TIMEOUT',

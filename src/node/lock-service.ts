@@ -1,6 +1,6 @@
 import type { KeyValueStore, LockService, WatchService } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { checkedLock, checkedUnlockKey, lockKey } from '../api/lock-validation.ts';
+import { checkedLock, checkedUnlockKey } from '../api/lock-validation.ts';
 import type { LockRequest, LockResult, UnlockRequest, UnlockResult } from '../api/types.ts';
 import type { Clock } from './interfaces.ts';
 import { OwnerQueue } from './owner-queue.ts';
@@ -33,7 +33,7 @@ export class NodeLockService implements LockService {
   async lock(request: LockRequest, signal?: AbortSignal): Promise<LockResult> {
     const { name, leaseId, timeoutMs } = checkedLock(request);
     const deadlineMs = this.clock.nowMs() + timeoutMs;
-    const held = await this.queue.enter(lockKey(name, leaseId), leaseId, '');
+    const held = await this.queue.enter(name, leaseId, '');
     const timeout = (why: string): AspenError =>
       new AspenError(
         'LOCK_TIMEOUT',

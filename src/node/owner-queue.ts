@@ -1,7 +1,7 @@
 import type { KeyValueStore, WatchService, WatchSink, WatchSubscription } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
-import { lockKeyLease } from '../api/lock-validation.ts';
-import type { KeyValue } from '../api/types.ts';
+import { lockKey, lockKeyLease } from '../api/lock-validation.ts';
+import type { KeyValue, TxnOp } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
 import { LOCK_WAITERS_MAX } from '../base/limits.ts';
 import type { Clock } from './interfaces.ts';
@@ -38,6 +38,18 @@ export interface Held {
    * only while nobody re-entered it since (a compare on this revision).
    */
   readonly modRevision: number;
+  /**
+   * The name's queue keys as the Transaction that created the key saw them (its own Scan, after the
+   * Set): the first owner check without another entry in the log. Absent for a key found again.
+   */
+  readonly entryScan?: TxnScan;
+}
+
+/** A Transaction's Scan of a name's queue keys, and the revision it was read at. */
+interface TxnScan {
+  readonly entries: readonly KeyValue[];
+  readonly truncated: boolean;
+  readonly revision: number;
 }
 
 /** The queue keys of a name (`<name>/<lease hex16>`) at one linearizable revision. */
@@ -76,18 +88,27 @@ export class OwnerQueue {
    * lease). A key that exists is written again with `value` (its create revision, the token, stays),
    * so that an earlier call on the same lease that gives up does not remove it (see `leave`).
    */
-  async enter(key: string, leaseId: number, value: string): Promise<Held> {
+  async enter(name: string, leaseId: number, value: string): Promise<Held> {
+    const key = lockKey(name, leaseId);
     const result = await this.store.write({
       command: {
         Transaction: {
           compare: [{ key, target: 'create_index', op: 'equal', value: 0 }],
-          success: [{ Set: { key, value, lease_id: leaseId } }],
+          success: [{ Set: { key, value, lease_id: leaseId } }, queueScanOp(name)],
           failure: [{ Get: { key } }],
         },
       },
     });
-    if (result.succeeded === true)
-      return { key, revision: result.revision, created: true, modRevision: result.revision };
+    if (result.succeeded === true) {
+      const scan = result.results?.[1];
+      assert(scan !== undefined && 'Scan' in scan, 'the entering Transaction ends with a Scan');
+      const entryScan = {
+        entries: scan.Scan.entries,
+        truncated: scan.Scan.is_truncated,
+        revision: result.revision,
+      };
+      return { key, revision: result.revision, created: true, modRevision: result.revision, entryScan };
+    }
     const found = result.results?.[0];
     assert(found !== undefined && 'Get' in found && found.Get !== null, 'the failure branch found the key');
     if (found.Get.lease_id !== leaseId)
@@ -123,23 +144,15 @@ export class OwnerQueue {
    */
   async scan(name: string): Promise<QueueScan> {
     const result = await this.store.write({
-      command: {
-        Transaction: {
-          compare: [],
-          success: [{ Scan: { prefix: `${name}/`, limit: LOCK_WAITERS_MAX } }],
-          failure: [],
-        },
-      },
+      command: { Transaction: { compare: [], success: [queueScanOp(name)], failure: [] } },
     });
     const scan = result.results?.[0];
     assert(result.succeeded === true && scan !== undefined && 'Scan' in scan, 'an owner check is one Scan');
-    if (scan.Scan.is_truncated)
-      throw new AspenError(
-        'TOO_MANY_WAITERS',
-        `${name.slice(0, 64)} has ${LOCK_WAITERS_MAX} or more waiters`,
-      );
-    const entries = scan.Scan.entries.filter((entry) => lockKeyLease(entry.key, name) !== null);
-    return { entries, revision: result.revision };
+    return queueScanOf(name, {
+      entries: scan.Scan.entries,
+      truncated: scan.Scan.is_truncated,
+      revision: result.revision,
+    });
   }
 
   /** Wait, bounded by the deadline and LOCK_WAIT_ROUNDS_MAX, until `held` is the name's first key. */
@@ -150,9 +163,11 @@ export class OwnerQueue {
     timeout: TimeoutError,
     signal?: AbortSignal,
   ): Promise<void> {
+    let entryScan = held.entryScan ?? null;
     for (let round = 0; round < LOCK_WAIT_ROUNDS_MAX; round += 1) {
       throwIfAborted(signal, timeout);
-      const check = ownerOf(held, await this.scan(name));
+      const check = ownerOf(held, entryScan === null ? await this.scan(name) : queueScanOf(name, entryScan));
+      entryScan = null;
       if (check.owned) return;
       throwIfAborted(signal, timeout);
       const end = await this.waitForDeletion(check.ahead, check.revision + 1, deadlineMs, signal);
@@ -268,6 +283,19 @@ export class OwnerQueue {
     }
     return error;
   }
+}
+
+/** The Transaction op that reads a name's queue keys (one more than a name may hold, to tell). */
+function queueScanOp(name: string): TxnOp {
+  return { Scan: { prefix: `${name}/`, limit: LOCK_WAITERS_MAX } };
+}
+
+/** A name's queue keys from its Scan; TOO_MANY_WAITERS when there are LOCK_WAITERS_MAX or more. */
+function queueScanOf(name: string, scan: TxnScan): QueueScan {
+  if (scan.truncated)
+    throw new AspenError('TOO_MANY_WAITERS', `${name.slice(0, 64)} has ${LOCK_WAITERS_MAX} or more waiters`);
+  const entries = scan.entries.filter((entry) => lockKeyLease(entry.key, name) !== null);
+  return { entries, revision: scan.revision };
 }
 
 /** The first queue key of a scan: the lowest create revision (null: none). */
