@@ -11,12 +11,19 @@ export const DOWNTIME_MS_MAX = 2_000;
 export const DEPOSED_LEADER_SLOW_PROBABILITY = 0.5;
 export const DEPOSED_LEADER_SLOWDOWN_MIN = 3;
 export const DEPOSED_LEADER_SLOWDOWN_MAX = 8;
+/** Reads sent to a slowed, cut-off leader, spread evenly over its partition. */
+export const DEPOSED_LEADER_READS = 8;
 
 /** What a fault acts on. */
 export interface FaultContext {
   readonly cluster: SimCluster;
   /** Run `action` after `delayMs` unless the safety phase (the one with faults) is over by then. */
   duringSafety(delayMs: number, action: () => void): void;
+  /**
+   * A linearizable read on node `id` (if it is up), held to read freshness: served at an applied
+   * index no lower than what was committed anywhere when it was sent (else the run fails).
+   */
+  readProbe(id: NodeId): void;
 }
 
 /**
@@ -121,12 +128,18 @@ function injectPartition(context: FaultContext): void {
  * The leader cut off in a minority also runs slow (a paused process) while its partition lasts: its
  * CheckQuorum fires late, so it still believes it leads while the majority elects a new leader and
  * commits — the window in which only ReadIndex's confirmation keeps its reads from going stale.
+ * Reads are sent to it all through that window (the workload's clients often wait on a write there).
  */
 function slowDeposedLeader(context: FaultContext, leaderId: NodeId, durationMs: number): void {
   const cluster = context.cluster;
   const factor = cluster.prng.nextIntInclusive(DEPOSED_LEADER_SLOWDOWN_MIN, DEPOSED_LEADER_SLOWDOWN_MAX);
   cluster.slowdown.set(leaderId, factor);
   cluster.note(`node ${leaderId} runs ${factor}x slow while cut off`);
+  for (let read = 1; read <= DEPOSED_LEADER_READS; read += 1) {
+    context.duringSafety(Math.round((durationMs * read) / (DEPOSED_LEADER_READS + 1)), () => {
+      context.readProbe(leaderId);
+    });
+  }
   context.duringSafety(durationMs, () => {
     if (cluster.slowdown.get(leaderId) === factor) cluster.slowdown.delete(leaderId);
   });

@@ -41,6 +41,8 @@ export const MICROTASK_TURNS_PER_EVENT = 32;
 /** The lock clients' PRNG is seeded from the run's seed apart from the run's PRNG (older seeds keep their schedules). */
 const LOCK_PRNG_SALT = 0x10c4;
 const OBSERVER_PRNG_SALT = 0x0b5e;
+/** The key the fault's read probes read (any key: freshness is about the index served at). */
+const READ_PROBE_KEY = 'k1';
 
 /** A scripted run (scenario tests): no random faults and no random clients; the test drives. */
 export interface ScriptedOptions {
@@ -129,7 +131,24 @@ export class Simulation {
           if (this.phase === 'safety') action();
         });
       },
+      readProbe: (id) => {
+        this.readProbe(id);
+      },
     };
+  }
+
+  /** See FaultContext.readProbe: a failed read says nothing; a stale one fails the run. */
+  private readProbe(id: NodeId): void {
+    const node = this.cluster.node(id);
+    if (node === null) return;
+    const committedAtSend = this.cluster.checker.committedChain.length;
+    node.read(READ_PROBE_KEY, (outcome) => {
+      if (outcome.ok && outcome.value.appliedIndex < committedAtSend)
+        throw new SimViolation(
+          'linearizability',
+          `stale read on node ${id}: served at index ${outcome.value.appliedIndex}, but ${committedAtSend} entries were committed before it was sent`,
+        );
+    });
   }
 
   async run(): Promise<SimResult> {
