@@ -1,3 +1,4 @@
+import http from 'node:http';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERROR_STATUS } from '../../src/api/errors.ts';
@@ -46,9 +47,14 @@ interface Answer {
   readonly text: string;
 }
 
+/** Sends of a body over REQUEST_BODY_BYTES_MAX, at most (see `sendOversized`). */
+const OVERSIZED_SEND_ATTEMPTS_MAX = 5;
+
 async function send(node: NodeProcess, request: Request): Promise<Answer> {
   const headers: Record<string, string> =
     request.contentType === undefined ? {} : { 'content-type': request.contentType };
+  if (request.body !== undefined && request.body.length > REQUEST_BODY_BYTES_MAX)
+    return sendOversized(new URL(`${node.http}${request.path}`), request.method, headers, request.body);
   const response = await fetch(`${node.http}${request.path}`, {
     method: request.method,
     headers,
@@ -56,6 +62,44 @@ async function send(node: NodeProcess, request: Request): Promise<Answer> {
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
   });
   return { status: response.status, text: await response.text() };
+}
+
+/**
+ * A body over REQUEST_BODY_BYTES_MAX: the node answers 413 once it has the headers and closes the
+ * connection (as curl shows), so the client's write of the rest fails with EPIPE or ECONNRESET.
+ * fetch gives up on that error; node:http still delivers the answer that came before it. A send
+ * whose write failed before any answer arrived is tried again, a bounded number of times.
+ */
+async function sendOversized(
+  url: URL,
+  method: string,
+  headers: Record<string, string>,
+  body: string | Uint8Array,
+): Promise<Answer> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await new Promise<Answer>((resolve, reject) => {
+        let answered = false;
+        const outgoing = http.request(url, { method, headers, timeout: REQUEST_TIMEOUT_MS }, (response) => {
+          answered = true;
+          const chunks: Buffer[] = [];
+          response.on('data', (chunk: Buffer) => chunks.push(chunk));
+          response.on('end', () => {
+            resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+          });
+          response.on('error', reject);
+        });
+        outgoing.on('timeout', () => outgoing.destroy(new Error('timed out')));
+        outgoing.on('error', (error) => {
+          if (!answered) reject(error);
+        });
+        outgoing.end(body);
+      });
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if ((code !== 'EPIPE' && code !== 'ECONNRESET') || attempt >= OVERSIZED_SEND_ATTEMPTS_MAX) throw error;
+    }
+  }
 }
 
 const jsonRequest = (path: string, body: unknown): Request => ({

@@ -281,8 +281,10 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
     for (const id of [1, 2]) {
       const config = parseNodeConfig([
         ...['--node-id', String(id), '--port', '0', '--http-addr', '127.0.0.1:0', '--storage', 'memory'],
-        ...['--cookie', 'forwarding-test-cluster-cookie', '--heartbeat-interval-ms', '20'],
-        ...['--election-timeout-min-ms', '300', '--election-timeout-max-ms', '600'],
+        // Timeouts that a busy CI machine's event-loop stalls do not trip (a leader change would
+        // leave a forwarded call waiting for its 5 s timeout).
+        ...['--cookie', 'forwarding-test-cluster-cookie', '--heartbeat-interval-ms', '100'],
+        ...['--election-timeout-min-ms', '1500', '--election-timeout-max-ms', '3000'],
       ]);
       nodes.push(await startNode(config, () => undefined));
     }
