@@ -7,6 +7,7 @@
  * A broken invariant is not an operating error: it crashes loudly, with its stack.
  * Logs: one JSON object per line on stderr (pino), with node_id, at --log-level and above.
  */
+import { AuthTokens, addToken } from '../cluster/auth-tokens.ts';
 import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
 import { isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
 import { createLog, type Log } from '../cluster/logger.ts';
@@ -54,17 +55,64 @@ function configure(): NodeConfig {
   }
 }
 
-async function main(): Promise<void> {
-  const config = configure();
-  const log = createLog({ nodeId: config.nodeId, level: config.logLevel });
-  if (config.cookieIsDefault && !isLoopbackHost(config.host)) {
-    log(`the default cookie is in use on ${config.host} (--insecure); set --cookie to a secret`, 'warn');
+const TOKENS_USAGE = 'usage: aspen-node tokens add NAME read|write|admin --auth-tokens FILE';
+
+/**
+ * `aspen-node tokens add NAME ROLE --auth-tokens FILE`: prints a new token once (stdout) and stores
+ * only its hash in FILE; a running node reads FILE again on SIGHUP.
+ */
+function tokensCommand(args: readonly string[]): never {
+  const fileAt = args.indexOf('--auth-tokens');
+  const file = fileAt < 0 ? undefined : args[fileAt + 1];
+  const rest = fileAt < 0 ? [...args] : [...args.slice(0, fileAt), ...args.slice(fileAt + 2)];
+  const [verb, name, role, ...extra] = rest;
+  const path = file ?? process.env.ASPEN_AUTH_TOKENS;
+  if (verb !== 'add' || name === undefined || role === undefined || extra.length > 0 || path === undefined)
+    fail(TOKENS_USAGE, EXIT_CONFIG);
+  try {
+    process.stdout.write(`${addToken(path, name, role)}\n`);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    fail(error.message, EXIT_CONFIG);
   }
+  process.stderr.write(`aspen-node: token ${name} (${role}) added to ${path}; it is shown only this once\n`);
+  process.exit(0);
+}
+
+/** The tokens of --auth-tokens, read before anything starts (a bad file: one line, code 2). */
+function loadTokens(config: NodeConfig): AuthTokens | null {
+  if (config.authTokensFile === null) return null;
+  try {
+    return new AuthTokens(config.authTokensFile);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return fail(error.message, EXIT_CONFIG);
+  }
+}
+
+/** Warnings for what --insecure let through. */
+function warnInsecure(config: NodeConfig, log: Log): void {
+  if (config.cookieIsDefault && !isLoopbackHost(config.host))
+    log(`the default cookie is in use on ${config.host} (--insecure); set --cookie to a secret`, 'warn');
+  if (config.authTokensFile === null && !isLoopbackHost(config.httpHost))
+    log(
+      `the HTTP API on ${config.httpHost}:${config.httpPort} takes calls from anyone (--insecure); give --auth-tokens FILE`,
+      'warn',
+    );
+}
+
+async function main(): Promise<void> {
+  if (process.argv[2] === 'tokens') tokensCommand(process.argv.slice(3));
+  const config = configure();
+  const tokens = loadTokens(config);
+  const log = createLog({ nodeId: config.nodeId, level: config.logLevel });
+  warnInsecure(config, log);
   consoleOnOneLine(log);
   let running: RunningNode;
   try {
     const failStep = process.env[FAIL_START_STEP_VARIABLE];
     running = await startNode(config, log, {
+      ...(tokens === null ? {} : { tokens }),
       onFatal: (error) => {
         fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED);
       },
@@ -101,6 +149,15 @@ async function main(): Promise<void> {
   });
   process.on('SIGTERM', () => {
     shutdown('SIGTERM');
+  });
+  process.on('SIGHUP', () => {
+    if (tokens === null) {
+      log('SIGHUP: no --auth-tokens file to read again');
+      return;
+    }
+    const reloaded = tokens.reload();
+    if (reloaded.ok) log(`SIGHUP: ${reloaded.tokens} tokens read again from ${config.authTokensFile ?? ''}`);
+    else log(`SIGHUP: the tokens in force stay: ${reloaded.message}`, 'error');
   });
 }
 

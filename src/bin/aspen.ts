@@ -77,6 +77,7 @@ interface Globals {
   readonly endpoints: string;
   readonly json: boolean;
   readonly timeoutMs: string;
+  readonly token?: string;
 }
 
 interface Context {
@@ -398,6 +399,9 @@ function program(choose: (chosen: Chosen) => void): Command {
     )
     .addOption(new Option('--json', 'one JSON document on stdout, for scripts').default(false))
     .addOption(
+      new Option('--token <token>', 'bearer token for nodes started with --auth-tokens').env('ASPEN_TOKEN'),
+    )
+    .addOption(
       new Option('--timeout-ms <ms>', 'bound on the command, retries included').default(
         String(TIMEOUT_MS_DEFAULT),
       ),
@@ -509,10 +513,17 @@ function context(root: Command): Context {
   const explicit = root.getOptionValueSource('timeoutMs') !== 'default';
   try {
     // One bound for the whole command: each attempt and the retrying both end by --timeout-ms.
-    const kv = new KvClient({ endpoints, timeoutMs, retry: { totalMsMax: timeoutMs } });
+    const kv = new KvClient({
+      endpoints,
+      timeoutMs,
+      retry: { totalMsMax: timeoutMs },
+      ...(globals.token === undefined ? {} : { token: globals.token }),
+    });
     return { kv, json: globals.json, explicitTimeoutMs: explicit ? timeoutMs : null };
   } catch (error) {
-    throw new UsageError(`--endpoints: ${error instanceof Error ? error.message : String(error)}`);
+    // Never quote the token: name what was wrong with it.
+    const what = globals.token !== undefined && /token/.test(String(error)) ? '--token' : '--endpoints';
+    throw new UsageError(`${what}: ${error instanceof Error ? error.message : String(error)}`);
   }
 }
 

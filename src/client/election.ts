@@ -240,7 +240,7 @@ export async function* observeLeaders(
     let failure: KvError | null = null;
     const heardBefore = seen.heard;
     try {
-      const response = await connect(endpoint, path, target.timeoutMs, signal, connection);
+      const response = await connect(endpoint, path, target.timeoutMs, signal, connection, target.headers);
       yield* streamChanges(response, name, endpoint, seen, connection);
     } catch (error) {
       if (isAborted(options.signal)) return;

@@ -22,6 +22,12 @@ export interface HttpAnswer {
  */
 export class HttpPool {
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: SOCKETS_PER_ENDPOINT_MAX });
+  /** Headers every request carries (the bearer token). */
+  private readonly headers: Readonly<Record<string, string>>;
+
+  constructor(headers: Readonly<Record<string, string>> = {}) {
+    this.headers = headers;
+  }
 
   request(
     endpoint: string,
@@ -42,8 +48,9 @@ export class HttpPool {
           signal,
           headers:
             payload === null
-              ? { accept: 'application/json' }
+              ? { ...this.headers, accept: 'application/json' }
               : {
+                  ...this.headers,
                   'content-type': 'application/json',
                   'content-length': payload.length,
                   accept: 'application/json',

@@ -73,7 +73,9 @@ import {
  */
 export class KvClient {
   private readonly endpoints: readonly string[];
-  private readonly pool = new HttpPool();
+  private readonly pool: HttpPool;
+  /** What every call and stream sends besides its own headers (the bearer token). */
+  private readonly headers: Readonly<Record<string, string>>;
   private readonly timeoutMs: number;
   private readonly retry: RetryPolicy;
   private readonly endpointOfNode = new Map<number, string>();
@@ -101,6 +103,8 @@ export class KvClient {
       backoffMsMax: options.retry?.backoffMsMax ?? BACKOFF_MS_MAX_DEFAULT,
     });
     this.lanes = options.sessions === false ? null : new SessionLanes();
+    this.headers = authHeaders(options.token);
+    this.pool = new HttpPool(this.headers);
     this.locks = new LockApi(
       (call, opts, mutating) => this.call(call, opts, mutating),
       this.lease,
@@ -230,7 +234,7 @@ export class KvClient {
    */
   watch(keyOrPrefix: string, options: WatchOptions = {}): AsyncIterable<WatchUpdate> {
     return watchUpdates(
-      { endpoints: this.endpoints, retry: this.retry, timeoutMs: this.timeoutMs },
+      { endpoints: this.endpoints, retry: this.retry, timeoutMs: this.timeoutMs, headers: this.headers },
       keyOrPrefix,
       options,
     );
@@ -272,7 +276,7 @@ export class KvClient {
    */
   observe(name: string, options: ObserveOptions = {}): AsyncIterable<LeaderChange> {
     return observeLeaders(
-      { endpoints: this.endpoints, retry: this.retry, timeoutMs: this.timeoutMs },
+      { endpoints: this.endpoints, retry: this.retry, timeoutMs: this.timeoutMs, headers: this.headers },
       name,
       options,
     );
@@ -587,4 +591,15 @@ export class KvClient {
       return null;
     }
   }
+}
+
+/** Largest bearer token a client sends (a node refuses longer ones unread). */
+export const TOKEN_CHARS_MAX = 256;
+
+/** The Authorization header of a bearer token (none without one); a token with spaces or control characters is refused here. */
+function authHeaders(token: string | undefined): Readonly<Record<string, string>> {
+  if (token === undefined) return {};
+  if (!/^[\x21-\x7e]+$/.test(token) || token.length > TOKEN_CHARS_MAX)
+    throw new RangeError(`a token is 1..${TOKEN_CHARS_MAX} printable ASCII characters without spaces`);
+  return { authorization: `Bearer ${token}` };
 }

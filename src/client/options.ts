@@ -35,6 +35,11 @@ export interface KvClientOptions {
    * whose outcome is unknown is sent again within the retry budget. false: never sent again.
    */
   readonly sessions?: boolean;
+  /**
+   * A bearer token sent with every call and stream (`Authorization: Bearer …`), for nodes started
+   * with --auth-tokens (docs/operations.md, "Securing a cluster"). Never logged.
+   */
+  readonly token?: string;
 }
 
 export interface CallOptions {

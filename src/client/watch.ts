@@ -54,10 +54,19 @@ export interface WatchTarget {
   readonly retry: RetryPolicy;
   /** Bound on connecting and receiving the answer's headers. */
   readonly timeoutMs: number;
+  /** Headers every stream request carries (the bearer token). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /** Server answers that no other attempt changes: the caller's mistake (COMPACTED: see Rotation). */
-const FINAL_CODES = new Set(['INVALID_INPUT', 'KEY_TOO_LARGE', 'NOT_FOUND', 'HOST_NOT_ALLOWED']);
+const FINAL_CODES = new Set([
+  'INVALID_INPUT',
+  'KEY_TOO_LARGE',
+  'NOT_FOUND',
+  'HOST_NOT_ALLOWED',
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+]);
 
 export interface SseMessage {
   readonly event: string;
@@ -270,6 +279,7 @@ export async function connect(
   timeoutMs: number,
   signal: AbortSignal,
   connection: AbortController,
+  headers: Readonly<Record<string, string>> = {},
 ): Promise<Response> {
   const clock = { timedOut: false };
   const timer = setTimeout(() => {
@@ -278,7 +288,10 @@ export async function connect(
   }, timeoutMs);
   let response: Response;
   try {
-    response = await fetch(new URL(path, endpoint), { headers: { accept: 'text/event-stream' }, signal });
+    response = await fetch(new URL(path, endpoint), {
+      headers: { ...headers, accept: 'text/event-stream' },
+      signal,
+    });
   } catch (error) {
     throw new KvError(
       clock.timedOut ? 'TIMEOUT' : 'CONNECTION',
@@ -489,7 +502,7 @@ export async function* watchUpdates(
     let yielded = false;
     try {
       const path = watchPath(keyOrPrefix, options, start);
-      const response = await connect(endpoint, path, target.timeoutMs, signal, connection);
+      const response = await connect(endpoint, path, target.timeoutMs, signal, connection, target.headers);
       takeStart(response, position, endpoint);
       for await (const update of streamUpdates(response, position, endpoint, silentMs, connection)) {
         failures = 0;

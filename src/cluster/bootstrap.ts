@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import type { FastifyInstance } from 'fastify';
+import type { TokenTable } from '../http/auth.ts';
 import { buildHttpServer } from '../http/server.ts';
 import type { LogStore, Snapshot } from '../node/interfaces.ts';
 import { RaftControlClient } from '../node/control-client.ts';
@@ -15,7 +16,7 @@ import { RaftNode } from '../node/raft-node.ts';
 import type { WatchHub } from '../node/watch-hub.ts';
 import { startWatchHub } from '../node/watch-history.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
-import { AssertionError } from '../base/assert.ts';
+import { assert, AssertionError } from '../base/assert.ts';
 import { leaseTtlSecondsMin } from '../base/limits.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
@@ -26,6 +27,7 @@ import { MemoryLogStore } from '../storage/memory-log-store.ts';
 import type { NodeConfig } from './config.ts';
 import { mdnsServiceTag, startDiscovery, type Discovery } from './discovery/index.ts';
 import { firstLine, StorageError } from './errors.ts';
+import { AuthTokens } from './auth-tokens.ts';
 import { ForwardingStore } from './forwarding.ts';
 import { HealthMonitor } from './health.ts';
 import type { Log } from './logger.ts';
@@ -49,6 +51,8 @@ export interface StoreParts {
 export interface StartOptions extends LifecycleHooks {
   /** Test hook: wraps the log store and state machine (to inject storage failures). */
   readonly wrapStores?: (stores: StoreParts) => StoreParts;
+  /** The tokens of --auth-tokens, read by the owner (which reloads them on SIGHUP); else read here. */
+  readonly tokens?: AuthTokens;
 }
 
 export interface RunningNode {
@@ -113,6 +117,9 @@ async function startSteps(
   lifecycle: Lifecycle,
 ): Promise<RunningNode> {
   const routes: Routes = { node: null, health: null, forwarding: null };
+  // Before anything starts: a bad token file stops the start with its ConfigError.
+  const tokens =
+    options.tokens ?? (config.authTokensFile === null ? null : new AuthTokens(config.authTokensFile));
   const stores = await lifecycle.step('storage', () => startStorage(config, log, options));
   const transport = await lifecycle.step('endpoint', () => startEndpoint(config, log, routes));
   const httpAddress = `${config.httpHost}:${config.httpPort}`;
@@ -151,7 +158,7 @@ async function startSteps(
     return { value: { client, store }, stop };
   });
   const app = await lifecycle.step('http', () =>
-    startHttp(config, log, { transport, discovery, forwarding, health, watch, httpAddress }),
+    startHttp(config, log, { transport, discovery, forwarding, health, watch, httpAddress, tokens }),
   );
   lifecycle.running();
   const address = app.server.address();
@@ -337,6 +344,7 @@ interface HttpParts {
   readonly health: HealthMonitor;
   readonly watch: WatchHub;
   readonly httpAddress: string;
+  readonly tokens: AuthTokens | null;
 }
 
 async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promise<Started<FastifyInstance>> {
@@ -346,6 +354,15 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
     store: parts.forwarding.store,
     leases: parts.forwarding.store,
     locks: new NodeLockService({ store: parts.forwarding.store, watch: parts.watch, clock: systemClock }),
+    ...(parts.tokens === null
+      ? {}
+      : {
+          auth: {
+            tokens: () => tokensOf(parts),
+            openHealth: config.openHealth,
+            failuresPerWindowMax: config.authFailuresMax,
+          },
+        }),
     elections: new NodeElectionService({
       store: parts.forwarding.store,
       watch: parts.watch,
@@ -419,4 +436,9 @@ async function handOverLeadership(node: RaftNode): Promise<void> {
   const deadline = Date.now() + SHUTDOWN_TRANSFER_WAIT_MS;
   while (node.status().role === 'leader' && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
+function tokensOf(parts: HttpParts): TokenTable {
+  assert(parts.tokens !== null, 'auth is on only with tokens');
+  return parts.tokens.current;
 }

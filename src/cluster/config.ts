@@ -6,6 +6,7 @@ import { decodeTicket, type ClusterTicket } from './discovery/ticket.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
 import { ConfigError, TicketError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './logger.ts';
+import { AUTH_FAILURES_PER_WINDOW_MAX } from '../http/auth.ts';
 
 /**
  * aspen-node configuration (docs/operations.md, "Configuration"): defaults < ASPEN_* environment < TOML config
@@ -36,14 +37,25 @@ export interface NodeConfig {
   readonly ticket: ClusterTicket | null;
   /** Host names (lower case) the HTTP API serves besides IP literals and localhost (--http-allowed-hosts). */
   readonly httpAllowedHosts: readonly string[];
-  /** --insecure: a cookie shorter than COOKIE_CHARS_MIN, or the default cookie off loopback, is accepted (with a warning). */
+  /**
+   * --insecure: a cookie shorter than COOKIE_CHARS_MIN, the default cookie off loopback, or an HTTP
+   * API off loopback without --auth-tokens, is accepted (with a warning).
+   */
   readonly insecure: boolean;
+  /** --auth-tokens FILE: bearer tokens and roles for the HTTP API (null: the API is open). */
+  readonly authTokensFile: string | null;
+  /** --open-health: /health and /metrics/prometheus answer without a token. */
+  readonly openHealth: boolean;
+  /** --auth-failures-max: failed authentications per source address and minute before 429. */
+  readonly authFailuresMax: number;
 }
 
 export const DEFAULT_COOKIE = 'aspen-cookie';
 /** Shortest cookie accepted without --insecure: the cookie is the cluster's only secret. */
 export const COOKIE_CHARS_MIN = 16;
 export const PEERS_MAX = 64;
+/** The largest --auth-failures-max. */
+export const AUTH_FAILURES_MAX_LIMIT = 1_000_000;
 
 function integerIn(text: string, what: string, min: number, max: number): number {
   const value = Number(text);
@@ -171,8 +183,27 @@ function withSecurityOptions(program: Command): Command {
     .addOption(
       new Option(
         '--insecure',
-        `accept a cookie shorter than ${COOKIE_CHARS_MIN} characters, or the default cookie off loopback`,
+        `accept a cookie shorter than ${COOKIE_CHARS_MIN} characters, the default cookie off loopback, or an HTTP API off loopback without --auth-tokens`,
       ).env('ASPEN_INSECURE'),
+    )
+    .addOption(
+      new Option(
+        '--auth-tokens <file>',
+        'bearer tokens and roles for the HTTP API (aspen-node tokens add NAME ROLE --auth-tokens FILE); reloaded on SIGHUP',
+      ).env('ASPEN_AUTH_TOKENS'),
+    )
+    .addOption(
+      new Option('--open-health', '/health and /metrics/prometheus answer without a token').env(
+        'ASPEN_OPEN_HEALTH',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--auth-failures-max <count>',
+        'failed authentications per source address and minute before every call from it gets 429',
+      )
+        .env('ASPEN_AUTH_FAILURES_MAX')
+        .default(String(AUTH_FAILURES_PER_WINDOW_MAX)),
     )
     .addOption(
       new Option('--config <file>', 'TOML file with the same settings (keys like node-id or node_id)').env(
@@ -191,20 +222,24 @@ export const CONFIG_TOML_DEPTH_MAX = 2;
  * blocking) or a directory is refused before anything is read, a larger file after the bound.
  */
 export function readConfigFile(path: string): string {
+  return readBoundedFile(path, '--config', CONFIG_FILE_BYTES_MAX);
+}
+
+/** A regular file's UTF-8 text, at most `bytesMax` bytes (see readConfigFile); `what` names it in errors. */
+export function readBoundedFile(path: string, what: string, bytesMax: number): string {
   let descriptor: number;
   try {
     descriptor = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (error) {
     throw new ConfigError(
-      `cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`,
+      `cannot read ${what} ${path}: ${error instanceof Error ? error.message : String(error)}`,
     );
   }
   try {
     const stats = fstatSync(descriptor);
-    if (!stats.isFile()) throw new ConfigError(`--config ${path} is not a regular file`);
-    if (stats.size > CONFIG_FILE_BYTES_MAX)
-      throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
-    const buffer = Buffer.alloc(CONFIG_FILE_BYTES_MAX + 1);
+    if (!stats.isFile()) throw new ConfigError(`${what} ${path} is not a regular file`);
+    if (stats.size > bytesMax) throw new ConfigError(`${what} ${path} is larger than ${bytesMax} bytes`);
+    const buffer = Buffer.alloc(bytesMax + 1);
     let length = 0;
     // Each read moves forward or ends the loop; the buffer bounds the total (a file may grow meanwhile).
     while (length < buffer.length) {
@@ -212,13 +247,12 @@ export function readConfigFile(path: string): string {
       if (read === 0) break;
       length += read;
     }
-    if (length > CONFIG_FILE_BYTES_MAX)
-      throw new ConfigError(`--config ${path} is larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+    if (length > bytesMax) throw new ConfigError(`${what} ${path} is larger than ${bytesMax} bytes`);
     return new TextDecoder('utf-8', { fatal: true }).decode(buffer.subarray(0, length));
   } catch (error) {
     if (error instanceof ConfigError) throw error;
     throw new ConfigError(
-      `cannot read --config ${path}: ${error instanceof Error ? error.message : String(error)}`,
+      `cannot read ${what} ${path}: ${error instanceof Error ? error.message : String(error)}`,
     );
   } finally {
     closeSync(descriptor);
@@ -232,6 +266,7 @@ const INTEGER_SETTINGS: ReadonlySet<string> = new Set([
   'heartbeatIntervalMs',
   'electionTimeoutMinMs',
   'electionTimeoutMaxMs',
+  'authFailuresMax',
 ]);
 
 /** A TOML value as the option takes it (text, texts or a boolean), or a one-line error naming the key. */
@@ -349,6 +384,9 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     ticket: null,
     insecure: flag(options.insecure),
     httpAllowedHosts: allowedHosts(options.httpAllowedHosts),
+    authTokensFile: options.authTokens === undefined ? null : text('authTokens'),
+    openHealth: flag(options.openHealth),
+    authFailuresMax: integerIn(text('authFailuresMax'), '--auth-failures-max', 1, AUTH_FAILURES_MAX_LIMIT),
   };
   return withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
 }
@@ -463,4 +501,16 @@ function checkConfig(config: NodeConfig): void {
     throw new ConfigError('--election-timeout-min-ms must be <= --election-timeout-max-ms');
   if (config.heartbeatIntervalMs * 2 >= config.electionTimeoutMinMs)
     throw new ConfigError('--heartbeat-interval-ms must be less than half of --election-timeout-min-ms');
+  checkHttpExposure(config);
+}
+
+/**
+ * Fail-safe (like Redis's protected mode): an HTTP API that others can reach needs tokens. A
+ * non-loopback --http-addr without --auth-tokens refuses to start, unless --insecure.
+ */
+function checkHttpExposure(config: NodeConfig): void {
+  if (config.insecure || config.authTokensFile !== null || isLoopbackHost(config.httpHost)) return;
+  throw new ConfigError(
+    `the HTTP API on ${config.httpHost}:${config.httpPort} would let anyone who reaches it write and change membership: give --auth-tokens FILE (aspen-node tokens add NAME ROLE --auth-tokens FILE), or --insecure`,
+  );
 }

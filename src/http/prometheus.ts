@@ -50,6 +50,12 @@ export class PrometheusMetrics {
     labelNames: ['code'],
     registers: [this.registry],
   });
+  readonly authFailures = new Counter({
+    name: 'aspen_auth_failures_total',
+    help: 'Calls refused by authentication: missing or invalid token, role too weak, address rate-limited',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   readonly writeLatency = new Histogram({
     name: 'aspen_write_latency_seconds',
     help: 'Latency of /write',

@@ -21,6 +21,7 @@ import {
 import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError, type HttpLog } from './errors.ts';
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
+import { installAuth, type TokenTable } from './auth.ts';
 import { addLeaseRoutes } from './lease-routes.ts';
 import { addElectionRoutes } from './election-routes.ts';
 import { addLockRoutes } from './lock-routes.ts';
@@ -101,6 +102,17 @@ export interface HttpServerOptions {
   readonly watch?: WatchService;
   /** Milliseconds between a watch stream's heartbeats (default WATCH_HEARTBEAT_MS; tests shorten it). */
   readonly watchHeartbeatMs?: number;
+  /** Bearer tokens and roles on every route (--auth-tokens); without it the API is open (loopback only, or --insecure). */
+  readonly auth?: HttpAuth;
+}
+
+/** The tokens a node checks callers against, and whether health and Prometheus stay open. */
+export interface HttpAuth {
+  /** The current table (the node swaps it on SIGHUP). */
+  readonly tokens: () => TokenTable;
+  readonly openHealth: boolean;
+  /** Failed authentications per address and window before 429 (default AUTH_FAILURES_PER_WINDOW_MAX). */
+  readonly failuresPerWindowMax?: number;
 }
 
 /** A node id in a body: a positive safe integer (a larger JSON number would silently round). */
@@ -167,6 +179,13 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
     clientErrorHandler: answerClientError,
   });
   installBoundary(app, options, metrics);
+  if (options.auth !== undefined)
+    installAuth(app, {
+      ...options.auth,
+      onFailure: (reason) => {
+        metrics.authFailures.inc({ reason });
+      },
+    });
   addMembershipRoutes(app, options);
   addKeyValueRoutes(app, options.store);
   if (options.leases !== undefined) addLeaseRoutes(app, options.leases);

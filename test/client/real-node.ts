@@ -1,6 +1,6 @@
 import type { AddressInfo } from 'node:net';
-import { KvClient } from '../../src/client/index.ts';
-import { buildHttpServer } from '../../src/http/server.ts';
+import type { FastifyInstance } from 'fastify';
+import { buildHttpServer, type HttpServerOptions } from '../../src/http/server.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { RaftLeaseClient } from '../../src/node/lease-client.ts';
 import { NodeElectionService } from '../../src/node/election-service.ts';
@@ -34,9 +34,40 @@ export function realNodeParts() {
   return { node, watch, control, leases: new RaftLeaseClient(node) };
 }
 
-/** A real single-node Aspen HTTP API on a loopback port (with GET /watch, the locks and the elections), initialized. */
-export async function realNode(cleanups: (() => Promise<void> | void)[]): Promise<string> {
-  const { node, watch, control, leases } = realNodeParts();
+/**
+ * Listen on a loopback port, register the node's and the server's shutdown in `stops`, and
+ * initialize the single node: its URL.
+ */
+export async function listenInitialized(
+  app: FastifyInstance,
+  parts: Pick<ReturnType<typeof realNodeParts>, 'node' | 'control'>,
+  stops: (() => unknown)[],
+): Promise<string> {
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  stops.push(
+    () => {
+      parts.node.stop();
+    },
+    () => {
+      const closing = app.close();
+      app.server.closeAllConnections();
+      return closing;
+    },
+  );
+  await parts.control.init({ initial_members: [{ id: 1, addr: 'node-1', raft_addr: '127.0.0.1:26001' }] });
+  return `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+}
+
+/**
+ * A real single-node Aspen HTTP API on a loopback port (with GET /watch, the locks and the
+ * elections, and `extra` server options), initialized: its URL.
+ */
+export async function realNode(
+  cleanups: (() => unknown)[],
+  extra: Partial<HttpServerOptions> = {},
+): Promise<string> {
+  const parts = realNodeParts();
+  const { watch, control, leases } = parts;
   const app = buildHttpServer({
     controller: control,
     store: control,
@@ -45,15 +76,7 @@ export async function realNode(cleanups: (() => Promise<void> | void)[]): Promis
     elections: new NodeElectionService({ store: control, watch, clock: systemClock }),
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
     watch,
+    ...extra,
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  cleanups.push(
-    () => app.close(),
-    () => {
-      node.stop();
-    },
-  );
-  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
-  await new KvClient({ endpoints: [url] }).init([{ id: 1, addr: 'node-1', raft_addr: '127.0.0.1:26001' }]);
-  return url;
+  return listenInitialized(app, parts, cleanups);
 }

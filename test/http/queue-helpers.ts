@@ -1,6 +1,5 @@
-import type { AddressInfo } from 'node:net';
 import { buildHttpServer, type HttpServerOptions } from '../../src/http/server.ts';
-import { realNodeParts } from '../client/real-node.ts';
+import { listenInitialized, realNodeParts } from '../client/real-node.ts';
 import type { Answer } from './coordination.ts';
 
 /**
@@ -55,7 +54,7 @@ export async function servedNode(
   services: (parts: Parts) => Pick<HttpServerOptions, 'locks' | 'elections'>,
 ) {
   const parts = realNodeParts();
-  const { node, control, leases } = parts;
+  const { control, leases } = parts;
   const app = buildHttpServer({
     controller: control,
     store: control,
@@ -63,19 +62,7 @@ export async function servedNode(
     ...services(parts),
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  stops.push(
-    () => {
-      node.stop();
-    },
-    () => {
-      const closing = app.close();
-      app.server.closeAllConnections();
-      return closing;
-    },
-  );
-  await control.init({ initial_members: [{ id: 1, addr: 'node-1', raft_addr: '127.0.0.1:26001' }] });
-  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  const url = await listenInitialized(app, parts, stops);
   const grant = async () => (await leases.grant({ ttl_seconds: 60 })).lease_id;
   const keys = async (prefix: string) => (await control.scan({ prefix })).entries.map((entry) => entry.key);
   return { ...parts, url, grant, keys };
