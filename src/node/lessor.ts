@@ -121,7 +121,7 @@ export class Lessor {
 
   /**
    * Leases past their deadline whose revoke is not in flight (or was proposed LEASE_REVOKE_RETRY_MS
-   * ago and has not applied), at most `max`: each is marked as being revoked now.
+   * ago and has not applied), at most `max`, in round-robin order: each is marked as being revoked now.
    */
   due(nowMs: number, max: number): number[] {
     checkTime(nowMs);
@@ -135,6 +135,15 @@ export class Lessor {
       if (sentAt !== null && nowMs - sentAt < LEASE_REVOKE_RETRY_MS) continue;
       lease.revokeProposedAtMs = nowMs;
       ids.push(id);
+    }
+    // Round robin: the leases handed out move to the back, so a later check reaches the others
+    // first (with more due than `max` per retry interval, the first ones would otherwise be handed
+    // out again and again while the rest wait forever).
+    for (const id of ids) {
+      const lease = this.deadlines.get(id);
+      assert(lease !== undefined, 'a lease just handed out is tracked');
+      this.deadlines.delete(id);
+      this.deadlines.set(id, lease);
     }
     return ids;
   }
