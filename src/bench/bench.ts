@@ -5,7 +5,8 @@
  * without and with 100 watchers of its keys, and their delivery delay ("watch"); 1,000 leases renewed
  * every second ("keepalive"); 16 clients each taking and releasing one lock ("lock": hand-offs per
  * second and the lock call's wait); one JSON line per run, then tables. `--runs kv,watch,keepalive,lock`
- * picks.
+ * picks; `--auth` runs "kv" again against Aspen started with --auth-tokens (every request carries a
+ * bearer token): what authentication costs.
  * npm run bench:etcd: the same load against a 3-member etcd cluster too, side by side with ratios,
  * and a chart in docs/bench/. Both stop everything they started.
  */
@@ -13,7 +14,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { chartSvg } from './chart.ts';
-import { KEY_SPACE, keyOf, runLoad, VALUE, type LoadTarget, type Operation, type RunResult } from './load.ts';
+import {
+  KEY_SPACE,
+  keyOf,
+  runLoad,
+  VALUE,
+  withHeaders,
+  type LoadTarget,
+  type Operation,
+  type RunResult,
+} from './load.ts';
 import {
   runKeepAlive,
   runLockHandoff,
@@ -51,7 +61,7 @@ async function populate(target: LoadTarget): Promise<void> {
       const endpoint = target.endpoints[next % target.endpoints.length] ?? '';
       await fetch(`${endpoint}${request.path}`, {
         method: request.method,
-        headers: { 'content-type': 'application/json' },
+        headers: { ...request.headers, 'content-type': 'application/json' },
         body: request.body,
         signal: AbortSignal.timeout(10_000),
       }).catch(() => undefined);
@@ -300,8 +310,14 @@ async function runSystem(
     void cluster.stop().then(() => process.exit(130));
   };
   process.once('SIGINT', stop);
+  const target = makeTarget(cluster.endpoints);
   try {
-    return await benchmark(cluster, makeTarget(cluster.endpoints), coordination, options);
+    return await benchmark(
+      cluster,
+      cluster.headers === undefined ? target : withHeaders(target, cluster.name, cluster.headers),
+      coordination,
+      options,
+    );
   } finally {
     process.removeListener('SIGINT', stop);
     await cluster.stop();
@@ -328,6 +344,14 @@ async function main(argv: readonly string[]): Promise<void> {
   const machine = `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
   console.error(`bench: ${machine}; ${durationMs} ms per run; runs ${options.kinds.join(', ')}`);
   const systems = [await runSystem(startAspen, aspenTarget, aspenCoordination, options)];
+  // --auth: the key-value runs again against Aspen with bearer tokens (what authentication costs).
+  if (argv.includes('--auth') && options.kinds.includes('kv'))
+    systems.push(
+      await runSystem(() => startAspen({ auth: true }), aspenTarget, aspenCoordination, {
+        ...options,
+        kinds: ['kv'],
+      }),
+    );
   if (withEtcd) {
     const binary = ensureEtcd();
     systems.push(await runSystem(() => startEtcd(binary), etcdTarget, etcdCoordination, options));

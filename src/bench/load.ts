@@ -13,7 +13,35 @@ export const REQUEST_TIMEOUT_MS = 10_000;
 /** `cas`: a compare-and-swap increment (read the key, swap in the next counter value, retry on a conflict). */
 export type Operation = 'write' | 'read' | 'cas';
 
-export type HttpRequest = { method: 'GET' | 'POST'; path: string; body: string | null };
+export type HttpRequest = {
+  method: 'GET' | 'POST';
+  path: string;
+  body: string | null;
+  /** More headers (the bearer token of a secured cluster). */
+  headers?: Readonly<Record<string, string>>;
+};
+
+/** `target` with `headers` on every request it makes (a secured Aspen: its bearer token). */
+export function withHeaders(
+  target: LoadTarget,
+  name: string,
+  headers: Readonly<Record<string, string>>,
+): LoadTarget {
+  const add = (request: HttpRequest): HttpRequest => ({
+    ...request,
+    headers: { ...request.headers, ...headers },
+  });
+  return {
+    ...target,
+    name,
+    request: (operation, key, value) => add(target.request(operation, key, value)),
+    cas: {
+      ...target.cas,
+      read: (key) => add(target.cas.read(key)),
+      swap: (key, expected, next) => add(target.cas.swap(key, expected, next)),
+    },
+  };
+}
 
 /** A CAS increment as a system speaks it: read the value, then swap it only if unchanged. */
 export interface CasProtocol {
@@ -84,8 +112,12 @@ export function send(
         timeout: REQUEST_TIMEOUT_MS,
         headers:
           request.body === null
-            ? {}
-            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(request.body) },
+            ? { ...request.headers }
+            : {
+                ...request.headers,
+                'content-type': 'application/json',
+                'content-length': Buffer.byteLength(request.body),
+              },
       },
       (response) => {
         let body = '';

@@ -16,6 +16,8 @@ export interface ServerCluster {
   readonly endpoints: readonly string[];
   /** CPU time (user + system) all members used so far, in microseconds. */
   cpuMicros(): number;
+  /** Headers every request must carry (a secured Aspen: its bearer token); none: open. */
+  readonly headers?: Readonly<Record<string, string>>;
   stop(): Promise<void>;
 }
 
@@ -75,20 +77,44 @@ async function stopAll(children: readonly ChildProcess[], dirs: readonly string[
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 }
 
-async function post(url: string, body: unknown): Promise<void> {
+async function post(
+  url: string,
+  body: unknown,
+  headers: Readonly<Record<string, string>> = {},
+): Promise<void> {
   const response = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { ...headers, 'content-type': 'application/json' },
     body: JSON.stringify(body),
     signal: AbortSignal.timeout(60_000),
   });
   if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
 }
 
-/** Three aspen-node processes on LMDB in temp dirs (fsync before every acknowledgement), formed into one cluster. */
-export async function startAspen(): Promise<ServerCluster> {
+/** An admin token made as an operator makes one (`aspen-node tokens add`), its hash stored in `file`. */
+function benchToken(file: string): string {
+  const made = spawnSync(
+    process.execPath,
+    [ASPEN_NODE, 'tokens', 'add', 'bench', 'admin', '--auth-tokens', file],
+    {
+      encoding: 'utf8',
+      timeout: STARTUP_TIMEOUT_MS,
+    },
+  );
+  if (made.status !== 0) throw new Error(`aspen-node tokens add: ${made.stderr.trim()}`);
+  return made.stdout.trim();
+}
+
+/**
+ * Three aspen-node processes on LMDB in temp dirs (fsync before every acknowledgement), formed into
+ * one cluster; `auth`: started with --auth-tokens, every request carrying an admin token.
+ */
+export async function startAspen(options: { readonly auth?: boolean } = {}): Promise<ServerCluster> {
   const ids = [1, 2, 3];
   const dirs = ids.map(() => mkdtempSync(join(tmpdir(), 'aspen-bench-')));
+  const tokenFile = join(dirs[0] ?? '', 'tokens');
+  const headers = options.auth === true ? { authorization: `Bearer ${benchToken(tokenFile)}` } : undefined;
+  const authFlags = headers === undefined ? [] : ['--auth-tokens', tokenFile];
   const raftPorts = await Promise.all(ids.map(() => freePort()));
   const httpPorts = await Promise.all(ids.map(() => freePort()));
   const cookie = `aspen-bench-cluster-${process.pid}`;
@@ -114,6 +140,7 @@ export async function startAspen(): Promise<ServerCluster> {
         '--storage',
         'lmdb',
         '--disable-mdns',
+        ...authFlags,
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     ),
@@ -127,16 +154,17 @@ export async function startAspen(): Promise<ServerCluster> {
       raft_addr: `127.0.0.1:${raftPorts[index] ?? 0}`,
     });
     const first = endpoints[0] ?? '';
-    await post(`${first}/init`, { initial_members: [member(0)] });
-    await post(`${first}/add-learner`, { learner: member(1) });
-    await post(`${first}/add-learner`, { learner: member(2) });
-    await post(`${first}/change-membership`, { members: ids });
+    await post(`${first}/init`, { initial_members: [member(0)] }, headers);
+    await post(`${first}/add-learner`, { learner: member(1) }, headers);
+    await post(`${first}/add-learner`, { learner: member(2) }, headers);
+    await post(`${first}/change-membership`, { members: ids }, headers);
   } catch (error) {
     await stopAll(children, dirs);
     throw error;
   }
   return {
-    name: 'aspen',
+    name: headers === undefined ? 'aspen' : 'aspen-auth',
+    ...(headers === undefined ? {} : { headers }),
     endpoints,
     cpuMicros: () => children.reduce((sum, child) => sum + cpuMicrosOf(child.pid), 0),
     stop: () => stopAll(children, dirs),

@@ -195,42 +195,112 @@ export function installAuth(app: FastifyInstance, options: AuthOptions): void {
           `route ${method} ${route.url} has a role`,
         );
   });
-  let failures: ReturnType<FastifyInstance['createRateLimit']> | null = null;
-  app.addHook('onRequest', async (request, reply) => {
+  const failed = new RecentFailures(AUTH_FAILURE_ADDRESSES_MAX, AUTH_FAILURE_WINDOW_MS);
+  let limiter: ReturnType<FastifyInstance['createRateLimit']> | null = null;
+  // Synchronous for a valid token from an address without recent failures (every good caller's
+  // call); the rate limiter is consulted only otherwise.
+  app.addHook('onRequest', (request, reply, done) => {
     const access = accessOf(request);
-    if (access === 'health' && options.openHealth) return;
-    const needed: Role = access === 'health' ? 'read' : access;
-    failures ??= app.createRateLimit();
-    const status = await failures(request, { increment: false });
-    // Exceeded once the window's failures reach the bound (a peek does not count this request).
-    if (!status.isAllowed && status.remaining <= 0) {
-      options.onFailure('rate_limited');
-      throw new AspenError(
-        'TOO_MANY_REQUESTS',
-        `too many failed authentications from this address; try again in ${status.ttlInSeconds} s`,
-      );
+    if (access === 'health' && options.openHealth) {
+      done();
+      return;
     }
+    const needed: Role = access === 'health' ? 'read' : access;
     const token = bearerToken(request.headers.authorization);
     const caller = token === null ? null : options.tokens().verify(token);
-    if (caller === null) {
-      await failures(request);
-      options.onFailure(token === null ? 'missing' : 'invalid');
-      challenge(reply);
-      throw new AspenError(
-        'UNAUTHENTICATED',
-        token === null
-          ? 'this node requires a bearer token (Authorization: Bearer <token>; aspen --token, ASPEN_TOKEN)'
-          : 'the bearer token is not valid',
-      );
+    if (caller !== null && !failed.has(request.ip, Date.now())) {
+      done(forbidden(caller, needed, request, options) ?? undefined);
+      return;
     }
-    if (!roleIncludes(caller.role, needed)) {
-      options.onFailure('forbidden');
-      throw new AspenError(
-        'FORBIDDEN',
-        `token ${caller.name} has the ${caller.role} role; ${request.method} ${routeOf(request)} needs ${needed}`,
-      );
-    }
+    limiter ??= app.createRateLimit();
+    refuseOrAdmit(limiter, request, caller, token !== null, options).then(
+      (error) => {
+        if (error?.code === 'UNAUTHENTICATED') {
+          failed.add(request.ip, Date.now());
+          challenge(reply);
+        }
+        done(error ?? forbidden(caller, needed, request, options) ?? undefined);
+      },
+      (error: unknown) => {
+        done(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
   });
+}
+
+/**
+ * The slow path: 429 while the address is over its bound (whatever the token: guessing on learns
+ * nothing), else 401 for no valid token (counted), else admitted (null).
+ */
+async function refuseOrAdmit(
+  limiter: ReturnType<FastifyInstance['createRateLimit']>,
+  request: FastifyRequest,
+  caller: Caller | null,
+  presented: boolean,
+  options: AuthOptions,
+): Promise<AspenError | null> {
+  const status = await limiter(request, { increment: false });
+  // Exceeded once the window's failures reach the bound (a peek does not count this request).
+  if (!status.isAllowed && status.remaining <= 0) {
+    options.onFailure('rate_limited');
+    return new AspenError(
+      'TOO_MANY_REQUESTS',
+      `too many failed authentications from this address; try again in ${status.ttlInSeconds} s`,
+    );
+  }
+  if (caller !== null) return null;
+  await limiter(request);
+  options.onFailure(presented ? 'invalid' : 'missing');
+  return new AspenError(
+    'UNAUTHENTICATED',
+    presented
+      ? 'the bearer token is not valid'
+      : 'this node requires a bearer token (Authorization: Bearer <token>; aspen --token, ASPEN_TOKEN)',
+  );
+}
+
+/** 403 when the caller's role is short of the route's (null: allowed). */
+function forbidden(
+  caller: Caller | null,
+  needed: Role,
+  request: FastifyRequest,
+  options: AuthOptions,
+): AspenError | null {
+  if (caller === null || roleIncludes(caller.role, needed)) return null;
+  options.onFailure('forbidden');
+  return new AspenError(
+    'FORBIDDEN',
+    `token ${caller.name} has the ${caller.role} role; ${request.method} ${routeOf(request)} needs ${needed}`,
+  );
+}
+
+/**
+ * Addresses with a failed authentication in the last window (at most `max`, the oldest forgotten
+ * first): a valid token from any other address skips the rate limiter.
+ */
+class RecentFailures {
+  private readonly lastMs = new Map<string, number>();
+  private readonly max: number;
+  private readonly windowMs: number;
+
+  constructor(max: number, windowMs: number) {
+    this.max = max;
+    this.windowMs = windowMs;
+  }
+
+  has(address: string, nowMs: number): boolean {
+    const last = this.lastMs.get(address);
+    return last !== undefined && nowMs - last < this.windowMs;
+  }
+
+  add(address: string, nowMs: number): void {
+    this.lastMs.delete(address);
+    if (this.lastMs.size >= this.max) {
+      const oldest = this.lastMs.keys().next();
+      if (oldest.done !== true) this.lastMs.delete(oldest.value);
+    }
+    this.lastMs.set(address, nowMs);
+  }
 }
 
 function routeOf(request: FastifyRequest): string {
