@@ -12,6 +12,7 @@ import { eventually, ProcessCluster, type NodeProcess } from './process-harness.
  * file again, no secret in any log line, and the fail-safe refusal of an exposed HTTP API.
  */
 const NODE_BIN = resolve(import.meta.dirname, '../../src/bin/aspen-node.ts');
+const ASPEN_CLI = resolve(import.meta.dirname, '../../src/bin/aspen.ts');
 const EXIT_CONFIG = 2;
 
 const cluster = new ProcessCluster();
@@ -102,6 +103,21 @@ describe('authentication on real processes', () => {
     second.child.kill('SIGHUP');
     await eventually(async () => (await authCall(second.http, 'GET /state', late)).status === 200, 10_000);
     expect(second.log.some((line) => line.includes('SIGHUP: 4 tokens read again'))).toBe(true);
+
+    // The CLI: --token or ASPEN_TOKEN; without one a clear refusal that never echoes a token.
+    const cli = (args: readonly string[], env: Record<string, string> = {}) =>
+      spawnSync(process.execPath, [ASPEN_CLI, '--endpoints', second.http, ...args], {
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { ...process.env, ...env },
+      });
+    expect(cli(['--token', tokens.write, 'put', 'auth/cli', 'v']).status).toBe(0);
+    expect(cli(['get', 'auth/cli'], { ASPEN_TOKEN: tokens.read }).stdout).toMatch(/v/);
+    const refused = cli(['get', 'auth/cli']);
+    expect([refused.status, refused.stderr]).toEqual([1, expect.stringMatching(/UNAUTHENTICATED/) as string]);
+    const weak = cli(['--token', tokens.read, 'put', 'auth/cli', 'w']);
+    expect([weak.status, weak.stderr]).toEqual([1, expect.stringMatching(/FORBIDDEN/) as string]);
+    expect(weak.stderr).not.toContain(tokens.read);
 
     const secrets = [cluster.cookie, ...Object.values(tokens), late, 'aspen_not-a-token'];
     const lines = [...first.log, ...second.log];
