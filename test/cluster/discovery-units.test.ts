@@ -6,6 +6,7 @@ import { base32 } from 'multiformats/bases/base32';
 import { describe, expect, it } from 'vitest';
 import {
   ANNOUNCEMENT_AGE_MS_MAX,
+  ANNOUNCEMENT_CLOCK_SKEW_MS_MAX,
   decodeAnnouncement,
   encodeAnnouncement,
   type Announcement,
@@ -110,6 +111,14 @@ describe('gossip announcements', () => {
     );
     expect(() => decodeAnnouncement(bytes, key, '12D3KooWSomebodyElse', 1_000)).toThrow(/announced for/);
     expect(() => decodeAnnouncement(bytes, key, PEER, 1_000 + ANNOUNCEMENT_AGE_MS_MAX + 1)).toThrow(/stale/);
+    expect(decodeAnnouncement(bytes, key, PEER, 1_000 + ANNOUNCEMENT_AGE_MS_MAX).timestamp).toBe(1_000);
+    // From the future: within the clock skew bound it counts, beyond it (a forged, far-ahead date) not.
+    expect(decodeAnnouncement(bytes, key, PEER, 1_000 - ANNOUNCEMENT_CLOCK_SKEW_MS_MAX).timestamp).toBe(
+      1_000,
+    );
+    expect(() => decodeAnnouncement(bytes, key, PEER, 1_000 - ANNOUNCEMENT_CLOCK_SKEW_MS_MAX - 1)).toThrow(
+      /ahead/,
+    );
     expect(() =>
       decodeAnnouncement(new TextEncoder().encode('{"body":"{}","mac":"00"}'), key, PEER, 1_000),
     ).toThrow(/mac/);

@@ -6,8 +6,14 @@ import { AnnouncementError } from '../errors.ts';
 export const ANNOUNCEMENT_BYTES_MAX = 4 * 1_024;
 export const ANNOUNCEMENT_ADDRESS_CHARS_MAX = 256;
 export const HTTP_ADDRESS_CHARS_MAX = 256;
-/** Announcements older or newer than this (clock skew included) are ignored: no replays of old addresses. */
+/** Announcements older than this (clock skew included) are ignored: no replays of old addresses. */
 export const ANNOUNCEMENT_AGE_MS_MAX = 60_000;
+/**
+ * Announcements dated further ahead than this are ignored. The newest announcement of a node id
+ * wins, so one dated a minute ahead (by a peer with the cookie) would outrank the node's own for a
+ * minute; nodes' wall clocks must agree within this (NTP).
+ */
+export const ANNOUNCEMENT_CLOCK_SKEW_MS_MAX = 5_000;
 
 /** What a node tells its cluster about itself every announce interval. */
 export interface Announcement {
@@ -65,8 +71,12 @@ export function decodeAnnouncement(
   validateAnnouncement(announcement);
   if (announcement.peer_id !== fromPeer)
     throw new AnnouncementError(`peer ${fromPeer} announced for ${announcement.peer_id}`);
-  if (Math.abs(nowMs - announcement.timestamp) > ANNOUNCEMENT_AGE_MS_MAX)
-    throw new AnnouncementError('stale or future announcement');
+  if (nowMs - announcement.timestamp > ANNOUNCEMENT_AGE_MS_MAX)
+    throw new AnnouncementError('stale announcement');
+  if (announcement.timestamp - nowMs > ANNOUNCEMENT_CLOCK_SKEW_MS_MAX)
+    throw new AnnouncementError(
+      `announcement dated ${announcement.timestamp - nowMs} ms ahead (more than ${ANNOUNCEMENT_CLOCK_SKEW_MS_MAX} ms of clock skew)`,
+    );
   return announcement;
 }
 
