@@ -16,7 +16,11 @@ const TOKEN_FILE_HEADER =
 
 /** Read and parse a token file; any problem is a ConfigError naming the file (never a token). */
 export function loadTokenFile(path: string): TokenTable {
-  const text = readBoundedFile(path, '--auth-tokens', TOKEN_FILE_BYTES_MAX);
+  return parseTokenFile(path, readBoundedFile(path, '--auth-tokens', TOKEN_FILE_BYTES_MAX));
+}
+
+/** Parse the text of the token file at `path`; a malformed file is a ConfigError naming it. */
+function parseTokenFile(path: string, text: string): TokenTable {
   try {
     return TokenTable.parse(text);
   } catch (error) {
@@ -65,12 +69,7 @@ export function addToken(path: string, name: string, role: string): string {
   if (!isRole(role)) throw new ConfigError(`a role is read, write or admin, got "${role.slice(0, 16)}"`);
   const exists = existsSync(path);
   const text = exists ? readBoundedFile(path, '--auth-tokens', TOKEN_FILE_BYTES_MAX) : TOKEN_FILE_HEADER;
-  let table: TokenTable;
-  try {
-    table = TokenTable.parse(text);
-  } catch (error) {
-    throw new ConfigError(`--auth-tokens ${path}: ${error instanceof Error ? error.message : String(error)}`);
-  }
+  const table = parseTokenFile(path, text);
   if (table.hasName(name)) throw new ConfigError(`--auth-tokens ${path} already has a token named ${name}`);
   if (table.size >= TOKENS_MAX)
     throw new ConfigError(`--auth-tokens ${path} holds ${TOKENS_MAX} tokens already`);

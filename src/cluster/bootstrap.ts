@@ -3,7 +3,6 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import type { FastifyInstance } from 'fastify';
-import type { TokenTable } from '../http/auth.ts';
 import { buildHttpServer } from '../http/server.ts';
 import type { LogStore, Snapshot } from '../node/interfaces.ts';
 import { RaftControlClient } from '../node/control-client.ts';
@@ -16,7 +15,7 @@ import { RaftNode } from '../node/raft-node.ts';
 import type { WatchHub } from '../node/watch-hub.ts';
 import { startWatchHub } from '../node/watch-history.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
-import { assert, AssertionError } from '../base/assert.ts';
+import { AssertionError } from '../base/assert.ts';
 import { leaseTtlSecondsMin } from '../base/limits.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
@@ -348,17 +347,17 @@ interface HttpParts {
 }
 
 async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promise<Started<FastifyInstance>> {
-  const { transport, discovery } = parts;
+  const { transport, discovery, tokens } = parts;
   const app = buildHttpServer({
     controller: parts.forwarding.client,
     store: parts.forwarding.store,
     leases: parts.forwarding.store,
     locks: new NodeLockService({ store: parts.forwarding.store, watch: parts.watch, clock: systemClock }),
-    ...(parts.tokens === null
+    ...(tokens === null
       ? {}
       : {
           auth: {
-            tokens: () => tokensOf(parts),
+            tokens: () => tokens.current,
             openHealth: config.openHealth,
             failuresPerWindowMax: config.authFailuresMax,
           },
@@ -436,9 +435,4 @@ async function handOverLeadership(node: RaftNode): Promise<void> {
   const deadline = Date.now() + SHUTDOWN_TRANSFER_WAIT_MS;
   while (node.status().role === 'leader' && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 10));
-}
-
-function tokensOf(parts: HttpParts): TokenTable {
-  assert(parts.tokens !== null, 'auth is on only with tokens');
-  return parts.tokens.current;
 }
