@@ -18,6 +18,18 @@ export class SimViolation extends Error {
   }
 }
 
+/**
+ * Read freshness (stronger than linearizability, and what ReadIndex promises): a read reflects
+ * every entry committed anywhere before it was sent, so it is served at an index no lower.
+ */
+export function checkReadFresh(key: string, nodeId: NodeId, servedAt: number, committedBefore: number): void {
+  if (servedAt < committedBefore)
+    throw new SimViolation(
+      'linearizability',
+      `stale read of ${key} on node ${nodeId}: served at index ${servedAt}, but ${committedBefore} entries were committed before it started`,
+    );
+}
+
 function violation(message: string): never {
   throw new SimViolation('safety', message);
 }

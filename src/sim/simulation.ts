@@ -2,7 +2,7 @@ import type { RaftNode } from '../node/raft-node.ts';
 import { assert } from '../base/assert.ts';
 import { SeededPrng } from '../raft/prng.ts';
 import type { MembershipConfig, NodeId } from '../raft/types.ts';
-import { SimViolation } from './checkers.ts';
+import { checkReadFresh, SimViolation } from './checkers.ts';
 import { checkFinalState, clusterConverged } from './convergence.ts';
 import { EventQueue } from './event-queue.ts';
 import { injectRandomFault, type FaultContext } from './faults.ts';
@@ -143,11 +143,7 @@ export class Simulation {
     if (node === null) return;
     const committedAtSend = this.cluster.checker.committedChain.length;
     node.read(READ_PROBE_KEY, (outcome) => {
-      if (outcome.ok && outcome.value.appliedIndex < committedAtSend)
-        throw new SimViolation(
-          'linearizability',
-          `stale read on node ${id}: served at index ${outcome.value.appliedIndex}, but ${committedAtSend} entries were committed before it was sent`,
-        );
+      if (outcome.ok) checkReadFresh(READ_PROBE_KEY, id, outcome.value.appliedIndex, committedAtSend);
     });
   }
 

@@ -5,7 +5,7 @@ import type { WriteApplied } from '../node/request-tracker.ts';
 import { assert } from '../base/assert.ts';
 import type { SeededPrng } from '../raft/prng.ts';
 import type { NodeId } from '../raft/types.ts';
-import { SimViolation } from './checkers.ts';
+import { checkReadFresh } from './checkers.ts';
 import type { EventQueue } from './event-queue.ts';
 import type { HistoryOperation, KvOperation, KvOutcome } from './linearizability.ts';
 import {
@@ -168,14 +168,7 @@ export class Workload {
         this.finish(flight, outcome.error.definite ? { status: 'failed' } : { status: 'unknown' });
         return;
       }
-      // Read freshness (stronger than linearizability, and what ReadIndex promises): a read
-      // reflects every entry committed anywhere before it was invoked.
-      if (outcome.value.appliedIndex < committedAtInvoke && !flight.done) {
-        throw new SimViolation(
-          'linearizability',
-          `stale read of ${operation.key} on node ${nodeId}: served at index ${outcome.value.appliedIndex}, but ${committedAtInvoke} entries were committed before it started`,
-        );
-      }
+      if (!flight.done) checkReadFresh(operation.key, nodeId, outcome.value.appliedIndex, committedAtInvoke);
       const record = outcome.value.record;
       this.finish(
         flight,

@@ -4,31 +4,16 @@
  * is written and acknowledged with `ACK <key>` once committed. The parent kills it with SIGKILL.
  */
 import { createInterface } from 'node:readline';
-import { systemClock } from '../../src/node/local-runtime.ts';
-import { RaftNode } from '../../src/node/raft-node.ts';
-import { defaultRaftConfig } from '../../src/raft/config.ts';
-import { SeededPrng } from '../../src/raft/prng.ts';
 import { LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
-import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
+import { startLmdbNode } from './lmdb-nodes.ts';
 
 const dataDir = process.argv[2];
 if (dataDir === undefined) throw new Error('usage: crash-child <data-dir>');
 const storage = LmdbStorage.open(dataDir);
-const logStore = new LmdbLogStore(storage);
-const { persisted, snapshot } = logStore.load();
-const node = new RaftNode({
-  config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
-  prng: new SeededPrng(Number(process.env.CRASH_SEED ?? 1)),
-  persisted,
-  snapshot,
-  logStore,
-  stateMachine: new LmdbKvStateMachine(storage),
-  transport: { send: () => undefined },
-  clock: systemClock,
-  tickMs: 5,
+const node = startLmdbNode(storage, new LmdbLogStore(storage), {
+  seed: Number(process.env.CRASH_SEED ?? 1),
   snapshotThresholdEntries: Number(process.env.CRASH_SNAPSHOT_EVERY ?? 50),
 });
-node.start();
 const out = (line: string): void => {
   process.stdout.write(`${line}\n`);
 };

@@ -1,4 +1,3 @@
-import { expect } from 'vitest';
 import { systemClock } from '../../src/node/local-runtime.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
@@ -6,12 +5,19 @@ import { SeededPrng } from '../../src/raft/prng.ts';
 import { LmdbLogStore, type LmdbStorage } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 
-/** A started single-node RaftNode on `storage` (fast elections, a snapshot every 25 entries). */
-export function startLmdbNode(storage: LmdbStorage, logStore = new LmdbLogStore(storage)): RaftNode {
+/**
+ * A started single-node RaftNode on `storage` (fast elections, a snapshot every 25 entries unless
+ * told). Free of vitest: the crash test's child process (crash-child.ts) starts its node here too.
+ */
+export function startLmdbNode(
+  storage: LmdbStorage,
+  logStore = new LmdbLogStore(storage),
+  options: { readonly seed?: number; readonly snapshotThresholdEntries?: number } = {},
+): RaftNode {
   const { persisted, snapshot } = logStore.load();
   const node = new RaftNode({
     config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
-    prng: new SeededPrng(1),
+    prng: new SeededPrng(options.seed ?? 1),
     persisted,
     snapshot,
     logStore,
@@ -19,7 +25,7 @@ export function startLmdbNode(storage: LmdbStorage, logStore = new LmdbLogStore(
     transport: { send: () => undefined },
     clock: systemClock,
     tickMs: 5,
-    snapshotThresholdEntries: 25,
+    snapshotThresholdEntries: options.snapshotThresholdEntries ?? 25,
   });
   node.start();
   return node;
@@ -29,5 +35,6 @@ export function startLmdbNode(storage: LmdbStorage, logStore = new LmdbLogStore(
 export async function untilLeader(node: RaftNode): Promise<void> {
   for (let attempt = 0; attempt < 400 && node.status().role !== 'leader'; attempt += 1)
     await new Promise((resolve) => setTimeout(resolve, 5));
-  expect(node.status().role).toBe('leader');
+  const role = node.status().role;
+  if (role !== 'leader') throw new Error(`the node is ${role} after 2 s, not leader`);
 }
