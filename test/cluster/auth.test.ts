@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROLES, type Role } from '../../src/http/auth.ts';
@@ -103,6 +103,16 @@ describe('authentication on real processes', () => {
     second.child.kill('SIGHUP');
     await eventually(async () => (await authCall(second.http, 'GET /state', late)).status === 200, 10_000);
     expect(second.log.some((line) => line.includes('SIGHUP: 4 tokens read again'))).toBe(true);
+    // A file broken meanwhile is refused on SIGHUP, and the tokens in force stay.
+    const good = readFileSync(file, 'utf8');
+    writeFileSync(file, `${good}not a token line\n`);
+    first.child.kill('SIGHUP');
+    await eventually(
+      () => first.log.some((line) => line.includes('SIGHUP: the tokens in force stay')),
+      10_000,
+    );
+    expect((await authCall(first.http, 'GET /state', tokens.read)).status).toBe(200);
+    writeFileSync(file, good);
 
     // The CLI: --token or ASPEN_TOKEN; without one a clear refusal that never echoes a token.
     const cli = (args: readonly string[], env: Record<string, string> = {}) =>
