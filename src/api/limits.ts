@@ -19,6 +19,7 @@ import {
 /** The size limits (defined once in src/base) are part of the API's contract. */
 export {
   ADDRESS_CHARS_MAX,
+  PEER_ID_CHARS_MAX,
   BATCH_KEYS_MAX,
   CLUSTER_NODES_MAX,
   JSON_DEPTH_MAX,
@@ -32,7 +33,7 @@ export {
   TXN_SCAN_LIMIT_MAX,
   VALUE_BYTES_MAX,
 } from '../base/limits.ts';
-export { isRaftAddress } from '../base/ids.ts';
+export { isPeerIdText, isRaftAddress } from '../base/ids.ts';
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 

@@ -5,6 +5,11 @@ export interface ClusterNode {
   readonly id: NodeId;
   readonly addr: string;
   readonly raft_addr: string;
+  /**
+   * The member's libp2p peer id, recorded in the replicated configuration once known: messages,
+   * dials and announcements pairing this node id with another peer id are refused.
+   */
+  readonly peer_id?: string;
 }
 
 export interface ClusterState {

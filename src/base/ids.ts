@@ -1,4 +1,4 @@
-import { ADDRESS_CHARS_MAX } from './limits.ts';
+import { ADDRESS_CHARS_MAX, PEER_ID_CHARS_MAX } from './limits.ts';
 
 /**
  * Node ids are positive safe integers; 0 means "none" (no vote, no known leader). Every layer
@@ -20,4 +20,9 @@ export function isRaftAddress(text: string): boolean {
   if (match === null) return false;
   const octets = match.slice(1, 5).map(Number);
   return octets.every((octet) => octet <= 255) && Number(match[5]) <= 65_535;
+}
+
+/** A libp2p peer id as text: base58btc (no 0, O, I, l), 1..PEER_ID_CHARS_MAX characters. */
+export function isPeerIdText(text: string): boolean {
+  return text.length <= PEER_ID_CHARS_MAX && /^[1-9A-HJ-NP-Za-km-z]+$/.test(text);
 }

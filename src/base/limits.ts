@@ -30,6 +30,8 @@ export const JSON_VALUES_MAX = 2 * 1024 * 1024;
 
 /** Longest raft_addr or addr accepted: host:port, a multiaddr, or a comma-separated few (as discovery finds them). */
 export const ADDRESS_CHARS_MAX = 1_024;
+/** Longest libp2p peer id accepted (base58btc of an identity multihash: 52 chars for Ed25519). */
+export const PEER_ID_CHARS_MAX = 128;
 
 /** Transactions: compares, ops per branch, and the entries one Scan inside a transaction returns. */
 export const TXN_COMPARES_MAX = 64;

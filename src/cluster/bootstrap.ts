@@ -293,8 +293,13 @@ function startRaft(
       },
     },
     // Members' addresses are replicated in the configuration: every node can reach every other.
+    // Members' peer ids are replicated too: their node ids are bound to those identities.
     onMembership: (membership) => {
-      discovery.directory.onMembership(membership.nodes ?? []);
+      const nodes = membership.nodes ?? [];
+      discovery.directory.onMembership(nodes);
+      parts.transport.bindMembers(
+        new Map(nodes.flatMap((member) => (member.peerId === undefined ? [] : [[member.id, member.peerId]]))),
+      );
     },
     onFatal: (error) => {
       lifecycle.fail(error);
@@ -379,6 +384,7 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
         discovery.directory.configure(nodeId, address);
       },
       resolve: (nodeId) => discovery.resolve(nodeId),
+      identify: (nodeId, raftAddr) => discovery.identify(nodeId, raftAddr),
       peers: () =>
         discovery.directory.peers().map((peer) => ({
           node_id: peer.nodeId,

@@ -9,9 +9,10 @@ import type {
 } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import { evaluateHealth, type HealthReport } from '../api/health.ts';
-import type { RaftMetrics } from '../api/types.ts';
+import type { ClusterNode, RaftMetrics } from '../api/types.ts';
 import {
   ADDRESS_CHARS_MAX,
+  PEER_ID_CHARS_MAX,
   CLUSTER_NODES_MAX,
   CONTINUATION_TOKEN_CHARS_MAX,
   isRaftAddress,
@@ -44,6 +45,11 @@ export interface NetworkInfo {
   addPeer(nodeId: number, address: string): void;
   /** Where a node can be reached, as discovery or configuration knows it (this node included). */
   resolve?(nodeId: number): string | undefined;
+  /**
+   * The peer id that answers for node `nodeId` at `raftAddr` (itself, a discovered announcement, or
+   * a dial that proved the cookie), or undefined when none can be told in time.
+   */
+  identify?(nodeId: number, raftAddr: string): Promise<string | undefined>;
   /** Peers found by discovery, for GET /peers. */
   peers?(): readonly DiscoveredPeerView[];
   /** A ticket for joining this cluster, for GET /cluster-ticket. */
@@ -63,19 +69,23 @@ interface PartialNode {
   readonly id: number;
   readonly addr?: string;
   readonly raft_addr?: string;
+  readonly peer_id?: string;
 }
 
-function completeNode(
-  node: PartialNode,
-  network: NetworkInfo | undefined,
-): { id: number; addr: string; raft_addr: string } {
+/**
+ * A member with its raft_addr (given, or found by discovery) and, when the network can tell, the
+ * peer id that answers for it: recorded in the configuration, it binds the node id to that identity.
+ */
+async function completeNode(node: PartialNode, network: NetworkInfo | undefined): Promise<ClusterNode> {
   const raftAddr = node.raft_addr ?? network?.resolve?.(node.id);
   if (raftAddr === undefined)
     throw new AspenError(
       'INVALID_INPUT',
       `node ${node.id}: no raft_addr given and discovery has not found that node`,
     );
-  return { id: node.id, addr: node.addr ?? `node-${node.id}`, raft_addr: raftAddr };
+  const complete = { id: node.id, addr: node.addr ?? `node-${node.id}`, raft_addr: raftAddr };
+  const peerId = node.peer_id ?? (await network?.identify?.(node.id, raftAddr));
+  return peerId === undefined ? complete : { ...complete, peer_id: peerId };
 }
 
 export interface HttpServerOptions {
@@ -126,6 +136,7 @@ const clusterNode = {
     id: nodeIdSchema,
     addr: { type: 'string', maxLength: ADDRESS_CHARS_MAX },
     raft_addr: { type: 'string', maxLength: ADDRESS_CHARS_MAX },
+    peer_id: { type: 'string', maxLength: PEER_ID_CHARS_MAX },
   },
 } as const;
 
@@ -262,10 +273,10 @@ function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): 
         },
       },
     },
-    (request) => {
+    async (request) => {
       const members = (request.body as { initial_members: PartialNode[] }).initial_members;
       return controller.init({
-        initial_members: members.map((member) => completeNode(member, options.network)),
+        initial_members: await Promise.all(members.map((member) => completeNode(member, options.network))),
       });
     },
   );
@@ -281,9 +292,9 @@ function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): 
         },
       },
     },
-    (request) =>
+    async (request) =>
       controller.addLearner({
-        learner: completeNode((request.body as { learner: PartialNode }).learner, options.network),
+        learner: await completeNode((request.body as { learner: PartialNode }).learner, options.network),
       }),
   );
   addChangeRoutes(app, controller);

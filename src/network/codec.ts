@@ -2,6 +2,7 @@ import { Packr } from 'msgpackr';
 import { AspenError, type CurrentRecord } from '../api/errors.ts';
 import {
   ADDRESS_CHARS_MAX,
+  isPeerIdText,
   validateKey,
   validateScan,
   validateSession,
@@ -95,7 +96,15 @@ function nodeAddresses(value: unknown): NodeAddress[] {
     fail(`nodes must be a list of at most ${CLUSTER_NODES_MAX}`);
   return value.map((node: unknown) => {
     if (!isObject(node)) fail('a node address must be an object');
-    return { id: integer(node, 'id', 1), addr: text(node, 'addr'), raftAddr: text(node, 'raftAddr') };
+    const address = {
+      id: integer(node, 'id', 1),
+      addr: text(node, 'addr'),
+      raftAddr: text(node, 'raftAddr'),
+    };
+    if (node.peerId === undefined) return address;
+    const peerId = text(node, 'peerId');
+    if (!isPeerIdText(peerId)) fail('peerId must be a libp2p peer id');
+    return { ...address, peerId };
   });
 }
 

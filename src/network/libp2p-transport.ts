@@ -6,6 +6,7 @@ import type { Libp2p } from 'libp2p';
 import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
 import { assert } from '../base/assert.ts';
 import type { NodeId } from '../raft/types.ts';
+import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import { AddressBook, type PeerEvent } from '../node/address-book.ts';
 import { AUTH_PROTOCOL, authenticateAsDialer, authenticateAsListener, deriveAuthKey } from './auth.ts';
 import { AuthError } from './errors.ts';
@@ -64,12 +65,18 @@ function asError(error: unknown): Error {
  * every malformed or misaddressed frame is dropped and counted. Peers are found by the address map,
  * which discovery will keep current (addPeer/removePeer).
  */
+/** Node ids bound to peer ids at once: one per member of the largest cluster. */
+const MEMBER_BINDINGS_MAX = CLUSTER_NODES_MAX;
+
 export class Libp2pTransport implements ClusterTransport {
   readonly nodeId: NodeId;
   private readonly libp2p: Libp2p;
   private readonly onMessage: (message: WireMessage) => void;
   private readonly peers = new Map<NodeId, Outbound>();
   private readonly addressBook = new AddressBook();
+  /** Members' node ids bound to their libp2p peer ids, from the replicated configuration. */
+  private readonly memberPeers = new Map<NodeId, string>();
+  private identityRefusals = 0;
   /** Admission, deadline and per-connection authentication state: nothing is served before the cookie handshake. */
   private readonly gatekeeper: Gatekeeper;
   private readonly authKey: Buffer;
@@ -334,26 +341,68 @@ export class Libp2pTransport implements ClusterTransport {
     );
   }
 
-  /** The long-lived Raft stream to a peer, on an authenticated connection. */
-  private async dialRaft(peer: Outbound): Promise<Stream> {
+  /**
+   * Bind members' node ids to their peer ids (from the replicated configuration): Raft messages,
+   * forwarded calls and dials that pair a bound node id with another peer id are refused. A stream
+   * already open to another peer for a newly bound id is closed, so the next send dials and checks.
+   */
+  bindMembers(bindings: ReadonlyMap<NodeId, string>): void {
+    assert(bindings.size <= MEMBER_BINDINGS_MAX, 'member bindings are bounded by the cluster size');
+    this.memberPeers.clear();
+    for (const [id, peerId] of bindings) {
+      if (id === this.nodeId) continue;
+      this.memberPeers.set(id, peerId);
+      const peer = this.peers.get(id);
+      if (peer?.stream != null && peer.streamPeer !== peerId)
+        peer.stream.abort(new Error(`node ${id} is bound to another peer`));
+    }
+  }
+
+  /** Messages refused because their node id is bound to another peer id (for tests and metrics). */
+  get identityRefusalsTotal(): number {
+    return this.identityRefusals;
+  }
+
+  /** Whether `remotePeer` may speak for node `id`; a refusal is counted and logged (rate-limited). */
+  private speaksFor(id: NodeId, remotePeer: string, what: string): boolean {
+    const bound = this.memberPeers.get(id);
+    if (bound === undefined || bound === remotePeer) return true;
+    this.identityRefusals += 1;
+    this.gatekeeper.note(
+      `identity: refused ${what} node ${id} at peer ${remotePeer}: member ${id} is peer ${bound}`,
+    );
+    return false;
+  }
+
+  /** The long-lived Raft stream to a peer, on an authenticated connection to the peer bound to its id. */
+  private async dialRaft(id: NodeId, peer: Outbound): Promise<{ stream: Stream; remotePeer: string }> {
     const connection = await this.dialAuthenticated(peer.addresses);
-    return connection.newStream(RAFT_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) });
+    const remotePeer = connection.remotePeer.toString();
+    if (!this.speaksFor(id, remotePeer, 'a dial to'))
+      throw new AuthError(`the peer at node ${id}'s address is not node ${id}`);
+    const stream = await connection.newStream(RAFT_PROTOCOL, {
+      signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS),
+    });
+    return { stream, remotePeer };
   }
 
   private open(id: NodeId, peer: Outbound): void {
     if (peer.opening || Date.now() < peer.retryAtMs) return;
     peer.opening = true;
-    this.dialRaft(peer)
-      .then((stream) => {
+    this.dialRaft(id, peer)
+      .then(({ stream, remotePeer }) => {
         peer.opening = false;
         if (this.peers.get(id) !== peer) {
           stream.abort(new Error('peer removed while dialing'));
           return;
         }
         peer.stream = stream;
+        peer.streamPeer = remotePeer;
         peer.blocked = false;
         stream.addEventListener('close', () => {
-          if (peer.stream === stream) peer.stream = null;
+          if (peer.stream !== stream) return;
+          peer.stream = null;
+          peer.streamPeer = null;
         });
         stream.addEventListener('drain', () => {
           peer.blocked = false;
@@ -447,6 +496,7 @@ export class Libp2pTransport implements ClusterTransport {
       this.framesRejected += 1;
       return;
     }
+    if (!this.speaksFor(message.from, remotePeer.toString(), 'a message from')) return;
     // A node that reached us can be answered over its own connection even before discovery knows it.
     if (message.from !== this.nodeId && !this.peers.has(message.from)) {
       this.peers.set(message.from, newOutbound([remotePeer]));

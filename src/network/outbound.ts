@@ -12,6 +12,8 @@ export interface Outbound {
   /** Where to reach the peer, in order of preference (QUIC first), or the peer id learned from its own connection. */
   readonly addresses: readonly (Multiaddr | PeerId)[];
   stream: Stream | null;
+  /** The libp2p peer id at the other end of `stream` (null while there is none). */
+  streamPeer: string | null;
   /** The stream's send buffer is full: queue until it drains. */
   blocked: boolean;
   opening: boolean;
@@ -26,6 +28,7 @@ export function newOutbound(addresses: readonly (Multiaddr | PeerId)[]): Outboun
   return {
     addresses,
     stream: null,
+    streamPeer: null,
     blocked: false,
     opening: false,
     queue: [],

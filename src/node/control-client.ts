@@ -4,6 +4,7 @@ import {
   ADDRESS_CHARS_MAX,
   checkedSession,
   encodeContinuationToken,
+  isPeerIdText,
   isRaftAddress,
   validateKey,
   validateScan,
@@ -29,7 +30,7 @@ import type {
 } from '../api/types.ts';
 import { assert, AssertionError } from '../base/assert.ts';
 import type { RaftStatus } from '../raft/core.ts';
-import type { MembershipConfig } from '../raft/types.ts';
+import type { MembershipConfig, NodeAddress } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
@@ -87,7 +88,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     }
     const added = !membership.learners.includes(learner.id);
     if (added) {
-      const nodes = [{ id: learner.id, addr: learner.addr, raftAddr: learner.raft_addr }];
+      const nodes = [toNodeAddress(learner)];
       const target = { voters: membership.voters, learners: [...membership.learners, learner.id], nodes };
       await this.call<MembershipConfig>('add-learner', (callback) => {
         this.node.changeMembership(target, callback);
@@ -269,7 +270,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
 
   async init(request: InitRequest): Promise<ClusterState> {
     const members = validateInitRequest(request);
-    const nodes = members.map((member) => ({ id: member.id, addr: member.addr, raftAddr: member.raft_addr }));
+    const nodes = members.map(toNodeAddress);
     await this.call<null>('init', (callback) => {
       this.node.init(
         { voters: members.map((member) => member.id), votersOutgoing: [], learners: [], nodes },
@@ -284,9 +285,9 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     const membership = status.membership;
     const describe = (id: NodeId): ClusterNode => {
       const known = membership?.nodes?.find((node) => node.id === id);
-      return known === undefined
-        ? { id, addr: `node-${id}`, raft_addr: '' }
-        : { id, addr: known.addr, raft_addr: known.raftAddr };
+      if (known === undefined) return { id, addr: `node-${id}`, raft_addr: '' };
+      const node = { id, addr: known.addr, raft_addr: known.raftAddr };
+      return known.peerId === undefined ? node : { ...node, peer_id: known.peerId };
     };
     const voters =
       membership === null
@@ -420,7 +421,17 @@ function validateClusterNode(value: unknown, what: string): ClusterNode {
       `${what} ${candidate.id}: raft_addr must be ip:port or a multiaddr, got "${candidate.raft_addr}"`,
     );
   }
-  return { id: candidate.id, addr: candidate.addr, raft_addr: candidate.raft_addr };
+  const node = { id: candidate.id, addr: candidate.addr, raft_addr: candidate.raft_addr };
+  if (candidate.peer_id === undefined) return node;
+  if (typeof candidate.peer_id !== 'string' || !isPeerIdText(candidate.peer_id))
+    throw new AspenError('INVALID_INPUT', `${what} ${candidate.id}: peer_id must be a libp2p peer id`);
+  return { ...node, peer_id: candidate.peer_id };
+}
+
+/** The replicated form of a member: its peer id travels with it once known. */
+function toNodeAddress(node: ClusterNode): NodeAddress {
+  const address = { id: node.id, addr: node.addr, raftAddr: node.raft_addr };
+  return node.peer_id === undefined ? address : { ...address, peerId: node.peer_id };
 }
 
 /** The voters and learners asked for must be nodes of the cluster, each in one role. */

@@ -24,6 +24,8 @@ export interface NodeAddress {
   readonly id: NodeId;
   readonly addr: string;
   readonly raftAddr: string;
+  /** Its transport identity (a libp2p peer id), when known: opaque to the core, bound by the network. */
+  readonly peerId?: string;
 }
 
 export type Entry =

@@ -173,6 +173,25 @@ describe('peer directory', () => {
     expect(lines.join('\n')).toMatch(/two nodes with one id/);
     expect(transport.peerAddresses().size).toBe(1);
   });
+
+  it("a member's peer id binds its node id: an announcement from another peer changes no address, is logged once and counted", () => {
+    const { transport, peers, lines } = directory();
+    const impostor = '12D3KooWImpostorImpostorImpostorImpostorImpostorAbc';
+    peers.onAnnouncement({ ...announcement(2, 29002, 50), peer_id: impostor }, 0); // before membership: believed
+    expect(transport.peerAddresses().get(2)).toBe(addrs(29002).join(','));
+    peers.onMembership([{ id: 2, addr: 'node-2', raftAddr: '127.0.0.1:26002', peerId: PEER }]);
+    expect(transport.peerAddresses().get(2)).toBe('127.0.0.1:26002'); // what the impostor said is forgotten
+    for (let round = 1; round <= 3; round += 1) {
+      const forged = { ...announcement(2, 29002, 100 + round), peer_id: impostor };
+      expect(peers.onAnnouncement(forged, round)).toBe(false);
+    }
+    expect(transport.peerAddresses().get(2)).toBe('127.0.0.1:26002');
+    expect(peers.impostorAnnouncementsTotal).toBe(3);
+    expect(lines.filter((line) => line.includes('refused an announcement for member 2'))).toHaveLength(1);
+    expect(peers.onAnnouncement(announcement(2, 27002, 200), 5)).toBe(true); // the member itself still moves
+    expect(transport.peerAddresses().get(2)).toBe(addrs(27002).join(','));
+    expect(peers.onAnnouncement(announcement(3, 27003, 200), 5)).toBe(true); // no binding: not a member
+  });
 });
 
 describe('DNS discovery and discovery flags', () => {

@@ -1,9 +1,18 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { KvClient } from '../../src/client/index.ts';
-import { eventually, freePort, get, post, ProcessCluster, type NodeProcess } from './process-harness.ts';
+import {
+  startThreeById,
+  DISCOVERY_TIMEOUT_MS,
+  discoversAll,
+  eventually,
+  formById,
+  freePort,
+  get,
+  peerIds,
+  post,
+  ProcessCluster,
+} from './process-harness.ts';
 
-/** Discovery on loopback takes well under a second here; this bounds a slow CI machine. */
-const DISCOVERY_TIMEOUT_MS = 20_000;
 /** A moved node's new address reaches the others by gossip within this: less than QUIC's 10 s idle timeout, so not by waiting out its dead connection. */
 const MOVED_FOUND_MS = 8_000;
 /** How long a node with another cookie is given to (wrongly) show up. */
@@ -14,42 +23,12 @@ afterAll(() => {
   for (const cluster of clusters) cluster.cleanup();
 });
 
-async function peerIds(node: NodeProcess): Promise<number[]> {
-  const { json } = await get(`${node.http}/peers`);
-  return (json.peers as { node_id: number }[]).map((peer) => peer.node_id);
-}
-
-async function discoversAll(nodes: readonly NodeProcess[]): Promise<void> {
-  await eventually(async () => {
-    const views = await Promise.all(nodes.map(peerIds));
-    return views.every((view, index) =>
-      nodes.every((node) => node.id === nodes[index]?.id || view.includes(node.id)),
-    );
-  }, DISCOVERY_TIMEOUT_MS);
-}
-
-/** /init, /add-learner and /change-membership naming nodes by id only: discovery supplies raft_addr. */
-async function formById(nodes: readonly NodeProcess[]): Promise<void> {
-  const [first, ...rest] = nodes;
-  if (first === undefined) throw new Error('no nodes');
-  expect((await post(`${first.http}/init`, { initial_members: [{ id: first.id }] })).status).toBe(200);
-  for (const node of rest) {
-    const added = await post(`${first.http}/add-learner`, { learner: { id: node.id } });
-    expect(added.status, JSON.stringify(added.json)).toBe(200);
-  }
-  expect(
-    (await post(`${first.http}/change-membership`, { members: nodes.map((node) => node.id) })).json,
-  ).toMatchObject({ members: nodes.map((node) => node.id) });
-}
-
 describe('discovery across aspen-node processes', () => {
   it('three nodes with only --cookie find each other by mDNS and form a cluster by ids; another cookie never enters', async () => {
     const cluster = new ProcessCluster();
     clusters.push(cluster);
-    const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id)));
-    await discoversAll(nodes);
-    await formById(nodes);
-    const [one, two, three] = nodes as [NodeProcess, NodeProcess, NodeProcess];
+    const nodes = await startThreeById(cluster);
+    const [one, two, three] = nodes;
     expect(
       (await post(`${two.http}/write`, { command: { Set: { key: 'found', value: 'by mdns' } } })).status,
     ).toBe(200);

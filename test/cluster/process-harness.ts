@@ -29,6 +29,8 @@ export interface StartOptions {
   readonly dataDir?: string;
   /** Listen for Raft on this port instead of base+id (a node that moved). */
   readonly raftPort?: number;
+  /** The HTTP port (default: this cluster's port for the id). */
+  readonly httpPort?: number;
   /** More flags (discovery ones, --peers, --ticket). */
   readonly flags?: readonly string[];
 }
@@ -68,7 +70,7 @@ export class ProcessCluster {
   /** Start node `id` and wait for its "up" line. */
   async start(id: number, options: StartOptions = {}): Promise<NodeProcess> {
     const raftPort = options.raftPort ?? (await this.raftPort(id));
-    const httpPort = await this.httpPort(id);
+    const httpPort = options.httpPort ?? (await this.httpPort(id));
     const storage =
       options.dataDir === undefined
         ? ['--storage', 'memory']
@@ -200,4 +202,45 @@ export async function startFormedCluster(
   if (leader === undefined || follower === undefined)
     throw new Error(`no leader among the formed nodes (leader ${String(leaderId)})`);
   return { nodes, leader, follower };
+}
+
+/** Discovery on loopback takes well under a second here; this bounds a slow CI machine. */
+export const DISCOVERY_TIMEOUT_MS = 20_000;
+
+export async function peerIds(node: NodeProcess): Promise<number[]> {
+  const { json } = await get(`${node.http}/peers`);
+  return (json.peers as { node_id: number }[]).map((peer) => peer.node_id);
+}
+
+export async function discoversAll(nodes: readonly NodeProcess[]): Promise<void> {
+  await eventually(async () => {
+    const views = await Promise.all(nodes.map(peerIds));
+    return views.every((view, index) =>
+      nodes.every((node) => node.id === nodes[index]?.id || view.includes(node.id)),
+    );
+  }, DISCOVERY_TIMEOUT_MS);
+}
+
+/** /init, /add-learner and /change-membership naming nodes by id only: discovery supplies raft_addr. */
+export async function formById(nodes: readonly NodeProcess[]): Promise<void> {
+  const [first, ...rest] = nodes;
+  if (first === undefined) throw new Error('no nodes');
+  expect((await post(`${first.http}/init`, { initial_members: [{ id: first.id }] })).status).toBe(200);
+  for (const node of rest) {
+    const added = await post(`${first.http}/add-learner`, { learner: { id: node.id } });
+    expect(added.status, JSON.stringify(added.json)).toBe(200);
+  }
+  expect(
+    (await post(`${first.http}/change-membership`, { members: nodes.map((node) => node.id) })).json,
+  ).toMatchObject({ members: nodes.map((node) => node.id) });
+}
+
+/** Nodes 1, 2 and 3 that found each other by mDNS, formed into one cluster by ids alone. */
+export async function startThreeById(
+  cluster: ProcessCluster,
+): Promise<[NodeProcess, NodeProcess, NodeProcess]> {
+  const nodes = await Promise.all([1, 2, 3].map((id) => cluster.start(id)));
+  await discoversAll(nodes);
+  await formById(nodes);
+  return nodes as [NodeProcess, NodeProcess, NodeProcess];
 }

@@ -62,6 +62,17 @@ describe('wire codec', () => {
         totalBytes: 3,
         data: new Uint8Array(5),
       },
+      {
+        type: 'snapshot',
+        from: 1,
+        to: 2,
+        term: 3,
+        snapshot: {
+          index: 4,
+          term: 1,
+          config: { ...config, nodes: [{ id: 1, addr: 'a', raftAddr: 'b', peerId: 'not/a peer' }] },
+        },
+      },
       { type: 'mystery', from: 1, to: 2, term: 3 },
       { type: 'client_request', from: 2, to: 1, term: 0, operation: { kind: 'read', key: 'k' } },
       { type: 'client_response', from: 1, to: 2, term: 0, requestId: 1, error: { code: 5 } },

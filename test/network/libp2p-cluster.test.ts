@@ -118,6 +118,33 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
     expect(a.authRefusals + b.authRefusals).toBeGreaterThanOrEqual(2);
   });
 
+  it("a member's node id bound to its peer id: messages and dials pairing it with another peer are refused and logged", async () => {
+    const logs: string[] = [];
+    const received: WireMessage[] = [];
+    const a = await transport(
+      1,
+      (message) => received.push(message),
+      'test-cluster',
+      (line) => logs.push(line),
+    );
+    const real = await transport(2, () => undefined);
+    const impostor = await transport(2, () => undefined); // same cookie, same node id, another key
+    a.bindMembers(new Map([[2, real.peerId]]));
+    impostor.addPeer(1, a.listenAddresses[0] ?? '');
+    impostor.send({ type: 'heartbeat', from: 2, to: 1, term: 9, commitIndex: 0, readRound: 1 });
+    await eventually(() => a.identityRefusalsTotal === 1, 5_000);
+    real.addPeer(1, a.listenAddresses[0] ?? '');
+    real.send({ type: 'heartbeat', from: 2, to: 1, term: 1, commitIndex: 0, readRound: 2 });
+    await eventually(() => received.length === 1, 5_000);
+    expect(received[0]).toMatchObject({ from: 2, readRound: 2 }); // only the bound peer got through
+
+    a.addPeer(2, impostor.listenAddresses[0] ?? ''); // a forged address for member 2
+    a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 3 });
+    await eventually(() => a.identityRefusalsTotal === 2, 5_000);
+    expect(logs.join('\n')).toMatch(/identity: refused a message from node 2 at peer .*: member 2 is peer/);
+    expect(logs.join('\n')).toMatch(/identity: refused a dial to node 2 at peer .*: member 2 is peer/);
+  });
+
   it('a peer that skips authentication gets no Raft stream served', async () => {
     const logs: string[] = [];
     const received: WireMessage[] = [];

@@ -1,6 +1,19 @@
 import type { WireMessage } from '../../src/node/interfaces.ts';
 
-export const config = { voters: [1, 2, 3], votersOutgoing: [], learners: [4] };
+export const config = {
+  voters: [1, 2, 3],
+  votersOutgoing: [],
+  learners: [4],
+  nodes: [
+    {
+      id: 1,
+      addr: 'node-1',
+      raftAddr: '127.0.0.1:26001',
+      peerId: '12D3KooWQG8uKmyztjqUy4Ja8sDprXZhkpeyqwyYAMPW4r4jsckR',
+    },
+    { id: 2, addr: 'node-2', raftAddr: '127.0.0.1:26002' },
+  ],
+};
 /** One message of every wire type, from node 1 or 2 to the other. */
 export const samples: readonly WireMessage[] = [
   { type: 'pre_vote', from: 1, to: 2, term: 3, lastLogIndex: 10, lastLogTerm: 2, transfer: false },

@@ -1,4 +1,6 @@
 import { ADDRESS_CHARS_MAX } from '../../api/limits.ts';
+import { toMultiaddrs } from '../../network/multiaddrs.ts';
+import { firstLine } from '../errors.ts';
 import type { Libp2pTransport } from '../../network/libp2p-transport.ts';
 import type { NodeId } from '../../raft/types.ts';
 import type { NodeConfig } from '../config.ts';
@@ -18,6 +20,11 @@ export interface Discovery {
   readonly gossip: GossipDiscovery | null;
   /** Where `id` can be reached: this node's own addresses, or what discovery and configuration know. */
   resolve(id: NodeId): string | undefined;
+  /**
+   * The peer id that answers for node `id` at `raftAddr`: this node's own, the one gossip heard
+   * announce that id, or the one that proves the cookie when dialed there; undefined if none answers.
+   */
+  identify(id: NodeId, raftAddr: string): Promise<string | undefined>;
   /** `aspen…`: the cookie's topic and cluster id, and up to 16 bootstrap addresses (this node's first). */
   ticket(): string;
   stop(): void;
@@ -91,6 +98,17 @@ export function startDiscovery(
     directory,
     gossip,
     resolve: (id) => (id === config.nodeId ? joinAddresses(ownAddresses()) : directory.addressOf(id)),
+    identify: async (id, raftAddr) => {
+      if (id === config.nodeId) return transport.peerId;
+      const announced = directory.announcedPeerOf(id);
+      if (announced !== undefined) return announced;
+      try {
+        return await transport.connect(toMultiaddrs(raftAddr));
+      } catch (error) {
+        log(`discovery: cannot tell node ${id}'s peer id at ${raftAddr.slice(0, 120)}: ${firstLine(error)}`);
+        return undefined;
+      }
+    },
     ticket: () => {
       const bootstrap = [...ownAddresses()];
       for (const peer of directory.peers()) {

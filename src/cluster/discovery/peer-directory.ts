@@ -6,6 +6,8 @@ import type { Announcement } from './announcement.ts';
 /** Announce period (the seed's 10 s); a peer silent for three periods is dropped from discovery. */
 export const ANNOUNCE_INTERVAL_MS = 10_000;
 export const PEER_SILENCE_MS_MAX = 3 * ANNOUNCE_INTERVAL_MS;
+/** Impostors (node id, peer id) whose refused announcements were logged; later ones are only counted. */
+const IMPOSTORS_LOGGED_MAX = 64;
 
 export interface DiscoveredPeer {
   readonly nodeId: NodeId;
@@ -29,6 +31,10 @@ export class PeerDirectory {
   private readonly log: (line: string) => void;
   private readonly discovered = new Map<NodeId, DiscoveredPeer>();
   private readonly configured = new Map<NodeId, string>();
+  /** Members' peer ids from the replicated configuration: announcements must agree with them. */
+  private readonly memberPeers = new Map<NodeId, string>();
+  private readonly impostorsLogged = new Set<string>();
+  private impostorAnnouncements = 0;
 
   constructor(options: {
     transport: ClusterTransport;
@@ -49,9 +55,39 @@ export class PeerDirectory {
     if (!this.discovered.has(id)) this.addPeer(id, address);
   }
 
-  /** The replicated configuration changed: every member's raft_addr is configured. */
+  /**
+   * The replicated configuration changed: every member's raft_addr is configured and its peer id
+   * (when recorded) bound; what gossip said about a member from another peer id is forgotten.
+   */
   onMembership(nodes: readonly NodeAddress[]): void {
-    for (const member of nodes) this.configure(member.id, member.raftAddr);
+    this.memberPeers.clear();
+    for (const member of nodes) {
+      if (member.peerId !== undefined) this.memberPeers.set(member.id, member.peerId);
+      const discovered = this.discovered.get(member.id);
+      if (discovered !== undefined && !this.agrees(member.id, discovered.peerId))
+        this.discovered.delete(member.id);
+      this.configure(member.id, member.raftAddr);
+    }
+  }
+
+  /** Announcements refused because they paired a member's node id with another peer id. */
+  get impostorAnnouncementsTotal(): number {
+    return this.impostorAnnouncements;
+  }
+
+  private agrees(id: NodeId, peerId: string): boolean {
+    const bound = this.memberPeers.get(id);
+    return bound === undefined || bound === peerId;
+  }
+
+  private refuseImpostor(announcement: Announcement): void {
+    this.impostorAnnouncements += 1;
+    const key = `${announcement.node_id}/${announcement.peer_id}`;
+    if (this.impostorsLogged.has(key) || this.impostorsLogged.size >= IMPOSTORS_LOGGED_MAX) return;
+    this.impostorsLogged.add(key);
+    this.log(
+      `discovery: refused an announcement for member ${announcement.node_id} from peer ${announcement.peer_id}: member ${announcement.node_id} is peer ${this.memberPeers.get(announcement.node_id) ?? '?'}`,
+    );
   }
 
   /** A verified announcement (see decodeAnnouncement); returns whether it was news. */
@@ -60,6 +96,10 @@ export class PeerDirectory {
     if (id === this.selfId) {
       if (announcement.peer_id !== this.selfPeerId)
         this.log(`discovery: peer ${announcement.peer_id} claims this node's id ${id}`);
+      return false;
+    }
+    if (!this.agrees(id, announcement.peer_id)) {
+      this.refuseImpostor(announcement);
       return false;
     }
     const previous = this.discovered.get(id);
@@ -97,6 +137,11 @@ export class PeerDirectory {
   addressOf(id: NodeId): string | undefined {
     const peer = this.discovered.get(id);
     return peer === undefined ? this.transport.peerAddresses().get(id) : peer.addrs.join(',');
+  }
+
+  /** The peer id that announced itself as node `id`, if gossip heard one. */
+  announcedPeerOf(id: NodeId): string | undefined {
+    return this.discovered.get(id)?.peerId;
   }
 
   peers(): DiscoveredPeer[] {
