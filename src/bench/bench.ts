@@ -6,7 +6,8 @@
  * every second ("keepalive"); 16 clients each taking and releasing one lock ("lock": hand-offs per
  * second and the lock call's wait); one JSON line per run, then tables. `--runs kv,watch,keepalive,lock`
  * picks; `--auth` runs "kv" again against Aspen started with --auth-tokens (every request carries a
- * bearer token): what authentication costs.
+ * bearer token): what authentication costs; `--auth-rounds N` alternates open and token clusters N
+ * times and prints the medians side by side (run-to-run noise on a shared machine dwarfs one pair).
  * npm run bench:etcd: the same load against a 3-member etcd cluster too, side by side with ratios,
  * and a chart in docs/bench/. Both stop everything they started.
  */
@@ -49,6 +50,8 @@ const DURATION_MS_DEFAULT = 10_000;
 const DURATION_MS_MAX = 600_000;
 const WARMUP_MS = 3_000;
 const POPULATE_CLIENTS = 64;
+/** Open/token cluster pairs `--auth-rounds` may ask for (each pair is two cluster starts and the kv runs). */
+const AUTH_ROUNDS_MAX = 10;
 
 /** Write every key once so that reads find values (bounded: KEY_SPACE writes). */
 async function populate(target: LoadTarget): Promise<void> {
@@ -334,6 +337,59 @@ function runKinds(argv: readonly string[]): readonly RunKind[] {
   return kinds;
 }
 
+/** `--NAME N` as an integer in [1, max], or `fallback` when the flag is absent. */
+function argvCount(argv: readonly string[], name: string, fallback: number, max: number): number {
+  const index = argv.indexOf(name);
+  if (index < 0) return fallback;
+  const value = Number(argv[index + 1]);
+  if (!Number.isSafeInteger(value) || value < 1 || value > max)
+    throw new RangeError(`${name} must be in [1, ${max}]`);
+  return value;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[middle] ?? 0)
+    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
+}
+
+/**
+ * What authentication costs: `rounds` times an open cluster then one with --auth-tokens (every
+ * request carrying a token), the kv runs on each; medians per run and their difference, for ops/s
+ * and for server CPU per operation (the steadier of the two on a shared machine).
+ */
+async function compareAuth(rounds: number, durationMs: number): Promise<void> {
+  const open: RunResult[] = [];
+  const withTokens: RunResult[] = [];
+  const options = { durationMs, kinds: ['kv'] as const };
+  for (let round = 1; round <= rounds; round += 1) {
+    console.error(`bench: auth round ${round} of ${rounds}`);
+    open.push(...(await runSystem(startAspen, aspenTarget, aspenCoordination, options)).kv);
+    const start = () => startAspen({ auth: true });
+    withTokens.push(...(await runSystem(start, aspenTarget, aspenCoordination, options)).kv);
+  }
+  const pick = (results: readonly RunResult[], operation: Operation, clients: number) =>
+    results.filter((result) => result.operation === operation && result.clients === clients);
+  const delta = (base: number, other: number) => `${(((other - base) / base) * 100).toFixed(1)} %`;
+  const rows = RUNS.map(([operation, clients]) => {
+    const a = pick(open, operation, clients);
+    const b = pick(withTokens, operation, clients);
+    const [opsA, opsB] = [median(a.map((r) => r.opsPerSecond)), median(b.map((r) => r.opsPerSecond))];
+    const [cpuA, cpuB] = [median(a.map((r) => r.serverCpuUsPerOp)), median(b.map((r) => r.serverCpuUsPerOp))];
+    return [operation, String(clients), opsA.toFixed(0), opsB.toFixed(0), delta(opsA, opsB)].concat([
+      cpuA.toFixed(0),
+      cpuB.toFixed(0),
+      delta(cpuA, cpuB),
+    ]);
+  });
+  const header = ['op', 'clients', 'open ops/s', 'tokens ops/s', 'Δ ops/s'];
+  const cpuHeader = ['open cpu µs/op', 'tokens cpu µs/op', 'Δ cpu/op'];
+  console.log(`\nmedians of ${rounds} alternating rounds, ${durationMs} ms per run\n`);
+  console.log(markdown([[...header, ...cpuHeader], ...rows]));
+}
+
 async function main(argv: readonly string[]): Promise<void> {
   const withEtcd = argv.includes('--etcd');
   const durationIndex = argv.indexOf('--duration-ms');
@@ -343,15 +399,12 @@ async function main(argv: readonly string[]): Promise<void> {
   const options = { durationMs, kinds: runKinds(argv) };
   const machine = `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
   console.error(`bench: ${machine}; ${durationMs} ms per run; runs ${options.kinds.join(', ')}`);
+  const authRounds = argvCount(argv, '--auth-rounds', argv.includes('--auth') ? 1 : 0, AUTH_ROUNDS_MAX);
+  if (authRounds > 0) {
+    await compareAuth(authRounds, durationMs);
+    return;
+  }
   const systems = [await runSystem(startAspen, aspenTarget, aspenCoordination, options)];
-  // --auth: the key-value runs again against Aspen with bearer tokens (what authentication costs).
-  if (argv.includes('--auth') && options.kinds.includes('kv'))
-    systems.push(
-      await runSystem(() => startAspen({ auth: true }), aspenTarget, aspenCoordination, {
-        ...options,
-        kinds: ['kv'],
-      }),
-    );
   if (withEtcd) {
     const binary = ensureEtcd();
     systems.push(await runSystem(() => startEtcd(binary), etcdTarget, etcdCoordination, options));
