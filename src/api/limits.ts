@@ -487,6 +487,11 @@ function txnOpKey(op: Exclude<TxnOp, { readonly Scan: unknown }>): string {
   return op.Get.key;
 }
 
+/** A join ticket's lifetime (POST /join-ticket `ttl_seconds`): ten minutes unless asked, at most an hour. */
+export const JOIN_TTL_SECONDS_DEFAULT = 600;
+export const JOIN_TTL_SECONDS_MIN = 1;
+export const JOIN_TTL_SECONDS_MAX = 3_600;
+
 /** A client id of exactly-once writes: 1–64 characters of [A-Za-z0-9_-]. */
 export const CLIENT_ID_CHARS_MAX = 64;
 export const CLIENT_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;

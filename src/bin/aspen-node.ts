@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /**
  * aspen-node: one Aspen node. `aspen-node --node-id 1 --port 26001 --cookie my-cluster-secret --http-addr 127.0.0.1:8001`
- * Bad configuration exits with one line and code 2; a start refused for an operating reason (data
- * directory in use, port in use, storage) with one line and code 1; a storage failure while running
- * stops the node with one line and code 1; SIGINT/SIGTERM shut down in reverse order (code 0).
+ * Bad configuration, or a join ticket the cluster refused, exits with one line and code 2; a start
+ * refused for an operating reason (data directory in use, port in use, storage, no answer to a join)
+ * with one line and code 1; a storage failure while running stops the node with one line and code 1; SIGINT/SIGTERM shut down in reverse order (code 0).
  * A broken invariant is not an operating error: it crashes loudly, with its stack.
  * Logs: one JSON object per line on stderr (pino), with node_id, at --log-level and above.
  */
@@ -124,6 +124,8 @@ async function main(): Promise<void> {
   } catch (error) {
     if (error instanceof StorageError || error instanceof StartError)
       fail(`cannot start node ${config.nodeId}: ${error.message}`, EXIT_FAILED);
+    // A stored cookie that cannot be read, or a join the cluster refused: one line, code 2.
+    if (error instanceof ConfigError) fail(error.message, EXIT_CONFIG);
     throw error;
   }
   log(

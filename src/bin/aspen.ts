@@ -4,6 +4,7 @@
  * Endpoints from --endpoints or ASPEN_ENDPOINTS; tables by default, --json for scripts (docs/cli.md).
  */
 import { Command, CommanderError, Option } from 'commander';
+import { JOIN_TTL_SECONDS_DEFAULT, JOIN_TTL_SECONDS_MAX, JOIN_TTL_SECONDS_MIN } from '../api/limits.ts';
 import type { ClusterState, RaftMetrics } from '../api/types.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
 import { KvClient } from '../client/kv-client.ts';
@@ -113,6 +114,15 @@ function positiveInteger(text: string, what: string): number {
 
 function nodeId(text: string): number {
   return positiveInteger(text, 'a node id');
+}
+
+function ttlSeconds(text: string): number {
+  const value = positiveInteger(text, '--ttl');
+  if (value < JOIN_TTL_SECONDS_MIN || value > JOIN_TTL_SECONDS_MAX)
+    throw new UsageError(
+      `--ttl must be in [${JOIN_TTL_SECONDS_MIN}, ${JOIN_TTL_SECONDS_MAX}] seconds, got ${value}`,
+    );
+  return value;
 }
 
 /** "4,5" (possibly empty: no learners at all). */
@@ -232,9 +242,16 @@ const actions: Readonly<Record<string, Action>> = {
         : `learner ${id} removed; learners ${state.learners.map((node) => node.id).join(', ') || 'none'}`,
     );
   },
-  ticket: async ({ kv, json }) => {
-    const { ticket } = await kv.clusterTicket();
-    print(json ? JSON.stringify({ ticket }) : ticket);
+  ticket: async ({ kv, json }, _args, options) => {
+    if (options.nodeId === undefined) {
+      if (options.ttl !== undefined) throw new UsageError('--ttl is for a join ticket: give --node-id too');
+      const { ticket } = await kv.clusterTicket();
+      print(json ? JSON.stringify({ ticket }) : ticket);
+      return;
+    }
+    const ttl = options.ttl === undefined ? {} : { ttlSeconds: ttlSeconds(options.ttl) };
+    const minted = await kv.joinTicket(nodeId(options.nodeId), ttl);
+    print(json ? JSON.stringify(minted) : minted.ticket);
   },
   watch: (context, [key = ''], options) => watch(context, key, options),
   lock: (context, args, options) => lockAction({ ...context, print, table }, args, options),
@@ -479,7 +496,20 @@ function addCommands(add: AddCommand): void {
       ),
   );
   add('member <action> <id>', '"member remove ID": take a learner out of the cluster');
-  add('ticket', 'print a cluster ticket for aspen-node --ticket');
+  add(
+    'ticket',
+    'print a ticket for aspen-node --ticket: with --node-id, a join ticket (a single-use credential ' +
+      'for that node id, made by the node asked, which hands the cookie over at the join); without, ' +
+      'a cookie ticket (it carries the cluster cookie itself)',
+    (command) =>
+      command
+        .summary('print a join ticket (--node-id N) or a cookie ticket for aspen-node --ticket')
+        .option('--node-id <id>', 'a join ticket for this node id')
+        .option(
+          '--ttl <seconds>',
+          `how long the join ticket stays valid (${JOIN_TTL_SECONDS_MIN}..${JOIN_TTL_SECONDS_MAX}, default ${JOIN_TTL_SECONDS_DEFAULT})`,
+        ),
+  );
   add(
     'watch <key>',
     'print each change of KEY (or, with --prefix, of every key under it) as it happens, one line per ' +

@@ -12,6 +12,8 @@ export {
   type CallOptions,
   type DiscoveredPeer,
   type HealthResult,
+  type JoinTicketOptions,
+  type JoinTicketResult,
   type KvClientOptions,
   type MemberSpec,
   type NodeInfo,

@@ -36,6 +36,8 @@ import {
   type CallOptions,
   type DiscoveredPeer,
   type HealthResult,
+  type JoinTicketOptions,
+  type JoinTicketResult,
   type KvClientOptions,
   type MemberSpec,
   type MembershipOptions,
@@ -354,6 +356,19 @@ export class KvClient {
   /** A ticket for `aspen-node --ticket` (GET /cluster-ticket). */
   clusterTicket(options?: CallOptions): Promise<{ ticket: string }> {
     return this.call({ method: 'GET', path: '/cluster-ticket', idempotent: true, route: ANY }, options);
+  }
+
+  /**
+   * A join ticket for node `nodeId` (POST /join-ticket): a single-use credential instead of the
+   * cookie, which only the node that answered can check (so the ticket names that node's addresses).
+   * Minting twice is harmless (an unused credential expires), so a lost answer is asked again.
+   */
+  joinTicket(nodeId: number, options?: JoinTicketOptions): Promise<JoinTicketResult> {
+    const body =
+      options?.ttlSeconds === undefined
+        ? { node_id: nodeId }
+        : { node_id: nodeId, ttl_seconds: options.ttlSeconds };
+    return this.call({ method: 'POST', path: '/join-ticket', body, idempotent: true, route: ANY }, options);
   }
 
   // ------------------------------------------------------------------ one node each (retried on that node only)

@@ -55,6 +55,19 @@ export interface MembershipOptions extends CallOptions {
   readonly learners?: readonly number[];
 }
 
+export interface JoinTicketOptions extends CallOptions {
+  /** How long the ticket's credential stays valid, in seconds (1..3600; the node's default 600). */
+  readonly ttlSeconds?: number;
+}
+
+/** A join ticket minted by the node that answered (POST /join-ticket). */
+export interface JoinTicketResult {
+  readonly ticket: string;
+  readonly node_id: number;
+  /** Unix time in milliseconds. */
+  readonly expires_at: number;
+}
+
 export interface NodeInfo {
   readonly node_id: number;
   readonly endpoint_id: string;

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import {
   isRole,
   newToken,
@@ -9,6 +9,7 @@ import {
 } from '../http/auth.ts';
 import { readBoundedFile } from './config.ts';
 import { ConfigError } from './errors.ts';
+import { writeSecretFile } from './secret-file.ts';
 
 /** The first line of a token file made by `aspen-node tokens add`. */
 const TOKEN_FILE_HEADER =
@@ -75,10 +76,6 @@ export function addToken(path: string, name: string, role: string): string {
     throw new ConfigError(`--auth-tokens ${path} holds ${TOKENS_MAX} tokens already`);
   const { token, line } = newToken(name, role);
   const separator = text.length === 0 || text.endsWith('\n') ? '' : '\n';
-  // A whole new file, renamed over the old one: a crash leaves the old file or the new, never half.
-  const staging = `${path}.${process.pid}.tmp`;
-  writeFileSync(staging, `${text}${separator}${line}\n`, { mode: 0o600 });
-  chmodSync(staging, 0o600);
-  renameSync(staging, path);
+  writeSecretFile(path, `${text}${separator}${line}\n`);
   return token;
 }

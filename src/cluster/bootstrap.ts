@@ -29,6 +29,8 @@ import { firstLine, StorageError } from './errors.ts';
 import { AuthTokens } from './auth-tokens.ts';
 import { ForwardingStore } from './forwarding.ts';
 import { HealthMonitor } from './health.ts';
+import { JoinCredentials } from './join-credentials.ts';
+import { joinService, mintJoinTicket, withJoinedCookie } from './join.ts';
 import type { Log } from './logger.ts';
 import { Lifecycle, type LifecycleHooks, type Started, type StopMode } from './lifecycle.ts';
 import { endpointError, listenError, probePort } from './ports.ts';
@@ -110,7 +112,7 @@ interface Routes {
 }
 
 async function startSteps(
-  config: NodeConfig,
+  given: NodeConfig,
   log: Log,
   options: StartOptions,
   lifecycle: Lifecycle,
@@ -118,9 +120,15 @@ async function startSteps(
   const routes: Routes = { node: null, health: null, forwarding: null };
   // Before anything starts: a bad token file stops the start with its ConfigError.
   const tokens =
-    options.tokens ?? (config.authTokensFile === null ? null : new AuthTokens(config.authTokensFile));
-  const stores = await lifecycle.step('storage', () => startStorage(config, log, options));
-  const transport = await lifecycle.step('endpoint', () => startEndpoint(config, log, routes));
+    options.tokens ?? (given.authTokensFile === null ? null : new AuthTokens(given.authTokensFile));
+  const stores = await lifecycle.step('storage', () => startStorage(given, log, options));
+  const privateKey = await loadIdentity(given);
+  // A join ticket's node gets the cookie here (stored earlier, or handed over by the cluster now).
+  const config = await withJoinedCookie(given, privateKey, log);
+  const credentials = new JoinCredentials();
+  const transport = await lifecycle.step('endpoint', () =>
+    startEndpoint(config, log, routes, { privateKey, credentials }),
+  );
   const httpAddress = `${config.httpHost}:${config.httpPort}`;
   const discovery = await lifecycle.step('discovery', () => {
     const started = startDiscovery(config, transport, config.httpPort === 0 ? null : httpAddress, log);
@@ -157,7 +165,16 @@ async function startSteps(
     return { value: { client, store }, stop };
   });
   const app = await lifecycle.step('http', () =>
-    startHttp(config, log, { transport, discovery, forwarding, health, watch, httpAddress, tokens }),
+    startHttp(config, log, {
+      transport,
+      discovery,
+      forwarding,
+      health,
+      watch,
+      httpAddress,
+      tokens,
+      credentials,
+    }),
   );
   lifecycle.running();
   const address = app.server.address();
@@ -220,15 +237,19 @@ async function loadIdentity(config: NodeConfig): Promise<PrivateKey> {
   }
 }
 
-/** The Raft endpoint: QUIC on the UDP port and TCP on the TCP port of one number. */
+/**
+ * The Raft endpoint: QUIC on the UDP port and TCP on the TCP port of one number, serving joins of
+ * the join tickets this node mints.
+ */
 async function startEndpoint(
   config: NodeConfig,
   log: Log,
   routes: Routes,
+  identity: { readonly privateKey: PrivateKey; readonly credentials: JoinCredentials },
 ): Promise<Started<Libp2pTransport>> {
   await probePort(config.host, config.port, 'raft', 'TCP');
   await probePort(config.host, config.port, 'raft', 'UDP');
-  const privateKey = await loadIdentity(config);
+  const { privateKey, credentials } = identity;
   let transport: Libp2pTransport;
   try {
     transport = await Libp2pTransport.create({
@@ -236,6 +257,7 @@ async function startEndpoint(
       listen: [`/ip4/${config.host}/udp/${config.port}/quic-v1`, `/ip4/${config.host}/tcp/${config.port}`],
       privateKey,
       cookie: config.cookie,
+      joinService: joinService(credentials, config.cookie),
       gossip: config.gossip,
       mdnsServiceTag: config.mdns ? mdnsServiceTag(config.cookie) : null,
       onMessage: (message) => {
@@ -349,6 +371,7 @@ interface HttpParts {
   readonly watch: WatchHub;
   readonly httpAddress: string;
   readonly tokens: AuthTokens | null;
+  readonly credentials: JoinCredentials;
 }
 
 async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promise<Started<FastifyInstance>> {
@@ -394,6 +417,13 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
           last_seen_ms_ago: Date.now() - peer.lastSeenMs,
         })),
       clusterTicket: () => discovery.ticket(),
+      joinTicket: (nodeId, ttlSeconds) =>
+        mintJoinTicket(
+          parts.credentials,
+          { nodeId: config.nodeId, cookie: config.cookie, addresses: transport.listenAddresses },
+          nodeId,
+          ttlSeconds,
+        ),
     },
     health: () => parts.health.report(),
     watch: parts.watch,

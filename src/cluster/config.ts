@@ -2,7 +2,13 @@ import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
 import { toMultiaddrs } from '../network/multiaddrs.ts';
-import { decodeTicket, type ClusterTicket } from './discovery/ticket.ts';
+import {
+  decodeTicket,
+  isJoinTicket,
+  type ClusterTicket,
+  type JoinTicket,
+  type Ticket,
+} from './discovery/ticket.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
 import { ConfigError, TicketError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './logger.ts';
@@ -18,6 +24,10 @@ export interface NodeConfig {
   readonly port: number;
   readonly httpHost: string;
   readonly httpPort: number;
+  /**
+   * The cluster cookie. Empty when a join ticket (`joinTicket`) is to supply it: startNode gets it
+   * (from the data dir, or from the cluster by the join) before anything uses it.
+   */
   readonly cookie: string;
   readonly cookieIsDefault: boolean;
   readonly dataDir: string;
@@ -35,6 +45,8 @@ export interface NodeConfig {
   readonly dnsDiscoveryDomain: string | null;
   /** A cluster ticket to join with (its cookie and bootstrap addresses), or null. */
   readonly ticket: ClusterTicket | null;
+  /** A join ticket (version 3: a single-use join credential instead of the cookie), or null. */
+  readonly joinTicket: JoinTicket | null;
   /** Host names (lower case) the HTTP API serves besides IP literals and localhost (--http-allowed-hosts). */
   readonly httpAllowedHosts: readonly string[];
   /**
@@ -148,7 +160,7 @@ function withDiscoveryOptions(program: Command): Command {
     .addOption(
       new Option(
         '--ticket <ticket>',
-        'join the cluster of this ticket (GET /cluster-ticket): its cookie and bootstrap peers',
+        'join the cluster of this ticket: a join ticket (aspen ticket --node-id N) or a cookie ticket (GET /cluster-ticket)',
       ).env('ASPEN_TICKET'),
     )
     .addOption(
@@ -382,6 +394,7 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     mdns: !flag(options.disableMdns),
     dnsDiscoveryDomain: dnsDomain(flag(options.enableDnsDiscovery), options.dnsDiscoveryDomain),
     ticket: null,
+    joinTicket: null,
     insecure: flag(options.insecure),
     httpAllowedHosts: allowedHosts(options.httpAllowedHosts),
     authTokensFile: options.authTokens === undefined ? null : text('authTokens'),
@@ -391,7 +404,11 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
   return withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
 }
 
-/** A ticket brings its cookie; a cookie given as well must be the same one. */
+/**
+ * A cookie ticket brings its cookie; a cookie given as well must be the same one. A join ticket
+ * brings none: the cluster hands it over at start (so the cookie checks do not apply here: the
+ * cluster's cookie passed them where it was set), and --cookie with one is refused.
+ */
 function withTicket(
   config: NodeConfig,
   text: string | string[] | boolean | undefined,
@@ -402,11 +419,18 @@ function withTicket(
     checkCookie(config);
     return config;
   }
-  let ticket: ClusterTicket;
+  let ticket: Ticket;
   try {
     ticket = decodeTicket(text.trim());
   } catch (error) {
     throw new ConfigError(`--ticket: ${error instanceof TicketError ? error.message : String(error)}`);
+  }
+  if (isJoinTicket(ticket)) {
+    if (!cookieIsDefaulted)
+      throw new ConfigError(
+        '--cookie cannot be given with a join ticket: the cluster hands its cookie to the node (drop --cookie)',
+      );
+    return { ...config, cookie: '', cookieIsDefault: false, joinTicket: ticket };
   }
   if (!cookieIsDefaulted && ticket.clusterId !== config.cookie)
     throw new ConfigError(

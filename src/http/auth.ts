@@ -49,6 +49,7 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
   'POST /add-peer': 'admin',
   'GET /peers': 'admin',
   'GET /cluster-ticket': 'admin',
+  'POST /join-ticket': 'admin',
 };
 
 /** Tokens a file may hold, and its size bound (read whole at start and on SIGHUP). */

@@ -16,6 +16,9 @@ import {
   CLUSTER_NODES_MAX,
   CONTINUATION_TOKEN_CHARS_MAX,
   isRaftAddress,
+  JOIN_TTL_SECONDS_DEFAULT,
+  JOIN_TTL_SECONDS_MAX,
+  JOIN_TTL_SECONDS_MIN,
   KEY_BYTES_MAX,
   SCAN_LIMIT_MAX,
 } from '../api/limits.ts';
@@ -54,6 +57,16 @@ export interface NetworkInfo {
   peers?(): readonly DiscoveredPeerView[];
   /** A ticket for joining this cluster, for GET /cluster-ticket. */
   clusterTicket?(): string;
+  /** A join ticket for node `nodeId` minted by this node, for POST /join-ticket (AspenError when refused). */
+  joinTicket?(nodeId: number, ttlSeconds: number): JoinTicketView;
+}
+
+/** POST /join-ticket's answer. */
+export interface JoinTicketView {
+  readonly ticket: string;
+  readonly node_id: number;
+  /** Unix time in milliseconds. */
+  readonly expires_at: number;
 }
 
 export interface DiscoveredPeerView {
@@ -459,12 +472,7 @@ function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics
     (request) => addPeer(options, request.body as { node_id: number; addr: string }),
   );
   app.get('/peers', () => ({ peers: options.network?.peers?.() ?? [] }));
-  app.get('/cluster-ticket', () => {
-    const ticket = options.network?.clusterTicket?.();
-    if (ticket === undefined)
-      throw new AspenError('INVALID_INPUT', 'this node has no network layer to make a ticket from');
-    return { ticket };
-  });
+  addTicketRoutes(app, options.network);
   app.get('/health', async (_request, reply) => {
     const raft = await controller.getMetrics();
     const report = options.health?.() ?? healthFromMetrics(raft);
@@ -479,6 +487,30 @@ function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics
       uptime_seconds: Math.floor((identity.nowMs() - identity.startedAtMs) / 1000),
     });
   });
+}
+
+/**
+ * Tickets, answered by the node asked (never forwarded): a cookie ticket, or a join ticket whose
+ * single-use credential only this node can check.
+ */
+function addTicketRoutes(app: FastifyInstance, network: NetworkInfo | undefined): void {
+  const noNetwork = (): AspenError =>
+    new AspenError('INVALID_INPUT', 'this node has no network layer to make a ticket from');
+  app.get('/cluster-ticket', () => {
+    const ticket = network?.clusterTicket?.();
+    if (ticket === undefined) throw noNetwork();
+    return { ticket };
+  });
+  const ttlSeconds = { type: 'integer', minimum: JOIN_TTL_SECONDS_MIN, maximum: JOIN_TTL_SECONDS_MAX };
+  app.post(
+    '/join-ticket',
+    { schema: { body: exact({ node_id: nodeIdSchema, ttl_seconds: ttlSeconds }, ['ttl_seconds']) } },
+    (request) => {
+      const body = request.body as { node_id: number; ttl_seconds?: number };
+      if (network?.joinTicket === undefined) throw noNetwork();
+      return network.joinTicket(body.node_id, body.ttl_seconds ?? JOIN_TTL_SECONDS_DEFAULT);
+    },
+  );
 }
 
 /**

@@ -17,3 +17,8 @@ export class AuthError extends Error {
 export class WireFormatError extends Error {
   override readonly name = 'WireFormatError';
 }
+
+/** A join exchange that failed (no answer, a malformed frame, no reachable address): nothing was handed over. */
+export class JoinError extends Error {
+  override readonly name = 'JoinError';
+}

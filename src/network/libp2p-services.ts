@@ -1,7 +1,8 @@
 import { noise } from '@chainsafe/libp2p-noise';
 import { quic } from '@chainsafe/libp2p-quic';
 import { yamux } from '@chainsafe/libp2p-yamux';
-import type { PrivateKey, StreamHandler, StreamHandlerOptions } from '@libp2p/interface';
+import type { Connection, PeerId, PrivateKey, StreamHandler, StreamHandlerOptions } from '@libp2p/interface';
+import type { Multiaddr } from '@multiformats/multiaddr';
 import { gossipsub } from '@libp2p/gossipsub';
 import { identify } from '@libp2p/identify';
 import { mdns } from '@libp2p/mdns';
@@ -117,4 +118,20 @@ export function createLibp2pNode(options: Libp2pNodeOptions, gatekeeper: Gatekee
         ? []
         : [mdns({ serviceTag: options.mdnsServiceTag, interval: MDNS_QUERY_INTERVAL_MS })],
   });
+}
+
+/** Dial (or reuse) a connection to the first address that answers, trying them in order (QUIC, then TCP). */
+export async function dialFirst(
+  libp2p: Libp2p,
+  addresses: readonly (Multiaddr | PeerId)[],
+): Promise<Connection> {
+  let lastError: unknown = new Error('no address');
+  for (const address of addresses) {
+    try {
+      return await libp2p.dial(address, { signal: AbortSignal.timeout(ADDRESS_DIAL_TIMEOUT_MS) });
+    } catch (error) {
+      lastError = error; // try the next transport (TCP after QUIC)
+    }
+  }
+  throw lastError;
 }

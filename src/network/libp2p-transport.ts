@@ -13,11 +13,18 @@ import { AuthError } from './errors.ts';
 import { decodeWireMessage, encodeWireMessage } from './codec.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
 import { Gatekeeper, type GatekeeperStats } from './gatekeeper.ts';
-import { createLibp2pNode } from './libp2p-services.ts';
+import {
+  answerJoin,
+  JOIN_PROTOCOL,
+  JOIN_STREAMS_MAX,
+  JOIN_STREAMS_PER_CONNECTION_MAX,
+  type JoinOutcome,
+  type JoinService,
+} from './join.ts';
+import { createLibp2pNode, dialFirst } from './libp2p-services.ts';
 import { toMultiaddrs } from './multiaddrs.ts';
 import { coalesce, newOutbound, OUTBOUND_FRAMES_QUEUED_MAX, type Outbound } from './outbound.ts';
 import {
-  ADDRESS_DIAL_TIMEOUT_MS,
   assertHandshakeTimeouts,
   AUTH_DEADLINE_MS,
   AUTH_STREAMS_PER_CONNECTION_MAX,
@@ -53,6 +60,8 @@ export interface Libp2pTransportOptions {
   readonly mdnsServiceTag?: string | null;
   /** Close connections not authenticated this long after they were accepted or opened (default AUTH_DEADLINE_MS; tests shorten it). */
   readonly authDeadlineMs?: number;
+  /** Serve JOIN_PROTOCOL (before authentication): decides each join request (none: joins are not served). */
+  readonly joinService?: JoinService;
 }
 
 function asError(error: unknown): Error {
@@ -80,6 +89,11 @@ export class Libp2pTransport implements ClusterTransport {
   /** Admission, deadline and per-connection authentication state: nothing is served before the cookie handshake. */
   private readonly gatekeeper: Gatekeeper;
   private readonly authKey: Buffer;
+  private readonly log: (line: string) => void;
+  /** Join exchanges running now (at most JOIN_STREAMS_MAX). */
+  private joinStreams = 0;
+  joinsAdmitted = 0;
+  joinsRefused = 0;
   framesDropped = 0;
   private streamWrites = 0;
   private stopped = false;
@@ -95,6 +109,7 @@ export class Libp2pTransport implements ClusterTransport {
     this.gatekeeper = gatekeeper;
     this.onMessage = options.onMessage;
     this.authKey = deriveAuthKey(options.cookie);
+    this.log = options.log ?? (() => undefined);
   }
 
   static async create(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
@@ -124,6 +139,15 @@ export class Libp2pTransport implements ClusterTransport {
       },
       { maxInboundStreams: AUTH_STREAMS_PER_CONNECTION_MAX },
     );
+    const joinService = options.joinService;
+    if (joinService !== undefined)
+      await libp2p.handle(
+        JOIN_PROTOCOL,
+        (stream: Stream, connection: Connection) => {
+          transport.acceptJoin(stream, connection, joinService);
+        },
+        { maxInboundStreams: JOIN_STREAMS_PER_CONNECTION_MAX },
+      );
     await libp2p.handle(
       RAFT_PROTOCOL,
       gatekeeper.serveAuthenticated(RAFT_PROTOCOL, (stream, connection) => {
@@ -138,9 +162,11 @@ export class Libp2pTransport implements ClusterTransport {
       await transport.stop().catch(() => undefined);
       throw error;
     }
+    // Only two protocols are served before authentication: the cookie handshake itself, and join,
+    // which answers nothing but a refusal code without a valid single-use credential (join.ts).
     for (const protocol of libp2p.getProtocols()) {
       assert(
-        protocol === AUTH_PROTOCOL || gatekeeper.gates(protocol),
+        protocol === AUTH_PROTOCOL || protocol === JOIN_PROTOCOL || gatekeeper.gates(protocol),
         `${protocol} would be served before authentication`,
       );
       assert(protocol !== PROBE_PROTOCOL, 'the probe protocol is never handled');
@@ -256,22 +282,9 @@ export class Libp2pTransport implements ClusterTransport {
     });
   }
 
-  /** Dial (or reuse) a connection to the first address that answers, trying them in order. */
-  private async dial(addresses: readonly (Multiaddr | PeerId)[]): Promise<Connection> {
-    let lastError: unknown = new Error('no address');
-    for (const address of addresses) {
-      try {
-        return await this.libp2p.dial(address, { signal: AbortSignal.timeout(ADDRESS_DIAL_TIMEOUT_MS) });
-      } catch (error) {
-        lastError = error; // try the next transport (TCP after QUIC)
-      }
-    }
-    throw lastError;
-  }
-
   /** A connection whose peer proved the cookie (authentication is once per connection; a running one is joined). */
   private async dialAuthenticated(addresses: readonly (Multiaddr | PeerId)[]): Promise<Connection> {
-    const connection = await this.dial(addresses);
+    const connection = await dialFirst(this.libp2p, addresses);
     if (!(await this.gatekeeper.authenticateOnce(connection, () => this.proveCookie(connection)))) {
       throw new AuthError(`connection to ${connection.remotePeer.toString()} did not authenticate`);
     }
@@ -450,6 +463,46 @@ export class Libp2pTransport implements ClusterTransport {
       void stream.close().catch(() => undefined); // the handshake is done: never wait on the close
       return true;
     });
+  }
+
+  /**
+   * A join request, served on a connection that has not proved the cookie (it is how a node gets
+   * the cookie): at most JOIN_STREAMS_MAX at once, each bounded by answerJoin's frame size and
+   * deadline. A refusal is logged through the gatekeeper's rate-limited log, never the credential.
+   */
+  private acceptJoin(stream: Stream, connection: Connection, service: JoinService): void {
+    const remote = connection.remotePeer.toString();
+    const where = `${remote} at ${connection.remoteAddr.toString()}`;
+    if (this.joinStreams >= JOIN_STREAMS_MAX) {
+      this.joinsRefused += 1;
+      this.gatekeeper.note(`join: refused a join stream from ${where}: ${JOIN_STREAMS_MAX} joins running`);
+      stream.abort(new Error('too many joins running'));
+      return;
+    }
+    this.joinStreams += 1;
+    void answerJoin(stream, remote, service).then((outcome) => {
+      this.joinStreams -= 1;
+      this.logJoin(outcome, where);
+    });
+  }
+
+  private logJoin(outcome: JoinOutcome, where: string): void {
+    if (!outcome.answered) {
+      this.joinsRefused += 1;
+      this.gatekeeper.note(`join: refused a join from peer ${where}: ${outcome.failure}`);
+      return;
+    }
+    const { nodeId, answer, lost } = outcome;
+    const unsent = lost === null ? '' : ` (the answer was lost: ${lost})`;
+    if (answer.ok) {
+      this.joinsAdmitted += 1;
+      this.log(
+        `join: node ${nodeId} joined from peer ${where}; its join credential is used up and node ${nodeId} is bound to that peer id${unsent}`,
+      );
+      return;
+    }
+    this.joinsRefused += 1;
+    this.gatekeeper.note(`join: refused node ${nodeId} from peer ${where}: ${answer.reason}${unsent}`);
   }
 
   /** An inbound Raft stream (only ever reached on an authenticated connection: see serveAuthenticated). */

@@ -181,6 +181,11 @@ describe('KvClient against a real node', () => {
     });
     // This engine has no network layer: the ticket and add-peer calls are typed, and refused.
     await expect(kv.clusterTicket()).rejects.toMatchObject({ code: 'INVALID_INPUT', status: 400 });
+    await expect(kv.joinTicket(4, { ttlSeconds: 60 })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      status: 400,
+      message: expect.stringMatching(/no network layer/) as string,
+    });
     await expect(kv.addPeer(endpoint, 2, '127.0.0.1:26002')).rejects.toMatchObject({ code: 'INVALID_INPUT' });
   });
 });

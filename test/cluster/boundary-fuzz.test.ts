@@ -391,6 +391,7 @@ const VALID_BODIES: Readonly<Record<string, unknown>> = {
   '/remove-learner': { learner_id: 1 },
   '/add-peer': { node_id: 500, addr: '127.0.0.1:1' },
   '/trigger-snapshot': {},
+  '/join-ticket': { node_id: 500, ttl_seconds: 60 },
 };
 /** More valid /write bodies to mutate: the coordination commands. */
 const VALID_WRITES: readonly unknown[] = [

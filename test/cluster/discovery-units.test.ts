@@ -1,5 +1,4 @@
 import { createHmac } from 'node:crypto';
-import fc from 'fast-check';
 import { blake3 } from '@noble/hashes/blake3.js';
 import { bytesToHex } from '@noble/hashes/utils.js';
 import { base32 } from 'multiformats/bases/base32';
@@ -22,6 +21,7 @@ import { SeededPrng } from '../../src/raft/prng.ts';
 import { EventQueue } from '../../src/sim/event-queue.ts';
 import { SimNetwork } from '../../src/sim/network.ts';
 import { SimTransport } from '../../src/sim/sim-transport.ts';
+import { expectEditsRefused } from '../support/tickets.ts';
 
 const PEER = '12D3KooWQG8uKmyztjqUy4Ja8sDprXZhkpeyqwyYAMPW4r4jsckR';
 const addrs = (port: number) => [
@@ -68,24 +68,14 @@ describe('cluster tickets', () => {
     );
     const body = new Uint8Array([1, ...json]);
     const old = `aspen${base32.baseEncode(new Uint8Array([...body, ...blake3(body).subarray(0, 4)]))}`;
-    expect(() => decodeTicket(old)).toThrow(/version 1 is not supported \(this node reads version 2\)/);
+    expect(() => decodeTicket(old)).toThrow(
+      /version 1 is not supported \(this node reads versions 2 and 3\)/,
+    );
   });
 
   it('refuses any single-character change, a cut, another version, or a topic of another cookie (property)', () => {
     const text = encodeTicket(ticket);
-    fc.assert(
-      fc.property(
-        fc.integer({ min: 5, max: text.length - 1 }),
-        fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz234567'.split('')),
-        (index, letter) => {
-          fc.pre(text[index] !== letter);
-          expect(() => decodeTicket(text.slice(0, index) + letter + text.slice(index + 1))).toThrow(
-            TicketError,
-          );
-        },
-      ),
-      { numRuns: 200 },
-    );
+    expectEditsRefused(text);
     expect(() => decodeTicket(text.slice(0, -3))).toThrow(TicketError);
     expect(() => decodeTicket(`nope${text}`)).toThrow(/starts with "aspen"/);
     expect(() => encodeTicket({ ...ticket, topic: clusterTopic('other') })).toThrow(/topic/);

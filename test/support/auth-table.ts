@@ -40,6 +40,7 @@ export const EXPECTED_ACCESS: Readonly<Record<string, Role | 'health'>> = {
   'POST /add-peer': 'admin',
   'GET /peers': 'admin',
   'GET /cluster-ticket': 'admin',
+  'POST /join-ticket': 'admin',
 };
 
 /** What a call answered: its status, its error code (null: none, or not JSON), its challenge header. */

@@ -64,6 +64,7 @@ export function startDiscovery(
     contacts.add(peer.address, 'static peer');
   }
   for (const address of config.ticket?.bootstrap ?? []) contacts.add(address, 'ticket');
+  for (const address of config.joinTicket?.bootstrap ?? []) contacts.add(address, 'join ticket');
   let dnsTimer: NodeJS.Timeout | null = null;
   const domain = config.dnsDiscoveryDomain;
   if (domain !== null) {
