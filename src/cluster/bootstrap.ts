@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import type { FastifyInstance } from 'fastify';
-import { buildHttpServer } from '../http/server.ts';
+import { buildHttpServer, replaceTlsCertificate, type HttpTls } from '../http/server.ts';
 import type { LogStore, Snapshot } from '../node/interfaces.ts';
 import { RaftControlClient } from '../node/control-client.ts';
 import { RaftLeaseClient } from '../node/lease-client.ts';
@@ -27,6 +27,7 @@ import type { NodeConfig } from './config.ts';
 import { mdnsServiceTag, startDiscovery, type Discovery } from './discovery/index.ts';
 import { firstLine, StorageError } from './errors.ts';
 import { AuthTokens } from './auth-tokens.ts';
+import { httpTlsOf } from './http-tls.ts';
 import { ForwardingStore } from './forwarding.ts';
 import { HealthMonitor } from './health.ts';
 import type { Log } from './logger.ts';
@@ -52,13 +53,21 @@ export interface StartOptions extends LifecycleHooks {
   readonly wrapStores?: (stores: StoreParts) => StoreParts;
   /** The tokens of --auth-tokens, read by the owner (which reloads them on SIGHUP); else read here. */
   readonly tokens?: AuthTokens;
+  /** The certificate and key of --http-tls-cert/--http-tls-key, read by the owner; else read here. */
+  readonly httpTls?: HttpTls;
 }
 
 export interface RunningNode {
   readonly node: RaftNode;
   readonly transport: Libp2pTransport;
   readonly discovery: Discovery;
+  /** http://host:port, or https://host:port when the HTTP API serves TLS. */
   readonly httpUrl: string;
+  /**
+   * Serve new HTTPS connections with another certificate and key (SIGHUP); open ones keep theirs.
+   * Only for a node started with --http-tls-cert.
+   */
+  replaceHttpTls(tls: HttpTls): void;
   /** Shut down in reverse start order (a leader first hands over); rejects with the StorageError if storage failed. */
   stop(): Promise<void>;
 }
@@ -119,6 +128,7 @@ async function startSteps(
   // Before anything starts: a bad token file stops the start with its ConfigError.
   const tokens =
     options.tokens ?? (config.authTokensFile === null ? null : new AuthTokens(config.authTokensFile));
+  const httpTls = options.httpTls ?? httpTlsOf(config);
   const stores = await lifecycle.step('storage', () => startStorage(config, log, options));
   const transport = await lifecycle.step('endpoint', () => startEndpoint(config, log, routes));
   const httpAddress = `${config.httpHost}:${config.httpPort}`;
@@ -157,15 +167,25 @@ async function startSteps(
     return { value: { client, store }, stop };
   });
   const app = await lifecycle.step('http', () =>
-    startHttp(config, log, { transport, discovery, forwarding, health, watch, httpAddress, tokens }),
+    startHttp(config, log, { transport, discovery, forwarding, health, watch, httpAddress, tokens, httpTls }),
   );
   lifecycle.running();
   const address = app.server.address();
+  const scheme = httpTls === null ? 'http' : 'https';
   const httpUrl =
     typeof address === 'object' && address !== null
-      ? `http://${config.httpHost}:${address.port}`
-      : `http://${httpAddress}`;
-  return { node, transport, discovery, httpUrl, stop: () => lifecycle.stop('graceful') };
+      ? `${scheme}://${config.httpHost}:${address.port}`
+      : `${scheme}://${httpAddress}`;
+  return {
+    node,
+    transport,
+    discovery,
+    httpUrl,
+    replaceHttpTls: (tls) => {
+      replaceTlsCertificate(app, tls);
+    },
+    stop: () => lifecycle.stop('graceful'),
+  };
 }
 
 interface Stores extends StoreParts {
@@ -344,6 +364,7 @@ interface HttpParts {
   readonly watch: WatchHub;
   readonly httpAddress: string;
   readonly tokens: AuthTokens | null;
+  readonly httpTls: HttpTls | null;
 }
 
 async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promise<Started<FastifyInstance>> {
@@ -392,6 +413,7 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
     health: () => parts.health.report(),
     watch: parts.watch,
     httpAddress: parts.httpAddress,
+    ...(parts.httpTls === null ? {} : { tls: parts.httpTls }),
     allowedHostNames: config.httpAllowedHosts,
     log,
   });
