@@ -10,6 +10,7 @@
 import { AuthTokens, addToken } from '../cluster/auth-tokens.ts';
 import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
 import { isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
+import { certificateProblem, httpTlsOf, type HttpTls } from '../cluster/http-tls.ts';
 import { createLog, type Log } from '../cluster/logger.ts';
 import { StorageError, StartError, ConfigError } from '../cluster/errors.ts';
 
@@ -90,6 +91,49 @@ function loadTokens(config: NodeConfig): AuthTokens | null {
   }
 }
 
+/** The certificate and key of --http-tls-cert/--http-tls-key, read before anything starts (a bad one: one line, code 2). */
+function loadHttpTls(config: NodeConfig): HttpTls | null {
+  try {
+    return httpTlsOf(config);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return fail(error.message, EXIT_CONFIG);
+  }
+}
+
+/**
+ * SIGHUP: read the token file and the TLS certificate and key again. A file that is broken now is
+ * refused with a log line, and what is in force stays.
+ */
+function reload(config: NodeConfig, tokens: AuthTokens | null, running: RunningNode, log: Log): void {
+  if (tokens === null && config.httpTlsCert === null) {
+    log('SIGHUP: no --auth-tokens file or TLS certificate to read again');
+    return;
+  }
+  if (tokens !== null) {
+    const reloaded = tokens.reload();
+    if (reloaded.ok) log(`SIGHUP: ${reloaded.tokens} tokens read again from ${config.authTokensFile ?? ''}`);
+    else log(`SIGHUP: the tokens in force stay: ${reloaded.message}`, 'error');
+  }
+  if (config.httpTlsCert === null) return;
+  try {
+    const httpTls = httpTlsOf(config);
+    if (httpTls === null) return;
+    running.replaceHttpTls(httpTls);
+    log(`SIGHUP: TLS certificate read again from ${config.httpTlsCert}; new connections use it`);
+    warnCertificate(httpTls, config, log);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    log(`SIGHUP: the TLS certificate in force stays: ${error.message}`, 'error');
+  }
+}
+
+function warnCertificate(httpTls: HttpTls, config: NodeConfig, log: Log): void {
+  const problem = certificateProblem(httpTls, Date.now());
+  if (problem !== null)
+    log(`--http-tls-cert ${config.httpTlsCert ?? ''}: ${problem}; clients will refuse it`, 'warn');
+}
+
 /** Warnings for what --insecure let through. */
 function warnInsecure(config: NodeConfig, log: Log): void {
   if (config.cookieIsDefault && !isLoopbackHost(config.host))
@@ -105,14 +149,17 @@ async function main(): Promise<void> {
   if (process.argv[2] === 'tokens') tokensCommand(process.argv.slice(3));
   const config = configure();
   const tokens = loadTokens(config);
+  const httpTls = loadHttpTls(config);
   const log = createLog({ nodeId: config.nodeId, level: config.logLevel });
   warnInsecure(config, log);
+  if (httpTls !== null) warnCertificate(httpTls, config, log);
   consoleOnOneLine(log);
   let running: RunningNode;
   try {
     const failStep = process.env[FAIL_START_STEP_VARIABLE];
     running = await startNode(config, log, {
       ...(tokens === null ? {} : { tokens }),
+      ...(httpTls === null ? {} : { httpTls }),
       onFatal: (error) => {
         fail(`node ${config.nodeId} stopped: ${error.message}`, EXIT_FAILED);
       },
@@ -153,13 +200,7 @@ async function main(): Promise<void> {
     shutdown('SIGTERM');
   });
   process.on('SIGHUP', () => {
-    if (tokens === null) {
-      log('SIGHUP: no --auth-tokens file to read again');
-      return;
-    }
-    const reloaded = tokens.reload();
-    if (reloaded.ok) log(`SIGHUP: ${reloaded.tokens} tokens read again from ${config.authTokensFile ?? ''}`);
-    else log(`SIGHUP: the tokens in force stay: ${reloaded.message}`, 'error');
+    reload(config, tokens, running, log);
   });
 }
 

@@ -8,6 +8,8 @@ import { JOIN_TTL_SECONDS_DEFAULT, JOIN_TTL_SECONDS_MAX, JOIN_TTL_SECONDS_MIN } 
 import type { ClusterState, RaftMetrics } from '../api/types.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
 import { KvClient } from '../client/kv-client.ts';
+import { readBoundedFile } from '../cluster/bounded-file.ts';
+import { ConfigError } from '../cluster/errors.ts';
 import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, type MemberSpec } from '../client/options.ts';
 import { KvError } from '../client/errors.ts';
 import type { WatchUpdate } from '../client/watch.ts';
@@ -79,6 +81,7 @@ interface Globals {
   readonly json: boolean;
   readonly timeoutMs: string;
   readonly token?: string;
+  readonly cacert?: string;
 }
 
 interface Context {
@@ -419,6 +422,12 @@ function program(choose: (chosen: Chosen) => void): Command {
       new Option('--token <token>', 'bearer token for nodes started with --auth-tokens').env('ASPEN_TOKEN'),
     )
     .addOption(
+      new Option(
+        '--cacert <file>',
+        "PEM certificate of the CA that signed the nodes' TLS certificates (https:// endpoints); trusted instead of the system CAs",
+      ).env('ASPEN_CACERT'),
+    )
+    .addOption(
       new Option('--timeout-ms <ms>', 'bound on the command, retries included').default(
         String(TIMEOUT_MS_DEFAULT),
       ),
@@ -541,6 +550,7 @@ function context(root: Command): Context {
     .filter((endpoint) => endpoint.length > 0);
   const timeoutMs = positiveInteger(globals.timeoutMs, '--timeout-ms');
   const explicit = root.getOptionValueSource('timeoutMs') !== 'default';
+  const ca = globals.cacert === undefined ? undefined : readCacert(globals.cacert);
   try {
     // One bound for the whole command: each attempt and the retrying both end by --timeout-ms.
     const kv = new KvClient({
@@ -548,12 +558,32 @@ function context(root: Command): Context {
       timeoutMs,
       retry: { totalMsMax: timeoutMs },
       ...(globals.token === undefined ? {} : { token: globals.token }),
+      ...(ca === undefined ? {} : { ca }),
     });
     return { kv, json: globals.json, explicitTimeoutMs: explicit ? timeoutMs : null };
   } catch (error) {
     // Never quote the token: name what was wrong with it.
-    const what = globals.token !== undefined && /token/.test(String(error)) ? '--token' : '--endpoints';
+    const text = String(error);
+    const what =
+      globals.token !== undefined && /token/.test(text)
+        ? '--token'
+        : ca !== undefined && /\bca:/.test(text)
+          ? `--cacert ${globals.cacert ?? ''}`
+          : '--endpoints';
     throw new UsageError(`${what}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+/** Largest --cacert file read (a whole system CA bundle is about 200 KiB). */
+export const CACERT_BYTES_MAX = 1024 * 1024;
+
+/** The PEM text of --cacert, or a usage error naming the file. */
+function readCacert(path: string): string {
+  try {
+    return readBoundedFile(path, '--cacert', CACERT_BYTES_MAX);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new UsageError(error.message);
+    throw error;
   }
 }
 

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import type { CampaignResult, LeaderResult } from '../api/types.ts';
 import { WATCH_PROGRESS_INTERVAL_MS_DEFAULT } from '../base/limits.ts';
 import { KvError } from './errors.ts';
@@ -193,7 +194,7 @@ interface Observed {
 
 /** The changes of one stream that differ from what was yielded last, never from an older state. */
 async function* streamChanges(
-  response: Response,
+  response: IncomingMessage,
   name: string,
   endpoint: string,
   seen: Observed,
@@ -240,7 +241,7 @@ export async function* observeLeaders(
     let failure: KvError | null = null;
     const heardBefore = seen.heard;
     try {
-      const response = await connect(endpoint, path, target.timeoutMs, signal, connection, target.headers);
+      const response = await connect(target, endpoint, path, signal, connection);
       yield* streamChanges(response, name, endpoint, seen, connection);
     } catch (error) {
       if (isAborted(options.signal)) return;

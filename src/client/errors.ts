@@ -14,7 +14,13 @@ export type KvErrorCode =
   /** The endpoint could not be reached or the connection broke (definite only when never connected). */
   | 'CONNECTION'
   /** The caller's AbortSignal fired. */
-  | 'ABORTED';
+  | 'ABORTED'
+  /**
+   * The TLS handshake with an https:// endpoint failed: its certificate is not signed by a trusted CA
+   * (KvClientOptions.ca), names another host, or the endpoint does not speak TLS. Definite, and never
+   * retried: no other attempt changes a certificate.
+   */
+  | 'TLS_ERROR';
 
 /** Every code an answer of src/http/server.ts may carry; anything else is a BAD_RESPONSE. */
 const SERVER_CODES = new Set<string>([

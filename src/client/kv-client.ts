@@ -19,7 +19,7 @@ import {
   type Leadership,
   type ObserveOptions,
 } from './election.ts';
-import { HttpPool } from './http-transport.ts';
+import { checkCa, HttpPool } from './http-transport.ts';
 import { LeaseApi } from './lease.ts';
 import { LockApi, type Lock, type LockOptions } from './lock.ts';
 import {
@@ -58,7 +58,7 @@ import {
   type Route,
 } from './retry.ts';
 import { judge, SessionLanes, withSession } from './session.ts';
-import { watchUpdates, type WatchOptions, type WatchUpdate } from './watch.ts';
+import { watchUpdates, type WatchOptions, type WatchTarget, type WatchUpdate } from './watch.ts';
 import {
   casOutcome,
   TxnBuilder,
@@ -78,6 +78,8 @@ export class KvClient {
   private readonly pool: HttpPool;
   /** What every call and stream sends besides its own headers (the bearer token). */
   private readonly headers: Readonly<Record<string, string>>;
+  /** The CA certificates (PEM) trusted for https:// endpoints, or undefined for Node's default roots. */
+  private readonly ca: string | undefined;
   private readonly timeoutMs: number;
   private readonly retry: RetryPolicy;
   private readonly endpointOfNode = new Map<number, string>();
@@ -95,7 +97,7 @@ export class KvClient {
   constructor(options: KvClientOptions) {
     if (options.endpoints.length === 0 || options.endpoints.length > ENDPOINTS_MAX)
       throw new RangeError(`give 1..${ENDPOINTS_MAX} endpoints`);
-    this.endpoints = [...new Set(options.endpoints.map((endpoint) => new URL(endpoint).origin))];
+    this.endpoints = [...new Set(options.endpoints.map(origin))];
     this.timeoutMs = options.timeoutMs ?? CALL_TIMEOUT_MS_DEFAULT;
     if (!(this.timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${this.timeoutMs}`);
     this.retry = checkPolicy({
@@ -106,7 +108,8 @@ export class KvClient {
     });
     this.lanes = options.sessions === false ? null : new SessionLanes();
     this.headers = authHeaders(options.token);
-    this.pool = new HttpPool(this.headers);
+    this.ca = checkCa(options.ca);
+    this.pool = new HttpPool(this.headers, this.ca);
     this.locks = new LockApi(
       (call, opts, mutating) => this.call(call, opts, mutating),
       this.lease,
@@ -235,11 +238,7 @@ export class KvClient {
    * `compactRevision`), bad input, and an outage longer than the retry policy reject it.
    */
   watch(keyOrPrefix: string, options: WatchOptions = {}): AsyncIterable<WatchUpdate> {
-    return watchUpdates(
-      { endpoints: this.endpoints, retry: this.retry, timeoutMs: this.timeoutMs, headers: this.headers },
-      keyOrPrefix,
-      options,
-    );
+    return watchUpdates(this.streamTarget(), keyOrPrefix, options);
   }
 
   // ------------------------------------------------------------------ locks
@@ -277,11 +276,7 @@ export class KvClient {
    * starting from the leader at that moment. Ends when `signal` aborts or the loop breaks.
    */
   observe(name: string, options: ObserveOptions = {}): AsyncIterable<LeaderChange> {
-    return observeLeaders(
-      { endpoints: this.endpoints, retry: this.retry, timeoutMs: this.timeoutMs, headers: this.headers },
-      name,
-      options,
-    );
+    return observeLeaders(this.streamTarget(), name, options);
   }
 
   // ------------------------------------------------------------------ cluster
@@ -452,7 +447,18 @@ export class KvClient {
   // ------------------------------------------------------------------ machinery
 
   private node(endpoint: string): Route {
-    return { to: 'node', endpoint: new URL(endpoint).origin };
+    return { to: 'node', endpoint: origin(endpoint) };
+  }
+
+  /** Where watch and observe streams go, and what they carry. */
+  private streamTarget(): WatchTarget {
+    return {
+      endpoints: this.endpoints,
+      retry: this.retry,
+      timeoutMs: this.timeoutMs,
+      headers: this.headers,
+      ...(this.ca === undefined ? {} : { ca: this.ca }),
+    };
   }
 
   /**
@@ -606,6 +612,14 @@ export class KvClient {
       return null;
     }
   }
+}
+
+/** An endpoint's origin (scheme, host, port); only http:// and https:// are endpoints. */
+function origin(endpoint: string): string {
+  const url = new URL(endpoint);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new RangeError(`an endpoint is an http:// or https:// URL, got "${endpoint}"`);
+  return url.origin;
 }
 
 /** Largest bearer token a client sends (a node refuses longer ones unread). */

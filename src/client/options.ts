@@ -25,7 +25,7 @@ export interface RetryPolicy {
 }
 
 export interface KvClientOptions {
-  /** Base URLs of the nodes' HTTP APIs, e.g. http://127.0.0.1:8001. */
+  /** Base URLs of the nodes' HTTP APIs, e.g. http://127.0.0.1:8001 or https://10.0.0.5:8080. */
   readonly endpoints: readonly string[];
   /** Bound on each attempt (default CALL_TIMEOUT_MS_DEFAULT). */
   readonly timeoutMs?: number;
@@ -40,6 +40,13 @@ export interface KvClientOptions {
    * with --auth-tokens (docs/operations.md, "Securing a cluster"). Never logged.
    */
   readonly token?: string;
+  /**
+   * PEM certificate(s) of the CA that signed the nodes' certificates (`aspen-node --http-tls-cert`),
+   * for https:// endpoints. It replaces Node's default root CAs for this client (only this CA is
+   * trusted: a certificate from a public CA for the same name is refused); without it the default
+   * roots (and NODE_EXTRA_CA_CERTS) apply. A certificate no trusted CA signed fails TLS_ERROR.
+   */
+  readonly ca?: string | Uint8Array;
 }
 
 export interface CallOptions {

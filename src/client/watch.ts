@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { WATCH_START_HEADER, type WatchEvent } from '../api/types.ts';
 import {
   BATCH_KEYS_MAX,
@@ -7,6 +8,7 @@ import {
   WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
 } from '../base/limits.ts';
 import { KvError } from './errors.ts';
+import { openStream, readText, tlsFailure } from './http-transport.ts';
 import type { RetryPolicy } from './options.ts';
 import { assert, backoff, isAborted } from './retry.ts';
 
@@ -56,6 +58,8 @@ export interface WatchTarget {
   readonly timeoutMs: number;
   /** Headers every stream request carries (the bearer token). */
   readonly headers?: Readonly<Record<string, string>>;
+  /** CA certificates (PEM) trusted for https:// endpoints (KvClientOptions.ca, checked). */
+  readonly ca?: string;
 }
 
 /** Server answers that no other attempt changes: the caller's mistake (COMPACTED: see Rotation). */
@@ -66,6 +70,7 @@ const FINAL_CODES = new Set([
   'HOST_NOT_ALLOWED',
   'UNAUTHENTICATED',
   'FORBIDDEN',
+  'TLS_ERROR',
 ]);
 
 export interface SseMessage {
@@ -259,9 +264,10 @@ const START_PATTERN = /^[1-9][0-9]{0,15}$/;
  * the moment it connected (every later change is promised); one that had must get what it asked for.
  * Without the header (an older node) the first update tells, as before. Throws on a bad header.
  */
-function takeStart(response: Response, position: Position, endpoint: string): void {
-  const header = response.headers.get(WATCH_START_HEADER);
-  if (header === null) return;
+function takeStart(response: IncomingMessage, position: Position, endpoint: string): void {
+  const given = response.headers[WATCH_START_HEADER];
+  if (given === undefined) return;
+  const header = String(given);
   const revision = START_PATTERN.test(header) ? Number(header) : Number.NaN;
   if (!Number.isSafeInteger(revision)) throw badResponse(`${WATCH_START_HEADER}: "${header}"`, endpoint);
   if (position.next === null) position.next = revision;
@@ -269,30 +275,38 @@ function takeStart(response: Response, position: Position, endpoint: string): vo
     throw badResponse(`a stream from revision ${revision} for one asked from ${position.next}`, endpoint);
 }
 
+/** Largest error answer read from a stream's refusal (an error body is well under it). */
+export const STREAM_ERROR_BYTES_MAX = 64 * 1024;
+
 /**
- * Open one stream: its answer, or the KvError its refusal or failure stands for. `timeoutMs` bounds
- * connecting and the answer's headers only (aborting `connection`); the stream itself has no end.
+ * Open one stream to `endpoint` with the target's headers and CA: its answer, or the KvError its
+ * refusal or failure stands for. The target's `timeoutMs` bounds connecting and the answer's headers
+ * only (aborting `connection`); the stream itself has no end.
  */
 export async function connect(
+  target: WatchTarget,
   endpoint: string,
   path: string,
-  timeoutMs: number,
   signal: AbortSignal,
   connection: AbortController,
-  headers: Readonly<Record<string, string>> = {},
-): Promise<Response> {
+): Promise<IncomingMessage> {
+  const { timeoutMs, headers = {}, ca } = target;
   const clock = { timedOut: false };
   const timer = setTimeout(() => {
     clock.timedOut = true;
     connection.abort();
   }, timeoutMs);
-  let response: Response;
+  let response: IncomingMessage;
   try {
-    response = await fetch(new URL(path, endpoint), {
-      headers: { ...headers, accept: 'text/event-stream' },
+    response = await openStream(
+      new URL(path, endpoint),
+      { ...headers, accept: 'text/event-stream' },
       signal,
-    });
+      ca,
+    );
   } catch (error) {
+    const tls = clock.timedOut || !(error instanceof Error) ? null : tlsFailure(error, endpoint);
+    if (tls !== null) throw tls;
     throw new KvError(
       clock.timedOut ? 'TIMEOUT' : 'CONNECTION',
       `watch: ${endpoint}: ${clock.timedOut ? `no answer in ${timeoutMs} ms` : error instanceof Error ? error.message : String(error)}`,
@@ -301,15 +315,16 @@ export async function connect(
   } finally {
     clearTimeout(timer);
   }
-  if (response.ok) return response;
-  const text = await response.text().catch(() => '');
+  const status = response.statusCode ?? 0;
+  if (status >= 200 && status < 300) return response;
+  const text = await readText(response, STREAM_ERROR_BYTES_MAX).catch(() => '');
   let body: unknown = null;
   try {
     body = JSON.parse(text);
   } catch {
     // not JSON: a BAD_RESPONSE below
   }
-  throw KvError.fromAnswer(response.status, body, endpoint);
+  throw KvError.fromAnswer(status, body, endpoint);
 }
 
 /**
@@ -318,12 +333,10 @@ export async function connect(
  * message is with the caller (a slow loop body is no dead stream).
  */
 export async function* sseMessages(
-  response: Response,
+  response: IncomingMessage,
   silentMs: number | null,
   connection: AbortController,
 ): AsyncGenerator<SseMessage> {
-  const body = response.body;
-  if (body === null) return;
   const parser = new SseParser();
   const decoder = new TextDecoder();
   let silence: ReturnType<typeof setTimeout> | undefined;
@@ -335,7 +348,7 @@ export async function* sseMessages(
   };
   listen();
   try {
-    for await (const chunk of body as AsyncIterable<Uint8Array>) {
+    for await (const chunk of response as AsyncIterable<Buffer>) {
       clearTimeout(silence);
       yield* parser.push(decoder.decode(chunk, { stream: true }));
       listen();
@@ -347,7 +360,7 @@ export async function* sseMessages(
 
 /** The updates of one open stream until it ends or is canceled, advancing `position`. */
 async function* streamUpdates(
-  response: Response,
+  response: IncomingMessage,
   position: Position,
   endpoint: string,
   silentMs: number | null,
@@ -432,7 +445,7 @@ export function streamSignal(caller: AbortSignal | undefined, connection: AbortC
   return caller === undefined ? connection.signal : AbortSignal.any([caller, connection.signal]);
 }
 
-/** How a broken stream shows (undici's "terminated", an abort, a socket error), as opposed to a bug. */
+/** How a broken stream shows (an abort, a socket error such as "aborted"), as opposed to a bug. */
 function isStreamFailure(error: unknown): boolean {
   return (
     error instanceof TypeError ||
@@ -502,7 +515,7 @@ export async function* watchUpdates(
     let yielded = false;
     try {
       const path = watchPath(keyOrPrefix, options, start);
-      const response = await connect(endpoint, path, target.timeoutMs, signal, connection, target.headers);
+      const response = await connect(target, endpoint, path, signal, connection);
       takeStart(response, position, endpoint);
       for await (const update of streamUpdates(response, position, endpoint, silentMs, connection)) {
         failures = 0;

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import type { FastifyInstance } from 'fastify';
-import { buildHttpServer } from '../http/server.ts';
+import { buildHttpServer, replaceTlsCertificate, type HttpTls } from '../http/server.ts';
 import type { LogStore, Snapshot } from '../node/interfaces.ts';
 import { RaftControlClient } from '../node/control-client.ts';
 import { RaftLeaseClient } from '../node/lease-client.ts';
@@ -27,6 +27,7 @@ import type { NodeConfig } from './config.ts';
 import { mdnsServiceTag, startDiscovery, type Discovery } from './discovery/index.ts';
 import { firstLine, StorageError } from './errors.ts';
 import { AuthTokens } from './auth-tokens.ts';
+import { httpTlsOf } from './http-tls.ts';
 import { ForwardingStore } from './forwarding.ts';
 import { HealthMonitor } from './health.ts';
 import { JoinCredentials } from './join-credentials.ts';
@@ -54,13 +55,21 @@ export interface StartOptions extends LifecycleHooks {
   readonly wrapStores?: (stores: StoreParts) => StoreParts;
   /** The tokens of --auth-tokens, read by the owner (which reloads them on SIGHUP); else read here. */
   readonly tokens?: AuthTokens;
+  /** The certificate and key of --http-tls-cert/--http-tls-key, read by the owner; else read here. */
+  readonly httpTls?: HttpTls;
 }
 
 export interface RunningNode {
   readonly node: RaftNode;
   readonly transport: Libp2pTransport;
   readonly discovery: Discovery;
+  /** http://host:port, or https://host:port when the HTTP API serves TLS. */
   readonly httpUrl: string;
+  /**
+   * Serve new HTTPS connections with another certificate and key (SIGHUP); open ones keep theirs.
+   * Only for a node started with --http-tls-cert.
+   */
+  replaceHttpTls(tls: HttpTls): void;
   /** Shut down in reverse start order (a leader first hands over); rejects with the StorageError if storage failed. */
   stop(): Promise<void>;
 }
@@ -121,6 +130,7 @@ async function startSteps(
   // Before anything starts: a bad token file stops the start with its ConfigError.
   const tokens =
     options.tokens ?? (given.authTokensFile === null ? null : new AuthTokens(given.authTokensFile));
+  const httpTls = options.httpTls ?? httpTlsOf(given);
   const stores = await lifecycle.step('storage', () => startStorage(given, log, options));
   const privateKey = await loadIdentity(given);
   // A join ticket's node gets the cookie here (stored earlier, or handed over by the cluster now).
@@ -174,15 +184,26 @@ async function startSteps(
       httpAddress,
       tokens,
       credentials,
+      httpTls,
     }),
   );
   lifecycle.running();
   const address = app.server.address();
+  const scheme = httpTls === null ? 'http' : 'https';
   const httpUrl =
     typeof address === 'object' && address !== null
-      ? `http://${config.httpHost}:${address.port}`
-      : `http://${httpAddress}`;
-  return { node, transport, discovery, httpUrl, stop: () => lifecycle.stop('graceful') };
+      ? `${scheme}://${config.httpHost}:${address.port}`
+      : `${scheme}://${httpAddress}`;
+  return {
+    node,
+    transport,
+    discovery,
+    httpUrl,
+    replaceHttpTls: (tls) => {
+      replaceTlsCertificate(app, tls);
+    },
+    stop: () => lifecycle.stop('graceful'),
+  };
 }
 
 interface Stores extends StoreParts {
@@ -372,6 +393,7 @@ interface HttpParts {
   readonly httpAddress: string;
   readonly tokens: AuthTokens | null;
   readonly credentials: JoinCredentials;
+  readonly httpTls: HttpTls | null;
 }
 
 async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promise<Started<FastifyInstance>> {
@@ -428,6 +450,7 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
     health: () => parts.health.report(),
     watch: parts.watch,
     httpAddress: parts.httpAddress,
+    ...(parts.httpTls === null ? {} : { tls: parts.httpTls }),
     allowedHostNames: config.httpAllowedHosts,
     log,
   });

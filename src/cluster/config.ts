@@ -1,4 +1,3 @@
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
 import { toMultiaddrs } from '../network/multiaddrs.ts';
@@ -13,6 +12,9 @@ import { ASPEN_VERSION } from '../api/version.ts';
 import { ConfigError, TicketError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './logger.ts';
 import { AUTH_FAILURES_PER_WINDOW_MAX } from '../http/auth.ts';
+import { readBoundedFile } from './bounded-file.ts';
+
+export { readBoundedFile };
 
 /**
  * aspen-node configuration (docs/operations.md, "Configuration"): defaults < ASPEN_* environment < TOML config
@@ -60,6 +62,10 @@ export interface NodeConfig {
   readonly openHealth: boolean;
   /** --auth-failures-max: failed authentications per source address and minute before 429. */
   readonly authFailuresMax: number;
+  /** --http-tls-cert FILE: the HTTP API's certificate (chain), PEM; with httpTlsKey, or both null (plain HTTP). */
+  readonly httpTlsCert: string | null;
+  /** --http-tls-key FILE: that certificate's private key, PEM. */
+  readonly httpTlsKey: string | null;
 }
 
 export const DEFAULT_COOKIE = 'aspen-cookie';
@@ -218,6 +224,15 @@ function withSecurityOptions(program: Command): Command {
         .default(String(AUTH_FAILURES_PER_WINDOW_MAX)),
     )
     .addOption(
+      new Option(
+        '--http-tls-cert <file>',
+        'serve the HTTP API over TLS (https) with this PEM certificate chain; needs --http-tls-key; reloaded on SIGHUP',
+      ).env('ASPEN_HTTP_TLS_CERT'),
+    )
+    .addOption(
+      new Option('--http-tls-key <file>', 'the PEM private key of --http-tls-cert').env('ASPEN_HTTP_TLS_KEY'),
+    )
+    .addOption(
       new Option('--config <file>', 'TOML file with the same settings (keys like node-id or node_id)').env(
         'ASPEN_CONFIG',
       ),
@@ -235,40 +250,6 @@ export const CONFIG_TOML_DEPTH_MAX = 2;
  */
 export function readConfigFile(path: string): string {
   return readBoundedFile(path, '--config', CONFIG_FILE_BYTES_MAX);
-}
-
-/** A regular file's UTF-8 text, at most `bytesMax` bytes (see readConfigFile); `what` names it in errors. */
-export function readBoundedFile(path: string, what: string, bytesMax: number): string {
-  let descriptor: number;
-  try {
-    descriptor = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (error) {
-    throw new ConfigError(
-      `cannot read ${what} ${path}: ${error instanceof Error ? error.message : String(error)}`,
-    );
-  }
-  try {
-    const stats = fstatSync(descriptor);
-    if (!stats.isFile()) throw new ConfigError(`${what} ${path} is not a regular file`);
-    if (stats.size > bytesMax) throw new ConfigError(`${what} ${path} is larger than ${bytesMax} bytes`);
-    const buffer = Buffer.alloc(bytesMax + 1);
-    let length = 0;
-    // Each read moves forward or ends the loop; the buffer bounds the total (a file may grow meanwhile).
-    while (length < buffer.length) {
-      const read = readSync(descriptor, buffer, length, buffer.length - length, length);
-      if (read === 0) break;
-      length += read;
-    }
-    if (length > bytesMax) throw new ConfigError(`${what} ${path} is larger than ${bytesMax} bytes`);
-    return new TextDecoder('utf-8', { fatal: true }).decode(buffer.subarray(0, length));
-  } catch (error) {
-    if (error instanceof ConfigError) throw error;
-    throw new ConfigError(
-      `cannot read ${what} ${path}: ${error instanceof Error ? error.message : String(error)}`,
-    );
-  } finally {
-    closeSync(descriptor);
-  }
 }
 
 /** Settings that take a whole number (TOML integers, never floats or strings). */
@@ -400,6 +381,8 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     authTokensFile: options.authTokens === undefined ? null : text('authTokens'),
     openHealth: flag(options.openHealth),
     authFailuresMax: integerIn(text('authFailuresMax'), '--auth-failures-max', 1, AUTH_FAILURES_MAX_LIMIT),
+    httpTlsCert: options.httpTlsCert === undefined ? null : text('httpTlsCert'),
+    httpTlsKey: options.httpTlsKey === undefined ? null : text('httpTlsKey'),
   };
   return withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
 }
@@ -525,6 +508,10 @@ function checkConfig(config: NodeConfig): void {
     throw new ConfigError('--election-timeout-min-ms must be <= --election-timeout-max-ms');
   if (config.heartbeatIntervalMs * 2 >= config.electionTimeoutMinMs)
     throw new ConfigError('--heartbeat-interval-ms must be less than half of --election-timeout-min-ms');
+  if ((config.httpTlsCert === null) !== (config.httpTlsKey === null))
+    throw new ConfigError(
+      `--http-tls-cert and --http-tls-key go together: give both (HTTPS) or neither (plain HTTP); only ${config.httpTlsCert === null ? '--http-tls-key' : '--http-tls-cert'} was given`,
+    );
   checkHttpExposure(config);
 }
 

@@ -1,5 +1,6 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { Server as TlsServer } from 'node:tls';
 
 /** HTTP connections a node keeps open at once; past it new ones are closed at once. */
 export const HTTP_CONNECTIONS_MAX = 1_024;
@@ -31,6 +32,11 @@ export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
 /**
  * Connection hygiene for a node's HTTP server: a cap in total and per remote address, and idle
  * connections closed. Requests in flight are counted per socket so a slow answer is never cut.
+ *
+ * Over TLS a connection is two sockets: the TCP one ('connection', counted against the caps before
+ * any handshake work) and the TLSSocket wrapping it ('secureConnection'), which is the one requests
+ * carry, so idleness and requests in flight are tracked on it. A handshake that never completes is
+ * bounded by the server's handshakeTimeout (set to the idle timeout by buildHttpServer).
  */
 export class ConnectionGuard {
   private readonly limits: ConnectionLimits;
@@ -42,21 +48,27 @@ export class ConnectionGuard {
 
   constructor(server: Server, limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS) {
     this.limits = limits;
+    const tls = server instanceof TlsServer;
     server.on('connection', (socket: Socket) => {
-      this.accept(socket);
+      if (this.admit(socket) && !tls) this.closeWhenIdle(socket);
     });
+    if (tls)
+      server.on('secureConnection', (socket: Socket) => {
+        this.closeWhenIdle(socket);
+      });
     // With a listener here Node leaves a socket's inactivity to us (else it destroys the socket on
     // any timeout, a request in flight included); the socket's own 'timeout' handler below decides.
     server.on('timeout', () => undefined);
   }
 
-  private accept(socket: Socket): void {
+  /** Count a new TCP connection, or close it at once when a cap is reached (false). */
+  private admit(socket: Socket): boolean {
     const address = socket.remoteAddress ?? '';
     const fromAddress = this.perAddress.get(address) ?? 0;
     if (this.open >= this.limits.connectionsMax || fromAddress >= this.limits.perAddressMax) {
       this.refused += 1;
       socket.destroy();
-      return;
+      return false;
     }
     this.open += 1;
     this.perAddress.set(address, fromAddress + 1);
@@ -66,6 +78,11 @@ export class ConnectionGuard {
       if (left === 0) this.perAddress.delete(address);
       else this.perAddress.set(address, left);
     });
+    return true;
+  }
+
+  /** Close the socket requests arrive on after idleTimeoutMs without bytes and without a request in flight. */
+  private closeWhenIdle(socket: Socket): void {
     socket.setTimeout(this.limits.idleTimeoutMs);
     socket.on('timeout', () => {
       if ((this.inFlight.get(socket) ?? 0) > 0) return; // waiting for the cluster: the request's own timeout applies

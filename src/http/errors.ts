@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { FastifyError, FastifyReply } from 'fastify';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant } from '../api/errors.ts';
 import type { PrometheusMetrics } from './prometheus.ts';
@@ -62,10 +63,13 @@ export function sendError(
 /**
  * Node's clientError (bytes that are not HTTP, a bad Content-Length, headers too large, a request
  * not received in time): answered 400 INVALID_INPUT in the API's error shape, never Fastify's own
- * body, and the socket closed. A socket already gone gets nothing.
+ * body, and the socket closed. A socket already gone gets nothing, and neither does a TLS connection
+ * whose handshake never completed (https.Server reports those here too: plain HTTP to the TLS port,
+ * a handshake timeout, a refused certificate): an answer would wait forever for the handshake.
  */
 export function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
-  if (error.code === 'ECONNRESET' || !socket.writable) {
+  const handshakeFailed = socket instanceof TLSSocket && socket.getPeerFinished() === undefined;
+  if (error.code === 'ECONNRESET' || !socket.writable || handshakeFailed) {
     socket.destroy();
     return;
   }

@@ -1,3 +1,4 @@
+import { Server as TlsServer } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type {
   ClusterController,
@@ -8,6 +9,7 @@ import type {
   WatchService,
 } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
+import { assert } from '../base/assert.ts';
 import { evaluateHealth, type HealthReport } from '../api/health.ts';
 import type { ClusterNode, RaftMetrics } from '../api/types.ts';
 import {
@@ -127,6 +129,14 @@ export interface HttpServerOptions {
   readonly watchHeartbeatMs?: number;
   /** Bearer tokens and roles on every route (--auth-tokens); without it the API is open (loopback only, or --insecure). */
   readonly auth?: HttpAuth;
+  /** Serve HTTPS with this certificate and key (--http-tls-cert, --http-tls-key); plain HTTP without. */
+  readonly tls?: HttpTls;
+}
+
+/** A server certificate (chain) and its private key, PEM, as checked by the caller. */
+export interface HttpTls {
+  readonly cert: string;
+  readonly key: string;
 }
 
 /** The tokens a node checks callers against, and whether health and Prometheus stay open. */
@@ -185,7 +195,12 @@ function refuseBody(request: FastifyRequest, _reply: FastifyReply, done: (error?
 export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   const metrics = new PrometheusMetrics();
   const log = options.log ?? (() => undefined);
-  const app = Fastify({
+  const idleTimeoutMs = (options.connectionLimits ?? DEFAULT_CONNECTION_LIMITS).idleTimeoutMs;
+  const tls = options.tls;
+  // https: null is a plain HTTP server (Fastify's own rule). Node's https.Server serves the http.Server
+  // API the routes and ConnectionGuard use, so the instance keeps the plain type.
+  const app: FastifyInstance = Fastify({
+    https: tls === undefined ? null : { cert: tls.cert, key: tls.key, handshakeTimeout: idleTimeoutMs },
     logger: options.logger ?? false,
     bodyLimit: REQUEST_BODY_BYTES_MAX,
     // Exact schemas: no type coercion ("5" stays a string, ["a"] stays an array), no silent removal
@@ -195,7 +210,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
     },
     routerOptions: { querystringParser: parseQueryStrict },
     // Node re-arms an answered keep-alive socket with this; the guard closes sockets idle for as long.
-    keepAliveTimeout: (options.connectionLimits ?? DEFAULT_CONNECTION_LIMITS).idleTimeoutMs,
+    keepAliveTimeout: idleTimeoutMs,
     // Fastify's and Node's own refusals answer in the API's error shape too.
     frameworkErrors: (error, _request, reply) => {
       void sendError(reply, error, metrics, log);
@@ -228,6 +243,16 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
       options.watchHeartbeatMs === undefined ? {} : { heartbeatMs: options.watchHeartbeatMs },
     );
   return app;
+}
+
+/**
+ * Serve new TLS connections with another certificate and key (SIGHUP); connections already open keep
+ * theirs. Only for a server built with `tls`.
+ */
+export function replaceTlsCertificate(app: FastifyInstance, tls: HttpTls): void {
+  const server: unknown = app.server;
+  assert(server instanceof TlsServer, 'a certificate is replaced only on a server built with TLS');
+  server.setSecureContext({ cert: tls.cert, key: tls.key });
 }
 
 /**

@@ -33,6 +33,8 @@ export interface StartOptions {
   readonly httpPort?: number;
   /** More flags (discovery ones, --peers, --ticket). */
   readonly flags?: readonly string[];
+  /** Serve the HTTP API over TLS with this certificate and key (files): `http` is then https://. */
+  readonly tls?: { readonly cert: string; readonly key: string };
 }
 
 /** Real aspen-node processes on loopback, all killed (and temp dirs removed) by cleanup(). */
@@ -94,6 +96,9 @@ export class ProcessCluster {
         '800',
         '--election-timeout-max-ms',
         '1600',
+        ...(options.tls === undefined
+          ? []
+          : ['--http-tls-cert', options.tls.cert, '--http-tls-key', options.tls.key]),
         ...(options.flags ?? []),
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
@@ -111,7 +116,7 @@ export class ProcessCluster {
           resolvePromise({
             id,
             child,
-            http: `http://127.0.0.1:${httpPort}`,
+            http: `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${httpPort}`,
             raftAddr: `127.0.0.1:${raftPort}`,
             log,
           });
