@@ -13,6 +13,8 @@ import { ConfigError, TicketError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './logger.ts';
 import { AUTH_FAILURES_PER_WINDOW_MAX } from '../http/auth.ts';
 import { readBoundedFile } from './bounded-file.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 export { readBoundedFile };
 
@@ -441,7 +443,7 @@ export function isLoopbackHost(host: string): boolean {
 function checkCookie(config: NodeConfig): void {
   if (config.insecure) return;
   if (config.cookieIsDefault) {
-    if (isLoopbackHost(config.host)) return;
+    if (isLoopbackHost(config.host) || hasStoredCookie(config)) return;
     throw new ConfigError(
       `the default cookie is public and cannot protect a node on ${config.host}: set --cookie to a secret of at least ${COOKIE_CHARS_MIN} characters (or pass --insecure)`,
     );
@@ -453,6 +455,14 @@ function checkCookie(config: NodeConfig): void {
       `--cookie is too short: ${counted}; the cookie is the cluster's only secret and needs at least ${COOKIE_CHARS_MIN} (or pass --insecure)`,
     );
   }
+}
+
+/** The file where a node that joined with a join ticket keeps the cookie it was handed. */
+export const COOKIE_FILE = 'cluster.cookie';
+
+/** A node that joined with a join ticket restarts on the cookie it stored (without --cookie). */
+export function hasStoredCookie(config: NodeConfig): boolean {
+  return config.storage === 'lmdb' && existsSync(join(config.dataDir, COOKIE_FILE));
 }
 
 /** Boolean flags arrive as true from the command line and as text from the environment or TOML. */

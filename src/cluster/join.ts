@@ -11,7 +11,9 @@ import {
   type JoinRefusal,
   type JoinService,
 } from '../network/join.ts';
-import { readBoundedFile, type NodeConfig } from './config.ts';
+import { COOKIE_FILE, hasStoredCookie, readBoundedFile, type NodeConfig } from './config.ts';
+
+export { COOKIE_FILE };
 import { encodeJoinTicket, TICKET_ADDRESSES_MAX } from './discovery/ticket.ts';
 import { ConfigError, firstLine, StartError, StorageError } from './errors.ts';
 import type { JoinCredentials } from './join-credentials.ts';
@@ -20,7 +22,6 @@ import { probePort } from './ports.ts';
 import { writeSecretFile } from './secret-file.ts';
 
 /** Where a node that joined by a join ticket keeps the cluster cookie it was handed (mode 0600). */
-export const COOKIE_FILE = 'cluster.cookie';
 
 /** What POST /join-ticket answers. */
 export interface MintedJoinTicket {
@@ -112,14 +113,15 @@ export async function withJoinedCookie(
   log: Log,
 ): Promise<NodeConfig> {
   const ticket = config.joinTicket;
-  if (ticket === null) return config;
+  if (ticket === null && !(config.cookieIsDefault && hasStoredCookie(config))) return config;
   const stored = storedCookie(config);
   if (stored !== null) {
     log(
-      `join: using the cookie stored in ${join(config.dataDir, COOKIE_FILE)}; the join ticket is not used again`,
+      `join: using the cookie stored in ${join(config.dataDir, COOKIE_FILE)}${ticket === null ? '' : '; the join ticket is not used again'}`,
     );
     return { ...config, cookie: stored };
   }
+  if (ticket === null) return config;
   await probePort(config.host, config.port, 'raft', 'TCP');
   await probePort(config.host, config.port, 'raft', 'UDP');
   await probePort(config.httpHost, config.httpPort, 'http', 'TCP');

@@ -102,6 +102,12 @@ describe('join tickets on real processes', () => {
     expect(again.log.join('\n')).toMatch(/join: using the cookie stored in .*cluster\.cookie/);
     const later = await post(`${one.http}/write`, { command: { Set: { key: 'join/k', value: 'w' } } });
     await eventually(() => appliedAtLeast(again, Number(later.json.log_index)), SETTLE_MS);
+    // And without --ticket (nor --cookie): the stored cookie, not the public default one.
+    await cluster.kill(again);
+    const bare = await cluster.start(4, { cookie: null, dataDir: dir, flags: NO_MDNS });
+    expect(bare.log.join('\n')).toMatch(/join: using the cookie stored in .*cluster\.cookie"/);
+    const last = await post(`${one.http}/write`, { command: { Set: { key: 'join/k', value: 'x' } } });
+    await eventually(() => appliedAtLeast(bare, Number(last.json.log_index)), SETTLE_MS);
 
     // Memory storage joins too (the cookie is kept in memory); this ticket comes from the CLI.
     const five = JSON.parse(aspen(one, ['--json', 'ticket', '--node-id', '5', '--ttl', '120'])) as Minted;
@@ -140,7 +146,7 @@ describe('join tickets on real processes', () => {
 
     const tickets = [four, five, six, eight].map((minted) => minted.ticket);
     const secrets = [cluster.cookie, ...tickets, ...tickets.map(credentialOf)];
-    const lines = [...one.log, ...joined.log, ...again.log, ...memory.log];
+    const lines = [...one.log, ...joined.log, ...again.log, ...bare.log, ...memory.log];
     for (const run of [reused, foreign, expired]) lines.push(...run.lines);
     expect(lines.length).toBeGreaterThan(10);
     for (const secret of secrets) expect(lines.filter((line) => line.includes(secret))).toEqual([]);
