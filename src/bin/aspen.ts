@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { JOIN_TTL_SECONDS_DEFAULT, JOIN_TTL_SECONDS_MAX, JOIN_TTL_SECONDS_MIN } from '../api/limits.ts';
-import type { ClusterState, RaftMetrics } from '../api/types.ts';
+import type { ClusterNode, ClusterState, RaftMetrics } from '../api/types.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
 import { KvClient } from '../client/kv-client.ts';
 import { readBoundedFile } from '../cluster/bounded-file.ts';
@@ -327,16 +327,18 @@ async function scan(
 }
 
 function membersTable(state: ClusterState): string {
-  const rows = [
-    ...state.nodes.map((node) => [
-      String(node.id),
-      node.id === state.leader ? 'leader' : 'voter',
-      node.addr,
-      node.raft_addr,
-    ]),
-    ...state.learners.map((node) => [String(node.id), 'learner', node.addr, node.raft_addr]),
+  const row = (node: ClusterNode, role: string) => [
+    String(node.id),
+    role,
+    node.addr,
+    node.raft_addr,
+    node.peer_id ?? '-',
   ];
-  return table(['ID', 'ROLE', 'ADDR', 'RAFT_ADDR'], rows);
+  const rows = [
+    ...state.nodes.map((node) => row(node, node.id === state.leader ? 'leader' : 'voter')),
+    ...state.learners.map((node) => row(node, 'learner')),
+  ];
+  return table(['ID', 'ROLE', 'ADDR', 'RAFT_ADDR', 'PEER_ID'], rows);
 }
 
 interface EndpointStatus {

@@ -167,7 +167,7 @@ describe('aspen CLI against a real node', () => {
     const at = ['--endpoints', `${endpoint},${dead}`];
     const members = await aspen([...at, 'members']);
     expect(members.stdout).toMatch(
-      /^ID\s+ROLE\s+ADDR\s+RAFT_ADDR\n1\s+leader\s+node-1\s+127\.0\.0\.1:26001\n$/,
+      /^ID\s+ROLE\s+ADDR\s+RAFT_ADDR\s+PEER_ID\n1\s+leader\s+node-1\s+127\.0\.0\.1:26001\s+(12D3KooW\w+|-)\n$/,
     );
     expect(JSON.parse((await aspen([...at, '--json', 'members'])).stdout)).toMatchObject({
       members: [1],
