@@ -113,7 +113,8 @@ export async function withJoinedCookie(
   log: Log,
 ): Promise<NodeConfig> {
   const ticket = config.joinTicket;
-  if (ticket === null && !(config.cookieIsDefault && hasStoredCookie(config))) return config;
+  if (ticket === null && !hasStoredCookie(config)) return config;
+  if (ticket === null && !config.cookieIsDefault) return withGivenCookie(config, log);
   const stored = storedCookie(config);
   if (stored !== null) {
     log(
@@ -142,6 +143,23 @@ export async function withJoinedCookie(
   if (!answer.ok) throw refusal(answer.reason, ticket.join.nodeId, config.nodeId);
   keepCookie(config, answer.cookie, log);
   return { ...config, cookie: answer.cookie };
+}
+
+/**
+ * --cookie given to a node that stored a cookie when it joined: the one given wins (a rotation
+ * restarts nodes with the new cookie), and replaces the stored one so a later start without
+ * --cookie does not fall back to an old cookie.
+ */
+function withGivenCookie(config: NodeConfig, log: Log): NodeConfig {
+  if (storedCookie(config) === config.cookie) return config;
+  const path = join(config.dataDir, COOKIE_FILE);
+  try {
+    writeSecretFile(path, config.cookie);
+  } catch (error) {
+    throw new StorageError(`cannot replace the stored cookie ${path}: ${firstLine(error)}`, { cause: error });
+  }
+  log(`join: the cookie stored in ${path} is replaced by the one given with --cookie`);
+  return config;
 }
 
 /** Store a cookie handed over by a join in the data dir (memory storage: nowhere). */

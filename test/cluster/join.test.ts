@@ -108,6 +108,15 @@ describe('join tickets on real processes', () => {
     expect(bare.log.join('\n')).toMatch(/join: using the cookie stored in .*cluster\.cookie"/);
     const last = await post(`${one.http}/write`, { command: { Set: { key: 'join/k', value: 'x' } } });
     await eventually(() => appliedAtLeast(bare, Number(last.json.log_index)), SETTLE_MS);
+    // --cookie given (a rotation): it wins, and replaces the stored one.
+    await cluster.kill(bare);
+    const rotated = `${cluster.cookie}-rotated`;
+    const given = await cluster.start(4, { cookie: rotated, dataDir: dir, flags: NO_MDNS });
+    expect(given.log.join('\n')).toMatch(
+      /join: the cookie stored in .*cluster\.cookie is replaced by the one given/,
+    );
+    expect(readFileSync(join(dir, 'cluster.cookie'), 'utf8')).toBe(rotated);
+    await cluster.kill(given);
 
     // Memory storage joins too (the cookie is kept in memory); this ticket comes from the CLI.
     const five = JSON.parse(aspen(one, ['--json', 'ticket', '--node-id', '5', '--ttl', '120'])) as Minted;
@@ -145,8 +154,8 @@ describe('join tickets on real processes', () => {
     expect(minting).toMatch(/join: refused node 8 from peer \S+ at \S+: expired/);
 
     const tickets = [four, five, six, eight].map((minted) => minted.ticket);
-    const secrets = [cluster.cookie, ...tickets, ...tickets.map(credentialOf)];
-    const lines = [...one.log, ...joined.log, ...again.log, ...bare.log, ...memory.log];
+    const secrets = [cluster.cookie, `${cluster.cookie}-rotated`, ...tickets, ...tickets.map(credentialOf)];
+    const lines = [...one.log, ...joined.log, ...again.log, ...bare.log, ...given.log, ...memory.log];
     for (const run of [reused, foreign, expired]) lines.push(...run.lines);
     expect(lines.length).toBeGreaterThan(10);
     for (const secret of secrets) expect(lines.filter((line) => line.includes(secret))).toEqual([]);
