@@ -236,6 +236,7 @@ async function startEndpoint(
       listen: [`/ip4/${config.host}/udp/${config.port}/quic-v1`, `/ip4/${config.host}/tcp/${config.port}`],
       privateKey,
       cookie: config.cookie,
+      ...(config.previousCookie === null ? {} : { previousCookie: config.previousCookie }),
       gossip: config.gossip,
       mdnsServiceTag: config.mdns ? mdnsServiceTag(config.cookie) : null,
       onMessage: (message) => {

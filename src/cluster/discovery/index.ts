@@ -18,7 +18,7 @@ export interface Discovery {
   readonly gossip: GossipDiscovery | null;
   /** Where `id` can be reached: this node's own addresses, or what discovery and configuration know. */
   resolve(id: NodeId): string | undefined;
-  /** `aspen…`: the cookie's topic and cluster id, and up to 16 bootstrap addresses (this node's first). */
+  /** `aspen…`: the (current) cookie's topic and cluster id, and up to 16 bootstrap addresses (this node's first). */
   ticket(): string;
   stop(): void;
 }
@@ -80,6 +80,7 @@ export function startDiscovery(
         directory,
         nodeId: config.nodeId,
         cookie: config.cookie,
+        previousCookie: config.previousCookie,
         httpAddr,
         log,
       })
