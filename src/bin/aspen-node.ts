@@ -9,7 +9,7 @@
  */
 import { AuthTokens, addToken } from '../cluster/auth-tokens.ts';
 import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
-import { isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
+import { DEFAULT_COOKIE, isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
 import { certificateProblem, httpTlsOf, type HttpTls } from '../cluster/http-tls.ts';
 import { createLog, type Log } from '../cluster/logger.ts';
 import { StorageError, StartError, ConfigError } from '../cluster/errors.ts';
@@ -138,6 +138,11 @@ function warnCertificate(httpTls: HttpTls, config: NodeConfig, log: Log): void {
 function warnInsecure(config: NodeConfig, log: Log): void {
   if (config.cookieIsDefault && !isLoopbackHost(config.host))
     log(`the default cookie is in use on ${config.host} (--insecure); set --cookie to a secret`, 'warn');
+  if (config.previousCookie === DEFAULT_COOKIE && !isLoopbackHost(config.host))
+    log(
+      `the default cookie is accepted as --previous-cookie on ${config.host} (--insecure); finish the rotation`,
+      'warn',
+    );
   if (config.authTokensFile === null && !isLoopbackHost(config.httpHost))
     log(
       `the HTTP API on ${config.httpHost}:${config.httpPort} takes calls from anyone (--insecure); give --auth-tokens FILE`,

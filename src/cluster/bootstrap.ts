@@ -279,6 +279,7 @@ async function startEndpoint(
       privateKey,
       cookie: config.cookie,
       joinService: joinService(credentials, config.cookie),
+      ...(config.previousCookie === null ? {} : { previousCookie: config.previousCookie }),
       gossip: config.gossip,
       mdnsServiceTag: config.mdns ? mdnsServiceTag(config.cookie) : null,
       onMessage: (message) => {

@@ -34,6 +34,12 @@ export interface NodeConfig {
    */
   readonly cookie: string;
   readonly cookieIsDefault: boolean;
+  /**
+   * --previous-cookie: during a cookie rotation, the cookie being replaced. Peers proving either
+   * cookie are accepted, and this node dials proving the previous one first (docs/operations.md,
+   * "Cookie rotation"). Null outside a rotation.
+   */
+  readonly previousCookie: string | null;
   readonly dataDir: string;
   readonly storage: 'lmdb' | 'memory';
   readonly peers: readonly { readonly id: number; readonly address: string }[];
@@ -127,6 +133,12 @@ function command(): Command {
     )
     .addOption(
       new Option('--cookie <cookie>', 'shared cluster secret').env('ASPEN_COOKIE').default(DEFAULT_COOKIE),
+    )
+    .addOption(
+      new Option(
+        '--previous-cookie <cookie>',
+        'during a cookie rotation, the cookie being replaced (accepted as well as --cookie)',
+      ).env('ASPEN_PREVIOUS_COOKIE'),
     )
     .addOption(
       new Option('--data-dir <dir>', 'data directory (default ./data/node-<id>)').env('ASPEN_DATA_DIR'),
@@ -366,6 +378,7 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     httpPort: http.port,
     cookie: text('cookie'),
     cookieIsDefault: text('cookie') === DEFAULT_COOKIE,
+    previousCookie: options.previousCookie === undefined ? null : text('previousCookie'),
     dataDir: options.dataDir === undefined ? `./data/node-${nodeId}` : text('dataDir'),
     storage: text('storage') === 'memory' ? 'memory' : 'lmdb',
     peers: peerTexts.map(peer),
@@ -386,7 +399,9 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     httpTlsCert: options.httpTlsCert === undefined ? null : text('httpTlsCert'),
     httpTlsKey: options.httpTlsKey === undefined ? null : text('httpTlsKey'),
   };
-  return withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
+  const final = withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
+  checkPreviousCookie(final);
+  return final;
 }
 
 /**
@@ -441,18 +456,39 @@ export function isLoopbackHost(host: string): boolean {
  * The default cookie is public, so it is accepted only where nothing else can reach the node.
  */
 function checkCookie(config: NodeConfig): void {
-  if (config.insecure) return;
-  if (config.cookieIsDefault) {
-    if (isLoopbackHost(config.host) || hasStoredCookie(config)) return;
+  checkSecret(config, '--cookie', config.cookie);
+}
+
+/**
+ * --previous-cookie is held to the rules of --cookie (the nodes not yet restarted still trust it),
+ * and must differ from it: the same cookie twice would be no rotation, only a typo.
+ */
+function checkPreviousCookie(config: NodeConfig): void {
+  const previous = config.previousCookie;
+  if (previous === null) return;
+  if (previous.length === 0) throw new ConfigError('--previous-cookie must not be empty');
+  if (previous === config.cookie)
     throw new ConfigError(
-      `the default cookie is public and cannot protect a node on ${config.host}: set --cookie to a secret of at least ${COOKIE_CHARS_MIN} characters (or pass --insecure)`,
+      '--previous-cookie must differ from --cookie (the cookie being replaced, and the new one)',
+    );
+  checkSecret(config, '--previous-cookie', previous);
+}
+
+/** The length and default-cookie rules of a cookie given as `flag` (the message never holds the cookie). */
+function checkSecret(config: NodeConfig, flag: string, cookie: string): void {
+  if (config.insecure) return;
+  if (cookie === DEFAULT_COOKIE) {
+    // A joined node's stored cookie replaces a defaulted --cookie (src/cluster/join.ts).
+    if (isLoopbackHost(config.host) || (flag === '--cookie' && hasStoredCookie(config))) return;
+    throw new ConfigError(
+      `the default cookie is public and cannot protect a node on ${config.host}: set ${flag} to a secret of at least ${COOKIE_CHARS_MIN} characters (or pass --insecure)`,
     );
   }
-  const characters = config.cookie.length;
+  const characters = cookie.length;
   if (characters < COOKIE_CHARS_MIN) {
     const counted = `${characters} character${characters === 1 ? '' : 's'}`;
     throw new ConfigError(
-      `--cookie is too short: ${counted}; the cookie is the cluster's only secret and needs at least ${COOKIE_CHARS_MIN} (or pass --insecure)`,
+      `${flag} is too short: ${counted}; the cookie is the cluster's only secret and needs at least ${COOKIE_CHARS_MIN} (or pass --insecure)`,
     );
   }
 }

@@ -18,6 +18,11 @@ import { AuthError } from './errors.ts';
  * A fake listener (say, found by mDNS) still receives a real dialer's proof: the key comes from a
  * slow KDF (scrypt) so that proof costs an offline guesser ~0.1 s of CPU and 32 MiB per guess.
  * Version 2: version 1 had the listener prove first and keyed the HMAC with a fast hash.
+ *
+ * Cookie rotation (--previous-cookie) keeps this wire format: a listener accepts a proof under any of
+ * its keys (at most AUTH_KEYS_MAX: the current cookie's and the previous one's) and answers under the
+ * key that matched, so the dialer, which knows only that key, can check the answer. A dialer proves
+ * one key per connection; the transport tries its other key on a fresh connection when refused.
  */
 export const AUTH_PROTOCOL = '/aspen/auth/2.0.0';
 export const NONCE_BYTES = 32;
@@ -40,6 +45,8 @@ const AUTH_KDF_SALT = 'aspen-cluster-key-v2';
 const AUTH_KEY_BYTES = 32;
 /** Cookies whose key a process remembers (a node has one; tests use a few). */
 const AUTH_KEYS_CACHED_MAX = 8;
+/** Keys a node accepts at once: its cookie's and, during a rotation, the previous cookie's. */
+export const AUTH_KEYS_MAX = 2;
 
 const derivedKeys = new Map<string, Buffer>();
 
@@ -72,19 +79,41 @@ export function deriveLabel(key: Buffer, label: string): string {
   return createHmac('sha256', key).update(label).digest('hex');
 }
 
-function proof(
-  key: Buffer,
-  role: 'dialer' | 'listener',
-  dialerPeer: string,
-  listenerPeer: string,
-  dialerNonce: Uint8Array,
-  listenerNonce: Uint8Array,
-): Buffer {
+/** What both proofs of one handshake are bound to: both peer ids and both nonces. */
+export interface AuthTranscript {
+  readonly dialerPeer: string;
+  readonly listenerPeer: string;
+  readonly dialerNonce: Uint8Array;
+  readonly listenerNonce: Uint8Array;
+}
+
+/** The proof `role` sends in the handshake of `transcript`, under `key`. */
+export function authProof(key: Buffer, role: 'dialer' | 'listener', transcript: AuthTranscript): Buffer {
+  const { dialerPeer, listenerPeer, dialerNonce, listenerNonce } = transcript;
   return createHmac('sha256', key)
     .update(`aspen-auth-v2-${role}\u0000${dialerPeer}\u0000${listenerPeer}\u0000`)
     .update(dialerNonce)
     .update(listenerNonce)
     .digest();
+}
+
+/**
+ * The index of the key among `keys` under which `dialerProof` is the dialer's proof, or -1. Every
+ * key is checked, each in constant time, whatever matched first: the time taken tells a dialer
+ * nothing but the key count, never which key came close.
+ */
+export function matchDialerProof(
+  keys: readonly Buffer[],
+  dialerProof: Uint8Array,
+  transcript: AuthTranscript,
+): number {
+  assert(keys.length >= 1 && keys.length <= AUTH_KEYS_MAX, 'a listener accepts one or two keys');
+  let matched = -1;
+  for (const [index, key] of keys.entries()) {
+    const equal = same(dialerProof, authProof(key, 'dialer', transcript));
+    if (equal && matched === -1) matched = index;
+  }
+  return matched;
 }
 
 function same(a: Uint8Array, b: Uint8Array): boolean {
@@ -188,31 +217,38 @@ export async function authenticateAsDialer(
   stream.send(encodeFrame(dialerNonce));
   const listenerNonce = await reader.next(signal);
   if (listenerNonce.byteLength !== NONCE_BYTES) throw new AuthError('malformed challenge');
-  stream.send(encodeFrame(proof(key, 'dialer', dialerPeer, listenerPeer, dialerNonce, listenerNonce)));
+  const transcript = { dialerPeer, listenerPeer, dialerNonce, listenerNonce };
+  stream.send(encodeFrame(authProof(key, 'dialer', transcript)));
   const answer = await reader.next(signal);
   if (same(answer, REFUSED)) throw new AuthError(`peer ${listenerPeer} refused our cookie`);
-  if (!same(answer, proof(key, 'listener', dialerPeer, listenerPeer, dialerNonce, listenerNonce))) {
+  if (!same(answer, authProof(key, 'listener', transcript))) {
     throw new AuthError(`peer ${listenerPeer} does not know the cluster cookie`);
   }
 }
 
-/** Listener side: a bare nonce, then check the dialer's proof before proving anything. Throws AuthError on refusal. */
+/**
+ * Listener side: a bare nonce, then check the dialer's proof under each of `keys` before proving
+ * anything, under the key the dialer used. Returns that key's index; throws AuthError on refusal.
+ */
 export async function authenticateAsListener(
   stream: Stream,
-  key: Buffer,
+  keys: readonly Buffer[],
   dialerPeer: string,
   listenerPeer: string,
-): Promise<void> {
+): Promise<number> {
   const signal = AbortSignal.timeout(AUTH_TIMEOUT_MS);
   const reader = new FrameReader(stream);
   const dialerNonce = await reader.next(signal);
   if (dialerNonce.byteLength !== NONCE_BYTES) throw new AuthError('malformed hello');
   const listenerNonce = randomBytes(NONCE_BYTES);
   stream.send(encodeFrame(listenerNonce));
-  const dialerProof = await reader.next(signal);
-  if (!same(dialerProof, proof(key, 'dialer', dialerPeer, listenerPeer, dialerNonce, listenerNonce))) {
+  const transcript = { dialerPeer, listenerPeer, dialerNonce, listenerNonce };
+  const matched = matchDialerProof(keys, await reader.next(signal), transcript);
+  const key = keys[matched];
+  if (key === undefined) {
     stream.send(encodeFrame(REFUSED));
     throw new AuthError(`peer ${dialerPeer} does not know the cluster cookie`);
   }
-  stream.send(encodeFrame(proof(key, 'listener', dialerPeer, listenerPeer, dialerNonce, listenerNonce)));
+  stream.send(encodeFrame(authProof(key, 'listener', transcript)));
+  return matched;
 }

@@ -50,6 +50,8 @@ export interface Libp2pTransportOptions {
   readonly privateKey?: PrivateKey;
   /** The shared cluster cookie: only peers that prove it are served. */
   readonly cookie: string;
+  /** During a cookie rotation, the cookie being replaced: accepted too, and proved first when dialing (see dialAuthenticated). */
+  readonly previousCookie?: string;
   /** Called for every well-formed message addressed to this node. */
   readonly onMessage: (message: WireMessage) => void;
   /** One line per notable event (authentication refusals on both sides). */
@@ -88,12 +90,15 @@ export class Libp2pTransport implements ClusterTransport {
   private identityRefusals = 0;
   /** Admission, deadline and per-connection authentication state: nothing is served before the cookie handshake. */
   private readonly gatekeeper: Gatekeeper;
-  private readonly authKey: Buffer;
   private readonly log: (line: string) => void;
   /** Join exchanges running now (at most JOIN_STREAMS_MAX). */
   private joinStreams = 0;
   joinsAdmitted = 0;
   joinsRefused = 0;
+  /** Keys a dialer may prove to us: the cookie's, then the previous cookie's during a rotation. */
+  private readonly acceptedKeys: readonly Buffer[];
+  /** Keys we prove when dialing, in turn, one per connection: the previous cookie's first (see dialAuthenticated). */
+  private readonly dialKeys: readonly Buffer[];
   framesDropped = 0;
   private streamWrites = 0;
   private stopped = false;
@@ -108,13 +113,18 @@ export class Libp2pTransport implements ClusterTransport {
     this.libp2p = libp2p;
     this.gatekeeper = gatekeeper;
     this.onMessage = options.onMessage;
-    this.authKey = deriveAuthKey(options.cookie);
     this.log = options.log ?? (() => undefined);
+    const current = deriveAuthKey(options.cookie);
+    const previous = options.previousCookie === undefined ? null : deriveAuthKey(options.previousCookie);
+    assert(previous === null || !previous.equals(current), 'the previous cookie differs from the cookie');
+    this.acceptedKeys = previous === null ? [current] : [current, previous];
+    this.dialKeys = previous === null ? [current] : [previous, current];
   }
 
   static async create(options: Libp2pTransportOptions): Promise<Libp2pTransport> {
     assertHandshakeTimeouts();
-    deriveAuthKey(options.cookie); // the slow KDF runs once, before anything listens
+    deriveAuthKey(options.cookie); // the slow KDF runs once per cookie, before anything listens
+    if (options.previousCookie !== undefined) deriveAuthKey(options.previousCookie);
     let created: Libp2pTransport | null = null;
     const gatekeeper = new Gatekeeper({
       deadlineMs: options.authDeadlineMs ?? AUTH_DEADLINE_MS,
@@ -282,25 +292,42 @@ export class Libp2pTransport implements ClusterTransport {
     });
   }
 
-  /** A connection whose peer proved the cookie (authentication is once per connection; a running one is joined). */
+  /**
+   * A connection whose peer proved the cookie (authentication is once per connection; a running one
+   * is joined). During a rotation each of dialKeys in turn, on a fresh connection (a refusing
+   * listener hangs up): the previous key first, which every node of phase 1 accepts, then the
+   * current one, which a node of phase 2 (new cookie only) requires. A fake listener gets at most one
+   * proof per cookie we hold, each as costly to attack offline as the one proof of a normal dial.
+   */
   private async dialAuthenticated(addresses: readonly (Multiaddr | PeerId)[]): Promise<Connection> {
-    const connection = await dialFirst(this.libp2p, addresses);
-    if (!(await this.gatekeeper.authenticateOnce(connection, () => this.proveCookie(connection)))) {
-      throw new AuthError(`connection to ${connection.remotePeer.toString()} did not authenticate`);
+    let refusedBy = 'a peer';
+    for (const [index, key] of this.dialKeys.entries()) {
+      const connection = await dialFirst(this.libp2p, addresses);
+      const last = index === this.dialKeys.length - 1;
+      if (await this.gatekeeper.authenticateOnce(connection, () => this.proveCookie(connection, key, last)))
+        return connection;
+      refusedBy = connection.remotePeer.toString();
     }
-    return connection;
+    throw new AuthError(`connection to ${refusedBy} did not authenticate`);
   }
 
-  /** Dialer side of the handshake; on refusal, log it and close the connection. Never rejects. */
-  private async proveCookie(connection: Connection): Promise<boolean> {
+  /**
+   * Dialer side of the handshake with `key`; on failure, close the connection, and log it as a
+   * refusal when no other key is left to try (`last`). Never rejects.
+   */
+  private async proveCookie(connection: Connection, key: Buffer, last: boolean): Promise<boolean> {
     let stream: Stream | null = null;
     try {
       stream = await connection.newStream(AUTH_PROTOCOL, {
         signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS),
       });
-      await authenticateAsDialer(stream, this.authKey, this.peerId, connection.remotePeer.toString());
+      await authenticateAsDialer(stream, key, this.peerId, connection.remotePeer.toString());
     } catch (error) {
-      this.refused(`to ${connection.remotePeer.toString()}`, connection, error);
+      if (last) this.refused(`to ${connection.remotePeer.toString()}`, connection, error);
+      else
+        this.gatekeeper.note(
+          `auth: the previous cookie failed with ${connection.remotePeer.toString()} (${asError(error).message}); trying the current one`,
+        );
       stream?.abort(asError(error));
       await connection.close().catch(() => undefined);
       return false;
@@ -453,7 +480,7 @@ export class Libp2pTransport implements ClusterTransport {
     const remote = connection.remotePeer.toString();
     void this.gatekeeper.authenticate(connection, async () => {
       try {
-        await authenticateAsListener(stream, this.authKey, remote, this.peerId);
+        await authenticateAsListener(stream, this.acceptedKeys, remote, this.peerId);
       } catch (error) {
         this.refused(`from ${remote}`, connection, error);
         stream.abort(asError(error));

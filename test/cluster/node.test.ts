@@ -241,6 +241,62 @@ describe('aspen-node configuration', () => {
     expect(parseNodeConfig(['--node-id', '4', '--ticket', ticket, '--insecure']).cookie).toBe('tiny');
   });
 
+  it('takes --previous-cookie from a flag, the environment or TOML, held to the rules of --cookie and different from it', () => {
+    const current = 'the-new-cluster-cookie';
+    const previous = 'the-old-cluster-cookie';
+    const base = ['--node-id', '1', '--cookie', current];
+    expect(parseNodeConfig(base).previousCookie).toBeNull();
+    expect(parseNodeConfig([...base, '--previous-cookie', previous])).toMatchObject({
+      cookie: current,
+      previousCookie: previous,
+    });
+    process.env.ASPEN_PREVIOUS_COOKIE = previous;
+    try {
+      expect(parseNodeConfig(base).previousCookie).toBe(previous);
+    } finally {
+      delete process.env.ASPEN_PREVIOUS_COOKIE;
+    }
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-config-'));
+    directories.push(directory);
+    const file = join(directory, 'aspen.toml');
+    writeFileSync(file, `previous-cookie = "${previous}"\n`);
+    expect(parseNodeConfig([...base, '--config', file]).previousCookie).toBe(previous);
+    const refusals: [string[], string][] = [
+      [['--previous-cookie', current], '--previous-cookie must differ from --cookie'],
+      [['--previous-cookie', ''], '--previous-cookie must not be empty'],
+      [['--previous-cookie', 'short'], '--previous-cookie is too short: 5 characters'],
+      [['--host', '10.0.0.1', '--previous-cookie', DEFAULT_COOKIE], 'set --previous-cookie to a secret'],
+    ];
+    for (const [extra, expected] of refusals) {
+      let refusal: unknown = null;
+      try {
+        parseNodeConfig([...base, ...extra]);
+      } catch (error) {
+        refusal = error;
+      }
+      expect(refusal).toBeInstanceOf(ConfigError);
+      const message = (refusal as ConfigError).message;
+      expect(message).toContain(expected);
+      for (const cookie of [current, previous]) expect(message).not.toContain(cookie); // never shown
+    }
+    expect(parseNodeConfig([...base, '--previous-cookie', 'short', '--insecure']).previousCookie).toBe(
+      'short',
+    );
+    // Rotating away from the default cookie works where that cookie was allowed.
+    expect(parseNodeConfig([...base, '--previous-cookie', DEFAULT_COOKIE]).previousCookie).toBe(
+      DEFAULT_COOKIE,
+    );
+    // A ticket brings the cookie: the previous one must differ from the ticket's.
+    const ticket = encodeTicket({
+      topic: clusterTopic(current),
+      clusterId: current,
+      bootstrap: ['/ip4/127.0.0.1/tcp/26001'],
+    });
+    expect(() =>
+      parseNodeConfig(['--node-id', '4', '--ticket', ticket, '--previous-cookie', current]),
+    ).toThrow('--previous-cookie must differ from --cookie');
+  });
+
   it('refuses bad configuration with one clear line', () => {
     const cases: [string[], RegExp][] = [
       [[], /node-id/],

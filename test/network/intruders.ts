@@ -8,6 +8,8 @@ import type { Stream } from '@libp2p/interface';
 import { tcp, type TCPSocketOptions } from '@libp2p/tcp';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { expect } from 'vitest';
+import { GossipDiscovery } from '../../src/cluster/discovery/gossip.ts';
+import { PeerDirectory } from '../../src/cluster/discovery/peer-directory.ts';
 import type { WireMessage } from '../../src/node/interfaces.ts';
 import { FrameDecoder } from '../../src/network/frame.ts';
 import { Libp2pTransport, type Libp2pTransportOptions } from '../../src/network/libp2p-transport.ts';
@@ -46,6 +48,54 @@ export async function aspenNode(
   });
   cleanups.push(() => transport.stop());
   return { transport, received, logs };
+}
+
+/**
+ * A member running gossip discovery as aspen-node does (transport, peer directory, announcements),
+ * on `cookie` and, during a rotation, `previousCookie` too; stopped by the cleanup list.
+ */
+export async function startGossipMember(
+  cleanups: (() => Promise<void> | void)[],
+  options: {
+    readonly nodeId: number;
+    readonly cookie: string;
+    readonly previousCookie?: string;
+    readonly authDeadlineMs?: number;
+    readonly announceIntervalMs: number;
+  },
+): Promise<{
+  transport: Libp2pTransport;
+  directory: PeerDirectory;
+  gossip: GossipDiscovery;
+  logs: string[];
+}> {
+  const { nodeId, cookie, previousCookie, authDeadlineMs, announceIntervalMs } = options;
+  const { transport, logs } = await aspenNode(cleanups, {
+    nodeId,
+    cookie,
+    ...(previousCookie === undefined ? {} : { previousCookie }),
+    gossip: true,
+    ...(authDeadlineMs === undefined ? {} : { authDeadlineMs }),
+  });
+  const log = (line: string): void => {
+    logs.push(line);
+  };
+  const directory = new PeerDirectory({ transport, selfId: nodeId, selfPeerId: transport.peerId, log });
+  const gossip = new GossipDiscovery({
+    transport,
+    directory,
+    nodeId,
+    cookie,
+    previousCookie: previousCookie ?? null,
+    httpAddr: `127.0.0.1:${8000 + nodeId}`,
+    log,
+    announceIntervalMs,
+  });
+  gossip.start();
+  cleanups.push(() => {
+    gossip.stop();
+  });
+  return { transport, directory, gossip, logs };
 }
 
 export function tcpAddressOf(transport: Libp2pTransport): string {

@@ -2,13 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { multiaddr } from '@multiformats/multiaddr';
 import type { Message } from '@libp2p/gossipsub';
 import { afterEach, describe, expect, it } from 'vitest';
-import { GossipDiscovery } from '../../src/cluster/discovery/gossip.ts';
-import { PeerDirectory } from '../../src/cluster/discovery/peer-directory.ts';
 import { clusterTopic } from '../../src/cluster/discovery/topic.ts';
 import { encodeWireMessage } from '../../src/network/codec.ts';
 import { AUTH_PROTOCOL, NONCE_BYTES } from '../../src/network/auth.ts';
 import { encodeFrame } from '../../src/network/frame.ts';
-import { RAFT_PROTOCOL, type Libp2pTransport } from '../../src/network/libp2p-transport.ts';
+import { RAFT_PROTOCOL } from '../../src/network/libp2p-transport.ts';
 import {
   aspenNode,
   eventually,
@@ -16,6 +14,7 @@ import {
   rawClient,
   rawQuicClient,
   sleep,
+  startGossipMember,
   tcpAddressOf,
 } from './intruders.ts';
 
@@ -36,35 +35,13 @@ afterEach(async () => {
 });
 
 /** A member running gossip discovery as aspen-node does, with a short announce interval. */
-async function gossipMember(
-  nodeId: number,
-): Promise<{ transport: Libp2pTransport; directory: PeerDirectory; logs: string[] }> {
-  const { transport, logs } = await aspenNode(cleanups, {
+function gossipMember(nodeId: number): ReturnType<typeof startGossipMember> {
+  return startGossipMember(cleanups, {
     nodeId,
     cookie: COOKIE,
-    gossip: true,
     authDeadlineMs: AUTH_DEADLINE_MS,
-  });
-  const directory = new PeerDirectory({
-    transport,
-    selfId: nodeId,
-    selfPeerId: transport.peerId,
-    log: (line) => logs.push(line),
-  });
-  const gossip = new GossipDiscovery({
-    transport,
-    directory,
-    nodeId,
-    cookie: COOKIE,
-    httpAddr: `127.0.0.1:${8000 + nodeId}`,
-    log: (line) => logs.push(line),
     announceIntervalMs: ANNOUNCE_INTERVAL_MS,
   });
-  gossip.start();
-  cleanups.push(() => {
-    gossip.stop();
-  });
-  return { transport, directory, logs };
 }
 
 describe('a libp2p peer without the cookie', () => {

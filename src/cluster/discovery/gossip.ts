@@ -7,6 +7,12 @@ import { decodeAnnouncement, encodeAnnouncement } from './announcement.ts';
 import { ANNOUNCE_INTERVAL_MS, type PeerDirectory } from './peer-directory.ts';
 import { clusterTopic } from './topic.ts';
 
+/** A topic and the key that MACs the announcements on it, both from one cookie. */
+interface GossipChannel {
+  readonly topic: string;
+  readonly key: Buffer;
+}
+
 /** An extra announcement (a peer joined the topic, or news arrived) waits at least this long after the last. */
 export const ANNOUNCE_GAP_MS_MIN = 1_000;
 /** Peers whose refused announcements are logged (once each); later ones are only counted. */
@@ -17,6 +23,8 @@ export interface GossipDiscoveryOptions {
   readonly directory: PeerDirectory;
   readonly nodeId: NodeId;
   readonly cookie: string;
+  /** During a cookie rotation, the cookie being replaced: its topic is served as well (null: none). */
+  readonly previousCookie?: string | null;
   readonly httpAddr: string | null;
   readonly log: (line: string) => void;
   /** How often to announce (default ANNOUNCE_INTERVAL_MS; tests shorten it). */
@@ -30,12 +38,19 @@ export interface GossipDiscoveryOptions {
  * The transport serves gossipsub only on connections that proved the cookie, so a stranger never
  * sees the topic, a subscription or an announcement; the topic name and the MAC key both come from
  * the cookie's scrypt-derived key.
+ *
+ * During a cookie rotation a node is on two channels, the current cookie's and the previous one's:
+ * it subscribes to both topics, publishes each announcement on both (each MAC'd under its topic's
+ * key), and checks a message only under the key of the topic it came on, so nodes holding either
+ * cookie hear it, and an announcement MAC'd under one cookie never counts on the other's topic.
  */
 export class GossipDiscovery {
+  /** The current cookie's topic. */
   readonly topic: string;
+  /** Every topic served: the current cookie's first, then the previous one's during a rotation. */
+  private readonly channels: readonly GossipChannel[];
   private readonly options: GossipDiscoveryOptions;
   private readonly pubsub: GossipSub;
-  private readonly authKey: Buffer;
   private readonly refusalsLogged = new Set<string>();
   private interval: NodeJS.Timeout | null = null;
   private soon: NodeJS.Timeout | null = null;
@@ -48,19 +63,26 @@ export class GossipDiscovery {
     if (pubsub === null) throw new Error('gossip discovery needs a transport created with gossip');
     this.options = options;
     this.pubsub = pubsub;
+    const previous = options.previousCookie ?? null;
+    const cookies = previous === null ? [options.cookie] : [options.cookie, previous];
+    this.channels = cookies.map((cookie) => ({ topic: clusterTopic(cookie), key: deriveAuthKey(cookie) }));
     this.topic = clusterTopic(options.cookie);
-    this.authKey = deriveAuthKey(options.cookie);
+  }
+
+  /** The topics served (for tests and logs): one, or two during a rotation. */
+  get topics(): string[] {
+    return this.channels.map((channel) => channel.topic);
   }
 
   start(): void {
-    this.pubsub.subscribe(this.topic);
+    for (const channel of this.channels) this.pubsub.subscribe(channel.topic);
     this.pubsub.addEventListener('message', (event) => {
       this.receive(event.detail);
     });
     this.pubsub.addEventListener('subscription-change', (event) => {
       if (
         event.detail.subscriptions.some(
-          (subscription) => subscription.topic === this.topic && subscription.subscribe,
+          (subscription) => subscription.subscribe && this.channelOf(subscription.topic) !== null,
         )
       )
         this.announceSoon();
@@ -77,7 +99,11 @@ export class GossipDiscovery {
     if (this.soon !== null) clearTimeout(this.soon);
     this.interval = null;
     this.soon = null;
-    this.pubsub.unsubscribe(this.topic);
+    for (const channel of this.channels) this.pubsub.unsubscribe(channel.topic);
+  }
+
+  private channelOf(topic: string): GossipChannel | null {
+    return this.channels.find((channel) => channel.topic === topic) ?? null;
   }
 
   /** Announce now, unless an announcement went out within ANNOUNCE_GAP_MS_MIN (then once after it). */
@@ -95,24 +121,33 @@ export class GossipDiscovery {
     const { transport, nodeId, httpAddr } = this.options;
     const addrs = transport.listenAddresses.slice(0, PEER_ADDRESSES_MAX);
     if (addrs.length === 0) return;
-    const bytes = encodeAnnouncement(
-      { node_id: nodeId, peer_id: transport.peerId, addrs, http_addr: httpAddr, timestamp: Date.now() },
-      this.authKey,
-    );
-    this.pubsub.publish(this.topic, bytes).catch((error: unknown) => {
-      this.options.log(`gossip: announce failed: ${error instanceof Error ? error.message : String(error)}`);
-    });
+    const announcement = {
+      node_id: nodeId,
+      peer_id: transport.peerId,
+      addrs,
+      http_addr: httpAddr,
+      timestamp: Date.now(),
+    };
+    for (const channel of this.channels) {
+      const bytes = encodeAnnouncement(announcement, channel.key);
+      this.pubsub.publish(channel.topic, bytes).catch((error: unknown) => {
+        this.options.log(
+          `gossip: announce failed: ${error instanceof Error ? error.message : String(error)}`,
+        );
+      });
+    }
   }
 
   private receive(message: Message): void {
-    if (message.topic !== this.topic) return;
+    const channel = this.channelOf(message.topic);
+    if (channel === null) return;
     if (message.type !== 'signed') {
       this.refuse('an unsigned sender', 'unsigned message');
       return;
     }
     const from = message.from.toString();
     try {
-      const announcement = decodeAnnouncement(message.data, this.authKey, from, Date.now());
+      const announcement = decodeAnnouncement(message.data, channel.key, from, Date.now());
       this.announcementsReceived += 1;
       if (this.options.directory.onAnnouncement(announcement, Date.now())) {
         this.options.log(

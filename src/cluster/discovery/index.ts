@@ -25,7 +25,7 @@ export interface Discovery {
    * announce that id, or the one that proves the cookie when dialed there; undefined if none answers.
    */
   identify(id: NodeId, raftAddr: string): Promise<string | undefined>;
-  /** `aspen…`: the cookie's topic and cluster id, and up to 16 bootstrap addresses (this node's first). */
+  /** `aspen…`: the (current) cookie's topic and cluster id, and up to 16 bootstrap addresses (this node's first). */
   ticket(): string;
   stop(): void;
 }
@@ -88,6 +88,7 @@ export function startDiscovery(
         directory,
         nodeId: config.nodeId,
         cookie: config.cookie,
+        previousCookie: config.previousCookie,
         httpAddr,
         log,
       })
