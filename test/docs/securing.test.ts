@@ -17,7 +17,7 @@ function read(run: WalkthroughRun, file: string): string {
 
 describe('docs/operations.md "Securing a cluster", run as written', () => {
   it(
-    'tokens, TLS, a cluster formed by the admin, 403 and 401, identities recorded, a join ticket used once; no secret in any log',
+    'tokens, TLS, a cluster formed by the admin, 403 and 401, identities recorded, a join ticket used once, the cookie rotated; no secret in any log',
     async () => {
       const run = await runWalkthrough('docs/operations.md', 'securing', WALKTHROUGH_TIMEOUT_MS);
       runs.push(run);
@@ -31,6 +31,15 @@ describe('docs/operations.md "Securing a cluster", run as written', () => {
       for (const id of [1, 2, 3])
         expect(out).toMatch(new RegExp(`^${id}\\s+(leader|voter)\\s+.*12D3KooW\\w+$`, 'm'));
       expect(out).toMatch(/aspen-node: cannot join: .*\n.*ticket refused with exit code 2/);
+
+      // The cookie rotated with the cluster serving; the old cookie opens nothing afterwards.
+      expect(out).toMatch(/^hello after rotation$/m);
+      const peers = out.split('\n').filter((line) => line.startsWith('{"peers":'));
+      expect(peers).toHaveLength(1);
+      expect(peers[0]).toMatch(/"node_id":2/);
+      expect(peers[0]).not.toMatch(/"node_id":9/);
+      const refusals = [1, 2, 3, 4].map((id) => read(run, `node-${id}.log`)).join('\n');
+      expect(refusals).toMatch(/auth: refused connection from /);
 
       // The cookie reached node 4 only through the join, and no log line holds a secret.
       const cookie = read(run, 'data/node-4/cluster.cookie');

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort } from '../../src/bench/ports.ts';
@@ -15,6 +15,8 @@ const REPO = resolve(import.meta.dirname, '../..');
 const BIN = join(REPO, 'node_modules', '.bin');
 /** The doc's ports the test remaps: HTTP 8001–8009 and Raft 26001–26009. */
 const DOC_PORT = /\b(800[1-9]|2600[1-9])\b/g;
+/** The script's file name in the walkthrough's directory. */
+const SCRIPT_FILE = 'walkthrough.sh';
 /** Markdown text a walkthrough may span, before anything is parsed. */
 const DOC_CHARS_MAX = 1_000_000;
 
@@ -57,7 +59,10 @@ export async function runWalkthrough(
   const dir = mkdtempSync(join(tmpdir(), `aspen-walkthrough-${name}-`));
   // npx runs this checkout's binaries; in a subshell (a `&` job, a `$(…)`) it execs, so `$!` is the node.
   const prelude = 'set -euo pipefail\nnpx() { if [[ $BASHPID != "$$" ]]; then exec "$@"; else "$@"; fi; }\n';
-  const child = spawn('bash', ['-c', `${prelude}${script}`], {
+  // From a file, not `bash -c`: the script's text in the shell's command line would match the
+  // walkthrough's own `pkill -f` patterns.
+  writeFileSync(join(dir, SCRIPT_FILE), `${prelude}${script}`);
+  const child = spawn('bash', [SCRIPT_FILE], {
     cwd: dir,
     detached: true, // its own process group: the nodes it starts in the background die with it
     env: { ...process.env, PATH: `${BIN}:${process.env.PATH ?? ''}` },
