@@ -430,7 +430,9 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
         discovery.directory.configure(nodeId, address);
       },
       resolve: (nodeId) => discovery.resolve(nodeId),
-      identify: (nodeId, raftAddr) => discovery.identify(nodeId, raftAddr),
+      // A node that joined through this node is the peer that proved its join credential.
+      identify: async (nodeId, raftAddr) =>
+        parts.credentials.joinedPeerId(nodeId) ?? (await discovery.identify(nodeId, raftAddr)),
       peers: () =>
         discovery.directory.peers().map((peer) => ({
           node_id: peer.nodeId,

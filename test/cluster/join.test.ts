@@ -92,6 +92,10 @@ describe('join tickets on real processes', () => {
     }, SETTLE_MS);
     const added = await post(`${one.http}/add-learner`, { learner: { id: 4 } });
     expect(added.status, JSON.stringify(added.json)).toBe(200);
+    // Bound to the peer id that proved the join credential (the node's own key).
+    const learners = added.json.learners as { id: number; peer_id?: string }[];
+    const endpointId = (await get(`${joined.http}/node-info`)).json.endpoint_id;
+    expect(learners.find((learner) => learner.id === 4)?.peer_id).toBe(endpointId);
     const write = await post(`${one.http}/write`, { command: { Set: { key: 'join/k', value: 'v' } } });
     const index = Number(write.json.log_index);
     await eventually(() => appliedAtLeast(joined, index), SETTLE_MS);
