@@ -199,7 +199,6 @@ const CERTIFICATE_CODES: ReadonlySet<string> = new Set([
   'CERT_UNTRUSTED',
   'CERT_REJECTED',
   'HOSTNAME_MISMATCH',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
 /**

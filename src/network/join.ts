@@ -1,6 +1,6 @@
 import type { PrivateKey, Stream } from '@libp2p/interface';
 import { escalateBrokenInvariant } from '../api/errors.ts';
-import { assert } from '../base/assert.ts';
+import { assert, AssertionError } from '../base/assert.ts';
 import { isNodeId, type NodeId } from '../base/ids.ts';
 import { JoinError } from './errors.ts';
 import { encodeFrame, FrameDecoder } from './frame.ts';
@@ -203,7 +203,7 @@ export async function requestJoin(dial: JoinDial): Promise<JoinAnswer> {
     stream.send(encodeFrame(encodeJoinRequest(dial.request)));
     return decodeJoinAnswer(await reading);
   } catch (error) {
-    if (error instanceof JoinError) throw error;
+    if (error instanceof JoinError || error instanceof AssertionError) throw error; // never "no answer"
     throw new JoinError(message(error), { cause: error });
   } finally {
     await Promise.resolve()

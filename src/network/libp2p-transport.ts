@@ -70,15 +70,15 @@ function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
+/** Node ids bound to peer ids at once: one per member of the largest cluster. */
+const MEMBER_BINDINGS_MAX = CLUSTER_NODES_MAX;
+
 /**
  * Raft over libp2p (QUIC preferred; TCP + Noise + Yamux as fallback): outbound frames to a peer share one long-lived stream
  * (opening one costs ~1.5 ms, so never one per RPC); inbound streams are decoded frame by frame and
  * every malformed or misaddressed frame is dropped and counted. Peers are found by the address map,
  * which discovery will keep current (addPeer/removePeer).
  */
-/** Node ids bound to peer ids at once: one per member of the largest cluster. */
-const MEMBER_BINDINGS_MAX = CLUSTER_NODES_MAX;
-
 export class Libp2pTransport implements ClusterTransport {
   readonly nodeId: NodeId;
   private readonly libp2p: Libp2p;
