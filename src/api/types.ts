@@ -12,6 +12,14 @@ export interface ClusterNode {
   readonly peer_id?: string;
 }
 
+/** POST /join-ticket's answer: a join ticket minted by the node that answered. */
+export interface JoinTicketAnswer {
+  readonly ticket: string;
+  readonly node_id: NodeId;
+  /** Unix time in milliseconds. */
+  readonly expires_at: number;
+}
+
 export interface ClusterState {
   readonly nodes: readonly ClusterNode[];
   readonly members: readonly NodeId[];

@@ -1,4 +1,4 @@
-import type { ClusterNode } from '../api/types.ts';
+import type { ClusterNode, JoinTicketAnswer } from '../api/types.ts';
 
 /** Endpoints one client may be given. */
 export const ENDPOINTS_MAX = 64;
@@ -68,12 +68,7 @@ export interface JoinTicketOptions extends CallOptions {
 }
 
 /** A join ticket minted by the node that answered (POST /join-ticket). */
-export interface JoinTicketResult {
-  readonly ticket: string;
-  readonly node_id: number;
-  /** Unix time in milliseconds. */
-  readonly expires_at: number;
-}
+export type JoinTicketResult = JoinTicketAnswer;
 
 export interface NodeInfo {
   readonly node_id: number;

@@ -7,7 +7,7 @@ import {
   TOKENS_MAX,
   TokenTable,
 } from '../http/auth.ts';
-import { readBoundedFile } from './config.ts';
+import { readBoundedFile } from './bounded-file.ts';
 import { ConfigError } from './errors.ts';
 import { writeSecretFile } from './secret-file.ts';
 

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { parse as parseToml } from 'smol-toml';
 import { toMultiaddrs } from '../network/multiaddrs.ts';
@@ -13,10 +15,6 @@ import { ConfigError, TicketError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './logger.ts';
 import { AUTH_FAILURES_PER_WINDOW_MAX } from '../http/auth.ts';
 import { readBoundedFile } from './bounded-file.ts';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-
-export { readBoundedFile };
 
 /**
  * aspen-node configuration (docs/operations.md, "Configuration"): defaults < ASPEN_* environment < TOML config

@@ -1,7 +1,7 @@
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PrivateKey } from '@libp2p/interface';
 import { AspenError } from '../api/errors.ts';
+import type { JoinTicketAnswer } from '../api/types.ts';
 import type { NodeId } from '../base/ids.ts';
 import { JoinError } from '../network/errors.ts';
 import {
@@ -11,25 +11,14 @@ import {
   type JoinRefusal,
   type JoinService,
 } from '../network/join.ts';
-import { COOKIE_FILE, hasStoredCookie, readBoundedFile, type NodeConfig } from './config.ts';
-
-export { COOKIE_FILE };
-import { encodeJoinTicket, TICKET_ADDRESSES_MAX } from './discovery/ticket.ts';
+import { readBoundedFile } from './bounded-file.ts';
+import { COOKIE_FILE, hasStoredCookie, type NodeConfig } from './config.ts';
+import { encodeJoinTicket, TICKET_ADDRESSES_MAX, type JoinTicket } from './discovery/ticket.ts';
 import { ConfigError, firstLine, StartError, StorageError } from './errors.ts';
 import type { JoinCredentials } from './join-credentials.ts';
 import type { Log } from './logger.ts';
 import { probePort } from './ports.ts';
 import { writeSecretFile } from './secret-file.ts';
-
-/** Where a node that joined by a join ticket keeps the cluster cookie it was handed (mode 0600). */
-
-/** What POST /join-ticket answers. */
-export interface MintedJoinTicket {
-  readonly ticket: string;
-  readonly node_id: NodeId;
-  /** Unix time in milliseconds. */
-  readonly expires_at: number;
-}
 
 /**
  * A join ticket for `nodeId`, minted by this node (which alone can check its credential): this
@@ -40,7 +29,7 @@ export function mintJoinTicket(
   self: { readonly nodeId: NodeId; readonly cookie: string; readonly addresses: readonly string[] },
   nodeId: NodeId,
   ttlSeconds: number,
-): MintedJoinTicket {
+): JoinTicketAnswer {
   if (nodeId === self.nodeId)
     throw new AspenError('INVALID_INPUT', `node ${nodeId} is this node: a join ticket is for another node`);
   if (Buffer.byteLength(self.cookie) > JOIN_COOKIE_BYTES_MAX)
@@ -90,9 +79,8 @@ function refusal(reason: JoinRefusal, ticketNodeId: NodeId, nodeId: NodeId): Con
 
 /** The cookie a join stored in the data dir before, or null. */
 function storedCookie(config: NodeConfig): string | null {
-  if (config.storage === 'memory') return null;
-  const path = join(config.dataDir, COOKIE_FILE);
-  if (!existsSync(path)) return null;
+  if (!hasStoredCookie(config)) return null;
+  const path = cookiePath(config);
   const cookie = readBoundedFile(path, 'the stored cookie', JOIN_COOKIE_BYTES_MAX);
   if (cookie.length === 0)
     throw new ConfigError(`the stored cookie ${path} is empty (remove it and join with a new ticket)`);
@@ -113,16 +101,30 @@ export async function withJoinedCookie(
   log: Log,
 ): Promise<NodeConfig> {
   const ticket = config.joinTicket;
-  if (ticket === null && !hasStoredCookie(config)) return config;
-  if (ticket === null && !config.cookieIsDefault) return withGivenCookie(config, log);
   const stored = storedCookie(config);
-  if (stored !== null) {
-    log(
-      `join: using the cookie stored in ${join(config.dataDir, COOKIE_FILE)}${ticket === null ? '' : '; the join ticket is not used again'}`,
-    );
-    return { ...config, cookie: stored };
+  if (stored === null) return ticket === null ? config : await joinNow(config, ticket, privateKey, log);
+  // --cookie given (never with a join ticket: refused when parsed) wins, as in a rotation, and
+  // replaces the stored one so a later start without --cookie does not fall back to an old cookie.
+  if (ticket === null && !config.cookieIsDefault) {
+    if (stored !== config.cookie) {
+      writeCookie(config, config.cookie, 'cannot replace the stored cookie');
+      log(`join: the cookie stored in ${cookiePath(config)} is replaced by the one given with --cookie`);
+    }
+    return config;
   }
-  if (ticket === null) return config;
+  log(
+    `join: using the cookie stored in ${cookiePath(config)}${ticket === null ? '' : '; the join ticket is not used again'}`,
+  );
+  return { ...config, cookie: stored };
+}
+
+/** Join with `ticket` now: the ports checked free first, then the cookie asked for and kept. */
+async function joinNow(
+  config: NodeConfig,
+  ticket: JoinTicket,
+  privateKey: PrivateKey,
+  log: Log,
+): Promise<NodeConfig> {
   await probePort(config.host, config.port, 'raft', 'TCP');
   await probePort(config.host, config.port, 'raft', 'UDP');
   await probePort(config.httpHost, config.httpPort, 'http', 'TCP');
@@ -145,21 +147,18 @@ export async function withJoinedCookie(
   return { ...config, cookie: answer.cookie };
 }
 
-/**
- * --cookie given to a node that stored a cookie when it joined: the one given wins (a rotation
- * restarts nodes with the new cookie), and replaces the stored one so a later start without
- * --cookie does not fall back to an old cookie.
- */
-function withGivenCookie(config: NodeConfig, log: Log): NodeConfig {
-  if (storedCookie(config) === config.cookie) return config;
-  const path = join(config.dataDir, COOKIE_FILE);
+function cookiePath(config: NodeConfig): string {
+  return join(config.dataDir, COOKIE_FILE);
+}
+
+/** Write `cookie` to the data dir's cookie file; a failure is a StorageError starting with `what`. */
+function writeCookie(config: NodeConfig, cookie: string, what: string, hint = ''): void {
+  const path = cookiePath(config);
   try {
-    writeSecretFile(path, config.cookie);
+    writeSecretFile(path, cookie);
   } catch (error) {
-    throw new StorageError(`cannot replace the stored cookie ${path}: ${firstLine(error)}`, { cause: error });
+    throw new StorageError(`${what} ${path}: ${firstLine(error)}${hint}`, { cause: error });
   }
-  log(`join: the cookie stored in ${path} is replaced by the one given with --cookie`);
-  return config;
 }
 
 /** Store a cookie handed over by a join in the data dir (memory storage: nowhere). */
@@ -168,14 +167,11 @@ function keepCookie(config: NodeConfig, cookie: string, log: Log): void {
     log('join: admitted to the cluster; the cookie is kept in memory (--storage memory)');
     return;
   }
-  const path = join(config.dataDir, COOKIE_FILE);
-  try {
-    writeSecretFile(path, cookie);
-  } catch (error) {
-    throw new StorageError(
-      `cannot store the cluster cookie in ${path}: ${firstLine(error)} (the join ticket is used up: fix this, then ask for a new one)`,
-      { cause: error },
-    );
-  }
-  log(`join: admitted to the cluster; the cookie is stored in ${path}`);
+  writeCookie(
+    config,
+    cookie,
+    'cannot store the cluster cookie in',
+    ' (the join ticket is used up: fix this, then ask for a new one)',
+  );
+  log(`join: admitted to the cluster; the cookie is stored in ${cookiePath(config)}`);
 }

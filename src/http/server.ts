@@ -11,7 +11,7 @@ import type {
 import { AspenError } from '../api/errors.ts';
 import { assert } from '../base/assert.ts';
 import { evaluateHealth, type HealthReport } from '../api/health.ts';
-import type { ClusterNode, RaftMetrics } from '../api/types.ts';
+import type { ClusterNode, JoinTicketAnswer, RaftMetrics } from '../api/types.ts';
 import {
   ADDRESS_CHARS_MAX,
   PEER_ID_CHARS_MAX,
@@ -60,15 +60,7 @@ export interface NetworkInfo {
   /** A ticket for joining this cluster, for GET /cluster-ticket. */
   clusterTicket?(): string;
   /** A join ticket for node `nodeId` minted by this node, for POST /join-ticket (AspenError when refused). */
-  joinTicket?(nodeId: number, ttlSeconds: number): JoinTicketView;
-}
-
-/** POST /join-ticket's answer. */
-export interface JoinTicketView {
-  readonly ticket: string;
-  readonly node_id: number;
-  /** Unix time in milliseconds. */
-  readonly expires_at: number;
+  joinTicket?(nodeId: number, ttlSeconds: number): JoinTicketAnswer;
 }
 
 export interface DiscoveredPeerView {
