@@ -108,3 +108,6 @@ export const LOCK_NAME_BYTES_MAX = KEY_BYTES_MAX - LOCK_KEY_SUFFIX_CHARS;
 export const LOCK_WAITERS_MAX = TXN_SCAN_LIMIT_MAX;
 export const LOCK_TIMEOUT_MS_DEFAULT = 10_000;
 export const LOCK_TIMEOUT_MS_MAX = 300_000;
+
+/** Failed authentications one source address may make per window before every call from it gets 429. */
+export const AUTH_FAILURES_PER_WINDOW_MAX = 20;

@@ -339,11 +339,8 @@ function startRaft(
     // Members' addresses are replicated in the configuration: every node can reach every other.
     // Members' peer ids are replicated too: their node ids are bound to those identities.
     onMembership: (membership) => {
-      const nodes = membership.nodes ?? [];
-      discovery.directory.onMembership(nodes);
-      parts.transport.bindMembers(
-        new Map(nodes.flatMap((member) => (member.peerId === undefined ? [] : [[member.id, member.peerId]]))),
-      );
+      discovery.directory.onMembership(membership.nodes ?? []);
+      parts.transport.bindMembers(discovery.directory.memberBindings);
     },
     onFatal: (error) => {
       lifecycle.fail(error);

@@ -13,7 +13,7 @@ import {
 import { ASPEN_VERSION } from '../api/version.ts';
 import { ConfigError, TicketError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './logger.ts';
-import { AUTH_FAILURES_PER_WINDOW_MAX } from '../http/auth.ts';
+import { AUTH_FAILURES_PER_WINDOW_MAX } from '../base/limits.ts';
 import { readBoundedFile } from './bounded-file.ts';
 
 /**

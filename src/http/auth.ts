@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import { AspenError } from '../api/errors.ts';
 import { assert } from '../base/assert.ts';
+import { AUTH_FAILURES_PER_WINDOW_MAX } from '../base/limits.ts';
 
 /** What a token may do; each role includes the ones before it (docs/operations.md, "Securing a cluster"). */
 export const ROLES = ['read', 'write', 'admin'] as const;
@@ -62,8 +63,8 @@ export const TOKEN_RANDOM_BYTES = 32;
 export const TOKEN_PREFIX = 'aspen_';
 /** A token's name: letters, digits, `.`, `_`, `-`. */
 export const TOKEN_NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
-/** Failed authentications one source address may make per window before every call from it gets 429. */
-export const AUTH_FAILURES_PER_WINDOW_MAX = 20;
+// Defined in src/base so that parsing the node's flags does not load this module (and the rate limiter).
+export { AUTH_FAILURES_PER_WINDOW_MAX };
 export const AUTH_FAILURE_WINDOW_MS = 60_000;
 /** Source addresses whose failures are remembered at once (least recently seen forgotten first). */
 export const AUTH_FAILURE_ADDRESSES_MAX = 10_000;

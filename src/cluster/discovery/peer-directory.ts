@@ -70,6 +70,11 @@ export class PeerDirectory {
     }
   }
 
+  /** Members' node ids and the peer ids recorded for them (the transport binds the same). */
+  get memberBindings(): ReadonlyMap<NodeId, string> {
+    return this.memberPeers;
+  }
+
   /** Announcements refused because they paired a member's node id with another peer id. */
   get impostorAnnouncementsTotal(): number {
     return this.impostorAnnouncements;
