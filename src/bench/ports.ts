@@ -68,3 +68,20 @@ export async function freePort(): Promise<number> {
   }
   throw new Error(`no port in [${PORT_MIN}, ${max}] free for both TCP and UDP`);
 }
+
+/**
+ * A base port such that base+1 … base+count are all free on loopback for TCP and UDP (a local
+ * cluster numbers its nodes' ports from one base), drawn as freePort draws one.
+ */
+export async function freePortRun(count: number): Promise<number> {
+  if (!Number.isSafeInteger(count) || count < 1 || count > 100)
+    throw new RangeError(`a run of 1..100 ports, not ${count}`);
+  const max = ephemeralPortMin() - 1 - count;
+  for (let attempt = 0; attempt < FREE_PORT_ATTEMPTS_MAX; attempt += 1) {
+    const base = randomInt(PORT_MIN, max + 1);
+    let free = true;
+    for (let offset = 1; offset <= count && free; offset += 1) free = await bindable(base + offset);
+    if (free) return base;
+  }
+  throw new Error(`no run of ${count} ports in [${PORT_MIN}, ${max}] free for both TCP and UDP`);
+}

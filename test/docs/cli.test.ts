@@ -1,0 +1,41 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { removeWalkthroughDir, runWalkthrough, type WalkthroughRun } from './walkthrough.ts';
+
+/** Four nodes, every command of docs/cli.md in order, a few 1–2 s pauses: a slow CI machine's bound. */
+const WALKTHROUGH_TIMEOUT_MS = 150_000;
+
+const runs: WalkthroughRun[] = [];
+afterAll(() => {
+  for (const run of runs) removeWalkthroughDir(run);
+});
+
+describe('docs/cli.md, run as written', () => {
+  it(
+    'every example command: keys, CAS, a transaction, scans, membership, tickets, leases, watch, a lock, an election, the CAS loop',
+    async () => {
+      const run = await runWalkthrough('docs/cli.md', 'cli', WALKTHROUGH_TIMEOUT_MS);
+      runs.push(run);
+      expect(run.code, run.output).toBe(0);
+      const out = run.output;
+      expect(out).toMatch(/^initialized: voters 1, 2, 3$/m);
+      expect(out).toMatch(/^hello world$/m);
+      expect(out).toMatch(/aspen: KEY_NOT_FOUND: .*\nexit code 3$/m);
+      expect(out).toMatch(/^42\n(.*\n)?aspen: COMPARE_FAILED: [^\n]*\n(.*\n)?exit code 5$/m);
+      expect(out).toMatch(/… more: --continuation-token YXBwLzI/);
+      expect(out).toMatch(/^app\/3\s+c$/m);
+      expect(out).toMatch(/^learner 4 caught up/m);
+      expect(out).toMatch(/^voters 1, 2, 3, 4; learners none$/m);
+      expect(out).toMatch(/^voters 1, 2, 3; learners 4$/m);
+      expect(out).toMatch(/^learner 4 removed; learners none$/m);
+      expect(out).toMatch(/^lease 31 granted/m);
+      expect(out).toMatch(/^lease 31 renewed/m);
+      expect(out).toMatch(/^\d+ PUT svc\/api\/node-2 10\.0\.0\.2:8080$/m);
+      expect(out).toMatch(/^job ran with fencing token \d+$/m);
+      expect(out).toMatch(/^working, fenced by \d+$/m);
+      expect(out).toMatch(/^elected: db = 10\.0\.0\.5:5432/m);
+      expect(out).toMatch(/^\d+ PUT svc\/api\/node-1 10\.0\.0\.1:8080$/m);
+      expect(out).toMatch(/^leader 10\.0\.0\.5:5432/m);
+    },
+    WALKTHROUGH_TIMEOUT_MS + 10_000,
+  );
+});
