@@ -399,7 +399,20 @@ async function compareAuth(rounds: number, durationMs: number): Promise<void> {
   console.log(markdown([[...header, ...cpuHeader], ...rows]));
 }
 
+const USAGE = `usage: npm run bench [-- OPTIONS]     (npm run bench:etcd: the same with --etcd)
+  --runs kv,watch,keepalive,lock   which runs (default: all)
+  --duration-ms N                  per run, ${1_000}..${DURATION_MS_MAX} (default ${DURATION_MS_DEFAULT})
+  --etcd                           the same load against a 3-member etcd too (installs Debian's etcd-server
+                                   if missing, as root), side by side; writes docs/bench/*.json and .svg
+  --auth                           the kv run again against Aspen started with --auth-tokens
+  --auth-rounds N                  open and token clusters alternated N times (1..${AUTH_ROUNDS_MAX}), medians
+Environment: ASPEN_BENCH_CPU_PROF_DIR=dir makes every node write a V8 CPU profile there.`;
+
 async function main(argv: readonly string[]): Promise<void> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(USAGE);
+    return;
+  }
   const withEtcd = argv.includes('--etcd');
   const durationIndex = argv.indexOf('--duration-ms');
   const durationMs = durationIndex < 0 ? DURATION_MS_DEFAULT : Number(argv[durationIndex + 1]);

@@ -145,8 +145,6 @@ export async function startWalkthrough(
       ASPEN_LOCAL_HTTP_PORT_BASE: String(ports.httpBase),
       ASPEN_LOCAL_RAFT_PORT_BASE: String(ports.raftBase),
       ASPEN_LOCAL_DATA_DIR: join(dir, 'data', 'local'),
-      // Each `npx aspen …` is a new process: Node's compile cache saves most of its start-up.
-      NODE_COMPILE_CACHE: join(tmpdir(), 'aspen-walkthrough-compile-cache'),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
