@@ -401,7 +401,7 @@ async function compareAuth(rounds: number, durationMs: number): Promise<void> {
 
 const USAGE = `usage: npm run bench [-- OPTIONS]     (npm run bench:etcd: the same with --etcd)
   --runs kv,watch,keepalive,lock   which runs (default: all)
-  --duration-ms N                  per run, ${1_000}..${DURATION_MS_MAX} (default ${DURATION_MS_DEFAULT})
+  --duration-ms N                  per run, 1000..${DURATION_MS_MAX} (default ${DURATION_MS_DEFAULT})
   --etcd                           the same load against a 3-member etcd too (installs Debian's etcd-server
                                    if missing, as root), side by side; writes docs/bench/*.json and .svg
   --auth                           the kv run again against Aspen started with --auth-tokens
