@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort } from '../../src/bench/ports.ts';
@@ -65,7 +65,7 @@ export async function runWalkthrough(
   const child = spawn('bash', [SCRIPT_FILE], {
     cwd: dir,
     detached: true, // its own process group: the nodes it starts in the background die with it
-    env: { ...process.env, PATH: `${BIN}:${process.env.PATH ?? ''}` },
+    env: { ...process.env, PATH: `${checkoutBin(dir)}:${BIN}:${process.env.PATH ?? ''}` },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -83,6 +83,25 @@ export async function runWalkthrough(
   });
   killGroup(child.pid);
   return { code, output, dir };
+}
+
+/**
+ * `aspen` and `aspen-node` of this checkout's sources, in `dir`/.bin: node_modules/.bin links them
+ * through the `aspen` package, which in a git worktree sharing another checkout's node_modules is
+ * that other checkout.
+ */
+function checkoutBin(dir: string): string {
+  const bin = join(dir, '.bin');
+  mkdirSync(bin);
+  for (const name of ['aspen', 'aspen-node']) {
+    const shim = join(bin, name);
+    writeFileSync(
+      shim,
+      `#!/bin/sh\nexec node ${JSON.stringify(join(REPO, 'src', 'bin', `${name}.ts`))} "$@"\n`,
+    );
+    chmodSync(shim, 0o755);
+  }
+  return bin;
 }
 
 function killGroup(pid: number | undefined): void {
