@@ -161,3 +161,22 @@ export interface ElectionService {
   leader(request: LeaderRequest): Promise<LeaderResult>;
   observe(request: LeaderRequest, sink: ElectionSink): Promise<WatchSubscription>;
 }
+
+/** The state machine as one snapshot: what a backup holds (docs/api.md "Backup"). */
+export interface BackupSnapshot {
+  /** The applied index it was read at (the revision it holds). */
+  readonly index: number;
+  readonly term: number;
+  /** The node that read it. */
+  readonly nodeId: number;
+  /** The snapshot's bytes, as nodes send them to each other. */
+  readonly data: Uint8Array;
+}
+
+/**
+ * GET /backup: a linearizable barrier first (through the leader), then the state machine read in one
+ * consistent view at an applied index at or after it, without stopping writes.
+ */
+export interface BackupService {
+  backup(): Promise<BackupSnapshot>;
+}

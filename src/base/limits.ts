@@ -111,3 +111,9 @@ export const LOCK_TIMEOUT_MS_MAX = 300_000;
 
 /** Failed authentications one source address may make per window before every call from it gets 429. */
 export const AUTH_FAILURES_PER_WINDOW_MAX = 20;
+
+/**
+ * The largest snapshot of the state machine a node takes, sends or accepts (and so the largest
+ * backup's state machine: a backup is one snapshot).
+ */
+export const SNAPSHOT_BYTES_MAX = 1024 * 1024 * 1024;

@@ -13,6 +13,7 @@ import { DEFAULT_COOKIE, isLoopbackHost, parseNodeConfig, type NodeConfig } from
 import { certificateProblem, httpTlsOf, type HttpTls } from '../cluster/http-tls.ts';
 import { createLog, type Log } from '../cluster/logger.ts';
 import { StorageError, StartError, ConfigError } from '../cluster/errors.ts';
+import { seedFromBackup, type SeededRestore } from '../cluster/restore.ts';
 
 /**
  * Test hook, in the spirit of FoundationDB's BUGGIFY: the start step named here fails, to prove that
@@ -150,6 +151,21 @@ function warnInsecure(config: NodeConfig, log: Log): void {
     );
 }
 
+/**
+ * --restore FILE: seed the data dir from the backup before the start (a bad file or a data dir
+ * that is not empty: one line, code 2; a storage failure: code 1). Null without --restore.
+ */
+async function restore(config: NodeConfig, log: Log): Promise<SeededRestore | null> {
+  if (config.restore === null) return null;
+  try {
+    return await seedFromBackup(config, log);
+  } catch (error) {
+    if (error instanceof ConfigError) return fail(error.message, EXIT_CONFIG);
+    if (error instanceof StorageError) return fail(error.message, EXIT_FAILED);
+    throw error;
+  }
+}
+
 async function main(): Promise<void> {
   if (process.argv[2] === 'tokens') tokensCommand(process.argv.slice(3));
   const config = configure();
@@ -159,6 +175,7 @@ async function main(): Promise<void> {
   warnInsecure(config, log);
   if (httpTls !== null) warnCertificate(httpTls, config, log);
   consoleOnOneLine(log);
+  const seeded = await restore(config, log);
   let running: RunningNode;
   try {
     const failStep = process.env[FAIL_START_STEP_VARIABLE];
@@ -174,6 +191,8 @@ async function main(): Promise<void> {
       },
     });
   } catch (error) {
+    // A restore whose node did not start leaves the directory empty again, to be retried as it was.
+    seeded?.undo();
     if (error instanceof StorageError || error instanceof StartError)
       fail(`cannot start node ${config.nodeId}: ${error.message}`, EXIT_FAILED);
     // A stored cookie that cannot be read, or a join the cluster refused: one line, code 2.

@@ -13,6 +13,8 @@ import { ConfigError } from '../cluster/errors.ts';
 import { ADD_LEARNER_TIMEOUT_MS_DEFAULT, type MemberSpec } from '../client/options.ts';
 import { KvError } from '../client/errors.ts';
 import type { WatchUpdate } from '../client/watch.ts';
+import { BackupFormatError } from '../api/backup-format.ts';
+import { addBackupCommands, backupActions } from './aspen-backup.ts';
 import { addLeaseCommands, leaseActions, leaseId, LeaseLostError } from './aspen-lease.ts';
 import { addElectCommand, electAction } from './aspen-elect.ts';
 import { addLockCommand, lockAction } from './aspen-lock.ts';
@@ -265,6 +267,12 @@ const actions: Readonly<Record<string, Action>> = {
       (context, args, options) => action({ ...context, print, table }, args, options),
     ]),
   ),
+  ...Object.fromEntries(
+    Object.entries(backupActions).map(([name, action]): [string, Action] => [
+      `backup ${name}`,
+      (context, args) => action({ ...context, print }, args),
+    ]),
+  ),
 };
 
 /** One line per event (JSON lines with --json) until SIGINT or SIGTERM; resumes by itself across nodes. */
@@ -456,6 +464,9 @@ function program(choose: (chosen: Chosen) => void): Command {
   addLeaseCommands(
     adder(root.command('lease').description('leases: grant, keepalive, revoke, info, list'), 'lease '),
   );
+  addBackupCommands(
+    adder(root.command('backup').description('backups: save one from the cluster, check a file'), 'backup '),
+  );
   return root;
 }
 
@@ -635,7 +646,9 @@ export async function main(argv: readonly string[]): Promise<number> {
           ? 'USAGE'
           : error instanceof LeaseLostError
             ? 'LEASE_LOST'
-            : 'ERROR';
+            : error instanceof BackupFormatError
+              ? 'BAD_BACKUP'
+              : 'ERROR';
     const inDoubt =
       error instanceof KvError && !error.definite && MUTATING_COMMANDS.has(chosen.name)
         ? ' (it may still take effect)'

@@ -29,6 +29,9 @@ export {
   type TxnResult,
 } from './txn.ts';
 export { type WatchOptions, type WatchUpdate } from './watch.ts';
+export { type BackupOptions, type SavedBackup } from './backup.ts';
+export { verifyBackupFile } from '../api/backup-file.ts';
+export { BackupFormatError, type VerifiedBackup } from '../api/backup-format.ts';
 export {
   KEEPER_INTERVAL_MS_MIN,
   KEEPER_RENEWALS_PER_TTL,

@@ -10,6 +10,14 @@ import type {
   WriteCommand,
   WriteResult,
 } from '../api/types.ts';
+import type { VerifiedBackup } from '../api/backup-format.ts';
+import {
+  backupBytes,
+  saveBackup,
+  type BackupOptions,
+  type BackupTarget,
+  type SavedBackup,
+} from './backup.ts';
 import { KvError } from './errors.ts';
 import {
   ElectionApi,
@@ -334,6 +342,22 @@ export class KvClient {
     );
   }
 
+  /**
+   * GET /backup (admin; docs/api.md "Backup"), whole in memory and verified: every write
+   * acknowledged before the call is in it. For a file, use saveBackup.
+   */
+  backup(options?: BackupOptions): Promise<{ backup: VerifiedBackup; bytes: Uint8Array; endpoint: string }> {
+    return backupBytes(this.backupTarget(), options);
+  }
+
+  /**
+   * GET /backup streamed into `path` (via `path`.tmp, verified on disk, synced, renamed), the
+   * leader asked first: what the file holds, its size and SHA-256. `aspen backup save FILE`.
+   */
+  saveBackup(path: string, options?: BackupOptions): Promise<SavedBackup> {
+    return saveBackup(this.backupTarget(), path, options);
+  }
+
   state(options?: CallOptions): Promise<ClusterState> {
     return this.call({ method: 'GET', path: '/state', idempotent: true, route: ANY }, options);
   }
@@ -448,6 +472,10 @@ export class KvClient {
 
   private node(endpoint: string): Route {
     return { to: 'node', endpoint: origin(endpoint) };
+  }
+
+  private backupTarget(): BackupTarget {
+    return { ...this.streamTarget(), preferred: this.leaderEndpoint };
   }
 
   /** Where watch and observe streams go, and what they carry. */

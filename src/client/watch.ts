@@ -278,6 +278,15 @@ function takeStart(response: IncomingMessage, position: Position, endpoint: stri
 /** Largest error answer read from a stream's refusal (an error body is well under it). */
 export const STREAM_ERROR_BYTES_MAX = 64 * 1024;
 
+/** What a stream carries: its media type, and how its errors name it. */
+export interface StreamKind {
+  readonly accept: string;
+  readonly what: string;
+}
+
+/** Server-Sent Events of GET /watch and GET /election/observe. */
+const EVENT_STREAM: StreamKind = { accept: 'text/event-stream', what: 'watch' };
+
 /**
  * Open one stream to `endpoint` with the target's headers and CA: its answer, or the KvError its
  * refusal or failure stands for. The target's `timeoutMs` bounds connecting and the answer's headers
@@ -289,6 +298,7 @@ export async function connect(
   path: string,
   signal: AbortSignal,
   connection: AbortController,
+  kind: StreamKind = EVENT_STREAM,
 ): Promise<IncomingMessage> {
   const { timeoutMs, headers = {}, ca } = target;
   const clock = { timedOut: false };
@@ -298,18 +308,13 @@ export async function connect(
   }, timeoutMs);
   let response: IncomingMessage;
   try {
-    response = await openStream(
-      new URL(path, endpoint),
-      { ...headers, accept: 'text/event-stream' },
-      signal,
-      ca,
-    );
+    response = await openStream(new URL(path, endpoint), { ...headers, accept: kind.accept }, signal, ca);
   } catch (error) {
     const tls = clock.timedOut || !(error instanceof Error) ? null : tlsFailure(error, endpoint);
     if (tls !== null) throw tls;
     throw new KvError(
       clock.timedOut ? 'TIMEOUT' : 'CONNECTION',
-      `watch: ${endpoint}: ${clock.timedOut ? `no answer in ${timeoutMs} ms` : error instanceof Error ? error.message : String(error)}`,
+      `${kind.what}: ${endpoint}: ${clock.timedOut ? `no answer in ${timeoutMs} ms` : error instanceof Error ? error.message : String(error)}`,
       { endpoint, definite: true },
     );
   } finally {

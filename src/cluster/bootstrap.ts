@@ -5,6 +5,7 @@ import type { PrivateKey } from '@libp2p/interface';
 import type { FastifyInstance } from 'fastify';
 import { buildHttpServer, replaceTlsCertificate, type HttpTls } from '../http/server.ts';
 import type { LogStore, Snapshot } from '../node/interfaces.ts';
+import { NodeBackupSource } from '../node/backup-source.ts';
 import { RaftControlClient } from '../node/control-client.ts';
 import { RaftLeaseClient } from '../node/lease-client.ts';
 import { MemoryKvStateMachine, type StateMachine } from '../node/kv-state-machine.ts';
@@ -176,6 +177,7 @@ async function startSteps(
   });
   const app = await lifecycle.step('http', () =>
     startHttp(config, log, {
+      node,
       transport,
       discovery,
       forwarding,
@@ -244,7 +246,7 @@ async function startStorage(config: NodeConfig, log: Log, options: StartOptions)
 }
 
 /** The node's libp2p identity: kept in <data-dir>/node.key with durable storage, fresh otherwise. */
-async function loadIdentity(config: NodeConfig): Promise<PrivateKey> {
+export async function loadIdentity(config: NodeConfig): Promise<PrivateKey> {
   if (config.storage === 'memory') return generateKeyPair('Ed25519');
   const path = `${config.dataDir}/node.key`;
   try {
@@ -383,6 +385,7 @@ function startWatch(log: Log, stores: Stores): WatchHub {
 }
 
 interface HttpParts {
+  readonly node: RaftNode;
   readonly transport: Libp2pTransport;
   readonly discovery: Discovery;
   readonly forwarding: { readonly client: RaftControlClient; readonly store: ForwardingStore };
@@ -449,6 +452,7 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
     },
     health: () => parts.health.report(),
     watch: parts.watch,
+    backup: new NodeBackupSource({ node: parts.node, store: parts.forwarding.store }),
     httpAddress: parts.httpAddress,
     ...(parts.httpTls === null ? {} : { tls: parts.httpTls }),
     allowedHostNames: config.httpAllowedHosts,

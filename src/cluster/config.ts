@@ -72,6 +72,11 @@ export interface NodeConfig {
   readonly httpTlsCert: string | null;
   /** --http-tls-key FILE: that certificate's private key, PEM. */
   readonly httpTlsKey: string | null;
+  /**
+   * --restore FILE: before starting, seed the empty data dir from this backup as a new one-node
+   * cluster of this node (src/cluster/restore.ts); null for a normal start.
+   */
+  readonly restore: string | null;
 }
 
 export const DEFAULT_COOKIE = 'aspen-cookie';
@@ -168,6 +173,12 @@ function command(): Command {
         .env('ASPEN_LOG_LEVEL')
         .choices(LOG_LEVELS)
         .default('info'),
+    )
+    .addOption(
+      new Option(
+        '--restore <file>',
+        'seed the empty --data-dir from this backup (aspen backup save) as a new one-node cluster of this node, then run; restart without it',
+      ),
     );
   return withSecurityOptions(withDiscoveryOptions(program));
 }
@@ -396,10 +407,32 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     authFailuresMax: integerIn(text('authFailuresMax'), '--auth-failures-max', 1, AUTH_FAILURES_MAX_LIMIT),
     httpTlsCert: options.httpTlsCert === undefined ? null : text('httpTlsCert'),
     httpTlsKey: options.httpTlsKey === undefined ? null : text('httpTlsKey'),
+    restore: options.restore === undefined ? null : text('restore'),
   };
   const final = withTicket(config, options.ticket, program.getOptionValueSource('cookie') === 'default');
   checkPreviousCookie(final);
+  checkRestore(final);
   return final;
+}
+
+/**
+ * --restore seeds a data dir as a new cluster whose one member is this node at --host:--port (the
+ * address recorded in its configuration, where nodes added later reach it).
+ */
+function checkRestore(config: NodeConfig): void {
+  if (config.restore === null) return;
+  if (config.restore.length === 0) throw new ConfigError('--restore needs the backup FILE');
+  if (config.storage !== 'lmdb') throw new ConfigError('--restore seeds a data dir: it needs --storage lmdb');
+  if (config.ticket !== null || config.joinTicket !== null)
+    throw new ConfigError('--restore starts a new cluster: it cannot join one with --ticket');
+  if (config.port === 0)
+    throw new ConfigError(
+      "--restore records this node's Raft address in the new configuration: give a fixed --port, not 0",
+    );
+  if (config.host === '0.0.0.0' || config.host === '::')
+    throw new ConfigError(
+      `--restore records this node's Raft address in the new configuration: give a --host other nodes can reach, not ${config.host}`,
+    );
 }
 
 /**

@@ -47,6 +47,7 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
   'POST /change-membership': 'admin',
   'POST /remove-learner': 'admin',
   'POST /trigger-snapshot': 'admin',
+  'GET /backup': 'admin',
   'POST /add-peer': 'admin',
   'GET /peers': 'admin',
   'GET /cluster-ticket': 'admin',

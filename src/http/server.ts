@@ -1,6 +1,7 @@
 import { Server as TlsServer } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type {
+  BackupService,
   ClusterController,
   KeyValueStore,
   LeaseService,
@@ -28,6 +29,7 @@ import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError, type HttpLog } fr
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { installAuth, type TokenTable } from './auth.ts';
+import { addBackupRoute } from './backup-route.ts';
 import { addLeaseRoutes } from './lease-routes.ts';
 import { addElectionRoutes } from './election-routes.ts';
 import { addLockRoutes } from './lock-routes.ts';
@@ -123,6 +125,8 @@ export interface HttpServerOptions {
   readonly auth?: HttpAuth;
   /** Serve HTTPS with this certificate and key (--http-tls-cert, --http-tls-key); plain HTTP without. */
   readonly tls?: HttpTls;
+  /** GET /backup's source; without it the route does not exist. */
+  readonly backup?: BackupService;
 }
 
 /** A server certificate (chain) and its private key, PEM, as checked by the caller. */
@@ -228,6 +232,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
       options.watchHeartbeatMs === undefined ? {} : { heartbeatMs: options.watchHeartbeatMs },
     );
   addNodeRoutes(app, options, metrics);
+  if (options.backup !== undefined) addBackupRoute(app, options.backup, options.identity.nowMs);
   if (options.watch !== undefined)
     addWatchRoute(
       app,

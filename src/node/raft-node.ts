@@ -25,7 +25,13 @@ import type {
 import type { StateMachine } from './kv-state-machine.ts';
 import { LeaseKeeper, type LeaseMutations } from './lease-keeper.ts';
 import { NodeReadyExecutor, withAppliedCommit } from './ready-executor.ts';
-import { RequestTracker, type Callback, type ReadServed, type WriteApplied } from './request-tracker.ts';
+import {
+  RequestTracker,
+  type Callback,
+  type Outcome,
+  type ReadServed,
+  type WriteApplied,
+} from './request-tracker.ts';
 import { SnapshotManager } from './snapshot-manager.ts';
 
 export {
@@ -62,7 +68,8 @@ type MailboxItem =
       readonly callback: Callback<MembershipConfig>;
     }
   | { readonly kind: 'transfer'; readonly target: NodeId; readonly callback: Callback<null> }
-  | { readonly kind: 'snapshot'; readonly callback: Callback<Snapshot> };
+  | { readonly kind: 'snapshot'; readonly callback: Callback<Snapshot> }
+  | { readonly kind: 'read_snapshot'; readonly callback: Callback<Snapshot> };
 
 /** A membership change as the core takes it (voters, learners, new addresses, the promotion bar). */
 export type MembershipTarget = MembershipProposal;
@@ -297,6 +304,14 @@ export class RaftNode {
     this.enqueueRequest({ kind: 'snapshot', callback }, callback);
   }
 
+  /**
+   * The state machine as a snapshot at its applied index, read between Ready cycles, without
+   * compacting the log or persisting anything (GET /backup).
+   */
+  readSnapshot(callback: Callback<Snapshot>): void {
+    this.enqueueRequest({ kind: 'read_snapshot', callback }, callback);
+  }
+
   /** Stopped (shut down, or fail-stopped on a storage failure): it takes no more work. */
   get isStopped(): boolean {
     return this.stopped;
@@ -463,6 +478,32 @@ export class RaftNode {
       case 'snapshot':
         this.takeSnapshot(item.callback);
         return;
+      case 'read_snapshot':
+        item.callback(this.currentSnapshot());
+        return;
+    }
+  }
+
+  /** The state machine at its applied index (a read: nothing is compacted or written). */
+  private currentSnapshot(): Outcome<Snapshot> {
+    const index = this.options.stateMachine.appliedIndex;
+    if (index === 0)
+      return { ok: false, error: new AspenError('NOT_INITIALIZED', 'nothing has been applied yet') };
+    const term = this.core.log.term(index);
+    const config = this.core.log.configAt(index);
+    assert(term !== null && config !== null, `the log knows the applied entry ${index}`);
+    try {
+      return {
+        ok: true,
+        value: { meta: { index, term, config }, data: this.options.stateMachine.snapshot() },
+      };
+    } catch (error) {
+      // Too large for a snapshot, or unreadable: the read fails, nothing was written.
+      if (!(error instanceof StorageError)) throw error;
+      return {
+        ok: false,
+        error: new AspenError('INTERNAL', `cannot read the state machine: ${error.message}`),
+      };
     }
   }
 

@@ -1,10 +1,11 @@
 import { assert } from '../base/assert.ts';
+import { SNAPSHOT_BYTES_MAX } from '../base/limits.ts';
 import type { NodeId, SnapshotMeta } from '../raft/types.ts';
 import type { Snapshot, SnapshotChunk } from './interfaces.ts';
 
-/** Chunk bound and the largest snapshot a node accepts. */
+/** Chunk bound; the largest snapshot a node accepts is SNAPSHOT_BYTES_MAX (base/limits.ts, shared with backups). */
 export const SNAPSHOT_CHUNK_BYTES_MAX = 1024 * 1024;
-export const SNAPSHOT_BYTES_MAX = 1024 * 1024 * 1024;
+export { SNAPSHOT_BYTES_MAX };
 
 /** Split a snapshot into bounded chunks addressed from `from` to `to` in `term`. */
 export function snapshotChunks(

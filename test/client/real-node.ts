@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { buildHttpServer, type HttpServerOptions } from '../../src/http/server.ts';
+import { NodeBackupSource } from '../../src/node/backup-source.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { RaftLeaseClient } from '../../src/node/lease-client.ts';
 import { NodeElectionService } from '../../src/node/election-service.ts';
@@ -59,15 +60,15 @@ export async function listenInitialized(
 }
 
 /**
- * A real single-node Aspen HTTP API on a loopback port (with GET /watch, the locks and the
- * elections, and `extra` server options), initialized: its URL.
+ * A real single-node Aspen HTTP API on a loopback port (with GET /watch, GET /backup, the locks and
+ * the elections, and `extra` server options), initialized: its URL.
  */
 export async function realNode(
   cleanups: (() => unknown)[],
   extra: Partial<HttpServerOptions> = {},
 ): Promise<string> {
   const parts = realNodeParts();
-  const { watch, control, leases } = parts;
+  const { node, watch, control, leases } = parts;
   const app = buildHttpServer({
     controller: control,
     store: control,
@@ -76,6 +77,7 @@ export async function realNode(
     elections: new NodeElectionService({ store: control, watch, clock: systemClock }),
     identity: { nodeId: 1, endpointId: '', startedAtMs: 0, nowMs: () => 0 },
     watch,
+    backup: new NodeBackupSource({ node, store: control }),
     ...extra,
   });
   return listenInitialized(app, parts, cleanups);

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { removeWalkthroughDir, runWalkthrough, type WalkthroughRun } from './walkthrough.ts';
 
 /** Four nodes start, a cluster forms, a node joins (and, later, the cookie rotates): a slow CI machine's bound. */
-const WALKTHROUGH_TIMEOUT_MS = 150_000;
+const WALKTHROUGH_TIMEOUT_MS = 240_000;
 
 const runs: WalkthroughRun[] = [];
 afterAll(() => {

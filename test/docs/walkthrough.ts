@@ -1,5 +1,5 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -140,7 +140,7 @@ export async function startWalkthrough(
     detached: true, // its own process group: the nodes it starts in the background die with it
     env: {
       ...process.env,
-      PATH: `${BIN}:${process.env.PATH ?? ''}`,
+      PATH: `${checkoutBin(dir)}:${BIN}:${process.env.PATH ?? ''}`,
       ASPEN_ENDPOINTS: endpoints,
       ASPEN_LOCAL_HTTP_PORT_BASE: String(ports.httpBase),
       ASPEN_LOCAL_RAFT_PORT_BASE: String(ports.raftBase),
@@ -186,6 +186,25 @@ export async function runWalkthrough(
   running.stop();
   const note = deadline.passed ? `\n[walkthrough killed after ${timeoutMs} ms]` : '';
   return { code, output: running.output() + note, dir: running.dir };
+}
+
+/**
+ * `aspen` and `aspen-node` of this checkout's sources, in `dir`/.bin: node_modules/.bin links them
+ * through the `aspen` package, which in a git worktree sharing another checkout's node_modules is
+ * that other checkout.
+ */
+function checkoutBin(dir: string): string {
+  const bin = join(dir, '.bin');
+  mkdirSync(bin);
+  for (const name of ['aspen', 'aspen-node']) {
+    const shim = join(bin, name);
+    writeFileSync(
+      shim,
+      `#!/bin/sh\nexec node ${JSON.stringify(join(REPO, 'src', 'bin', `${name}.ts`))} "$@"\n`,
+    );
+    chmodSync(shim, 0o755);
+  }
+  return bin;
 }
 
 function killGroup(pid: number | undefined): void {

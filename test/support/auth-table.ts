@@ -4,7 +4,7 @@ import { roleIncludes, ROLES, ROUTE_ACCESS, type Role } from '../../src/http/aut
 /**
  * The roles DESIGN.md §13 gives each route, written out apart from the code's ROUTE_ACCESS (which
  * must name the same routes): `read` reads, scans, watches, state and metrics; `write` adds writes,
- * transactions, leases, locks and elections; `admin` adds membership, snapshots, peers and the
+ * transactions, leases, locks and elections; `admin` adds membership, snapshots, backups, peers and the
  * cluster ticket; `health` is `read`, or anyone with --open-health.
  */
 export const EXPECTED_ACCESS: Readonly<Record<string, Role | 'health'>> = {
@@ -37,6 +37,7 @@ export const EXPECTED_ACCESS: Readonly<Record<string, Role | 'health'>> = {
   'POST /change-membership': 'admin',
   'POST /remove-learner': 'admin',
   'POST /trigger-snapshot': 'admin',
+  'GET /backup': 'admin',
   'POST /add-peer': 'admin',
   'GET /peers': 'admin',
   'GET /cluster-ticket': 'admin',
