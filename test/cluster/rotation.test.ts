@@ -6,6 +6,7 @@ import {
   eventually,
   formCluster,
   get,
+  peerIdOf,
   ProcessCluster,
   type NodeProcess,
   type StartOptions,
@@ -167,12 +168,6 @@ async function waitBackInCluster(node: NodeProcess, nodes: readonly NodeProcess[
 }
 
 /** The libp2p peer id a node printed in its "up" line. */
-function peerIdOf(node: NodeProcess): string {
-  const line = node.log.find((entry) => entry.includes(' up: ')) ?? '';
-  const peer = /\(peer (\S+)\)/.exec(line)?.[1];
-  if (peer === undefined) throw new Error(`node ${node.id} printed no peer id: ${line}`);
-  return peer;
-}
 
 describe('cookie rotation on real processes', () => {
   it('rolls every node to a new cookie in two phases under writes; a node with only the old cookie is then refused', async () => {
@@ -223,7 +218,7 @@ describe('cookie rotation on real processes', () => {
     const members = nodes.map((node) => ({ node, peer: peerIdOf(node) }));
     const memberLines = [...retired, ...nodes].flatMap((node) => node.log);
     for (const { peer } of members)
-      expect(memberLines.filter((line) => line.includes(`auth: refused connection to ${peer}`))).toEqual([]);
+      expect(memberLines.filter((line) => line.includes(`(peer ${peer}) refused our cookie`))).toEqual([]);
 
     // A process with only the old cookie and every member's address: refused by each, listed by none.
     const rogue = await cluster.start(4, {
@@ -235,8 +230,8 @@ describe('cookie rotation on real processes', () => {
       () =>
         members.every(
           ({ node, peer }) =>
-            node.log.some((line) => line.includes(`auth: refused connection from ${roguePeer}`)) &&
-            rogue.log.some((line) => line.includes(`auth: refused connection to ${peer}`)),
+            node.log.some((line) => line.includes(`auth: refused connection from peer ${roguePeer}`)) &&
+            rogue.log.some((line) => line.includes(`(peer ${peer}) refused our cookie: the cookies differ`)),
         ),
       ROGUE_WAIT_MS,
     );
