@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /**
- * `npm start`: a local three-node Aspen cluster on loopback in one process, data under ./data,
- * initialized on first start, printing its endpoints and a curl to try. Ctrl-C stops it. Each
- * node logs JSON lines on stderr with its node_id.
+ * `npm start`: a local three-node Aspen cluster on loopback in one process, data under ./data/local
+ * (apart from the hand walkthrough's ./data/node-N), initialized on first start and reopened after,
+ * printing which it did, its cookie, its endpoints and a curl to try. Ctrl-C stops it. Each node
+ * logs on stderr: JSON lines with its node_id, or on a terminal lines prefixed `[node N]`.
+ * `npm start -- --log-level debug` (or error, warn, info) sets the level of all three.
  */
 import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
 import { parseNodeConfig } from '../cluster/config.ts';
@@ -10,11 +12,40 @@ import { createLog } from '../cluster/logger.ts';
 import { StorageError, StartError, ConfigError } from '../cluster/errors.ts';
 
 const NODE_IDS = [1, 2, 3] as const;
-const RAFT_PORT_BASE = 26_000;
-const HTTP_PORT_BASE = 8_000;
+/**
+ * Where the cluster listens and keeps its data, for tests (and anyone running it beside a cluster on
+ * the documented ports): node N listens on HTTP base + N and Raft base + N.
+ */
+const HTTP_PORT_BASE = portBase('ASPEN_LOCAL_HTTP_PORT_BASE', 8_000);
+const RAFT_PORT_BASE = portBase('ASPEN_LOCAL_RAFT_PORT_BASE', 26_000);
 const INIT_ATTEMPTS_MAX = 50;
-/** The local cluster's cookie: loopback only, but as long as any cookie must be. */
+/** The local cluster's cookie: fixed and public, which is safe only because every node listens on loopback. */
 const LOCAL_COOKIE = 'aspen-local-cluster';
+/** Where the three nodes keep their data (node-1, node-2, node-3 inside). */
+const DATA_DIR = process.env.ASPEN_LOCAL_DATA_DIR ?? './data/local';
+const USAGE = 'usage: npm start [-- --log-level error|warn|info|debug]';
+
+/** A port base from the environment (its nodes' ports base+1..base+3 must be valid ports), else `fallback`. */
+function portBase(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined) return fallback;
+  const base = Number(text);
+  if (!/^\d+$/.test(text) || base < 1 || base + NODE_IDS.length > 65_535) {
+    process.stderr.write(
+      `aspen: ${name} must be a port number below ${65_535 - NODE_IDS.length}, got "${text}"\n`,
+    );
+    process.exit(2);
+  }
+  return base;
+}
+
+/** The one flag `npm start` takes: `--log-level LEVEL` (checked by parseNodeConfig). */
+function logLevelArgs(args: readonly string[]): string[] {
+  if (args.length === 0) return [];
+  if (args.length === 2 && args[0] === '--log-level') return [...args];
+  process.stderr.write(`${USAGE}\n`);
+  process.exit(args.includes('--help') ? 0 : 2);
+}
 
 async function initialize(httpUrl: string): Promise<void> {
   const initialMembers = NODE_IDS.map((id) => ({
@@ -37,6 +68,8 @@ async function initialize(httpUrl: string): Promise<void> {
 }
 
 const nodes: RunningNode[] = [];
+/** The data directory held a cluster already: it is reopened, not initialized. */
+let reopened = false;
 
 /** Stop every node that is up, in reverse; a node that already stopped itself reports its own failure. */
 async function stopAll(): Promise<void> {
@@ -49,6 +82,16 @@ function onFatal(id: number, error: StorageError): void {
   void stopAll().then(() => process.exit(1));
 }
 
+// Ctrl-C stops what has started, even during the start.
+let stopping = false;
+const shutdown = (): void => {
+  if (stopping) return;
+  stopping = true;
+  void stopAll().then(() => process.exit(0));
+};
+process.on('SIGINT', shutdown);
+process.on('SIGTERM', shutdown);
+
 try {
   for (const id of NODE_IDS) {
     const config = parseNodeConfig([
@@ -60,6 +103,9 @@ try {
       `127.0.0.1:${HTTP_PORT_BASE + id}`,
       '--cookie',
       LOCAL_COOKIE,
+      '--data-dir',
+      `${DATA_DIR}/node-${id}`,
+      ...logLevelArgs(process.argv.slice(2)),
     ]);
     nodes.push(
       await startNode(config, createLog({ nodeId: id, level: config.logLevel }), {
@@ -69,7 +115,8 @@ try {
       }),
     );
   }
-  await initialize(nodes[0]?.httpUrl ?? '');
+  reopened = nodes.some((running) => running.node.status().membership !== null);
+  if (!reopened) await initialize(nodes[0]?.httpUrl ?? '');
 } catch (error) {
   if (!(error instanceof StorageError || error instanceof StartError || error instanceof ConfigError))
     throw error; // a bug: loudly
@@ -77,7 +124,9 @@ try {
   await stopAll();
   process.exit(1);
 }
-process.stdout.write(`Aspen is running: 3 nodes on loopback, data in ./data
+process.stdout.write(`Aspen is running: 3 nodes on loopback.
+${reopened ? 'Reopened the cluster' : 'Created a new cluster'} in ${DATA_DIR} (rm -rf ${DATA_DIR.replace(/^\.\//, '')} to start over).
+Cookie: ${LOCAL_COOKIE} (fixed for this local cluster: safe only because its nodes listen on loopback)
 ${nodes.map((node, index) => `  node ${index + 1}: ${node.httpUrl}`).join('\n')}
 Try:
   curl -X POST ${nodes[0]?.httpUrl ?? ''}/write -H 'Content-Type: application/json' -d '{"command":{"Set":{"key":"greeting","value":"hello world"}}}'
@@ -86,11 +135,3 @@ Try:
 (writes and linearizable reads go to the leader: GET /leader tells which node that is)
 Ctrl-C stops the cluster.
 `);
-let stopping = false;
-const shutdown = (): void => {
-  if (stopping) return;
-  stopping = true;
-  void stopAll().then(() => process.exit(0));
-};
-process.on('SIGINT', shutdown);
-process.on('SIGTERM', shutdown);

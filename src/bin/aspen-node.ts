@@ -5,13 +5,13 @@
  * refused for an operating reason (data directory in use, port in use, storage, no answer to a join)
  * with one line and code 1; a storage failure while running stops the node with one line and code 1; SIGINT/SIGTERM shut down in reverse order (code 0).
  * A broken invariant is not an operating error: it crashes loudly, with its stack.
- * Logs: one JSON object per line on stderr (pino), with node_id, at --log-level and above.
+ * Logs: one JSON object per line on stderr (pino), with node_id and component, at --log-level and above.
  */
 import { AuthTokens, addToken } from '../cluster/auth-tokens.ts';
 import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
 import { DEFAULT_COOKIE, isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';
 import { certificateProblem, httpTlsOf, type HttpTls } from '../cluster/http-tls.ts';
-import { createLog, type Log } from '../cluster/logger.ts';
+import { componentLog, createLog, type Log } from '../cluster/logger.ts';
 import { StorageError, StartError, ConfigError } from '../cluster/errors.ts';
 import { seedFromBackup, type SeededRestore } from '../cluster/restore.ts';
 
@@ -171,7 +171,7 @@ async function main(): Promise<void> {
   const config = configure();
   const tokens = loadTokens(config);
   const httpTls = loadHttpTls(config);
-  const log = createLog({ nodeId: config.nodeId, level: config.logLevel });
+  const log = componentLog(createLog({ nodeId: config.nodeId, level: config.logLevel }), 'node');
   warnInsecure(config, log);
   if (httpTls !== null) warnCertificate(httpTls, config, log);
   consoleOnOneLine(log);

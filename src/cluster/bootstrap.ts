@@ -33,7 +33,9 @@ import { ForwardingStore } from './forwarding.ts';
 import { HealthMonitor } from './health.ts';
 import { JoinCredentials } from './join-credentials.ts';
 import { joinService, mintJoinTicket, withJoinedCookie } from './join.ts';
-import type { Log } from './logger.ts';
+import { componentLog, pinoLoggerOf, type Log } from './logger.ts';
+import { PeerWatch } from './peer-watch.ts';
+import { describeRaftEvent } from '../node/raft-events.ts';
 import { Lifecycle, type LifecycleHooks, type Started, type StopMode } from './lifecycle.ts';
 import { endpointError, listenError, probePort } from './ports.ts';
 
@@ -99,7 +101,7 @@ export async function startNode(
   log: Log,
   options: StartOptions = {},
 ): Promise<RunningNode> {
-  const lifecycle = new Lifecycle(config.nodeId, log, options);
+  const lifecycle = new Lifecycle(config.nodeId, componentLog(log, 'node'), options);
   try {
     return await startSteps(config, log, options, lifecycle);
   } catch (error) {
@@ -132,17 +134,20 @@ async function startSteps(
   const tokens =
     options.tokens ?? (given.authTokensFile === null ? null : new AuthTokens(given.authTokensFile));
   const httpTls = options.httpTls ?? httpTlsOf(given);
-  const stores = await lifecycle.step('storage', () => startStorage(given, log, options));
+  const stores = await lifecycle.step('storage', () =>
+    startStorage(given, componentLog(log, 'storage'), options),
+  );
   const privateKey = await loadIdentity(given);
   // A join ticket's node gets the cookie here (stored earlier, or handed over by the cluster now).
-  const config = await withJoinedCookie(given, privateKey, log);
+  const config = await withJoinedCookie(given, privateKey, componentLog(log, 'join'));
   const credentials = new JoinCredentials();
   const transport = await lifecycle.step('endpoint', () =>
-    startEndpoint(config, log, routes, { privateKey, credentials }),
+    startEndpoint(config, componentLog(log, 'transport'), routes, { privateKey, credentials }),
   );
   const httpAddress = `${config.httpHost}:${config.httpPort}`;
   const discovery = await lifecycle.step('discovery', () => {
-    const started = startDiscovery(config, transport, config.httpPort === 0 ? null : httpAddress, log);
+    const httpAddr = config.httpPort === 0 ? null : httpAddress;
+    const started = startDiscovery(config, transport, httpAddr, componentLog(log, 'discovery'));
     return {
       value: started,
       stop: () => {
@@ -152,7 +157,7 @@ async function startSteps(
     };
   });
   const { node, health, watch } = await lifecycle.step('raft', () =>
-    startRaft(config, log, { stores, transport, discovery, routes, lifecycle }),
+    startRaft(config, componentLog(log, 'raft'), { stores, transport, discovery, routes, lifecycle }),
   );
   const forwarding = await lifecycle.step('rpc', () => {
     const client = new RaftControlClient(node);
@@ -165,7 +170,7 @@ async function startSteps(
       nodeId: config.nodeId,
       clock: systemClock,
       knownLeader: () => node.knownLeader(),
-      log,
+      log: componentLog(log, 'forwarding'),
     });
     const store = routes.forwarding;
     const stop = (): Promise<void> => {
@@ -176,7 +181,7 @@ async function startSteps(
     return { value: { client, store }, stop };
   });
   const app = await lifecycle.step('http', () =>
-    startHttp(config, log, {
+    startHttp(config, componentLog(log, 'http'), {
       node,
       transport,
       discovery,
@@ -332,10 +337,9 @@ function startRaft(
     tickMs,
     applyListener: watch,
     observer: {
-      snapshotInstalled: (_id, snapshot) => {
-        log(
-          `raft: installed snapshot at index ${snapshot.meta.index} term ${snapshot.meta.term} (${snapshot.data.byteLength} bytes)`,
-        );
+      raftEvent: (_id, event) => {
+        const { line, level, fields } = describeRaftEvent(event);
+        log(line, level, fields);
       },
     },
     // Members' addresses are replicated in the configuration: every node can reach every other.
@@ -353,6 +357,13 @@ function startRaft(
     nowMs: () => Date.now(),
     electionTimeoutMaxMs: config.electionTimeoutMaxMs,
     storageFailed: () => lifecycle.failure !== null,
+    log,
+    peers: new PeerWatch({
+      selfId: config.nodeId,
+      unreachableAfterMs: config.electionTimeoutMaxMs,
+      log,
+      peerIdOf: (id) => discovery.directory.memberBindings.get(id),
+    }),
   });
   parts.routes.node = node;
   parts.routes.health = health;
@@ -457,6 +468,7 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
     ...(parts.httpTls === null ? {} : { tls: parts.httpTls }),
     allowedHostNames: config.httpAllowedHosts,
     log,
+    logger: pinoLoggerOf(log) ?? false,
   });
   try {
     await app.listen({ host: config.httpHost, port: config.httpPort });

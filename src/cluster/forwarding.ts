@@ -1,4 +1,5 @@
 import type { KeyValueStore, LeaseService } from '../api/contracts.ts';
+import type { Log } from '../base/log.ts';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant, type AspenErrorCode } from '../api/errors.ts';
 import {
   checkedLeaseGrant,
@@ -70,7 +71,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
   private readonly clock: Clock;
   private readonly timeoutMs: number;
   private readonly knownLeader: () => NodeId;
-  private readonly log: (line: string) => void;
+  private readonly log: Log;
   private readonly pending = new Map<number, Pending>();
   private nextRequestId = 1;
   private stopped = false;
@@ -90,7 +91,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
     clock: Clock;
     timeoutMs?: number;
     knownLeader?: () => NodeId;
-    log?: (line: string) => void;
+    log?: Log;
   }) {
     this.local = options.local;
     this.leases = options.leases ?? null;
@@ -314,6 +315,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
           if (!(error instanceof WireFormatError)) throw error;
           this.log(
             `forwarding: the answer to a ${request.operation.kind} from node ${request.from} cannot be sent: ${error.message}`,
+            'error',
           );
           fail(
             new AspenError('INTERNAL', `the leader's answer cannot be sent back: ${error.message}`, {
@@ -330,6 +332,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
         escalateBrokenInvariant(error);
         this.log(
           `forwarding: a ${request.operation.kind} from node ${request.from} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+          'error',
         );
         fail(
           new AspenError('INTERNAL', 'the leader failed the request unexpectedly (see its log)', {

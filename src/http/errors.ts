@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { FastifyError, FastifyReply } from 'fastify';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant } from '../api/errors.ts';
+import type { Log } from '../base/log.ts';
 import type { PrometheusMetrics } from './prometheus.ts';
 
 /**
@@ -13,7 +14,7 @@ import type { PrometheusMetrics } from './prometheus.ts';
 export type ErrorBody = ReturnType<AspenError['toJSON']>;
 
 /** A log line at a level (info when not given), as the node's logger takes it. */
-export type HttpLog = (line: string, level?: 'error' | 'warn' | 'info' | 'debug') => void;
+export type HttpLog = Log;
 
 /** The one answer to a request that is not HTTP. */
 const CLIENT_ERROR_BODY = JSON.stringify(new AspenError('INVALID_INPUT', 'malformed HTTP request').toJSON());
@@ -50,6 +51,7 @@ export function sendError(
     log(
       `http: ${request.method} ${request.url.slice(0, 200)} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
       'error',
+      { reqId: request.id },
     );
     // A write that failed this way may or may not have been proposed.
     body = new AspenError('INTERNAL', 'internal error (see the node log)', { definite: false }).toJSON();

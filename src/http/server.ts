@@ -1,5 +1,10 @@
 import { Server as TlsServer } from 'node:tls';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import type {
   BackupService,
   ClusterController,
@@ -26,6 +31,7 @@ import {
   SCAN_LIMIT_MAX,
 } from '../api/limits.ts';
 import { answerClientError, REQUEST_BODY_BYTES_MAX, sendError, type HttpLog } from './errors.ts';
+import { fastifyLogging } from './request-log.ts';
 import { checkHost, checkQuery, installJsonParser, parseQueryStrict } from './boundary.ts';
 import { ConnectionGuard, DEFAULT_CONNECTION_LIMITS, type ConnectionLimits } from './connections.ts';
 import { installAuth, type TokenTable } from './auth.ts';
@@ -103,7 +109,8 @@ export interface HttpServerOptions {
   readonly identity: NodeIdentity;
   readonly network?: NetworkInfo;
   readonly httpAddress?: string;
-  readonly logger?: boolean;
+  /** Fastify's logger: the node's pino logger (request lines at debug), or none. */
+  readonly logger?: boolean | FastifyBaseLogger;
   /** Host names served besides IP literals and localhost (DNS rebinding protection). */
   readonly allowedHostNames?: readonly string[];
   /** One line per unexpected failure (a 500): what failed, for the operator. */
@@ -197,7 +204,7 @@ export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   // API the routes and ConnectionGuard use, so the instance keeps the plain type.
   const app: FastifyInstance = Fastify({
     https: tls === undefined ? null : { cert: tls.cert, key: tls.key, handshakeTimeout: idleTimeoutMs },
-    logger: options.logger ?? false,
+    ...fastifyLogging(options.logger),
     bodyLimit: REQUEST_BODY_BYTES_MAX,
     // Exact schemas: no type coercion ("5" stays a string, ["a"] stays an array), no silent removal
     // of unknown properties (additionalProperties: false refuses them), no defaults filled in.

@@ -220,9 +220,10 @@ export async function authenticateAsDialer(
   const transcript = { dialerPeer, listenerPeer, dialerNonce, listenerNonce };
   stream.send(encodeFrame(authProof(key, 'dialer', transcript)));
   const answer = await reader.next(signal);
-  if (same(answer, REFUSED)) throw new AuthError(`peer ${listenerPeer} refused our cookie`);
+  if (same(answer, REFUSED))
+    throw new AuthError(`peer ${listenerPeer} refused our cookie`, 'refused_by_peer');
   if (!same(answer, authProof(key, 'listener', transcript))) {
-    throw new AuthError(`peer ${listenerPeer} does not know the cluster cookie`);
+    throw new AuthError(`peer ${listenerPeer} does not know the cluster cookie`, 'peer_unproven');
   }
 }
 
@@ -247,7 +248,7 @@ export async function authenticateAsListener(
   const key = keys[matched];
   if (key === undefined) {
     stream.send(encodeFrame(REFUSED));
-    throw new AuthError(`peer ${dialerPeer} does not know the cluster cookie`);
+    throw new AuthError(`peer ${dialerPeer} does not know the cluster cookie`, 'peer_unproven');
   }
   stream.send(encodeFrame(authProof(key, 'listener', transcript)));
   return matched;

@@ -8,9 +8,22 @@ export class FrameTooLargeError extends Error {
   override readonly name = 'FrameTooLargeError';
 }
 
+/**
+ * How a cookie handshake failed: the peer answered that our proof is wrong (`refused_by_peer`), the
+ * peer's proof is wrong under every key we hold (`peer_unproven`), or the exchange itself broke off
+ * (`handshake`: a timeout, a closed stream, a malformed frame).
+ */
+export type AuthFailure = 'refused_by_peer' | 'peer_unproven' | 'handshake';
+
 /** A peer that did not prove the cluster cookie (or proved it wrongly): the connection is closed. */
 export class AuthError extends Error {
   override readonly name = 'AuthError';
+  readonly failure: AuthFailure;
+
+  constructor(message: string, failure: AuthFailure = 'handshake') {
+    super(message);
+    this.failure = failure;
+  }
 }
 
 /** Bytes that are not a well-formed WireMessage, or a message that cannot be encoded into a frame. */

@@ -2,6 +2,7 @@ import type { Connection, ConnectionGater, MultiaddrConnection, StreamHandler } 
 import type { Multiaddr } from '@multiformats/multiaddr';
 import { escalateBrokenInvariant } from '../api/errors.ts';
 import { assert } from '../base/assert.ts';
+import type { Log, LogFields, LogLevel } from '../base/log.ts';
 import { AuthError } from './errors.ts';
 import { UNAUTHENTICATED_CONNECTIONS_MAX, UNAUTHENTICATED_PER_ADDRESS_MAX } from './timeouts.ts';
 
@@ -22,7 +23,7 @@ interface Admitted {
 export interface GatekeeperOptions {
   /** Close a connection that has not authenticated this long after it was accepted (inbound) or opened (outbound). */
   readonly deadlineMs: number;
-  readonly log: (line: string) => void;
+  readonly log: Log;
   /** A connection just proved the cookie (the transport runs identify on it). */
   readonly onAuthenticated: (connection: Connection) => void;
 }
@@ -293,12 +294,13 @@ export class Gatekeeper {
   }
 
   /** Log a line, at most LOG_LINES_PER_WINDOW_MAX per window; the rest are summed up when the next window opens. */
-  note(line: string): void {
+  note(line: string, level: LogLevel = 'warn', fields?: LogFields): void {
     const nowMs = Date.now();
     if (nowMs - this.windowStartMs >= LOG_WINDOW_MS) {
       if (this.linesSuppressed > 0)
         this.options.log(
           `admission: ${this.linesSuppressed} more admission or auth lines were not logged in the last window`,
+          'warn',
         );
       this.windowStartMs = nowMs;
       this.linesInWindow = 0;
@@ -309,7 +311,7 @@ export class Gatekeeper {
       return;
     }
     this.linesInWindow += 1;
-    this.options.log(line);
+    this.options.log(line, level, fields);
   }
 
   stop(): void {

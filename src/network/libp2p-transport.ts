@@ -5,6 +5,7 @@ import type { Identify } from '@libp2p/identify';
 import type { Libp2p } from 'libp2p';
 import type { ClusterTransport, WireMessage } from '../node/interfaces.ts';
 import { assert } from '../base/assert.ts';
+import type { Log } from '../base/log.ts';
 import type { NodeId } from '../raft/types.ts';
 import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import { AddressBook, type PeerEvent } from '../node/address-book.ts';
@@ -27,6 +28,7 @@ import { coalesce, newOutbound, OUTBOUND_FRAMES_QUEUED_MAX, type Outbound } from
 import {
   assertHandshakeTimeouts,
   AUTH_DEADLINE_MS,
+  AUTH_REFUSAL_LINGER_MS,
   AUTH_STREAMS_PER_CONNECTION_MAX,
   IDENTIFY_TIMEOUT_MS,
   PEER_CONNECTIONS_PROBED_MAX,
@@ -54,8 +56,8 @@ export interface Libp2pTransportOptions {
   readonly previousCookie?: string;
   /** Called for every well-formed message addressed to this node. */
   readonly onMessage: (message: WireMessage) => void;
-  /** One line per notable event (authentication refusals on both sides). */
-  readonly log?: (line: string) => void;
+  /** One line per notable event (authentication refusals on both sides), peers named by node id where known. */
+  readonly log?: Log;
   /** Run gossipsub (with identify, which tells peers' protocols) for discovery. */
   readonly gossip?: boolean;
   /** Announce and look for this mDNS service tag on the LAN (null: mDNS off). */
@@ -68,6 +70,35 @@ export interface Libp2pTransportOptions {
 
 function asError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
+}
+
+/**
+ * After sending a refusal: close our side gracefully (the refusal byte is sent, not discarded) and
+ * wait for the dialer to hang up on reading it, at most AUTH_REFUSAL_LINGER_MS; then the caller
+ * closes the connection. Without this the dialer would only see its stream cut off.
+ */
+async function lingerAfterRefusal(stream: Stream): Promise<void> {
+  const signal = AbortSignal.timeout(AUTH_REFUSAL_LINGER_MS);
+  const closed = new Promise<void>((resolve) => {
+    if (stream.status !== 'open') resolve();
+    stream.addEventListener(
+      'close',
+      () => {
+        resolve();
+      },
+      { once: true },
+    );
+    signal.addEventListener(
+      'abort',
+      () => {
+        resolve();
+      },
+      { once: true },
+    );
+  });
+  await stream.close({ signal }).catch(() => undefined);
+  await closed;
+  if (stream.status === 'open' || stream.status === 'closing') stream.abort(new AuthError('refused'));
 }
 
 /** Node ids bound to peer ids at once: one per member of the largest cluster. */
@@ -90,7 +121,7 @@ export class Libp2pTransport implements ClusterTransport {
   private identityRefusals = 0;
   /** Admission, deadline and per-connection authentication state: nothing is served before the cookie handshake. */
   private readonly gatekeeper: Gatekeeper;
-  private readonly log: (line: string) => void;
+  private readonly log: Log;
   /** Join exchanges running now (at most JOIN_STREAMS_MAX). */
   private joinStreams = 0;
   joinsAdmitted = 0;
@@ -299,23 +330,30 @@ export class Libp2pTransport implements ClusterTransport {
    * current one, which a node of phase 2 (new cookie only) requires. A fake listener gets at most one
    * proof per cookie we hold, each as costly to attack offline as the one proof of a normal dial.
    */
-  private async dialAuthenticated(addresses: readonly (Multiaddr | PeerId)[]): Promise<Connection> {
+  private async dialAuthenticated(
+    addresses: readonly (Multiaddr | PeerId)[],
+    nodeId: NodeId | null = null,
+  ): Promise<Connection> {
     let refusedBy = 'a peer';
     for (const [index, key] of this.dialKeys.entries()) {
       const connection = await dialFirst(this.libp2p, addresses);
       const last = index === this.dialKeys.length - 1;
-      if (await this.gatekeeper.authenticateOnce(connection, () => this.proveCookie(connection, key, last)))
-        return connection;
-      refusedBy = connection.remotePeer.toString();
+      const prove = () => this.proveCookie(connection, key, { last, nodeId });
+      if (await this.gatekeeper.authenticateOnce(connection, prove)) return connection;
+      refusedBy = this.describePeer(connection.remotePeer.toString(), nodeId);
     }
     throw new AuthError(`connection to ${refusedBy} did not authenticate`);
   }
 
   /**
    * Dialer side of the handshake with `key`; on failure, close the connection, and log it as a
-   * refusal when no other key is left to try (`last`). Never rejects.
+   * refusal when no other key is left to try (`last`). `nodeId`: the node dialed, when known. Never rejects.
    */
-  private async proveCookie(connection: Connection, key: Buffer, last: boolean): Promise<boolean> {
+  private async proveCookie(
+    connection: Connection,
+    key: Buffer,
+    dial: { readonly last: boolean; readonly nodeId: NodeId | null },
+  ): Promise<boolean> {
     let stream: Stream | null = null;
     try {
       stream = await connection.newStream(AUTH_PROTOCOL, {
@@ -323,10 +361,11 @@ export class Libp2pTransport implements ClusterTransport {
       });
       await authenticateAsDialer(stream, key, this.peerId, connection.remotePeer.toString());
     } catch (error) {
-      if (last) this.refused(`to ${connection.remotePeer.toString()}`, connection, error);
+      if (dial.last) this.refused('to', connection, error, dial.nodeId);
       else
         this.gatekeeper.note(
-          `auth: the previous cookie failed with ${connection.remotePeer.toString()} (${asError(error).message}); trying the current one`,
+          `auth: the previous cookie failed with ${this.describePeer(connection.remotePeer.toString(), dial.nodeId)} (${asError(error).message}); trying the current one`,
+          'info',
         );
       stream?.abort(asError(error));
       await connection.close().catch(() => undefined);
@@ -336,11 +375,40 @@ export class Libp2pTransport implements ClusterTransport {
     return true;
   }
 
-  private refused(direction: string, connection: Connection, error: unknown): void {
+  /**
+   * A failed handshake, said in plain words on both sides: the listener that refused a proof does not
+   * know which cookie is the right one ("it does not know this cluster's cookie (or the cookie
+   * differs)"); the dialer whose proof was refused knows the two differ.
+   */
+  private refused(
+    direction: 'to' | 'from',
+    connection: Connection,
+    error: unknown,
+    nodeId: NodeId | null,
+  ): void {
     this.authRefusals += 1;
-    this.gatekeeper.note(
-      `auth: refused connection ${direction} at ${connection.remoteAddr.toString()}: ${asError(error).message}`,
-    );
+    const peerId = connection.remotePeer.toString();
+    const peer = this.describePeer(peerId, nodeId);
+    const at = connection.remoteAddr.toString().replace(`/p2p/${peerId}`, '');
+    const failure = error instanceof AuthError ? error.failure : 'handshake';
+    let line: string;
+    if (failure === 'refused_by_peer')
+      line = `auth: ${peer} refused our cookie: the cookies differ (at ${at})`;
+    else if (failure === 'peer_unproven')
+      line = `auth: refused connection ${direction} ${peer} at ${at}: it does not know this cluster's cookie (or the cookie differs)`;
+    else line = `auth: refused connection ${direction} ${peer} at ${at}: ${asError(error).message}`;
+    this.gatekeeper.note(line, 'warn', {
+      peer_id: peerId,
+      ...(nodeId === null ? {} : { peer_node_id: nodeId }),
+    });
+  }
+
+  /** `node 2 (peer 12D3…)` when the node id is known (dialed, or a member bound to that peer id), else `peer 12D3…`. */
+  private describePeer(peerId: string, nodeId: NodeId | null): string {
+    if (nodeId !== null) return `node ${nodeId} (peer ${peerId})`;
+    for (const [member, bound] of this.memberPeers)
+      if (bound === peerId) return `node ${member} (peer ${peerId})`;
+    return `peer ${peerId}`;
   }
 
   /**
@@ -410,13 +478,15 @@ export class Libp2pTransport implements ClusterTransport {
     this.identityRefusals += 1;
     this.gatekeeper.note(
       `identity: refused ${what} node ${id} at peer ${remotePeer}: member ${id} is peer ${bound}`,
+      'warn',
+      { peer_id: remotePeer, peer_node_id: id },
     );
     return false;
   }
 
   /** The long-lived Raft stream to a peer, on an authenticated connection to the peer bound to its id. */
   private async dialRaft(id: NodeId, peer: Outbound): Promise<{ stream: Stream; remotePeer: string }> {
-    const connection = await this.dialAuthenticated(peer.addresses);
+    const connection = await this.dialAuthenticated(peer.addresses, id);
     const remotePeer = connection.remotePeer.toString();
     if (!this.speaksFor(id, remotePeer, 'a dial to'))
       throw new AuthError(`the peer at node ${id}'s address is not node ${id}`);
@@ -482,8 +552,9 @@ export class Libp2pTransport implements ClusterTransport {
       try {
         await authenticateAsListener(stream, this.acceptedKeys, remote, this.peerId);
       } catch (error) {
-        this.refused(`from ${remote}`, connection, error);
-        stream.abort(asError(error));
+        this.refused('from', connection, error, null);
+        if (error instanceof AuthError && error.failure === 'peer_unproven') await lingerAfterRefusal(stream);
+        else stream.abort(asError(error));
         await connection.close().catch(() => undefined);
         return false;
       }
@@ -525,6 +596,8 @@ export class Libp2pTransport implements ClusterTransport {
       this.joinsAdmitted += 1;
       this.log(
         `join: node ${nodeId} joined from peer ${where}; its join credential is used up and node ${nodeId} is bound to that peer id${unsent}`,
+        'info',
+        { peer_node_id: nodeId },
       );
       return;
     }

@@ -22,6 +22,11 @@ export const AUTH_TIMEOUT_MS = 3_000;
  * the slot of a peer that connects and then stays silent.
  */
 export const AUTH_DEADLINE_MS = 5_000;
+/**
+ * A listener that refused a dialer's proof keeps the connection open this long at most, so its
+ * refusal reaches the dialer (which hangs up on reading it) before the connection closes.
+ */
+export const AUTH_REFUSAL_LINGER_MS = 1_000;
 /** After a failed dial or authentication, wait this long before dialing that peer again. */
 export const REDIAL_BACKOFF_MS = 500;
 /** How long closing a connection may wait for its streams before aborting them. */
@@ -64,4 +69,8 @@ export function assertHandshakeTimeouts(
 ): void {
   assert(timeouts.upgradeMs < timeouts.deadlineMs, 'the inbound upgrade fits in the authentication deadline');
   assert(timeouts.authMs < timeouts.deadlineMs, 'the cookie handshake fits in the authentication deadline');
+  assert(
+    timeouts.authMs + AUTH_REFUSAL_LINGER_MS <= timeouts.deadlineMs,
+    'a refusal lingers within the authentication deadline',
+  );
 }

@@ -2,6 +2,7 @@ import type { CurrentRecord } from '../api/errors.ts';
 import type { ClientSession, WriteCommand } from '../api/types.ts';
 import type { PeerEvent } from './address-book.ts';
 import type { ApplyOutcome } from './kv-state-machine.ts';
+import type { RaftEvent } from './raft-events.ts';
 import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta } from '../raft/types.ts';
 
 /** One piece of a snapshot streamed from the leader (data bounded by the chunk size). */
@@ -145,6 +146,8 @@ export interface RaftNodeObserver {
   snapshotInstalled?(nodeId: number, snapshot: Snapshot): void;
   applied?(nodeId: number, entry: Entry): void;
   readServed?(nodeId: number, readIndex: number, appliedIndex: number): void;
+  /** What Raft did: a leader elected, a step-down and why, a new configuration, a snapshot (raft-events.ts). */
+  raftEvent?(nodeId: number, event: RaftEvent): void;
 }
 
 /**

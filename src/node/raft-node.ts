@@ -24,6 +24,7 @@ import type {
 } from './interfaces.ts';
 import type { StateMachine } from './kv-state-machine.ts';
 import { LeaseKeeper, type LeaseMutations } from './lease-keeper.ts';
+import { raftEvents, snapshotEvent, type RaftView } from './raft-events.ts';
 import { NodeReadyExecutor, withAppliedCommit } from './ready-executor.ts';
 import {
   RequestTracker,
@@ -124,6 +125,8 @@ export class RaftNode {
   private readonly executor: NodeReadyExecutor;
   private readonly leases: LeaseKeeper;
   private announcedMembership: MembershipConfig | null = null;
+  /** The core as last observed (observeCore); the configuration starts unknown, so the first one is told. */
+  private view: RaftView;
   private turnScheduled = false;
   /** A Ready is being executed (between core.ready() and core.advance()). */
   private readyInProgress = false;
@@ -159,12 +162,14 @@ export class RaftNode {
       // The keeper has no deadlines yet (no authority before the first Ready): only the owner listens.
       options.applyListener?.restored(latest.meta.index);
       options.observer?.snapshotInstalled?.(this.id, latest);
+      options.observer?.raftEvent?.(this.id, snapshotEvent('snapshot_loaded', latest));
     }
     this.core = new RaftCore(
       options.config,
       options.prng,
       withAppliedCommit(options.persisted, options.stateMachine.appliedIndex),
     );
+    this.view = { leadership: this.core.leadership(), membership: null };
     this.mailbox = new BoundedQueue(options.mailboxMessagesMax ?? MAILBOX_MESSAGES_MAX);
     const leaseHost = {
       id: this.id,
@@ -205,16 +210,25 @@ export class RaftNode {
   start(): void {
     assert(!this.started, 'start a node once');
     this.started = true;
-    this.announceMembership();
+    this.observeCore();
     this.scheduleTick();
   }
 
-  /** Tell the owner about a new configuration (compared by identity: the core replaces, never mutates). */
-  private announceMembership(): void {
+  /**
+   * Tell the owner about a new configuration (compared by identity: the core replaces, never
+   * mutates), and the observer what changed since the last look (raftEvents).
+   */
+  private observeCore(): void {
     const config = this.core.membershipConfig;
-    if (config === null || config === this.announcedMembership) return;
-    this.announcedMembership = config;
-    this.options.onMembership?.(config);
+    if (config !== null && config !== this.announcedMembership) {
+      this.announcedMembership = config;
+      this.options.onMembership?.(config);
+    }
+    const observer = this.options.observer;
+    if (observer?.raftEvent === undefined) return;
+    const view: RaftView = { leadership: this.core.leadership(), membership: config };
+    for (const event of raftEvents(this.id, this.view, view)) observer.raftEvent(this.id, event);
+    this.view = view;
   }
 
   private scheduleTick(): void {
@@ -430,7 +444,7 @@ export class RaftNode {
       this.handle(item);
       if (this.snapshots.busy) return; // handle() started writing a snapshot
     }
-    this.announceMembership();
+    this.observeCore();
     if (this.core.hasReady()) {
       this.readyInProgress = true;
       runReady(this.core, this.executor);
@@ -531,6 +545,7 @@ export class RaftNode {
   private readyDone(): void {
     assert(this.readyInProgress, 'a Ready is done only once it started');
     this.readyInProgress = false;
+    this.observeCore();
     this.leases.refresh();
     if (this.snapshotDue()) this.takeSnapshot(null);
     else if (this.core.hasReady() || this.mailbox.length > 0) this.scheduleTurn();
@@ -562,6 +577,7 @@ export class RaftNode {
         return;
       }
       this.options.observer?.persisted?.(this.id, batch);
+      this.options.observer?.raftEvent?.(this.id, snapshotEvent('snapshot_taken', snapshot));
       this.snapshots.endWrite();
       callback?.({ ok: true, value: snapshot });
       this.scheduleTurn();

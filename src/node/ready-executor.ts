@@ -13,6 +13,7 @@ import type {
   Transport,
 } from './interfaces.ts';
 import type { ApplyOutcome, StateMachine } from './kv-state-machine.ts';
+import { snapshotEvent } from './raft-events.ts';
 import type { RequestTracker } from './request-tracker.ts';
 import type { SnapshotManager } from './snapshot-manager.ts';
 
@@ -107,6 +108,7 @@ export class NodeReadyExecutor implements ReadyExecutor {
     this.host.snapshots.installed(snapshot);
     this.host.options.applyListener?.restored(snapshot.meta.index);
     this.host.options.observer?.snapshotInstalled?.(this.host.id, snapshot);
+    this.host.options.observer?.raftEvent?.(this.host.id, snapshotEvent('snapshot_installed', snapshot));
     this.host.requests.failCoveredBy(snapshot.meta.index);
     return true;
   }

@@ -12,9 +12,9 @@ import {
   type SnapshotMeta,
 } from './types.ts';
 import { RaftElections } from './elections.ts';
-import type { MembershipProposal, PeerStatus, ProposeAccepted, RaftStatus } from './status.ts';
+import type { Leadership, MembershipProposal, PeerStatus, ProposeAccepted, RaftStatus } from './status.ts';
 
-export type { MembershipProposal, PeerStatus, ProposeAccepted, RaftStatus } from './status.ts';
+export type { Leadership, MembershipProposal, PeerStatus, ProposeAccepted, RaftStatus } from './status.ts';
 
 const HUP: LocalMessage = { type: 'hup' };
 const BEAT: LocalMessage = { type: 'beat' };
@@ -344,6 +344,11 @@ export class RaftCore extends RaftElections {
   /** The leader this node knows of (itself when leading; NODE_NONE when unknown), without building a full status. */
   get knownLeader(): NodeId {
     return this.leaderId;
+  }
+
+  /** Role, term, leader and transfer target, without building a full status (the runtime compares them turn by turn). */
+  leadership(): Leadership {
+    return { role: this.role, term: this.term, leaderId: this.leaderId, transferTarget: this.transferTarget };
   }
 
   /** The configuration in effect (newest in the log), without building a full status. */

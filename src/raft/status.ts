@@ -40,3 +40,12 @@ export interface RaftStatus {
   /** Leader only: ticks since a quorum of voters last acknowledged it (null on followers). */
   readonly ticksSinceQuorumAck: number | null;
 }
+
+/** Who leads, as one node sees it: cheap to read after every turn (RaftCore.leadership). */
+export interface Leadership {
+  readonly role: Role;
+  readonly term: number;
+  readonly leaderId: NodeId;
+  /** Leader only: the voter leadership is being handed to (NODE_NONE when none). */
+  readonly transferTarget: NodeId;
+}

@@ -86,14 +86,16 @@ async function nodeAt(level: string): Promise<Run> {
 interface LogLine {
   readonly level: string;
   readonly node_id: number;
+  readonly component: string;
   readonly msg: string;
   readonly time: string;
+  readonly reqId?: string;
 }
 
 describe('aspen-node logs', () => {
-  it('one JSON object per line with node_id, at --log-level and above: debug shows more, error less', async () => {
+  it('one JSON object per line with node_id and component, at --log-level and above, Fastify included', async () => {
     const runs = new Map<string, LogLine[]>();
-    for (const level of ['debug', 'info', 'error']) {
+    for (const level of ['debug', 'info', 'warn', 'error']) {
       const result = await nodeAt(level);
       expect({ level, code: result.code }).toEqual({ level, code: 0 });
       runs.set(
@@ -105,7 +107,12 @@ describe('aspen-node logs', () => {
       for (const line of lines) {
         expect({ level, line }).toMatchObject({
           level,
-          line: { node_id: 7, msg: expect.any(String) as string, time: expect.any(String) as string },
+          line: {
+            node_id: 7,
+            component: expect.any(String) as string,
+            msg: expect.any(String) as string,
+            time: expect.any(String) as string,
+          },
         });
       }
     }
@@ -116,15 +123,35 @@ describe('aspen-node logs', () => {
     expect(levels('info').has('debug')).toBe(false);
     expect(messages('info').some((msg) => msg.startsWith('node 7 up: '))).toBe(true);
     expect(messages('info').some((msg) => msg.startsWith('SIGTERM: shutting down'))).toBe(true);
+    // Fastify's request lines come through the node's logger, at debug, with the request's id.
+    const requests = (level: string) =>
+      (runs.get(level) ?? []).filter((line) => line.component === 'http' && line.reqId !== undefined);
+    expect(requests('debug').map((line) => line.msg)).toContainEqual(
+      expect.stringMatching(/^GET \/health 200 in [\d.]+ ms$/),
+    );
+    expect(requests('debug').every((line) => line.level === 'debug')).toBe(true);
+    expect(requests('info')).toEqual([]);
+    expect([...levels('warn')].filter((level) => level !== 'warn')).toEqual([]); // no info line at warn
     expect(runs.get('error')).toEqual([]); // a clean start and stop has nothing at error level
     expect((runs.get('debug') ?? []).length).toBeGreaterThan((runs.get('info') ?? []).length);
   }, 90_000);
 });
 
 describe('logs on a terminal', () => {
-  it('are one compact line per entry: time, level, node, message', () => {
-    const json = '{"level":"warn","time":"2026-12-01T18:00:00.123Z","node_id":3,"msg":"stop http: gone"}';
-    expect(prettyLine(json)).toBe('18:00:00.123 WARN  node 3 stop http: gone\n');
+  it('are one compact line per entry: the node, time, level, component, message', () => {
+    const json =
+      '{"level":"warn","time":"2026-12-01T18:00:00.123Z","node_id":3,"component":"node","msg":"stop http: gone"}';
+    expect(prettyLine(json)).toBe('[node 3] 18:00:00.123 WARN  node       stop http: gone\n');
+    const request =
+      '{"level":"debug","time":"2026-12-01T18:00:00.123Z","node_id":1,"component":"http","reqId":"req-7","msg":"GET /health 200 in 1.2 ms"}';
+    expect(prettyLine(request)).toBe(
+      '[node 1] 18:00:00.123 DEBUG http       req-7 GET /health 200 in 1.2 ms\n',
+    );
+    const refusal =
+      '{"level":"warn","time":"2026-12-01T18:00:00.123Z","node_id":2,"component":"transport","peer_id":"12D3KooWx","msg":"auth: refused connection from 1.2.3.4"}';
+    expect(prettyLine(refusal)).toBe(
+      '[node 2] 18:00:00.123 WARN  transport  auth: refused connection from 1.2.3.4 (peer 12D3KooWx)\n',
+    );
   });
 });
 

@@ -71,6 +71,7 @@ describe('/health decides healthy, degraded and unhealthy in one function', () =
 class FakeNode implements HealthSubject {
   role: Role = 'follower';
   leaderId = 2;
+  term = 1;
   appliedIndex = 0;
   membership: MembershipConfig | null = MEMBERSHIP;
   knownLeader(): number {
@@ -80,6 +81,7 @@ class FakeNode implements HealthSubject {
     return {
       role: this.role,
       leaderId: this.leaderId,
+      term: this.term,
       appliedIndex: this.appliedIndex,
       membership: this.membership,
     };
@@ -91,11 +93,13 @@ describe('the health monitor', () => {
     let nowMs = 1_000;
     const node = new FakeNode();
     let storageFailed = false;
+    const lines: string[] = [];
     const monitor = new HealthMonitor({
       subject: node,
       nowMs: () => nowMs,
       electionTimeoutMaxMs: ELECTION_MAX_MS,
       storageFailed: () => storageFailed,
+      log: (line, level) => lines.push(`${level ?? 'info'} ${line}`),
     });
     const append = (commitIndex: number) => {
       monitor.observe({
@@ -131,18 +135,54 @@ describe('the health monitor', () => {
     });
     nowMs += ELECTION_MAX_MS;
     expect(monitor.report()).toMatchObject({ status: 'degraded', leaderless_ms: ELECTION_MAX_MS });
+    expect(lines).toEqual([]); // within the election timeout: no quorum lost yet
     nowMs += 1;
     expect(monitor.report()).toMatchObject({
       status: 'unhealthy',
       leaderless_ms: ELECTION_MAX_MS + 1,
       checks: { leader: false },
     });
+    nowMs += ELECTION_MAX_MS;
+    monitor.report(); // still leaderless: said once, not once per sample
+    expect(lines).toEqual([
+      `warn quorum lost: no leader known for ${ELECTION_MAX_MS + 1} ms (longer than the longest election timeout, ${ELECTION_MAX_MS} ms); writes and linearizable reads fail until one is elected`,
+    ]);
 
     node.leaderId = 1; // elected
     node.role = 'leader';
+    node.term = 2;
     expect(monitor.report()).toMatchObject({ status: 'healthy', leaderless_ms: 0, log_lag_entries: 0 });
+    monitor.report();
+    expect(lines.slice(1)).toEqual(['info quorum regained: node 1 leads in term 2']);
     storageFailed = true;
     expect(monitor.report()).toMatchObject({ status: 'unhealthy', checks: { storage: false } });
+  });
+
+  it('counts a lost quorum from the initialization: a node waiting for /init has lost nothing', () => {
+    let nowMs = 0;
+    const node = new FakeNode();
+    node.leaderId = 0;
+    node.membership = null;
+    const lines: string[] = [];
+    const monitor = new HealthMonitor({
+      subject: node,
+      nowMs: () => nowMs,
+      electionTimeoutMaxMs: ELECTION_MAX_MS,
+      storageFailed: () => false,
+      log: (line) => lines.push(line),
+    });
+    nowMs += 10 * ELECTION_MAX_MS;
+    monitor.report();
+    node.membership = MEMBERSHIP; // initialized now: the first election may take up to a timeout
+    monitor.report();
+    nowMs += ELECTION_MAX_MS;
+    monitor.report();
+    expect(lines).toEqual([]);
+    nowMs += 1;
+    monitor.report();
+    expect(lines).toEqual([
+      `quorum lost: no leader known for ${ELECTION_MAX_MS + 1} ms (longer than the longest election timeout, ${ELECTION_MAX_MS} ms); writes and linearizable reads fail until one is elected`,
+    ]);
   });
 
   it('samples on a timer, so the leaderless time is known between requests', async () => {

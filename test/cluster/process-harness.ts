@@ -165,6 +165,14 @@ export async function get(url: string): Promise<{ status: number; json: Record<s
   return { status: response.status, json: (await response.json()) as Record<string, unknown> };
 }
 
+/** The libp2p peer id a node printed in its "up" line. */
+export function peerIdOf(node: NodeProcess): string {
+  const line = node.log.find((entry) => entry.includes(' up: ')) ?? '';
+  const peer = /\(peer (\S+)\)/.exec(line)?.[1];
+  if (peer === undefined) throw new Error(`node ${node.id} printed no peer id: ${line}`);
+  return peer;
+}
+
 /** Poll `check` until it holds or `timeoutMs` passes; then assert it. */
 export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

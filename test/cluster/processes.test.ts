@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { eventually, formCluster, post, ProcessCluster } from './process-harness.ts';
+import { eventually, formCluster, peerIdOf, post, ProcessCluster } from './process-harness.ts';
 
 /** Sends of the first write (each bounded by the 5 s forward timeout). */
 const FIRST_WRITE_ATTEMPTS_MAX = 3;
@@ -33,11 +33,22 @@ describe('aspen-node processes', () => {
         })
       ).status,
     ).toBe(200);
+    // Both sides say what happened: the stranger that node 1 refused knows the cookies differ; node 1
+    // cannot tell whose cookie is the right one.
+    const refusedOurs = `auth: node 1 (peer ${peerIdOf(one)}) refused our cookie: the cookies differ`;
+    const refusedTheirs = new RegExp(
+      `auth: refused connection from peer ${peerIdOf(stranger)} at \\S+: it does not know this cluster's cookie \\(or the cookie differs\\)`,
+    );
     await eventually(
       () =>
-        stranger.log.some((line) => line.includes('refused connection')) &&
-        one.log.some((line) => line.includes('refused connection')),
+        stranger.log.some((line) => line.includes(refusedOurs)) &&
+        one.log.some((line) => refusedTheirs.test(line)),
       15_000,
+    );
+    for (const line of [...stranger.log, ...one.log].filter((entry) => entry.includes('auth: ')))
+      expect(JSON.parse(line)).toMatchObject({ level: 'warn', component: 'transport' });
+    expect([...stranger.log, ...one.log].some((line) => line.includes('closed during authentication'))).toBe(
+      false,
     );
     const strangerWrite = await post(`${stranger.http}/write`, {
       command: { Set: { key: 'greeting', value: 'intruder' } },

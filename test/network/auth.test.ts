@@ -114,7 +114,9 @@ describe('the dialer proves first', () => {
       .digest();
     expect(Buffer.from(proof).equals(expected)).toBe(true);
     expect(transport.authRefusals).toBe(1);
-    expect(logs.join('\n')).toMatch(/auth: refused connection to .*does not know the cluster cookie/);
+    expect(logs.join('\n')).toMatch(
+      /auth: refused connection to peer \S+ at \S+: it does not know this cluster's cookie \(or the cookie differs\)/,
+    );
     await eventually(() => fake.connections() === 0, SETTLE_MS, 'the real node hangs up');
   });
 });
@@ -244,7 +246,7 @@ describe('a listener with two keys (cookie rotation)', () => {
           await eventually(() => listener.transport.authRefusals > refusalsBefore, SETTLE_MS, what);
           expect(listener.transport.isConnected(dialer.transport.peerId), what).toBe(false);
           expect(listener.logs.join('\n'), what).toContain(
-            `refused connection from ${dialer.transport.peerId}`,
+            `refused connection from peer ${dialer.transport.peerId}`,
           );
         }
       }
@@ -268,7 +270,7 @@ describe('a listener with two keys (cookie rotation)', () => {
     }
     expect(transport.authRefusals).toBe(1); // the first refusal only led to the other key
     expect(logs.join('\n')).toMatch(/the previous cookie failed with .*; trying the current one/);
-    expect(logs.join('\n')).toMatch(/auth: refused connection to /);
+    expect(logs.join('\n')).toMatch(/auth: peer \S+ refused our cookie: the cookies differ/);
     await eventually(() => fake.connections() === 0, SETTLE_MS, 'the dual node hangs up');
   });
 
@@ -285,6 +287,8 @@ describe('a listener with two keys (cookie rotation)', () => {
     await eventually(() => stranger.getConnections().length === 0, SETTLE_MS, 'the listener hangs up');
     expect(collector.frames.slice(1).every((frame) => frame.byteLength === 1)).toBe(true); // at most the refusal byte
     expect(transport.authRefusals).toBe(1);
-    expect(logs.join('\n')).toMatch(/auth: refused connection from .*does not know the cluster cookie/);
+    expect(logs.join('\n')).toMatch(
+      /auth: refused connection from peer \S+ at \S+: it does not know this cluster's cookie \(or the cookie differs\)/,
+    );
   });
 });

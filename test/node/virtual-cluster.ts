@@ -1,6 +1,12 @@
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import { RaftLeaseClient } from '../../src/node/lease-client.ts';
-import type { Clock, LogStore, PersistBatch, WireMessage } from '../../src/node/interfaces.ts';
+import type {
+  Clock,
+  LogStore,
+  PersistBatch,
+  RaftNodeObserver,
+  WireMessage,
+} from '../../src/node/interfaces.ts';
 import { MemoryKvStateMachine } from '../../src/node/kv-state-machine.ts';
 import type { LeaseMutations } from '../../src/node/lease-keeper.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
@@ -101,12 +107,25 @@ export interface VirtualNode {
   up: boolean;
 }
 
+/** What a test watches: every node's observer, and every message as it is delivered. */
+export interface VirtualWatch {
+  readonly observer?: RaftNodeObserver;
+  readonly delivered?: (message: WireMessage) => void;
+}
+
 export class VirtualCluster {
   readonly clock = new VirtualClock();
   readonly nodes: VirtualNode[] = [];
+  private readonly watch: VirtualWatch;
 
   /** `keepAlivesPerSecondMax`: each node's keepalive bound (default: the production constant). */
-  constructor(size: number, mutations: LeaseMutations = {}, keepAlivesPerSecondMax?: number) {
+  constructor(
+    size: number,
+    mutations: LeaseMutations = {},
+    keepAlivesPerSecondMax?: number,
+    watch: VirtualWatch = {},
+  ) {
+    this.watch = watch;
     for (let id = 1; id <= size; id += 1) {
       const disk = new VirtualDisk(this.clock);
       const { persisted, snapshot } = disk.state.load();
@@ -125,6 +144,7 @@ export class VirtualCluster {
         clock: this.clock,
         tickMs: TICK_MS,
         leaseMutations: mutations,
+        ...(watch.observer === undefined ? {} : { observer: watch.observer }),
         ...(keepAlivesPerSecondMax === undefined
           ? {}
           : { leaseKeepAlivesPerSecondMax: keepAlivesPerSecondMax }),
@@ -140,7 +160,9 @@ export class VirtualCluster {
     const to = this.nodes[message.to - 1];
     if (from?.up !== true || to?.up !== true) return;
     this.clock.setTimer(1, () => {
-      if (from.up && to.up) to.node.deliver(message);
+      if (!from.up || !to.up) return;
+      this.watch.delivered?.(message);
+      to.node.deliver(message);
     });
   }
 

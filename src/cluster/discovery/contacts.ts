@@ -1,3 +1,4 @@
+import type { Log } from '../../base/log.ts';
 import { resolveTxt } from 'node:dns/promises';
 import { type Libp2pTransport } from '../../network/libp2p-transport.ts';
 import { toMultiaddrs } from '../../network/multiaddrs.ts';
@@ -29,13 +30,13 @@ interface Contact {
  */
 export class FirstContacts {
   private readonly transport: Libp2pTransport;
-  private readonly log: (line: string) => void;
+  private readonly log: Log;
   private readonly contacts = new Map<string, Contact>();
   private timer: NodeJS.Timeout | null = null;
   private mdnsPending = 0;
   private unsubscribe: (() => void) | null = null;
 
-  constructor(transport: Libp2pTransport, log: (line: string) => void) {
+  constructor(transport: Libp2pTransport, log: Log) {
     this.transport = transport;
     this.log = log;
   }
@@ -43,7 +44,7 @@ export class FirstContacts {
   add(address: string, source: string): void {
     if (this.contacts.has(address)) return;
     if (this.contacts.size >= CONTACTS_MAX) {
-      this.log(`discovery: more than ${CONTACTS_MAX} bootstrap addresses; ignoring ${address}`);
+      this.log(`discovery: more than ${CONTACTS_MAX} bootstrap addresses; ignoring ${address}`, 'warn');
       return;
     }
     toMultiaddrs(address); // RangeError for an unusable address, before keeping it
@@ -68,7 +69,7 @@ export class FirstContacts {
         this.transport
           .connect([...addresses, peerId])
           .then(() => {
-            this.log(`mdns: connected to ${peerId.toString()}`);
+            this.log(`mdns: connected to ${peerId.toString()}`, 'debug');
           })
           .catch(() => undefined) // another cookie (refusal logged by the transport) or gone
           .finally(() => {
@@ -92,7 +93,10 @@ export class FirstContacts {
       .connect(toMultiaddrs(contact.address))
       .then((peerId) => {
         if (contact.peerId === null)
-          this.log(`discovery: first contact with ${contact.address} (${contact.source}) is peer ${peerId}`);
+          this.log(
+            `discovery: first contact with ${contact.address} (${contact.source}) is peer ${peerId}`,
+            'debug',
+          );
         contact.peerId = peerId;
       })
       .catch(() => undefined) // retried on the next round; Raft does not wait for it

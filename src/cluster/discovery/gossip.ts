@@ -1,3 +1,4 @@
+import type { Log } from '../../base/log.ts';
 import type { GossipSub, Message } from '@libp2p/gossipsub';
 import { deriveAuthKey } from '../../network/auth.ts';
 import { type Libp2pTransport } from '../../network/libp2p-transport.ts';
@@ -26,7 +27,7 @@ export interface GossipDiscoveryOptions {
   /** During a cookie rotation, the cookie being replaced: its topic is served as well (null: none). */
   readonly previousCookie?: string | null;
   readonly httpAddr: string | null;
-  readonly log: (line: string) => void;
+  readonly log: Log;
   /** How often to announce (default ANNOUNCE_INTERVAL_MS; tests shorten it). */
   readonly announceIntervalMs?: number;
 }
@@ -133,6 +134,7 @@ export class GossipDiscovery {
       this.pubsub.publish(channel.topic, bytes).catch((error: unknown) => {
         this.options.log(
           `gossip: announce failed: ${error instanceof Error ? error.message : String(error)}`,
+          'debug',
         );
       });
     }
@@ -152,6 +154,8 @@ export class GossipDiscovery {
       if (this.options.directory.onAnnouncement(announcement, Date.now())) {
         this.options.log(
           `gossip: node ${announcement.node_id} at ${announcement.addrs[0] ?? ''} (peer ${from})`,
+          'debug',
+          { peer_id: from },
         );
         this.announceSoon(); // let a newcomer learn about us without waiting a full interval
       }
@@ -164,6 +168,8 @@ export class GossipDiscovery {
     this.announcementsRefused += 1;
     if (this.refusalsLogged.has(from) || this.refusalsLogged.size >= REFUSALS_LOGGED_MAX) return;
     this.refusalsLogged.add(from);
-    this.options.log(`gossip: refused an announcement from ${from}: ${reason}`);
+    this.options.log(`gossip: refused an announcement from peer ${from}: ${reason}`, 'warn', {
+      peer_id: from,
+    });
   }
 }

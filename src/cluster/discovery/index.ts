@@ -1,3 +1,4 @@
+import type { Log } from '../../base/log.ts';
 import { ADDRESS_CHARS_MAX } from '../../api/limits.ts';
 import { toMultiaddrs } from '../../network/multiaddrs.ts';
 import { firstLine } from '../errors.ts';
@@ -49,7 +50,7 @@ export function startDiscovery(
   config: NodeConfig,
   transport: Libp2pTransport,
   httpAddr: string | null,
-  log: (line: string) => void,
+  log: Log,
   resolver?: TxtResolver,
 ): Discovery {
   const directory = new PeerDirectory({
@@ -76,6 +77,7 @@ export function startDiscovery(
         .catch((error: unknown) => {
           log(
             `dns: cannot resolve _dnsaddr.${domain}: ${error instanceof Error ? error.message : String(error)}`,
+            'warn',
           );
         });
     };
@@ -107,7 +109,10 @@ export function startDiscovery(
       try {
         return await transport.connect(toMultiaddrs(raftAddr));
       } catch (error) {
-        log(`discovery: cannot tell node ${id}'s peer id at ${raftAddr.slice(0, 120)}: ${firstLine(error)}`);
+        log(
+          `discovery: cannot tell node ${id}'s peer id at ${raftAddr.slice(0, 120)}: ${firstLine(error)}`,
+          'warn',
+        );
         return undefined;
       }
     },

@@ -1,3 +1,4 @@
+import type { Log } from '../../base/log.ts';
 import type { ClusterTransport } from '../../node/interfaces.ts';
 import { ADDRESS_BOOK_ENTRIES_MAX } from '../../node/address-book.ts';
 import type { NodeAddress, NodeId } from '../../raft/types.ts';
@@ -28,7 +29,7 @@ export class PeerDirectory {
   private readonly transport: ClusterTransport;
   private readonly selfId: NodeId;
   private readonly selfPeerId: string;
-  private readonly log: (line: string) => void;
+  private readonly log: Log;
   private readonly discovered = new Map<NodeId, DiscoveredPeer>();
   private readonly configured = new Map<NodeId, string>();
   /** Members' peer ids from the replicated configuration: announcements must agree with them. */
@@ -36,12 +37,7 @@ export class PeerDirectory {
   private readonly impostorsLogged = new Set<string>();
   private impostorAnnouncements = 0;
 
-  constructor(options: {
-    transport: ClusterTransport;
-    selfId: NodeId;
-    selfPeerId: string;
-    log: (line: string) => void;
-  }) {
+  constructor(options: { transport: ClusterTransport; selfId: NodeId; selfPeerId: string; log: Log }) {
     this.transport = options.transport;
     this.selfId = options.selfId;
     this.selfPeerId = options.selfPeerId;
@@ -92,6 +88,8 @@ export class PeerDirectory {
     this.impostorsLogged.add(key);
     this.log(
       `discovery: refused an announcement for member ${announcement.node_id} from peer ${announcement.peer_id}: member ${announcement.node_id} is peer ${this.memberPeers.get(announcement.node_id) ?? '?'}`,
+      'warn',
+      { peer_id: announcement.peer_id },
     );
   }
 
@@ -100,7 +98,9 @@ export class PeerDirectory {
     const id = announcement.node_id;
     if (id === this.selfId) {
       if (announcement.peer_id !== this.selfPeerId)
-        this.log(`discovery: peer ${announcement.peer_id} claims this node's id ${id}`);
+        this.log(`discovery: peer ${announcement.peer_id} claims this node's id ${id}`, 'warn', {
+          peer_id: announcement.peer_id,
+        });
       return false;
     }
     if (!this.agrees(id, announcement.peer_id)) {
@@ -113,6 +113,7 @@ export class PeerDirectory {
     if (previous !== undefined && previous.peerId !== announcement.peer_id) {
       this.log(
         `discovery: node ${id} moved from peer ${previous.peerId} to ${announcement.peer_id} (two nodes with one id?)`,
+        'warn',
       );
     }
     this.discovered.set(id, {
@@ -132,7 +133,7 @@ export class PeerDirectory {
       if (nowMs - peer.lastSeenMs <= PEER_SILENCE_MS_MAX) continue;
       this.discovered.delete(id);
       const configured = this.configured.get(id);
-      this.log(`discovery: node ${id} silent for ${nowMs - peer.lastSeenMs} ms`);
+      this.log(`discovery: node ${id} silent for ${nowMs - peer.lastSeenMs} ms`, 'debug');
       if (configured === undefined) this.transport.removePeer(id);
       else this.addPeer(id, configured);
     }
@@ -160,6 +161,7 @@ export class PeerDirectory {
     } catch (error) {
       this.log(
         `discovery: cannot use address "${address.slice(0, 120)}" for node ${id}: ${error instanceof Error ? error.message : String(error)}`,
+        'warn',
       );
       return false;
     }
