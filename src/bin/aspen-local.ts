@@ -67,6 +67,19 @@ async function initialize(httpUrl: string): Promise<void> {
   throw new StartError('the cluster did not initialize');
 }
 
+/** How long `npm start` waits for its cluster to elect a leader before it says it is running. */
+const LEADER_WAIT_MS = 15_000;
+const LEADER_POLL_MS = 50;
+
+/** Resolves once every node knows the leader: the curls printed next then work at once. */
+async function leaderKnown(running: readonly RunningNode[]): Promise<void> {
+  const deadlineMs = Date.now() + LEADER_WAIT_MS;
+  while (!running.every((node) => node.node.status().leaderId !== 0)) {
+    if (Date.now() > deadlineMs) throw new StartError(`no leader elected within ${LEADER_WAIT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, LEADER_POLL_MS));
+  }
+}
+
 const nodes: RunningNode[] = [];
 /** The data directory held a cluster already: it is reopened, not initialized. */
 let reopened = false;
@@ -117,6 +130,7 @@ try {
   }
   reopened = nodes.some((running) => running.node.status().membership !== null);
   if (!reopened) await initialize(nodes[0]?.httpUrl ?? '');
+  await leaderKnown(nodes);
 } catch (error) {
   if (!(error instanceof StorageError || error instanceof StartError || error instanceof ConfigError))
     throw error; // a bug: loudly

@@ -50,7 +50,8 @@ function npmStart(cwd: string, ports: LocalPorts, args: readonly string[] = []):
       child.kill('SIGKILL');
       reject(new Error(`npm start did not finish: ${stdout}\n${stderr}`));
     }, RUN_WAIT_MS);
-    child.on('exit', (code) => {
+    // 'close', not 'exit': the last lines may still be in the pipes when the process exits.
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolvePromise({ code, stdout, stderrLines: stderr.split('\n').filter((line) => line.length > 0) });
     });
@@ -76,7 +77,10 @@ describe('npm start (aspen-local)', () => {
         (line) => JSON.parse(line) as { node_id: number; level: string; msg: string },
       );
       expect(new Set(lines.map((line) => line.node_id))).toEqual(new Set([1, 2, 3]));
-      expect(lines.some((line) => line.msg.startsWith('leader elected: '))).toBe(true);
+      expect(
+        lines.some((line) => line.msg.startsWith('leader elected: ')),
+        first.stderrLines.join('\n'),
+      ).toBe(true);
 
       const again = await npmStart(cwd, ports, ['--log-level', 'warn']);
       expect(again.code, again.stdout).toBe(0);
