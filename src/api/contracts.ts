@@ -29,6 +29,7 @@ import type {
   ResignResult,
   ScanRequest,
   ScanResult,
+  SnapshotRequest,
   SnapshotResult,
   UnlockRequest,
   UnlockResult,
@@ -54,7 +55,11 @@ export interface ClusterController {
   changeMembership(request: ChangeMembershipRequest): Promise<ClusterState>;
   /** Take a learner out of the cluster (one configuration entry). */
   removeLearner(request: RemoveLearnerRequest): Promise<ClusterState>;
-  triggerSnapshot(): Promise<SnapshotResult>;
+  /**
+   * Take a snapshot on the leader (`node` "leader", the default: NOT_LEADER elsewhere, which a
+   * forwarding node turns into a call to the leader) or on this node (`node` "local").
+   */
+  triggerSnapshot(request?: SnapshotRequest): Promise<SnapshotResult>;
   currentState(): Promise<ClusterState>;
   getMetrics(): Promise<RaftMetrics>;
 }

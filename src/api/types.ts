@@ -195,6 +195,14 @@ export interface RemoveLearnerRequest {
   readonly learner_id: NodeId;
 }
 
+/** Which node /trigger-snapshot snapshots: the leader (a follower forwards the call) or the node asked. */
+export type SnapshotTarget = 'leader' | 'local';
+
+export interface SnapshotRequest {
+  /** Default "leader". */
+  readonly node?: SnapshotTarget;
+}
+
 export interface SnapshotResult {
   readonly snapshot: { readonly index: number; readonly term: number };
 }

@@ -165,6 +165,7 @@ async function startSteps(
     routes.forwarding = new ForwardingStore({
       local: client,
       leases,
+      controller: client,
       leaseTtlSecondsMin: leaseTtlSecondsMin(config.electionTimeoutMaxMs),
       transport,
       nodeId: config.nodeId,
@@ -178,7 +179,7 @@ async function startSteps(
       store.stop();
       return Promise.resolve();
     };
-    return { value: { client, store }, stop };
+    return { value: { store }, stop };
   });
   const app = await lifecycle.step('http', () =>
     startHttp(config, componentLog(log, 'http'), {
@@ -399,7 +400,7 @@ interface HttpParts {
   readonly node: RaftNode;
   readonly transport: Libp2pTransport;
   readonly discovery: Discovery;
-  readonly forwarding: { readonly client: RaftControlClient; readonly store: ForwardingStore };
+  readonly forwarding: { readonly store: ForwardingStore };
   readonly health: HealthMonitor;
   readonly watch: WatchHub;
   readonly httpAddress: string;
@@ -411,7 +412,8 @@ interface HttpParts {
 async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promise<Started<FastifyInstance>> {
   const { transport, discovery, tokens } = parts;
   const app = buildHttpServer({
-    controller: parts.forwarding.client,
+    // Membership calls and snapshots are forwarded to the leader like writes; /init is not.
+    controller: parts.forwarding.store,
     store: parts.forwarding.store,
     leases: parts.forwarding.store,
     locks: new NodeLockService({ store: parts.forwarding.store, watch: parts.watch, clock: systemClock }),
@@ -483,7 +485,7 @@ async function startHttp(config: NodeConfig, log: Log, parts: HttpParts): Promis
 
 /**
  * Stop listening and let requests in flight finish for up to HTTP_STOP_GRACE_MS, then close their
- * connections: a request waiting on the cluster (an add-learner waits up to 30 s) never holds a stop.
+ * connections: a request waiting on the cluster (an add-learner waits up to 40 s) never holds a stop.
  */
 async function closeHttp(app: FastifyInstance): Promise<void> {
   const closing = app.close();

@@ -1,4 +1,4 @@
-import type { KeyValueStore, LeaseService } from '../api/contracts.ts';
+import type { ClusterController, KeyValueStore, LeaseService } from '../api/contracts.ts';
 import type { Log } from '../base/log.ts';
 import { AspenError, ERROR_STATUS, escalateBrokenInvariant, type AspenErrorCode } from '../api/errors.ts';
 import {
@@ -8,8 +8,16 @@ import {
   checkedLeaseRevoke,
 } from '../api/lease-validation.ts';
 import { checkedSession, validateKey, validateScan, validateWriteCommand } from '../api/limits.ts';
+import {
+  checkedAddLearner,
+  checkedChangeMembership,
+  checkedLearnerId,
+  checkedSnapshotTarget,
+} from '../api/membership-validation.ts';
 import type {
-  ClientSession,
+  AddLearnerRequest,
+  ChangeMembershipRequest,
+  ClusterState,
   DeleteRequest,
   DeleteResult,
   LeaseGrantRequest,
@@ -21,35 +29,36 @@ import type {
   LeaseListResult,
   LeaseRevokeRequest,
   LeaseRevokeResult,
+  InitRequest,
+  RaftMetrics,
   ReadRequest,
   ReadResult,
+  RemoveLearnerRequest,
   ScanRequest,
   ScanResult,
-  SessionFields,
+  SnapshotRequest,
+  SnapshotResult,
   WriteRequest,
   WriteResult,
 } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, Clock, Transport } from '../node/interfaces.ts';
-import { AssertionError } from '../base/assert.ts';
 import { WireFormatError } from '../network/errors.ts';
 import type { NodeId } from '../raft/types.ts';
+import {
+  forwardTimeoutMs,
+  localController,
+  localLeases,
+  MUTATING_KINDS,
+  runForwarded,
+  type LocalServices,
+  type Operation,
+} from './forwarded-operations.ts';
+
+export { FORWARD_KEEPALIVE_TIMEOUT_MS } from './forwarded-operations.ts';
 
 /** Forwarded requests waiting for the leader's answer at once; more get OVERLOADED. */
 export const FORWARDS_PENDING_MAX = 10_000;
 export const FORWARD_TIMEOUT_MS_DEFAULT = 5_000;
-/**
- * A forwarded keepalive waits at most this long for the leader (or the forward timeout, if
- * shorter). A keepalive only moves a deadline later and may run twice without harm, so giving up
- * early is safe; when the leader just died, the client hears TIMEOUT within a second and renews
- * through another node, instead of waiting FORWARD_TIMEOUT_MS_DEFAULT, longer than a short TTL.
- * A healthy leader answers one in a ReadIndex round (milliseconds).
- */
-export const FORWARD_KEEPALIVE_TIMEOUT_MS = 1_000;
-
-type Operation = ClientRequest['operation'];
-
-/** Forwarded operations that change the state (an answer lost on the way leaves their outcome unknown). */
-const MUTATING_KINDS: readonly Operation['kind'][] = ['write', 'delete', 'lease_grant', 'lease_revoke'];
 
 interface Pending {
   readonly resolve: (result: unknown) => void;
@@ -61,10 +70,11 @@ interface Pending {
  * Lets a client talk to any node: a request that the local node refuses with NOT_LEADER is sent to
  * the leader over the cluster transport, run there against the leader's local store (never
  * forwarded again), and answered. A lost answer is a TIMEOUT, which for a write is indeterminate.
+ * Membership calls and the leader's snapshot are forwarded the same way; /init is not (a node that
+ * is not initialized knows no leader).
  */
-export class ForwardingStore implements KeyValueStore, LeaseService {
-  private readonly local: KeyValueStore;
-  private readonly leases: LeaseService | null;
+export class ForwardingStore implements KeyValueStore, LeaseService, ClusterController {
+  private readonly local: LocalServices;
   private readonly leaseTtlSecondsMin: number;
   private readonly transport: Transport;
   private readonly nodeId: NodeId;
@@ -84,6 +94,8 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
     local: KeyValueStore;
     /** The local node's leases (without them, this node serves none and forwards none). */
     leases?: LeaseService;
+    /** The local node's membership calls (without them, this node serves none and forwards none). */
+    controller?: ClusterController;
     /** The shortest TTL of this cluster (leaseTtlSecondsMin of its election timeout): a grant is checked before it is forwarded. */
     leaseTtlSecondsMin?: number;
     transport: Transport;
@@ -93,8 +105,12 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
     knownLeader?: () => NodeId;
     log?: Log;
   }) {
-    this.local = options.local;
-    this.leases = options.leases ?? null;
+    this.local = {
+      nodeId: options.nodeId,
+      store: options.local,
+      leases: options.leases ?? null,
+      controller: options.controller ?? null,
+    };
     this.leaseTtlSecondsMin = options.leaseTtlSecondsMin ?? 1;
     this.transport = options.transport;
     this.nodeId = options.nodeId;
@@ -109,7 +125,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
   // store checks it.
   write(request: WriteRequest): Promise<WriteResult> {
     return this.withForwarding(
-      () => this.local.write(request),
+      () => this.local.store.write(request),
       () => {
         throwIf(validateWriteCommand((request as { command?: unknown } | null)?.command));
         return { kind: 'write', command: request.command, session: checkedSession(request) };
@@ -119,7 +135,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
 
   read(request: ReadRequest): Promise<ReadResult> {
     return this.withForwarding(
-      () => this.local.read(request),
+      () => this.local.store.read(request),
       () => {
         throwIf(validateKey((request as { key?: unknown } | null)?.key));
         return { kind: 'read', key: request.key };
@@ -129,7 +145,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
 
   delete(request: DeleteRequest): Promise<DeleteResult> {
     return this.withForwarding(
-      () => this.local.delete(request),
+      () => this.local.store.delete(request),
       () => {
         throwIf(validateKey((request as { key?: unknown } | null)?.key));
         return { kind: 'delete', key: request.key, session: checkedSession(request) };
@@ -139,7 +155,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
 
   scan(request: ScanRequest): Promise<ScanResult> {
     return this.withForwarding(
-      () => this.local.scan(request),
+      () => this.local.store.scan(request),
       () => {
         const bounds = validateScan(request);
         throwIf(bounds instanceof AspenError ? bounds : null);
@@ -155,14 +171,14 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
 
   grant(request: LeaseGrantRequest): Promise<LeaseGrantResult> {
     return this.withForwarding(
-      () => this.localLeases().grant(request),
+      () => localLeases(this.local).grant(request),
       () => ({ kind: 'lease_grant', ...checkedLeaseGrant(request, this.leaseTtlSecondsMin) }),
     ) as Promise<LeaseGrantResult>;
   }
 
   revoke(request: LeaseRevokeRequest): Promise<LeaseRevokeResult> {
     return this.withForwarding(
-      () => this.localLeases().revoke(request),
+      () => localLeases(this.local).revoke(request),
       () => ({ kind: 'lease_revoke', ...checkedLeaseRevoke(request) }),
     ) as Promise<LeaseRevokeResult>;
   }
@@ -170,7 +186,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
   // Keepalive, info and list are answered by the leader from its deadlines: forwarded like reads.
   keepAlive(request: LeaseKeepAliveRequest): Promise<LeaseKeepAliveResult> {
     return this.withForwarding(
-      () => this.localLeases().keepAlive(request),
+      () => localLeases(this.local).keepAlive(request),
       () => ({
         kind: 'lease_keepalive',
         leaseId: checkedLeaseId((request as { lease_id?: unknown } | null)?.lease_id),
@@ -180,22 +196,62 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
 
   info(request: LeaseInfoRequest): Promise<LeaseInfoResult> {
     return this.withForwarding(
-      () => this.localLeases().info(request),
+      () => localLeases(this.local).info(request),
       () => ({ kind: 'lease_info', ...checkedLeaseInfo(request) }),
     ) as Promise<LeaseInfoResult>;
   }
 
   list(): Promise<LeaseListResult> {
     return this.withForwarding(
-      () => this.localLeases().list(),
+      () => localLeases(this.local).list(),
       () => ({ kind: 'lease_list' }),
     ) as Promise<LeaseListResult>;
   }
 
-  private localLeases(): LeaseService {
-    if (this.leases === null)
-      throw new AspenError('NOT_FOUND', `node ${this.nodeId} was started without the lease service`);
-    return this.leases;
+  // Membership calls are checked here as the leader checks them, and forwarded like writes (their
+  // forward timeout is as long as they may run on the leader: forwardTimeoutMs).
+  addLearner(request: AddLearnerRequest): Promise<ClusterState> {
+    return this.withForwarding(
+      () => localController(this.local).addLearner(request),
+      () => ({ kind: 'add_learner', learner: checkedAddLearner(request) }),
+    ) as Promise<ClusterState>;
+  }
+
+  changeMembership(request: ChangeMembershipRequest): Promise<ClusterState> {
+    return this.withForwarding(
+      () => localController(this.local).changeMembership(request),
+      () => ({ kind: 'change_membership', ...checkedChangeMembership(request) }),
+    ) as Promise<ClusterState>;
+  }
+
+  removeLearner(request: RemoveLearnerRequest): Promise<ClusterState> {
+    return this.withForwarding(
+      () => localController(this.local).removeLearner(request),
+      () => ({ kind: 'remove_learner', learnerId: checkedLearnerId(request) }),
+    ) as Promise<ClusterState>;
+  }
+
+  /** "leader" (the default) is forwarded to the leader; "local" snapshots this node. */
+  async triggerSnapshot(request: SnapshotRequest = {}): Promise<SnapshotResult> {
+    const controller = localController(this.local);
+    if (checkedSnapshotTarget(request) === 'local') return controller.triggerSnapshot({ node: 'local' });
+    return (await this.withForwarding(
+      () => controller.triggerSnapshot({ node: 'leader' }),
+      () => ({ kind: 'trigger_snapshot' }),
+    )) as SnapshotResult;
+  }
+
+  // Never forwarded: /init starts a cluster on the node asked; state and metrics are this node's.
+  init(request: InitRequest): Promise<ClusterState> {
+    return localController(this.local).init(request);
+  }
+
+  currentState(): Promise<ClusterState> {
+    return localController(this.local).currentState();
+  }
+
+  getMetrics(): Promise<RaftMetrics> {
+    return localController(this.local).getMetrics();
   }
 
   /** `toForward` checks the request (throwing its AspenError) and says what to send the leader. */
@@ -249,10 +305,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
     }
     const requestId = this.nextRequestId;
     this.nextRequestId += 1;
-    const timeoutMs =
-      operation.kind === 'lease_keepalive'
-        ? Math.min(this.timeoutMs, FORWARD_KEEPALIVE_TIMEOUT_MS)
-        : this.timeoutMs;
+    const timeoutMs = forwardTimeoutMs(operation.kind, this.timeoutMs);
     return new Promise((resolve, reject) => {
       const cancelTimer = this.clock.setTimer(timeoutMs, () => {
         if (!this.pending.delete(requestId)) return;
@@ -303,7 +356,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
     };
     let run: Promise<unknown>;
     try {
-      run = this.runLocally(request.operation);
+      run = runForwarded(this.local, request.operation);
     } catch (error) {
       run = Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
@@ -343,53 +396,6 @@ export class ForwardingStore implements KeyValueStore, LeaseService {
     );
   }
 
-  private runLocally(operation: Operation): Promise<unknown> {
-    switch (operation.kind) {
-      case 'write':
-        return this.local.write({ command: operation.command, ...sessionFields(operation.session) });
-      case 'read':
-        return this.local.read({ key: operation.key });
-      case 'delete':
-        return this.local.delete({ key: operation.key, ...sessionFields(operation.session) });
-      case 'scan':
-        return this.local.scan({
-          prefix: operation.prefix,
-          ...(operation.limit === null ? {} : { limit: operation.limit }),
-          continuation_token: operation.continuationToken,
-        });
-      case 'invalid':
-        return Promise.reject(new AspenError(operation.code, operation.message));
-      default:
-        return this.runLeaseLocally(operation);
-    }
-  }
-
-  private runLeaseLocally(operation: Operation): Promise<unknown> {
-    const leases = this.localLeases();
-    switch (operation.kind) {
-      case 'lease_grant':
-        return leases.grant({
-          ttl_seconds: operation.ttlSeconds,
-          ...(operation.leaseId === 0 ? {} : { lease_id: operation.leaseId }),
-          ...sessionFields(operation.session),
-        });
-      case 'lease_revoke':
-        return leases.revoke({ lease_id: operation.leaseId, ...sessionFields(operation.session) });
-      case 'lease_keepalive':
-        return leases.keepAlive({ lease_id: operation.leaseId });
-      case 'lease_info':
-        return leases.info({
-          lease_id: operation.leaseId,
-          keys: operation.keys,
-          ...(operation.after === null ? {} : { after: operation.after }),
-        });
-      case 'lease_list':
-        return leases.list();
-      default:
-        throw new AssertionError(`not a lease operation: ${operation.kind}`);
-    }
-  }
-
   /** On the follower: the leader's answer to one of our forwarded requests. */
   handleResponse(response: ClientResponse): void {
     const pending = this.pending.get(response.requestId);
@@ -419,9 +425,4 @@ function fromWireError(error: NonNullable<ClientResponse['error']>): AspenError 
 
 function throwIf(problem: AspenError | null): void {
   if (problem !== null) throw problem;
-}
-
-/** A forwarded session back as request fields. */
-function sessionFields(session: ClientSession | null): SessionFields {
-  return session === null ? {} : { client_id: session.clientId, sequence: session.sequence };
 }

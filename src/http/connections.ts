@@ -13,7 +13,7 @@ export const HTTP_CONNECTIONS_PER_ADDRESS_MAX = HTTP_CONNECTIONS_MAX;
 /**
  * A connection with no request in flight and no bytes for this long is closed (an idle keep-alive
  * connection, or one that never sends a request). A request in flight is bounded by its own
- * timeouts (the longest, add-learner, by LEARNER_CATCH_UP_TIMEOUT_MS), never by this.
+ * timeouts (the longest, add-learner, by ADD_LEARNER_RUN_MS_MAX when a follower forwards it), never by this.
  */
 export const HTTP_IDLE_TIMEOUT_MS = 10_000;
 

@@ -88,15 +88,47 @@ interface PartialNode {
 }
 
 /**
+ * /init and /add-learner by id wait at most this long for discovery (gossip, mDNS) to find the node:
+ * a node started a second before the call is usually found within it. Well below the add-learner
+ * timeout (ADD_LEARNER_TIMEOUT_MS_DEFAULT, 40 s), so the call still has time to run.
+ */
+export const DISCOVERY_WAIT_MS_DEFAULT = 5_000;
+/** How often a waiting call asks discovery again. */
+export const DISCOVERY_POLL_MS = 100;
+
+/** Where discovery finds node `id`, asking every DISCOVERY_POLL_MS for up to `waitMs`; undefined: not found. */
+async function discoveredAddress(
+  id: number,
+  network: NetworkInfo | undefined,
+  waitMs: number,
+): Promise<string | undefined> {
+  if (network?.resolve === undefined) return undefined;
+  const pollsMax = Math.ceil(waitMs / DISCOVERY_POLL_MS);
+  for (let poll = 0; poll < pollsMax; poll += 1) {
+    const found = network.resolve(id);
+    if (found !== undefined) return found;
+    await new Promise((done) => setTimeout(done, DISCOVERY_POLL_MS));
+  }
+  return network.resolve(id);
+}
+
+/**
  * A member with its raft_addr (given, or found by discovery) and, when the network can tell, the
  * peer id that answers for it: recorded in the configuration, it binds the node id to that identity.
+ * Run on the node the call was sent to, before a follower forwards it: only the node that minted a
+ * join ticket knows the peer that proved it (NetworkInfo.identify), and the leader may be another.
  */
-async function completeNode(node: PartialNode, network: NetworkInfo | undefined): Promise<ClusterNode> {
-  const raftAddr = node.raft_addr ?? network?.resolve?.(node.id);
+async function completeNode(
+  node: PartialNode,
+  network: NetworkInfo | undefined,
+  discoveryWaitMs: number,
+): Promise<ClusterNode> {
+  const raftAddr = node.raft_addr ?? (await discoveredAddress(node.id, network, discoveryWaitMs));
   if (raftAddr === undefined)
     throw new AspenError(
       'INVALID_INPUT',
-      `node ${node.id}: no raft_addr given and discovery has not found that node`,
+      `node ${node.id}: no raft_addr given and discovery has not found that node within ${discoveryWaitMs} ms ` +
+        '(is it running with the same cookie? GET /peers lists what discovery found)',
     );
   const complete = { id: node.id, addr: node.addr ?? `node-${node.id}`, raft_addr: raftAddr };
   const peerId = node.peer_id ?? (await network?.identify?.(node.id, raftAddr));
@@ -134,6 +166,8 @@ export interface HttpServerOptions {
   readonly tls?: HttpTls;
   /** GET /backup's source; without it the route does not exist. */
   readonly backup?: BackupService;
+  /** How long /init and /add-learner by id wait for discovery (default DISCOVERY_WAIT_MS_DEFAULT). */
+  readonly discoveryWaitMs?: number;
 }
 
 /** A server certificate (chain) and its private key, PEM, as checked by the caller. */
@@ -189,6 +223,12 @@ function refuseBody(request: FastifyRequest, _reply: FastifyReply, done: (error?
   done(
     empty ? undefined : new AspenError('INVALID_INPUT', `${request.url.split('?')[0] ?? ''} takes no body`),
   );
+}
+
+/** A POST whose body is optional: none (or null) is validated as {}. */
+function emptyBodyAsObject(request: FastifyRequest, _reply: FastifyReply, done: () => void): void {
+  if (request.body === undefined || request.body === null) request.body = {};
+  done();
 }
 
 /**
@@ -289,8 +329,8 @@ function installBoundary(app: FastifyInstance, options: HttpServerOptions, metri
   app.setNotFoundHandler((request) => {
     throw new AspenError('NOT_FOUND', `no route ${request.method} ${request.url.slice(0, 200)}`);
   });
-  // Exact per endpoint: a route that takes no query string refuses one, a POST that takes no body
-  // (trigger-snapshot) accepts none or {} only.
+  // Exact per endpoint: a route that takes no query string refuses one, a POST without a body schema
+  // accepts none or {} only.
   app.addHook('onRoute', (route) => {
     const schema = route.schema ?? {};
     route.schema = schema.querystring === undefined ? { ...schema, querystring: NO_PARAMETERS } : schema;
@@ -301,6 +341,7 @@ function installBoundary(app: FastifyInstance, options: HttpServerOptions, metri
 
 function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): void {
   const { controller } = options;
+  const discoveryWaitMs = options.discoveryWaitMs ?? DISCOVERY_WAIT_MS_DEFAULT;
   app.post(
     '/init',
     {
@@ -318,7 +359,9 @@ function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): 
     async (request) => {
       const members = (request.body as { initial_members: PartialNode[] }).initial_members;
       return controller.init({
-        initial_members: await Promise.all(members.map((member) => completeNode(member, options.network))),
+        initial_members: await Promise.all(
+          members.map((member) => completeNode(member, options.network, discoveryWaitMs)),
+        ),
       });
     },
   );
@@ -336,7 +379,11 @@ function addMembershipRoutes(app: FastifyInstance, options: HttpServerOptions): 
     },
     async (request) =>
       controller.addLearner({
-        learner: await completeNode((request.body as { learner: PartialNode }).learner, options.network),
+        learner: await completeNode(
+          (request.body as { learner: PartialNode }).learner,
+          options.network,
+          discoveryWaitMs,
+        ),
       }),
   );
   addChangeRoutes(app, controller);
@@ -373,7 +420,16 @@ function addChangeRoutes(app: FastifyInstance, controller: ClusterController): v
     },
     (request) => controller.removeLearner(request.body as Parameters<ClusterController['removeLearner']>[0]),
   );
-  app.post('/trigger-snapshot', () => controller.triggerSnapshot());
+  app.post(
+    '/trigger-snapshot',
+    {
+      // No body, {} or {"node":"leader"|"local"}.
+      preValidation: emptyBodyAsObject,
+      schema: { body: exact({ node: { enum: ['leader', 'local'] } }, ['node']) },
+    },
+    (request) =>
+      controller.triggerSnapshot(request.body as Parameters<ClusterController['triggerSnapshot']>[0]),
+  );
   app.get('/state', () => controller.currentState());
   app.get('/leader', async () => ({ leader: (await controller.currentState()).leader }));
 }

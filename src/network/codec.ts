@@ -10,6 +10,11 @@ import {
   validateWriteCommand,
 } from '../api/limits.ts';
 import { checkedLeaseGrant, checkedLeaseId, checkedLeaseInfo } from '../api/lease-validation.ts';
+import {
+  checkedAddLearner,
+  checkedChangeMembership,
+  checkedLearnerId,
+} from '../api/membership-validation.ts';
 import type { ClientSession, WriteCommand } from '../api/types.ts';
 import type { ClientRequest, ClientResponse, SnapshotChunk, WireMessage } from '../node/interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX } from '../node/snapshot-transfer.ts';
@@ -313,11 +318,34 @@ function leaseOperation(operation: Fields): ClientRequest['operation'] {
       case 'lease_list':
         return { kind: 'lease_list' };
       default:
-        return invalidOperation(new AspenError('INVALID_INPUT', 'unknown operation'));
+        return membershipOperation(operation);
     }
   } catch (error) {
     if (!(error instanceof AspenError)) throw error;
     return invalidOperation(error);
+  }
+}
+
+/** A forwarded membership call or snapshot, checked as the API checks it (throws its AspenError). */
+function membershipOperation(operation: Fields): ClientRequest['operation'] {
+  switch (operation.kind) {
+    case 'add_learner':
+      return { kind: 'add_learner', learner: checkedAddLearner({ learner: operation.learner }) };
+    case 'change_membership': {
+      const { members, learners } = operation;
+      if (learners !== null && !Array.isArray(learners))
+        throw new AspenError('INVALID_INPUT', 'learners must be an array of node ids or null');
+      return {
+        kind: 'change_membership',
+        ...checkedChangeMembership(learners === null ? { members } : { members, learners }),
+      };
+    }
+    case 'remove_learner':
+      return { kind: 'remove_learner', learnerId: checkedLearnerId({ learner_id: operation.learnerId }) };
+    case 'trigger_snapshot':
+      return { kind: 'trigger_snapshot' };
+    default:
+      throw new AspenError('INVALID_INPUT', 'unknown operation');
   }
 }
 

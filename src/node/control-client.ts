@@ -1,15 +1,19 @@
 import type { ClusterController, KeyValueStore } from '../api/contracts.ts';
 import { AspenError } from '../api/errors.ts';
 import {
-  ADDRESS_CHARS_MAX,
   checkedSession,
   encodeContinuationToken,
-  isPeerIdText,
-  isRaftAddress,
   validateKey,
   validateScan,
   validateWriteCommand,
 } from '../api/limits.ts';
+import {
+  checkedAddLearner,
+  checkedChangeMembership,
+  checkedInitMembers,
+  checkedLearnerId,
+  checkedSnapshotTarget,
+} from '../api/membership-validation.ts';
 import type {
   AddLearnerRequest,
   ChangeMembershipRequest,
@@ -24,6 +28,7 @@ import type {
   RemoveLearnerRequest,
   ScanRequest,
   ScanResult,
+  SnapshotRequest,
   SnapshotResult,
   WriteRequest,
   WriteResult,
@@ -31,7 +36,6 @@ import type {
 import { assert, AssertionError } from '../base/assert.ts';
 import type { RaftStatus } from '../raft/core.ts';
 import type { MembershipConfig, NodeAddress } from '../raft/types.ts';
-import { CLUSTER_NODES_MAX } from '../raft/quorum.ts';
 import type { NodeId } from '../raft/types.ts';
 import type { Snapshot } from './interfaces.ts';
 import { callNode } from './node-call.ts';
@@ -51,6 +55,15 @@ export const LEARNER_CATCH_UP_TIMEOUT_MS_DEFAULT = 30_000;
 export const LEARNER_PROMOTE_WAIT_MS = 2_000;
 /** Proposals a change-membership makes at most while it waits (one per poll). */
 export const LEARNER_PROMOTE_ATTEMPTS_MAX = LEARNER_PROMOTE_WAIT_MS / LEARNER_POLL_MS + 1;
+/**
+ * The longest an add-learner runs on the leader with the default timeouts: its proposal, the
+ * catch-up wait, and the removal of a learner that never answered (40 s). A follower that forwards
+ * one waits this long for the leader's answer, not the 5 s of a forwarded write.
+ */
+export const ADD_LEARNER_RUN_MS_MAX =
+  REQUEST_TIMEOUT_MS_DEFAULT + LEARNER_CATCH_UP_TIMEOUT_MS_DEFAULT + REQUEST_TIMEOUT_MS_DEFAULT;
+/** The longest a change-membership runs on the leader: its promotion retries, then its proposal. */
+export const CHANGE_MEMBERSHIP_RUN_MS_MAX = LEARNER_PROMOTE_WAIT_MS + REQUEST_TIMEOUT_MS_DEFAULT;
 
 /** A request timeout option: the default when absent, else an integer in [1, REQUEST_TIMEOUT_MS_MAX] (RangeError). */
 export function checkedRequestTimeout(timeoutMs: number = REQUEST_TIMEOUT_MS_DEFAULT): number {
@@ -81,7 +94,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   }
 
   async addLearner(request: AddLearnerRequest): Promise<ClusterState> {
-    const learner = validateClusterNode((request as { learner?: unknown } | null)?.learner, 'learner');
+    const learner = checkedAddLearner(request);
     const { status, membership } = this.leaderStatus();
     if (membership.voters.includes(learner.id) || membership.votersOutgoing.includes(learner.id)) {
       throw new AspenError('INVALID_INPUT', `node ${learner.id} is already a voter`);
@@ -135,10 +148,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   }
 
   async changeMembership(request: ChangeMembershipRequest): Promise<ClusterState> {
-    const fields = request as { members?: unknown; learners?: unknown } | null;
-    const members = validateMembers(fields?.members, 'members');
-    const wantedLearners =
-      fields?.learners === undefined ? null : validateMembers(fields.learners, 'learners', 0);
+    const { members, learners: wantedLearners } = checkedChangeMembership(request);
     // A promoted learner must have acknowledged what was committed when the call arrived.
     const catchUpIndex = this.leaderStatus().status.commitIndex;
     await this.proposeMembership(() => {
@@ -151,9 +161,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   }
 
   async removeLearner(request: RemoveLearnerRequest): Promise<ClusterState> {
-    const learnerId = (request as { learner_id?: unknown } | null)?.learner_id;
-    if (typeof learnerId !== 'number' || !Number.isSafeInteger(learnerId) || learnerId < 1)
-      throw new AspenError('INVALID_INPUT', 'learner_id must be a positive integer');
+    const learnerId = checkedLearnerId(request);
     const { membership } = this.leaderStatus();
     if (!membership.learners.includes(learnerId)) {
       const what = membership.voters.includes(learnerId)
@@ -198,7 +206,9 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
     throw new AssertionError('the last promotion attempt answers or throws');
   }
 
-  async triggerSnapshot(): Promise<SnapshotResult> {
+  /** On the leader by default (NOT_LEADER or NO_LEADER elsewhere); `node` "local": on this node. */
+  async triggerSnapshot(request: SnapshotRequest = {}): Promise<SnapshotResult> {
+    if (checkedSnapshotTarget(request) === 'leader') this.leaderStatus();
     const snapshot = await this.call<Snapshot>('trigger-snapshot', (callback) => {
       this.node.triggerSnapshot(callback);
     });
@@ -269,7 +279,7 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   }
 
   async init(request: InitRequest): Promise<ClusterState> {
-    const members = validateInitRequest(request);
+    const members = checkedInitMembers(request);
     const nodes = members.map(toNodeAddress);
     await this.call<null>('init', (callback) => {
       this.node.init(
@@ -401,33 +411,6 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   }
 }
 
-function validateClusterNode(value: unknown, what: string): ClusterNode {
-  const candidate = value as Partial<ClusterNode> | null | undefined;
-  if (typeof candidate?.id !== 'number' || !Number.isSafeInteger(candidate.id) || candidate.id < 1) {
-    throw new AspenError('INVALID_INPUT', `${what} needs a positive integer id`);
-  }
-  if (typeof candidate.addr !== 'string' || typeof candidate.raft_addr !== 'string') {
-    throw new AspenError('INVALID_INPUT', `${what} ${candidate.id} needs string addr and raft_addr`);
-  }
-  if (candidate.addr.length > ADDRESS_LENGTH_MAX || candidate.raft_addr.length > ADDRESS_LENGTH_MAX) {
-    throw new AspenError(
-      'INVALID_INPUT',
-      `${what} ${candidate.id}: addresses are at most ${ADDRESS_LENGTH_MAX} characters`,
-    );
-  }
-  if (!isRaftAddress(candidate.raft_addr)) {
-    throw new AspenError(
-      'INVALID_INPUT',
-      `${what} ${candidate.id}: raft_addr must be ip:port or a multiaddr, got "${candidate.raft_addr}"`,
-    );
-  }
-  const node = { id: candidate.id, addr: candidate.addr, raft_addr: candidate.raft_addr };
-  if (candidate.peer_id === undefined) return node;
-  if (typeof candidate.peer_id !== 'string' || !isPeerIdText(candidate.peer_id))
-    throw new AspenError('INVALID_INPUT', `${what} ${candidate.id}: peer_id must be a libp2p peer id`);
-  return { ...node, peer_id: candidate.peer_id };
-}
-
 /** The replicated form of a member: its peer id travels with it once known. */
 function toNodeAddress(node: ClusterNode): NodeAddress {
   const address = { id: node.id, addr: node.addr, raftAddr: node.raft_addr };
@@ -452,43 +435,4 @@ function checkMembershipTarget(
       throw new AspenError('INVALID_INPUT', `node ${id} is not in the cluster: add it with /add-learner`);
     }
   }
-}
-
-function validateMembers(value: unknown, what: string, countMin = 1): number[] {
-  if (!Array.isArray(value) || value.length < countMin)
-    throw new AspenError('INVALID_INPUT', `${what} must be an array of at least ${countMin} node ids`);
-  if (value.length > CLUSTER_NODES_MAX)
-    throw new AspenError('INVALID_INPUT', `a cluster has at most ${CLUSTER_NODES_MAX} nodes`);
-  const members: number[] = [];
-  for (const id of value as unknown[]) {
-    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1)
-      throw new AspenError('INVALID_INPUT', `${what}: node ids are positive integers`);
-    if (members.includes(id)) throw new AspenError('INVALID_INPUT', `${what}: node ${id} is listed twice`);
-    members.push(id);
-  }
-  return members.sort((a, b) => a - b);
-}
-
-/** Longest accepted address string. */
-export const ADDRESS_LENGTH_MAX = ADDRESS_CHARS_MAX;
-
-function validateInitRequest(request: InitRequest): ClusterNode[] {
-  const members: unknown = (request as { initial_members?: unknown } | null)?.initial_members;
-  if (!Array.isArray(members) || members.length === 0) {
-    throw new AspenError(
-      'INVALID_INPUT',
-      'initial_members must be a non-empty array of {id, addr, raft_addr}',
-    );
-  }
-  if (members.length > CLUSTER_NODES_MAX)
-    throw new AspenError('INVALID_INPUT', `a cluster has at most ${CLUSTER_NODES_MAX} nodes`);
-  const seen = new Set<number>();
-  const nodes: ClusterNode[] = [];
-  for (const member of members as unknown[]) {
-    const node = validateClusterNode(member, 'initial member');
-    if (seen.has(node.id)) throw new AspenError('INVALID_INPUT', `member ${node.id} is listed twice`);
-    seen.add(node.id);
-    nodes.push(node);
-  }
-  return nodes;
 }

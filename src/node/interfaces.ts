@@ -1,5 +1,5 @@
 import type { CurrentRecord } from '../api/errors.ts';
-import type { ClientSession, WriteCommand } from '../api/types.ts';
+import type { ClientSession, ClusterNode, WriteCommand } from '../api/types.ts';
 import type { PeerEvent } from './address-book.ts';
 import type { ApplyOutcome } from './kv-state-machine.ts';
 import type { RaftEvent } from './raft-events.ts';
@@ -51,6 +51,19 @@ export interface ClientRequest {
         readonly after: string | null;
       }
     | { readonly kind: 'lease_list' }
+    /**
+     * The membership calls and a snapshot on the leader (docs/api.md "Cluster"). The follower that
+     * received an add-learner completed its learner (raft_addr, peer_id) before forwarding it.
+     */
+    | { readonly kind: 'add_learner'; readonly learner: ClusterNode }
+    | {
+        readonly kind: 'change_membership';
+        readonly members: readonly NodeId[];
+        /** null: the learners not named in `members` stay. */
+        readonly learners: readonly NodeId[] | null;
+      }
+    | { readonly kind: 'remove_learner'; readonly learnerId: NodeId }
+    | { readonly kind: 'trigger_snapshot' }
     /** Decoded from a frame whose operation failed validation: answered with this error, never run. */
     | {
         readonly kind: 'invalid';

@@ -251,11 +251,15 @@ describe('forwarding CAS, CAD and transactions', () => {
   });
 });
 
+/** An observe stream's events, and a follower applying an entry, take milliseconds; this bounds a slow machine. */
+const STREAM_WAIT_MS = 10_000;
+
 /** Two real in-process nodes (libp2p, memory storage); every request goes to the follower. */
 describe('CAS, CAD and transactions through a follower of real nodes', () => {
   const nodes: RunningNode[] = [];
   let send: Send;
   let leaderUrl = '';
+  let followerUrl = '';
 
   const call = async (base: string, method: 'GET' | 'POST', path: string, body?: unknown) => {
     const response = await fetch(`${base}${path}`, {
@@ -266,6 +270,34 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
       signal: AbortSignal.timeout(10_000),
     });
     return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+  };
+
+  /** An event stream of `url`: `until` reads it (bounded) until its text so far passes `done`, then closes it. */
+  const openStream = async (url: string) => {
+    const closing = new AbortController();
+    const response = await fetch(url, { signal: closing.signal });
+    expect(response.status).toBe(200);
+    const reader = response.body?.pipeThrough(new TextDecoderStream()).getReader();
+    if (reader === undefined) throw new Error('no stream body');
+    return {
+      until: async (done: (text: string) => boolean): Promise<string> => {
+        const timer = setTimeout(() => {
+          closing.abort();
+        }, STREAM_WAIT_MS);
+        let text = '';
+        try {
+          while (!done(text)) {
+            const chunk = await reader.read();
+            if (chunk.done) break;
+            text += chunk.value;
+          }
+        } finally {
+          clearTimeout(timer);
+          closing.abort();
+        }
+        return text;
+      },
+    };
   };
 
   /** Wait (bounded) until `url` names node 1 as leader. */
@@ -294,7 +326,7 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
       raft_addr: nodes[index]?.transport.listenAddresses[0]?.split('/p2p/')[0] ?? '',
     });
     leaderUrl = nodes[0]?.httpUrl ?? '';
-    const followerUrl = nodes[1]?.httpUrl ?? '';
+    followerUrl = nodes[1]?.httpUrl ?? '';
     expect((await call(leaderUrl, 'POST', '/init', { initial_members: [member(0)] })).status).toBe(200);
     await leaderKnown(leaderUrl);
     expect((await call(leaderUrl, 'POST', '/add-learner', { learner: member(1) })).status).toBe(200);
@@ -395,6 +427,8 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
     const lease = async () =>
       (await send('POST', '/lease/grant', { ttl_seconds: 30 })).json.lease_id as number;
     const [a, b] = [await lease(), await lease()];
+    // The follower's observe stream (its own watch hub) sees every leader the leader node elects.
+    const stream = await openStream(`${followerUrl}/election/observe?name=fwd-elect`);
     const first = await call(leaderUrl, 'POST', '/election/campaign', {
       name: 'fwd-elect',
       lease_id: a,
@@ -431,6 +465,47 @@ describe('CAS, CAD and transactions through a follower of real nodes', () => {
     });
     expect((await send('POST', '/election/resign', { key: won.json.key })).json).toEqual({ resigned: true });
     expect((await send('GET', '/election/leader?name=fwd-elect')).status).toBe(404);
+    const events = await stream.until(
+      (text) => (text.match(/^event: (leader|no_leader)$/gm) ?? []).length >= 5,
+    );
+    expect(events.match(/^event: (leader|no_leader)$/gm)).toEqual([
+      'event: no_leader',
+      'event: leader',
+      'event: leader',
+      'event: leader',
+      'event: no_leader',
+    ]);
+    expect(events).toContain(`"key":"${String(first.json.key)}"`);
+    expect(events).toContain('"value":"b2"');
+  }, 20_000);
+
+  it('snapshots through a follower: the leader by default, the follower itself with "local"; membership refusals come from the leader', async () => {
+    const snapshotOf = async (url: string) =>
+      ((await call(url, 'GET', '/metrics')).json.snapshot as { index: number } | null)?.index ?? 0;
+    const onLeader = await send('POST', '/trigger-snapshot');
+    expect(onLeader.status, JSON.stringify(onLeader.json)).toBe(200);
+    const leaderIndex = (onLeader.json.snapshot as { index: number }).index;
+    expect(await snapshotOf(leaderUrl)).toBe(leaderIndex);
+    const write = await send('POST', '/write', { command: { Set: { key: 'fwd-snap/k', value: 'v' } } });
+    const deadline = Date.now() + STREAM_WAIT_MS;
+    const applied = async () => (await call(followerUrl, 'GET', '/metrics')).json.last_applied as number;
+    while ((await applied()) < (write.json.log_index as number)) {
+      if (Date.now() > deadline) throw new Error('the follower did not apply the write');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const local = await send('POST', '/trigger-snapshot', { node: 'local' });
+    expect(local.status, JSON.stringify(local.json)).toBe(200);
+    const localIndex = (local.json.snapshot as { index: number }).index;
+    expect(localIndex).toBeGreaterThan(leaderIndex);
+    expect(await snapshotOf(followerUrl)).toBe(localIndex);
+    expect(await snapshotOf(leaderUrl)).toBe(leaderIndex);
+    const voter = await send('POST', '/remove-learner', { learner_id: 1 });
+    expect([voter.status, voter.json.error]).toMatchObject([
+      400,
+      { code: 'INVALID_INPUT', message: expect.stringContaining('node 1 is not a learner') as string },
+    ]);
+    const bad = await send('POST', '/trigger-snapshot', { node: 'follower' });
+    expect(bad.status).toBe(400);
   }, 20_000);
 
   it('refuses every malformed compare and op at the follower with its 4xx; nothing is written', async () => {

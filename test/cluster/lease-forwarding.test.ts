@@ -2,20 +2,16 @@ import { describe, expect, it } from 'vitest';
 import type { KeyValueStore, LeaseService } from '../../src/api/contracts.ts';
 import { AspenError } from '../../src/api/errors.ts';
 import { KEY_BYTES_MAX } from '../../src/base/limits.ts';
-import {
-  FORWARD_KEEPALIVE_TIMEOUT_MS,
-  FORWARD_TIMEOUT_MS_DEFAULT,
-  ForwardingStore,
-} from '../../src/cluster/forwarding.ts';
+import { FORWARD_KEEPALIVE_TIMEOUT_MS, FORWARD_TIMEOUT_MS_DEFAULT } from '../../src/cluster/forwarding.ts';
 import { decodeWireMessage, encodeWireMessage } from '../../src/network/codec.ts';
 import { RaftControlClient } from '../../src/node/control-client.ts';
 import type { ClientRequest, WireMessage } from '../../src/node/interfaces.ts';
 import { RaftLeaseClient } from '../../src/node/lease-client.ts';
 import { startMemoryNode } from '../support/memory-node.ts';
+import { followerOfSilentLeader, forwardingPair } from '../support/forwarding-pair.ts';
 
 const unused = (): Promise<never> => Promise.reject(new Error('unused'));
 const noKv: KeyValueStore = { write: unused, read: unused, delete: unused, scan: unused };
-const clock = { nowMs: () => 0, setTimer: () => () => undefined };
 
 /** A leader's lease service that records what it was asked and answers like the real one. */
 function leaderLeases(calls: unknown[]): LeaseService {
@@ -63,35 +59,15 @@ function pair(
   followerLocal?: LeaseService,
   leaderSide: { local: KeyValueStore; leases: LeaseService } = { local: noKv, leases: leaderLeases(calls) },
 ) {
-  const sent: WireMessage[] = [];
-  let leader: ForwardingStore | null = null;
-  const follower = new ForwardingStore({
-    local: noKv,
-    leases: followerLocal ?? leaderLeases([]),
-    leaseTtlSecondsMin: 3,
-    nodeId: 2,
-    clock,
-    ...(followerLocal === undefined ? { knownLeader: () => 1 } : {}),
-    transport: {
-      send: (message) => {
-        sent.push(message);
-        const decoded = decodeWireMessage(encodeWireMessage(message));
-        if (decoded.type === 'client_request') leader?.handleRequest(decoded);
-      },
+  return forwardingPair(
+    {
+      local: noKv,
+      leases: followerLocal ?? leaderLeases([]),
+      leaseTtlSecondsMin: 3,
+      ...(followerLocal === undefined ? { knownLeader: () => 1 } : {}),
     },
-  });
-  leader = new ForwardingStore({
-    ...leaderSide,
-    nodeId: 1,
-    clock,
-    transport: {
-      send: (message) => {
-        const decoded = decodeWireMessage(encodeWireMessage(message));
-        if (decoded.type === 'client_response') follower.handleResponse(decoded);
-      },
-    },
-  });
-  return { follower, sent };
+    leaderSide,
+  );
 }
 
 describe('forwarding the lease calls', () => {
@@ -115,7 +91,7 @@ describe('forwarding the lease calls', () => {
       revoked: true,
       log_index: 6,
     });
-    expect(sent.map((message) => (message as ClientRequest).operation.kind)).toEqual([
+    expect(sent.map((message) => message.operation.kind)).toEqual([
       'lease_grant',
       'lease_grant',
       'lease_keepalive',
@@ -136,22 +112,7 @@ describe('forwarding the lease calls', () => {
   });
 
   it('a keepalive forwarded to a leader that never answers times out after FORWARD_KEEPALIVE_TIMEOUT_MS', async () => {
-    const timers: { delayMs: number; fire: () => void }[] = [];
-    const follower = new ForwardingStore({
-      local: noKv,
-      leases: leaderLeases([]),
-      nodeId: 2,
-      knownLeader: () => 1,
-      timeoutMs: FORWARD_TIMEOUT_MS_DEFAULT,
-      clock: {
-        nowMs: () => 0,
-        setTimer: (delayMs, fire) => {
-          timers.push({ delayMs, fire });
-          return () => undefined;
-        },
-      },
-      transport: { send: () => undefined }, // the leader is gone: nothing comes back
-    });
+    const { follower, timers } = followerOfSilentLeader({ leases: leaderLeases([]) });
     const keepAlive = follower.keepAlive({ lease_id: 9 });
     const info = follower.info({ lease_id: 9 });
     expect(timers.map((timer) => timer.delayMs)).toEqual([
@@ -186,11 +147,7 @@ describe('forwarding the lease calls', () => {
       await expect(follower.revoke({ lease_id: 1, ...session })).rejects.toMatchObject({
         code: 'INVALID_INPUT',
       });
-      expect(sent.map((message) => (message as ClientRequest).operation.kind)).toEqual([
-        'write',
-        'lease_grant',
-        'lease_revoke',
-      ]);
+      expect(sent.map((message) => message.operation.kind)).toEqual(['write', 'lease_grant', 'lease_revoke']);
       expect(node.stateMachine.leaseCount).toBe(0);
     } finally {
       node.stop();

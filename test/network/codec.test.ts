@@ -1,12 +1,34 @@
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { validateKey, validateWriteCommand } from '../../src/api/limits.ts';
+import { CLUSTER_NODES_MAX, validateKey, validateWriteCommand } from '../../src/api/limits.ts';
+import {
+  checkedAddLearner,
+  checkedChangeMembership,
+  checkedLearnerId,
+} from '../../src/api/membership-validation.ts';
 import type { WriteCommand } from '../../src/api/types.ts';
 import { decodeWireMessage, encodeWireMessage } from '../../src/network/codec.ts';
-import type { WireMessage } from '../../src/node/interfaces.ts';
+import type { ClientRequest, WireMessage } from '../../src/node/interfaces.ts';
 import { WireFormatError } from '../../src/network/errors.ts';
 import { config, plain, samples } from './samples.ts';
+
+/** A decoded membership operation passes the API's own checks (anything else is not one). */
+function passesMembershipChecks(operation: ClientRequest['operation']): boolean {
+  try {
+    if (operation.kind === 'add_learner') checkedAddLearner({ learner: operation.learner });
+    else if (operation.kind === 'change_membership')
+      checkedChangeMembership(
+        operation.learners === null
+          ? { members: operation.members }
+          : { members: operation.members, learners: operation.learners },
+      );
+    else if (operation.kind === 'remove_learner') checkedLearnerId({ learner_id: operation.learnerId });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 describe('wire codec', () => {
   it('round-trips every message type', () => {
@@ -100,6 +122,24 @@ describe('wire codec', () => {
       [{ kind: 'scan', prefix: 'a', limit: 0, continuationToken: null }, 'INVALID_INPUT'],
       [{ kind: 'scan', prefix: 'a', limit: null, continuationToken: '!!not-base64!!' }, 'INVALID_INPUT'],
       [{ kind: 'drop-table' }, 'INVALID_INPUT'],
+      [{ kind: 'add_learner' }, 'INVALID_INPUT'],
+      [{ kind: 'add_learner', learner: { id: 4, addr: 'a', raft_addr: 'nowhere' } }, 'INVALID_INPUT'],
+      [
+        { kind: 'add_learner', learner: { id: 4, addr: 'a', raft_addr: '127.0.0.1:1', peer_id: 'x/y' } },
+        'INVALID_INPUT',
+      ],
+      [{ kind: 'add_learner', learner: { id: 0, addr: 'a', raft_addr: '127.0.0.1:1' } }, 'INVALID_INPUT'],
+      [{ kind: 'change_membership', members: [], learners: null }, 'INVALID_INPUT'],
+      [{ kind: 'change_membership', members: [1, 1], learners: null }, 'INVALID_INPUT'],
+      [{ kind: 'change_membership', members: [1], learners: 'x' }, 'INVALID_INPUT'],
+      [{ kind: 'change_membership', members: [1] }, 'INVALID_INPUT'],
+      [{ kind: 'change_membership', members: [1], learners: [2.5] }, 'INVALID_INPUT'],
+      [
+        { kind: 'change_membership', members: Array.from({ length: 65 }, (_, i) => i + 1), learners: null },
+        'INVALID_INPUT',
+      ],
+      [{ kind: 'remove_learner', learnerId: 0 }, 'INVALID_INPUT'],
+      [{ kind: 'remove_learner', learnerId: '5' }, 'INVALID_INPUT'],
       ['write', 'INVALID_INPUT'],
     ];
     for (const [operation, code] of cases) {
@@ -243,10 +283,65 @@ describe('wire codec', () => {
           if (operation.kind === 'write') return validateWriteCommand(operation.command) === null;
           if (operation.kind === 'read' || operation.kind === 'delete')
             return validateKey(operation.key) === null;
-          return true;
+          return passesMembershipChecks(operation);
         },
       ),
       { numRuns: 3_000 },
+    );
+  });
+
+  it('round-trips any valid membership operation, and turns it into "invalid" once a field breaks a rule (property)', () => {
+    const nodeId = fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
+    const ids = fc.uniqueArray(nodeId, { minLength: 1, maxLength: CLUSTER_NODES_MAX });
+    const learner = fc.record(
+      {
+        id: nodeId,
+        addr: fc.string({ maxLength: 40 }),
+        raft_addr: fc
+          .tuple(fc.nat(255), fc.integer({ min: 1, max: 65_535 }))
+          .map(([a, port]) => `10.0.0.${a}:${port}`),
+        peer_id: fc.constant('12D3KooWQG8uKmyztjqUy4Ja8sDprXZhkpeyqwyYAMPW4r4jsckR'),
+      },
+      { requiredKeys: ['id', 'addr', 'raft_addr'] },
+    );
+    const operation = fc.oneof(
+      learner.map((node) => ({ kind: 'add_learner' as const, learner: node })),
+      fc.tuple(ids, fc.option(fc.uniqueArray(nodeId, { maxLength: 8 }))).map(([members, learners]) => ({
+        kind: 'change_membership' as const,
+        members: [...members].sort((a, b) => a - b),
+        learners: learners === null ? null : [...learners].sort((a, b) => a - b),
+      })),
+      nodeId.map((learnerId) => ({ kind: 'remove_learner' as const, learnerId })),
+      fc.constant({ kind: 'trigger_snapshot' as const }),
+    );
+    const breakage = fc.constantFrom<unknown>(0, -1, 1.5, '1 ', null, [], {}, 'x'.repeat(2_000));
+    fc.assert(
+      fc.property(operation, breakage, fc.nat(), (valid, bad, pick) => {
+        const message: WireMessage = {
+          type: 'client_request',
+          from: 2,
+          to: 1,
+          term: 0,
+          requestId: 1,
+          operation: valid,
+        };
+        expect(plain(decodeWireMessage(encodeWireMessage(message)))).toEqual(plain(message));
+        // One field (of the operation, or of its learner) replaced by a value its rule refuses.
+        const target: Record<string, unknown> =
+          valid.kind === 'add_learner' ? { ...valid.learner } : { ...valid };
+        const names = Object.keys(target).filter(
+          (name) => name !== 'kind' && name !== 'learners' && name !== 'addr',
+        );
+        if (names.length === 0) return;
+        const name = names[pick % names.length] ?? '';
+        if (name === 'peer_id' && bad === null) return; // absent and null differ only on the wire
+        target[name] = bad;
+        const broken = valid.kind === 'add_learner' ? { ...valid, learner: target } : target;
+        const packr = new Packr({ useRecords: false });
+        const decoded = decodeWireMessage(packr.pack({ ...message, operation: broken }));
+        expect(decoded.type === 'client_request' && decoded.operation.kind).toBe('invalid');
+      }),
+      { numRuns: 1_000 },
     );
   });
 

@@ -64,6 +64,20 @@ export const samples: readonly WireMessage[] = [
       { kind: 'lease_info', leaseId: 7, keys: true, after: null },
       { kind: 'lease_info', leaseId: 7, keys: true, after: 'svc/\u0005\u{10000}' },
       { kind: 'lease_list' },
+      {
+        kind: 'add_learner',
+        learner: {
+          id: 4,
+          addr: 'node-4',
+          raft_addr: '/ip4/127.0.0.1/udp/26004/quic-v1,/ip4/127.0.0.1/tcp/26004',
+          peer_id: '12D3KooWQG8uKmyztjqUy4Ja8sDprXZhkpeyqwyYAMPW4r4jsckR',
+        },
+      },
+      { kind: 'add_learner', learner: { id: 5, addr: 'node-5', raft_addr: '127.0.0.1:26005' } },
+      { kind: 'change_membership', members: [1, 2, 3], learners: null },
+      { kind: 'change_membership', members: [1, 2], learners: [3, 5] },
+      { kind: 'remove_learner', learnerId: 5 },
+      { kind: 'trigger_snapshot' },
     ] as const
   ).map((operation, position) => ({
     type: 'client_request' as const,
