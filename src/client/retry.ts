@@ -19,9 +19,14 @@ export interface Call {
   readonly sessioned?: boolean;
 }
 
-/** Failures worth another attempt: a leader change, overload, an endpoint down or slow. */
+/**
+ * Failures worth another attempt: a leader change, overload, an endpoint down or slow, or a node not
+ * yet in the cluster (NOT_INITIALIZED: a member that has not heard from the leader since /init, or a
+ * node still to be added; another endpoint may be a member).
+ */
 export const TRANSIENT_CODES = new Set([
   'NOT_LEADER',
+  'NOT_INITIALIZED',
   'NO_LEADER',
   'OVERLOADED',
   'SHUTTING_DOWN',

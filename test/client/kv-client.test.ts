@@ -324,18 +324,30 @@ describe('KvClient retries', () => {
     }
   });
 
-  it('does not retry NOT_INITIALIZED or bad input', async () => {
+  it('does not retry bad input; retries NOT_INITIALIZED (a member not yet reached after /init) up to attemptsMax', async () => {
     const server = await fakeServer((path) =>
       path === '/write' ? [400, failure('INVALID_INPUT')] : [503, failure('NOT_INITIALIZED')],
     );
-    const kv = client([server.url]);
+    const kv = client([server.url], { attemptsMax: 3 });
     await expect(kv.put('k', 'v')).rejects.toMatchObject({ code: 'INVALID_INPUT', definite: true });
     await expect(kv.read('k')).rejects.toMatchObject({
       code: 'NOT_INITIALIZED',
       status: 503,
       definite: true,
     });
-    expect([server.count('/write'), server.count('/read')]).toEqual([1, 1]);
+    expect([server.count('/write'), server.count('/read')]).toEqual([1, 3]);
+  });
+
+  it('a write refused with NOT_INITIALIZED by a member that has not heard from the leader yet goes to another endpoint', async () => {
+    const uninitialized = await fakeServer(() => [503, failure('NOT_INITIALIZED')]);
+    const member = await fakeServer((path) =>
+      path === '/write'
+        ? [200, { command: { Set: { key: 'k', value: 'v' } }, log_index: 5, revision: 5 }]
+        : 'drop',
+    );
+    const kv = client([uninitialized.url, member.url], {}, false);
+    await expect(kv.put('k', 'v')).resolves.toMatchObject({ log_index: 5 });
+    expect(member.count('/write')).toBe(1);
   });
 
   it('bounds retries by count: a cluster with no leader gets exactly attemptsMax requests', async () => {
