@@ -14,6 +14,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
+import { scriptOptions } from '../base/script-args.ts';
 import { chartSvg } from './chart.ts';
 import {
   KEY_SPACE,
@@ -399,7 +400,29 @@ async function compareAuth(rounds: number, durationMs: number): Promise<void> {
   console.log(markdown([[...header, ...cpuHeader], ...rows]));
 }
 
+const USAGE = `usage: npm run bench -- [options]   (npm run bench:etcd: the same against etcd too; docs/benchmarks.md)
+  --runs LIST         which runs, comma-separated: ${RUN_KINDS.join(', ')} (default: all)
+  --duration-ms N     each run's length (default ${DURATION_MS_DEFAULT}, 1000..${DURATION_MS_MAX})
+  --auth              run "kv" again against Aspen with --auth-tokens: what authentication costs
+  --auth-rounds N     alternate open and token clusters N times (1..${AUTH_ROUNDS_MAX}), medians side by side
+  --etcd              also against a 3-member etcd cluster (what npm run bench:etcd does)
+  -h, --help          this text
+`;
+
 async function main(argv: readonly string[]): Promise<void> {
+  // Every flag checked (and --help answered) before anything starts; the values are read below.
+  scriptOptions(
+    'bench',
+    USAGE,
+    {
+      runs: { type: 'string' },
+      'duration-ms': { type: 'string' },
+      auth: { type: 'boolean' },
+      'auth-rounds': { type: 'string' },
+      etcd: { type: 'boolean' },
+    },
+    argv,
+  );
   const withEtcd = argv.includes('--etcd');
   const durationIndex = argv.indexOf('--duration-ms');
   const durationMs = durationIndex < 0 ? DURATION_MS_DEFAULT : Number(argv[durationIndex + 1]);
