@@ -4,6 +4,8 @@
  * initialized on first start, printing its endpoints and a curl to try. Ctrl-C stops it. Each
  * node logs JSON lines on stderr with its node_id.
  */
+// First: on a Node too old for the rest, one clear line and exit 1 (node-guard.ts).
+import './node-guard.ts';
 import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
 import { parseNodeConfig } from '../cluster/config.ts';
 import { createLog } from '../cluster/logger.ts';
