@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { KvClient, KvError, Op } from '../../src/client/index.ts';
 import { moreTelling, tellingRank } from '../../src/client/retry.ts';
 import { realNode } from './real-node.ts';
+import { closedPort } from '../support/loopback-server.ts';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -54,19 +55,6 @@ async function fakeServer(answer: (path: string, count: number) => Script): Prom
   const bodies = (path: string): Record<string, unknown>[] =>
     received.filter(([seen]) => seen === path).map(([, body]) => body);
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, count, bodies };
-}
-
-/** A loopback port nothing listens on (bound once, then closed): connections are refused. */
-async function closedPort(): Promise<string> {
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  await new Promise<void>((resolve) =>
-    server.close(() => {
-      resolve();
-    }),
-  );
-  return url;
 }
 
 function client(
