@@ -12,6 +12,7 @@ import { KvError } from '../client/errors.ts';
 import type { KvClient } from '../client/kv-client.ts';
 import type { CallOptions, HealthResult } from '../client/options.ts';
 import { moreTelling } from '../client/retry.ts';
+import { endpointUrl } from './aspen-endpoints.ts';
 
 /** `aspen health`: the cluster answered, but not every member is healthy, or no leader is known. */
 export const EXIT_UNHEALTHY = 8;
@@ -77,11 +78,21 @@ function probeOptions(timeoutMs: number): CallOptions {
   return { timeoutMs: probeMs(timeoutMs), retry: { attemptsMax: 1 } };
 }
 
+/** A call's failure; anything but a KvError is a bug, and crashes loudly. */
 function kvError(error: unknown): KvError {
   if (error instanceof KvError) return error;
-  return new KvError('BAD_RESPONSE', error instanceof Error ? error.message : String(error), {
-    definite: true,
-  });
+  throw error;
+}
+
+/** A member URL as the cluster reported it, when it is one a client can call (else null). */
+function reportedUrl(state: StateAnswer | null, id: number): string | null {
+  const text: unknown = state?.http_urls?.[String(id)];
+  if (typeof text !== 'string' || !/^https?:\/\//.test(text)) return null;
+  try {
+    return endpointUrl(text, false);
+  } catch {
+    return null;
+  }
 }
 
 /** The membership and every node to ask: the members (voters, then learners), then given endpoints that are none. */
@@ -94,8 +105,11 @@ export async function findTargets({ kv, timeoutMs }: ClusterContext): Promise<Fo
     ),
     mapBounded(kv.endpointList, FAN_OUT_MAX, (endpoint) =>
       kv.nodeInfo(endpoint, probe).then(
-        (info) => info.node_id,
-        () => null,
+        (info) => (Number.isSafeInteger(info.node_id) ? info.node_id : null),
+        (error: unknown) => {
+          kvError(error); // a bug rethrows; a failed call leaves the endpoint's id unknown
+          return null;
+        },
       ),
     ),
   ]);
@@ -108,7 +122,7 @@ export async function findTargets({ kv, timeoutMs }: ClusterContext): Promise<Fo
   const member = (id: number, role: Role): Target => ({
     nodeId: id,
     role,
-    endpoint: endpointOf.get(id) ?? state?.http_urls?.[String(id)] ?? null,
+    endpoint: endpointOf.get(id) ?? reportedUrl(state, id),
   });
   const members =
     state === null
@@ -232,7 +246,10 @@ export async function health(context: ClusterContext): Promise<number> {
   const rows = await probeAll(found.targets, async (endpoint): Promise<HealthView> => {
     const [report, metrics] = await Promise.all([
       kv.health(endpoint, probe),
-      kv.metrics(endpoint, probe).catch(() => null),
+      kv.metrics(endpoint, probe).catch((error: unknown) => {
+        kvError(error); // health without the leader column when only /metrics fails (a token's role)
+        return null;
+      }),
     ]);
     return { health: report, leader: metrics?.current_leader ?? null };
   });
