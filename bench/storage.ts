@@ -7,15 +7,20 @@
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { scriptOptions } from '../src/base/script-args.ts';
 import type { LogStore, PersistBatch } from '../src/node/interfaces.ts';
 import type { Entry } from '../src/raft/types.ts';
 import { LmdbLogStore, LmdbStorage } from '../src/storage/lmdb-store.ts';
 
 const VALUE_BYTES = 128;
 const BATCH_SIZES = [1, 16, 256] as const;
-const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '3' }, dir: { type: 'string' } },
+const USAGE = `usage: npm run bench:storage -- [--seconds S] [--dir DIR]
+  --seconds S   each run's length (default 3)
+  --dir DIR     where the temporary stores go (default: the system temp dir; pick the disk to measure)
+`;
+const values = scriptOptions('bench:storage', USAGE, {
+  seconds: { type: 'string', default: '3' },
+  dir: { type: 'string' },
 });
 const durationMs = Number(values.seconds) * 1000;
 const ENTRIES_MAX = 2_000_000;

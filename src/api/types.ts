@@ -27,6 +27,14 @@ export interface ClusterState {
   readonly leader: NodeId | null;
 }
 
+/**
+ * GET /state: the membership, and where each member's HTTP API listens as the node asked knows it
+ * (`{"1":"http://127.0.0.1:8001"}`; src/http/member-urls.ts). Optional: an older node has none.
+ */
+export interface StateAnswer extends ClusterState {
+  readonly http_urls?: Readonly<Record<string, string>>;
+}
+
 /** What a compare in a Transaction looks at (etcd v3's Compare targets). */
 export type CompareTarget = 'value' | 'version' | 'create_index' | 'mod_index' | 'lease_id';
 export type CompareOp = 'equal' | 'not_equal' | 'greater' | 'less';

@@ -14,6 +14,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
+import { scriptOptions } from '../base/script-args.ts';
 import { chartSvg } from './chart.ts';
 import {
   KEY_SPACE,
@@ -399,20 +400,29 @@ async function compareAuth(rounds: number, durationMs: number): Promise<void> {
   console.log(markdown([[...header, ...cpuHeader], ...rows]));
 }
 
-const USAGE = `usage: npm run bench [-- OPTIONS]     (npm run bench:etcd: the same with --etcd)
-  --runs kv,watch,keepalive,lock   which runs (default: all)
-  --duration-ms N                  per run, 1000..${DURATION_MS_MAX} (default ${DURATION_MS_DEFAULT})
-  --etcd                           the same load against a 3-member etcd too (installs Debian's etcd-server
-                                   if missing, as root), side by side; writes docs/bench/*.json and .svg
-  --auth                           the kv run again against Aspen started with --auth-tokens
-  --auth-rounds N                  open and token clusters alternated N times (1..${AUTH_ROUNDS_MAX}), medians
-Environment: ASPEN_BENCH_CPU_PROF_DIR=dir makes every node write a V8 CPU profile there.`;
+const USAGE = `usage: npm run bench -- [options]   (npm run bench:etcd: the same against etcd too; docs/benchmarks.md)
+  --runs LIST         which runs, comma-separated: ${RUN_KINDS.join(', ')} (default: all)
+  --duration-ms N     each run's length (default ${DURATION_MS_DEFAULT}, 1000..${DURATION_MS_MAX})
+  --auth              run "kv" again against Aspen with --auth-tokens: what authentication costs
+  --auth-rounds N     alternate open and token clusters N times (1..${AUTH_ROUNDS_MAX}), medians side by side
+  --etcd              also against a 3-member etcd cluster (what npm run bench:etcd does)
+  -h, --help          this text
+`;
 
 async function main(argv: readonly string[]): Promise<void> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(USAGE);
-    return;
-  }
+  // Every flag checked (and --help answered) before anything starts; the values are read below.
+  scriptOptions(
+    'bench',
+    USAGE,
+    {
+      runs: { type: 'string' },
+      'duration-ms': { type: 'string' },
+      auth: { type: 'boolean' },
+      'auth-rounds': { type: 'string' },
+      etcd: { type: 'boolean' },
+    },
+    argv,
+  );
   const withEtcd = argv.includes('--etcd');
   const durationIndex = argv.indexOf('--duration-ms');
   const durationMs = durationIndex < 0 ? DURATION_MS_DEFAULT : Number(argv[durationIndex + 1]);

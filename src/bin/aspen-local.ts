@@ -6,6 +6,8 @@
  * logs on stderr: JSON lines with its node_id, or on a terminal lines prefixed `[node N]`.
  * `npm start -- --log-level debug` (or error, warn, info) sets the level of all three.
  */
+// First: on a Node too old for the rest, one clear line and exit 1 (node-guard.ts).
+import './node-guard.ts';
 import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
 import { parseNodeConfig } from '../cluster/config.ts';
 import { createLog } from '../cluster/logger.ts';

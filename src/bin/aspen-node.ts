@@ -7,6 +7,8 @@
  * A broken invariant is not an operating error: it crashes loudly, with its stack.
  * Logs: one JSON object per line on stderr (pino), with node_id and component, at --log-level and above.
  */
+// First: on a Node too old for the rest, one clear line and exit 1 (node-guard.ts).
+import './node-guard.ts';
 import { AuthTokens, addToken } from '../cluster/auth-tokens.ts';
 import { startNode, type RunningNode } from '../cluster/bootstrap.ts';
 import { DEFAULT_COOKIE, isLoopbackHost, parseNodeConfig, type NodeConfig } from '../cluster/config.ts';

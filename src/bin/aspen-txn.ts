@@ -17,17 +17,28 @@ const TXN_FIELDS: readonly string[] = ['compare', 'success', 'failure'];
 /** A problem with what the user gave (exit 2). */
 export class InputError extends Error {}
 
-/** The whole of a stream, refused past TXN_INPUT_BYTES_MAX (each chunk counts; the loop ends there). */
-async function readBounded(stream: Readable, what: string): Promise<string> {
+/** Refuses malformed UTF-8 and keeps a leading BOM (a value is stored as given). */
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * The whole of a stream as UTF-8, refused past `bytesMax` (each chunk counts; the loop ends there)
+ * with "WHAT is over BOUND".
+ */
+export async function readBounded(
+  stream: Readable,
+  what: string,
+  bytesMax: number,
+  bound = `${bytesMax} bytes`,
+): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   try {
     for await (const chunk of stream as AsyncIterable<Buffer | string>) {
       const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
       size += bytes.length;
-      if (size > TXN_INPUT_BYTES_MAX) {
+      if (size > bytesMax) {
         stream.destroy();
-        throw new InputError(`${what} is over ${TXN_INPUT_BYTES_MAX} bytes`);
+        throw new InputError(`${what} is over ${bound}`);
       }
       chunks.push(bytes);
     }
@@ -36,7 +47,11 @@ async function readBounded(stream: Readable, what: string): Promise<string> {
     const code = (error as NodeJS.ErrnoException).code;
     throw new InputError(`cannot read ${what}: ${code ?? (error instanceof Error ? error.message : '?')}`);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  try {
+    return strictUtf8.decode(Buffer.concat(chunks));
+  } catch {
+    throw new InputError(`${what} is not UTF-8 text`);
+  }
 }
 
 /** A Transaction body from FILE, or from stdin when FILE is absent or "-". */
@@ -45,7 +60,11 @@ export async function readTransaction(file: string | undefined): Promise<Transac
   const what = fromStdin ? 'stdin' : file;
   if (fromStdin && process.stdin.isTTY)
     process.stderr.write('aspen: reading a transaction from stdin (end with Ctrl-D)\n');
-  const text = await readBounded(fromStdin ? process.stdin : createReadStream(file), what);
+  const text = await readBounded(
+    fromStdin ? process.stdin : createReadStream(file),
+    what,
+    TXN_INPUT_BYTES_MAX,
+  );
   return parseTransaction(text, what);
 }
 

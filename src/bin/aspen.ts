@@ -3,9 +3,16 @@
  * aspen: the command-line client. `aspen put greeting hello`, `aspen get greeting`, `aspen status`.
  * Endpoints from --endpoints or ASPEN_ENDPOINTS; tables by default, --json for scripts (docs/cli.md).
  */
+// First: on a Node too old for the rest, one clear line and exit 1 (node-guard.ts).
+import { isMain } from './node-guard.ts';
 import { Command, CommanderError, Option } from 'commander';
-import { JOIN_TTL_SECONDS_DEFAULT, JOIN_TTL_SECONDS_MAX, JOIN_TTL_SECONDS_MIN } from '../api/limits.ts';
-import type { ClusterNode, ClusterState, RaftMetrics } from '../api/types.ts';
+import {
+  JOIN_TTL_SECONDS_DEFAULT,
+  JOIN_TTL_SECONDS_MAX,
+  JOIN_TTL_SECONDS_MIN,
+  VALUE_BYTES_MAX,
+} from '../api/limits.ts';
+import type { ClusterNode, ClusterState } from '../api/types.ts';
 import { ASPEN_VERSION } from '../api/version.ts';
 import { KvClient } from '../client/kv-client.ts';
 import { readBoundedFile } from '../cluster/bounded-file.ts';
@@ -18,14 +25,20 @@ import { addBackupCommands, backupActions } from './aspen-backup.ts';
 import { addLeaseCommands, leaseActions, leaseId, LeaseLostError } from './aspen-lease.ts';
 import { addElectCommand, electAction } from './aspen-elect.ts';
 import { addLockCommand, lockAction } from './aspen-lock.ts';
+import { addClusterCommands, EXIT_UNHEALTHY, health, leader, status } from './aspen-cluster.ts';
+import { endpointUrls } from './aspen-endpoints.ts';
+import { cliMessage } from './aspen-hints.ts';
 import {
   casArguments,
   compareFailed,
   InputError,
+  readBounded,
   readTransaction,
   TXN_INPUT_BYTES_MAX,
   txnText,
 } from './aspen-txn.ts';
+
+export { EXIT_UNHEALTHY };
 
 export const EXIT_OK = 0;
 /** The cluster answered with an error (bad input, already initialized, …). */
@@ -89,6 +102,8 @@ interface Globals {
 interface Context {
   readonly kv: KvClient;
   readonly json: boolean;
+  /** --timeout-ms: the bound on the whole command. */
+  readonly timeoutMs: number;
   /** --timeout-ms when given explicitly, else null. */
   readonly explicitTimeoutMs: number | null;
 }
@@ -173,9 +188,13 @@ type Action = (
 ) => Promise<unknown>;
 
 const actions: Readonly<Record<string, Action>> = {
-  put: async ({ kv, json }, [key = '', value = ''], options) => {
+  put: async ({ kv, json }, [key = '', value], options) => {
     const lease = options.lease === undefined ? {} : { leaseId: leaseId(options.lease) };
-    const result = await kv.put(key, value, lease);
+    const result = await kv.put(
+      key,
+      value === undefined || value === '-' ? await stdinValue() : value,
+      lease,
+    );
     print(json ? JSON.stringify(result) : `OK (log index ${result.log_index})`);
   },
   get: async ({ kv, json }, [key = '']) => {
@@ -204,7 +223,9 @@ const actions: Readonly<Record<string, Action>> = {
     print(json ? JSON.stringify(result) : txnText(txn, result, table));
   },
   scan: (context, [prefix = ''], options) => scan(context, prefix, options),
-  status: (context) => status(context),
+  status: (context) => status({ ...context, print, table }),
+  health: (context) => health({ ...context, print, table }),
+  leader: (context) => leader({ ...context, print, table }),
   members: async ({ kv, json }) => {
     const state = await kv.state();
     print(json ? JSON.stringify(state) : membersTable(state));
@@ -274,6 +295,13 @@ const actions: Readonly<Record<string, Action>> = {
     ]),
   ),
 };
+
+/** The value of `aspen put KEY` (or `KEY -`): stdin, at most the largest value a node takes. */
+async function stdinValue(): Promise<string> {
+  if (process.stdin.isTTY) process.stderr.write('aspen: reading the value from stdin (end with Ctrl-D)\n');
+  const bound = `${VALUE_BYTES_MAX} bytes, the largest value a node stores`;
+  return readBounded(process.stdin, 'the value on stdin', VALUE_BYTES_MAX, bound);
+}
 
 /** One line per event (JSON lines with --json) until SIGINT or SIGTERM; resumes by itself across nodes. */
 async function watch(
@@ -349,56 +377,6 @@ function membersTable(state: ClusterState): string {
   return table(['ID', 'ROLE', 'ADDR', 'RAFT_ADDR', 'PEER_ID'], rows);
 }
 
-interface EndpointStatus {
-  readonly endpoint: string;
-  readonly metrics: RaftMetrics | null;
-  readonly error: string | null;
-}
-
-/** The cluster's membership (from any node) and every endpoint's metrics; exit 4 when none answers. */
-async function status({ kv, json }: Context): Promise<void> {
-  const once = { retry: { attemptsMax: 1 } };
-  const [cluster, rows] = await Promise.all([
-    kv.state().catch(() => null),
-    Promise.all(
-      kv.endpointList.map(async (endpoint): Promise<EndpointStatus> => {
-        try {
-          return { endpoint, metrics: await kv.metrics(endpoint, once), error: null };
-        } catch (error) {
-          return { endpoint, metrics: null, error: error instanceof KvError ? error.code : String(error) };
-        }
-      }),
-    ),
-  ]);
-  if (json) {
-    print(JSON.stringify({ cluster, endpoints: rows }));
-  } else {
-    const summary =
-      cluster === null
-        ? 'cluster: no answer'
-        : `leader ${cluster.leader ?? 'none'}; voters ${cluster.members.join(', ') || 'none'}; learners ${cluster.learners.map((node) => node.id).join(', ') || 'none'}`;
-    print(
-      `${summary}\n\n${table(['ENDPOINT', 'NODE', 'STATE', 'TERM', 'LEADER', 'LAST_LOG', 'COMMIT', 'APPLIED'], rows.map(statusRow))}`,
-    );
-  }
-  if (rows.every((row) => row.metrics === null))
-    throw new KvError('CONNECTION', 'no endpoint answered', { definite: true });
-}
-
-function statusRow({ endpoint, metrics, error }: EndpointStatus): string[] {
-  if (metrics === null) return [endpoint, '-', `unreachable (${error ?? '?'})`];
-  return [
-    endpoint,
-    String(metrics.node_id),
-    metrics.state,
-    String(metrics.current_term),
-    String(metrics.current_leader ?? '-'),
-    String(metrics.last_log_index),
-    String(metrics.commit_index),
-    String(metrics.last_applied),
-  ];
-}
-
 interface Chosen {
   readonly name: string;
   readonly args: string[];
@@ -408,7 +386,7 @@ interface Chosen {
 function program(choose: (chosen: Chosen) => void): Command {
   const root = new Command('aspen')
     .description(
-      "Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable, 5 compare failed, 6 lease lost, 7 lock or campaign timeout; lock: its command's code)",
+      "Command-line client of an Aspen cluster (exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unavailable, 5 compare failed, 6 lease lost, 7 lock or campaign timeout, 8 unhealthy; lock: its command's code)",
     )
     .version(ASPEN_VERSION, '--version', 'print the version and exit')
     .exitOverride()
@@ -423,7 +401,10 @@ function program(choose: (chosen: Chosen) => void): Command {
       outputError: () => undefined,
     })
     .addOption(
-      new Option('--endpoints <urls>', 'HTTP endpoints, comma-separated')
+      new Option(
+        '--endpoints <endpoints>',
+        'HTTP endpoints, comma-separated: host:port (http://, or https:// with --cacert) or URLs',
+      )
         .env('ASPEN_ENDPOINTS')
         .default(DEFAULT_ENDPOINTS),
     )
@@ -459,6 +440,7 @@ function program(choose: (chosen: Chosen) => void): Command {
       });
     };
   addCommands(adder(root, ''));
+  addClusterCommands(adder(root, ''));
   addLockCommand(adder(root, ''));
   addElectCommand(adder(root, ''));
   addLeaseCommands(
@@ -474,8 +456,11 @@ type AddCommand = (spec: string, description: string, extra?: (command: Command)
 
 /** Every command with its arguments, options and help text. */
 function addCommands(add: AddCommand): void {
-  add('put <key> <value>', 'write a key (linearizable, through the leader)', (command) =>
-    command.option('--lease <id>', 'attach the key to this lease (deleted when it expires or is revoked)'),
+  add(
+    'put <key> [value]',
+    `write a key (linearizable, through the leader); the value from stdin when left out or "-" (at most ${VALUE_BYTES_MAX} bytes)`,
+    (command) =>
+      command.option('--lease <id>', 'attach the key to this lease (deleted when it expires or is revoked)'),
   );
   add('get <key>', 'read a key (linearizable); exit 3 when it does not exist');
   add('delete <key>', 'delete a key');
@@ -501,7 +486,6 @@ function addCommands(add: AddCommand): void {
       .option('--limit <n>', 'at most this many (1..10000, default 1000)')
       .option('--continuation-token <token>', 'the next page, as printed by the previous one'),
   );
-  add('status', 'membership, then role, term, leader and log positions of every endpoint');
   add('members', 'voters and learners with their addresses');
   add('init <members...>', 'initialize the cluster: ID or ID=RAFT_ADDR for each initial voter');
   add(
@@ -557,10 +541,7 @@ function exitCodeOf(error: unknown): number {
 
 function context(root: Command): Context {
   const globals = root.opts<Globals>();
-  const endpoints = globals.endpoints
-    .split(',')
-    .map((endpoint) => endpoint.trim())
-    .filter((endpoint) => endpoint.length > 0);
+  const endpoints = endpointUrls(globals.endpoints, globals.cacert !== undefined);
   const timeoutMs = positiveInteger(globals.timeoutMs, '--timeout-ms');
   const explicit = root.getOptionValueSource('timeoutMs') !== 'default';
   const ca = globals.cacert === undefined ? undefined : readCacert(globals.cacert);
@@ -573,7 +554,7 @@ function context(root: Command): Context {
       ...(globals.token === undefined ? {} : { token: globals.token }),
       ...(ca === undefined ? {} : { ca }),
     });
-    return { kv, json: globals.json, explicitTimeoutMs: explicit ? timeoutMs : null };
+    return { kv, json: globals.json, timeoutMs, explicitTimeoutMs: explicit ? timeoutMs : null };
   } catch (error) {
     // Never quote the token: name what was wrong with it.
     const text = String(error);
@@ -653,15 +634,14 @@ export async function main(argv: readonly string[]): Promise<number> {
       error instanceof KvError && !error.definite && MUTATING_COMMANDS.has(chosen.name)
         ? ' (it may still take effect)'
         : '';
-    process.stderr.write(
-      `aspen: ${code}: ${(error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ')}${inDoubt}\n`,
-    );
+    const message = cliMessage(code, error instanceof Error ? error.message : String(error));
+    process.stderr.write(`aspen: ${code}: ${message.replace(/\s+/g, ' ')}${inDoubt}\n`);
     return exitCodeOf(error);
   } finally {
     kv?.close();
   }
 }
 
-if (import.meta.main) {
+if (isMain(import.meta)) {
   process.exitCode = await main(process.argv.slice(2));
 }

@@ -133,6 +133,19 @@ export class KvError extends Error {
     this.compactRevision = options.compactRevision;
   }
 
+  /** The same error with another `definite` (what the whole call proves, not just this attempt). */
+  withDefinite(definite: boolean): KvError {
+    if (definite === this.definite) return this;
+    return new KvError(this.code, this.message, {
+      status: this.status,
+      leaderId: this.leaderId,
+      definite,
+      endpoint: this.endpoint,
+      ...(this.current === undefined ? {} : { current: this.current }),
+      ...(this.compactRevision === undefined ? {} : { compactRevision: this.compactRevision }),
+    });
+  }
+
   /** The error an HTTP error answer stands for. */
   static fromAnswer(status: number, body: unknown, endpoint: string): KvError {
     const error = (

@@ -7,6 +7,7 @@ import type {
   ScanRequest,
   ScanResult,
   SnapshotResult,
+  StateAnswer,
   WriteCommand,
   WriteResult,
 } from '../api/types.ts';
@@ -60,6 +61,7 @@ import {
   isAborted,
   isErrorBody,
   LEADER,
+  moreTelling,
   PREFER_LEADER,
   shouldRetry,
   type Call,
@@ -358,7 +360,8 @@ export class KvClient {
     return saveBackup(this.backupTarget(), path, options);
   }
 
-  state(options?: CallOptions): Promise<ClusterState> {
+  /** The membership and, from a node that tells, each member's HTTP URL (`http_urls`). */
+  state(options?: CallOptions): Promise<StateAnswer> {
     return this.call({ method: 'GET', path: '/state', idempotent: true, route: ANY }, options);
   }
 
@@ -508,6 +511,8 @@ export class KvClient {
     const retryEndMs = Math.min(deadlineMs, startedMs + retry.totalMsMax);
     const caller = options?.signal;
     let lastError: KvError | null = null;
+    /** The most telling failure so far (retry.ts, TELLING_ORDER): what the caller is told at the end. */
+    let telling: KvError | null = null;
     /** Under a session: whether an earlier attempt may have reached the state machine. */
     let inDoubt = false;
     for (let attempt = 1; attempt <= retry.attemptsMax; attempt += 1) {
@@ -533,13 +538,16 @@ export class KvClient {
           });
         }
         lastError = judged;
+        // The last judgement is what the whole call proves: under a session it counts every
+        // earlier attempt in doubt; without one, only attempts that were definite were retried.
+        telling = moreTelling(telling, judged).withDefinite(judged.definite);
         if (call.sessioned === true) inDoubt ||= !error.definite;
         if (!shouldRetry(call, error) || attempt === retry.attemptsMax || Date.now() >= retryEndMs)
-          throw judged;
+          throw telling;
         this.forget(endpoint, error);
         const immediate = error.code === 'NOT_LEADER' && error.leaderId !== null && attempt === 1;
         if (!immediate) await backoff(retry, attempt, retryEndMs, caller);
-        if (Date.now() >= retryEndMs) throw judged;
+        if (Date.now() >= retryEndMs) throw telling;
       }
     }
     assert(false, 'the retry loop returns or throws');

@@ -35,6 +35,35 @@ export const TRANSIENT_CODES = new Set([
   'NO_QUORUM',
 ]);
 
+/**
+ * Transient failures from the least to the most telling about why a call failed: when several
+ * attempts failed, the error reported is the most telling of them (a NO_QUORUM answer from one node
+ * says more than the refused connection of the next). Codes not listed rank above all of these:
+ * a server's refusal (UNAUTHENTICATED, FORBIDDEN, INVALID_INPUT, NOT_INITIALIZED, …), TLS_ERROR,
+ * BAD_RESPONSE; no retry changes them, so they end the call anyway.
+ */
+export const TELLING_ORDER: readonly string[] = [
+  'CONNECTION',
+  'NOT_LEADER',
+  'NOT_INITIALIZED', // one endpoint in no cluster says less than a member's answer
+  'SHUTTING_DOWN',
+  'OVERLOADED',
+  'TIMEOUT',
+  'NO_LEADER',
+  'NO_QUORUM',
+];
+
+/** A failure's place in TELLING_ORDER (higher tells more); unlisted codes rank highest. */
+export function tellingRank(code: string): number {
+  const rank = TELLING_ORDER.indexOf(code);
+  return rank < 0 ? TELLING_ORDER.length : rank;
+}
+
+/** The more telling of an earlier failure and a later one; a tie goes to the later (newer news). */
+export function moreTelling<E extends { readonly code: string }>(earlier: E | null, later: E): E {
+  return earlier !== null && tellingRank(earlier.code) > tellingRank(later.code) ? earlier : later;
+}
+
 /** Whether a failed attempt is worth another: a session answers a retry, never applies it twice. */
 export function shouldRetry(
   call: Call,

@@ -143,12 +143,5 @@ export function judge(error: KvError, inDoubt: boolean): KvError {
     error.code === 'SESSION_EXPIRED'
       ? !inDoubt
       : error.definite && (!inDoubt || error.code === 'COMPARE_FAILED');
-  if (definite === error.definite) return error;
-  return new KvError(error.code, error.message, {
-    status: error.status,
-    leaderId: error.leaderId,
-    definite,
-    endpoint: error.endpoint,
-    ...(error.current === undefined ? {} : { current: error.current }),
-  });
+  return error.withDefinite(definite);
 }

@@ -28,6 +28,11 @@ export class PrometheusMetrics {
     help: 'Index of the last log entry',
     registers: [this.registry],
   });
+  private readonly commitIndex = new Gauge({
+    name: 'aspen_commit_index',
+    help: 'Index of the last entry this node knows is committed',
+    registers: [this.registry],
+  });
   private readonly lastApplied = new Gauge({
     name: 'aspen_last_applied_index',
     help: 'Index of the last applied entry',
@@ -75,6 +80,7 @@ export class PrometheusMetrics {
     this.term.set(metrics.current_term);
     this.state.set(ROLE_VALUES[metrics.state]);
     this.lastLogIndex.set(metrics.last_log_index);
+    this.commitIndex.set(metrics.commit_index);
     this.lastApplied.set(metrics.last_applied);
     this.quorumAckAge.reset();
     if (metrics.millis_since_quorum_ack !== null)

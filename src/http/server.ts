@@ -17,7 +17,7 @@ import type {
 import { AspenError } from '../api/errors.ts';
 import { assert } from '../base/assert.ts';
 import { evaluateHealth, type HealthReport } from '../api/health.ts';
-import type { ClusterNode, JoinTicketAnswer, RaftMetrics } from '../api/types.ts';
+import type { ClusterNode, JoinTicketAnswer, RaftMetrics, StateAnswer } from '../api/types.ts';
 import {
   ADDRESS_CHARS_MAX,
   PEER_ID_CHARS_MAX,
@@ -39,6 +39,7 @@ import { addBackupRoute } from './backup-route.ts';
 import { addLeaseRoutes } from './lease-routes.ts';
 import { addElectionRoutes } from './election-routes.ts';
 import { addLockRoutes } from './lock-routes.ts';
+import { memberHttpUrls, type SelfHttp } from './member-urls.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 import { addWatchRoute } from './watch-route.ts';
 
@@ -430,7 +431,6 @@ function addChangeRoutes(app: FastifyInstance, controller: ClusterController): v
     (request) =>
       controller.triggerSnapshot(request.body as Parameters<ClusterController['triggerSnapshot']>[0]),
   );
-  app.get('/state', () => controller.currentState());
   app.get('/leader', async () => ({ leader: (await controller.currentState()).leader }));
 }
 
@@ -525,10 +525,11 @@ function addKeyValueRoutes(app: FastifyInstance, store: KeyValueStore): void {
   );
 }
 
-/** Metrics, health, identity and the network layer's routes (peers, tickets). */
+/** Metrics, health, identity, membership (with each member's HTTP URL) and the network layer's routes (peers, tickets). */
 function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics: PrometheusMetrics): void {
   const { controller, identity } = options;
   app.get('/metrics', () => controller.getMetrics());
+  app.get('/state', (request) => stateWithUrls(options, request.server.server.address()));
   app.get('/metrics/prometheus', async (_request, reply) => {
     const text = await metrics.render(await controller.getMetrics());
     return reply.type(metrics.registry.contentType).send(text);
@@ -572,6 +573,23 @@ function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics
       uptime_seconds: Math.floor((identity.nowMs() - identity.startedAtMs) / 1000),
     });
   });
+}
+
+/** The membership, with the HTTP URL of every member this node knows (member-urls.ts). */
+async function stateWithUrls(
+  options: HttpServerOptions,
+  listening: ReturnType<FastifyInstance['server']['address']>,
+): Promise<StateAnswer> {
+  const state = await options.controller.currentState();
+  const self: SelfHttp = {
+    nodeId: options.identity.nodeId,
+    address: options.httpAddress,
+    port: typeof listening === 'object' && listening !== null ? listening.port : null,
+    secure: options.tls !== undefined,
+  };
+  const peers = options.network?.peers?.() ?? [];
+  const announced = new Map(peers.map((peer) => [peer.node_id, peer.http_addr]));
+  return { ...state, http_urls: memberHttpUrls(state, self, announced) };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { parseArgs } from 'node:util';
+import { scriptOptions } from '../base/script-args.ts';
 import { assert } from '../base/assert.ts';
 import { defaultRaftConfig } from '../raft/config.ts';
 import { RaftCore } from '../raft/core.ts';
@@ -61,7 +61,9 @@ function benchmark(nodeCount: number, entriesTarget: number): { entriesPerCpuSec
   };
 }
 
-const { values } = parseArgs({ options: { entries: { type: 'string', default: '200000' } } });
+const USAGE = `usage: npm run bench:core -- [--entries N]   entries replicated per run (default 200000), 3 and 5 nodes
+`;
+const values = scriptOptions('bench:core', USAGE, { entries: { type: 'string', default: '200000' } });
 const entries = Number(values.entries);
 for (const nodeCount of [3, 5]) {
   benchmark(nodeCount, 20_000); // warm-up

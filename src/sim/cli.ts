@@ -1,4 +1,4 @@
-import { parseArgs } from 'node:util';
+import { scriptOptions } from '../base/script-args.ts';
 import { EXIT_CODE, type SimResult } from './outcome.ts';
 import { describeSettings, drawSettings } from './settings.ts';
 import { Simulation } from './simulation.ts';
@@ -26,16 +26,23 @@ function printFailure(result: SimResult): void {
   out.write(`replay: npm run sim -- --seed ${result.seed}\n`);
 }
 
+const USAGE = `usage: npm run sim -- [options]   (docs/simulation.md)
+  --seeds N        run N seeds (default 100, at most ${SEEDS_MAX})
+  --first-seed S   starting at seed S (default 1)
+  --seed S         replay seed S alone: every setting first, then its stats
+  --keep-going     run every seed, listing each failure (default: stop at the first)
+  --verbose        one stats line per seed
+  -h, --help       this text
+exit codes: ${EXIT_CODE.ok} ok, ${EXIT_CODE.crash} crash, ${EXIT_CODE.liveness} liveness, ${EXIT_CODE.correctness} correctness, ${EXIT_CODE.usage} usage
+`;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      seed: { type: 'string' },
-      seeds: { type: 'string' },
-      'first-seed': { type: 'string' },
-      verbose: { type: 'boolean', default: false },
-      'keep-going': { type: 'boolean', default: false },
-    },
-    strict: true,
+  const values = scriptOptions('sim', USAGE, {
+    seed: { type: 'string' },
+    seeds: { type: 'string' },
+    'first-seed': { type: 'string' },
+    verbose: { type: 'boolean', default: false },
+    'keep-going': { type: 'boolean', default: false },
   });
   const single = values.seed !== undefined;
   const firstSeed = single

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { scriptOptions } from '../base/script-args.ts';
 
 /**
  * Mutation checks for the simulator: each mutant is a deliberate bug applied to a copy of src/.
@@ -154,9 +154,17 @@ export function runMutant(mutant: Mutant, seeds: number): MutantResult {
   }
 }
 
+const MUTANTS_USAGE = `usage: npm run sim:mutants -- [options]   (docs/simulation.md, "Mutation checks")
+  --seeds N      seeds the simulator runs against each mutant (default 1000)
+  --only TEXT    only the mutants whose name contains TEXT (e.g. lease)
+  -h, --help     this text
+exit codes: 0 every mutant caught, 1 one was missed
+`;
+
 function main(): void {
-  const { values } = parseArgs({
-    options: { seeds: { type: 'string', default: '1000' }, only: { type: 'string', default: '' } },
+  const values = scriptOptions('sim:mutants', MUTANTS_USAGE, {
+    seeds: { type: 'string', default: '1000' },
+    only: { type: 'string', default: '' },
   });
   const seeds = Number(values.seeds);
   let missed = 0;

@@ -1,9 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   EXIT_COMPARE_FAILED,
@@ -15,100 +13,18 @@ import {
   EXIT_USAGE,
 } from '../../src/bin/aspen.ts';
 import { TXN_INPUT_BYTES_MAX } from '../../src/bin/aspen-txn.ts';
+import { aspen, closedPort, fakeServer as fakeServerIn } from './aspen-run.ts';
 import { realNode } from './real-node.ts';
+import { listenLoopback } from '../support/loopback-server.ts';
 
-const BIN = resolve(import.meta.dirname, '../../src/bin/aspen.ts');
-const RUN_TIMEOUT_MS = 20_000;
 const cleanups: (() => Promise<void> | void)[] = [];
 afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/**
- * Run the aspen binary as a user would (stdio are pipes, not a terminal; stdin is `input`, or empty);
- * resolves with its exit code and output. `watch` sees the stdout so far after each chunk (to signal it).
- */
-function aspen(
-  args: readonly string[],
-  env: Record<string, string> = {},
-  input?: string,
-  watch?: (stdout: string, child: ChildProcess) => void,
-): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    // The caller's ASPEN_ENDPOINTS must not leak into the runs.
-    const inherited = Object.fromEntries(
-      Object.entries(process.env).filter(([name]) => name !== 'ASPEN_ENDPOINTS'),
-    );
-    const child = spawn(process.execPath, [BIN, ...args], {
-      env: { ...inherited, ...env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    child.stdin.on('error', () => undefined); // aspen may stop reading early (an oversized input)
-    child.stdin.end(input);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (text: string) => {
-      stdout += text;
-      watch?.(stdout, child);
-    });
-    child.stderr.setEncoding('utf8').on('data', (text: string) => {
-      stderr += text;
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`aspen ${args.join(' ')} did not finish`));
-    }, RUN_TIMEOUT_MS);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolvePromise({ code, stdout, stderr });
-    });
-  });
-}
-
-/** A scripted server answering each path with [status, body] after `delayMs`. */
-async function fakeServer(
-  answer: (path: string) => readonly [number, unknown],
-  delayMs = 0,
-): Promise<string> {
-  const server = http.createServer((request, response) => {
-    request.resume();
-    request.on('end', () => {
-      const [status, body] = answer(request.url ?? '');
-      setTimeout(() => {
-        response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-      }, delayMs);
-    });
-  });
-  await new Promise<void>((resolveListen) => server.listen(0, '127.0.0.1', resolveListen));
-  cleanups.push(
-    () =>
-      new Promise<void>((resolveClose) => {
-        server.closeAllConnections();
-        server.close(() => {
-          resolveClose();
-        });
-      }),
-  );
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-async function closedPort(): Promise<string> {
-  const server = http.createServer();
-  await new Promise<void>((resolveListen) => server.listen(0, '127.0.0.1', resolveListen));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  await new Promise<void>((resolveClose) =>
-    server.close(() => {
-      resolveClose();
-    }),
-  );
-  return url;
-}
+/** A scripted server answering each path with [status, body] after `delayMs`, closed after the tests. */
+const fakeServer = (answer: (path: string) => readonly [number, unknown], delayMs = 0): Promise<string> =>
+  fakeServerIn(cleanups, answer, delayMs);
 
 describe('aspen CLI against a real node', () => {
   it('put then get prints the value; --json prints one document; scan pages; delete; get of a missing key exits 3', async () => {
@@ -177,11 +93,18 @@ describe('aspen CLI against a real node', () => {
     expect(status.code).toBe(EXIT_OK);
     const lines = status.stdout.split('\n');
     expect(lines[0]).toBe('leader 1; voters 1; learners none');
-    expect(lines[2]).toMatch(/^ENDPOINT\s+NODE\s+STATE\s+TERM\s+LEADER\s+LAST_LOG\s+COMMIT\s+APPLIED$/);
-    expect(lines[3]).toMatch(
-      new RegExp(`^${endpoint.replace(/[.]/g, '\\.')}\\s+1\\s+Leader\\s+\\d+\\s+1\\s+\\d+\\s+\\d+\\s+\\d+$`),
+    expect(lines[2]).toMatch(
+      /^NODE\s+ROLE\s+ENDPOINT\s+STATE\s+TERM\s+LEADER\s+LAST_LOG\s+COMMIT\s+APPLIED$/,
     );
-    expect(lines[4]).toMatch(/unreachable \(CONNECTION\)$/);
+    expect(lines[3]).toMatch(
+      new RegExp(
+        `^1\\s+leader\\s+${endpoint.replace(/[.]/g, '\\.')}\\s+Leader\\s+\\d+\\s+1\\s+\\d+\\s+\\d+\\s+\\d+$`,
+      ),
+    );
+    // A given endpoint that does not answer: which node it is cannot be told.
+    expect(lines[4]).toMatch(
+      new RegExp(`^-\\s+\\?\\s+${dead.replace(/[.]/g, '\\.')}\\s+unreachable \\(CONNECTION\\)$`),
+    );
     const statusJson = JSON.parse((await aspen([...at, '--json', 'status'])).stdout) as {
       cluster: unknown;
       endpoints: unknown[];
@@ -189,8 +112,8 @@ describe('aspen CLI against a real node', () => {
     expect(statusJson).toMatchObject({
       cluster: { leader: 1 },
       endpoints: [
-        { endpoint, metrics: { state: 'Leader' }, error: null },
-        { endpoint: dead, metrics: null, error: 'CONNECTION' },
+        { node_id: 1, role: 'leader', endpoint, metrics: { state: 'Leader' }, error: null },
+        { node_id: null, role: null, endpoint: dead, metrics: null, error: 'CONNECTION' },
       ],
     });
     const init = await aspen(['--endpoints', endpoint, 'init', '1=127.0.0.1:26001']);
@@ -332,17 +255,7 @@ async function writeServer(writes: readonly (readonly [number, unknown])[]): Pro
       response.writeHead(answer[0], { 'content-type': 'application/json' }).end(JSON.stringify(answer[1]));
     });
   });
-  await new Promise<void>((resolveListen) => server.listen(0, '127.0.0.1', resolveListen));
-  cleanups.push(
-    () =>
-      new Promise<void>((resolveClose) => {
-        server.closeAllConnections();
-        server.close(() => {
-          resolveClose();
-        });
-      }),
-  );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bodies, sessions };
+  return { url: await listenLoopback(server, cleanups), bodies, sessions };
 }
 
 const record = { value: 'old value', create_index: 3, mod_index: 5, version: 2, lease_id: 0 };

@@ -2,7 +2,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KvClient, KvError, Op } from '../../src/client/index.ts';
+import { moreTelling, tellingRank } from '../../src/client/retry.ts';
 import { realNode } from './real-node.ts';
+import { closedPort } from '../support/loopback-server.ts';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -53,19 +55,6 @@ async function fakeServer(answer: (path: string, count: number) => Script): Prom
   const bodies = (path: string): Record<string, unknown>[] =>
     received.filter(([seen]) => seen === path).map(([, body]) => body);
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests, count, bodies };
-}
-
-/** A loopback port nothing listens on (bound once, then closed): connections are refused. */
-async function closedPort(): Promise<string> {
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  await new Promise<void>((resolve) =>
-    server.close(() => {
-      resolve();
-    }),
-  );
-  return url;
 }
 
 function client(
@@ -374,6 +363,44 @@ describe('KvClient retries', () => {
     expect(elapsedMs).toBeLessThan(2_000);
     expect(server.count('/read')).toBeGreaterThan(2);
     expect(server.count('/read')).toBeLessThan(100);
+  });
+});
+
+describe('KvClient: the most telling failure wins', () => {
+  it('ranks a server refusal over NO_QUORUM over NO_LEADER over TIMEOUT over NOT_LEADER over a refused connection', () => {
+    const ranked = ['UNAUTHENTICATED', 'NO_QUORUM', 'NO_LEADER', 'TIMEOUT', 'NOT_LEADER', 'CONNECTION'];
+    for (const [index, code] of ranked.entries())
+      for (const lower of ranked.slice(index + 1)) {
+        expect(tellingRank(code)).toBeGreaterThan(tellingRank(lower));
+        expect(moreTelling({ code }, { code: lower }).code).toBe(code);
+        expect(moreTelling({ code: lower }, { code }).code).toBe(code);
+      }
+    for (const code of ['FORBIDDEN', 'TLS_ERROR', 'INVALID_INPUT', 'NOT_INITIALIZED'])
+      expect(tellingRank(code)).toBe(tellingRank('UNAUTHENTICATED'));
+    // A tie goes to the later failure.
+    const later = { code: 'CONNECTION', at: 2 };
+    expect(moreTelling({ code: 'CONNECTION', at: 1 }, later)).toBe(later);
+  });
+
+  it("reports an earlier NO_QUORUM, not the refused connection of the last attempt, with the whole call's definite", async () => {
+    const quorumless = await fakeServer(() => [503, failure('NO_QUORUM')]);
+    const dead = await closedPort();
+    await expect(client([quorumless.url, dead], { attemptsMax: 2 }).read('k')).rejects.toMatchObject({
+      code: 'NO_QUORUM',
+      endpoint: quorumless.url,
+    });
+    expect(quorumless.count('/read')).toBe(1);
+    // NO_LEADER (definite), then a connection lost after sending (in doubt): the report is in doubt.
+    const leaderless = await fakeServer(() => [503, failure('NO_LEADER')]);
+    const dropping = await fakeServer(() => 'drop');
+    const error = await caught(client([leaderless.url, dropping.url], { attemptsMax: 2 }).put('k', 'v'));
+    expect(error).toMatchObject({ code: 'NO_LEADER', definite: false, endpoint: leaderless.url });
+    expect([leaderless.count('/write'), dropping.count('/write')]).toEqual([1, 1]);
+    // Both definite: the report is definite.
+    await expect(client([leaderless.url, dead], { attemptsMax: 2 }).put('k', 'v')).rejects.toMatchObject({
+      code: 'NO_LEADER',
+      definite: true,
+    });
   });
 });
 

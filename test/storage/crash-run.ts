@@ -1,8 +1,11 @@
-import { parseArgs } from 'node:util';
+import { scriptOptions } from '../../src/base/script-args.ts';
 import { runCrashTest } from './crash-harness.ts';
 
-const { values } = parseArgs({
-  options: { rounds: { type: 'string', default: '1000' }, seed: { type: 'string', default: '1' } },
+const USAGE = `usage: npm run test:crash -- [--rounds N] [--seed S]   SIGKILL rounds (default 1000) from seed S (default 1)
+`;
+const values = scriptOptions('test:crash', USAGE, {
+  rounds: { type: 'string', default: '1000' },
+  seed: { type: 'string', default: '1' },
 });
 const started = performance.now();
 const report = await runCrashTest(Number(values.rounds), Number(values.seed));
