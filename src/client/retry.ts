@@ -39,7 +39,7 @@ export const TRANSIENT_CODES = new Set([
  * Transient failures from the least to the most telling about why a call failed: when several
  * attempts failed, the error reported is the most telling of them (a NO_QUORUM answer from one node
  * says more than the refused connection of the next). Codes not listed rank above all of these:
- * a server's refusal (UNAUTHENTICATED, FORBIDDEN, INVALID_INPUT, NOT_INITIALIZED, …), TLS_ERROR,
+ * a server's refusal (UNAUTHENTICATED, FORBIDDEN, INVALID_INPUT, …), TLS_ERROR,
  * BAD_RESPONSE; no retry changes them, so they end the call anyway.
  */
 export const TELLING_ORDER: readonly string[] = [
