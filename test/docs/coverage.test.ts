@@ -14,6 +14,11 @@ const WALKTHROUGH_OPEN = /^<!-- walkthrough: ([\w-]+) -->$/;
 const WALKTHROUGH_CLOSE = /^<!-- \/walkthrough: ([\w-]+) -->$/;
 const CI_OPEN = '<!-- run-by: .ci/run -->';
 const CI_CLOSE = '<!-- /run-by: .ci/run -->';
+/** A block no test can run (it installs a system service as root), with the reason written out. */
+const NOT_RUN_OPEN = /^<!-- not-run: (.{20,}) -->$/;
+const NOT_RUN_CLOSE = '<!-- /not-run -->';
+/** Shell blocks of all the documents that may be not-run: each one is an exception, counted. */
+const NOT_RUN_BLOCKS_MAX = 1;
 /** Lines of one document looked at. */
 const DOC_LINES_MAX = 20_000;
 
@@ -43,13 +48,15 @@ function blocks(doc: string): Block[] {
     }
     if (line.startsWith('```')) fence = { line: index + 1, language: line.slice(3).trim(), body: [] };
     const open = WALKTHROUGH_OPEN.exec(line);
-    if (open !== null || line === CI_OPEN) {
+    const notRun = NOT_RUN_OPEN.test(line);
+    if (open !== null || line === CI_OPEN || notRun) {
       expect(region, `${doc}:${index + 1}: a region opens inside "${region ?? ''}"`).toBeNull();
-      region = open?.[1] ?? 'ci';
+      region = open?.[1] ?? (notRun ? 'not-run' : 'ci');
     }
     const close = WALKTHROUGH_CLOSE.exec(line);
-    if (close !== null || line === CI_CLOSE) {
-      expect(region, `${doc}:${index + 1}: closes a region that is not open`).toBe(close?.[1] ?? 'ci');
+    if (close !== null || line === CI_CLOSE || line === NOT_RUN_CLOSE) {
+      const closed = close?.[1] ?? (line === NOT_RUN_CLOSE ? 'not-run' : 'ci');
+      expect(region, `${doc}:${index + 1}: closes a region that is not open`).toBe(closed);
       region = null;
     }
   }
@@ -89,7 +96,9 @@ describe('every command in the docs is run by a test', () => {
       expect(outside, 'shell blocks outside any walkthrough').toEqual([]);
 
       const names = new Set(
-        shells.map((block) => block.region).filter((name) => name !== null && name !== 'ci'),
+        shells
+          .map((block) => block.region)
+          .filter((name) => name !== null && name !== 'ci' && name !== 'not-run'),
       );
       const unrun = [...names].filter((name) => name !== null && !runByATest(doc, name));
       expect(unrun, `walkthroughs of ${doc} that no test in test/docs runs`).toEqual([]);
@@ -116,4 +125,9 @@ describe('every command in the docs is run by a test', () => {
       expect(transcripts).toEqual([]);
     });
   }
+
+  it(`at most ${NOT_RUN_BLOCKS_MAX} shell block of them all is not run, each with its reason`, () => {
+    const notRun = DOCS.flatMap((doc) => blocks(doc)).filter((block) => block.region === 'not-run');
+    expect(notRun.length).toBeLessThanOrEqual(NOT_RUN_BLOCKS_MAX);
+  });
 });
