@@ -375,8 +375,11 @@ describe('KvClient: the most telling failure wins', () => {
         expect(moreTelling({ code }, { code: lower }).code).toBe(code);
         expect(moreTelling({ code: lower }, { code }).code).toBe(code);
       }
-    for (const code of ['FORBIDDEN', 'TLS_ERROR', 'INVALID_INPUT', 'NOT_INITIALIZED'])
+    for (const code of ['FORBIDDEN', 'TLS_ERROR', 'INVALID_INPUT'])
       expect(tellingRank(code)).toBe(tellingRank('UNAUTHENTICATED'));
+    // One endpoint in no cluster (retried elsewhere) says less than a member's answer, more than NOT_LEADER.
+    expect(tellingRank('NOT_INITIALIZED')).toBeGreaterThan(tellingRank('NOT_LEADER'));
+    expect(tellingRank('NOT_INITIALIZED')).toBeLessThan(tellingRank('SHUTTING_DOWN'));
     // A tie goes to the later failure.
     const later = { code: 'CONNECTION', at: 2 };
     expect(moreTelling({ code: 'CONNECTION', at: 1 }, later)).toBe(later);

@@ -19,6 +19,7 @@ describe('docs/cli.md, run as written', () => {
       const out = run.output;
       expect(out).toMatch(/^initialized: voters 1, 2, 3$/m);
       expect(out).toMatch(/^hello world$/m);
+      expect(out).toMatch(/^back at 23:00\n$/m);
       expect(out).toMatch(/aspen: KEY_NOT_FOUND: .*\nexit code 3$/m);
       expect(out).toMatch(/^42\n(.*\n)?aspen: COMPARE_FAILED: [^\n]*\n(.*\n)?exit code 5$/m);
       expect(out).toMatch(/… more: --continuation-token YXBwLzI/);
