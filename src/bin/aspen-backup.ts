@@ -3,7 +3,7 @@
  * GET /backup into FILE (via FILE.tmp, verified, synced, renamed); `aspen backup status FILE`
  * checks a file offline and prints its header. A file that is not an intact backup: exit 1.
  */
-import type { Command } from 'commander';
+import type { AddCommand } from './aspen-command.ts';
 import { verifyBackupFile } from '../api/backup-file.ts';
 import { BackupFormatError, type VerifiedBackup } from '../api/backup-format.ts';
 import type { KvClient } from '../client/kv-client.ts';
@@ -92,8 +92,6 @@ export const backupActions: Readonly<Record<string, BackupAction>> = {
     );
   },
 };
-
-type AddCommand = (spec: string, description: string, extra?: (command: Command) => Command) => void;
 
 /** The `aspen backup …` subcommands, each added by `add` (names as in backupActions). */
 export function addBackupCommands(add: AddCommand): void {

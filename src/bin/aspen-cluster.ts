@@ -6,7 +6,7 @@
  * member is then asked on its own, at most FAN_OUT_MAX at a time, each call bounded by
  * PROBE_TIMEOUT_MS_MAX.
  */
-import type { Command } from 'commander';
+import type { AddCommand } from './aspen-command.ts';
 import type { RaftMetrics, StateAnswer } from '../api/types.ts';
 import { KvError } from '../client/errors.ts';
 import type { KvClient } from '../client/kv-client.ts';
@@ -337,8 +337,6 @@ export async function leader(context: ClusterContext): Promise<void> {
       : `${id} ${endpoint ?? '(no HTTP address known)'}`,
   );
 }
-
-type AddCommand = (spec: string, description: string, extra?: (command: Command) => Command) => void;
 
 export function addClusterCommands(add: AddCommand): void {
   add(

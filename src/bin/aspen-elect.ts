@@ -3,7 +3,7 @@
  * hold the leadership (its lease kept alive) until SIGINT or SIGTERM, then resign (exit 0); the
  * lease lost exits 6 (LeaseLostError). `aspen elect --observe NAME`: one line per leader change.
  */
-import type { Command } from 'commander';
+import type { AddCommand } from './aspen-command.ts';
 import type { LeaderResult } from '../api/types.ts';
 import { LEASE_TTL_SECONDS_MAX, LOCK_TIMEOUT_MS_DEFAULT, LOCK_TIMEOUT_MS_MAX } from '../base/limits.ts';
 import type { LeaderChange, Leadership } from '../client/election.ts';
@@ -101,8 +101,6 @@ export async function electAction(
   if (value === undefined) throw new InputError('give the VALUE to campaign with (or --observe NAME)');
   await campaign(context, name, value, options);
 }
-
-type AddCommand = (spec: string, description: string, extra?: (command: Command) => Command) => void;
 
 /** The `aspen elect` command. */
 export function addElectCommand(add: AddCommand): void {

@@ -2,7 +2,7 @@
  * The lease commands of the aspen CLI: `aspen lease grant|keepalive|revoke|info|list` (docs/cli.md).
  * `aspen lease keepalive ID` keeps renewing until SIGINT or SIGTERM (exit 0) or until the lease is lost (exit 6).
  */
-import type { Command } from 'commander';
+import type { AddCommand } from './aspen-command.ts';
 import type { LeaseSummary } from '../api/types.ts';
 import type { KvClient } from '../client/kv-client.ts';
 import type { KeeperEnd } from '../client/lease.ts';
@@ -117,8 +117,6 @@ export const leaseActions: Readonly<Record<string, LeaseAction>> = {
     print(json ? JSON.stringify(result) : table(['LEASE_ID', 'TTL', 'REMAINING'], leaseRows(result.leases)));
   },
 };
-
-type AddCommand = (spec: string, description: string, extra?: (command: Command) => Command) => void;
 
 /** The `aspen lease …` subcommands, each added by `add` (names as in leaseActions). */
 export function addLeaseCommands(add: AddCommand): void {

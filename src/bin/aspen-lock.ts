@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
-import type { Command } from 'commander';
+import type { AddCommand } from './aspen-command.ts';
 import { LEASE_TTL_SECONDS_MAX, LOCK_TIMEOUT_MS_DEFAULT, LOCK_TIMEOUT_MS_MAX } from '../base/limits.ts';
 import type { Lock } from '../client/lock.ts';
 import { LeaseLostError, type LeaseContext } from './aspen-lease.ts';
@@ -128,8 +128,6 @@ export async function lockAction(
     throw new LeaseLostError(`the lease of lock ${held.name} was lost while the command ran`);
   return code;
 }
-
-type AddCommand = (spec: string, description: string, extra?: (command: Command) => Command) => void;
 
 /** The `aspen lock` command. */
 export function addLockCommand(add: AddCommand): void {

@@ -6,6 +6,7 @@
 // First: on a Node too old for the rest, one clear line and exit 1 (node-guard.ts).
 import { isMain } from './node-guard.ts';
 import { Command, CommanderError, Option } from 'commander';
+import type { AddCommand } from './aspen-command.ts';
 import {
   JOIN_TTL_SECONDS_DEFAULT,
   JOIN_TTL_SECONDS_MAX,
@@ -451,8 +452,6 @@ function program(choose: (chosen: Chosen) => void): Command {
   );
   return root;
 }
-
-type AddCommand = (spec: string, description: string, extra?: (command: Command) => Command) => void;
 
 /** Every command with its arguments, options and help text. */
 function addCommands(add: AddCommand): void {
