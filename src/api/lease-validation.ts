@@ -1,18 +1,12 @@
 import { LEASE_TTL_SECONDS_MAX } from '../base/limits.ts';
 import { AspenError } from './errors.ts';
-import { checkedSession, checkLeaseId, validateKey } from './limits.ts';
+import { checkedSession, checkLeaseId, requestFields, validateKey } from './limits.ts';
 import type { ClientSession } from './types.ts';
 
 /**
  * Checks of the lease calls' untrusted input (docs/api.md "Leases"), shared by the node's control
  * client, the follower that forwards, and the wire codec: each answers INVALID_INPUT with the rule.
  */
-
-function fields(request: unknown): Record<string, unknown> {
-  return typeof request === 'object' && request !== null && !Array.isArray(request)
-    ? (request as Record<string, unknown>)
-    : {};
-}
 
 /** A lease id naming an existing lease: a positive safe integer. Throws INVALID_INPUT. */
 export function checkedLeaseId(value: unknown, what = 'lease_id'): number {
@@ -34,7 +28,7 @@ export interface CheckedLeaseGrant {
  * integer, and the optional session fields. Throws INVALID_INPUT.
  */
 export function checkedLeaseGrant(request: unknown, ttlSecondsMin: number): CheckedLeaseGrant {
-  const body = fields(request);
+  const body = requestFields(request);
   const ttl = body.ttl_seconds;
   if (
     typeof ttl !== 'number' ||
@@ -58,7 +52,7 @@ export function checkedLeaseRevoke(request: unknown): {
   readonly leaseId: number;
   readonly session: ClientSession | null;
 } {
-  const body = fields(request);
+  const body = requestFields(request);
   return { leaseId: checkedLeaseId(body.lease_id), session: checkedSession(body) };
 }
 
@@ -74,7 +68,7 @@ export interface CheckedLeaseInfo {
  * valid key when present. Throws INVALID_INPUT (KEY_TOO_LARGE for a longer `after`).
  */
 export function checkedLeaseInfo(request: unknown): CheckedLeaseInfo {
-  const body = fields(request);
+  const body = requestFields(request);
   const keys = body.keys ?? false;
   if (typeof keys !== 'boolean') throw new AspenError('INVALID_INPUT', 'keys must be true or false');
   const leaseId = checkedLeaseId(body.lease_id);

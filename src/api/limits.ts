@@ -38,6 +38,13 @@ export { isPeerIdText, isRaftAddress } from '../base/ids.ts';
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Exact UTF-8 length of well-formed text, counted without a copy. */
+/** An untrusted request's fields, or none when it is not a JSON object (each field is checked by its caller). */
+export function requestFields(request: unknown): Record<string, unknown> {
+  return typeof request === 'object' && request !== null && !Array.isArray(request)
+    ? (request as Record<string, unknown>)
+    : {};
+}
+
 export function utf8Length(text: string): number {
   return Buffer.byteLength(text, 'utf8');
 }

@@ -7,7 +7,7 @@ import {
 } from '../base/limits.ts';
 import { AspenError } from './errors.ts';
 import { checkedLeaseId } from './lease-validation.ts';
-import { utf8Length, validateKey } from './limits.ts';
+import { requestFields, utf8Length, validateKey } from './limits.ts';
 
 /**
  * Checks of the lock calls' untrusted input (docs/api.md "Locks"). A lock key is
@@ -21,12 +21,6 @@ export const LOCK_KEY_LEASE_HEX_DIGITS = 16;
 const LEASE_HEX = /^[0-9a-f]{16}$/;
 
 assert(LOCK_KEY_SUFFIX_CHARS === LOCK_KEY_LEASE_HEX_DIGITS + 1, 'a lock key suffix is "/" and the hex id');
-
-function fields(request: unknown): Record<string, unknown> {
-  return typeof request === 'object' && request !== null && !Array.isArray(request)
-    ? (request as Record<string, unknown>)
-    : {};
-}
 
 /** A lock name: a valid key of at most LOCK_NAME_BYTES_MAX bytes without "/". Throws INVALID_INPUT. */
 export function checkedLockName(value: unknown): string {
@@ -75,7 +69,7 @@ export interface CheckedLock {
  * (LOCK_TIMEOUT_MS_DEFAULT) or an integer in [1, LOCK_TIMEOUT_MS_MAX]. Throws INVALID_INPUT.
  */
 export function checkedLock(request: unknown): CheckedLock {
-  const body = fields(request);
+  const body = requestFields(request);
   const name = checkedLockName(body.name);
   const leaseId = checkedLeaseId(body.lease_id);
   const timeoutMs = body.timeout_ms ?? LOCK_TIMEOUT_MS_DEFAULT;
@@ -91,7 +85,7 @@ export function checkedLock(request: unknown): CheckedLock {
 
 /** An unlock request: `key` a lock key (`<name>/<16 lowercase hex digits>`, valid name). Throws INVALID_INPUT. */
 export function checkedUnlockKey(request: unknown): string {
-  const key = fields(request).key;
+  const key = requestFields(request).key;
   const problem = validateKey(key, 'key');
   if (problem !== null) throw problem;
   const text = key as string;

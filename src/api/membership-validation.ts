@@ -1,6 +1,12 @@
 import { AspenError } from './errors.ts';
-import { ADDRESS_CHARS_MAX, CLUSTER_NODES_MAX, isPeerIdText, isRaftAddress } from './limits.ts';
-import type { NodeId } from '../base/ids.ts';
+import {
+  ADDRESS_CHARS_MAX,
+  CLUSTER_NODES_MAX,
+  isPeerIdText,
+  isRaftAddress,
+  requestFields,
+} from './limits.ts';
+import { isNodeId, type NodeId } from '../base/ids.ts';
 import type { ClusterNode, SnapshotTarget } from './types.ts';
 
 /**
@@ -8,17 +14,6 @@ import type { ClusterNode, SnapshotTarget } from './types.ts';
  * control client, the follower that forwards, and the wire codec: each throws INVALID_INPUT with
  * the rule.
  */
-
-function fields(request: unknown): Record<string, unknown> {
-  return typeof request === 'object' && request !== null && !Array.isArray(request)
-    ? (request as Record<string, unknown>)
-    : {};
-}
-
-/** A node id: a positive safe integer. */
-function isNodeId(value: unknown): value is NodeId {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 1;
-}
 
 /** A member as /init and /add-learner take it once complete: id, addr, raft_addr, optional peer_id. */
 export function checkedClusterNode(value: unknown, what: string): ClusterNode {
@@ -63,7 +58,7 @@ export function checkedMembers(value: unknown, what: string, countMin = 1): Node
 
 /** /add-learner's body: the learner, complete (the HTTP layer filled in raft_addr and peer_id). */
 export function checkedAddLearner(request: unknown): ClusterNode {
-  return checkedClusterNode(fields(request).learner, 'learner');
+  return checkedClusterNode(requestFields(request).learner, 'learner');
 }
 
 /** /change-membership's body: the voters, and the learners wanted (null: keep those not named). */
@@ -71,7 +66,7 @@ export function checkedChangeMembership(request: unknown): {
   readonly members: NodeId[];
   readonly learners: NodeId[] | null;
 } {
-  const body = fields(request);
+  const body = requestFields(request);
   const members = checkedMembers(body.members, 'members');
   const learners = body.learners === undefined ? null : checkedMembers(body.learners, 'learners', 0);
   return { members, learners };
@@ -79,14 +74,14 @@ export function checkedChangeMembership(request: unknown): {
 
 /** /remove-learner's body: the learner's id. */
 export function checkedLearnerId(request: unknown): NodeId {
-  const learnerId = fields(request).learner_id;
+  const learnerId = requestFields(request).learner_id;
   if (!isNodeId(learnerId)) throw new AspenError('INVALID_INPUT', 'learner_id must be a positive integer');
   return learnerId;
 }
 
 /** /trigger-snapshot's optional body: which node snapshots ("leader" when absent). */
 export function checkedSnapshotTarget(request: unknown): SnapshotTarget {
-  const node = fields(request).node;
+  const node = requestFields(request).node;
   if (node === undefined) return 'leader';
   if (node !== 'leader' && node !== 'local')
     throw new AspenError('INVALID_INPUT', 'node must be "leader" or "local"');
@@ -95,7 +90,7 @@ export function checkedSnapshotTarget(request: unknown): SnapshotTarget {
 
 /** /init's body: 1 to CLUSTER_NODES_MAX complete members, each id once. */
 export function checkedInitMembers(request: unknown): ClusterNode[] {
-  const members = fields(request).initial_members;
+  const members = requestFields(request).initial_members;
   if (!Array.isArray(members) || members.length === 0) {
     throw new AspenError(
       'INVALID_INPUT',
