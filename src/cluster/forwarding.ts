@@ -77,7 +77,6 @@ export class ForwardingStore implements KeyValueStore, LeaseService, ClusterCont
   private readonly local: LocalServices;
   private readonly leaseTtlSecondsMin: number;
   private readonly transport: Transport;
-  private readonly nodeId: NodeId;
   private readonly clock: Clock;
   private readonly timeoutMs: number;
   private readonly knownLeader: () => NodeId;
@@ -113,7 +112,6 @@ export class ForwardingStore implements KeyValueStore, LeaseService, ClusterCont
     };
     this.leaseTtlSecondsMin = options.leaseTtlSecondsMin ?? 1;
     this.transport = options.transport;
-    this.nodeId = options.nodeId;
     this.clock = options.clock;
     this.timeoutMs = options.timeoutMs ?? FORWARD_TIMEOUT_MS_DEFAULT;
     this.knownLeader = options.knownLeader ?? (() => 0);
@@ -262,7 +260,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService, ClusterCont
     // A follower that knows its leader forwards at once: asking the local node first would cost a
     // mailbox turn and a NOT_LEADER error per request (both in the followers' profiles under load).
     const leader = this.knownLeader();
-    if (leader !== 0 && leader !== this.nodeId) return this.forward(leader, toForward());
+    if (leader !== 0 && leader !== this.local.nodeId) return this.forward(leader, toForward());
     try {
       return await runLocally();
     } catch (error) {
@@ -270,7 +268,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService, ClusterCont
         !(error instanceof AspenError) ||
         error.code !== 'NOT_LEADER' ||
         error.leaderId === null ||
-        error.leaderId === this.nodeId
+        error.leaderId === this.local.nodeId
       )
         throw error;
       return this.forward(error.leaderId, toForward());
@@ -285,7 +283,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService, ClusterCont
     this.stopped = true;
     const error = new AspenError(
       'SHUTTING_DOWN',
-      `node ${this.nodeId} is shutting down; a forwarded request may still take effect`,
+      `node ${this.local.nodeId} is shutting down; a forwarded request may still take effect`,
       { definite: false },
     );
     for (const pending of this.pending.values()) {
@@ -297,7 +295,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService, ClusterCont
 
   private forward(leaderId: NodeId, operation: Operation): Promise<unknown> {
     if (this.stopped)
-      return Promise.reject(new AspenError('SHUTTING_DOWN', `node ${this.nodeId} is shutting down`));
+      return Promise.reject(new AspenError('SHUTTING_DOWN', `node ${this.local.nodeId} is shutting down`));
     if (this.pending.size >= FORWARDS_PENDING_MAX) {
       return Promise.reject(
         new AspenError('OVERLOADED', `${FORWARDS_PENDING_MAX} forwarded requests are already waiting`),
@@ -319,7 +317,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService, ClusterCont
       this.pending.set(requestId, { resolve, reject, cancelTimer });
       this.transport.send({
         type: 'client_request',
-        from: this.nodeId,
+        from: this.local.nodeId,
         to: leaderId,
         term: 0,
         requestId,
@@ -336,7 +334,7 @@ export class ForwardingStore implements KeyValueStore, LeaseService, ClusterCont
   handleRequest(request: ClientRequest): void {
     const reply = {
       type: 'client_response',
-      from: this.nodeId,
+      from: this.local.nodeId,
       to: request.from,
       term: 0,
       requestId: request.requestId,
