@@ -5,7 +5,7 @@ import { verifyBackupFile } from '../api/backup-file.ts';
 import { BackupFormatError, BackupVerifier, type VerifiedBackup } from '../api/backup-format.ts';
 import { KvError } from './errors.ts';
 import { assert, backoff, isAborted, TRANSIENT_CODES } from './retry.ts';
-import { connect, type WatchTarget } from './watch.ts';
+import { connect, streamSignal, type WatchTarget } from './watch.ts';
 
 export interface BackupOptions {
   /** Told after each piece received: bytes so far, and the whole (null until the node said). */
@@ -58,8 +58,7 @@ export async function receiveBackup(
     const endpoint = endpoints[(attempt - 1) % endpoints.length];
     assert(endpoint !== undefined, 'there is at least one endpoint');
     const connection = new AbortController();
-    const signal =
-      options.signal === undefined ? connection.signal : AbortSignal.any([options.signal, connection.signal]);
+    const signal = streamSignal(options.signal, connection);
     let response: IncomingMessage;
     try {
       response = await connect(
