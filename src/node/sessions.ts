@@ -1,7 +1,7 @@
 import { CLIENT_ID_PATTERN } from '../api/limits.ts';
 import type { ClientSession } from '../api/types.ts';
 import { assert } from '../base/assert.ts';
-import { SNAPSHOT_BYTES_MAX } from './snapshot-transfer.ts';
+import { SNAPSHOT_BYTES_MAX } from '../base/limits.ts';
 
 /**
  * Client sessions for exactly-once writes (Raft thesis §6.3): per client, the highest sequence

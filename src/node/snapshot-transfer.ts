@@ -5,7 +5,6 @@ import type { Snapshot, SnapshotChunk } from './interfaces.ts';
 
 /** Chunk bound; the largest snapshot a node accepts is SNAPSHOT_BYTES_MAX (base/limits.ts, shared with backups). */
 export const SNAPSHOT_CHUNK_BYTES_MAX = 1024 * 1024;
-export { SNAPSHOT_BYTES_MAX };
 
 /** Split a snapshot into bounded chunks addressed from `from` to `to` in `term`. */
 export function snapshotChunks(

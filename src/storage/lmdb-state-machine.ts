@@ -12,7 +12,7 @@ import {
   type ScanPage,
   type StateMachine,
 } from '../node/kv-state-machine.ts';
-import { SNAPSHOT_BYTES_MAX } from '../node/snapshot-transfer.ts';
+import { SNAPSHOT_BYTES_MAX } from '../base/limits.ts';
 import {
   applyWithSession,
   normalizeSession,
