@@ -1,4 +1,5 @@
 import type { LogFields, LogLevel } from '../base/log.ts';
+import { isVoter } from '../raft/quorum.ts';
 import type { Leadership } from '../raft/status.ts';
 import { NODE_NONE, type MembershipConfig, type NodeId } from '../raft/types.ts';
 
@@ -97,8 +98,7 @@ function stepDownReason(
   membership: MembershipConfig | null,
 ): StepDownReason {
   if (now.term > was.term) return was.transferTarget === NODE_NONE ? 'higher_term' : 'transferred';
-  const voter =
-    membership !== null && (membership.voters.includes(id) || membership.votersOutgoing.includes(id));
+  const voter = membership !== null && isVoter(membership, id);
   return voter ? 'check_quorum' : 'removed';
 }
 
