@@ -76,7 +76,7 @@ const LEADER_POLL_MS = 50;
 /** Resolves once every node knows the leader: the curls printed next then work at once. */
 async function leaderKnown(running: readonly RunningNode[]): Promise<void> {
   const deadlineMs = Date.now() + LEADER_WAIT_MS;
-  while (!running.every((node) => node.node.status().leaderId !== 0)) {
+  while (!running.every((node) => node.node.knownLeader() !== 0)) {
     if (Date.now() > deadlineMs) throw new StartError(`no leader elected within ${LEADER_WAIT_MS} ms`);
     await new Promise((resolve) => setTimeout(resolve, LEADER_POLL_MS));
   }
@@ -107,6 +107,7 @@ const shutdown = (): void => {
 process.on('SIGINT', shutdown);
 process.on('SIGTERM', shutdown);
 
+const levelArgs = logLevelArgs(process.argv.slice(2));
 try {
   for (const id of NODE_IDS) {
     const config = parseNodeConfig([
@@ -120,7 +121,7 @@ try {
       LOCAL_COOKIE,
       '--data-dir',
       `${DATA_DIR}/node-${id}`,
-      ...logLevelArgs(process.argv.slice(2)),
+      ...levelArgs,
     ]);
     nodes.push(
       await startNode(config, createLog({ nodeId: id, level: config.logLevel }), {
