@@ -66,7 +66,7 @@ describe('npm start (aspen-local)', () => {
       dirs.push(cwd);
       const ports = { http: await freePortRun(3), raft: await freePortRun(3) };
       const first = await npmStart(cwd, ports);
-      expect(first.code, first.stdout).toBe(0);
+      expect(first.code, `${first.stdout}\n${first.stderrLines.join('\n')}`).toBe(0);
       expect(first.stdout).toContain(
         'Created a new cluster in ./data/local (rm -rf data/local to start over).',
       );
