@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { freePortRun } from '../../src/bench/ports.ts';
 import { HTTP_STOP_GRACE_MS, startNode, type RunningNode } from '../../src/cluster/bootstrap.ts';
 import {
   CONFIG_FILE_BYTES_MAX,
@@ -425,8 +426,9 @@ describe('aspen-node: three nodes over libp2p with the HTTP API', () => {
   it("runs the seed's walkthrough, then survives a full restart from LMDB with addresses replicated", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'aspen-nodes-'));
     directories.push(dataDir);
-    const basePort = 31_000 + Math.floor(Math.random() * 2_000) * 3;
-    const ports = [basePort, basePort + 1, basePort + 2];
+    // Three free ports in a row, below the ephemeral range (a random pick in it collided with a dial).
+    const basePort = await freePortRun(3);
+    const ports = [basePort + 1, basePort + 2, basePort + 3];
     const log = (): void => undefined;
     let nodes: RunningNode[] = [];
     for (const [index, port] of ports.entries())
