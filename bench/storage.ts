@@ -1,5 +1,5 @@
 /**
- * Storage benchmark: durable appends per second through LmdbLogStore (one transaction per batch,
+ * Storage benchmark: durable appends per second through WalLogStore (one transaction per batch,
  * acknowledged after env.flushed) for batches of 1, 16 and 256 entries of 128-byte values,
  * against a baseline of one write + fdatasync per entry on a plain file on the same disk.
  * Every loop is bounded by count and time.
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { scriptOptions } from '../src/base/script-args.ts';
 import type { LogStore, PersistBatch } from '../src/node/interfaces.ts';
 import type { Entry } from '../src/raft/types.ts';
-import { LmdbLogStore, LmdbStorage } from '../src/storage/lmdb-store.ts';
+import { WalLogStore, LmdbStorage } from '../src/storage/lmdb-store.ts';
 
 const VALUE_BYTES = 128;
 const BATCH_SIZES = [1, 16, 256] as const;
@@ -40,7 +40,7 @@ async function lmdbAppends(
 ): Promise<{ entriesPerSecond: number; batchesPerSecond: number }> {
   const directory = mkdtempSync(join(baseDir, 'aspen-bench-'));
   const storage = LmdbStorage.open(directory);
-  const store = new LmdbLogStore(storage);
+  const store = new WalLogStore(storage);
   const data = new Uint8Array(VALUE_BYTES).fill(7);
   let index = 0;
   let batches = 0;

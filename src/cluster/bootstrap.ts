@@ -21,7 +21,7 @@ import { leaseTtlSecondsMin } from '../base/limits.ts';
 import { defaultRaftConfig, type RaftConfig } from '../raft/config.ts';
 import { SeededPrng } from '../raft/prng.ts';
 import type { PersistedState } from '../raft/types.ts';
-import { LmdbLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
+import { WalLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../storage/lmdb-state-machine.ts';
 import { MemoryLogStore } from '../storage/memory-log-store.ts';
 import type { NodeConfig } from './config.ts';
@@ -238,7 +238,7 @@ async function startStorage(config: NodeConfig, log: Log, options: StartOptions)
   // After a storage failure every component is stopped in 'fatal' mode: the store is left unclean.
   const stop = (mode: StopMode): Promise<void> => (mode === 'fatal' ? storage.abandon() : storage.close());
   try {
-    const logStore = new LmdbLogStore(storage);
+    const logStore = new WalLogStore(storage);
     return {
       value: { ...wrap({ logStore, stateMachine: new LmdbKvStateMachine(storage) }), ...logStore.load() },
       stop,

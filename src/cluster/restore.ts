@@ -6,7 +6,7 @@ import { BackupFormatError, type VerifiedBackup } from '../api/backup-format.ts'
 import type { Snapshot } from '../node/interfaces.ts';
 import { decodeSnapshotState } from '../node/kv-state-machine.ts';
 import type { MembershipConfig } from '../raft/types.ts';
-import { LmdbLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
+import { WalLogStore, LmdbStorage } from '../storage/lmdb-store.ts';
 import { loadIdentity } from './bootstrap.ts';
 import type { NodeConfig } from './config.ts';
 import { ConfigError, firstLine, StorageError } from './errors.ts';
@@ -74,7 +74,7 @@ function soleMember(config: NodeConfig, peerId: string): MembershipConfig {
 async function writeSeed(dataDir: string, snapshot: Snapshot): Promise<void> {
   const storage = LmdbStorage.open(dataDir);
   try {
-    const logStore = new LmdbLogStore(storage);
+    const logStore = new WalLogStore(storage);
     const hardState = { term: snapshot.meta.term, vote: 0, commit: snapshot.meta.index };
     await new Promise<void>((resolve, reject) => {
       logStore.persist({ snapshot, hardState, entries: [] }, (error) => {

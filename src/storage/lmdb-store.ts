@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
 import {
@@ -12,6 +12,7 @@ import type { StoredOutcome } from '../node/session-apply.ts';
 import type { SessionRecord } from '../node/sessions.ts';
 import { assert, AssertionError } from '../base/assert.ts';
 import { DataDirLock } from './data-dir-lock.ts';
+import { Wal, type WalOpened, type WalOptions } from './wal/wal.ts';
 import { firstLine, isStorageFault, StorageError, storageFailure } from './errors.ts';
 import {
   EMPTY_HARD_STATE,
@@ -24,10 +25,13 @@ import {
 /**
  * On-disk format of this release. 3: records carry a lease id; 4: the state machine holds the
  * client session table (its own database, and a `sessions` field in snapshots); 5: it holds leases
- * (the `leases` and `lease_keys` databases, a `leases` field in snapshots). A format-2, -3 or -4
- * data dir is migrated in place at open; any other version is refused, never guessed at.
+ * (the `leases` and `lease_keys` databases, a `leases` field in snapshots); 6: the Raft log and hard
+ * state live in the write-ahead log `<data-dir>/wal/` (src/storage/wal/), no longer in LMDB. A
+ * format-2 to -5 data dir is migrated in place at open; any other version is refused, never guessed at.
  */
-export const STORAGE_FORMAT_VERSION = 5;
+export const STORAGE_FORMAT_VERSION = 6;
+/** Format 5: the log and hard state in LMDB's `log` and `meta` databases (copied into the WAL at open). */
+export const STORAGE_FORMAT_LMDB_LOG = 5;
 /** The oldest format this release migrates from (records without lease ids). */
 export const STORAGE_FORMAT_MIGRATED_FROM = 2;
 /**
@@ -37,6 +41,12 @@ export const STORAGE_FORMAT_MIGRATED_FROM = 2;
 export const STORAGE_FORMAT_WITHOUT_SESSIONS = 3;
 /** Format 4 has no leases: none is the right state (its snapshots read as none too). */
 export const STORAGE_FORMAT_WITHOUT_LEASES = 4;
+/** The Raft log's directory in a data dir (format 6). */
+export const WAL_DIR = 'wal';
+/** The format-5 migration copies the log into the WAL in batches of at most this many entries… */
+const MIGRATION_CHUNK_ENTRIES = 4_096;
+/** …and about this many bytes. */
+const MIGRATION_CHUNK_BYTES = 32 * 1024 * 1024;
 /** Records rewritten by a migration: a sanity bound far above what a snapshot can hold. */
 const MIGRATION_RECORDS_MAX = 100_000_000;
 /** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
@@ -97,12 +107,15 @@ export class LmdbStorage {
   readonly dataDir: string;
   private readonly lock: DataDirLock;
   private closed = false;
+  private walOpened: WalOpened | null = null;
+  private readonly walOptions: WalOptions;
 
-  private constructor(env: RootDatabase, dataDir: string, lock: DataDirLock) {
+  private constructor(env: RootDatabase, dataDir: string, lock: DataDirLock, walOptions: WalOptions) {
     assert(lock.held && lock.dataDir === dataDir, 'the data dir is locked before it is opened');
     this.env = env;
     this.dataDir = dataDir;
     this.lock = lock;
+    this.walOptions = walOptions;
     this.log = env.openDB<Entry, number>({ name: 'log' });
     this.meta = env.openDB<unknown, string>({ name: 'meta' });
     this.snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
@@ -137,7 +150,7 @@ export class LmdbStorage {
    * DataDirInUseError naming the holder, before anything in the directory is opened or deleted);
    * refuses a different format version with a clear message.
    */
-  static open(dataDir: string): LmdbStorage {
+  static open(dataDir: string, options: { readonly wal?: WalOptions } = {}): LmdbStorage {
     try {
       mkdirSync(dataDir, { recursive: true });
     } catch (error) {
@@ -145,14 +158,14 @@ export class LmdbStorage {
     }
     const lock = DataDirLock.acquire(dataDir);
     try {
-      return LmdbStorage.openLocked(dataDir, lock);
+      return LmdbStorage.openLocked(dataDir, lock, options.wal ?? {});
     } catch (error) {
       lock.release();
       throw error;
     }
   }
 
-  private static openLocked(dataDir: string, lock: DataDirLock): LmdbStorage {
+  private static openLocked(dataDir: string, lock: DataDirLock, walOptions: WalOptions): LmdbStorage {
     let env: RootDatabase;
     try {
       env = open({ path: `${dataDir}/aspen.mdb`, mapSize: LMDB_MAP_SIZE_BYTES, compression: false });
@@ -161,37 +174,120 @@ export class LmdbStorage {
     }
     // The format is checked before anything in the directory is touched.
     const format = env.openDB<unknown, string>({ name: 'meta' }).get(META_FORMAT);
-    if (
-      format !== undefined &&
-      format !== STORAGE_FORMAT_VERSION &&
-      format !== STORAGE_FORMAT_MIGRATED_FROM &&
-      format !== STORAGE_FORMAT_WITHOUT_SESSIONS &&
-      format !== STORAGE_FORMAT_WITHOUT_LEASES
-    ) {
+    const known = [
+      undefined,
+      STORAGE_FORMAT_VERSION,
+      STORAGE_FORMAT_MIGRATED_FROM,
+      STORAGE_FORMAT_WITHOUT_SESSIONS,
+      STORAGE_FORMAT_WITHOUT_LEASES,
+      STORAGE_FORMAT_LMDB_LOG,
+    ];
+    if (!known.includes(format as number | undefined)) {
       void env.close();
       throw new StorageError(
-        `data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} and migrates formats ${STORAGE_FORMAT_MIGRATED_FROM} to ${STORAGE_FORMAT_WITHOUT_LEASES} (move the directory aside to start this node empty, and let it catch up from the cluster)`,
+        `data dir ${dataDir} has storage format ${JSON.stringify(format)}; this release reads format ${STORAGE_FORMAT_VERSION} and migrates formats ${STORAGE_FORMAT_MIGRATED_FROM} to ${STORAGE_FORMAT_LMDB_LOG} (move the directory aside to start this node empty, and let it catch up from the cluster)`,
+      );
+    }
+    if (format === STORAGE_FORMAT_VERSION && !existsSync(`${dataDir}/${WAL_DIR}`)) {
+      void env.close();
+      throw new StorageError(
+        `data dir ${dataDir} has lost its Raft log (${WAL_DIR}/ is missing): move the directory aside to start this node empty, and let it catch up from the cluster`,
       );
     }
     let storage: LmdbStorage;
     try {
-      storage = new LmdbStorage(env, dataDir, lock);
-      if (format === STORAGE_FORMAT_MIGRATED_FROM) storage.migrateFromFormat2();
-      const current =
-        format === undefined ||
-        format === STORAGE_FORMAT_WITHOUT_SESSIONS ||
-        format === STORAGE_FORMAT_WITHOUT_LEASES;
-      if (current) storage.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
+      storage = new LmdbStorage(env, dataDir, lock, walOptions);
+    } catch (error) {
+      void env.close();
+      throw new StorageError(`cannot open data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
+    }
+    try {
+      storage.migrate(format);
+      storage.openWal();
     } catch (error) {
       if (error instanceof AssertionError) throw error;
-      void env.close();
+      storage.closeAfterFailedOpen();
+      if (error instanceof StorageError) throw error;
       throw new StorageError(`cannot open data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
     }
     return storage;
   }
 
+  /** Bring an older format up to this release's, one step after another (each step idempotent). */
+  private migrate(format: unknown): void {
+    if (format === STORAGE_FORMAT_MIGRATED_FROM) this.migrateFromFormat2();
+    if (format === undefined) {
+      this.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION); // a new data dir: nothing to copy
+      return;
+    }
+    if (format !== STORAGE_FORMAT_VERSION) this.migrateLogToWal();
+    if (this.log.getKeysCount({ limit: 1 }) > 0) this.log.clearSync(); // a crash stopped the last migration here
+  }
+
   /**
-   * Format 2 → 5: every record gains lease id 0, in the state machine and in the stored snapshot
+   * Format 5 → 6: the log and hard state are copied from LMDB into a WAL written beside it
+   * (`wal.migrating/`, synced), which is then renamed into place; then the new format is recorded
+   * (synced) and LMDB's copy cleared. A crash before the format is recorded leaves format 5 and the
+   * next open copies again; after it, the WAL is the log.
+   */
+  private migrateLogToWal(): void {
+    const target = `${this.dataDir}/${WAL_DIR}`;
+    const staging = `${this.dataDir}/${WAL_DIR}.migrating`;
+    rmSync(staging, { recursive: true, force: true });
+    rmSync(target, { recursive: true, force: true });
+    const { wal } = Wal.open(staging);
+    const hardState = (this.meta.get(META_HARD_STATE) as HardState | undefined) ?? EMPTY_HARD_STATE;
+    let snapshot = (this.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
+    let chunk: Entry[] = [];
+    let chunkBytes = 0;
+    let expected = (snapshot?.index ?? 0) + 1;
+    for (const { key, value } of this.log.getRange({ start: expected })) {
+      if (key !== expected || value.index !== key)
+        throw new StorageError(`data dir is corrupt: log entry ${key} where ${expected} was expected`);
+      expected += 1;
+      chunk.push(value);
+      chunkBytes += value.kind === 'command' ? value.data.length : 64;
+      if (chunk.length < MIGRATION_CHUNK_ENTRIES && chunkBytes < MIGRATION_CHUNK_BYTES) continue;
+      wal.appendNow({ snapshot, entries: chunk, hardState: null });
+      snapshot = null;
+      chunk = [];
+      chunkBytes = 0;
+    }
+    wal.appendNow({ snapshot, entries: chunk, hardState });
+    wal.closeNow();
+    renameSync(staging, target);
+    syncDirectory(this.dataDir);
+    this.env.transactionSync(() => {
+      void this.meta.remove(META_HARD_STATE);
+      void this.meta.put(META_FORMAT, STORAGE_FORMAT_VERSION);
+    });
+    this.log.clearSync();
+  }
+
+  private openWal(): void {
+    this.walOpened = Wal.open(`${this.dataDir}/${WAL_DIR}`, this.walOptions);
+  }
+
+  /** The Raft log (opened with the data dir). */
+  get wal(): Wal {
+    assert(this.walOpened !== null, 'the WAL is opened with the data dir');
+    return this.walOpened.wal;
+  }
+
+  /** What the WAL held when the data dir was opened. */
+  get walAtOpen(): WalOpened {
+    assert(this.walOpened !== null, 'the WAL is opened with the data dir');
+    return this.walOpened;
+  }
+
+  private closeAfterFailedOpen(): void {
+    this.walOpened?.wal.abandon();
+    void this.stateEnv.close();
+    void this.env.close();
+  }
+
+  /**
+   * Format 2 → 5 (then 6, see migrateLogToWal): every record gains lease id 0, in the state machine and in the stored snapshot
    * (the session table starts empty, as from format 3, and there are no leases, as from format 4).
    * The state machine first (not synced: it is already marked unclean, so a crash before the clean
    * close discards it and rebuilds it from the snapshot and the log, whose commands did not change);
@@ -214,7 +310,7 @@ export class LmdbStorage {
         const records = decodeSnapshot(snapshotData, snapshotMeta.index);
         this.snapshots.putSync(SNAPSHOT_DATA, encodeSnapshot(snapshotMeta.index, records));
       }
-      this.meta.putSync(META_FORMAT, STORAGE_FORMAT_VERSION);
+      this.meta.putSync(META_FORMAT, STORAGE_FORMAT_LMDB_LOG);
     });
   }
 
@@ -250,6 +346,7 @@ export class LmdbStorage {
     if (this.closed) return;
     this.closed = true;
     try {
+      await this.walOpened?.wal.close();
       await Promise.all([this.env.flushed, this.stateEnv.flushed]);
       await this.stateEnv.close();
       const descriptor = openSync(this.statePath, 'r+');
@@ -275,6 +372,7 @@ export class LmdbStorage {
   async abandon(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.walOpened?.wal.abandon();
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, CLOSE_AFTER_FAILURE_WAIT_MS);
@@ -305,15 +403,26 @@ export interface NodeRecord {
   readonly lastSeenMs: number;
 }
 
+/** Make the names in `dir` durable. */
+function syncDirectory(dir: string): void {
+  const descriptor = openSync(dir, 'r');
+  try {
+    fsyncSync(descriptor);
+  } finally {
+    closeSync(descriptor);
+  }
+}
+
 /**
- * The durable Raft log: one LMDB transaction per Ready batch (group commit), acknowledged only
- * after `env.flushed` — lmdb-js resolves a transaction when it is committed (visible), which is not
- * yet on disk with its default overlapping sync.
+ * The durable Raft log: the WAL (one write and one fdatasync per Ready batch: group commit) for
+ * entries and hard state; a kept snapshot's bytes go to LMDB first (synced), then its mark into the
+ * WAL, so the snapshot LMDB holds is never older than the one the WAL names.
  */
-export class LmdbLogStore implements LogStore {
+export class WalLogStore implements LogStore {
   private readonly storage: LmdbStorage;
   private batches = 0;
-  /** Test hook: sees each batch committed, then flushed. */
+  private persisted = false;
+  /** Test hook: sees each batch written (not yet durable), then flushed (durable). */
   onDurabilityEvent: ((event: DurabilityEvent) => void) | null = null;
 
   constructor(storage: LmdbStorage) {
@@ -321,26 +430,22 @@ export class LmdbLogStore implements LogStore {
   }
 
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
-    this.batches += 1;
-    const batchNumber = this.batches;
-    const lastIndex = batch.entries.at(-1)?.index ?? 0;
+    this.persisted = true;
+    const snapshot = batch.snapshot;
+    if (snapshot === null) {
+      this.append(batch, done);
+      return;
+    }
     const storage = this.storage;
     storage.env
       .transaction(() => {
-        if (batch.snapshot !== null) this.writeSnapshot(batch.snapshot);
-        const first = batch.entries[0];
-        if (first !== undefined) this.removeFrom(first.index);
-        for (const entry of batch.entries) void storage.log.put(entry.index, entry);
-        if (batch.hardState !== null) void storage.meta.put(META_HARD_STATE, batch.hardState);
+        void storage.meta.put(META_SNAPSHOT, snapshot.meta);
+        void storage.snapshots.put(SNAPSHOT_DATA, snapshot.data);
       })
-      .then(() => {
-        this.onDurabilityEvent?.({ kind: 'committed', batch: batchNumber, lastIndex });
-        return storage.env.flushed;
-      })
+      .then(() => storage.env.flushed)
       .then(
         () => {
-          this.onDurabilityEvent?.({ kind: 'flushed', batch: batchNumber, lastIndex });
-          done(null);
+          this.append(batch, done);
         },
         (error: unknown) => {
           this.failed(error, done);
@@ -348,8 +453,27 @@ export class LmdbLogStore implements LogStore {
       );
   }
 
+  private append(batch: PersistBatch, done: (error: Error | null) => void): void {
+    this.batches += 1;
+    const batchNumber = this.batches;
+    const lastIndex = batch.entries.at(-1)?.index ?? 0;
+    const storage = this.storage;
+    storage.wal.append(
+      { snapshot: batch.snapshot?.meta ?? null, entries: batch.entries, hardState: batch.hardState },
+      (error) => {
+        if (error !== null) {
+          done(storageFailure(error, storage.dataDir, 'writing the log'));
+          return;
+        }
+        this.onDurabilityEvent?.({ kind: 'flushed', batch: batchNumber, lastIndex });
+        done(null);
+      },
+    );
+    this.onDurabilityEvent?.({ kind: 'committed', batch: batchNumber, lastIndex });
+  }
+
   /**
-   * A batch that did not reach the disk: find the cause and report it as one StorageError. lmdb-js
+   * A snapshot that did not reach the disk: find the cause and report it as one StorageError. lmdb-js
    * rejects a failed asynchronous commit with "Commit failed" and puts the cause (ENOSPC, EIO) in
    * the promise `commitError`; it also leaves its own commit promise for the batch rejected with no
    * handler (the process would die of an unhandled rejection), which is handled here.
@@ -359,7 +483,7 @@ export class LmdbLogStore implements LogStore {
     void storage.env.committed.then(undefined, () => undefined);
     const commitError: unknown = error instanceof Error && 'commitError' in error ? error.commitError : null;
     if (!(commitError instanceof Promise)) {
-      done(storageFailure(error, storage.dataDir, 'writing the log'));
+      done(storageFailure(error, storage.dataDir, 'writing a snapshot'));
       return;
     }
     let timer: NodeJS.Timeout | undefined;
@@ -376,50 +500,40 @@ export class LmdbLogStore implements LogStore {
       waited,
     ]).then((cause) => {
       clearTimeout(timer);
-      done(storageFailure(cause, storage.dataDir, 'writing the log'));
+      done(storageFailure(cause, storage.dataDir, 'writing a snapshot'));
     });
   }
 
-  /** Keep the snapshot; drop the entries it covers (all of them when the log does not continue it). */
-  private writeSnapshot(snapshot: Snapshot): void {
-    const meta = snapshot.meta;
-    const covered = this.storage.log.get(meta.index);
-    const keep = covered !== undefined && covered.term === meta.term;
-    this.removeRange(0, keep ? meta.index + 1 : Number.MAX_SAFE_INTEGER);
-    void this.storage.meta.put(META_SNAPSHOT, meta);
-    void this.storage.snapshots.put(SNAPSHOT_DATA, snapshot.data);
-  }
-
-  private removeFrom(index: number): void {
-    this.removeRange(index, Number.MAX_SAFE_INTEGER);
-  }
-
-  private removeRange(start: number, end: number): void {
-    let removed = 0;
-    for (const key of this.storage.log.getKeys({ start, end })) {
-      assert(removed < LOG_REMOVE_PER_BATCH_MAX, 'log removal bound');
-      void this.storage.log.remove(key);
-      removed += 1;
-    }
-  }
-
-  /** What a restarting node needs: hard state, snapshot (with data), and the entries after it. */
+  /**
+   * What a restarting node needs: hard state, snapshot (with data), and the entries after it, as
+   * the data dir held them when it was opened (so only before the first persist). A snapshot LMDB
+   * holds beyond the WAL's mark (a crash between the two writes) is applied as the mark would have.
+   */
   load(): { persisted: PersistedState; snapshot: Snapshot | null } {
+    assert(!this.persisted, 'load() reads the log as opened: call it before the first persist');
     const storage = this.storage;
-    const hardState = (storage.meta.get(META_HARD_STATE) as HardState | undefined) ?? EMPTY_HARD_STATE;
+    const fromWal = storage.walAtOpen.persisted;
     const meta = (storage.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
     const data = storage.snapshots.get(SNAPSHOT_DATA);
+    const marked = fromWal.snapshot ?? null;
     if (meta !== null && data === undefined)
       throw new StorageError('data dir is corrupt: snapshot metadata without snapshot data');
-    const entries: Entry[] = [];
-    let expected = (meta?.index ?? 0) + 1;
-    for (const { key, value } of storage.log.getRange({ start: expected })) {
-      if (key !== expected || value.index !== key)
-        throw new StorageError(`data dir is corrupt: log entry ${key} where ${expected} was expected`);
-      entries.push(value);
-      expected += 1;
+    if (meta === null || data === undefined) {
+      if (marked !== null)
+        throw new StorageError(
+          `data dir is corrupt: the log names snapshot ${marked.index}, and none is stored`,
+        );
+      return { persisted: fromWal, snapshot: null };
     }
-    const snapshot = meta === null || data === undefined ? null : { meta, data };
-    return { persisted: { hardState, snapshot: meta, entries }, snapshot };
+    if (marked !== null && meta.index < marked.index)
+      throw new StorageError(
+        `data dir is corrupt: the stored snapshot (${meta.index}) is older than the one the log names (${marked.index})`,
+      );
+    let entries = fromWal.entries;
+    if (marked === null || meta.index > marked.index) {
+      const covered = entries.find((entry) => entry.index === meta.index);
+      entries = covered?.term === meta.term ? entries.filter((entry) => entry.index > meta.index) : [];
+    }
+    return { persisted: { ...fromWal, snapshot: meta, entries }, snapshot: { meta, data } };
   }
 }

@@ -13,8 +13,12 @@ export class MemoryLogState {
   /** Entries after the snapshot: entries[0] has index snapshotIndex + 1. */
   private entries: Entry[] = [];
 
-  private get snapshotIndex(): number {
+  get snapshotIndex(): number {
     return this.snapshot?.meta.index ?? 0;
+  }
+
+  get lastIndex(): number {
+    return this.snapshotIndex + this.entries.length;
   }
 
   apply(batch: PersistBatch): void {

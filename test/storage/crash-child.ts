@@ -4,13 +4,13 @@
  * is written and acknowledged with `ACK <key>` once committed. The parent kills it with SIGKILL.
  */
 import { createInterface } from 'node:readline';
-import { LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { WalLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
 import { startLmdbNode } from './lmdb-nodes.ts';
 
 const dataDir = process.argv[2];
 if (dataDir === undefined) throw new Error('usage: crash-child <data-dir>');
 const storage = LmdbStorage.open(dataDir);
-const node = startLmdbNode(storage, new LmdbLogStore(storage), {
+const node = startLmdbNode(storage, new WalLogStore(storage), {
   seed: Number(process.env.CRASH_SEED ?? 1),
   snapshotThresholdEntries: Number(process.env.CRASH_SNAPSHOT_EVERY ?? 50),
 });

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { open } from 'lmdb';
@@ -6,8 +6,13 @@ import { Packr } from 'msgpackr';
 import { afterAll, describe, expect, it } from 'vitest';
 import { decodeSnapshotState, encodeSnapshot, type KvRecord } from '../../src/node/kv-state-machine.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
+import type { Entry, HardState } from '../../src/raft/types.ts';
+import { Wal } from '../../src/storage/wal/wal.ts';
 import {
   LmdbStorage,
+  STORAGE_FORMAT_LMDB_LOG,
+  WAL_DIR,
+  WalLogStore,
   STORAGE_FORMAT_MIGRATED_FROM,
   STORAGE_FORMAT_VERSION,
   STORAGE_FORMAT_WITHOUT_LEASES,
@@ -62,10 +67,30 @@ const strip = (record: KvRecord): Omit<KvRecord, 'leaseId'> => ({
 });
 
 /**
+ * Put a closed data dir's log back where formats 2 to 5 kept it: entries in LMDB's `log` database,
+ * the hard state in `meta`, no WAL. Returns what the WAL held.
+ */
+async function logBackIntoLmdb(directory: string): Promise<{ entries: number; hardState: HardState }> {
+  const { wal, persisted } = Wal.open(join(directory, WAL_DIR));
+  wal.closeNow();
+  const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
+  const log = env.openDB<Entry, number>({ name: 'log' });
+  const meta = env.openDB<unknown, string>({ name: 'meta' });
+  await env.transaction(() => {
+    for (const entry of persisted.entries) void log.put(entry.index, entry);
+    void meta.put('hard_state', persisted.hardState);
+  });
+  await env.close();
+  rmSync(join(directory, WAL_DIR), { recursive: true });
+  return { entries: persisted.entries.length, hardState: persisted.hardState };
+}
+
+/**
  * Turn a closed data dir into what format 2 wrote: records (in the state machine and the stored
  * snapshot) without a lease id, format 2 in the meta; `clean` false: as after a crash.
  */
 async function downgradeToFormat2(directory: string, clean: boolean): Promise<void> {
+  await logBackIntoLmdb(directory);
   const state = open({ path: join(directory, 'state.mdb'), compression: false });
   const kv = state.openDB<unknown, string>({ name: 'kv' });
   for (const { key, value } of [...kv.getRange({})]) kv.putSync(key, strip(value as KvRecord));
@@ -87,6 +112,7 @@ async function downgradeToFormat2(directory: string, clean: boolean): Promise<vo
 
 /** Turn a closed data dir into an older format whose snapshots lack `field` (which this format writes). */
 async function downgrade(directory: string, field: 'sessions' | 'leases', format: number): Promise<void> {
+  await logBackIntoLmdb(directory);
   const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
   const snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
   const packr = new Packr({ useRecords: false, moreTypes: false });
@@ -197,5 +223,46 @@ describe('storage format migration', () => {
     expect(machine.leaseKeys(index + 1, null, 10)).toEqual(['on-lease']);
     expect(decodeSnapshotState(machine.snapshot(), machine.appliedIndex).leases).toHaveLength(1);
     await reopened.close();
+  });
+
+  it('migrates a format-5 data dir (log in LMDB) into the WAL, also after a crash in the middle', async () => {
+    const directory = dataDir();
+    const before = await populated(directory);
+    const moved = await logBackIntoLmdb(directory);
+    expect(moved.entries).toBeGreaterThan(0);
+    const env = open({ path: join(directory, 'aspen.mdb'), compression: false });
+    env.openDB<unknown, string>({ name: 'meta' }).putSync('format', STORAGE_FORMAT_LMDB_LOG);
+    await env.close();
+    // A crash in an earlier attempt: a half-written staging WAL and even a renamed one are redone.
+    mkdirSync(join(directory, `${WAL_DIR}.migrating`));
+    writeFileSync(join(directory, `${WAL_DIR}.migrating`, '0000000000000001.wal'), 'torn');
+    mkdirSync(join(directory, WAL_DIR));
+
+    const storage = LmdbStorage.open(directory);
+    expect(storage.meta.get('format')).toBe(STORAGE_FORMAT_VERSION);
+    expect(storage.meta.get('hard_state')).toBeUndefined();
+    expect(storage.log.getKeysCount()).toBe(0);
+    expect(existsSync(join(directory, `${WAL_DIR}.migrating`))).toBe(false);
+    const { persisted } = new WalLogStore(storage).load();
+    expect(persisted.entries).toHaveLength(moved.entries);
+    expect(persisted.hardState).toEqual(moved.hardState);
+    const node = startLmdbNode(storage);
+    await untilLeader(node);
+    for (let wait = 0; wait < 400 && node.stateMachine.appliedIndex <= before.applied; wait += 1)
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    await write(node, 'k1', 'after the WAL');
+    node.stop();
+    await storage.close();
+    const again = LmdbStorage.open(directory);
+    expect(again.kv.get('k1')).toMatchObject({ value: 'after the WAL' });
+    expect(new WalLogStore(again).load().persisted.entries.length).toBeGreaterThan(moved.entries);
+    await again.close();
+  });
+
+  it('refuses a format-6 data dir whose WAL is gone', async () => {
+    const directory = dataDir();
+    await populated(directory);
+    rmSync(join(directory, WAL_DIR), { recursive: true });
+    expect(() => LmdbStorage.open(directory)).toThrow(/has lost its Raft log \(wal\/ is missing\)/);
   });
 });

@@ -10,7 +10,7 @@ import { RaftNode, type Outcome, type WriteApplied } from '../../src/node/raft-n
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
 import {
-  LmdbLogStore,
+  WalLogStore,
   LmdbStorage,
   STORAGE_FORMAT_VERSION,
   type DurabilityEvent,
@@ -40,7 +40,7 @@ function write(node: RaftNode, key: string, value: string): Promise<Outcome<Writ
 describe('RaftNode on LMDB', () => {
   it('a single-node leader acknowledges a write only after the batch holding it is flushed', async () => {
     const storage = LmdbStorage.open(dataDir());
-    const logStore = new LmdbLogStore(storage);
+    const logStore = new WalLogStore(storage);
     const events: string[] = [];
     let lastFlushed = 0;
     let flushedIndex = 0;
@@ -80,7 +80,7 @@ describe('RaftNode on LMDB', () => {
 
   it('a follower acknowledges appended entries only after they are flushed (the lmdb-js trap)', async () => {
     const storage = LmdbStorage.open(dataDir());
-    const logStore = new LmdbLogStore(storage);
+    const logStore = new WalLogStore(storage);
     let flushedIndex = 0;
     logStore.onDurabilityEvent = (event: DurabilityEvent) => {
       if (event.kind === 'flushed') flushedIndex = Math.max(flushedIndex, event.lastIndex);
@@ -140,7 +140,7 @@ describe('RaftNode on LMDB', () => {
   it('does not sync a batch that only moves the commit index, and restarts from the applied index when that was lost', async () => {
     const directory = dataDir();
     let storage = LmdbStorage.open(directory);
-    let logStore = new LmdbLogStore(storage);
+    let logStore = new WalLogStore(storage);
     let flushes = 0;
     logStore.onDurabilityEvent = (event: DurabilityEvent) => {
       if (event.kind === 'flushed') flushes += 1;
@@ -192,7 +192,7 @@ describe('RaftNode on LMDB', () => {
     follower.stop();
     await storage.close();
     storage = LmdbStorage.open(directory);
-    logStore = new LmdbLogStore(storage);
+    logStore = new WalLogStore(storage);
     const { persisted } = logStore.load();
     expect(persisted.hardState.commit).toBe(0); // never synced
     follower = new RaftNode({
@@ -214,7 +214,7 @@ describe('RaftNode on LMDB', () => {
   it('restarts with term, vote, log, snapshot and state machine intact, never applying twice', async () => {
     const directory = dataDir();
     let storage = LmdbStorage.open(directory);
-    let node = startLmdbNode(storage, new LmdbLogStore(storage));
+    let node = startLmdbNode(storage, new WalLogStore(storage));
     await new Promise((resolve) => {
       node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
     });
@@ -226,7 +226,7 @@ describe('RaftNode on LMDB', () => {
     node.stop();
     await storage.close();
     storage = LmdbStorage.open(directory);
-    node = startLmdbNode(storage, new LmdbLogStore(storage));
+    node = startLmdbNode(storage, new WalLogStore(storage));
     expect(node.status().term).toBe(before.term);
     expect(node.status().snapshot?.index ?? 0).toBeGreaterThanOrEqual(25); // compacted at least once
     await untilLeader(node);
@@ -241,7 +241,7 @@ describe('RaftNode on LMDB', () => {
     const directory = dataDir();
     let storage = LmdbStorage.open(directory);
     expect(storage.stateRebuilt).toBe(false);
-    let node = startLmdbNode(storage, new LmdbLogStore(storage));
+    let node = startLmdbNode(storage, new WalLogStore(storage));
     await new Promise((resolve) => {
       node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
     });
@@ -262,7 +262,7 @@ describe('RaftNode on LMDB', () => {
     writeFileSync(join(directory, 'state.mdb'), Buffer.alloc(64 * 1024, 0xab));
     storage = LmdbStorage.open(directory);
     expect(storage.stateRebuilt).toBe(true);
-    node = startLmdbNode(storage, new LmdbLogStore(storage));
+    node = startLmdbNode(storage, new WalLogStore(storage));
     expect(node.status().snapshot?.index ?? 0).toBeGreaterThanOrEqual(25); // rebuilt from a snapshot, then the log
     await untilLeader(node);
     for (let wait = 0; wait < 500 && node.stateMachine.appliedIndex < before.applied; wait += 1)
@@ -282,7 +282,7 @@ describe('RaftNode on LMDB', () => {
     const machine = new LmdbKvStateMachine(storage);
     machine.applyNoop(1, { voters: [1], votersOutgoing: [], learners: [] });
     applyPlain(machine, 2, { Set: { key: 'old', value: 'state' } });
-    const logStore = new LmdbLogStore(storage);
+    const logStore = new WalLogStore(storage);
     await new Promise((resolve) => {
       logStore.persist(
         {
@@ -313,7 +313,7 @@ describe('RaftNode on LMDB', () => {
     });
     await storage.close();
     storage = LmdbStorage.open(directory);
-    const reopened = new LmdbLogStore(storage);
+    const reopened = new WalLogStore(storage);
     const { persisted, snapshot } = reopened.load();
     expect(persisted.entries).toEqual([]);
     const node = new RaftNode({

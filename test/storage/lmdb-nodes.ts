@@ -2,7 +2,7 @@ import { systemClock } from '../../src/node/local-runtime.ts';
 import { RaftNode } from '../../src/node/raft-node.ts';
 import { defaultRaftConfig } from '../../src/raft/config.ts';
 import { SeededPrng } from '../../src/raft/prng.ts';
-import { LmdbLogStore, type LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { WalLogStore, type LmdbStorage } from '../../src/storage/lmdb-store.ts';
 import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 
 /**
@@ -11,7 +11,7 @@ import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
  */
 export function startLmdbNode(
   storage: LmdbStorage,
-  logStore = new LmdbLogStore(storage),
+  logStore = new WalLogStore(storage),
   options: { readonly seed?: number; readonly snapshotThresholdEntries?: number } = {},
 ): RaftNode {
   const { persisted, snapshot } = logStore.load();

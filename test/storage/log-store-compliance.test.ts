@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LogStore, PersistBatch, Snapshot } from '../../src/node/interfaces.ts';
 import type { Entry, PersistedState } from '../../src/raft/types.ts';
-import { LmdbLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
+import { WalLogStore, LmdbStorage } from '../../src/storage/lmdb-store.ts';
 import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
 
 /** A store under test and how to get it back as a restarted node would (reopened from disk for LMDB). */
@@ -29,11 +29,11 @@ const factories: Record<string, () => Subject> = {
     directories.push(directory);
     let storage = LmdbStorage.open(directory);
     const subject: Subject = {
-      store: new LmdbLogStore(storage),
+      store: new WalLogStore(storage),
       reopen: async () => {
         await storage.close();
         storage = LmdbStorage.open(directory);
-        const reopened = new LmdbLogStore(storage);
+        const reopened = new WalLogStore(storage);
         subject.store = reopened;
         return reopened.load();
       },
