@@ -12,8 +12,12 @@ export class SimDisk implements LogStore {
   private generation = 0;
   private readonly events: EventQueue;
   private readonly latencyMs: () => number;
-  /** On a crash, how many entries of the batch in flight reached the disk anyway (a torn write). */
-  private readonly tornEntries: (batchEntries: number) => number;
+  /**
+   * On a crash, how many parts of the batch in flight reached the disk anyway (a torn write), in
+   * the order the WAL makes them durable: the snapshot (LMDB, synced before the WAL frame), the
+   * entries, the hard state (last in the frame).
+   */
+  private readonly tornParts: (batchParts: number) => number;
   private inFlight: PersistBatch | null = null;
   syncs = 0;
   tornWrites = 0;
@@ -21,11 +25,11 @@ export class SimDisk implements LogStore {
   constructor(
     events: EventQueue,
     latencyMs: () => number,
-    tornEntries: (batchEntries: number) => number = () => 0,
+    tornParts: (batchParts: number) => number = () => 0,
   ) {
     this.events = events;
     this.latencyMs = latencyMs;
-    this.tornEntries = tornEntries;
+    this.tornParts = tornParts;
   }
 
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
@@ -41,17 +45,24 @@ export class SimDisk implements LogStore {
   }
 
   /**
-   * Power loss: the sync in flight is lost, except that a prefix of its entries may have reached
-   * the disk (a torn last write; the hard state and any snapshot in it did not).
+   * Power loss: the sync in flight is lost, except that a prefix of its parts may have reached the
+   * disk (a torn last write): the snapshot, then entries, then the hard state, as the WAL writes them.
    */
   crash(): PersistBatch | null {
     this.generation += 1;
     const batch = this.inFlight;
     this.inFlight = null;
-    if (batch === null || batch.entries.length === 0) return null;
-    const count = this.tornEntries(batch.entries.length);
+    if (batch === null) return null;
+    const snapshotParts = batch.snapshot === null ? 0 : 1;
+    const parts = snapshotParts + batch.entries.length + (batch.hardState === null ? 0 : 1);
+    if (parts === 0) return null;
+    const count = Math.min(this.tornParts(parts), parts);
     if (count <= 0) return null;
-    const torn: PersistBatch = { snapshot: null, hardState: null, entries: batch.entries.slice(0, count) };
+    const torn: PersistBatch = {
+      snapshot: batch.snapshot,
+      hardState: count === parts ? batch.hardState : null,
+      entries: batch.entries.slice(0, Math.max(0, count - snapshotParts)),
+    };
     this.durable.apply(torn);
     this.tornWrites += 1;
     return torn;

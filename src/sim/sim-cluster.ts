@@ -108,8 +108,8 @@ export class SimCluster {
       const disk = new SimDisk(
         this.events,
         () => latency.nextIntInclusive(this.settings.diskLatencyMsMin, this.settings.diskLatencyMsMax),
-        (batchEntries) =>
-          latency.chance(this.settings.tornWriteProbability) ? latency.nextIntInclusive(1, batchEntries) : 0,
+        (batchParts) =>
+          latency.chance(this.settings.tornWriteProbability) ? latency.nextIntInclusive(1, batchParts) : 0,
       );
       this.nodes.set(id, { id, disk, node: null, hub: null, transport: null, lastRole: 'follower' });
       this.startNode(id);
