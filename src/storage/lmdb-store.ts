@@ -108,6 +108,7 @@ export class LmdbStorage {
   private readonly lock: DataDirLock;
   private closed = false;
   private walOpened: WalOpened | null = null;
+  private walAtOpenReleased = false;
   private readonly walOptions: WalOptions;
 
   private constructor(env: RootDatabase, dataDir: string, lock: DataDirLock, walOptions: WalOptions) {
@@ -274,10 +275,21 @@ export class LmdbStorage {
     return this.walOpened.wal;
   }
 
-  /** What the WAL held when the data dir was opened. */
+  /** What the WAL held when the data dir was opened (until the first append lets it go). */
   get walAtOpen(): WalOpened {
     assert(this.walOpened !== null, 'the WAL is opened with the data dir');
+    assert(
+      !this.walAtOpenReleased,
+      'the log as opened is gone once the node appended: load() before persist',
+    );
     return this.walOpened;
+  }
+
+  /** The core holds the log from here on: the copy read at open is not kept alive beside it. */
+  releaseWalAtOpen(): void {
+    if (this.walAtOpenReleased || this.walOpened === null) return;
+    this.walAtOpenReleased = true;
+    this.walOpened = { ...this.walOpened, persisted: { hardState: EMPTY_HARD_STATE, entries: [] } };
   }
 
   private closeAfterFailedOpen(): void {
@@ -431,6 +443,7 @@ export class WalLogStore implements LogStore {
 
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
     this.persisted = true;
+    this.storage.releaseWalAtOpen();
     const snapshot = batch.snapshot;
     if (snapshot === null) {
       this.append(batch, done);
