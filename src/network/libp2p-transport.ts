@@ -132,6 +132,8 @@ export class Libp2pTransport implements ClusterTransport {
   private readonly dialKeys: readonly Buffer[];
   framesDropped = 0;
   private streamWrites = 0;
+  /** A flush of the peers with flushScheduled is queued (scheduleFlush). */
+  private flushPending = false;
   private stopped = false;
   framesRejected = 0;
   authRefusals = 0;
@@ -311,17 +313,32 @@ export class Libp2pTransport implements ClusterTransport {
 
   /**
    * Frames sent during one event-loop turn (a Ready's appends, a batch of forwarded answers) leave
-   * in one stream write at its end: every write is a native call, the top frame of every member's
-   * profile under load. The delay is the rest of the current turn, never a timer.
+   * in one stream write per peer: every write is a native call, a hop to the QUIC thread and a
+   * packet for both members to handle (the top frame of every member's profile under load). The
+   * flush waits for the immediates queued behind its own: a synced Ready answers the forwarded
+   * writes it applied and then queues the node's next turn, whose appends to the same peer then join
+   * those answers in one write instead of following in a second. One flush serves every peer. The
+   * delay is the next check phase, never a timer.
    */
   private scheduleFlush(peer: Outbound): void {
-    if (peer.flushScheduled) return;
     peer.flushScheduled = true;
-    setImmediate(() => {
+    if (this.flushPending) return;
+    this.flushPending = true;
+    setImmediate(this.flushAfterNextTurn);
+  }
+
+  private readonly flushAfterNextTurn = (): void => {
+    setImmediate(this.flushScheduledPeers);
+  };
+
+  private readonly flushScheduledPeers = (): void => {
+    this.flushPending = false;
+    for (const peer of this.peers.values()) {
+      if (!peer.flushScheduled) continue;
       peer.flushScheduled = false;
       this.flush(peer);
-    });
-  }
+    }
+  };
 
   /**
    * A connection whose peer proved the cookie (authentication is once per connection; a running one

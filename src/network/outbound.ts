@@ -19,7 +19,7 @@ export interface Outbound {
   opening: boolean;
   queue: Uint8Array[];
   retryAtMs: number;
-  /** A flush is scheduled for the end of this event-loop turn. */
+  /** Frames wait for the transport's next flush (scheduleFlush). */
   flushScheduled: boolean;
 }
 

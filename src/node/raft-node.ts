@@ -226,6 +226,8 @@ export class RaftNode {
     }
     const observer = this.options.observer;
     if (observer?.raftEvent === undefined) return;
+    // A quiet turn (most of them) tells nothing and allocates nothing.
+    if (config === this.view.membership && this.core.leadershipIs(this.view.leadership)) return;
     const view: RaftView = { leadership: this.core.leadership(), membership: config };
     for (const event of raftEvents(this.id, this.view, view)) observer.raftEvent(this.id, event);
     this.view = view;

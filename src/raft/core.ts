@@ -351,6 +351,16 @@ export class RaftCore extends RaftElections {
     return { role: this.role, term: this.term, leaderId: this.leaderId, transferTarget: this.transferTarget };
   }
 
+  /** Whether `seen` still says who leads, without building a Leadership (asked after every turn). */
+  leadershipIs(seen: Leadership): boolean {
+    return (
+      seen.role === this.role &&
+      seen.term === this.term &&
+      seen.leaderId === this.leaderId &&
+      seen.transferTarget === this.transferTarget
+    );
+  }
+
   /** The configuration in effect (newest in the log), without building a full status. */
   get membershipConfig(): MembershipConfig | null {
     return this.membership;

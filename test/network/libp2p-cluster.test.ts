@@ -62,21 +62,46 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
     expect(a.framesDropped).toBe(1);
   });
 
-  it('frames sent in one event-loop turn leave in one stream write, in order', async () => {
+  /** Transport 1 with its stream to transport 2 open; `received`: what 2 got after the opening frame. */
+  async function openedStream(): Promise<{ a: Libp2pTransport; received: WireMessage[] }> {
     const received: WireMessage[] = [];
     const a = await transport(1, () => undefined);
     const b = await transport(2, (message) => received.push(message));
     a.addPeer(2, b.listenAddresses[0] ?? '');
-    a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: 0, readRound: 0 }); // opens the stream
+    a.send(heartbeat(0)); // opens the stream
     await eventually(() => received.length === 1, 5_000);
+    received.length = 0;
+    return { a, received };
+  }
+
+  function heartbeat(round: number): WireMessage {
+    return { type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: round, readRound: round };
+  }
+
+  function rounds(received: readonly WireMessage[]): number[] {
+    return received.map((message) => (message.type === 'heartbeat' ? message.readRound : 0));
+  }
+
+  it('frames sent in one event-loop turn leave in one stream write, in order', async () => {
+    const { a, received } = await openedStream();
     const writesBefore = a.streamWritesTotal;
-    for (let round = 1; round <= 200; round += 1)
-      a.send({ type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: round, readRound: round });
-    await eventually(() => received.length === 201, 5_000);
+    for (let round = 1; round <= 200; round += 1) a.send(heartbeat(round));
+    await eventually(() => received.length === 200, 5_000);
     expect(a.streamWritesTotal - writesBefore).toBe(1);
-    expect(
-      received.slice(1).map((message) => (message.type === 'heartbeat' ? message.readRound : 0)),
-    ).toEqual(Array.from({ length: 200 }, (_, index) => index + 1));
+    expect(rounds(received)).toEqual(Array.from({ length: 200 }, (_, index) => index + 1));
+  });
+
+  it('frames sent by an immediate queued behind the first send join it in the same stream write', async () => {
+    const { a, received } = await openedStream();
+    const writesBefore = a.streamWritesTotal;
+    // As a synced Ready does: answers first, then the node's next turn queued behind them sends its appends.
+    a.send(heartbeat(1));
+    setImmediate(() => {
+      a.send(heartbeat(2));
+    });
+    await eventually(() => received.length === 2, 5_000);
+    expect(a.streamWritesTotal - writesBefore).toBe(1);
+    expect(rounds(received)).toEqual([1, 2]);
   });
 
   it("answers a node it only heard from, over that node's own connection", async () => {
