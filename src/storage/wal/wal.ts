@@ -86,6 +86,8 @@ export class Wal {
   private busy = false;
   private extending = false;
   private extendFrom = 0;
+  /** A segment was started: compact once its first frame (its base record) is durable. */
+  private compactPending = false;
   private failure: Error | null = null;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
@@ -116,6 +118,10 @@ export class Wal {
       const last = position === segments.length - 1;
       if (scan.torn && !last)
         throw replay.corrupt(segment, scan.end, 'damaged bytes end a segment that is not the last');
+      // Segments before this one were deleted once its first frame was synced: without it, no
+      // torn write explains the loss (a new segment is never the oldest before that sync).
+      if (scan.frames === 0 && position === 0 && segment.number > 1)
+        throw replay.corrupt(segment, 0, 'the oldest segment left has no valid first frame');
       if (last) tail = { end: scan.end, size: bytes.length };
       if (last && scan.torn) truncatedTail = { segment: segment.name, offset: scan.end };
     }
@@ -154,6 +160,8 @@ export class Wal {
     const segment = this.writeUnlessWaiting(batch);
     assert(segment !== null, 'appendNow never waits');
     this.fs.datasyncNow(segment.handle);
+    const error = this.compactIfRolled();
+    if (error !== null) throw error;
   }
 
   /** Write the next batch if none is in flight, then sync it. */
@@ -171,8 +179,9 @@ export class Wal {
     this.busy = true;
     const lastIndex = pending.batch.entries.at(-1)?.index ?? 0;
     this.onBatch?.({ kind: 'written', lastIndex });
-    this.fs.datasync(segment.handle, (error) => {
+    this.fs.datasync(segment.handle, (syncError) => {
       this.busy = false;
+      const error = syncError ?? this.compactIfRolled();
       if (error !== null) {
         this.fail(error);
         return;
@@ -248,7 +257,7 @@ export class Wal {
     return frames;
   }
 
-  /** Start the next segment: created, its name made durable, then compaction of covered segments. */
+  /** Start the next segment: created and its name made durable (compaction follows its first sync). */
   private roll(): OpenSegment {
     const previous = this.current;
     if (previous !== null) this.fs.close(previous.handle);
@@ -263,8 +272,23 @@ export class Wal {
     this.segments.push(info);
     this.fs.syncDir(this.dir);
     this.current = { info, handle, writePos: 0, zeroedEnd: 0 };
-    this.compact();
+    this.compactPending = true;
     return this.current;
+  }
+
+  /**
+   * Compact after a roll, once the new segment's first frame is synced: before that its base record
+   * is not on disk, and a crash after deleting the segments it covers would lose the log.
+   */
+  private compactIfRolled(): Error | null {
+    if (!this.compactPending) return null;
+    this.compactPending = false;
+    try {
+      this.compact();
+      return null;
+    } catch (error) {
+      return error instanceof Error ? error : new Error(String(error));
+    }
   }
 
   /**
