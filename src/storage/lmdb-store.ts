@@ -285,6 +285,20 @@ export class LmdbStorage {
     return this.walOpened;
   }
 
+  /**
+   * A snapshot LMDB holds beyond the WAL's last mark (a crash between the two writes): write the
+   * mark the crash lost, synced, and read the log as opened with it.
+   */
+  markSnapshotInWal(meta: SnapshotMeta, entries: readonly Entry[]): void {
+    assert(
+      this.walOpened !== null && !this.walAtOpenReleased,
+      'the mark is written at load, before any append',
+    );
+    this.walOpened.wal.appendNow({ snapshot: meta, entries: [], hardState: null });
+    const persisted = { ...this.walOpened.persisted, snapshot: meta, entries };
+    this.walOpened = { ...this.walOpened, persisted };
+  }
+
   /** The core holds the log from here on: the copy read at open is not kept alive beside it. */
   releaseWalAtOpen(): void {
     if (this.walAtOpenReleased || this.walOpened === null) return;
@@ -546,6 +560,9 @@ export class WalLogStore implements LogStore {
     if (marked === null || meta.index > marked.index) {
       const covered = entries.find((entry) => entry.index === meta.index);
       entries = covered?.term === meta.term ? entries.filter((entry) => entry.index > meta.index) : [];
+      // The mark goes into the WAL now: entries appended from here on must replay after it, or the
+      // next start would apply this snapshot again after them and drop them.
+      storage.markSnapshotInWal(meta, entries);
     }
     return { persisted: { ...fromWal, snapshot: meta, entries }, snapshot: { meta, data } };
   }

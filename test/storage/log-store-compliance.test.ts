@@ -164,3 +164,37 @@ for (const [name, create] of Object.entries(factories)) {
     });
   });
 }
+
+describe('WalLogStore: a crash between the snapshot (LMDB) and its mark (WAL)', () => {
+  it('applies the snapshot at the next start, and entries appended after it survive the one after', async () => {
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-store-'));
+    directories.push(directory);
+    let storage = LmdbStorage.open(directory);
+    await persist(new WalLogStore(storage), {
+      hardState: { term: 1, vote: 1, commit: 2 },
+      entries: [blank(1, 1), blank(2, 1), blank(3, 1), blank(4, 1)],
+    });
+    // A received snapshot at (3, term 2) the log does not continue: its bytes reached LMDB (synced),
+    // then the process died before the WAL's mark was written.
+    const received = snapshotAt(3, 2);
+    storage.meta.putSync('snapshot', received.meta);
+    storage.snapshots.putSync('data', received.data);
+    await storage.close();
+
+    storage = LmdbStorage.open(directory);
+    let store = new WalLogStore(storage);
+    const first = store.load();
+    expect(first.persisted.snapshot?.index).toBe(3);
+    expect(first.persisted.entries).toEqual([]); // dropped: the log did not continue the snapshot
+    await persist(store, { hardState: { term: 2, vote: 0, commit: 5 }, entries: [blank(4, 2), blank(5, 2)] });
+    await storage.close();
+
+    storage = LmdbStorage.open(directory);
+    store = new WalLogStore(storage);
+    const second = store.load();
+    expect(second.persisted.snapshot?.index).toBe(3);
+    expect(second.persisted.entries).toEqual([blank(4, 2), blank(5, 2)]);
+    expect(second.persisted.hardState).toEqual({ term: 2, vote: 0, commit: 5 });
+    await storage.close();
+  });
+});
