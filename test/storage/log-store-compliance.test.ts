@@ -198,3 +198,18 @@ describe('WalLogStore: a crash between the snapshot (LMDB) and its mark (WAL)', 
     await storage.close();
   });
 });
+
+describe('WalLogStore after the data dir closed', () => {
+  it('answers a late batch (a snapshot write finishing during shutdown) with a StorageError, never a throw', async () => {
+    const directory = mkdtempSync(join(tmpdir(), 'aspen-store-'));
+    directories.push(directory);
+    const storage = LmdbStorage.open(directory);
+    const store = new WalLogStore(storage);
+    await persist(store, { entries: [blank(1, 1)] });
+    await storage.close();
+    const answer = await new Promise<Error | null>((resolve) => {
+      store.persist({ snapshot: null, hardState: null, entries: [blank(2, 1)] }, resolve);
+    });
+    expect(answer?.message).toMatch(/the log in .* is closed/);
+  });
+});

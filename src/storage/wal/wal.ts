@@ -144,9 +144,11 @@ export class Wal {
 
   /** Append a batch; `done` once it is durable (or with the error that stops the node). */
   append(batch: WalBatch, done: (error: Error | null) => void): void {
-    assert(!this.closed, 'append after close');
-    if (this.failure !== null) {
-      done(this.failure);
+    // A node stopping may still finish a snapshot write after the data dir closed: that batch was
+    // never acknowledged, and the node no longer listens for its answer.
+    const failure = this.closed ? new StorageError(`the log in ${this.dir} is closed`) : this.failure;
+    if (failure !== null) {
+      done(failure);
       return;
     }
     assert(this.queue.length < WAL_QUEUE_MAX, `WAL queue over ${WAL_QUEUE_MAX} batches`);
