@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -206,6 +206,7 @@ describe('WalLogStore after the data dir closed', () => {
     const storage = LmdbStorage.open(directory);
     const store = new WalLogStore(storage);
     await persist(store, { entries: [blank(1, 1)] });
+    expect(statSync(join(directory, 'wal')).mode & 0o777).toBe(0o700); // the log is nobody else's to read
     await storage.close();
     const answer = await new Promise<Error | null>((resolve) => {
       store.persist({ snapshot: null, hardState: null, entries: [blank(2, 1)] }, resolve);

@@ -44,7 +44,7 @@ export interface WalFileSystem {
 /** The real file system (node:fs). */
 export const nodeWalFileSystem: WalFileSystem = {
   mkdir: (dir) => {
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
   },
   list: (dir) => readdirSync(dir),
   readFile: (path) => readFileSync(path),
