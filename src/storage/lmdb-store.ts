@@ -13,6 +13,8 @@ import type { SessionRecord } from '../node/sessions.ts';
 import { assert, AssertionError } from '../base/assert.ts';
 import { DataDirLock } from './data-dir-lock.ts';
 import { Wal, type WalOpened, type WalOptions } from './wal/wal.ts';
+import { nodeWalFileSystem } from './wal/wal-fs.ts';
+import { entriesKeptBy } from './memory-log-store.ts';
 import { firstLine, isStorageFault, StorageError, storageFailure } from './errors.ts';
 import {
   EMPTY_HARD_STATE,
@@ -51,8 +53,6 @@ const MIGRATION_CHUNK_BYTES = 32 * 1024 * 1024;
 const MIGRATION_RECORDS_MAX = 100_000_000;
 /** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
 export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
-/** Entries removed per truncation or compaction pass are bounded by the log itself; this caps one pass. */
-export const LOG_REMOVE_PER_BATCH_MAX = 10_000_000;
 
 // The state machine lives in its own file; it is still importable from here.
 
@@ -257,7 +257,7 @@ export class LmdbStorage {
     wal.appendNow({ snapshot, entries: chunk, hardState });
     wal.closeNow();
     renameSync(staging, target);
-    syncDirectory(this.dataDir);
+    nodeWalFileSystem.syncDir(this.dataDir);
     this.env.transactionSync(() => {
       void this.meta.remove(META_HARD_STATE);
       void this.meta.put(META_FORMAT, STORAGE_FORMAT_VERSION);
@@ -429,16 +429,6 @@ export interface NodeRecord {
   readonly lastSeenMs: number;
 }
 
-/** Make the names in `dir` durable. */
-function syncDirectory(dir: string): void {
-  const descriptor = openSync(dir, 'r');
-  try {
-    fsyncSync(descriptor);
-  } finally {
-    closeSync(descriptor);
-  }
-}
-
 /**
  * The durable Raft log: the WAL (one write and one fdatasync per Ready batch: group commit) for
  * entries and hard state; a kept snapshot's bytes go to LMDB first (synced), then its mark into the
@@ -447,7 +437,6 @@ function syncDirectory(dir: string): void {
 export class WalLogStore implements LogStore {
   private readonly storage: LmdbStorage;
   private batches = 0;
-  private persisted = false;
   /** Test hook: sees each batch written (not yet durable), then flushed (durable). */
   onDurabilityEvent: ((event: DurabilityEvent) => void) | null = null;
 
@@ -456,7 +445,6 @@ export class WalLogStore implements LogStore {
   }
 
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
-    this.persisted = true;
     this.storage.releaseWalAtOpen();
     const snapshot = batch.snapshot;
     if (snapshot === null) {
@@ -537,7 +525,6 @@ export class WalLogStore implements LogStore {
    * holds beyond the WAL's mark (a crash between the two writes) is applied as the mark would have.
    */
   load(): { persisted: PersistedState; snapshot: Snapshot | null } {
-    assert(!this.persisted, 'load() reads the log as opened: call it before the first persist');
     const storage = this.storage;
     const fromWal = storage.walAtOpen.persisted;
     const meta = (storage.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
@@ -558,8 +545,7 @@ export class WalLogStore implements LogStore {
       );
     let entries = fromWal.entries;
     if (marked === null || meta.index > marked.index) {
-      const covered = entries.find((entry) => entry.index === meta.index);
-      entries = covered?.term === meta.term ? entries.filter((entry) => entry.index > meta.index) : [];
+      entries = entriesKeptBy(entries, meta);
       // The mark goes into the WAL now: entries appended from here on must replay after it, or the
       // next start would apply this snapshot again after them and drop them.
       storage.markSnapshotInWal(meta, entries);

@@ -1,6 +1,24 @@
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
 import { assert } from '../base/assert.ts';
-import { EMPTY_HARD_STATE, type Entry, type HardState, type PersistedState } from '../raft/types.ts';
+import {
+  EMPTY_HARD_STATE,
+  type Entry,
+  type HardState,
+  type PersistedState,
+  type SnapshotMeta,
+} from '../raft/types.ts';
+
+/**
+ * The entries of a contiguous run that a snapshot leaves: those after it when the run holds its
+ * last entry (same index and term), none when the run does not continue it.
+ */
+export function entriesKeptBy(entries: readonly Entry[], meta: SnapshotMeta): Entry[] {
+  const first = entries[0];
+  if (first === undefined) return [];
+  const offset = meta.index - first.index;
+  const covered = offset >= 0 ? entries[offset] : undefined;
+  return covered?.term === meta.term ? entries.slice(offset + 1) : [];
+}
 
 /**
  * What a log store holds, in memory: hard state, the newest snapshot and the entries after it.
@@ -43,9 +61,7 @@ export class MemoryLogState {
       meta.index > this.snapshotIndex,
       `snapshot ${meta.index} does not move past ${this.snapshotIndex}`,
     );
-    const covered = this.entries[meta.index - this.snapshotIndex - 1];
-    const keep = covered !== undefined && covered.term === meta.term;
-    this.entries = keep ? this.entries.slice(meta.index - this.snapshotIndex) : [];
+    this.entries = entriesKeptBy(this.entries, meta);
     this.snapshot = snapshot;
   }
 

@@ -28,9 +28,15 @@ const TINY_SEGMENT_BYTES = FRAME_ALIGN_BYTES;
 /** Batches of the long-run test. */
 const ROUNDS = 24;
 
-function onDisk(wal: WalOptions): Subject {
+/** A new data dir, removed after the file's tests. */
+function dataDir(): string {
   const directory = mkdtempSync(join(tmpdir(), 'aspen-store-'));
   directories.push(directory);
+  return directory;
+}
+
+function onDisk(wal: WalOptions): Subject {
+  const directory = dataDir();
   let storage = LmdbStorage.open(directory, { wal });
   const subject: Subject = {
     store: new WalLogStore(storage),
@@ -167,8 +173,7 @@ for (const [name, create] of Object.entries(factories)) {
 
 describe('WalLogStore: a crash between the snapshot (LMDB) and its mark (WAL)', () => {
   it('applies the snapshot at the next start, and entries appended after it survive the one after', async () => {
-    const directory = mkdtempSync(join(tmpdir(), 'aspen-store-'));
-    directories.push(directory);
+    const directory = dataDir();
     let storage = LmdbStorage.open(directory);
     await persist(new WalLogStore(storage), {
       hardState: { term: 1, vote: 1, commit: 2 },
@@ -201,8 +206,7 @@ describe('WalLogStore: a crash between the snapshot (LMDB) and its mark (WAL)', 
 
 describe('WalLogStore after the data dir closed', () => {
   it('answers a late batch (a snapshot write finishing during shutdown) with a StorageError, never a throw', async () => {
-    const directory = mkdtempSync(join(tmpdir(), 'aspen-store-'));
-    directories.push(directory);
+    const directory = dataDir();
     const storage = LmdbStorage.open(directory);
     const store = new WalLogStore(storage);
     await persist(store, { entries: [blank(1, 1)] });

@@ -36,17 +36,12 @@ export interface WalBatch {
 export interface WalOptions {
   readonly fs?: WalFileSystem;
   readonly segmentBytes?: number;
-  /** Test hook: each batch written (page cache) and then synced. */
-  readonly onBatch?: (event: { readonly kind: 'written' | 'synced'; readonly lastIndex: number }) => void;
 }
 
-/** What opening found: the log, and what was repaired. */
+/** What opening found: the WAL, ready to append, and the log it holds. */
 export interface WalOpened {
   readonly wal: Wal;
   readonly persisted: PersistedState;
-  readonly segments: number;
-  /** A torn last write that was cut off (segment name and offset), or null. */
-  readonly truncatedTail: { readonly segment: string; readonly offset: number } | null;
 }
 
 interface Pending {
@@ -76,7 +71,6 @@ export class Wal {
   private readonly dir: string;
   private readonly fs: WalFileSystem;
   private readonly segmentBytes: number;
-  private readonly onBatch: WalOptions['onBatch'];
   private readonly segments: SegmentInfo[];
   private current: OpenSegment | null;
   private sequence: number;
@@ -96,7 +90,6 @@ export class Wal {
     this.dir = dir;
     this.fs = options.fs ?? nodeWalFileSystem;
     this.segmentBytes = options.segmentBytes ?? WAL_SEGMENT_BYTES;
-    this.onBatch = options.onBatch;
     this.segments = segments;
     this.current = null;
     this.sequence = replay.sequence;
@@ -110,8 +103,7 @@ export class Wal {
     fs.mkdir(dir);
     const segments = listSegments(fs, dir);
     const replay = new WalReplay(dir);
-    let truncatedTail: WalOpened['truncatedTail'] = null;
-    let tail: { end: number; size: number } | null = null;
+    let tail: { end: number; size: number; torn: boolean } | null = null;
     for (const [position, segment] of segments.entries()) {
       const bytes = fs.readFile(`${dir}/${segment.name}`);
       const scan = replay.readSegment(segment, bytes);
@@ -122,24 +114,22 @@ export class Wal {
       // torn write explains the loss (a new segment is never the oldest before that sync).
       if (scan.frames === 0 && position === 0 && segment.number > 1)
         throw replay.corrupt(segment, 0, 'the oldest segment left has no valid first frame');
-      if (last) tail = { end: scan.end, size: bytes.length };
-      if (last && scan.torn) truncatedTail = { segment: segment.name, offset: scan.end };
+      if (last) tail = { end: scan.end, size: bytes.length, torn: scan.torn };
     }
     const wal = new Wal(dir, options, replay, segments);
     const lastSegment = segments.at(-1);
-    if (lastSegment !== undefined && tail !== null) wal.reopenTail(lastSegment, tail, truncatedTail !== null);
-    const { persisted } = replay.state.load();
-    return { wal, persisted, segments: segments.length, truncatedTail };
+    if (lastSegment !== undefined && tail !== null) wal.reopenTail(lastSegment, tail);
+    return { wal, persisted: replay.state.load().persisted };
   }
 
-  private reopenTail(info: SegmentInfo, tail: { end: number; size: number }, torn: boolean): void {
+  private reopenTail(info: SegmentInfo, tail: { end: number; size: number; torn: boolean }): void {
     const handle = this.fs.open(`${this.dir}/${info.name}`, false);
-    if (torn) {
+    if (tail.torn) {
       // Cut the torn write off (it was never acknowledged); zeros are written ahead again.
       this.fs.truncate(handle, tail.end);
       this.fs.datasyncNow(handle);
     }
-    this.current = { info, handle, writePos: tail.end, zeroedEnd: torn ? tail.end : tail.size };
+    this.current = { info, handle, writePos: tail.end, zeroedEnd: tail.torn ? tail.end : tail.size };
   }
 
   /** Append a batch; `done` once it is durable (or with the error that stops the node). */
@@ -179,8 +169,6 @@ export class Wal {
     }
     if (segment === null) return; // waiting for preallocation; it calls pump again
     this.busy = true;
-    const lastIndex = pending.batch.entries.at(-1)?.index ?? 0;
-    this.onBatch?.({ kind: 'written', lastIndex });
     this.fs.datasync(segment.handle, (syncError) => {
       this.busy = false;
       const error = syncError ?? this.compactIfRolled();
@@ -189,7 +177,6 @@ export class Wal {
         return;
       }
       this.queue.shift();
-      this.onBatch?.({ kind: 'synced', lastIndex });
       pending.done(null);
       this.preallocate();
       this.pump();
