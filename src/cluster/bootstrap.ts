@@ -4,7 +4,7 @@ import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@
 import type { PrivateKey } from '@libp2p/interface';
 import type { FastifyInstance } from 'fastify';
 import { buildHttpServer, replaceTlsCertificate, type HttpTls } from '../http/server.ts';
-import type { LogStore, Snapshot } from '../node/interfaces.ts';
+import type { LogStore, Snapshot, SnapshotFileSource } from '../node/interfaces.ts';
 import { NodeBackupSource } from '../node/backup-source.ts';
 import { RaftControlClient } from '../node/control-client.ts';
 import { RaftLeaseClient } from '../node/lease-client.ts';
@@ -14,7 +14,7 @@ import { NodeElectionService } from '../node/election-service.ts';
 import { NodeLockService } from '../node/lock-service.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import type { WatchHub } from '../node/watch-hub.ts';
-import { startWatchHub } from '../node/watch-history.ts';
+import { startWatchHub, WATCH_REBUILD_SNAPSHOT_BYTES_MAX } from '../node/watch-history.ts';
 import { Libp2pTransport } from '../network/libp2p-transport.ts';
 import { AssertionError } from '../base/assert.ts';
 import { leaseTtlSecondsMin } from '../base/limits.ts';
@@ -217,6 +217,10 @@ async function startSteps(
 interface Stores extends StoreParts {
   readonly persisted: PersistedState;
   readonly snapshot: Snapshot | null;
+  /** LMDB: the machine's snapshots are files (none with --storage memory). */
+  readonly snapshotFiles: SnapshotFileSource | null;
+  /** A snapshot file as bytes, read now if it is at most `fileBytesMax` (to rebuild the watch history). */
+  readonly snapshotFileBytes: (index: number, fileBytesMax: number) => Uint8Array | null;
 }
 
 /** The data dir, locked to this process (LmdbStorage.open), or memory. */
@@ -225,14 +229,19 @@ async function startStorage(config: NodeConfig, log: Log, options: StartOptions)
   if (config.storage === 'memory') {
     const logStore = new MemoryLogStore();
     return {
-      value: { ...wrap({ logStore, stateMachine: new MemoryKvStateMachine() }), ...logStore.load() },
+      value: {
+        ...wrap({ logStore, stateMachine: new MemoryKvStateMachine() }),
+        ...logStore.load(),
+        snapshotFiles: null,
+        snapshotFileBytes: () => null,
+      },
       stop: () => Promise.resolve(),
     };
   }
   const storage = LmdbStorage.open(config.dataDir);
   if (storage.stateRebuilt)
     log(
-      `storage: the last stop was not clean; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`,
+      `storage: the last stop was not clean and the machine restarted since; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`,
       'warn',
     );
   // After a storage failure every component is stopped in 'fatal' mode: the store is left unclean.
@@ -240,7 +249,12 @@ async function startStorage(config: NodeConfig, log: Log, options: StartOptions)
   try {
     const logStore = new WalLogStore(storage);
     return {
-      value: { ...wrap({ logStore, stateMachine: new LmdbKvStateMachine(storage) }), ...logStore.load() },
+      value: {
+        ...wrap({ logStore, stateMachine: new LmdbKvStateMachine(storage) }),
+        ...logStore.load(),
+        snapshotFiles: storage.snapshotFileSource(),
+        snapshotFileBytes: (index, fileBytesMax) => storage.snapshotFiles.encodeNow(index, fileBytesMax),
+      },
       stop,
     };
   } catch (error) {
@@ -331,6 +345,7 @@ function startRaft(
     prng: new SeededPrng(randomInt(2 ** 31)), // election jitter only; the simulator injects its own
     persisted: stores.persisted,
     snapshot: stores.snapshot,
+    ...(stores.snapshotFiles === null ? {} : { snapshotFiles: stores.snapshotFiles }),
     logStore: stores.logStore,
     stateMachine: stores.stateMachine,
     transport: parts.transport,
@@ -384,10 +399,16 @@ function startRaft(
  * from the log (a snapshot the node starts from is passed on to it as a restore).
  */
 function startWatch(log: Log, stores: Stores): WatchHub {
+  let snapshot = stores.snapshot;
+  if (snapshot !== null && snapshot.data === null && stores.stateMachine.appliedIndex > snapshot.meta.index) {
+    // The history since the snapshot is rebuilt from it: a small file is read as bytes for that.
+    const data = stores.snapshotFileBytes(snapshot.meta.index, WATCH_REBUILD_SNAPSHOT_BYTES_MAX);
+    if (data !== null) snapshot = { meta: snapshot.meta, data };
+  }
   const started = startWatchHub({
     clock: systemClock,
     appliedIndex: stores.stateMachine.appliedIndex,
-    snapshot: stores.snapshot,
+    snapshot,
     entries: stores.persisted.entries,
   });
   if (started.skipped !== null) log(started.skipped);

@@ -35,6 +35,7 @@ export class NodeBackupSource implements BackupService {
       this.node.readSnapshot(callback);
     });
     assert(snapshot.meta.index >= barrier, 'a backup is read at or after its barrier');
+    assert(snapshot.data !== null, 'a snapshot read for a backup carries its bytes');
     return {
       index: snapshot.meta.index,
       term: snapshot.meta.term,

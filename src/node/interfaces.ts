@@ -118,14 +118,38 @@ export interface ClusterTransport extends Transport {
   stop(): Promise<void>;
 }
 
-/** A snapshot with its data: what the state machine held after applying `meta.index`. */
+/**
+ * A snapshot: what the state machine held after applying `meta.index`. `data` is its bytes
+ * (encodeSnapshot); null when the machine keeps it as a file (SnapshotFileSource), encoded only
+ * when a follower needs it.
+ */
 export interface Snapshot {
   readonly meta: SnapshotMeta;
+  readonly data: Uint8Array | null;
+}
+
+/** A snapshot with its bytes (received from a leader, read for a backup, or kept in memory). */
+export interface SnapshotWithData extends Snapshot {
   readonly data: Uint8Array;
 }
 
+/**
+ * A durable state machine that keeps its own snapshots as files (LMDB, src/storage/snapshot-files.ts):
+ * a snapshot is a synced copy made off the event loop, so taking one costs the node no pause and no
+ * memory; the copy is encoded as bytes (off the event loop too) only for a follower that needs it.
+ */
+export interface SnapshotFileSource {
+  /** Copy the machine as it is now into a synced snapshot file; resolves with the applied index it holds. */
+  take(): Promise<number>;
+  /** The snapshot file at `index` as snapshot bytes (what a follower installs). */
+  encode(index: number): Promise<Uint8Array>;
+}
+
 export interface PersistBatch {
-  /** A snapshot to keep (taken locally or received); the store drops every entry it covers. */
+  /**
+   * A snapshot to keep (taken locally or received); the store drops every entry it covers. Without
+   * data it is a snapshot file the machine already synced: the store records only its mark.
+   */
   readonly snapshot: Snapshot | null;
   readonly hardState: HardState | null;
   /** Entries to append; every stored entry at or after `entries[0].index` is dropped first. */

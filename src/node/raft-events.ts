@@ -44,9 +44,14 @@ export type RaftEvent =
 /** A snapshot's event: its index, term and size. */
 export function snapshotEvent(
   kind: 'snapshot_taken' | 'snapshot_installed' | 'snapshot_loaded',
-  snapshot: { readonly meta: { readonly index: number; readonly term: number }; readonly data: Uint8Array },
+  snapshot: {
+    readonly meta: { readonly index: number; readonly term: number };
+    readonly data: Uint8Array | null;
+  },
 ): RaftEvent {
-  return { kind, index: snapshot.meta.index, term: snapshot.meta.term, bytes: snapshot.data.byteLength };
+  // A snapshot file (data null) is not read to be measured.
+  const bytes = snapshot.data?.byteLength ?? 0;
+  return { kind, index: snapshot.meta.index, term: snapshot.meta.term, bytes };
 }
 
 /** Where a node stands: its leadership and the configuration in effect. */

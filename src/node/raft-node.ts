@@ -19,6 +19,7 @@ import type {
   RaftNodeObserver,
   Snapshot,
   SnapshotChunk,
+  SnapshotFileSource,
   Transport,
   WireMessage,
 } from './interfaces.ts';
@@ -72,6 +73,15 @@ type MailboxItem =
   | { readonly kind: 'snapshot'; readonly callback: Callback<Snapshot> }
   | { readonly kind: 'read_snapshot'; readonly callback: Callback<Snapshot> };
 
+/** Callers of triggerSnapshot waiting for one snapshot file at most. */
+const SNAPSHOT_WAITERS_MAX = 64;
+
+/** A snapshot file: the applied index it holds (0 while copying) and the triggers waiting for it. */
+interface SnapshotCopy {
+  readonly index: number;
+  readonly waiting: Callback<Snapshot>[];
+}
+
 /** A membership change as the core takes it (voters, learners, new addresses, the promotion bar). */
 export type MembershipTarget = MembershipProposal;
 
@@ -90,7 +100,11 @@ export interface RaftNodeOptions {
   /** The durable snapshot (with data) that `persisted` starts after, if any. */
   readonly snapshot?: Snapshot | null;
   readonly snapshotThresholdEntries?: number;
+  /** Snapshot once the entries applied since the last one carry this many bytes (bounds the in-memory log). */
+  readonly snapshotThresholdBytes?: number;
   readonly snapshotChunkBytes?: number;
+  /** The machine keeps its snapshots as files (LMDB): taken off the event loop, no bytes in memory. */
+  readonly snapshotFiles?: SnapshotFileSource;
   /** Told the configuration in effect at start and whenever it changes (to keep the transport's peers current). */
   readonly onMembership?: (config: MembershipConfig) => void;
   /**
@@ -133,6 +147,10 @@ export class RaftNode {
   private stopped = false;
   private started = false;
   private cancelTick: () => void = () => undefined;
+  /** A snapshot file being copied, and who waits for it. */
+  private copying: SnapshotCopy | null = null;
+  /** A synced snapshot file whose mark is not written yet (the next turn between Readys writes it). */
+  private copied: SnapshotCopy | null = null;
   messagesDropped = 0;
 
   constructor(options: RaftNodeOptions) {
@@ -147,9 +165,15 @@ export class RaftNode {
     this.id = options.config.id;
     this.snapshots = new SnapshotManager({
       nodeId: this.id,
+      clock: options.clock,
       snapshot: options.snapshot ?? null,
       thresholdEntries: options.snapshotThresholdEntries,
+      thresholdBytes: options.snapshotThresholdBytes,
       chunkBytes: options.snapshotChunkBytes,
+      files: options.snapshotFiles,
+      failed: (error) => {
+        this.failStop(error);
+      },
     });
     const latest = this.snapshots.latest;
     const persistedMeta = options.persisted.snapshot ?? null;
@@ -158,6 +182,11 @@ export class RaftNode {
       'snapshot data matches the persisted metadata',
     );
     if (latest !== null && options.stateMachine.appliedIndex < latest.meta.index) {
+      // A snapshot file is restored by the storage at open (the machine is never behind it here).
+      assert(
+        latest.data !== null,
+        `the machine (${options.stateMachine.appliedIndex}) is behind its snapshot file`,
+      );
       options.stateMachine.restore(latest.data, latest.meta.index, latest.meta.config);
       // The keeper has no deadlines yet (no authority before the first Ready): only the owner listens.
       options.applyListener?.restored(latest.meta.index);
@@ -450,7 +479,9 @@ export class RaftNode {
     if (this.core.hasReady()) {
       this.readyInProgress = true;
       runReady(this.core, this.executor);
-    } else if (this.snapshotDue()) this.takeSnapshot(null);
+    } else if (this.copied !== null && this.copiedRecordable(this.copied))
+      this.recordCopiedSnapshot(this.copied);
+    else if (this.snapshotDue()) this.takeSnapshot(null);
     else if (this.mailbox.length > 0) this.scheduleTurn();
   }
 
@@ -549,12 +580,19 @@ export class RaftNode {
     this.readyInProgress = false;
     this.observeCore();
     this.leases.refresh();
-    if (this.snapshotDue()) this.takeSnapshot(null);
+    if (this.copied !== null && this.copiedRecordable(this.copied)) this.recordCopiedSnapshot(this.copied);
+    else if (this.snapshotDue()) this.takeSnapshot(null);
     else if (this.core.hasReady() || this.mailbox.length > 0) this.scheduleTurn();
   }
 
   private snapshotDue(): boolean {
+    if (this.copying !== null || this.copied !== null) return false;
     return this.snapshots.due(this.options.stateMachine.appliedIndex);
+  }
+
+  /** The core has applied (and holds durably) the entry a synced snapshot file holds. */
+  private copiedRecordable(copied: SnapshotCopy): boolean {
+    return copied.index <= Math.min(this.core.log.applied, this.core.log.stableIndex);
   }
 
   /** Snapshot the state machine at its applied index, compact the core's log, and persist both. */
@@ -569,7 +607,65 @@ export class RaftNode {
       if (this.mailbox.length > 0) this.scheduleTurn();
       return;
     }
+    const files = this.options.snapshotFiles;
+    if (files !== undefined) {
+      this.copySnapshot(files, callback);
+      return;
+    }
     const snapshot: Snapshot = { meta: this.core.compact(index), data: this.options.stateMachine.snapshot() };
+    this.persistSnapshot(snapshot, callback === null ? [] : [callback]);
+  }
+
+  /**
+   * Start a snapshot file (a copy made off the event loop): the node goes on stepping and applying
+   * meanwhile; once the copy is synced, the next turn compacts the log up to the index it holds.
+   */
+  private copySnapshot(files: SnapshotFileSource, callback: Callback<Snapshot> | null): void {
+    if (this.copying !== null) {
+      if (callback !== null && this.copying.waiting.length < SNAPSHOT_WAITERS_MAX)
+        this.copying.waiting.push(callback);
+      else callback?.({ ok: false, error: new AspenError('TIMEOUT', 'too many snapshot requests waiting') });
+      this.scheduleTurn();
+      return;
+    }
+    const copying: SnapshotCopy = { index: 0, waiting: callback === null ? [] : [callback] };
+    this.copying = copying;
+    files.take().then(
+      (index) => {
+        this.copying = null;
+        if (this.stopped) return;
+        this.copied = { index, waiting: copying.waiting };
+        this.scheduleTurn();
+      },
+      (error: unknown) => {
+        this.copying = null;
+        this.failStop(error);
+      },
+    );
+    this.scheduleTurn();
+  }
+
+  /**
+   * A snapshot file is synced: compact the core's log up to the index it holds and write its mark.
+   * The core must have applied that far (after a restart the machine may be ahead for a moment).
+   */
+  private recordCopiedSnapshot(copied: SnapshotCopy): void {
+    const latest = this.snapshots.latest;
+    assert(this.copiedRecordable(copied), 'the core holds the copied index');
+    this.copied = null;
+    if (copied.index <= (latest?.meta.index ?? 0)) {
+      // A snapshot received meanwhile is newer: the copy is not needed (the next one removes it).
+      for (const callback of copied.waiting)
+        if (latest === null) callback({ ok: false, error: new AspenError('NOT_INITIALIZED', 'no snapshot') });
+        else callback({ ok: true, value: latest });
+      this.scheduleTurn();
+      return;
+    }
+    this.persistSnapshot({ meta: this.core.compact(copied.index), data: null }, copied.waiting);
+  }
+
+  /** Write `snapshot` (the core's log is compacted to it): the node steps nothing until it is durable. */
+  private persistSnapshot(snapshot: Snapshot, callbacks: readonly Callback<Snapshot>[]): void {
     this.snapshots.beginWrite(snapshot);
     const batch: PersistBatch = { snapshot, hardState: null, entries: [] };
     this.options.logStore.persist(batch, (error) => {
@@ -581,7 +677,7 @@ export class RaftNode {
       this.options.observer?.persisted?.(this.id, batch);
       this.options.observer?.raftEvent?.(this.id, snapshotEvent('snapshot_taken', snapshot));
       this.snapshots.endWrite();
-      callback?.({ ok: true, value: snapshot });
+      for (const callback of callbacks) callback({ ok: true, value: snapshot });
       this.scheduleTurn();
     });
   }

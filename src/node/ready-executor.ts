@@ -9,7 +9,7 @@ import type {
   LogStore,
   PersistBatch,
   RaftNodeObserver,
-  Snapshot,
+  SnapshotWithData,
   Transport,
 } from './interfaces.ts';
 import type { ApplyOutcome, StateMachine } from './kv-state-machine.ts';
@@ -97,7 +97,7 @@ export class NodeReadyExecutor implements ReadyExecutor {
   }
 
   /** Restore the state machine from `snapshot`; false when storage failed (the node fail-stopped). */
-  private installSnapshot(snapshot: Snapshot): boolean {
+  private installSnapshot(snapshot: SnapshotWithData): boolean {
     try {
       this.host.options.stateMachine.restore(snapshot.data, snapshot.meta.index, snapshot.meta.config);
     } catch (error) {
@@ -118,7 +118,9 @@ export class NodeReadyExecutor implements ReadyExecutor {
       this.host.options.transport.send(message);
       return;
     }
-    for (const chunk of this.host.snapshots.chunksFor(message)) this.host.options.transport.send(chunk);
+    this.host.snapshots.send(message, (chunk) => {
+      this.host.options.transport.send(chunk);
+    });
   }
 
   /** Apply the entries in one state-machine batch, then answer their clients (never inside the batch). */
@@ -159,6 +161,9 @@ export class NodeReadyExecutor implements ReadyExecutor {
         outcomes.push(applyEntry(machine, entry));
       }
     });
+    let bytes = 0;
+    for (const entry of entries) if (entry.kind === 'command') bytes += entry.data.byteLength;
+    this.host.snapshots.appliedEntries(bytes);
   }
 
   private serveReads(): void {

@@ -1,14 +1,14 @@
 import { assert } from '../base/assert.ts';
 import { SNAPSHOT_BYTES_MAX } from '../base/limits.ts';
 import type { NodeId, SnapshotMeta } from '../raft/types.ts';
-import type { Snapshot, SnapshotChunk } from './interfaces.ts';
+import type { SnapshotChunk, SnapshotWithData } from './interfaces.ts';
 
 /** Chunk bound; the largest snapshot a node accepts is SNAPSHOT_BYTES_MAX (base/limits.ts, shared with backups). */
 export const SNAPSHOT_CHUNK_BYTES_MAX = 1024 * 1024;
 
 /** Split a snapshot into bounded chunks addressed from `from` to `to` in `term`. */
 export function snapshotChunks(
-  snapshot: Snapshot,
+  snapshot: SnapshotWithData,
   route: { from: NodeId; to: NodeId; term: number },
   chunkBytes: number,
 ): SnapshotChunk[] {
@@ -39,7 +39,7 @@ export class SnapshotAssembler {
   private receivedBytes = 0;
 
   /** Returns the whole snapshot when this chunk completes it, else null. Oversized snapshots are refused. */
-  accept(chunk: SnapshotChunk): Snapshot | null {
+  accept(chunk: SnapshotChunk): SnapshotWithData | null {
     if (chunk.totalBytes > SNAPSHOT_BYTES_MAX || chunk.data.byteLength > SNAPSHOT_CHUNK_BYTES_MAX)
       return null;
     if (chunk.offsetBytes + chunk.data.byteLength > chunk.totalBytes) return null;
@@ -58,7 +58,7 @@ export class SnapshotAssembler {
     this.buffer.set(chunk.data, chunk.offsetBytes);
     this.receivedBytes += chunk.data.byteLength;
     if (this.receivedBytes < chunk.totalBytes) return null;
-    const snapshot: Snapshot = { meta: this.meta, data: this.buffer };
+    const snapshot: SnapshotWithData = { meta: this.meta, data: this.buffer };
     this.meta = null;
     this.buffer = null;
     this.received.clear();

@@ -58,7 +58,11 @@ export function startWatchHub(source: WatchHistorySource): StartedWatchHub {
     skipped,
   });
   if (applied <= snapshotIndex) return atApplied(null);
-  const snapshotBytes = source.snapshot?.data.byteLength ?? 0;
+  if (source.snapshot !== null && source.snapshot.data === null)
+    return atApplied(
+      `watch: history starts at ${applied}: the snapshot at ${snapshotIndex} is a file larger than the ${WATCH_REBUILD_SNAPSHOT_BYTES_MAX} bytes decoded to rebuild it from the log`,
+    );
+  const snapshotBytes = source.snapshot?.data?.byteLength ?? 0;
   const snapshotBytesMax = source.snapshotBytesMax ?? WATCH_REBUILD_SNAPSHOT_BYTES_MAX;
   if (snapshotBytes > snapshotBytesMax)
     return atApplied(
@@ -82,7 +86,10 @@ export function startWatchHub(source: WatchHistorySource): StartedWatchHub {
 /** Apply `entries` (right after the snapshot) to a scratch machine as the executor does; each outcome to `hub`. */
 function replay(snapshot: Snapshot | null, entries: readonly Entry[], hub: WatchHub): void {
   const machine = new MemoryKvStateMachine();
-  if (snapshot !== null) machine.restore(snapshot.data, snapshot.meta.index, snapshot.meta.config);
+  if (snapshot !== null) {
+    assert(snapshot.data !== null, 'only a snapshot with bytes is replayed');
+    machine.restore(snapshot.data, snapshot.meta.index, snapshot.meta.config);
+  }
   const first = (snapshot?.meta.index ?? 0) + 1;
   for (const [position, entry] of entries.entries()) {
     assert(

@@ -132,6 +132,7 @@ export class SafetyChecker {
       violation(`node ${nodeId} holds a snapshot at ${meta.index}:${meta.term} off the committed chain`);
     const expected = this.referenceStates.get(meta.index);
     if (expected === undefined) violation(`no reference state at ${meta.index}`);
+    if (snapshot.data === null) violation(`node ${nodeId}: a simulated snapshot without bytes`);
     if (Buffer.from(snapshot.data).toString('base64') !== expected) {
       violation(
         `node ${nodeId}: snapshot at ${meta.index} differs from the state of the log prefix it replaces`,

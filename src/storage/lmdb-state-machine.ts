@@ -1,10 +1,8 @@
 import { TransactionFlags } from 'lmdb';
 import type { LogCommand } from '../api/types.ts';
-import { LEASES_MAX } from '../base/limits.ts';
 import {
   collectScanPage,
   decodeSnapshotState,
-  encodeSnapshot,
   type ApplyOutcome,
   type KvRecord,
   type LeaseRecord,
@@ -13,28 +11,17 @@ import {
   type StateMachine,
 } from '../node/kv-state-machine.ts';
 import { SNAPSHOT_BYTES_MAX } from '../base/limits.ts';
-import {
-  applyWithSession,
-  normalizeSession,
-  outcomeBytes,
-  type StoredOutcome,
-} from '../node/session-apply.ts';
+import { applyWithSession, normalizeSession, type StoredOutcome } from '../node/session-apply.ts';
 import { SESSIONS_MAX, SessionTable, type Session, type SessionRecord } from '../node/sessions.ts';
 import { assert } from '../base/assert.ts';
 import type { MembershipConfig } from '../raft/types.ts';
 import { isStorageFault, StorageError, storageFailure } from './errors.ts';
 import { leaseKeyEntry, leaseKeyEntryAfter, leaseKeyOf, leaseKeysStart } from './lease-keys.ts';
 import type { LmdbStorage } from './lmdb-store.ts';
+import { encodeStateDatabases, META_APPLIED, META_MEMBERSHIP, META_SESSION_TIME } from './state-databases.ts';
 
-/** In the state environment: the applied index and the membership applied with it. */
-const META_APPLIED = 'applied';
-const META_MEMBERSHIP = 'membership';
-/** The session table's log time (its clients are in the `sessions` database). */
-const META_SESSION_TIME = 'session_time';
 /** How many leases the `leases` database holds (kept with it in each transaction). */
 const META_LEASE_COUNT = 'lease_count';
-/** Per-record size estimate beyond key and value, for the snapshot size bound. */
-const SNAPSHOT_RECORD_OVERHEAD_BYTES = 32;
 
 /** lmdb-js's default for transactionSync: commit now and flush. */
 const TRANSACTION_SYNC_COMMIT = (TransactionFlags.ABORTABLE |
@@ -231,41 +218,20 @@ export class LmdbKvStateMachine implements StateMachine {
 
   /**
    * The state at the applied index, read from one LMDB read transaction (a consistent view even if
-   * writes land meanwhile), bounded by SNAPSHOT_BYTES_MAX. The node sends it in bounded chunks.
+   * writes land meanwhile), bounded by SNAPSHOT_BYTES_MAX: what a backup holds. The node's own
+   * snapshots are files (snapshot-files.ts), never this.
    */
   snapshot(): Uint8Array {
-    const transaction = this.storage.stateEnv.useReadTransaction();
-    try {
-      const appliedIndex =
-        (this.storage.stateMeta.get(META_APPLIED, { transaction }) as number | undefined) ?? 0;
-      assert(
-        appliedIndex === this.appliedIndex,
-        `read transaction sees applied ${appliedIndex}, machine ${this.appliedIndex}`,
-      );
-      const size = new SnapshotSize();
-      const records: [string, KvRecord][] = [];
-      for (const { key, value } of this.storage.kv.getRange({ transaction })) {
-        size.add(key.length + value.value.length);
-        records.push([key, value]);
-      }
-      const timeMs =
-        (this.storage.stateMeta.get(META_SESSION_TIME, { transaction }) as number | undefined) ?? 0;
-      const clients: [string, SessionRecord<StoredOutcome>][] = [];
-      for (const { key, value } of this.storage.sessions.getRange({ transaction })) {
-        assert(clients.length < SESSIONS_MAX, 'stored sessions are bounded');
-        for (const [, outcome] of value.results) size.add(outcomeBytes(outcome));
-        clients.push([key, value]);
-      }
-      const leases: [number, LeaseRecord][] = [];
-      for (const { key, value } of this.storage.leases.getRange({ transaction })) {
-        assert(leases.length < LEASES_MAX, 'stored leases are bounded');
-        size.add(0);
-        leases.push([key, value]);
-      }
-      return encodeSnapshot(appliedIndex, records, { timeMs, clients }, leases);
-    } finally {
-      transaction.done();
-    }
+    const { index, data } = encodeStateDatabases(
+      this.storage.state,
+      SNAPSHOT_BYTES_MAX,
+      (max) => new StorageError(`state machine exceeds the snapshot bound of ${max} bytes`),
+    );
+    assert(
+      index === this.appliedIndex,
+      `read transaction sees applied ${index}, machine ${this.appliedIndex}`,
+    );
+    return data;
   }
 
   /**
@@ -301,17 +267,5 @@ export class LmdbKvStateMachine implements StateMachine {
 
   private assertNext(index: number): void {
     assert(index === this.appliedIndex + 1, `apply out of order: ${index} after ${this.appliedIndex}`);
-  }
-}
-
-/** The estimated size of a snapshot being read: past SNAPSHOT_BYTES_MAX the machine cannot be snapshotted. */
-class SnapshotSize {
-  private bytes = 0;
-
-  /** One record, session result or lease of `bytes` key and value bytes (plus a fixed overhead). */
-  add(bytes: number): void {
-    this.bytes += bytes + SNAPSHOT_RECORD_OVERHEAD_BYTES;
-    if (this.bytes > SNAPSHOT_BYTES_MAX)
-      throw new StorageError(`state machine exceeds the snapshot bound of ${SNAPSHOT_BYTES_MAX} bytes`);
   }
 }

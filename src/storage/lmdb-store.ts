@@ -1,6 +1,15 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
+import { machineBootId } from './boot-id.ts';
+import { SnapshotFiles } from './snapshot-files.ts';
+import {
+  appliedIndexOf,
+  LMDB_MAP_SIZE_BYTES,
+  openStateDatabases,
+  type StateDatabases,
+} from './state-databases.ts';
+import type { LogStore, PersistBatch, Snapshot, SnapshotFileSource } from '../node/interfaces.ts';
+import { SNAPSHOT_BYTES_MAX } from '../base/limits.ts';
 import {
   decodeSnapshot,
   encodeSnapshot,
@@ -51,8 +60,6 @@ const MIGRATION_CHUNK_ENTRIES = 4_096;
 const MIGRATION_CHUNK_BYTES = 32 * 1024 * 1024;
 /** Records rewritten by a migration: a sanity bound far above what a snapshot can hold. */
 const MIGRATION_RECORDS_MAX = 100_000_000;
-/** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
-export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
 
 // The state machine lives in its own file; it is still importable from here.
 
@@ -61,7 +68,15 @@ const META_HARD_STATE = 'hard_state';
 const META_SNAPSHOT = 'snapshot';
 /** In the log environment: false while the state machine may hold unsynced writes. */
 const META_STATE_CLEAN = 'state_clean';
+/** In the log environment: the boot of the machine the state machine was last opened in. */
+const META_STATE_BOOT = 'state_boot';
 const SNAPSHOT_DATA = 'data';
+
+export interface LmdbOpenOptions {
+  readonly wal?: WalOptions;
+  /** The machine's boot (tests pretend a reboot); default machineBootId(). */
+  readonly bootId?: string | null;
+}
 
 /** Events of the durability pipeline, for tests that prove nothing is acknowledged before its flush. */
 export type DurabilityEvent = {
@@ -82,27 +97,19 @@ export class LmdbStorage {
   readonly snapshots: Database<Uint8Array, string>;
   readonly nodes: Database<unknown, number>;
   /**
-   * The state machine lives in its own environment (format 2), opened without fsync: the per-
-   * transaction no-sync flag was not honoured (strace: one fdatasync per apply, on the event loop).
-   * Without syncs LMDB promises neither durability nor integrity after a crash, so the machine is
-   * trusted only after a clean close (which syncs it and records that in the synced log
-   * environment); after any other stop it is discarded and rebuilt from the durable snapshot and
-   * the log (RaftNode restores the snapshot and the core replays the committed entries after it).
+   * The state machine lives in its own environment (`state.mdb`, format 2), written without fsync:
+   * the per-transaction no-sync flag was not honoured (strace: one fdatasync per apply, on the event
+   * loop). Without syncs LMDB keeps its integrity through a process crash (the page cache keeps every
+   * commit) but not through an operating-system crash. So the machine is trusted after a clean close
+   * or a crash within the same boot of the machine (`/proc/sys/kernel/random/boot_id`); otherwise it
+   * is rebuilt from the newest snapshot file (a synced copy, snapshot-files.ts) or snapshot bytes,
+   * and the log after it.
    */
-  readonly stateEnv: RootDatabase;
-  readonly kv: Database<KvRecord, string>;
-  readonly stateMeta: Database<unknown, string>;
-  /** Client sessions of exactly-once writes: one record per client id (format 4). */
-  readonly sessions: Database<SessionRecord<StoredOutcome>, string>;
-  /** Leases by id (format 5). */
-  readonly leases: Database<LeaseRecord, number>;
-  /**
-   * The keys of each lease: leaseKeyEntry(id, key) → true, by lease then by the key's UTF-8 bytes
-   * (format 5; binary keys, see lease-keys.ts).
-   */
-  readonly leaseKeys: Database<true, Buffer>;
+  private stateDbs: StateDatabases;
+  /** Snapshot files (`<data-dir>/snap/`). */
+  readonly snapshotFiles: SnapshotFiles;
   private readonly statePath: string;
-  /** The state machine was discarded at open (the last stop was not a clean close). */
+  /** The state machine was discarded at open (not closed cleanly, and the machine rebooted since). */
   readonly stateRebuilt: boolean;
   readonly dataDir: string;
   private readonly lock: DataDirLock;
@@ -111,39 +118,112 @@ export class LmdbStorage {
   private walAtOpenReleased = false;
   private readonly walOptions: WalOptions;
 
-  private constructor(env: RootDatabase, dataDir: string, lock: DataDirLock, walOptions: WalOptions) {
+  private constructor(env: RootDatabase, dataDir: string, lock: DataDirLock, options: LmdbOpenOptions) {
     assert(lock.held && lock.dataDir === dataDir, 'the data dir is locked before it is opened');
     this.env = env;
     this.dataDir = dataDir;
     this.lock = lock;
-    this.walOptions = walOptions;
+    this.walOptions = options.wal ?? {};
+    const bootId = options.bootId === undefined ? machineBootId() : options.bootId;
     this.log = env.openDB<Entry, number>({ name: 'log' });
     this.meta = env.openDB<unknown, string>({ name: 'meta' });
     this.snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
     this.nodes = env.openDB<unknown, number>({ name: 'nodes' });
     this.statePath = `${dataDir}/state.mdb`;
-    this.stateRebuilt = this.meta.get(META_STATE_CLEAN) !== true && existsSync(this.statePath);
+    this.snapshotFiles = new SnapshotFiles(dataDir);
+    const trusted =
+      this.meta.get(META_STATE_CLEAN) === true ||
+      (bootId !== null && this.meta.get(META_STATE_BOOT) === bootId);
+    this.stateRebuilt = !trusted && existsSync(this.statePath);
     if (this.stateRebuilt) {
       rmSync(this.statePath, { force: true });
       rmSync(`${this.statePath}-lock`, { force: true });
     }
-    this.stateEnv = open({
-      path: this.statePath,
-      mapSize: LMDB_MAP_SIZE_BYTES,
-      compression: false,
-      noSync: true,
-    });
-    this.kv = this.stateEnv.openDB<KvRecord, string>({ name: 'kv' });
-    this.stateMeta = this.stateEnv.openDB<unknown, string>({ name: 'meta' });
-    this.sessions = this.stateEnv.openDB<SessionRecord<StoredOutcome>, string>({ name: 'sessions' });
-    this.leases = this.stateEnv.openDB<LeaseRecord, number>({ name: 'leases' });
-    this.leaseKeys = this.stateEnv.openDB<true, Buffer>({ name: 'lease_keys', keyEncoding: 'binary' });
+    this.stateDbs = openStateDatabases(this.statePath);
     try {
-      this.meta.putSync(META_STATE_CLEAN, false); // synced before the first apply can touch the machine
+      // Synced before the first apply can touch the machine.
+      this.env.transactionSync(() => {
+        void this.meta.put(META_STATE_CLEAN, false);
+        void this.meta.put(META_STATE_BOOT, bootId);
+      });
     } catch (error) {
-      void this.stateEnv.close();
+      void this.stateDbs.env.close();
       throw error;
     }
+  }
+
+  /** The state machine's environment and databases (replaced when a snapshot file is restored). */
+  get state(): StateDatabases {
+    return this.stateDbs;
+  }
+
+  get stateEnv(): RootDatabase {
+    return this.stateDbs.env;
+  }
+
+  get kv(): Database<KvRecord, string> {
+    return this.stateDbs.kv;
+  }
+
+  get stateMeta(): Database<unknown, string> {
+    return this.stateDbs.meta;
+  }
+
+  get sessions(): Database<SessionRecord<StoredOutcome>, string> {
+    return this.stateDbs.sessions;
+  }
+
+  get leases(): Database<LeaseRecord, number> {
+    return this.stateDbs.leases;
+  }
+
+  get leaseKeys(): Database<true, Buffer> {
+    return this.stateDbs.leaseKeys;
+  }
+
+  /** The snapshot files as the node's port: copies of the live machine, encoded on demand. */
+  snapshotFileSource(): SnapshotFileSource {
+    return {
+      take: () => this.snapshotFiles.take(this.state),
+      encode: (index) => this.snapshotFiles.encode(index, SNAPSHOT_BYTES_MAX),
+    };
+  }
+
+  /**
+   * Snapshot `index` (a file) is marked in the WAL: the other snapshot files go, and snapshot bytes
+   * LMDB holds from before it (a received snapshot) are cleared.
+   */
+  forgetSnapshotsBefore(index: number, done: (error: Error | null) => void): void {
+    this.snapshotFiles.prune(index);
+    const bytesMeta = (this.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
+    if (bytesMeta === null || bytesMeta.index > index) {
+      done(null);
+      return;
+    }
+    this.env
+      .transaction(() => {
+        void this.meta.remove(META_SNAPSHOT);
+        void this.snapshots.remove(SNAPSHOT_DATA);
+      })
+      .then(
+        () => {
+          done(null);
+        },
+        (error: unknown) => {
+          done(storageFailure(error, this.dataDir, 'clearing an older snapshot'));
+        },
+      );
+  }
+
+  /**
+   * The WAL names snapshot `index` kept as a file and the state machine is behind it (it was
+   * discarded at open): replace it by a copy of that file. Before the node reads the machine.
+   */
+  restoreStateFromFile(index: number): void {
+    assert(!this.walAtOpenReleased, 'the state is restored at open, before any append');
+    void this.stateDbs.env.close();
+    this.snapshotFiles.restoreInto(index, this.statePath);
+    this.stateDbs = openStateDatabases(this.statePath);
   }
 
   /**
@@ -151,7 +231,7 @@ export class LmdbStorage {
    * DataDirInUseError naming the holder, before anything in the directory is opened or deleted);
    * refuses a different format version with a clear message.
    */
-  static open(dataDir: string, options: { readonly wal?: WalOptions } = {}): LmdbStorage {
+  static open(dataDir: string, options: LmdbOpenOptions = {}): LmdbStorage {
     try {
       mkdirSync(dataDir, { recursive: true });
     } catch (error) {
@@ -159,14 +239,14 @@ export class LmdbStorage {
     }
     const lock = DataDirLock.acquire(dataDir);
     try {
-      return LmdbStorage.openLocked(dataDir, lock, options.wal ?? {});
+      return LmdbStorage.openLocked(dataDir, lock, options);
     } catch (error) {
       lock.release();
       throw error;
     }
   }
 
-  private static openLocked(dataDir: string, lock: DataDirLock, walOptions: WalOptions): LmdbStorage {
+  private static openLocked(dataDir: string, lock: DataDirLock, options: LmdbOpenOptions): LmdbStorage {
     let env: RootDatabase;
     try {
       env = open({ path: `${dataDir}/aspen.mdb`, mapSize: LMDB_MAP_SIZE_BYTES, compression: false });
@@ -197,7 +277,7 @@ export class LmdbStorage {
     }
     let storage: LmdbStorage;
     try {
-      storage = new LmdbStorage(env, dataDir, lock, walOptions);
+      storage = new LmdbStorage(env, dataDir, lock, options);
     } catch (error) {
       void env.close();
       throw new StorageError(`cannot open data dir ${dataDir}: ${firstLine(error)}`, { cause: error });
@@ -373,6 +453,7 @@ export class LmdbStorage {
     this.closed = true;
     try {
       await this.walOpened?.wal.close();
+      await this.snapshotFiles.settled();
       await Promise.all([this.env.flushed, this.stateEnv.flushed]);
       await this.stateEnv.close();
       const descriptor = openSync(this.statePath, 'r+');
@@ -404,7 +485,7 @@ export class LmdbStorage {
       timer = setTimeout(resolve, CLOSE_AFTER_FAILURE_WAIT_MS);
     });
     const closing = Promise.allSettled([
-      Promise.resolve().then(() => this.stateEnv.close()),
+      this.snapshotFiles.settled().then(() => this.stateEnv.close()),
       Promise.resolve().then(() => this.env.close()),
     ]).then(() => true);
     const closed = await Promise.race([closing, waited.then(() => false)]);
@@ -452,10 +533,21 @@ export class WalLogStore implements LogStore {
       return;
     }
     const storage = this.storage;
+    const data = snapshot.data;
+    if (data === null) {
+      // A snapshot file, synced before it was named: its mark, then the older snapshots go.
+      const index = snapshot.meta.index;
+      assert(storage.snapshotFiles.has(index), `snapshot file ${index} exists before its mark`);
+      this.append(batch, (error) => {
+        if (error === null) storage.forgetSnapshotsBefore(index, done);
+        else done(error);
+      });
+      return;
+    }
     storage.env
       .transaction(() => {
         void storage.meta.put(META_SNAPSHOT, snapshot.meta);
-        void storage.snapshots.put(SNAPSHOT_DATA, snapshot.data);
+        void storage.snapshots.put(SNAPSHOT_DATA, data);
       })
       .then(() => storage.env.flushed)
       .then(
@@ -520,16 +612,34 @@ export class WalLogStore implements LogStore {
   }
 
   /**
-   * What a restarting node needs: hard state, snapshot (with data), and the entries after it, as
-   * the data dir held them when it was opened (so only before the first persist). A snapshot LMDB
-   * holds beyond the WAL's mark (a crash between the two writes) is applied as the mark would have.
+   * What a restarting node needs: hard state, snapshot, and the entries after it, as the data dir
+   * held them when it was opened (so only before the first persist). The snapshot the WAL names is
+   * a file (data null; a state machine behind it is replaced by a copy of it first) or bytes in
+   * LMDB; bytes LMDB holds beyond the WAL's mark (a crash between the two writes) are applied as
+   * the mark would have.
    */
   load(): { persisted: PersistedState; snapshot: Snapshot | null } {
     const storage = this.storage;
     const fromWal = storage.walAtOpen.persisted;
-    const meta = (storage.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
-    const data = storage.snapshots.get(SNAPSHOT_DATA);
     const marked = fromWal.snapshot ?? null;
+    const bytesMeta = (storage.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
+    const files = storage.snapshotFiles;
+    if (marked !== null && files.has(marked.index) && (bytesMeta?.index ?? 0) <= marked.index) {
+      files.prune(marked.index);
+      if (appliedIndexOf(storage.state) < marked.index) storage.restoreStateFromFile(marked.index);
+      return { persisted: fromWal, snapshot: { meta: marked, data: null } };
+    }
+    files.prune(null); // none is named by the WAL: copies a crash left before their marks
+    return this.loadSnapshotBytes(fromWal, marked, bytesMeta);
+  }
+
+  private loadSnapshotBytes(
+    fromWal: PersistedState,
+    marked: SnapshotMeta | null,
+    meta: SnapshotMeta | null,
+  ): { persisted: PersistedState; snapshot: Snapshot | null } {
+    const storage = this.storage;
+    const data = storage.snapshots.get(SNAPSHOT_DATA);
     if (meta !== null && data === undefined)
       throw new StorageError('data dir is corrupt: snapshot metadata without snapshot data');
     if (meta === null || data === undefined) {

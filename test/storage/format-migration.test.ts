@@ -45,7 +45,8 @@ const KEYS = 7;
 /** A node that wrote 60 entries (compacted at least once), closed cleanly: its records and applied index. */
 async function populated(directory: string): Promise<{ records: [string, KvRecord][]; applied: number }> {
   const storage = LmdbStorage.open(directory);
-  const node = startLmdbNode(storage);
+  // Formats 2 to 5 kept snapshots as bytes in LMDB (snapshot files came with format 6).
+  const node = startLmdbNode(storage, undefined, { snapshotBytes: true });
   await new Promise((resolve) => {
     node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
   });
@@ -135,7 +136,8 @@ describe('storage format migration', () => {
     expect(before.records.every(([, record]) => record.leaseId === 0)).toBe(true);
     await downgradeToFormat2(directory, clean);
 
-    const storage = LmdbStorage.open(directory);
+    // An unclean stop counts when the machine rebooted since (the state machine may be torn).
+    const storage = LmdbStorage.open(directory, { bootId: clean ? null : 'after-a-reboot' });
     expect(storage.stateRebuilt).toBe(!clean);
     expect(storage.meta.get('format')).toBe(STORAGE_FORMAT_VERSION);
     const migratedSnapshot = new Packr({ useRecords: false, moreTypes: false }).unpack(

@@ -260,7 +260,7 @@ describe('RaftNode on LMDB', () => {
     raw.openDB<unknown, string>({ name: 'meta' }).putSync('state_clean', false);
     await raw.close();
     writeFileSync(join(directory, 'state.mdb'), Buffer.alloc(64 * 1024, 0xab));
-    storage = LmdbStorage.open(directory);
+    storage = LmdbStorage.open(directory, { bootId: 'after-a-reboot' });
     expect(storage.stateRebuilt).toBe(true);
     node = startLmdbNode(storage, new WalLogStore(storage));
     expect(node.status().snapshot?.index ?? 0).toBeGreaterThanOrEqual(25); // rebuilt from a snapshot, then the log

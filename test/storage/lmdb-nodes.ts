@@ -12,7 +12,12 @@ import { LmdbKvStateMachine } from '../../src/storage/lmdb-state-machine.ts';
 export function startLmdbNode(
   storage: LmdbStorage,
   logStore = new WalLogStore(storage),
-  options: { readonly seed?: number; readonly snapshotThresholdEntries?: number } = {},
+  options: {
+    readonly seed?: number;
+    readonly snapshotThresholdEntries?: number;
+    /** Snapshots as bytes in LMDB (the path of received snapshots) instead of files. */
+    readonly snapshotBytes?: boolean;
+  } = {},
 ): RaftNode {
   const { persisted, snapshot } = logStore.load();
   const node = new RaftNode({
@@ -26,6 +31,7 @@ export function startLmdbNode(
     clock: systemClock,
     tickMs: 5,
     snapshotThresholdEntries: options.snapshotThresholdEntries ?? 25,
+    ...(options.snapshotBytes === true ? {} : { snapshotFiles: storage.snapshotFileSource() }),
   });
   node.start();
   return node;

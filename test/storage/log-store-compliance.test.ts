@@ -183,7 +183,7 @@ describe('WalLogStore: a crash between the snapshot (LMDB) and its mark (WAL)', 
     // then the process died before the WAL's mark was written.
     const received = snapshotAt(3, 2);
     storage.meta.putSync('snapshot', received.meta);
-    storage.snapshots.putSync('data', received.data);
+    storage.snapshots.putSync('data', received.data ?? new Uint8Array());
     await storage.close();
 
     storage = LmdbStorage.open(directory);
