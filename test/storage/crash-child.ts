@@ -9,7 +9,8 @@ import { startLmdbNode } from './lmdb-nodes.ts';
 
 const dataDir = process.argv[2];
 if (dataDir === undefined) throw new Error('usage: crash-child <data-dir>');
-const storage = LmdbStorage.open(dataDir);
+const bootId = process.env.CRASH_BOOT_ID ?? '';
+const storage = LmdbStorage.open(dataDir, bootId === '' ? {} : { bootId });
 const node = startLmdbNode(storage, new WalLogStore(storage), {
   seed: Number(process.env.CRASH_SEED ?? 1),
   snapshotThresholdEntries: Number(process.env.CRASH_SNAPSHOT_EVERY ?? 50),

@@ -33,7 +33,12 @@ function runRound(
 ): Promise<Round> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [CHILD, dataDir], {
-      env: { ...process.env, CRASH_SEED: String(round) },
+      // Every third round starts as after a reboot: the state is rebuilt from the snapshot file.
+      env: {
+        ...process.env,
+        CRASH_SEED: String(round),
+        CRASH_BOOT_ID: round % 3 === 0 ? `reboot-${round}` : '',
+      },
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     const stored = new Map<string, string>();
