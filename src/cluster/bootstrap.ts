@@ -241,7 +241,7 @@ async function startStorage(config: NodeConfig, log: Log, options: StartOptions)
   const storage = LmdbStorage.open(config.dataDir);
   if (storage.stateRebuilt)
     log(
-      `storage: the last stop was not clean and the machine restarted since; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`,
+      `storage: the last stop was not clean; rebuilding the state machine from the snapshot and the log in ${config.dataDir}`,
       'warn',
     );
   // After a storage failure every component is stopped in 'fatal' mode: the store is left unclean.

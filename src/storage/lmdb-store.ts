@@ -472,6 +472,19 @@ export class LmdbStorage {
   }
 
   /**
+   * After a storage failure the state machine is rebuilt at the next start, even on the same boot.
+   * Best effort: the failure that stopped the node (a full disk) may refuse this write too, and
+   * then the state is trusted as LMDB left it (a failed commit changes nothing).
+   */
+  private distrustState(): void {
+    try {
+      this.meta.putSync(META_STATE_BOOT, null);
+    } catch (error) {
+      if (error instanceof AssertionError) throw error;
+    }
+  }
+
+  /**
    * After a storage failure: close without marking the state machine clean, so the next start
    * rebuilds it from the snapshot and the log; wait at most CLOSE_AFTER_FAILURE_WAIT_MS (lmdb-js
    * does not settle close() after a failed commit), then let go of the data dir.
@@ -480,6 +493,7 @@ export class LmdbStorage {
     if (this.closed) return;
     this.closed = true;
     this.walOpened?.wal.abandon();
+    this.distrustState();
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, CLOSE_AFTER_FAILURE_WAIT_MS);

@@ -75,10 +75,9 @@ describe('aspen-node on a full disk', () => {
     ).toEqual([]);
 
     tmpfs.grow(TMPFS_BYTES * 8);
+    // The node may or may not rebuild its state machine (it could not record the failure on a full
+    // disk, and LMDB's aborted commit left the state as it was): either way every write is there.
     node = await cluster.start(1, { dataDir });
-    expect(
-      node.log.some((line) => line.includes('the last stop was not clean; rebuilding the state machine')),
-    ).toBe(true);
     for (let attempt = 0; attempt < 200 && (await get(`${node.http}/leader`)).json.leader !== 1; attempt += 1)
       await new Promise((resolve) => setTimeout(resolve, 50));
     for (const key of acknowledged) {

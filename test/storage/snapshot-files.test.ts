@@ -71,12 +71,12 @@ describe('snapshot files', () => {
       await new Promise((resolve) => setTimeout(resolve, 5));
     const snapshotIndex = node.status().snapshot?.index ?? 0;
     expect(snapshotIndex).toBeGreaterThanOrEqual(50);
-    expect(readdirSync(join(directory, SNAPSHOT_DIR)).filter((name) => name.endsWith('.mdb'))).toHaveLength(
-      1,
-    );
+    // A newer copy may be named already with its mark not yet written (at most one, and a copy being made).
+    expect(readdirSync(join(directory, SNAPSHOT_DIR)).length).toBeLessThanOrEqual(3);
     expect(storage.snapshotFiles.has(snapshotIndex)).toBe(true);
     expect(storage.snapshots.get('data')).toBeUndefined(); // nothing of the state in the log environment
     const before = [...storage.kv.getRange({})].map(({ key, value }) => [key, value]);
+    const appliedBefore = node.stateMachine.appliedIndex;
     node.stop();
     await storage.close();
 
@@ -92,8 +92,11 @@ describe('snapshot files', () => {
     const logStore = new WalLogStore(storage);
     node = startLmdbNode(storage, logStore);
     expect(node.stateMachine.appliedIndex).toBeGreaterThanOrEqual(snapshotIndex); // the file, before any replay
+    const marked = node.status().snapshot?.index ?? 0;
+    expect(marked).toBeGreaterThanOrEqual(snapshotIndex);
+    expect(storage.snapshotFiles.indexes()).toEqual([marked]); // the WAL's; any other went at open
     await untilLeader(node);
-    for (let wait = 0; wait < 400 && node.stateMachine.appliedIndex < 81; wait += 1)
+    for (let wait = 0; wait < 400 && node.stateMachine.appliedIndex <= appliedBefore; wait += 1)
       await new Promise((resolve) => setTimeout(resolve, 5));
     expect([...storage.kv.getRange({})].map(({ key, value }) => [key, value])).toEqual(before);
     node.stop();
