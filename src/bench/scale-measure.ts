@@ -22,7 +22,8 @@ export const BATCH_ATTEMPTS_MAX = 5;
 const RETRY_PAUSE_MS = 200;
 /** A member catching up (after the load, a restart, as a new learner) is given this long. */
 export const CATCH_UP_WAIT_MS_MAX = 5 * 60_000;
-const CATCH_UP_POLL_MS = 100;
+/** How often a member's status is asked while waiting for it. */
+const STATUS_POLL_MS = 100;
 /** POST /trigger-snapshot on the leader may take this long. */
 export const SNAPSHOT_CALL_TIMEOUT_MS = 5 * 60_000;
 /** `du` of one data dir may take this long. */
@@ -60,6 +61,8 @@ export interface Timing {
   readonly stallMs?: number | null;
   /** That member's RSS at the end. */
   readonly rssBytes?: number;
+  /** How the figure was taken, when not the plain way. */
+  readonly note?: string;
   /** Restart: when the process served again (Aspen: its "up" line; etcd: /health), before catching up. */
   readonly servingMs?: number;
 }
@@ -240,23 +243,35 @@ export async function termAndLeader(
 }
 
 /**
- * Milliseconds from `startedMs` (performance.now()) until `member` knows a leader and has applied
- * `target`; null when CATCH_UP_WAIT_MS_MAX passes first.
+ * Milliseconds from `startedMs` (performance.now()) until the status of `member` satisfies `done`;
+ * null when `limitMs` passes first. A member whose event loop is blocked answers late or not at all
+ * (each call bounded by STATUS_TIMEOUT_MS): the poll goes on.
  */
-export async function caughtUp(
+export async function statusReached(
+  protocol: ScaleProtocol,
+  member: BenchMember,
+  done: (status: MemberStatus) => boolean,
+  startedMs: number,
+  limitMs: number,
+): Promise<number | null> {
+  const polls = Math.ceil(limitMs / STATUS_POLL_MS);
+  for (let poll = 0; poll < polls && performance.now() - startedMs < limitMs; poll += 1) {
+    const status = await protocol.status(member.endpoint);
+    if (status !== null && done(status)) return Math.round(performance.now() - startedMs);
+    await sleep(STATUS_POLL_MS);
+  }
+  return null;
+}
+
+/** Until `member` knows a leader and has applied `target` (bounded by CATCH_UP_WAIT_MS_MAX). */
+export function caughtUp(
   protocol: ScaleProtocol,
   member: BenchMember,
   target: number,
   startedMs: number,
 ): Promise<number | null> {
-  const polls = Math.ceil(CATCH_UP_WAIT_MS_MAX / CATCH_UP_POLL_MS);
-  for (let poll = 0; poll < polls && performance.now() - startedMs < CATCH_UP_WAIT_MS_MAX; poll += 1) {
-    const status = await protocol.status(member.endpoint);
-    if (status !== null && status.leader !== null && status.applied >= target)
-      return Math.round(performance.now() - startedMs);
-    await sleep(CATCH_UP_POLL_MS);
-  }
-  return null;
+  const done = (status: MemberStatus) => status.leader !== null && status.applied >= target;
+  return statusReached(protocol, member, done, startedMs, CATCH_UP_WAIT_MS_MAX);
 }
 
 /** Waits until every member has applied what the leader has; null: in time, or why not. */

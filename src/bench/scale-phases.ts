@@ -8,9 +8,10 @@ import {
   leaderOf,
   sampleMember,
   SNAPSHOT_CALL_TIMEOUT_MS,
+  statusReached,
   type Timing,
 } from './scale-measure.ts';
-import type { ScaleProtocol } from './scale-systems.ts';
+import type { MemberStatus, ScaleProtocol } from './scale-systems.ts';
 import type { BenchMember, LearnerStart, ManagedCluster } from './servers.ts';
 
 const ETCD_SNAPSHOT =
@@ -20,12 +21,18 @@ function reasonOf(error: unknown): string {
   return error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error);
 }
 
-/** POST /trigger-snapshot on the leader, timed (Aspen; etcd has no such call). */
+/**
+ * POST /trigger-snapshot on the leader, timed. When the call answers 504 TIMEOUT with definite:false
+ * (the snapshot goes on after the node's 5 s call timeout), the time runs until the leader's /metrics
+ * shows a snapshot at or past the index it had applied when asked.
+ */
 export async function snapshotPhase(cluster: ManagedCluster, protocol: ScaleProtocol): Promise<Timing> {
   if (protocol.system === 'etcd') return { ms: null, reason: ETCD_SNAPSHOT };
   const leader = await leaderOf(protocol, cluster.members);
   if (leader === null) return { ms: null, reason: 'no leader' };
+  const member = leader.member.name;
   const started = performance.now();
+  let answer: string;
   try {
     const response = await fetch(`${leader.member.endpoint}/trigger-snapshot`, {
       method: 'POST',
@@ -33,12 +40,20 @@ export async function snapshotPhase(cluster: ManagedCluster, protocol: ScaleProt
       body: '{}',
       signal: AbortSignal.timeout(SNAPSHOT_CALL_TIMEOUT_MS),
     });
-    const text = await response.text();
-    if (!response.ok) return { ms: null, reason: `${response.status} ${text.slice(0, 200)}` };
-    return { ms: Math.round(performance.now() - started), member: leader.member.name };
+    answer = `${response.status} ${(await response.text()).slice(0, 200)}`;
+    if (response.ok) return { ms: Math.round(performance.now() - started), member };
+    if (response.status !== 504 || !answer.includes('"definite":false'))
+      return { ms: null, reason: answer, member };
   } catch (error) {
-    return { ms: null, reason: reasonOf(error) };
+    return { ms: null, reason: reasonOf(error), member };
   }
+  const target = leader.status.applied;
+  const done = (status: MemberStatus) => (status.snapshotIndex ?? 0) >= target;
+  const ms = await statusReached(protocol, leader.member, done, started, SNAPSHOT_CALL_TIMEOUT_MS);
+  const how = `the call answered ${answer.split(' ')[0] ?? ''}; timed until the leader's /metrics showed the snapshot`;
+  return ms === null
+    ? { ms, reason: `${how}: not within ${SNAPSHOT_CALL_TIMEOUT_MS} ms`, member }
+    : { ms, member, note: how };
 }
 
 /** The timing of `member` catching up to `target` from `startedMs`, with its stall and RSS then. */

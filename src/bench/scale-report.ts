@@ -46,6 +46,8 @@ export interface ScaleRun {
   readonly batchKeys: number;
   readonly valueBytes: number;
   readonly clients: number;
+  /** The machine's 1-minute load average when the run began and ended: others' work shows here. */
+  readonly loadAverage: { readonly start: number; readonly end: number };
   readonly results: readonly ScaleResult[];
 }
 
@@ -100,7 +102,10 @@ export function summaryTable(results: readonly ScaleResult[]): string {
       'leader before / after the snapshot',
       (r) => `${r.leaderBefore ?? 'none'} / ${r.leaderAfterSnapshot ?? 'none'}`,
     ],
-    ['snapshot on the leader', (r) => seconds(r.snapshot)],
+    [
+      'snapshot on the leader',
+      (r) => `${seconds(r.snapshot)}${r.snapshot.note === undefined ? '' : ` (${r.snapshot.note})`}`,
+    ],
     ['restart after kill -9, until caught up', (r) => caughtUpText(r.restart)],
     ['a new learner catching up', (r) => caughtUpText(r.learner)],
   ];
@@ -164,7 +169,8 @@ export function writeDocs(run: ScaleRun): void {
     throw new Error(`docs/benchmarks.md has no ${SCALE_BEGIN} … ${SCALE_END} section`);
   const section = [
     `${run.date} UTC, ${run.machine}; Aspen at ${run.commit}. Command: \`${run.command}\`.`,
-    `${count(run.keys)} keys of ${run.valueBytes} bytes, ${run.batchKeys} keys per write, ${run.clients} clients.`,
+    `${count(run.keys)} keys of ${run.valueBytes} bytes, ${run.batchKeys} keys per write, ${run.clients} clients; ` +
+      `the machine's load average was ${run.loadAverage.start.toFixed(1)} at the start and ${run.loadAverage.end.toFixed(1)} at the end.`,
     report(run),
     '![RSS per member against keys loaded](bench/scale-rss.svg)',
   ].join('\n\n');

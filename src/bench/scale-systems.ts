@@ -22,6 +22,8 @@ export interface MemberStatus {
   readonly heapBytes: number | null;
   /** The longest event-loop stall since the process started (Aspen); null elsewhere. */
   readonly stallMs: number | null;
+  /** The log index of its last snapshot (Aspen; 0: none); null where the system does not say. */
+  readonly snapshotIndex: number | null;
 }
 
 export interface ScaleProtocol {
@@ -58,6 +60,7 @@ export const aspenScale: ScaleProtocol = {
       applied: metrics.last_applied,
       heapBytes: typeof metrics.heap_used_bytes === 'number' ? metrics.heap_used_bytes : null,
       stallMs: typeof metrics.event_loop_delay_max_ms === 'number' ? metrics.event_loop_delay_max_ms : null,
+      snapshotIndex: metrics.snapshot?.index ?? 0,
     };
   },
 };
@@ -95,6 +98,7 @@ export const etcdScale: ScaleProtocol = {
       applied: Number(status.header?.revision ?? 0),
       heapBytes: null,
       stallMs: null,
+      snapshotIndex: null,
     };
   },
 };

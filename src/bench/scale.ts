@@ -10,7 +10,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { SCRIPT_EXIT_USAGE, scriptOptions } from '../base/script-args.ts';
 import {
@@ -172,10 +172,12 @@ async function main(argv: readonly string[]): Promise<void> {
   process.once('SIGINT', () => void stopOnSignal('SIGINT', 2));
   process.once('SIGTERM', () => void stopOnSignal('SIGTERM', 15));
   const machine = `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+  const date = new Date().toISOString().slice(0, 16).replace('T', ' ');
+  const loadAverageStart = loadavg()[0] ?? 0;
   const results = [await runSystem(startAspen, aspenScale, options)];
   if (etcdBinary !== null) results.push(await runSystem(() => startEtcd(etcdBinary), etcdScale, options));
   const run: ScaleRun = {
-    date: new Date().toISOString().slice(0, 16).replace('T', ' '),
+    date,
     machine,
     commit: commitOf(),
     command: `npm run bench:scale -- ${argv.join(' ')}`.trim(),
@@ -183,6 +185,7 @@ async function main(argv: readonly string[]): Promise<void> {
     batchKeys: BATCH_KEYS,
     valueBytes: VALUE_BYTES,
     clients: options.clients,
+    loadAverage: { start: loadAverageStart, end: loadavg()[0] ?? 0 },
     results,
   };
   writeFileSync(out, `${JSON.stringify(run, null, 2)}\n`);

@@ -103,6 +103,7 @@ describe('npm run bench:scale (a smoke run: that it runs and reports, not its go
     const run = JSON.parse(readFileSync(out, 'utf8')) as ScaleRun;
     expect(run).toMatchObject({ keys: SMOKE_KEYS, batchKeys: 100, valueBytes: 100, clients: 8 });
     expect(run.results.map((result) => result.system)).toEqual(['aspen']);
+    expect(run.loadAverage.end).toBeGreaterThanOrEqual(0);
     const [result] = run.results;
     if (result === undefined) throw new Error('no result');
     checkFigures(result);
@@ -159,5 +160,9 @@ describe('the scale report', () => {
     expect(table).toContain('| restart after kill -9, until caught up | 1.5 s (e2, serving after 1.0 s) |');
     expect(table).toContain('| new terms: load / snapshot | 0 / 1 |');
     expect(table).toContain('| longest event-loop stall per member (ms) | n/a (not a Node process) |');
+    const timedByMetrics = { ...result, snapshot: { ms: 4_321, note: 'timed by /metrics' } };
+    expect(summaryTable([timedByMetrics])).toContain(
+      '| snapshot on the leader | 4.3 s (timed by /metrics) |',
+    );
   });
 });
