@@ -239,6 +239,19 @@ export interface RaftMetrics {
   readonly millis_since_quorum_ack: number | null;
 }
 
+/** Figures of the node's process, beside its Raft metrics in GET /metrics. */
+export interface ProcessMetrics {
+  /** The longest event-loop stall since the process started, in ms (to within the 10 ms sampling). */
+  readonly event_loop_delay_max_ms: number;
+  /** The longest stall in the last one to two minutes, in ms. */
+  readonly event_loop_delay_recent_max_ms: number;
+  /** V8 heap in use, in bytes. */
+  readonly heap_used_bytes: number;
+}
+
+/** GET /metrics: the Raft metrics and the process's own figures. */
+export type NodeMetrics = RaftMetrics & ProcessMetrics;
+
 /** POST /lease/grant. `lease_id` absent or 0: the cluster chooses one. */
 export interface LeaseGrantRequest extends SessionFields {
   readonly ttl_seconds: number;

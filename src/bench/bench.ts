@@ -16,6 +16,7 @@ import { availableParallelism, cpus, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { scriptOptions } from '../base/script-args.ts';
 import { chartSvg } from './chart.ts';
+import { markdown } from './markdown.ts';
 import {
   KEY_SPACE,
   keyOf,
@@ -117,15 +118,6 @@ async function benchmark(
     results.lock.push(result);
   }
   return results;
-}
-
-/** A markdown table of rows whose first row is the header. */
-function markdown(rows: readonly (readonly string[])[]): string {
-  const width = rows[0]?.length ?? 0;
-  return rows
-    .map((row) => `| ${row.join(' | ')} |`)
-    .join('\n')
-    .replace(/\n/, `\n|${Array.from({ length: width }, () => '---').join('|')}|\n`);
 }
 
 function watchTable(results: readonly WatchRunResult[]): string {

@@ -53,3 +53,54 @@ export function chartSvg(results: readonly RunResult[], title: string): string {
   parts.push('</svg>');
   return `${parts.join('\n')}\n`;
 }
+
+/** One line of a memory chart: a member's RSS (bytes) at each key count loaded. */
+export interface MemorySeries {
+  readonly system: string;
+  readonly member: string;
+  readonly points: readonly (readonly [keys: number, bytes: number])[];
+}
+
+const MEMORY_DASHES = ['', '6 3', '2 3', '8 3 2 3'];
+const MEBIBYTE = 2 ** 20;
+
+/** RSS per member against keys loaded, one colour per system and one dash per member, as plain SVG. */
+export function memoryChartSvg(series: readonly MemorySeries[], title: string): string {
+  const left = MARGIN + 20;
+  const right = WIDTH - MARGIN;
+  const top = 40;
+  const bottom = HEIGHT - MARGIN - 30;
+  const all = series.flatMap((line) => line.points);
+  const maxKeys = Math.max(1, ...all.map(([keys]) => keys));
+  const maxMib = Math.max(1, ...all.map(([, bytes]) => bytes / MEBIBYTE)) * 1.1;
+  const x = (keys: number) => left + ((right - left) * keys) / maxKeys;
+  const y = (bytes: number) => bottom - ((bottom - top) * bytes) / MEBIBYTE / maxMib;
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" font-family="sans-serif" font-size="12">`,
+    `<text x="${WIDTH / 2}" y="20" text-anchor="middle" font-size="14">${title}</text>`,
+    `<line x1="${left}" y1="${bottom}" x2="${right}" y2="${bottom}" stroke="#888"/>`,
+    `<line x1="${left}" y1="${top}" x2="${left}" y2="${bottom}" stroke="#888"/>`,
+    `<text x="${(left + right) / 2}" y="${bottom + 28}" text-anchor="middle">keys loaded</text>`,
+    `<text x="${left - 4}" y="${top + 4}" text-anchor="end">${Math.round(maxMib)} MiB</text>`,
+    `<text x="${left - 4}" y="${bottom + 4}" text-anchor="end">0</text>`,
+    `<text x="${right}" y="${bottom + 16}" text-anchor="end">${maxKeys.toLocaleString('en-US')}</text>`,
+    `<text x="${left - 4}" y="${(top + bottom) / 2 + 4}" text-anchor="end">${Math.round(maxMib / 2)}</text>`,
+    `<text x="${(left + right) / 2}" y="${bottom + 16}" text-anchor="middle">${Math.round(maxKeys / 2).toLocaleString('en-US')}</text>`,
+  ];
+  const systems = [...new Set(series.map((line) => line.system))];
+  series.forEach((line, index) => {
+    const points = line.points.map(([keys, bytes]) => `${x(keys).toFixed(1)},${y(bytes).toFixed(1)}`);
+    // Members of a system share its colour and differ by dash; the legend has a row per system.
+    const rank = series.slice(0, index).filter((other) => other.system === line.system).length;
+    const row = systems.indexOf(line.system);
+    const dash = MEMORY_DASHES[rank % MEMORY_DASHES.length] ?? '';
+    const color = COLORS[line.system] ?? '#000';
+    parts.push(
+      `<polyline fill="none" stroke="${color}" stroke-width="2"${dash === '' ? '' : ` stroke-dasharray="${dash}"`} points="${points.join(' ')}"/>`,
+      `<line x1="${left + rank * 160}" y1="${HEIGHT - 16 - row * 16}" x2="${left + rank * 160 + 30}" y2="${HEIGHT - 16 - row * 16}" stroke="${color}" stroke-width="2"${dash === '' ? '' : ` stroke-dasharray="${dash}"`}/>`,
+      `<text x="${left + rank * 160 + 36}" y="${HEIGHT - 12 - row * 16}" fill="${color}">${line.system} ${line.member}</text>`,
+    );
+  });
+  parts.push('</svg>');
+  return `${parts.join('\n')}\n`;
+}

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { RaftMetrics } from '../api/types.ts';
+import type { NodeMetrics } from '../api/types.ts';
 
 const ROLE_VALUES = { Follower: 0, Candidate: 1, Leader: 2, Learner: 3 } as const;
 /** Latency buckets in seconds: sub-millisecond to the request timeout. */
@@ -49,6 +49,21 @@ export class PrometheusMetrics {
     help: 'On the leader: seconds since a quorum last acknowledged it (absent elsewhere)',
     registers: [this.registry],
   });
+  private readonly eventLoopDelayMax = new Gauge({
+    name: 'aspen_event_loop_delay_max_seconds',
+    help: 'Longest event-loop stall since the process started (10 ms sampling)',
+    registers: [this.registry],
+  });
+  private readonly eventLoopDelayRecentMax = new Gauge({
+    name: 'aspen_event_loop_delay_recent_max_seconds',
+    help: 'Longest event-loop stall in the last one to two minutes (10 ms sampling)',
+    registers: [this.registry],
+  });
+  private readonly heapUsed = new Gauge({
+    name: 'aspen_heap_used_bytes',
+    help: 'V8 heap in use',
+    registers: [this.registry],
+  });
   readonly errors = new Counter({
     name: 'aspen_errors_total',
     help: 'API errors by code',
@@ -75,13 +90,16 @@ export class PrometheusMetrics {
   });
 
   /** Refresh the gauges from a metrics snapshot and render the text format. */
-  async render(metrics: RaftMetrics): Promise<string> {
+  async render(metrics: NodeMetrics): Promise<string> {
     this.leader.set(metrics.current_leader ?? 0);
     this.term.set(metrics.current_term);
     this.state.set(ROLE_VALUES[metrics.state]);
     this.lastLogIndex.set(metrics.last_log_index);
     this.commitIndex.set(metrics.commit_index);
     this.lastApplied.set(metrics.last_applied);
+    this.eventLoopDelayMax.set(metrics.event_loop_delay_max_ms / 1_000);
+    this.eventLoopDelayRecentMax.set(metrics.event_loop_delay_recent_max_ms / 1_000);
+    this.heapUsed.set(metrics.heap_used_bytes);
     this.quorumAckAge.reset();
     if (metrics.millis_since_quorum_ack !== null)
       this.quorumAckAge.set(metrics.millis_since_quorum_ack / 1_000);

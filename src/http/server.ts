@@ -17,7 +17,7 @@ import type {
 import { AspenError } from '../api/errors.ts';
 import { assert } from '../base/assert.ts';
 import { evaluateHealth, type HealthReport } from '../api/health.ts';
-import type { ClusterNode, JoinTicketAnswer, RaftMetrics, StateAnswer } from '../api/types.ts';
+import type { ClusterNode, JoinTicketAnswer, NodeMetrics, RaftMetrics, StateAnswer } from '../api/types.ts';
 import {
   ADDRESS_CHARS_MAX,
   PEER_ID_CHARS_MAX,
@@ -40,6 +40,7 @@ import { addLeaseRoutes } from './lease-routes.ts';
 import { addElectionRoutes } from './election-routes.ts';
 import { addLockRoutes } from './lock-routes.ts';
 import { memberHttpUrls, type SelfHttp } from './member-urls.ts';
+import { processMetrics, startEventLoopSampler } from './event-loop.ts';
 import { PrometheusMetrics } from './prometheus.ts';
 import { addWatchRoute } from './watch-route.ts';
 
@@ -238,6 +239,7 @@ function emptyBodyAsObject(request: FastifyRequest, _reply: FastifyReply, done: 
  */
 export function buildHttpServer(options: HttpServerOptions): FastifyInstance {
   const metrics = new PrometheusMetrics();
+  startEventLoopSampler();
   const log = options.log ?? (() => undefined);
   const idleTimeoutMs = (options.connectionLimits ?? DEFAULT_CONNECTION_LIMITS).idleTimeoutMs;
   const tls = options.tls;
@@ -528,10 +530,14 @@ function addKeyValueRoutes(app: FastifyInstance, store: KeyValueStore): void {
 /** Metrics, health, identity, membership (with each member's HTTP URL) and the network layer's routes (peers, tickets). */
 function addNodeRoutes(app: FastifyInstance, options: HttpServerOptions, metrics: PrometheusMetrics): void {
   const { controller, identity } = options;
-  app.get('/metrics', () => controller.getMetrics());
+  const nodeMetrics = async (): Promise<NodeMetrics> => ({
+    ...(await controller.getMetrics()),
+    ...processMetrics(),
+  });
+  app.get('/metrics', nodeMetrics);
   app.get('/state', (request) => stateWithUrls(options, request.server.server.address()));
   app.get('/metrics/prometheus', async (_request, reply) => {
-    const text = await metrics.render(await controller.getMetrics());
+    const text = await metrics.render(await nodeMetrics());
     return reply.type(metrics.registry.contentType).send(text);
   });
   app.get('/node-info', () => ({
