@@ -248,11 +248,15 @@ async function startStorage(config: NodeConfig, log: Log, options: StartOptions)
   const stop = (mode: StopMode): Promise<void> => (mode === 'fatal' ? storage.abandon() : storage.close());
   try {
     const logStore = new WalLogStore(storage);
+    const loaded = logStore.load(); // first: it may replace the state by the snapshot file
+    const machine = new LmdbKvStateMachine(storage);
     return {
       value: {
-        ...wrap({ logStore, stateMachine: new LmdbKvStateMachine(storage) }),
-        ...logStore.load(),
-        snapshotFiles: storage.snapshotFileSource(),
+        ...wrap({ logStore, stateMachine: machine }),
+        ...loaded,
+        snapshotFiles: storage.snapshotFileSource(() => {
+          machine.reload();
+        }),
         snapshotFileBytes: (index, fileBytesMax) => storage.snapshotFiles.encodeNow(index, fileBytesMax),
       },
       stop,

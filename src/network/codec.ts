@@ -214,6 +214,11 @@ function snapshotChunk(fields: Fields, base: { from: number; to: number; term: n
   const offsetBytes = integer(fields, 'offsetBytes');
   const totalBytes = integer(fields, 'totalBytes');
   if (offsetBytes + data.byteLength > totalBytes) fail('chunk runs past the snapshot end');
+  // Absent on chunks from nodes before snapshot files: snapshot bytes, unchecked.
+  const format = fields.format ?? 'bytes';
+  if (format !== 'bytes' && format !== 'file') fail('chunk format must be bytes or file');
+  const crc = fields.crc === undefined ? null : integer(fields, 'crc');
+  if (format === 'file' && crc === null) fail('a chunk of a snapshot file carries its crc');
   return {
     type: 'snapshot_chunk',
     ...base,
@@ -221,6 +226,8 @@ function snapshotChunk(fields: Fields, base: { from: number; to: number; term: n
     offsetBytes,
     totalBytes,
     data,
+    format,
+    crc,
   };
 }
 

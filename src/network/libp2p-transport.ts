@@ -296,6 +296,10 @@ export class Libp2pTransport implements ClusterTransport {
     return this.framesDropped;
   }
 
+  backlog(to: NodeId): number {
+    return this.peers.get(to)?.queue.length ?? 0;
+  }
+
   send(message: WireMessage): void {
     const peer = this.peers.get(message.to);
     if (peer === undefined || this.stopped) {

@@ -15,6 +15,10 @@ export interface SnapshotChunk {
   readonly offsetBytes: number;
   readonly totalBytes: number;
   readonly data: Uint8Array;
+  /** 'bytes': snapshot bytes (encodeSnapshot); 'file': a piece of an LMDB snapshot file. */
+  readonly format: 'bytes' | 'file';
+  /** CRC-32 of `data` (null: unchecked, from a node before snapshot files). */
+  readonly crc: number | null;
 }
 
 /** A client request a follower forwards to the leader over the cluster transport. */
@@ -96,6 +100,8 @@ export type WireMessage = Message | SnapshotChunk | ClientRequest | ClientRespon
 /** Unreliable, unordered datagram-style delivery of Raft messages (the simulator or libp2p). */
 export interface Transport {
   send(message: WireMessage): void;
+  /** Frames waiting to leave for `to` (snapshot files are sent only as fast as they drain); absent: none. */
+  backlog?(to: NodeId): number;
 }
 
 /**
@@ -141,8 +147,21 @@ export interface SnapshotWithData extends Snapshot {
 export interface SnapshotFileSource {
   /** Copy the machine as it is now into a synced snapshot file; resolves with the applied index it holds. */
   take(): Promise<number>;
-  /** The snapshot file at `index` as snapshot bytes (what a follower installs). */
-  encode(index: number): Promise<Uint8Array>;
+  /** The size of the snapshot file at `index`. */
+  size(index: number): number;
+  /** Up to `length` bytes of the snapshot file at `index` from `offset` (one bounded read). */
+  read(index: number, offset: number, length: number): Uint8Array;
+  /** Start receiving snapshot `index` of `totalBytes` from a leader (any earlier one is dropped). */
+  beginReceive(index: number, totalBytes: number): void;
+  /** Write a piece of the snapshot being received (positional: pieces may come in any order). */
+  writeReceived(offset: number, data: Uint8Array): void;
+  /** The whole snapshot arrived: sync it and name it as snapshot file `index`. */
+  finishReceive(index: number): Promise<void>;
+  /**
+   * Make the state machine a copy of snapshot file `index` (already marked in the log): copied and
+   * synced beside the live state, then switched over; a crash leaves the old state or the new.
+   */
+  install(index: number): Promise<void>;
 }
 
 export interface PersistBatch {

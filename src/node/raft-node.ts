@@ -174,6 +174,11 @@ export class RaftNode {
       failed: (error) => {
         this.failStop(error);
       },
+      received: (message) => {
+        this.deliver(message);
+      },
+      isStopped: () => this.stopped,
+      backlog: (to) => options.transport.backlog?.(to) ?? 0,
     });
     const latest = this.snapshots.latest;
     const persistedMeta = options.persisted.snapshot ?? null;

@@ -9,6 +9,8 @@ import type {
   LogStore,
   PersistBatch,
   RaftNodeObserver,
+  Snapshot,
+  SnapshotFileSource,
   SnapshotWithData,
   Transport,
 } from './interfaces.ts';
@@ -26,6 +28,7 @@ export interface ExecutorHost {
     readonly stateMachine: StateMachine;
     readonly observer?: RaftNodeObserver | undefined;
     readonly applyListener?: ApplyListener | undefined;
+    readonly snapshotFiles?: SnapshotFileSource | undefined;
   };
   readonly snapshots: SnapshotManager;
   readonly requests: RequestTracker;
@@ -84,9 +87,36 @@ export class NodeReadyExecutor implements ReadyExecutor {
         return;
       }
       this.host.options.observer?.persisted?.(this.host.id, batch);
-      if (snapshot !== null && !this.installSnapshot(snapshot)) return; // installing failed: storage fail-stop
-      done();
+      if (snapshot === null) {
+        done();
+        return;
+      }
+      if (snapshot.data !== null) {
+        if (this.installSnapshot({ meta: snapshot.meta, data: snapshot.data })) done();
+        return; // else installing failed: storage fail-stop
+      }
+      this.installSnapshotFile(snapshot, done);
     });
+  }
+
+  /** Switch the state machine over to a received snapshot file (marked in the log just now). */
+  private installSnapshotFile(snapshot: Snapshot, done: () => void): void {
+    const files = this.host.options.snapshotFiles;
+    assert(files !== undefined, 'a snapshot without bytes is a file');
+    files.install(snapshot.meta.index).then(
+      () => {
+        if (this.host.isStopped()) return;
+        assert(
+          this.host.options.stateMachine.appliedIndex === snapshot.meta.index,
+          'the installed snapshot file holds its index',
+        );
+        this.installed(snapshot);
+        done();
+      },
+      (error: unknown) => {
+        this.host.failStop(error);
+      },
+    );
   }
 
   /** The observer sees each Ready once, just before its first message leaves or its first entry is applied. */
@@ -105,12 +135,17 @@ export class NodeReadyExecutor implements ReadyExecutor {
       this.host.failStop(error);
       return false;
     }
+    this.installed(snapshot);
+    return true;
+  }
+
+  /** The state machine holds `snapshot` now: tell the listeners, fail the requests it covers. */
+  private installed(snapshot: Snapshot): void {
     this.host.snapshots.installed(snapshot);
     this.host.options.applyListener?.restored(snapshot.meta.index);
     this.host.options.observer?.snapshotInstalled?.(this.host.id, snapshot);
     this.host.options.observer?.raftEvent?.(this.host.id, snapshotEvent('snapshot_installed', snapshot));
     this.host.requests.failCoveredBy(snapshot.meta.index);
-    return true;
   }
 
   private sendMessage(message: Message): void {

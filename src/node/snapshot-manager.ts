@@ -1,6 +1,7 @@
 import { assert } from '../base/assert.ts';
-import type { InstallSnapshot, NodeId, Ready } from '../raft/types.ts';
-import type { Clock, Snapshot, SnapshotChunk, SnapshotFileSource, SnapshotWithData } from './interfaces.ts';
+import { crc32 } from 'node:zlib';
+import type { InstallSnapshot, NodeId, Ready, SnapshotMeta } from '../raft/types.ts';
+import type { Clock, Snapshot, SnapshotChunk, SnapshotFileSource } from './interfaces.ts';
 import { SNAPSHOT_CHUNK_BYTES_MAX, SnapshotAssembler, snapshotChunks } from './snapshot-transfer.ts';
 
 /** Take a snapshot (and compact the log) once this many entries were applied since the last one… */
@@ -10,8 +11,14 @@ export const SNAPSHOT_THRESHOLD_ENTRIES_DEFAULT = 10_000;
  * is bounded by bytes as well as by entries (a snapshot file costs a copy off the event loop).
  */
 export const SNAPSHOT_THRESHOLD_BYTES_DEFAULT = 64 * 1024 * 1024;
-/** A snapshot file encoded for followers is kept this long after it was last sent, then let go. */
-export const SNAPSHOT_SEND_CACHE_MS = 30_000;
+/** Chunks of a snapshot file sent to one follower per turn: bounds a turn's reads. */
+export const SNAPSHOT_SEND_CHUNKS_PER_TURN = 4;
+/** A follower's snapshot waits while this many frames wait to leave for it (bounds the memory queued). */
+export const SNAPSHOT_SEND_BACKLOG_FRAMES_MAX = 8;
+/** How long a snapshot send waits for the transport to drain before it looks again. */
+export const SNAPSHOT_SEND_WAIT_MS = 2;
+/** Pieces a snapshot file being received may come in (1 TiB in chunks of 1 MiB). */
+export const SNAPSHOT_RECEIVE_CHUNKS_MAX = 1 << 20;
 
 export interface SnapshotManagerOptions {
   readonly nodeId: NodeId;
@@ -23,17 +30,33 @@ export interface SnapshotManagerOptions {
   readonly chunkBytes: number | undefined;
   /** Snapshots kept as files by the machine (LMDB); absent: snapshots are bytes. */
   readonly files: SnapshotFileSource | undefined;
-  /** Encoding a snapshot file failed (storage): the node fail-stops. */
+  /** Receiving a snapshot file failed (storage): the node fail-stops. */
   readonly failed: (error: unknown) => void;
+  /** A snapshot file from the leader arrived whole and synced: step this into the core. */
+  readonly received: (message: InstallSnapshot) => void;
+  readonly isStopped: () => boolean;
+  /** Frames waiting to leave for a follower (Transport.backlog). */
+  readonly backlog: (to: NodeId) => number;
 }
 
-/** Bytes of a snapshot file encoded for followers (kept a while: several may need it). */
-interface Encoded {
+/** A snapshot file going to one follower, a few chunks per turn. */
+interface FileSend {
   readonly index: number;
-  data: Uint8Array | null;
-  /** Followers waiting for the bytes (by node id: one InstallSnapshot each, the newest). */
-  readonly waiting: Map<NodeId, InstallSnapshot>;
-  lastUsedMs: number;
+  readonly route: { readonly from: NodeId; readonly to: NodeId; readonly term: number };
+  readonly meta: SnapshotMeta;
+  readonly totalBytes: number;
+  offsetBytes: number;
+  readonly transmit: (chunk: SnapshotChunk) => void;
+}
+
+/** A snapshot file coming from the leader, written at its offsets as the chunks arrive. */
+interface FileReceipt {
+  readonly meta: SnapshotMeta;
+  readonly totalBytes: number;
+  readonly offsets: Set<number>;
+  receivedBytes: number;
+  /** Whole: being synced and named. */
+  finishing: boolean;
 }
 
 /**
@@ -52,11 +75,14 @@ export class SnapshotManager {
   /** Bytes of the entries applied since the latest snapshot (estimated by their data). */
   private appliedBytes = 0;
   /** A snapshot fully received from the leader, waiting for the core to accept it. */
-  private received: SnapshotWithData | null = null;
+  private received: Snapshot | null = null;
   /** A local snapshot is being written. */
   private writing = false;
-  /** The latest snapshot file as bytes for followers (being encoded while data is null). */
-  private encoded: Encoded | null = null;
+  /** Snapshot files being sent, by follower. */
+  private readonly sends = new Map<NodeId, FileSend>();
+  private pumpScheduled = false;
+  /** The snapshot file being received. */
+  private receipt: FileReceipt | null = null;
 
   constructor(options: SnapshotManagerOptions) {
     this.options = options;
@@ -104,17 +130,68 @@ export class SnapshotManager {
     this.writing = false;
   }
 
-  /** A chunk from the leader; returns the message to step into the core once the snapshot is whole. */
+  /**
+   * A chunk from the leader; returns the message to step into the core once the snapshot is whole
+   * (a snapshot file is first synced: its message comes later through `received`). A chunk whose
+   * CRC does not match is dropped (the leader sends the snapshot again).
+   */
   acceptChunk(chunk: SnapshotChunk): InstallSnapshot | null {
     if (chunk.to !== this.options.nodeId) return null;
+    if (chunk.crc !== null && crc32(chunk.data) !== chunk.crc) return null;
+    if (chunk.format === 'file') {
+      this.acceptFileChunk(chunk);
+      return null;
+    }
     const snapshot = this.assembler.accept(chunk);
     if (snapshot === null) return null;
     this.received = snapshot;
-    return { type: 'snapshot', from: chunk.from, to: chunk.to, term: chunk.term, snapshot: snapshot.meta };
+    return installMessage(chunk);
+  }
+
+  /** A piece of a snapshot file: written at its offset; once all are there, synced and stepped. */
+  private acceptFileChunk(chunk: SnapshotChunk): void {
+    const files = this.options.files;
+    if (files === undefined) return; // a machine in memory installs snapshot bytes only
+    let receipt = this.receipt;
+    if (
+      receipt === null ||
+      receipt.meta.index !== chunk.snapshot.index ||
+      receipt.meta.term !== chunk.snapshot.term ||
+      receipt.totalBytes !== chunk.totalBytes
+    ) {
+      files.beginReceive(chunk.snapshot.index, chunk.totalBytes);
+      receipt = {
+        meta: chunk.snapshot,
+        totalBytes: chunk.totalBytes,
+        offsets: new Set(),
+        receivedBytes: 0,
+        finishing: false,
+      };
+      this.receipt = receipt;
+    }
+    if (receipt.finishing || receipt.offsets.has(chunk.offsetBytes)) return;
+    if (receipt.offsets.size >= SNAPSHOT_RECEIVE_CHUNKS_MAX) return;
+    files.writeReceived(chunk.offsetBytes, chunk.data);
+    receipt.offsets.add(chunk.offsetBytes);
+    receipt.receivedBytes += chunk.data.byteLength;
+    if (receipt.receivedBytes < receipt.totalBytes) return;
+    receipt.finishing = true;
+    const whole = receipt;
+    files.finishReceive(whole.meta.index).then(
+      () => {
+        if (this.receipt !== whole || this.options.isStopped()) return;
+        this.receipt = null;
+        this.received = { meta: whole.meta, data: null };
+        this.options.received(installMessage(chunk));
+      },
+      (error: unknown) => {
+        if (this.receipt === whole) this.options.failed(error);
+      },
+    );
   }
 
   /** The received snapshot data the core accepted in `ready`, if it accepted one. */
-  acceptedIn(ready: Ready): SnapshotWithData | null {
+  acceptedIn(ready: Ready): Snapshot | null {
     if (ready.snapshot === null) return null;
     const received = this.received;
     assert(received !== null, 'the core accepts only a snapshot the node received');
@@ -134,12 +211,12 @@ export class SnapshotManager {
   private replaceLatest(snapshot: Snapshot): void {
     this.latestSnapshot = snapshot;
     this.appliedBytes = 0;
-    if (this.encoded !== null && this.encoded.index !== snapshot.meta.index) this.encoded = null;
   }
 
   /**
-   * Send the core's InstallSnapshot `message` (always of the snapshot this node holds) in chunks. A
-   * snapshot file is encoded first, off the event loop; the chunks leave once its bytes are there.
+   * Send the core's InstallSnapshot `message` (always of the snapshot this node holds) in chunks: its
+   * bytes at once, or a snapshot file as it is, SNAPSHOT_SEND_CHUNKS_PER_TURN chunks per turn (a
+   * send to the same follower replaces the one in progress).
    */
   send(message: InstallSnapshot, transmit: (chunk: SnapshotChunk) => void): void {
     const snapshot = this.latestSnapshot;
@@ -157,50 +234,72 @@ export class SnapshotManager {
         transmit(chunk);
       return;
     }
-    const encoded = this.encodedFor(snapshot.meta.index, transmit);
-    encoded.lastUsedMs = this.options.clock.nowMs();
-    if (encoded.data === null) {
-      encoded.waiting.set(message.to, message);
-      return;
-    }
-    const withData = { meta: snapshot.meta, data: encoded.data };
-    for (const chunk of snapshotChunks(withData, route, this.chunkBytes)) transmit(chunk);
-  }
-
-  /** The bytes of snapshot file `index`, or their encoding started (once per snapshot). */
-  private encodedFor(index: number, transmit: (chunk: SnapshotChunk) => void): Encoded {
-    if (this.encoded?.index === index) return this.encoded;
     const files = this.options.files;
     assert(files !== undefined, 'a snapshot without bytes is a file');
-    const encoded: Encoded = {
-      index,
-      data: null,
-      waiting: new Map(),
-      lastUsedMs: this.options.clock.nowMs(),
-    };
-    this.encoded = encoded;
-    files.encode(index).then(
-      (data) => {
-        if (this.encoded !== encoded) return; // a newer snapshot replaced it meanwhile
-        encoded.data = data;
-        for (const message of encoded.waiting.values()) this.send(message, transmit);
-        encoded.waiting.clear();
-        this.scheduleRelease(encoded);
-      },
-      (error: unknown) => {
-        if (this.encoded === encoded) this.encoded = null;
-        this.options.failed(error);
-      },
-    );
-    return encoded;
+    const index = snapshot.meta.index;
+    // The core sends again after a while; a send still in progress goes on (restarting it would
+    // never finish a file that takes longer than that to send).
+    if (this.sends.get(message.to)?.index === index) return;
+    const totalBytes = files.size(index);
+    this.sends.set(message.to, { index, route, meta: snapshot.meta, totalBytes, offsetBytes: 0, transmit });
+    this.schedulePump(0);
   }
 
-  /** Let the encoded bytes go once no follower asked for them for SNAPSHOT_SEND_CACHE_MS. */
-  private scheduleRelease(encoded: Encoded): void {
-    this.options.clock.setTimer(SNAPSHOT_SEND_CACHE_MS, () => {
-      if (this.encoded !== encoded) return;
-      if (this.options.clock.nowMs() - encoded.lastUsedMs >= SNAPSHOT_SEND_CACHE_MS) this.encoded = null;
-      else this.scheduleRelease(encoded);
+  private schedulePump(delayMs: number): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    this.options.clock.setTimer(delayMs, () => {
+      this.pumpScheduled = false;
+      this.pump();
     });
   }
+
+  /** A few chunks of each snapshot file in flight; a send of an older snapshot than the latest stops. */
+  private pump(): void {
+    const files = this.options.files;
+    if (files === undefined || this.options.isStopped()) {
+      this.sends.clear();
+      return;
+    }
+    let waiting = false;
+    for (const [to, send] of this.sends) {
+      if (send.index !== this.latestSnapshot?.meta.index) {
+        this.sends.delete(to); // the file may be gone: the core sends the newer one
+        continue;
+      }
+      if (this.options.backlog(to) >= SNAPSHOT_SEND_BACKLOG_FRAMES_MAX) {
+        waiting = true;
+        continue;
+      }
+      for (
+        let sent = 0;
+        sent < SNAPSHOT_SEND_CHUNKS_PER_TURN && send.offsetBytes < send.totalBytes;
+        sent += 1
+      ) {
+        const length = Math.min(this.chunkBytes, send.totalBytes - send.offsetBytes);
+        const data = files.read(send.index, send.offsetBytes, length);
+        assert(
+          data.byteLength === length,
+          `snapshot file ${send.index} is shorter than ${send.totalBytes} bytes`,
+        );
+        send.transmit({
+          type: 'snapshot_chunk',
+          ...send.route,
+          snapshot: send.meta,
+          offsetBytes: send.offsetBytes,
+          totalBytes: send.totalBytes,
+          data,
+          format: 'file',
+          crc: crc32(data),
+        });
+        send.offsetBytes += length;
+      }
+      if (send.offsetBytes >= send.totalBytes) this.sends.delete(to);
+    }
+    if (this.sends.size > 0) this.schedulePump(waiting ? SNAPSHOT_SEND_WAIT_MS : 0);
+  }
+}
+
+function installMessage(chunk: SnapshotChunk): InstallSnapshot {
+  return { type: 'snapshot', from: chunk.from, to: chunk.to, term: chunk.term, snapshot: chunk.snapshot };
 }

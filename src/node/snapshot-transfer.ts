@@ -1,3 +1,4 @@
+import { crc32 } from 'node:zlib';
 import { assert } from '../base/assert.ts';
 import { SNAPSHOT_BYTES_MAX } from '../base/limits.ts';
 import type { NodeId, SnapshotMeta } from '../raft/types.ts';
@@ -18,7 +19,17 @@ export function snapshotChunks(
   let offsetBytes = 0;
   do {
     const data = snapshot.data.subarray(offsetBytes, Math.min(totalBytes, offsetBytes + chunkBytes));
-    chunks.push({ type: 'snapshot_chunk', ...route, snapshot: snapshot.meta, offsetBytes, totalBytes, data });
+    const crc = crc32(data);
+    chunks.push({
+      type: 'snapshot_chunk',
+      ...route,
+      snapshot: snapshot.meta,
+      offsetBytes,
+      totalBytes,
+      data,
+      format: 'bytes',
+      crc,
+    });
     offsetBytes += data.byteLength;
   } while (offsetBytes < totalBytes);
   return chunks;

@@ -46,8 +46,16 @@ export class LmdbKvStateMachine implements StateMachine {
 
   constructor(storage: LmdbStorage) {
     this.storage = storage;
-    this.appliedIndex = (storage.stateMeta.get(META_APPLIED) as number | undefined) ?? 0;
-    this.appliedMembership = (storage.stateMeta.get(META_MEMBERSHIP) as MembershipConfig | undefined) ?? null;
+    this.appliedIndex = 0;
+    this.appliedMembership = null;
+    this.reload();
+  }
+
+  /** Read what the machine keeps in memory from storage (at open, and after a snapshot file replaced the state). */
+  reload(): void {
+    this.appliedIndex = (this.storage.stateMeta.get(META_APPLIED) as number | undefined) ?? 0;
+    this.appliedMembership =
+      (this.storage.stateMeta.get(META_MEMBERSHIP) as MembershipConfig | undefined) ?? null;
     this.loadSessions();
   }
 

@@ -9,7 +9,6 @@ import {
   type StateDatabases,
 } from './state-databases.ts';
 import type { LogStore, PersistBatch, Snapshot, SnapshotFileSource } from '../node/interfaces.ts';
-import { SNAPSHOT_BYTES_MAX } from '../base/limits.ts';
 import {
   decodeSnapshot,
   encodeSnapshot,
@@ -181,12 +180,45 @@ export class LmdbStorage {
     return this.stateDbs.leaseKeys;
   }
 
-  /** The snapshot files as the node's port: copies of the live machine, encoded on demand. */
-  snapshotFileSource(): SnapshotFileSource {
+  /**
+   * The snapshot files as the node's port: copies of the live machine, sent and received as they
+   * are; `reloaded` is told once an installed file is the machine's state.
+   */
+  snapshotFileSource(reloaded: () => void): SnapshotFileSource {
+    const files = this.snapshotFiles;
     return {
-      take: () => this.snapshotFiles.take(this.state),
-      encode: (index) => this.snapshotFiles.encode(index, SNAPSHOT_BYTES_MAX),
+      take: () => files.take(this.state),
+      size: (index) => files.size(index),
+      read: (index, offset, length) => files.read(index, offset, length),
+      beginReceive: (_index, totalBytes) => {
+        files.beginReceive(totalBytes);
+      },
+      writeReceived: (offset, data) => {
+        files.writeReceived(offset, data);
+      },
+      finishReceive: (index) => files.finishReceive(index),
+      install: async (index) => {
+        await this.installSnapshotFile(index);
+        reloaded();
+      },
     };
+  }
+
+  /**
+   * Make `state.mdb` a copy of snapshot file `index`: copied and synced beside it off the event
+   * loop, then the live environment closed, the copy renamed over it and opened (the only moment
+   * the machine is closed). A crash before the rename leaves the old state: the log's mark then
+   * names the file, and the next open restores it (load()).
+   */
+  private async installSnapshotFile(index: number): Promise<void> {
+    const staging = `${this.statePath}.installing`;
+    await this.snapshotFiles.copyOut(index, staging);
+    await this.snapshotFiles.settled(); // no copy of the old environment in flight
+    await this.stateDbs.env.close();
+    rmSync(`${this.statePath}-lock`, { force: true });
+    renameSync(staging, this.statePath);
+    nodeWalFileSystem.syncDir(this.dataDir);
+    this.stateDbs = openStateDatabases(this.statePath);
   }
 
   /**

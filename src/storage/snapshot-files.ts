@@ -1,6 +1,16 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { open as openFile } from 'node:fs/promises';
-import { Worker } from 'node:worker_threads';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { copyFile, open as openFile } from 'node:fs/promises';
 import { assert, assertIndex } from '../base/assert.ts';
 import { nodeWalFileSystem } from './wal/wal-fs.ts';
 import {
@@ -16,8 +26,8 @@ const INDEX_DIGITS = 20;
 const SNAPSHOT_FILE = /^(\d{20})\.mdb$/;
 /** A copy being made (a crash leaves it behind: removed at the next copy or open). */
 const TAKING_FILE = 'taking.mdb';
-/** How long encoding a snapshot file into bytes (for a follower) may take in its worker thread. */
-export const SNAPSHOT_ENCODE_TIMEOUT_MS = 120_000;
+/** A snapshot being received from a leader (a crash leaves it behind: removed at the next receive or open). */
+const RECEIVING_FILE = 'receiving.mdb';
 
 /**
  * Snapshots of the LMDB state machine as files: each a compacted copy of `state.mdb` that LMDB makes
@@ -29,6 +39,8 @@ export class SnapshotFiles {
   readonly dir: string;
   /** A copy is being made (one at a time). */
   private taking = false;
+  /** The file a snapshot from the leader is written into (open while receiving). */
+  private receiving: number | null = null;
   /** The copy in progress: close() waits for it (LMDB must not close under mdb_env_copy2). */
   private inFlight: Promise<unknown> = Promise.resolve();
 
@@ -95,9 +107,73 @@ export class SnapshotFiles {
     return index;
   }
 
+  size(index: number): number {
+    return statSync(this.path(index)).size;
+  }
+
+  /** Up to `length` bytes of snapshot file `index` from `offset` (one positional read). */
+  read(index: number, offset: number, length: number): Uint8Array {
+    const handle = openSync(this.path(index), 'r');
+    try {
+      const buffer = Buffer.alloc(length);
+      const read = readSync(handle, buffer, 0, length, offset);
+      return buffer.subarray(0, read);
+    } finally {
+      closeSync(handle);
+    }
+  }
+
+  /** Start receiving a snapshot of `totalBytes` (an earlier one being received is dropped). */
+  beginReceive(totalBytes: number): void {
+    this.endReceive();
+    const path = `${this.dir}/${RECEIVING_FILE}`;
+    rmSync(path, { force: true });
+    this.receiving = nodeWalFileSystem.open(path, true);
+    nodeWalFileSystem.truncate(this.receiving, totalBytes);
+  }
+
+  /** Write a piece of the snapshot being received at its offset. */
+  writeReceived(offset: number, data: Uint8Array): void {
+    assert(this.receiving !== null, 'a snapshot is being received');
+    nodeWalFileSystem.write(this.receiving, data, offset);
+  }
+
+  /** The snapshot being received is whole: sync it (off the event loop) and name it as file `index`. */
+  async finishReceive(index: number): Promise<void> {
+    const handle = this.receiving;
+    assert(handle !== null, 'a snapshot is being received');
+    await new Promise<void>((resolve, reject) => {
+      nodeWalFileSystem.datasync(handle, (error) => {
+        if (error === null) resolve();
+        else reject(error);
+      });
+    });
+    if (this.receiving !== handle) throw new Error('a newer snapshot replaced the one being received');
+    this.endReceive();
+    renameSync(`${this.dir}/${RECEIVING_FILE}`, this.path(index));
+    nodeWalFileSystem.syncDir(this.dir);
+  }
+
+  private endReceive(): void {
+    if (this.receiving === null) return;
+    nodeWalFileSystem.close(this.receiving);
+    this.receiving = null;
+  }
+
+  /**
+   * Copy snapshot file `index` to `target` off the event loop and sync it (the state file to be:
+   * the snapshot file stays, the durable snapshot the log names).
+   */
+  async copyOut(index: number, target: string): Promise<void> {
+    rmSync(target, { force: true });
+    await copyFile(this.path(index), target);
+    await datasyncFile(target);
+  }
+
   /** Delete every snapshot file but `keep` (and a copy an interrupted take left behind). */
   prune(keep: number | null): void {
     removeEnvFile(`${this.dir}/${TAKING_FILE}`);
+    if (this.receiving === null) rmSync(`${this.dir}/${RECEIVING_FILE}`, { force: true });
     for (const index of this.indexes()) if (index !== keep) removeEnvFile(this.path(index));
   }
 
@@ -131,37 +207,7 @@ export class SnapshotFiles {
       void state.env.close();
     }
   }
-
-  /**
-   * The snapshot file at `index` as snapshot bytes (encodeSnapshot, what nodes send each other),
-   * encoded in a worker thread so the event loop never waits for it; at most `bytesMax` of records.
-   */
-  encode(index: number, bytesMax: number): Promise<Uint8Array> {
-    const path = this.path(index);
-    const worker = new Worker(new URL(`./snapshot-encode-worker.${WORKER_EXTENSION}`, import.meta.url), {
-      workerData: { path, index, bytesMax },
-    });
-    return new Promise<Uint8Array>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        void worker.terminate();
-        reject(new Error(`encoding snapshot ${index} took longer than ${SNAPSHOT_ENCODE_TIMEOUT_MS} ms`));
-      }, SNAPSHOT_ENCODE_TIMEOUT_MS);
-      worker.once('message', (message: { data?: Uint8Array; error?: string }) => {
-        clearTimeout(timer);
-        void worker.terminate();
-        if (message.data !== undefined) resolve(message.data);
-        else reject(new Error(message.error ?? 'the snapshot encoder sent nothing'));
-      });
-      worker.once('error', (error: Error) => {
-        clearTimeout(timer);
-        reject(error);
-      });
-    });
-  }
 }
-
-/** The worker runs from source (.ts, Node strips the types) or from the build (.js). */
-const WORKER_EXTENSION = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
 
 /** An LMDB file and its lock file (`lockOnly`: the lock file alone). */
 function removeEnvFile(path: string, lockOnly = false): void {

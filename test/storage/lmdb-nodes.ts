@@ -20,18 +20,23 @@ export function startLmdbNode(
   } = {},
 ): RaftNode {
   const { persisted, snapshot } = logStore.load();
+  const stateMachine = new LmdbKvStateMachine(storage);
   const node = new RaftNode({
     config: { ...defaultRaftConfig(1), electionTicksMin: 3, electionTicksMax: 4 },
     prng: new SeededPrng(options.seed ?? 1),
     persisted,
     snapshot,
     logStore,
-    stateMachine: new LmdbKvStateMachine(storage),
+    stateMachine,
     transport: { send: () => undefined },
     clock: systemClock,
     tickMs: 5,
     snapshotThresholdEntries: options.snapshotThresholdEntries ?? 25,
-    ...(options.snapshotBytes === true ? {} : { snapshotFiles: storage.snapshotFileSource() }),
+    ...(options.snapshotBytes === true ? {} : {
+          snapshotFiles: storage.snapshotFileSource(() => {
+            stateMachine.reload();
+          }),
+        }),
   });
   node.start();
   return node;
