@@ -32,7 +32,9 @@ export function startLmdbNode(
     clock: systemClock,
     tickMs: 5,
     snapshotThresholdEntries: options.snapshotThresholdEntries ?? 25,
-    ...(options.snapshotBytes === true ? {} : {
+    ...(options.snapshotBytes === true
+      ? {}
+      : {
           snapshotFiles: storage.snapshotFileSource(() => {
             stateMachine.reload();
           }),
