@@ -1,4 +1,13 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { machineBootId } from './boot-id.ts';
 import { SnapshotFiles } from './snapshot-files.ts';
@@ -69,6 +78,8 @@ const META_SNAPSHOT = 'snapshot';
 const META_STATE_CLEAN = 'state_clean';
 /** In the log environment: the boot of the machine the state machine was last opened in. */
 const META_STATE_BOOT = 'state_boot';
+/** In the data dir after a storage failure: the state machine is rebuilt at the next open. */
+const STATE_DISTRUSTED_FILE = 'state.distrusted';
 const SNAPSHOT_DATA = 'data';
 
 export interface LmdbOpenOptions {
@@ -130,14 +141,18 @@ export class LmdbStorage {
     this.nodes = env.openDB<unknown, number>({ name: 'nodes' });
     this.statePath = `${dataDir}/state.mdb`;
     this.snapshotFiles = new SnapshotFiles(dataDir);
+    const distrusted = `${dataDir}/${STATE_DISTRUSTED_FILE}`;
     const trusted =
-      this.meta.get(META_STATE_CLEAN) === true ||
-      (bootId !== null && this.meta.get(META_STATE_BOOT) === bootId);
+      !existsSync(distrusted) &&
+      (this.meta.get(META_STATE_CLEAN) === true ||
+        (bootId !== null && this.meta.get(META_STATE_BOOT) === bootId));
     this.stateRebuilt = !trusted && existsSync(this.statePath);
     if (this.stateRebuilt) {
       rmSync(this.statePath, { force: true });
       rmSync(`${this.statePath}-lock`, { force: true });
     }
+    // Whatever is rebuilt from here is a prefix of the log applied in atomic commits: trusted again.
+    rmSync(distrusted, { force: true });
     this.stateDbs = openStateDatabases(this.statePath);
     try {
       // Synced before the first apply can touch the machine.
@@ -504,13 +519,13 @@ export class LmdbStorage {
   }
 
   /**
-   * After a storage failure the state machine is rebuilt at the next start, even on the same boot.
-   * Best effort: the failure that stopped the node (a full disk) may refuse this write too, and
-   * then the state is trusted as LMDB left it (a failed commit changes nothing).
+   * After a storage failure the state machine is rebuilt at the next start, even on the same boot:
+   * a marker file says so (not an LMDB write: on a full disk lmdb-js may abort the process). Best
+   * effort: if even that fails, the state is trusted as LMDB left it (a failed commit changes nothing).
    */
   private distrustState(): void {
     try {
-      this.meta.putSync(META_STATE_BOOT, null);
+      writeFileSync(`${this.dataDir}/${STATE_DISTRUSTED_FILE}`, '');
     } catch (error) {
       if (error instanceof AssertionError) throw error;
     }
