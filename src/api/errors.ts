@@ -39,6 +39,7 @@ export const ERROR_STATUS = {
   TOO_MANY_WAITERS: 503,
   SHUTTING_DOWN: 503,
   TIMEOUT: 504,
+  QUOTA_EXCEEDED: 507,
 } as const;
 
 export type AspenErrorCode = keyof typeof ERROR_STATUS;

@@ -117,3 +117,14 @@ export const AUTH_FAILURES_PER_WINDOW_MAX = 20;
  * backup's state machine: a backup is one snapshot).
  */
 export const SNAPSHOT_BYTES_MAX = 1024 * 1024 * 1024;
+
+/** LMDB map size: the most a data dir's environment may grow to (virtual address space, not preallocated). */
+export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
+
+/**
+ * --quota-backend-bytes (as etcd's): past this size of the state machine the leader refuses writes
+ * that may add data (507 QUOTA_EXCEEDED); deletes still pass. At most the map size, at least 1 MiB.
+ */
+export const QUOTA_BACKEND_BYTES_DEFAULT = 8 * 1024 * 1024 * 1024;
+export const QUOTA_BACKEND_BYTES_MIN = 1024 * 1024;
+export const QUOTA_BACKEND_BYTES_MAX = LMDB_MAP_SIZE_BYTES;

@@ -46,6 +46,8 @@ const DEFINITE_CODES = new Set<string>([
   'NOT_FOUND',
   'UNSUPPORTED_MEDIA_TYPE',
   'COMPARE_FAILED',
+  // The leader refused before proposing: the state machine is at its quota.
+  'QUOTA_EXCEEDED',
   // Lease refusals: nothing was written (an unknown or full lease, an id in use, too many leases).
   'LEASE_NOT_FOUND',
   'LEASE_EXISTS',

@@ -355,6 +355,7 @@ function startRaft(
     transport: parts.transport,
     clock: systemClock,
     tickMs,
+    quotaBytes: config.quotaBackendBytes,
     applyListener: watch,
     observer: {
       raftEvent: (_id, event) => {

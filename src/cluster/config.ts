@@ -13,7 +13,12 @@ import {
 import { ASPEN_VERSION } from '../api/version.ts';
 import { ConfigError, TicketError } from './errors.ts';
 import { LOG_LEVELS, type LogLevel } from './logger.ts';
-import { AUTH_FAILURES_PER_WINDOW_MAX } from '../base/limits.ts';
+import {
+  AUTH_FAILURES_PER_WINDOW_MAX,
+  QUOTA_BACKEND_BYTES_DEFAULT,
+  QUOTA_BACKEND_BYTES_MAX,
+  QUOTA_BACKEND_BYTES_MIN,
+} from '../base/limits.ts';
 import { readBoundedFile } from './bounded-file.ts';
 
 /**
@@ -40,6 +45,11 @@ export interface NodeConfig {
   readonly previousCookie: string | null;
   readonly dataDir: string;
   readonly storage: 'lmdb' | 'memory';
+  /**
+   * --quota-backend-bytes: the state machine's bound. Once it holds this many bytes the leader
+   * refuses writes that may add data (507 QUOTA_EXCEEDED); deletes still pass.
+   */
+  readonly quotaBackendBytes: number;
   readonly peers: readonly { readonly id: number; readonly address: string }[];
   readonly heartbeatIntervalMs: number;
   readonly electionTimeoutMinMs: number;
@@ -151,6 +161,14 @@ function command(): Command {
         .env('ASPEN_STORAGE')
         .choices(['lmdb', 'memory'])
         .default('lmdb'),
+    )
+    .addOption(
+      new Option(
+        '--quota-backend-bytes <bytes>',
+        'the state machine holds at most this many bytes: past it the leader refuses writes that may add data (507 QUOTA_EXCEEDED); deletes still pass',
+      )
+        .env('ASPEN_QUOTA_BACKEND_BYTES')
+        .default(String(QUOTA_BACKEND_BYTES_DEFAULT)),
     )
     .addOption(new Option('--peers <ID@ADDRESS...>', 'static peers (repeatable)').env('ASPEN_PEERS'))
     .addOption(
@@ -283,6 +301,7 @@ const INTEGER_SETTINGS: ReadonlySet<string> = new Set([
   'electionTimeoutMinMs',
   'electionTimeoutMaxMs',
   'authFailuresMax',
+  'quotaBackendBytes',
 ]);
 
 /** A TOML value as the option takes it (text, texts or a boolean), or a one-line error naming the key. */
@@ -390,6 +409,12 @@ export function parseNodeConfig(argv: readonly string[]): NodeConfig {
     previousCookie: options.previousCookie === undefined ? null : text('previousCookie'),
     dataDir: options.dataDir === undefined ? `./data/node-${nodeId}` : text('dataDir'),
     storage: text('storage') === 'memory' ? 'memory' : 'lmdb',
+    quotaBackendBytes: integerIn(
+      text('quotaBackendBytes'),
+      '--quota-backend-bytes',
+      QUOTA_BACKEND_BYTES_MIN,
+      QUOTA_BACKEND_BYTES_MAX,
+    ),
     peers: peerTexts.map(peer),
     heartbeatIntervalMs: integerIn(text('heartbeatIntervalMs'), '--heartbeat-interval-ms', 2, 60_000),
     electionTimeoutMinMs: integerIn(text('electionTimeoutMinMs'), '--election-timeout-min-ms', 10, 600_000),

@@ -117,6 +117,12 @@ export interface LeaseRecord {
 export interface StateMachine {
   readonly appliedIndex: number;
   /**
+   * How many bytes the state takes now (LMDB: the pages its databases hold; memory: an estimate of
+   * its records). The leader refuses writes that may add data once it reaches the quota
+   * (--quota-backend-bytes); it falls again when keys are deleted.
+   */
+  readonly sizeBytes: number;
+  /**
    * Apply a command entry; with a client session, a retried sequence is answered from the session
    * table instead (see session-apply.ts). `proposedAtMs` is the leader's proposal time (log time);
    * `term` is the term the entry was appended in (an expiry revoke counts only in its own term).
@@ -593,10 +599,17 @@ export function decodeSnapshotState(data: Uint8Array, index: number): SnapshotSt
   return { records, sessions: { timeMs: stored.timeMs, clients }, leases };
 }
 
+/** A record's estimated size in memory: its key and value as UTF-16 (2 bytes per code unit). */
+function recordBytes(key: string, record: KvRecord): number {
+  return 2 * (key.length + record.value.length);
+}
+
 /** The in-memory KV state machine (the simulator's and `--storage memory`'s). */
 export class MemoryKvStateMachine implements StateMachine {
   private readonly state = emptyMemoryState();
-  private readonly store = mapRecordStore(this.state);
+  private readonly store = this.countingStore(mapRecordStore(this.state));
+  /** Estimated bytes of the records (recordBytes of each), kept as they are written and deleted. */
+  private recordsBytes = 0;
   private readonly sessions = new SessionTable<StoredOutcome>();
   appliedIndex = 0;
   appliedMembership: MembershipConfig | null = null;
@@ -632,6 +645,30 @@ export class MemoryKvStateMachine implements StateMachine {
     return this.state.records.size;
   }
 
+  /** An estimate: 2 bytes per UTF-16 code unit of every key and value (leases and sessions not counted). */
+  get sizeBytes(): number {
+    return this.recordsBytes;
+  }
+
+  /** `store` with every record written or deleted counted in recordsBytes. */
+  private countingStore(store: RecordStore): RecordStore {
+    const records = this.state.records;
+    return {
+      ...store,
+      set: (key, record) => {
+        const before = records.get(key);
+        if (before !== undefined) this.recordsBytes -= recordBytes(key, before);
+        store.set(key, record);
+        this.recordsBytes += recordBytes(key, record);
+      },
+      delete: (key) => {
+        const before = records.get(key);
+        if (before !== undefined) this.recordsBytes -= recordBytes(key, before);
+        return store.delete(key);
+      },
+    };
+  }
+
   scan(prefix: string, afterKey: string | null, limit: number): ScanPage {
     return scanMap(this.state.records, prefix, afterKey, limit);
   }
@@ -662,7 +699,11 @@ export class MemoryKvStateMachine implements StateMachine {
     this.state.records.clear();
     this.state.leases.clear();
     this.state.leaseKeys.clear();
-    for (const [key, record] of records) this.state.records.set(key, record);
+    this.recordsBytes = 0;
+    for (const [key, record] of records) {
+      this.state.records.set(key, record);
+      this.recordsBytes += recordBytes(key, record);
+    }
     for (const [id, lease] of leases) this.state.leases.set(id, lease);
     for (const [key, record] of records)
       if (record.leaseId !== 0) this.store.addLeaseKey(record.leaseId, key);

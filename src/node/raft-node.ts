@@ -35,6 +35,7 @@ import {
   type WriteApplied,
 } from './request-tracker.ts';
 import { SnapshotManager } from './snapshot-manager.ts';
+import { quotaRefusal } from './quota.ts';
 
 export {
   PENDING_READS_MAX,
@@ -119,6 +120,11 @@ export interface RaftNodeOptions {
   readonly leaseMutations?: LeaseMutations;
   /** Keepalives served per second as leader; default LEASE_KEEPALIVES_PER_SECOND_MAX (tests inject less). */
   readonly leaseKeepAlivesPerSecondMax?: number;
+  /**
+   * --quota-backend-bytes: once the state machine holds this many bytes (StateMachine.sizeBytes), the
+   * leader refuses writes that may add data (QUOTA_EXCEEDED); deletes pass. Absent: no quota.
+   */
+  readonly quotaBytes?: number;
 }
 
 /**
@@ -161,6 +167,8 @@ export class RaftNode {
     ) {
       throw new RangeError(`tickMs must be in [${TICK_MS_MIN}, ${TICK_MS_MAX}], got ${options.tickMs}`);
     }
+    const quota = options.quotaBytes;
+    assert(quota === undefined || (Number.isSafeInteger(quota) && quota > 0), `quotaBytes ${quota}`);
     this.options = options;
     this.id = options.config.id;
     this.snapshots = new SnapshotManager({
@@ -688,7 +696,7 @@ export class RaftNode {
   }
 
   private handleWrite(command: LogCommand, session: Session | null, callback: Callback<WriteApplied>): void {
-    const refusal = this.requests.writeRefusal();
+    const refusal = this.requests.writeRefusal() ?? this.quotaRefusal(command);
     if (refusal !== null) {
       callback({ ok: false, error: refusal });
       return;
@@ -700,6 +708,18 @@ export class RaftNode {
       return;
     }
     this.requests.trackWrite(result.value, callback);
+  }
+
+  /**
+   * Past the quota a write that may add data is refused before it is proposed (definite). Only a
+   * leader checks: a follower's proposal fails as NOT_LEADER anyway, and forwarded writes are proposed
+   * on the leader, whose state machine is the one that counts. Apply never looks at the size, so
+   * every node applies the same entries whatever its own file looks like.
+   */
+  private quotaRefusal(command: LogCommand): AspenError | null {
+    const quota = this.options.quotaBytes;
+    if (quota === undefined || this.core.knownLeader !== this.id) return null;
+    return quotaRefusal(command, this.options.stateMachine.sizeBytes, quota);
   }
 
   private handleRead(key: string | null, callback: Callback<ReadServed>): void {

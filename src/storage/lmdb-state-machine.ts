@@ -18,7 +18,13 @@ import type { MembershipConfig } from '../raft/types.ts';
 import { isStorageFault, StorageError, storageFailure } from './errors.ts';
 import { leaseKeyEntry, leaseKeyEntryAfter, leaseKeyOf, leaseKeysStart } from './lease-keys.ts';
 import type { LmdbStorage } from './lmdb-store.ts';
-import { encodeStateDatabases, META_APPLIED, META_MEMBERSHIP, META_SESSION_TIME } from './state-databases.ts';
+import {
+  encodeStateDatabases,
+  META_APPLIED,
+  META_MEMBERSHIP,
+  META_SESSION_TIME,
+  stateBytesInUse,
+} from './state-databases.ts';
 
 /** How many leases the `leases` database holds (kept with it in each transaction). */
 const META_LEASE_COUNT = 'lease_count';
@@ -43,6 +49,8 @@ export class LmdbKvStateMachine implements StateMachine {
   private readonly sessions = new SessionTable<StoredOutcome>();
   appliedIndex: number;
   appliedMembership: MembershipConfig | null;
+  /** sizeBytes as last measured, at the applied index it was measured at (-1: not yet). */
+  private measured = { index: -1, bytes: 0 };
 
   constructor(storage: LmdbStorage) {
     this.storage = storage;
@@ -182,6 +190,17 @@ export class LmdbKvStateMachine implements StateMachine {
     } catch (error) {
       throw isStorageFault(error) ? storageFailure(error, this.storage.dataDir, doing) : error;
     }
+  }
+
+  /**
+   * The bytes the state's pages take in state.mdb (stateBytesInUse), measured once per applied
+   * index: the leader asks on every write, and the state changes only when an entry is applied.
+   * Read outside any write transaction (handleWrite), so it measures committed state.
+   */
+  get sizeBytes(): number {
+    if (this.measured.index !== this.appliedIndex)
+      this.measured = { index: this.appliedIndex, bytes: stateBytesInUse(this.storage.state) };
+    return this.measured.bytes;
   }
 
   get(key: string): KvRecord | undefined {

@@ -11,12 +11,7 @@ import {
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { machineBootId } from './boot-id.ts';
 import { SnapshotFiles } from './snapshot-files.ts';
-import {
-  appliedIndexOf,
-  LMDB_MAP_SIZE_BYTES,
-  openStateDatabases,
-  type StateDatabases,
-} from './state-databases.ts';
+import { appliedIndexOf, openStateDatabases, type StateDatabases } from './state-databases.ts';
 import type { LogStore, PersistBatch, Snapshot, SnapshotFileSource } from '../node/interfaces.ts';
 import {
   decodeSnapshot,
@@ -28,6 +23,7 @@ import {
 import type { StoredOutcome } from '../node/session-apply.ts';
 import type { SessionRecord } from '../node/sessions.ts';
 import { assert, AssertionError } from '../base/assert.ts';
+import { LMDB_MAP_SIZE_BYTES } from '../base/limits.ts';
 import { DataDirLock } from './data-dir-lock.ts';
 import { Wal, type WalOpened, type WalOptions } from './wal/wal.ts';
 import { nodeWalFileSystem } from './wal/wal-fs.ts';

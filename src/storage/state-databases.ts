@@ -1,12 +1,10 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { LEASES_MAX } from '../base/limits.ts';
+import { LEASES_MAX, LMDB_MAP_SIZE_BYTES } from '../base/limits.ts';
 import { assert } from '../base/assert.ts';
 import { encodeSnapshot, type KvRecord, type LeaseRecord } from '../node/kv-state-machine.ts';
 import { outcomeBytes, type StoredOutcome } from '../node/session-apply.ts';
 import { SESSIONS_MAX, type SessionRecord } from '../node/sessions.ts';
 
-/** LMDB map size: the most a data dir may grow to (virtual address space, not preallocated). */
-export const LMDB_MAP_SIZE_BYTES = 16 * 1024 * 1024 * 1024;
 /** In the state environment: the applied index and the membership applied with it. */
 export const META_APPLIED = 'applied';
 export const META_MEMBERSHIP = 'membership';
@@ -48,6 +46,30 @@ export function openStateDatabases(path: string, readOnly = false): StateDatabas
 /** The applied index a state environment holds (0: nothing applied). */
 export function appliedIndexOf(state: StateDatabases): number {
   return (state.meta.get(META_APPLIED) as number | undefined) ?? 0;
+}
+
+/** What lmdb-js's getStats() reports of one database's B-tree (among other fields). */
+interface TreeStats {
+  readonly pageSize: number;
+  readonly treeBranchPageCount: number;
+  readonly treeLeafPageCount: number;
+  readonly overflowPages: number;
+}
+
+/**
+ * The bytes of the pages the state's databases hold now (each tree's branch, leaf and overflow
+ * pages; O(1) per database, no scan). Unlike the file's high-water mark (lastPageNumber), which
+ * never falls, this falls when keys are deleted: LMDB frees their pages and later writes reuse them.
+ */
+export function stateBytesInUse(state: StateDatabases): number {
+  let pages = 0;
+  let pageSize = 0;
+  for (const database of [state.env, state.kv, state.meta, state.sessions, state.leases, state.leaseKeys]) {
+    const stats = database.getStats() as TreeStats;
+    pages += stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages;
+    pageSize = stats.pageSize;
+  }
+  return pages * pageSize;
 }
 
 /**

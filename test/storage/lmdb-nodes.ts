@@ -17,6 +17,8 @@ export function startLmdbNode(
     readonly snapshotThresholdEntries?: number;
     /** Snapshots as bytes in LMDB (the path of received snapshots) instead of files. */
     readonly snapshotBytes?: boolean;
+    /** RaftNodeOptions.quotaBytes (absent: no quota). */
+    readonly quotaBytes?: number;
   } = {},
 ): RaftNode {
   const { persisted, snapshot } = logStore.load();
@@ -32,6 +34,7 @@ export function startLmdbNode(
     clock: systemClock,
     tickMs: 5,
     snapshotThresholdEntries: options.snapshotThresholdEntries ?? 25,
+    ...(options.quotaBytes === undefined ? {} : { quotaBytes: options.quotaBytes }),
     ...(options.snapshotBytes === true
       ? {}
       : {

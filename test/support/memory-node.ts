@@ -7,9 +7,14 @@ import { MemoryLogStore } from '../../src/storage/memory-log-store.ts';
 
 /**
  * Node 1, started on an in-memory state machine and `logStore` (a fresh one: not yet initialized,
- * init it as a cluster of one) with the system clock and no peers. The caller stops it.
+ * init it as a cluster of one) with the system clock and no peers, and `quotaBytes` if given
+ * (RaftNodeOptions.quotaBytes). The caller stops it.
  */
-export function startMemoryNode(config: Partial<RaftConfig> = {}, logStore = new MemoryLogStore()): RaftNode {
+export function startMemoryNode(
+  config: Partial<RaftConfig> = {},
+  logStore = new MemoryLogStore(),
+  quotaBytes?: number,
+): RaftNode {
   const { persisted, snapshot } = logStore.load();
   const node = new RaftNode({
     config: { ...defaultRaftConfig(1), ...config },
@@ -21,6 +26,7 @@ export function startMemoryNode(config: Partial<RaftConfig> = {}, logStore = new
     transport: { send: () => undefined },
     clock: systemClock,
     tickMs: 5,
+    ...(quotaBytes === undefined ? {} : { quotaBytes }),
   });
   node.start();
   return node;
