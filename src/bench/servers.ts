@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FREE_PORT_ATTEMPTS_MAX, freePort } from './ports.ts';
@@ -280,7 +280,14 @@ async function aspenMember(
     '--disable-mdns',
     ...flags,
   ];
-  const launch = () => spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // ASPEN_BENCH_LOG_DIR=dir: every node's log is appended to dir/node-<id>.log (restarts included).
+  const logDir = process.env.ASPEN_BENCH_LOG_DIR;
+  const launch = () => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    if (logDir !== undefined)
+      child.stderr.pipe(createWriteStream(join(logDir, `node-${id}.log`), { flags: 'a' }));
+    return child;
+  };
   const endpoint = `http://127.0.0.1:${httpPort}`;
   const member = new BenchMember({ id, name: `node-${id}`, endpoint, dataDir: dir }, launch, aspenReady);
   return { member, raftAddr: `127.0.0.1:${raftPort}` };

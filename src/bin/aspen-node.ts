@@ -202,7 +202,7 @@ async function main(): Promise<void> {
     throw error;
   }
   log(
-    `node ${config.nodeId} up: raft ${running.transport.listenAddresses.join(' ')} (peer ${running.transport.peerId}), http ${running.httpUrl}, storage ${config.storage} in ${config.dataDir}`,
+    `node ${config.nodeId} up: raft ${running.transport.listenAddresses.join(' ')} (peer ${running.transport.peerId}), http ${running.httpUrl}, storage ${config.storage} in ${config.dataDir}; started in ${Math.round(process.uptime() * 1000)} ms since the process began (${running.startTimes})`,
   );
   let stopping = false;
   const shutdown = (signal: string): void => {

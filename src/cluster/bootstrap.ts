@@ -68,6 +68,8 @@ export interface RunningNode {
   readonly discovery: Discovery;
   /** http://host:port, or https://host:port when the HTTP API serves TLS. */
   readonly httpUrl: string;
+  /** How long each start step took ("storage 812 ms, endpoint 95 ms, …"). */
+  readonly startTimes: string;
   /**
    * Serve new HTTPS connections with another certificate and key (SIGHUP); open ones keep theirs.
    * Only for a node started with --http-tls-cert.
@@ -207,6 +209,7 @@ async function startSteps(
     transport,
     discovery,
     httpUrl,
+    startTimes: lifecycle.stepTimes,
     replaceHttpTls: (tls) => {
       replaceTlsCertificate(app, tls);
     },

@@ -52,6 +52,8 @@ interface Component {
  */
 export class Lifecycle {
   private readonly started: Component[] = [];
+  /** Each start step's duration, bounded by START_STEPS. */
+  private readonly stepMs: string[] = [];
   private readonly log: Log;
   private readonly options: LifecycleHooks;
   private readonly nodeId: number;
@@ -72,9 +74,16 @@ export class Lifecycle {
     if (this.failure !== null) throw this.failure;
     this.options.beforeStep?.(step);
     this.log(`start: ${step}`, 'debug');
+    const begunMs = performance.now();
     const started = await start();
+    this.stepMs.push(`${step} ${Math.round(performance.now() - begunMs)} ms`);
     this.started.push({ step, stop: (mode) => started.stop(mode) });
     return started.value;
+  }
+
+  /** How long each start step took, in order ("storage 812 ms, endpoint 95 ms, …"), for the node's "up" line. */
+  get stepTimes(): string {
+    return this.stepMs.join(', ');
   }
 
   /** The start completed: from now on a storage failure stops the node at once. */

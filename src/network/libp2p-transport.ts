@@ -132,6 +132,7 @@ export class Libp2pTransport implements ClusterTransport {
   private readonly dialKeys: readonly Buffer[];
   framesDropped = 0;
   private streamWrites = 0;
+  private raftStreamsMoved = 0;
   /** A flush of the peers with flushScheduled is queued (scheduleFlush). */
   private flushPending = false;
   private stopped = false;
@@ -263,8 +264,12 @@ export class Libp2pTransport implements ClusterTransport {
     const targets = toMultiaddrs(address); // throws RangeError before anything changes
     if (this.addressBook.get(id) === address && this.peers.has(id)) return;
     this.dropOutbound(id);
-    this.peers.set(id, newOutbound(targets));
+    const peer = newOutbound(targets);
+    this.peers.set(id, peer);
     this.addressBook.set(id, address);
+    // Dial now rather than at the first message: a restarted follower sends nothing until its
+    // election timeout, and its leader moves its Raft stream to the new connection (moveRaftStream).
+    if (!this.stopped) this.open(id, peer);
   }
 
   removePeer(id: NodeId): void {
@@ -285,6 +290,11 @@ export class Libp2pTransport implements ClusterTransport {
 
   onPeerEvent(listener: (event: PeerEvent) => void): () => void {
     return this.addressBook.subscribe(listener);
+  }
+
+  /** Raft streams moved to a peer's newer connection (moveRaftStream), for tests and metrics. */
+  get raftStreamsMovedTotal(): number {
+    return this.raftStreamsMoved;
   }
 
   /** Stream writes made so far (each carries every frame queued for that peer during a turn). */
@@ -439,6 +449,7 @@ export class Libp2pTransport implements ClusterTransport {
    */
   private onAuthenticated(connection: Connection): void {
     const service = (this.libp2p.services as { identify?: Identify }).identify;
+    this.moveRaftStream(connection);
     this.closeDeadConnections(connection)
       .then(() => service?.identify(connection, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) }))
       .catch(() => {
@@ -506,40 +517,23 @@ export class Libp2pTransport implements ClusterTransport {
   }
 
   /** The long-lived Raft stream to a peer, on an authenticated connection to the peer bound to its id. */
-  private async dialRaft(id: NodeId, peer: Outbound): Promise<{ stream: Stream; remotePeer: string }> {
+  private async dialRaft(id: NodeId, peer: Outbound): Promise<{ stream: Stream; connection: Connection }> {
     const connection = await this.dialAuthenticated(peer.addresses, id);
-    const remotePeer = connection.remotePeer.toString();
-    if (!this.speaksFor(id, remotePeer, 'a dial to'))
+    if (!this.speaksFor(id, connection.remotePeer.toString(), 'a dial to'))
       throw new AuthError(`the peer at node ${id}'s address is not node ${id}`);
     const stream = await connection.newStream(RAFT_PROTOCOL, {
       signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS),
     });
-    return { stream, remotePeer };
+    return { stream, connection };
   }
 
   private open(id: NodeId, peer: Outbound): void {
     if (peer.opening || Date.now() < peer.retryAtMs) return;
     peer.opening = true;
     this.dialRaft(id, peer)
-      .then(({ stream, remotePeer }) => {
+      .then(({ stream, connection }) => {
         peer.opening = false;
-        if (this.peers.get(id) !== peer) {
-          stream.abort(new Error('peer removed while dialing'));
-          return;
-        }
-        peer.stream = stream;
-        peer.streamPeer = remotePeer;
-        peer.blocked = false;
-        stream.addEventListener('close', () => {
-          if (peer.stream !== stream) return;
-          peer.stream = null;
-          peer.streamPeer = null;
-        });
-        stream.addEventListener('drain', () => {
-          peer.blocked = false;
-          this.flush(peer);
-        });
-        this.flush(peer);
+        this.adopt(id, peer, stream, connection);
       })
       .catch(() => {
         peer.opening = false;
@@ -547,6 +541,57 @@ export class Libp2pTransport implements ClusterTransport {
         this.framesDropped += peer.queue.length;
         peer.queue = [];
       });
+  }
+
+  /** `stream` (on `connection`) carries the frames for peer `id` from now on; one it replaces is aborted. */
+  private adopt(id: NodeId, peer: Outbound, stream: Stream, connection: Connection): void {
+    if (this.peers.get(id) !== peer || this.stopped) {
+      stream.abort(new Error('peer removed while dialing'));
+      return;
+    }
+    const replaced = peer.stream;
+    peer.stream = stream;
+    peer.streamPeer = connection.remotePeer.toString();
+    peer.streamConnection = connection.id;
+    peer.blocked = false;
+    replaced?.abort(new Error('the peer connected again: its newer connection carries Raft'));
+    stream.addEventListener('close', () => {
+      if (peer.stream !== stream) return;
+      peer.stream = null;
+      peer.streamPeer = null;
+      peer.streamConnection = null;
+    });
+    stream.addEventListener('drain', () => {
+      if (peer.stream !== stream) return;
+      peer.blocked = false;
+      this.flush(peer);
+    });
+    this.flush(peer);
+  }
+
+  /**
+   * A member's peer just authenticated a new connection while our Raft stream to it runs on an older
+   * one (or none): the peer has probably restarted, and the old connection may be dead (a killed QUIC peer sends
+   * nothing: its connection lingers until the idle timeout). Move the stream to the new connection at
+   * once rather than after the stale-connection probe, so a restarted follower hears its leader at once.
+   */
+  private moveRaftStream(connection: Connection): void {
+    const remotePeer = connection.remotePeer.toString();
+    for (const [id, peer] of this.peers) {
+      if ((peer.streamPeer ?? this.memberPeers.get(id)) !== remotePeer) continue;
+      if (peer.streamConnection === connection.id || peer.opening) continue;
+      peer.opening = true;
+      connection.newStream(RAFT_PROTOCOL, { signal: AbortSignal.timeout(STREAM_OPEN_TIMEOUT_MS) }).then(
+        (stream) => {
+          peer.opening = false;
+          this.raftStreamsMoved += 1;
+          this.adopt(id, peer, stream, connection);
+        },
+        () => {
+          peer.opening = false; // the old stream goes on; the probe decides about its connection
+        },
+      );
+    }
   }
 
   /**

@@ -14,6 +14,8 @@ export interface Outbound {
   stream: Stream | null;
   /** The libp2p peer id at the other end of `stream` (null while there is none). */
   streamPeer: string | null;
+  /** The id of the libp2p connection `stream` runs on (null while there is none). */
+  streamConnection: string | null;
   /** The stream's send buffer is full: queue until it drains. */
   blocked: boolean;
   opening: boolean;
@@ -29,6 +31,7 @@ export function newOutbound(addresses: readonly (Multiaddr | PeerId)[]): Outboun
     addresses,
     stream: null,
     streamPeer: null,
+    streamConnection: null,
     blocked: false,
     opening: false,
     queue: [],
