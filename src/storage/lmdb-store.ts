@@ -136,7 +136,7 @@ export class LmdbStorage {
     this.snapshots = env.openDB<Uint8Array, string>({ name: 'snapshot', encoding: 'binary' });
     this.nodes = env.openDB<unknown, number>({ name: 'nodes' });
     this.statePath = `${dataDir}/state.mdb`;
-    this.snapshotFiles = new SnapshotFiles(dataDir);
+    this.snapshotFiles = new SnapshotFiles(dataDir, this.statePath);
     const distrusted = `${dataDir}/${STATE_DISTRUSTED_FILE}`;
     const trusted =
       !existsSync(distrusted) &&
@@ -216,19 +216,16 @@ export class LmdbStorage {
   }
 
   /**
-   * Make `state.mdb` a copy of snapshot file `index`: copied and synced beside it off the event
-   * loop, then the live environment closed, the copy renamed over it and opened (the only moment
-   * the machine is closed). A crash before the rename leaves the old state: the log's mark then
+   * Make `state.mdb` a copy of snapshot file `index`: staged beside it off the event loop (the second
+   * copy written while receiving it, else a fresh copy), then the live environment closed, the copy
+   * renamed over it and opened (the only moment the machine is closed). A crash before the rename leaves the old state: the log's mark then
    * names the file, and the next open restores it (load()).
    */
   private async installSnapshotFile(index: number): Promise<void> {
-    const staging = `${this.statePath}.installing`;
-    await this.snapshotFiles.copyOut(index, staging);
+    await this.snapshotFiles.stageInstall(index);
     await this.snapshotFiles.settled(); // no copy of the old environment in flight
     await this.stateDbs.env.close();
-    rmSync(`${this.statePath}-lock`, { force: true });
-    renameSync(staging, this.statePath);
-    nodeWalFileSystem.syncDir(this.dataDir);
+    this.snapshotFiles.switchState();
     this.stateDbs = openStateDatabases(this.statePath);
   }
 
@@ -265,7 +262,8 @@ export class LmdbStorage {
   restoreStateFromFile(index: number): void {
     assert(!this.walAtOpenReleased, 'the state is restored at open, before any append');
     void this.stateDbs.env.close();
-    this.snapshotFiles.restoreInto(index, this.statePath);
+    this.snapshotFiles.stageInstallNow(index);
+    this.snapshotFiles.switchState();
     this.stateDbs = openStateDatabases(this.statePath);
   }
 

@@ -28,6 +28,13 @@ const SNAPSHOT_FILE = /^(\d{20})\.mdb$/;
 const TAKING_FILE = 'taking.mdb';
 /** A snapshot being received from a leader (a crash leaves it behind: removed at the next receive or open). */
 const RECEIVING_FILE = 'receiving.mdb';
+/**
+ * The second copy written while receiving: the state machine to be, so installing a received snapshot
+ * renames it instead of copying the snapshot file again (removed at the next receive or open).
+ */
+const RECEIVING_STATE_FILE = 'receiving-state.mdb';
+/** Beside `state.mdb`: the copy about to replace it (a crash leaves it behind: removed at open). */
+const INSTALLING_SUFFIX = '.installing';
 
 /**
  * Snapshots of the LMDB state machine as files: each a compacted copy of `state.mdb` that LMDB makes
@@ -37,16 +44,27 @@ const RECEIVING_FILE = 'receiving.mdb';
  */
 export class SnapshotFiles {
   readonly dir: string;
+  /** The live state environment's file, which an installed snapshot replaces. */
+  private readonly statePath: string;
   /** A copy is being made (one at a time). */
   private taking = false;
-  /** The file a snapshot from the leader is written into (open while receiving). */
-  private receiving: number | null = null;
+  /** The two files a snapshot from the leader is written into: the snapshot file and the state to be (open while receiving). */
+  private receiving: { readonly snapshot: number; readonly state: number } | null = null;
+  /** A received snapshot whose synced second copy (RECEIVING_STATE_FILE) waits to be installed. */
+  private stagedIndex: number | null = null;
   /** The copy in progress: close() waits for it (LMDB must not close under mdb_env_copy2). */
   private inFlight: Promise<unknown> = Promise.resolve();
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, statePath: string) {
     this.dir = `${dataDir}/${SNAPSHOT_DIR}`;
+    this.statePath = statePath;
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    rmSync(`${this.dir}/${RECEIVING_STATE_FILE}`, { force: true });
+    removeEnvFile(this.installingPath);
+  }
+
+  private get installingPath(): string {
+    return `${this.statePath}${INSTALLING_SUFFIX}`;
   }
 
   path(index: number): string {
@@ -123,73 +141,97 @@ export class SnapshotFiles {
     }
   }
 
-  /** Start receiving a snapshot of `totalBytes` (an earlier one being received is dropped). */
+  /**
+   * Start receiving a snapshot of `totalBytes` (an earlier one being received, or received and not
+   * yet installed, is dropped). Each piece is written twice: into the snapshot file, and into the
+   * state to be, so the install renames rather than copies.
+   */
   beginReceive(totalBytes: number): void {
     this.endReceive();
-    const path = `${this.dir}/${RECEIVING_FILE}`;
-    rmSync(path, { force: true });
-    this.receiving = nodeWalFileSystem.open(path, true);
-    nodeWalFileSystem.truncate(this.receiving, totalBytes);
+    this.stagedIndex = null;
+    const open = (name: string): number => {
+      const path = `${this.dir}/${name}`;
+      rmSync(path, { force: true });
+      const handle = nodeWalFileSystem.open(path, true);
+      nodeWalFileSystem.truncate(handle, totalBytes);
+      return handle;
+    };
+    this.receiving = { snapshot: open(RECEIVING_FILE), state: open(RECEIVING_STATE_FILE) };
   }
 
-  /** Write a piece of the snapshot being received at its offset. */
+  /** Write a piece of the snapshot being received at its offset (into both files). */
   writeReceived(offset: number, data: Uint8Array): void {
     assert(this.receiving !== null, 'a snapshot is being received');
-    nodeWalFileSystem.write(this.receiving, data, offset);
+    nodeWalFileSystem.write(this.receiving.snapshot, data, offset);
+    nodeWalFileSystem.write(this.receiving.state, data, offset);
   }
 
-  /** The snapshot being received is whole: sync it (off the event loop) and name it as file `index`. */
+  /**
+   * The snapshot being received is whole: sync both copies (off the event loop), name the first as
+   * snapshot file `index`; the second waits for install.
+   */
   async finishReceive(index: number): Promise<void> {
-    const handle = this.receiving;
-    assert(handle !== null, 'a snapshot is being received');
-    await new Promise<void>((resolve, reject) => {
-      nodeWalFileSystem.datasync(handle, (error) => {
-        if (error === null) resolve();
-        else reject(error);
-      });
-    });
-    if (this.receiving !== handle) throw new Error('a newer snapshot replaced the one being received');
+    const receiving = this.receiving;
+    assert(receiving !== null, 'a snapshot is being received');
+    await Promise.all([datasyncHandle(receiving.snapshot), datasyncHandle(receiving.state)]);
+    if (this.receiving !== receiving) throw new Error('a newer snapshot replaced the one being received');
     this.endReceive();
     renameSync(`${this.dir}/${RECEIVING_FILE}`, this.path(index));
     nodeWalFileSystem.syncDir(this.dir);
+    this.stagedIndex = index;
   }
 
   private endReceive(): void {
     if (this.receiving === null) return;
-    nodeWalFileSystem.close(this.receiving);
+    nodeWalFileSystem.close(this.receiving.snapshot);
+    nodeWalFileSystem.close(this.receiving.state);
     this.receiving = null;
   }
 
   /**
-   * Copy snapshot file `index` to `target` off the event loop and sync it (the state file to be:
-   * the snapshot file stays, the durable snapshot the log names).
+   * Put a synced copy of snapshot file `index` beside the state file (`state.mdb.installing`), off
+   * the event loop: the copy made while receiving it when there is one (renamed, at once), else a
+   * fresh copy of the file. switchState() then puts it in place.
    */
-  async copyOut(index: number, target: string): Promise<void> {
-    rmSync(target, { force: true });
-    await copyFile(this.path(index), target);
-    await datasyncFile(target);
+  async stageInstall(index: number): Promise<void> {
+    assert(this.has(index), `snapshot file ${index} exists`);
+    removeEnvFile(this.installingPath);
+    if (this.stagedIndex === index) {
+      this.stagedIndex = null;
+      renameSync(`${this.dir}/${RECEIVING_STATE_FILE}`, this.installingPath);
+      return;
+    }
+    await copyFile(this.path(index), this.installingPath);
+    await datasyncFile(this.installingPath);
+  }
+
+  /** The same as stageInstall, on this thread (at open, before the node serves). */
+  stageInstallNow(index: number): void {
+    assert(this.has(index), `snapshot file ${index} exists`);
+    removeEnvFile(this.installingPath);
+    copyFileSync(this.path(index), this.installingPath);
+    syncFileNow(this.installingPath);
+  }
+
+  /**
+   * Rename the staged copy over the state file (its environment closed) and sync the directory:
+   * a crash leaves the old state file or the new one.
+   */
+  switchState(): void {
+    rmSync(`${this.statePath}-lock`, { force: true });
+    renameSync(this.installingPath, this.statePath);
+    nodeWalFileSystem.syncDir(this.statePath.slice(0, this.statePath.lastIndexOf('/')));
   }
 
   /** Delete every snapshot file but `keep` (and a copy an interrupted take left behind). */
   prune(keep: number | null): void {
     removeEnvFile(`${this.dir}/${TAKING_FILE}`);
     if (this.receiving === null) rmSync(`${this.dir}/${RECEIVING_FILE}`, { force: true });
+    if (this.receiving === null && this.stagedIndex !== keep) {
+      this.stagedIndex = null;
+      rmSync(`${this.dir}/${RECEIVING_STATE_FILE}`, { force: true });
+    }
     for (const index of this.indexes()) if (index !== keep) removeEnvFile(this.path(index));
-  }
-
-  /**
-   * Make `statePath` a copy of the snapshot file at `index` (the state environment must be closed):
-   * copied beside it, synced, renamed over it, the directory synced. A crash leaves the old file or the copy.
-   */
-  restoreInto(index: number, statePath: string): void {
-    assert(this.has(index), `snapshot file ${index} exists`);
-    const staging = `${statePath}.restoring`;
-    rmSync(staging, { force: true });
-    copyFileSync(this.path(index), staging);
-    syncFileNow(staging);
-    rmSync(`${statePath}-lock`, { force: true });
-    renameSync(staging, statePath);
-    nodeWalFileSystem.syncDir(statePath.slice(0, statePath.lastIndexOf('/')));
   }
 
   /**
@@ -213,6 +255,15 @@ export class SnapshotFiles {
 function removeEnvFile(path: string, lockOnly = false): void {
   if (!lockOnly) rmSync(path, { force: true });
   rmSync(`${path}-lock`, { force: true });
+}
+
+function datasyncHandle(handle: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    nodeWalFileSystem.datasync(handle, (error) => {
+      if (error === null) resolve();
+      else reject(error);
+    });
+  });
 }
 
 async function datasyncFile(path: string): Promise<void> {
