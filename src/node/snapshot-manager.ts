@@ -200,6 +200,9 @@ export class SnapshotManager {
       'accepted snapshot is the received one',
     );
     this.received = null;
+    // Its mark lets the older files go (pruneBefore) while `latest` still names one until the
+    // install ends: a send still pumping chunks of it (this node led before) must not read it then.
+    if (received.data === null) this.sends.clear();
     return received;
   }
 

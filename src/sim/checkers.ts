@@ -4,6 +4,7 @@ import { decodeProposal } from '../node/codec.ts';
 import type { RaftNode } from '../node/raft-node.ts';
 import type { Entry, MembershipConfig, NodeId, Ready } from '../raft/types.ts';
 import type { SimDisk } from './disk.ts';
+import type { SimSnapshotFiles } from './sim-snapshot-files.ts';
 
 export type ViolationKind = 'safety' | 'liveness' | 'linearizability';
 
@@ -69,6 +70,8 @@ export function sameEntry(a: Entry, b: Entry): boolean {
 interface NodeView {
   readonly node: RaftNode;
   readonly disk: SimDisk;
+  /** The node's snapshot files (file mode), null when its snapshots are bytes. */
+  readonly files: SimSnapshotFiles | null;
 }
 
 /**
@@ -123,21 +126,32 @@ export class SafetyChecker {
     for (const entry of batch.entries) this.checkLogMatching(nodeId, entry, disk.termAt(entry.index - 1));
   }
 
-  /** A snapshot holds exactly the state the committed chain has after its index. */
+  /**
+   * A snapshot holds exactly the state the committed chain has after its index: its bytes, or the
+   * bytes of the node's durable file at that index (a snapshot file the log marks must exist).
+   */
   checkSnapshot(nodeId: NodeId, snapshot: Snapshot): void {
     this.checks += 1;
     const meta = snapshot.meta;
     const canonical = this.committed[meta.index - 1];
     if (canonical === undefined || canonical.term !== meta.term)
       violation(`node ${nodeId} holds a snapshot at ${meta.index}:${meta.term} off the committed chain`);
-    const expected = this.referenceStates.get(meta.index);
-    if (expected === undefined) violation(`no reference state at ${meta.index}`);
-    if (snapshot.data === null) violation(`node ${nodeId}: a simulated snapshot without bytes`);
-    if (Buffer.from(snapshot.data).toString('base64') !== expected) {
-      violation(
-        `node ${nodeId}: snapshot at ${meta.index} differs from the state of the log prefix it replaces`,
-      );
+    let data = snapshot.data;
+    if (data === null) {
+      const files = this.views.get(nodeId)?.files ?? null;
+      if (files === null) violation(`node ${nodeId}: a snapshot without bytes, and no snapshot files`);
+      data = files.durable(meta.index) ?? null;
+      if (data === null) violation(`node ${nodeId}: snapshot ${meta.index} has no durable file`);
     }
+    this.checkState(nodeId, meta.index, data, 'snapshot');
+  }
+
+  /** `state` (a snapshot, or a machine's bytes) is what the committed chain holds after `index`. */
+  checkState(nodeId: NodeId, index: number, state: Uint8Array, what: string): void {
+    const expected = this.referenceStates.get(index);
+    if (expected === undefined) violation(`no reference state at ${index}`);
+    if (Buffer.from(state).toString('base64') !== expected)
+      violation(`node ${nodeId}: ${what} at ${index} differs from the state of the log prefix it replaces`);
   }
 
   /** Log matching by induction: one entry per (index, term), always preceded by the same term. */

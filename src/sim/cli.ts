@@ -72,6 +72,10 @@ async function main(): Promise<void> {
     snapshotsInstalled: 0,
     readsDuringNewerLeader: 0,
     tornWrites: 0,
+    fileSeeds: 0,
+    fileSnapshotsInstalled: 0,
+    fileSnapshotsRestored: 0,
+    installCrashes: 0,
     leaseGrants: 0,
     leaseExpiries: 0,
     leaseKeepAlivesAcked: 0,
@@ -106,6 +110,10 @@ async function main(): Promise<void> {
     totals.snapshotsInstalled += result.stats.snapshotsInstalled;
     totals.readsDuringNewerLeader += result.stats.readsDuringNewerLeader;
     totals.tornWrites += result.stats.tornWrites;
+    if (settings.snapshots.files) totals.fileSeeds += 1;
+    totals.fileSnapshotsInstalled += result.stats.fileSnapshotsInstalled;
+    totals.fileSnapshotsRestored += result.stats.fileSnapshotsRestored;
+    totals.installCrashes += result.stats.installCrashes;
     totals.leaseGrants += result.stats.leaseGrants;
     totals.leaseExpiries += result.stats.leaseExpiries;
     totals.leaseKeepAlivesAcked += result.stats.leaseKeepAlivesAcked;
@@ -138,7 +146,9 @@ async function main(): Promise<void> {
       `${totals.retries} session write retries (${totals.retriesAnswered} answered, ` +
       `${totals.duplicateAnswers} duplicate applies answered from the table, ${totals.sessionsExpired} SESSION_EXPIRED), ` +
       `${totals.undecided} histories undecided (checker budget), ${totals.crashes} crashes, ${totals.partitions} partitions, ` +
-      `${totals.membershipChanges} membership changes, ${totals.snapshotsInstalled} snapshots installed, ` +
+      `${totals.membershipChanges} membership changes, ${totals.snapshotsInstalled} snapshots installed ` +
+      `(${totals.fileSeeds} seeds with snapshot files: ${totals.fileSnapshotsInstalled} received files installed, ` +
+      `${totals.fileSnapshotsRestored} restarts restored from a file, ${totals.installCrashes} crashes during an install), ` +
       `${totals.readsDuringNewerLeader} reads served while a newer leader existed, ${totals.tornWrites} torn writes, ` +
       `${totals.leaseGrants} leases granted (${totals.leaseExpiries} expired, ${totals.leaseKeepAlivesAcked} keepalives acknowledged), ` +
       `${totals.watchEvents} watch events checked (${totals.watchResumes} resumes, ${totals.watchCanceled} canceled), ` +

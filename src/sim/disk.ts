@@ -1,7 +1,15 @@
+import { assert } from '../base/assert.ts';
 import type { LogStore, PersistBatch, Snapshot } from '../node/interfaces.ts';
 import type { Entry, HardState, PersistedState } from '../raft/types.ts';
 import { MemoryLogState } from '../storage/memory-log-store.ts';
 import type { EventQueue } from './event-queue.ts';
+
+/** The snapshot files beside a disk (file mode): a mark names a durable file, and prunes the others. */
+export interface MarkedFiles {
+  durable(index: number): Uint8Array | undefined;
+  /** The mark of `marked` is durable: the files it lets go are deleted (as forgetSnapshotsBefore). */
+  forgetBefore(marked: number): void;
+}
 
 /**
  * A simulated disk with explicit crash semantics: a batch becomes durable only when its sync
@@ -21,6 +29,8 @@ export class SimDisk implements LogStore {
   private inFlight: PersistBatch | null = null;
   syncs = 0;
   tornWrites = 0;
+  /** Set in file mode: snapshots without bytes are marks of these files. */
+  files: MarkedFiles | null = null;
 
   constructor(
     events: EventQueue,
@@ -34,12 +44,17 @@ export class SimDisk implements LogStore {
 
   persist(batch: PersistBatch, done: (error: Error | null) => void): void {
     const generation = this.generation;
+    const marked = batch.snapshot !== null && batch.snapshot.data === null ? batch.snapshot.meta.index : null;
+    // As WalLogStore.persist: a snapshot file is synced before its mark is written.
+    if (marked !== null)
+      assert(this.files?.durable(marked) !== undefined, `snapshot file ${marked} exists before its mark`);
     this.inFlight = batch;
     this.events.after(this.latencyMs(), () => {
       if (generation !== this.generation) return; // crashed before the sync completed: lost
       this.inFlight = null;
       this.durable.apply(batch);
       this.syncs += 1;
+      if (marked !== null) this.files?.forgetBefore(marked);
       done(null);
     });
   }

@@ -109,6 +109,45 @@ export const MUTANTS: readonly Mutant[] = [
     original: '        first.value === before.value);',
     replacement: '        true);',
   },
+  // Snapshot files (issue 21): seeds in file mode stream, install and restore them (sim-snapshot-files.ts).
+  {
+    name: 'snapshot file: a received chunk counted again when duplicated (no offset dedup)',
+    file: 'src/node/snapshot-manager.ts',
+    original: '    if (receipt.finishing || receipt.offsets.has(chunk.offsetBytes)) return;',
+    replacement: '    if (receipt.finishing) return;',
+  },
+  {
+    name: 'snapshot file: the log compacted to the applied index, not to the index the copy holds',
+    file: 'src/node/raft-node.ts',
+    original:
+      '    this.persistSnapshot({ meta: this.core.compact(copied.index), data: null }, copied.waiting);',
+    replacement:
+      '    this.persistSnapshot({ meta: this.core.compact(this.core.log.applied), data: null }, copied.waiting);',
+  },
+  {
+    name: 'snapshot file: a received file installed before its mark is durable',
+    file: 'src/node/ready-executor.ts',
+    original:
+      '    const batch: PersistBatch = { snapshot, hardState: ready.hardState, entries: ready.entries };',
+    replacement:
+      '    const batch: PersistBatch = { snapshot, hardState: ready.hardState, entries: ready.entries };\n' +
+      '    if (snapshot !== null && snapshot.data === null) this.installSnapshotFile(snapshot, () => undefined);',
+  },
+  {
+    name: 'snapshot file: a received file stepped into the core before it is synced',
+    file: 'src/node/snapshot-manager.ts',
+    original: '    receipt.finishing = true;',
+    replacement:
+      '    receipt.finishing = true;\n' +
+      '    this.received = { meta: receipt.meta, data: null };\n' +
+      '    this.options.received(installMessage(chunk));',
+  },
+  {
+    name: 'snapshot file: a mark deletes the newer files too (a received one waiting for the core)',
+    file: 'src/storage/snapshot-retention.ts',
+    original: '  return indexes.filter((index) => index < marked);',
+    replacement: '  return indexes.filter((index) => index !== marked);',
+  },
 ];
 
 export interface MutantResult {

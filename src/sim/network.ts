@@ -22,6 +22,8 @@ export class SimNetwork {
   private readonly blocked = new Set<string>();
   settings: NetworkSettings;
   private readonly receivers = new Map<NodeId, (message: WireMessage) => void>();
+  /** Messages scheduled and not yet delivered or dropped, by link (`from>to`): the senders' backlog. */
+  private readonly inFlight = new Map<string, number>();
   sent = 0;
   delivered = 0;
   dropped = 0;
@@ -52,7 +54,10 @@ export class SimNetwork {
 
   private schedule(message: WireMessage): void {
     const delayMs = this.prng.nextIntInclusive(this.settings.delayMsMin, this.settings.delayMsMax);
+    const link = `${message.from}>${message.to}`;
+    this.inFlight.set(link, (this.inFlight.get(link) ?? 0) + 1);
     this.events.after(delayMs, () => {
+      this.inFlight.set(link, (this.inFlight.get(link) ?? 1) - 1);
       const receive = this.receivers.get(message.to);
       if (receive === undefined || this.isBlocked(message.from, message.to)) {
         this.dropped += 1;
@@ -61,6 +66,11 @@ export class SimNetwork {
       this.delivered += 1;
       receive(message);
     });
+  }
+
+  /** Messages from `from` to `to` still on their way (draws nothing: seeds replay the same). */
+  backlog(from: NodeId, to: NodeId): number {
+    return this.inFlight.get(`${from}>${to}`) ?? 0;
   }
 
   isBlocked(from: NodeId, to: NodeId): boolean {

@@ -61,6 +61,10 @@ export interface SimStats {
   readonly snapshotsInstalled: number;
   readonly membershipChanges: number;
   readonly tornWrites: number;
+  /** File mode (issue 21): received files installed, restarts restored from a file, crashes during an install. */
+  readonly fileSnapshotsInstalled: number;
+  readonly fileSnapshotsRestored: number;
+  readonly installCrashes: number;
   /** Leases (issue 15): granted, expired by the leader, keepalives acknowledged, leases a client found gone. */
   readonly leaseGrants: number;
   readonly leaseExpiries: number;

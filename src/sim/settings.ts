@@ -12,6 +12,7 @@ import { leaseTtlSecondsMin } from '../base/limits.ts';
 import type { LeaseClientSettings } from './lease-clients.ts';
 import type { LockClientSettings } from './lock-clients.ts';
 import type { NetworkSettings } from './network.ts';
+import type { SnapshotFileSettings } from './sim-snapshot-files.ts';
 import type { WatcherSettings } from './sim-watchers.ts';
 import type { WorkloadSettings } from './workload.ts';
 
@@ -51,6 +52,8 @@ export interface SimSettings {
   readonly watchers: WatcherSettings;
   /** Lock clients (issue 16): lock, a fenced write, unlock, on leases renewed through every fault. */
   readonly locks: LockClientSettings;
+  /** Snapshots as files, streamed and installed with crashes (issue 21), or as bytes: all nodes alike. */
+  readonly snapshots: SnapshotFileSettings;
 }
 
 /** Every setting from the seed; the order of the draws is part of what a seed means (keep it). */
@@ -110,7 +113,18 @@ export function drawSettings(seed: number): SimSettings {
   // Drawn after everything else (issue 15), so every earlier setting of a seed is what it was.
   const leaseAndWatch = drawLeaseAndWatchSettings(prng, base.electionTicksMax * base.tickMs);
   // Drawn after those (issue 16), likewise.
-  return { ...base, ...leaseAndWatch, locks: drawLockSettings(prng) };
+  const locks = drawLockSettings(prng);
+  // Drawn last (issue 21), likewise: a seed keeps every earlier setting, in either snapshot mode.
+  return { ...base, ...leaseAndWatch, locks, snapshots: drawSnapshotFileSettings(prng) };
+}
+
+/** File snapshots for about half the seeds. */
+function drawSnapshotFileSettings(prng: SeededPrng): SnapshotFileSettings {
+  return {
+    files: prng.chance(0.5),
+    fileLatencyMsMax: prng.nextIntInclusive(1, 20),
+    installCrashProbability: prng.nextIntInclusive(10, 60) / 100,
+  };
 }
 
 function drawLockSettings(prng: SeededPrng): LockClientSettings {

@@ -1,4 +1,4 @@
-import type { Clock, RaftNodeObserver } from '../node/interfaces.ts';
+import type { Clock, RaftNodeObserver, Snapshot } from '../node/interfaces.ts';
 import { RaftNode } from '../node/raft-node.ts';
 import { WatchHub } from '../node/watch-hub.ts';
 import { assert } from '../base/assert.ts';
@@ -7,6 +7,7 @@ import type { SeededPrng } from '../raft/prng.ts';
 import type { Entry, NodeId, Ready } from '../raft/types.ts';
 import { SafetyChecker, SimViolation } from './checkers.ts';
 import { SimDisk } from './disk.ts';
+import { DOWNTIME_MS_MAX, DOWNTIME_MS_MIN } from './faults.ts';
 import type { EventQueue } from './event-queue.ts';
 import type { SimNetwork } from './network.ts';
 import { LeaseChecker } from './lease-checker.ts';
@@ -16,6 +17,7 @@ import { ObservedKvStateMachine, SessionChecker, type SimApplyObserver } from '.
 import { ChangeHistory } from './watch-checker.ts';
 import type { SimSettings } from './settings.ts';
 import { SimTransport } from './sim-transport.ts';
+import { SimSnapshotFiles } from './sim-snapshot-files.ts';
 
 /** Lines of the recent-events trace a failure prints. */
 export const TRACE_LINES_MAX = 60;
@@ -28,6 +30,8 @@ export interface SimMutations {
 interface SimNode {
   readonly id: NodeId;
   readonly disk: SimDisk;
+  /** The node's snapshot files (file mode), else null: snapshots are bytes. */
+  readonly files: SimSnapshotFiles | null;
   node: RaftNode | null;
   /** The node's watch hub (a new one each time the node starts). */
   hub: WatchHub | null;
@@ -44,6 +48,10 @@ export interface ClusterStats {
   snapshotsInstalled: number;
   membershipChanges: number;
   tornWrites: number;
+  /** File mode: received snapshot files installed, restarts restored from the marked file, crashes during an install. */
+  fileSnapshotsInstalled: number;
+  fileSnapshotsRestored: number;
+  installCrashes: number;
   /** Virtual time a node last became leader (the healthy-cluster lease expiry bound starts after it). */
   lastLeaderElectedMs: number;
 }
@@ -76,12 +84,23 @@ export class SimCluster {
     snapshotsInstalled: 0,
     membershipChanges: 0,
     tornWrites: 0,
+    fileSnapshotsInstalled: 0,
+    fileSnapshotsRestored: 0,
+    installCrashes: 0,
     lastLeaderElectedMs: 0,
   };
   /** Extra slowdown of each node's timers (1 = normal), set by the slow-node fault. */
   readonly slowdown = new Map<NodeId, number>();
   private readonly nodes = new Map<NodeId, SimNode>();
-  private readonly views = new Map<NodeId, { node: RaftNode; disk: SimDisk }>();
+  private readonly views = new Map<
+    NodeId,
+    { node: RaftNode; disk: SimDisk; files: SimSnapshotFiles | null }
+  >();
+  /**
+   * Crash node `id` in `delayMs` (if the faults still run), restart it `downtimeMs` later: set by
+   * the simulation, null in scripted runs. An install that just started is its target.
+   */
+  crashLater: ((id: NodeId, delayMs: number, downtimeMs: number) => void) | null = null;
   private readonly mutations: SimMutations;
 
   constructor(
@@ -111,9 +130,31 @@ export class SimCluster {
         (batchParts) =>
           latency.chance(this.settings.tornWriteProbability) ? latency.nextIntInclusive(1, batchParts) : 0,
       );
-      this.nodes.set(id, { id, disk, node: null, hub: null, transport: null, lastRole: 'follower' });
+      const files = this.settings.snapshots.files ? this.snapshotFiles(id, disk) : null;
+      this.nodes.set(id, { id, disk, files, node: null, hub: null, transport: null, lastRole: 'follower' });
       this.startNode(id);
     }
+  }
+
+  /** File mode: node `id`'s files on its own PRNG stream (forked only in file mode: byte seeds replay as before). */
+  private snapshotFiles(id: NodeId, disk: SimDisk): SimSnapshotFiles {
+    const prng = this.prng.fork();
+    const files = new SimSnapshotFiles({
+      events: this.events,
+      prng,
+      settings: this.settings.snapshots,
+      disk,
+      note: (text) => {
+        this.note(`node ${id} ${text}`);
+      },
+      installing: (switchInMs) => {
+        if (this.crashLater === null || !prng.chance(this.settings.snapshots.installCrashProbability)) return;
+        const delayMs = prng.nextIntInclusive(0, switchInMs - 1);
+        this.crashLater(id, delayMs, prng.nextIntInclusive(DOWNTIME_MS_MIN, DOWNTIME_MS_MAX));
+      },
+    });
+    disk.files = files;
+    return files;
   }
 
   /** Node ids in id order (crashed ones included). */
@@ -175,6 +216,10 @@ export class SimCluster {
     simNode.node.stop();
     simNode.node = null;
     simNode.hub = null;
+    if (simNode.files?.crash().installHit === true) {
+      this.stats.installCrashes += 1;
+      this.note(`node ${id} crashes during a snapshot install`);
+    }
     const torn = simNode.disk.crash();
     if (torn !== null) {
       this.stats.tornWrites += 1;
@@ -211,10 +256,13 @@ export class SimCluster {
     const { persisted, snapshot } = simNode.disk.load();
     let node: RaftNode | null = null;
     const clock = this.nodeClock(id);
+    const stateMachine = new ObservedKvStateMachine(id, this.applyObserver);
+    this.openFiles(simNode, stateMachine, snapshot);
     const { watchLagRevisionsMax, watchHistoryRevisionsMax } = this.settings.watchers;
     const hub = new WatchHub({
       clock,
-      appliedIndex: 0, // a fresh in-memory state machine: it replays from the snapshot and the log
+      // A fresh in-memory state machine replays from the snapshot and the log (a file: restored already).
+      appliedIndex: stateMachine.appliedIndex,
       bounds: { lagRevisionsMax: watchLagRevisionsMax, historyRevisionsMax: watchHistoryRevisionsMax },
     });
     const transport = new SimTransport(this.network, id, (message) => {
@@ -230,7 +278,8 @@ export class SimCluster {
       snapshotThresholdEntries: this.settings.snapshotThresholdEntries,
       snapshotChunkBytes: this.settings.snapshotChunkBytes,
       logStore: simNode.disk,
-      stateMachine: new ObservedKvStateMachine(id, this.applyObserver),
+      stateMachine,
+      ...(simNode.files === null ? {} : { snapshotFiles: simNode.files }),
       transport,
       clock,
       tickMs: this.settings.tickMs,
@@ -241,8 +290,31 @@ export class SimCluster {
     simNode.hub = hub;
     simNode.transport = transport;
     simNode.lastRole = 'follower';
-    this.views.set(id, { node, disk: simNode.disk });
+    this.views.set(id, { node, disk: simNode.disk, files: simNode.files });
     node.start();
+  }
+
+  /**
+   * File mode, as WalLogStore.load at open: the files the log does not mark go, and the fresh
+   * machine is restored from the marked one before the node starts (RaftNode never restores a file).
+   */
+  private openFiles(simNode: SimNode, machine: ObservedKvStateMachine, snapshot: Snapshot | null): void {
+    const files = simNode.files;
+    if (files === null) return;
+    const marked = snapshot !== null && snapshot.data === null ? snapshot : null;
+    files.prune(marked?.meta.index ?? null);
+    files.attach(machine);
+    if (marked === null) return;
+    const bytes = files.durable(marked.meta.index);
+    if (bytes === undefined)
+      throw new SimViolation(
+        'safety',
+        `node ${simNode.id}: the log marks snapshot file ${marked.meta.index}, which is gone`,
+      );
+    this.checker.checkSnapshot(simNode.id, marked);
+    machine.restore(bytes, marked.meta.index, marked.meta.config);
+    this.stats.fileSnapshotsRestored += 1;
+    this.stats.snapshotsInstalled += 1;
   }
 
   /** Every apply of every node, to the checkers that follow the state machines. */
@@ -273,6 +345,17 @@ export class SimCluster {
       snapshotInstalled: (nodeId, installed) => {
         this.stats.snapshotsInstalled += 1;
         this.checker.checkSnapshot(nodeId, installed);
+        if (installed.data !== null) return;
+        // A received file was switched in: the machine holds exactly its state now.
+        this.stats.fileSnapshotsInstalled += 1;
+        const machine = simNode.node?.stateMachine;
+        assert(machine !== undefined, 'an install completes on a running node');
+        this.checker.checkState(
+          nodeId,
+          installed.meta.index,
+          machine.snapshot(),
+          'the machine after an install',
+        );
       },
     };
   }

@@ -48,6 +48,11 @@ export class SimTransport implements ClusterTransport {
     this.network.send(message);
   }
 
+  /** Frames on their way to `to` (a snapshot file is sent as fast as they arrive, as over libp2p). */
+  backlog(to: NodeId): number {
+    return this.network.backlog(this.nodeId, to);
+  }
+
   stop(): Promise<void> {
     if (!this.stopped) this.network.detach(this.nodeId);
     this.stopped = true;

@@ -137,6 +137,26 @@ export class Simulation {
     };
   }
 
+  /**
+   * A crash aimed at a moment (an install in progress); the node restarts `downtimeMs` later. Once
+   * the faults stop, each node is still crashed this way once (installs happen most while the
+   * healed cluster catches up), so the liveness phase sees finitely many of them.
+   */
+  private readonly crashLater = (id: NodeId, delayMs: number, downtimeMs: number): void => {
+    this.events.after(delayMs, () => {
+      if (this.phase === 'done') return;
+      if (this.phase === 'liveness') {
+        if (this.crashedWhileHealed.has(id)) return;
+        this.crashedWhileHealed.add(id);
+      }
+      this.cluster.crashNode(id);
+      this.events.after(downtimeMs, () => {
+        this.cluster.restartNode(id);
+      });
+    });
+  };
+  private readonly crashedWhileHealed = new Set<NodeId>();
+
   /** See FaultContext.readProbe: a failed read says nothing; a stale one fails the run. */
   private readProbe(id: NodeId): void {
     const node = this.cluster.node(id);
@@ -170,6 +190,7 @@ export class Simulation {
   }
 
   private setUp(): void {
+    if (!this.scripted) this.cluster.crashLater = this.crashLater;
     this.cluster.setUp();
     this.events.after(1, () => {
       this.ensureInitialized();
@@ -470,6 +491,9 @@ export class Simulation {
         snapshotsInstalled: stats.snapshotsInstalled,
         membershipChanges: stats.membershipChanges,
         tornWrites: stats.tornWrites,
+        fileSnapshotsInstalled: stats.fileSnapshotsInstalled,
+        fileSnapshotsRestored: stats.fileSnapshotsRestored,
+        installCrashes: stats.installCrashes,
         leaseGrants: this.leaseClients.grants,
         leaseExpiries: this.cluster.leaseChecker.expiries,
         leaseKeepAlivesAcked: this.cluster.leaseChecker.keepAlivesAcked,

@@ -230,11 +230,11 @@ export class LmdbStorage {
   }
 
   /**
-   * Snapshot `index` (a file) is marked in the WAL: the other snapshot files go, and snapshot bytes
+   * Snapshot `index` (a file) is marked in the WAL: the older snapshot files go, and snapshot bytes
    * LMDB holds from before it (a received snapshot) are cleared.
    */
   forgetSnapshotsBefore(index: number, done: (error: Error | null) => void): void {
-    this.snapshotFiles.prune(index);
+    this.snapshotFiles.pruneBefore(index);
     const bytesMeta = (this.meta.get(META_SNAPSHOT) as SnapshotMeta | undefined) ?? null;
     if (bytesMeta === null || bytesMeta.index > index) {
       done(null);

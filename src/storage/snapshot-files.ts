@@ -12,6 +12,7 @@ import {
 } from 'node:fs';
 import { copyFile, open as openFile } from 'node:fs/promises';
 import { assert, assertIndex } from '../base/assert.ts';
+import { filesForgottenByMark } from './snapshot-retention.ts';
 import { nodeWalFileSystem } from './wal/wal-fs.ts';
 import {
   appliedIndexOf,
@@ -223,7 +224,15 @@ export class SnapshotFiles {
     nodeWalFileSystem.syncDir(this.statePath.slice(0, this.statePath.lastIndexOf('/')));
   }
 
-  /** Delete every snapshot file but `keep` (and a copy an interrupted take left behind). */
+  /**
+   * Snapshot `index` is marked: delete the files before it (filesForgottenByMark), and nothing else:
+   * a copy in progress keeps its `taking.mdb` too. The next open removes whatever no mark names.
+   */
+  pruneBefore(index: number): void {
+    for (const found of filesForgottenByMark(this.indexes(), index)) removeEnvFile(this.path(found));
+  }
+
+  /** At open: delete every snapshot file but `keep` (and a copy or a receipt a crash left behind). */
   prune(keep: number | null): void {
     removeEnvFile(`${this.dir}/${TAKING_FILE}`);
     if (this.receiving === null) rmSync(`${this.dir}/${RECEIVING_FILE}`, { force: true });
