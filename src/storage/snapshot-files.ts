@@ -53,6 +53,8 @@ export class SnapshotFiles {
   private receiving: { readonly snapshot: number; readonly state: number } | null = null;
   /** A received snapshot whose synced second copy (RECEIVING_STATE_FILE) waits to be installed. */
   private stagedIndex: number | null = null;
+  /** Installs that renamed the copy written while receiving (for tests). */
+  private receivedCopies = 0;
   /** The copy in progress: close() waits for it (LMDB must not close under mdb_env_copy2). */
   private inFlight: Promise<unknown> = Promise.resolve();
 
@@ -62,6 +64,10 @@ export class SnapshotFiles {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     rmSync(`${this.dir}/${RECEIVING_STATE_FILE}`, { force: true });
     removeEnvFile(this.installingPath);
+  }
+
+  get receivedCopiesInstalled(): number {
+    return this.receivedCopies;
   }
 
   private get installingPath(): string {
@@ -200,6 +206,7 @@ export class SnapshotFiles {
     if (this.stagedIndex === index) {
       this.stagedIndex = null;
       renameSync(`${this.dir}/${RECEIVING_STATE_FILE}`, this.installingPath);
+      this.receivedCopies += 1;
       return;
     }
     await copyFile(this.path(index), this.installingPath);
@@ -230,16 +237,16 @@ export class SnapshotFiles {
    */
   pruneBefore(index: number): void {
     for (const found of filesForgottenByMark(this.indexes(), index)) removeEnvFile(this.path(found));
+    if (this.stagedIndex !== null && this.stagedIndex < index) {
+      this.stagedIndex = null; // a received copy the mark passed: never to be installed
+      rmSync(`${this.dir}/${RECEIVING_STATE_FILE}`, { force: true });
+    }
   }
 
   /** At open: delete every snapshot file but `keep` (and a copy or a receipt a crash left behind). */
   prune(keep: number | null): void {
     removeEnvFile(`${this.dir}/${TAKING_FILE}`);
     if (this.receiving === null) rmSync(`${this.dir}/${RECEIVING_FILE}`, { force: true });
-    if (this.receiving === null && this.stagedIndex !== keep) {
-      this.stagedIndex = null;
-      rmSync(`${this.dir}/${RECEIVING_STATE_FILE}`, { force: true });
-    }
     for (const index of this.indexes()) if (index !== keep) removeEnvFile(this.path(index));
   }
 

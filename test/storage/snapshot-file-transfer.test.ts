@@ -151,6 +151,8 @@ describe('snapshot files between nodes', () => {
       expect(network.chunksSeen).toBeGreaterThan(3);
       expect(learner.node.status().snapshot?.index ?? 0).toBeGreaterThan(100); // installed, not replayed
       expect(learner.storage.snapshotFiles.indexes()).toEqual([learner.node.status().snapshot?.index]);
+      // Installed from the second copy written while receiving: renamed, not copied again.
+      expect(learner.storage.snapshotFiles.receivedCopiesInstalled).toBeGreaterThanOrEqual(1);
       expect(records(learner)).toEqual(records(leader));
 
       // The learner restarts as after a reboot: rebuilt from the received file and the log.
