@@ -24,7 +24,7 @@ import {
 } from './join.ts';
 import { createLibp2pNode, dialFirst } from './libp2p-services.ts';
 import { toMultiaddrs } from './multiaddrs.ts';
-import { coalesce, newOutbound, OUTBOUND_FRAMES_QUEUED_MAX, type Outbound } from './outbound.ts';
+import { bareAddress, coalesce, newOutbound, OUTBOUND_FRAMES_QUEUED_MAX, type Outbound } from './outbound.ts';
 import {
   assertHandshakeTimeouts,
   AUTH_DEADLINE_MS,
@@ -263,10 +263,21 @@ export class Libp2pTransport implements ClusterTransport {
     assert(id !== this.nodeId, 'a node is not its own peer');
     const targets = toMultiaddrs(address); // throws RangeError before anything changes
     if (this.addressBook.get(id) === address && this.peers.has(id)) return;
+    this.addressBook.set(id, address);
+    const known = this.peers.get(id);
+    if (
+      known?.streamAddress != null &&
+      targets.some((target) => bareAddress(target) === known.streamAddress)
+    ) {
+      // The same peer said another way (discovery announcing the addresses a join gave as host:port):
+      // the stream open to one of them stays, with what it carries (aborting it lost a snapshot's
+      // chunks in flight). A peer at an address not listed is dialed afresh.
+      known.addresses = targets;
+      return;
+    }
     this.dropOutbound(id);
     const peer = newOutbound(targets);
     this.peers.set(id, peer);
-    this.addressBook.set(id, address);
     // Dial now rather than at the first message: a restarted follower sends nothing until its
     // election timeout, and its leader moves its Raft stream to the new connection (moveRaftStream).
     if (!this.stopped) this.open(id, peer);
@@ -553,6 +564,7 @@ export class Libp2pTransport implements ClusterTransport {
     peer.stream = stream;
     peer.streamPeer = connection.remotePeer.toString();
     peer.streamConnection = connection.id;
+    peer.streamAddress = bareAddress(connection.remoteAddr);
     peer.blocked = false;
     replaced?.abort(new Error('the peer connected again: its newer connection carries Raft'));
     stream.addEventListener('close', () => {
@@ -560,6 +572,7 @@ export class Libp2pTransport implements ClusterTransport {
       peer.stream = null;
       peer.streamPeer = null;
       peer.streamConnection = null;
+      peer.streamAddress = null;
     });
     stream.addEventListener('drain', () => {
       if (peer.stream !== stream) return;

@@ -10,12 +10,14 @@ export const COALESCED_WRITE_BYTES_MAX = 1024 * 1024;
 /** One peer's outbound side: where to dial it, its long-lived Raft stream and the frames waiting for it. */
 export interface Outbound {
   /** Where to reach the peer, in order of preference (QUIC first), or the peer id learned from its own connection. */
-  readonly addresses: readonly (Multiaddr | PeerId)[];
+  addresses: readonly (Multiaddr | PeerId)[];
   stream: Stream | null;
   /** The libp2p peer id at the other end of `stream` (null while there is none). */
   streamPeer: string | null;
   /** The id of the libp2p connection `stream` runs on (null while there is none). */
   streamConnection: string | null;
+  /** That connection's remote address without its /p2p/ part (null while there is none). */
+  streamAddress: string | null;
   /** The stream's send buffer is full: queue until it drains. */
   blocked: boolean;
   opening: boolean;
@@ -32,6 +34,7 @@ export function newOutbound(addresses: readonly (Multiaddr | PeerId)[]): Outboun
     stream: null,
     streamPeer: null,
     streamConnection: null,
+    streamAddress: null,
     blocked: false,
     opening: false,
     queue: [],
@@ -70,4 +73,11 @@ export function coalesce(queue: readonly Uint8Array[], start: number): { write: 
   const write =
     end - start === 1 ? (queue[start] ?? new Uint8Array(0)) : concatFrames(queue, start, end, bytes);
   return { write, end };
+}
+
+/** A multiaddr as text without its /p2p/<peer id> part: an address to compare with another. */
+export function bareAddress(address: Multiaddr | PeerId): string {
+  const text = address.toString();
+  const at = text.indexOf('/p2p/');
+  return at === -1 ? text : text.slice(0, at);
 }

@@ -78,6 +78,24 @@ describe('Raft over libp2p on loopback (QUIC, and TCP + Noise + Yamux)', () => {
     return { type: 'heartbeat', from: 1, to: 2, term: 1, commitIndex: round, readRound: round };
   }
 
+  it('keeps the open stream and its queued frames when the peer is re-announced with addresses that include its own', async () => {
+    const received: WireMessage[] = [];
+    const a = await transport(1, () => undefined);
+    const b = await transport(2, (message) => received.push(message));
+    a.addPeer(2, b.listenAddresses[0] ?? ''); // QUIC only, as a join gives it
+    a.send(heartbeat(0));
+    await eventually(() => received.length === 1, 5_000);
+    for (let round = 1; round <= 20; round += 1) a.send(heartbeat(round)); // queued until the next flush
+    a.addPeer(2, b.listenAddresses.join(',')); // discovery's announcement: QUIC and TCP
+    await eventually(() => received.length === 21, 5_000);
+    expect(a.connections()).toHaveLength(1);
+    expect(a.messagesDropped).toBe(0);
+    // An address the stream does not run to is a peer that moved: dialed afresh.
+    a.addPeer(2, b.listenAddresses[1] ?? '');
+    a.send(heartbeat(21));
+    await eventually(() => received.length === 22, 5_000);
+  });
+
   function rounds(received: readonly WireMessage[]): number[] {
     return received.map((message) => (message.type === 'heartbeat' ? message.readRound : 0));
   }
