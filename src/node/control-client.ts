@@ -117,14 +117,17 @@ export class RaftControlClient implements ClusterController, KeyValueStore {
   }
 
   /**
-   * add-learner timed out. A learner this call added that never acknowledged an entry (unreachable,
-   * wrong address, not running) is taken out again; one that is catching up stays. Either way the
-   * error says which, and how to remove it by hand.
+   * add-learner timed out. A learner this call added that never answered (unreachable, wrong
+   * address, not running) is taken out again; one that is catching up stays: it acknowledged an
+   * entry, or it is being sent a snapshot (the leader sends one only after the learner's answer
+   * showed it lacks the log; a large one takes longer than the wait). Either way the error says
+   * which, and how to remove it by hand.
    */
   private async rollBackLearner(learnerId: NodeId, added: boolean, timeout: AspenError): Promise<AspenError> {
-    const match = this.node.status().peers.find((peer) => peer.id === learnerId)?.matchIndex ?? 0;
+    const peer = this.node.status().peers.find((candidate) => candidate.id === learnerId);
+    const answered = (peer?.matchIndex ?? 0) > 0 || peer?.state === 'snapshot';
     const removeHint = `remove it with POST /remove-learner {"learner_id":${learnerId}} or \`aspen member remove ${learnerId}\``;
-    if (!added || match > 0) {
+    if (!added || answered) {
       return new AspenError(
         'TIMEOUT',
         `${timeout.message}; it stays a learner and keeps catching up (promote it later, or ${removeHint})`,

@@ -2,6 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { AspenError } from '../../src/api/errors.ts';
+import { RaftControlClient } from '../../src/node/control-client.ts';
 import type { KvRecord } from '../../src/node/kv-state-machine.ts';
 import type { WireMessage } from '../../src/node/interfaces.ts';
 import { systemClock } from '../../src/node/local-runtime.ts';
@@ -32,13 +34,16 @@ interface Member {
  */
 class LossyNetwork {
   private readonly prng: SeededPrng;
+  /** Every chunk arrives this late, none lost (0: the seeded faults instead). */
+  private readonly chunkDelayMs: number;
   readonly nodes = new Map<number, RaftNode>();
   /** Messages sent to a node and not delivered yet (what the sender sees as its backlog). */
   readonly pending = new Map<number, number>();
   chunksSeen = 0;
 
-  constructor(seed: number) {
+  constructor(seed: number, chunkDelayMs = 0) {
     this.prng = new SeededPrng(seed);
+    this.chunkDelayMs = chunkDelayMs;
   }
 
   send(message: WireMessage): void {
@@ -54,6 +59,10 @@ class LossyNetwork {
       return;
     }
     this.chunksSeen += 1;
+    if (this.chunkDelayMs > 0) {
+      setTimeout(deliver, this.chunkDelayMs);
+      return;
+    }
     const roll = this.prng.nextIntInclusive(0, 9);
     if (roll === 0) {
       this.pending.set(message.to, (this.pending.get(message.to) ?? 1) - 1);
@@ -124,24 +133,53 @@ function records(member: Member): [string, KvRecord][] {
   return [...member.storage.kv.getRange({})].map(({ key, value }): [string, KvRecord] => [key, value]);
 }
 
+/** Node 1, leader of itself, after WRITES writes and a snapshot that compacted its log. */
+async function leaderWithCompactedLog(network: LossyNetwork): Promise<Member> {
+  const leader = start(1, network, dataDir());
+  await new Promise((resolve) => {
+    leader.node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
+  });
+  await untilLeader(leader.node);
+  for (let index = 0; index < WRITES; index += 1) {
+    const value = `v${index}-${'x'.repeat(200)}`;
+    await new Promise((resolve) => {
+      leader.node.write({ Set: { key: `k${index % 97}`, value } }, resolve);
+    });
+  }
+  await until(() => (leader.node.status().snapshot?.index ?? 0) > 100, 'the leader compacts its log');
+  return leader;
+}
+
 describe('snapshot files between nodes', () => {
+  it('add-learner timing out while the learner receives a snapshot keeps the learner, which then catches up', async () => {
+    const network = new LossyNetwork(1, 150); // a snapshot of many chunks takes far longer than the wait
+    const leader = await leaderWithCompactedLog(network);
+    const learner = start(2, network, dataDir());
+    const control = new RaftControlClient(leader.node, { learnerCatchUpTimeoutMs: 300 });
+    const refusal = await control
+      .addLearner({ learner: { id: 2, addr: 'node-2', raft_addr: '127.0.0.1:26002' } })
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    expect(refusal).toBeInstanceOf(AspenError);
+    expect(refusal).toMatchObject({ code: 'TIMEOUT', definite: false });
+    expect((refusal as AspenError).message).toMatch(/it stays a learner and keeps catching up/);
+    expect(leader.node.status().peers.find((peer) => peer.id === 2)?.state).toBe('snapshot');
+    const target = leader.node.stateMachine.appliedIndex;
+    await until(() => learner.node.stateMachine.appliedIndex >= target, 'the learner catches up');
+    expect(records(learner)).toEqual(records(leader));
+    learner.node.stop();
+    await learner.storage.close();
+    leader.node.stop();
+    await leader.storage.close();
+  }, 60_000);
+
   it.each([1, 2, 3])(
     'a learner far behind gets the leader’s snapshot file through lost, duplicated, corrupted and reordered chunks (seed %i)',
     async (seed) => {
       const network = new LossyNetwork(seed);
-      const leaderDir = dataDir();
-      const leader = start(1, network, leaderDir);
-      await new Promise((resolve) => {
-        leader.node.init({ voters: [1], votersOutgoing: [], learners: [] }, resolve);
-      });
-      await untilLeader(leader.node);
-      for (let index = 0; index < WRITES; index += 1) {
-        const value = `v${index}-${'x'.repeat(200)}`;
-        await new Promise((resolve) => {
-          leader.node.write({ Set: { key: `k${index % 97}`, value } }, resolve);
-        });
-      }
-      await until(() => (leader.node.status().snapshot?.index ?? 0) > 100, 'the leader compacts its log');
+      const leader = await leaderWithCompactedLog(network);
       const learner = start(2, network, dataDir());
       await new Promise((resolve) => {
         leader.node.changeMembership({ voters: [1], learners: [2] }, resolve);
