@@ -21,6 +21,11 @@ async function serverPort(): Promise<number> {
 
 /** A server process must print its ready line within this. */
 export const STARTUP_TIMEOUT_MS = 30_000;
+/**
+ * A member started again after kill -9 must serve within this: it replays its log first (etcd with
+ * its default --snapshot-count replays every entry since its last snapshot: 600 MB at 5M keys).
+ */
+export const RESTART_TIMEOUT_MS = 300_000;
 /** A member asked to stop (SIGTERM) is killed (SIGKILL) after this. */
 export const STOP_GRACE_MS = 5_000;
 /** A killed process is reaped within this (the kernel frees a SIGKILLed process at once). */
@@ -88,12 +93,12 @@ function ended(child: ChildProcess, signal: NodeJS.Signals, graceMs: number): Pr
   });
 }
 
-function waitForLine(child: ChildProcess, pattern: RegExp, what: string): Promise<void> {
+function waitForLine(child: ChildProcess, pattern: RegExp, what: string, timeoutMs: number): Promise<void> {
   return new Promise((resolvePromise, reject) => {
     let seen = '';
     const timer = setTimeout(() => {
-      reject(new Error(`${what} did not start: ${seen.slice(-2_000)}`));
-    }, STARTUP_TIMEOUT_MS);
+      reject(new Error(`${what} did not start within ${timeoutMs} ms: ${seen.slice(-2_000)}`));
+    }, timeoutMs);
     const onData = (text: string): void => {
       seen = (seen + text).slice(-20_000);
       if (pattern.test(seen)) {
@@ -123,7 +128,7 @@ export class BenchMember {
   readonly dataDir: string;
   private readonly launch: () => ChildProcess;
   /** Resolves once a freshly launched process serves (rejects if it exits first). */
-  private readonly ready: (child: ChildProcess, what: string) => Promise<void>;
+  private readonly ready: (child: ChildProcess, what: string, timeoutMs: number) => Promise<void>;
   private child: ChildProcess;
   private served: Promise<void>;
 
@@ -135,7 +140,7 @@ export class BenchMember {
       readonly dataDir: string;
     },
     launch: () => ChildProcess,
-    ready: (child: ChildProcess, what: string) => Promise<void>,
+    ready: (child: ChildProcess, what: string, timeoutMs: number) => Promise<void>,
   ) {
     this.id = where.id;
     this.name = where.name;
@@ -148,8 +153,8 @@ export class BenchMember {
   }
 
   /** Watches the process just launched for readiness from its first output on. */
-  private watch(): Promise<void> {
-    const served = this.ready(this.child, this.name);
+  private watch(timeoutMs = STARTUP_TIMEOUT_MS): Promise<void> {
+    const served = this.ready(this.child, this.name, timeoutMs);
     served.catch(() => undefined); // awaited by waitReady; a member never waited for fails nothing
     return served;
   }
@@ -176,7 +181,7 @@ export class BenchMember {
   async restart(): Promise<void> {
     if (running(this.child)) throw new Error(`${this.name} is still running`);
     this.child = this.launch();
-    this.served = this.watch();
+    this.served = this.watch(RESTART_TIMEOUT_MS);
     await this.served;
   }
 
@@ -248,7 +253,8 @@ function benchToken(file: string): string {
   return made.stdout.trim();
 }
 
-const aspenReady = (child: ChildProcess, what: string) => waitForLine(child, / up: /, what);
+const aspenReady = (child: ChildProcess, what: string, timeoutMs: number) =>
+  waitForLine(child, / up: /, what, timeoutMs);
 
 /** An aspen-node process for node `id` on LMDB in `dir`, its Raft and HTTP ports given. */
 async function aspenMember(
@@ -407,7 +413,7 @@ function etcdMember(
   return new BenchMember(
     { id, name: spec.name, endpoint: clientUrl, dataDir: spec.dir },
     launch,
-    (child, what) => waitForHealthy(clientUrl, child, what),
+    (child, what, timeoutMs) => waitForHealthy(clientUrl, child, what, timeoutMs),
   );
 }
 
@@ -475,9 +481,14 @@ export async function startEtcd(binary: string): Promise<ManagedCluster> {
   return cluster;
 }
 
-/** Resolves once etcd at `endpoint` reports itself healthy; rejects if `child` exits or after STARTUP_TIMEOUT_MS. */
-async function waitForHealthy(endpoint: string, child: ChildProcess, what: string): Promise<void> {
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+/** Resolves once etcd at `endpoint` reports itself healthy; rejects if `child` exits or after `timeoutMs`. */
+async function waitForHealthy(
+  endpoint: string,
+  child: ChildProcess,
+  what: string,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!running(child)) throw new Error(`${what} exited with ${String(child.exitCode ?? child.signalCode)}`);
     try {
@@ -488,5 +499,5 @@ async function waitForHealthy(endpoint: string, child: ChildProcess, what: strin
     }
     await new Promise((resolvePromise) => setTimeout(resolvePromise, 200));
   }
-  throw new Error(`etcd at ${endpoint} did not become healthy`);
+  throw new Error(`etcd at ${endpoint} did not become healthy within ${timeoutMs} ms`);
 }
